@@ -1,0 +1,2 @@
+"""The Kelvinpi service: config, pollers, store, web, uplinks, CLI."""
+__version__ = "0.1.0"

@@ -1,0 +1,179 @@
+"""Exchange discipline shared by both instrument models.
+
+One exchange at a time per instrument (a lock), the instrument's pacing rules
+enforced here rather than by callers, and stale input flushed on (re)connect so
+a late reply is never taken as the answer to the next query.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from .errors import BadReply, ConnectionLost, DriverError, InstrumentTimeout, WrongInstrument
+from .parse import decode
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identity:
+    manufacturer: str
+    model: str
+    serial: str
+    firmware: str
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "Identity":
+        parts = decode(raw, "*IDN?").split(",")
+        if len(parts) != 4 or not all(p.strip() for p in parts):
+            raise BadReply("*IDN? reply is not 4 comma-separated fields", raw, "*IDN?")
+        manufacturer, model, serial, firmware = (p.strip() for p in parts)
+        return cls(manufacturer, model, serial.split("/")[0], firmware)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The instrument's timing rules.
+
+    ``after_command``: quiet time after a write-only command (372: 50 ms; 240: 10 ms).
+    ``min_interval``: least time between the starts of two messages (372 on USB: 1/20 s).
+    ``after_query``: quiet time after a complete reply (372 on USB: 50 ms).
+    """
+
+    after_command: float = 0.05
+    min_interval: float = 0.0
+    after_query: float = 0.0
+
+
+class Instrument:
+    """A line-oriented Lake Shore instrument over any Transport."""
+
+    expected_model_prefix = ""
+
+    def __init__(
+        self,
+        transport: Transport,
+        timeout: float = 2.0,
+        pacing: Pacing | None = None,
+        expected_serial: str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.pacing = pacing or Pacing()
+        self.expected_serial = expected_serial
+        self.identity: Identity | None = None
+        self._lock = threading.RLock()
+        self._quiet_until = 0.0
+        self._last_start = 0.0
+        self.connected = False
+
+    # -- connection ---------------------------------------------------------
+    def connect(self) -> Identity:
+        """Open the link, clear stale input, and check ``*IDN?``."""
+        with self._lock:
+            self.connected = False
+            self.transport.open()
+            try:
+                # A bare terminator ends any half-sent line left by a previous session.
+                self.transport.write(b"\n")
+                time.sleep(0.1)
+                self.transport.flush_input()
+                self.identity = self.identify()
+                self.check_identity(self.identity)
+            except BaseException:
+                self.transport.close()
+                raise
+            self.connected = True
+            log.debug("connected to %s: %s", self.transport.description, self.identity)
+            return self.identity
+
+    def close(self) -> None:
+        with self._lock:
+            self.connected = False
+            self.transport.close()
+
+    def identify(self) -> Identity:
+        return Identity.parse(self.query_raw("*IDN?"))
+
+    def check_identity(self, ident: Identity) -> None:
+        if ident.manufacturer != "LSCI" or not ident.model.startswith(self.expected_model_prefix):
+            raise WrongInstrument(
+                f"{self.transport.description}: expected a Lake Shore {self.expected_model_prefix}, "
+                f"*IDN? says {ident.manufacturer},{ident.model},{ident.serial}"
+            )
+        if self.expected_serial and ident.serial != self.expected_serial:
+            raise WrongInstrument(
+                f"{self.transport.description}: expected serial {self.expected_serial}, "
+                f"*IDN? says {ident.model} serial {ident.serial}"
+            )
+
+    # -- exchanges ----------------------------------------------------------
+    def _wait_turn(self) -> None:
+        now = time.monotonic()
+        start = max(self._quiet_until, self._last_start + self.pacing.min_interval)
+        if start > now:
+            time.sleep(start - now)
+        self._last_start = time.monotonic()
+
+    def query_raw(self, message: str) -> bytes:
+        """Send a query, return the reply line (without terminator) as bytes."""
+        with self._lock:
+            self._wait_turn()
+            try:
+                self.transport.write(message.encode("ascii") + b"\n")
+                reply = self.transport.read_line(self.timeout)
+            except InstrumentTimeout:
+                # The reply may still arrive later: drop the link state so that the next
+                # exchange starts from a flushed input and never reads it as its answer.
+                self._resync()
+                raise
+            except ConnectionLost:
+                self.connected = False
+                raise
+            finally:
+                self._quiet_until = time.monotonic() + self.pacing.after_query
+            log.debug("%s %r -> %r", self.transport.description, message, reply)
+            return reply
+
+    def query(self, message: str) -> str:
+        return decode(self.query_raw(message), message)
+
+    def write(self, message: str) -> None:
+        """Send a command that has no reply."""
+        with self._lock:
+            self._wait_turn()
+            try:
+                self.transport.write(message.encode("ascii") + b"\n")
+            except ConnectionLost:
+                self.connected = False
+                raise
+            finally:
+                self._quiet_until = time.monotonic() + self.pacing.after_command
+            log.debug("%s %r", self.transport.description, message)
+
+    def _resync(self) -> None:
+        try:
+            self.transport.flush_input()
+        except DriverError:
+            self.connected = False
+
+
+def check_channel(channel: str | int, allowed: set[str]) -> str:
+    ch = str(channel).upper().lstrip("0") or "0"
+    if ch not in allowed:
+        raise ValueError(f"channel {channel!r} is not one of {sorted(allowed, key=_chan_key)}")
+    return ch
+
+
+def _chan_key(c: str) -> tuple[int, str]:
+    return (0, c) if not c.isdigit() else (1, f"{int(c):03d}")
+
+
+def quote_name(name: str, limit: int) -> str:
+    """Quote an instrument string; ``,`` ``;`` and ``"`` would break the reply framing."""
+    if any(c in name for c in ',;"') or len(name) > limit or not name.isascii():
+        raise ValueError(f"name {name!r} must be ASCII, at most {limit} characters, without , ; or \"")
+    return f'"{name}"'

@@ -1,0 +1,329 @@
+"""Byte transports: TCP socket, pyserial, pyvisa. They move lines; they know no commands.
+
+Every transport offers the same small interface so an instrument model can be
+handed any of them. Replies are framed by CR LF (LF alone is accepted too): the
+TCP transport keeps a buffer so a reply split over several segments, or two
+replies merged in one segment, are framed correctly.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Protocol
+
+from .errors import ConnectionLost, InstrumentTimeout
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 4096
+
+
+class Transport(Protocol):
+    """What an instrument model needs from a link."""
+
+    description: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def read_line(self, timeout: float) -> bytes: ...
+
+    def flush_input(self) -> None: ...
+
+
+def _take_line(buf: bytearray) -> bytes | None:
+    idx = buf.find(b"\n")
+    if idx < 0:
+        return None
+    line = bytes(buf[:idx])
+    del buf[: idx + 1]
+    return line[:-1] if line.endswith(b"\r") else line
+
+
+class TcpTransport:
+    """A TCP socket (the 372's port 7777), with line framing over arbitrary segments."""
+
+    def __init__(self, host: str, port: int = 7777, connect_timeout: float = 3.0) -> None:
+        self.host, self.port, self.connect_timeout = host, port, connect_timeout
+        self.description = f"tcp://{host}:{port}"
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    def open(self) -> None:
+        self.close()
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except TimeoutError:
+            raise InstrumentTimeout(f"{self.description}: connect timed out") from None
+        except OSError as exc:
+            raise ConnectionLost(f"{self.description}: cannot connect: {exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._sock = sock
+        self._buf.clear()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def _require(self) -> socket.socket:
+        if self._sock is None:
+            raise ConnectionLost(f"{self.description}: not connected")
+        return self._sock
+
+    def write(self, data: bytes) -> None:
+        sock = self._require()
+        try:
+            sock.settimeout(self.connect_timeout)
+            sock.sendall(data)
+        except TimeoutError:
+            self.close()
+            raise InstrumentTimeout(f"{self.description}: send timed out") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: send failed: {exc}") from None
+
+    def read_line(self, timeout: float) -> bytes:
+        sock = self._require()
+        deadline = time.monotonic() + timeout
+        while True:
+            line = _take_line(self._buf)
+            if line is not None:
+                return line
+            if len(self._buf) > MAX_LINE:
+                junk = bytes(self._buf[:64])
+                self._buf.clear()
+                raise ConnectionLost(f"{self.description}: no line end in {MAX_LINE} bytes ({junk!r}...)")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                partial = bytes(self._buf)
+                raise InstrumentTimeout(
+                    f"{self.description}: no reply within {timeout:.2f} s"
+                    + (f" (partial {partial!r})" if partial else "")
+                )
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                self.close()
+                raise ConnectionLost(f"{self.description}: receive failed: {exc}") from None
+            if not chunk:
+                self.close()
+                raise ConnectionLost(f"{self.description}: instrument closed the connection")
+            self._buf.extend(chunk)
+
+    def flush_input(self) -> None:
+        sock = self._require()
+        self._buf.clear()
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    chunk = sock.recv(4096)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    self.close()
+                    raise ConnectionLost(f"{self.description}: instrument closed the connection")
+        finally:
+            if self._sock is not None:
+                self._sock.setblocking(True)
+
+
+class SerialTransport:
+    """A serial port through pyserial (USB virtual COM port, or a pty in tests)."""
+
+    def __init__(
+        self,
+        device: str,
+        baudrate: int,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: int = 1,
+    ) -> None:
+        self.device = device
+        self.settings = dict(baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits)
+        self.description = f"serial://{device}"
+        self._port = None
+        self._buf = bytearray()
+
+    def open(self) -> None:
+        import serial
+
+        self.close()
+        try:
+            self._port = serial.Serial(
+                self.device, timeout=0.05, write_timeout=2.0, rtscts=False, xonxoff=False, exclusive=True,
+                **self.settings,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise ConnectionLost(f"{self.description}: cannot open: {exc}") from None
+        self._buf.clear()
+
+    def close(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except Exception:  # closing a vanished device may itself fail
+                pass
+            self._port = None
+
+    def _require(self):
+        if self._port is None:
+            raise ConnectionLost(f"{self.description}: not open")
+        return self._port
+
+    def write(self, data: bytes) -> None:
+        import serial
+
+        port = self._require()
+        try:
+            port.write(data)
+            port.flush()
+        except serial.SerialTimeoutException:
+            self.close()
+            raise InstrumentTimeout(f"{self.description}: write timed out") from None
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: write failed: {exc}") from None
+
+    def read_line(self, timeout: float) -> bytes:
+        import serial
+
+        port = self._require()
+        deadline = time.monotonic() + timeout
+        while True:
+            line = _take_line(self._buf)
+            if line is not None:
+                return line
+            if len(self._buf) > MAX_LINE:
+                self._buf.clear()
+                raise ConnectionLost(f"{self.description}: no line end in {MAX_LINE} bytes")
+            if time.monotonic() >= deadline:
+                partial = bytes(self._buf)
+                raise InstrumentTimeout(
+                    f"{self.description}: no reply within {timeout:.2f} s"
+                    + (f" (partial {partial!r})" if partial else "")
+                )
+            try:
+                chunk = port.read(max(1, port.in_waiting))
+            except (serial.SerialException, OSError) as exc:
+                self.close()
+                raise ConnectionLost(f"{self.description}: read failed (unplugged?): {exc}") from None
+            self._buf.extend(chunk)
+
+    def flush_input(self) -> None:
+        import serial
+
+        port = self._require()
+        self._buf.clear()
+        try:
+            port.reset_input_buffer()
+            while port.in_waiting:
+                port.read(port.in_waiting)
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: flush failed: {exc}") from None
+
+
+class VisaTransport:
+    """Any VISA resource through pyvisa (``TCPIP::host::7777::SOCKET``, ``ASRL/dev/ttyUSB0::INSTR``, GPIB)."""
+
+    def __init__(self, resource: str, backend: str = "@py", serial_settings: dict | None = None) -> None:
+        self.resource_name = resource
+        self.backend = backend
+        self.serial_settings = serial_settings or {}
+        self.description = f"visa://{resource}"
+        self._rm = None
+        self._res = None
+
+    def open(self) -> None:
+        import pyvisa
+
+        self.close()
+        try:
+            self._rm = pyvisa.ResourceManager(self.backend)
+            kwargs = {}
+            if self.resource_name.upper().startswith("ASRL"):
+                kwargs.update(self.serial_settings)
+            self._res = self._rm.open_resource(
+                self.resource_name, read_termination="\n", write_termination="", open_timeout=3000, **kwargs
+            )
+        except Exception as exc:  # pyvisa raises many types: VisaIOError, ValueError, OSError
+            self.close()
+            raise ConnectionLost(f"{self.description}: cannot open: {exc}") from None
+
+    def close(self) -> None:
+        try:
+            if self._res is not None:
+                self._res.close()
+        except Exception:
+            pass
+        try:
+            if self._rm is not None:
+                self._rm.close()
+        except Exception:
+            pass
+        self._res = None
+        self._rm = None
+
+    def _require(self):
+        if self._res is None:
+            raise ConnectionLost(f"{self.description}: not open")
+        return self._res
+
+    def write(self, data: bytes) -> None:
+        res = self._require()
+        try:
+            res.write_raw(data)
+        except Exception as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: write failed: {exc}") from None
+
+    def read_line(self, timeout: float) -> bytes:
+        import pyvisa
+
+        res = self._require()
+        res.timeout = max(1, int(timeout * 1000))
+        try:
+            raw = res.read_raw()
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise InstrumentTimeout(f"{self.description}: no reply within {timeout:.2f} s") from None
+            self.close()
+            raise ConnectionLost(f"{self.description}: read failed: {exc}") from None
+        except Exception as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: read failed: {exc}") from None
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        return raw
+
+    def flush_input(self) -> None:
+        import pyvisa
+
+        res = self._require()
+        old = res.timeout
+        res.timeout = 50
+        try:
+            while True:
+                res.read_raw()
+        except pyvisa.errors.VisaIOError:
+            pass
+        except Exception as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: flush failed: {exc}") from None
+        finally:
+            if self._res is not None:
+                res.timeout = old

@@ -1,0 +1,299 @@
+"""Wire interfaces: a TCP listener (372's port 7777) and a serial pty, with fault injection.
+
+Each connection is a thread that frames lines and hands them to the device's
+dispatcher. Faults act here, on the bytes, never inside the device model.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import socket
+import struct
+import termios
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .protocol import Dispatcher
+
+log = logging.getLogger("firmware_host")
+
+
+@dataclass
+class Faults:
+    """Fault switches shared by all links of one emulated instrument."""
+
+    mute: bool = False
+    delay: float = 0.0  # seconds before each reply
+    garbage: int = 0  # the next N replies are replaced with garbage bytes
+    partial: int = 0  # the next N replies are cut in half with no terminator
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.mute, self.delay, self.garbage, self.partial = False, 0.0, 0, 0
+
+    def shape(self, reply: bytes) -> bytes | None:
+        """Apply the active faults to one outgoing reply (terminator included)."""
+        with self.lock:
+            if self.mute:
+                return None
+            if self.garbage:
+                self.garbage -= 1
+                n = self.rng.randint(3, 12)
+                junk = bytes(self.rng.choice(b"\x00\xff#@!?~\x1b\x7f%&") for _ in range(n))
+                return junk + b"\r\n"
+            if self.partial:
+                self.partial -= 1
+                return reply[: max(1, (len(reply) - 2) // 2)]
+        return reply
+
+
+def odd_parity_8n1_view(data: bytes) -> bytes:
+    """What an 8N1 reader sees of 7O1 bytes: the parity bit lands in bit 7."""
+    out = bytearray()
+    for b in data:
+        b &= 0x7F
+        ones = bin(b).count("1")
+        out.append(b | (0x80 if ones % 2 == 0 else 0))
+    return bytes(out)
+
+
+class LineSession:
+    """Frames incoming bytes into lines and answers through the dispatcher."""
+
+    def __init__(self, dispatcher: Dispatcher, lock: threading.RLock, faults: Faults,
+                 send: Callable[[bytes], None]) -> None:
+        self.dispatcher, self.lock, self.faults, self.send = dispatcher, lock, faults, send
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.buf.extend(data)
+        while True:
+            idx = self.buf.find(b"\n")
+            if idx < 0:
+                if len(self.buf) > 4096:
+                    self.buf.clear()  # the real input buffer is finite; drop the junk
+                return
+            line = bytes(self.buf[:idx]).rstrip(b"\r")
+            del self.buf[: idx + 1]
+            text = line.decode("ascii", errors="replace")
+            with self.lock:
+                reply = self.dispatcher.handle_line(text)
+            if reply is None:
+                continue
+            out = self.faults.shape(reply.encode("ascii", errors="replace") + b"\r\n")
+            if out is None:
+                continue
+            if self.faults.delay:
+                time.sleep(self.faults.delay)
+            self.send(out)
+
+
+class TcpInterface:
+    """TCP server; at most ``max_clients`` at once, further connections are refused (reset)."""
+
+    def __init__(self, host: str, port: int, make_dispatcher: Callable[[], Dispatcher],
+                 lock: threading.RLock, faults: Faults, max_clients: int = 2) -> None:
+        self.make_dispatcher, self.lock, self.faults, self.max_clients = make_dispatcher, lock, faults, max_clients
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(8)
+        self.address = self.sock.getsockname()
+        self.clients: set[socket.socket] = set()
+        self.clients_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept_loop, name="tcp-accept", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([self.sock], [], [], 0.2)
+                if not r:
+                    continue
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            with self.clients_lock:
+                full = len(self.clients) >= self.max_clients
+                if not full:
+                    self.clients.add(conn)
+            if full:
+                log.info("refusing third connection from %s", peer)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(conn,), name=f"tcp-{peer[1]}", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        def send(data: bytes) -> None:
+            try:
+                conn.sendall(data)
+            except OSError:
+                pass
+
+        session = LineSession(self.make_dispatcher(), self.lock, self.faults, send)
+        try:
+            while not self._stop.is_set():
+                try:
+                    r, _, _ = select.select([conn], [], [], 0.2)
+                except (OSError, ValueError):
+                    break
+                if not r:
+                    continue
+                try:
+                    data = conn.recv(4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                session.feed(data)
+        finally:
+            with self.clients_lock:
+                self.clients.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def drop_all(self) -> None:
+        """Close every client connection (as a network drop or reboot does)."""
+        with self.clients_lock:
+            clients = list(self.clients)
+        for c in clients:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.drop_all()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.thread.join(timeout=2)
+
+
+class PtyInterface:
+    """A serial port as a pty, reachable through a symlink; it can vanish like an unplugged cable.
+
+    ``framing`` is the instrument's serial framing. A pty carries bytes, not
+    bits, so we read the client's termios: if a 7O1 instrument is opened as
+    8N1, its replies arrive with the parity bit in bit 7, as on the real link.
+    """
+
+    def __init__(self, link: str, make_dispatcher: Callable[[], Dispatcher], lock: threading.RLock,
+                 faults: Faults, framing: str = "8N1") -> None:
+        self.link = os.path.abspath(link)
+        self.make_dispatcher, self.lock, self.faults, self.framing = make_dispatcher, lock, faults, framing
+        self._stop = threading.Event()
+        self._plugged = threading.Event()
+        self.master = self.slave = -1
+        self.thread = threading.Thread(target=self._loop, name=f"pty-{os.path.basename(link)}", daemon=True)
+        self._plug()
+
+    def _plug(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        attrs = termios.tcgetattr(self.slave)
+        attrs[3] &= ~(termios.ECHO | termios.ICANON)
+        termios.tcsetattr(self.slave, termios.TCSANOW, attrs)
+        name = os.ttyname(self.slave)
+        tmp = f"{self.link}.tmp{os.getpid()}"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(name, tmp)
+        os.replace(tmp, self.link)
+        self._session = LineSession(self.make_dispatcher(), self.lock, self.faults, self._send)
+        self._plugged.set()
+
+    def _unplug(self) -> None:
+        self._plugged.clear()
+        try:
+            if os.path.islink(self.link):
+                os.unlink(self.link)
+        except OSError:
+            pass
+        for fd in (self.master, self.slave):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.master = self.slave = -1
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _client_framing_ok(self) -> bool:
+        if self.framing != "7O1":
+            return True
+        try:
+            cflag = termios.tcgetattr(self.slave)[2]
+        except termios.error:
+            return True
+        return (cflag & termios.CSIZE) == termios.CS7 and bool(cflag & termios.PARENB) and bool(cflag & termios.PARODD)
+
+    def _send(self, data: bytes) -> None:
+        if self.framing == "7O1" and not self._client_framing_ok():
+            data = odd_parity_8n1_view(data)
+        fd = self.master
+        if fd < 0:
+            return
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._plugged.wait(0.2):
+                continue
+            fd = self.master
+            try:
+                r, _, _ = select.select([fd], [], [], 0.2)
+                if not r:
+                    continue
+                data = os.read(fd, 4096)
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.EBADF):
+                    time.sleep(0.05)
+                    continue
+                raise
+            except ValueError:
+                continue
+            if self.framing == "7O1":
+                data = bytes(b & 0x7F for b in data)
+            self._session.feed(data)
+
+    def unplug(self, seconds: float) -> None:
+        """Vanish for ``seconds`` (the symlink and the pty both go), then come back as a new pty."""
+        with self.lock:
+            self._unplug()
+
+        def replug() -> None:
+            if not self._stop.wait(seconds):
+                with self.lock:
+                    self._plug()
+
+        threading.Thread(target=replug, name="replug", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._unplug()
+        self.thread.join(timeout=2)
