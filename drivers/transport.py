@@ -131,6 +131,9 @@ class TcpTransport:
                     chunk = sock.recv(4096)
                 except BlockingIOError:
                     break
+                except OSError as exc:
+                    self.close()
+                    raise ConnectionLost(f"{self.description}: connection reset: {exc}") from None
                 if not chunk:
                     self.close()
                     raise ConnectionLost(f"{self.description}: instrument closed the connection")
@@ -153,19 +156,26 @@ class SerialTransport:
         self.device = device
         self.settings = dict(baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits)
         self.description = f"serial://{device}"
+        self.framing = f"{baudrate} {bytesize}{parity}{stopbits}"
         self._port = None
         self._buf = bytearray()
 
     def open(self) -> None:
         import serial
+        import termios
 
-        self.close()
+        if self._port is not None and self._port.is_open:
+            # Keep a healthy port: reopening a USB serial port discards nothing that a flush
+            # does not, and (on Linux ptys) a second 7O1 open of the same tty fails with EINVAL.
+            # Any I/O error closes the port, so a vanished device is reopened from scratch.
+            self._buf.clear()
+            return
         try:
             self._port = serial.Serial(
                 self.device, timeout=0.05, write_timeout=2.0, rtscts=False, xonxoff=False, exclusive=True,
                 **self.settings,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise ConnectionLost(f"{self.description}: cannot open: {exc}") from None
         self._buf.clear()
 
@@ -210,9 +220,12 @@ class SerialTransport:
                 raise ConnectionLost(f"{self.description}: no line end in {MAX_LINE} bytes")
             if time.monotonic() >= deadline:
                 partial = bytes(self._buf)
+                hint = ""
+                if any(b & 0x80 for b in partial):
+                    hint = f"; bytes with bit 7 set: is the port framing right ({self.framing})?"
                 raise InstrumentTimeout(
                     f"{self.description}: no reply within {timeout:.2f} s"
-                    + (f" (partial {partial!r})" if partial else "")
+                    + (f" (partial {partial!r}{hint})" if partial else "")
                 )
             try:
                 chunk = port.read(max(1, port.in_waiting))

@@ -247,7 +247,9 @@ class PtyInterface:
             cflag = termios.tcgetattr(self.slave)[2]
         except termios.error:
             return True
-        return (cflag & termios.CSIZE) == termios.CS7 and bool(cflag & termios.PARENB) and bool(cflag & termios.PARODD)
+        # Linux ptys force CS8 and clear PARENB whatever the client asks, but keep PARODD:
+        # a client that asked for odd parity has it set, one opened as 8N1 has not.
+        return bool(cflag & termios.PARODD)
 
     def _send(self, data: bytes) -> None:
         if self.framing == "7O1" and not self._client_framing_ok():

@@ -1,0 +1,146 @@
+"""Drivers against the emulated firmware over real TCP sockets, real ptys and pyvisa-py."""
+import time
+
+import pytest
+
+from drivers import WrongInstrument
+from drivers.curves import read_340
+from drivers.ls240 import Model240
+from drivers.ls372 import FilterSetup, InputSetup, Model372
+from drivers.transport import SerialTransport, TcpTransport, VisaTransport
+from firmware_host.curves import rx102a
+
+from .conftest import ROOT
+
+
+def tcp372(emu, **kw) -> Model372:
+    host, port = emu.tcp.address
+    m = Model372(TcpTransport(host, port), timeout=1.0, **kw)
+    m.connect()
+    return m
+
+
+def test_tcp_readings_agree_through_the_assigned_curve(emu372):
+    m = tcp372(emu372)
+    m.set_scan(5, False)
+    setup = m.input_setup(5)
+    time.sleep(0.05)
+    emu372.clock.advance(setup.pause + 1)
+    r = m.read(5)
+    assert r.valid and 0.005 < r.kelvin < 0.05
+    curve = m.download_curve(setup.curve)
+    assert curve.temperature(r.sensor) == pytest.approx(r.kelvin, rel=2e-3)
+    a = m.read("A")
+    assert a.valid and a.kelvin == pytest.approx(r.kelvin, rel=0.05)
+    m.close()
+
+
+def test_tcp_settings_round_trip(emu372):
+    m = tcp372(emu372)
+    m.set_input_setup(7, InputSetup(True, 15, 4, 21, 1))
+    assert m.input_setup(7) == InputSetup(True, 15, 4, 21, 1)
+    m.set_input_name(7, "Sample Stage")
+    assert m.input_name(7) == "Sample Stage"
+    m.set_filter(7, FilterSetup(True, 20, 5))
+    assert m.filter(7) == FilterSetup(True, 20, 5)
+    m.close()
+
+
+def test_curve_upload_download_over_tcp(emu372):
+    m = tcp372(emu372)
+    curve = read_340(ROOT / "firmware_host/curves/RX-102A.340")
+    curve.points = curve.points[:20]
+    m.upload_curve(30, curve)
+    back = m.download_curve(30)
+    assert [p for pt in back.points for p in pt] == pytest.approx([p for pt in curve.points for p in pt])
+    assert back.name == curve.name[:15]
+    m.close()
+
+
+def test_wrong_serial_is_refused(emu372):
+    with pytest.raises(WrongInstrument):
+        tcp372(emu372, expected_serial="LSA00XX")
+
+
+def test_serial_pty_372_with_7o1(emu372_pty):
+    m = Model372.serial(emu372_pty.pty.link, timeout=1.0, expected_serial="LSA23JD")
+    m.connect()
+    assert m.input_name(5) == "MXC"
+    assert m.read("A").valid
+    m.close()
+
+
+def test_serial_pty_372_with_wrong_framing_garbles(emu372_pty):
+    """Opened 8N1 instead of 7O1, replies carry the parity bit: the driver must refuse them."""
+    from drivers import BadReply, InstrumentTimeout
+    m = Model372(SerialTransport(emu372_pty.pty.link, 57600), timeout=1.0)
+    with pytest.raises((BadReply, InstrumentTimeout), match="framing|ASCII"):
+        m.connect()
+
+
+def test_serial_pty_240(emu240):
+    m = Model240.serial(emu240.pty.link, expected_serial="LSA24AZ")
+    m.connect()
+    assert m.channel_count == 2
+    r1, r2 = m.read(1), m.read(2)
+    assert 40 < r1.kelvin < 45 and 2.5 < r2.kelvin < 3.5
+    assert 0.9 < r1.sensor < 1.2 and r1.sensor_units == "V"
+    curve = m.download_curve(1)
+    assert curve.temperature(r1.sensor) == pytest.approx(r1.kelvin, rel=1e-3)
+    m.set_input_name(2, "4K Stage")
+    assert m.input_name(2) == "4K Stage"
+    m.close()
+
+
+def test_240_8p(emu240_8p):
+    m = Model240.serial(emu240_8p.pty.link)
+    m.connect()
+    assert m.channel_count == 8
+    assert all(m.read(ch).valid for ch in range(1, 9))
+    m.close()
+
+
+def test_pyvisa_py_socket(emu372):
+    host, port = emu372.tcp.address
+    m = Model372(VisaTransport(f"TCPIP::{host}::{port}::SOCKET"), timeout=2.0)
+    m.connect()
+    assert m.identity.serial == "LSA23JD"
+    assert m.read("A").valid
+    assert m.scan().channel in {str(i) for i in range(1, 17)}
+    m.close()
+
+
+def test_tcp_framing_survives_split_and_merged_segments():
+    """A reply split byte by byte, and two replies in one segment, are framed correctly."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.recv(100)
+        for b in b"+1.5E+00\r\n":
+            conn.sendall(bytes([b]))
+            time.sleep(0.002)
+        conn.sendall(b"+2.5E+00\r\n+3.5E+00\r\n")
+        time.sleep(0.5)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    t = TcpTransport(*srv.getsockname())
+    t.open()
+    t.write(b"KRDG? 1\n")
+    assert t.read_line(2) == b"+1.5E+00"
+    assert t.read_line(2) == b"+2.5E+00"
+    assert t.read_line(2) == b"+3.5E+00"
+    t.close()
+    srv.close()
+
+
+def test_emulator_physics_rx102a_shape():
+    """Colder is more resistance for a RuOx, through the real published curve."""
+    c = rx102a()
+    assert c.sensor(0.05) > c.sensor(1.0) > c.sensor(40.0)

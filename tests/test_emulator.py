@@ -1,0 +1,128 @@
+"""The emulated firmware on the wire: dialect, scanner timing, physics, CLI lifecycle."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from drivers.ls372 import InputSetup, Model372
+from drivers.transport import TcpTransport
+from firmware_host.emulator import Emulator
+
+from .conftest import free_port
+
+
+def raw_session(emu):
+    s = socket.create_connection(emu.tcp.address, timeout=2)
+    f = s.makefile("rb")
+    return s, f
+
+
+def ask(s, f, line: bytes) -> bytes:
+    s.sendall(line)
+    return f.readline()
+
+
+def test_dialect(emu372):
+    s, f = raw_session(emu372)
+    assert ask(s, f, b"*IDN?\r\n") == b"LSCI,MODEL372,LSA23JD,1.3\r\n"
+    assert ask(s, f, b"*ESR?\n") == b"128\r\n"  # power-on bit, then cleared
+    s.sendall(b"\n\r\n")  # blank lines are ignored
+    assert ask(s, f, b"INNAME? 5;:INTYPE? A\n") == b"MXC;1,02,1,10,0,1\r\n"
+    assert ask(s, f, b"RANGE 0 4;RANGE? 0\n") == b"4\r\n"  # space between arguments
+    assert ask(s, f, b"KRDG? A;RDGK? A\n").count(b";") == 1
+    assert ask(s, f, b"FOO?;*ESR?\n") == b"32\r\n"  # unknown: no reply, command error bit
+    assert ask(s, f, b"MOUT 0,150;*ESR?\n") == b"16\r\n"  # out of range: execution error
+    assert ask(s, f, b'INNAME 2,"Still, Line";INNAME? 2\n') == b"Still, Line\r\n"
+    assert ask(s, f, b"*OPC?\n") == b"1\r\n"
+    s.close()
+
+
+def test_third_client_refused(emu372):
+    a = socket.create_connection(emu372.tcp.address)
+    b = socket.create_connection(emu372.tcp.address)
+    time.sleep(0.3)
+    c = socket.create_connection(emu372.tcp.address)
+    c.settimeout(2)
+    with pytest.raises((ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        time.sleep(0.3)
+        c.sendall(b"*IDN?\n")
+        data = c.recv(100)
+        if not data:
+            raise ConnectionResetError
+    a.close(); b.close(); c.close()
+
+
+def test_scanner_pause_dwell_and_frozen_values():
+    emu = Emulator.ls372(seed=5, time_scale=1.0)
+    emu.listen_tcp("127.0.0.1", 0)
+    try:
+        m = Model372(TcpTransport(*emu.tcp.address), timeout=1)
+        m.connect()
+        for ch in (1, 2, 3, 5):
+            m.set_input_setup(ch, InputSetup(True, 5, 3, 21 if ch != 5 else 22, 1))
+        m.set_scan(1, True)
+        assert m.scan().channel == "1"
+        emu.clock.advance(3.5)  # past the pause, inside the dwell
+        assert m.scan().channel == "1"
+        emu.clock.advance(5.0)  # past pause + dwell = 8 s: the scanner moved on
+        assert m.scan().channel == "2"
+        frozen = m.read(1)
+        emu.control("heater 0")
+        with emu.fridge.lock:
+            emu.fridge.temps["4k"] = 4.0  # the 4 K plate warms while channel 1 is not measured
+        emu.clock.advance(0.5)
+        assert m.read(1).kelvin == frozen.kelvin  # not the active channel: frozen
+        emu.clock.advance(8 + 8 + 8)  # 2 -> 3 -> 5 -> 1
+        assert m.scan().channel == "1"
+        emu.clock.advance(3.2)
+        assert m.read(1).kelvin > frozen.kelvin  # measured again, sees the warmer plate
+        a1 = m.read("A").kelvin
+        emu.control("heater 0.001")
+        emu.clock.advance(3000)
+        assert m.read("A").kelvin > a1 * 2  # control input A is always live; the heater warms the MXC
+        m.close()
+    finally:
+        emu.stop()
+
+
+def test_cooldown_fast_forward():
+    emu = Emulator.ls372(seed=1, warm=True)
+    emu.listen_tcp("127.0.0.1", 0)
+    try:
+        m = Model372(TcpTransport(*emu.tcp.address), timeout=1)
+        m.connect()
+        assert m.read("A").kelvin is None  # 295 K is off a RuOx curve: flagged, not a number
+        emu.clock.advance(4 * 86400)
+        r = m.read("A")
+        assert r.valid and r.kelvin < 0.05
+        m.close()
+    finally:
+        emu.stop()
+
+
+def test_cli_ready_line_and_sigterm(tmp_path):
+    port = free_port()
+    link = tmp_path / "ls240"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p1 = subprocess.Popen([sys.executable, "-m", "appliance.cli", "emulate", "ls372", "--listen", f"127.0.0.1:{port}",
+                           "--serial-link", str(tmp_path / "ls372"), "--time-scale", "10", "--seed", "1"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p2 = subprocess.Popen([sys.executable, "-m", "appliance.cli", "emulate", "ls240", "--serial-link", str(link),
+                           "--channels", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line1 = p1.stdout.readline()
+        line2 = p2.stdout.readline()
+        assert f"tcp 127.0.0.1:{port}" in line1 and "ls372" in line1
+        assert str(link) in line2 and "240-8P" in line2
+        m = Model372.tcp("127.0.0.1", port, timeout=2)
+        assert m.connect().serial == "LSA23JD"
+        m.close()
+    finally:
+        p1.send_signal(signal.SIGTERM)
+        p2.send_signal(signal.SIGINT)
+        assert p1.wait(10) == 0 and p2.wait(10) == 0
+    assert not link.exists()

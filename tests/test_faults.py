@@ -1,0 +1,123 @@
+"""Every fault-injection mode: the driver raises the right typed error within its timeout,
+never hangs, and works again after the fault clears (reconnect)."""
+import time
+
+import pytest
+
+from drivers import BadReply, ConnectionLost, InstrumentTimeout
+from drivers.ls240 import Model240
+from drivers.ls372 import Model372
+from drivers.transport import TcpTransport
+from firmware_host.emulator import send_control
+
+TIMEOUT = 0.8
+
+
+def connect372(emu) -> Model372:
+    m = Model372(TcpTransport(*emu.tcp.address), timeout=TIMEOUT)
+    m.connect()
+    return m
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    try:
+        fn()
+    finally:
+        elapsed = time.monotonic() - t0
+    return elapsed
+
+
+@pytest.mark.parametrize("fault,error", [
+    ("mute on", InstrumentTimeout),
+    ("slow 2", InstrumentTimeout),
+    ("garbage 1", BadReply),
+    ("partial 1", InstrumentTimeout),
+    ("drop", ConnectionLost),
+])
+def test_372_tcp_fault_then_recovery(emu372, fault, error):
+    m = connect372(emu372)
+    assert emu372.control(fault) == "ok"
+    t0 = time.monotonic()
+    with pytest.raises(error):
+        m.read("A")
+    assert time.monotonic() - t0 < TIMEOUT + 0.5
+    emu372.control("clear")
+    if fault.startswith("slow"):
+        time.sleep(2.2)  # the late reply arrives on the old socket; reconnect must discard it
+    m.connect()
+    r = m.read("A")
+    assert r.valid and r.channel == "A"
+    assert m.input_name(5) == "MXC"  # the next answer is this query's, not a stale one
+    m.close()
+
+
+def test_372_reset_like_power_cycle(emu372):
+    m = connect372(emu372)
+    m.set_input_name(5, "Renamed")
+    assert emu372.control("reset") == "ok"
+    with pytest.raises(ConnectionLost):
+        m.read("A")
+    m.connect()
+    assert m.esr() & 128  # power-on bit
+    assert m.input_name(5) == "MXC"
+    m.close()
+
+
+def test_372_third_tcp_client_refused(emu372):
+    a, b = connect372(emu372), connect372(emu372)
+    with pytest.raises((ConnectionLost, InstrumentTimeout)):
+        connect372(emu372)
+    a.close()
+    time.sleep(0.4)
+    c = connect372(emu372)
+    assert c.read("A").valid
+    b.close()
+    c.close()
+
+
+def test_240_unplug_and_replug(emu240):
+    m = Model240.serial(emu240.pty.link, timeout=TIMEOUT)
+    m.connect()
+    assert m.read(1).valid
+    assert emu240.control("unplug 1.0") == "ok"
+    with pytest.raises(ConnectionLost):
+        m.read(1)
+    with pytest.raises(ConnectionLost):
+        m.connect()  # the device node is gone
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            m.connect()
+            break
+        except ConnectionLost:
+            assert time.monotonic() < deadline, "pty never came back"
+            time.sleep(0.2)
+    assert m.read(2).valid
+    m.close()
+
+
+def test_372_pty_unplug_and_garbage(emu372_pty):
+    m = Model372.serial(emu372_pty.pty.link, timeout=TIMEOUT)
+    m.connect()
+    emu372_pty.control("garbage 1")
+    with pytest.raises(BadReply):
+        m.read("A")
+    m.connect()
+    assert m.read("A").valid
+    emu372_pty.control("unplug 0.5")
+    with pytest.raises(ConnectionLost):
+        m.read("A")
+    time.sleep(1.0)
+    m.connect()
+    assert m.read("A").valid
+    m.close()
+
+
+def test_control_socket(tmp_path, emu372):
+    path = emu372.listen_control(str(tmp_path / "ctl"))
+    assert send_control(path, "mute on") == "ok"
+    assert emu372.faults.mute
+    assert send_control(path, "clear") == "ok"
+    assert send_control(path, "bogus").startswith("error")
+    assert '"mxc"' in send_control(path, "status")
