@@ -3,14 +3,83 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
+from pathlib import Path
 
 from . import __version__
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import config, service
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    return service.run(cfg)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from . import config
+
+    try:
+        cfg = config.load(args.file)
+    except config.ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok ({len(cfg.instrument)} instrument(s), {len(cfg.uplink)} uplink(s))")
+    return 0
+
+
+def cmd_sample_config(args: argparse.Namespace) -> int:
+    sys.stdout.write(resources.files("appliance").joinpath("sample.toml").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """CSV of raw samples straight from a store file (works while the service runs)."""
+    import csv
+    from datetime import datetime, timezone
+
+    from .store import Store, resolve_time
+
+    if not Path(args.db).exists():
+        print(f"kelvinpi export: no store at {args.db}", file=sys.stderr)
+        return 1
+    store = Store(args.db)
+    names = args.field or [f.name for f in store.fields()]
+    unknown = [n for n in names if n not in store.field_map()]
+    if unknown:
+        print(f"kelvinpi export: unknown field {unknown[0]!r}", file=sys.stderr)
+        return 1
+    start, end = resolve_time(args.start), resolve_time(args.end)
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(["field", "t_unix", "time_utc", "value", "status"])
+    for name, t, v, st in store.iter_raw(names, start, end):
+        w.writerow([name, f"{t:.3f}", datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds"),
+                    "" if v is None else repr(v), st])
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kelvinpi", description="Lake Shore 372/240 thermometry readout appliance")
     p.add_argument("--version", action="version", version=f"kelvinpi {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="poll the instruments, store, serve the front panel and publish")
+    r.add_argument("--config", "-c", required=True, help="the kelvinpi.toml file")
+    r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check-config", help="validate a config file exactly as `run` does at start-up")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+    s = sub.add_parser("sample-config", help="print a commented example config")
+    s.set_defaults(func=cmd_sample_config)
+    e = sub.add_parser("export", help="write raw samples from a store file as CSV to stdout")
+    e.add_argument("db", help="the SQLite store file")
+    e.add_argument("--field", action="append", help="<node>::<field> (repeat; default all)")
+    e.add_argument("--start", type=float, default=-86400, help="UNIX seconds, or <= 0 for seconds before now")
+    e.add_argument("--end", type=float, default=0)
+    e.set_defaults(func=cmd_export)
     from firmware_host import cli as emulate_cli
 
     emulate_cli.add_parser(sub)

@@ -1,0 +1,91 @@
+"""Prometheus exposition: a custom collector reading current state at scrape time.
+
+Units are deliberate for cryogenics: ``_kelvin``, ``_ohms``, ``_volts`` (not celsius).
+"""
+from __future__ import annotations
+
+import time
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+
+class ApplianceCollector:
+    def __init__(self, app_state) -> None:
+        self.app = app_state
+
+    def collect(self):
+        app, store = self.app, self.app.store
+        now = time.time()
+        kelvin = GaugeMetricFamily("kelvinpi_temperature_kelvin", "Latest temperature", labels=["field", "node"])
+        ohms = GaugeMetricFamily("kelvinpi_resistance_ohms", "Latest sensor resistance", labels=["field", "node"])
+        volts = GaugeMetricFamily("kelvinpi_sensor_volts", "Latest diode sensor voltage", labels=["field", "node"])
+        other = GaugeMetricFamily("kelvinpi_value", "Latest value of other series", labels=["field", "node", "units"])
+        status = GaugeMetricFamily("kelvinpi_reading_status", "Reading status bits of the latest sample",
+                                   labels=["field", "node"])
+        age = GaugeMetricFamily("kelvinpi_reading_age_seconds", "Age of the latest sample", labels=["field", "node"])
+        for r in store.latest():
+            labels = [r["field"], r["node"]]
+            status.add_metric(labels, r["status"])
+            age.add_metric(labels, max(0.0, now - r["t"]))
+            if r["value"] is None:
+                continue
+            if r["units"] == "K":
+                kelvin.add_metric(labels, r["value"])
+            elif r["units"] == "Ohm":
+                ohms.add_metric(labels, r["value"])
+            elif r["units"] == "V":
+                volts.add_metric(labels, r["value"])
+            else:
+                other.add_metric(labels + [r["units"]], r["value"])
+        yield from (kelvin, ohms, volts, other, status, age)
+
+        up = GaugeMetricFamily("kelvinpi_instrument_up", "1 while the instrument answers", labels=["node", "model"])
+        last = GaugeMetricFamily("kelvinpi_instrument_last_good_timestamp_seconds", "Time of the last good cycle",
+                                 labels=["node"])
+        errors = CounterMetricFamily("kelvinpi_instrument_errors", "Instrument errors by kind",
+                                     labels=["node", "kind"])
+        reconnects = CounterMetricFamily("kelvinpi_instrument_connects", "Successful (re)connections", labels=["node"])
+        cycles = CounterMetricFamily("kelvinpi_instrument_poll_cycles", "Completed poll cycles", labels=["node"])
+        for p in app.pollers:
+            h = p.health
+            up.add_metric([h.name, h.model], 1 if h.connected else 0)
+            if h.last_good:
+                last.add_metric([h.name], h.last_good)
+            for kind in ("timeout", "connection", "bad_reply", "wrong_instrument", "instrument_error", "internal"):
+                errors.add_metric([h.name, kind], h.errors.get(kind, 0))
+            reconnects.add_metric([h.name], h.reconnects)
+            cycles.add_metric([h.name], h.cycles)
+        yield from (up, last, errors, reconnects, cycles)
+
+        yield GaugeMetricFamily("kelvinpi_store_file_bytes", "Store file size incl. WAL", value=store.file_bytes())
+        yield GaugeMetricFamily("kelvinpi_store_used_bytes", "Store bytes in use", value=store.used_bytes())
+        yield GaugeMetricFamily("kelvinpi_store_max_bytes", "Store size cap", value=store.max_bytes)
+        yield CounterMetricFamily("kelvinpi_store_samples_written", "Samples committed", value=store.written)
+        yield CounterMetricFamily("kelvinpi_store_commits", "Store commits", value=store.commits)
+        yield GaugeMetricFamily("kelvinpi_store_commit_seconds", "Duration of the last commit",
+                                value=store.last_commit_seconds)
+        yield CounterMetricFamily("kelvinpi_store_write_errors", "Failed store writes (data kept in memory)",
+                                  value=store.write_errors)
+        yield GaugeMetricFamily("kelvinpi_queue_samples", "Samples waiting for the store", value=len(app.queue))
+        yield CounterMetricFamily("kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue",
+                                  value=app.queue.dropped)
+        synced = app.clock_synced()
+        yield GaugeMetricFamily("kelvinpi_clock_synchronised", "1 if NTP-synchronised, 0 if not, -1 unknown",
+                                value=-1 if synced is None else int(synced))
+
+        up_u = GaugeMetricFamily("kelvinpi_uplink_up", "1 while the uplink is connected", labels=["uplink", "kind"])
+        backlog = GaugeMetricFamily("kelvinpi_uplink_backlog_samples", "Samples not yet acknowledged",
+                                    labels=["uplink", "kind"])
+        sent = CounterMetricFamily("kelvinpi_uplink_sent_samples", "Samples acknowledged", labels=["uplink", "kind"])
+        for u in app.uplink_health():
+            up_u.add_metric([u.name, u.kind], 1 if u.connected else 0)
+            backlog.add_metric([u.name, u.kind], u.backlog)
+            sent.add_metric([u.name, u.kind], u.sent)
+        yield from (up_u, backlog, sent)
+
+
+def make_registry(app_state) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(ApplianceCollector(app_state))
+    return reg

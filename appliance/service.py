@@ -1,0 +1,169 @@
+"""``kelvinpi run``: wire config, store, pollers, uplinks and web into one process under systemd."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+from cheroot import wsgi
+
+from . import __version__, sdnotify
+from .clock import clock_synchronised
+from .config import Config
+from .health import Watchdog
+from .metrics import make_registry
+from .poller import Poller
+from .samples import SampleQueue
+from .store import Store
+from .web import make_app
+
+log = logging.getLogger("kelvinpi")
+
+LEVEL_PREFIX = {logging.DEBUG: "<7>", logging.INFO: "<6>", logging.WARNING: "<4>", logging.ERROR: "<3>",
+                logging.CRITICAL: "<2>"}
+
+
+class JournalFormatter(logging.Formatter):
+    """Plain lines for journald (which adds the time), with sd-daemon(3) level prefixes."""
+
+    def __init__(self, prefixes: bool) -> None:
+        super().__init__("%(name)s: %(message)s")
+        self.prefixes = prefixes
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.prefixes:
+            return LEVEL_PREFIX.get(record.levelno, "<6>") + text
+        return f"{time.strftime('%H:%M:%S')} {record.levelname:7s} {text}"
+
+
+def setup_logging(level: str) -> None:
+    import os
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JournalFormatter(prefixes=bool(os.environ.get("JOURNAL_STREAM"))))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class Appliance:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.started = time.time()
+        self.stop_event = threading.Event()
+        sc = config.store
+        self.store = Store(sc.path, sc.raw_retention_days, sc.rollup_retention_days, sc.max_size_mb, sc.commit_interval)
+        self.queue = SampleQueue(sc.queue_size)
+        enabled = [i for i in config.instrument if i.enabled]
+        self.watchdog = Watchdog(sdnotify.notify, [i.name for i in enabled]) if sdnotify.watchdog_interval() else None
+        self.pollers = [Poller(i, config.polling, self.queue, self.store, self.stop_event, self.watchdog)
+                        for i in enabled]
+        self.uplinks: list = []
+        self.metrics_registry = make_registry(self)
+        self.server: wsgi.Server | None = None
+        self._web_thread: threading.Thread | None = None
+        self._clock = (None, 0.0)
+        self.clock_steps = 0
+
+    def clock_synced(self) -> bool | None:
+        value, checked = self._clock
+        if time.monotonic() - checked > 10:
+            value = clock_synchronised()
+            self._clock = (value, time.monotonic())
+        return value
+
+    def uplink_health(self) -> list:
+        return [u.health for u in self.uplinks]
+
+    def health(self) -> dict:
+        st = self.store
+        instruments = [p.health.as_dict() for p in self.pollers]
+        ok = all(i["connected"] for i in instruments) and st.write_errors == 0 or (
+            all(i["connected"] for i in instruments) and time.time() - st.last_commit < 10)
+        return {
+            "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
+            "clock_synchronised": self.clock_synced(), "clock_steps": self.clock_steps,
+            "instruments": instruments,
+            "uplinks": [u.as_dict() for u in self.uplink_health()],
+            "store": {"path": str(st.path), "file_bytes": st.file_bytes(), "max_bytes": st.max_bytes,
+                      "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
+                      "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,
+                      "last_error": st.last_error, "queue": len(self.queue), "dropped": self.queue.dropped},
+        }
+
+    # -- life cycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self.store.start(self.queue)
+        for p in self.pollers:
+            p.start()
+        for u in self.uplinks:
+            u.start()
+        w = self.config.web
+        self.server = wsgi.Server((w.bind, w.port), make_app(self), numthreads=w.threads,
+                                  server_name="kelvinpi", timeout=10)
+        self.server.prepare()
+        self.web_address = self.server.bind_addr
+        self._web_thread = threading.Thread(target=self.server.serve, name="web", daemon=True)
+        self._web_thread.start()
+        log.info("front panel on http://%s:%d/", *self.web_address[:2])
+
+    def wait_ready(self, timeout: float) -> bool:
+        """READY once every instrument has been tried once (connected or failed)."""
+        deadline = time.monotonic() + timeout
+        for p in self.pollers:
+            while (not p.connected_event.is_set() and not p.health.errors
+                   and time.monotonic() < deadline and not self.stop_event.is_set()):
+                time.sleep(0.05)
+        return all(p.connected_event.is_set() for p in self.pollers)
+
+    def watch_clock(self) -> None:
+        """Main-thread loop: notice wall-clock steps (NTP's first sync on a Pi without RTC)."""
+        offset = time.time() - time.monotonic()
+        while not self.stop_event.wait(1.0):
+            now_offset = time.time() - time.monotonic()
+            step = now_offset - offset
+            if abs(step) > 2.0:
+                self.clock_steps += 1
+                log.warning("system clock stepped by %+.1f s; readings keep their order and keys", step)
+                self.store.event("clock_step", None, f"{step:+.3f} s")
+            offset = now_offset
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for u in self.uplinks:
+            u.stop()
+        for p in self.pollers:
+            p.join(timeout=max(5.0, p.cfg.timeout * 3))
+        self.store.stop()
+        if self.server is not None:
+            self.server.stop()
+        log.info("stopped; %d samples committed in this run", self.store.written)
+
+
+def run(config: Config) -> int:
+    setup_logging(config.log_level)
+    app = Appliance(config)
+    from .uplinks import build_uplinks
+
+    app.uplinks = build_uplinks(app)
+
+    def on_signal(signum, _frame):
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        app.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app.start()
+    connected = app.wait_ready(timeout=max(i.timeout for i in config.instrument) * 3 + 2)
+    sdnotify.notify("READY=1\nSTATUS=" + ("polling all instruments" if connected else "polling; some instruments down"))
+    log.info("ready: %d instrument(s), %d uplink(s)", len(app.pollers), len(app.uplinks))
+    try:
+        app.watch_clock()
+    finally:
+        sdnotify.notify("STOPPING=1")
+        app.stop()
+    return 0
