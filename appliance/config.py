@@ -51,7 +51,7 @@ class ChannelConfig(Strict):
         if isinstance(v, str):
             if v.upper() == "A":
                 return "A"
-            raise ValueError(f"channel number must be an integer or 'A', got {v!r}")
+            raise ValueError("channel number must be an integer or 'A'")
         if not 1 <= v <= 16:
             raise ValueError(f"channel number must be 1-16 (or 'A'), got {v}")
         return v
@@ -66,7 +66,7 @@ class ChannelConfig(Strict):
 
 class InstrumentConfig(Strict):
     model: Literal["372", "240"]
-    name: str = Field(pattern=NAME_RE, description="data node name, e.g. the serial LSA23JD")
+    name: str = Field(description="data node name, e.g. the serial LSA23JD")
     description: str = ""
     transport: Literal["tcp", "serial", "visa"]
     host: str | None = None
@@ -82,24 +82,14 @@ class InstrumentConfig(Strict):
     enabled: bool = True
     channel: list[ChannelConfig] = []
 
-    @model_validator(mode="after")
-    def _transport(self) -> "InstrumentConfig":
-        if self.transport == "tcp" and not self.host:
-            raise ValueError("transport 'tcp' needs host")
-        if self.transport == "tcp" and self.model == "240":
-            raise ValueError("the Model 240 has no Ethernet port: use transport 'serial'")
-        if self.transport == "serial" and not (self.device or self.serial_number):
-            raise ValueError("transport 'serial' needs device or serial_number")
-        if self.transport == "visa" and not self.resource:
-            raise ValueError("transport 'visa' needs resource")
-        seen = set()
-        for ch in self.channel:
-            if ch.number in seen:
-                raise ValueError(f"channel {ch.number} listed twice")
-            seen.add(ch.number)
-            if self.model == "240" and (ch.number == "A" or int(ch.number) > 8):
-                raise ValueError(f"a Model 240 has inputs 1-8, not {ch.number}")
-        return self
+
+    @field_validator("name")
+    @classmethod
+    def _node_name(cls, v: str) -> str:
+        if not re.match(NAME_RE, v):
+            raise ValueError("data node name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+                             "letter or digit (no spaces, no '::')")
+        return v
 
     def serial_device(self) -> str:
         """The device path: explicit, or the stable udev link named after the USB serial number."""
@@ -198,13 +188,6 @@ class Config(Strict):
     uplink: list[Uplink] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @model_validator(mode="after")
-    def _unique(self) -> "Config":
-        names = [i.name for i in self.instrument]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"instrument names must be unique (data node names): {sorted(dup)} repeated")
-        return self
 
 
 # -- line mapping ---------------------------------------------------------------
@@ -266,6 +249,43 @@ def _render_path(loc: tuple) -> str:
     return out
 
 
+def cross_check(data: dict) -> list[tuple[tuple, str]]:
+    """Rules between keys, checked on the raw data so they are reported with the schema errors."""
+    problems: list[tuple[tuple, str]] = []
+    instruments = data.get("instrument")
+    if not isinstance(instruments, list):
+        return problems
+    names: dict[str, int] = {}
+    for i, inst in enumerate(instruments):
+        if not isinstance(inst, dict):
+            continue
+        loc = ("instrument", i)
+        model, transport = inst.get("model"), inst.get("transport")
+        name = inst.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.append((loc + ("name",), f"data node name {name!r} already used by instrument[{names[name]}]"))
+            names.setdefault(name, i)
+        need = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}.get(transport, ())
+        if need and not any(inst.get(k) for k in need):
+            problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
+        if transport == "tcp" and model == "240":
+            problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
+        seen: set = set()
+        channels = inst.get("channel", [])
+        for j, ch in enumerate(channels if isinstance(channels, list) else []):
+            if not isinstance(ch, dict):
+                continue
+            number = ch.get("number")
+            key = str(number).upper()
+            if key in seen:
+                problems.append((loc + ("channel", j, "number"), f"channel {number} listed twice"))
+            seen.add(key)
+            if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
+                problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
+    return problems
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate config text; raise ConfigError listing every problem with its line."""
     try:
@@ -274,18 +294,20 @@ def parse(text: str, source: str = "<config>") -> Config:
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, [(int(m.group(1)) if m else None, "", f"TOML syntax: {exc}")]) from None
     lines = line_map(text)
+    problems = [(_locate(loc, lines), _render_path(loc), msg) for loc, msg in cross_check(data)]
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors(include_url=False):
             loc = _clean_loc(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] not in ("missing", "model_type") and "input" in err and not isinstance(err["input"], dict):
                 msg += f" (got {err['input']!r})"
             problems.append((_locate(loc, lines), _render_path(loc), msg))
+    if problems:
         problems.sort(key=lambda p: (p[0] or 0, p[1]))
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, problems)
+    return cfg
 
 
 def load(path: str | Path) -> Config:

@@ -391,8 +391,11 @@ class Store:
                 before = conn.total_changes
                 conn.executemany("DELETE FROM raw WHERE series=? AND t<?", [(i, cut) for i in ids])
                 deleted["raw_size"] += conn.total_changes - before
-                conn.execute("PRAGMA incremental_vacuum")
-            conn.execute("PRAGMA incremental_vacuum")
+                conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free only one page
+            conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free only one page
+            if any(deleted.values()):
+                # In WAL mode the main file only shrinks when the WAL is checkpointed.
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if deleted["raw_size"]:
             log.warning("store over its %d MB cap: deleted %d oldest raw samples", self.max_bytes >> 20,
                         deleted["raw_size"])
@@ -461,7 +464,7 @@ class Store:
 
     @staticmethod
     def _raw(conn, sid: int, start: float, end: float, stride: float) -> SeriesData:
-        lo, hi = int(math.ceil(start * 1000)), int(math.ceil(end * 1000))
+        lo, hi = int(round(start * 1000)), int(round(end * 1000))
         if stride > 0:
             step = max(1, int(stride * 1000))
             # SQLite returns the other columns of the row holding min(t): the first reading of each slot.
@@ -475,7 +478,7 @@ class Store:
 
     @staticmethod
     def _tiered(conn, sid: int, tier: int, start: float, end: float, stride: float) -> SeriesData:
-        group = max(tier, int(stride // tier) * tier)
+        group = max(tier, int(math.ceil(stride / tier)) * tier)
         rows = conn.execute(
             "SELECT (bucket/?)*? AS g, sum(sum)/sum(n), min(min), max(max) FROM rollup"
             " WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY g ORDER BY g",

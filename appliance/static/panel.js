@@ -62,11 +62,14 @@ async function refreshLatest() {
     const main = g.t || g.r || g.other;
     const age = Math.min(...[g.t, g.r, g.other].filter(Boolean).map((x) => x.age));
     const stale = [g.t, g.r, g.other].filter(Boolean).every((x) => x.stale);
-    const bits = [...new Set([g.t, g.r].filter(Boolean).flatMap((x) => x.status_bits))];
+    const allBits = [...new Set([g.t, g.r].filter(Boolean).flatMap((x) => x.status_bits))];
+    // An unsynchronised clock is shown once in the header; it does not make a reading suspect.
+    const bits = allBits.filter((b) => b !== "CLOCK_UNSYNCED");
     card.querySelector(".kelvin").textContent = g.t ? fmtKelvin(g.t.value) :
         (g.other ? fmtSensor(g.other.value, g.other.units) : "");
     card.querySelector(".sensor").textContent = g.r ? fmtSensor(g.r.value, g.r.units) : "";
-    card.querySelector(".status").textContent = bits.length ? bits.join(" ") : "ok";
+    card.querySelector(".status").textContent = bits.length ? bits.join(" ") :
+        (allBits.length ? "ok (clock unsynced)" : "ok");
     card.querySelector(".age").textContent = (stale ? "STALE · " : "") + fmtAge(age);
     card.classList.toggle("stale", stale);
     card.classList.toggle("flagged", bits.length > 0);
@@ -123,9 +126,9 @@ async function refreshPlots() {
     let d;
     try { d = (await getJSON(q)).fields[name]; } catch (e) { continue; }
     const data = [d.t, d.value];
-    const width = Math.max(260, Math.min(box.clientWidth - 20, 760));
-    if (!plots[name]) {
-      const wrap = document.createElement("div");
+    let wrap = box.querySelector(`[data-field="${CSS.escape(name)}"]`);
+    if (!wrap) {
+      wrap = document.createElement("div");
       wrap.className = "plot";
       wrap.dataset.field = name;
       const title = document.createElement("div");
@@ -133,6 +136,9 @@ async function refreshPlots() {
       title.textContent = name + " [K]";
       wrap.appendChild(title);
       box.appendChild(wrap);
+    }
+    const width = Math.max(200, wrap.clientWidth - 8);
+    if (!plots[name]) {
       plots[name] = new uPlot({
         width, height: 180,
         scales: {x: {time: true}, y: {distr: 3}},
