@@ -121,13 +121,13 @@ def test_retention_keeps_file_under_cap(tmp_path):
     t0 = time.time() - 30 * 86400
     keys = [SeriesKey("N", f"ch{i}_t", "K", f"ch{i}") for i in range(8)]
     for chunk in range(12):
-        fill(s, t0 + chunk * 4000, 2000, step=2.0, keys=keys)
+        fill(s, t0 + chunk * 2000, 2000, step=1.0, keys=keys)
         s.enforce_retention()
     assert s.used_bytes() <= 2 * 1024 * 1024
     assert (tmp_path / "k.db").stat().st_size <= 2.2 * 1024 * 1024
     conn = sqlite3.connect(tmp_path / "k.db")
     newest = conn.execute("SELECT max(t) FROM raw").fetchone()[0] / 1000
-    assert newest == pytest.approx(t0 + 11 * 4000 + 1999 * 2, abs=1)  # the newest data survives
+    assert newest == pytest.approx(t0 + 11 * 2000 + 1999, abs=1)  # the newest data survives
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
