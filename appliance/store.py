@@ -471,6 +471,12 @@ class Store:
             rows = conn.execute(
                 "SELECT min(t), value, status FROM raw WHERE series=? AND t>=? AND t<? GROUP BY t/? ORDER BY 1",
                 (sid, lo, hi, step)).fetchall()
+            kept, last = [], None
+            for r in rows:  # successive samples at least `stride` apart, as sisock defines min_stride
+                if last is None or r[0] - last >= step:
+                    kept.append(r)
+                    last = r[0]
+            rows = kept
         else:
             rows = conn.execute("SELECT t, value, status FROM raw WHERE series=? AND t>=? AND t<? ORDER BY t",
                                 (sid, lo, hi)).fetchall()
@@ -482,11 +488,11 @@ class Store:
         rows = conn.execute(
             "SELECT (bucket/?)*? AS g, sum(sum)/sum(n), min(min), max(max) FROM rollup"
             " WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY g ORDER BY g",
-            (group, group, tier, sid, int(math.floor(start / tier) * tier), int(math.ceil(end))),
+            (group, group, tier, sid, int(math.ceil(start / group) * group), int(math.ceil(end))),
         ).fetchall()
-        rows = [r for r in rows if start - group < r[0] < end]
-        return SeriesData([float(max(r[0], start)) if r[0] < start else float(r[0]) for r in rows],
-                          [r[1] for r in rows], [0] * len(rows), tier,
+        # Whole groups inside [start, end) only: times stay in range and exactly `group` apart.
+        rows = [r for r in rows if start <= r[0] < end]
+        return SeriesData([float(r[0]) for r in rows], [r[1] for r in rows], [0] * len(rows), tier,
                           [r[2] for r in rows], [r[3] for r in rows])
 
     def iter_raw(self, names: list[str], start: float, end: float) -> Iterator[tuple[str, float, float | None, int]]:

@@ -94,6 +94,11 @@ def read_json() -> dict:
     return body
 
 
+def as_json(value) -> str:
+    response.content_type = "application/json"
+    return json.dumps(value)
+
+
 def make_app(app_state) -> Bottle:
     """``app_state`` is the running Appliance (store, health, config); see service.py."""
     app = Bottle(catchall=True, autojson=True)
@@ -167,7 +172,7 @@ def make_app(app_state) -> Bottle:
             items.append({"field": r["field"], "value": clean(r["value"]), "units": r["units"],
                           "status": r["status"], "status_bits": status_names(r["status"], models.get(r["node"])),
                           "t": r["t"], "age": max(0.0, now - r["t"]), "stale": now - r["t"] > stale})
-        return json.dumps(items)
+        return as_json(items)
 
     @app.get(f"{API}/data")
     def data():
@@ -229,12 +234,12 @@ def make_app(app_state) -> Bottle:
         target = body.get("target", "")
         if not isinstance(target, str):
             raise HTTPError(400, "search target must be a string")
-        return json.dumps([f.name for f in store.fields() if target.lower() in f.name.lower()])
+        return as_json([f.name for f in store.fields() if target.lower() in f.name.lower()])
 
     @app.post("/grafana/metrics")
     def grafana_metrics():
         read_json()
-        return json.dumps([{"label": f.name, "value": f.name} for f in store.fields()])
+        return as_json([{"label": f.name, "value": f.name} for f in store.fields()])
 
     @app.post("/grafana/metric-payload-options")
     @app.post("/grafana/variable")
@@ -243,7 +248,7 @@ def make_app(app_state) -> Bottle:
     @app.post("/grafana/annotations")
     def grafana_empty():
         read_json()
-        return json.dumps([])
+        return as_json([])
 
     @app.post("/grafana/query")
     def grafana_query():
@@ -280,7 +285,7 @@ def make_app(app_state) -> Bottle:
             d = result.get(n)
             points = [] if d is None else [[clean(v), t * 1000.0] for t, v in zip(d.t, d.value)]
             out.append({"target": n, "datapoints": points})
-        return json.dumps(out)
+        return as_json(out)
 
     # -- metrics and front panel -----------------------------------------------------------
     @app.get("/metrics")

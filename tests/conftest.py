@@ -70,3 +70,38 @@ def run_with_timeout(fn, timeout: float = 10.0):
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+def appliance_config(tmp_path, emu372=None, emu240=None, extra: str = "", stale_after: float = 30,
+                     interval: float = 0.2) -> str:
+    parts = []
+    if emu372 is not None:
+        host, port = emu372.tcp.address
+        parts.append(f'[[instrument]]\nmodel = "372"\nname = "LSA23JD"\ndescription = "test 372"\ntransport = "tcp"\n'
+                     f'host = "{host}"\nport = {port}\ntimeout = 1.0\ninterval = {interval}\nread_heater = true\n')
+    if emu240 is not None:
+        parts.append(f'[[instrument]]\nmodel = "240"\nname = "LSA24AZ"\ntransport = "serial"\n'
+                     f'device = "{emu240.pty.link}"\ntimeout = 1.0\ninterval = {interval}\n')
+    parts.append(f'[polling]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n')
+    parts.append(f'[store]\npath = "{tmp_path / "kelvinpi.db"}"\ncommit_interval = 0.2\n')
+    parts.append(f'[web]\nbind = "127.0.0.1"\nport = 0\nstale_after = {stale_after}\n')
+    return "\n".join(parts) + extra
+
+
+@pytest.fixture
+def running_appliance(tmp_path, emu372, emu240):
+    """The whole appliance in-process against both emulators, on a free loopback port."""
+    import time as _time
+
+    from appliance import config as _config
+    from appliance.service import Appliance
+
+    cfg = _config.parse(appliance_config(tmp_path, emu372, emu240, stale_after=3))
+    app = Appliance(cfg)
+    app.start()
+    app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
+    deadline = _time.monotonic() + 15
+    while _time.monotonic() < deadline and app.store.written < 8:
+        _time.sleep(0.1)
+    yield app
+    app.stop()
