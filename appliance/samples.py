@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
 
 # Appliance flags kept above the instrument's 8 reading-status bits.
 FLAG_CLOCK_UNSYNCED = 1 << 8  # taken while the system clock was not NTP-synchronised
@@ -20,10 +20,10 @@ class SeriesKey:
     units: str
     timeline: str
     description: str = ""
+    name: str = dc_field(init=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return f"{self.node}::{self.field}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.node}::{self.field}")  # hot path: computed once
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -168,6 +167,8 @@ class Store:
         self.last_error: str | None = None
         self.nudged = 0
         self._last_retention = 0.0
+        row = self._wconn.execute("SELECT value FROM meta WHERE key='raw_floor_ms'").fetchone()
+        self._raw_floor_ms = int(row[0]) if row else 0
         self.on_commit: list = []  # callbacks(n_samples) run by the writer after each commit
 
     # -- reader connections --------------------------------------------------
@@ -236,14 +237,23 @@ class Store:
             conn = self._wconn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                ids = self._series
                 rows = []
-                latest: dict[int, tuple] = {}
+                append = rows.append
+                isfinite = math.isfinite
+                last: dict[int, Sample] = {}
                 for s in samples:
-                    sid = self.series_id(s.series)
-                    value = s.value if s.value is not None and math.isfinite(s.value) else None
-                    status = s.status | (FLAG_INVALID if value is None else 0)
-                    rows.append((sid, int(round(s.t * 1000)), value, status))
-                    latest[sid] = (sid, s.t, value, status)
+                    sid = ids.get(s.series.name) or self.series_id(s.series)
+                    v = s.value
+                    if v is None or not isfinite(v):
+                        append((sid, int(s.t * 1000 + 0.5), None, s.status | FLAG_INVALID))
+                    else:
+                        append((sid, int(s.t * 1000 + 0.5), v, s.status))
+                    last[sid] = s
+                latest = [(sid, s.t, s.value if s.value is not None and isfinite(s.value) else None,
+                           s.status | (0 if s.value is not None and isfinite(s.value) else FLAG_INVALID))
+                          for sid, s in last.items()]
+                rows.sort()  # (series, t) order: b-tree locality, fewer page splits
                 conn.execute("SAVEPOINT batch")
                 before = conn.total_changes
                 conn.executemany("INSERT OR IGNORE INTO raw(series, t, value, status) VALUES (?,?,?,?)", rows)
@@ -254,7 +264,7 @@ class Store:
                 conn.executemany(
                     "INSERT INTO latest(series, t, value, status) VALUES (?,?,?,?) ON CONFLICT(series) DO UPDATE"
                     " SET t=excluded.t, value=excluded.value, status=excluded.status",
-                    list(latest.values()),
+                    latest,
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -295,30 +305,40 @@ class Store:
         return out
 
     def _rollup(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
-        acc: dict[tuple[int, int, int], list[float]] = {}
-        for sid, t_ms, value, _status in rows:
-            if value is None:
+        """Recompute the rollup buckets this batch touched, in SQL.
+
+        The finest tier is recomputed from raw rows, each coarser tier from the tier below,
+        so a bucket is always the exact aggregate of what is stored, however late or
+        out of order its samples arrived (backfill, clock steps), and per-sample Python
+        work stays out of the hot path.
+        """
+        ts = [r[1] for r in rows]
+        span = (min(ts), max(ts))
+        spans = {sid: span for sid in {r[0] for r in rows}}
+        floor_ms = self._raw_floor_ms
+        fine = TIERS[0]
+        for sid, (lo, hi) in spans.items():
+            lo_s, hi_s = lo // 1000, hi // 1000
+            b_lo = lo_s - lo_s % fine
+            if floor_ms and b_lo * 1000 < floor_ms:
+                # raw before the retention floor is gone: never rebuild a bucket from part of its rows
+                b_lo = -(-floor_ms // (fine * 1000)) * fine
+            b_hi = hi_s - hi_s % fine + fine
+            if b_lo >= b_hi:
                 continue
-            ts = t_ms // 1000
-            for tier in TIERS:
-                k = (tier, sid, ts - ts % tier)
-                a = acc.get(k)
-                if a is None:
-                    acc[k] = [1, value, value, value]
-                else:
-                    a[0] += 1
-                    a[1] += value
-                    if value < a[2]:
-                        a[2] = value
-                    if value > a[3]:
-                        a[3] = value
-        if acc:
-            conn.executemany(
-                "INSERT INTO rollup(tier, series, bucket, n, sum, min, max) VALUES (?,?,?,?,?,?,?)"
-                " ON CONFLICT(tier, series, bucket) DO UPDATE SET n=n+excluded.n, sum=sum+excluded.sum,"
-                " min=min(min, excluded.min), max=max(max, excluded.max)",
-                [(k[0], k[1], k[2], a[0], a[1], a[2], a[3]) for k, a in acc.items()],
-            )
+            conn.execute(
+                "INSERT OR REPLACE INTO rollup(tier, series, bucket, n, sum, min, max)"
+                " SELECT ?, series, (t/1000)/?*? AS b, count(value), total(value), min(value), max(value)"
+                " FROM raw WHERE series=? AND t>=? AND t<? AND value IS NOT NULL GROUP BY b",
+                (fine, fine, fine, sid, b_lo * 1000, b_hi * 1000))
+            for lower, tier in zip(TIERS, TIERS[1:]):
+                t_lo, t_hi = b_lo - b_lo % tier, hi_s - hi_s % tier + tier
+                conn.execute(
+                    "INSERT OR REPLACE INTO rollup(tier, series, bucket, n, sum, min, max)"
+                    " SELECT ?, series, bucket/?*? AS b, sum(n), sum(sum), min(min), max(max)"
+                    " FROM rollup WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY b",
+                    (tier, tier, tier, lower, sid, t_lo, t_hi))
+                b_lo = t_lo
 
     # -- events, snapshots -----------------------------------------------------------
     def event(self, kind: str, node: str | None = None, detail: str = "", t: float | None = None) -> None:
@@ -370,6 +390,8 @@ class Store:
             before = conn.total_changes
             conn.executemany("DELETE FROM raw WHERE series=? AND t<?", [(i, cutoff_ms) for i in ids])
             deleted["raw_age"] = conn.total_changes - before
+            if deleted["raw_age"]:
+                self._set_floor(conn, cutoff_ms)
             before = conn.total_changes
             conn.execute("DELETE FROM rollup WHERE bucket<?", (int(now - self.rollup_retention),))
             deleted["rollup"] = conn.total_changes - before
@@ -391,6 +413,7 @@ class Store:
                 before = conn.total_changes
                 conn.executemany("DELETE FROM raw WHERE series=? AND t<?", [(i, cut) for i in ids])
                 deleted["raw_size"] += conn.total_changes - before
+                self._set_floor(conn, cut)
                 conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free only one page
             conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free only one page
             if any(deleted.values()):
@@ -401,6 +424,13 @@ class Store:
                         deleted["raw_size"])
             self.event("retention", None, f"size cap: deleted {deleted['raw_size']} oldest raw samples")
         return deleted
+
+    def _set_floor(self, conn: sqlite3.Connection, floor_ms: int) -> None:
+        """Raw data before ``floor_ms`` has been deleted: rollups there must not be rebuilt from raw."""
+        if floor_ms > self._raw_floor_ms:
+            self._raw_floor_ms = floor_ms
+            conn.execute("INSERT INTO meta(key, value) VALUES ('raw_floor_ms', ?) ON CONFLICT(key) DO UPDATE"
+                         " SET value=excluded.value", (str(floor_ms),))
 
     @staticmethod
     def _used_bytes_w(conn: sqlite3.Connection) -> int:

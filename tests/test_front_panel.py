@@ -1,0 +1,53 @@
+"""The front panel in a real headless Chromium (Debian's), driven by Playwright."""
+import shutil
+import time
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 800, "height": 480})  # a 7-inch panel
+        yield pg
+        browser.close()
+
+
+def card(page, key):
+    return page.locator(f'[data-channel="{key}"]')
+
+
+def test_values_appear_update_and_go_stale(running_appliance, emu372, page, tmp_path):
+    page.goto(running_appliance.base_url + "/")
+    mxc = card(page, "LSA23JD::mxc_control")
+    mxc.wait_for(timeout=15000)
+    text = mxc.locator(".kelvin").inner_text()
+    assert text.endswith("mK") and 5 < float(text.split()[0]) < 50
+    assert "kΩ" in mxc.locator(".sensor").inner_text()
+    plate = card(page, "LSA24AZ::50k_plate")
+    assert plate.locator(".kelvin").inner_text().endswith(" K")
+    assert page.locator('[data-node="LSA23JD"]').inner_text().find("connected") > 0
+    t0 = float(mxc.get_attribute("data-t"))
+    page.wait_for_function(
+        f"document.querySelector('[data-channel=\"LSA23JD::mxc_control\"]').dataset.t > {t0}", timeout=10000)
+    page.screenshot(path=str(tmp_path / "panel.png"))
+    # stop the 372: its cards go stale, the 240's stay live
+    emu372.control("mute on")
+    page.wait_for_selector('[data-channel="LSA23JD::mxc_control"].stale', timeout=15000)
+    assert "STALE" in mxc.locator(".age").inner_text()
+    assert "stale" not in (plate.get_attribute("class") or "")
+    page.wait_for_selector('[data-node="LSA23JD"].down', timeout=10000)
+    page.wait_for_selector('.plot[data-field="LSA23JD::mxc_control_t"] canvas', timeout=10000)
+    # a phone-sized screen still shows the cards
+    page.set_viewport_size({"width": 390, "height": 800})
+    time.sleep(0.3)
+    box = mxc.bounding_box()
+    assert box and box["width"] <= 390
+    emu372.control("clear")
