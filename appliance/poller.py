@@ -36,6 +36,22 @@ def slug(name: str) -> str:
     return s or "channel"
 
 
+def ocs_names(model: str, channel: str, name: str) -> tuple[str, str]:
+    """The field names socs's Lake Shore agents write, so OCS/InfluxDB dashboards keep working.
+
+    372: the channel's name with spaces as '_' plus _T / _R (``Channel_05_T``), the control input
+    ``control_T`` / ``control_R``; 240: ``Channel_<n>_T`` / ``Channel_<n>_V``.
+    """
+    if model == "240":
+        return f"Channel_{channel}_T", f"Channel_{channel}_V"
+    if channel == "A":
+        return "control_T", "control_R"
+    stem = re.sub(r"[^A-Za-z0-9_]", "", re.sub(r"\s+", "_", name.strip())) or f"Channel_{int(channel):02d}"
+    if not stem[0].isalpha():
+        stem = "Channel_" + stem
+    return f"{stem}_T", f"{stem}_R"
+
+
 def make_instrument(cfg: InstrumentConfig):
     expected = cfg.expect_serial or cfg.serial_number
     if cfg.model == "372":
@@ -174,7 +190,8 @@ class Poller(threading.Thread):
                 name = (c.name if c is not None and c.name else None) or inst.input_name(ch) or f"Channel {ch}"
                 plans[ch] = self._plan_for(ch, name, "Ohm", c)
             if self.cfg.read_heater:
-                self.heater_key = SeriesKey(node, "sample_heater", "%", "sample_heater", "sample heater output")
+                self.heater_key = SeriesKey(node, "sample_heater", "%", "sample_heater", "sample heater output",
+                                            ocs="sample_heater")
         else:
             for n in range(1, inst.channel_count + 1):
                 ch = str(n)
@@ -192,10 +209,11 @@ class Poller(threading.Thread):
         keep = c.keep if c is not None else ["kelvin", "sensor"]
         stem, node = slug(name), self.cfg.name
         desc = f"{self.cfg.model} input {ch} ({name})"
+        ocs_t, ocs_s = ocs_names(self.cfg.model, ch, name)
         return ChannelPlan(
             ch, name,
-            SeriesKey(node, f"{stem}_t", "K", stem, desc) if "kelvin" in keep else None,
-            SeriesKey(node, f"{stem}_r", sensor_units, stem, desc) if "sensor" in keep else None,
+            SeriesKey(node, f"{stem}_t", "K", stem, desc, ocs=ocs_t) if "kelvin" in keep else None,
+            SeriesKey(node, f"{stem}_r", sensor_units, stem, desc, ocs=ocs_s) if "sensor" in keep else None,
         )
 
     def _take_snapshot(self) -> None:

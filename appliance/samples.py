@@ -20,6 +20,7 @@ class SeriesKey:
     units: str
     timeline: str
     description: str = ""
+    ocs: str = dc_field(default="", compare=False)  # the field name socs's agents use (OCS feeds, InfluxDB)
     name: str = dc_field(init=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -77,7 +77,8 @@ class Appliance:
         return value
 
     def uplink_health(self) -> list:
-        return [u.health for u in self.uplinks]
+        runners = [u for u in self.uplinks if getattr(u, "health", None) is not None]
+        return [u.health for u in runners] + [r.health for r in getattr(self, "wamp_runners", [])]
 
     def health(self) -> dict:
         st = self.store

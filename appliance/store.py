@@ -59,6 +59,7 @@ class FieldInfo:
     units: str
     timeline: str
     description: str
+    ocs: str = ""
 
 
 @dataclass
@@ -76,7 +77,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE IF NOT EXISTS series (
         id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, node TEXT NOT NULL, field TEXT NOT NULL,
-        units TEXT NOT NULL, timeline TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', created REAL NOT NULL
+        units TEXT NOT NULL, timeline TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
+        ocs TEXT NOT NULL DEFAULT ''
     );
     CREATE TABLE IF NOT EXISTS raw (
         series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL, status INTEGER NOT NULL DEFAULT 0,
@@ -99,8 +101,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS event_t ON event(t);
     CREATE TABLE IF NOT EXISTS cursor (
-        name TEXT PRIMARY KEY, series INTEGER NOT NULL DEFAULT 0, position INTEGER NOT NULL DEFAULT 0, updated REAL
-    );
+        name TEXT NOT NULL, series INTEGER NOT NULL, position INTEGER NOT NULL, updated REAL,
+        PRIMARY KEY (name, series)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -220,9 +223,10 @@ class Store:
         sid = self._series.get(key.name)
         if sid is None:
             cur = self._wconn.execute(
-                "INSERT INTO series(name, node, field, units, timeline, description, created) VALUES (?,?,?,?,?,?,?)"
-                " ON CONFLICT(name) DO UPDATE SET units=excluded.units RETURNING id",
-                (key.name, key.node, key.field, key.units, key.timeline, key.description, time.time()),
+                "INSERT INTO series(name, node, field, units, timeline, description, created, ocs)"
+                " VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET units=excluded.units, ocs=excluded.ocs RETURNING id",
+                (key.name, key.node, key.field, key.units, key.timeline, key.description, time.time(), key.ocs),
             )
             sid = cur.fetchone()[0]
             self._series[key.name] = sid
@@ -441,7 +445,7 @@ class Store:
     # -- queries (any thread) -------------------------------------------------------------
     def fields(self) -> list[FieldInfo]:
         rows = self.reader().execute(
-            "SELECT id, name, node, field, units, timeline, description FROM series ORDER BY id").fetchall()
+            "SELECT id, name, node, field, units, timeline, description, ocs FROM series ORDER BY id").fetchall()
         return [FieldInfo(*r) for r in rows]
 
     def field_map(self) -> dict[str, FieldInfo]:

@@ -105,3 +105,16 @@ def running_appliance(tmp_path, emu372, emu240):
         _time.sleep(0.1)
     yield app
     app.stop()
+
+
+def start_appliance(cfg_text: str):
+    """Appliance in-process with its uplinks (what `kelvinpi run` does, minus signals and sd_notify)."""
+    from appliance import config as _config
+    from appliance.service import Appliance
+    from appliance.uplinks import build_uplinks
+
+    app = Appliance(_config.parse(cfg_text))
+    app.uplinks = build_uplinks(app)
+    app.start()
+    app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
+    return app

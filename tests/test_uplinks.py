@@ -1,0 +1,292 @@
+"""Uplinks against a real crossbar router (images/server config), a sisock hub, an OCS-style
+subscriber and a real InfluxDB 1.x, all on loopback and started by the tests."""
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from .conftest import appliance_config, start_appliance
+from .routers import CROSSBAR, Consumer, Crossbar, FeedListener, Hub, Influx, Loop
+
+pytestmark = pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
+
+SERVER_SECRET = "kelvin&pi'test\"secret"
+CONSUMER_SECRET = "consumer-secret-for-tests"
+
+
+def wait_for(fn, timeout=30.0, step=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory):
+    cb = Crossbar(tmp_path_factory.mktemp("crossbar"), SERVER_SECRET, CONSUMER_SECRET)
+    cb.start()
+    yield cb
+    cb.stop()
+
+
+@pytest.fixture(scope="module")
+def wamp_loop():
+    loop = Loop()
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture(scope="module")
+def hub(router, wamp_loop):
+    h = Hub(wamp_loop, router)
+    assert h.joined.wait(30)
+    return h
+
+
+@pytest.fixture(scope="module")
+def consumer(router, wamp_loop, hub):
+    return Consumer(wamp_loop, router)
+
+
+def secret_file(tmp_path, text=SERVER_SECRET, mode=0o600):
+    p = tmp_path / "wamp-secret"
+    p.write_text(text + "\n")
+    os.chmod(p, mode)
+    return p
+
+
+def uplink_config(router, tmp_path, secret=None, ocs=True, influx=None):
+    s = secret or secret_file(tmp_path)
+    out = (f'\n[[uplink]]\nkind = "sisock"\nurl = "{router.wss_url}"\nsecret_file = "{s}"\n'
+           f'ca_file = "{router.cert}"\n')
+    if ocs:
+        out += f'\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n'
+    if influx:
+        out += f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
+    return out
+
+
+@pytest.fixture
+def appliance(tmp_path, emu372, emu240, router, hub):
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=uplink_config(router, tmp_path)))
+    yield app
+    app.stop()
+
+
+def node_names(consumer):
+    return {n["name"] for n in consumer.nodes()}
+
+
+def test_data_node_serves_the_store(appliance, consumer):
+    wait_for(lambda: {"LSA23JD", "LSA24AZ"} <= node_names(consumer), what="both data nodes registered")
+    fields, timelines = consumer.get_fields("LSA23JD", 1, 0)
+    assert fields["mxc_control_t"] == {"description": fields["mxc_control_t"]["description"],
+                                       "timeline": "mxc_control", "type": "number", "units": "K"}
+    assert set(timelines["mxc_control"]["field"]) == {"mxc_control_t", "mxc_control_r"}
+    assert "group0" not in timelines
+    time.sleep(1.5)
+    now = time.time()
+    got = consumer.get_data("LSA23JD", ["mxc_control_t", "mxc_control_r", "nope"], now - 30, now)
+    json.dumps(got, allow_nan=False)  # no NaN on the wire
+    t = got["timeline"]["mxc_control"]["t"]
+    assert len(t) >= 5 and len(got["data"]["mxc_control_t"]) == len(t) == len(got["data"]["mxc_control_r"])
+    assert got["data"]["nope"] == []
+    store = appliance.store.data(["LSA23JD::mxc_control_t"], now - 30, now, now=now)["LSA23JD::mxc_control_t"]
+    assert t == store.t and got["data"]["mxc_control_t"] == store.value  # exactly what the store holds
+    assert all(0.005 < v < 0.05 for v in store.value)  # and what the emulator's mixing chamber reads
+    rel = consumer.get_data("LSA23JD", ["mxc_control_t"], -30, 0)  # sisock: <= 0 is seconds before now
+    assert abs(len(rel["timeline"]["mxc_control"]["t"]) - len(t)) <= 3
+    strided = consumer.get_data("LSA23JD", ["mxc_control_t"], -30, 0, min_stride=2.0)
+    ts = strided["timeline"]["mxc_control"]["t"]
+    assert ts and all(b - a >= 2.0 for a, b in zip(ts, ts[1:]))
+    empty = consumer.get_data("LSA24AZ", ["unknown_field"], -30, 0)
+    assert empty == {"data": {"unknown_field": []}, "timeline": {}}
+
+
+@pytest.mark.parametrize("args,kw", [((["x"], "yesterday", 0), {}), ((["x"], -10, 0), {"min_stride": -1}),
+                                     ((123, -10, 0), {}), ((["x"], float("inf"), 0), {})])
+def test_bad_wamp_arguments_get_clear_errors(appliance, consumer, args, kw):
+    from autobahn.wamp.exception import ApplicationError
+
+    wait_for(lambda: "LSA23JD" in node_names(consumer))
+    with pytest.raises(ApplicationError) as e:
+        consumer.call("org.simonsobservatory.consumer.LSA23JD.get_data", *args, **kw)
+    assert "invalid_argument" in e.value.error or "must" in str(e.value)
+    assert consumer.get_fields("LSA23JD")[0]  # still serving
+
+
+def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu240, router, hub, consumer, wamp_loop):
+    from autobahn.asyncio.component import Component
+
+    from .routers import _transport
+
+    holder = Component(transports=[_transport(router.wss_url, router.cert)], realm="test_realm",
+                       authentication={"wampcra": {"authid": "server", "secret": SERVER_SECRET}})
+    held = {}
+
+    @holder.on_join
+    async def joined(session, details):
+        await session.register(lambda *a: [{}, {}], "org.simonsobservatory.consumer.LSA23JD.get_fields")
+        held["session"] = session
+
+    import asyncio
+    wamp_loop.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(holder.start(loop=wamp_loop.loop)))
+    wait_for(lambda: "session" in held, what="stale holder joined")
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=uplink_config(router, tmp_path, ocs=False)))
+    try:
+        wait_for(lambda: "LSA24AZ" in node_names(consumer))
+        time.sleep(3)
+        assert "LSA23JD" not in node_names(consumer)  # name still held: retrying, not registered twice
+
+        async def leave():
+            await holder.stop()
+        wamp_loop.run(leave())
+        wait_for(lambda: "LSA23JD" in node_names(consumer), timeout=20, what="takeover after the stale session left")
+        assert consumer.get_fields("LSA23JD")[0]
+    finally:
+        app.stop()
+
+
+def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consumer, wamp_loop):
+    listener = FeedListener(wamp_loop, router)
+    heartbeats = FeedListener(wamp_loop, router, feed="heartbeat")
+    assert listener.joined.wait(20) and heartbeats.joined.wait(20)
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=uplink_config(router, tmp_path)))
+    try:
+        wait_for(lambda: {"LSA23JD", "LSA24AZ"} <= node_names(consumer))
+        wait_for(lambda: listener.samples().get("observatory.LSA24AZ.Channel_1_T"), what="live OCS feed")
+        wait_for(lambda: heartbeats.messages, what="heartbeat feed")
+        hb = heartbeats.messages[-1]
+        assert hb[1]["feed_name"] == "heartbeat" and hb[1]["record"] is False
+        msg = listener.messages[-1]
+        blocks, feed = msg
+        assert feed["record"] is True and feed["feed_name"] == "temperatures" and feed["agg_params"]["frame_length"]
+        assert feed["address"] == f"{feed['agent_address']}.feeds.temperatures"
+        t_down = time.time()
+        router.stop()
+        time.sleep(4)
+        router.start()
+        wait_for(lambda: hub.joined.is_set() and {"LSA23JD", "LSA24AZ"} <= node_names(consumer), timeout=60,
+                 what="data nodes re-registered after the router came back")
+        # every reading taken during the outage is served by get_data ...
+        t_up = time.time()
+        got = consumer.get_data("LSA24AZ", ["50k_plate_t"], t_down - 2, t_up)
+        stored = app.store.data(["LSA24AZ::50k_plate_t"], t_down - 2, t_up, now=t_up)["LSA24AZ::50k_plate_t"]
+        assert got["timeline"]["50k_plate"]["t"] == stored.t and len(stored.t) >= 15
+        # ... and the OCS feed backfilled it, in order, without duplicates
+        t_end = time.time()
+        pairs = (("LSA24AZ::50k_plate_t", "observatory.LSA24AZ.Channel_1_T"),
+                 ("LSA23JD::mxc_control_r", "observatory.LSA23JD.control_R"))
+
+        def delivered():
+            for series, ocs_name in pairs:
+                want = [round(t, 3) for t, v in zip(*_raw(app, series, t_down - 5, t_end)) if v is not None]
+                got = [round(t, 3) for t, _ in listener.samples().get(ocs_name, []) if t_down - 5 <= t < t_end]
+                if sorted(got) != want:
+                    return False
+                assert len(got) == len(set(got)), f"{ocs_name}: duplicates"
+            return True
+        wait_for(delivered, timeout=90, what="OCS feed backfilled every stored reading")
+        counts = {o: len([1 for t, _ in listener.samples()[o] if t_down - 5 <= t < t_end]) for _, o in pairs}
+        assert min(counts.values()) >= 10, counts
+    finally:
+        app.stop()
+
+
+def _raw(app, name, start, end):
+    d = app.store.data([name], start, end, max_points=None, now=end)[name]
+    return d.t, d.value
+
+
+def test_wrong_certificate_is_refused_loudly(tmp_path, emu372, emu240, router, hub, consumer, caplog):
+    other = tmp_path / "other"
+    from .routers import make_cert
+    _, wrong_cert = make_cert(other, "impostor")
+    extra = uplink_config(router, tmp_path, ocs=False).replace(str(router.cert), str(wrong_cert))
+    caplog.set_level(logging.WARNING, logger="kelvinpi")
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=extra))
+    try:
+        wait_for(lambda: any("REFUSING router" in r.getMessage() for r in caplog.records), timeout=20,
+                 what="a loud refusal")
+        assert "LSA23JD" not in node_names(consumer)
+        written = app.store.written
+        wait_for(lambda: app.store.written > written + 10, what="polling goes on")
+        h = app.health()["uplinks"][0]
+        assert h["connected"] is False
+    finally:
+        app.stop()
+
+
+def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, hub, consumer, caplog):
+    caplog.set_level(logging.INFO)
+    s = secret_file(tmp_path, "not-the-secret")
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240,
+                                           extra=uplink_config(router, tmp_path, secret=s, ocs=False)))
+    try:
+        time.sleep(8)
+        refusals = [r for r in caplog.records if "not_authorized" in r.getMessage() or
+                    "authentication_failed" in r.getMessage()]
+        assert refusals, "the refusal must be logged"
+        # two instruments, each retrying with backoff: a handful of attempts in 8 s, not a tight loop
+        assert len(refusals) <= 16, len(refusals)
+        assert not node_names(consumer) & {"LSA23JD", "LSA24AZ"}
+        assert app.health()["uplinks"][0]["last_error"]
+    finally:
+        app.stop()
+
+
+def test_secret_readable_by_others_is_refused(tmp_path, emu372, emu240, router):
+    s = secret_file(tmp_path, SERVER_SECRET, mode=0o644)
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240,
+                                           extra=uplink_config(router, tmp_path, secret=s, ocs=False)))
+    try:
+        h = app.health()["uplinks"][0]
+        assert "readable by others" in h["last_error"] and h["connected"] is False
+        wait_for(lambda: app.store.written > 10, what="polling despite the bad uplink")
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def influx(tmp_path):
+    db = Influx(tmp_path)
+    db.start()
+    db.create_db()
+    yield db
+    db.stop()
+
+
+def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
+    cfg = appliance_config(tmp_path, emu372, emu240) + \
+        f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
+    app = start_appliance(cfg)
+    runner = next(u for u in app.uplinks if getattr(u, "health", None) and u.health.kind == "influxdb")
+    try:
+        wait_for(lambda: runner.health.sent > 20, what="first points written")
+        res = influx.query('SELECT * FROM "observatory.LSA24AZ" WHERE feed=\'temperatures\' LIMIT 3')
+        series = res["results"][0]["series"][0]
+        assert series["name"] == "observatory.LSA24AZ" and "Channel_1_T" in series["columns"]
+        assert "Channel_1_V" in series["columns"]
+        t_down = time.time()
+        influx.stop()
+        time.sleep(4)
+        assert runner.health.connected is False and runner.health.errors
+        influx.start()
+        t_end = time.time()
+        q = (f'SELECT "control_T" FROM "observatory.LSA23JD" WHERE time >= {int((t_down - 5) * 1e3)}ms '
+             f'AND time < {int(t_end * 1e3)}ms')
+
+        def delivered():
+            want = [round(t, 3) for t, v in zip(*_raw(app, "LSA23JD::mxc_control_t", t_down - 5, t_end))
+                    if v is not None]
+            res = influx.query(q)["results"][0].get("series")
+            got = [round(r[0] / 1000, 3) for r in res[0]["values"] if r[1] is not None] if res else []
+            return want == got and len(want) >= 15
+        wait_for(delivered, timeout=90, what="InfluxDB backfilled every stored reading")
+    finally:
+        app.stop()
