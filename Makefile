@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
+CROSSBAR := .venv-crossbar/bin/crossbar
 
 .PHONY: run test bench ci-deps clean venv assets
 
@@ -24,20 +25,30 @@ $(STATIC): package.json
 
 assets: $(STATIC)
 
+# crossbar pins its own dependencies: its own venv, used by the uplink tests as the real router.
+$(CROSSBAR):
+	$(PY) -m venv .venv-crossbar
+	.venv-crossbar/bin/pip install -q --upgrade pip
+	.venv-crossbar/bin/pip install -q crossbar
+
 run: $(STAMP) $(STATIC)
 	$(BIN)/python -m appliance.devrun
 
-test: $(STAMP) $(STATIC)
+test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
 	$(BIN)/python -m appliance.bench
 
-# Debian packages the browser tests need (CI runs as root on Debian 12).
+# Debian packages the tests use: chromium (front panel), influxdb (InfluxDB uplink).
+# Installed when running as root (CI); otherwise the tests that need them say what is missing.
+DEBS := chromium influxdb
 ci-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: install Debian's chromium package for the browser test"; fi; fi
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v influxd >/dev/null 2>&1 || missing="$$missing influxdb"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; fi
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info
+	rm -rf $(VENV) .venv-crossbar node_modules build *.egg-info var

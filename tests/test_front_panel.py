@@ -5,6 +5,8 @@ import time
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not shutil.which("chromium"),
+                                reason="Debian's chromium is not installed (`make ci-deps` as root installs it)")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 

@@ -229,11 +229,11 @@ def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, 
                                            extra=uplink_config(router, tmp_path, secret=s, ocs=False)))
     try:
         time.sleep(8)
-        refusals = [r for r in caplog.records if "not_authorized" in r.getMessage() or
-                    "authentication_failed" in r.getMessage()]
+        refusals = [r for r in caplog.records if r.name == "kelvinpi.sisock" and "not_authorized" in r.getMessage()]
         assert refusals, "the refusal must be logged"
-        # two instruments, each retrying with backoff: a handful of attempts in 8 s, not a tight loop
-        assert len(refusals) <= 16, len(refusals)
+        assert all(r.levelno >= logging.WARNING for r in refusals)
+        # two instruments, each retrying with backoff (1, 2, 4 s ...): a handful in 8 s, not a tight loop
+        assert len(refusals) <= 10, len(refusals)
         assert not node_names(consumer) & {"LSA23JD", "LSA24AZ"}
         assert app.health()["uplinks"][0]["last_error"]
     finally:
@@ -254,6 +254,8 @@ def test_secret_readable_by_others_is_refused(tmp_path, emu372, emu240, router):
 
 @pytest.fixture
 def influx(tmp_path):
+    if not os.path.exists(Influx.BIN):
+        pytest.skip("Debian's influxdb is not installed (`make ci-deps` as root installs it)")
     db = Influx(tmp_path)
     db.start()
     db.create_db()
