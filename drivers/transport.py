@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import termios
 import time
 from typing import Protocol
 
@@ -162,7 +163,6 @@ class SerialTransport:
 
     def open(self) -> None:
         import serial
-        import termios
 
         if self._port is not None and self._port.is_open:
             # Keep a healthy port: reopening a USB serial port discards nothing that a flush
@@ -202,9 +202,9 @@ class SerialTransport:
         except serial.SerialTimeoutException:
             self.close()
             raise InstrumentTimeout(f"{self.description}: write timed out") from None
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             self.close()
-            raise ConnectionLost(f"{self.description}: write failed: {exc}") from None
+            raise ConnectionLost(f"{self.description}: write failed (unplugged?): {exc}") from None
 
     def read_line(self, timeout: float) -> bytes:
         import serial
@@ -229,7 +229,7 @@ class SerialTransport:
                 )
             try:
                 chunk = port.read(max(1, port.in_waiting))
-            except (serial.SerialException, OSError) as exc:
+            except (serial.SerialException, OSError, termios.error) as exc:
                 self.close()
                 raise ConnectionLost(f"{self.description}: read failed (unplugged?): {exc}") from None
             self._buf.extend(chunk)
@@ -243,7 +243,7 @@ class SerialTransport:
             port.reset_input_buffer()
             while port.in_waiting:
                 port.read(port.in_waiting)
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             self.close()
             raise ConnectionLost(f"{self.description}: flush failed: {exc}") from None
 

@@ -117,7 +117,8 @@ def test_bad_wamp_arguments_get_clear_errors(appliance, consumer, args, kw):
     with pytest.raises(ApplicationError) as e:
         consumer.call("org.simonsobservatory.consumer.LSA23JD.get_data", *args, **kw)
     assert "invalid_argument" in e.value.error or "must" in str(e.value)
-    assert consumer.get_fields("LSA23JD")[0]  # still serving
+    fields, timelines = consumer.get_fields("LSA23JD")  # still serving
+    assert isinstance(fields, dict) and isinstance(timelines, dict)
 
 
 def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu240, router, hub, consumer, wamp_loop):
