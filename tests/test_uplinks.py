@@ -204,23 +204,31 @@ def _raw(app, name, start, end):
     return d.t, d.value
 
 
-def test_wrong_certificate_is_refused_loudly(tmp_path, emu372, emu240, router, hub, consumer, caplog):
-    other = tmp_path / "other"
-    from .routers import make_cert
-    _, wrong_cert = make_cert(other, "impostor")
-    extra = uplink_config(router, tmp_path, ocs=False).replace(str(router.cert), str(wrong_cert))
+def test_router_restarted_with_another_certificate_is_refused_loudly(tmp_path, emu372, emu240, caplog):
+    """The router comes back with a different certificate: the appliance refuses it, loudly, and keeps polling."""
+    own = Crossbar(tmp_path / "own-router", SERVER_SECRET, CONSUMER_SECRET)
+    own.start()
     caplog.set_level(logging.WARNING, logger="kelvinpi")
+    ca_copy = tmp_path / "router-cert.pem"  # what the lab copied onto the Pi
+    ca_copy.write_bytes(own.cert.read_bytes())
+    extra = uplink_config(own, tmp_path, ocs=False).replace(str(own.cert), str(ca_copy))
     app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=extra))
     try:
-        wait_for(lambda: any("REFUSING router" in r.getMessage() for r in caplog.records), timeout=20,
+        runner = app.wamp_runners[0]
+        wait_for(lambda: runner.sessions and all(s.is_attached() for s in runner.sessions.values()), timeout=30,
+                 what="sessions joined with the right certificate")
+        own.stop()
+        own.new_cert()  # an impostor (or a re-keyed router) on the same address
+        own.start()
+        wait_for(lambda: any("REFUSING router" in r.getMessage() for r in caplog.records), timeout=60,
                  what="a loud refusal")
-        assert "LSA23JD" not in node_names(consumer)
+        assert not any(s.is_attached() for s in runner.sessions.values())
+        assert app.health()["uplinks"][0]["connected"] is False
         written = app.store.written
         wait_for(lambda: app.store.written > written + 10, what="polling goes on")
-        h = app.health()["uplinks"][0]
-        assert h["connected"] is False
     finally:
         app.stop()
+        own.stop()
 
 
 def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, hub, consumer, caplog):
