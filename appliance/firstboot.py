@@ -1,0 +1,257 @@
+"""First boot (and every boot): apply what the user wrote onto the SD card's FAT partition.
+
+The FAT ``bootfs`` partition is the only one a lab can edit from any laptop. It may hold:
+
+* ``kelvinpi.toml``: the appliance config. Validated; an invalid file leaves the last good
+  config in place and its errors are written to ``<data>/config-error.txt`` (the front panel
+  shows them). A valid one is copied to ``<data>/kelvinpi.toml``.
+* ``hostname``, ``authorized_keys`` (for user ``kelvinpi``), ``timezone``, ``wifi.conf``
+  (``ssid=``, ``psk=``, ``country=``).
+* secrets: any ``*.secret``, ``*-secret``, ``*.pem``, ``*token*`` file -> ``<data>/secrets/`` with
+  mode 0600, then deleted from the FAT (a card handed around must not leak them).
+* Raspberry Pi Imager's cloud-init subset: ``user-data`` (hostname, users[].ssh_authorized_keys)
+  and ``network-config`` (wifis).
+
+Nothing here sets a password: root stays locked, SSH is key-only. Every input is treated as
+hostile: size limits, no path components, no symlinks, strict character sets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_FILE = 256 * 1024
+HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
+                    r"@openssh\.com) [A-Za-z0-9+/=]{20,}( [^\n\r]{0,200})?$")
+TZ_RE = re.compile(r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9_+-]+){0,3}$")
+SECRET_RE = re.compile(r"(\.secret$|-secret$|\.pem$|token)", re.I)
+
+
+@dataclass
+class Result:
+    """What was applied, what was refused (and why): logged and shown on the front panel."""
+
+    applied: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    authorized_keys: list[str] = field(default_factory=list)
+    wifi: dict | None = None
+    timezone: str | None = None
+    config_ok: bool | None = None
+
+
+def _read(path: Path, result: Result) -> str | None:
+    """Read a small regular file from the FAT; refuse symlinks, devices and huge files."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        result.refused.append(f"{path.name}: not a regular file")
+        return None
+    if st.st_size > MAX_FILE:
+        result.refused.append(f"{path.name}: {st.st_size} bytes is over the {MAX_FILE} byte limit")
+        return None
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        result.refused.append(f"{path.name}: not UTF-8 text")
+        return None
+
+
+def _hostname(value: str, source: str, result: Result) -> None:
+    name = value.strip().lower()
+    if HOSTNAME_RE.match(name):
+        result.hostname = name
+        result.applied.append(f"hostname {name} (from {source})")
+    else:
+        result.refused.append(f"{source}: {value.strip()[:40]!r} is not a valid hostname")
+
+
+def _keys(lines: list[str], source: str, result: Result) -> None:
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if KEY_RE.match(line):
+            if line not in result.authorized_keys:
+                result.authorized_keys.append(line)
+        else:
+            result.refused.append(f"{source}: not an SSH public key line: {line[:30]!r}")
+    if result.authorized_keys:
+        result.applied.append(f"{len(result.authorized_keys)} SSH key(s) (from {source})")
+
+
+def _wifi(ssid: str, psk: str, country: str, source: str, result: Result) -> None:
+    if not (1 <= len(ssid.encode()) <= 32) or any(c in ssid for c in '"\n\r\\'):
+        result.refused.append(f"{source}: Wi-Fi SSID must be 1-32 bytes without quotes or backslashes")
+        return
+    if not (8 <= len(psk) <= 63) or any(c in psk for c in '"\n\r\\'):
+        result.refused.append(f"{source}: Wi-Fi passphrase must be 8-63 characters without quotes or backslashes")
+        return
+    if country and not re.match(r"^[A-Z]{2}$", country):
+        result.refused.append(f"{source}: Wi-Fi country must be two capital letters, e.g. CH")
+        return
+    result.wifi = {"ssid": ssid, "psk": psk, "country": country or "00"}
+    result.applied.append(f"Wi-Fi {ssid!r} (from {source})")
+
+
+def _simple_yaml(text: str):
+    import yaml  # PyYAML, only for the cloud-init files Imager writes
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+
+
+def apply(boot: Path, data: Path, validate=None) -> Result:
+    """Read ``boot`` (the FAT mount), write what is valid under ``data``; return a report.
+
+    ``validate(text, source)`` checks a kelvinpi.toml and raises with a message (the appliance's
+    own ``config.parse``); the OS-level settings (hostname, keys, Wi-Fi) are returned for the
+    caller to apply to the system.
+    """
+    result = Result()
+    data.mkdir(parents=True, exist_ok=True)
+    secrets = data / "secrets"
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(secrets, 0o700)
+
+    # secrets first: move them off the FAT whatever else happens
+    for p in sorted(boot.iterdir()) if boot.is_dir() else []:
+        if SECRET_RE.search(p.name) and p.name not in ("kelvinpi.toml",):
+            text = _read(p, result)
+            if text is not None:
+                if not re.match(r"^[A-Za-z0-9._-]{1,64}$", p.name):
+                    result.refused.append(f"{p.name[:40]!r}: secret file names are letters, digits, . _ -")
+                else:
+                    target = secrets / p.name
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                    with os.fdopen(fd, "w", encoding="utf-8") as f:
+                        f.write(text)
+                    os.chmod(target, 0o600)
+                    result.applied.append(f"secret {p.name} -> {target}")
+            try:
+                p.unlink()  # even a refused secret leaves the FAT
+            except OSError as exc:
+                result.refused.append(f"{p.name}: could not remove from the FAT: {exc}")
+
+    text = _read(boot / "kelvinpi.toml", result)
+    if text is not None:
+        try:
+            if validate is not None:
+                validate(text, "kelvinpi.toml")
+        except Exception as exc:  # the validator's message names key and line
+            result.config_ok = False
+            (data / "config-error.txt").write_text(f"{exc}\n", encoding="utf-8")
+            result.refused.append("kelvinpi.toml: invalid, keeping the last good config")
+        else:
+            result.config_ok = True
+            tmp = data / "kelvinpi.toml.new"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, data / "kelvinpi.toml")
+            (data / "config-error.txt").unlink(missing_ok=True)
+            result.applied.append("kelvinpi.toml")
+
+    if (t := _read(boot / "hostname", result)) is not None:
+        _hostname(t, "hostname", result)
+    if (t := _read(boot / "authorized_keys", result)) is not None:
+        _keys(t.splitlines(), "authorized_keys", result)
+    if (t := _read(boot / "timezone", result)) is not None:
+        tz = t.strip()
+        if TZ_RE.match(tz) and ".." not in tz:
+            result.timezone = tz
+            result.applied.append(f"timezone {tz}")
+        else:
+            result.refused.append(f"timezone: {tz[:40]!r} is not a zone name like Europe/Zurich")
+    if (t := _read(boot / "wifi.conf", result)) is not None:
+        kv = dict(line.split("=", 1) for line in t.splitlines() if "=" in line and not line.startswith("#"))
+        _wifi(kv.get("ssid", "").strip(), kv.get("psk", "").strip(), kv.get("country", "").strip(), "wifi.conf",
+              result)
+
+    # Raspberry Pi Imager's cloud-init subset
+    if (t := _read(boot / "user-data", result)) is not None:
+        try:
+            doc = _simple_yaml(t)
+            if not isinstance(doc, dict):
+                raise ValueError("not a mapping")
+            if isinstance(doc.get("hostname"), str) and result.hostname is None:
+                _hostname(doc["hostname"], "user-data", result)
+            for user in doc.get("users") or []:
+                if isinstance(user, dict) and isinstance(user.get("ssh_authorized_keys"), list):
+                    _keys([k for k in user["ssh_authorized_keys"] if isinstance(k, str)], "user-data", result)
+            if doc.get("chpasswd") or any(isinstance(u, dict) and (u.get("passwd") or u.get("plain_text_passwd"))
+                                          for u in doc.get("users") or []):
+                result.refused.append("user-data: passwords are ignored (SSH keys only)")
+        except ValueError as exc:
+            result.refused.append(f"user-data: not valid cloud-init YAML: {exc}")
+    if (t := _read(boot / "network-config", result)) is not None and result.wifi is None:
+        try:
+            doc = _simple_yaml(t) or {}
+            wifis = (doc.get("network", doc) or {}).get("wifis", {}) if isinstance(doc, dict) else {}
+            for _iface, conf in (wifis or {}).items():
+                for ssid, ap in (conf.get("access-points") or {}).items():
+                    _wifi(str(ssid), str((ap or {}).get("password", "")),
+                          str(conf.get("regulatory-domain", "")), "network-config", result)
+                    break
+                break
+        except (ValueError, AttributeError) as exc:
+            result.refused.append(f"network-config: not valid: {exc}")
+
+    report = {"applied": result.applied, "refused": result.refused}
+    (data / "firstboot-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return result
+
+
+def write_system(result: Result, root: Path, user: str = "kelvinpi") -> None:
+    """Write the accepted OS settings under ``root`` (``/`` on the Pi; a temp dir in tests)."""
+    etc = root / "etc"
+    if result.hostname:
+        (etc / "hostname").write_text(result.hostname + "\n")
+    if result.authorized_keys:
+        ssh = root / "home" / user / ".ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        os.chmod(ssh, 0o700)
+        (ssh / "authorized_keys").write_text("\n".join(result.authorized_keys) + "\n")
+        os.chmod(ssh / "authorized_keys", 0o600)
+    if result.wifi:
+        w = result.wifi
+        conf = etc / "wpa_supplicant" / "wpa_supplicant-wlan0.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'ctrl_interface=DIR=/run/wpa_supplicant\ncountry={w["country"]}\n'
+                    f'network={{\n\tssid="{w["ssid"]}"\n\tpsk="{w["psk"]}"\n}}\n')
+
+
+def main() -> int:
+    """``python -m appliance.firstboot BOOT DATA``: run on the Pi by kelvinpi-firstboot.service."""
+    import sys
+
+    from .config import parse
+
+    boot, data = Path(sys.argv[1]), Path(sys.argv[2])
+    result = apply(boot, data, validate=lambda text, src: parse(text, src))
+    write_system(result, Path("/"))
+    for line in result.applied:
+        print(f"<6>firstboot: applied {line}")
+    for line in result.refused:
+        print(f"<4>firstboot: refused {line}")
+    if result.timezone:
+        target = Path("/usr/share/zoneinfo") / result.timezone
+        if target.is_file():
+            Path("/etc/localtime").unlink(missing_ok=True)
+            Path("/etc/localtime").symlink_to(target)
+    shutil.disk_usage(data)  # the data partition is mounted (fails loudly otherwise)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
