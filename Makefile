@@ -40,12 +40,17 @@ test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 bench: $(STAMP)
 	$(BIN)/python -m appliance.bench
 
-# Debian packages the tests use: chromium (front panel), influxdb (InfluxDB uplink).
+# Debian packages the tests use: chromium (front panel), influxdb (InfluxDB uplink),
+# mtools/dosfstools/e2fsprogs/fdisk (image assembler), systemd (unit verification).
 # Installed when running as root (CI); otherwise the tests that need them say what is missing.
-DEBS := chromium influxdb
 ci-deps:
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	  command -v influxd >/dev/null 2>&1 || missing="$$missing influxdb"; \
+	  command -v mcopy >/dev/null 2>&1 || missing="$$missing mtools"; \
+	  command -v mkfs.vfat >/dev/null 2>&1 || missing="$$missing dosfstools"; \
+	  command -v debugfs >/dev/null 2>&1 || missing="$$missing e2fsprogs"; \
+	  command -v sfdisk >/dev/null 2>&1 || missing="$$missing fdisk"; \
+	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; fi

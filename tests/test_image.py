@@ -1,0 +1,116 @@
+"""The SD image pieces that can be checked in seconds: the assembler on a tiny fake rootfs,
+the systemd units, the udev rules. (The full build and qemu boot are `make image image-test`.)"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SD = Path(__file__).resolve().parent.parent / "images" / "sd"
+TOOLS = ["mkfs.vfat", "mcopy", "mdir", "mkfs.ext4", "debugfs", "sfdisk"]
+missing = [t for t in TOOLS if not shutil.which(t)]
+
+
+def fake_rootfs(root: Path) -> None:
+    (root / "boot/firmware/overlays").mkdir(parents=True)
+    (root / "boot/firmware/config.txt").write_text("arm_64bit=1\nenable_uart=1\n")
+    (root / "boot/firmware/cmdline.txt").write_text("console=tty0 root=LABEL=rootfs ro rootwait\n")
+    (root / "boot/firmware/overlays/disable-bt.dtbo").write_bytes(b"\xd0\x0d\xfe\xed" * 8)
+    (root / "etc").mkdir()
+    (root / "etc/hostname").write_text("kelvinpi\n")
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/tool").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(root / "usr/bin/tool", 0o755)
+    (root / "usr/bin/link").symlink_to("tool")
+
+
+@pytest.mark.skipif(bool(missing), reason=f"image tools missing: {missing} (apt-get install dosfstools mtools e2fsprogs fdisk)")
+def test_assemble_layout_and_reproducibility(tmp_path):
+    root = tmp_path / "rootfs"
+    fake_rootfs(root)
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1760000000")
+    digests = []
+    for run in range(2):
+        out = tmp_path / f"run{run}.img"
+        subprocess.run(["bash", str(SD / "assemble-image.sh"), str(root), str(out), "64", "16"], env=env, check=True,
+                       capture_output=True, timeout=120)
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+        (root / "etc/hostname").touch()  # a newer mtime in the tree must not change the image
+    assert digests[0] == digests[1]
+    img = tmp_path / "run0.img"
+    layout = json.loads(subprocess.run(["sfdisk", "-J", str(img)], capture_output=True, text=True, check=True).stdout)
+    parts = layout["partitiontable"]["partitions"]
+    assert layout["partitiontable"]["label"] == "dos"
+    assert [p["type"] for p in parts] == ["c", "83", "83"] and parts[0].get("bootable") and parts[0]["start"] == 8192
+    off = parts[0]["start"] * 512
+    listing = subprocess.run(["mdir", "-b", "-i", f"{img}@@{off}", "::/"], capture_output=True, text=True,
+                             env=dict(os.environ, MTOOLS_SKIP_CHECK="1"), check=True).stdout
+    assert "config.txt" in listing and "cmdline.txt" in listing and "overlays" in listing
+    # extract p2 and p3 and list them with debugfs
+    for i, expect in ((1, ["etc", "usr", "boot", "data"]), (2, ["lost+found"])):
+        part = tmp_path / f"p{i}.ext4"
+        with open(img, "rb") as f, open(part, "wb") as g:
+            f.seek(parts[i]["start"] * 512)
+            g.write(f.read(parts[i]["size"] * 512))
+        ls = subprocess.run(["debugfs", "-R", "ls -l /", str(part)], capture_output=True, text=True).stdout
+        for name in expect:
+            assert re.search(rf"\s{re.escape(name)}\s*$", ls, re.M), (name, ls)
+    # boot files went to the FAT only, not into the root filesystem
+    ls = subprocess.run(["debugfs", "-R", "ls /boot/firmware", str(tmp_path / "p1.ext4")], capture_output=True,
+                        text=True).stdout
+    assert "config.txt" not in ls
+    labels = subprocess.run(["debugfs", "-R", "stats", str(tmp_path / "p2.ext4")], capture_output=True, text=True).stdout
+    assert "Filesystem volume name:   data" in labels
+
+
+UNITS = sorted((SD / "overlay/etc/systemd/system").glob("*.service"))
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze missing (apt-get install systemd)")
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_units_verify(unit, tmp_path):
+    # systemd-analyze verify checks the unit's syntax and that its commands exist: give it stand-ins
+    text = unit.read_text()
+    for cmd in set(re.findall(r"^Exec\w+=[-+!@:]*(/\S+)", text, re.M)):
+        stub = tmp_path / "root" / cmd.lstrip("/")
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\n")
+        os.chmod(stub, 0o755)
+        text = text.replace(cmd, str(stub))
+    copy = tmp_path / unit.name
+    copy.write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True,
+                          timeout=60)
+    problems = [l for l in (proc.stdout + proc.stderr).splitlines()
+                if unit.name in l and "Failed to" not in l or "Unknown" in l or "Invalid" in l]
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+
+
+def test_kelvinpi_unit_contract():
+    unit = (SD / "overlay/etc/systemd/system/kelvinpi.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict",
+                 "ReadWritePaths=/data", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=kelvinpi"):
+        assert line in unit, line
+    wd = (SD / "overlay/etc/systemd/system.conf.d/watchdog.conf").read_text()
+    assert "RuntimeWatchdogSec=" in wd
+
+
+RULE_KEY = re.compile(r'^(ACTION|SUBSYSTEM|SUBSYSTEMS|ATTR\{[\w/]+\}|ATTRS\{\w+\}|ENV\{\w+\}|KERNEL|DRIVER|DRIVERS|'
+                      r'SYMLINK|MODE|GROUP|OWNER|RUN\{\w+\}|RUN|TAG|PROGRAM|IMPORT\{\w+\}|GOTO|LABEL)'
+                      r'(==|!=|\+=|=|:=)"[^"]*"$')
+
+
+def test_udev_rules_syntax_and_ids():
+    text = (SD / "overlay/etc/udev/rules.d/99-lakeshore.rules").read_text()
+    rules = [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    assert rules
+    for rule in rules:
+        for part in [p.strip() for p in rule.split(",")]:
+            assert RULE_KEY.match(part), f"bad udev term {part!r} in: {rule}"
+    assert 'ATTRS{idVendor}=="1fb9"' in text and 'ATTRS{idProduct}=="0205"' in text and '"0305"' in text
+    assert "lakeshore/240-$env{ID_SERIAL_SHORT}" in text and "lakeshore/372-$env{ID_SERIAL_SHORT}" in text
+    assert (SD / "overlay/usr/local/sbin/kelvinpi-usb-bind").read_text().count("new_id") == 1
