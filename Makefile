@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test bench ci-deps clean venv assets
+.PHONY: run test bench ci-deps clean venv assets image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,25 @@ ci-deps:
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; fi
+
+# The SD image (needs root, ~15 min on 2 cores): images/out/kelvinpi-<version>-arm64.img.zst
+IMAGE_HOST_DEBS := mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs zstd qemu-system-arm
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+image: $(STAMP) $(STATIC)
+	@[ "$$(id -u)" = 0 ] || { echo "make image needs root (mmdebstrap --mode=root)"; exit 2; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_HOST_DEBS) >/dev/null
+	rm -rf images/out/wheels && mkdir -p images/out/wheels
+	$(BIN)/pip wheel -q --no-deps -w images/out/wheels .
+	$(BIN)/pip download -q --only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
+	  --platform manylinux_2_28_aarch64 --python-version 3.13 --implementation cp -d images/out/wheels \
+	  pyserial pyvisa pyvisa-py sqlite-utils bottle cheroot pydantic prometheus_client autobahn pyyaml
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels \
+	  bash images/sd/build-rootfs.sh images/out/rootfs
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) bash images/sd/assemble-image.sh images/out/rootfs \
+	  images/out/kelvinpi-$(VERSION)-arm64.img
+	zstd -q -10 -T2 -f images/out/kelvinpi-$(VERSION)-arm64.img
+	cp images/out/packages.txt images/out/kelvinpi-$(VERSION)-arm64.packages.txt
+	cd images/out && sha256sum kelvinpi-$(VERSION)-arm64.img kelvinpi-$(VERSION)-arm64.img.zst > kelvinpi-$(VERSION)-arm64.sha256
 
 clean:
 	rm -rf $(VENV) .venv-crossbar node_modules build *.egg-info var

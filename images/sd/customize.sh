@@ -1,0 +1,56 @@
+#!/bin/bash
+# mmdebstrap customize hook: identity, fstab, raspi-firmware defaults, the appliance, units, cleanup.
+set -euo pipefail
+R=${1:?rootfs}
+HERE=${HERE:-$(cd "$(dirname "$0")" && pwd)}
+echo kelvinpi > "$R/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tkelvinpi\n::1\tlocalhost ip6-localhost\n' > "$R/etc/hosts"
+ln -sf ../run/systemd/resolve/stub-resolv.conf "$R/etc/resolv.conf"
+: > "$R/etc/machine-id"; rm -f "$R/var/lib/dbus/machine-id"
+rm -f "$R"/etc/ssh/ssh_host_*                       # generated per device on first boot
+chroot "$R" passwd -l root >/dev/null                # no password anywhere
+chroot "$R" useradd --system --create-home --home-dir /home/kelvinpi --shell /bin/bash --groups dialout kelvinpi
+chroot "$R" passwd -l kelvinpi >/dev/null
+cat > "$R/etc/ssh/sshd_config.d/kelvinpi.conf" <<'SSH'
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+HostKey /data/identity/ssh/ssh_host_ed25519_key
+SSH
+cat > "$R/etc/fstab" <<'FSTAB'
+LABEL=rootfs  /               ext4   ro,noatime,errors=remount-ro  0 1
+LABEL=bootfs  /boot/firmware  vfat   rw,noatime,umask=0077         0 2
+LABEL=data    /data           ext4   rw,noatime,commit=5           0 2
+tmpfs         /tmp            tmpfs  rw,nosuid,nodev,size=64M      0 0
+tmpfs         /var/tmp        tmpfs  rw,nosuid,nodev,size=16M      0 0
+FSTAB
+mkdir -p "$R/data"
+cat > "$R/etc/default/raspi-firmware" <<'RF'
+ROOTPART=LABEL=rootfs
+CONSOLES="tty0 ttyS1,115200"
+CMA=0
+RF
+echo FSTYPE=ext4 > "$R/etc/initramfs-tools/conf.d/fstype"
+mkdir -p "$R/etc/systemd/network"
+printf '[Match]\nName=e* usb*\n[Network]\nDHCP=yes\n' > "$R/etc/systemd/network/20-wired.network"
+printf '[Match]\nName=wl*\n[Network]\nDHCP=yes\n' > "$R/etc/systemd/network/30-wifi.network"
+# the appliance: a venv under /opt from wheels built and downloaded on the host
+mkdir -p "$R/opt/kelvinpi/wheels"
+cp "$WHEELS"/*.whl "$R/opt/kelvinpi/wheels/"
+chroot "$R" python3 -m venv /opt/kelvinpi/venv
+chroot "$R" /opt/kelvinpi/venv/bin/pip install --quiet --no-index --find-links /opt/kelvinpi/wheels 'kelvinpi[uplink]'
+rm -rf "$R/opt/kelvinpi/wheels"
+cp -a "$HERE/overlay/." "$R/"
+chroot "$R" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd ssh \
+  kelvinpi-identity kelvinpi-grow-data kelvinpi-firstboot kelvinpi >/dev/null 2>&1
+# the clock never starts before the image was built (no RTC on the Pi)
+touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock" 2>/dev/null || { mkdir -p "$R/var/lib/systemd/timesync"; touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock"; }
+# initramfs once (it is the slow step under emulation), then the raspi-firmware kernel hook
+rm -f "$R/usr/sbin/update-initramfs"
+chroot "$R" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+chroot "$R" update-initramfs -c -k all >/dev/null
+chroot "$R" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$(ls "$R/lib/modules" | head -1)" || true
+chroot "$R" dpkg-query -W -f='${Package}\t${Version}\n' > "$R/../packages.txt" 2>/dev/null || true
+chroot "$R" apt-get clean
+rm -rf "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/var/cache/debconf/*-old
+find "$R/opt/kelvinpi" -name __pycache__ -type d -prune -exec rm -rf {} +
