@@ -52,6 +52,19 @@ def emu240_8p(tmp_path):
     emu.stop()
 
 
+def wait_for(fn, timeout: float = 30.0, step: float = 0.1, what: str = "condition"):
+    """Poll ``fn`` until it returns something true; bounded, so a test always ends."""
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        _time.sleep(step)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
 def run_with_timeout(fn, timeout: float = 10.0):
     """Outer timeout for calls into code that may hang (the official lakeshore driver can)."""
     result: dict = {}

@@ -14,7 +14,7 @@ import pytest
 
 from firmware_host.emulator import Emulator
 
-from .conftest import appliance_config
+from .conftest import appliance_config, wait_for
 
 
 def start_service(tmp_path, cfg_text, notify_path=None, watchdog_usec=None):
@@ -47,14 +47,6 @@ def health(port):
         return json.loads(r.read())
 
 
-def wait_for(fn, timeout=15, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def test_notify_ready_watchdog_and_clean_sigterm(tmp_path, emu372, emu240):

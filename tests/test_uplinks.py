@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import appliance_config, start_appliance
+from .conftest import appliance_config, start_appliance, wait_for
 from .routers import CROSSBAR, Consumer, Crossbar, FeedListener, Hub, Influx, Loop
 
 pytestmark = pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
@@ -16,14 +16,6 @@ SERVER_SECRET = "kelvin&pi'test\"secret"
 CONSUMER_SECRET = "consumer-secret-for-tests"
 
 
-def wait_for(fn, timeout=30.0, step=0.2, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"{what} not met within {timeout} s")
 
 
 @pytest.fixture(scope="module")
