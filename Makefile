@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test bench ci-deps clean venv assets image
+.PHONY: run test bench ci-deps clean venv assets image image-test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -73,6 +73,9 @@ image: $(STAMP) $(STATIC)
 	zstd -q -10 -T2 -f images/out/kelvinpi-$(VERSION)-arm64.img
 	cp images/out/packages.txt images/out/kelvinpi-$(VERSION)-arm64.packages.txt
 	cd images/out && sha256sum kelvinpi-$(VERSION)-arm64.img kelvinpi-$(VERSION)-arm64.img.zst > kelvinpi-$(VERSION)-arm64.sha256
+
+image-test: $(STAMP)
+	bash images/sd/boot-test.sh $$(ls -t images/out/kelvinpi-*-arm64.img | head -1)
 
 clean:
 	rm -rf $(VENV) .venv-crossbar node_modules build *.egg-info var
