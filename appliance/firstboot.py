@@ -210,25 +210,33 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
     return result
 
 
-def write_system(result: Result, root: Path, user: str = "kelvinpi") -> None:
-    """Write the accepted OS settings under ``root`` (``/`` on the Pi; a temp dir in tests)."""
-    etc = root / "etc"
+def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None:
+    """Write the accepted OS settings under ``identity`` (``/data/identity`` on the Pi).
+
+    The root filesystem is read-only; the image points the system at these files:
+    sshd's ``AuthorizedKeysFile /data/identity/authorized_keys/%u``, ``/etc/wpa_supplicant/
+    wpa_supplicant-wlan0.conf`` -> ``/data/identity/wpa_supplicant-wlan0.conf``, and
+    kelvinpi-apply-system sets the hostname from ``/data/identity/hostname`` at boot.
+    """
+    identity.mkdir(parents=True, exist_ok=True)
     if result.hostname:
-        (etc / "hostname").write_text(result.hostname + "\n")
+        (identity / "hostname").write_text(result.hostname + "\n")
     if result.authorized_keys:
-        ssh = root / "home" / user / ".ssh"
-        ssh.mkdir(parents=True, exist_ok=True)
-        os.chmod(ssh, 0o700)
-        (ssh / "authorized_keys").write_text("\n".join(result.authorized_keys) + "\n")
-        os.chmod(ssh / "authorized_keys", 0o600)
+        keys = identity / "authorized_keys"
+        keys.mkdir(exist_ok=True)
+        os.chmod(keys, 0o755)
+        target = keys / user
+        target.write_text("\n".join(result.authorized_keys) + "\n")
+        os.chmod(target, 0o644)  # public keys; sshd needs them owned by root or the user, not writable by others
     if result.wifi:
         w = result.wifi
-        conf = etc / "wpa_supplicant" / "wpa_supplicant-wlan0.conf"
-        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf = identity / "wpa_supplicant-wlan0.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f'ctrl_interface=DIR=/run/wpa_supplicant\ncountry={w["country"]}\n'
                     f'network={{\n\tssid="{w["ssid"]}"\n\tpsk="{w["psk"]}"\n}}\n')
+    if result.timezone:
+        (identity / "timezone").write_text(result.timezone + "\n")
 
 
 def main() -> int:
@@ -239,16 +247,11 @@ def main() -> int:
 
     boot, data = Path(sys.argv[1]), Path(sys.argv[2])
     result = apply(boot, data, validate=lambda text, src: parse(text, src))
-    write_system(result, Path("/"))
+    write_system(result, data / "identity")
     for line in result.applied:
         print(f"<6>firstboot: applied {line}")
     for line in result.refused:
         print(f"<4>firstboot: refused {line}")
-    if result.timezone:
-        target = Path("/usr/share/zoneinfo") / result.timezone
-        if target.is_file():
-            Path("/etc/localtime").unlink(missing_ok=True)
-            Path("/etc/localtime").symlink_to(target)
     shutil.disk_usage(data)  # the data partition is mounted (fails loudly otherwise)
     return 0
 

@@ -41,13 +41,13 @@ def test_good_card(fat, tmp_path):
         assert moved.exists() and stat.S_IMODE(moved.stat().st_mode) == 0o600
         assert not (fat / name).exists()  # gone from the FAT
     assert stat.S_IMODE((data / "secrets").stat().st_mode) == 0o700
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    write_system(r, root)
-    assert (root / "etc/hostname").read_text() == "fridge-1\n"
-    keys = root / "home/kelvinpi/.ssh/authorized_keys"
-    assert keys.read_text() == KEY + "\n" and stat.S_IMODE(keys.stat().st_mode) == 0o600
-    wpa = root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
+    ident = data / "identity"
+    write_system(r, ident)
+    assert (ident / "hostname").read_text() == "fridge-1\n"
+    keys = ident / "authorized_keys/kelvinpi"
+    assert keys.read_text() == KEY + "\n" and stat.S_IMODE(keys.stat().st_mode) == 0o644
+    assert (ident / "timezone").read_text() == "Europe/Zurich\n"
+    wpa = ident / "wpa_supplicant-wlan0.conf"
     assert 'ssid="LabNet"' in wpa.read_text() and stat.S_IMODE(wpa.stat().st_mode) == 0o600
     assert not r.refused
     assert json.loads((data / "firstboot-report.json").read_text())["applied"]

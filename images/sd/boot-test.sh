@@ -66,7 +66,7 @@ PYEOF
   kill -0 "$qemu" 2>/dev/null || break
   sleep 1
 done
-t_panel=$(echo "$(date +%s.%N) - $start" | bc)
+t_panel=$("$PY" -c "print(round($(date +%s.%N) - $start, 1))")
 [ -n "$ok" ] || { echo "FAIL: no live readings from both instruments on the front panel"; tail -50 "$W/console.log"; exit 1; }
 echo "front panel shows live readings from both instruments ${t_panel} s after qemu started"
 SSH="ssh -i $W/key -p $PSSH -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=20"

@@ -16,7 +16,10 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
 HostKey /data/identity/ssh/ssh_host_ed25519_key
+AuthorizedKeysFile /data/identity/authorized_keys/%u
 SSH
+mkdir -p "$R/etc/wpa_supplicant"
+ln -sf /data/identity/wpa_supplicant-wlan0.conf "$R/etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
 cat > "$R/etc/fstab" <<'FSTAB'
 LABEL=rootfs  /               ext4   ro,noatime,errors=remount-ro  0 1
 LABEL=bootfs  /boot/firmware  vfat   rw,noatime,umask=0077         0 2
