@@ -104,7 +104,7 @@ class PollingConfig(Strict):
 
 
 class StoreConfig(Strict):
-    path: Path = Path("/var/lib/kelvinpi/kelvinpi.db")
+    path: Path = Path("/data/kelvinpi/kelvinpi.db")
     raw_retention_days: float = Field(90.0, gt=0)
     rollup_retention_days: float = Field(3650.0, gt=0)
     max_size_mb: float = Field(4096.0, gt=1)

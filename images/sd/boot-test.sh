@@ -33,7 +33,7 @@ name = "LSA24AZ"
 transport = "serial"
 device = "/dev/ttyS0"
 [store]
-path = "/data/kelvinpi.db"
+path = "/data/kelvinpi/kelvinpi.db"
 [web]
 bind = "0.0.0.0"
 port = 8080
