@@ -167,6 +167,23 @@ class Model240(Instrument):
         raw = self.query_raw("PROFISTAT?")
         return parse_int(decode(raw, "PROFISTAT?").rstrip(","), "PROFISTAT?")
 
+    def set_profibus_address(self, address: int) -> None:
+        if not 1 <= address <= 126:
+            raise ValueError("PROFIBUS address is 1-126")
+        self.write(f"ADDR {address}")
+        if self.profibus_address() != address:
+            raise InstrumentError(f"240 ignored ADDR {address}")
+
+    def set_profibus_slots(self, count: int) -> None:
+        self.write(f"PROFINUM {count}")
+        if self.profibus_slots() != count:
+            raise InstrumentError(f"240 ignored PROFINUM {count}")
+
+    def set_profibus_slot(self, slot: int, channel: int, units: int) -> None:
+        self.write(f"PROFISLOT {slot},{channel},{units}")
+        if self.profibus_slot(slot) != (channel, units):
+            raise InstrumentError(f"240 ignored PROFISLOT {slot},{channel},{units}")
+
     def factory_reset(self) -> None:
         self.write("DFLT 99")
 

@@ -376,6 +376,30 @@ class Model372(Instrument):
         q = f"AOUT? {output}"
         return parse_float(self.query_raw(q), q)
 
+    def excitation_frequency(self, which: str = "0") -> int:
+        """Get the excitation frequency index (1-5 = 9.8, 13.7, 16.2, 11.6, 18.2 Hz); ``0`` measurement, ``A`` control."""
+        q = f"FREQ? {which}"
+        return parse_int(self.query_raw(q), q)
+
+    def set_excitation_frequency(self, which: str, index: int) -> None:
+        if str(which).upper() not in ("0", "A") or not 1 <= index <= 5:
+            raise ValueError("FREQ takes 0 or A and an index 1-5")
+        self.command(f"FREQ {str(which).upper()},{index}")
+
+    def common_mode_reduction(self) -> bool:
+        return parse_int(self.query_raw("CMR?"), "CMR?") == 1
+
+    def set_common_mode_reduction(self, on: bool) -> None:
+        self.command(f"CMR {int(on)}")
+
+    def warmup(self) -> tuple[int, float]:
+        """Get the warm-up heater setup: (auto-control 0/1, current %)."""
+        a, b = split_fields(self.query_raw("WARMUP?"), 2, "WARMUP?")
+        return parse_int(a, "WARMUP?"), parse_float(b, "WARMUP?")
+
+    def set_warmup(self, auto: int, current: float) -> None:
+        self.command(f"WARMUP {auto},{current:g}")
+
     # -- snapshot ------------------------------------------------------------------
     def configuration(self, channels: list[str]) -> dict:
         """Everything about the listed channels that decides what a reading means."""

@@ -136,6 +136,9 @@ class LS372Device:
             self.outputs[0].max_current = 2
             self.outputs[0].max_user_current = 0.0
             self.still = 0.0
+            self.freq = {"0": 1, "A": 1}
+            self.cmr = 0
+            self.warmup = (0, 0.0)
             self.scan_channel = "1"
             self.autoscan = 1
             self.switched_at = self.clock.now()
@@ -574,6 +577,34 @@ def _table(d: LS372Device) -> dict:
     def opc(args):
         return "1"
 
+    def freq_q(args):
+        nargs(args, 1)
+        which = args[0].strip().upper()
+        if which not in ("0", "A"):
+            raise ExecutionError("FREQ takes 0 (measurement) or A (control)")
+        return str(d.freq[which])
+
+    def freq_set(args):
+        nargs(args, 2)
+        which = args[0].strip().upper()
+        if which not in ("0", "A"):
+            raise ExecutionError("FREQ takes 0 (measurement) or A (control)")
+        d.freq[which] = to_int(args[1], 1, 5)
+
+    def cmr_set(args):
+        nargs(args, 1)
+        d.cmr = to_int(args[0], 0, 1)
+
+    def warmup_q(args):
+        return f"{d.warmup[0]},{d.warmup[1]:+08.3f}"
+
+    def warmup_set(args):
+        nargs(args, 2)
+        current = to_float(args[1])
+        if not 0 <= current <= 100:
+            raise ExecutionError("warm-up current outside 0-100 %")
+        d.warmup = (to_int(args[0], 0, 1), current)
+
     t = {
         "*IDN?": idn, "*ESR?": esr, "*CLS": cls, "*RST": rst, "*OPC?": opc, "*OPC": lambda a: None,
         "*STB?": lambda a: f"{(32 if d.esr else 0):03d}", "*SRE": lambda a: None, "*SRE?": lambda a: "000",
@@ -588,6 +619,8 @@ def _table(d: LS372Device) -> dict:
         "HTRSET?": htrset_q, "HTRSET": htrset_set, "PID?": pid_q, "PID": pid_set,
         "SETP?": setp_q, "SETP": setp_set, "MOUT?": mout_q, "MOUT": mout_set, "HTR?": htr_q,
         "STILL?": still_q, "STILL": still_set, "AOUT?": aout_q,
+        "FREQ?": freq_q, "FREQ": freq_set, "CMR?": lambda a: str(d.cmr), "CMR": cmr_set,
+        "WARMUP?": warmup_q, "WARMUP": warmup_set,
         "EMUL?": lambda a: "0", "EMUL": lambda a: None if a and a[0].strip() == "0" else _no_370(),
     }
     return t

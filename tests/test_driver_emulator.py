@@ -46,6 +46,26 @@ def test_tcp_settings_round_trip(emu372):
     m.close()
 
 
+def test_frequency_cmr_warmup_round_trip(emu372):
+    m = tcp372(emu372)
+    m.set_excitation_frequency("A", 4)
+    assert m.excitation_frequency("A") == 4
+    m.set_common_mode_reduction(True)
+    assert m.common_mode_reduction()
+    m.set_warmup(1, 25.5)
+    assert m.warmup() == (1, 25.5)
+    m.close()
+
+
+def test_240_profibus_round_trip(emu240):
+    m = Model240.serial(emu240.pty.link)
+    m.connect()
+    m.set_profibus_address(12)
+    m.set_profibus_slot(3, 2, 3)
+    assert (m.profibus_address(), m.profibus_slot(3), m.profibus_status()) == (12, (2, 3), 0)
+    m.close()
+
+
 def test_curve_upload_download_over_tcp(emu372):
     m = tcp372(emu372)
     curve = read_340(ROOT / "firmware_host/curves/RX-102A.340")

@@ -71,3 +71,14 @@ def test_garbage_is_bad_reply(reply):
     with pytest.raises(BadReply):
         with expected_protocol(Model240, [("KRDG? 1;SRDG? 1;RDGST? 1", reply.encode("latin-1"))]) as m:
             m.read(1)
+
+
+def test_profibus_setters_read_back():
+    with expected_protocol(Model240, [("ADDR 5", None), ("ADDR?", "005"), ("PROFINUM 2", None), ("PROFINUM?", "2"),
+                                      ("PROFISLOT 2,2,3", None), ("PROFISLOT? 2", "2,3"),
+                                      ("ADDR 9", None), ("ADDR?", "005")]) as m:
+        m.set_profibus_address(5)
+        m.set_profibus_slots(2)
+        m.set_profibus_slot(2, 2, 3)
+        with pytest.raises(InstrumentError):
+            m.set_profibus_address(9)

@@ -185,3 +185,14 @@ def test_bad_channel_never_sent():
             m.kelvin(17)
         with pytest.raises(ValueError):
             m.set_input_name(1, "a,b")
+
+
+def test_frequency_cmr_warmup():
+    with expected_protocol(Model372, [("FREQ? 0", "1"), ("FREQ A,3;*ESR?", "0"), ("CMR?", "0"), ("CMR 1;*ESR?", "0"),
+                                      ("WARMUP?", "0,+000.000"), ("WARMUP 1,50;*ESR?", "0")]) as m:
+        assert m.excitation_frequency("0") == 1
+        m.set_excitation_frequency("A", 3)
+        assert m.common_mode_reduction() is False
+        m.set_common_mode_reduction(True)
+        assert m.warmup() == (0, 0.0)
+        m.set_warmup(1, 50)
