@@ -83,8 +83,10 @@ class Appliance:
     def health(self) -> dict:
         st = self.store
         instruments = [p.health.as_dict() for p in self.pollers]
-        ok = all(i["connected"] for i in instruments) and st.write_errors == 0 or (
-            all(i["connected"] for i in instruments) and time.time() - st.last_commit < 10)
+        # ok: every instrument answers and the store has committed recently (a past write error
+        # that has since cleared does not keep the box "not ok")
+        store_ok = st.last_commit == 0 or time.time() - st.last_commit < 10 * max(1.0, st.commit_interval)
+        ok = all(i["connected"] for i in instruments) and store_ok and not self.queue.dropped
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
             "clock_synchronised": self.clock_synced(), "clock_steps": self.clock_steps,

@@ -118,7 +118,7 @@ def make_app(app_state) -> Bottle:
             message = "internal error (logged on the appliance)"
         else:
             message = e.body if isinstance(e.body, str) and e.body else e.status_line
-        if e.status_code == 404 and not isinstance(e.body, str) or message.startswith("Not found: '"):
+        if e.status_code == 404 and (not isinstance(e.body, str) or message.startswith("Not found: '")):
             message = f"no such resource: {request.path}"
         if e.status_code == 405:
             message = f"method {request.method} not allowed on {request.path}"
