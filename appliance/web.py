@@ -217,6 +217,12 @@ def make_app(app_state) -> Bottle:
             yield buf.getvalue()
         return rows()
 
+    @app.get(f"{API}/openapi.json")
+    def openapi():
+        from .openapi import spec
+
+        return spec()
+
     @app.get(f"{API}/events")
     def events():
         since = parse_time("since", request.query.get("since"), -86400)

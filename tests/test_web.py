@@ -183,3 +183,17 @@ def test_front_panel_assets(running_appliance):
     assert "uPlot.iife.min.js" in html
     js = get(running_appliance, "/static/vendor/uPlot.iife.min.js")
     assert "uPlot" in js
+
+
+def test_openapi_describes_the_routes(running_appliance):
+    spec = get(running_appliance, "/api/v1/openapi.json")
+    assert spec["openapi"].startswith("3.")
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            if method == "get" and "{" not in path:
+                req = urllib.request.Request(running_appliance.base_url + path)
+                try:
+                    status = urllib.request.urlopen(req, timeout=10).status
+                except urllib.error.HTTPError as e:
+                    status = e.code
+                assert str(status) in ops[method]["responses"], (path, status)

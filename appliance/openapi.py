@@ -1,0 +1,71 @@
+"""The JSON API described as OpenAPI 3.1, served at /api/v1/openapi.json (for clients and fuzzers)."""
+from __future__ import annotations
+
+from . import __version__
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+         "description": "UNIX seconds; 0 or less means that many seconds before now; or ISO 8601"}
+
+
+def _errors(*codes: int) -> dict:
+    return {str(c): {"description": "error", "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _ok(schema: dict, ctype: str = "application/json") -> dict:
+    return {"200": {"description": "ok", "content": {ctype: {"schema": schema}}}}
+
+
+FIELD_PARAM = {"name": "field", "in": "query", "required": True, "explode": True,
+               "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+::[^:]+$"}, "minItems": 1},
+               "description": "<node>::<field>, repeatable"}
+
+
+def spec() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Kelvinpi", "version": __version__,
+                 "description": "Read-only API of a Kelvinpi thermometry appliance"},
+        "paths": {
+            "/api/v1/health": {"get": {"summary": "instrument, store, uplink and clock health",
+                                       "responses": _ok({"type": "object", "required": ["ok", "instruments", "store"]})}},
+            "/api/v1/instruments": {"get": {"summary": "instruments and their latest configuration snapshot",
+                                            "responses": _ok({"type": "object"})}},
+            "/api/v1/fields": {"get": {"summary": "every series", "responses": _ok({"type": "object"})}},
+            "/api/v1/latest": {"get": {"summary": "latest sample of every series", "responses": _ok(
+                {"type": "array", "items": {"type": "object", "required": ["field", "value", "units", "status", "t"],
+                                            "properties": {"field": {"type": "string"},
+                                                           "value": {"type": ["number", "null"]},
+                                                           "units": {"type": "string"}, "status": {"type": "integer"},
+                                                           "t": {"type": "number"}}}})}},
+            "/api/v1/data": {"get": {
+                "summary": "samples at least min_stride seconds apart",
+                "parameters": [FIELD_PARAM,
+                               {"name": "start", "in": "query", "schema": _TIME},
+                               {"name": "end", "in": "query", "schema": _TIME},
+                               {"name": "min_stride", "in": "query", "schema": {"type": "number", "minimum": 0}}],
+                "responses": {**_ok({"type": "object"}), **_errors(400, 404)}}},
+            "/api/v1/export.csv": {"get": {
+                "summary": "raw samples as CSV (streamed)",
+                "parameters": [{**FIELD_PARAM, "required": False},
+                               {"name": "start", "in": "query", "schema": _TIME},
+                               {"name": "end", "in": "query", "schema": _TIME}],
+                "responses": {**_ok({"type": "string"}, "text/csv"), **_errors(400, 404)}}},
+            "/api/v1/events": {"get": {"summary": "disconnects, reconnects, clock steps",
+                                       "parameters": [{"name": "since", "in": "query", "schema": _TIME}],
+                                       "responses": {**_ok({"type": "object"}), **_errors(400)}}},
+            "/grafana/search": {"post": {"summary": "Grafana JSON datasource: series names",
+                                         "requestBody": {"content": {"application/json": {"schema": {
+                                             "type": "object", "properties": {"target": {"type": "string"}}}}}},
+                                         "responses": {**_ok({"type": "array", "items": {"type": "string"}}),
+                                                       **_errors(400, 413)}}},
+            "/grafana/query": {"post": {"summary": "Grafana JSON datasource: time series",
+                                        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                                            "type": "object", "required": ["range", "targets"]}}}},
+                                        "responses": {**_ok({"type": "array"}), **_errors(400, 413)}}},
+        },
+        "components": {"schemas": {"Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {"type": "object", "required": ["status", "message"],
+                                     "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}}}},
+    }
