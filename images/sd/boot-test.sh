@@ -48,9 +48,9 @@ echo kelvinpi-test > "$W/hostname"; mcopy -o -i "$W/disk.img@@$off" "$W/hostname
 for _ in $(seq 50); do [ -e "$W/ls240" ] && break; sleep 0.2; done
 start=$(date +%s.%N)
 timeout 900 qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -accel tcg,thread=multi \
-  -kernel "$W/vmlinuz" -initrd "$W/initrd" -append "root=LABEL=rootfs ro rootwait console=ttyAMA0 systemd.show_status=1" \
+  -kernel "$W/vmlinuz" -initrd "$W/initrd" -append "root=LABEL=rootfs rw rootwait console=ttyAMA0 systemd.show_status=1" \
   -drive if=none,file="$W/disk.img",format=raw,id=hd0 -device virtio-blk-pci,drive=hd0 \
-  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$PWEB-:8080,hostfwd=tcp:127.0.0.1:$PSSH-:22 -device virtio-net-pci,netdev=n0 \
+  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$PWEB-:8080,hostfwd=tcp:127.0.0.1:$PSSH-:22 -device virtio-net-pci,netdev=n0,romfile= \
   -chardev serial,id=ls240,path="$(readlink -f "$W/ls240")" -device pci-serial,chardev=ls240 \
   -device i6300esb -device virtio-rng-pci -display none -serial file:"$W/console.log" -monitor none -no-reboot &
 qemu=$!; pids+=($qemu)

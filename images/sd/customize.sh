@@ -21,7 +21,7 @@ SSH
 mkdir -p "$R/etc/wpa_supplicant"
 ln -sf /data/identity/wpa_supplicant-wlan0.conf "$R/etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
 cat > "$R/etc/fstab" <<'FSTAB'
-LABEL=rootfs  /               ext4   ro,noatime,errors=remount-ro  0 1
+LABEL=rootfs  /               ext4   rw,noatime,commit=60,errors=remount-ro  0 1
 LABEL=bootfs  /boot/firmware  vfat   rw,noatime,umask=0077         0 2
 LABEL=data    /data           ext4   rw,noatime,commit=5           0 2
 tmpfs         /tmp            tmpfs  rw,nosuid,nodev,size=64M      0 0
@@ -41,7 +41,7 @@ printf '[Match]\nName=wl*\n[Network]\nDHCP=yes\n' > "$R/etc/systemd/network/30-w
 mkdir -p "$R/opt/kelvinpi/wheels"
 cp "$WHEELS"/*.whl "$R/opt/kelvinpi/wheels/"
 chroot "$R" python3 -m venv /opt/kelvinpi/venv
-chroot "$R" /opt/kelvinpi/venv/bin/pip install --quiet --no-index --find-links /opt/kelvinpi/wheels 'kelvinpi[uplink]'
+chroot "$R" env -u PIP_FIND_LINKS -u PIP_CONSTRAINT /opt/kelvinpi/venv/bin/pip install --quiet --no-index --find-links /opt/kelvinpi/wheels 'kelvinpi[uplink]'
 rm -rf "$R/opt/kelvinpi/wheels"
 cp -a "$HERE/overlay/." "$R/"
 chroot "$R" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd ssh \
