@@ -219,6 +219,7 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
     kelvinpi-apply-system sets the hostname from ``/data/identity/hostname`` at boot.
     """
     identity.mkdir(parents=True, exist_ok=True)
+    os.chmod(identity, 0o755)  # sshd reads authorized_keys/<user> below it as that user
     if result.hostname:
         (identity / "hostname").write_text(result.hostname + "\n")
     if result.authorized_keys:
