@@ -17,7 +17,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
-    return service.run(cfg)
+    return service.run(cfg, args.config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -50,8 +50,9 @@ def setup_logging(level: str) -> None:
 
 
 class Appliance:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.version = __version__
         self.started = time.time()
         self.stop_event = threading.Event()
@@ -76,6 +77,18 @@ class Appliance:
             self._clock = (value, time.monotonic())
         return value
 
+    def config_error(self) -> str | None:
+        """The first-boot report of a rejected kelvinpi.toml (the last good one keeps running)."""
+        if not self.config_path:
+            return None
+        from pathlib import Path
+
+        f = Path(self.config_path).parent / "config-error.txt"
+        try:
+            return f.read_text(encoding="utf-8", errors="replace")[:4000] or None
+        except OSError:
+            return None
+
     def uplink_health(self) -> list:
         runners = [u for u in self.uplinks if getattr(u, "health", None) is not None]
         return [u.health for u in runners] + [r.health for r in getattr(self, "wamp_runners", [])]
@@ -89,6 +102,7 @@ class Appliance:
         ok = all(i["connected"] for i in instruments) and store_ok and not self.queue.dropped
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
+            "config_error": self.config_error(),
             "clock_synchronised": self.clock_synced(), "clock_steps": self.clock_steps,
             "instruments": instruments,
             "uplinks": [u.as_dict() for u in self.uplink_health()],
@@ -147,9 +161,9 @@ class Appliance:
         log.info("stopped; %d samples committed in this run", self.store.written)
 
 
-def run(config: Config) -> int:
+def run(config: Config, config_path: str | None = None) -> int:
     setup_logging(config.log_level)
-    app = Appliance(config)
+    app = Appliance(config, config_path)
     from .uplinks import build_uplinks
 
     app.uplinks = build_uplinks(app)

@@ -127,6 +127,18 @@ def test_unplug_replug_gap_and_recovery(tmp_path, emu372, emu240):
     assert max(gaps) >= 2.0
 
 
+def test_rejected_card_config_shows_in_health(tmp_path, emu372, emu240):
+    (tmp_path / "config-error.txt").write_text("kelvinpi.toml:2: instrument[0].model: Input should be '372' or '240'\n")
+    proc = start_service(tmp_path, appliance_config(tmp_path, emu372, emu240))
+    lines = []
+    try:
+        port = web_port(proc, lines)
+        assert "instrument[0].model" in health(port)["config_error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+
+
 def test_bad_config_exits_2_with_message(tmp_path):
     proc = start_service(tmp_path, '[[instrument]]\nmodel = "372"\nname = "X"\n')
     out, _ = proc.communicate(timeout=30)

@@ -86,6 +86,10 @@ async function refreshHealth() {
   clock.textContent = h.clock_synchronised === false ? "clock NOT synchronised" :
       (h.clock_synchronised ? "clock synchronised" : "clock unknown");
   clock.className = "pill " + (h.clock_synchronised === false ? "warn" : "ok");
+  const ce = $("#config-error");
+  ce.hidden = !h.config_error;
+  ce.querySelector("pre").textContent = h.config_error ?
+      "kelvinpi.toml on the SD card was rejected; the last good configuration is running:\n" + h.config_error : "";
   const st = h.store;
   const store = $("#store");
   store.textContent = `store ${(st.file_bytes / 1048576).toFixed(1)} MB · ${st.written} samples` +
