@@ -158,7 +158,8 @@ def wamp_bench(work: Path, store: Store, keys, start: float, end: float, stride:
             times.append(time.perf_counter() - t)
         wamp_ms = statistics.median(times) * 1000
         # backfill: every series' cursor 24 h before the end of the data
-        ocs = OcsUplinkRunner(OcsUplink(kind="ocs", url=router.ws_url, batch=2000), 1, store, [Inst], runtime)
+        ocs = OcsUplinkRunner(OcsUplink(kind="ocs", url=router.ws_url, batch=2000, rejoin_delay=0), 1, store, [Inst],
+                              runtime)
         ids = {f.name: f.id for f in store.fields()}
         ocs.outbox._save({ids[k.name]: int((end - 86400) * 1000) for k in keys})
         n = CHANNELS * 86400

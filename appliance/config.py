@@ -151,6 +151,8 @@ class OcsUplink(Strict):
     secret_file: Path | None = None
     ca_file: Path | None = None
     batch: int = Field(500, ge=1, le=10000)
+    rejoin_delay: float = Field(5.0, ge=0, le=300, description="seconds to wait after (re)joining before publishing,"
+                                " so subscribers that reconnect after a router restart get the backfill")
 
 
 class InfluxUplink(Strict):

@@ -89,6 +89,9 @@ class OcsUplinkRunner:
 
     async def _run(self, session) -> None:
         loop = asyncio.get_running_loop()
+        # After a router restart every subscriber (InfluxDB publisher, aggregator) reconnects too:
+        # give them a moment, or the first backfill messages reach nobody.
+        await asyncio.sleep(self.cfg.rejoin_delay)
         root = self.cfg.address_root
         last_heartbeat = 0.0
         last_backlog = 0.0

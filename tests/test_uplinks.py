@@ -184,7 +184,7 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
                     return False
                 assert len(got) == len(set(got)), f"{ocs_name}: duplicates"
             return True
-        wait_for(delivered, timeout=90, what="OCS feed backfilled every stored reading")
+        wait_for(delivered, timeout=150, what="OCS feed backfilled every stored reading")
         counts = {o: len([1 for t, _ in listener.samples()[o] if t_down - 5 <= t < t_end]) for _, o in pairs}
         assert min(counts.values()) >= 10, counts
     finally:
@@ -290,6 +290,6 @@ def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
             res = influx.query(q)["results"][0].get("series")
             got = [round(r[0] / 1000, 3) for r in res[0]["values"] if r[1] is not None] if res else []
             return want == got and len(want) >= 15
-        wait_for(delivered, timeout=90, what="InfluxDB backfilled every stored reading")
+        wait_for(delivered, timeout=150, what="InfluxDB backfilled every stored reading")
     finally:
         app.stop()
