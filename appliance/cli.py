@@ -9,24 +9,27 @@ from pathlib import Path
 from . import __version__
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from . import config, service
-
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        return 2
-    return service.run(cfg, args.config)
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _load(path: str):
+    """The start-up validation; prints every problem (key path and line) and returns None on error."""
     from . import config
 
     try:
-        cfg = config.load(args.file)
+        return config.load(path)
     except config.ConfigError as exc:
         print(exc.render(), file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import service
+
+    cfg = _load(args.config)
+    return 2 if cfg is None else service.run(cfg, args.config)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.file)
+    if cfg is None:
         return 1
     print(f"{args.file}: ok ({len(cfg.instrument)} instrument(s), {len(cfg.uplink)} uplink(s))")
     return 0

@@ -577,19 +577,18 @@ def _table(d: LS372Device) -> dict:
     def opc(args):
         return "1"
 
-    def freq_q(args):
-        nargs(args, 1)
+    def freq_target(args, n):
+        nargs(args, n)
         which = args[0].strip().upper()
         if which not in ("0", "A"):
             raise ExecutionError("FREQ takes 0 (measurement) or A (control)")
-        return str(d.freq[which])
+        return which
+
+    def freq_q(args):
+        return str(d.freq[freq_target(args, 1)])
 
     def freq_set(args):
-        nargs(args, 2)
-        which = args[0].strip().upper()
-        if which not in ("0", "A"):
-            raise ExecutionError("FREQ takes 0 (measurement) or A (control)")
-        d.freq[which] = to_int(args[1], 1, 5)
+        d.freq[freq_target(args, 2)] = to_int(args[1], 1, 5)
 
     def cmr_set(args):
         nargs(args, 1)
