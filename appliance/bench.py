@@ -181,6 +181,8 @@ def wamp_bench(work: Path, store: Store, keys, start: float, end: float, stride:
 
 
 def main() -> int:
+    # SIGTERM (a `timeout`, Ctrl-C from make) must still run the finally blocks that stop what we started
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     days = float(os.environ.get("BENCH_DAYS", "30"))
     service_seconds = float(os.environ.get("BENCH_SERVICE_SECONDS", "540"))
     compare_hours = int(os.environ.get("BENCH_COMPARE_HOURS", "24"))
