@@ -180,9 +180,13 @@ def wamp_bench(work: Path, store: Store, keys, start: float, end: float, stride:
         router.stop()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     # SIGTERM (a `timeout`, Ctrl-C from make) must still run the finally blocks that stop what we started
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     days = float(os.environ.get("BENCH_DAYS", "30"))
     service_seconds = float(os.environ.get("BENCH_SERVICE_SECONDS", "540"))
     compare_hours = int(os.environ.get("BENCH_COMPARE_HOURS", "24"))
