@@ -68,6 +68,7 @@ image: $(STAMP) $(STATIC)
 	  pyserial pyvisa pyvisa-py sqlite-utils bottle cheroot pydantic prometheus_client autobahn pyyaml
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels \
 	  bash images/sd/build-rootfs.sh images/out/rootfs
+	python3 images/sd/manifest.py images/out/rootfs > images/out/kelvinpi-$(VERSION)-arm64.manifest
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) bash images/sd/assemble-image.sh images/out/rootfs \
 	  images/out/kelvinpi-$(VERSION)-arm64.img
 	zstd -q -10 -T2 -f images/out/kelvinpi-$(VERSION)-arm64.img
