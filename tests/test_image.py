@@ -114,3 +114,21 @@ def test_udev_rules_syntax_and_ids():
     assert 'ATTRS{idVendor}=="1fb9"' in text and 'ATTRS{idProduct}=="0205"' in text and '"0305"' in text
     assert "lakeshore/240-$env{ID_SERIAL_SHORT}" in text and "lakeshore/372-$env{ID_SERIAL_SHORT}" in text
     assert (SD / "overlay/usr/local/sbin/kelvinpi-usb-bind").read_text().count("new_id") == 1
+
+
+def test_manifest_is_content_only_and_sorted(tmp_path):
+    import sys
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        fake_rootfs(root)
+    os.utime(b / "etc/hostname", (1, 1))  # times differ: manifests must not
+
+    def manifest(root):
+        return subprocess.run([sys.executable, str(SD / "manifest.py"), str(root)], capture_output=True, text=True,
+                              check=True).stdout
+    ma, mb = manifest(a), manifest(b)
+    assert ma == mb and ma.splitlines() == sorted(ma.splitlines())
+    assert "/usr/bin/link\tl\t0777" in ma and "/etc/hostname\tf\t" in ma
+    (b / "etc/hostname").write_text("other\n")
+    assert manifest(b) != ma
