@@ -181,3 +181,30 @@ def test_kill_9_during_writes_loses_nothing_committed(tmp_path, trial):
     from appliance.store import Store
     from appliance.samples import Sample, SeriesKey
     Store(db).write([Sample(SeriesKey("N", "c0_t", "K", "c0"), time.time() + 100, 1.0, 0)])
+
+
+def test_kill_9_of_the_running_service_then_restart(tmp_path, emu372, emu240):
+    cfg = appliance_config(tmp_path, emu372, emu240)
+    proc = start_service(tmp_path, cfg)
+    lines = []
+    port = web_port(proc, lines)
+    wait_for(lambda: health(port)["store"]["written"] > 50, what="samples committed")
+    committed = health(port)["store"]["written"]  # at least this much is on disk
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    conn = sqlite3.connect(tmp_path / "kelvinpi.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    before = conn.execute("SELECT count(*) FROM raw").fetchone()[0]
+    assert before >= committed
+    conn.close()
+    proc = start_service(tmp_path, cfg)
+    try:
+        port = web_port(proc, [])
+        wait_for(lambda: health(port)["store"]["written"] > 20, what="writing again after the restart")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    conn = sqlite3.connect(tmp_path / "kelvinpi.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM raw").fetchone()[0] > before
