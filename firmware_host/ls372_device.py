@@ -24,6 +24,7 @@ from .protocol import (
     nargs,
     to_float,
     to_int,
+    to_percent,
 )
 
 CHANNELS = ["A"] + [str(i) for i in range(1, 17)]
@@ -550,10 +551,7 @@ def _table(d: LS372Device) -> dict:
 
     def mout_set(args):
         nargs(args, 2)
-        v = to_float(args[1])
-        if not 0 <= v <= 100:
-            raise ExecutionError("manual output outside 0-100 %")  # socs #908: the 372 silently refuses
-        d.outputs[_out(args)].mout = v
+        d.outputs[_out(args)].mout = to_percent(args[1], "manual output")
 
     def htr_q(args):
         nargs(args, 0, 1)
@@ -564,10 +562,7 @@ def _table(d: LS372Device) -> dict:
 
     def still_set(args):
         nargs(args, 1)
-        v = to_float(args[0])
-        if not 0 <= v <= 100:
-            raise ExecutionError("still output outside 0-100 %")
-        d.still = v
+        d.still = to_percent(args[0], "still output")
 
     def aout_q(args):
         nargs(args, 1)
@@ -599,10 +594,7 @@ def _table(d: LS372Device) -> dict:
 
     def warmup_set(args):
         nargs(args, 2)
-        current = to_float(args[1])
-        if not 0 <= current <= 100:
-            raise ExecutionError("warm-up current outside 0-100 %")
-        d.warmup = (to_int(args[0], 0, 1), current)
+        d.warmup = (to_int(args[0], 0, 1), to_percent(args[1], "warm-up current"))
 
     t = {
         "*IDN?": idn, "*ESR?": esr, "*CLS": cls, "*RST": rst, "*OPC?": opc, "*OPC": lambda a: None,
