@@ -172,7 +172,6 @@ class Store:
         self._last_retention = 0.0
         row = self._wconn.execute("SELECT value FROM meta WHERE key='raw_floor_ms'").fetchone()
         self._raw_floor_ms = int(row[0]) if row else 0
-        self.on_commit: list = []  # callbacks(n_samples) run by the writer after each commit
 
     # -- reader connections --------------------------------------------------
     def reader(self) -> sqlite3.Connection:
@@ -278,11 +277,6 @@ class Store:
         self.commits += 1
         self.last_commit = time.time()
         self.last_commit_seconds = time.monotonic() - t0
-        for cb in self.on_commit:
-            try:
-                cb(len(rows))
-            except Exception:  # a reader's hook must never stop the writer
-                log.exception("commit hook failed")
         return len(rows)
 
     def _insert_nudging(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[tuple]:
@@ -317,11 +311,10 @@ class Store:
         work stays out of the hot path.
         """
         ts = [r[1] for r in rows]
-        span = (min(ts), max(ts))
-        spans = {sid: span for sid in {r[0] for r in rows}}
+        lo, hi = min(ts), max(ts)  # one span for the batch: cheaper than per-series spans, same buckets
         floor_ms = self._raw_floor_ms
         fine = TIERS[0]
-        for sid, (lo, hi) in spans.items():
+        for sid in {r[0] for r in rows}:
             lo_s, hi_s = lo // 1000, hi // 1000
             b_lo = lo_s - lo_s % fine
             if floor_ms and b_lo * 1000 < floor_ms:

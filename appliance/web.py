@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import bottle
-from bottle import Bottle, HTTPError, HTTPResponse, request, response
+from bottle import Bottle, HTTPError, request, response
 
 from drivers.readings import LS240_STATUS_BITS, LS372_STATUS_BITS, decode_status
 
@@ -104,10 +104,6 @@ def make_app(app_state) -> Bottle:
     app = Bottle(catchall=True, autojson=True)
     store = app_state.store
     models = {i.name: i.model for i in app_state.config.instrument}
-
-    def err(status: int, message: str) -> HTTPResponse:
-        return HTTPResponse(json.dumps({"error": {"status": status, "message": message}}), status,
-                            {"Content-Type": "application/json"})
 
     def on_error(e: HTTPError) -> str:
         response.content_type = "application/json"

@@ -253,7 +253,6 @@ class LS372Device:
             err = o.setp - meas.kelvin
             o.integral = max(-100.0, min(100.0, o.integral + err * o.i * 0.01))
             pct = max(0.0, min(100.0, o.p * err * 100 + o.integral))
-            o.mout_live = pct
         else:
             pct = 0.0
         o.output_pct = pct

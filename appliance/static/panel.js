@@ -79,6 +79,18 @@ async function refreshLatest() {
   $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
+// One status card per instrument or uplink: green while connected, red with the last error when not.
+function fillCards(box, items, key, describe) {
+  box.innerHTML = "";
+  for (const it of items) {
+    const d = document.createElement("div");
+    d.className = "inst" + (it.connected ? "" : " down");
+    d.dataset[key] = it.name;
+    d.textContent = describe(it) + (!it.connected && it.last_error ? ` · ${it.last_error}` : "");
+    box.appendChild(d);
+  }
+}
+
 async function refreshHealth() {
   const h = await getJSON("/api/v1/health");
   lastHealth = h;
@@ -95,28 +107,13 @@ async function refreshHealth() {
   store.textContent = `store ${(st.file_bytes / 1048576).toFixed(1)} MB · ${st.written} samples` +
       (st.dropped ? ` · ${st.dropped} DROPPED` : "") + (st.write_errors ? ` · write errors ${st.write_errors}` : "");
   store.className = "pill " + (st.dropped || st.write_errors ? "bad" : "ok");
-  const box = $("#instruments");
-  box.innerHTML = "";
-  for (const i of h.instruments) {
-    const d = document.createElement("div");
-    d.className = "inst" + (i.connected ? "" : " down");
-    d.dataset.node = i.name;
+  fillCards($("#instruments"), h.instruments, "node", (i) => {
     const errs = Object.entries(i.errors).map(([k, v]) => `${k} ${v}`).join(", ");
-    d.textContent = `${i.name} (${i.model}) ` + (i.connected ? "connected" : "DOWN") +
-        (i.identity ? ` · ${i.identity}` : "") + (errs ? ` · errors: ${errs}` : "") +
-        (!i.connected && i.last_error ? ` · ${i.last_error}` : "");
-    box.appendChild(d);
-  }
-  const ub = $("#uplinks");
-  ub.innerHTML = "";
-  for (const u of h.uplinks) {
-    const d = document.createElement("div");
-    d.className = "inst" + (u.connected ? "" : " down");
-    d.dataset.uplink = u.name;
-    d.textContent = `uplink ${u.name} (${u.kind}) ` + (u.connected ? "connected" : "DOWN") +
-        ` · backlog ${u.backlog}` + (u.last_error && !u.connected ? ` · ${u.last_error}` : "");
-    ub.appendChild(d);
-  }
+    return `${i.name} (${i.model}) ` + (i.connected ? "connected" : "DOWN") +
+        (i.identity ? ` · ${i.identity}` : "") + (errs ? ` · errors: ${errs}` : "");
+  });
+  fillCards($("#uplinks"), h.uplinks, "uplink",
+      (u) => `uplink ${u.name} (${u.kind}) ` + (u.connected ? "connected" : "DOWN") + ` · backlog ${u.backlog}`);
 }
 
 async function refreshPlots() {
