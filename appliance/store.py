@@ -311,7 +311,7 @@ class Store:
         work stays out of the hot path.
         """
         ts = [r[1] for r in rows]
-        lo, hi = min(ts), max(ts)  # one span for the batch: cheaper than per-series spans, same buckets
+        lo, hi = min(ts), max(ts)  # one span for the batch (may redo a few untouched buckets: idempotent)
         floor_ms = self._raw_floor_ms
         fine = TIERS[0]
         for sid in {r[0] for r in rows}:
