@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test bench ci-deps clean venv assets image image-test
+.PHONY: run test bench ci-deps clean venv assets image image-test image-repro
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,9 @@ ci-deps:
 # The SD image (needs root, ~15 min on 2 cores): images/out/kelvinpi-<version>-arm64.img.zst
 IMAGE_HOST_DEBS := mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs zstd qemu-system-arm
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# KERNEL=backports: the <suite>-backports kernel with the Raspberry Pi 5's RP1 drivers (untested on a Pi 5)
+KERNEL ?= stable
+IMG := images/out/kelvinpi-$(VERSION)-arm64$(if $(filter backports,$(KERNEL)),-pi5,)
 image: $(STAMP) $(STATIC)
 	@[ "$$(id -u)" = 0 ] || { echo "make image needs root (mmdebstrap --mode=root)"; exit 2; }
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_HOST_DEBS) >/dev/null
@@ -66,17 +69,24 @@ image: $(STAMP) $(STATIC)
 	$(BIN)/pip download -q --only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
 	  --platform manylinux_2_28_aarch64 --python-version 3.13 --implementation cp -d images/out/wheels \
 	  pyserial pyvisa pyvisa-py sqlite-utils bottle cheroot pydantic prometheus_client autobahn pyyaml
-	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels \
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels KERNEL=$(KERNEL) \
 	  bash images/sd/build-rootfs.sh images/out/rootfs
-	python3 images/sd/manifest.py images/out/rootfs > images/out/kelvinpi-$(VERSION)-arm64.manifest
-	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) bash images/sd/assemble-image.sh images/out/rootfs \
-	  images/out/kelvinpi-$(VERSION)-arm64.img
-	zstd -q -10 -T2 -f images/out/kelvinpi-$(VERSION)-arm64.img
-	cp images/out/packages.txt images/out/kelvinpi-$(VERSION)-arm64.packages.txt
-	cd images/out && sha256sum kelvinpi-$(VERSION)-arm64.img kelvinpi-$(VERSION)-arm64.img.zst > kelvinpi-$(VERSION)-arm64.sha256
+	python3 images/sd/manifest.py images/out/rootfs > $(IMG).manifest
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) bash images/sd/assemble-image.sh images/out/rootfs $(IMG).img
+	zstd -q -10 -T2 -f $(IMG).img
+	cp images/out/packages.txt $(IMG).packages.txt
+	cd images/out && sha256sum $(notdir $(IMG)).img $(notdir $(IMG)).img.zst > $(notdir $(IMG)).sha256
 
+# Reproducibility: build twice from the same commit and compare the root manifests (~30 min, root).
+image-repro:
+	$(MAKE) image
+	cp $(IMG).manifest images/out/first.manifest
+	$(MAKE) image
+	diff -u images/out/first.manifest $(IMG).manifest && echo "image-repro: root manifests identical ($$(wc -l < $(IMG).manifest) paths)"
+
+# IMAGE=path/to.img boots another image (e.g. the -pi5 one: its kernel is generic arm64 too)
 image-test: $(STAMP)
-	bash images/sd/boot-test.sh $$(ls -t images/out/kelvinpi-*-arm64.img | head -1)
+	bash images/sd/boot-test.sh $${IMAGE:-$$(ls -t images/out/kelvinpi-*-arm64.img | head -1)}
 
 clean:
 	rm -rf $(VENV) .venv-crossbar node_modules build *.egg-info var

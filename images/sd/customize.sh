@@ -52,7 +52,14 @@ touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock" 2>/dev/null |
 rm -f "$R/usr/sbin/update-initramfs"
 chroot "$R" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
 chroot "$R" update-initramfs -c -k all >/dev/null
-chroot "$R" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$(ls "$R/lib/modules" | head -1)" || true
+KVER=$(ls "$R/lib/modules" | head -1)
+chroot "$R" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$KVER" || true
+if [ "${KERNEL:-stable}" = backports ]; then
+  # the backports kernel keeps its DTBs under /usr/lib/modules/<ver>/dtb, where raspi-firmware's hook
+  # does not look: copy the Broadcom ones (Pi 3/4/5) to the FAT ourselves
+  for dtb in "$R/usr/lib/modules/$KVER"/dtb/broadcom/bcm27*.dtb; do cp "$dtb" "$R/boot/firmware/"; done
+  ls "$R/boot/firmware/bcm2712-rpi-5-b.dtb" >/dev/null
+fi
 chroot "$R" dpkg-query -W -f='${Package}\t${Version}\n' > "$R/../packages.txt" 2>/dev/null || true
 chroot "$R" apt-get clean
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/var/cache/debconf/*-old
