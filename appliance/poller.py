@@ -247,11 +247,15 @@ class Poller(threading.Thread):
         h = self.health
         while not self.stop_event.is_set():
             started = time.monotonic()
-            samples = self.cycle()
-            if samples:
-                self.queue.put_many(samples)
-                h.samples += len(samples)
-                h.last_good = time.time()
+            samples: list[Sample] = []
+            try:
+                self.cycle(samples)
+            finally:
+                # Readings taken before a failure later in the same cycle are real: keep them.
+                if samples:
+                    self.queue.put_many(samples)
+                    h.samples += len(samples)
+                    h.last_good = time.time()
             h.cycles += 1
             h.cycle_seconds = time.monotonic() - started
             self._kick()
@@ -259,10 +263,10 @@ class Poller(threading.Thread):
                 self._take_snapshot()
             self.stop_event.wait(max(0.0, self.cfg.interval - (time.monotonic() - started)))
 
-    def cycle(self) -> list[Sample]:
+    def cycle(self, out: list[Sample]) -> list[Sample]:
+        """One poll cycle; samples are appended to ``out`` as each exchange succeeds."""
         flags = self._flags()
         inst = self.instrument
-        out: list[Sample] = []
         if isinstance(inst, Model372):
             scan = inst.scan()
             now = time.monotonic()
@@ -272,14 +276,14 @@ class Poller(threading.Thread):
             plan = self.plans.get(scan.channel)
             # Inside the change pause the 372 repeats the channel's old value: skip it (socs PR #28).
             if plan is not None and now - self._switched >= self.pauses.get(scan.channel, 3):
-                out += self._samples(plan, inst.read(scan.channel), flags)
+                out.extend(self._samples(plan, inst.read(scan.channel), flags))
             if "A" in self.plans:
-                out += self._samples(self.plans["A"], inst.read("A"), flags)
+                out.extend(self._samples(self.plans["A"], inst.read("A"), flags))
             if self.heater_key is not None:
                 v = inst.sample_heater_output()
                 out.append(Sample(self.heater_key, time.time(), v, flags))
         else:
             for plan in self.plans.values():
-                out += self._samples(plan, inst.read(int(plan.number), plan.sensor.units if plan.sensor else "V"),
-                                     flags)
+                out.extend(self._samples(plan, inst.read(int(plan.number), plan.sensor.units if plan.sensor else "V"),
+                                         flags))
         return out

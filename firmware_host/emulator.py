@@ -14,6 +14,7 @@ Fault control (the same words on the control socket and from Python)::
     heater WATTS       force the mixing-chamber heater power (0 returns control to the 372)
     clear              clear mute/slow/garbage/partial
     status             one JSON line: faults, simulated time, stage temperatures
+    ledger             one JSON line: readings delivered per channel/quantity, late, faulted
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import socket
 import threading
 
 from .clock import SimClock
+from .ledger import Ledger
 from .ls240_device import LS240Device
 from .ls372_device import LS372Device
 from .physics import STAGES, Fridge
@@ -36,6 +38,7 @@ class Emulator:
     def __init__(self, device, clock: SimClock, fridge: Fridge) -> None:
         self.device, self.clock, self.fridge = device, clock, fridge
         self.faults = Faults()
+        self.ledger = Ledger()
         self.tcp: TcpInterface | None = None
         self.pty: PtyInterface | None = None
         self._control_sock: socket.socket | None = None
@@ -58,13 +61,13 @@ class Emulator:
         return cls(LS240Device(clock, fridge, channels=channels, serial=serial, seed=seed), clock, fridge)
 
     def listen_tcp(self, host: str = "127.0.0.1", port: int = 7777) -> tuple[str, int]:
-        self.tcp = TcpInterface(host, port, self.device.dispatcher, self.device.lock, self.faults)
+        self.tcp = TcpInterface(host, port, self.device.dispatcher, self.device.lock, self.faults, ledger=self.ledger)
         self.tcp.start()
         return self.tcp.address
 
     def listen_pty(self, link: str) -> str:
         framing = "7O1" if isinstance(self.device, LS372Device) else "8N1"
-        self.pty = PtyInterface(link, self.device.dispatcher, self.device.lock, self.faults, framing)
+        self.pty = PtyInterface(link, self.device.dispatcher, self.device.lock, self.faults, framing, ledger=self.ledger)
         self.pty.start()
         return self.pty.link
 
@@ -127,6 +130,9 @@ class Emulator:
                     "tcp_clients": len(self.tcp.clients) if self.tcp else 0,
                     "pty": self.pty.link if self.pty else None,
                 })
+            elif cmd == "ledger":
+                return json.dumps({"delivered": self.ledger.counts(), "late": self.ledger.late_total(),
+                                   "faulted": self.ledger.faulted})
             else:
                 return f"error: unknown command {cmd!r}"
         except (IndexError, ValueError) as exc:

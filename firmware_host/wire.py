@@ -19,6 +19,7 @@ import tty
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .ledger import Ledger
 from .protocol import Dispatcher
 
 log = logging.getLogger("firmware_host")
@@ -69,8 +70,9 @@ class LineSession:
     """Frames incoming bytes into lines and answers through the dispatcher."""
 
     def __init__(self, dispatcher: Dispatcher, lock: threading.RLock, faults: Faults,
-                 send: Callable[[bytes], None]) -> None:
+                 send: Callable[[bytes], bool], ledger: Ledger | None = None) -> None:
         self.dispatcher, self.lock, self.faults, self.send = dispatcher, lock, faults, send
+        self.ledger = ledger
         self.buf = bytearray()
 
     def feed(self, data: bytes) -> None:
@@ -88,19 +90,26 @@ class LineSession:
                 reply = self.dispatcher.handle_line(text)
             if reply is None:
                 continue
-            out = self.faults.shape(reply.encode("ascii", errors="replace") + b"\r\n")
+            whole = reply.encode("ascii", errors="replace") + b"\r\n"
+            out = self.faults.shape(whole)
             if out is None:
+                if self.ledger is not None:
+                    self.ledger.note(text, reply, delivered=False, late=False)
                 continue
-            if self.faults.delay:
+            late = self.faults.delay > 0
+            if late:
                 time.sleep(self.faults.delay)
-            self.send(out)
+            sent = self.send(out)  # False when the link is gone or the client reads another framing
+            if self.ledger is not None:
+                self.ledger.note(text, reply, delivered=sent and out == whole, late=late)
 
 
 class TcpInterface:
     """TCP server; at most ``max_clients`` at once, further connections are refused (reset)."""
 
     def __init__(self, host: str, port: int, make_dispatcher: Callable[[], Dispatcher],
-                 lock: threading.RLock, faults: Faults, max_clients: int = 2) -> None:
+                 lock: threading.RLock, faults: Faults, max_clients: int = 2, ledger: Ledger | None = None) -> None:
+        self.ledger = ledger
         self.make_dispatcher, self.lock, self.faults, self.max_clients = make_dispatcher, lock, faults, max_clients
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -137,13 +146,14 @@ class TcpInterface:
             threading.Thread(target=self._serve, args=(conn,), name=f"tcp-{peer[1]}", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        def send(data: bytes) -> None:
+        def send(data: bytes) -> bool:
             try:
                 conn.sendall(data)
+                return True
             except OSError:
-                pass
+                return False
 
-        session = LineSession(self.make_dispatcher(), self.lock, self.faults, send)
+        session = LineSession(self.make_dispatcher(), self.lock, self.faults, send, self.ledger)
         try:
             while not self._stop.is_set():
                 try:
@@ -196,7 +206,8 @@ class PtyInterface:
     """
 
     def __init__(self, link: str, make_dispatcher: Callable[[], Dispatcher], lock: threading.RLock,
-                 faults: Faults, framing: str = "8N1") -> None:
+                 faults: Faults, framing: str = "8N1", ledger: Ledger | None = None) -> None:
+        self.ledger = ledger
         self.link = os.path.abspath(link)
         self.make_dispatcher, self.lock, self.faults, self.framing = make_dispatcher, lock, faults, framing
         self._stop = threading.Event()
@@ -219,7 +230,7 @@ class PtyInterface:
             pass
         os.symlink(name, tmp)
         os.replace(tmp, self.link)
-        self._session = LineSession(self.make_dispatcher(), self.lock, self.faults, self._send)
+        self._session = LineSession(self.make_dispatcher(), self.lock, self.faults, self._send, self.ledger)
         self._plugged.set()
 
     def _unplug(self) -> None:
@@ -251,16 +262,19 @@ class PtyInterface:
         # a client that asked for odd parity has it set, one opened as 8N1 has not.
         return bool(cflag & termios.PARODD)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> bool:
+        """Write a reply; True only when the client got it as sent (right framing, link up)."""
+        intact = True
         if self.framing == "7O1" and not self._client_framing_ok():
-            data = odd_parity_8n1_view(data)
+            data, intact = odd_parity_8n1_view(data), False
         fd = self.master
         if fd < 0:
-            return
+            return False
         try:
             os.write(fd, data)
         except OSError:
-            pass
+            return False
+        return intact
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -1,0 +1,117 @@
+"""Reconcile the instruments' ledgers with the store and with what remote readers are served.
+
+produced: readings the emulated instruments delivered whole and on time (their ledger);
+stored:   rows of those series in the appliance's SQLite file;
+served:   points a remote reader gets back: sisock ``get_data`` through the router, and the
+          Grafana JSON datasource over HTTP;
+lost:     produced readings with no stored row (per channel and quantity);
+foreign:  stored numbers the instrument never sent (garbled bytes taken as values).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+
+DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
+
+
+@dataclass
+class Tally:
+    produced: int = 0
+    late: int = 0
+    stored: int = 0
+    served_wamp: int | None = None
+    served_http: int | None = None
+    lost: int = 0
+    foreign: int = 0
+    per_series: dict = field(default_factory=dict)
+
+    @property
+    def served(self) -> int:
+        vals = [v for v in (self.served_wamp, self.served_http) if v is not None]
+        return min(vals) if vals else 0
+
+    def line(self) -> str:
+        return (f"produced={self.produced} stored={self.stored} served={self.served} lost={self.lost}"
+                f" (late={self.late} foreign={self.foreign} wamp={self.served_wamp} http={self.served_http})")
+
+
+def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, str, str]]:
+    """(node, channel, quantity) -> (series id, node::field, field) for every reading series."""
+    out = {}
+    for sid, name, node, fld, desc in db.execute("SELECT id, name, node, field, description FROM series"):
+        m = DESC.match(desc)
+        if not m or not (fld.endswith("_t") or fld.endswith("_r")):
+            continue
+        out[(node, m["ch"], "kelvin" if fld.endswith("_t") else "sensor")] = (sid, name, fld)
+    return out
+
+
+def reconcile(db_path, emulators: dict, consumer=None, http_base: str | None = None) -> Tally:
+    """``emulators`` maps node name -> Emulator (with its ledger)."""
+    tally = Tally()
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        smap = series_for(db)
+        t_lo = t_hi = None
+        for node, emu in emulators.items():
+            led = emu.ledger
+            on_time = led.snapshot()
+            with led._lock:
+                late = {k: n for k, n in led.late.items()}
+            for (ch, q), values in sorted(on_time.items()):
+                key = (node, ch, q)
+                tally.produced += len(values)
+                tally.late += late.get((ch, q), 0)
+                if key not in smap:
+                    tally.lost += len(values)
+                    tally.per_series[f"{node}/{ch}/{q}"] = (len(values), 0)
+                    continue
+                sid, name, _ = smap[key]
+                rows = db.execute("SELECT t, value FROM raw WHERE series=? ORDER BY t", (sid,)).fetchall()
+                stored = len(rows)
+                tally.stored += stored
+                tally.lost += max(0, len(values) - stored)
+                known = Counter(values)
+                numbers = Counter(v for _, v in rows if v is not None)
+                tally.foreign += sum(max(0, n - known[v]) for v, n in numbers.items()) if not late.get((ch, q)) \
+                    else 0  # late replies' values are not kept; then only counts are compared
+                tally.per_series[name] = (len(values), stored)
+                if rows:
+                    t_lo = rows[0][0] if t_lo is None else min(t_lo, rows[0][0])
+                    t_hi = rows[-1][0] if t_hi is None else max(t_hi, rows[-1][0])
+        if t_lo is None:
+            return tally
+        start, end = t_lo / 1000 - 1, t_hi / 1000 + 1
+        if consumer is not None:
+            tally.served_wamp = 0
+            for node in emulators:
+                fields = [fld for (n, _, _), (_, _, fld) in smap.items() if n == node]
+                for a, b in windows(start, end, 3000):
+                    got = consumer.get_data(node, fields, a, b)
+                    tally.served_wamp += sum(len(v) for v in got["data"].values())
+        if http_base is not None:
+            tally.served_http = 0
+            names = [name for (n, _, _), (_, name, _) in smap.items() if n in emulators]
+            for a, b in windows(start, end, 90):
+                body = json.dumps({"range": {"from": repr(a), "to": repr(b)}, "maxDataPoints": 100000,
+                                   "intervalMs": 0, "targets": [{"target": n} for n in names]}).encode()
+                req = urllib.request.Request(f"{http_base}/grafana/query", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    tally.served_http += sum(len(t["datapoints"]) for t in json.load(r))
+    finally:
+        db.close()
+    return tally
+
+
+def windows(start: float, end: float, width: float):
+    """[a, b) windows covering [start, end): short enough that readers return raw rows."""
+    a = start
+    while a < end:
+        yield a, min(a + width, end)
+        a += width
