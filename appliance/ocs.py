@@ -65,7 +65,7 @@ class OcsUplinkRunner:
         self.outbox.start_from_now()
         cfg = self.cfg
         comp = make_component(cfg.url, cfg.realm, authid=cfg.authid, secret=self.secret, ca_file=cfg.ca_file,
-                              label=f"ocs {self.name}")
+                              label=f"ocs {self.name}", health=self.health)
 
         @comp.on_join
         async def joined(session, details):

@@ -108,7 +108,7 @@ class SisockUplinkRunner:
     def _add(self, node: DataNode) -> None:
         cfg = self.cfg
         comp = make_component(cfg.url, cfg.realm, authid=cfg.authid, secret=self.secret, ca_file=cfg.ca_file,
-                              label=f"sisock {node.node}")
+                              label=f"sisock {node.node}", health=self.health)
         base = cfg.base_uri
         health = self.health
         loop = self.runtime.loop

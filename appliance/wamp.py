@@ -33,7 +33,8 @@ def tls_context(url: str, ca_file: Path | None, verify_hostname: bool = True) ->
 
 
 def make_component(url: str, realm: str, *, authid: str | None = None, secret: str | None = None,
-                   ca_file: Path | None = None, label: str = "") -> Component:
+                   ca_file: Path | None = None, label: str = "", health=None) -> Component:
+    """``health`` (an UplinkHealth) gets every connect failure, so the front panel says why."""
     parsed = urlparse(url)
     transport: dict = {
         "type": "websocket",
@@ -52,7 +53,11 @@ def make_component(url: str, realm: str, *, authid: str | None = None, secret: s
 
     @comp.on_connectfailure
     def _failed(_comp, exc):
-        reason = str(exc)
+        reason = str(exc) or type(exc).__name__
+        if health is not None:
+            health.connected = False
+            health.errors["connect"] += 1
+            health.last_error = f"cannot connect to {url}: {reason}"
         if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in reason:
             log.error("%s: REFUSING router %s: its TLS certificate does not verify against %s: %s",
                       label, url, ca_file or "the system CAs", reason)

@@ -8,6 +8,8 @@ import time
 import pytest
 
 from .conftest import appliance_config, start_appliance, wait_for
+from .reconcile import reconcile
+from .test_campaign import quiesce
 from .routers import CROSSBAR, Consumer, Crossbar, FeedListener, Hub, Influx, Loop
 
 pytestmark = pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
@@ -187,8 +189,42 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
         wait_for(delivered, timeout=150, what="OCS feed backfilled every stored reading")
         counts = {o: len([1 for t, _ in listener.samples()[o] if t_down - 5 <= t < t_end]) for _, o in pairs}
         assert min(counts.values()) >= 10, counts
+        # the ledger: everything the instruments delivered is stored and served over WAMP and HTTP
+        quiesce(emu372, emu240)
+        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer,
+                          http_base=app.base_url)
+        print("router outage:", tally.line())
+        assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
+        assert tally.served_wamp == tally.stored == tally.served_http
     finally:
         app.stop()
+
+
+def test_router_that_accepts_but_never_answers(tmp_path, emu372, emu240):
+    """A black-hole router (TCP accepted, no WebSocket handshake): polling goes on, health says why,
+    and the appliance still stops promptly."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    url = f"ws://127.0.0.1:{hole.getsockname()[1]}/ws"
+    try:
+        app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=f'\n[[uplink]]\nkind = "ocs"\nurl = "{url}"\n'))
+        try:
+            written = app.store.written
+            wait_for(lambda: app.store.written > written + 40, 20, what="polling and storing go on")
+            time.sleep(12)  # past the opening handshake timeout
+            up = app.health()["uplinks"][0]
+            assert up["connected"] is False and app.store.written > written + 100, up
+            assert url in up["last_error"] and up["errors"]["connect"] >= 1
+            print("black-hole router:", up)
+        finally:
+            t0 = time.monotonic()
+            app.stop()
+            assert time.monotonic() - t0 < 15
+    finally:
+        hole.close()
 
 
 def _raw(app, name, start, end):
