@@ -206,8 +206,15 @@ class Store:
                 except sqlite3.Error as exc:
                     self.write_errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("store write failed (%d samples kept in memory, retrying): %s", len(batch), exc)
+                    log.error("store write failed (%d samples kept in memory, %d queued, %d dropped so far; "
+                              "retrying): %s", len(batch), len(self.queue) + len(batch), self.queue.dropped, exc)
                     self.queue.requeue_front(batch)
+                    if "full" in str(exc).lower() and time.time() - self._last_retention > 10:
+                        self._last_retention = time.time()
+                        try:  # free what the retention policy allows before the next attempt
+                            log.warning("disk full: running retention now: %s", self.enforce_retention())
+                        except sqlite3.Error as rexc:
+                            log.error("retention on a full disk failed too: %s", rexc)
                     self._stop.wait(min(5.0, self.commit_interval * 2))
                     continue
             if time.time() - self._last_retention > 60:
@@ -271,7 +278,8 @@ class Store:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
+                    conn.execute("ROLLBACK")
                 raise
         self.written += len(rows)
         self.commits += 1

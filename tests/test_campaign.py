@@ -2,7 +2,13 @@
 with what readers are served (issue 6). Counts are printed so the run log is the evidence."""
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
+import subprocess
 import time
+
+import pytest
 
 from appliance import config as _config
 from appliance.service import Appliance
@@ -66,3 +72,67 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240):
     assert tally.lost == 0, tally.per_series
     assert tally.foreign == 0
     assert tally.served_http == tally.stored
+
+
+def _metric(base: str, name: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs of our own for the store (root only: CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    d = tmp_path / "disk"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "kelvinpi-test", str(d)], check=True)
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372, emu240):
+    text = appliance_config(tmp_path, emu372, emu240).replace("read_heater = true", "read_heater = false")
+    text = text.replace(str(tmp_path / "kelvinpi.db"), str(small_disk / "kelvinpi.db"))
+    text = text.replace("commit_interval = 0.2", "commit_interval = 0.2\nqueue_size = 300")
+    app = Appliance(_config.parse(text))
+    app.start()
+    base = f"http://127.0.0.1:{app.web_address[1]}"
+    filler = small_disk / "filler"
+    try:
+        wait_for(lambda: app.store.written > 100, 20, what="writing")
+        with open(filler, "wb") as f:  # another process eats the card
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        wait_for(lambda: app.store.write_errors > 0, 20, what="a failed write")
+        polled = sum(p.health.samples for p in app.pollers)
+        wait_for(lambda: app.queue.dropped > 0, 30, what="the bounded queue overflowing")
+        health = app.health()
+        assert "full" in health["store"]["last_error"] and health["ok"] is False
+        assert health["store"]["dropped"] > 0 and health["store"]["queue"] <= 300
+        assert _metric(base, "kelvinpi_queue_dropped_samples_total") > 0
+        assert _metric(base, "kelvinpi_store_write_errors_total") > 0
+        assert sum(p.health.samples for p in app.pollers) > polled  # polling never stopped
+        written = app.store.written
+        filler.unlink()  # space comes back
+        wait_for(lambda: app.store.written > written + 100 and len(app.queue) < 100, 30, what="writes resumed")
+        quiesce(emu372, emu240)
+        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240}, http_base=base)
+        dropped = app.queue.dropped
+    finally:
+        app.stop()
+        filler.unlink(missing_ok=True)
+    print("disk full:", tally.line(), f"dropped={dropped} (counted)")
+    assert dropped > 0
+    assert tally.produced == tally.stored + dropped  # every reading is stored or counted as dropped
+    assert tally.foreign == 0 and tally.served_http == tally.stored
+    assert sqlite3.connect(app.store.path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
