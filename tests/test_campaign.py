@@ -136,3 +136,62 @@ def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372,
     assert tally.produced == tally.stored + dropped  # every reading is stored or counted as dropped
     assert tally.foreign == 0 and tally.served_http == tally.stored
     assert sqlite3.connect(app.store.path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, monkeypatch):
+    """The wall clock jumps (NTP's first sync on a Pi without RTC) while polling: every reading is
+    kept under its own key, each stretch stays in acquisition order, rollups equal the raw rows,
+    and both jumps are recorded. The whole process sees the stepped clock, as on a real Pi."""
+    import threading
+
+    real_time = time.time
+    offset = [0.0]
+    monkeypatch.setattr(time, "time", lambda: real_time() + offset[0])
+    app = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240)))
+    app.start()
+    watcher = threading.Thread(target=app.watch_clock, daemon=True)
+    watcher.start()
+    t_start = time.time()
+    try:
+        wait_for(lambda: all(p.health.connected for p in app.pollers), 20, what="connected")
+        time.sleep(3)
+        offset[0] = -3600.0
+        time.sleep(4)
+        offset[0] = 86400.0
+        time.sleep(4)
+        quiesce(emu372, emu240)
+        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240},
+                          http_base=f"http://127.0.0.1:{app.web_address[1]}")
+        steps = app.clock_steps
+    finally:
+        app.stop()
+        watcher.join(3)
+    print("clock steps:", tally.line(), f"steps recorded={steps}")
+    assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
+    assert tally.served_http == tally.stored
+    db = sqlite3.connect(app.store.path)
+    kinds = [r[0] for r in db.execute("SELECT detail FROM event WHERE kind='clock_step' ORDER BY id")]
+    assert steps == 2 and len(kinds) == 2 and kinds[0].startswith("-36") and kinds[1].startswith("+90000")  # -1 h to +1 d
+    # each stretch in acquisition order: sorted by time the stretches come back B (an hour early), A, C
+    ledger = emu240.ledger.snapshot()[("1", "kelvin")]
+    rows = [v for _, v in db.execute(
+        "SELECT t, value FROM raw JOIN series ON series.id=raw.series WHERE name='LSA24AZ::50k_plate_t' ORDER BY t")]
+    ts = [t / 1000 for (t,) in db.execute(
+        "SELECT t FROM raw JOIN series ON series.id=raw.series WHERE name='LSA24AZ::50k_plate_t' ORDER BY t")]
+    b = [v for v, t in zip(rows, ts) if t < t_start - 1000]
+    a = [v for v, t in zip(rows, ts) if t_start - 1000 <= t < t_start + 43200]
+    c = [v for v, t in zip(rows, ts) if t >= t_start + 43200]
+    assert a and b and c and a + b + c == ledger
+    # rollups are the exact aggregate of the raw rows, whatever order they arrived in
+    for tier in (10, 60, 600, 3600):
+        bad = db.execute(
+            "SELECT count(*) FROM rollup r JOIN (SELECT series, (t/1000)/? * ? AS b, count(value) AS n, "
+            "total(value) AS s FROM raw WHERE value IS NOT NULL GROUP BY series, b) x "
+            "ON x.series = r.series AND x.b = r.bucket WHERE r.tier = ? AND (r.n != x.n OR abs(r.sum - x.s) > 1e-6)",
+            (tier, tier, tier)).fetchone()[0]
+        missing = db.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT series, (t/1000)/? * ? AS b FROM raw WHERE value IS NOT NULL) x "
+            "LEFT JOIN rollup r ON r.tier = ? AND r.series = x.series AND r.bucket = x.b WHERE r.n IS NULL",
+            (tier, tier, tier)).fetchone()[0]
+        assert bad == 0 and missing == 0, f"tier {tier}: {bad} wrong, {missing} missing buckets"
+    db.close()
