@@ -263,6 +263,10 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             continue
         loc = ("instrument", i)
         model, transport = inst.get("model"), inst.get("transport")
+        if not isinstance(transport, str):
+            transport = None  # a wrong type is the schema's to report
+        if not isinstance(model, str):
+            model = None
         name = inst.get("name")
         if isinstance(name, str):
             if name in names:

@@ -38,6 +38,7 @@ log = logging.getLogger("kelvinpi.store")
 SCHEMA_VERSION = 1
 TIERS = (10, 60, 600, 3600)  # rollup bucket widths in seconds
 DEFAULT_MAX_POINTS = 5000
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 def resolve_time(t: float | None, now: float | None = None, default: float = 0.0) -> float:
@@ -47,7 +48,9 @@ def resolve_time(t: float | None, now: float | None = None, default: float = 0.0
         t = default
     if not math.isfinite(t):
         raise ValueError(f"time {t!r} is not a finite number")
-    return now + t if t <= 0 else t
+    # A query range reaching before 1970 or past 9999 means "everything": clamp, so the
+    # millisecond keys handed to SQLite always fit its 64-bit integers.
+    return min(MAX_TIME, max(0.0, now + t if t <= 0 else t))
 
 
 @dataclass(frozen=True)
@@ -477,7 +480,7 @@ class Store:
         start, end = resolve_time(start, now), resolve_time(end, now)
         if min_stride is not None and (not math.isfinite(min_stride) or min_stride < 0):
             raise ValueError(f"min_stride must be a non-negative number of seconds, got {min_stride!r}")
-        stride = float(min_stride or 0.0)
+        stride = min(float(min_stride or 0.0), MAX_TIME)  # wider than the time axis: one point per series
         if max_points and end > start and (end - start) / max_points >= 1.0:
             # Without a stride a long range would return millions of rows: cap the answer.
             stride = max(stride, (end - start) / max_points)

@@ -50,8 +50,11 @@ def clean(v):
 
 def parse_time(name: str, raw: str | None, default: float) -> float:
     """UNIX seconds, sisock-relative (<= 0 is seconds before now), or ISO 8601."""
-    if raw is None or raw == "":
+    if raw is None:
         return resolve_time(default)
+    if not raw.strip():
+        raise HTTPError(400, f"{name} is empty: leave it out for the default, or give UNIX seconds, seconds "
+                             "before now (<= 0), or ISO 8601")
     try:
         return resolve_time(float(raw))
     except ValueError:
@@ -83,8 +86,8 @@ def read_json() -> dict:
     if length > MAX_BODY:
         raise HTTPError(413, f"request body of {length} bytes is over the {MAX_BODY} byte limit")
     raw = request.body.read(MAX_BODY + 1)
-    if not raw.strip():
-        return {}
+    if not raw:
+        return {}  # no body at all: the defaults
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -129,7 +132,10 @@ def make_app(app_state) -> Bottle:
         response.set_header("Cache-Control", "no-store")
 
     def field_names(required: bool = True) -> list[str]:
-        names = [n for n in request.query.getall("field") if n]
+        given = request.query.getall("field")
+        if any(not n.strip() for n in given):
+            raise HTTPError(400, "field= is empty: give <node>::<field> (see /api/v1/fields), or leave it out")
+        names = list(given)
         if not names and required:
             raise HTTPError(400, "give at least one field=<node>::<field> (see /api/v1/fields)")
         known = store.field_map()
@@ -258,8 +264,9 @@ def make_app(app_state) -> Bottle:
         rng = body.get("range")
         if not isinstance(rng, dict):
             raise HTTPError(400, "query needs range: {from, to}")
-        start = parse_time("range.from", str(rng.get("from", "")), -3600)
-        end = parse_time("range.to", str(rng.get("to", "")), 0)
+        raw_from, raw_to = rng.get("from"), rng.get("to")
+        start = parse_time("range.from", None if raw_from is None else str(raw_from), -3600)
+        end = parse_time("range.to", None if raw_to is None else str(raw_to), 0)
         if end < start:
             raise HTTPError(400, "range.to is before range.from")
         max_points = body.get("maxDataPoints", 1000)
@@ -271,9 +278,9 @@ def make_app(app_state) -> Bottle:
         if interval_ms is not None and (not isinstance(interval_ms, (int, float)) or interval_ms < 0):
             raise HTTPError(400, "intervalMs must be a non-negative number")
         stride = max((interval_ms or 0) / 1000, (end - start) / max_points)
-        targets = body.get("targets", [])
+        targets = body.get("targets")
         if not isinstance(targets, list):
-            raise HTTPError(400, "targets must be a list")
+            raise HTTPError(400, "query needs targets: a list of {target: <node>::<field>}")
         names = []
         for t in targets:
             if not isinstance(t, dict) or not isinstance(t.get("target", ""), str):
