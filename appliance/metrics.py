@@ -47,6 +47,8 @@ class ApplianceCollector:
                                      labels=["node", "kind"])
         reconnects = CounterMetricFamily("kelvinpi_instrument_connects", "Successful (re)connections", labels=["node"])
         cycles = CounterMetricFamily("kelvinpi_instrument_poll_cycles", "Completed poll cycles", labels=["node"])
+        overruns = CounterMetricFamily("kelvinpi_instrument_poll_overruns", "Poll cycles longer than the interval",
+                                       labels=["node"])
         for p in app.pollers:
             h = p.health
             up.add_metric([h.name, h.model], 1 if h.connected else 0)
@@ -56,7 +58,8 @@ class ApplianceCollector:
                 errors.add_metric([h.name, kind], h.errors.get(kind, 0))
             reconnects.add_metric([h.name], h.reconnects)
             cycles.add_metric([h.name], h.cycles)
-        yield from (up, last, errors, reconnects, cycles)
+            overruns.add_metric([h.name], h.overruns)
+        yield from (up, last, errors, reconnects, cycles, overruns)
 
         yield GaugeMetricFamily("kelvinpi_store_file_bytes", "Store file size incl. WAL", value=store.file_bytes())
         yield GaugeMetricFamily("kelvinpi_store_used_bytes", "Store bytes in use", value=store.used_bytes())

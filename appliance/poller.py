@@ -258,6 +258,8 @@ class Poller(threading.Thread):
                     h.last_good = time.time()
             h.cycles += 1
             h.cycle_seconds = time.monotonic() - started
+            if h.cycle_seconds > self.cfg.interval:
+                h.overruns += 1
             self._kick()
             if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY:
                 self._take_snapshot()

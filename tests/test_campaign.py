@@ -195,3 +195,93 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
             (tier, tier, tier)).fetchone()[0]
         assert bad == 0 and missing == 0, f"tier {tier}: {bad} wrong, {missing} missing buckets"
     db.close()
+
+
+def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
+    """50 concurrent clients poll /api/v1/latest and run Grafana queries over 30 days of history
+    while both instruments are polled once a second: every answer is right, no poll cycle
+    overruns, no gap in the stored readings; latency percentiles are printed (targets: make bench)."""
+    import http.client
+    import json
+    import statistics
+    import threading
+
+    from appliance.samples import Sample, SeriesKey
+    from appliance.store import Store
+
+    db = tmp_path / "kelvinpi.db"
+    seed = Store(db)
+    now = time.time()
+    keys = [SeriesKey("LSA24AZ", "50k_plate_t", "K", "50k_plate"), SeriesKey("LSA24AZ", "4k_plate_t", "K", "4k_plate"),
+            SeriesKey("LSA23JD", "mxc_control_t", "K", "mxc_control"),
+            SeriesKey("LSA23JD", "mxc_control_r", "Ohm", "mxc_control")]
+    t0 = now - 30 * 86400
+    for day in range(30):
+        seed.write([Sample(k, t0 + day * 86400 + m * 60 + i * 0.001, 1.0 + m % 7, 0)
+                    for m in range(1440) for i, k in enumerate(keys)])
+    seed.close()
+    text = appliance_config(tmp_path, emu372, emu240, interval=1.0)
+    app = Appliance(_config.parse(text))
+    app.start()
+    port = app.web_address[1]
+    targets = [{"target": k.name} for k in keys]
+    latencies: dict[str, list[float]] = {"latest": [], "grafana": []}
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client(n: int, deadline: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            kind = "grafana" if i % 4 == 0 else "latest"
+            t = time.perf_counter()
+            try:
+                if kind == "latest":
+                    conn.request("GET", "/api/v1/latest")
+                else:
+                    body = json.dumps({"range": {"from": repr(time.time() - 30 * 86400), "to": repr(time.time())},
+                                       "maxDataPoints": 1000, "targets": targets})
+                    conn.request("POST", "/grafana/query", body, {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                data = json.loads(r.read())
+                ok = r.status == 200 and (len(data) >= 4 if kind == "latest" else
+                                          all(len(s["datapoints"]) >= 500 for s in data))
+            except Exception as exc:  # counted, then the connection is replaced
+                ok, r = False, None
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                data = repr(exc)
+            dt = time.perf_counter() - t
+            with lock:
+                latencies[kind].append(dt)
+                if not ok:
+                    failures.append(f"{kind}: {getattr(r, 'status', None)} {str(data)[:120]}")
+        conn.close()
+
+    try:
+        wait_for(lambda: all(p.health.connected for p in app.pollers) and app.store.written > 20, 20, what="polling")
+        over0 = [p.health.overruns for p in app.pollers]
+        t_load = time.time()
+        deadline = time.monotonic() + 20
+        threads = [threading.Thread(target=client, args=(n, deadline)) for n in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        t_done = time.time()
+        overruns = [p.health.overruns - o for p, o in zip(app.pollers, over0)]
+    finally:
+        app.stop()
+    total = sum(len(v) for v in latencies.values())
+
+    def pct(v, q):
+        return statistics.quantiles(v, n=100)[q - 1] * 1000 if len(v) > 1 else float("nan")
+    print(f"load: {total} requests in 20 s by 50 clients ({total / 20:.0f}/s); "
+          + "; ".join(f"{k} n={len(v)} p50={pct(v, 50):.1f} ms p99={pct(v, 99):.1f} ms max={max(v) * 1000:.1f} ms"
+                      for k, v in latencies.items()) + f"; poll overruns={overruns}; failures={len(failures)}")
+    assert not failures, failures[:5]
+    assert len(latencies["latest"]) > 200 and len(latencies["grafana"]) > 50
+    assert overruns == [0, 0]
+    assert _max_gap(str(db), "LSA24AZ::50k_plate_t", t_load, t_done) < 2.0
+    assert _max_gap(str(db), "LSA23JD::mxc_control_t", t_load, t_done) < 2.0
