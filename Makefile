@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test bench ci-deps clean venv assets image image-test image-repro
+.PHONY: run test bench soak ci-deps clean venv assets image image-test image-repro
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 
 bench: $(STAMP)
 	$(BIN)/python -m appliance.bench
+
+# The whole stack for a simulated week with random faults (~9 min); last line:
+#   soak: produced=N stored=N served=N lost=N      e.g. make soak SOAK_ARGS="--days 30 --minutes 20"
+soak: $(STAMP) $(CROSSBAR)
+	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
 # Debian packages the tests use: chromium (front panel), influxdb (InfluxDB uplink),
 # mtools/dosfstools/e2fsprogs/fdisk (image assembler), systemd (unit verification).
