@@ -124,6 +124,7 @@ class ControlConfig(Strict):
 
     enabled: bool = False
     token_file: Path | None = None
+    max_setpoint_kelvin: float = Field(1.0, gt=0, le=400, description="highest setpoint the API may set")
 
     @model_validator(mode="after")
     def _token(self) -> "ControlConfig":

@@ -25,7 +25,7 @@ def spec() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kelvinpi", "version": __version__,
-                 "description": "Read-only API of a Kelvinpi thermometry appliance"},
+                 "description": "API of a Kelvinpi thermometry appliance: read-only, but for token-protected control, off by default"},
         "paths": {
             "/api/v1/health": {"get": {"summary": "instrument, store, uplink and clock health",
                                        "responses": _ok({"type": "object", "required": ["ok", "instruments", "store"]})}},
@@ -63,8 +63,17 @@ def spec() -> dict:
                                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
                                             "type": "object", "required": ["range", "targets"]}}}},
                                         "responses": {**_ok({"type": "array"}), **_errors(400, 413)}}},
+            "/api/v1/control/{node}/setpoint": {"post": {
+                "summary": "set a 372 heater setpoint (off unless control.enabled; needs the control token)",
+                "security": [{"controlToken": []}],
+                "parameters": [{"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["kelvin"],
+                    "properties": {"output": {"enum": [0, 1]}, "kelvin": {"type": "number", "minimum": 0}}}}}},
+                "responses": {**_ok({"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
         },
-        "components": {"schemas": {"Error": {
+        "components": {"securitySchemes": {"controlToken": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {"Error": {
             "type": "object", "required": ["error"],
             "properties": {"error": {"type": "object", "required": ["status", "message"],
                                      "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}}}},

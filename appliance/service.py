@@ -17,6 +17,7 @@ from .metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store
+from .control import Control
 from .web import make_app
 
 log = logging.getLogger("kelvinpi")
@@ -64,6 +65,12 @@ class Appliance:
         self.pollers = [Poller(i, config.polling, self.queue, self.store, self.stop_event, self.watchdog)
                         for i in enabled]
         self.uplinks: list = []
+        self.control, self.control_error = None, None
+        try:
+            self.control = Control(config.control, self.pollers, self.store)
+        except PermissionError as exc:  # fail closed: no control, polling goes on, the reason is shown
+            self.control_error = str(exc)
+            log.error("instrument control disabled: %s", exc)
         self.metrics_registry = make_registry(self)
         self.server: wsgi.Server | None = None
         self._web_thread: threading.Thread | None = None
@@ -103,6 +110,8 @@ class Appliance:
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
             "config_error": self.config_error(),
+            "control": {"enabled": self.control is not None and self.config.control.enabled,
+                        "error": self.control_error},
             "clock_synchronised": self.clock_synced(), "clock_steps": self.clock_steps,
             "instruments": instruments,
             "uplinks": [u.as_dict() for u in self.uplink_health()],

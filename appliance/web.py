@@ -160,6 +160,19 @@ def make_app(app_state) -> Bottle:
                         "configuration_t": snaps[-1][0] if snaps else None})
         return {"instruments": out}
 
+    @app.post(f"{API}/control/<node>/setpoint")
+    def control_setpoint(node):
+        from .control import ControlRefused
+
+        ctl = app_state.control
+        try:
+            if ctl is None:
+                raise ControlRefused(403, f"instrument control is disabled: {app_state.control_error}")
+            ctl.authorize(request.get_header("Authorization"))
+            return ctl.set_setpoint(node, read_json(), request.remote_addr or "?")
+        except ControlRefused as exc:
+            raise HTTPError(exc.status, str(exc)) from None
+
     @app.get(f"{API}/fields")
     def fields():
         return {"fields": [{"field": f.name, "node": f.node, "name": f.field, "units": f.units,
