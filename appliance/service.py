@@ -106,7 +106,8 @@ class Appliance:
         # ok: every instrument answers and the store has committed recently (a past write error
         # that has since cleared does not keep the box "not ok")
         store_ok = st.last_commit == 0 or time.time() - st.last_commit < 10 * max(1.0, st.commit_interval)
-        ok = all(i["connected"] for i in instruments) and store_ok and not self.queue.dropped
+        ok = (all(i["connected"] for i in instruments) and store_ok and not self.queue.dropped
+              and st.last_error_t <= st.last_commit)
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
             "config_error": self.config_error(),
@@ -118,7 +119,8 @@ class Appliance:
             "store": {"path": str(st.path), "file_bytes": st.file_bytes(), "max_bytes": st.max_bytes,
                       "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
                       "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,
-                      "last_error": st.last_error, "queue": len(self.queue), "dropped": self.queue.dropped},
+                      "last_error": st.last_error, "queue": len(self.queue), "dropped": self.queue.dropped,
+                      "writing": st.last_error_t <= st.last_commit},  # False while writes are failing
         }
 
     # -- life cycle ------------------------------------------------------------------

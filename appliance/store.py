@@ -171,6 +171,7 @@ class Store:
         self.last_commit_seconds = 0.0
         self.write_errors = 0
         self.last_error: str | None = None
+        self.last_error_t = 0.0
         self.nudged = 0
         self._last_retention = 0.0
         row = self._wconn.execute("SELECT value FROM meta WHERE key='raw_floor_ms'").fetchone()
@@ -209,6 +210,7 @@ class Store:
                 except sqlite3.Error as exc:
                     self.write_errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
+                    self.last_error_t = time.time()
                     log.error("store write failed (%d samples kept in memory, %d queued, %d dropped so far; "
                               "retrying): %s", len(batch), len(self.queue) + len(batch), self.queue.dropped, exc)
                     self.queue.requeue_front(batch)

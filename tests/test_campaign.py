@@ -2,7 +2,6 @@
 with what readers are served (issue 6). Counts are printed so the run log is the evidence."""
 from __future__ import annotations
 
-import errno
 import os
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 from appliance import config as _config
 from appliance.service import Appliance
 from firmware_host.emulator import Emulator
-from tests.conftest import appliance_config, wait_for
+from tests.conftest import appliance_config, fill_disk, wait_for
 from tests.reconcile import reconcile
 
 
@@ -97,18 +96,6 @@ def _metric(base: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MiB tmpfs of our own for the store (root only: CI runs as root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    d = tmp_path / "disk"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "kelvinpi-test", str(d)], check=True)
-    yield d
-    subprocess.run(["umount", "-l", str(d)], check=False)
-
-
 def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372, emu240):
     text = appliance_config(tmp_path, emu372, emu240).replace("read_heater = true", "read_heater = false")
     text = text.replace(str(tmp_path / "kelvinpi.db"), str(small_disk / "kelvinpi.db"))
@@ -119,13 +106,7 @@ def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372,
     filler = small_disk / "filler"
     try:
         wait_for(lambda: app.store.written > 100, 20, what="writing")
-        with open(filler, "wb") as f:  # another process eats the card
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
+        fill_disk(filler)
         wait_for(lambda: app.store.write_errors > 0, 20, what="a failed write")
         polled = sum(p.health.samples for p in app.pollers)
         wait_for(lambda: app.queue.dropped > 0, 30, what="the bounded queue overflowing")

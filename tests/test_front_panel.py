@@ -53,3 +53,30 @@ def test_values_appear_update_and_go_stale(running_appliance, emu372, page, tmp_
     box = mxc.bounding_box()
     assert box and box["width"] <= 390
     emu372.control("clear")
+
+
+def test_full_disk_shows_on_the_panel(tmp_path, small_disk, emu372, emu240, page):
+    from appliance import config as _config
+    from appliance.service import Appliance
+
+    from .conftest import appliance_config, fill_disk, wait_for
+
+    text = appliance_config(tmp_path, emu372, emu240).replace(str(tmp_path / "kelvinpi.db"),
+                                                              str(small_disk / "kelvinpi.db"))
+    app = Appliance(_config.parse(text.replace("commit_interval = 0.2", "commit_interval = 0.2\nqueue_size = 200")))
+    app.start()
+    try:
+        wait_for(lambda: app.store.written > 50, 20, what="writing")
+        page.goto(f"http://127.0.0.1:{app.web_address[1]}/")
+        page.wait_for_selector("#store.ok", timeout=15000)
+        fill_disk(small_disk / "filler")
+        page.wait_for_function("document.querySelector('#store').textContent.includes('NOT WRITING')", timeout=30000)
+        page.wait_for_function("document.querySelector('#store').textContent.includes('DROPPED')", timeout=30000)
+        shown = page.locator("#store").inner_text()
+        assert "full" in shown and "bad" in page.locator("#store").get_attribute("class")
+        page.screenshot(path=str(tmp_path / "disk-full.png"))
+        (small_disk / "filler").unlink()
+        page.wait_for_function("!document.querySelector('#store').textContent.includes('NOT WRITING')", timeout=30000)
+        assert "DROPPED" in page.locator("#store").inner_text()  # drops stay visible after recovery
+    finally:
+        app.stop()
