@@ -86,8 +86,11 @@ image: $(STAMP) $(STATIC)
 image-repro:
 	$(MAKE) image
 	cp $(IMG).manifest images/out/first.manifest
+	cp $(IMG).sha256 images/out/first.sha256
 	$(MAKE) image
 	diff -u images/out/first.manifest $(IMG).manifest && echo "image-repro: root manifests identical ($$(wc -l < $(IMG).manifest) paths)"
+	if diff -q images/out/first.sha256 $(IMG).sha256 >/dev/null; then echo "image-repro: images bit-identical too"; \
+	  else echo "image-repro: root manifests agree but the image files differ (see the two .sha256)"; fi
 
 # IMAGE=path/to.img boots another image (e.g. the -pi5 one: its kernel is generic arm64 too)
 image-test: $(STAMP)
