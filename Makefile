@@ -76,6 +76,7 @@ image: $(STAMP) $(STATIC)
 	  pyserial pyvisa pyvisa-py sqlite-utils bottle cheroot pydantic prometheus_client autobahn pyyaml
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels KERNEL=$(KERNEL) \
 	  bash images/sd/build-rootfs.sh images/out/rootfs
+	bash images/sd/check-rootfs.sh images/out/rootfs
 	python3 images/sd/manifest.py images/out/rootfs > $(IMG).manifest
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) bash images/sd/assemble-image.sh images/out/rootfs $(IMG).img
 	zstd -q -10 -T2 -f $(IMG).img

@@ -132,3 +132,29 @@ def test_manifest_is_content_only_and_sorted(tmp_path):
     assert "/usr/bin/link\tl\t0777" in ma and "/etc/hostname\tf\t" in ma
     (b / "etc/hostname").write_text("other\n")
     assert manifest(b) != ma
+
+
+def test_check_rootfs_refuses_credentials(tmp_path):
+    """`make image` runs images/sd/check-rootfs.sh on the root filesystem before assembling it."""
+    root = tmp_path / "root"
+    fake_rootfs(root)
+    (root / "etc/ssh").mkdir()
+    (root / "data").mkdir()
+    (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\nkelvinpi:!*:19000::::::\nsshd:*:19000::::::\n")
+    site = root / "opt/kelvinpi/venv/lib/python3.13/site-packages/lib"
+    site.mkdir(parents=True)
+    (site / "pem.py").write_text('HEADER = "-----BEGIN OPENSSH PRIVATE KEY-----"\n')  # library code, not a key
+    ok = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (root / "etc/shadow").write_text("root:$y$j9T$abc$def:19000:0:99999:7:::\n")
+    (root / "etc/ssh/ssh_host_ed25519_key").write_text("x")
+    (root / "etc/ssl").mkdir()
+    (root / "etc/ssl/server.key").write_text("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
+    (root / "data/kelvinpi.db").write_text("x")
+    (root / "home/pi/.ssh").mkdir(parents=True)
+    (root / "home/pi/.ssh/authorized_keys").write_text("ssh-ed25519 AAAA")
+    bad = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    for words in ("'root' has a usable password", "ssh_host_ed25519_key", "/etc/ssl/server.key", "/data is not empty",
+                  "authorized_keys"):
+        assert words in bad.stderr, (words, bad.stderr)

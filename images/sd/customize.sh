@@ -64,3 +64,5 @@ chroot "$R" dpkg-query -W -f='${Package}\t${Version}\n' > "$R/../packages.txt" 2
 chroot "$R" apt-get clean
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/var/cache/debconf/*-old
 find "$R/opt/kelvinpi" -name __pycache__ -type d -prune -exec rm -rf {} +
+# libraries' own test suites are not needed on the Pi (autobahn's carries a test private key)
+find "$R/opt/kelvinpi/venv/lib" -type d -path '*/site-packages/autobahn/*' -name test -prune -exec rm -rf {} +

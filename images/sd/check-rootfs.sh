@@ -1,0 +1,24 @@
+#!/bin/bash
+# Refuse a root filesystem that carries credentials:   check-rootfs.sh ROOTFS
+#  - a usable password hash in /etc/shadow (every account must be locked: '!' or '*')
+#  - SSH host keys (generated per device on first boot) or authorized_keys
+#  - a PEM private key anywhere outside Python packages' own code and test data
+#  - anything under /data (the per-device partition starts empty)
+set -euo pipefail
+R=${1:?rootfs}
+bad=0
+while IFS=: read -r user hash _; do
+  case "$hash" in '!'*|'*'*) ;; *) echo "check-rootfs: account '$user' has a usable password" >&2; bad=1 ;; esac
+done < "$R/etc/shadow"
+for f in "$R"/etc/ssh/ssh_host_*; do
+  [ -e "$f" ] && { echo "check-rootfs: SSH host key in the image: ${f#"$R"}" >&2; bad=1; }
+done
+found=$(find "$R" -xdev \( -path "$R/proc" -o -path "$R/sys" -o -path "$R/dev" \) -prune -o \
+  \( -name authorized_keys -o -name 'authorized_keys2' \) -print)
+[ -z "$found" ] || { echo "check-rootfs: authorized_keys in the image: $found" >&2; bad=1; }
+keys=$(grep -rlI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=site-packages \
+  -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' "$R" 2>/dev/null || true)
+[ -z "$keys" ] || { echo "check-rootfs: private key(s) in the image: $keys" >&2; bad=1; }
+if [ -d "$R/data" ] && [ -n "$(ls -A "$R/data")" ]; then echo "check-rootfs: /data is not empty" >&2; bad=1; fi
+[ $bad = 0 ] && echo "check-rootfs: no credentials in $R"
+exit $bad
