@@ -131,8 +131,11 @@ class Appliance:
         for u in self.uplinks:
             u.start()
         w = self.config.web
+        # A control room has many dashboards open: a listen backlog and a keep-alive pool sized for
+        # tens of clients (cheroot's defaults, 5 and 10, reset connections under 50 clients).
         self.server = wsgi.Server((w.bind, w.port), make_app(self), numthreads=w.threads,
-                                  server_name="kelvinpi", timeout=10)
+                                  server_name="kelvinpi", timeout=10, request_queue_size=128)
+        self.server.keep_alive_conn_limit = 128
         self.server.prepare()
         self.web_address = self.server.bind_addr
         self._web_thread = threading.Thread(target=self.server.serve, name="web", daemon=True)

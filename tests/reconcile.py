@@ -41,18 +41,33 @@ class Tally:
 
 
 def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, str, str]]:
-    """(node, channel, quantity) -> (series id, node::field, field) for every reading series."""
+    """(node, channel, quantity) -> (series id, node::field, field) for every reading series.
+
+    The channel of each series comes from the pollers' configuration snapshots, which record
+    which series each input feeds (``fields``); the series description is the fallback.
+    """
+    ids = {name: (sid, node, fld) for sid, name, node, fld in db.execute("SELECT id, name, node, field FROM series")}
     out = {}
+
+    def add(node: str, ch: str, name: str) -> None:
+        if name in ids and (name.endswith("_t") or name.endswith("_r")):
+            sid, _, fld = ids[name]
+            out[(node, ch, "kelvin" if name.endswith("_t") else "sensor")] = (sid, name, fld)
+
     for sid, name, node, fld, desc in db.execute("SELECT id, name, node, field, description FROM series"):
         m = DESC.match(desc)
-        if not m or not (fld.endswith("_t") or fld.endswith("_r")):
-            continue
-        out[(node, m["ch"], "kelvin" if fld.endswith("_t") else "sensor")] = (sid, name, fld)
+        if m:
+            add(node, m["ch"], name)
+    for node, config in db.execute("SELECT node, config FROM snapshot ORDER BY t"):
+        for ch, names in (json.loads(config).get("fields") or {}).items():
+            for name in names:
+                add(node, str(ch), name)
     return out
 
 
-def reconcile(db_path, emulators: dict, consumer=None, http_base: str | None = None) -> Tally:
-    """``emulators`` maps node name -> Emulator (with its ledger)."""
+def reconcile(db_path, emulators: dict, consumer=None, http_base: str | None = None, since: float = 0.0) -> Tally:
+    """``emulators`` maps node name -> Emulator (with its ledger); rows before ``since`` (seeded
+    history) are not the emulators' and are left out."""
     tally = Tally()
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
@@ -72,7 +87,8 @@ def reconcile(db_path, emulators: dict, consumer=None, http_base: str | None = N
                     tally.per_series[f"{node}/{ch}/{q}"] = (len(values), 0)
                     continue
                 sid, name, _ = smap[key]
-                rows = db.execute("SELECT t, value FROM raw WHERE series=? ORDER BY t", (sid,)).fetchall()
+                rows = db.execute("SELECT t, value FROM raw WHERE series=? AND t>=? ORDER BY t",
+                                  (sid, int(since * 1000))).fetchall()
                 stored = len(rows)
                 tally.stored += stored
                 tally.lost += max(0, len(values) - stored)

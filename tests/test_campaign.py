@@ -265,8 +265,13 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
             t.join(60)
         t_done = time.time()
         overruns = [p.health.overruns - o for p, o in zip(app.pollers, over0)]
+        quiesce(emu372, emu240)
+        tally = reconcile(db, {"LSA23JD": emu372, "LSA24AZ": emu240}, since=now,
+                          http_base=f"http://127.0.0.1:{port}")
     finally:
         app.stop()
+    print("load:", tally.line())
+    assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0 and tally.served_http == tally.stored
     total = sum(len(v) for v in latencies.values())
 
     def pct(v, q):
