@@ -56,9 +56,9 @@ KVER=$(ls "$R/lib/modules" | head -1)
 chroot "$R" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$KVER" || true
 if [ "${KERNEL:-stable}" = backports ]; then
   # the backports kernel keeps its DTBs under /usr/lib/modules/<ver>/dtb, where raspi-firmware's hook
-  # does not look: copy the Broadcom ones (Pi 3/4/5) to the FAT ourselves
-  for dtb in "$R/usr/lib/modules/$KVER"/dtb/broadcom/bcm27*.dtb; do cp "$dtb" "$R/boot/firmware/"; done
-  ls "$R/boot/firmware/bcm2712-rpi-5-b.dtb" >/dev/null
+  # does not look: copy the Broadcom ones (bcm2837 Pi 3 / Zero 2 W, bcm2711 Pi 4, bcm2712 Pi 5) ourselves
+  cp "$R/usr/lib/modules/$KVER"/dtb/broadcom/*.dtb "$R/boot/firmware/"
+  ls "$R/boot/firmware/bcm2712-rpi-5-b.dtb" "$R/boot/firmware/bcm2837-rpi-3-b.dtb" >/dev/null
 fi
 chroot "$R" dpkg-query -W -f='${Package}\t${Version}\n' > "$R/../packages.txt" 2>/dev/null || true
 chroot "$R" apt-get clean
