@@ -125,6 +125,7 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
     os.chmod(secrets, 0o700)
 
     # secrets first: move them off the FAT whatever else happens
+    removed = False
     for p in sorted(boot.iterdir()) if boot.is_dir() else []:
         if SECRET_RE.search(p.name) and p.name not in ("kelvinpi.toml",):
             text = _read(p, result)
@@ -136,12 +137,19 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
                     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
                     with os.fdopen(fd, "w", encoding="utf-8") as f:
                         f.write(text)
+                        f.flush()
+                        os.fsync(f.fileno())  # on the data partition for good before it leaves the FAT
                     os.chmod(target, 0o600)
                     result.applied.append(f"secret {p.name} -> {target}")
             try:
                 p.unlink()  # even a refused secret leaves the FAT
+                removed = True
             except OSError as exc:
                 result.refused.append(f"{p.name}: could not remove from the FAT: {exc}")
+    if removed:
+        # vfat keeps the deletion in the page cache for up to 30 s: a power cut in that window
+        # would leave the secret on the card. Write it out now.
+        os.sync()
 
     text = _read(boot / "kelvinpi.toml", result)
     if text is not None:
