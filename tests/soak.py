@@ -98,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     e240 = Emulator.ls240(seed=rng.randrange(1 << 30), time_scale=scale, warm=True)
     e372.listen_tcp("127.0.0.1", 0)
     e240.listen_pty(str(work / "ls240"))
+    # Park the 372's scanner on one channel: at this time scale its simulated dwell would be a few wall
+    # milliseconds, shorter than the real-time pause the poller waits out, and no scanned channel would
+    # ever be read. (A `reset` fault puts it back to scanning, which the soak then also sees.)
+    from drivers.ls372 import Model372
+    from drivers.transport import TcpTransport
+    setup = Model372(TcpTransport(*e372.tcp.address), timeout=2)
+    setup.connect()
+    setup.set_scan("2", autoscan=False)
+    setup.close()
     router = Crossbar(work / "router", SERVER_SECRET, CONSUMER_SECRET)
     router.start()
     loop = Loop()
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         sim_days = e372.clock.now() / 86400 if hasattr(e372.clock, "now") else float("nan")
         print(f"soak: faults injected: {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
         print(f"soak: simulated {sim_days:.2f} days; temperatures now {json.loads(e372.control('status'))['temperatures']}")
+        print("soak: produced/stored per series: " + ", ".join(
+            f"{k.split('::')[-1] if '::' in k else k} {p}/{s}" for k, (p, s) in sorted(tally.per_series.items())))
         print(f"soak: late replies (slow fault, not counted as produced) {tally.late}; replies the faults garbled "
               f"{e372.ledger.faulted + e240.ledger.faulted}; foreign values stored {tally.foreign}")
         print(f"soak: served over WAMP {tally.served_wamp}, over HTTP (Grafana) {tally.served_http}; "
