@@ -85,7 +85,6 @@ class Outbox:
     def ack(self, batch: Batch) -> None:
         """The receiver has these rows: move the cursors, durably."""
         with self._lock:
-            cursors = self._load()
             moves = {}
             for sid, rows in batch.rows.items():
                 kind = batch.kinds.get(sid, "back")

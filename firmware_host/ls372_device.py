@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from drivers.curves import Curve
 

@@ -96,7 +96,7 @@ def appliance_config(tmp_path, emu372=None, emu240=None, extra: str = "", stale_
     if emu240 is not None:
         parts.append(f'[[instrument]]\nmodel = "240"\nname = "LSA24AZ"\ntransport = "serial"\n'
                      f'device = "{emu240.pty.link}"\ntimeout = 1.0\ninterval = {interval}\n')
-    parts.append(f'[polling]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n')
+    parts.append('[polling]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n')
     parts.append(f'[store]\npath = "{tmp_path / "kelvinpi.db"}"\ncommit_interval = 0.2\n')
     parts.append(f'[web]\nbind = "127.0.0.1"\nport = 0\nstale_after = {stale_after}\n')
     return "\n".join(parts) + extra
@@ -157,3 +157,58 @@ def fill_disk(path) -> None:
                 f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
+
+
+# -- the control room: one real crossbar router, a sisock hub and a consumer for the session ----------
+SERVER_SECRET = "kelvin&pi'test\"secret"
+CONSUMER_SECRET = "consumer-secret-for-tests"
+
+
+@pytest.fixture(scope="session")
+def router(tmp_path_factory):
+    from .routers import CROSSBAR, Crossbar
+
+    if not CROSSBAR.exists():
+        pytest.skip("crossbar venv missing: run `make test`")
+    cb = Crossbar(tmp_path_factory.mktemp("crossbar"), SERVER_SECRET, CONSUMER_SECRET)
+    cb.start()
+    yield cb
+    cb.stop()
+
+
+@pytest.fixture(scope="session")
+def wamp_loop():
+    from .routers import Loop
+
+    loop = Loop()
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture(scope="session")
+def hub(router, wamp_loop):
+    from .routers import Hub
+
+    h = Hub(wamp_loop, router)
+    assert h.joined.wait(30)
+    return h
+
+
+@pytest.fixture(scope="session")
+def consumer(router, wamp_loop, hub):
+    from .routers import Consumer
+
+    return Consumer(wamp_loop, router)
+
+
+def sisock_uplink(router, tmp_path) -> str:
+    """Config lines publishing the appliance's data nodes on the session's router."""
+    s = tmp_path / "wamp-secret"
+    s.write_text(SERVER_SECRET + "\n")
+    os.chmod(s, 0o600)
+    return f'\n[[uplink]]\nkind = "sisock"\nurl = "{router.wss_url}"\nsecret_file = "{s}"\nca_file = "{router.cert}"\n'
+
+
+def wait_nodes(consumer, names=("LSA23JD", "LSA24AZ"), timeout: float = 30) -> None:
+    """Until the appliance's data nodes are registered with the hub (their procedures callable)."""
+    wait_for(lambda: set(names) <= {n["name"] for n in consumer.nodes()}, timeout, what=f"data nodes {names}")

@@ -2,17 +2,13 @@
 with what readers are served (issue 6). Counts are printed so the run log is the evidence."""
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import time
-
-import pytest
 
 from appliance import config as _config
 from appliance.service import Appliance
 from firmware_host.emulator import Emulator
-from tests.conftest import appliance_config, fill_disk, wait_for
+from tests.conftest import appliance_config, fill_disk, sisock_uplink, start_appliance, wait_for, wait_nodes
 from tests.reconcile import reconcile
 
 
@@ -34,12 +30,12 @@ def _max_gap(db_path, name: str, t0: float, t1: float) -> float:
     return max((b - a for a, b in zip(ts, ts[1:])), default=float("inf"))
 
 
-def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240):
-    app = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240)))
-    app.start()
-    base = f"http://127.0.0.1:{app.web_address[1]}"
+def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, router, consumer):
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=sisock_uplink(router, tmp_path)))
+    base = app.base_url
     try:
         wait_for(lambda: all(p.health.connected for p in app.pollers), 20, what="both instruments connected")
+        wait_nodes(consumer)
         time.sleep(2)
         t_fault = time.time()
         # the 372: each fault, then recovery within its backoff (backoff_max 1 s + timeout 1 s)
@@ -71,7 +67,7 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240):
         assert max(recovery.values()) < 1.2 + 1.0 + 0.2 + 1.0, recovery
         quiesce(emu372, emu240)
         db = str(tmp_path / "kelvinpi.db")
-        tally = reconcile(db, {"LSA23JD": emu372, "LSA24AZ": emu240}, http_base=base)
+        tally = reconcile(db, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
     finally:
         app.stop()
     # the 240 went on reading while the 372 was faulted ...
@@ -83,7 +79,7 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240):
     assert emu240.ledger.faulted >= 2  # the faults really hit readings (the 372 ones mostly hit SCAN?)
     assert tally.lost == 0, tally.per_series
     assert tally.foreign == 0
-    assert tally.served_http == tally.stored
+    assert tally.served_wamp == tally.stored == tally.served_http
 
 
 def _metric(base: str, name: str) -> float:
@@ -96,13 +92,13 @@ def _metric(base: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372, emu240):
-    text = appliance_config(tmp_path, emu372, emu240).replace("read_heater = true", "read_heater = false")
+def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372, emu240, router, consumer):
+    text = appliance_config(tmp_path, emu372, emu240, extra=sisock_uplink(router, tmp_path))
+    text = text.replace("read_heater = true", "read_heater = false")
     text = text.replace(str(tmp_path / "kelvinpi.db"), str(small_disk / "kelvinpi.db"))
     text = text.replace("commit_interval = 0.2", "commit_interval = 0.2\nqueue_size = 300")
-    app = Appliance(_config.parse(text))
-    app.start()
-    base = f"http://127.0.0.1:{app.web_address[1]}"
+    app = start_appliance(text)
+    base = app.base_url
     filler = small_disk / "filler"
     try:
         wait_for(lambda: app.store.written > 100, 20, what="writing")
@@ -120,7 +116,8 @@ def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372,
         filler.unlink()  # space comes back
         wait_for(lambda: app.store.written > written + 100 and len(app.queue) < 100, 30, what="writes resumed")
         quiesce(emu372, emu240)
-        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240}, http_base=base)
+        wait_nodes(consumer)
+        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
         dropped = app.queue.dropped
     finally:
         app.stop()
@@ -128,11 +125,11 @@ def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372,
     print("disk full:", tally.line(), f"dropped={dropped} (counted)")
     assert dropped > 0
     assert tally.produced == tally.stored + dropped  # every reading is stored or counted as dropped
-    assert tally.foreign == 0 and tally.served_http == tally.stored
+    assert tally.foreign == 0 and tally.served_wamp == tally.stored == tally.served_http
     assert sqlite3.connect(app.store.path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, monkeypatch):
+def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, monkeypatch, router, consumer):
     """The wall clock jumps (NTP's first sync on a Pi without RTC) while polling: every reading is
     kept under its own key, each stretch stays in acquisition order, rollups equal the raw rows,
     and both jumps are recorded. The whole process sees the stepped clock, as on a real Pi."""
@@ -141,8 +138,7 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
     real_time = time.time
     offset = [0.0]
     monkeypatch.setattr(time, "time", lambda: real_time() + offset[0])
-    app = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240)))
-    app.start()
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=sisock_uplink(router, tmp_path)))
     watcher = threading.Thread(target=app.watch_clock, daemon=True)
     watcher.start()
     t_start = time.time()
@@ -154,15 +150,16 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
         offset[0] = 86400.0
         time.sleep(4)
         quiesce(emu372, emu240)
-        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240},
-                          http_base=f"http://127.0.0.1:{app.web_address[1]}")
+        wait_nodes(consumer)
+        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer,
+                          http_base=app.base_url)
         steps = app.clock_steps
     finally:
         app.stop()
         watcher.join(3)
     print("clock steps:", tally.line(), f"steps recorded={steps}")
     assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
-    assert tally.served_http == tally.stored
+    assert tally.served_wamp == tally.stored == tally.served_http
     db = sqlite3.connect(app.store.path)
     kinds = [r[0] for r in db.execute("SELECT detail FROM event WHERE kind='clock_step' ORDER BY id")]
     assert steps == 2 and len(kinds) == 2 and kinds[0].startswith("-36") and kinds[1].startswith("+90000")  # -1 h to +1 d

@@ -1,6 +1,5 @@
 """First-boot handling of the FAT partition (a temp dir stands in for it): good, malformed, hostile."""
 import json
-import os
 import stat
 
 import pytest

@@ -10,9 +10,7 @@ import sys
 import time
 import urllib.request
 
-import pytest
 
-from firmware_host.emulator import Emulator
 
 from .conftest import appliance_config, wait_for
 

@@ -7,45 +7,12 @@ import time
 
 import pytest
 
-from .conftest import appliance_config, start_appliance, wait_for
+from .conftest import CONSUMER_SECRET, SERVER_SECRET, appliance_config, start_appliance, wait_for
 from .reconcile import reconcile
 from .test_campaign import quiesce
-from .routers import CROSSBAR, Consumer, Crossbar, FeedListener, Hub, Influx, Loop
+from .routers import CROSSBAR, Crossbar, FeedListener, Influx
 
 pytestmark = pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
-
-SERVER_SECRET = "kelvin&pi'test\"secret"
-CONSUMER_SECRET = "consumer-secret-for-tests"
-
-
-
-
-@pytest.fixture(scope="module")
-def router(tmp_path_factory):
-    cb = Crossbar(tmp_path_factory.mktemp("crossbar"), SERVER_SECRET, CONSUMER_SECRET)
-    cb.start()
-    yield cb
-    cb.stop()
-
-
-@pytest.fixture(scope="module")
-def wamp_loop():
-    loop = Loop()
-    yield loop
-    loop.stop()
-
-
-@pytest.fixture(scope="module")
-def hub(router, wamp_loop):
-    h = Hub(wamp_loop, router)
-    assert h.joined.wait(30)
-    return h
-
-
-@pytest.fixture(scope="module")
-def consumer(router, wamp_loop, hub):
-    return Consumer(wamp_loop, router)
-
 
 def secret_file(tmp_path, text=SERVER_SECRET, mode=0o600):
     p = tmp_path / "wamp-secret"
