@@ -126,3 +126,42 @@ def test_cli_ready_line_and_sigterm(tmp_path):
         p2.send_signal(signal.SIGINT)
         assert p1.wait(10) == 0 and p2.wait(10) == 0
     assert not link.exists()
+
+
+def test_ledger_counts_only_readings_delivered_whole(emu372):
+    """The loss measurements rest on the ledger: whole replies count, faulted and late ones apart."""
+    import socket as _socket
+
+    def ask(line: str, timeout: float = 2.0) -> bytes:
+        with _socket.create_connection(emu372.tcp.address, timeout=timeout) as s:
+            s.sendall(line.encode() + b"\r\n")
+            s.settimeout(timeout)
+            data = b""
+            try:
+                while not data.endswith(b"\r\n"):
+                    chunk = s.recv(256)
+                    if not chunk:
+                        break
+                    data += chunk
+            except _socket.timeout:
+                pass
+            return data
+
+    reply = ask("KRDG? A;RDGR? A;RDGST? A")
+    k, r, _ = reply.decode().strip().split(";")
+    assert emu372.ledger.snapshot() == {("A", "kelvin"): [float(k)], ("A", "sensor"): [float(r)]}
+    ask("SCAN?;*IDN?")  # not readings
+    ask("KRDG? 99")  # an execution error: no reply, nothing counted
+    assert emu372.ledger.total() == 2
+    emu372.control("garbage 1")
+    ask("KRDG? A")
+    emu372.control("partial 1")
+    ask("RDGR? 5", timeout=0.5)
+    assert emu372.ledger.faulted == 2 and emu372.ledger.total() == 2
+    emu372.control("slow 0.3")
+    ask("KRDG? 5")
+    emu372.control("clear")
+    assert emu372.ledger.late_total() == 1 and emu372.ledger.total() == 2
+    ask("KRDG? 5;SRDG? 5")
+    assert emu372.ledger.counts() == {"5/kelvin": 1, "5/sensor": 1, "A/kelvin": 1, "A/sensor": 1}
+    assert '"5/kelvin": 1' in emu372.control("ledger")
