@@ -265,7 +265,7 @@ class Poller(threading.Thread):
                 self._take_snapshot()
             self.stop_event.wait(max(0.0, self.cfg.interval - (time.monotonic() - started)))
 
-    def cycle(self, out: list[Sample]) -> list[Sample]:
+    def cycle(self, out: list[Sample]) -> None:
         """One poll cycle; samples are appended to ``out`` as each exchange succeeds."""
         flags = self._flags()
         inst = self.instrument
@@ -288,4 +288,3 @@ class Poller(threading.Thread):
             for plan in self.plans.values():
                 out.extend(self._samples(plan, inst.read(int(plan.number), plan.sensor.units if plan.sensor else "V"),
                                          flags))
-        return out

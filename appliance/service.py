@@ -12,12 +12,12 @@ from cheroot import wsgi
 from . import __version__, sdnotify
 from .clock import clock_synchronised
 from .config import Config
+from .control import Control
 from .health import Watchdog
 from .metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store
-from .control import Control
 from .web import make_app
 
 log = logging.getLogger("kelvinpi")
@@ -106,8 +106,8 @@ class Appliance:
         # ok: every instrument answers and the store has committed recently (a past write error
         # that has since cleared does not keep the box "not ok")
         store_ok = st.last_commit == 0 or time.time() - st.last_commit < 10 * max(1.0, st.commit_interval)
-        ok = (all(i["connected"] for i in instruments) and store_ok and not self.queue.dropped
-              and st.last_error_t <= st.last_commit)
+        writing = st.last_error_t <= st.last_commit  # False while writes are failing
+        ok = all(i["connected"] for i in instruments) and store_ok and writing and not self.queue.dropped
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
             "config_error": self.config_error(),
@@ -120,7 +120,7 @@ class Appliance:
                       "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
                       "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,
                       "last_error": st.last_error, "queue": len(self.queue), "dropped": self.queue.dropped,
-                      "writing": st.last_error_t <= st.last_commit},  # False while writes are failing
+                      "writing": writing},
         }
 
     # -- life cycle ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from bottle import Bottle, HTTPError, request, response
 
 from drivers.readings import LS240_STATUS_BITS, LS372_STATUS_BITS, decode_status
 
+from .control import ControlRefused
 from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
 from .store import resolve_time
 
@@ -162,8 +163,6 @@ def make_app(app_state) -> Bottle:
 
     @app.post(f"{API}/control/<node>/setpoint")
     def control_setpoint(node):
-        from .control import ControlRefused
-
         ctl = app_state.control
         try:
             if ctl is None:
