@@ -147,21 +147,30 @@ def test_ledger_counts_only_readings_delivered_whole(emu372):
                 pass
             return data
 
+    from tests.conftest import wait_for
+
+    # the emulator notes a reply just after sending it: give its thread a moment
+    settle = lambda: time.sleep(0.2)  # noqa: E731
     reply = ask("KRDG? A;RDGR? A;RDGST? A")
     k, r, _ = reply.decode().strip().split(";")
+    wait_for(lambda: emu372.ledger.total() == 2, 5, what="the reading in the ledger")
     assert emu372.ledger.snapshot() == {("A", "kelvin"): [float(k)], ("A", "sensor"): [float(r)]}
     ask("SCAN?;*IDN?")  # not readings
-    ask("KRDG? 99")  # an execution error: no reply, nothing counted
+    ask("KRDG? 99", timeout=0.5)  # an execution error: no reply, nothing counted
+    settle()
     assert emu372.ledger.total() == 2
     emu372.control("garbage 1")
     ask("KRDG? A")
     emu372.control("partial 1")
     ask("RDGR? 5", timeout=0.5)
-    assert emu372.ledger.faulted == 2 and emu372.ledger.total() == 2
+    wait_for(lambda: emu372.ledger.faulted == 2, 5, what="two faulted replies")
+    assert emu372.ledger.total() == 2
     emu372.control("slow 0.3")
     ask("KRDG? 5")
     emu372.control("clear")
-    assert emu372.ledger.late_total() == 1 and emu372.ledger.total() == 2
+    wait_for(lambda: emu372.ledger.late_total() == 1, 5, what="a late reply")
+    assert emu372.ledger.total() == 2
     ask("KRDG? 5;SRDG? 5")
+    wait_for(lambda: emu372.ledger.total() == 4, 5, what="two more readings")
     assert emu372.ledger.counts() == {"5/kelvin": 1, "5/sensor": 1, "A/kelvin": 1, "A/sensor": 1}
     assert '"5/kelvin": 1' in emu372.control("ledger")
