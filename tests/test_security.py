@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -154,6 +155,6 @@ def test_bind_address_is_deliberate():
     """The front panel listens on the LAN on the Pi (its job), and on loopback in the demo."""
     assert _config.WebConfig().bind == "0.0.0.0"
     assert _config.load(ROOT / "appliance" / "demo.toml").web.bind == "127.0.0.1"
-    sample = subprocess.run(["python3", "-m", "appliance.cli", "sample-config"], cwd=ROOT, capture_output=True,
+    sample = subprocess.run([sys.executable, "-m", "appliance.cli", "sample-config"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60).stdout
     assert "bind" in sample and "[control]" in sample and "# enabled = false" in sample
