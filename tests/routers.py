@@ -149,6 +149,17 @@ def _transport(url: str, cert: Path | None):
     return t
 
 
+def _start(loop: Loop, comp: Component, joined: threading.Event) -> Component:
+    """Run a test-side session on the test loop; ``joined`` is cleared whenever it leaves."""
+
+    @comp.on_leave
+    async def left(session, details):
+        joined.clear()
+
+    loop.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(comp.start(loop=loop.loop)))
+    return comp
+
+
 class Hub:
     """sisock's hub procedures for the test (data_node.add / subtract / consumer.get_data_node),
     removing a node when its session leaves, like components/hub/hub.py inside crossbar."""
@@ -186,12 +197,7 @@ class Hub:
             await session.subscribe(on_leave, "wamp.session.on_leave")
             self.joined.set()
 
-        @comp.on_leave
-        async def left(session, details):
-            self.joined.clear()
-
-        self.comp = comp
-        loop.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(comp.start(loop=loop.loop)))
+        self.comp = _start(loop, comp, self.joined)
 
 
 class Consumer:
@@ -210,12 +216,7 @@ class Consumer:
             self.session = session
             self.joined.set()
 
-        @comp.on_leave
-        async def left(session, details):
-            self.joined.clear()
-
-        self.comp = comp
-        loop.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(comp.start(loop=loop.loop)))
+        self.comp = _start(loop, comp, self.joined)
 
     def call(self, uri: str, *args, **kw):
         assert self.joined.wait(30), "consumer never joined"
@@ -248,11 +249,7 @@ class FeedListener:
                                     options=SubscribeOptions(match="wildcard"))
             self.joined.set()
 
-        @comp.on_leave
-        async def left(session, details):
-            self.joined.clear()
-
-        loop.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(comp.start(loop=loop.loop)))
+        self.comp = _start(loop, comp, self.joined)
 
     def samples(self) -> dict[str, list[tuple[float, float]]]:
         out: dict[str, list] = {}

@@ -149,15 +149,14 @@ def test_ledger_counts_only_readings_delivered_whole(emu372):
 
     from tests.conftest import wait_for
 
-    # the emulator notes a reply just after sending it: give its thread a moment
-    settle = lambda: time.sleep(0.2)  # noqa: E731
+    # the emulator notes a reply just after sending it: wait for the note, bounded
     reply = ask("KRDG? A;RDGR? A;RDGST? A")
     k, r, _ = reply.decode().strip().split(";")
     wait_for(lambda: emu372.ledger.total() == 2, 5, what="the reading in the ledger")
     assert emu372.ledger.snapshot() == {("A", "kelvin"): [float(k)], ("A", "sensor"): [float(r)]}
     ask("SCAN?;*IDN?")  # not readings
     ask("KRDG? 99", timeout=0.5)  # an execution error: no reply, nothing counted
-    settle()
+    time.sleep(0.2)
     assert emu372.ledger.total() == 2
     emu372.control("garbage 1")
     ask("KRDG? A")
