@@ -7,6 +7,7 @@ exponential backoff with jitter while the server is away.
 from __future__ import annotations
 
 import base64
+import http.client
 import logging
 import random
 import threading
@@ -21,6 +22,7 @@ from .outbox import Batch, Outbox
 from .store import FieldInfo, Store
 
 log = logging.getLogger("kelvinpi.influx")
+REFUSED = (400, 413, 422)  # the request itself is wrong: retrying the same points can never succeed
 
 
 def _escape(s: str, extra: str = "") -> str:
@@ -78,9 +80,14 @@ class InfluxUplinkRunner(threading.Thread):
         req = urllib.request.Request(self.write_url, data=body, headers=self.headers, method="POST")
         with urllib.request.urlopen(req, timeout=15) as r:
             if r.status not in (200, 204):
-                raise RuntimeError(f"InfluxDB answered {r.status}")
+                raise http.client.HTTPException(f"InfluxDB answered {r.status}")
 
     def run(self) -> None:
+        """Send, acknowledge, repeat; any failure is counted, shown, and retried with backoff.
+
+        Nothing ends this loop but ``stop()``: a server answering nonsense, a store that cannot
+        commit the cursor, or a bug in a batch all keep the data and try again later.
+        """
         delay = 1.0
         last_backlog = 0.0
         while not self._halt.is_set():
@@ -94,7 +101,7 @@ class InfluxUplinkRunner(threading.Thread):
                     continue
                 lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root)
                 if lines:
-                    self.post(lines)
+                    self.refuse(self.post_isolating(lines))
                 self.outbox.ack(batch)
                 self.health.sent += len(batch)
                 self.health.connected = True
@@ -102,15 +109,46 @@ class InfluxUplinkRunner(threading.Thread):
                 delay = 1.0
                 if len(batch) < self.outbox.limit:
                     self._halt.wait(1.0)
+                continue
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode("utf-8", "replace")
                 self._failed(f"HTTP {exc.code}: {detail}", "http")
-                self._halt.wait(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 60.0)
-            except (urllib.error.URLError, OSError, RuntimeError) as exc:
-                self._failed(str(getattr(exc, "reason", exc)), "connection")
-                self._halt.wait(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 60.0)
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                self._failed(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", "connection")
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a batch or the store throws
+                log.exception("influxdb uplink %s: unexpected error (retrying)", self.cfg.url)
+                self._failed(f"{type(exc).__name__}: {exc}", "internal")
+            self._halt.wait(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 60.0)
+
+    def post_isolating(self, lines: list[str]) -> list[tuple[str, str]]:
+        """Post; if InfluxDB refuses the batch as malformed, halve it until the bad points are alone.
+
+        Returns the refused points with the reason. Re-posting points that were accepted is
+        harmless: InfluxDB keeps one value per series, field and time.
+        """
+        try:
+            self.post(lines)
+            return []
+        except urllib.error.HTTPError as exc:
+            if exc.code not in REFUSED:
+                raise
+            if len(lines) == 1:
+                return [(lines[0], f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace').strip()}")]
+        mid = len(lines) // 2
+        return self.post_isolating(lines[:mid]) + self.post_isolating(lines[mid:])
+
+    def refuse(self, refused: list[tuple[str, str]]) -> None:
+        """Points InfluxDB will never take: skipped, counted, and named in an event."""
+        if not refused:
+            return
+        self.health.errors["refused"] += len(refused)
+        self.health.last_error = f"{len(refused)} point(s) refused: {refused[0][1]}"
+        shown = "; ".join(f"{line[:160]} ({why[:160]})" for line, why in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        log.error("influxdb %s refused %d point(s), skipped: %s%s", self.cfg.url, len(refused), shown, more)
+        self.store.event("uplink_refused", None, f"{self.uplink_name} influxdb refused {len(refused)} point(s):"
+                                                 f" {shown}{more}")
 
     def _failed(self, message: str, kind: str) -> None:
         if self.health.connected or not self.health.errors:

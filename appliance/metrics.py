@@ -71,6 +71,11 @@ class ApplianceCollector:
         yield CounterMetricFamily("kelvinpi_store_write_errors", "Failed store writes (data kept in memory)",
                                   value=store.write_errors)
         yield GaugeMetricFamily("kelvinpi_queue_samples", "Samples waiting for the store", value=len(app.queue))
+        yield GaugeMetricFamily("kelvinpi_store_records_queued", "Events, snapshots and cursor moves waiting for"
+                                " the store", value=store.records_queued())
+        yield CounterMetricFamily("kelvinpi_store_records_dropped", "Events, snapshots and cursor moves dropped from"
+                                  " a full memory queue", value=store.records_dropped)
+        yield CounterMetricFamily("kelvinpi_store_sealed_blocks", "Compressed blocks sealed", value=store.sealed_blocks)
         yield CounterMetricFamily("kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue",
                                   value=app.queue.dropped)
         synced = app.clock_synced()

@@ -93,38 +93,51 @@ class OcsUplinkRunner:
         # give them a moment, or the first backfill messages reach nobody.
         await asyncio.sleep(self.cfg.rejoin_delay)
         root = self.cfg.address_root
-        last_heartbeat = 0.0
-        last_backlog = 0.0
+        self._last_heartbeat = self._last_backlog = 0.0
+        delay = 1.0
         while session.is_attached():
-            now = time.time()
-            if now - last_heartbeat >= 1.0:
-                last_heartbeat = now
-                for node, model in self.models.items():
-                    hb = feed_info(root, node, model, "heartbeat", self.session_id, record=False)
-                    session.publish(hb["address"], [{"acq": 3}, hb])
-            if now - last_backlog >= 5.0:
-                last_backlog = now
-                self.health.backlog = await loop.run_in_executor(None, self.outbox.backlog)
-            batch = await loop.run_in_executor(None, self.outbox.take)
-            if not len(batch):
-                await asyncio.sleep(0.5)
-                continue
-            fields = await loop.run_in_executor(None, self.outbox.fields)
             try:
-                for node, blocks in blocks_for(batch, fields).items():
-                    feed = feed_info(root, node, self.models.get(node, ""), "temperatures", self.session_id)
-                    await session.publish(feed["address"], [blocks, feed], options=PublishOptions(acknowledge=True))
-            except Exception as exc:  # not acknowledged: keep the cursor, retry after reconnect
-                self.health.errors["publish"] += 1
-                self.health.last_error = f"publish: {exc}"
-                log.warning("ocs: publish not acknowledged (%s); will resend", exc)
-                await asyncio.sleep(1.0)
-                continue
-            await loop.run_in_executor(None, self.outbox.ack, batch)
-            self.health.sent += len(batch)
-            self.health.last_success = time.time()
-            if len(batch) < self.outbox.limit:
-                await asyncio.sleep(0.5)
+                await self._step(session, loop, root)
+                delay = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - store errors, bad batches: count, show, retry
+                self.health.errors["internal"] += 1
+                self.health.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("ocs: uplink step failed (keeping data, retrying in %.0f s)", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _step(self, session, loop, root: str) -> None:
+        now = time.time()
+        if now - self._last_heartbeat >= 1.0:
+            self._last_heartbeat = now
+            for node, model in self.models.items():
+                hb = feed_info(root, node, model, "heartbeat", self.session_id, record=False)
+                session.publish(hb["address"], [{"acq": 3}, hb])
+        if now - self._last_backlog >= 5.0:
+            self._last_backlog = now
+            self.health.backlog = await loop.run_in_executor(None, self.outbox.backlog)
+        batch = await loop.run_in_executor(None, self.outbox.take)
+        if not len(batch):
+            await asyncio.sleep(0.5)
+            return
+        fields = await loop.run_in_executor(None, self.outbox.fields)
+        try:
+            for node, blocks in blocks_for(batch, fields).items():
+                feed = feed_info(root, node, self.models.get(node, ""), "temperatures", self.session_id)
+                await session.publish(feed["address"], [blocks, feed], options=PublishOptions(acknowledge=True))
+        except Exception as exc:  # not acknowledged: keep the cursor, retry after reconnect
+            self.health.errors["publish"] += 1
+            self.health.last_error = f"publish: {exc}"
+            log.warning("ocs: publish not acknowledged (%s); will resend", exc)
+            await asyncio.sleep(1.0)
+            return
+        await loop.run_in_executor(None, self.outbox.ack, batch)
+        self.health.sent += len(batch)
+        self.health.last_success = time.time()
+        if len(batch) < self.outbox.limit:
+            await asyncio.sleep(0.5)
 
     def stop(self) -> None:
         pass

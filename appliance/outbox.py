@@ -1,25 +1,33 @@
-"""Store-and-forward: a durable per-series cursor in the store, advanced only on acknowledgement.
+"""Store-and-forward by insertion sequence number, advanced only on acknowledgement.
 
-Each push uplink (OCS feed, InfluxDB) owns cursors ``(uplink name, series) -> last sent t``.
-``take()`` returns the oldest unsent rows of every series (backfill, oldest first) and, while
-a series has a backlog, also its newest rows ("live"), so an outage's backfill never starves
-live data. ``ack()`` makes the delivery durable; a crash before ``ack`` only means a resend.
+Each push uplink (OCS feed, InfluxDB) owns one durable cursor: ``position`` (every sample with
+a sequence number at or below it is acknowledged) and the acknowledged ranges above it. A
+sample's sequence number is given by the store's writer when it is stored, so a clock step,
+a series created while the uplink was down, or a restart can never hide a row behind the
+cursor: ``take()`` returns the oldest unacknowledged samples (backfill) and, while there is a
+backlog, also the newest ones ("live"), so an outage's backfill never starves live data.
+``ack()`` records exactly the ranges the batch covered; a second outage during a backfill,
+or a crash before the cursor is committed, only means a resend.
 """
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
-from .store import FieldInfo, Store
+import numpy as np
+
+from .store import FieldInfo, Store, _merge
+
+LIVE_SHARE = 5  # while backfilling, 1/5 of a batch is the newest samples
 
 
 @dataclass
 class Batch:
-    """Rows to send, per series: (t_ms, value, status)."""
+    """Rows to send, per series: (t_ms, value, status); ``covered``: the sequence ranges it acknowledges."""
 
     rows: dict[int, list[tuple[int, float | None, int]]] = field(default_factory=dict)
-    kinds: dict[int, str] = field(default_factory=dict)  # "back" or "live" per series
+    covered: list[list[int]] = field(default_factory=list)
+    kinds: dict[int, str] = field(default_factory=dict)  # "back", "live" or "back+live" per series
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -29,107 +37,103 @@ class Outbox:
     def __init__(self, store: Store, name: str, nodes: set[str] | None = None, limit: int = 500) -> None:
         self.store, self.name, self.nodes, self.limit = store, name, nodes, limit
         self._lock = threading.Lock()
-        self._ahead: dict[int, tuple[int, int]] = {}  # live rows already sent past a backlog: (lo, hi)
-        self._cursors: dict[int, int] | None = None
+        self.position = 0
+        self.acked: list[list[int]] = []
+        self._loaded = False
 
     def fields(self) -> dict[int, FieldInfo]:
         return {f.id: f for f in self.store.fields() if self.nodes is None or f.node in self.nodes}
 
-    def _load(self) -> dict[int, int]:
-        if self._cursors is None:
-            rows = self.store.reader().execute("SELECT series, position FROM cursor WHERE name=?", (self.name,))
-            self._cursors = {s: p for s, p in rows}
-        return self._cursors
+    def _load(self) -> None:
+        if not self._loaded:
+            saved = self.store.load_cursor(self.name)
+            if saved is not None:
+                self.position, self.acked = saved
+            self._loaded = True
 
     def start_from_now(self) -> None:
-        """A newly configured uplink starts at the newest stored sample, not at the dawn of the store."""
-        cursors = self._load()
-        conn = self.store.reader()
-        new = {}
-        for sid in self.fields():
-            if sid not in cursors:
-                row = conn.execute("SELECT max(t) FROM raw WHERE series=?", (sid,)).fetchone()
-                new[sid] = row[0] or 0
-        if new:
-            self._save(new)
+        """A newly configured uplink starts after the newest stored sample, not at the dawn of the store.
+
+        The cursor is saved at once: a restart before the first acknowledgement (the server
+        unreachable from the start) resumes here, and everything stored since is sent.
+        """
+        with self._lock:
+            saved = self.store.load_cursor(self.name)
+            if saved is None:
+                self.position, self.acked = self.store.next_seq() - 1, []
+                self.store.save_cursor(self.name, self.position, [])
+            else:
+                self.position, self.acked = saved
+            self._loaded = True
+        self.store.register_uplink(self.name, self)
+
+    def _gaps(self) -> list[tuple[int, int]]:
+        """Unacknowledged (lo, hi] ranges in order; the last is open-ended."""
+        out, lo = [], self.position
+        for a, b in self.acked:
+            out.append((lo, a - 1))
+            lo = b
+        out.append((lo, 1 << 62))
+        return out
 
     def take(self) -> Batch:
         """The next rows to send (read-only; nothing moves until ``ack``)."""
         with self._lock:
-            cursors = self._load()
-            conn = self.store.reader()
+            self._load()
+            sids = set(self.fields())
             batch = Batch()
-            for sid in self.fields():
-                cur = cursors.get(sid, 0)
-                ahead = self._ahead.get(sid)
-                upper = ahead[0] if ahead else 1 << 62
-                back = conn.execute(
-                    "SELECT t, value, status FROM raw WHERE series=? AND t>? AND t<? ORDER BY t LIMIT ?",
-                    (sid, cur, upper, self.limit)).fetchall()
-                if len(back) == self.limit:
-                    # a backlog: also send the newest rows so live data keeps flowing
-                    live_from = max(cur, ahead[1] if ahead else back[-1][0])
-                    live = conn.execute(
-                        "SELECT t, value, status FROM raw WHERE series=? AND t>? ORDER BY t DESC LIMIT ?",
-                        (sid, live_from, max(1, self.limit // 5))).fetchall()
-                    live.reverse()
-                    if live and (ahead or live[0][0] > back[-1][0]):
-                        batch.rows[sid] = back + live
-                        batch.kinds[sid] = f"back+live:{len(back)}"
-                        continue
-                if back:
-                    batch.rows[sid] = back
-                    batch.kinds[sid] = "back"
+            got: list[tuple] = []
+            for lo, hi in self._gaps():
+                rows = self.store.by_seq(sids, lo, hi, self.limit - len(got))
+                got.extend(rows)
+                if len(got) >= self.limit:
+                    batch.covered.append([lo + 1, rows[-1][0]])
+                    break
+                if hi < 1 << 62:
+                    batch.covered.append([lo + 1, hi])  # scanned whole: nothing else of ours in it
+                elif rows:
+                    batch.covered.append([lo + 1, rows[-1][0]])
+            kinds = {r[1]: "back" for r in got}
+            if len(got) >= self.limit:
+                # a backlog: also the newest rows, so live data keeps flowing
+                live_from = max(got[-1][0], self.acked[-1][1] if self.acked else 0)
+                n_live = max(1, self.limit // LIVE_SHARE)
+                live = self.store.by_seq(sids, live_from, 1 << 62, n_live, newest=True)
+                if live:
+                    batch.covered.append([live_from + 1 if len(live) < n_live else live[0][0], live[-1][0]])
+                    for r in live:
+                        kinds[r[1]] = "back+live" if kinds.get(r[1], "live") != "live" else "live"
+                    got.extend(live)
+            for seq, sid, t, v, st in got:
+                batch.rows.setdefault(sid, []).append((t, v, st))
+            batch.kinds = kinds
             return batch
 
     def ack(self, batch: Batch) -> None:
-        """The receiver has these rows: move the cursors, durably."""
+        """The receiver has these rows: move the cursor (durable at the writer's next commit)."""
+        if not batch.covered:
+            return
         with self._lock:
-            moves = {}
-            for sid, rows in batch.rows.items():
-                kind = batch.kinds.get(sid, "back")
-                if kind.startswith("back+live"):
-                    n_back = int(kind.split(":")[1])
-                    back, live = rows[:n_back], rows[n_back:]
-                    lo = self._ahead[sid][0] if sid in self._ahead else live[0][0]
-                    self._ahead[sid] = (lo, live[-1][0])
-                    moves[sid] = back[-1][0]
-                else:
-                    moves[sid] = rows[-1][0]
-                    ahead = self._ahead.get(sid)
-                    if ahead and len(rows) < self.limit:
-                        # backfill reached the rows already sent live: jump over them
-                        moves[sid] = ahead[1]
-                        del self._ahead[sid]
-            self._save(moves)
+            self._load()
+            self.position, self.acked = _merge(self.position, self.acked + batch.covered)
+            self.store.save_cursor(self.name, self.position, [list(r) for r in self.acked])
 
-    def _save(self, moves: dict[int, int]) -> None:
-        cursors = self._load()
-        now = time.time()
-        with self.store._write_lock:
-            conn = self.store._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO cursor(name, series, position, updated) VALUES (?,?,?,?) ON CONFLICT(name, series)"
-                    " DO UPDATE SET position=excluded.position, updated=excluded.updated",
-                    [(self.name, sid, pos, now) for sid, pos in moves.items()])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        cursors.update(moves)
+    def first_unacked(self) -> int:
+        with self._lock:
+            return self.position + 1
+
+    def unacked_among(self, seqs: np.ndarray) -> int:
+        """How many of these sequence numbers this uplink has not acknowledged (size-cap accounting)."""
+        with self._lock:
+            done = seqs <= self.position
+            for a, b in self.acked:
+                done |= (seqs >= a) & (seqs <= b)
+            return int((~done).sum())
 
     def backlog(self) -> int:
-        """Rows not yet acknowledged (counted over the PK range; called every few seconds)."""
-        cursors = self._load()
-        conn = self.store.reader()
-        total = 0
-        for sid in self.fields():
-            total += conn.execute("SELECT count(*) FROM raw WHERE series=? AND t>?",
-                                  (sid, cursors.get(sid, 0))).fetchone()[0]
-            ahead = self._ahead.get(sid)
-            if ahead:
-                total -= conn.execute("SELECT count(*) FROM raw WHERE series=? AND t>=? AND t<=?",
-                                      (sid, ahead[0], ahead[1])).fetchone()[0]
-        return max(0, total)
+        """Samples not yet acknowledged (called every few seconds)."""
+        with self._lock:
+            self._load()
+            gaps = self._gaps()
+        sids = set(self.fields())
+        return sum(self.store.count_by_seq(sids, lo, hi) for lo, hi in gaps)

@@ -58,7 +58,9 @@ class Appliance:
         self.started = time.time()
         self.stop_event = threading.Event()
         sc = config.store
-        self.store = Store(sc.path, sc.raw_retention_days, sc.rollup_retention_days, sc.max_size_mb, sc.commit_interval)
+        # a migration of a big store can take minutes: tell systemd we are still starting, not hung
+        self.store = Store(sc.path, sc.raw_retention_days, sc.rollup_retention_days, sc.max_size_mb, sc.commit_interval,
+                           progress=lambda: sdnotify.notify("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating the store"))
         self.queue = SampleQueue(sc.queue_size)
         enabled = [i for i in config.instrument if i.enabled]
         self.watchdog = Watchdog(sdnotify.notify, [i.name for i in enabled]) if sdnotify.watchdog_interval() else None
@@ -107,7 +109,8 @@ class Appliance:
         # that has since cleared does not keep the box "not ok")
         store_ok = st.last_commit == 0 or time.time() - st.last_commit < 10 * max(1.0, st.commit_interval)
         writing = st.last_error_t <= st.last_commit  # False while writes are failing
-        ok = all(i["connected"] for i in instruments) and store_ok and writing and not self.queue.dropped
+        ok = (all(i["connected"] for i in instruments) and store_ok and writing and not self.queue.dropped
+              and not st.records_dropped)
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
             "config_error": self.config_error(),
@@ -120,7 +123,8 @@ class Appliance:
                       "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
                       "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,
                       "last_error": st.last_error, "queue": len(self.queue), "dropped": self.queue.dropped,
-                      "writing": writing},
+                      "records_queued": st.records_queued(), "records_dropped": st.records_dropped,
+                      "sealed_blocks": st.sealed_blocks, "writing": writing},
         }
 
     # -- life cycle ------------------------------------------------------------------

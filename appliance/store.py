@@ -1,23 +1,32 @@
-"""The SQLite store: one writer thread, readers on their own connections.
+"""The SQLite store: one writer thread appends, sealed blocks keep history, readers anywhere.
 
 Layout (schema version in ``meta``):
 
 * ``series``   one row per ``node::field`` ever seen (units, timeline, description).
-* ``raw``      (series, t_ms) -> value, status. WITHOUT ROWID, so the primary key *is*
-               the table. A value the instrument flagged is NULL with its status bits.
-* ``rollup``   (tier, series, bucket) -> n, sum, min, max for tiers of 10 s, 1 min,
-               10 min and 1 h, maintained as batches arrive, so that a query over
-               months reads a few thousand rows per field.
-* ``latest``   the newest sample of each series (front panel, /metrics).
-* ``snapshot`` instrument configuration (names, curves, scan settings) whenever it changes.
-* ``event``    gaps, reconnects, clock steps, dropped samples: what a 3 a.m. reader needs.
-* ``cursor``   durable positions of the store-and-forward uplinks.
+* ``raw``      the hot tail: (seq, series, t_ms, value, status), a rowid table keyed by the
+               insertion sequence number and nothing else: it grows at its right edge, so a
+               commit of a second's readings writes about 1.5 pages, not a page per series
+               (an index on time alone cost 2.4 more pages per commit). That is what keeps the
+               SD card's wear near an fsynced log's. The tail holds about an hour, so a query
+               scans it whole, once per request for all the series it asks for.
+* ``block``    older samples, one block per series per hour, compressed losslessly
+               (``appliance.blocks``: times, sequence numbers, status bits, values, NULLs).
+* ``rollup``   (tier, series, bucket) -> n, sum, min, max for 1 min, 10 min and 1 h buckets,
+               added when a block is sealed (never rewritten per commit). The 10 s tier and
+               the hot tail are aggregated when asked: they are a few blocks at most.
+* ``snapshot`` instrument configuration whenever it changes (volatile state left out).
+* ``event``    gaps, reconnects, clock steps, retention, refused points: what a 3 a.m. reader needs.
+* ``outbox``   durable store-and-forward cursors: per uplink, the sequence number below which
+               everything is acknowledged, and the acknowledged ranges above it.
 
-Commits are batched (about once a second) with ``synchronous=FULL`` in WAL mode, so a
-power cut loses at most the batch not yet committed and never corrupts the file.
+Only the writer thread writes the file: samples come from the poller queue, events,
+snapshots and cursor moves from ``self._records``; neither ever blocks nor raises on the
+caller's side. Commits are batched (``commit_interval``) with ``synchronous=FULL`` in WAL
+mode, so a power cut loses at most the batch not yet committed and never corrupts the file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -25,20 +34,29 @@ import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-import sqlite_utils
+import numpy as np
 
-from .samples import FLAG_INVALID, FLAG_TIME_NUDGED, Sample, SampleQueue, SeriesKey
+from . import blocks
+from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, SeriesKey
 
 log = logging.getLogger("kelvinpi.store")
 
-SCHEMA_VERSION = 1
-TIERS = (10, 60, 600, 3600)  # rollup bucket widths in seconds
+SCHEMA_VERSION = 2
+TIERS = (10, 60, 600, 3600)  # rollup bucket widths in seconds, as queries choose them
+STORED_TIERS = (60, 600, 3600)  # kept as rows; 10 s is computed from blocks when asked
+BLOCK_MS = 3600_000  # one block per series per hour
+SEAL_DELAY = 600  # an hour is sealed this many seconds after it ends (late readings still land in raw)
+HOT_MAX = 400_000  # past this many hot rows (a clock stepped back a day) the oldest hour is sealed anyway
+BULK_MIN = 5000  # a batch this large (import, bench) writes its sealed hours straight into blocks
 DEFAULT_MAX_POINTS = 5000
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
+RECORD_QUEUE = 20_000  # events, snapshots, cursor moves waiting for the writer
+STEP_SECONDS = 0.1  # longest a retention or sealing step holds the write lock (about)
 
 
 def resolve_time(t: float | None, now: float | None = None, default: float = 0.0) -> float:
@@ -75,40 +93,62 @@ class SeriesData:
     max: list[float | None] | None = None
 
 
-MIGRATIONS: list[str] = [
-    # version 1
-    """
-    CREATE TABLE IF NOT EXISTS series (
-        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, node TEXT NOT NULL, field TEXT NOT NULL,
-        units TEXT NOT NULL, timeline TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
-        ocs TEXT NOT NULL DEFAULT ''
-    );
-    CREATE TABLE IF NOT EXISTS raw (
-        series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL, status INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (series, t)
-    ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS rollup (
-        tier INTEGER NOT NULL, series INTEGER NOT NULL, bucket INTEGER NOT NULL,
-        n INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
-        PRIMARY KEY (tier, series, bucket)
-    ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS latest (
-        series INTEGER PRIMARY KEY, t REAL NOT NULL, value REAL, status INTEGER NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS snapshot (
-        id INTEGER PRIMARY KEY, node TEXT NOT NULL, t REAL NOT NULL, digest TEXT NOT NULL, config TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS snapshot_node_t ON snapshot(node, t);
-    CREATE TABLE IF NOT EXISTS event (
-        id INTEGER PRIMARY KEY, t REAL NOT NULL, node TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX IF NOT EXISTS event_t ON event(t);
-    CREATE TABLE IF NOT EXISTS cursor (
-        name TEXT NOT NULL, series INTEGER NOT NULL, position INTEGER NOT NULL, updated REAL,
-        PRIMARY KEY (name, series)
-    ) WITHOUT ROWID;
-    """,
-]
+V1 = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, node TEXT NOT NULL, field TEXT NOT NULL,
+    units TEXT NOT NULL, timeline TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
+    ocs TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS raw (
+    series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL, status INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (series, t)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup (
+    tier INTEGER NOT NULL, series INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
+    PRIMARY KEY (tier, series, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (
+    series INTEGER PRIMARY KEY, t REAL NOT NULL, value REAL, status INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot (
+    id INTEGER PRIMARY KEY, node TEXT NOT NULL, t REAL NOT NULL, digest TEXT NOT NULL, config TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshot_node_t ON snapshot(node, t);
+CREATE TABLE IF NOT EXISTS event (
+    id INTEGER PRIMARY KEY, t REAL NOT NULL, node TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS event_t ON event(t);
+CREATE TABLE IF NOT EXISTS cursor (
+    name TEXT NOT NULL, series INTEGER NOT NULL, position INTEGER NOT NULL, updated REAL,
+    PRIMARY KEY (name, series)
+) WITHOUT ROWID;
+"""
+
+V2_TABLES = """
+CREATE TABLE raw2 (
+    seq INTEGER PRIMARY KEY, series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL,
+    status INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE block (
+    id INTEGER PRIMARY KEY, series INTEGER NOT NULL, hour INTEGER NOT NULL, t0 INTEGER NOT NULL,
+    t1 INTEGER NOT NULL, seq0 INTEGER NOT NULL, seq1 INTEGER NOT NULL, n INTEGER NOT NULL,
+    flags INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX block_series_hour ON block(series, hour);
+CREATE INDEX block_hour ON block(hour);
+CREATE INDEX block_seq1 ON block(seq1);
+CREATE TABLE outbox (
+    name TEXT PRIMARY KEY, position INTEGER NOT NULL, acked TEXT NOT NULL DEFAULT '[]', updated REAL
+);
+"""
+V2_FINISH = """
+DROP TABLE raw;
+ALTER TABLE raw2 RENAME TO raw;
+DROP TABLE latest;
+DROP TABLE cursor;
+"""
+MIGRATIONS: list[str] = [V1, V2_TABLES + V2_FINISH]  # kept for reference; open_db runs them
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -119,8 +159,95 @@ def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def open_db(path: Path | str) -> sqlite_utils.Database:
-    """Open (creating or migrating) the store file; WAL, incremental auto-vacuum."""
+def _script(conn: sqlite3.Connection, sql: str) -> None:
+    """Run a schema script statement by statement: ``executescript`` would COMMIT the open transaction."""
+    for stmt in sql.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
+def _seal_rows(conn: sqlite3.Connection, sid: int, rows: list[tuple], rollups: bool = True) -> int:
+    """Write (seq, t, value, status) rows of one series as blocks, one per hour; add their rollups."""
+    by_hour: dict[int, list[tuple]] = {}
+    for r in rows:
+        by_hour.setdefault(r[1] // BLOCK_MS * BLOCK_MS, []).append(r)
+    for hour, hrows in by_hour.items():
+        c = blocks.columns(hrows)
+        flags = int(np.bitwise_or.reduce(c.status)) if len(c) else 0
+        conn.execute("INSERT INTO block(series, hour, t0, t1, seq0, seq1, n, flags, data) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (sid, hour // 1000, int(c.t[0]), int(c.t[-1]), int(c.seq.min()), int(c.seq.max()), len(c),
+                      flags, blocks.encode(c)))
+        if rollups:
+            for tier in STORED_TIERS:
+                conn.executemany(
+                    "INSERT INTO rollup(tier, series, bucket, n, sum, min, max) VALUES (?,?,?,?,?,?,?)"
+                    " ON CONFLICT(tier, series, bucket) DO UPDATE SET n=n+excluded.n, sum=sum+excluded.sum,"
+                    " min=min(min, excluded.min), max=max(max, excluded.max)",
+                    [(tier, sid, *s) for s in blocks.summaries(c, tier)])
+    return len(by_hour)
+
+
+def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[], None] | None = None) -> None:
+    """v1 -> v2 inside the caller's transaction: every raw row into blocks, cursors into ranges.
+
+    Sequence numbers are given series by series in time order, so each v1 cursor (a time per
+    series) becomes exactly one acknowledged range per series: nothing resent, nothing skipped.
+    v1's rollups already count every v1 row (and rows retention has deleted), so they are kept
+    as they are and the sealed blocks do not add to them again.
+    """
+    _script(conn, V2_TABLES)
+    cursors: dict[str, dict[int, int]] = {}
+    for name, sid, pos in conn.execute("SELECT name, series, position FROM cursor"):
+        cursors.setdefault(name, {})[sid] = pos
+    acked: dict[str, list[list[int]]] = {name: [] for name in cursors}
+    seq = 0
+    for (sid,) in conn.execute("SELECT id FROM series ORDER BY id").fetchall():
+        rows = conn.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY t", (sid,)).fetchall()
+        if not rows:
+            continue
+        base = seq + 1
+        numbered = [(base + i, t, v, st) for i, (t, v, st) in enumerate(rows)]
+        seq += len(rows)
+        for start in range(0, len(numbered), 200_000):
+            _seal_rows(conn, sid, numbered[start:start + 200_000], rollups=False)
+            if progress:
+                progress()
+        for name, pos in cursors.items():
+            if sid in pos:
+                sent = conn.execute("SELECT count(*) FROM raw WHERE series=? AND t<=?", (sid, pos[sid])).fetchone()[0]
+                if sent:
+                    acked[name].append([base, base + sent - 1])
+    for name, ranges in acked.items():
+        position, rest = _merge(0, ranges)
+        conn.execute("INSERT OR REPLACE INTO outbox(name, position, acked, updated) VALUES (?,?,?,?)",
+                     (name, position, json.dumps(rest), time.time()))
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(seq + 1),))
+    conn.execute("DELETE FROM rollup WHERE tier=10")  # v2 computes 10 s buckets from the blocks
+    _script(conn, V2_FINISH)
+
+
+def _merge(position: int, ranges: list[list[int]]) -> tuple[int, list[list[int]]]:
+    """Acknowledged ranges merged; those reaching ``position + 1`` move the position."""
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if b <= position:
+            continue
+        a = max(a, position + 1)
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    while out and out[0][0] <= position + 1:
+        position = max(position, out.pop(0)[1])
+    return position, out
+
+
+def open_db(path: Path | str, progress: Callable[[], None] | None = None) -> sqlite3.Connection:
+    """Open (creating or migrating) the store file; WAL, incremental auto-vacuum.
+
+    Each migration runs in one transaction with its version bump: a power cut during it
+    leaves the file as it was before.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = not path.exists() or path.stat().st_size == 0
@@ -128,56 +255,37 @@ def open_db(path: Path | str) -> sqlite_utils.Database:
     if fresh:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # must precede the first table
         conn.execute("PRAGMA page_size=4096")
-    db = sqlite_utils.Database(conn)
-    db.enable_wal()
+    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    if not db["meta"].exists():
-        db["meta"].create({"key": str, "value": str}, pk="key")
-    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"{path} has schema version {version}, newer than this kelvinpi ({SCHEMA_VERSION})")
-    for v in range(version, SCHEMA_VERSION):
-        log.info("migrating %s to schema version %d", path, v + 1)
-        conn.executescript("BEGIN;" + MIGRATIONS[v] + "COMMIT;")
-        db["meta"].upsert({"key": "schema_version", "value": str(v + 1)}, pk="key")
-    return db
+    if version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 0:
+                _script(conn, V1 + V2_TABLES + V2_FINISH)
+            else:
+                log.info("migrating %s from schema version %d to %d", path, version, SCHEMA_VERSION)
+                _migrate_v1(conn, progress)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return conn
 
 
-class Store:
-    """Single-writer SQLite store with sisock-style queries."""
+class StoreReader:
+    """Queries over a store file: usable from any thread, or any process (read-only)."""
 
-    def __init__(self, path: Path | str, raw_retention_days: float = 90, rollup_retention_days: float = 3650,
-                 max_size_mb: float = 4096, commit_interval: float = 1.0) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.raw_retention = raw_retention_days * 86400
-        self.rollup_retention = rollup_retention_days * 86400
-        self.max_bytes = int(max_size_mb * 1024 * 1024)
-        self.commit_interval = commit_interval
-        self.db = open_db(self.path)
-        self._wconn = self.db.conn
-        self._series: dict[str, int] = {
-            name: sid for sid, name in self._wconn.execute("SELECT id, name FROM series")
-        }
         self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.queue: SampleQueue | None = None
-        # health, read by web and metrics
-        self.written = 0
-        self.commits = 0
-        self.last_commit = 0.0
-        self.last_commit_seconds = 0.0
-        self.write_errors = 0
-        self.last_error: str | None = None
-        self.last_error_t = 0.0
-        self.nudged = 0
-        self._last_retention = 0.0
-        row = self._wconn.execute("SELECT value FROM meta WHERE key='raw_floor_ms'").fetchone()
-        self._raw_floor_ms = int(row[0]) if row else 0
 
-    # -- reader connections --------------------------------------------------
     def reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -185,199 +293,12 @@ class Store:
             self._local.conn = conn
         return conn
 
-    # -- writer ----------------------------------------------------------------
-    def start(self, queue: SampleQueue) -> None:
-        self.queue = queue
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the writer after committing everything queued."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-        if self.queue is not None:
-            self.write(self.queue.drain(0))
-
-    def _run(self) -> None:
-        assert self.queue is not None
-        while not self._stop.is_set():
-            started = time.monotonic()
-            batch = self.queue.drain(self.commit_interval)
-            if batch:
-                try:
-                    self.write(batch)
-                except sqlite3.Error as exc:
-                    self.write_errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    self.last_error_t = time.time()
-                    log.error("store write failed (%d samples kept in memory, %d queued, %d dropped so far; "
-                              "retrying): %s", len(batch), len(self.queue) + len(batch), self.queue.dropped, exc)
-                    self.queue.requeue_front(batch)
-                    if "full" in str(exc).lower() and time.time() - self._last_retention > 10:
-                        self._last_retention = time.time()
-                        try:  # free what the retention policy allows before the next attempt
-                            log.warning("disk full: running retention now: %s", self.enforce_retention())
-                        except sqlite3.Error as rexc:
-                            log.error("retention on a full disk failed too: %s", rexc)
-                    self._stop.wait(min(5.0, self.commit_interval * 2))
-                    continue
-            if time.time() - self._last_retention > 60:
-                try:
-                    self.enforce_retention()
-                except sqlite3.Error as exc:
-                    log.error("retention failed: %s", exc)
-            # commits about once a second: wait out the rest of the interval
-            self._stop.wait(max(0.0, self.commit_interval - (time.monotonic() - started)))
-
-    def series_id(self, key: SeriesKey) -> int:
-        sid = self._series.get(key.name)
-        if sid is None:
-            cur = self._wconn.execute(
-                "INSERT INTO series(name, node, field, units, timeline, description, created, ocs)"
-                " VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(name) DO UPDATE SET units=excluded.units, ocs=excluded.ocs RETURNING id",
-                (key.name, key.node, key.field, key.units, key.timeline, key.description, time.time(), key.ocs),
-            )
-            sid = cur.fetchone()[0]
-            self._series[key.name] = sid
-        return sid
-
-    def write(self, samples: list[Sample]) -> int:
-        """Write one batch in one transaction; returns the number of samples stored."""
-        if not samples:
-            return 0
-        t0 = time.monotonic()
-        with self._write_lock:
-            conn = self._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                ids = self._series
-                rows = []
-                append = rows.append
-                isfinite = math.isfinite
-                last: dict[int, Sample] = {}
-                for s in samples:
-                    sid = ids.get(s.series.name) or self.series_id(s.series)
-                    v = s.value
-                    if v is None or not isfinite(v):
-                        append((sid, int(s.t * 1000 + 0.5), None, s.status | FLAG_INVALID))
-                    else:
-                        append((sid, int(s.t * 1000 + 0.5), v, s.status))
-                    last[sid] = s
-                latest = [(sid, s.t, s.value if s.value is not None and isfinite(s.value) else None,
-                           s.status | (0 if s.value is not None and isfinite(s.value) else FLAG_INVALID))
-                          for sid, s in last.items()]
-                rows.sort()  # (series, t) order: b-tree locality, fewer page splits
-                conn.execute("SAVEPOINT batch")
-                before = conn.total_changes
-                conn.executemany("INSERT OR IGNORE INTO raw(series, t, value, status) VALUES (?,?,?,?)", rows)
-                if conn.total_changes - before != len(rows):
-                    rows = self._insert_nudging(conn, rows)
-                conn.execute("RELEASE batch")
-                self._rollup(conn, rows)
-                conn.executemany(
-                    "INSERT INTO latest(series, t, value, status) VALUES (?,?,?,?) ON CONFLICT(series) DO UPDATE"
-                    " SET t=excluded.t, value=excluded.value, status=excluded.status",
-                    latest,
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
-                    conn.execute("ROLLBACK")
-                raise
-        self.written += len(rows)
-        self.commits += 1
-        self.last_commit = time.time()
-        self.last_commit_seconds = time.monotonic() - t0
-        return len(rows)
-
-    def _insert_nudging(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[tuple]:
-        """Some (series, t) keys were taken (the clock stepped back, or two readings fell in one ms).
-
-        Undo the batch and insert row by row, moving each colliding sample forward in 1 ms steps
-        and flagging it: a clock step never loses a reading to a duplicate key.
-        """
-        conn.execute("ROLLBACK TO batch")
-        out = []
-        for sid, t, value, status in rows:
-            for _ in range(100_000):
-                cur = conn.execute("INSERT OR IGNORE INTO raw(series, t, value, status) VALUES (?,?,?,?)",
-                                   (sid, t, value, status))
-                if cur.rowcount == 1:
-                    break
-                t += 1
-                status |= FLAG_TIME_NUDGED
-            else:
-                raise sqlite3.IntegrityError(f"no free time slot near {t} for series {sid}")
-            if status & FLAG_TIME_NUDGED:
-                self.nudged += 1
-            out.append((sid, t, value, status))
-        return out
-
-    def _rollup(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
-        """Recompute the rollup buckets this batch touched, in SQL.
-
-        The finest tier is recomputed from raw rows, each coarser tier from the tier below,
-        so a bucket is always the exact aggregate of what is stored, however late or
-        out of order its samples arrived (backfill, clock steps), and per-sample Python
-        work stays out of the hot path.
-        """
-        ts = [r[1] for r in rows]
-        lo, hi = min(ts), max(ts)  # one span for the batch (may redo a few untouched buckets: idempotent)
-        floor_ms = self._raw_floor_ms
-        fine = TIERS[0]
-        for sid in {r[0] for r in rows}:
-            lo_s, hi_s = lo // 1000, hi // 1000
-            b_lo = lo_s - lo_s % fine
-            if floor_ms and b_lo * 1000 < floor_ms:
-                # raw before the retention floor is gone: never rebuild a bucket from part of its rows
-                b_lo = -(-floor_ms // (fine * 1000)) * fine
-            b_hi = hi_s - hi_s % fine + fine
-            if b_lo >= b_hi:
-                continue
-            conn.execute(
-                "INSERT OR REPLACE INTO rollup(tier, series, bucket, n, sum, min, max)"
-                " SELECT ?, series, (t/1000)/?*? AS b, count(value), total(value), min(value), max(value)"
-                " FROM raw WHERE series=? AND t>=? AND t<? AND value IS NOT NULL GROUP BY b",
-                (fine, fine, fine, sid, b_lo * 1000, b_hi * 1000))
-            for lower, tier in zip(TIERS, TIERS[1:]):
-                t_lo, t_hi = b_lo - b_lo % tier, hi_s - hi_s % tier + tier
-                conn.execute(
-                    "INSERT OR REPLACE INTO rollup(tier, series, bucket, n, sum, min, max)"
-                    " SELECT ?, series, bucket/?*? AS b, sum(n), sum(sum), min(min), max(max)"
-                    " FROM rollup WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY b",
-                    (tier, tier, tier, lower, sid, t_lo, t_hi))
-                b_lo = t_lo
-
-    # -- events, snapshots -----------------------------------------------------------
-    def event(self, kind: str, node: str | None = None, detail: str = "", t: float | None = None) -> None:
-        with self._write_lock:
-            self._wconn.execute("INSERT INTO event(t, node, kind, detail) VALUES (?,?,?,?)",
-                                (time.time() if t is None else t, node, kind, detail))
-
-    def snapshot(self, node: str, config: dict) -> bool:
-        """Record an instrument's configuration if it changed; True if a new snapshot was stored."""
-        text = json.dumps(config, sort_keys=True, default=str)
-        import hashlib
-
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        with self._write_lock:
-            row = self._wconn.execute("SELECT digest FROM snapshot WHERE node=? ORDER BY t DESC, id DESC LIMIT 1",
-                                      (node,)).fetchone()
-            if row and row[0] == digest:
-                return False
-            self._wconn.execute("INSERT INTO snapshot(node, t, digest, config) VALUES (?,?,?,?)",
-                                (node, time.time(), digest, text))
-        return True
-
-    # -- retention ---------------------------------------------------------------------
+    # -- sizes ---------------------------------------------------------------------------
     def used_bytes(self) -> int:
         conn = self.reader()
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-        return (pages - free) * size
+        return (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
 
     def file_bytes(self) -> int:
         total = 0
@@ -388,67 +309,7 @@ class Store:
                 pass
         return total
 
-    def enforce_retention(self, now: float | None = None) -> dict:
-        """Delete raw data past its age, then the oldest raw (then 10 s rollups) until under the size cap."""
-        now = time.time() if now is None else now
-        self._last_retention = time.time()
-        deleted = {"raw_age": 0, "raw_size": 0, "rollup": 0}
-        ids = list(self._series.values())
-        with self._write_lock:
-            conn = self._wconn
-            cutoff_ms = int((now - self.raw_retention) * 1000)
-            before = conn.total_changes
-            conn.executemany("DELETE FROM raw WHERE series=? AND t<?", [(i, cutoff_ms) for i in ids])
-            deleted["raw_age"] = conn.total_changes - before
-            if deleted["raw_age"]:
-                self._set_floor(conn, cutoff_ms)
-            before = conn.total_changes
-            conn.execute("DELETE FROM rollup WHERE bucket<?", (int(now - self.rollup_retention),))
-            deleted["rollup"] = conn.total_changes - before
-            target = int(self.max_bytes * 0.85)
-            for _ in range(200):  # bounded: each pass removes the oldest slice
-                if self._used_bytes_w(conn) <= target:
-                    break
-                row = conn.execute("SELECT min(t), max(t) FROM raw").fetchone()
-                if row[0] is None:
-                    # no raw left: thin the finest rollup tier
-                    b = conn.execute("SELECT min(bucket), max(bucket) FROM rollup WHERE tier=?", (TIERS[0],)).fetchone()
-                    if b[0] is None:
-                        break
-                    cut = b[0] + max(3600, (b[1] - b[0]) // 10)
-                    conn.execute("DELETE FROM rollup WHERE tier=? AND bucket<?", (TIERS[0], cut))
-                    continue
-                span = max(60_000, (row[1] - row[0]) // 20)
-                cut = row[0] + span
-                before = conn.total_changes
-                conn.executemany("DELETE FROM raw WHERE series=? AND t<?", [(i, cut) for i in ids])
-                deleted["raw_size"] += conn.total_changes - before
-                self._set_floor(conn, cut)
-                conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free only one page
-            conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free only one page
-            if any(deleted.values()):
-                # In WAL mode the main file only shrinks when the WAL is checkpointed.
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if deleted["raw_size"]:
-            log.warning("store over its %d MB cap: deleted %d oldest raw samples", self.max_bytes >> 20,
-                        deleted["raw_size"])
-            self.event("retention", None, f"size cap: deleted {deleted['raw_size']} oldest raw samples")
-        return deleted
-
-    def _set_floor(self, conn: sqlite3.Connection, floor_ms: int) -> None:
-        """Raw data before ``floor_ms`` has been deleted: rollups there must not be rebuilt from raw."""
-        if floor_ms > self._raw_floor_ms:
-            self._raw_floor_ms = floor_ms
-            conn.execute("INSERT INTO meta(key, value) VALUES ('raw_floor_ms', ?) ON CONFLICT(key) DO UPDATE"
-                         " SET value=excluded.value", (str(floor_ms),))
-
-    @staticmethod
-    def _used_bytes_w(conn: sqlite3.Connection) -> int:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
-
-    # -- queries (any thread) -------------------------------------------------------------
+    # -- series ------------------------------------------------------------------------------
     def fields(self) -> list[FieldInfo]:
         rows = self.reader().execute(
             "SELECT id, name, node, field, units, timeline, description, ocs FROM series ORDER BY id").fetchall()
@@ -458,10 +319,54 @@ class Store:
         return {f.name: f for f in self.fields()}
 
     def latest(self) -> list[dict]:
-        rows = self.reader().execute(
-            "SELECT s.name, s.node, s.field, s.units, l.t, l.value, l.status FROM latest l"
-            " JOIN series s ON s.id = l.series ORDER BY s.id").fetchall()
-        return [dict(field=r[0], node=r[1], name=r[2], units=r[3], t=r[4], value=r[5], status=r[6]) for r in rows]
+        """The newest stored sample of each series (by insertion order)."""
+        conn = self.reader()
+        out = []
+        for f in self.fields():
+            row = conn.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY seq DESC LIMIT 1",
+                               (f.id,)).fetchone()
+            if row is None:
+                b = conn.execute("SELECT data FROM block WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
+                if b is None:
+                    continue
+                c = blocks.decode(b[0])
+                i = int(np.argmax(c.seq))
+                row = (int(c.t[i]), None if c.null[i] else float(c.value[i]), int(c.status[i]))
+            out.append(dict(field=f.name, node=f.node, name=f.field, units=f.units, t=row[0] / 1000,
+                            value=row[1], status=row[2]))
+        return out
+
+    # -- samples --------------------------------------------------------------------------------
+    def _block_rows(self, conn, sid: int, lo: int, hi: int) -> list[tuple[int, float | None, int, int]]:
+        out: list = []
+        for (data,) in conn.execute("SELECT data FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour, seq0",
+                                    (sid, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall():
+            c = blocks.decode(data)
+            keep = (c.t >= lo) & (c.t < hi)
+            if not keep.all():
+                c = blocks.Columns(c.t[keep], c.seq[keep], c.status[keep], c.value[keep], c.null[keep])
+            out.extend(c.rows())
+        return out
+
+    def _hot_rows(self, conn, sids: list[int], lo: int, hi: int) -> dict[int, list[tuple]]:
+        out: dict[int, list[tuple]] = {s: [] for s in sids}
+        if not sids:
+            return out
+        marks = ",".join("?" * len(sids))
+        for sid, t, v, st, seq in conn.execute(
+                f"SELECT series, t, value, status, seq FROM raw WHERE t>=? AND t<? AND series IN ({marks})",
+                (lo, hi, *sids)):
+            out[sid].append((t, v, st, seq))
+        return out
+
+    def samples(self, sid: int, lo_ms: int, hi_ms: int, hot: list[tuple] | None = None) -> list[tuple]:
+        """Every sample of one series with lo <= t < hi: (t_ms, value, status, seq), in (t, seq) order."""
+        conn = self.reader()
+        if hot is None:
+            hot = self._hot_rows(conn, [sid], lo_ms, hi_ms)[sid]
+        rows = self._block_rows(conn, sid, lo_ms, hi_ms) + hot
+        rows.sort(key=lambda r: (r[0], r[3]))
+        return rows
 
     def choose_tier(self, stride: float) -> int:
         tier = 0
@@ -478,6 +383,7 @@ class Store:
         the stride, aggregated to the stride (mean, with min and max), so the answer reads
         a bounded number of rows whatever the range. Unknown names are left out.
         """
+        names = list(names)
         now = time.time() if now is None else now
         start, end = resolve_time(start, now), resolve_time(end, now)
         if min_stride is not None and (not math.isfinite(min_stride) or min_stride < 0):
@@ -487,69 +393,153 @@ class Store:
             # Without a stride a long range would return millions of rows: cap the answer.
             stride = max(stride, (end - start) / max_points)
         fmap = self.field_map()
-        conn = self.reader()
-        out: dict[str, SeriesData] = {}
+        known = [fmap[n] for n in names if n in fmap]
         if end <= start:
-            return {n: SeriesData([], [], [], 0) for n in names if n in fmap}
+            return {f.name: SeriesData([], [], [], 0) for f in known}
         tier = self.choose_tier(stride)
-        for name in names:
-            info = fmap.get(name)
-            if info is None:
-                continue
-            if tier == 0:
-                out[name] = self._raw(conn, info.id, start, end, stride)
+        conn = self.reader()
+        if tier == 0:
+            lo, hi = int(round(start * 1000)), int(round(end * 1000))
+            hot = self._hot_rows(conn, [f.id for f in known], lo, hi)
+            return {f.name: self._raw(self.samples(f.id, lo, hi, hot[f.id]), stride) for f in known}
+        group = max(tier, int(math.ceil(stride / tier)) * tier)
+        g_lo, b_hi = int(math.ceil(start / group) * group), int(math.ceil(end))
+        hi_ms = -(-b_hi // tier) * tier * 1000  # the tier bucket holding ceil(end) still counts, as in v1
+        hot = self._hot_aggregates(conn, [f.id for f in known], g_lo * 1000, hi_ms, group)
+        out = {}
+        for f in known:
+            agg = hot.get(f.id, {})
+            if tier in STORED_TIERS:
+                rows = conn.execute(
+                    "SELECT (bucket/?)*? AS g, sum(n), sum(sum), min(min), max(max) FROM rollup"
+                    " WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY g",
+                    (group, group, tier, f.id, g_lo, b_hi)).fetchall()
             else:
-                out[name] = self._tiered(conn, info.id, tier, start, end, stride)
+                rows = self._block_aggregates(conn, f.id, g_lo * 1000, hi_ms, group)
+            for g, n, s, mn, mx in rows:
+                _add(agg, g, n, s, mn, mx)
+            keys = sorted(g for g in agg if start <= g < end and agg[g][0])
+            out[f.name] = SeriesData([float(g) for g in keys], [agg[g][1] / agg[g][0] for g in keys], [0] * len(keys),
+                                     tier, [agg[g][2] for g in keys], [agg[g][3] for g in keys])
         return out
 
     @staticmethod
-    def _raw(conn, sid: int, start: float, end: float, stride: float) -> SeriesData:
-        lo, hi = int(round(start * 1000)), int(round(end * 1000))
+    def _raw(rows: list[tuple], stride: float) -> SeriesData:
         if stride > 0:
             step = max(1, int(stride * 1000))
-            # SQLite returns the other columns of the row holding min(t): the first reading of each slot.
-            rows = conn.execute(
-                "SELECT min(t), value, status FROM raw WHERE series=? AND t>=? AND t<? GROUP BY t/? ORDER BY 1",
-                (sid, lo, hi, step)).fetchall()
-            kept, last = [], None
-            for r in rows:  # successive samples at least `stride` apart, as sisock defines min_stride
+            kept, slot, last = [], None, None
+            for r in rows:  # the first reading of each slot, then successive ones >= stride apart (sisock)
+                s = r[0] // step
+                if s == slot:
+                    continue
+                slot = s
                 if last is None or r[0] - last >= step:
                     kept.append(r)
                     last = r[0]
             rows = kept
-        else:
-            rows = conn.execute("SELECT t, value, status FROM raw WHERE series=? AND t>=? AND t<? ORDER BY t",
-                                (sid, lo, hi)).fetchall()
         return SeriesData([r[0] / 1000 for r in rows], [r[1] for r in rows], [r[2] for r in rows], 0)
 
-    @staticmethod
-    def _tiered(conn, sid: int, tier: int, start: float, end: float, stride: float) -> SeriesData:
-        group = max(tier, int(math.ceil(stride / tier)) * tier)
-        rows = conn.execute(
-            "SELECT (bucket/?)*? AS g, sum(sum)/sum(n), min(min), max(max) FROM rollup"
-            " WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY g ORDER BY g",
-            (group, group, tier, sid, int(math.ceil(start / group) * group), int(math.ceil(end))),
-        ).fetchall()
-        # Whole groups inside [start, end) only: times stay in range and exactly `group` apart.
-        rows = [r for r in rows if start <= r[0] < end]
-        return SeriesData([float(r[0]) for r in rows], [r[1] for r in rows], [0] * len(rows), tier,
-                          [r[2] for r in rows], [r[3] for r in rows])
+    def _hot_aggregates(self, conn, sids: list[int], lo: int, hi: int, group: int) -> dict[int, dict]:
+        out: dict[int, dict] = {}
+        if not sids:
+            return out
+        marks = ",".join("?" * len(sids))
+        for sid, g, n, s, mn, mx in conn.execute(
+                f"SELECT series, (t/1000)/?*? AS g, count(value), total(value), min(value), max(value) FROM raw"
+                f" WHERE t>=? AND t<? AND series IN ({marks}) AND value IS NOT NULL GROUP BY series, g",
+                (group, group, lo, hi, *sids)):
+            _add(out.setdefault(sid, {}), g, n, s, mn, mx)
+        return out
+
+    def _block_aggregates(self, conn, sid: int, lo: int, hi: int, group: int) -> list[tuple]:
+        agg: dict = {}
+        for (data,) in conn.execute("SELECT data FROM block WHERE series=? AND hour>=? AND hour<?",
+                                    (sid, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall():
+            c = blocks.decode(data)
+            keep = (c.t >= lo) & (c.t < hi)
+            c = blocks.Columns(c.t[keep], c.seq[keep], c.status[keep], c.value[keep], c.null[keep])
+            for g, n, s, mn, mx in blocks.summaries(c, group):
+                _add(agg, g, n, s, mn, mx)
+        return [(g, *v) for g, v in agg.items()]
 
     def iter_raw(self, names: list[str], start: float, end: float) -> Iterator[tuple[str, float, float | None, int]]:
-        """Every raw sample of the named series in [start, end), time order per series (exports)."""
+        """Every raw sample of the named series in [start, end), time order per series (exports).
+
+        Read block by block, each in its own short read: an export left open never pins a
+        WAL checkpoint (or retention) for longer than one block's read.
+        """
         fmap = self.field_map()
         conn = connect(self.path, readonly=True)
+        lo, hi = int(start * 1000), int(min(end, MAX_TIME) * 1000)
         try:
             for name in names:
                 info = fmap.get(name)
                 if info is None:
                     continue
-                cur = conn.execute("SELECT t, value, status FROM raw WHERE series=? AND t>=? AND t<? ORDER BY t",
-                                   (info.id, int(start * 1000), int(end * 1000)))
-                for t, v, st in cur:
+                hot = self._hot_rows(conn, [info.id], lo, hi)[info.id]
+                hot.sort(key=lambda r: (r[0], r[3]))
+                hours = [h * 1000 for (h,) in conn.execute(
+                    "SELECT DISTINCT hour FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour",
+                    (info.id, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall()]
+                i = 0
+                for h in hours:
+                    rows = self._block_rows(conn, info.id, max(lo, h), min(hi, h + BLOCK_MS))
+                    while i < len(hot) and hot[i][0] < h + BLOCK_MS:
+                        rows.append(hot[i])
+                        i += 1
+                    rows.sort(key=lambda r: (r[0], r[3]))
+                    for t, v, st, _seq in rows:
+                        yield name, t / 1000, v, st
+                for t, v, st, _seq in hot[i:]:
                     yield name, t / 1000, v, st
         finally:
             conn.close()
+
+    def by_seq(self, sids: set[int], lo: int, hi: int, limit: int, newest: bool = False) -> list[tuple]:
+        """Up to ``limit`` samples of ``sids`` with lo < seq <= hi: (seq, sid, t, value, status).
+
+        Oldest first, or the newest ``limit`` (still returned oldest first) when ``newest``.
+        Reads the hot tail and, for old backlogs, the sealed blocks (store-and-forward).
+        """
+        if not sids or hi <= lo or limit <= 0:
+            return []
+        conn = self.reader()
+        marks = ",".join("?" * len(sids))
+        order = "DESC" if newest else "ASC"
+        got = conn.execute(f"SELECT seq, series, t, value, status FROM raw WHERE seq>? AND seq<=? AND series IN"
+                           f" ({marks}) ORDER BY seq {order} LIMIT ?", (lo, hi, *sids, limit)).fetchall()
+        cands = conn.execute(
+            f"SELECT series, seq0, seq1, data FROM block WHERE seq1>? AND seq0<=? AND series IN ({marks})"
+            f" ORDER BY {'seq1 DESC' if newest else 'seq0'}", (lo, hi, *sids))
+        for sid, seq0, seq1, data in cands:
+            if len(got) >= limit:
+                edge = sorted(r[0] for r in got)
+                bound = edge[-limit] if newest else edge[limit - 1]
+                if (seq1 < bound) if newest else (seq0 > bound):
+                    break
+            c = blocks.decode(data)
+            for t, v, st, seq in c.rows():
+                if lo < seq <= hi:
+                    got.append((seq, sid, t, v, st))
+        got.sort()
+        return got[-limit:] if newest else got[:limit]
+
+    def count_by_seq(self, sids: set[int], lo: int, hi: int) -> int:
+        """How many samples of ``sids`` have lo < seq <= hi (uplink backlogs)."""
+        if not sids or hi <= lo:
+            return 0
+        conn = self.reader()
+        marks = ",".join("?" * len(sids))
+        n = conn.execute(f"SELECT count(*) FROM raw WHERE seq>? AND seq<=? AND series IN ({marks})",
+                         (lo, hi, *sids)).fetchone()[0]
+        n += conn.execute(f"SELECT total(n) FROM block WHERE seq0>? AND seq1<=? AND series IN ({marks})",
+                          (lo, hi, *sids)).fetchone()[0]
+        for (data,) in conn.execute(
+                f"SELECT data FROM block WHERE seq1>? AND seq0<=? AND NOT (seq0>? AND seq1<=?) AND series IN ({marks})",
+                (lo, hi, lo, hi, *sids)).fetchall():
+            seq = blocks.decode(data).seq
+            n += int(((seq > lo) & (seq <= hi)).sum())
+        return int(n)
 
     def snapshots(self, node: str) -> list[tuple[float, dict]]:
         rows = self.reader().execute("SELECT t, config FROM snapshot WHERE node=? ORDER BY t", (node,)).fetchall()
@@ -559,6 +549,427 @@ class Store:
         rows = self.reader().execute("SELECT t, node, kind, detail FROM event WHERE t>=? ORDER BY t DESC LIMIT ?",
                                      (since, limit)).fetchall()
         return [dict(t=r[0], node=r[1], kind=r[2], detail=r[3]) for r in rows]
+
+
+def _add(agg: dict, g: int, n: int, s: float, mn: float, mx: float) -> None:
+    cur = agg.get(g)
+    if cur is None:
+        agg[g] = [n, s, mn, mx]
+    else:
+        cur[0] += n
+        cur[1] += s
+        cur[2] = min(cur[2], mn)
+        cur[3] = max(cur[3], mx)
+
+
+def snapshot_digest(config: dict) -> tuple[str, str]:
+    """(digest, text) of a configuration snapshot."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], text
+
+
+class Store(StoreReader):
+    """The single writer: pollers' samples and everyone's records, committed in batches."""
+
+    def __init__(self, path: Path | str, raw_retention_days: float = 90, rollup_retention_days: float = 3650,
+                 max_size_mb: float = 4096, commit_interval: float = 1.0,
+                 progress: Callable[[], None] | None = None) -> None:
+        super().__init__(path)
+        self.raw_retention = raw_retention_days * 86400
+        self.rollup_retention = rollup_retention_days * 86400
+        self.max_bytes = int(max_size_mb * 1024 * 1024)
+        self.commit_interval = commit_interval
+        self._wconn = open_db(self.path, progress)
+        w = self._wconn
+        self._series: dict[str, int] = {name: sid for sid, name in w.execute("SELECT id, name FROM series")}
+        top = max(w.execute("SELECT coalesce(max(seq), 0) FROM raw").fetchone()[0],
+                  w.execute("SELECT coalesce(max(seq1), 0) FROM block").fetchone()[0],
+                  int((w.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone() or ("1",))[0]) - 1)
+        self._next_seq = top + 1
+        self._write_lock = threading.Lock()
+        self._records: deque[tuple] = deque()
+        self._records_lock = threading.Lock()
+        self._snap_digest: dict[str, str] = {}
+        for node, config in w.execute("SELECT node, config FROM snapshot s WHERE id = (SELECT max(id) FROM snapshot"
+                                      " WHERE node = s.node)"):
+            self._snap_digest[node] = snapshot_digest(json.loads(config))[0]
+        self._latest: dict[int, tuple[float, float | None, int]] = {}
+        self._latest_lock = threading.Lock()
+        self._seed_latest()
+        self._uplinks: dict[str, object] = {}  # outboxes whose cursors retention must respect
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.queue: SampleQueue | None = None
+        # health, read by web and metrics
+        self.written = 0
+        self.commits = 0
+        self.last_commit = 0.0
+        self.last_commit_seconds = 0.0
+        self.write_errors = 0
+        self.last_error: str | None = None
+        self.last_error_t = 0.0
+        self.records_dropped = 0
+        self.sealed_blocks = 0
+        self.longest_step = 0.0  # seconds: the longest write-lock hold of a sealing or retention step
+        self._last_retention = 0.0
+        self._last_seal = 0.0
+
+    def _seed_latest(self) -> None:
+        for f in StoreReader.latest(self):
+            self._latest[self._series[f["field"]]] = (f["t"], f["value"], f["status"])
+
+
+
+    # -- writer thread ------------------------------------------------------------------
+    def start(self, queue: SampleQueue) -> None:
+        self.queue = queue
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the writer after committing everything queued."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        if self.queue is not None:
+            try:
+                self.write(self.queue.drain(0))
+            except sqlite3.Error as exc:
+                log.error("final commit failed (%d samples lost at stop): %s", len(self.queue), exc)
+
+    def _run(self) -> None:
+        assert self.queue is not None
+        while not self._stop.is_set():
+            started = time.monotonic()
+            batch = self.queue.drain(self.commit_interval)
+            if batch or self._records:
+                try:
+                    self.write(batch)
+                except sqlite3.Error as exc:
+                    self._write_failed(exc, batch)
+                    continue
+            try:
+                if time.time() - self._last_seal > 30:
+                    self.seal()
+                if time.time() - self._last_retention > 60:
+                    self.enforce_retention()
+            except sqlite3.Error as exc:
+                log.error("sealing or retention failed (retrying later): %s", exc)
+                self._last_seal = self._last_retention = time.time()
+            # commits about once a commit interval: wait out the rest of it
+            self._stop.wait(max(0.0, self.commit_interval - (time.monotonic() - started)))
+
+    def _write_failed(self, exc: sqlite3.Error, batch: list[Sample]) -> None:
+        assert self.queue is not None
+        self.write_errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error_t = time.time()
+        log.error("store write failed (%d samples and %d records kept in memory, %d samples dropped so far;"
+                  " retrying): %s", len(self.queue) + len(batch), len(self._records), self.queue.dropped, exc)
+        self.queue.requeue_front(batch)
+        if "full" in str(exc).lower() and time.time() - self._last_retention > 10:
+            try:  # free what the retention policy allows before the next attempt
+                log.warning("disk full: running retention now: %s", self.enforce_retention())
+            except sqlite3.Error as rexc:
+                self._last_retention = time.time()
+                log.error("retention on a full disk failed too: %s", rexc)
+        self._stop.wait(min(5.0, self.commit_interval * 2))
+
+    # -- records (any thread; never blocks on SQLite, never raises) ---------------------------
+    def _record(self, rec: tuple) -> None:
+        with self._records_lock:
+            if len(self._records) >= RECORD_QUEUE:
+                self._records.popleft()
+                self.records_dropped += 1
+            self._records.append(rec)
+
+    def event(self, kind: str, node: str | None = None, detail: str = "", t: float | None = None) -> None:
+        self._record(("event", time.time() if t is None else t, node, kind, detail))
+
+    def snapshot(self, node: str, config: dict) -> bool:
+        """Queue an instrument's configuration if it changed; True if it is new."""
+        digest, text = snapshot_digest(config)
+        with self._records_lock:
+            if self._snap_digest.get(node) == digest:
+                return False
+            self._snap_digest[node] = digest
+        self._record(("snapshot", node, time.time(), digest, text))
+        return True
+
+    def save_cursor(self, name: str, position: int, acked: list[list[int]]) -> None:
+        self._record(("cursor", name, position, json.dumps(acked), time.time()))
+
+    def records_queued(self) -> int:
+        return len(self._records)
+
+    def register_uplink(self, name: str, outbox) -> None:
+        """Retention keeps what this uplink has not acknowledged (except under the size cap)."""
+        self._uplinks[name] = outbox
+
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def load_cursor(self, name: str) -> tuple[int, list[list[int]]] | None:
+        row = self.reader().execute("SELECT position, acked FROM outbox WHERE name=?", (name,)).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def _take_records(self) -> list[tuple]:
+        with self._records_lock:
+            out = list(self._records)
+            self._records.clear()
+        return out
+
+    def _write_records(self, conn: sqlite3.Connection, recs: list[tuple]) -> None:
+        for rec in recs:
+            if rec[0] == "event":
+                conn.execute("INSERT INTO event(t, node, kind, detail) VALUES (?,?,?,?)", rec[1:])
+            elif rec[0] == "snapshot":
+                conn.execute("INSERT INTO snapshot(node, t, digest, config) VALUES (?,?,?,?)", rec[1:])
+            elif rec[0] == "cursor":
+                conn.execute("INSERT INTO outbox(name, position, acked, updated) VALUES (?,?,?,?) ON CONFLICT(name)"
+                             " DO UPDATE SET position=excluded.position, acked=excluded.acked,"
+                             " updated=excluded.updated", rec[1:])
+
+    # -- samples ---------------------------------------------------------------------------
+    def _series_id(self, conn, key: SeriesKey, added: list[str]) -> int:
+        sid = self._series.get(key.name)
+        if sid is None:
+            cur = conn.execute(
+                "INSERT INTO series(name, node, field, units, timeline, description, created, ocs)"
+                " VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET units=excluded.units, ocs=excluded.ocs RETURNING id",
+                (key.name, key.node, key.field, key.units, key.timeline, key.description, time.time(), key.ocs),
+            )
+            sid = cur.fetchone()[0]
+            self._series[key.name] = sid
+            added.append(key.name)
+        return sid
+
+    def write(self, samples: list[Sample]) -> int:
+        """Append one batch (and every queued record) in one transaction; returns samples stored.
+
+        On failure nothing is kept from the batch and the records stay queued: the caller
+        requeues the samples and the next attempt writes both.
+        """
+        recs = self._take_records()
+        if not samples and not recs:
+            return 0
+        t0 = time.monotonic()
+        added: list[str] = []
+        with self._write_lock:
+            conn = self._wconn
+            seq = self._next_seq
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                rows = []
+                append = rows.append
+                isfinite = math.isfinite
+                ids = self._series
+                for s in samples:
+                    sid = ids.get(s.series.name) or self._series_id(conn, s.series, added)
+                    v = s.value
+                    if v is None or not isfinite(v):
+                        append((seq, sid, int(s.t * 1000 + 0.5), None, s.status | FLAG_INVALID))
+                    else:
+                        append((seq, sid, int(s.t * 1000 + 0.5), v, s.status))
+                    seq += 1
+                hot = rows
+                if len(rows) >= BULK_MIN:
+                    hot = self._bulk(conn, rows)
+                conn.executemany("INSERT INTO raw(seq, series, t, value, status) VALUES (?,?,?,?,?)", hot)
+                self._write_records(conn, recs)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
+                    conn.execute("ROLLBACK")
+                for name in added:
+                    self._series.pop(name, None)
+                with self._records_lock:
+                    self._records.extendleft(reversed(recs))
+                raise
+            self._next_seq = seq
+        with self._latest_lock:
+            for _seq, sid, t, v, st in rows:
+                self._latest[sid] = (t / 1000, v, st)
+        self.written += len(rows)
+        self.commits += 1
+        self.last_commit = time.time()
+        self.last_commit_seconds = time.monotonic() - t0
+        return len(rows)
+
+    def _bulk(self, conn, rows: list[tuple]) -> list[tuple]:
+        """Import and backfill: samples in hours already past sealing go straight into blocks."""
+        cutoff = self._seal_cutoff_ms()
+        old: dict[int, list[tuple]] = {}
+        hot = []
+        for r in rows:
+            if r[2] < cutoff:
+                old.setdefault(r[1], []).append((r[0], r[2], r[3], r[4]))
+            else:
+                hot.append(r)
+        for sid, srows in old.items():
+            self.sealed_blocks += _seal_rows(conn, sid, srows)
+        return hot
+
+    def _seal_cutoff_ms(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return int((now - SEAL_DELAY) * 1000) // BLOCK_MS * BLOCK_MS
+
+    def seal(self, now: float | None = None, budget: float = 0.5) -> int:
+        """Move whole hours that ended over SEAL_DELAY ago from the hot tail into blocks.
+
+        One hour per transaction, oldest first, for at most ``budget`` seconds per call.
+        """
+        self._last_seal = time.time()
+        cutoff = self._seal_cutoff_ms(now)
+        sealed = 0
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline:
+            with self._write_lock:
+                conn = self._wconn
+                lo = conn.execute("SELECT min(t) FROM raw").fetchone()[0]
+                if lo is None or (lo >= cutoff and conn.execute("SELECT count(*) FROM raw").fetchone()[0] <= HOT_MAX):
+                    break
+                hour = lo // BLOCK_MS * BLOCK_MS
+                t0 = time.monotonic()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    per: dict[int, list[tuple]] = {}
+                    for seq, sid, t, v, st in conn.execute(
+                            "SELECT seq, series, t, value, status FROM raw WHERE t>=? AND t<?", (hour, hour + BLOCK_MS)):
+                        per.setdefault(sid, []).append((seq, t, v, st))
+                    for sid, rows in per.items():
+                        sealed += _seal_rows(conn, sid, rows)
+                    conn.execute("DELETE FROM raw WHERE t>=? AND t<?", (hour, hour + BLOCK_MS))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                self.longest_step = max(self.longest_step, time.monotonic() - t0)
+        self.sealed_blocks += sealed
+        return sealed
+
+    def latest(self) -> list[dict]:
+        """The newest sample of each series, from memory (the store keeps no latest table)."""
+        with self._latest_lock:
+            snap = dict(self._latest)
+        out = []
+        for f in self.fields():
+            if f.id in snap:
+                t, v, st = snap[f.id]
+                out.append(dict(field=f.name, node=f.node, name=f.field, units=f.units, t=t, value=v, status=st))
+        return out
+
+    # -- retention ---------------------------------------------------------------------
+    def _needed_from(self) -> int:
+        """The lowest sequence number some running uplink has not acknowledged."""
+        marks = [o.first_unacked() for o in list(self._uplinks.values())]
+        return min(marks) if marks else self._next_seq
+
+    def enforce_retention(self, now: float | None = None) -> dict:
+        """Age, then size cap, in bounded steps (each a short transaction).
+
+        Age: blocks whose hour is older than ``raw_retention_days`` go, unless an uplink still
+        needs them or their times were taken on an unsynchronised clock (their age is unknown).
+        Size cap: the oldest blocks go whatever needs them, and an event says how many samples
+        each uplink will never get.
+        """
+        now = time.time() if now is None else now
+        self._last_retention = time.time()
+        deleted = {"raw_age": 0, "raw_size": 0, "rollup": 0, "events": 0, "snapshots": 0}
+        needed = self._needed_from()
+        cutoff_s = int(now - self.raw_retention)
+        while True:
+            ids = self._w_read("SELECT id, n, seq1, flags FROM block WHERE hour + 3600 <= ? ORDER BY hour LIMIT 200",
+                               (cutoff_s,))
+            ids = [(i, n) for i, n, seq1, flags in ids if seq1 < needed and not flags & FLAG_CLOCK_UNSYNCED]
+            if not ids:
+                break
+            deleted["raw_age"] += self._delete_blocks(ids)
+        rcut = int(now - self.rollup_retention)
+        for tier in STORED_TIERS:
+            for sid in list(self._series.values()):
+                deleted["rollup"] += self._w_exec("DELETE FROM rollup WHERE tier=? AND series=? AND bucket<?",
+                                                  (tier, sid, rcut))
+        deleted["events"] = self._w_exec("DELETE FROM event WHERE t<?", (rcut,))
+        oldest = self._w_read("SELECT min(hour) FROM block")[0][0]
+        if oldest is not None:
+            # snapshots before the oldest kept data describe nothing any more; keep the last one before it
+            deleted["snapshots"] = self._w_exec(
+                "DELETE FROM snapshot WHERE t<? AND id NOT IN (SELECT max(id) FROM snapshot WHERE t<? GROUP BY node)",
+                (oldest, oldest))
+        target = int(self.max_bytes * 0.85)
+        lost: dict[str, int] = {}
+        for _ in range(100_000):
+            if self._used_bytes_w() <= target:
+                break
+            rows = self._w_read("SELECT id, n, data FROM block ORDER BY hour LIMIT 20")
+            if not rows:
+                if self._w_read("SELECT count(*) FROM raw")[0][0] > 1000:
+                    self.seal(now=MAX_TIME, budget=STEP_SECONDS)  # the whole hot tail, so it can go too
+                    continue
+                b = self._w_read("SELECT min(bucket), max(bucket) FROM rollup WHERE tier=?", (STORED_TIERS[0],))[0]
+                if b[0] is None:
+                    break
+                cut = b[0] + max(3600, (b[1] - b[0]) // 10)
+                deleted["rollup"] += self._w_exec("DELETE FROM rollup WHERE tier=? AND bucket<?",
+                                                      (STORED_TIERS[0], cut))
+                continue
+            for name, outbox in list(self._uplinks.items()):
+                for _i, _n, data in rows:
+                    k = outbox.unacked_among(blocks.decode(data).seq)
+                    if k:
+                        lost[name] = lost.get(name, 0) + k
+            deleted["raw_size"] += self._delete_blocks([(i, n) for i, n, _ in rows])
+        if any(deleted.values()):
+            with self._write_lock:
+                self._wconn.executescript("PRAGMA incremental_vacuum;")  # execute() frees only one page
+                # PASSIVE never waits for readers (an open export): the WAL is reset at a later checkpoint
+                self._wconn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if deleted["raw_size"]:
+            detail = f"size cap: deleted {deleted['raw_size']} oldest samples"
+            if lost:
+                detail += "; never to be sent: " + ", ".join(f"{k} {v}" for k, v in sorted(lost.items()))
+            log.warning("store over its %d MB cap: %s", self.max_bytes >> 20, detail)
+            self.event("retention", None, detail)
+            self.write([])
+        deleted["uplink_lost"] = lost
+        return deleted
+
+    def _w_read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._write_lock:
+            return self._wconn.execute(sql, args).fetchall()
+
+    def _w_exec(self, sql: str, args: tuple) -> int:
+        with self._write_lock:
+            t0 = time.monotonic()
+            before = self._wconn.total_changes
+            self._wconn.execute(sql, args)
+            self.longest_step = max(self.longest_step, time.monotonic() - t0)
+            return self._wconn.total_changes - before
+
+    def _delete_blocks(self, ids: list[tuple[int, int]]) -> int:
+        with self._write_lock:
+            t0 = time.monotonic()
+            conn = self._wconn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("DELETE FROM block WHERE id=?", [(i,) for i, _ in ids])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self.longest_step = max(self.longest_step, time.monotonic() - t0)
+        return sum(n for _, n in ids)
+
+    def _used_bytes_w(self) -> int:
+        with self._write_lock:
+            conn = self._wconn
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            return (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
 
     def close(self) -> None:
         try:

@@ -412,7 +412,12 @@ class Model372(Instrument):
                 curves[inset.curve] = vars(self.curve_header(inset.curve))
             snap["channels"][ch] = entry
         snap["curves"] = {str(k): v for k, v in curves.items()}
-        snap["scan"] = vars(self.scan())
+        scan = vars(self.scan())
+        if scan["autoscan"]:
+            # the channel the scanner is on now is state, not configuration: left out, so a
+            # snapshot is stored when the configuration changes, not at every scanner step
+            del scan["channel"]
+        snap["scan"] = scan
         return snap
 
 

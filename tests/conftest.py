@@ -150,13 +150,33 @@ def fill_disk(path) -> None:
     """Another process eats the card: write zeros into ``path`` until the filesystem is full."""
     import errno
 
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:  # unbuffered: nothing left for close() to fail on
         try:
             while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+                f.write(b"\0" * 4096)
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
+
+
+# -- InfluxDB: Debian's influxd 1.x on loopback, one per test ----------------------------------------
+@pytest.fixture
+def influx_server(tmp_path):
+    """An influxd configured on free loopback ports but not started: until ``start()`` its port is closed."""
+    from .routers import Influx
+
+    if not os.path.exists(Influx.BIN):
+        pytest.skip("Debian's influxdb is not installed (`make ci-deps` as root installs it)")
+    db = Influx(tmp_path)
+    yield db
+    db.stop()
+
+
+@pytest.fixture
+def influx(influx_server):
+    """A running influxd with the ``ocs_feeds`` database."""
+    influx_server.start()
+    influx_server.create_db()
+    return influx_server
 
 
 # -- the control room: one real crossbar router, a sisock hub and a consumer for the session ----------

@@ -10,11 +10,14 @@ foreign:  stored numbers the instrument never sent (garbled bytes taken as value
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+
+from appliance.store import MAX_TIME, StoreReader
 
 DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
 
@@ -87,8 +90,7 @@ def reconcile(db_path, emulators: dict, consumer=None, http_base: str | None = N
                     tally.per_series[f"{node}/{ch}/{q}"] = (len(values), 0)
                     continue
                 sid, name, _ = smap[key]
-                rows = db.execute("SELECT t, value FROM raw WHERE series=? AND t>=? ORDER BY t",
-                                  (sid, int(since * 1000))).fetchall()
+                rows = [(round(t * 1000), v) for _, t, v, _st in StoreReader(db_path).iter_raw([name], since, MAX_TIME)]
                 stored = len(rows)
                 tally.stored += stored
                 tally.lost += max(0, len(values) - stored)
@@ -131,3 +133,44 @@ def windows(start: float, end: float, width: float):
     while a < end:
         yield a, min(a + width, end)
         a += width
+
+
+def stored(db_path, name: str, t0: float = 0.0, t1: float = MAX_TIME) -> list[tuple[float, float | None]]:
+    """(t, value) of every stored sample of ``node::field`` in [t0, t1), hot or sealed, in time order."""
+    return [(t, v) for _, t, v, _st in StoreReader(db_path).iter_raw([name], t0, t1)]
+
+
+def stored_count(db_path) -> int:
+    """Every stored sample, hot or sealed."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT (SELECT count(*) FROM raw) + (SELECT coalesce(sum(n), 0) FROM block)").fetchone()[0]
+    finally:
+        db.close()
+
+
+def rollup_mismatches(db_path, tiers=(10, 60, 600, 3600)) -> list[str]:
+    """Buckets where what readers are served at a tier differs from the aggregate of the stored samples."""
+    reader = StoreReader(db_path)
+    bad = []
+    for f in reader.fields():
+        rows = [(t, v) for _, t, v, _st in reader.iter_raw([f.name], 0, MAX_TIME) if v is not None]
+        if not rows:
+            continue
+        lo, hi = rows[0][0], rows[-1][0]
+        for tier in tiers:
+            expect: dict[int, list] = {}
+            for t, v in rows:
+                e = expect.setdefault(int(t) // tier * tier, [0, 0.0, math.inf, -math.inf])
+                e[0] += 1
+                e[1] += v
+                e[2], e[3] = min(e[2], v), max(e[3], v)
+            start = lo // tier * tier
+            d = reader.data([f.name], start, hi + tier, min_stride=tier, max_points=None, now=hi + tier)[f.name]
+            got = {int(t): (v, mn, mx) for t, v, mn, mx in zip(d.t, d.value, d.min or [], d.max or [])}
+            for b, (n, total, mn, mx) in expect.items():
+                g = got.get(b)
+                if g is None or g[1] != mn or g[2] != mx or abs(g[0] - total / n) > 1e-9 * max(1.0, abs(g[0])):
+                    bad.append(f"{f.name} tier {tier} bucket {b}: served {g}, stored n={n} mean={total / n}")
+            bad += [f"{f.name} tier {tier} bucket {b}: served but nothing stored" for b in got if b not in expect]
+    return bad

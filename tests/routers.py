@@ -319,6 +319,17 @@ bind-address = "127.0.0.1:{self.bind_port}"
         req = urllib.request.Request(self.url + "/query", data=urllib.parse.urlencode({"q": f"CREATE DATABASE {db}"}).encode())
         urllib.request.urlopen(req, timeout=10).read()
 
+    def write(self, lines: list[str], db: str = "ocs_feeds") -> None:
+        """Line protocol straight into InfluxDB (ms precision), as another writer would."""
+        url = self.url + "/write?" + urllib.parse.urlencode({"db": db, "precision": "ms"})
+        req = urllib.request.Request(url, data=("\n".join(lines) + "\n").encode(), method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def count(self, measurement: str, field: str, db: str = "ocs_feeds") -> int:
+        """How many points of ``field`` InfluxDB holds in ``measurement`` (0 if none)."""
+        res = self.query(f'SELECT count("{field}") FROM "{measurement}"', db)["results"][0]
+        return int(res["series"][0]["values"][0][1]) if res.get("series") else 0
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

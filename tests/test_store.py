@@ -1,16 +1,24 @@
-"""The SQLite store on real files: rollups, sisock query semantics, retention, clock steps, migrations."""
+"""The SQLite store on real files: sealed blocks, rollups, sisock query semantics, retention,
+clock steps, the one write path, and the migration of a file the previous release wrote."""
 import math
 import random
+import shutil
 import sqlite3
+import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from appliance.samples import FLAG_INVALID, FLAG_TIME_NUDGED, Sample, SampleQueue, SeriesKey
-from appliance.store import SCHEMA_VERSION, TIERS, Store, resolve_time
+from appliance import blocks
+from appliance.samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, SeriesKey
+from appliance.store import BLOCK_MS, SCHEMA_VERSION, TIERS, Store, StoreReader, resolve_time
 
 K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")
 R = SeriesKey("LSA23JD", "mxc_r", "Ohm", "mxc")
+V1_FILE = Path(__file__).parent / "data" / "store-v1.db"
 
 
 def fill(store, start, n, step=1.0, keys=(K, R), rng=None):
@@ -20,10 +28,18 @@ def fill(store, start, n, step=1.0, keys=(K, R), rng=None):
         t = start + i * step
         for k in keys:
             batch.append(Sample(k, t, 0.01 + rng.random() * 1e-3 if k is K else 1e5 + rng.random(), 0))
-        if len(batch) > 5000:
+        if len(batch) >= 4000:  # under BULK_MIN: the live path, into the hot tail
             store.write(batch)
             batch = []
     store.write(batch)
+
+
+def everything(store, name):
+    return [(t, v, s) for _, t, v, s in store.iter_raw([name], 0, 4e9)]
+
+
+def count(store, table="raw"):
+    return store.reader().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
 def test_raw_round_trip_and_relative_times(tmp_path):
@@ -48,28 +64,58 @@ def test_min_stride_semantics(tmp_path):
     assert d5.tier == 0 and all(b - a >= 5 for a, b in zip(d5.t, d5.t[1:]))
 
 
-def test_rollups_equal_group_by_over_raw(tmp_path):
+def test_queries_are_the_same_before_and_after_sealing(tmp_path):
+    """Hot rows and sealed blocks answer identically: raw, every tier, exports, latest."""
+    s = Store(tmp_path / "k.db")
+    t0 = 1_700_000_000.0
+    fill(s, t0, 4 * 3600, step=1.0)  # under BULK_MIN per batch: all of it lands in the hot tail
+    end = t0 + 4 * 3600
+    queries = [dict(min_stride=None, max_points=None), dict(min_stride=5), dict(min_stride=15), dict(min_stride=60),
+               dict(min_stride=700), dict(min_stride=3600), dict(min_stride=None, max_points=1000)]
+    before = [s.data([K.name, R.name], t0 - 10, end + 10, now=end + 10, **q) for q in queries]
+    exported = everything(s, R.name)
+    latest = s.latest()
+    assert count(s, "block") == 0
+    assert s.seal(now=end + 7200) == 10 and count(s) == 0  # 5 hours (t0 is mid-hour) x 2 series, none left hot
+    after = [s.data([K.name, R.name], t0 - 10, end + 10, now=end + 10, **q) for q in queries]
+    for q, b, a in zip(queries, before, after):
+        for name in (K.name, R.name):
+            assert a[name].t == b[name].t, q
+            assert a[name].value == pytest.approx(b[name].value, rel=1e-12), q
+            assert a[name].min == b[name].min and a[name].max == b[name].max, q
+    assert everything(s, R.name) == exported and len(exported) == 4 * 3600
+    assert StoreReader(tmp_path / "k.db").latest() == latest == s.latest()
+
+
+def test_rollups_equal_group_by_over_samples(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
     fill(s, t0, 20000, step=0.7)
-    conn = sqlite3.connect(tmp_path / "k.db")
-    sid = conn.execute("SELECT id FROM series WHERE name=?", (K.name,)).fetchone()[0]
+    s.seal(now=t0 + 86400)
+    samples = everything(s, K.name)
     for tier in TIERS:
-        expect = conn.execute(
-            "SELECT (t/1000)/?*?, count(*), avg(value), min(value), max(value) FROM raw WHERE series=?"
-            " GROUP BY 1 ORDER BY 1", (tier, tier, sid)).fetchall()
-        got = conn.execute("SELECT bucket, n, sum/n, min, max FROM rollup WHERE tier=? AND series=? ORDER BY bucket",
-                           (tier, sid)).fetchall()
-        assert len(got) == len(expect)
-        for e, g in zip(expect, got):
-            assert e[0] == g[0] and e[1] == g[1] and e[3] == g[3] and e[4] == g[4]
-            assert g[2] == pytest.approx(e[2], rel=1e-12)
+        expect: dict = {}
+        for t, v, _st in samples:
+            b = int(t) // tier * tier
+            e = expect.setdefault(b, [0, 0.0, math.inf, -math.inf])
+            e[0] += 1
+            e[1] += v
+            e[2], e[3] = min(e[2], v), max(e[3], v)
+        d = s.data([K.name], t0 - tier, t0 + 14000 + tier, min_stride=tier, now=t0 + 86400, max_points=None)[K.name]
+        assert d.tier == tier
+        got = dict(zip(d.t, zip(d.value, d.min, d.max)))
+        inner = {b: e for b, e in expect.items() if b >= t0 - tier}
+        assert sorted(got) == sorted(float(b) for b in inner)
+        for b, (n, total, lo, hi) in inner.items():
+            mean, mn, mx = got[float(b)]
+            assert mn == lo and mx == hi and mean == pytest.approx(total / n, rel=1e-12)
 
 
 def test_long_range_reads_rollups_with_bounded_points(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
     fill(s, t0, 3 * 86400 // 30, step=30.0)
+    s.seal(now=t0 + 4 * 86400)
     d = s.data([K.name], t0, t0 + 3 * 86400, min_stride=600, now=t0 + 3 * 86400)[K.name]
     assert d.tier == 600 and 400 <= len(d.t) <= 433
     assert all(lo <= v <= hi for v, lo, hi in zip(d.value, d.min, d.max))
@@ -82,11 +128,39 @@ def test_invalid_reading_is_null_and_flagged(tmp_path):
     s = Store(tmp_path / "k.db")
     now = time.time()
     s.write([Sample(K, now, None, 64), Sample(K, now + 1, float("nan"), 0), Sample(K, now + 2, 0.01, 0)])
-    d = s.data([K.name], now - 1, now + 3, now=now + 3)[K.name]
-    assert d.value == [None, None, 0.01]
-    assert d.status[0] == 64 | FLAG_INVALID and d.status[1] & FLAG_INVALID and d.status[2] == 0
-    conn = sqlite3.connect(tmp_path / "k.db")
-    assert conn.execute("SELECT sum(n) FROM rollup WHERE tier=10").fetchone()[0] == 1  # only the valid one
+    for sealed in (False, True):
+        d = s.data([K.name], now - 1, now + 3, now=now + 3)[K.name]
+        assert d.value == [None, None, 0.01]
+        assert d.status[0] == 64 | FLAG_INVALID and d.status[1] & FLAG_INVALID and d.status[2] == 0
+        agg = s.data([K.name], now - 3600, now + 3600, min_stride=60, now=now + 3600)[K.name]
+        assert agg.value == [0.01]  # only the valid one counts
+        s.seal(now=now + 86400)
+    assert count(s) == 0 and count(s, "block") == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, BLOCK_MS - 1), st.one_of(st.none(), st.floats(allow_nan=False)),
+                          st.integers(0, (1 << 11) - 1)), min_size=1, max_size=300))
+def test_block_codec_is_lossless(rows):
+    """Every time, value (NULL, -0.0, subnormals, infinities) and status bit round-trips exactly."""
+    numbered = [(i * 3 + 1, t, v, s) for i, (t, v, s) in enumerate(rows)]
+    c = blocks.columns(numbered)
+    back = blocks.decode(blocks.encode(c)).rows()
+    expect = sorted(((t, v, s, q) for q, t, v, s in numbered), key=lambda r: (r[0], r[3]))
+    assert len(back) == len(expect)
+    for (t, v, s, q), (t2, v2, s2, q2) in zip(expect, back):
+        assert (t, s, q) == (t2, s2, q2)
+        assert (v is None and v2 is None) or (np.float64(v).tobytes() == np.float64(v2).tobytes())
+
+
+def test_block_of_lake_shore_readings_is_small():
+    rng = np.random.default_rng(3)
+    n = 3600
+    t = 1_780_000_000_000 + np.arange(n) * 1000 + rng.integers(-3, 4, n)
+    walk = 0.0123 * (1 + np.cumsum(rng.normal(0, 2e-5, n)))
+    rows = [(i * 24 + 5, int(t[i]), float(f"{walk[i]:.6g}"), 0) for i in range(n)]
+    size = len(blocks.encode(blocks.columns(rows)))
+    assert size / n < 3.0, f"{size / n:.2f} bytes per sample"
 
 
 def test_clock_step_back_loses_nothing(tmp_path):
@@ -97,38 +171,114 @@ def test_clock_step_back_loses_nothing(tmp_path):
     s.write([Sample(K, t + 50 + i, 1000.0 + i, 0) for i in range(100)])
     # two readings in the same millisecond
     s.write([Sample(K, t + 500.0001, 1.0, 0), Sample(K, t + 500.0002, 2.0, 0)])
-    conn = sqlite3.connect(tmp_path / "k.db")
-    assert conn.execute("SELECT count(*) FROM raw").fetchone()[0] == 202
-    assert conn.execute("SELECT count(*) FROM raw WHERE status & ?", (FLAG_TIME_NUDGED,)).fetchone()[0] == 51
-    values = {r[0] for r in conn.execute("SELECT value FROM raw")}
-    assert values >= {float(i) for i in range(100)} | {1000.0 + i for i in range(100)}
+    for _ in range(2):  # hot, then sealed
+        got = everything(s, K.name)
+        assert len(got) == 202
+        assert sorted(v for _, v, _ in got) == sorted([float(i) for i in range(100)] +
+                                                     [1000.0 + i for i in range(100)] + [1.0, 2.0])
+        assert [t for t, _, _ in got] == sorted(t for t, _, _ in got)  # time order for readers
+        s.seal(now=t + 86400)
+    assert count(s) == 0
+
+
+def test_late_readings_in_a_sealed_hour_add_to_its_rollups(tmp_path):
+    s = Store(tmp_path / "k.db")
+    t0 = 1_700_000_400.0 // 3600 * 3600
+    s.write([Sample(K, t0 + i, 1.0, 0) for i in range(60)])
+    s.seal(now=t0 + 86400)
+    s.write([Sample(K, t0 + i + 0.5, 3.0, 0) for i in range(60)])  # the clock stepped back into that hour
+    for _ in range(2):
+        d = s.data([K.name], t0, t0 + 3600, min_stride=60, now=t0 + 86400)[K.name]
+        assert d.t == [t0] and d.value == [2.0] and d.min == [1.0] and d.max == [3.0]
+        s.seal(now=t0 + 86400)
+    assert count(s, "block") == 2 and len(everything(s, K.name)) == 120
 
 
 def test_retention_by_age(tmp_path):
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
     fill(s, now - 2 * 86400, 2 * 86400 // 60, step=60.0)
+    s.seal(now=now)
     out = s.enforce_retention(now)
-    conn = sqlite3.connect(tmp_path / "k.db")
-    oldest = conn.execute("SELECT min(t) FROM raw").fetchone()[0] / 1000
-    assert oldest >= now - 86400 - 0.01 and out["raw_age"] > 0
+    oldest = everything(s, K.name)[0][0]
+    assert now - 86400 - 3600 <= oldest and out["raw_age"] > 0  # whole hours past the age are gone
     # rollups are kept far longer
-    assert conn.execute("SELECT min(bucket) FROM rollup WHERE tier=3600").fetchone()[0] < now - 86400
+    d = s.data([K.name], now - 3 * 86400, now, min_stride=3600, now=now)[K.name]
+    assert d.t[0] < now - 1.9 * 86400
 
 
-def test_retention_keeps_file_under_cap(tmp_path):
+def test_age_retention_keeps_what_an_uplink_needs_and_unsynchronised_readings(tmp_path):
+    from appliance.outbox import Outbox
+
+    s = Store(tmp_path / "k.db", raw_retention_days=1)
+    now = time.time()
+    # readings taken before NTP sync, stamped from the build date a year back
+    s.write([Sample(K, now - 365 * 86400 + i, 1.0, FLAG_CLOCK_UNSYNCED) for i in range(100)])
+    box = Outbox(s, "influx:test", {"LSA23JD"})
+    box.start_from_now()  # configured now: needs everything stored from here on
+    box.position = 0  # ...and, as after an outage, has acknowledged nothing at all
+    fill(s, now - 3 * 86400, 3 * 86400 // 60, step=60.0, keys=(R,))
+    s.seal(now=now)
+    assert s.enforce_retention(now)["raw_age"] == 0  # the uplink has not sent any of it
+    assert len(everything(s, R.name)) == 3 * 86400 // 60
+    box.ack(box.take())  # some of it sent
+    box.position = box.store.next_seq() - 1  # then all of it
+    box.acked = []
+    out = s.enforce_retention(now)
+    assert out["raw_age"] > 0 and len(everything(s, R.name)) < 1500
+    assert len(everything(s, K.name)) == 100  # the unsynchronised readings' age is unknown: kept
+
+
+def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
     s = Store(tmp_path / "k.db", max_size_mb=2)
     t0 = time.time() - 30 * 86400
     keys = [SeriesKey("N", f"ch{i}_t", "K", f"ch{i}") for i in range(8)]
+    rng = random.Random(5)
     for chunk in range(12):
-        fill(s, t0 + chunk * 2000, 2000, step=1.0, keys=keys)
+        batch = [Sample(k, t0 + chunk * 7200 + i, rng.random(), 0) for i in range(7200) for k in keys]
+        s.write(batch)
         s.enforce_retention()
     assert s.used_bytes() <= 2 * 1024 * 1024
     assert (tmp_path / "k.db").stat().st_size <= 2.2 * 1024 * 1024
-    conn = sqlite3.connect(tmp_path / "k.db")
-    newest = conn.execute("SELECT max(t) FROM raw").fetchone()[0] / 1000
-    assert newest == pytest.approx(t0 + 11 * 2000 + 1999, abs=1)  # the newest data survives
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    newest = everything(s, keys[0].name)[-1][0]
+    assert newest == pytest.approx(t0 + 11 * 7200 + 7199, abs=1)  # the newest data survives
+    kinds = [e["detail"] for e in s.events() if e["kind"] == "retention"]
+    assert kinds and "size cap" in kinds[0]
+    assert s.reader().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert s.longest_step < 2.0  # one bounded step at a time, never a whole-table scan
+
+
+def test_size_cap_says_what_each_uplink_will_never_get(tmp_path):
+    from appliance.outbox import Outbox
+
+    s = Store(tmp_path / "k.db", max_size_mb=1)
+    box = Outbox(s, "influx:down", {"N"})
+    box.start_from_now()
+    keys = [SeriesKey("N", f"ch{i}_t", "K", f"ch{i}") for i in range(8)]
+    rng = random.Random(5)
+    t0 = time.time() - 30 * 86400
+    for chunk in range(30):
+        s.write([Sample(k, t0 + chunk * 7200 + i, rng.random(), 0) for i in range(7200) for k in keys])
+    out = s.enforce_retention()
+    assert out["raw_size"] > 0 and out["uplink_lost"]["influx:down"] == out["raw_size"]
+    detail = next(e["detail"] for e in s.events() if e["kind"] == "retention")
+    assert f"influx:down {out['raw_size']}" in detail
+    assert box.backlog() == 30 * 7200 * 8 - out["raw_size"]
+
+
+def test_export_open_during_retention_does_not_hold_the_writer(tmp_path):
+    s = Store(tmp_path / "k.db", raw_retention_days=1)
+    now = time.time()
+    fill(s, now - 3 * 86400, 3 * 86400 // 10, step=10.0)
+    s.seal(now=now)
+    export = s.iter_raw([K.name, R.name], 0, now)
+    first = [next(export) for _ in range(10)]  # an export left open mid-way (a slow HTTP client)
+    t = time.monotonic()
+    out = s.enforce_retention(now)
+    assert out["raw_age"] > 0 and time.monotonic() - t < 10  # v1 waited out the 30 s busy timeout here
+    s.write([Sample(K, now, 1.0, 0)])  # and the writer goes on at once
+    rest = list(export)
+    assert first[0][1] < now - 2 * 86400 and len(first) + len(rest) > 0
 
 
 def test_schema_version_and_reopen(tmp_path):
@@ -144,6 +294,81 @@ def test_schema_version_and_reopen(tmp_path):
         Store(tmp_path / "k.db")
 
 
+def test_sequence_numbers_never_repeat_after_everything_is_sealed(tmp_path):
+    s = Store(tmp_path / "k.db")
+    s.write([Sample(K, 1_700_000_000.0 + i, 1.0, 0) for i in range(10)])
+    s.seal(now=1_800_000_000.0)
+    s.close()
+    s = Store(tmp_path / "k.db")  # the hot table is empty: the next number must not start again at 1
+    s.write([Sample(K, 1_700_100_000.0, 2.0, 0)])
+    seqs = [r[0] for r in s.by_seq({1}, 0, 1 << 62, 100)]
+    assert seqs == list(range(1, 12))
+
+
+def v1_copy(tmp_path) -> Path:
+    dst = tmp_path / "v1.db"
+    shutil.copy(V1_FILE, dst)
+    return dst
+
+
+def test_v1_store_is_migrated_in_place_losing_nothing(tmp_path):
+    path = v1_copy(tmp_path)
+    old = sqlite3.connect(path)
+    assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+    series = dict(old.execute("SELECT name, id FROM series"))
+    expect = {name: old.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY t", (sid,)).fetchall()
+              for name, sid in series.items()}
+    rollup60 = old.execute("SELECT series, bucket, n, sum, min, max FROM rollup WHERE tier=60 ORDER BY 1, 2").fetchall()
+    cursors = old.execute("SELECT name, series, position FROM cursor").fetchall()
+    old.close()
+    s = Store(path)
+    assert s.reader().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    for name, rows in expect.items():
+        got = [(round(t * 1000), v, st) for _, t, v, st in s.iter_raw([name], 0, 4e9)]
+        assert got == rows, name
+    assert s.reader().execute(
+        "SELECT series, bucket, n, sum, min, max FROM rollup WHERE tier=60 ORDER BY 1, 2").fetchall() == rollup60
+    assert [e["kind"] for e in s.events()] == ["connected"] and len(s.snapshots("LSA23JD")) == 1
+    # cursors: exactly the rows each uplink had not sent are its backlog
+    from appliance.outbox import Outbox
+
+    for name in {c[0] for c in cursors}:
+        box = Outbox(s, name, None)
+        sent = {sid: pos for n, sid, pos in cursors if n == name}
+        want = sum(sum(1 for t, _, _ in rows if t > sent.get(series[sname], 0)) for sname, rows in expect.items())
+        assert box.backlog() == want, name
+        got = []
+        while True:
+            b = box.take()
+            if not len(b):
+                break
+            got += [(sid, t) for sid, rows in b.rows.items() for t, _, _ in rows]
+            box.ack(b)
+        assert len(got) == want and all(t > sent.get(sid, 0) for sid, t in got), name
+    s.write([Sample(K, 1_790_000_000.0, 1.0, 0)])  # and the migrated file takes new samples
+    assert s.reader().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_v1_migration_is_atomic_with_its_version_bump(tmp_path):
+    path = v1_copy(tmp_path)
+    before = sqlite3.connect(path).execute("SELECT count(*) FROM raw").fetchone()[0]
+    calls = []
+
+    def power_cut():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("power cut")
+
+    with pytest.raises(KeyboardInterrupt):
+        Store(path, progress=power_cut)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+    assert conn.execute("SELECT count(*) FROM raw").fetchone()[0] == before
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='block'").fetchone()[0] == 0
+    conn.close()
+    assert len(everything(Store(path), "LSA23JD::mxc_t")) == 3 * 3600  # and a later start migrates it
+
+
 def test_writer_thread_batches_and_commits_on_stop(tmp_path):
     s = Store(tmp_path / "k.db", commit_interval=0.2)
     q = SampleQueue(1000)
@@ -154,8 +379,33 @@ def test_writer_thread_batches_and_commits_on_stop(tmp_path):
     time.sleep(0.6)
     assert s.commits >= 1 and s.written == 50
     q.put_many([Sample(K, t + 10 + i, 1.0, 0) for i in range(5)])
+    s.event("connected", "LSA23JD", "late event")
     s.stop()
-    assert sqlite3.connect(tmp_path / "k.db").execute("SELECT count(*) FROM raw").fetchone()[0] == 55
+    r = StoreReader(tmp_path / "k.db")
+    assert len(everything(r, K.name)) == 55 and r.events()[0]["detail"] == "late event"
+
+
+def test_events_and_snapshots_never_block_or_raise_while_the_store_cannot_write(tmp_path):
+    """Only the writer writes: a caller's event() returns at once even while the writer holds the file."""
+    s = Store(tmp_path / "k.db")
+    other = sqlite3.connect(tmp_path / "k.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # someone holds the write lock: every write would wait or fail
+    done = threading.Event()
+
+    def caller():
+        for i in range(1000):
+            s.event("connected", "LSA23JD", f"#{i}")
+        assert s.snapshot("LSA23JD", {"scan": {"autoscan": True}}) is True
+        assert s.snapshot("LSA23JD", {"scan": {"autoscan": True}}) is False
+        done.set()
+
+    th = threading.Thread(target=caller)
+    th.start()
+    assert done.wait(5)
+    other.execute("ROLLBACK")
+    other.close()
+    s.write([])
+    assert len(s.events(limit=2000)) == 1000 and len(s.snapshots("LSA23JD")) == 1
 
 
 def test_queue_drops_oldest_and_counts():

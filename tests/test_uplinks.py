@@ -10,7 +10,7 @@ import pytest
 from .conftest import CONSUMER_SECRET, SERVER_SECRET, appliance_config, start_appliance, wait_for
 from .reconcile import reconcile
 from .test_campaign import quiesce
-from .routers import CROSSBAR, Crossbar, FeedListener, Influx
+from .routers import CROSSBAR, Crossbar, FeedListener
 
 pytestmark = pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
 
@@ -254,17 +254,6 @@ def test_secret_readable_by_others_is_refused(tmp_path, emu372, emu240, router):
         wait_for(lambda: app.store.written > 10, what="polling despite the bad uplink")
     finally:
         app.stop()
-
-
-@pytest.fixture
-def influx(tmp_path):
-    if not os.path.exists(Influx.BIN):
-        pytest.skip("Debian's influxdb is not installed (`make ci-deps` as root installs it)")
-    db = Influx(tmp_path)
-    db.start()
-    db.create_db()
-    yield db
-    db.stop()
 
 
 def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):

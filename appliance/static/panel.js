@@ -106,8 +106,10 @@ async function refreshHealth() {
   const store = $("#store");
   store.textContent = `store ${(st.file_bytes / 1048576).toFixed(1)} MB · ${st.written} samples` +
       (st.writing === false ? ` · NOT WRITING (${st.last_error}) · ${st.queue} samples held in memory` : "") +
-      (st.dropped ? ` · ${st.dropped} DROPPED` : "") + (st.write_errors ? ` · write errors ${st.write_errors}` : "");
-  store.className = "pill " + (st.dropped || st.write_errors || st.writing === false ? "bad" : "ok");
+      (st.dropped ? ` · ${st.dropped} DROPPED` : "") +
+      (st.records_dropped ? ` · ${st.records_dropped} EVENTS DROPPED` : "") +
+      (st.write_errors ? ` · write errors ${st.write_errors}` : "");
+  store.className = "pill " + (st.dropped || st.records_dropped || st.write_errors || st.writing === false ? "bad" : "ok");
   fillCards($("#instruments"), h.instruments, "node", (i) => {
     const errs = Object.entries(i.errors).map(([k, v]) => `${k} ${v}`).join(", ");
     return `${i.name} (${i.model}) ` + (i.connected ? "connected" : "DOWN") +
