@@ -3,12 +3,12 @@
 Layout (schema version in ``meta``):
 
 * ``series``   one row per ``node::field`` ever seen (units, timeline, description).
-* ``raw``      the hot tail: (seq, series, t_ms, value, status), a rowid table keyed by the
-               insertion sequence number and nothing else: it grows at its right edge, so a
-               commit of a second's readings writes about 1.5 pages, not a page per series
-               (an index on time alone cost 2.4 more pages per commit). That is what keeps the
-               SD card's wear near an fsynced log's. The tail holds about an hour, so a query
-               scans it whole, once per request for all the series it asks for.
+* ``fresh``    the hot tail: small compressed blocks of each series (the same codec), one per
+               series per flush (about a minute), in a rowid table with no other index, so a
+               flush appends a page or two. Readers scan it whole: it holds about an hour.
+* (journal)    ``<store>-log`` beside the file: each commit's readings, fsynced, until the next
+               flush moves them into ``fresh`` (``appliance.journal``). A commit is then one
+               small append and one fdatasync, the floor an fsynced append-only log sets.
 * ``block``    older samples, one block per series per hour, compressed losslessly
                (``appliance.blocks``: times, sequence numbers, status bits, values, NULLs).
 * ``rollup``   (tier, series, bucket) -> n, sum, min, max for 1 min, 10 min and 1 h buckets,
@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import blocks
+from .journal import Frame, Journal
 from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, SeriesKey
 
 log = logging.getLogger("kelvinpi.store")
@@ -50,12 +51,15 @@ SCHEMA_VERSION = 2
 TIERS = (10, 60, 600, 3600)  # rollup bucket widths in seconds, as queries choose them
 STORED_TIERS = (60, 600, 3600)  # kept as rows; 10 s is computed from blocks when asked
 BLOCK_MS = 3600_000  # one block per series per hour
-SEAL_DELAY = 600  # an hour is sealed this many seconds after it ends (late readings still land in raw)
-HOT_MAX = 400_000  # past this many hot rows (a clock stepped back a day) the oldest hour is sealed anyway
+SEAL_DELAY = 600  # an hour is sealed this many seconds after it ends (late readings still land in fresh)
+HOT_MAX = 400_000  # past this many hot samples (a clock stepped back a day) the oldest hour is sealed anyway
 BULK_MIN = 5000  # a batch this large (import, bench) writes its sealed hours straight into blocks
 DEFAULT_MAX_POINTS = 5000
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 RECORD_QUEUE = 20_000  # events, snapshots, cursor moves waiting for the writer
+FLUSH_SECONDS = 60.0  # journaled readings move into SQLite about this often (and at every event)
+FLUSH_ROWS = 20_000  # ...or when this many are waiting
+MEM_MAX = 2_000_000  # journaled readings held for readers while SQLite cannot take them; then writes refuse
 STEP_SECONDS = 0.1  # longest a retention or sealing step holds the write lock (about)
 
 
@@ -126,9 +130,10 @@ CREATE TABLE IF NOT EXISTS cursor (
 """
 
 V2_TABLES = """
-CREATE TABLE raw2 (
-    seq INTEGER PRIMARY KEY, series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL,
-    status INTEGER NOT NULL DEFAULT 0
+CREATE TABLE fresh (
+    id INTEGER PRIMARY KEY, series INTEGER NOT NULL, hour INTEGER NOT NULL, t0 INTEGER NOT NULL,
+    t1 INTEGER NOT NULL, seq0 INTEGER NOT NULL, seq1 INTEGER NOT NULL, n INTEGER NOT NULL,
+    flags INTEGER NOT NULL, data BLOB NOT NULL
 );
 CREATE TABLE block (
     id INTEGER PRIMARY KEY, series INTEGER NOT NULL, hour INTEGER NOT NULL, t0 INTEGER NOT NULL,
@@ -144,7 +149,6 @@ CREATE TABLE outbox (
 """
 V2_FINISH = """
 DROP TABLE raw;
-ALTER TABLE raw2 RENAME TO raw;
 DROP TABLE latest;
 DROP TABLE cursor;
 """
@@ -166,18 +170,22 @@ def _script(conn: sqlite3.Connection, sql: str) -> None:
             conn.execute(stmt)
 
 
-def _seal_rows(conn: sqlite3.Connection, sid: int, rows: list[tuple], rollups: bool = True) -> int:
-    """Write (seq, t, value, status) rows of one series as blocks, one per hour; add their rollups."""
+def _seal_rows(conn: sqlite3.Connection, sid: int, rows: list[tuple], rollups: bool = True,
+               table: str = "block") -> int:
+    """Write (seq, t, value, status) rows of one series as blocks, one per hour; add their rollups.
+
+    ``table="fresh"``: the hot tail's small blocks, whose rollups wait for the hour's seal.
+    """
     by_hour: dict[int, list[tuple]] = {}
     for r in rows:
         by_hour.setdefault(r[1] // BLOCK_MS * BLOCK_MS, []).append(r)
     for hour, hrows in by_hour.items():
         c = blocks.columns(hrows)
         flags = int(np.bitwise_or.reduce(c.status)) if len(c) else 0
-        conn.execute("INSERT INTO block(series, hour, t0, t1, seq0, seq1, n, flags, data) VALUES (?,?,?,?,?,?,?,?,?)",
+        conn.execute(f"INSERT INTO {table}(series, hour, t0, t1, seq0, seq1, n, flags, data) VALUES (?,?,?,?,?,?,?,?,?)",
                      (sid, hour // 1000, int(c.t[0]), int(c.t[-1]), int(c.seq.min()), int(c.seq.max()), len(c),
                       flags, blocks.encode(c)))
-        if rollups:
+        if rollups and table == "block":
             for tier in STORED_TIERS:
                 conn.executemany(
                     "INSERT INTO rollup(tier, series, bucket, n, sum, min, max) VALUES (?,?,?,?,?,?,?)"
@@ -302,7 +310,7 @@ class StoreReader:
 
     def file_bytes(self) -> int:
         total = 0
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-log"):
             try:
                 total += os.stat(f"{self.path}{suffix}").st_size
             except FileNotFoundError:
@@ -323,15 +331,13 @@ class StoreReader:
         conn = self.reader()
         out = []
         for f in self.fields():
-            row = conn.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY seq DESC LIMIT 1",
-                               (f.id,)).fetchone()
-            if row is None:
-                b = conn.execute("SELECT data FROM block WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
-                if b is None:
-                    continue
-                c = blocks.decode(b[0])
-                i = int(np.argmax(c.seq))
-                row = (int(c.t[i]), None if c.null[i] else float(c.value[i]), int(c.status[i]))
+            b = (conn.execute("SELECT data FROM fresh WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
+                 or conn.execute("SELECT data FROM block WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone())
+            if b is None:
+                continue
+            c = blocks.decode(b[0])
+            i = int(np.argmax(c.seq))
+            row = (int(c.t[i]), None if c.null[i] else float(c.value[i]), int(c.status[i]))
             out.append(dict(field=f.name, node=f.node, name=f.field, units=f.units, t=row[0] / 1000,
                             value=row[1], status=row[2]))
         return out
@@ -348,22 +354,49 @@ class StoreReader:
             out.extend(c.rows())
         return out
 
-    def _hot_rows(self, conn, sids: list[int], lo: int, hi: int) -> dict[int, list[tuple]]:
+    def _consistent(self, conn: sqlite3.Connection, query: Callable[[list[tuple]], object]):
+        """Run ``query(journaled rows)`` in one read transaction: every SELECT in it sees one snapshot.
+
+        (A file reader has no journaled rows; the writer's Store passes its own.)
+        """
+        conn.execute("BEGIN")
+        try:
+            return query([])
+        finally:
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _fresh(conn, sids: list[int], lo: int, hi: int) -> Iterator[tuple[int, blocks.Columns]]:
+        """The hot tail's blocks of ``sids``, decoded and cut to lo <= t < hi."""
+        marks = ",".join("?" * len(sids))
+        for sid, data in conn.execute(f"SELECT series, data FROM fresh WHERE series IN ({marks}) AND hour>=? AND hour<?"
+                                      f" AND t1>=? AND t0<?", (*sids, lo // BLOCK_MS * (BLOCK_MS // 1000),
+                                                                 -(-hi // 1000), lo, hi)).fetchall():
+            c = blocks.decode(data)
+            keep = (c.t >= lo) & (c.t < hi)
+            if not keep.all():
+                c = blocks.Columns(c.t[keep], c.seq[keep], c.status[keep], c.value[keep], c.null[keep])
+            yield sid, c
+
+    def _hot_rows(self, conn, sids: list[int], lo: int, hi: int, mem: list[tuple] = ()) -> dict[int, list[tuple]]:
+        """Samples of the hot tail (and the journaled ``mem`` rows): sid -> [(t, value, status, seq)]."""
         out: dict[int, list[tuple]] = {s: [] for s in sids}
         if not sids:
             return out
-        marks = ",".join("?" * len(sids))
-        for sid, t, v, st, seq in conn.execute(
-                f"SELECT series, t, value, status, seq FROM raw WHERE t>=? AND t<? AND series IN ({marks})",
-                (lo, hi, *sids)):
-            out[sid].append((t, v, st, seq))
+        for sid, c in self._fresh(conn, sids, lo, hi):
+            out[sid].extend(c.rows())
+        for seq, sid, t, v, st in mem:
+            if sid in out and lo <= t < hi:
+                out[sid].append((t, v, st, seq))
         return out
 
-    def samples(self, sid: int, lo_ms: int, hi_ms: int, hot: list[tuple] | None = None) -> list[tuple]:
+    def samples(self, sid: int, lo_ms: int, hi_ms: int) -> list[tuple]:
         """Every sample of one series with lo <= t < hi: (t_ms, value, status, seq), in (t, seq) order."""
         conn = self.reader()
-        if hot is None:
-            hot = self._hot_rows(conn, [sid], lo_ms, hi_ms)[sid]
+        return self._consistent(conn, lambda mem: self._samples(conn, sid, lo_ms, hi_ms,
+                                                                self._hot_rows(conn, [sid], lo_ms, hi_ms, mem)[sid]))
+
+    def _samples(self, conn, sid: int, lo_ms: int, hi_ms: int, hot: list[tuple]) -> list[tuple]:
         rows = self._block_rows(conn, sid, lo_ms, hi_ms) + hot
         rows.sort(key=lambda r: (r[0], r[3]))
         return rows
@@ -398,14 +431,18 @@ class StoreReader:
             return {f.name: SeriesData([], [], [], 0) for f in known}
         tier = self.choose_tier(stride)
         conn = self.reader()
+        return self._consistent(conn, lambda mem: self._data(conn, mem, known, start, end, stride, tier))
+
+    def _data(self, conn, mem, known: list[FieldInfo], start: float, end: float, stride: float,
+              tier: int) -> dict[str, SeriesData]:
         if tier == 0:
             lo, hi = int(round(start * 1000)), int(round(end * 1000))
-            hot = self._hot_rows(conn, [f.id for f in known], lo, hi)
-            return {f.name: self._raw(self.samples(f.id, lo, hi, hot[f.id]), stride) for f in known}
+            hot = self._hot_rows(conn, [f.id for f in known], lo, hi, mem)
+            return {f.name: self._raw(self._samples(conn, f.id, lo, hi, hot[f.id]), stride) for f in known}
         group = max(tier, int(math.ceil(stride / tier)) * tier)
         g_lo, b_hi = int(math.ceil(start / group) * group), int(math.ceil(end))
         hi_ms = -(-b_hi // tier) * tier * 1000  # the tier bucket holding ceil(end) still counts, as in v1
-        hot = self._hot_aggregates(conn, [f.id for f in known], g_lo * 1000, hi_ms, group)
+        hot = self._hot_aggregates(conn, [f.id for f in known], g_lo * 1000, hi_ms, group, mem)
         out = {}
         for f in known:
             agg = hot.get(f.id, {})
@@ -439,16 +476,18 @@ class StoreReader:
             rows = kept
         return SeriesData([r[0] / 1000 for r in rows], [r[1] for r in rows], [r[2] for r in rows], 0)
 
-    def _hot_aggregates(self, conn, sids: list[int], lo: int, hi: int, group: int) -> dict[int, dict]:
+    def _hot_aggregates(self, conn, sids: list[int], lo: int, hi: int, group: int,
+                        mem: list[tuple] = ()) -> dict[int, dict]:
         out: dict[int, dict] = {}
         if not sids:
             return out
-        marks = ",".join("?" * len(sids))
-        for sid, g, n, s, mn, mx in conn.execute(
-                f"SELECT series, (t/1000)/?*? AS g, count(value), total(value), min(value), max(value) FROM raw"
-                f" WHERE t>=? AND t<? AND series IN ({marks}) AND value IS NOT NULL GROUP BY series, g",
-                (group, group, lo, hi, *sids)):
-            _add(out.setdefault(sid, {}), g, n, s, mn, mx)
+        for sid, c in self._fresh(conn, sids, lo, hi):
+            for g, n, s, mn, mx in blocks.summaries(c, group):
+                _add(out.setdefault(sid, {}), g, n, s, mn, mx)
+        want = set(sids)
+        for _seq, sid, t, v, _st in mem:
+            if sid in want and v is not None and lo <= t < hi:
+                _add(out.setdefault(sid, {}), t // 1000 // group * group, 1, v, v, v)
         return out
 
     def _block_aggregates(self, conn, sid: int, lo: int, hi: int, group: int) -> list[tuple]:
@@ -476,14 +515,17 @@ class StoreReader:
                 info = fmap.get(name)
                 if info is None:
                     continue
-                hot = self._hot_rows(conn, [info.id], lo, hi)[info.id]
+                hot, hours = self._consistent(conn, lambda mem: (
+                    self._hot_rows(conn, [info.id], lo, hi, mem)[info.id],
+                    [h * 1000 for (h,) in conn.execute(
+                        "SELECT DISTINCT hour FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour",
+                        (info.id, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall()]))
                 hot.sort(key=lambda r: (r[0], r[3]))
-                hours = [h * 1000 for (h,) in conn.execute(
-                    "SELECT DISTINCT hour FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour",
-                    (info.id, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall()]
+                seen = {r[3] for r in hot}  # an hour sealed after the hot read is in both: keep one
                 i = 0
                 for h in hours:
-                    rows = self._block_rows(conn, info.id, max(lo, h), min(hi, h + BLOCK_MS))
+                    rows = [r for r in self._block_rows(conn, info.id, max(lo, h), min(hi, h + BLOCK_MS))
+                            if r[3] not in seen]
                     while i < len(hot) and hot[i][0] < h + BLOCK_MS:
                         rows.append(hot[i])
                         i += 1
@@ -504,13 +546,15 @@ class StoreReader:
         if not sids or hi <= lo or limit <= 0:
             return []
         conn = self.reader()
+        return self._consistent(conn, lambda mem: self._by_seq(conn, mem, sids, lo, hi, limit, newest))
+
+    def _by_seq(self, conn, mem, sids: set[int], lo: int, hi: int, limit: int, newest: bool) -> list[tuple]:
         marks = ",".join("?" * len(sids))
-        order = "DESC" if newest else "ASC"
-        got = conn.execute(f"SELECT seq, series, t, value, status FROM raw WHERE seq>? AND seq<=? AND series IN"
-                           f" ({marks}) ORDER BY seq {order} LIMIT ?", (lo, hi, *sids, limit)).fetchall()
+        got: list[tuple] = [r for r in mem if r[1] in sids and lo < r[0] <= hi]
         cands = conn.execute(
-            f"SELECT series, seq0, seq1, data FROM block WHERE seq1>? AND seq0<=? AND series IN ({marks})"
-            f" ORDER BY {'seq1 DESC' if newest else 'seq0'}", (lo, hi, *sids))
+            f"SELECT series, seq0, seq1, data FROM block WHERE seq1>? AND seq0<=? AND series IN ({marks}) UNION ALL"
+            f" SELECT series, seq0, seq1, data FROM fresh WHERE seq1>? AND seq0<=? AND series IN ({marks})"
+            f" ORDER BY {'3 DESC' if newest else '2'}", (lo, hi, *sids, lo, hi, *sids))
         for sid, seq0, seq1, data in cands:
             if len(got) >= limit:
                 edge = sorted(r[0] for r in got)
@@ -529,16 +573,19 @@ class StoreReader:
         if not sids or hi <= lo:
             return 0
         conn = self.reader()
+        return self._consistent(conn, lambda mem: self._count_by_seq(conn, mem, sids, lo, hi))
+
+    def _count_by_seq(self, conn, mem, sids: set[int], lo: int, hi: int) -> int:
         marks = ",".join("?" * len(sids))
-        n = conn.execute(f"SELECT count(*) FROM raw WHERE seq>? AND seq<=? AND series IN ({marks})",
-                         (lo, hi, *sids)).fetchone()[0]
-        n += conn.execute(f"SELECT total(n) FROM block WHERE seq0>? AND seq1<=? AND series IN ({marks})",
-                          (lo, hi, *sids)).fetchone()[0]
-        for (data,) in conn.execute(
-                f"SELECT data FROM block WHERE seq1>? AND seq0<=? AND NOT (seq0>? AND seq1<=?) AND series IN ({marks})",
-                (lo, hi, lo, hi, *sids)).fetchall():
-            seq = blocks.decode(data).seq
-            n += int(((seq > lo) & (seq <= hi)).sum())
+        n = sum(1 for r in mem if r[1] in sids and lo < r[0] <= hi)
+        for table in ("block", "fresh"):
+            n += conn.execute(f"SELECT total(n) FROM {table} WHERE seq0>? AND seq1<=? AND series IN ({marks})",
+                              (lo, hi, *sids)).fetchone()[0]
+            for (data,) in conn.execute(
+                    f"SELECT data FROM {table} WHERE seq1>? AND seq0<=? AND NOT (seq0>? AND seq1<=?)"
+                    f" AND series IN ({marks})", (lo, hi, lo, hi, *sids)).fetchall():
+                seq = blocks.decode(data).seq
+                n += int(((seq > lo) & (seq <= hi)).sum())
         return int(n)
 
     def snapshots(self, node: str) -> list[tuple[float, dict]]:
@@ -562,6 +609,19 @@ def _add(agg: dict, g: int, n: int, s: float, mn: float, mx: float) -> None:
         cur[3] = max(cur[3], mx)
 
 
+def _describe(exc: Exception) -> str:
+    """A store error as the front panel and health show it ("disk full" when it is)."""
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return f"disk full: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _last_cursor_only(recs: list[tuple]) -> list[tuple]:
+    """Records in order, but of an uplink's cursor moves only the last (it supersedes the others)."""
+    last = {r[1]: i for i, r in enumerate(recs) if r[0] == "cursor"}
+    return [r for i, r in enumerate(recs) if r[0] != "cursor" or last[r[1]] == i]
+
+
 def snapshot_digest(config: dict) -> tuple[str, str]:
     """(digest, text) of a configuration snapshot."""
     text = json.dumps(config, sort_keys=True, default=str)
@@ -582,11 +642,11 @@ class Store(StoreReader):
         self._wconn = open_db(self.path, progress)
         w = self._wconn
         self._series: dict[str, int] = {name: sid for sid, name in w.execute("SELECT id, name FROM series")}
-        top = max(w.execute("SELECT coalesce(max(seq), 0) FROM raw").fetchone()[0],
+        top = max(w.execute("SELECT coalesce(max(seq1), 0) FROM fresh").fetchone()[0],
                   w.execute("SELECT coalesce(max(seq1), 0) FROM block").fetchone()[0],
                   int((w.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone() or ("1",))[0]) - 1)
         self._next_seq = top + 1
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()
         self._records: deque[tuple] = deque()
         self._records_lock = threading.Lock()
         self._snap_digest: dict[str, str] = {}
@@ -595,6 +655,18 @@ class Store(StoreReader):
             self._snap_digest[node] = snapshot_digest(json.loads(config))[0]
         self._latest: dict[int, tuple[float, float | None, int]] = {}
         self._latest_lock = threading.Lock()
+        # journaled readings and records not yet in SQLite; readers merge them in (seqlock: _gen
+        # is odd while a flush commits, so a reader never counts a row twice or misses it)
+        self._mem: list[tuple] = []
+        self._mem_recs: list[tuple] = []
+        self._mem_lock = threading.Lock()
+        self._gen = 0
+        self._last_flush = self._last_write = time.monotonic()
+        self._flush_retry_at = 0.0
+        self.flush_failing: str | None = None
+        self.flushes = 0
+        self._journal = Journal(f"{self.path}-log")
+        self._replay()
         self._seed_latest()
         self._uplinks: dict[str, object] = {}  # outboxes whose cursors retention must respect
         self._thread: threading.Thread | None = None
@@ -620,6 +692,96 @@ class Store(StoreReader):
 
 
 
+    # -- the journal ---------------------------------------------------------------------
+    def _replay(self) -> None:
+        """Readings journaled before a power cut or kill, not yet in SQLite: into SQLite now."""
+        row = self._wconn.execute("SELECT value FROM meta WHERE key='journal_applied'").fetchone()
+        applied = int(row[0]) if row else 0
+        frames = self._journal.read()
+        self._frame = max([applied] + [f.number for f in frames]) + 1
+        todo = [f for f in frames if f.number > applied]
+        if todo:
+            rows = [r for f in todo for r in f.rows if r[0] >= self._next_seq]
+            with self._mem_lock:
+                self._mem = rows
+                self._mem_recs = [tuple(r) for f in todo for r in f.records]
+            log.info("%s: %d readings and %d records from the journal (written before the last stop)",
+                     self.path, len(rows), len(self._mem_recs))
+            if rows:
+                self._next_seq = rows[-1][0] + 1
+            self.flush()
+        elif frames:
+            self._journal.clear()
+
+    def flush(self) -> int:
+        """Move journaled readings and records into SQLite in one transaction; then empty the journal."""
+        with self._write_lock:
+            with self._mem_lock:
+                rows, recs = list(self._mem), list(self._mem_recs)
+                if not rows and not recs:
+                    return 0
+                self._gen += 1
+            conn = self._wconn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._insert_fresh(conn, rows)
+                self._write_records(conn, _last_cursor_only(recs))
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_applied', ?)",
+                             (str(self._frame - 1),))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                with self._mem_lock:
+                    self._gen += 1
+                raise
+            with self._mem_lock:
+                del self._mem[:len(rows)]
+                del self._mem_recs[:len(recs)]
+                self._gen += 1
+            self._journal.clear()
+            self._last_flush = time.monotonic()
+            self.flush_failing = None
+            self.flushes += 1
+            return len(rows)
+
+    def _maybe_flush(self, force: bool = False) -> None:
+        if not self._mem and not self._mem_recs:
+            return
+        now = time.monotonic()
+        due = force or now - self._last_flush >= FLUSH_SECONDS or len(self._mem) >= FLUSH_ROWS
+        if not due or now < self._flush_retry_at:
+            return
+        try:
+            self.flush()
+        except (sqlite3.Error, OSError) as exc:
+            self._flush_retry_at = now + 5.0
+            self.write_errors += 1
+            self.flush_failing = self.last_error = _describe(exc)
+            self.last_error_t = time.time()
+            log.error("store: moving %d journaled readings into SQLite failed (kept in the journal and in"
+                      " memory; retrying): %s", len(self._mem), exc)
+
+    def _consistent(self, conn: sqlite3.Connection, query: Callable[[list[tuple]], object]):
+        """As StoreReader's, with the journaled rows: each row is seen once, in SQLite or in memory.
+
+        A flush makes ``_gen`` odd while it commits; a query that overlapped one runs again.
+        """
+        for _ in range(1000):
+            with self._mem_lock:
+                gen, mem = self._gen, list(self._mem)
+            if gen % 2 == 0:
+                conn.execute("BEGIN")
+                try:
+                    out = query(mem)
+                finally:
+                    conn.execute("COMMIT")
+                with self._mem_lock:
+                    if self._gen == gen:
+                        return out
+            time.sleep(0.001)
+        raise sqlite3.OperationalError("store: a flush did not finish within a second")
+
     # -- writer thread ------------------------------------------------------------------
     def start(self, queue: SampleQueue) -> None:
         self.queue = queue
@@ -631,11 +793,12 @@ class Store(StoreReader):
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
-        if self.queue is not None:
-            try:
-                self.write(self.queue.drain(0))
-            except sqlite3.Error as exc:
-                log.error("final commit failed (%d samples lost at stop): %s", len(self.queue), exc)
+        try:
+            self.write(self.queue.drain(0) if self.queue is not None else [])
+            self.flush()
+        except (sqlite3.Error, OSError) as exc:
+            log.error("final commit failed (%d samples in the queue lost, %d journaled ones kept for the next"
+                      " start): %s", len(self.queue or ()), len(self._mem), exc)
 
     def _run(self) -> None:
         assert self.queue is not None
@@ -645,9 +808,11 @@ class Store(StoreReader):
             if batch or self._records:
                 try:
                     self.write(batch)
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, OSError) as exc:
                     self._write_failed(exc, batch)
                     continue
+            else:  # nothing new (instruments quiet): no wear to save by waiting
+                self._maybe_flush(force=time.monotonic() - self._last_write > 2.0)
             try:
                 if time.time() - self._last_seal > 30:
                     self.seal()
@@ -659,15 +824,15 @@ class Store(StoreReader):
             # commits about once a commit interval: wait out the rest of it
             self._stop.wait(max(0.0, self.commit_interval - (time.monotonic() - started)))
 
-    def _write_failed(self, exc: sqlite3.Error, batch: list[Sample]) -> None:
+    def _write_failed(self, exc: Exception, batch: list[Sample]) -> None:
         assert self.queue is not None
         self.write_errors += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error = _describe(exc)
         self.last_error_t = time.time()
         log.error("store write failed (%d samples and %d records kept in memory, %d samples dropped so far;"
                   " retrying): %s", len(self.queue) + len(batch), len(self._records), self.queue.dropped, exc)
         self.queue.requeue_front(batch)
-        if "full" in str(exc).lower() and time.time() - self._last_retention > 10:
+        if "full" in self.last_error.lower() and time.time() - self._last_retention > 10:
             try:  # free what the retention policy allows before the next attempt
                 log.warning("disk full: running retention now: %s", self.enforce_retention())
             except sqlite3.Error as rexc:
@@ -710,6 +875,10 @@ class Store(StoreReader):
         return self._next_seq
 
     def load_cursor(self, name: str) -> tuple[int, list[list[int]]] | None:
+        with self._records_lock, self._mem_lock:  # a move not yet in SQLite is the newest
+            for rec in reversed(list(self._mem_recs) + list(self._records)):
+                if rec[0] == "cursor" and rec[1] == name:
+                    return rec[2], json.loads(rec[3])
         row = self.reader().execute("SELECT position, acked FROM outbox WHERE name=?", (name,)).fetchone()
         return None if row is None else (row[0], json.loads(row[1]))
 
@@ -746,56 +915,106 @@ class Store(StoreReader):
         return sid
 
     def write(self, samples: list[Sample]) -> int:
-        """Append one batch (and every queued record) in one transaction; returns samples stored.
+        """Make one batch (and every queued record) durable; returns the samples stored.
 
-        On failure nothing is kept from the batch and the records stay queued: the caller
-        requeues the samples and the next attempt writes both.
+        A live batch is one journal frame and one fdatasync, and is readable at once; it moves
+        into SQLite with the next flush (about a minute, or at once when an event or snapshot
+        is among the records). A bulk batch (import, bench) goes straight into SQLite, its old
+        hours straight into blocks. On failure nothing of the batch is kept and the records
+        stay queued: the caller requeues the samples and the next attempt writes both.
         """
         recs = self._take_records()
         if not samples and not recs:
             return 0
         t0 = time.monotonic()
-        added: list[str] = []
         with self._write_lock:
-            conn = self._wconn
-            seq = self._next_seq
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                rows = []
-                append = rows.append
-                isfinite = math.isfinite
-                ids = self._series
-                for s in samples:
-                    sid = ids.get(s.series.name) or self._series_id(conn, s.series, added)
-                    v = s.value
-                    if v is None or not isfinite(v):
-                        append((seq, sid, int(s.t * 1000 + 0.5), None, s.status | FLAG_INVALID))
-                    else:
-                        append((seq, sid, int(s.t * 1000 + 0.5), v, s.status))
-                    seq += 1
-                hot = rows
+                self._ensure_series(samples)
+                rows, seq = self._number(samples)
                 if len(rows) >= BULK_MIN:
-                    hot = self._bulk(conn, rows)
-                conn.executemany("INSERT INTO raw(seq, series, t, value, status) VALUES (?,?,?,?,?)", hot)
-                self._write_records(conn, recs)
-                conn.execute("COMMIT")
+                    self.flush()  # sequence order: whatever is journaled goes first
+                    self._write_bulk(rows, recs)
+                else:
+                    if len(self._mem) > MEM_MAX:
+                        raise sqlite3.OperationalError(
+                            f"store cannot take more: {len(self._mem)} readings journaled but not in SQLite"
+                            f" ({self.flush_failing})")
+                    self._journal.append(Frame(self._frame, rows, [list(r) for r in recs]))
+                    self._frame += 1
+                    with self._mem_lock:
+                        self._mem.extend(rows)
+                        self._mem_recs.extend(recs)
             except BaseException:
-                if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
-                    conn.execute("ROLLBACK")
-                for name in added:
-                    self._series.pop(name, None)
                 with self._records_lock:
                     self._records.extendleft(reversed(recs))
                 raise
             self._next_seq = seq
+            self._maybe_flush(force=any(r[0] != "cursor" for r in recs))
         with self._latest_lock:
             for _seq, sid, t, v, st in rows:
                 self._latest[sid] = (t / 1000, v, st)
         self.written += len(rows)
         self.commits += 1
+        self._last_write = time.monotonic()
         self.last_commit = time.time()
         self.last_commit_seconds = time.monotonic() - t0
         return len(rows)
+
+    def _ensure_series(self, samples: list[Sample]) -> None:
+        """A series seen for the first time gets its row (and id) in SQLite before any reading of it."""
+        new = {s.series.name: s.series for s in samples if s.series.name not in self._series}
+        if not new:
+            return
+        conn, added = self._wconn, []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for key in new.values():
+                self._series_id(conn, key, added)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for name in added:
+                self._series.pop(name, None)
+            raise
+
+    def _number(self, samples: list[Sample]) -> tuple[list[tuple], int]:
+        """(seq, series, t_ms, value, status) rows; a flagged or non-finite value is NULL with FLAG_INVALID."""
+        rows = []
+        append = rows.append
+        isfinite = math.isfinite
+        ids = self._series
+        seq = self._next_seq
+        for s in samples:
+            v = s.value
+            if v is None or not isfinite(v):
+                append((seq, ids[s.series.name], int(s.t * 1000 + 0.5), None, s.status | FLAG_INVALID))
+            else:
+                append((seq, ids[s.series.name], int(s.t * 1000 + 0.5), v, s.status))
+            seq += 1
+        return rows, seq
+
+    def _write_bulk(self, rows: list[tuple], recs: list[tuple]) -> None:
+        conn = self._wconn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            hot = self._bulk(conn, rows)
+            self._insert_fresh(conn, hot)
+            self._write_records(conn, recs)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _insert_fresh(conn, rows: list[tuple]) -> None:
+        """(seq, sid, t, value, status) rows into the hot tail: one small block per series and hour."""
+        per: dict[int, list[tuple]] = {}
+        for seq, sid, t, v, st in rows:
+            per.setdefault(sid, []).append((seq, t, v, st))
+        for sid, srows in per.items():
+            _seal_rows(conn, sid, srows, table="fresh")
 
     def _bulk(self, conn, rows: list[tuple]) -> list[tuple]:
         """Import and backfill: samples in hours already past sealing go straight into blocks."""
@@ -822,25 +1041,29 @@ class Store(StoreReader):
         """
         self._last_seal = time.time()
         cutoff = self._seal_cutoff_ms(now)
+        with self._mem_lock:
+            old = any(r[2] < cutoff for r in self._mem)
+        if old:
+            self.flush()
         sealed = 0
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline:
             with self._write_lock:
                 conn = self._wconn
-                lo = conn.execute("SELECT min(t) FROM raw").fetchone()[0]
-                if lo is None or (lo >= cutoff and conn.execute("SELECT count(*) FROM raw").fetchone()[0] <= HOT_MAX):
+                hour, hot = conn.execute("SELECT min(hour), total(n) FROM fresh").fetchone()
+                if hour is None or ((hour + 3600) * 1000 > cutoff and hot <= HOT_MAX):
                     break
-                hour = lo // BLOCK_MS * BLOCK_MS
                 t0 = time.monotonic()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     per: dict[int, list[tuple]] = {}
-                    for seq, sid, t, v, st in conn.execute(
-                            "SELECT seq, series, t, value, status FROM raw WHERE t>=? AND t<?", (hour, hour + BLOCK_MS)):
-                        per.setdefault(sid, []).append((seq, t, v, st))
+                    ids = []
+                    for fid, sid, data in conn.execute("SELECT id, series, data FROM fresh WHERE hour=?", (hour,)):
+                        ids.append((fid,))
+                        per.setdefault(sid, []).extend((q, t, v, st) for t, v, st, q in blocks.decode(data).rows())
                     for sid, rows in per.items():
                         sealed += _seal_rows(conn, sid, rows)
-                    conn.execute("DELETE FROM raw WHERE t>=? AND t<?", (hour, hour + BLOCK_MS))
+                    conn.executemany("DELETE FROM fresh WHERE id=?", ids)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -849,6 +1072,15 @@ class Store(StoreReader):
                 self.longest_step = max(self.longest_step, time.monotonic() - t0)
         self.sealed_blocks += sealed
         return sealed
+
+    def events(self, since: float = 0, limit: int = 100) -> list[dict]:
+        """Stored events and those still on their way to SQLite (queued or journaled), newest first."""
+        with self._records_lock, self._mem_lock:
+            pending = [r for r in list(self._mem_recs) + list(self._records) if r[0] == "event" and r[1] >= since]
+        out = {(e["t"], e["node"], e["kind"], e["detail"]): e for e in StoreReader.events(self, since, limit)}
+        for _, t, node, kind, detail in pending:
+            out.setdefault((t, node, kind, detail), dict(t=t, node=node, kind=kind, detail=detail))
+        return sorted(out.values(), key=lambda e: e["t"], reverse=True)[:limit]
 
     def latest(self) -> list[dict]:
         """The newest sample of each series, from memory (the store keeps no latest table)."""
@@ -906,7 +1138,7 @@ class Store(StoreReader):
                 break
             rows = self._w_read("SELECT id, n, data FROM block ORDER BY hour LIMIT 20")
             if not rows:
-                if self._w_read("SELECT count(*) FROM raw")[0][0] > 1000:
+                if self._w_read("SELECT total(n) FROM fresh")[0][0] > 1000:
                     self.seal(now=MAX_TIME, budget=STEP_SECONDS)  # the whole hot tail, so it can go too
                     continue
                 b = self._w_read("SELECT min(bucket), max(bucket) FROM rollup WHERE tier=?", (STORED_TIERS[0],))[0]
@@ -972,6 +1204,13 @@ class Store(StoreReader):
             return (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
 
     def close(self) -> None:
+        """Flush what is journaled (if it fails, the journal keeps it for the next start) and close."""
+        try:
+            self.write([])
+            self.flush()
+        except (sqlite3.Error, OSError) as exc:
+            log.error("store: closing without moving the journal into SQLite (kept for the next start): %s", exc)
+        self._journal.close()
         try:
             self._wconn.close()
         except sqlite3.Error:

@@ -68,11 +68,18 @@ def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, 
     return out
 
 
-def reconcile(db_path, emulators: dict, consumer=None, http_base: str | None = None, since: float = 0.0) -> Tally:
-    """``emulators`` maps node name -> Emulator (with its ledger); rows before ``since`` (seeded
-    history) are not the emulators' and are left out."""
+def _reader(store) -> StoreReader:
+    """The running appliance's Store (which also sees readings still in its journal), or a file."""
+    return store if isinstance(store, StoreReader) else StoreReader(store)
+
+
+def reconcile(store, emulators: dict, consumer=None, http_base: str | None = None, since: float = 0.0) -> Tally:
+    """``store``: the running appliance's Store, or a store file (then only what the writer has
+    moved into SQLite counts: stop the service first). ``emulators`` maps node name -> Emulator
+    (with its ledger); rows before ``since`` (seeded history) are not the emulators' and are left out."""
     tally = Tally()
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    reader = _reader(store)
+    db = sqlite3.connect(f"file:{reader.path}?mode=ro", uri=True)
     try:
         smap = series_for(db)
         t_lo = t_hi = None
@@ -90,7 +97,7 @@ def reconcile(db_path, emulators: dict, consumer=None, http_base: str | None = N
                     tally.per_series[f"{node}/{ch}/{q}"] = (len(values), 0)
                     continue
                 sid, name, _ = smap[key]
-                rows = [(round(t * 1000), v) for _, t, v, _st in StoreReader(db_path).iter_raw([name], since, MAX_TIME)]
+                rows = [(round(t * 1000), v) for _, t, v, _st in reader.iter_raw([name], since, MAX_TIME)]
                 stored = len(rows)
                 tally.stored += stored
                 tally.lost += max(0, len(values) - stored)
@@ -135,23 +142,29 @@ def windows(start: float, end: float, width: float):
         a += width
 
 
-def stored(db_path, name: str, t0: float = 0.0, t1: float = MAX_TIME) -> list[tuple[float, float | None]]:
+def stored(store, name: str, t0: float = 0.0, t1: float = MAX_TIME) -> list[tuple[float, float | None]]:
     """(t, value) of every stored sample of ``node::field`` in [t0, t1), hot or sealed, in time order."""
-    return [(t, v) for _, t, v, _st in StoreReader(db_path).iter_raw([name], t0, t1)]
+    return [(t, v) for _, t, v, _st in _reader(store).iter_raw([name], t0, t1)]
 
 
 def stored_count(db_path) -> int:
-    """Every stored sample, hot or sealed."""
+    """Every stored sample, hot, sealed or journaled, of a store no service has open.
+
+    Opening it as the next start would, replays the journal first (readings made durable but
+    not yet moved into SQLite when the writer was killed)."""
+    from appliance.store import Store
+
+    Store(db_path).close()
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        return db.execute("SELECT (SELECT count(*) FROM raw) + (SELECT coalesce(sum(n), 0) FROM block)").fetchone()[0]
+        return db.execute("SELECT (SELECT coalesce(sum(n), 0) FROM fresh) + (SELECT coalesce(sum(n), 0) FROM block)").fetchone()[0]
     finally:
         db.close()
 
 
-def rollup_mismatches(db_path, tiers=(10, 60, 600, 3600)) -> list[str]:
+def rollup_mismatches(store, tiers=(10, 60, 600, 3600)) -> list[str]:
     """Buckets where what readers are served at a tier differs from the aggregate of the stored samples."""
-    reader = StoreReader(db_path)
+    reader = _reader(store)
     bad = []
     for f in reader.fields():
         rows = [(t, v) for _, t, v, _st in reader.iter_raw([f.name], 0, MAX_TIME) if v is not None]

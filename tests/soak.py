@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_end = rss_mb(proc.pid)
         for e in (e372, e240):
             e.control("mute on")  # quiesce: nothing in flight while we count
-        time.sleep(3)
+        time.sleep(5)  # and the writer, idle for 2 s, has moved its journal into SQLite
         h = health(port)
         tally = reconcile(work / "kelvinpi.db", {"LSA23JD": e372, "LSA24AZ": e240}, consumer=consumer,
                           http_base=f"http://127.0.0.1:{port}")

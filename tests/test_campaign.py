@@ -61,7 +61,7 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
         assert max(recovery.values()) < 1.2 + 1.0 + 0.2 + 1.0, recovery
         quiesce(emu372, emu240)
         db = str(tmp_path / "kelvinpi.db")
-        tally = reconcile(db, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
     finally:
         app.stop()
     # the 240 went on reading while the 372 was faulted ...
@@ -111,7 +111,7 @@ def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372,
         wait_for(lambda: app.store.written > written + 100 and len(app.queue) < 100, 30, what="writes resumed")
         quiesce(emu372, emu240)
         wait_nodes(consumer)
-        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
         dropped = app.queue.dropped
     finally:
         app.stop()
@@ -163,7 +163,7 @@ def test_disk_full_during_a_reconnect_and_a_clock_step(tmp_path, small_disk, emu
                  what="the queued events committed")
         kinds = [e["kind"] for e in app.store.events(limit=1000)]
         quiesce(emu372, emu240)
-        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240})
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240})
         dropped = app.queue.dropped + app.store.records_dropped
     finally:
         app.stop()
@@ -198,7 +198,7 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
         time.sleep(4)
         quiesce(emu372, emu240)
         wait_nodes(consumer)
-        tally = reconcile(app.store.path, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer,
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer,
                           http_base=app.base_url)
         steps = app.clock_steps
     finally:
@@ -212,7 +212,7 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
     assert steps == 2 and len(kinds) == 2 and kinds[0].startswith("-36") and kinds[1].startswith("+90000")  # -1 h to +1 d
     # each stretch in acquisition order: sorted by time the stretches come back B (an hour early), A, C
     ledger = emu240.ledger.snapshot()[("1", "kelvin")]
-    got = stored(app.store.path, "LSA24AZ::50k_plate_t")
+    got = stored(app.store, "LSA24AZ::50k_plate_t")
     rows, ts = [v for _, v in got], [t for t, _ in got]
     b = [v for v, t in zip(rows, ts) if t < t_start - 1000]
     a = [v for v, t in zip(rows, ts) if t_start - 1000 <= t < t_start + 43200]
@@ -220,7 +220,7 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
     assert a and b and c and a + b + c == ledger
     # what readers get at every rollup tier is the exact aggregate of the stored samples,
     # whatever order they arrived in (and whether the forward step got them sealed already)
-    bad = rollup_mismatches(app.store.path)
+    bad = rollup_mismatches(app.store)
     assert not bad, bad[:5]
     db.close()
 
@@ -300,7 +300,7 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
         t_done = time.time()
         overruns = [p.health.overruns - o for p, o in zip(app.pollers, over0)]
         quiesce(emu372, emu240)
-        tally = reconcile(db, {"LSA23JD": emu372, "LSA24AZ": emu240}, since=now,
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, since=now,
                           http_base=f"http://127.0.0.1:{port}")
     finally:
         app.stop()

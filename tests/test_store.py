@@ -38,8 +38,12 @@ def everything(store, name):
     return [(t, v, s) for _, t, v, s in store.iter_raw([name], 0, 4e9)]
 
 
-def count(store, table="raw"):
-    return store.reader().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+def count(store, table="fresh"):
+    """Blocks in ``block``, samples in the hot tail (``fresh``, after a flush of the journal)."""
+    store.flush()
+    if table == "block":
+        return store.reader().execute("SELECT count(*) FROM block").fetchone()[0]
+    return store.reader().execute("SELECT coalesce(sum(n), 0) FROM fresh").fetchone()[0]
 
 
 def test_raw_round_trip_and_relative_times(tmp_path):

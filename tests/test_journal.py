@@ -1,0 +1,117 @@
+"""The store's journal on real files: what a kill or power cut leaves behind comes back once, whole."""
+import os
+import shutil
+import time
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from appliance import journal
+from appliance.samples import FLAG_INVALID, Sample, SeriesKey
+from appliance.store import Store, StoreReader
+
+K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")
+R = SeriesKey("LSA23JD", "mxc_r", "Ohm", "mxc")
+
+
+def everything(reader, name):
+    return [(t, v, s) for _, t, v, s in reader.iter_raw([name], 0, 4e9)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 1 << 40), st.integers(1, 1 << 20), st.integers(-(1 << 50), 1 << 50),
+                          st.one_of(st.none(), st.floats(allow_nan=False)), st.integers(0, (1 << 31) - 1)),
+                max_size=50),
+       st.lists(st.tuples(st.sampled_from(["event", "cursor"]), st.text(max_size=20), st.floats(allow_nan=False,
+                                                                                             allow_infinity=False)),
+                max_size=5))
+def test_frames_round_trip(rows, records):
+    frame = journal.Frame(7, rows, [list(r) for r in records])
+    data = journal.encode(frame) * 2
+    frames, used = journal.decode_all(data)
+    assert used == len(data) and len(frames) == 2
+    for f in frames:
+        assert f.number == 7 and len(f.rows) == len(rows) and [tuple(r) for r in f.records] == records
+        for a, b in zip(rows, f.rows):
+            assert a[:3] == b[:3] and a[4] == b[4]
+            assert (a[3] is None and b[3] is None) or np.float64(a[3]).tobytes() == np.float64(b[3]).tobytes()
+
+
+def test_readings_are_readable_at_once_and_survive_a_kill(tmp_path):
+    s = Store(tmp_path / "k.db")
+    t = time.time()
+    s.write([Sample(K, t + i, 0.01 + i, 0) for i in range(30)] + [Sample(R, t, None, 64)])
+    s.event("connected", "LSA23JD", "x")
+    s.write([])
+    # readable through the writer's Store at once, though SQLite does not have them yet
+    assert len(everything(s, K.name)) == 30 and s.data([R.name], t - 1, t + 1, now=t + 1)[R.name].status == [
+        64 | FLAG_INVALID]
+    assert os.path.getsize(tmp_path / "k.db-log") == 0  # the event moved everything into SQLite at once
+    s.write([Sample(K, t + 100 + i, 1.0, 0) for i in range(10)])  # journaled only
+    assert os.path.getsize(tmp_path / "k.db-log") > 0
+    assert len(everything(StoreReader(tmp_path / "k.db"), K.name)) == 30  # a file reader sees SQLite only
+    # kill -9: no close, no flush; the next start replays the journal
+    del s
+    s2 = Store(tmp_path / "k.db")
+    assert len(everything(StoreReader(tmp_path / "k.db"), K.name)) == 40
+    assert os.path.getsize(tmp_path / "k.db-log") == 0
+    s2.write([Sample(K, t + 200, 2.0, 0)])
+    seqs = [r[0] for r in s2.by_seq({1, 2}, 0, 1 << 62, 1000)]
+    assert seqs == list(range(1, 43))  # numbering goes on after the replayed readings
+
+
+def test_a_torn_frame_is_dropped_and_the_whole_ones_kept(tmp_path):
+    s = Store(tmp_path / "k.db")
+    t = time.time()
+    for i in range(5):
+        s.write([Sample(K, t + i, float(i), 0)])
+    log = tmp_path / "k.db-log"
+    whole = log.read_bytes()
+    log.write_bytes(whole + whole[:20])  # the power went while the next frame was being written
+    del s
+    s2 = Store(tmp_path / "k.db")
+    assert [v for _, v, _ in everything(s2, K.name)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    s2.write([Sample(K, t + 9, 9.0, 0)])
+    s2.close()
+    assert [v for _, v, _ in everything(StoreReader(tmp_path / "k.db"), K.name)] == [0.0, 1.0, 2.0, 3.0, 4.0, 9.0]
+
+
+def test_frames_already_in_sqlite_are_not_applied_twice(tmp_path):
+    """A crash after the flush committed but before the journal was emptied: no duplicates."""
+    s = Store(tmp_path / "k.db")
+    t = time.time()
+    for i in range(5):
+        s.write([Sample(K, t + i, float(i), 0)])
+    s.save_cursor("influx:x", 3, [])
+    s.write([])
+    shutil.copy(tmp_path / "k.db-log", tmp_path / "saved-log")
+    s.event("connected", "LSA23JD", "once")
+    s.write([])  # flushed into SQLite, journal emptied
+    s.write([Sample(K, t + 10, 10.0, 0)])  # journaled after
+    tail = (tmp_path / "k.db-log").read_bytes()
+    del s
+    (tmp_path / "k.db-log").write_bytes((tmp_path / "saved-log").read_bytes() + tail)
+    s2 = Store(tmp_path / "k.db")
+    assert [v for _, v, _ in everything(s2, K.name)] == [0.0, 1.0, 2.0, 3.0, 4.0, 10.0]
+    assert [e["detail"] for e in s2.events()] == ["once"] and s2.load_cursor("influx:x") == (3, [])
+
+
+def test_a_full_disk_refuses_the_batch_and_keeps_the_journal_whole(tmp_path, small_disk):
+    from .conftest import fill_disk
+
+    s = Store(small_disk / "k.db")
+    t = time.time()
+    s.write([Sample(K, t, 1.0, 0)])
+    fill_disk(small_disk / "filler")
+    batch = [Sample(K, t + 1 + i * 0.001, 2.0, 0) for i in range(4000)]
+    try:
+        s.write(batch)
+        refused = False
+    except OSError as exc:
+        refused = exc.errno == 28
+    assert refused  # the caller keeps the batch (the writer thread requeues it)
+    (small_disk / "filler").unlink()
+    s.write(batch[:10])
+    del s
+    again = Store(small_disk / "k.db")
+    assert [v for _, v, _ in everything(again, K.name)] == [1.0] + [2.0] * 10
