@@ -187,3 +187,34 @@ def rollup_mismatches(store, tiers=(10, 60, 600, 3600)) -> list[str]:
                     bad.append(f"{f.name} tier {tier} bucket {b}: served {g}, stored n={n} mean={total / n}")
             bad += [f"{f.name} tier {tier} bucket {b}: served but nothing stored" for b in got if b not in expect]
     return bad
+
+
+def forwarded(store, listener=None, influx=None, root: str = "observatory") -> dict[str, tuple[int, int, int]]:
+    """What the push uplinks delivered, per series with an OCS name (flagged readings are not sent):
+    ``name -> (non-NULL samples stored, missing or extra on the OCS feed, missing or extra in InfluxDB)``.
+
+    ``listener``: a FeedListener subscribed to the feeds (as OCS's InfluxDB publisher is);
+    ``influx``: the InfluxDB the uplink writes (``tests.routers.Influx``). A ``None`` reader counts 0.
+    """
+    reader = _reader(store)
+    feed = listener.samples() if listener is not None else {}
+    out = {}
+    for f in reader.fields():
+        if not f.ocs:
+            continue
+        want = {round(t * 1000) for _, t, v, _st in reader.iter_raw([f.name], 0, MAX_TIME) if v is not None}
+        ocs_bad = influx_bad = 0
+        if listener is not None:
+            got = [round(t * 1000) for t, _ in feed.get(f"{root}.{f.node}.{f.ocs}", [])]
+            ocs_bad = len(want ^ set(got)) + (len(got) - len(set(got)))  # missing, extra, duplicated
+        if influx is not None:
+            res = influx.query(f'SELECT "{f.ocs}" FROM "{root}.{f.node}"')["results"][0].get("series")
+            got_i = {int(r[0]) for r in res[0]["values"] if r[1] is not None} if res else set()
+            influx_bad = len(want ^ got_i)
+        out[f.name] = (len(want), ocs_bad, influx_bad)
+    return out
+
+
+def forwarding_gaps(store, listener=None, influx=None) -> dict[str, tuple[int, int, int]]:
+    """The series of ``forwarded`` whose OCS feed or InfluxDB is not exactly what is stored."""
+    return {k: v for k, v in forwarded(store, listener, influx).items() if v[1] or v[2]}

@@ -9,7 +9,8 @@ from appliance import config as _config
 from appliance.service import Appliance
 from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config, fill_disk, sisock_uplink, start_appliance, wait_for, wait_nodes
-from tests.reconcile import reconcile, rollup_mismatches, stored
+from tests.reconcile import forwarded, forwarding_gaps, reconcile, rollup_mismatches, stored
+from tests.routers import FeedListener
 
 
 def quiesce(*emus: Emulator, settle: float = 2.5) -> None:
@@ -24,8 +25,26 @@ def _max_gap(db_path, name: str, t0: float, t1: float) -> float:
     return max((b - a for a, b in zip(ts, ts[1:])), default=float("inf"))
 
 
-def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, router, consumer):
-    app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=sisock_uplink(router, tmp_path)))
+def push_uplinks(router, influx) -> str:
+    """Config lines for the push uplinks: OCS feeds on the session's router, and InfluxDB."""
+    return (f'\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n'
+            f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n')
+
+
+def wait_forwarded(store, listener, influx, what: str) -> dict:
+    """Until the OCS feed and InfluxDB hold exactly what is stored (every series with an OCS name)."""
+    deadline = time.monotonic() + 90
+    while (gaps := forwarding_gaps(store, listener, influx)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert not gaps, f"{what}: (stored, OCS wrong, InfluxDB wrong) per series: {gaps}"
+    return forwarded(store, listener, influx)
+
+
+def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, router, consumer, wamp_loop, influx):
+    listener = FeedListener(wamp_loop, router)
+    assert listener.joined.wait(20)
+    app = start_appliance(appliance_config(tmp_path, emu372, emu240,
+                                           extra=sisock_uplink(router, tmp_path) + push_uplinks(router, influx)))
     base = app.base_url
     try:
         wait_for(lambda: all(p.health.connected for p in app.pollers), 20, what="both instruments connected")
@@ -62,8 +81,11 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
         quiesce(emu372, emu240)
         db = str(tmp_path / "kelvinpi.db")
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
+        pushed = wait_forwarded(app.store, listener, influx, "instrument faults")
     finally:
         app.stop()
+    print("instrument faults: forwarded to OCS and InfluxDB (stored, OCS wrong, InfluxDB wrong):",
+          sum(v[0] for v in pushed.values()), "non-NULL samples in", len(pushed), "series, 0 wrong")
     # the 240 went on reading while the 372 was faulted ...
     assert _max_gap(db, "LSA24AZ::50k_plate_t", t_fault, t_fault + 8) < 1.5
     # ... and the 372's silence shows as a gap, not as invented values
@@ -86,8 +108,12 @@ def _metric(base: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372, emu240, router, consumer):
-    text = appliance_config(tmp_path, emu372, emu240, extra=sisock_uplink(router, tmp_path))
+def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372, emu240, router, consumer, wamp_loop,
+                                                  influx):
+    listener = FeedListener(wamp_loop, router)
+    assert listener.joined.wait(20)
+    text = appliance_config(tmp_path, emu372, emu240,
+                            extra=sisock_uplink(router, tmp_path) + push_uplinks(router, influx))
     text = text.replace("read_heater = true", "read_heater = false")
     text = text.replace(str(tmp_path / "kelvinpi.db"), str(small_disk / "kelvinpi.db"))
     text = text.replace("commit_interval = 0.2", "commit_interval = 0.2\nqueue_size = 300")
@@ -113,10 +139,12 @@ def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372,
         wait_nodes(consumer)
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
         dropped = app.queue.dropped
+        pushed = wait_forwarded(app.store, listener, influx, "disk full")  # exactly what was stored, no more
     finally:
         app.stop()
         filler.unlink(missing_ok=True)
-    print("disk full:", tally.line(), f"dropped={dropped} (counted)")
+    print("disk full:", tally.line(), f"dropped={dropped} (counted); forwarded to OCS and InfluxDB:",
+          sum(v[0] for v in pushed.values()))
     assert dropped > 0
     assert tally.produced == tally.stored + dropped  # every reading is stored or counted as dropped
     assert tally.foreign == 0 and tally.served_wamp == tally.stored == tally.served_http

@@ -1,4 +1,5 @@
 """The emulated firmware on the wire: dialect, scanner timing, physics, CLI lifecycle."""
+import json
 import os
 import signal
 import socket
@@ -173,3 +174,37 @@ def test_ledger_counts_only_readings_delivered_whole(emu372):
     wait_for(lambda: emu372.ledger.total() == 4, 5, what="two more readings")
     assert emu372.ledger.counts() == {"5/kelvin": 1, "5/sensor": 1, "A/kelvin": 1, "A/sensor": 1}
     assert '"5/kelvin": 1' in emu372.control("ledger")
+
+
+def test_autoscan_snapshots_are_stored_only_when_the_configuration_changes(tmp_path):
+    """v1 put the scanner's current channel into every snapshot: under autoscan nearly every
+    10-minute snapshot was new (a year: ~200 MiB). The channel under autoscan is state, not
+    configuration; a parked scanner's channel is configuration."""
+    from appliance.store import Store
+
+    emu = Emulator.ls372(seed=5, time_scale=1.0)
+    emu.listen_tcp("127.0.0.1", 0)
+    store = Store(tmp_path / "k.db")
+    try:
+        m = Model372(TcpTransport(*emu.tcp.address), timeout=1)
+        m.connect()
+        for ch in (1, 2, 3):
+            m.set_input_setup(ch, InputSetup(True, 5, 3, 21, 1))
+        m.set_scan(1, True)
+        channels, stored = set(), 0
+        for _ in range(12):  # twelve snapshots, the scanner on another channel for most of them
+            channels.add(m.scan().channel)
+            stored += store.snapshot("LSA23JD", m.configuration(["1", "2", "3"]))
+            emu.clock.advance(8.0)
+        assert len(channels) >= 3 and stored == 1
+        config = m.configuration(["1", "2", "3"])
+        for _ in range(365 * 144):  # a year of 10-minute snapshots while nothing is changed
+            stored += store.snapshot("LSA23JD", json.loads(json.dumps(config)))
+        m.set_scan(2, False)  # parked on channel 2: that is configuration
+        stored += store.snapshot("LSA23JD", m.configuration(["1", "2", "3"]))
+        store.write([])
+        assert stored == 2 and [c["scan"] for _, c in store.snapshots("LSA23JD")] == [
+            {"autoscan": True}, {"autoscan": False, "channel": "2"}]
+    finally:
+        store.close()
+        emu.stop()
