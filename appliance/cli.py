@@ -41,16 +41,20 @@ def cmd_sample_config(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """CSV of raw samples straight from a store file (works while the service runs)."""
+    """CSV of raw samples straight from a store file (works while the service runs).
+
+    Read-only: the running service is the only writer. Its last minute of readings may still be
+    in its journal (``<db>-log``), not yet in the file; ``GET /api/v1/export.csv`` includes them.
+    """
     import csv
     from datetime import datetime, timezone
 
-    from .store import Store, resolve_time
+    from .store import StoreReader, resolve_time
 
     if not Path(args.db).exists():
         print(f"kelvinpi export: no store at {args.db}", file=sys.stderr)
         return 1
-    store = Store(args.db)
+    store = StoreReader(args.db)
     names = args.field or [f.name for f in store.fields()]
     unknown = [n for n in names if n not in store.field_map()]
     if unknown:

@@ -115,3 +115,27 @@ def test_a_full_disk_refuses_the_batch_and_keeps_the_journal_whole(tmp_path, sma
     del s
     again = Store(small_disk / "k.db")
     assert [v for _, v, _ in everything(again, K.name)] == [1.0] + [2.0] * 10
+
+
+def test_cli_export_reads_the_file_without_touching_the_writers_journal(tmp_path):
+    import csv
+    import io
+    import subprocess
+    import sys
+
+    s = Store(tmp_path / "k.db")
+    t = time.time() - 100
+    s.write([Sample(K, t + i, 0.5 + i, 0) for i in range(20)] + [Sample(K, t + 20, None, 64)])
+    s.flush()
+    s.write([Sample(K, t + 50, 9.0, 0)])  # the writer (this Store) keeps running: journaled only
+    journal_before = (tmp_path / "k.db-log").read_bytes()
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "export", str(tmp_path / "k.db"), "--field", K.name,
+                          "--start", "-3600"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r["value"] for r in rows] == [repr(0.5 + i) for i in range(20)] + [""]
+    assert rows[-1]["status"] == str(64 | FLAG_INVALID)
+    assert (tmp_path / "k.db-log").read_bytes() == journal_before  # the running writer's journal untouched
+    bad = subprocess.run([sys.executable, "-m", "appliance.cli", "export", str(tmp_path / "k.db"), "--field", "X::y"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "unknown field 'X::y'" in bad.stderr
