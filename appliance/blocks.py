@@ -53,6 +53,14 @@ def columns(rows: list[tuple[int, int, float | None, int]]) -> Columns:
     return Columns(t, seq, status, value, null)
 
 
+def concat(parts: list[Columns]) -> Columns:
+    """Several blocks of one series as one, in (t, seq) order."""
+    t, seq = np.concatenate([p.t for p in parts]), np.concatenate([p.seq for p in parts])
+    order = np.lexsort((seq, t))
+    return Columns(t[order], seq[order], np.concatenate([p.status for p in parts])[order],
+                   np.concatenate([p.value for p in parts])[order], np.concatenate([p.null for p in parts])[order])
+
+
 def _pack(a: np.ndarray) -> bytes:
     return standalone.simple_compress(np.ascontiguousarray(a), _CONFIG) if len(a) else b""
 

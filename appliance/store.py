@@ -180,19 +180,24 @@ def _seal_rows(conn: sqlite3.Connection, sid: int, rows: list[tuple], rollups: b
     for r in rows:
         by_hour.setdefault(r[1] // BLOCK_MS * BLOCK_MS, []).append(r)
     for hour, hrows in by_hour.items():
-        c = blocks.columns(hrows)
-        flags = int(np.bitwise_or.reduce(c.status)) if len(c) else 0
-        conn.execute(f"INSERT INTO {table}(series, hour, t0, t1, seq0, seq1, n, flags, data) VALUES (?,?,?,?,?,?,?,?,?)",
-                     (sid, hour // 1000, int(c.t[0]), int(c.t[-1]), int(c.seq.min()), int(c.seq.max()), len(c),
-                      flags, blocks.encode(c)))
-        if rollups and table == "block":
-            for tier in STORED_TIERS:
-                conn.executemany(
-                    "INSERT INTO rollup(tier, series, bucket, n, sum, min, max) VALUES (?,?,?,?,?,?,?)"
-                    " ON CONFLICT(tier, series, bucket) DO UPDATE SET n=n+excluded.n, sum=sum+excluded.sum,"
-                    " min=min(min, excluded.min), max=max(max, excluded.max)",
-                    [(tier, sid, *s) for s in blocks.summaries(c, tier)])
+        _seal_columns(conn, sid, hour, blocks.columns(hrows), rollups, table)
     return len(by_hour)
+
+
+def _seal_columns(conn: sqlite3.Connection, sid: int, hour: int, c: blocks.Columns, rollups: bool = True,
+                  table: str = "block") -> None:
+    """One block of one series' samples within one hour (``hour`` in ms), and its rollups."""
+    flags = int(np.bitwise_or.reduce(c.status)) if len(c) else 0
+    conn.execute(f"INSERT INTO {table}(series, hour, t0, t1, seq0, seq1, n, flags, data) VALUES (?,?,?,?,?,?,?,?,?)",
+                 (sid, hour // 1000, int(c.t[0]), int(c.t[-1]), int(c.seq.min()), int(c.seq.max()), len(c),
+                  flags, blocks.encode(c)))
+    if rollups and table == "block":
+        for tier in STORED_TIERS:
+            conn.executemany(
+                "INSERT INTO rollup(tier, series, bucket, n, sum, min, max) VALUES (?,?,?,?,?,?,?)"
+                " ON CONFLICT(tier, series, bucket) DO UPDATE SET n=n+excluded.n, sum=sum+excluded.sum,"
+                " min=min(min, excluded.min), max=max(max, excluded.max)",
+                [(tier, sid, *s) for s in blocks.summaries(c, tier)])
 
 
 def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[], None] | None = None) -> None:
@@ -1055,15 +1060,12 @@ class Store(StoreReader):
                     break
                 t0 = time.monotonic()
                 conn.execute("BEGIN IMMEDIATE")
-                try:
-                    per: dict[int, list[tuple]] = {}
-                    ids = []
-                    for fid, sid, data in conn.execute("SELECT id, series, data FROM fresh WHERE hour=?", (hour,)):
-                        ids.append((fid,))
-                        per.setdefault(sid, []).extend((q, t, v, st) for t, v, st, q in blocks.decode(data).rows())
-                    for sid, rows in per.items():
-                        sealed += _seal_rows(conn, sid, rows)
-                    conn.executemany("DELETE FROM fresh WHERE id=?", ids)
+                try:  # one series' hour per step: a short transaction
+                    (sid,) = conn.execute("SELECT series FROM fresh WHERE hour=? LIMIT 1", (hour,)).fetchone()
+                    got = conn.execute("SELECT id, data FROM fresh WHERE hour=? AND series=?", (hour, sid)).fetchall()
+                    _seal_columns(conn, sid, hour * 1000, blocks.concat([blocks.decode(d) for _, d in got]))
+                    sealed += 1
+                    conn.executemany("DELETE FROM fresh WHERE id=?", [(i,) for i, _ in got])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
