@@ -270,6 +270,7 @@ def open_db(path: Path | str, progress: Callable[[], None] | None = None) -> sql
         conn.execute("PRAGMA page_size=4096")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA journal_size_limit=8388608")  # a WAL grown by a big retention pass shrinks back
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     version = int(row[0]) if row else 0
@@ -1114,10 +1115,9 @@ class Store(StoreReader):
         deleted = {"raw_age": 0, "raw_size": 0, "rollup": 0, "events": 0, "snapshots": 0}
         needed = self._needed_from()
         cutoff_s = int(now - self.raw_retention)
-        while True:
-            ids = self._w_read("SELECT id, n, seq1, flags FROM block WHERE hour + 3600 <= ? ORDER BY hour LIMIT 200",
-                               (cutoff_s,))
-            ids = [(i, n) for i, n, seq1, flags in ids if seq1 < needed and not flags & FLAG_CLOCK_UNSYNCED]
+        while True:  # the kept ones (needed, unsynchronised) are filtered in SQL: they never block the rest
+            ids = self._w_read("SELECT id, n FROM block WHERE hour + 3600 <= ? AND seq1 < ? AND flags & ? = 0"
+                               " ORDER BY hour LIMIT 200", (cutoff_s, needed, FLAG_CLOCK_UNSYNCED))
             if not ids:
                 break
             deleted["raw_age"] += self._delete_blocks(ids)
@@ -1157,10 +1157,7 @@ class Store(StoreReader):
                         lost[name] = lost.get(name, 0) + k
             deleted["raw_size"] += self._delete_blocks([(i, n) for i, n, _ in rows])
         if any(deleted.values()):
-            with self._write_lock:
-                self._wconn.executescript("PRAGMA incremental_vacuum;")  # execute() frees only one page
-                # PASSIVE never waits for readers (an open export): the WAL is reset at a later checkpoint
-                self._wconn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._shrink()
         if deleted["raw_size"]:
             detail = f"size cap: deleted {deleted['raw_size']} oldest samples"
             if lost:
@@ -1170,6 +1167,28 @@ class Store(StoreReader):
             self.write([])
         deleted["uplink_lost"] = lost
         return deleted
+
+    def _shrink(self) -> None:
+        """Give freed pages back to the card, a few MB per step, then reset the WAL if no reader holds it.
+
+        The checkpoint waits at most 50 ms for readers (an open export): then it is left to a later pass.
+        """
+        for _ in range(100_000):
+            with self._write_lock:
+                t0 = time.monotonic()
+                conn = self._wconn
+                if conn.execute("PRAGMA freelist_count").fetchone()[0] == 0:
+                    break
+                conn.execute("PRAGMA incremental_vacuum(1000)").fetchall()  # fetchall: every page, not one
+                self.longest_step = max(self.longest_step, time.monotonic() - t0)
+        with self._write_lock:
+            t0 = time.monotonic()
+            conn.execute("PRAGMA busy_timeout=50")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.execute("PRAGMA busy_timeout=30000")
+            self.longest_step = max(self.longest_step, time.monotonic() - t0)
 
     def _w_read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._write_lock:

@@ -233,6 +233,21 @@ def test_age_retention_keeps_what_an_uplink_needs_and_unsynchronised_readings(tm
     assert len(everything(s, K.name)) == 100  # the unsynchronised readings' age is unknown: kept
 
 
+def test_age_retention_is_not_stopped_by_the_blocks_it_keeps(tmp_path):
+    """Hundreds of kept blocks (unsynchronised clock) older than everything else never hold back
+    the deletion of the rest."""
+    s = Store(tmp_path / "k.db", raw_retention_days=90)
+    now = time.time()
+    keys = [SeriesKey("N", f"ch{i}_t", "K", f"ch{i}") for i in range(24)]
+    y2000 = 946_684_800.0
+    s.write([Sample(k, y2000 + h * 3600 + i, 1.0, FLAG_CLOCK_UNSYNCED) for h in range(9) for k in keys
+             for i in range(25)])  # 216 blocks from a Pi that booted without a clock
+    s.write([Sample(k, now - 100 * 86400 + h * 3600 + i, 2.0, 0) for h in range(48) for k in keys for i in range(5)])
+    assert count(s, "block") == 216 + 48 * 24
+    out = s.enforce_retention(now)
+    assert out["raw_age"] == 48 * 24 * 5 and count(s, "block") == 216
+
+
 def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
     s = Store(tmp_path / "k.db", max_size_mb=2)
     t0 = time.time() - 30 * 86400
@@ -244,6 +259,7 @@ def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
         s.enforce_retention()
     assert s.used_bytes() <= 2 * 1024 * 1024
     assert (tmp_path / "k.db").stat().st_size <= 2.2 * 1024 * 1024
+    assert s.file_bytes() <= 2.4 * 1024 * 1024  # the WAL too: reset once no reader holds it
     newest = everything(s, keys[0].name)[-1][0]
     assert newest == pytest.approx(t0 + 11 * 7200 + 7199, abs=1)  # the newest data survives
     kinds = [e["detail"] for e in s.events() if e["kind"] == "retention"]
