@@ -80,25 +80,29 @@ class Outbox:
         """The next rows to send (read-only; nothing moves until ``ack``)."""
         with self._lock:
             self._load()
+            # Everything numbered up to ``top`` is readable and its series exists (the writer
+            # creates a series before numbering its readings): read the series after ``top``
+            # and look no further, so a series created meanwhile is never covered unread.
+            top = self.store.next_seq() - 1
             sids = set(self.fields())
             batch = Batch()
             got: list[tuple] = []
             for lo, hi in self._gaps():
+                hi = min(hi, top)
+                if hi <= lo:
+                    break
                 rows = self.store.by_seq(sids, lo, hi, self.limit - len(got))
                 got.extend(rows)
                 if len(got) >= self.limit:
                     batch.covered.append([lo + 1, rows[-1][0]])
                     break
-                if hi < 1 << 62:
-                    batch.covered.append([lo + 1, hi])  # scanned whole: nothing else of ours in it
-                elif rows:
-                    batch.covered.append([lo + 1, rows[-1][0]])
+                batch.covered.append([lo + 1, hi])  # scanned whole up to hi: nothing else of ours in it
             kinds = {r[1]: "back" for r in got}
             if len(got) >= self.limit:
                 # a backlog: also the newest rows, so live data keeps flowing
                 live_from = max(got[-1][0], self.acked[-1][1] if self.acked else 0)
                 n_live = max(1, self.limit // LIVE_SHARE)
-                live = self.store.by_seq(sids, live_from, 1 << 62, n_live, newest=True)
+                live = self.store.by_seq(sids, live_from, top, n_live, newest=True)
                 if live:
                     batch.covered.append([live_from + 1 if len(live) < n_live else live[0][0], live[-1][0]])
                     for r in live:
@@ -107,7 +111,18 @@ class Outbox:
             for seq, sid, t, v, st in got:
                 batch.rows.setdefault(sid, []).append((t, v, st))
             batch.kinds = kinds
+            if not got and batch.covered:
+                # only other instruments' readings there: nothing to deliver, so step over them now
+                # (or every take would scan them again, a longer stretch each time)
+                self._advance(batch.covered)
+                batch.covered = []
             return batch
+
+    def _advance(self, covered: list[list[int]]) -> None:
+        position, acked = _merge(self.position, self.acked + covered)
+        if (position, acked) != (self.position, self.acked):
+            self.position, self.acked = position, acked
+            self.store.save_cursor(self.name, self.position, [list(r) for r in self.acked])
 
     def ack(self, batch: Batch) -> None:
         """The receiver has these rows: move the cursor (durable at the writer's next commit)."""
@@ -115,8 +130,7 @@ class Outbox:
             return
         with self._lock:
             self._load()
-            self.position, self.acked = _merge(self.position, self.acked + batch.covered)
-            self.store.save_cursor(self.name, self.position, [list(r) for r in self.acked])
+            self._advance(batch.covered)
 
     def first_unacked(self) -> int:
         with self._lock:

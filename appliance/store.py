@@ -215,16 +215,15 @@ def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[], None] | None = 
     acked: dict[str, list[list[int]]] = {name: [] for name in cursors}
     seq = 0
     for (sid,) in conn.execute("SELECT id FROM series ORDER BY id").fetchall():
-        rows = conn.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY t", (sid,)).fetchall()
-        if not rows:
-            continue
         base = seq + 1
-        numbered = [(base + i, t, v, st) for i, (t, v, st) in enumerate(rows)]
-        seq += len(rows)
-        for start in range(0, len(numbered), 200_000):
-            _seal_rows(conn, sid, numbered[start:start + 200_000], rollups=False)
+        cur = conn.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY t", (sid,))
+        while rows := cur.fetchmany(100_000):  # streamed: a 90-day series never sits in memory whole
+            _seal_rows(conn, sid, [(seq + 1 + i, t, v, st) for i, (t, v, st) in enumerate(rows)], rollups=False)
+            seq += len(rows)
             if progress:
                 progress()
+        if seq < base:
+            continue
         for name, pos in cursors.items():
             if sid in pos:
                 sent = conn.execute("SELECT count(*) FROM raw WHERE series=? AND t<=?", (sid, pos[sid])).fetchone()[0]
@@ -557,16 +556,17 @@ class StoreReader:
     def _by_seq(self, conn, mem, sids: set[int], lo: int, hi: int, limit: int, newest: bool) -> list[tuple]:
         marks = ",".join("?" * len(sids))
         got: list[tuple] = [r for r in mem if r[1] in sids and lo < r[0] <= hi]
-        cands = conn.execute(
-            f"SELECT series, seq0, seq1, data FROM block WHERE seq1>? AND seq0<=? AND series IN ({marks}) UNION ALL"
-            f" SELECT series, seq0, seq1, data FROM fresh WHERE seq1>? AND seq0<=? AND series IN ({marks})"
-            f" ORDER BY {'3 DESC' if newest else '2'}", (lo, hi, *sids, lo, hi, *sids))
-        for sid, seq0, seq1, data in cands:
+        cands = conn.execute(  # ordered without their blobs; a blob is read only if it is needed
+            f"SELECT 'block', id, series, seq0, seq1 FROM block WHERE seq1>? AND seq0<=? AND series IN ({marks})"
+            f" UNION ALL SELECT 'fresh', id, series, seq0, seq1 FROM fresh WHERE seq1>? AND seq0<=? AND series IN"
+            f" ({marks}) ORDER BY {'5 DESC' if newest else '4'}", (lo, hi, *sids, lo, hi, *sids)).fetchall()
+        for table, bid, sid, seq0, seq1 in cands:
             if len(got) >= limit:
                 edge = sorted(r[0] for r in got)
                 bound = edge[-limit] if newest else edge[limit - 1]
                 if (seq1 < bound) if newest else (seq0 > bound):
                     break
+            (data,) = conn.execute(f"SELECT data FROM {table} WHERE id=?", (bid,)).fetchone()
             c = blocks.decode(data)
             for t, v, st, seq in c.rows():
                 if lo < seq <= hi:
@@ -648,17 +648,17 @@ class Store(StoreReader):
         self._wconn = open_db(self.path, progress)
         w = self._wconn
         self._series: dict[str, int] = {name: sid for sid, name in w.execute("SELECT id, name FROM series")}
-        top = max(w.execute("SELECT coalesce(max(seq1), 0) FROM fresh").fetchone()[0],
-                  w.execute("SELECT coalesce(max(seq1), 0) FROM block").fetchone()[0],
-                  int((w.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone() or ("1",))[0]) - 1)
+        # Never hand out a number again: not after retention emptied the tables (meta next_seq,
+        # written with every flush), and never one an uplink's cursor has already passed.
+        acked = [max([p] + [b for _, b in json.loads(a)]) for p, a in w.execute("SELECT position, acked FROM outbox")]
+        top = max([w.execute("SELECT coalesce(max(seq1), 0) FROM fresh").fetchone()[0],
+                   w.execute("SELECT coalesce(max(seq1), 0) FROM block").fetchone()[0],
+                   int((w.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone() or ("1",))[0]) - 1] + acked)
         self._next_seq = top + 1
         self._write_lock = threading.RLock()
         self._records: deque[tuple] = deque()
         self._records_lock = threading.Lock()
         self._snap_digest: dict[str, str] = {}
-        for node, config in w.execute("SELECT node, config FROM snapshot s WHERE id = (SELECT max(id) FROM snapshot"
-                                      " WHERE node = s.node)"):
-            self._snap_digest[node] = snapshot_digest(json.loads(config))[0]
         self._latest: dict[int, tuple[float, float | None, int]] = {}
         self._latest_lock = threading.Lock()
         # journaled readings and records not yet in SQLite; readers merge them in (seqlock: _gen
@@ -671,9 +671,6 @@ class Store(StoreReader):
         self._flush_retry_at = 0.0
         self.flush_failing: str | None = None
         self.flushes = 0
-        self._journal = Journal(f"{self.path}-log")
-        self._replay()
-        self._seed_latest()
         self._uplinks: dict[str, object] = {}  # outboxes whose cursors retention must respect
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -687,6 +684,15 @@ class Store(StoreReader):
         self.last_error: str | None = None
         self.last_error_t = 0.0
         self.records_dropped = 0
+        self._journal = Journal(f"{self.path}-log")
+        self._replay()
+        for node, config in w.execute("SELECT node, config FROM snapshot s WHERE id = (SELECT max(id) FROM snapshot"
+                                      " WHERE node = s.node)"):
+            self._snap_digest[node] = snapshot_digest(json.loads(config))[0]
+        for rec in self._mem_recs:  # a replayed snapshot SQLite could not take yet
+            if rec[0] == "snapshot":
+                self._snap_digest[rec[1]] = rec[3]
+        self._seed_latest()
         self.sealed_blocks = 0
         self.longest_step = 0.0  # seconds: the longest write-lock hold of a sealing or retention step
         self._last_retention = 0.0
@@ -715,7 +721,14 @@ class Store(StoreReader):
                      self.path, len(rows), len(self._mem_recs))
             if rows:
                 self._next_seq = rows[-1][0] + 1
-            self.flush()
+            try:
+                self.flush()
+            except sqlite3.Error as exc:  # e.g. a full disk: start anyway; retention and retries free it
+                self.write_errors += 1
+                self.flush_failing = self.last_error = _describe(exc)
+                self.last_error_t = time.time()
+                log.error("store: the journal's readings stay in the journal and in memory until SQLite takes"
+                          " them: %s", exc)
         elif frames:
             self._journal.clear()
 
@@ -734,6 +747,7 @@ class Store(StoreReader):
                 self._write_records(conn, _last_cursor_only(recs))
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_applied', ?)",
                              (str(self._frame - 1),))
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(self._next_seq),))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -814,17 +828,22 @@ class Store(StoreReader):
             if batch or self._records:
                 try:
                     self.write(batch)
-                except (sqlite3.Error, OSError) as exc:
+                except Exception as exc:  # noqa: BLE001 - kept in memory and retried, whatever it was
                     self._write_failed(exc, batch)
                     continue
             else:  # nothing new (instruments quiet): no wear to save by waiting
-                self._maybe_flush(force=time.monotonic() - self._last_write > 2.0)
+                try:
+                    self._maybe_flush(force=time.monotonic() - self._last_write > 2.0)
+                except Exception:  # noqa: BLE001 - _maybe_flush records its own errors
+                    log.exception("store: flush failed")
             try:
                 if time.time() - self._last_seal > 30:
                     self.seal()
                 if time.time() - self._last_retention > 60:
                     self.enforce_retention()
-            except sqlite3.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive a full disk or a bug here
+                self.write_errors += 1
+                self.last_error, self.last_error_t = _describe(exc), time.time()
                 log.error("sealing or retention failed (retrying later): %s", exc)
                 self._last_seal = self._last_retention = time.time()
             # commits about once a commit interval: wait out the rest of it
@@ -841,7 +860,7 @@ class Store(StoreReader):
         if "full" in self.last_error.lower() and time.time() - self._last_retention > 10:
             try:  # free what the retention policy allows before the next attempt
                 log.warning("disk full: running retention now: %s", self.enforce_retention())
-            except sqlite3.Error as rexc:
+            except Exception as rexc:  # noqa: BLE001 - the writer thread must not end here
                 self._last_retention = time.time()
                 log.error("retention on a full disk failed too: %s", rexc)
         self._stop.wait(min(5.0, self.commit_interval * 2))
@@ -1007,6 +1026,7 @@ class Store(StoreReader):
             hot = self._bulk(conn, rows)
             self._insert_fresh(conn, hot)
             self._write_records(conn, recs)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(rows[-1][0] + 1),))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLITE_FULL may already have rolled it back

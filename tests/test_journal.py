@@ -139,3 +139,22 @@ def test_cli_export_reads_the_file_without_touching_the_writers_journal(tmp_path
     bad = subprocess.run([sys.executable, "-m", "appliance.cli", "export", str(tmp_path / "k.db"), "--field", "X::y"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "unknown field 'X::y'" in bad.stderr
+
+
+def test_a_start_on_a_full_disk_keeps_the_journal_and_runs(tmp_path, small_disk):
+    """A journal SQLite cannot take at start (the card is full): the store opens anyway, serves the
+    readings from memory, and moves them into SQLite once there is room."""
+    from .conftest import fill_disk
+
+    s = Store(small_disk / "k.db")
+    t = time.time()
+    for i in range(50):
+        s.write([Sample(K, t + i, float(i), 0)])
+    del s  # killed with 50 readings journaled only
+    fill_disk(small_disk / "filler")
+    s2 = Store(small_disk / "k.db")  # v1 of this code raised SQLITE_FULL here, and systemd restarted it forever
+    assert s2.flush_failing and "full" in s2.flush_failing
+    assert [v for _, v, _ in everything(s2, K.name)] == [float(i) for i in range(50)]
+    (small_disk / "filler").unlink()
+    s2.flush()
+    assert [v for _, v, _ in everything(StoreReader(small_disk / "k.db"), K.name)] == [float(i) for i in range(50)]

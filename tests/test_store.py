@@ -438,3 +438,55 @@ def test_resolve_time():
     assert resolve_time(-10, now=100) == 90 and resolve_time(5, now=100) == 5
     with pytest.raises(ValueError):
         resolve_time(math.nan)
+
+
+def test_sequence_numbers_never_repeat_after_retention_emptied_the_store(tmp_path):
+    """Everything sent and aged out, then a restart: new readings must get numbers above the
+    uplink's cursor, or it would never send them."""
+    from appliance.outbox import Outbox
+
+    s = Store(tmp_path / "k.db", raw_retention_days=1)
+    now = time.time()
+    box = Outbox(s, "influx:x", {"LSA23JD"})
+    box.start_from_now()
+    s.write([Sample(K, now - 3 * 86400 + i, 1.0, 0) for i in range(100)])
+    box.ack(box.take())
+    assert box.position == 100 and box.backlog() == 0
+    s.seal(now=now)
+    assert s.enforce_retention(now)["raw_age"] == 100 and count(s, "block") == 0
+    s.close()
+    s = Store(tmp_path / "k.db", raw_retention_days=1)
+    box = Outbox(s, "influx:x", {"LSA23JD"})
+    box.start_from_now()
+    s.write([Sample(K, now + i, 2.0, 0) for i in range(50)])
+    assert box.backlog() == 50 and len(box.take()) == 50
+
+
+class SeriesAppearsMidTake(Store):
+    """The writer thread creating a series between an uplink's look at the series and its reads."""
+
+    trigger = False
+
+    def fields(self):
+        out = super().fields()
+        if self.trigger:
+            self.trigger = False
+            self.write([Sample(SeriesKey("LSA23JD", "new_t", "K", "new"), time.time(), 7.0, 0),
+                        Sample(K, time.time(), 1.5, 0)])  # numbered after the new series' reading
+        return out
+
+
+def test_a_series_created_while_an_uplink_reads_is_sent(tmp_path):
+    from appliance.outbox import Outbox
+
+    s = SeriesAppearsMidTake(tmp_path / "k.db")
+    box = Outbox(s, "ocs:x", {"LSA23JD"})
+    box.start_from_now()
+    s.write([Sample(K, time.time(), 1.0, 0)])
+    s.trigger = True
+    sent = []
+    for _ in range(5):
+        batch = box.take()
+        sent += [v for rows in batch.rows.values() for _, v, _ in rows]
+        box.ack(batch)
+    assert sorted(sent) == [1.0, 1.5, 7.0] and box.backlog() == 0
