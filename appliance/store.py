@@ -955,11 +955,11 @@ class Store(StoreReader):
         with self._write_lock:
             try:
                 self._ensure_series(samples)
-                rows, seq = self._number(samples)
-                if len(rows) >= BULK_MIN:
+                if len(samples) >= BULK_MIN:
                     self.flush()  # sequence order: whatever is journaled goes first
-                    self._write_bulk(rows, recs)
+                    rows, seq = [], self._write_bulk(samples, recs)
                 else:
+                    rows, seq = self._number(samples)
                     if len(self._mem) > MEM_MAX:
                         raise sqlite3.OperationalError(
                             f"store cannot take more: {len(self._mem)} readings journaled but not in SQLite"
@@ -1019,19 +1019,46 @@ class Store(StoreReader):
             seq += 1
         return rows, seq
 
-    def _write_bulk(self, rows: list[tuple], recs: list[tuple]) -> None:
+    def _write_bulk(self, samples: list[Sample], recs: list[tuple]) -> int:
+        """Import and backfill, in numpy: one block per series and hour, straight into ``block``
+        for hours already past sealing (with their rollups), else into the hot tail. Returns the
+        next sequence number."""
+        n, ids = len(samples), self._series
+        sid = np.fromiter((ids[x.series.name] for x in samples), np.int64, n)
+        t = (np.fromiter((x.t for x in samples), np.float64, n) * 1000 + 0.5).astype(np.int64)
+        val = np.fromiter((np.nan if x.value is None else x.value for x in samples), np.float64, n)
+        status = np.fromiter((x.status for x in samples), np.int64, n)
+        null = ~np.isfinite(val)
+        status[null] |= FLAG_INVALID
+        val[null] = np.nan
+        seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        hour = t // BLOCK_MS * BLOCK_MS
+        order = np.lexsort((seq, t, hour, sid))
+        sid, t, val, status, null, seq, hour = (a[order] for a in (sid, t, val, status, null, seq, hour))
+        edges = np.flatnonzero(np.r_[True, (sid[1:] != sid[:-1]) | (hour[1:] != hour[:-1]), True])
+        cutoff = self._seal_cutoff_ms()
         conn = self._wconn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            hot = self._bulk(conn, rows)
-            self._insert_fresh(conn, hot)
+            for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
+                c = blocks.Columns(t[a:b], seq[a:b], status[a:b], val[a:b], null[a:b])
+                sealed = int(hour[a]) < cutoff
+                _seal_columns(conn, int(sid[a]), int(hour[a]), c, table="block" if sealed else "fresh")
+                self.sealed_blocks += sealed
             self._write_records(conn, recs)
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(rows[-1][0] + 1),))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(self._next_seq + n),))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
                 conn.execute("ROLLBACK")
             raise
+        by_seq = np.argsort(seq)  # the newest reading of each series, in insertion order
+        series, back = np.unique(sid[by_seq][::-1], return_index=True)
+        with self._latest_lock:
+            for k, i in zip(series.tolist(), by_seq[n - 1 - back].tolist()):
+                self._latest[k] = (int(t[i]) / 1000, None if null[i] else float(val[i]), int(status[i]))
+        self.written += n
+        return self._next_seq + n
 
     @staticmethod
     def _insert_fresh(conn, rows: list[tuple]) -> None:
@@ -1041,20 +1068,6 @@ class Store(StoreReader):
             per.setdefault(sid, []).append((seq, t, v, st))
         for sid, srows in per.items():
             _seal_rows(conn, sid, srows, table="fresh")
-
-    def _bulk(self, conn, rows: list[tuple]) -> list[tuple]:
-        """Import and backfill: samples in hours already past sealing go straight into blocks."""
-        cutoff = self._seal_cutoff_ms()
-        old: dict[int, list[tuple]] = {}
-        hot = []
-        for r in rows:
-            if r[2] < cutoff:
-                old.setdefault(r[1], []).append((r[0], r[2], r[3], r[4]))
-            else:
-                hot.append(r)
-        for sid, srows in old.items():
-            self.sealed_blocks += _seal_rows(conn, sid, srows)
-        return hot
 
     def _seal_cutoff_ms(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
