@@ -35,6 +35,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -163,6 +164,19 @@ def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any failure (SQLITE_FULL may have rolled it back already)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     """Run a schema script statement by statement: ``executescript`` would COMMIT the open transaction."""
     for stmt in sql.split(";"):
@@ -276,19 +290,13 @@ def open_db(path: Path | str, progress: Callable[[], None] | None = None) -> sql
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"{path} has schema version {version}, newer than this kelvinpi ({SCHEMA_VERSION})")
     if version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if version == 0:
                 _script(conn, V1 + V2_TABLES + V2_FINISH)
             else:
                 log.info("migrating %s from schema version %d to %d", path, version, SCHEMA_VERSION)
                 _migrate_v1(conn, progress)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     return conn
 
 
@@ -742,16 +750,14 @@ class Store(StoreReader):
                 self._gen += 1
             conn = self._wconn
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                self._insert_fresh(conn, rows)
-                self._write_records(conn, _last_cursor_only(recs))
-                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_applied', ?)",
-                             (str(self._frame - 1),))
-                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(self._next_seq),))
-                conn.execute("COMMIT")
+                with transaction(conn):
+                    self._insert_fresh(conn, rows)
+                    self._write_records(conn, _last_cursor_only(recs))
+                    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_applied', ?)",
+                                 (str(self._frame - 1),))
+                    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)",
+                                 (str(self._next_seq),))
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 with self._mem_lock:
                     self._gen += 1
                 raise
@@ -992,13 +998,10 @@ class Store(StoreReader):
             return
         conn, added = self._wconn, []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for key in new.values():
-                self._series_id(conn, key, added)
-            conn.execute("COMMIT")
+            with transaction(conn):
+                for key in new.values():
+                    self._series_id(conn, key, added)
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             for name in added:
                 self._series.pop(name, None)
             raise
@@ -1038,8 +1041,7 @@ class Store(StoreReader):
         edges = np.flatnonzero(np.r_[True, (sid[1:] != sid[:-1]) | (hour[1:] != hour[:-1]), True])
         cutoff = self._seal_cutoff_ms()
         conn = self._wconn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with transaction(conn):
             for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
                 c = blocks.Columns(t[a:b], seq[a:b], status[a:b], val[a:b], null[a:b])
                 sealed = int(hour[a]) < cutoff
@@ -1047,11 +1049,6 @@ class Store(StoreReader):
                 self.sealed_blocks += sealed
             self._write_records(conn, recs)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(self._next_seq + n),))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
-                conn.execute("ROLLBACK")
-            raise
         by_seq = np.argsort(seq)  # the newest reading of each series, in insertion order
         series, back = np.unique(sid[by_seq][::-1], return_index=True)
         with self._latest_lock:
@@ -1093,18 +1090,12 @@ class Store(StoreReader):
                 if hour is None or ((hour + 3600) * 1000 > cutoff and hot <= HOT_MAX):
                     break
                 t0 = time.monotonic()
-                conn.execute("BEGIN IMMEDIATE")
-                try:  # one series' hour per step: a short transaction
+                with transaction(conn):  # one series' hour per step: a short transaction
                     (sid,) = conn.execute("SELECT series FROM fresh WHERE hour=? LIMIT 1", (hour,)).fetchone()
                     got = conn.execute("SELECT id, data FROM fresh WHERE hour=? AND series=?", (hour, sid)).fetchall()
                     _seal_columns(conn, sid, hour * 1000, blocks.concat([blocks.decode(d) for _, d in got]))
-                    sealed += 1
                     conn.executemany("DELETE FROM fresh WHERE id=?", [(i,) for i, _ in got])
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                sealed += 1
                 self.longest_step = max(self.longest_step, time.monotonic() - t0)
         self.sealed_blocks += sealed
         return sealed
@@ -1238,15 +1229,8 @@ class Store(StoreReader):
     def _delete_blocks(self, ids: list[tuple[int, int]]) -> int:
         with self._write_lock:
             t0 = time.monotonic()
-            conn = self._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self._wconn) as conn:
                 conn.executemany("DELETE FROM block WHERE id=?", [(i,) for i, _ in ids])
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             self.longest_step = max(self.longest_step, time.monotonic() - t0)
         return sum(n for _, n in ids)
 

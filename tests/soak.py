@@ -29,8 +29,8 @@ from pathlib import Path
 
 from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config
-from tests.reconcile import reconcile
-from tests.routers import Consumer, Crossbar, Hub, Loop
+from tests.reconcile import forwarded, forwarding_gaps, reconcile
+from tests.routers import Consumer, Crossbar, FeedListener, Hub, Influx, Loop
 
 SERVER_SECRET = "soak-server-secret"
 CONSUMER_SECRET = "soak-consumer-secret"
@@ -51,7 +51,13 @@ def health(port: int) -> dict:
 
 
 def inject(rng: random.Random, e372: Emulator, e240: Emulator, router: Crossbar, counts: Counter,
-           allow_router: bool) -> str:
+           allow_router: bool, influx: Influx | None = None) -> str:
+    if influx is not None and allow_router and rng.random() < 0.1:
+        counts["influxdb restart"] += 1
+        influx.stop()
+        time.sleep(rng.uniform(2, 8))
+        influx.start()
+        return "router restart"  # counts as a far-side outage for the spacing below
     if allow_router and rng.random() < 0.12:
         counts["router restart"] += 1
         router.stop()
@@ -113,11 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     hub = Hub(loop, router)
     assert hub.joined.wait(60), "sisock hub never joined"
     consumer = Consumer(loop, router)
+    listener = FeedListener(loop, router)  # as OCS's InfluxDB publisher subscribes to the feeds
+    assert listener.joined.wait(60), "feed listener never joined"
+    influx = Influx(work) if os.path.exists(Influx.BIN) else None
+    if influx is not None:
+        influx.start()
+        influx.create_db()
+    else:
+        print("soak: Debian's influxd is not installed: the InfluxDB uplink is left out", flush=True)
     secret = work / "wamp-secret"
     secret.write_text(SERVER_SECRET + "\n")
     os.chmod(secret, 0o600)
     uplinks = (f'\n[[uplink]]\nkind = "sisock"\nurl = "{router.wss_url}"\nsecret_file = "{secret}"\n'
                f'ca_file = "{router.cert}"\n\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n')
+    if influx is not None:
+        uplinks += f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
+
     cfg = work / "kelvinpi.toml"
     cfg.write_text(appliance_config(work, e372, e240, extra=uplinks, interval=0.2).replace(
         "commit_interval = 0.2", "commit_interval = 0.5"))
@@ -149,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             if proc.poll() is not None:
                 raise RuntimeError(f"the appliance exited with {proc.returncode}")
             if now >= next_fault and now < end - 20:
-                if inject(rng, e372, e240, router, counts, allow_router=now - last_router > 60) == "router restart":
+                if inject(rng, e372, e240, router, counts, allow_router=now - last_router > 60,
+                          influx=influx) == "router restart":
                     last_router = time.monotonic()
                 next_fault = time.monotonic() + rng.expovariate(1 / args.fault_every)
         for e in (e372, e240):
@@ -164,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         h = health(port)
         tally = reconcile(work / "kelvinpi.db", {"LSA23JD": e372, "LSA24AZ": e240}, consumer=consumer,
                           http_base=f"http://127.0.0.1:{port}")
+        # the push uplinks: the OCS feed and InfluxDB hold exactly what is stored (bounded wait for backfill)
+        deadline = time.monotonic() + 180
+        while (gaps := forwarding_gaps(work / "kelvinpi.db", listener, influx)) and time.monotonic() < deadline:
+            time.sleep(2)
+        pushed = forwarded(work / "kelvinpi.db", listener, influx)
         db_mb = sum(p.stat().st_size for p in work.glob("kelvinpi.db*")) / 1e6
         sim_days = e372.clock.now() / 86400 if hasattr(e372.clock, "now") else float("nan")
         print(f"soak: faults injected: {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
@@ -176,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
               f"queue dropped {h['store']['dropped']}, write errors {h['store']['write_errors']}")
         print(f"soak: RSS {rss_start:.1f} MB after the first minute, {rss_end:.1f} MB at the end "
               f"(bound +{args.rss_bound:.0f} MB); DB {db_mb:.1f} MB")
+        print(f"soak: forwarded: {sum(v[0] for v in pushed.values())} non-NULL samples of {len(pushed)} series; "
+              f"wrong on the OCS feed {sum(v[1] for v in pushed.values())}, in InfluxDB "
+              f"{sum(v[2] for v in pushed.values()) if influx is not None else 'n/a'}"
+              + (f"; per series (stored, OCS wrong, InfluxDB wrong): {gaps}" if gaps else ""))
         ok = (tally.lost == 0 and tally.foreign == 0 and tally.served_wamp == tally.stored == tally.served_http
-              and tally.produced > 0 and rss_end - rss_start <= args.rss_bound)
+              and tally.produced > 0 and rss_end - rss_start <= args.rss_bound and not gaps)
         print(f"soak: {'PASS' if ok else 'FAIL'}", flush=True)
         final = f"soak: produced={tally.produced} stored={tally.stored} served={tally.served} lost={tally.lost}"
         status = 0 if ok else 1
@@ -191,13 +218,15 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for comp in (consumer.comp, hub.comp):  # leave quietly before the router goes
+        for comp in (consumer.comp, hub.comp, listener.comp):  # leave quietly before the router goes
             try:
                 loop.run(_stopped(comp), timeout=10)
             except Exception:
                 pass
         loop.stop()
         router.stop()
+        if influx is not None:
+            influx.stop()
         e372.stop()
         e240.stop()
         if not args.keep and status == 0:

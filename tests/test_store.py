@@ -1,5 +1,6 @@
 """The SQLite store on real files: sealed blocks, rollups, sisock query semantics, retention,
 clock steps, the one write path, and the migration of a file the previous release wrote."""
+import json
 import math
 import random
 import shutil
@@ -490,3 +491,17 @@ def test_a_series_created_while_an_uplink_reads_is_sent(tmp_path):
         sent += [v for rows in batch.rows.values() for _, v, _ in rows]
         box.ack(batch)
     assert sorted(sent) == [1.0, 1.5, 7.0] and box.backlog() == 0
+
+
+def test_snapshots_follow_retention_keeping_the_one_in_force(tmp_path):
+    s = Store(tmp_path / "k.db", raw_retention_days=1)
+    now = time.time()
+    fill(s, now - 3 * 86400, 3 * 86400 // 600, step=600.0)
+    s.seal(now=now)
+    for i, t in enumerate((now - 3 * 86400, now - 2.5 * 86400, now - 2 * 86400, now - 3600)):
+        s._record(("snapshot", "LSA23JD", t, f"d{i}", json.dumps({"curve": i})))  # as the writer got them
+    s.write([])
+    s.enforce_retention(now)
+    kept = [c["curve"] for _, c in s.snapshots("LSA23JD")]
+    # the data left starts about a day back: the snapshot in force then (#2) and the newer one stay
+    assert kept == [2, 3]
