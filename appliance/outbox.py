@@ -27,7 +27,6 @@ class Batch:
 
     rows: dict[int, list[tuple[int, float | None, int]]] = field(default_factory=dict)
     covered: list[list[int]] = field(default_factory=list)
-    kinds: dict[int, str] = field(default_factory=dict)  # "back", "live" or "back+live" per series
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -97,7 +96,6 @@ class Outbox:
                     batch.covered.append([lo + 1, rows[-1][0]])
                     break
                 batch.covered.append([lo + 1, hi])  # scanned whole up to hi: nothing else of ours in it
-            kinds = {r[1]: "back" for r in got}
             if len(got) >= self.limit:
                 # a backlog: also the newest rows, so live data keeps flowing
                 live_from = max(got[-1][0], self.acked[-1][1] if self.acked else 0)
@@ -105,12 +103,9 @@ class Outbox:
                 live = self.store.by_seq(sids, live_from, top, n_live, newest=True)
                 if live:
                     batch.covered.append([live_from + 1 if len(live) < n_live else live[0][0], live[-1][0]])
-                    for r in live:
-                        kinds[r[1]] = "back+live" if kinds.get(r[1], "live") != "live" else "live"
                     got.extend(live)
             for seq, sid, t, v, st in got:
                 batch.rows.setdefault(sid, []).append((t, v, st))
-            batch.kinds = kinds
             if not got and batch.covered:
                 # only other instruments' readings there: nothing to deliver, so step over them now
                 # (or every take would scan them again, a longer stretch each time)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import sqlite_utils
 
 from . import blocks
 from .journal import Frame, Journal
@@ -281,7 +282,7 @@ def open_db(path: Path | str, progress: Callable[[], None] | None = None) -> sql
     if fresh:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # must precede the first table
         conn.execute("PRAGMA page_size=4096")
-    conn.execute("PRAGMA journal_mode=WAL")
+    sqlite_utils.Database(conn).enable_wal()
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA journal_size_limit=8388608")  # a WAL grown by a big retention pass shrinks back
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
