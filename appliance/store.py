@@ -21,8 +21,9 @@ Layout (schema version in ``meta``):
 
 Only the writer thread writes the file: samples come from the poller queue, events,
 snapshots and cursor moves from ``self._records``; neither ever blocks nor raises on the
-caller's side. Commits are batched (``commit_interval``) with ``synchronous=FULL`` in WAL
-mode, so a power cut loses at most the batch not yet committed and never corrupts the file.
+caller's side. Commits are batched (``commit_interval``) into the journal, and flushes run
+in SQLite's WAL mode with ``synchronous=FULL``, so a power cut loses at most the batch not
+yet committed and never corrupts the file.
 """
 from __future__ import annotations
 
