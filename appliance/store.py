@@ -915,11 +915,14 @@ class Store(StoreReader):
         row = self.reader().execute("SELECT position, acked FROM outbox WHERE name=?", (name,)).fetchone()
         return None if row is None else (row[0], json.loads(row[1]))
 
-    def _take_records(self) -> list[tuple]:
-        with self._records_lock:
-            out = list(self._records)
-            self._records.clear()
-        return out
+    def _taken(self, recs: list[tuple], journaled: bool) -> None:
+        """Records now journaled (or in SQLite): off the queue, in one step with their new place."""
+        ids = {id(r) for r in recs}
+        with self._records_lock, self._mem_lock:
+            while self._records and id(self._records[0]) in ids:
+                self._records.popleft()
+            if journaled:
+                self._mem_recs.extend(recs)
 
     def _write_records(self, conn: sqlite3.Connection, recs: list[tuple]) -> None:
         for rec in recs:
@@ -956,31 +959,29 @@ class Store(StoreReader):
         hours straight into blocks. On failure nothing of the batch is kept and the records
         stay queued: the caller requeues the samples and the next attempt writes both.
         """
-        recs = self._take_records()
-        if not samples and not recs:
-            return 0
         t0 = time.monotonic()
         with self._write_lock:
-            try:
-                self._ensure_series(samples)
-                if len(samples) >= BULK_MIN:
-                    self.flush()  # sequence order: whatever is journaled goes first
-                    rows, seq = [], self._write_bulk(samples, recs)
-                else:
-                    rows, seq = self._number(samples)
-                    if len(self._mem) > MEM_MAX:
-                        raise sqlite3.OperationalError(
-                            f"store cannot take more: {len(self._mem)} readings journaled but not in SQLite"
-                            f" ({self.flush_failing})")
-                    self._journal.append(Frame(self._frame, rows, [list(r) for r in recs]))
-                    self._frame += 1
-                    with self._mem_lock:
-                        self._mem.extend(rows)
-                        self._mem_recs.extend(recs)
-            except BaseException:
-                with self._records_lock:
-                    self._records.extendleft(reversed(recs))
-                raise
+            with self._records_lock:  # peeked, not taken: until they are journaled, events() finds them here
+                recs = list(self._records)
+            if not samples and not recs:
+                return 0
+            # on failure the records are still queued, and the caller requeues the samples
+            self._ensure_series(samples)
+            if len(samples) >= BULK_MIN:
+                self.flush()  # sequence order: whatever is journaled goes first
+                rows, seq = [], self._write_bulk(samples, recs)
+                self._taken(recs, journaled=False)
+            else:
+                rows, seq = self._number(samples)
+                if len(self._mem) > MEM_MAX:
+                    raise sqlite3.OperationalError(
+                        f"store cannot take more: {len(self._mem)} readings journaled but not in SQLite"
+                        f" ({self.flush_failing})")
+                self._journal.append(Frame(self._frame, rows, [list(r) for r in recs]))
+                self._frame += 1
+                with self._mem_lock:
+                    self._mem.extend(rows)
+                self._taken(recs, journaled=True)
             self._next_seq = seq
             self._maybe_flush(force=any(r[0] != "cursor" for r in recs))
         with self._latest_lock:
