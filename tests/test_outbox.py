@@ -365,8 +365,8 @@ def test_one_refused_point_is_skipped_named_and_the_rest_delivered(store, influx
 # -- 7 -------------------------------------------------------------------------------------------------
 def test_sqlite_error_while_acknowledging_does_not_kill_the_runner(small_disk, influx, stores, runners):
     """The card fills while InfluxDB is down; when it comes back the acknowledgement cannot be
-    committed (SQLITE_FULL, for real: the WAL cannot grow on a full tmpfs). The runner goes on; once
-    space is freed the cursor is committed and later data flows."""
+    made durable (for real, on a full tmpfs: neither the journal nor SQLite's WAL can grow). The
+    runner goes on; once space is freed the cursor is committed and later data flows."""
     store = stores(small_disk / "kelvinpi.db")
     runner = runners(store, influx.url)
     t0 = now0()
