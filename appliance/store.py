@@ -405,13 +405,8 @@ class StoreReader:
                 out[sid].append((t, v, st, seq))
         return out
 
-    def samples(self, sid: int, lo_ms: int, hi_ms: int) -> list[tuple]:
-        """Every sample of one series with lo <= t < hi: (t_ms, value, status, seq), in (t, seq) order."""
-        conn = self.reader()
-        return self._consistent(conn, lambda mem: self._samples(conn, sid, lo_ms, hi_ms,
-                                                                self._hot_rows(conn, [sid], lo_ms, hi_ms, mem)[sid]))
-
     def _samples(self, conn, sid: int, lo_ms: int, hi_ms: int, hot: list[tuple]) -> list[tuple]:
+        """Every sample of one series with lo <= t < hi: (t_ms, value, status, seq), in (t, seq) order."""
         rows = self._block_rows(conn, sid, lo_ms, hi_ms) + hot
         rows.sort(key=lambda r: (r[0], r[3]))
         return rows
