@@ -14,6 +14,11 @@ Layout (schema version in ``meta``):
 * ``rollup``   (tier, series, bucket) -> n, sum, min, max for 1 min, 10 min and 1 h buckets,
                added when a block is sealed (never rewritten per commit). The 10 s tier and
                the hot tail are aggregated when asked: they are a few blocks at most.
+* ``rollup_pack`` (tier, series, day) -> the closed day's buckets of one tier as one packed
+               array (``PACK_DT``), folded from ``rollup`` rows a few hours after the day ends.
+               A 30-day query then reads 30 rows per series and tier, not 4,320; a late reading
+               for a packed day adds a ``rollup`` row, which the query sums in and the next
+               fold merges.
 * ``snapshot`` instrument configuration whenever it changes (volatile state left out).
 * ``event``    gaps, reconnects, clock steps, retention, refused points: what a 3 a.m. reader needs.
 * ``outbox``   durable store-and-forward cursors: per uplink, the sequence number below which
@@ -50,7 +55,7 @@ from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, Ser
 
 log = logging.getLogger("kelvinpi.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TIERS = (10, 60, 600, 3600)  # rollup bucket widths in seconds, as queries choose them
 STORED_TIERS = (60, 600, 3600)  # kept as rows; 10 s is computed from blocks when asked
 BLOCK_MS = 3600_000  # one block per series per hour
@@ -64,6 +69,10 @@ FLUSH_SECONDS = 60.0  # journaled readings move into SQLite about this often (an
 FLUSH_ROWS = 20_000  # ...or when this many are waiting
 MEM_MAX = 2_000_000  # journaled readings held for readers while SQLite cannot take them; then writes refuse
 STEP_SECONDS = 0.1  # longest a retention or sealing step holds the write lock (about)
+DAY = 86400
+PACK_AFTER = SEAL_DELAY + 2 * 3600  # a day's rollup rows are folded into packs this long after it ends
+# one rollup bucket in a pack: start (s), count, sum, min, max of the non-NULL values
+PACK_DT = np.dtype([("b", "<i8"), ("n", "<u4"), ("s", "<f8"), ("mn", "<f8"), ("mx", "<f8")])
 
 
 def resolve_time(t: float | None, now: float | None = None, default: float = 0.0) -> float:
@@ -150,12 +159,18 @@ CREATE TABLE outbox (
     name TEXT PRIMARY KEY, position INTEGER NOT NULL, acked TEXT NOT NULL DEFAULT '[]', updated REAL
 );
 """
+V3_TABLES = """
+CREATE TABLE IF NOT EXISTS rollup_pack (
+    tier INTEGER NOT NULL, series INTEGER NOT NULL, day INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (tier, series, day)
+) WITHOUT ROWID;
+"""
 V2_FINISH = """
 DROP TABLE raw;
 DROP TABLE latest;
 DROP TABLE cursor;
 """
-MIGRATIONS: list[str] = [V1, V2_TABLES + V2_FINISH]  # kept for reference; open_db runs them
+MIGRATIONS: list[str] = [V1, V2_TABLES + V2_FINISH, V3_TABLES]  # kept for reference; open_db runs them
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -297,7 +312,10 @@ def open_db(path: Path | str, progress: Callable[[], None] | None = None) -> sql
                 _script(conn, V1 + V2_TABLES + V2_FINISH)
             else:
                 log.info("migrating %s from schema version %d to %d", path, version, SCHEMA_VERSION)
-                _migrate_v1(conn, progress)
+                if version == 1:
+                    _migrate_v1(conn, progress)
+            # v2 -> v3: the pack table; the writer folds the existing rows into it in short steps
+            _script(conn, V3_TABLES)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return conn
 
@@ -453,22 +471,39 @@ class StoreReader:
         g_lo, b_hi = int(math.ceil(start / group) * group), int(math.ceil(end))
         hi_ms = -(-b_hi // tier) * tier * 1000  # the tier bucket holding ceil(end) still counts, as in v1
         hot = self._hot_aggregates(conn, [f.id for f in known], g_lo * 1000, hi_ms, group, mem)
+        packs: dict[int, list[bytes]] = {}
+        if tier in STORED_TIERS and self._has_packs(conn):  # one read for every series' packed days
+            ids = [f.id for f in known]
+            for sid, data in conn.execute(
+                    f"SELECT series, data FROM rollup_pack WHERE tier=? AND series IN ({','.join('?' * len(ids))})"
+                    " AND day>=? AND day<=?", (tier, *ids, g_lo // DAY, (b_hi - 1) // DAY)):
+                packs.setdefault(sid, []).append(data)
         out = {}
         for f in known:
-            agg = hot.get(f.id, {})
+            parts = [_buckets([(g, *v) for g, v in hot.get(f.id, {}).items()])]
             if tier in STORED_TIERS:
-                rows = conn.execute(
+                if f.id in packs:
+                    p = np.frombuffer(b"".join(packs[f.id]), PACK_DT)
+                    parts.append(p[(p["b"] >= g_lo) & (p["b"] < b_hi)])
+                parts.append(_buckets(conn.execute(  # the days not packed yet: grouped in SQL, fewer rows
                     "SELECT (bucket/?)*? AS g, sum(n), sum(sum), min(min), max(max) FROM rollup"
                     " WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY g",
-                    (group, group, tier, f.id, g_lo, b_hi)).fetchall()
+                    (group, group, tier, f.id, g_lo, b_hi)).fetchall()))
             else:
-                rows = self._block_aggregates(conn, f.id, g_lo * 1000, hi_ms, group)
-            for g, n, s, mn, mx in rows:
-                _add(agg, g, n, s, mn, mx)
-            keys = sorted(g for g in agg if start <= g < end and agg[g][0])
-            out[f.name] = SeriesData([float(g) for g in keys], [agg[g][1] / agg[g][0] for g in keys], [0] * len(keys),
-                                     tier, [agg[g][2] for g in keys], [agg[g][3] for g in keys])
+                parts.append(_buckets(self._block_aggregates(conn, f.id, g_lo * 1000, hi_ms, group)))
+            a = _fold(parts, group)
+            keep = (a["n"] > 0) & (a["b"] >= start) & (a["b"] < end)
+            n = a["n"][keep]
+            out[f.name] = SeriesData(a["b"][keep].astype(float).tolist(), (a["s"][keep] / n).tolist(), [0] * len(n),
+                                     tier, a["mn"][keep].tolist(), a["mx"][keep].tolist())
         return out
+
+    def _has_packs(self, conn) -> bool:
+        """Whether the file has the v3 pack table (a read-only reader may open a v2 file)."""
+        if not getattr(self, "_packs_seen", False):
+            self._packs_seen = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='rollup_pack'").fetchone() is not None
+        return self._packs_seen
 
     @staticmethod
     def _raw(rows: list[tuple], stride: float) -> SeriesData:
@@ -618,6 +653,37 @@ def _add(agg: dict, g: int, n: int, s: float, mn: float, mx: float) -> None:
         cur[1] += s
         cur[2] = min(cur[2], mn)
         cur[3] = max(cur[3], mx)
+
+
+def _fold(parts: list[np.ndarray], group: int | None = None) -> dict[str, np.ndarray]:
+    """Buckets (``PACK_DT`` arrays) merged: one per distinct start, or per ``group``-second start.
+
+    Returns plain columns (b, n, s, mn, mx): a structured array's fields are strided views,
+    several times slower to compute on.
+    """
+    parts = [p for p in parts if len(p)] or [np.empty(0, PACK_DT)]
+    col = {k: np.concatenate([p[k] for p in parts]) for k in ("b", "n", "s", "mn", "mx")}
+    b = col["b"] if group is None else col["b"] // group * group
+    if len(parts) > 1 and len(b) > 1 and not bool(np.all(b[1:] >= b[:-1])):
+        order = np.argsort(b, kind="stable")
+        b = b[order]
+        col = {k: v[order] for k, v in col.items()}
+    if not len(b):
+        return col
+    idx = np.flatnonzero(np.concatenate(([True], b[1:] != b[:-1])))
+    return {"b": b[idx], "n": np.add.reduceat(col["n"], idx), "s": np.add.reduceat(col["s"], idx),
+            "mn": np.minimum.reduceat(col["mn"], idx), "mx": np.maximum.reduceat(col["mx"], idx)}
+
+
+def _packed(col: dict[str, np.ndarray]) -> bytes:
+    out = np.empty(len(col["b"]), PACK_DT)
+    for k, v in col.items():
+        out[k] = v
+    return out.tobytes()
+
+
+def _buckets(rows: list[tuple]) -> np.ndarray:
+    return np.array(rows, dtype=PACK_DT) if rows else np.empty(0, PACK_DT)
 
 
 def _describe(exc: Exception) -> str:
@@ -1096,7 +1162,48 @@ class Store(StoreReader):
                 sealed += 1
                 self.longest_step = max(self.longest_step, time.monotonic() - t0)
         self.sealed_blocks += sealed
+        self.pack_rollups(now, max(0.0, deadline - time.monotonic()))
         return sealed
+
+    def pack_rollups(self, now: float | None = None, budget: float = 0.5) -> int:
+        """Fold the rollup rows of days that ended PACK_AFTER ago into one pack per tier, series and day.
+
+        One (tier, series, day) per transaction, oldest first, for at most ``budget`` seconds:
+        a v2 file's years of rows are folded over many calls. A pack already there (late
+        readings arrived for its day) is merged, never replaced. Returns the packs written.
+        """
+        now = time.time() if now is None else now
+        cut = int(min(now, MAX_TIME) - PACK_AFTER) // DAY * DAY  # rows before this are in closed days
+        deadline = time.monotonic() + budget
+        written = 0
+        for tier in STORED_TIERS:
+            for sid in sorted(set(self._series.values())):
+                while time.monotonic() < deadline:
+                    with self._write_lock:
+                        conn = self._wconn
+                        (b,) = conn.execute("SELECT min(bucket) FROM rollup WHERE tier=? AND series=? AND bucket<?",
+                                            (tier, sid, cut)).fetchone()
+                        if b is None:
+                            break
+                        t0 = time.monotonic()
+                        day = b // DAY
+                        with transaction(conn):
+                            lo, hi = day * DAY, (day + 1) * DAY
+                            rows = conn.execute("SELECT bucket, n, sum, min, max FROM rollup WHERE tier=? AND series=?"
+                                                " AND bucket>=? AND bucket<?", (tier, sid, lo, hi)).fetchall()
+                            old = conn.execute("SELECT data FROM rollup_pack WHERE tier=? AND series=? AND day=?",
+                                               (tier, sid, day)).fetchone()
+                            parts = [np.frombuffer(old[0], PACK_DT)] if old else []
+                            packed = _packed(_fold(parts + [_buckets(rows)]))
+                            conn.execute("INSERT OR REPLACE INTO rollup_pack(tier, series, day, data) VALUES (?,?,?,?)",
+                                         (tier, sid, day, packed))
+                            conn.execute("DELETE FROM rollup WHERE tier=? AND series=? AND bucket>=? AND bucket<?",
+                                         (tier, sid, lo, hi))
+                        written += 1
+                        self.longest_step = max(self.longest_step, time.monotonic() - t0)
+                if time.monotonic() >= deadline:
+                    return written
+        return written
 
     def events(self, since: float = 0, limit: int = 100) -> list[dict]:
         """Stored events and those still on their way to SQLite (queued or journaled), newest first."""
@@ -1148,6 +1255,9 @@ class Store(StoreReader):
             for sid in list(self._series.values()):
                 deleted["rollup"] += self._w_exec("DELETE FROM rollup WHERE tier=? AND series=? AND bucket<?",
                                                   (tier, sid, rcut))
+                # a pack goes with its whole day: the day holding the cut is kept (a day longer at most)
+                deleted["rollup"] += self._w_exec("DELETE FROM rollup_pack WHERE tier=? AND series=? AND day<?",
+                                                  (tier, sid, rcut // DAY))
         deleted["events"] = self._w_exec("DELETE FROM event WHERE t<?", (rcut,))
         oldest = self._w_read("SELECT min(hour) FROM block")[0][0]
         if oldest is not None:
@@ -1166,11 +1276,17 @@ class Store(StoreReader):
                     self.seal(now=MAX_TIME, budget=STEP_SECONDS)  # the whole hot tail, so it can go too
                     continue
                 b = self._w_read("SELECT min(bucket), max(bucket) FROM rollup WHERE tier=?", (STORED_TIERS[0],))[0]
-                if b[0] is None:
+                d = self._w_read("SELECT min(day), max(day) FROM rollup_pack WHERE tier=?", (STORED_TIERS[0],))[0]
+                ends = [x for x in (b[0], None if d[0] is None else d[0] * DAY) if x is not None]
+                if not ends:
                     break
-                cut = b[0] + max(3600, (b[1] - b[0]) // 10)
+                first = min(ends)
+                last = max(x for x in (b[1], None if d[1] is None else (d[1] + 1) * DAY) if x is not None)
+                cut = first + max(3600, (last - first) // 10)
                 deleted["rollup"] += self._w_exec("DELETE FROM rollup WHERE tier=? AND bucket<?",
                                                       (STORED_TIERS[0], cut))
+                deleted["rollup"] += self._w_exec("DELETE FROM rollup_pack WHERE tier=? AND day<?",
+                                                  (STORED_TIERS[0], max(-(-cut // DAY), first // DAY + 1)))
                 continue
             for name, outbox in list(self._uplinks.items()):
                 for _i, _n, data in rows:

@@ -81,7 +81,7 @@ def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     exported = everything(s, R.name)
     latest = s.latest()
     assert count(s, "block") == 0
-    assert s.seal(now=end + 7200) == 10 and count(s) == 0  # 5 hours (t0 is mid-hour) x 2 series, none left hot
+    assert s.seal(now=end + 7200, budget=60) == 10 and count(s) == 0  # 5 hours (t0 is mid-hour) x 2 series, none left hot
     after = [s.data([K.name, R.name], t0 - 10, end + 10, now=end + 10, **q) for q in queries]
     for q, b, a in zip(queries, before, after):
         for name in (K.name, R.name):
@@ -96,7 +96,7 @@ def test_rollups_equal_group_by_over_samples(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
     fill(s, t0, 20000, step=0.7)
-    s.seal(now=t0 + 86400)
+    s.seal(now=t0 + 86400, budget=60)
     samples = everything(s, K.name)
     for tier in TIERS:
         expect: dict = {}
@@ -120,7 +120,7 @@ def test_long_range_reads_rollups_with_bounded_points(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
     fill(s, t0, 3 * 86400 // 30, step=30.0)
-    s.seal(now=t0 + 4 * 86400)
+    s.seal(now=t0 + 4 * 86400, budget=60)
     d = s.data([K.name], t0, t0 + 3 * 86400, min_stride=600, now=t0 + 3 * 86400)[K.name]
     assert d.tier == 600 and 400 <= len(d.t) <= 433
     assert all(lo <= v <= hi for v, lo, hi in zip(d.value, d.min, d.max))
@@ -139,7 +139,7 @@ def test_invalid_reading_is_null_and_flagged(tmp_path):
         assert d.status[0] == 64 | FLAG_INVALID and d.status[1] & FLAG_INVALID and d.status[2] == 0
         agg = s.data([K.name], now - 3600, now + 3600, min_stride=60, now=now + 3600)[K.name]
         assert agg.value == [0.01]  # only the valid one counts
-        s.seal(now=now + 86400)
+        s.seal(now=now + 86400, budget=60)
     assert count(s) == 0 and count(s, "block") == 1
 
 
@@ -182,7 +182,7 @@ def test_clock_step_back_loses_nothing(tmp_path):
         assert sorted(v for _, v, _ in got) == sorted([float(i) for i in range(100)] +
                                                      [1000.0 + i for i in range(100)] + [1.0, 2.0])
         assert [t for t, _, _ in got] == sorted(t for t, _, _ in got)  # time order for readers
-        s.seal(now=t + 86400)
+        s.seal(now=t + 86400, budget=60)
     assert count(s) == 0
 
 
@@ -190,12 +190,12 @@ def test_late_readings_in_a_sealed_hour_add_to_its_rollups(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_400.0 // 3600 * 3600
     s.write([Sample(K, t0 + i, 1.0, 0) for i in range(60)])
-    s.seal(now=t0 + 86400)
+    s.seal(now=t0 + 86400, budget=60)
     s.write([Sample(K, t0 + i + 0.5, 3.0, 0) for i in range(60)])  # the clock stepped back into that hour
     for _ in range(2):
         d = s.data([K.name], t0, t0 + 3600, min_stride=60, now=t0 + 86400)[K.name]
         assert d.t == [t0] and d.value == [2.0] and d.min == [1.0] and d.max == [3.0]
-        s.seal(now=t0 + 86400)
+        s.seal(now=t0 + 86400, budget=60)
     assert count(s, "block") == 2 and len(everything(s, K.name)) == 120
 
 
@@ -203,7 +203,7 @@ def test_retention_by_age(tmp_path):
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
     fill(s, now - 2 * 86400, 2 * 86400 // 60, step=60.0)
-    s.seal(now=now)
+    s.seal(now=now, budget=60)  # 48 hours, one fsynced transaction each: not within the default budget
     out = s.enforce_retention(now)
     oldest = everything(s, K.name)[0][0]
     assert now - 86400 - 3600 <= oldest and out["raw_age"] > 0  # whole hours past the age are gone
@@ -223,7 +223,7 @@ def test_age_retention_keeps_what_an_uplink_needs_and_unsynchronised_readings(tm
     box.start_from_now()  # configured now: needs everything stored from here on
     box.position = 0  # ...and, as after an outage, has acknowledged nothing at all
     fill(s, now - 3 * 86400, 3 * 86400 // 60, step=60.0, keys=(R,))
-    s.seal(now=now)
+    s.seal(now=now, budget=60)
     assert s.enforce_retention(now)["raw_age"] == 0  # the uplink has not sent any of it
     assert len(everything(s, R.name)) == 3 * 86400 // 60
     box.ack(box.take())  # some of it sent
@@ -291,7 +291,7 @@ def test_export_open_during_retention_does_not_hold_the_writer(tmp_path):
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
     fill(s, now - 3 * 86400, 3 * 86400 // 10, step=10.0)
-    s.seal(now=now)
+    s.seal(now=now, budget=60)
     export = s.iter_raw([K.name, R.name], 0, now)
     first = [next(export) for _ in range(10)]  # an export left open mid-way (a slow HTTP client)
     t = time.monotonic()
@@ -318,7 +318,7 @@ def test_schema_version_and_reopen(tmp_path):
 def test_sequence_numbers_never_repeat_after_everything_is_sealed(tmp_path):
     s = Store(tmp_path / "k.db")
     s.write([Sample(K, 1_700_000_000.0 + i, 1.0, 0) for i in range(10)])
-    s.seal(now=1_800_000_000.0)
+    s.seal(now=1_800_000_000.0, budget=60)
     s.close()
     s = Store(tmp_path / "k.db")  # the hot table is empty: the next number must not start again at 1
     s.write([Sample(K, 1_700_100_000.0, 2.0, 0)])
@@ -453,7 +453,7 @@ def test_sequence_numbers_never_repeat_after_retention_emptied_the_store(tmp_pat
     s.write([Sample(K, now - 3 * 86400 + i, 1.0, 0) for i in range(100)])
     box.ack(box.take())
     assert box.position == 100 and box.backlog() == 0
-    s.seal(now=now)
+    s.seal(now=now, budget=60)
     assert s.enforce_retention(now)["raw_age"] == 100 and count(s, "block") == 0
     s.close()
     s = Store(tmp_path / "k.db", raw_retention_days=1)
@@ -497,7 +497,7 @@ def test_snapshots_follow_retention_keeping_the_one_in_force(tmp_path):
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
     fill(s, now - 3 * 86400, 3 * 86400 // 600, step=600.0)
-    s.seal(now=now)
+    s.seal(now=now, budget=60)
     for i, t in enumerate((now - 3 * 86400, now - 2.5 * 86400, now - 2 * 86400, now - 3600)):
         s._record(("snapshot", "LSA23JD", t, f"d{i}", json.dumps({"curve": i})))  # as the writer got them
     s.write([])
@@ -505,3 +505,66 @@ def test_snapshots_follow_retention_keeping_the_one_in_force(tmp_path):
     kept = [c["curve"] for _, c in s.snapshots("LSA23JD")]
     # the data left starts about a day back: the snapshot in force then (#2) and the newer one stay
     assert kept == [2, 3]
+
+
+V2_FILE = Path(__file__).parent / "data" / "store-v2.db"
+
+
+def _rollup_rows(s) -> int:
+    return s.reader().execute("SELECT count(*) FROM rollup").fetchone()[0]
+
+
+def _packs(s) -> int:
+    return s.reader().execute("SELECT count(*) FROM rollup_pack").fetchone()[0]
+
+
+def test_closed_days_are_packed_and_served_exactly_late_readings_merged(tmp_path):
+    from tests.reconcile import rollup_mismatches
+
+    s = Store(tmp_path / "k.db")
+    t0 = 1_700_000_000.0 // 86400 * 86400 + 777.25
+    fill(s, t0, 3 * 86400 // 30, step=30.0)
+    s.seal(now=t0 + 3 * 86400 + 3600, budget=60)  # days 0 and 1 closed long enough; day 2 not yet
+    assert _packs(s) == 2 * 2 * 3  # 2 series x 2 days x 3 tiers, each day one row per tier
+    assert s.reader().execute("SELECT min(bucket) FROM rollup").fetchone()[0] >= t0 // 86400 * 86400 + 2 * 86400
+    assert rollup_mismatches(s) == []
+    # a reading arriving late for a packed day (a clock stepped back): served at once, then folded in
+    late = t0 + 3600 + 0.5
+    s.write([Sample(K, late, 5.0, 0)])
+    s.seal(now=t0 + 3 * 86400 + 3600, budget=60)  # its hour re-sealed: a rollup row beside the pack
+    d = s.data([K.name], late // 3600 * 3600, late // 3600 * 3600 + 3600, min_stride=3600)[K.name]
+    assert d.max == [5.0]
+    assert rollup_mismatches(s) == []
+    s.pack_rollups(now=t0 + 3 * 86400 + 3600)
+    assert _packs(s) == 12 and rollup_mismatches(s) == []
+    assert s.data([K.name], late // 3600 * 3600, late // 3600 * 3600 + 3600, min_stride=3600)[K.name].max == [5.0]
+    # retention by age takes packs whole days at a time, never a day still inside the window
+    s.rollup_retention = 1.5 * 86400
+    s.enforce_retention(now=t0 + 3 * 86400)
+    days = [d for (d,) in s.reader().execute("SELECT DISTINCT day FROM rollup_pack")]
+    assert days == [int(t0 // 86400) + 1]
+
+
+def test_v2_store_is_migrated_in_place_and_its_rollups_packed_in_steps(tmp_path):
+    from tests.reconcile import rollup_mismatches
+
+    path = tmp_path / "v2.db"
+    shutil.copy(V2_FILE, path)
+    old = sqlite3.connect(path)
+    assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    samples = old.execute("SELECT sum(n) FROM block").fetchone()[0]
+    rows = old.execute("SELECT count(*) FROM rollup").fetchone()[0]
+    old.close()
+    s = Store(path)
+    assert s.reader().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert _rollup_rows(s) == rows and _packs(s) == 0  # the version bump alone: folding is the writer's job
+    before = rollup_mismatches(s)
+    assert before == []
+    # a tiny budget folds a few (tier, series, day) at a time; repeated, every closed day is packed
+    for _ in range(200):
+        s.pack_rollups(budget=0.0005)
+    s.pack_rollups(budget=30)
+    assert _packs(s) == 2 * 3 * 5  # 2 series x 3 tiers x 5 UTC days the four days of readings touch
+    assert _rollup_rows(s) == 0 and rollup_mismatches(s) == []
+    assert sum(len(everything(s, k.name)) for k in (K, R)) == samples
+    assert [e["kind"] for e in s.events()] == ["connected"]
