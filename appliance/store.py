@@ -59,6 +59,7 @@ SCHEMA_VERSION = 3
 TIERS = (10, 60, 600, 3600)  # rollup bucket widths in seconds, as queries choose them
 STORED_TIERS = (60, 600, 3600)  # kept as rows; 10 s is computed from blocks when asked
 BLOCK_MS = 3600_000  # one block per series per hour
+SEAL_SERIES = 32  # series sealed per transaction (one hour each)
 SEAL_DELAY = 600  # an hour is sealed this many seconds after it ends (late readings still land in fresh)
 HOT_MAX = 400_000  # past this many hot samples (a clock stepped back a day) the oldest hour is sealed anyway
 BULK_MIN = 5000  # a batch this large (import, bench) writes its sealed hours straight into blocks
@@ -1137,7 +1138,8 @@ class Store(StoreReader):
     def seal(self, now: float | None = None, budget: float = 0.5) -> int:
         """Move whole hours that ended over SEAL_DELAY ago from the hot tail into blocks.
 
-        One hour per transaction, oldest first, for at most ``budget`` seconds per call.
+        One hour (every series) per transaction, oldest first, for at most ``budget`` seconds
+        per call; then closed days' rollups are packed with what is left of the budget.
         """
         self._last_seal = time.time()
         cutoff = self._seal_cutoff_ms(now)
@@ -1154,12 +1156,22 @@ class Store(StoreReader):
                 if hour is None or ((hour + 3600) * 1000 > cutoff and hot <= HOT_MAX):
                     break
                 t0 = time.monotonic()
-                with transaction(conn):  # one series' hour per step: a short transaction
-                    (sid,) = conn.execute("SELECT series FROM fresh WHERE hour=? LIMIT 1", (hour,)).fetchone()
-                    got = conn.execute("SELECT id, data FROM fresh WHERE hour=? AND series=?", (hour, sid)).fetchall()
-                    _seal_columns(conn, sid, hour * 1000, blocks.concat([blocks.decode(d) for _, d in got]))
-                    conn.executemany("DELETE FROM fresh WHERE id=?", [(i,) for i, _ in got])
-                sealed += 1
+                # One hour of every series per transaction: the hot tail's pages hold every series'
+                # minute side by side, so sealing series by series rewrote each page once per series
+                # (28.6 B/sample of wear for 24 series, against 8.9 this way).
+                # SEAL_SERIES bounds the step when there are many series.
+                with transaction(conn):
+                    sids = [sid for (sid,) in conn.execute(
+                        "SELECT DISTINCT series FROM fresh WHERE hour=? ORDER BY series LIMIT ?", (hour, SEAL_SERIES))]
+                    marks = ",".join("?" * len(sids))
+                    got: dict[int, list[bytes]] = {}
+                    for sid, data in conn.execute(f"SELECT series, data FROM fresh WHERE hour=? AND series IN ({marks})"
+                                                  " ORDER BY id", (hour, *sids)):
+                        got.setdefault(sid, []).append(data)
+                    for sid, parts in got.items():
+                        _seal_columns(conn, sid, hour * 1000, blocks.concat([blocks.decode(d) for d in parts]))
+                    conn.execute(f"DELETE FROM fresh WHERE hour=? AND series IN ({marks})", (hour, *sids))
+                sealed += len(got)
                 self.longest_step = max(self.longest_step, time.monotonic() - t0)
         self.sealed_blocks += sealed
         self.pack_rollups(now, max(0.0, deadline - time.monotonic()))
