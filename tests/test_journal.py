@@ -37,6 +37,39 @@ def test_frames_round_trip(rows, records):
             assert (a[3] is None and b[3] is None) or np.float64(a[3]).tobytes() == np.float64(b[3]).tobytes()
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 1 << 40), st.integers(-(1 << 45), 1 << 45),
+       st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(-(1 << 31), (1 << 31) - 1),
+                          st.one_of(st.none(), st.floats(allow_nan=False)), st.integers(0, 0xFFFF)),
+                min_size=1, max_size=50))
+def test_a_commits_usual_shape_takes_the_compact_layout_and_round_trips(seq0, t0, cols):
+    rows = [(seq0 + i, sid, t0 + (dt if i else 0), v, stat) for i, (sid, dt, v, stat) in enumerate(cols)]
+    data = journal.encode(journal.Frame(3, rows, [["event", "x", 1.0]]))
+    assert len(data) == 16 + 20 + 16 * len(rows) + len('[["event","x",1.0]]')  # 16 bytes a reading
+    frames, _ = journal.decode_all(data + journal.encode(journal.Frame(4, [], [])))
+    frame = frames[0]
+    assert len(frames) == 2 and frame.number == 3 and frame.records == [["event", "x", 1.0]]
+    for a, b in zip(rows, frame.rows):
+        assert a[:3] == b[:3] and a[4] == b[4]
+        assert (a[3] is None and b[3] is None) or np.float64(a[3]).tobytes() == np.float64(b[3]).tobytes()
+
+
+def test_frames_outside_the_compact_range_are_wide_and_both_layouts_replay_in_one_file():
+    base = (100, 1, 1_700_000_000_000, 1.5, 0)
+    wide_cases = [
+        [base, (102, 1, base[2] + 1, 2.0, 0)],  # a gap in the sequence numbers
+        [base, (101, 70000, base[2] + 1, 2.0, 0)],  # a series id past 16 bits
+        [base, (101, 1, base[2] + 1, 2.0, 1 << 16)],  # status past 16 bits
+        [base, (101, 1, base[2] + (1 << 31), 2.0, 0)],  # times 24.9 days apart (a clock step in one batch)
+    ]
+    edge = [base, (101, 1, base[2] + (1 << 31) - 1, None, 0xFFFF), (102, 0xFFFF, base[2] - (1 << 31), -0.0, 0)]
+    data = b"".join(journal.encode(journal.Frame(i, rows)) for i, rows in enumerate(wide_cases + [edge]))
+    frames, used = journal.decode_all(data)
+    assert used == len(data) and [f.rows for f in frames] == wide_cases + [edge]
+    sizes = [len(journal.encode(journal.Frame(0, rows))) for rows in wide_cases + [edge]]
+    assert sizes[:4] == [16 + 4 + 32 * 2] * 3 + [16 + 4 + 32 * 2] and sizes[4] == 16 + 20 + 16 * 3
+
+
 def test_readings_are_readable_at_once_and_survive_a_kill(tmp_path):
     s = Store(tmp_path / "k.db")
     t = time.time()
