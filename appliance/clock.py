@@ -3,9 +3,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 TIME_ERROR = 5
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """Looked up once: ``find_library`` runs ``ldconfig`` (and maybe a compiler) in a child process
+    each time, and the clock is checked every few seconds: that was a process spawned, and its
+    temporary files written to the card, every check."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def clock_synchronised() -> bool | None:
@@ -17,7 +26,7 @@ def clock_synchronised() -> bool | None:
     if forced is not None:
         return forced == "1"
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         buf = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes=0 means read only
         state = libc.adjtimex(buf)
     except (OSError, AttributeError):
