@@ -57,8 +57,8 @@ class Receiver:
     READY = "/-/ready"
 
     def start(self, timeout: float = 60) -> None:
-        log = open(self.workdir / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen(self.argv() + self.extra, stdout=log, stderr=log)
+        with open(self.workdir / f"{self.name}.log", "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.argv() + self.extra, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -67,8 +67,10 @@ class Receiver:
                 with urllib.request.urlopen(self.base + self.READY, timeout=2, context=self.context) as r:
                     if r.status == 200:
                         return
-            except urllib.error.HTTPError:
-                return  # answering (e.g. 401 behind basic auth)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:
+                    return  # answering, behind basic auth
+                # 503 while Prometheus replays its WAL: not ready yet
             except OSError:
                 pass
             time.sleep(0.2)
