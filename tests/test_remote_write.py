@@ -359,7 +359,8 @@ def test_points_follow_the_status_rule():
 def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
     """The appliance polls both emulators and writes to prometheus and victoria-metrics through gates;
     both links are cut for a few seconds mid-run. After the instruments go quiet: nothing produced is
-    lost, and each receiver holds exactly the stored samples (VictoriaMetrics: none twice)."""
+    lost, and each receiver holds exactly the stored samples (VictoriaMetrics: none twice), in the series
+    a scrape of /metrics shows."""
     if not (Prometheus.available() and VictoriaMetrics.available()):
         pytest.skip("Debian's prometheus and victoria-metrics are needed")
     prom, vm = Prometheus(tmp_path / "prom"), VictoriaMetrics(tmp_path / "vm")
@@ -391,6 +392,14 @@ def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
             n = sum(len(v) for v in got.values())
             print(f"{rcv.name}: {n} samples in {len(got)} series, exactly the store's")
         assert all(u.health.errors["connection"] >= 1 for u in app.uplinks), "the outage was not noticed"
+        # the same series, named the same, as a scrape of the appliance's /metrics finds
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(app.base_url + "/metrics", timeout=10).read().decode()
+        scraped = {(s.name, s.labels["field"]) for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name in ("kelvinpi_temperature_kelvin", "kelvinpi_resistance_ohms", "kelvinpi_sensor_volts",
+                                 "kelvinpi_value", "kelvinpi_reading_status")}
+        assert scraped == set(got), (scraped ^ set(got))
     finally:
         if app is not None:
             app.stop()
