@@ -228,6 +228,40 @@ def test_samples_too_old_for_prometheus_are_counted_reported_and_skipped(tmp_pat
     print(f"too old: 400 refused samples found with {used} requests")
 
 
+def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_live_data(tmp_path, stores, runners):
+    """No out-of-order window (Prometheus' default): after an outage longer than one batch, the first
+    request carries the oldest backlog and the newest rows; once those are in, the rest of the backlog
+    is older than them, "out of order sample" (a 400): counted, reported, skipped, as the README warns.
+    Nothing is retried forever and live data keeps flowing."""
+    if not Prometheus.available():
+        pytest.skip("Debian's prometheus is not installed")
+    prom = Prometheus(tmp_path / "prom-no-ooo", ooo_window="0s")
+    prom.start()
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, prom.write_url, batch=100, send_status=False)
+        t0 = now0()
+        store.write(rows(T_KEY, t0, 10))
+        wait_exact_n = lambda n: len(prom.samples(t0 - 1, t0 + 60).get(  # noqa: E731
+            ("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t"), [])) == n
+        wait_for(lambda: wait_exact_n(10), 30, what="first rows")
+        prom.stop()
+        store.write(rows(T_KEY, t0 + 1, 300))
+        wait_for(lambda: runner.health.errors["connection"] >= 1, 20, what="the outage noticed")
+        prom.start()
+        wait_for(lambda: runner.outbox.backlog() == 0, 60, what="the cursor past the backlog")
+        refused = runner.health.errors["refused"]
+        got = len(prom.samples(t0 - 1, t0 + 60)[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")])
+        assert refused > 0 and got + refused == 310, (got, refused)
+        ev = [e for e in store.events() if e["kind"] == "uplink_refused"]
+        assert ev and all("out of order sample" in e["detail"] for e in ev)
+        store.write(rows(T_KEY, t0 + 10, 5))
+        wait_for(lambda: wait_exact_n(got + 5), 30, what="live rows after the refusals")
+        print(f"no out-of-order window: {got} of 310 delivered, {refused} refused as out of order")
+    finally:
+        prom.stop()
+
+
 def test_malformed_series_refused_alone_by_halving(tmp_path, prometheus, stores, runners):
     """A refusal that is not about age (a 400 for a duplicate timestamp with another value) is narrowed
     down to the one sample; the others of the request are delivered."""
