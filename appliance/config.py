@@ -196,6 +196,10 @@ class RemoteWriteUplink(Strict):
                               " bits of every reading (a flagged reading has a status sample but no value)")
     batch: int = Field(2000, ge=1, le=50000, description="samples per write request at most")
     timeout: float = Field(30.0, gt=0, le=300, description="seconds to wait for the receiver's answer")
+    live_during_backfill: bool = Field(True, description="while a backlog is sent, put the newest samples in"
+                                       " each request too (live data keeps flowing); false: strictly oldest first,"
+                                       " for a Prometheus without an out-of-order window (it refuses a sample older"
+                                       " than one it has)")
 
     @field_validator("labels")
     @classmethod

@@ -230,7 +230,8 @@ class RemoteWriteUplinkRunner(threading.Thread):
         self.uplink_name = f"uplink[{index}]"
         self.health = UplinkHealth(self.uplink_name, "remote_write")
         self.sender = Sender(cfg, self.uplink_name)
-        self.outbox = Outbox(store, f"remote_write:{cfg.url}", {i.name for i in instruments}, limit=cfg.batch)
+        self.outbox = Outbox(store, f"remote_write:{cfg.url}", {i.name for i in instruments}, limit=cfg.batch,
+                             live=cfg.live_during_backfill)
         self._halt = threading.Event()
 
     def start(self) -> None:

@@ -262,6 +262,30 @@ def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_l
         prom.stop()
 
 
+def test_prometheus_without_an_out_of_order_window_takes_a_strictly_ordered_backfill(tmp_path, stores, runners):
+    """The same outage with ``live_during_backfill = false``: the backlog goes oldest first, so every row
+    is newer than the last one Prometheus has: all 310 delivered, none refused."""
+    if not Prometheus.available():
+        pytest.skip("Debian's prometheus is not installed")
+    prom = Prometheus(tmp_path / "prom-no-ooo", ooo_window="0s")
+    prom.start()
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, prom.write_url, batch=100, send_status=False, live_during_backfill=False)
+        t0 = now0()
+        store.write(rows(T_KEY, t0, 10))
+        wait_for(lambda: runner.health.sent == 10, 30, what="first rows")
+        prom.stop()
+        store.write(rows(T_KEY, t0 + 1, 300))
+        wait_for(lambda: runner.health.errors["connection"] >= 1, 20, what="the outage noticed")
+        prom.start()
+        wait_for(lambda: runner.outbox.backlog() == 0, 60, what="the backlog sent")
+        got = prom.samples(t0 - 1, t0 + 60)[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]
+        assert len(got) == 310 and not runner.health.errors["refused"]
+    finally:
+        prom.stop()
+
+
 def test_malformed_series_refused_alone_by_halving(tmp_path, prometheus, stores, runners):
     """A refusal that is not about age (a 400 for a duplicate timestamp with another value) is narrowed
     down to the one sample; the others of the request are delivered."""
