@@ -179,7 +179,51 @@ class InfluxUplink(Strict):
         return self
 
 
-Uplink = Annotated[Union[SisockUplink, OcsUplink, InfluxUplink], Field(discriminator="kind")]
+class RemoteWriteUplink(Strict):
+    """Prometheus remote write (Prometheus, VictoriaMetrics, Mimir, Thanos Receive, Grafana Cloud)."""
+
+    kind: Literal["remote_write"]
+    url: str = Field(pattern=r"^https?://", description="the receiver's write endpoint, e.g."
+                     " http://prometheus:9090/api/v1/write or http://victoria:8428/api/v1/write")
+    username: str | None = Field(None, description="HTTP basic auth user (needs password_file)")
+    password_file: Path | None = Field(None, description="0600 file holding the basic auth password")
+    token_file: Path | None = Field(None, description="0600 file holding a bearer token (instead of basic auth)")
+    ca_file: Path | None = Field(None, description="PEM CA bundle to verify an https receiver with, instead of"
+                                 " the system's CAs (the certificate is always verified)")
+    labels: dict[str, str] = Field({}, description="extra labels on every series, e.g. {site = \"lab2\"};"
+                                   " the appliance's own are __name__, node, field (and units)")
+    send_status: bool = Field(True, description="also send kelvinpi_reading_status{node,field}, the status"
+                              " bits of every reading (a flagged reading has a status sample but no value)")
+    batch: int = Field(2000, ge=1, le=50000, description="samples per write request at most")
+    timeout: float = Field(30.0, gt=0, le=300, description="seconds to wait for the receiver's answer")
+    live_during_backfill: bool = Field(True, description="while a backlog is sent, put the newest samples in"
+                                       " each request too (live data keeps flowing); false: strictly oldest first,"
+                                       " for a Prometheus without an out-of-order window (it refuses a sample older"
+                                       " than one it has)")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", k) or k.startswith("__"):
+                raise ValueError(f"label name {k!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*,"
+                                 " not starting with __)")
+            if k in ("node", "field", "units"):
+                raise ValueError(f"label {k!r} is set by the appliance itself")
+        return v
+
+    @model_validator(mode="after")
+    def _auth(self) -> "RemoteWriteUplink":
+        if self.username and not self.password_file:
+            raise ValueError("username needs password_file")
+        if self.password_file and not self.username:
+            raise ValueError("password_file needs username")
+        if self.token_file and self.username:
+            raise ValueError("give basic auth (username + password_file) or token_file, not both")
+        return self
+
+
+Uplink = Annotated[Union[SisockUplink, OcsUplink, InfluxUplink, RemoteWriteUplink], Field(discriminator="kind")]
 
 
 class Config(Strict):
@@ -242,7 +286,7 @@ def _locate(loc: tuple, lines: dict[tuple, int]) -> int | None:
 
 def _clean_loc(loc: tuple) -> tuple:
     # Drop pydantic's union tags ('sisock', 'function-after[...]') that are not keys of the file.
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("sisock", "ocs", "influxdb"))))
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("sisock", "ocs", "influxdb", "remote_write"))))
 
 
 def _render_path(loc: tuple) -> str:

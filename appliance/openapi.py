@@ -45,6 +45,25 @@ def spec() -> dict:
                                {"name": "end", "in": "query", "schema": _TIME},
                                {"name": "min_stride", "in": "query", "schema": {"type": "number", "minimum": 0}}],
                 "responses": {**_ok({"type": "object"}), **_errors(400, 404)}}},
+            "/api/v1/timeseries": {"get": {
+                "summary": "a wide table for Grafana Infinity: UNIX-ms time, one column per field (JSON or CSV)",
+                "parameters": [FIELD_PARAM,
+                               {"name": "from", "in": "query", "schema": {"type": "number", "minimum": 0},
+                                "description": "UNIX milliseconds (Grafana's ${__from}); default an hour before to"},
+                               {"name": "to", "in": "query", "schema": {"type": "number", "minimum": 0},
+                                "description": "UNIX milliseconds (Grafana's ${__to}); default now"},
+                               {"name": "max_points", "in": "query",
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                               {"name": "interval_ms", "in": "query", "schema": {"type": "number", "minimum": 0}},
+                               {"name": "name", "in": "query", "explode": True,
+                                "schema": {"type": "array", "items": {"type": "string"}},
+                                "description": "column names, one per field in the same order (default: the field names)"},
+                               {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+                "responses": {"200": {"description": "ok", "content": {
+                    "application/json": {"schema": {"type": "array", "items": {
+                        "type": "object", "required": ["time"], "properties": {"time": {"type": "integer"}},
+                        "additionalProperties": {"type": ["number", "null"]}}}},
+                    "text/csv": {"schema": {"type": "string"}}}}, **_errors(400, 404)}}},
             "/api/v1/export.csv": {"get": {
                 "summary": "raw samples as CSV (streamed)",
                 "parameters": [{**FIELD_PARAM, "required": False},

@@ -33,8 +33,11 @@ class Batch:
 
 
 class Outbox:
-    def __init__(self, store: Store, name: str, nodes: set[str] | None = None, limit: int = 500) -> None:
-        self.store, self.name, self.nodes, self.limit = store, name, nodes, limit
+    def __init__(self, store: Store, name: str, nodes: set[str] | None = None, limit: int = 500,
+                 live: bool = True) -> None:
+        """``live=False``: a backlog goes strictly oldest first, no newest rows beside it (for a receiver
+        that refuses a sample older than one it already has, e.g. Prometheus without an out-of-order window)."""
+        self.store, self.name, self.nodes, self.limit, self.live = store, name, nodes, limit, live
         self._lock = threading.Lock()
         self.position = 0
         self.acked: list[list[int]] = []
@@ -96,7 +99,7 @@ class Outbox:
                     batch.covered.append([lo + 1, rows[-1][0]])
                     break
                 batch.covered.append([lo + 1, hi])  # scanned whole up to hi: nothing else of ours in it
-            if len(got) >= self.limit:
+            if len(got) >= self.limit and self.live:
                 # a backlog: also the newest rows, so live data keeps flowing
                 live_from = max(got[-1][0], self.acked[-1][1] if self.acked else 0)
                 n_live = max(1, self.limit // LIVE_SHARE)

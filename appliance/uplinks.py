@@ -1,7 +1,7 @@
-"""Build the configured uplinks (sisock data nodes, OCS feeds, InfluxDB)."""
+"""Build the configured uplinks (sisock data nodes, OCS feeds, InfluxDB, Prometheus remote write)."""
 from __future__ import annotations
 
-from .config import InfluxUplink, OcsUplink, SisockUplink
+from .config import InfluxUplink, OcsUplink, RemoteWriteUplink, SisockUplink
 
 
 class _WampGroup:
@@ -68,6 +68,11 @@ def _build_one(app, idx, u, instruments, out, wamp_runners, runtime_box) -> None
         from .influx import InfluxUplinkRunner
 
         out.append(InfluxUplinkRunner(u, idx, app.store, instruments))
+        return
+    if isinstance(u, RemoteWriteUplink):
+        from .remote_write import RemoteWriteUplinkRunner
+
+        out.append(RemoteWriteUplinkRunner(u, idx, app.store, instruments))
         return
     if runtime_box[0] is None:
         from .wamp import WampRuntime

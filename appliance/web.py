@@ -324,6 +324,9 @@ def make_app(app_state) -> Bottle:
     def static(path):
         return bottle.static_file(path, root=str(STATIC))
 
+    from .web_infinity import register_infinity  # wide JSON/CSV time series for Grafana's Infinity
+
+    register_infinity(app, app_state)
     return app
 
 

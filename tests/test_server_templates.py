@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from appliance.poller import slug
@@ -45,13 +46,15 @@ def test_crossbar_template_has_no_inline_secret_and_renders(tmp_path):
     assert missing.returncode != 0 and "is not set" in missing.stderr
 
 
-def test_grafana_provisioning_is_consistent():
-    ds = yaml.safe_load((SERVER / "grafana/provisioning/datasources/kelvinpi.yaml").read_text())
+@pytest.mark.parametrize("tree", ["grafana", "grafana-11-simpod"])
+def test_grafana_provisioning_is_consistent(tree):
+    """Grafana 12 (Infinity + InfluxDB) and Grafana <= 11 (simpod + InfluxDB): datasources and dashboards agree."""
+    ds = yaml.safe_load((SERVER / tree / "provisioning/datasources/kelvinpi.yaml").read_text())
     uids = {d["uid"] for d in ds["datasources"]}
-    prov = yaml.safe_load((SERVER / "grafana/provisioning/dashboards/kelvinpi.yaml").read_text())
+    prov = yaml.safe_load((SERVER / tree / "provisioning/dashboards/kelvinpi.yaml").read_text())
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    dashboards = [json.loads(p.read_text()) for p in (SERVER / "grafana/dashboards").glob("*.json")]
-    assert len({d["uid"] for d in dashboards}) == len(dashboards) and all(d["title"] for d in dashboards)
+    dashboards = [json.loads(p.read_text()) for p in (SERVER / tree / "dashboards").glob("*.json")]
+    assert dashboards and len({d["uid"] for d in dashboards}) == len(dashboards) and all(d["title"] for d in dashboards)
     names372 = {slug(n) for _, n, _ in WIRING.values()}
     names240 = {slug(n) for n in LS240_NAMES.values()}
     for d in dashboards:
@@ -64,6 +67,18 @@ def test_grafana_provisioning_is_consistent():
                     node, field = t["target"].split("::")
                     stem = re.sub(r"_[tr]$", "", field)
                     assert stem in (names372 if node == "$node372" else names240 | names372), t["target"]
+
+
+def test_compose_override_for_grafana_11():
+    base = yaml.safe_load((SERVER / "docker-compose.yml").read_text())
+    over = yaml.safe_load((SERVER / "docker-compose.grafana11.yml").read_text())
+    assert base["services"]["grafana"]["image"].startswith("grafana/grafana:12.")
+    assert over["services"]["grafana"]["image"].endswith(":11.3.0")
+    # compose merges volumes by mount path: the override's replace the base's
+    targets = lambda svc: sorted(v.split(":")[1] for v in svc["volumes"] if v.startswith("./"))  # noqa: E731
+    assert targets(over["services"]["grafana"]) == targets(base["services"]["grafana"])
+    for v in over["services"]["grafana"]["volumes"]:
+        assert (SERVER / v.split(":")[0]).is_dir(), v
 
 
 def test_compose_takes_secrets_from_files():

@@ -1,0 +1,306 @@
+"""Prometheus remote-write uplink: every stored sample, store-and-forward, to any remote-write receiver.
+
+Prometheus (``--web.enable-remote-write-receiver``), VictoriaMetrics, Grafana Mimir, Thanos
+Receive and Grafana Cloud all take the same request: a snappy-compressed protobuf
+``WriteRequest`` POSTed to their write URL. The messages are built with protobuf's own
+runtime from descriptors declared here (the subset in ``remote_write.proto`` beside this file),
+the compression is cramjam's snappy: nothing of the wire format is hand-encoded.
+
+Series are named as ``/metrics`` names them, so a dashboard works on either:
+``kelvinpi_temperature_kelvin{node, field}`` (units K), ``kelvinpi_resistance_ohms`` (Ohm),
+``kelvinpi_sensor_volts`` (V), ``kelvinpi_value{units}`` (anything else); ``field`` is the
+``<node>::<field>`` name used everywhere else. Status rule: a reading flagged invalid has no
+value, so its value series gets no sample; with ``send_status`` (the default) every reading,
+flagged or not, also gives a sample of ``kelvinpi_reading_status{node, field}`` holding its
+status bits (the number ``/metrics`` shows), at the same time.
+
+Delivery follows the InfluxDB uplink: the outbox's durable sequence cursor, advanced only on a
+2xx; backfill and live rows in each batch; connection errors, 5xx, 401/403/404/408/429 are
+retried with capped backoff (the data waits in the store). A receiver that refuses samples as
+too old or out of order (Prometheus' "too old sample" - a 500 in Prometheus 2.42 -, "out of
+bounds", "out of order sample"; Mimir's and Thanos' equivalents, 400/409) can never take them:
+they are found (see ``Sender.isolate``), counted as ``refused``, named in an ``uplink_refused``
+event, and the cursor moves on. Any other 4xx refusal is narrowed down by halving, like InfluxDB's.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import random
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import cramjam
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from . import __version__
+from .config import RemoteWriteUplink, read_secret
+from .health import UplinkHealth
+from .outbox import Batch, Outbox
+from .store import FieldInfo, Store
+
+log = logging.getLogger("kelvinpi.remote_write")
+
+METRIC_BY_UNITS = {"K": "kelvinpi_temperature_kelvin", "Ohm": "kelvinpi_resistance_ohms", "V": "kelvinpi_sensor_volts"}
+OTHER_METRIC = "kelvinpi_value"
+STATUS_METRIC = "kelvinpi_reading_status"
+# Answers that say "these samples are older than I take": never accepted, however often resent.
+OLD_MARKERS = ("too old", "out of bounds", "out of order", "out-of-order", "out-of-bounds")
+RETRY_CODES = (401, 403, 404, 408, 429)  # the request is fine, the receiver (or its setup) is not: keep the data
+
+
+def _messages():
+    """The WriteRequest classes, from descriptors (field numbers as in Prometheus' prompb)."""
+    fd = descriptor_pb2.FileDescriptorProto(name="kelvinpi/remote_write.proto", package="prometheus", syntax="proto3")
+    T = descriptor_pb2.FieldDescriptorProto
+
+    def message(name: str, *fields: tuple[str, int, int, int, str | None]) -> None:
+        m = fd.message_type.add(name=name)
+        for fname, number, ftype, label, type_name in fields:
+            f = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                f.type_name = type_name
+
+    message("Sample", ("value", 1, T.TYPE_DOUBLE, T.LABEL_OPTIONAL, None),
+            ("timestamp", 2, T.TYPE_INT64, T.LABEL_OPTIONAL, None))
+    message("Label", ("name", 1, T.TYPE_STRING, T.LABEL_OPTIONAL, None),
+            ("value", 2, T.TYPE_STRING, T.LABEL_OPTIONAL, None))
+    message("TimeSeries", ("labels", 1, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.Label"),
+            ("samples", 2, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.Sample"))
+    message("WriteRequest", ("timeseries", 1, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.TimeSeries"))
+    pool = descriptor_pool.DescriptorPool()  # our own pool: no clash with any other prompb in the process
+    pool.Add(fd)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("prometheus.WriteRequest"))
+
+
+WriteRequest = _messages()
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """One sample on the wire: ordered by time first, so a batch sorts oldest first."""
+
+    t: int  # ms
+    labels: tuple[tuple[str, str], ...]  # sorted by name, __name__ included
+    value: float
+
+
+def series_labels(f: FieldInfo, extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The labels of a series' value samples, as /metrics would label it."""
+    labels = dict(extra)
+    labels.update(__name__=METRIC_BY_UNITS.get(f.units, OTHER_METRIC), node=f.node, field=f.name)
+    if f.units not in METRIC_BY_UNITS:
+        labels["units"] = f.units
+    return tuple(sorted(labels.items()))
+
+
+def status_labels(f: FieldInfo, extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    labels = dict(extra)
+    labels.update(__name__=STATUS_METRIC, node=f.node, field=f.name)
+    return tuple(sorted(labels.items()))
+
+
+def points(batch: Batch, fields: dict[int, FieldInfo], extra: dict[str, str] | None = None,
+           send_status: bool = True) -> list[Point]:
+    """The batch's rows as remote-write samples, oldest first (the status rule is in the module docstring)."""
+    extra = extra or {}
+    out: list[Point] = []
+    for sid, rows in batch.rows.items():
+        f = fields.get(sid)
+        if f is None:
+            continue
+        vl = series_labels(f, extra)
+        sl = status_labels(f, extra) if send_status else None
+        for t, v, st in rows:
+            if v is not None:
+                out.append(Point(int(t), vl, float(v)))
+            if sl is not None:
+                out.append(Point(int(t), sl, float(st)))
+    out.sort()
+    return out
+
+
+def encode(pts: list[Point]) -> bytes:
+    """A snappy-compressed WriteRequest: one TimeSeries per label set, its samples in time order."""
+    by_series: dict[tuple, list[Point]] = {}
+    for p in pts:
+        by_series.setdefault(p.labels, []).append(p)
+    req = WriteRequest()
+    for labels, ps in by_series.items():
+        ts = req.timeseries.add()
+        for name, value in labels:
+            ts.labels.add(name=name, value=value)
+        for p in sorted(ps, key=lambda p: p.t):
+            ts.samples.add(value=p.value, timestamp=p.t)
+    return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+
+
+class Refused(Exception):
+    """The receiver will never take this request as it is (a 4xx, or an answer saying 'too old')."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status, self.detail = status, detail
+
+    @property
+    def old(self) -> bool:
+        d = self.detail.lower()
+        return any(m in d for m in OLD_MARKERS)
+
+
+class Sender:
+    """POSTs write requests; the refusal rules (which answers mean 'never', which mean 'later')."""
+
+    def __init__(self, cfg: RemoteWriteUplink, what: str) -> None:
+        self.cfg = cfg
+        self.url = cfg.url
+        self.headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+                        "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": f"kelvinpi/{__version__}"}
+        if cfg.username:
+            pw = read_secret(cfg.password_file, f"{what} password_file")
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{cfg.username}:{pw}".encode()).decode()
+        elif cfg.token_file:
+            self.headers["Authorization"] = "Bearer " + read_secret(cfg.token_file, f"{what} token_file")
+        # https is always verified: against ca_file if given, else the system's CAs
+        self.context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        self.requests = 0
+
+    def post(self, pts: list[Point]) -> None:
+        """Deliver or raise: ``Refused`` (never), HTTPError/URLError/OSError/HTTPException (later)."""
+        req = urllib.request.Request(self.url, data=encode(pts), headers=self.headers, method="POST")
+        self.requests += 1
+        try:
+            with urllib.request.urlopen(req, timeout=self.cfg.timeout, context=self.context) as r:
+                if not 200 <= r.status < 300:
+                    raise http.client.HTTPException(f"receiver answered {r.status}")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace").strip()
+            refused = Refused(exc.code, detail)
+            if (400 <= exc.code < 500 and exc.code not in RETRY_CODES) or refused.old:
+                raise refused from None
+            exc.detail = detail
+            raise
+
+    def isolate(self, pts: list[Point]) -> list[tuple[Point, str]]:
+        """Post ``pts`` (oldest first); return the samples the receiver will never take, with why.
+
+        Too-old refusals: a receiver takes a request whole or not at all (Prometheus rolls it
+        back), so the first refused sample is found by bisecting on the newest suffix that is
+        taken (accepted suffixes are committed; resending one later is harmless, a receiver
+        keeps one sample per series and time). That sample and every older one of its series
+        are refused (a series' samples at or before a too-old or out-of-order one are so too:
+        Prometheus' head only moves forward), then the rest is tried again: a few requests per
+        refused series, not per sample. Any other refusal is halved down to the single samples.
+        """
+        try:
+            self.post(pts)
+            return []
+        except Refused as exc:
+            first = exc
+        if len(pts) == 1:
+            return [(pts[0], str(first))]
+        if not first.old:
+            mid = len(pts) // 2
+            return self.isolate(pts[:mid]) + self.isolate(pts[mid:])
+        lo, hi, why = 0, len(pts), first  # pts[lo:] refused (why), pts[hi:] taken (empty: trivially)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            try:
+                self.post(pts[mid:])
+                hi = mid
+            except Refused as exc:
+                lo, why = mid, exc
+        culprit = pts[lo]
+        if not why.old:  # the suffix failed for another reason: isolate it the other way
+            return self.isolate(pts[lo:hi]) + self.isolate(pts[:lo])
+        refused = [p for p in pts[:hi] if p.labels == culprit.labels and p.t <= culprit.t]
+        rest = [p for p in pts[:hi] if not (p.labels == culprit.labels and p.t <= culprit.t)]
+        return [(p, str(why)) for p in refused] + (self.isolate(rest) if rest else [])
+
+
+class RemoteWriteUplinkRunner(threading.Thread):
+    def __init__(self, cfg: RemoteWriteUplink, index: int, store: Store, instruments) -> None:
+        super().__init__(name=f"remote-write-{index}", daemon=True)
+        self.cfg, self.store = cfg, store
+        self.uplink_name = f"uplink[{index}]"
+        self.health = UplinkHealth(self.uplink_name, "remote_write")
+        self.sender = Sender(cfg, self.uplink_name)
+        self.outbox = Outbox(store, f"remote_write:{cfg.url}", {i.name for i in instruments}, limit=cfg.batch,
+                             live=cfg.live_during_backfill)
+        self._halt = threading.Event()
+
+    def start(self) -> None:
+        self.outbox.start_from_now()
+        super().start()
+
+    def run(self) -> None:
+        """Send, acknowledge, repeat; any failure is counted, shown, and retried with backoff.
+
+        Nothing ends this loop but ``stop()``: an unreachable or failing receiver, an answer
+        that is not HTTP, a store that cannot commit the cursor all keep the data for later.
+        """
+        delay = 1.0
+        last_backlog = 0.0
+        while not self._halt.is_set():
+            try:
+                if time.monotonic() - last_backlog > 5:
+                    self.health.backlog = self.outbox.backlog()
+                    last_backlog = time.monotonic()
+                batch = self.outbox.take()
+                if not len(batch):
+                    self._halt.wait(1.0)
+                    continue
+                pts = points(batch, self.outbox.fields(), self.cfg.labels, self.cfg.send_status)
+                if pts:
+                    self.refuse(self.sender.isolate(pts))
+                self.outbox.ack(batch)
+                self.health.sent += len(batch)
+                self.health.connected = True
+                self.health.last_success = time.time()
+                delay = 1.0
+                if len(batch) < self.outbox.limit:
+                    self._halt.wait(1.0)
+                continue
+            except urllib.error.HTTPError as exc:
+                self._failed(f"HTTP {exc.code}: {getattr(exc, 'detail', '')}", "http")
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                self._failed(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", "connection")
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a batch or the store throws
+                log.exception("remote write %s: unexpected error (retrying)", self.cfg.url)
+                self._failed(f"{type(exc).__name__}: {exc}", "internal")
+            self._halt.wait(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 60.0)
+
+    def refuse(self, refused: list[tuple[Point, str]]) -> None:
+        """Samples the receiver will never take: skipped, counted, and summarised in one event."""
+        if not refused:
+            return
+        self.health.errors["refused"] += len(refused)
+        first = refused[0][1]
+        self.health.last_error = f"{len(refused)} sample(s) refused: {first}"
+        per_series: dict[str, list[int]] = {}
+        for p, _why in refused:
+            d = dict(p.labels)
+            per_series.setdefault(f"{d['__name__']}{{field={d.get('field', '')!r}}}", []).append(p.t)
+        shown = "; ".join(f"{k}: {len(ts)} from {min(ts)} to {max(ts)} ms" for k, ts in list(per_series.items())[:5])
+        more = f" and {len(per_series) - 5} more series" if len(per_series) > 5 else ""
+        log.error("remote write %s refused %d sample(s), skipped (%s): %s%s", self.cfg.url, len(refused), first,
+                  shown, more)
+        self.store.event("uplink_refused", None, f"{self.uplink_name} remote_write refused {len(refused)} sample(s)"
+                                                 f" ({first[:200]}): {shown}{more}")
+
+    def _failed(self, message: str, kind: str) -> None:
+        if self.health.connected or not self.health.errors:
+            log.warning("remote write %s: %s (keeping data, retrying with backoff)", self.cfg.url, message)
+        self.health.connected = False
+        self.health.errors[kind] += 1
+        self.health.last_error = message
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=20)

@@ -1,0 +1,469 @@
+"""Prometheus remote-write uplink against real receivers from Debian: prometheus 2.42 (remote-write
+receiver on, out-of-order window in its config file) and victoria-metrics, each started by the test on
+loopback. What arrived is read back over the receivers' own query APIs and compared, sample by sample,
+with the SQLite store the uplink reads (real files through appliance.store.Store); the end-to-end test
+reconciles the emulated instruments' ledgers with the store and both receivers.
+
+VictoriaMetrics runs without deduplication, so a sample sent twice shows twice: "no duplicates" is
+checked there. Prometheus is the receiver that refuses old samples (too old for its window).
+"""
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+import time
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from appliance import config as _config
+from appliance.config import RemoteWriteUplink
+from appliance.remote_write import RemoteWriteUplinkRunner, Sender, points
+from appliance.samples import Sample, SampleQueue, SeriesKey
+from appliance.store import Store
+from appliance.uplinks import FailedUplink, build_uplinks
+
+from .conftest import appliance_config, start_appliance, wait_for
+from .receivers import Prometheus, VictoriaMetrics, differences, expected
+from .reconcile import reconcile
+from .test_outbox import Gate
+
+NODE = "LSA23JD"
+T_KEY = SeriesKey(NODE, "mxc_control_t", "K", "mxc_control", "mixing chamber", ocs="control_T")
+R_KEY = SeriesKey(NODE, "mxc_control_r", "Ohm", "mxc_control", "mixing chamber", ocs="control_R")
+P_KEY = SeriesKey(NODE, "heater_p", "W", "heater", "sample heater", ocs="heater_P")
+RECEIVERS = {"prometheus": Prometheus, "victoria-metrics": VictoriaMetrics}
+
+
+def rows(key: SeriesKey, t0: float, n: int, step: float = 0.01, status: int = 0) -> list[Sample]:
+    return [Sample(key, t0 + i * step, 0.01 + i * 1e-6, status) for i in range(n)]
+
+
+def now0() -> float:
+    return float(int(time.time()) - 120)
+
+
+@pytest.fixture(params=list(RECEIVERS))
+def receiver(request, tmp_path):
+    cls = RECEIVERS[request.param]
+    if not cls.available():
+        pytest.skip(f"Debian's {cls.BIN} is not installed (`make ci-deps` as root installs it)")
+    r = cls(tmp_path / cls.name)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    if not Prometheus.available():
+        pytest.skip("Debian's prometheus is not installed (`make ci-deps` as root installs it)")
+    r = Prometheus(tmp_path / "prometheus", ooo_window="10m")
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def stores():
+    made: list[Store] = []
+
+    def open_store(path) -> Store:
+        s = Store(path, commit_interval=0.2)
+        s.start(SampleQueue(100_000))
+        made.append(s)
+        return s
+
+    yield open_store
+    for s in reversed(made):
+        s.stop()
+        s.close()
+
+
+@pytest.fixture
+def runners():
+    made: list[RemoteWriteUplinkRunner] = []
+
+    def start(store: Store, url: str, batch: int = 2000, **kw) -> RemoteWriteUplinkRunner:
+        r = RemoteWriteUplinkRunner(RemoteWriteUplink(kind="remote_write", url=url, batch=batch, **kw), 0, store,
+                                    [SimpleNamespace(name=NODE)])
+        r.start()
+        made.append(r)
+        return r
+
+    yield start
+    for r in made:
+        r.stop()
+        assert not r.is_alive(), "runner did not stop"
+
+
+def wait_exact(store, receiver, start: float, end: float, what: str, timeout: float = 60) -> dict:
+    """Until the receiver holds exactly what the store holds in [start, end); returns it."""
+    want = expected(store, start, end)
+    assert want, "nothing stored"
+    deadline = time.monotonic() + timeout
+    while True:
+        got = receiver.samples(start, end)
+        bad = differences(want, got)
+        if not bad or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not bad, f"{what} ({receiver.name}): (wanted, missing, extra) per series: {bad}"
+    return got
+
+
+def test_every_sample_arrives_named_as_on_metrics(tmp_path, receiver, stores, runners):
+    """Kelvin, ohm, other-unit and flagged (NULL) readings: each value and each status arrives once,
+    at its millisecond, under the /metrics names (kelvinpi_temperature_kelvin{node, field} ...)."""
+    receiver.start()
+    store = stores(tmp_path / "kelvinpi.db")
+    runner = runners(store, receiver.write_url, labels={"site": "lab2"})
+    t0 = now0()
+    batch = rows(T_KEY, t0, 200) + rows(R_KEY, t0, 200) + rows(P_KEY, t0, 5)
+    batch.append(Sample(T_KEY, t0 + 5, None, 0x81))  # a flagged reading: status only
+    assert store.write(batch) == 406
+    got = wait_exact(store, receiver, t0 - 1, t0 + 10, "every sample")
+    assert len(got[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]) == 200
+    assert len(got[("kelvinpi_resistance_ohms", "LSA23JD::mxc_control_r")]) == 200
+    assert len(got[("kelvinpi_value", "LSA23JD::heater_p")]) == 5
+    t_flag, st_flag = got[("kelvinpi_reading_status", "LSA23JD::mxc_control_t")][-1]
+    assert t_flag == round((t0 + 5) * 1000) and int(st_flag) & 0x81 == 0x81  # (the store adds its INVALID flag)
+    assert t_flag not in {t for t, _ in got[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]}
+    # the extra label and the units label are on the series
+    if isinstance(receiver, Prometheus):
+        import json
+
+        body = json.loads(receiver.get("/api/v1/series", {"match[]": 'kelvinpi_value{node="LSA23JD"}'}))
+        assert body["data"] == [{"__name__": "kelvinpi_value", "field": "LSA23JD::heater_p", "node": "LSA23JD",
+                                 "site": "lab2", "units": "W"}]
+    wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
+    assert runner.health.sent == 406 and not runner.health.errors
+
+
+def test_two_outages_during_one_backfill_no_gaps_no_duplicates(tmp_path, receiver, stores, runners):
+    """The link goes down; 1500 rows are stored; it comes back for two requests of the backfill (each
+    backfill plus the newest rows), goes down again while 300 more are stored, then comes back:
+    the receiver ends with exactly the store's samples, none missing, none twice."""
+    receiver.start()
+    gate = Gate(receiver.port)
+    gate.open()
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, gate.url + "/api/v1/write", batch=300)
+        t0 = now0()
+        store.write(rows(T_KEY, t0, 10))
+        wait_exact(store, receiver, t0 - 1, t0 + 60, "before the outage")
+        gate.close()
+        store.write(rows(T_KEY, t0 + 1, 1500))
+        wait_for(lambda: runner.health.errors["connection"] >= 1, 20, what="the uplink noticed outage 1")
+        through = gate.passed
+        gate.open(budget=2)
+        wait_for(lambda: gate.passed == through + 2 and not gate.is_open, 30, what="two backfill requests through")
+        before = sum(runner.health.errors.values())
+        wait_for(lambda: sum(runner.health.errors.values()) > before, 20, what="the uplink noticed outage 2")
+        store.write(rows(T_KEY, t0 + 20, 300))
+        gate.open()
+        got = wait_exact(store, receiver, t0 - 1, t0 + 60, "after two outages")
+        assert len(got[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]) == 1810
+        wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
+        assert runner.is_alive() and not runner.health.errors["refused"]
+    finally:
+        gate.close()
+
+
+def test_restart_of_the_appliance_during_an_outage_loses_nothing(tmp_path, receiver, stores, runners):
+    """Delivered; the receiver goes away; more is stored; the appliance stops and starts again (new
+    Store and runner on the same file) while the receiver is still away; then it comes back."""
+    receiver.start()
+    path = tmp_path / "kelvinpi.db"
+    store = stores(path)
+    runner = runners(store, receiver.write_url)
+    t0 = now0()
+    store.write(rows(T_KEY, t0, 50) + rows(R_KEY, t0, 50))
+    wait_exact(store, receiver, t0 - 1, t0 + 60, "before the outage")
+    receiver.stop()
+    store.write(rows(T_KEY, t0 + 1, 40) + rows(R_KEY, t0 + 1, 40))
+    wait_for(lambda: runner.health.errors["connection"] >= 1, 20, what="the uplink noticed the outage")
+    runner.stop()
+    store.stop()
+    store.close()
+    store = stores(path)  # the reboot
+    runner = runners(store, receiver.write_url)
+    store.write(rows(T_KEY, t0 + 5, 30) + rows(R_KEY, t0 + 5, 30))
+    receiver.start()
+    got = wait_exact(store, receiver, t0 - 1, t0 + 60, "across the restart")
+    assert len(got[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]) == 120
+    wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
+
+
+def test_samples_too_old_for_prometheus_are_counted_reported_and_skipped(tmp_path, prometheus, stores, runners):
+    """Prometheus with a 10-minute out-of-order window: samples two hours old (a clock stepped back)
+    are refused ("too old sample", a 500 in 2.42), never retried: counted, named in one event, the
+    cursor moves on; samples within the window, before and after, are delivered."""
+    prometheus.start()
+    store = stores(tmp_path / "kelvinpi.db")
+    runner = runners(store, prometheus.write_url)
+    t0 = now0()
+    store.write(rows(T_KEY, t0, 20) + rows(R_KEY, t0, 20))
+    wait_exact(store, prometheus, t0 - 1, t0 + 60, "live rows")
+    old = t0 - 7200
+    before = runner.sender.requests
+    store.write(rows(T_KEY, old, 100) + rows(R_KEY, old, 100) + rows(T_KEY, t0 + 2, 30))
+
+    def refused():
+        return [e for e in store.events() if e["kind"] == "uplink_refused"]
+    events = wait_for(refused, 30, what="an uplink_refused event")
+    assert runner.health.errors["refused"] == 400  # 200 values + 200 statuses
+    detail = events[0]["detail"]
+    assert "refused 400 sample(s)" in detail and "too old sample" in detail, detail
+    assert "kelvinpi_temperature_kelvin{field='LSA23JD::mxc_control_t'}: 100" in detail, detail
+    used = runner.sender.requests - before
+    assert used <= 60, f"{used} requests to find 400 refused samples (bisection per series, not per sample)"
+    store.write(rows(T_KEY, t0 + 5, 10))
+    wait_exact(store, prometheus, t0 - 1, t0 + 60, "rows within the window after the refusal")
+    got = prometheus.samples(old - 10, old + 60)
+    assert not got, f"Prometheus holds old samples: {got}"
+    wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0 (the cursor moved past the refused)")
+    assert runner.is_alive() and len(refused()) == 1
+    print(f"too old: 400 refused samples found with {used} requests")
+
+
+def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_live_data(tmp_path, stores, runners):
+    """No out-of-order window (Prometheus' default): after an outage longer than one batch, the first
+    request carries the oldest backlog and the newest rows; once those are in, the rest of the backlog
+    is older than them, "out of order sample" (a 400): counted, reported, skipped, as the README warns.
+    Nothing is retried forever and live data keeps flowing."""
+    if not Prometheus.available():
+        pytest.skip("Debian's prometheus is not installed")
+    prom = Prometheus(tmp_path / "prom-no-ooo", ooo_window="0s")
+    prom.start()
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, prom.write_url, batch=100, send_status=False)
+        t0 = now0()
+        store.write(rows(T_KEY, t0, 10))
+        wait_exact_n = lambda n: len(prom.samples(t0 - 1, t0 + 60).get(  # noqa: E731
+            ("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t"), [])) == n
+        wait_for(lambda: wait_exact_n(10), 30, what="first rows")
+        prom.stop()
+        store.write(rows(T_KEY, t0 + 1, 300))
+        wait_for(lambda: runner.health.errors["connection"] >= 1, 20, what="the outage noticed")
+        prom.start()
+        wait_for(lambda: runner.outbox.backlog() == 0, 60, what="the cursor past the backlog")
+        refused = runner.health.errors["refused"]
+        got = len(prom.samples(t0 - 1, t0 + 60)[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")])
+        assert refused > 0 and got + refused == 310, (got, refused)
+        ev = [e for e in store.events() if e["kind"] == "uplink_refused"]
+        assert ev and all("out of order sample" in e["detail"] for e in ev)
+        store.write(rows(T_KEY, t0 + 10, 5))
+        wait_for(lambda: wait_exact_n(got + 5), 30, what="live rows after the refusals")
+        print(f"no out-of-order window: {got} of 310 delivered, {refused} refused as out of order")
+    finally:
+        prom.stop()
+
+
+def test_prometheus_without_an_out_of_order_window_takes_a_strictly_ordered_backfill(tmp_path, stores, runners):
+    """The same outage with ``live_during_backfill = false``: the backlog goes oldest first, so every row
+    is newer than the last one Prometheus has: all 310 delivered, none refused."""
+    if not Prometheus.available():
+        pytest.skip("Debian's prometheus is not installed")
+    prom = Prometheus(tmp_path / "prom-no-ooo", ooo_window="0s")
+    prom.start()
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, prom.write_url, batch=100, send_status=False, live_during_backfill=False)
+        t0 = now0()
+        store.write(rows(T_KEY, t0, 10))
+        wait_for(lambda: runner.health.sent == 10, 30, what="first rows")
+        prom.stop()
+        store.write(rows(T_KEY, t0 + 1, 300))
+        wait_for(lambda: runner.health.errors["connection"] >= 1, 20, what="the outage noticed")
+        prom.start()
+        wait_for(lambda: runner.outbox.backlog() == 0, 60, what="the backlog sent")
+        got = prom.samples(t0 - 1, t0 + 60)[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]
+        assert len(got) == 310 and not runner.health.errors["refused"]
+    finally:
+        prom.stop()
+
+
+def test_malformed_series_refused_alone_by_halving(tmp_path, prometheus, stores, runners):
+    """A refusal that is not about age (a 400 for a duplicate timestamp with another value) is narrowed
+    down to the one sample; the others of the request are delivered."""
+    prometheus.start()
+    store = stores(tmp_path / "kelvinpi.db")
+    runner = runners(store, prometheus.write_url, send_status=False)
+    t0 = now0()
+    store.write(rows(T_KEY, t0, 10))
+    wait_exact_values = lambda: len(prometheus.samples(t0 - 1, t0 + 60).get(  # noqa: E731
+        ("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t"), [])) == 10
+    wait_for(wait_exact_values, 30, what="first rows")
+    # another writer's sample at the time of our next one, with another value
+    t_dup = round((t0 + 1) * 1000)
+    cfg = RemoteWriteUplink(kind="remote_write", url=prometheus.write_url)
+    from appliance.remote_write import Point, series_labels
+
+    fi = next(f for f in store.fields() if f.name == T_KEY.name)
+    Sender(cfg, "other").post([Point(t_dup, series_labels(fi, {}), 99.0)])
+    store.write(rows(T_KEY, t0 + 1, 20))
+    ev = wait_for(lambda: [e for e in store.events() if e["kind"] == "uplink_refused"], 30, what="refused event")
+    assert runner.health.errors["refused"] == 1 and "duplicate sample for timestamp" in ev[0]["detail"]
+    got = prometheus.samples(t0 - 1, t0 + 60)[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]
+    assert len(got) == 30 and (t_dup, 99.0) in got
+
+
+def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
+    """victoria-metrics over https with basic auth: delivered with the right CA and password (from a
+    0600 file); a wrong password is an error kept for retry (401), a CA that did not sign the
+    certificate fails verification; a password file others can read stops the uplink, named."""
+    from .routers import make_cert
+
+    if not VictoriaMetrics.available():
+        pytest.skip("Debian's victoria-metrics is not installed")
+    key, cert = make_cert(tmp_path / "tls")
+    _, other_ca = make_cert(tmp_path / "other", "other")
+    vm = VictoriaMetrics(tmp_path / "vm", ca_file=cert, extra=[
+        "-tls", f"-tlsCertFile={cert}", f"-tlsKeyFile={key}", "-httpAuth.username=kelvin",
+        "-httpAuth.password=s3cret pass"])
+    try:
+        vm.start()
+        url = vm.base
+        pw = tmp_path / "password"
+        pw.write_text("s3cret pass\n")
+        os.chmod(pw, 0o600)
+        bad_pw = tmp_path / "bad-password"
+        bad_pw.write_text("wrong\n")
+        os.chmod(bad_pw, 0o600)
+        store = stores(tmp_path / "kelvinpi.db")
+        good = runners(store, url + "/api/v1/write", username="kelvin", password_file=pw, ca_file=cert)
+        wrong_pw = runners(store, url + "/api/v1/write?x=1", username="kelvin", password_file=bad_pw, ca_file=cert)
+        wrong_ca = runners(store, url + "/api/v1/write?x=2", username="kelvin", password_file=pw, ca_file=other_ca)
+        store.write(rows(T_KEY, now0(), 25))
+        wait_for(lambda: good.health.sent == 25, 30, what="delivered over verified TLS with basic auth")
+        wait_for(lambda: wrong_pw.health.errors["http"] >= 1 and wrong_ca.health.errors["connection"] >= 1, 30,
+                 what="the wrong password and the wrong CA both failing")
+        assert "401" in wrong_pw.health.last_error and "CERTIFICATE_VERIFY_FAILED" in wrong_ca.health.last_error
+        assert wrong_pw.outbox.backlog() == 25 and wrong_ca.outbox.backlog() == 25  # kept, not dropped
+        assert "s3cret" not in wrong_pw.health.last_error
+        # a secret others can read: that uplink does not start, the appliance does
+        os.chmod(pw, 0o644)
+        cfg = _config.parse(appliance_config(tmp_path, None, None).replace('[polling]', '[[instrument]]\nmodel = "372"'
+                            '\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\nenabled = false\n\n[polling]')
+                            + f'\n[[uplink]]\nkind = "remote_write"\nurl = "{url}/api/v1/write"\nusername = "kelvin"\n'
+                              f'password_file = "{pw}"\n')
+        built = build_uplinks(SimpleNamespace(config=cfg, store=store))
+        assert isinstance(built[0], FailedUplink) and "chmod 600" in built[0].health.last_error
+    finally:
+        vm.stop()
+
+
+def test_bearer_token_is_sent(tmp_path, stores, runners):
+    """token_file (0600) becomes ``Authorization: Bearer <token>`` on every request (a loopback
+    receiver that answers 204 only to that header, 401 otherwise)."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(204 if seen[-1] == "Bearer tok-123" else 401)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        tok = tmp_path / "token"
+        tok.write_text("tok-123\n")
+        os.chmod(tok, 0o600)
+        store = stores(tmp_path / "kelvinpi.db")
+        r = runners(store, f"http://127.0.0.1:{srv.server_address[1]}/api/v1/write", token_file=tok)
+        store.write(rows(T_KEY, now0(), 5))
+        wait_for(lambda: r.health.sent == 5, 20, what="delivered with the bearer token")
+        assert set(seen) == {"Bearer tok-123"}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_config_errors_name_key_and_line():
+    base = '[[instrument]]\nmodel = "372"\nname = "A"\ntransport = "tcp"\nhost = "h"\n\n[[uplink]]\n' \
+           'kind = "remote_write"\n'
+    with pytest.raises(_config.ConfigError) as e:
+        _config.parse(base + 'url = "ftp://x"\n')
+    assert "<config>:9: uplink[0].url" in str(e.value)
+    with pytest.raises(_config.ConfigError) as e:
+        _config.parse(base + 'url = "http://x/api/v1/write"\nlabels = {"bad-name" = "x"}\n')
+    assert "<config>:10: uplink[0].labels" in str(e.value) and "bad-name" in str(e.value)
+    with pytest.raises(_config.ConfigError) as e:
+        _config.parse(base + 'url = "http://x/api/v1/write"\nusername = "u"\n')
+    assert "username needs password_file" in str(e.value)
+
+
+def test_points_follow_the_status_rule():
+    """A NULL (flagged) reading: no value sample, a status sample; send_status=false: values only."""
+    from appliance.outbox import Batch
+    from appliance.store import FieldInfo
+
+    f = FieldInfo(1, "N::a_t", "N", "a_t", "K", "", "")
+    b = Batch(rows={1: [(1000, 0.5, 0), (2000, None, 0x81)]})
+    got = [(dict(p.labels)["__name__"], p.t, p.value) for p in points(b, {1: f})]
+    assert got == [("kelvinpi_reading_status", 1000, 0.0), ("kelvinpi_temperature_kelvin", 1000, 0.5),
+                   ("kelvinpi_reading_status", 2000, 129.0)]
+    assert [p.t for p in points(b, {1: f}, send_status=False)] == [1000]
+
+
+def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
+    """The appliance polls both emulators and writes to prometheus and victoria-metrics through gates;
+    both links are cut for a few seconds mid-run. After the instruments go quiet: nothing produced is
+    lost, and each receiver holds exactly the stored samples (VictoriaMetrics: none twice), in the series
+    a scrape of /metrics shows."""
+    if not (Prometheus.available() and VictoriaMetrics.available()):
+        pytest.skip("Debian's prometheus and victoria-metrics are needed")
+    prom, vm = Prometheus(tmp_path / "prom"), VictoriaMetrics(tmp_path / "vm")
+    prom.start()
+    vm.start()
+    gates = [Gate(prom.port), Gate(vm.port)]
+    for g in gates:
+        g.open()
+    app = None
+    try:
+        extra = "".join(f'\n[[uplink]]\nkind = "remote_write"\nurl = "{g.url}/api/v1/write"\n' for g in gates)
+        app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=extra))
+        t_start = time.time() - 5
+        wait_for(lambda: all(p.health.connected for p in app.pollers), 20, what="both instruments connected")
+        wait_for(lambda: all(u.health.sent > 20 for u in app.uplinks), 20, what="both uplinks delivering")
+        for g in gates:
+            g.close()
+        time.sleep(4)
+        for g in gates:
+            g.open()
+        time.sleep(2)
+        emu372.control("mute on")
+        emu240.control("mute on")
+        time.sleep(2.5)
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240})
+        end = time.time() + 1
+        for rcv in (prom, vm):
+            got = wait_exact(app.store, rcv, t_start, end, "whole appliance", timeout=60)
+            n = sum(len(v) for v in got.values())
+            print(f"{rcv.name}: {n} samples in {len(got)} series, exactly the store's")
+        assert all(u.health.errors["connection"] >= 1 for u in app.uplinks), "the outage was not noticed"
+        # the same series, named the same, as a scrape of the appliance's /metrics finds
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(app.base_url + "/metrics", timeout=10).read().decode()
+        scraped = {(s.name, s.labels["field"]) for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name in ("kelvinpi_temperature_kelvin", "kelvinpi_resistance_ohms", "kelvinpi_sensor_volts",
+                                 "kelvinpi_value", "kelvinpi_reading_status")}
+        assert scraped == set(got), (scraped ^ set(got))
+    finally:
+        if app is not None:
+            app.stop()
+        prom.stop()
+        vm.stop()
+        for g in gates:
+            g.close()
+    print("remote write:", tally.line())
+    assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
