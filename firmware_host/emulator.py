@@ -117,7 +117,11 @@ class Emulator:
                     for s in STAGES:
                         self.fridge.temps[s] = 295.0
             elif cmd == "heater":
-                self.fridge.sample_heater_w = float(args[0])
+                watts = float(args[0])
+                if hasattr(self.device, "force_heater"):
+                    self.device.force_heater(watts or None)
+                else:
+                    self.fridge.sample_heater_w = watts
             elif cmd == "clear":
                 self.faults.clear()
             elif cmd == "status":

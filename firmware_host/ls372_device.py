@@ -44,6 +44,8 @@ WIRING = {
     "5": ("mxc", "MXC", 22),
 }
 ESR_QUERY, ESR_EXEC, ESR_CMD, ESR_PON = 4, 16, 32, 128
+HEATER_STEP = 0.1  # simulated seconds per control-loop step (the 372 reads 10 times a second)
+HEATER_MAX_STEPS = 20000  # a longer fast-forward takes coarser steps
 
 
 @dataclass
@@ -146,6 +148,9 @@ class LS372Device:
             self.last: dict[str, Measured] = {}
             self._tick_cache: dict[str, tuple[int, Measured]] = {}
             now = self.clock.now()
+            self._heater_t = now
+            if not hasattr(self, "forced_heater_w"):
+                self.forced_heater_w: float | None = None
             for ch in CHANNELS:
                 self.last[ch] = self._measure(ch, now)
 
@@ -242,26 +247,54 @@ class LS372Device:
         # A long fast-forward: restart the cycle at "now" rather than replaying it.
         self.switched_at = t
 
-    def update_heater(self, t: float) -> None:
+    def _advance_heater(self, t: float) -> None:
+        """Run the sample-heater loop up to simulated time ``t`` in fixed steps.
+
+        The loop is a function of simulated time only: however often (or seldom) ``HTR?``
+        or a reading is queried, the same simulated interval runs the same steps. A long
+        fast-forward takes at most ``HEATER_MAX_STEPS`` coarser steps, so it stays cheap.
+        """
+        gap = t - self._heater_t
+        if gap <= 0:
+            return
+        step = max(HEATER_STEP, gap / HEATER_MAX_STEPS)
+        while self._heater_t + step <= t:
+            self._heater_t += step
+            self._heater_step(self._heater_t, step)
+
+    def _heater_step(self, t: float, dt: float) -> None:
         o = self.outputs[0]
         current_max = SAMPLE_RANGE_A.get(o.range, 0.0)
         if o.mode == 2:
             pct = o.mout
         elif o.mode == 5 and o.range:
             inp = o.input if o.input in self.channels else "A"
-            meas = self.reading(inp, t)
+            # The control input: A is always measured; a scanner channel holds its last value
+            # while the scanner is elsewhere (the manual: the heater output is held then).
+            meas = self._reading_at("A", t) if inp == "A" else self.last[inp]
             err = o.setp - meas.kelvin
-            o.integral = max(-100.0, min(100.0, o.integral + err * o.i * 0.01))
+            o.integral = max(-100.0, min(100.0, o.integral + err * o.i * 0.01 * dt))
             pct = max(0.0, min(100.0, o.p * err * 100 + o.integral))
         else:
             pct = 0.0
         o.output_pct = pct
-        self.fridge.sample_heater_w = (pct / 100 * current_max) ** 2 * o.resistance
+        if self.forced_heater_w is None:
+            self.fridge.sample_heater_w = (pct / 100 * current_max) ** 2 * o.resistance
+        else:
+            self.fridge.sample_heater_w = self.forced_heater_w
         self.fridge.still_heater_w = (self.still / 100) ** 2 * 1e-3
+
+    def force_heater(self, watts: float | None) -> None:
+        """Fault control: hold the mixing-chamber heater at ``watts`` (None: the 372's loop again)."""
+        with self.lock:
+            self._advance_heater(self.clock.now())
+            self.forced_heater_w = watts
+            self.fridge.sample_heater_w = watts if watts is not None else self.fridge.sample_heater_w
 
     def reading(self, ch: str, t: float | None = None) -> Measured:
         with self.lock:
             t = self.clock.now() if t is None else t
+            self._advance_heater(t)
             if ch == "A":
                 return self._reading_at("A", t)
             self._advance_scanner(t)
@@ -274,7 +307,7 @@ class LS372Device:
 
     def heater_output(self) -> float:
         with self.lock:
-            self.update_heater(self.clock.now())
+            self._advance_heater(self.clock.now())
             return getattr(self.outputs[0], "output_pct", 0.0)
 
     # -- command table -------------------------------------------------------------
