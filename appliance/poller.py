@@ -17,7 +17,7 @@ from drivers.errors import ConnectionLost, InstrumentTimeout
 from drivers.ls240 import SENSOR_UNITS, Model240
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.readings import Reading
-from drivers.transport import TcpTransport, VisaTransport
+from drivers.transport import TcpTransport
 
 from .clock import clock_synchronised
 from .config import InstrumentConfig, PollingConfig
@@ -59,13 +59,10 @@ def make_instrument(cfg: InstrumentConfig):
             return Model372(TcpTransport(cfg.host, cfg.port), timeout=cfg.timeout, expected_serial=expected)
         if cfg.transport == "serial":
             return Model372.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
-        settings = dict(baud_rate=57600, data_bits=7)
-        return Model372(VisaTransport(cfg.resource, serial_settings=settings), timeout=cfg.timeout,
-                        expected_serial=expected)
+        return Model372.visa(cfg.resource, timeout=cfg.timeout, expected_serial=expected)
     if cfg.transport == "serial":
         return Model240.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
-    return Model240(VisaTransport(cfg.resource, serial_settings=dict(baud_rate=115200)), timeout=cfg.timeout,
-                    expected_serial=expected)
+    return Model240.visa(cfg.resource, timeout=cfg.timeout, expected_serial=expected)
 
 
 @dataclass

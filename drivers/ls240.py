@@ -14,10 +14,11 @@ from .curves import Curve
 from .errors import BadReply, InstrumentError
 from .parse import decode, parse_float, parse_int, split_fields
 from .readings import LS240_STATUS_BITS, Reading, decode_status
-from .transport import SerialTransport, Transport
+from .transport import SerialTransport, Transport, VisaTransport, visa_serial_settings
 
 PACING = Pacing(after_command=0.010, min_interval=0.010)
 SENSOR_UNITS = {1: "V", 2: "ohm", 3: "ohm"}
+SERIAL_FRAMING = dict(baudrate=115200, bytesize=8, parity="N", stopbits=1)  # 240 manual p.38
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,12 @@ class Model240(Instrument):
 
     @classmethod
     def serial(cls, device: str, **kw) -> "Model240":
-        return cls(SerialTransport(device, 115200, bytesize=8, parity="N", stopbits=1), **kw)
+        return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
+
+    @classmethod
+    def visa(cls, resource: str, **kw) -> "Model240":
+        """Any VISA resource; an ``ASRL`` one is opened 115200 8N1 like the USB port it is."""
+        return cls(VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING)), **kw)
 
     def check_identity(self, ident: Identity) -> None:
         super().check_identity(ident)
