@@ -37,6 +37,12 @@ class Transport(Protocol):
 
     def flush_input(self) -> None: ...
 
+    def abandon(self) -> None:
+        """An exchange timed out: drop what can be dropped at once (TCP: the connection)."""
+
+    def reset(self, quiet: float) -> None:
+        """Before the next exchange after a timeout: afterwards no byte sent earlier is read."""
+
 
 def _take_line(buf: bytearray) -> bytes | None:
     idx = buf.find(b"\n")
@@ -123,6 +129,14 @@ class TcpTransport:
                 self.close()
                 raise ConnectionLost(f"{self.description}: instrument closed the connection")
             self._buf.extend(chunk)
+
+    def abandon(self) -> None:
+        # A late reply goes to a closed socket: the instrument only answers on the connection the
+        # query came on, so a new one can never carry it.
+        self.close()
+
+    def reset(self, quiet: float) -> None:
+        self.open()
 
     def flush_input(self) -> None:
         sock = self._require()
@@ -235,6 +249,31 @@ class SerialTransport:
                 self.close()
                 raise ConnectionLost(f"{self.description}: read failed (unplugged?): {exc}") from None
             self._buf.extend(chunk)
+
+    def abandon(self) -> None:
+        pass  # the port stays: there is no other connection to move to
+
+    def reset(self, quiet: float) -> None:
+        """Wait until the line has been silent for ``quiet`` seconds (at most 4 x ``quiet``), then flush.
+
+        A serial line has no second connection: a late reply is told apart only by time. The
+        instrument answers within its timeout or not at all (unless a fault holds it longer).
+        """
+        import serial
+
+        port = self._require()
+        self._buf.clear()
+        end = time.monotonic() + 4 * quiet
+        last = time.monotonic()
+        try:
+            while time.monotonic() - last < quiet and time.monotonic() < end:
+                chunk = port.read(max(1, port.in_waiting))
+                if chunk:
+                    last = time.monotonic()
+        except (serial.SerialException, OSError, termios.error) as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: read failed (unplugged?): {exc}") from None
+        self.flush_input()
 
     def flush_input(self) -> None:
         import serial
@@ -382,6 +421,33 @@ class VisaTransport:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         return raw
+
+    def _is_socket(self) -> bool:
+        return self.resource_name.upper().startswith("TCPIP") and self.resource_name.upper().endswith("SOCKET")
+
+    def abandon(self) -> None:
+        if self._is_socket():
+            self.close()
+
+    def reset(self, quiet: float) -> None:
+        """A socket resource: a new connection. Any other: drain until ``quiet`` seconds of silence."""
+        import pyvisa
+
+        if self._is_socket() or self._res is None:
+            self.open()
+            return
+        res = self._require()
+        end = time.monotonic() + 4 * quiet
+        try:
+            self._set(res, "timeout", max(1, int(quiet * 1000)))
+            while time.monotonic() < end:
+                res.read_raw()
+        except pyvisa.errors.VisaIOError:
+            pass
+        except Exception as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: reset failed: {exc}") from None
+        self.flush_input()
 
     def flush_input(self) -> None:
         import pyvisa

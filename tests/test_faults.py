@@ -121,3 +121,25 @@ def test_control_socket(tmp_path, emu372):
     assert send_control(path, "clear") == "ok"
     assert send_control(path, "bogus").startswith("error")
     assert '"mxc"' in send_control(path, "status")
+
+
+@pytest.mark.parametrize("link", ["tcp", "pty"])
+def test_late_reply_never_answers_a_later_query(emu372_pty, link):
+    """The bug of issue 11: a slow reply to one query arrived while the next query waited, and was
+    taken as its answer (a SETP? value stored as the heater output). Now a timeout resets the link
+    before the next exchange, so the next query gets its own answer."""
+    emu = emu372_pty
+    emu.device.outputs[0].setp = 0.0421
+    m = connect372(emu) if link == "tcp" else Model372.serial(emu.pty.link, timeout=TIMEOUT)
+    if link == "pty":
+        m.connect()
+    assert m.setpoint(0) == pytest.approx(0.0421)
+    emu.control("slow 1.3 SETP?")
+    with pytest.raises(InstrumentTimeout):
+        m.setpoint(0)  # the reply comes 1.3 s later, after the next query was sent
+    heater = m.sample_heater_output()
+    assert heater == 0.0  # output 0 is off: its own answer, not the late +42.100E-03
+    assert m.input_name(5) == "MXC"
+    emu.control("clear")
+    assert m.setpoint(0) == pytest.approx(0.0421)
+    m.close()
