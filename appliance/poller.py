@@ -2,15 +2,24 @@
 
 A stuck or unplugged instrument only ever blocks its own thread, bounded by the
 driver's timeout; the others keep polling.
+
+The poller is the one owner of its link: a control request (a setpoint, a curve upload)
+is queued with ``Poller.call`` and carried out by the poller's own thread between poll
+cycles, so no two threads ever interleave exchanges on one link, and a timeout on a
+control request resets the link (through a reconnect) like a timeout in a cycle does.
 """
 from __future__ import annotations
 
 import logging
+import queue as _queue
 import random
 import re
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from drivers import DriverError
 from drivers.errors import ConnectionLost, InstrumentTimeout
@@ -65,6 +74,19 @@ def make_instrument(cfg: InstrumentConfig):
     return Model240.visa(cfg.resource, timeout=cfg.timeout, expected_serial=expected)
 
 
+class LinkUnavailable(Exception):
+    """A control request could not be carried out: the instrument is not connected, or busy too long."""
+
+
+@dataclass
+class LinkRequest:
+    """A job for the link owner: ``fn(instrument)`` run on the poller's thread; its result in ``future``."""
+
+    fn: Callable[[Any], Any]
+    what: str
+    future: Future
+
+
 @dataclass
 class ChannelPlan:
     """What to read on one input and under which series names."""
@@ -93,6 +115,66 @@ class Poller(threading.Thread):
         self._synced: bool | None = None
         self._sync_checked = 0.0
         self.connected_event = threading.Event()
+        self._requests: _queue.Queue[LinkRequest] = _queue.Queue(maxsize=16)
+        self.snapshot_due = False  # set by a request that changed configuration (a curve upload)
+
+    # -- the link owner's job queue ------------------------------------------------
+    def call(self, fn: Callable[[Any], Any], what: str, timeout: float = 30.0) -> Any:
+        """Run ``fn(instrument)`` on the poller's thread between cycles and return its result.
+
+        Raises ``LinkUnavailable`` when the instrument is not connected or the request did not
+        finish within ``timeout`` (it is then cancelled if it has not started); any error of
+        ``fn`` (a ``DriverError``, a ``ValueError``) is raised here, in the caller's thread.
+        """
+        if not self.health.connected or not self.is_alive():
+            raise LinkUnavailable(f"{self.cfg.name} is not connected: {self.health.last_error or 'connecting'}")
+        req = LinkRequest(fn, what, Future())
+        try:
+            self._requests.put_nowait(req)
+        except _queue.Full:
+            raise LinkUnavailable(f"{self.cfg.name}: too many control requests waiting") from None
+        try:
+            return req.future.result(timeout)
+        except FutureTimeout:
+            req.future.cancel()
+            raise LinkUnavailable(f"{self.cfg.name}: {what} did not finish within {timeout:g} s") from None
+
+    def _serve_requests(self, until: float) -> None:
+        """Until the monotonic time ``until`` (the next cycle), run queued requests as they come.
+
+        A timeout or lost link in a request is re-raised after its caller has been told, so the
+        poller's ordinary failure path closes the link and reconnects before the next exchange.
+        """
+        while not self.stop_event.is_set():
+            remaining = until - time.monotonic()
+            try:
+                # Past the deadline (an overrunning cycle) still serve what is waiting, once.
+                req = self._requests.get(timeout=min(remaining, 0.2)) if remaining > 0 else \
+                    self._requests.get_nowait()
+            except _queue.Empty:
+                if remaining <= 0:
+                    return
+                continue
+            if not req.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = req.fn(self.instrument)
+            except (InstrumentTimeout, ConnectionLost) as exc:
+                req.future.set_exception(exc)
+                raise
+            except BaseException as exc:  # the caller gets every error, the poller goes on
+                req.future.set_exception(exc)
+            else:
+                req.future.set_result(result)
+
+    def _refuse_pending(self, why: str) -> None:
+        while True:
+            try:
+                req = self._requests.get_nowait()
+            except _queue.Empty:
+                return
+            if req.future.set_running_or_notify_cancel():
+                req.future.set_exception(LinkUnavailable(f"{self.cfg.name}: {why}"))
 
     # -- life cycle --------------------------------------------------------------
     def run(self) -> None:
@@ -108,12 +190,14 @@ class Poller(threading.Thread):
                 log.exception("%s: unexpected error", self.cfg.name)
                 self._failed(exc)
             self._kick()
+            self._refuse_pending(f"link lost: {self.health.last_error}")
             if self.stop_event.is_set():
                 break
             delay = backoff * random.uniform(0.8, 1.2)
             self.health.next_retry = time.time() + delay
             self.stop_event.wait(delay)
             backoff = min(backoff * 2, self.polling.backoff_max)
+        self._refuse_pending("the poller is stopping")
         try:
             self.instrument.close()
         except Exception:
@@ -258,9 +342,10 @@ class Poller(threading.Thread):
             if h.cycle_seconds > self.cfg.interval:
                 h.overruns += 1
             self._kick()
-            if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY:
+            if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY or self.snapshot_due:
+                self.snapshot_due = False
                 self._take_snapshot()
-            self.stop_event.wait(max(0.0, self.cfg.interval - (time.monotonic() - started)))
+            self._serve_requests(until=started + self.cfg.interval)
 
     def cycle(self, out: list[Sample]) -> None:
         """One poll cycle; samples are appended to ``out`` as each exchange succeeds."""

@@ -111,7 +111,7 @@ def make_app(app_state) -> Bottle:
 
     def on_error(e: HTTPError) -> str:
         response.content_type = "application/json"
-        if e.status_code >= 500:
+        if e.status_code >= 500 and not (e.status_code == 503 and isinstance(e.body, str) and e.body):
             if e.exception:
                 log.error("internal error on %s %s: %r", request.method, request.path, e.exception,
                           exc_info=e.exception)
