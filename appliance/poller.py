@@ -31,18 +31,12 @@ from drivers.transport import TcpTransport
 from .clock import clock_synchronised
 from .config import InstrumentConfig, PollingConfig
 from .health import InstrumentHealth
+from .naming import slug, unique_names
 from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue, SeriesKey
 
 log = logging.getLogger("kelvinpi.poller")
 
 SNAPSHOT_EVERY = 600.0
-
-
-def slug(name: str) -> str:
-    """Channel name to field stem: lower case, spaces to '_' (``Channel 05`` -> ``channel_05``)."""
-    s = re.sub(r"\s+", "_", name.strip().lower())
-    s = re.sub(r"[^a-z0-9_]", "", s)
-    return s or "channel"
 
 
 def ocs_names(model: str, channel: str, name: str) -> tuple[str, str]:
@@ -117,6 +111,8 @@ class Poller(threading.Thread):
         self.connected_event = threading.Event()
         self._requests: _queue.Queue[LinkRequest] = _queue.Queue(maxsize=16)
         self.snapshot_due = False  # set by a request that changed configuration (a curve upload)
+        self.interval = cfg.interval  # effective: shortened below the 372's shortest scanner pause
+        self._renames_recorded: set[tuple[str, str]] = set()
 
     # -- the link owner's job queue ------------------------------------------------
     def call(self, fn: Callable[[Any], Any], what: str, timeout: float = 30.0) -> Any:
@@ -253,7 +249,7 @@ class Poller(threading.Thread):
     def _plan(self) -> None:
         inst, node = self.instrument, self.cfg.name
         configured = self._configured()
-        plans: dict[str, ChannelPlan] = {}
+        found: dict[str, tuple[str, str, object]] = {}  # channel -> (name, sensor units, config)
         if isinstance(inst, Model372):
             candidates = list(MEASUREMENT_CHANNELS)
             if self.cfg.read_control_input:
@@ -269,7 +265,7 @@ class Poller(threading.Thread):
                 if c is None and ch != "A" and not setup.enabled:
                     continue
                 name = (c.name if c is not None and c.name else None) or inst.input_name(ch) or f"Channel {ch}"
-                plans[ch] = self._plan_for(ch, name, "Ohm", c)
+                found[ch] = (name, "Ohm", c)
             if self.cfg.read_heater:
                 self.heater_key = SeriesKey(node, "sample_heater", "%", "sample_heater", "sample heater output",
                                             ocs="sample_heater")
@@ -283,8 +279,44 @@ class Poller(threading.Thread):
                 if c is None and not itype.enabled:
                     continue
                 name = (c.name if c is not None and c.name else None) or inst.input_name(n) or f"Channel {n}"
-                plans[ch] = self._plan_for(ch, name, SENSOR_UNITS.get(itype.sensor, "V"), c)
-        self.plans = plans
+                found[ch] = (name, SENSOR_UNITS.get(itype.sensor, "V"), c)
+        names, renamed = unique_names({ch: v[0] for ch, v in found.items()})
+        for ch, old, new in renamed:
+            # Two inputs named alike on the instrument ("4K plate", "4k Plate") would write into one
+            # series: the later one gets its channel number, and the rename is on record (once).
+            if (ch, new) in self._renames_recorded:
+                continue
+            self._renames_recorded.add((ch, new))
+            detail = f"input {ch} is named {old!r} like another input: its fields use {new!r}"
+            log.warning("%s: %s", node, detail)
+            self.store.event("renamed", node, detail)
+        if isinstance(inst, Model372):
+            self._fit_interval_to_scanner(inst)
+        self.plans = {ch: self._plan_for(ch, names[ch], units, c) for ch, (_, units, c) in found.items()}
+
+    def _fit_interval_to_scanner(self, inst: Model372) -> None:
+        """Poll at least once per shortest change pause of the scanned channels.
+
+        With autoscan on, a poll interval longer than the shortest pause could miss a switch away
+        from a channel and back, and then keep the stale readings the 372 repeats inside the new
+        pause. The effective interval is shortened to that pause (and the change is on record).
+        """
+        self.interval = self.cfg.interval
+        if not inst.scan().autoscan:
+            return
+        pauses = []
+        for n in MEASUREMENT_CHANNELS:
+            setup = inst.input_setup(n)
+            if setup.enabled:
+                self.pauses[n] = setup.pause
+                pauses.append(setup.pause)
+        shortest = min(pauses, default=None)
+        if shortest is not None and self.cfg.interval > shortest:
+            self.interval = float(shortest)
+            detail = (f"poll interval {self.cfg.interval:g} s is longer than the shortest scanner pause "
+                      f"({shortest} s): polling every {self.interval:g} s instead, so no channel switch is missed")
+            log.warning("%s: %s", self.cfg.name, detail)
+            self.store.event("interval", self.cfg.name, detail)
 
     def _plan_for(self, ch: str, name: str, sensor_units: str, c) -> ChannelPlan:
         keep = c.keep if c is not None else ["kelvin", "sensor"]
@@ -339,13 +371,13 @@ class Poller(threading.Thread):
                     h.last_good = time.time()
             h.cycles += 1
             h.cycle_seconds = time.monotonic() - started
-            if h.cycle_seconds > self.cfg.interval:
+            if h.cycle_seconds > self.interval:
                 h.overruns += 1
             self._kick()
             if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY or self.snapshot_due:
                 self.snapshot_due = False
                 self._take_snapshot()
-            self._serve_requests(until=started + self.cfg.interval)
+            self._serve_requests(until=started + self.interval)
 
     def cycle(self, out: list[Sample]) -> None:
         """One poll cycle; samples are appended to ``out`` as each exchange succeeds."""
