@@ -95,6 +95,8 @@ class LineSession:
             line = bytes(self.buf[:idx]).rstrip(b"\r")
             del self.buf[: idx + 1]
             text = line.decode("ascii", errors="replace")
+            if self.ledger is not None and text.strip():
+                self.ledger.hear(text)
             with self.lock:
                 reply = self.dispatcher.handle_line(text)
             if reply is None:
