@@ -142,7 +142,7 @@ class LS372Device:
             self.outputs = {0: Output372(), 1: Output372(),
                             2: Output372(mode=4, input="16", powerup=1, resistance=120.0, max_current=8,
                                          max_user_current=0.0, display=1)}
-            self.ramps = {o: (0, 0.0) for o in (0, 1)}
+            self.ramps = {o: (0, 0.0) for o in (0, 1, 2)}
             self.outputs[0].max_current = 2
             self.outputs[0].max_user_current = 0.0
             self.still = 0.0
@@ -582,20 +582,20 @@ def _table(d: LS372Device) -> dict:
 
     def ramp_q(args):
         nargs(args, 1)
-        on, rate = d.ramps[to_int(args[0], 0, 1)]
+        on, rate = d.ramps[_out(args)]  # QCoDeS asks for all three outputs
         return f"{on},{rate:+07.3f}"
 
     def ramp_set(args):
         nargs(args, 3)
-        out = to_int(args[0], 0, 1)
+        out = _out(args)
         rate = to_float(args[2])
-        if not 0.001 <= rate <= 100:
-            raise ExecutionError("ramp rate outside 0.001-100 K/min")
+        if not 0 <= rate <= 100:  # 0 means an infinite rate (QCoDeS docstring)
+            raise ExecutionError("ramp rate outside 0-100 K/min")
         d.ramps[out] = (to_int(args[1], 0, 1), rate)
 
     def rampst_q(args):
         nargs(args, 1)
-        to_int(args[0], 0, 1)
+        _out(args)
         return "0"  # the setpoint is not ramped in simulation: it changes at once
 
     def still_q(args):

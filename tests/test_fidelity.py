@@ -138,3 +138,17 @@ def test_case_of_mnemonics(emu372, raw):
     """Lower-case mnemonics are accepted (the parser upper-cases; UNVERIFIED on hardware, see FIDELITY.md)."""
     with socket.create_connection(emu372.tcp.address, timeout=2) as s:
         float(_ask_tcp(s, raw))
+
+
+def test_qcodes_style_commands(emu372):
+    """QCoDeS' group parameters: ``OUTMODE 0, 2, 5, 0, 0, 0, 1`` (comma and space), and the
+    ramp queries of all three outputs in its snapshot."""
+    with socket.create_connection(emu372.tcp.address, timeout=2) as s:
+        s.sendall(b"OUTMODE 0, 2, 5, 0, 0, 0, 1\r\nINSET 7, 1, 10, 3, 21, 1\r\nRAMP 2,1,0\r\n")
+        assert _ask_tcp(s, b"*ESR?") == b"128"
+        assert _ask_tcp(s, b"OUTMODE? 0") == b"2,5,0,0,0,001"
+        assert _ask_tcp(s, b"INSET? 7") == b"1,010,003,21,1"
+        for out in (b"0", b"1", b"2"):
+            on, rate = _ask_tcp(s, b"RAMP? " + out).split(b",")
+            float(rate)
+            assert _ask_tcp(s, b"RAMPST? " + out) == b"0"
