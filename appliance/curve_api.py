@@ -210,3 +210,31 @@ def install(app: Bottle, app_state) -> None:
     app.post(f"{API}/<node>/curves/<number:int>/verify")(
         guarded(lambda s, node, number: s.verify(node, number, body())))
     app.delete(f"{API}/<node>/curves/<number:int>")(guarded(lambda s, node, number: s.delete(node, number, who())))
+
+
+def openapi_paths(ok, errors) -> dict:
+    """The curve routes for /api/v1/openapi.json (``ok``/``errors`` are openapi.py's helpers)."""
+    node = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
+    number = {"name": "number", "in": "path", "required": True, "schema": {"type": "integer"}}
+    file_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["text"],
+        "properties": {"text": {"type": "string", "description": "the .340 file"}, "filename": {"type": "string"}}}}}}
+    sec = [{"controlToken": []}]
+    fails = errors(400, 401, 403, 404, 409, 413, 503)
+    return {
+        f"{API}/{{node}}/curves": {"get": {
+            "summary": "headers of the instrument's stored curves (needs the control token)", "security": sec,
+            "parameters": [node], "responses": {**ok({"type": "object"}), **fails}}},
+        f"{API}/{{node}}/curves/{{number}}": {
+            "get": {"summary": "one curve: header, points and .340 text", "security": sec,
+                    "parameters": [node, number], "responses": {**ok({"type": "object"}), **fails}},
+            "put": {"summary": "upload a .340 file, read every point back", "security": sec,
+                    "parameters": [node, number], "requestBody": file_body,
+                    "responses": {**ok({"type": "object"}), **fails}},
+            "delete": {"summary": "delete a user curve", "security": sec, "parameters": [node, number],
+                       "responses": {**ok({"type": "object"}), **fails}}},
+        f"{API}/{{node}}/curves/{{number}}/verify": {"post": {
+            "summary": "compare a .340 file with the instrument's curve", "security": sec,
+            "parameters": [node, number], "requestBody": file_body,
+            "responses": {**ok({"type": "object"}), **fails}}},
+    }
