@@ -22,7 +22,7 @@ from bottle import Bottle, HTTPError, request
 
 from drivers import DriverError, InstrumentError
 from drivers.curves import Curve, CurveError, parse_340, write_340
-from drivers.ls240 import Model240
+from drivers.ls240 import Model240, same_to_six_digits
 from drivers.ls372 import Model372
 
 from .control import ControlRefused
@@ -50,8 +50,7 @@ def same_point(inst, wrote: tuple[float, float], got: tuple[float, float]) -> bo
 
 def _same(inst, a: float, b: float) -> bool:
     if isinstance(inst, Model240):
-        digits = len(str(int(abs(a)))) if abs(a) >= 1 else 1
-        return abs(a - b) <= 0.5 * 10.0 ** (digits - 6) * 1.001
+        return same_to_six_digits(a, b)
     return abs(a - b) <= 1e-5 * max(1.0, abs(a), abs(b))
 
 

@@ -165,3 +165,22 @@ def test_control_off_means_no_curve_api(running_appliance):
     status, _, body = call(f"{running_appliance.base_url}/api/v1/control/LSA23JD/curves",
                            headers={"Authorization": f"Bearer {TOKEN}"})
     assert status == 403 and "disabled" in json.loads(body)["error"]["message"]
+
+
+def test_240_driver_upload_verifies_at_six_digits(emu240):
+    """The 240 keeps six digits (``+0.14590`` for 0.145904): the driver's own read-back accepts that
+    rounding and refuses a real difference."""
+    from drivers import InstrumentError
+    from drivers.ls240 import Model240, same_to_six_digits
+    assert same_to_six_digits(0.145904, 0.1459) and not same_to_six_digits(0.145904, 0.14592)
+    assert same_to_six_digits(475.5, 475.5) and not same_to_six_digits(1.64429, 1.64431)
+    m = Model240.serial(emu240.pty.link)
+    m.connect()
+    try:
+        m.upload_curve(2, Curve("SIX", "D6", 2, 325.0, 1, [(0.145904, 475.0), (0.312345, 450.0)]))
+        orig = emu240.device.curves.set_point
+        emu240.device.curves.set_point = lambda n, i, u, t: orig(n, i, u + (0.001 if i == 2 else 0), t)
+        with pytest.raises(InstrumentError, match="point 2"):
+            m.upload_curve(2, Curve("SIX", "D6", 2, 325.0, 1, [(0.145904, 475.0), (0.312345, 450.0)]))
+    finally:
+        m.close()
