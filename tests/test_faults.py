@@ -123,16 +123,22 @@ def test_control_socket(tmp_path, emu372):
     assert '"mxc"' in send_control(path, "status")
 
 
-@pytest.mark.parametrize("link", ["tcp", "pty"])
+@pytest.mark.parametrize("link", ["tcp", "pty", "visa-socket", "visa-asrl"])
 def test_late_reply_never_answers_a_later_query(emu372_pty, link):
     """The bug of issue 11: a slow reply to one query arrived while the next query waited, and was
     taken as its answer (a SETP? value stored as the heater output). Now a timeout resets the link
     before the next exchange, so the next query gets its own answer."""
     emu = emu372_pty
     emu.device.outputs[0].setp = 0.0421
-    m = connect372(emu) if link == "tcp" else Model372.serial(emu.pty.link, timeout=TIMEOUT)
-    if link == "pty":
-        m.connect()
+    if link == "tcp":
+        m = Model372(TcpTransport(*emu.tcp.address), timeout=TIMEOUT)
+    elif link == "pty":
+        m = Model372.serial(emu.pty.link, timeout=TIMEOUT)
+    elif link == "visa-socket":
+        m = Model372.visa("TCPIP::%s::%d::SOCKET" % emu.tcp.address, timeout=TIMEOUT)
+    else:
+        m = Model372.visa(f"ASRL{emu.pty.link}::INSTR", timeout=TIMEOUT)
+    m.connect()
     assert m.setpoint(0) == pytest.approx(0.0421)
     emu.control("slow 1.3 SETP?")
     with pytest.raises(InstrumentTimeout):
