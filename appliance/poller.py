@@ -79,6 +79,7 @@ class LinkRequest:
     fn: Callable[[Any], Any]
     what: str
     future: Future
+    deadline: float = 0.0  # monotonic time the caller stops waiting
 
 
 @dataclass
@@ -92,6 +93,7 @@ class ChannelPlan:
 
 
 class Poller(threading.Thread):
+    KICK_EVERY = 5.0  # seconds between watchdog kicks while a long control request runs
     def __init__(self, cfg: InstrumentConfig, polling: PollingConfig, queue: SampleQueue, store,
                  stop: threading.Event, watchdog=None) -> None:
         super().__init__(name=f"poll-{cfg.name}", daemon=True)
@@ -124,7 +126,7 @@ class Poller(threading.Thread):
         """
         if not self.health.connected or not self.is_alive():
             raise LinkUnavailable(f"{self.cfg.name} is not connected: {self.health.last_error or 'connecting'}")
-        req = LinkRequest(fn, what, Future())
+        req = LinkRequest(fn, what, Future(), time.monotonic() + timeout)
         try:
             self._requests.put_nowait(req)
         except _queue.Full:
@@ -153,15 +155,27 @@ class Poller(threading.Thread):
                 continue
             if not req.future.set_running_or_notify_cancel():
                 continue
+            done = threading.Event()
+            if self.watchdog is not None:
+                threading.Thread(target=self._kick_while, args=(done, req.deadline), daemon=True,
+                                 name=f"kick-{self.cfg.name}").start()
             try:
                 result = req.fn(self.instrument)
             except (InstrumentTimeout, ConnectionLost) as exc:
                 req.future.set_exception(exc)
                 raise
-            except BaseException as exc:  # the caller gets every error, the poller goes on
+            except Exception as exc:  # the caller gets every error, the poller goes on
                 req.future.set_exception(exc)
             else:
                 req.future.set_result(result)
+            finally:
+                done.set()
+
+    def _kick_while(self, done: threading.Event, deadline: float) -> None:
+        """Feed the watchdog while a long request (a 200-point curve upload takes about 30 s on a
+        372) runs, but never past the caller's own deadline: a request stuck longer still starves it."""
+        while not done.wait(self.KICK_EVERY) and time.monotonic() < deadline:
+            self._kick()
 
     def _refuse_pending(self, why: str) -> None:
         while True:

@@ -70,3 +70,25 @@ def test_late_control_reply_never_becomes_a_reading(tmp_path, emu372):
         assert status == 200 and json.loads(body)["before"] == pytest.approx(0.0421)
     finally:
         app.stop()
+
+
+def test_a_long_request_feeds_the_watchdog_until_its_deadline(tmp_path, emu372):
+    """A 200-point curve upload takes ~30 s on a real 372 and systemd's watchdog is 30 s: the poller
+    keeps feeding it during a request, but not past the caller's deadline."""
+    app = _app(tmp_path, emu372)
+    try:
+        poller = app.pollers[0]
+        kicks: list[float] = []
+        poller.watchdog = type("W", (), {"kick": lambda self, name: kicks.append(time.monotonic())})()
+        poller.KICK_EVERY = 0.1
+        wait_for(lambda: kicks, 10, what="a cycle kick")
+        t0 = time.monotonic()
+        poller.call(lambda inst: time.sleep(1.0), "long job", timeout=10)
+        assert len([k for k in kicks if t0 < k < t0 + 0.95]) >= 5  # fed while the job ran
+        t1 = time.monotonic()
+        with pytest.raises(LinkUnavailable, match="did not finish within 0.3 s"):
+            poller.call(lambda inst: time.sleep(1.5), "stuck job", timeout=0.3)
+        time.sleep(1.3)
+        assert not [k for k in kicks if t1 + 0.5 < k < t1 + 1.4]  # past the deadline: starved
+    finally:
+        app.stop()
