@@ -234,8 +234,9 @@ class Poller(threading.Thread):
             log.info("%s: still down: %s", self.cfg.name, h.last_error)
         h.connected = False
         self.connected_event.clear()
-        # A fresh socket after any failure: a late reply can then never answer a later query.
-        if isinstance(exc, (ConnectionLost, InstrumentTimeout)) or isinstance(self.instrument.transport, TcpTransport):
+        # A fresh socket after any failure: a late reply can then never answer a later query. (After a
+        # timeout a serial port stays open: the driver waits for a quiet line before the next exchange.)
+        if isinstance(exc, ConnectionLost) or isinstance(self.instrument.transport, TcpTransport):
             try:
                 self.instrument.close()
             except Exception:

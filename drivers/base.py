@@ -76,15 +76,20 @@ class Instrument:
         """Open the link, clear stale input, and check ``*IDN?``."""
         with self._lock:
             self.connected = False
-            self._stale = False
             self.transport.open()
             try:
+                if self._stale:  # a reply to an exchange that timed out may still come
+                    self._reset_link()
                 # A bare terminator ends any half-sent line left by a previous session.
                 self.transport.write(b"\n")
                 time.sleep(0.1)
                 self.transport.flush_input()
                 self.identity = self.identify()
                 self.check_identity(self.identity)
+            except InstrumentTimeout:
+                # Keep a serial port open (the next connect first waits for a quiet line): on a
+                # pty a 7O1 port cannot be opened twice. A TCP socket is already closed.
+                raise
             except BaseException:
                 self.transport.close()
                 raise

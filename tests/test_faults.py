@@ -149,3 +149,23 @@ def test_late_reply_never_answers_a_later_query(emu372_pty, link):
     emu.control("clear")
     assert m.setpoint(0) == pytest.approx(0.0421)
     m.close()
+
+
+def test_372_pty_timeout_during_connect_then_reconnect(emu372_pty):
+    """A timeout (even inside connect) keeps the 7O1 port open and waits for a quiet line before the
+    next exchange: closing and reopening a 7O1 pty fails with EINVAL, a real port would not mind."""
+    m = Model372.serial(emu372_pty.pty.link, timeout=TIMEOUT)
+    m.connect()
+    emu372_pty.control("mute on")
+    with pytest.raises(InstrumentTimeout):
+        m.read("A")
+    with pytest.raises(InstrumentTimeout):
+        m.connect()
+    emu372_pty.control("clear")
+    emu372_pty.control("slow 1.2 KRDG?")
+    with pytest.raises(InstrumentTimeout):
+        m.read("A")  # the reply comes late...
+    emu372_pty.control("clear")
+    assert m.connect().serial == "LSA23JD"  # ... and is drained before *IDN? is asked
+    assert m.input_name(5) == "MXC"
+    m.close()
