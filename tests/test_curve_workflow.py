@@ -12,8 +12,6 @@ from appliance import config as _config
 from appliance.curve_api import same_point
 from appliance.service import Appliance
 from drivers.curves import Curve, read_340, write_340
-from drivers.ls372 import Model372
-from drivers.transport import TcpTransport
 from tests.conftest import ROOT, appliance_config, run_with_timeout as within, wait_for
 from tests.test_security import TOKEN, call, secret_file
 
