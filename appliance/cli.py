@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
     from firmware_host import cli as emulate_cli
 
+    from . import curve_client, probe
+
+    curve_client.add_parser(sub)
+    probe.add_parser(sub)
     emulate_cli.add_parser(sub)
     return p
 

@@ -337,6 +337,34 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
     return problems
 
 
+def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
+    """Channel names of one instrument that would write into one series (same field stem:
+    "4K plate" and "4k Plate"); the problem names both lines."""
+    from .naming import slug
+
+    problems: list[tuple[int | None, str, str]] = []
+    instruments = data.get("instrument")
+    for i, inst in enumerate(instruments if isinstance(instruments, list) else []):
+        channels = inst.get("channel", []) if isinstance(inst, dict) else []
+        first: dict[str, tuple[int, str]] = {}
+        for j, ch in enumerate(channels if isinstance(channels, list) else []):
+            name = ch.get("name") if isinstance(ch, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                continue
+            stem = slug(name)
+            loc = ("instrument", i, "channel", j, "name")
+            if stem in first:
+                k, other = first[stem]
+                other_line = _locate(("instrument", i, "channel", k, "name"), lines)
+                problems.append((_locate(loc, lines), _render_path(loc),
+                                 f"channel name {name!r} and {other!r} (line {other_line}) both make the field "
+                                 f"names {stem}_t/{stem}_r: names must differ in more than case, spaces or "
+                                 f"punctuation"))
+            else:
+                first[stem] = (j, name)
+    return problems
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate config text; raise ConfigError listing every problem with its line."""
     try:
@@ -346,6 +374,7 @@ def parse(text: str, source: str = "<config>") -> Config:
         raise ConfigError(source, [(int(m.group(1)) if m else None, "", f"TOML syntax: {exc}")]) from None
     lines = line_map(text)
     problems = [(_locate(loc, lines), _render_path(loc), msg) for loc, msg in cross_check(data)]
+    problems += channel_name_collisions(data, lines)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:

@@ -16,6 +16,7 @@ from drivers import DriverError
 from drivers.ls372 import Model372
 
 from .config import ControlConfig, read_secret
+from .poller import LinkUnavailable
 
 log = logging.getLogger("kelvinpi.control")
 
@@ -42,6 +43,16 @@ class Control:
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise ControlRefused(401, "wrong control token")
 
+    @staticmethod
+    def on_link(poller, fn, what: str, timeout: float = 30.0):
+        """Run ``fn(instrument)`` through the instrument's poller, the one owner of its link."""
+        try:
+            return poller.call(fn, what, timeout)
+        except LinkUnavailable as exc:
+            raise ControlRefused(503, str(exc)) from None
+        except DriverError as exc:
+            raise ControlRefused(503, f"{poller.cfg.name}: {exc}") from None
+
     def set_setpoint(self, node: str, body: dict, who: str) -> dict:
         poller = self.pollers.get(node)
         if poller is None:
@@ -56,14 +67,13 @@ class Control:
                 or not 0 <= kelvin <= self.cfg.max_setpoint_kelvin:
             raise ControlRefused(400, f"kelvin must be a number from 0 to {self.cfg.max_setpoint_kelvin:g} "
                                       f"(control.max_setpoint_kelvin), got {kelvin!r}")
-        if not poller.health.connected:
-            raise ControlRefused(503, f"{node} is not connected: {poller.health.last_error or 'connecting'}")
-        try:
+
+        def change(inst: Model372) -> tuple[float, float]:
             before = inst.setpoint(output)
             inst.set_setpoint(output, float(kelvin))
-            after = inst.setpoint(output)
-        except DriverError as exc:
-            raise ControlRefused(503, f"{node}: {exc}") from None
+            return before, inst.setpoint(output)
+
+        before, after = self.on_link(poller, change, f"setpoint output {output}")
         detail = f"setpoint output {output}: {before:g} K -> {after:g} K (by {who})"
         log.warning("%s: %s", node, detail)
         self.store.event("control", node, detail)

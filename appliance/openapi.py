@@ -1,7 +1,7 @@
 """The JSON API described as OpenAPI 3.1, served at /api/v1/openapi.json (for clients and fuzzers)."""
 from __future__ import annotations
 
-from . import __version__
+from . import __version__, curve_api
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
@@ -90,6 +90,7 @@ def spec() -> dict:
                     "type": "object", "required": ["kelvin"],
                     "properties": {"output": {"enum": [0, 1]}, "kelvin": {"type": "number", "minimum": 0}}}}}},
                 "responses": {**_ok({"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
+            **curve_api.openapi_paths(_ok, _errors),
         },
         "components": {"securitySchemes": {"controlToken": {"type": "http", "scheme": "bearer"}},
                        "schemas": {"Error": {

@@ -2,38 +2,41 @@
 
 A stuck or unplugged instrument only ever blocks its own thread, bounded by the
 driver's timeout; the others keep polling.
+
+The poller is the one owner of its link: a control request (a setpoint, a curve upload)
+is queued with ``Poller.call`` and carried out by the poller's own thread between poll
+cycles, so no two threads ever interleave exchanges on one link, and a timeout on a
+control request resets the link (through a reconnect) like a timeout in a cycle does.
 """
 from __future__ import annotations
 
 import logging
+import queue as _queue
 import random
 import re
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from drivers import DriverError
 from drivers.errors import ConnectionLost, InstrumentTimeout
 from drivers.ls240 import SENSOR_UNITS, Model240
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.readings import Reading
-from drivers.transport import TcpTransport, VisaTransport
+from drivers.transport import TcpTransport
 
 from .clock import clock_synchronised
 from .config import InstrumentConfig, PollingConfig
 from .health import InstrumentHealth
+from .naming import slug, unique_names
 from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue, SeriesKey
 
 log = logging.getLogger("kelvinpi.poller")
 
 SNAPSHOT_EVERY = 600.0
-
-
-def slug(name: str) -> str:
-    """Channel name to field stem: lower case, spaces to '_' (``Channel 05`` -> ``channel_05``)."""
-    s = re.sub(r"\s+", "_", name.strip().lower())
-    s = re.sub(r"[^a-z0-9_]", "", s)
-    return s or "channel"
 
 
 def ocs_names(model: str, channel: str, name: str) -> tuple[str, str]:
@@ -59,13 +62,24 @@ def make_instrument(cfg: InstrumentConfig):
             return Model372(TcpTransport(cfg.host, cfg.port), timeout=cfg.timeout, expected_serial=expected)
         if cfg.transport == "serial":
             return Model372.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
-        settings = dict(baud_rate=57600, data_bits=7)
-        return Model372(VisaTransport(cfg.resource, serial_settings=settings), timeout=cfg.timeout,
-                        expected_serial=expected)
+        return Model372.visa(cfg.resource, timeout=cfg.timeout, expected_serial=expected)
     if cfg.transport == "serial":
         return Model240.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
-    return Model240(VisaTransport(cfg.resource, serial_settings=dict(baud_rate=115200)), timeout=cfg.timeout,
-                    expected_serial=expected)
+    return Model240.visa(cfg.resource, timeout=cfg.timeout, expected_serial=expected)
+
+
+class LinkUnavailable(Exception):
+    """A control request could not be carried out: the instrument is not connected, or busy too long."""
+
+
+@dataclass
+class LinkRequest:
+    """A job for the link owner: ``fn(instrument)`` run on the poller's thread; its result in ``future``."""
+
+    fn: Callable[[Any], Any]
+    what: str
+    future: Future
+    deadline: float = 0.0  # monotonic time the caller stops waiting
 
 
 @dataclass
@@ -79,6 +93,7 @@ class ChannelPlan:
 
 
 class Poller(threading.Thread):
+    KICK_EVERY = 5.0  # seconds between watchdog kicks while a long control request runs
     def __init__(self, cfg: InstrumentConfig, polling: PollingConfig, queue: SampleQueue, store,
                  stop: threading.Event, watchdog=None) -> None:
         super().__init__(name=f"poll-{cfg.name}", daemon=True)
@@ -96,6 +111,80 @@ class Poller(threading.Thread):
         self._synced: bool | None = None
         self._sync_checked = 0.0
         self.connected_event = threading.Event()
+        self._requests: _queue.Queue[LinkRequest] = _queue.Queue(maxsize=16)
+        self.snapshot_due = False  # set by a request that changed configuration (a curve upload)
+        self.interval = cfg.interval  # effective: shortened below the 372's shortest scanner pause
+        self._renames_recorded: set[tuple[str, str]] = set()
+
+    # -- the link owner's job queue ------------------------------------------------
+    def call(self, fn: Callable[[Any], Any], what: str, timeout: float = 30.0) -> Any:
+        """Run ``fn(instrument)`` on the poller's thread between cycles and return its result.
+
+        Raises ``LinkUnavailable`` when the instrument is not connected or the request did not
+        finish within ``timeout`` (it is then cancelled if it has not started); any error of
+        ``fn`` (a ``DriverError``, a ``ValueError``) is raised here, in the caller's thread.
+        """
+        if not self.health.connected or not self.is_alive():
+            raise LinkUnavailable(f"{self.cfg.name} is not connected: {self.health.last_error or 'connecting'}")
+        req = LinkRequest(fn, what, Future(), time.monotonic() + timeout)
+        try:
+            self._requests.put_nowait(req)
+        except _queue.Full:
+            raise LinkUnavailable(f"{self.cfg.name}: too many control requests waiting") from None
+        try:
+            return req.future.result(timeout)
+        except FutureTimeout:
+            req.future.cancel()
+            raise LinkUnavailable(f"{self.cfg.name}: {what} did not finish within {timeout:g} s") from None
+
+    def _serve_requests(self, until: float) -> None:
+        """Until the monotonic time ``until`` (the next cycle), run queued requests as they come.
+
+        A timeout or lost link in a request is re-raised after its caller has been told, so the
+        poller's ordinary failure path closes the link and reconnects before the next exchange.
+        """
+        while not self.stop_event.is_set():
+            remaining = until - time.monotonic()
+            try:
+                # Past the deadline (an overrunning cycle) still serve what is waiting, once.
+                req = self._requests.get(timeout=min(remaining, 0.2)) if remaining > 0 else \
+                    self._requests.get_nowait()
+            except _queue.Empty:
+                if remaining <= 0:
+                    return
+                continue
+            if not req.future.set_running_or_notify_cancel():
+                continue
+            done = threading.Event()
+            if self.watchdog is not None:
+                threading.Thread(target=self._kick_while, args=(done, req.deadline), daemon=True,
+                                 name=f"kick-{self.cfg.name}").start()
+            try:
+                result = req.fn(self.instrument)
+            except (InstrumentTimeout, ConnectionLost) as exc:
+                req.future.set_exception(exc)
+                raise
+            except Exception as exc:  # the caller gets every error, the poller goes on
+                req.future.set_exception(exc)
+            else:
+                req.future.set_result(result)
+            finally:
+                done.set()
+
+    def _kick_while(self, done: threading.Event, deadline: float) -> None:
+        """Feed the watchdog while a long request (a 200-point curve upload takes about 30 s on a
+        372) runs, but never past the caller's own deadline: a request stuck longer still starves it."""
+        while not done.wait(self.KICK_EVERY) and time.monotonic() < deadline:
+            self._kick()
+
+    def _refuse_pending(self, why: str) -> None:
+        while True:
+            try:
+                req = self._requests.get_nowait()
+            except _queue.Empty:
+                return
+            if req.future.set_running_or_notify_cancel():
+                req.future.set_exception(LinkUnavailable(f"{self.cfg.name}: {why}"))
 
     # -- life cycle --------------------------------------------------------------
     def run(self) -> None:
@@ -111,12 +200,14 @@ class Poller(threading.Thread):
                 log.exception("%s: unexpected error", self.cfg.name)
                 self._failed(exc)
             self._kick()
+            self._refuse_pending(f"link lost: {self.health.last_error}")
             if self.stop_event.is_set():
                 break
             delay = backoff * random.uniform(0.8, 1.2)
             self.health.next_retry = time.time() + delay
             self.stop_event.wait(delay)
             backoff = min(backoff * 2, self.polling.backoff_max)
+        self._refuse_pending("the poller is stopping")
         try:
             self.instrument.close()
         except Exception:
@@ -143,8 +234,9 @@ class Poller(threading.Thread):
             log.info("%s: still down: %s", self.cfg.name, h.last_error)
         h.connected = False
         self.connected_event.clear()
-        # A fresh socket after any failure: a late reply can then never answer a later query.
-        if isinstance(exc, (ConnectionLost, InstrumentTimeout)) or isinstance(self.instrument.transport, TcpTransport):
+        # A fresh socket after any failure: a late reply can then never answer a later query. (After a
+        # timeout a serial port stays open: the driver waits for a quiet line before the next exchange.)
+        if isinstance(exc, ConnectionLost) or isinstance(self.instrument.transport, TcpTransport):
             try:
                 self.instrument.close()
             except Exception:
@@ -172,7 +264,7 @@ class Poller(threading.Thread):
     def _plan(self) -> None:
         inst, node = self.instrument, self.cfg.name
         configured = self._configured()
-        plans: dict[str, ChannelPlan] = {}
+        found: dict[str, tuple[str, str, object]] = {}  # channel -> (name, sensor units, config)
         if isinstance(inst, Model372):
             candidates = list(MEASUREMENT_CHANNELS)
             if self.cfg.read_control_input:
@@ -188,7 +280,7 @@ class Poller(threading.Thread):
                 if c is None and ch != "A" and not setup.enabled:
                     continue
                 name = (c.name if c is not None and c.name else None) or inst.input_name(ch) or f"Channel {ch}"
-                plans[ch] = self._plan_for(ch, name, "Ohm", c)
+                found[ch] = (name, "Ohm", c)
             if self.cfg.read_heater:
                 self.heater_key = SeriesKey(node, "sample_heater", "%", "sample_heater", "sample heater output",
                                             ocs="sample_heater")
@@ -202,8 +294,44 @@ class Poller(threading.Thread):
                 if c is None and not itype.enabled:
                     continue
                 name = (c.name if c is not None and c.name else None) or inst.input_name(n) or f"Channel {n}"
-                plans[ch] = self._plan_for(ch, name, SENSOR_UNITS.get(itype.sensor, "V"), c)
-        self.plans = plans
+                found[ch] = (name, SENSOR_UNITS.get(itype.sensor, "V"), c)
+        names, renamed = unique_names({ch: v[0] for ch, v in found.items()})
+        for ch, old, new in renamed:
+            # Two inputs named alike on the instrument ("4K plate", "4k Plate") would write into one
+            # series: the later one gets its channel number, and the rename is on record (once).
+            if (ch, new) in self._renames_recorded:
+                continue
+            self._renames_recorded.add((ch, new))
+            detail = f"input {ch} is named {old!r} like another input: its fields use {new!r}"
+            log.warning("%s: %s", node, detail)
+            self.store.event("renamed", node, detail)
+        if isinstance(inst, Model372):
+            self._fit_interval_to_scanner(inst)
+        self.plans = {ch: self._plan_for(ch, names[ch], units, c) for ch, (_, units, c) in found.items()}
+
+    def _fit_interval_to_scanner(self, inst: Model372) -> None:
+        """Poll at least once per shortest change pause of the scanned channels.
+
+        With autoscan on, a poll interval longer than the shortest pause could miss a switch away
+        from a channel and back, and then keep the stale readings the 372 repeats inside the new
+        pause. The effective interval is shortened to that pause (and the change is on record).
+        """
+        self.interval = self.cfg.interval
+        if not inst.scan().autoscan:
+            return
+        pauses = []
+        for n in MEASUREMENT_CHANNELS:
+            setup = inst.input_setup(n)
+            if setup.enabled:
+                self.pauses[n] = setup.pause
+                pauses.append(setup.pause)
+        shortest = min(pauses, default=None)
+        if shortest is not None and self.cfg.interval > shortest:
+            self.interval = float(shortest)
+            detail = (f"poll interval {self.cfg.interval:g} s is longer than the shortest scanner pause "
+                      f"({shortest} s): polling every {self.interval:g} s instead, so no channel switch is missed")
+            log.warning("%s: %s", self.cfg.name, detail)
+            self.store.event("interval", self.cfg.name, detail)
 
     def _plan_for(self, ch: str, name: str, sensor_units: str, c) -> ChannelPlan:
         keep = c.keep if c is not None else ["kelvin", "sensor"]
@@ -258,12 +386,13 @@ class Poller(threading.Thread):
                     h.last_good = time.time()
             h.cycles += 1
             h.cycle_seconds = time.monotonic() - started
-            if h.cycle_seconds > self.cfg.interval:
+            if h.cycle_seconds > self.interval:
                 h.overruns += 1
             self._kick()
-            if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY:
+            if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY or self.snapshot_due:
+                self.snapshot_due = False
                 self._take_snapshot()
-            self.stop_event.wait(max(0.0, self.cfg.interval - (time.monotonic() - started)))
+            self._serve_requests(until=started + self.interval)
 
     def cycle(self, out: list[Sample]) -> None:
         """One poll cycle; samples are appended to ``out`` as each exchange succeeds."""

@@ -20,6 +20,7 @@ from bottle import Bottle, HTTPError, request, response
 
 from drivers.readings import LS240_STATUS_BITS, LS372_STATUS_BITS, decode_status
 
+from . import curve_api
 from .control import ControlRefused
 from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
 from .store import resolve_time
@@ -111,7 +112,7 @@ def make_app(app_state) -> Bottle:
 
     def on_error(e: HTTPError) -> str:
         response.content_type = "application/json"
-        if e.status_code >= 500:
+        if e.status_code >= 500 and not (e.status_code == 503 and isinstance(e.body, str) and e.body):
             if e.exception:
                 log.error("internal error on %s %s: %r", request.method, request.path, e.exception,
                           exc_info=e.exception)
@@ -124,7 +125,7 @@ def make_app(app_state) -> Bottle:
             message = f"method {request.method} not allowed on {request.path}"
         return json.dumps({"error": {"status": e.status_code, "message": message}})
 
-    for code in (400, 401, 403, 404, 405, 413, 500, 503):
+    for code in (400, 401, 403, 404, 405, 409, 413, 500, 503):
         app.error(code)(on_error)
 
     @app.hook("after_request")
@@ -171,6 +172,8 @@ def make_app(app_state) -> Bottle:
             return ctl.set_setpoint(node, read_json(), request.remote_addr or "?")
         except ControlRefused as exc:
             raise HTTPError(exc.status, str(exc)) from None
+
+    curve_api.install(app, app_state)  # /api/v1/control/<node>/curves...
 
     @app.get(f"{API}/fields")
     def fields():

@@ -68,6 +68,7 @@ class Instrument:
         self._lock = threading.RLock()
         self._quiet_until = 0.0
         self._last_start = 0.0
+        self._stale = False  # a timed-out exchange may still be answered: reset before the next one
         self.connected = False
 
     # -- connection ---------------------------------------------------------
@@ -77,12 +78,18 @@ class Instrument:
             self.connected = False
             self.transport.open()
             try:
+                if self._stale:  # a reply to an exchange that timed out may still come
+                    self._reset_link()
                 # A bare terminator ends any half-sent line left by a previous session.
                 self.transport.write(b"\n")
                 time.sleep(0.1)
                 self.transport.flush_input()
                 self.identity = self.identify()
                 self.check_identity(self.identity)
+            except InstrumentTimeout:
+                # Keep a serial port open (the next connect first waits for a quiet line): on a
+                # pty a 7O1 port cannot be opened twice. A TCP socket is already closed.
+                raise
             except BaseException:
                 self.transport.close()
                 raise
@@ -112,6 +119,8 @@ class Instrument:
 
     # -- exchanges ----------------------------------------------------------
     def _wait_turn(self) -> None:
+        if self._stale:
+            self._reset_link()
         now = time.monotonic()
         start = max(self._quiet_until, self._last_start + self.pacing.min_interval)
         if start > now:
@@ -126,9 +135,11 @@ class Instrument:
                 self.transport.write(message.encode("ascii") + b"\n")
                 reply = self.transport.read_line(self.timeout)
             except InstrumentTimeout:
-                # The reply may still arrive later: drop the link state so that the next
-                # exchange starts from a flushed input and never reads it as its answer.
-                self._resync()
+                # The reply may still arrive later: the link is reset before the next exchange
+                # (a new TCP connection; on serial, a wait for a quiet line), so a late reply can
+                # never be read as the answer to a later query.
+                self._stale = True
+                self.transport.abandon()
                 raise
             except ConnectionLost:
                 self.connected = False
@@ -147,6 +158,10 @@ class Instrument:
             self._wait_turn()
             try:
                 self.transport.write(message.encode("ascii") + b"\n")
+            except InstrumentTimeout:
+                self._stale = True
+                self.transport.abandon()
+                raise
             except ConnectionLost:
                 self.connected = False
                 raise
@@ -154,11 +169,15 @@ class Instrument:
                 self._quiet_until = time.monotonic() + self.pacing.after_command
             log.debug("%s %r", self.transport.description, message)
 
-    def _resync(self) -> None:
+    def _reset_link(self) -> None:
+        """Reset a link that timed out: nothing sent before now can be read after it."""
         try:
-            self.transport.flush_input()
+            self.transport.reset(quiet=min(self.timeout, 2.0))
         except DriverError:
             self.connected = False
+            raise
+        self._stale = False
+        log.info("%s: link reset after a timeout", self.transport.description)
 
 
 def check_channel(channel: str | int, allowed: set[str]) -> str:

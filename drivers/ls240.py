@@ -14,10 +14,19 @@ from .curves import Curve
 from .errors import BadReply, InstrumentError
 from .parse import decode, parse_float, parse_int, split_fields
 from .readings import LS240_STATUS_BITS, Reading, decode_status
-from .transport import SerialTransport, Transport
+from .transport import SerialTransport, Transport, VisaTransport, visa_serial_settings
 
 PACING = Pacing(after_command=0.010, min_interval=0.010)
 SENSOR_UNITS = {1: "V", 2: "ohm", 3: "ohm"}
+
+
+def same_to_six_digits(a: float, b: float) -> bool:
+    """Equal as the 240 keeps curve values: six digits, integer digits included (``+0.14590``)."""
+    digits = len(str(int(abs(a)))) if abs(a) >= 1 else 1
+    return abs(a - b) <= 0.5 * 10.0 ** (digits - 6) * 1.001
+
+
+SERIAL_FRAMING = dict(baudrate=115200, bytesize=8, parity="N", stopbits=1)  # 240 manual p.38
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,12 @@ class Model240(Instrument):
 
     @classmethod
     def serial(cls, device: str, **kw) -> "Model240":
-        return cls(SerialTransport(device, 115200, bytesize=8, parity="N", stopbits=1), **kw)
+        return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
+
+    @classmethod
+    def visa(cls, resource: str, **kw) -> "Model240":
+        """Any VISA resource; an ``ASRL`` one is opened 115200 8N1 like the USB port it is."""
+        return cls(VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING)), **kw)
 
     def check_identity(self, ident: Identity) -> None:
         super().check_identity(ident)
@@ -221,7 +235,7 @@ class Model240(Instrument):
         if verify:
             for i, (u, t) in enumerate(curve.points, 1):
                 got = self.curve_point(channel, i)
-                if abs(got[0] - u) > 1e-5 * max(1, abs(u)) or abs(got[1] - t) > 1e-5 * max(1, abs(t)):
+                if not (same_to_six_digits(got[0], u) and same_to_six_digits(got[1], t)):
                     raise InstrumentError(f"curve {channel} point {i}: wrote ({u:.6g}, {t:.6g}), read back {got}")
 
     def download_curve(self, channel: int) -> Curve:

@@ -16,7 +16,9 @@ from .curves import Curve
 from .errors import BadReply, InstrumentError
 from .parse import decode, parse_float, parse_int, split_fields
 from .readings import LS372_STATUS_BITS, Reading, decode_status
-from .transport import SerialTransport, TcpTransport, Transport
+from .transport import SerialTransport, TcpTransport, Transport, VisaTransport, visa_serial_settings
+
+SERIAL_FRAMING = dict(baudrate=57600, bytesize=7, parity="O", stopbits=1)  # USB: 57600 7O1, no handshake
 
 CHANNELS = {"A"} | {str(i) for i in range(1, 17)}
 MEASUREMENT_CHANNELS = [str(i) for i in range(1, 17)]
@@ -128,7 +130,15 @@ class Model372(Instrument):
 
     @classmethod
     def serial(cls, device: str, **kw) -> "Model372":
-        return cls(SerialTransport(device, 57600, bytesize=7, parity="O", stopbits=1), **kw)
+        return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
+
+    @classmethod
+    def visa(cls, resource: str, **kw) -> "Model372":
+        """Any VISA resource; an ``ASRL`` one is opened 57600 7O1 like the USB port it is."""
+        transport = VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING))
+        if resource.upper().startswith("ASRL"):
+            kw.setdefault("pacing", USB_PACING)
+        return cls(transport, **kw)
 
     # -- status register ----------------------------------------------------
     def esr(self) -> int:

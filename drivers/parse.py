@@ -7,6 +7,7 @@ regular expression first and never let a garbled reply become a number.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import BadReply
@@ -32,7 +33,11 @@ def parse_float(raw: bytes | str, query: str = "") -> float:
     b = b.strip(b" ")
     if not _FLOAT.fullmatch(b):
         raise BadReply("expected a number", b, query)
-    return float(b)
+    value = float(b)
+    if not math.isfinite(value):
+        # ``1E999`` matches the shape but overflows to inf: no instrument reading is infinite.
+        raise BadReply("number out of range", b, query)
+    return value
 
 
 def parse_int(raw: bytes | str, query: str = "") -> int:

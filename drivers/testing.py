@@ -30,6 +30,12 @@ class TranscriptTransport:
     def flush_input(self) -> None:
         self.pending.clear()
 
+    def abandon(self) -> None:
+        pass
+
+    def reset(self, quiet: float) -> None:
+        self.pending.clear()
+
     def write(self, data: bytes) -> None:
         assert data.endswith(b"\n"), f"line not terminated: {data!r}"
         line = data[:-1]

@@ -7,7 +7,9 @@ replies merged in one segment, are framed correctly.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 import termios
 import time
@@ -34,6 +36,12 @@ class Transport(Protocol):
     def read_line(self, timeout: float) -> bytes: ...
 
     def flush_input(self) -> None: ...
+
+    def abandon(self) -> None:
+        """An exchange timed out: drop what can be dropped at once (TCP: the connection)."""
+
+    def reset(self, quiet: float) -> None:
+        """Before the next exchange after a timeout: afterwards no byte sent earlier is read."""
 
 
 def _take_line(buf: bytearray) -> bytes | None:
@@ -121,6 +129,14 @@ class TcpTransport:
                 self.close()
                 raise ConnectionLost(f"{self.description}: instrument closed the connection")
             self._buf.extend(chunk)
+
+    def abandon(self) -> None:
+        # A late reply goes to a closed socket: the instrument only answers on the connection the
+        # query came on, so a new one can never carry it.
+        self.close()
+
+    def reset(self, quiet: float) -> None:
+        self.open()
 
     def flush_input(self) -> None:
         sock = self._require()
@@ -234,6 +250,31 @@ class SerialTransport:
                 raise ConnectionLost(f"{self.description}: read failed (unplugged?): {exc}") from None
             self._buf.extend(chunk)
 
+    def abandon(self) -> None:
+        pass  # the port stays: there is no other connection to move to
+
+    def reset(self, quiet: float) -> None:
+        """Wait until the line has been silent for ``quiet`` seconds (at most 4 x ``quiet``), then flush.
+
+        A serial line has no second connection: a late reply is told apart only by time. The
+        instrument answers within its timeout or not at all (unless a fault holds it longer).
+        """
+        import serial
+
+        port = self._require()
+        self._buf.clear()
+        end = time.monotonic() + 4 * quiet
+        last = time.monotonic()
+        try:
+            while time.monotonic() - last < quiet and time.monotonic() < end:
+                chunk = port.read(max(1, port.in_waiting))
+                if chunk:
+                    last = time.monotonic()
+        except (serial.SerialException, OSError, termios.error) as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: read failed (unplugged?): {exc}") from None
+        self.flush_input()
+
     def flush_input(self) -> None:
         import serial
 
@@ -248,6 +289,34 @@ class SerialTransport:
             raise ConnectionLost(f"{self.description}: flush failed: {exc}") from None
 
 
+def visa_serial_settings(baudrate: int, bytesize: int, parity: str, stopbits: int) -> dict:
+    """pyvisa keyword arguments for an ``ASRL`` resource: the instrument's framing, no flow control.
+
+    pyvisa's defaults are 9600 8N1, and ``data_bits=7`` alone leaves parity off (7N1), which a
+    372 (7O1) garbles: every setting is given explicitly.
+    """
+    from pyvisa import constants
+
+    parities = {"N": constants.Parity.none, "O": constants.Parity.odd, "E": constants.Parity.even}
+    stops = {1: constants.StopBits.one, 2: constants.StopBits.two}
+    return dict(baud_rate=baudrate, data_bits=bytesize, parity=parities[parity], stop_bits=stops[stopbits],
+                flow_control=constants.ControlFlow.none)
+
+
+def _asrl_device(resource: str) -> str:
+    """``ASRL/dev/ttyUSB0::INSTR`` -> ``/dev/ttyUSB0`` (the board part of the resource name)."""
+    return resource[4:].split("::")[0]
+
+
+def _is_pty(path: str) -> bool:
+    """True for a Unix98 pseudo-terminal slave (char major 136-143), following symlinks."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return 136 <= os.major(st.st_rdev) <= 143
+
+
 class VisaTransport:
     """Any VISA resource through pyvisa (``TCPIP::host::7777::SOCKET``, ``ASRL/dev/ttyUSB0::INSTR``, GPIB)."""
 
@@ -256,6 +325,7 @@ class VisaTransport:
         self.backend = backend
         self.serial_settings = serial_settings or {}
         self.description = f"visa://{resource}"
+        self._on_pty = False
         self._rm = None
         self._res = None
 
@@ -263,17 +333,46 @@ class VisaTransport:
         import pyvisa
 
         self.close()
+        name = self.resource_name
+        self._on_pty = name.upper().startswith("ASRL") and _is_pty(_asrl_device(name))
         try:
             self._rm = pyvisa.ResourceManager(self.backend)
-            kwargs = {}
-            if self.resource_name.upper().startswith("ASRL"):
-                kwargs.update(self.serial_settings)
             self._res = self._rm.open_resource(
-                self.resource_name, read_termination="\n", write_termination="", open_timeout=3000, **kwargs
+                self.resource_name, read_termination="\n", write_termination="", open_timeout=3000
             )
+            if self.resource_name.upper().startswith("ASRL"):
+                self._apply_serial_settings(self._res)
         except Exception as exc:  # pyvisa raises many types: VisaIOError, ValueError, OSError
             self.close()
             raise ConnectionLost(f"{self.description}: cannot open: {exc}") from None
+
+    def _apply_serial_settings(self, res) -> None:
+        """Set the framing one attribute at a time, then check pyvisa reports each as asked.
+
+        A pseudo-terminal (the emulators' serial ports) always stays CS8 without PARENB and
+        keeps only PARODD, and Linux answers EINVAL to a change that alters nothing it can
+        store (``data_bits=7`` on a pty). Only on a pty is that EINVAL expected and passed
+        over; a real USB serial port that refuses a setting is an error.
+        """
+        for name in ("baud_rate", "data_bits", "parity", "stop_bits", "flow_control"):
+            if name not in self.serial_settings or getattr(res, name) == self.serial_settings[name]:
+                continue  # set only what differs: each set reconfigures the whole port
+            self._set(res, name, self.serial_settings[name])
+        for name, want in self.serial_settings.items():
+            if getattr(res, name) != want:
+                raise ConnectionLost(f"{self.description}: {name} is {getattr(res, name)!r}, asked {want!r}")
+
+    def _set(self, res, name: str, value) -> None:
+        """Set one resource attribute; on a pty, pass over the EINVAL explained above.
+
+        pyserial stores the new value before it reconfigures the port, so the setting (a
+        timeout, say) still takes effect in pyserial's own reads and writes.
+        """
+        try:
+            setattr(res, name, value)
+        except termios.error as exc:
+            if not (self._on_pty and exc.args and exc.args[0] == errno.EINVAL):
+                raise
 
     def close(self) -> None:
         try:
@@ -306,8 +405,8 @@ class VisaTransport:
         import pyvisa
 
         res = self._require()
-        res.timeout = max(1, int(timeout * 1000))
         try:
+            self._set(res, "timeout", max(1, int(timeout * 1000)))
             raw = res.read_raw()
         except pyvisa.errors.VisaIOError as exc:
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
@@ -323,13 +422,40 @@ class VisaTransport:
             raw = raw[:-1]
         return raw
 
+    def _is_socket(self) -> bool:
+        return self.resource_name.upper().startswith("TCPIP") and self.resource_name.upper().endswith("SOCKET")
+
+    def abandon(self) -> None:
+        if self._is_socket():
+            self.close()
+
+    def reset(self, quiet: float) -> None:
+        """A socket resource: a new connection. Any other: drain until ``quiet`` seconds of silence."""
+        import pyvisa
+
+        if self._is_socket() or self._res is None:
+            self.open()
+            return
+        res = self._require()
+        end = time.monotonic() + 4 * quiet
+        try:
+            self._set(res, "timeout", max(1, int(quiet * 1000)))
+            while time.monotonic() < end:
+                res.read_raw()
+        except pyvisa.errors.VisaIOError:
+            pass
+        except Exception as exc:
+            self.close()
+            raise ConnectionLost(f"{self.description}: reset failed: {exc}") from None
+        self.flush_input()
+
     def flush_input(self) -> None:
         import pyvisa
 
         res = self._require()
         old = res.timeout
-        res.timeout = 50
         try:
+            self._set(res, "timeout", 50)
             while True:
                 res.read_raw()
         except pyvisa.errors.VisaIOError:
@@ -339,4 +465,7 @@ class VisaTransport:
             raise ConnectionLost(f"{self.description}: flush failed: {exc}") from None
         finally:
             if self._res is not None:
-                res.timeout = old
+                try:
+                    self._set(res, "timeout", old)
+                except Exception:
+                    pass

@@ -3,7 +3,7 @@
 Fault control (the same words on the control socket and from Python)::
 
     mute on|off        stop answering (input is read and ignored)
-    slow SECONDS       delay every reply by SECONDS (0 clears)
+    slow SECONDS [MNEMONIC]  delay every reply (or only replies to lines naming MNEMONIC) by SECONDS (0 clears)
     garbage N          replace the next N replies with garbage bytes
     partial N          send only the first half of the next N replies, no terminator
     drop               close every TCP connection now
@@ -94,7 +94,9 @@ class Emulator:
             if cmd == "mute":
                 self.faults.mute = (args or ["on"])[0] == "on"
             elif cmd == "slow":
-                self.faults.delay = float(args[0])
+                with self.faults.lock:
+                    self.faults.delay = float(args[0])
+                    self.faults.delay_only = args[1].upper() if len(args) > 1 else None
             elif cmd == "garbage":
                 self.faults.garbage = int(args[0]) if args else 1
             elif cmd == "partial":
@@ -117,7 +119,11 @@ class Emulator:
                     for s in STAGES:
                         self.fridge.temps[s] = 295.0
             elif cmd == "heater":
-                self.fridge.sample_heater_w = float(args[0])
+                watts = float(args[0])
+                if hasattr(self.device, "force_heater"):
+                    self.device.force_heater(watts or None)
+                else:
+                    self.fridge.sample_heater_w = watts
             elif cmd == "clear":
                 self.faults.clear()
             elif cmd == "status":

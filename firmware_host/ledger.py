@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections import deque
 
 from .protocol import parse_message
 
@@ -26,6 +27,10 @@ class Ledger:
         self.values: dict[tuple[str, str], array] = {}
         self.late: dict[tuple[str, str], int] = {}
         self.faulted = 0  # reading replies that never left whole (mute, garbage, partial)
+        self.heard: deque[str] = deque(maxlen=20000)  # every line received, for "what did it send" tests
+
+    def hear(self, line: str) -> None:
+        self.heard.append(line)
 
     def note(self, line: str, reply: str, delivered: bool, late: bool) -> None:
         """Record the reading queries of one answered line; ``reply`` is the full reply text."""

@@ -1,14 +1,12 @@
 """Emulated Model 240 (2P or 8P): state, readings from the fridge model, and its command table."""
 from __future__ import annotations
 
-import copy
 import threading
 from dataclasses import dataclass
 
-from drivers.curves import Curve
-
 from . import curves as std
 from .clock import SimClock
+from .curve_memory import POINTS, CurveMemory
 from .physics import Fridge, Noise
 from .protocol import Dispatcher, ExecutionError, fmt_240, nargs, to_float, to_int
 
@@ -46,7 +44,9 @@ class LS240Device:
             self._cache: dict[int, tuple[int, tuple[float, float, int]]] = {}
             if factory or not hasattr(self, "inputs"):
                 self.inputs = {i: Input240(name=NAMES.get(i, f"Input {i}")) for i in range(1, self.n + 1)}
-                self.curves: dict[int, Curve | None] = {i: copy.deepcopy(std.dt670()) for i in self.inputs}
+                self.curves = CurveMemory(range(1, self.n + 1), range(1, self.n + 1))
+                for i in self.inputs:
+                    self.curves.load(i, std.dt670())
                 self.modname = f"Kelvinpi emulated 240-{self.n}P"
                 self.brightness = 4
                 self.addr = 126
@@ -83,7 +83,7 @@ class LS240Device:
             status |= 128
         if volts <= -7.5:
             status |= 64
-        curve = self.curves.get(ch)
+        curve = self.curves.curve(ch)
         kelvin = 0.0
         if curve is not None:
             k = curve.temperature(volts)
@@ -163,10 +163,10 @@ def _table(d: LS240Device) -> dict:
 
     def crvhdr_q(args):
         nargs(args, 1)
-        c = d.curves.get(ch(args))
-        if c is None:
+        slot = d.curves.slot(ch(args))
+        if slot.empty:
             return ",,0,+000.000,0"
-        return f"{c.name},{c.serial},{c.data_format},{c.limit:+08.3f},{c.coefficient}"
+        return f"{slot.name},{slot.serial},{slot.data_format},{slot.limit:+08.3f},{slot.coefficient}"
 
     def crvhdr_set(args):
         nargs(args, 6)
@@ -174,47 +174,28 @@ def _table(d: LS240Device) -> dict:
         if len(args[1]) > 15 or len(args[2]) > 10:
             raise ExecutionError("name or serial too long")
         fmt = to_int(args[3], 2, 4)
-        old = d.curves.get(n)
         with d.lock:
-            c = Curve(args[1], args[2], fmt, to_float(args[4]), to_int(args[5], 1, 2),
-                      old.points if old else [(0.0, 0.0)])
-            c._empty = old is None
-            d.curves[n] = c
+            d.curves.set_header(n, args[1], args[2], fmt, to_float(args[4]), to_int(args[5], 1, 2))
             d._cache.clear()
 
     def crvpt_q(args):
         nargs(args, 2)
-        c = d.curves.get(ch(args))
-        i = to_int(args[1], 1, 200)
-        if c is None or getattr(c, "_empty", False) or i > len(c.points):
-            return "+0.00000,+0.00000"
-        u, t = c.points[i - 1]
+        slot = d.curves.slot(ch(args))
+        u, t = slot.cells[to_int(args[1], 1, POINTS) - 1]
         return f"{fmt_240(u)},{fmt_240(t)}"
 
     def crvpt_set(args):
         nargs(args, 4, 5)  # the manual's own example carries a stray fifth field
         n = ch(args)
-        i = to_int(args[1], 1, 200)
-        u, t = to_float(args[2]), to_float(args[3])
+        i = to_int(args[1], 1, POINTS)
         with d.lock:
-            c = d.curves.get(n)
-            if c is None:
-                c = Curve("User", "", 2, 500.0, 1, [(0.0, 0.0)])
-                c._empty = True
-                d.curves[n] = c
-            pts = [] if getattr(c, "_empty", False) else list(c.points)
-            pts.extend([(0.0, 0.0)] * max(0, i - 1 - len(pts)))
-            if i <= len(pts):
-                pts[i - 1] = (u, t)
-            else:
-                pts.append((u, t))
-            c.points, c._empty = pts, False
+            d.curves.set_point(n, i, to_float(args[2]), to_float(args[3]))
             d._cache.clear()
 
     def crvdel(args):
         nargs(args, 1)
         with d.lock:
-            d.curves[ch(args)] = None
+            d.curves.delete(ch(args))
             d._cache.clear()
 
     def brigt_set(args):

@@ -6,15 +6,13 @@ never sees a string and the wire code never sees a kelvin.
 """
 from __future__ import annotations
 
-import copy
 import math
 import threading
 from dataclasses import dataclass
 
-from drivers.curves import Curve
-
 from . import curves as std
 from .clock import SimClock
+from .curve_memory import POINTS, CurveMemory
 from .physics import Fridge, Noise
 from .protocol import (
     CommandError,
@@ -44,6 +42,8 @@ WIRING = {
     "5": ("mxc", "MXC", 22),
 }
 ESR_QUERY, ESR_EXEC, ESR_CMD, ESR_PON = 4, 16, 32, 128
+HEATER_STEP = 0.1  # simulated seconds per control-loop step (the 372 reads 10 times a second)
+HEATER_MAX_STEPS = 20000  # a longer fast-forward takes coarser steps
 
 
 @dataclass
@@ -101,8 +101,12 @@ def default_channels() -> dict[str, Channel372]:
     return chans
 
 
-def default_curves() -> dict[int, Curve]:
-    return {21: copy.deepcopy(std.rx102a()), 22: copy.deepcopy(std.rx102a_calibrated())}
+def default_curves() -> CurveMemory:
+    """Standard curves 1-20 are not loaded (none of our sensors uses one); user curves 21 and 22 are."""
+    mem = CurveMemory(range(1, 60), range(21, 60))
+    mem.load(21, std.rx102a())
+    mem.load(22, std.rx102a_calibrated())
+    return mem
 
 
 @dataclass
@@ -133,7 +137,12 @@ class LS372Device:
         with self.lock:
             self.esr = ESR_PON
             self.channels = default_channels()
-            self.outputs = {0: Output372(), 1: Output372(), 2: Output372(input="0")}
+            # Output 2 (still) as socs' fixtures record a real 372: OUTMODE? 2 -> 4,16,1,0,0,001,
+            # HTRSET? 2 -> +120.000,8,+0000.00,1 (FIDELITY.md).
+            self.outputs = {0: Output372(), 1: Output372(),
+                            2: Output372(mode=4, input="16", powerup=1, resistance=120.0, max_current=8,
+                                         max_user_current=0.0, display=1)}
+            self.ramps = {o: (0, 0.0) for o in (0, 1, 2)}
             self.outputs[0].max_current = 2
             self.outputs[0].max_user_current = 0.0
             self.still = 0.0
@@ -146,6 +155,9 @@ class LS372Device:
             self.last: dict[str, Measured] = {}
             self._tick_cache: dict[str, tuple[int, Measured]] = {}
             now = self.clock.now()
+            self._heater_t = now
+            if not hasattr(self, "forced_heater_w"):
+                self.forced_heater_w: float | None = None
             for ch in CHANNELS:
                 self.last[ch] = self._measure(ch, now)
 
@@ -188,7 +200,7 @@ class LS372Device:
         if ohms < 1e-4:
             status |= 32
         kelvin = 0.0
-        curve = self.curves.get(c.curve) if c.curve else None
+        curve = self.curves.curve(c.curve) if c.curve else None
         if curve is not None:
             k = curve.temperature(ohms)
             if k is None:
@@ -242,26 +254,54 @@ class LS372Device:
         # A long fast-forward: restart the cycle at "now" rather than replaying it.
         self.switched_at = t
 
-    def update_heater(self, t: float) -> None:
+    def _advance_heater(self, t: float) -> None:
+        """Run the sample-heater loop up to simulated time ``t`` in fixed steps.
+
+        The loop is a function of simulated time only: however often (or seldom) ``HTR?``
+        or a reading is queried, the same simulated interval runs the same steps. A long
+        fast-forward takes at most ``HEATER_MAX_STEPS`` coarser steps, so it stays cheap.
+        """
+        gap = t - self._heater_t
+        if gap <= 0:
+            return
+        step = max(HEATER_STEP, gap / HEATER_MAX_STEPS)
+        while self._heater_t + step <= t:
+            self._heater_t += step
+            self._heater_step(self._heater_t, step)
+
+    def _heater_step(self, t: float, dt: float) -> None:
         o = self.outputs[0]
         current_max = SAMPLE_RANGE_A.get(o.range, 0.0)
         if o.mode == 2:
             pct = o.mout
         elif o.mode == 5 and o.range:
             inp = o.input if o.input in self.channels else "A"
-            meas = self.reading(inp, t)
+            # The control input: A is always measured; a scanner channel holds its last value
+            # while the scanner is elsewhere (the manual: the heater output is held then).
+            meas = self._reading_at("A", t) if inp == "A" else self.last[inp]
             err = o.setp - meas.kelvin
-            o.integral = max(-100.0, min(100.0, o.integral + err * o.i * 0.01))
+            o.integral = max(-100.0, min(100.0, o.integral + err * o.i * 0.01 * dt))
             pct = max(0.0, min(100.0, o.p * err * 100 + o.integral))
         else:
             pct = 0.0
         o.output_pct = pct
-        self.fridge.sample_heater_w = (pct / 100 * current_max) ** 2 * o.resistance
+        if self.forced_heater_w is None:
+            self.fridge.sample_heater_w = (pct / 100 * current_max) ** 2 * o.resistance
+        else:
+            self.fridge.sample_heater_w = self.forced_heater_w
         self.fridge.still_heater_w = (self.still / 100) ** 2 * 1e-3
+
+    def force_heater(self, watts: float | None) -> None:
+        """Fault control: hold the mixing-chamber heater at ``watts`` (None: the 372's loop again)."""
+        with self.lock:
+            self._advance_heater(self.clock.now())
+            self.forced_heater_w = watts
+            self.fridge.sample_heater_w = watts if watts is not None else self.fridge.sample_heater_w
 
     def reading(self, ch: str, t: float | None = None) -> Measured:
         with self.lock:
             t = self.clock.now() if t is None else t
+            self._advance_heater(t)
             if ch == "A":
                 return self._reading_at("A", t)
             self._advance_scanner(t)
@@ -274,7 +314,7 @@ class LS372Device:
 
     def heater_output(self) -> float:
         with self.lock:
-            self.update_heater(self.clock.now())
+            self._advance_heater(self.clock.now())
             return getattr(self.outputs[0], "output_pct", 0.0)
 
     # -- command table -------------------------------------------------------------
@@ -417,7 +457,8 @@ def _table(d: LS372Device) -> dict:
 
     def tlimit_q(args):
         nargs(args, 1)
-        return f"{d.channels[_ch(args)].tlimit:+09.4f}"
+        limit = d.channels[_ch(args)].tlimit
+        return "+0000" if limit == 0 else f"{limit:+09.4f}"  # socs' fixture: an unset limit is +0000
 
     def tlimit_set(args):
         nargs(args, 2)
@@ -425,11 +466,10 @@ def _table(d: LS372Device) -> dict:
 
     def crvhdr_q(args):
         nargs(args, 1)
-        n = to_int(args[0], 1, 59)
-        c = d.curves.get(n)
-        if c is None:
+        slot = d.curves.slot(to_int(args[0], 1, 59))
+        if slot.empty:
             return ",,0,+000.000,0"
-        return f"{c.name},{c.serial},{c.data_format},{c.limit:+08.3f},{c.coefficient}"
+        return f"{slot.name},{slot.serial},{slot.data_format},{slot.limit:+08.3f},{slot.coefficient}"
 
     def crvhdr_set(args):
         nargs(args, 6)
@@ -440,47 +480,26 @@ def _table(d: LS372Device) -> dict:
         fmt = to_int(args[3], 3, 7)
         if fmt not in (3, 4, 7):
             raise ExecutionError("format must be 3, 4 or 7")
-        limit = to_float(args[4])
-        coef = to_int(args[5], 1, 2)
-        old = d.curves.get(n)
-        d.curves[n] = Curve(name, serial, fmt, limit, coef, old.points if old else [(0.0, 0.0)])
-        d.curves[n]._empty = old is None
+        with d.lock:
+            d.curves.set_header(n, name, serial, fmt, to_float(args[4]), to_int(args[5], 1, 2))
 
     def crvpt_q(args):
         nargs(args, 2)
-        n = to_int(args[0], 1, 59)
-        i = to_int(args[1], 1, 200)
-        c = d.curves.get(n)
-        if c is None or getattr(c, "_empty", False) or i > len(c.points):
-            return "+0.00000,+0.00000"
-        u, t = c.points[i - 1]
+        slot = d.curves.slot(to_int(args[0], 1, 59))
+        u, t = slot.cells[to_int(args[1], 1, POINTS) - 1]
         return f"{u:+.6g},{t:+.6g}"
 
     def crvpt_set(args):
-        nargs(args, 4, 5)
+        nargs(args, 4, 5)  # an optional curvature field (socs sends one for cubic-spline curves)
         n = to_int(args[0], 21, 59)
-        i = to_int(args[1], 1, 200)
-        u, t = to_float(args[2]), to_float(args[3])
-        c = d.curves.get(n)
-        if c is None:
-            c = Curve("User Curve", "", 3, 375.0, 1, [(0.0, 0.0)])
-            c._empty = True
-            d.curves[n] = c
-        pts = [] if getattr(c, "_empty", False) else list(c.points)
-        if i > len(pts) + 1:
-            pts.extend([(0.0, 0.0)] * (i - 1 - len(pts)))
-        if i <= len(pts):
-            pts[i - 1] = (u, t)
-        else:
-            pts.append((u, t))
-        c.points = pts
-        c._empty = False
-        if len(pts) >= 2:
-            c.coefficient = 1 if (pts[1][0] - pts[0][0]) * (pts[1][1] - pts[0][1]) < 0 else 2
+        i = to_int(args[1], 1, POINTS)
+        with d.lock:
+            d.curves.set_point(n, i, to_float(args[2]), to_float(args[3]))
 
     def crvdel(args):
         nargs(args, 1)
-        d.curves.pop(to_int(args[0], 21, 59), None)
+        with d.lock:
+            d.curves.delete(to_int(args[0], 21, 59))
 
     def outmode_q(args):
         nargs(args, 1)
@@ -511,7 +530,7 @@ def _table(d: LS372Device) -> dict:
 
     def htrset_q(args):
         nargs(args, 1)
-        o = d.outputs[to_int(args[0], 0, 1)]
+        o = d.outputs[to_int(args[0], 0, 2)]  # the still output answers too (socs' fixtures)
         return f"{o.resistance:+08.3f},{o.max_current},{o.max_user_current:+08.2f},{o.display}"
 
     def htrset_set(args):
@@ -554,7 +573,30 @@ def _table(d: LS372Device) -> dict:
 
     def htr_q(args):
         nargs(args, 0, 1)
-        return fmt_372(d.heater_output())
+        # socs' fixture records +00.0005E+00: percent with four decimals and a fixed E+00
+        return f"{d.heater_output():+08.4f}E+00"
+
+    def htrst_q(args):
+        nargs(args, 0, 1)
+        return "0"  # heater status: no error (1 would be heater open, 2 short)
+
+    def ramp_q(args):
+        nargs(args, 1)
+        on, rate = d.ramps[_out(args)]  # QCoDeS asks for all three outputs
+        return f"{on},{rate:+07.3f}"
+
+    def ramp_set(args):
+        nargs(args, 3)
+        out = _out(args)
+        rate = to_float(args[2])
+        if not 0 <= rate <= 100:  # 0 means an infinite rate (QCoDeS docstring)
+            raise ExecutionError("ramp rate outside 0-100 K/min")
+        d.ramps[out] = (to_int(args[1], 0, 1), rate)
+
+    def rampst_q(args):
+        nargs(args, 1)
+        _out(args)
+        return "0"  # the setpoint is not ramped in simulation: it changes at once
 
     def still_q(args):
         return f"{d.still:+06.2f}"
@@ -608,6 +650,7 @@ def _table(d: LS372Device) -> dict:
         "OUTMODE?": outmode_q, "OUTMODE": outmode_set, "RANGE?": range_q, "RANGE": range_set,
         "HTRSET?": htrset_q, "HTRSET": htrset_set, "PID?": pid_q, "PID": pid_set,
         "SETP?": setp_q, "SETP": setp_set, "MOUT?": mout_q, "MOUT": mout_set, "HTR?": htr_q,
+        "HTRST?": htrst_q, "RAMP?": ramp_q, "RAMP": ramp_set, "RAMPST?": rampst_q,
         "STILL?": still_q, "STILL": still_set, "AOUT?": aout_q,
         "FREQ?": freq_q, "FREQ": freq_set, "CMR?": lambda a: str(d.cmr), "CMR": cmr_set,
         "WARMUP?": warmup_q, "WARMUP": warmup_set,

@@ -31,6 +31,7 @@ class Faults:
 
     mute: bool = False
     delay: float = 0.0  # seconds before each reply
+    delay_only: str | None = None  # delay only replies to lines naming this mnemonic (e.g. "SETP?")
     garbage: int = 0  # the next N replies are replaced with garbage bytes
     partial: int = 0  # the next N replies are cut in half with no terminator
     rng: random.Random = field(default_factory=lambda: random.Random(7))
@@ -39,6 +40,14 @@ class Faults:
     def clear(self) -> None:
         with self.lock:
             self.mute, self.delay, self.garbage, self.partial = False, 0.0, 0, 0
+            self.delay_only = None
+
+    def delay_for(self, line: str) -> float:
+        """Seconds to hold the reply to ``line``."""
+        with self.lock:
+            if self.delay_only is not None and self.delay_only not in line.upper():
+                return 0.0
+            return self.delay
 
     def shape(self, reply: bytes) -> bytes | None:
         """Apply the active faults to one outgoing reply (terminator included)."""
@@ -86,6 +95,8 @@ class LineSession:
             line = bytes(self.buf[:idx]).rstrip(b"\r")
             del self.buf[: idx + 1]
             text = line.decode("ascii", errors="replace")
+            if self.ledger is not None and text.strip():
+                self.ledger.hear(text)
             with self.lock:
                 reply = self.dispatcher.handle_line(text)
             if reply is None:
@@ -96,9 +107,10 @@ class LineSession:
                 if self.ledger is not None:
                     self.ledger.note(text, reply, delivered=False, late=False)
                 continue
-            late = self.faults.delay > 0
+            delay = self.faults.delay_for(text)
+            late = delay > 0
             if late:
-                time.sleep(self.faults.delay)
+                time.sleep(delay)
             sent = self.send(out)  # False when the link is gone or the client reads another framing
             if self.ledger is not None:
                 self.ledger.note(text, reply, delivered=sent and out == whole, late=late)

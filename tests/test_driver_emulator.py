@@ -164,3 +164,34 @@ def test_emulator_physics_rx102a_shape():
     """Colder is more resistance for a RuOx, through the real published curve."""
     c = rx102a()
     assert c.sensor(0.05) > c.sensor(1.0) > c.sensor(40.0)
+
+
+def test_visa_asrl_372_is_opened_7o1(emu372_pty):
+    """A VISA serial resource on the emulator's pty: the 372 speaks 57600 7O1 (the emulator garbles
+    replies to a client that did not ask for odd parity, as the real link does)."""
+    m = Model372.visa(f"ASRL{emu372_pty.pty.link}::INSTR", timeout=1.0, expected_serial="LSA23JD")
+    m.connect()
+    assert m.input_name(5) == "MXC"
+    assert m.read("A").valid
+    m.close()
+    m.connect()  # a reconnect opens the same pty again
+    assert m.scan().channel in {str(i) for i in range(1, 17)}
+    m.close()
+
+
+def test_visa_asrl_372_without_parity_garbles(emu372_pty):
+    """The old settings (data_bits=7 only: 7N1) are what the fix removed: the replies arrive garbled."""
+    from drivers import BadReply, InstrumentTimeout
+    from drivers.transport import visa_serial_settings
+    m = Model372(VisaTransport(f"ASRL{emu372_pty.pty.link}::INSTR",
+                               serial_settings=visa_serial_settings(57600, 7, "N", 1)), timeout=1.0)
+    with pytest.raises((BadReply, InstrumentTimeout)):
+        m.connect()
+
+
+def test_visa_asrl_240(emu240):
+    m = Model240.visa(f"ASRL{emu240.pty.link}::INSTR", expected_serial="LSA24AZ")
+    m.connect()
+    assert m.channel_count == 2
+    assert m.read(1).valid and m.input_name(2) == "4K Plate"
+    m.close()

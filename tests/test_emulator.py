@@ -208,3 +208,32 @@ def test_autoscan_snapshots_are_stored_only_when_the_configuration_changes(tmp_p
     finally:
         store.close()
         emu.stop()
+
+
+def _closed_loop_device():
+    from firmware_host.clock import SimClock
+    from firmware_host.ls372_device import LS372Device
+    from firmware_host.physics import Fridge
+
+    clock = SimClock(scale=1e-9)  # frozen: only advance() moves simulated time
+    dev = LS372Device(clock, Fridge(), seed=11)
+    disp = dev.dispatcher()
+    for line in ("OUTMODE 0,5,A,0,0,0,1", "RANGE 0,5", "PID 0,0.5,40,0", "SETP 0,0.05"):
+        disp.handle_line(line)
+    assert disp.handle_line("*ESR?") == "128"  # power-on bit only: every command accepted
+    return clock, disp
+
+
+def test_heater_loop_is_a_function_of_simulated_time_only():
+    """The PID integral grows per simulated second, not per HTR? query: polling 200 times or once
+    over the same 20 simulated seconds gives the same heater output."""
+    clock_a, often = _closed_loop_device()
+    clock_b, once = _closed_loop_device()
+    outputs = []
+    for _ in range(200):
+        clock_a.advance(0.1)
+        outputs.append(float(often.handle_line("HTR?")))
+    clock_b.advance(20.0)
+    final = float(once.handle_line("HTR?"))
+    assert outputs[-1] == pytest.approx(final, rel=1e-6, abs=1e-9)
+    assert 0 < final <= 100 and outputs[0] < final  # the loop did act: the integral grew with time

@@ -121,3 +121,51 @@ def test_control_socket(tmp_path, emu372):
     assert send_control(path, "clear") == "ok"
     assert send_control(path, "bogus").startswith("error")
     assert '"mxc"' in send_control(path, "status")
+
+
+@pytest.mark.parametrize("link", ["tcp", "pty", "visa-socket", "visa-asrl"])
+def test_late_reply_never_answers_a_later_query(emu372_pty, link):
+    """The bug of issue 11: a slow reply to one query arrived while the next query waited, and was
+    taken as its answer (a SETP? value stored as the heater output). Now a timeout resets the link
+    before the next exchange, so the next query gets its own answer."""
+    emu = emu372_pty
+    emu.device.outputs[0].setp = 0.0421
+    if link == "tcp":
+        m = Model372(TcpTransport(*emu.tcp.address), timeout=TIMEOUT)
+    elif link == "pty":
+        m = Model372.serial(emu.pty.link, timeout=TIMEOUT)
+    elif link == "visa-socket":
+        m = Model372.visa("TCPIP::%s::%d::SOCKET" % emu.tcp.address, timeout=TIMEOUT)
+    else:
+        m = Model372.visa(f"ASRL{emu.pty.link}::INSTR", timeout=TIMEOUT)
+    m.connect()
+    assert m.setpoint(0) == pytest.approx(0.0421)
+    emu.control("slow 1.3 SETP?")
+    with pytest.raises(InstrumentTimeout):
+        m.setpoint(0)  # the reply comes 1.3 s later, after the next query was sent
+    heater = m.sample_heater_output()
+    assert heater == 0.0  # output 0 is off: its own answer, not the late +42.100E-03
+    assert m.input_name(5) == "MXC"
+    emu.control("clear")
+    assert m.setpoint(0) == pytest.approx(0.0421)
+    m.close()
+
+
+def test_372_pty_timeout_during_connect_then_reconnect(emu372_pty):
+    """A timeout (even inside connect) keeps the 7O1 port open and waits for a quiet line before the
+    next exchange: closing and reopening a 7O1 pty fails with EINVAL, a real port would not mind."""
+    m = Model372.serial(emu372_pty.pty.link, timeout=TIMEOUT)
+    m.connect()
+    emu372_pty.control("mute on")
+    with pytest.raises(InstrumentTimeout):
+        m.read("A")
+    with pytest.raises(InstrumentTimeout):
+        m.connect()
+    emu372_pty.control("clear")
+    emu372_pty.control("slow 1.2 KRDG?")
+    with pytest.raises(InstrumentTimeout):
+        m.read("A")  # the reply comes late...
+    emu372_pty.control("clear")
+    assert m.connect().serial == "LSA23JD"  # ... and is drained before *IDN? is asked
+    assert m.input_name(5) == "MXC"
+    m.close()

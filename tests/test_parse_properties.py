@@ -19,8 +19,18 @@ def test_parse_float_total(raw):
     except BadReply as exc:
         assert exc.raw == raw.strip(b" ")
     else:
-        assert math.isfinite(v) or abs(float(raw)) == math.inf  # only overflow of a well-formed number
+        assert math.isfinite(v)
         assert v == float(raw)
+
+
+def test_parse_float_refuses_out_of_range():
+    """``1E999`` is shaped like a number but overflows to inf: a BadReply, never an infinite reading."""
+    import pytest
+
+    for raw in (b"1E999", b"-1E999", b"+999.999E+999"):
+        with pytest.raises(BadReply, match="out of range"):
+            parse_float(raw, "KRDG? 1")
+    assert parse_float(b"+1.0E+99") == 1e99
 
 
 @given(st.binary(max_size=20))

@@ -1,0 +1,178 @@
+"""``kelvinpi probe``: a read-only check of a real instrument, printed as a report for a bug report.
+
+Only queries are sent (``*IDN?``, ``SCAN?``, ``INSET?``, ``INTYPE?``, ``INNAME?``, ``FILTER?``,
+``CRVHDR?``, readings): no setting is changed, and ``*ESR?`` is not sent either, since reading
+the 372's event register clears it. Run it with the appliance stopped (or on another of the 372's
+two TCP slots): a serial port has room for one program only.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from drivers import DriverError
+from drivers.ls240 import Model240
+from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
+from drivers.transport import TcpTransport
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, text: str = "") -> None:
+        self.lines.append(text)
+
+    def text(self) -> str:
+        out = list(self.lines)
+        if self.problems:
+            out += ["", "problems:"] + [f"  {p}" for p in self.problems]
+        return "\n".join(out) + "\n"
+
+
+def open_instrument(model: str, host: str | None = None, port: int = 7777, device: str | None = None,
+                    resource: str | None = None, timeout: float = 2.0):
+    """The driver object for the given link (not yet connected)."""
+    if model == "372":
+        if host:
+            return Model372(TcpTransport(host, port), timeout=timeout)
+        if device:
+            return Model372.serial(device, timeout=timeout)
+        return Model372.visa(resource, timeout=timeout)
+    if device:
+        return Model240.serial(device, timeout=timeout)
+    if resource:
+        return Model240.visa(resource, timeout=timeout)
+    raise ValueError("a Model 240 is reached through --device or --resource (it has no Ethernet port)")
+
+
+def _timed(fn, n: int = 5) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(n):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return times, result
+
+
+def _try(report: Report, what: str, fn):
+    try:
+        return fn()
+    except DriverError as exc:
+        report.problems.append(f"{what}: {exc.kind}: {exc}")
+        return None
+
+
+def probe(inst) -> Report:
+    """Connect, query everything a bug report needs, close. Raises DriverError if even ``*IDN?`` fails."""
+    r = Report()
+    t0 = time.perf_counter()
+    ident = inst.connect()
+    connect_s = time.perf_counter() - t0
+    try:
+        r.add(f"kelvinpi probe, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+        r.add(f"link: {inst.transport.description}")
+        r.add(f"identity: {ident.manufacturer},{ident.model},{ident.serial},{ident.firmware}")
+        times, _ = _timed(inst.identify)
+        r.add(f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
+              f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s")
+        if isinstance(inst, Model372):
+            _probe_372(inst, r)
+        else:
+            _probe_240(inst, r)
+    finally:
+        inst.close()
+    return r
+
+
+def _probe_372(inst: Model372, r: Report) -> None:
+    scan = _try(r, "SCAN?", inst.scan)
+    if scan is not None:
+        r.add(f"scanner: channel {scan.channel}, autoscan {'on' if scan.autoscan else 'off'}")
+    r.add("")
+    r.add("inputs (INSET? enabled/dwell/pause/curve/tempco; INTYPE? mode/excitation/autorange/range/shunt/units;"
+          " FILTER? on/settle/window):")
+    curves: set[int] = set()
+    enabled: list[str] = []
+    for ch in ["A"] + MEASUREMENT_CHANNELS:
+        name = _try(r, f"INNAME? {ch}", lambda: inst.input_name(ch))
+        s = _try(r, f"INSET? {ch}", lambda: inst.input_setup(ch))
+        t = _try(r, f"INTYPE? {ch}", lambda: inst.input_type(ch))
+        f = _try(r, f"FILTER? {ch}", lambda: inst.filter(ch))
+        if s is not None:
+            if s.curve:
+                curves.add(s.curve)
+            if s.enabled or ch == "A":
+                enabled.append(ch)
+        r.add(f"  {ch:>2} {name!r:<18} inset {_fields(s)}  intype {_fields(t)}  filter {_fields(f)}")
+    r.add("")
+    r.add("curve headers (CRVHDR? name/serial/format/limit/coefficient):")
+    for n in sorted(curves | set(range(21, 60))):
+        h = _try(r, f"CRVHDR? {n}", lambda: inst.curve_header(n))
+        if h is not None and (h.data_format or n in curves):
+            r.add(f"  {n:2d} {h.name!r} {h.serial!r} format {h.data_format} limit {h.limit:g} K "
+                  f"coefficient {h.coefficient}" + ("  (in use)" if n in curves else ""))
+    r.add("")
+    r.add("one reading per enabled input (a channel the scanner is not on repeats its last value):")
+    for ch in enabled:
+        rd = _try(r, f"reading {ch}", lambda: inst.read(ch))
+        if rd is not None:
+            active = " (scanner here)" if scan is not None and scan.channel == ch else ""
+            r.add(f"  {ch:>2} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} ohm  status {rd.status:03d} "
+                  f"{','.join(rd.status_bits) or 'ok'}{active}")
+
+
+def _probe_240(inst: Model240, r: Report) -> None:
+    r.add(f"module name: {_try(r, 'MODNAME?', inst.module_name)!r}")
+    r.add("")
+    r.add("inputs (INTYPE? sensor/autorange/range/reversal/units/enabled; CRVHDR? of the input's curve):")
+    enabled = []
+    for n in range(1, inst.channel_count + 1):
+        name = _try(r, f"INNAME? {n}", lambda: inst.input_name(n))
+        t = _try(r, f"INTYPE? {n}", lambda: inst.input_type(n))
+        h = _try(r, f"CRVHDR? {n}", lambda: inst.curve_header(n))
+        if t is not None and t.enabled:
+            enabled.append((n, t))
+        r.add(f"  {n} {name!r:<18} intype {_fields(t)}  curve {_fields(h)}")
+    r.add("")
+    r.add("one reading per enabled input:")
+    from drivers.ls240 import SENSOR_UNITS
+
+    for n, t in enabled:
+        units = SENSOR_UNITS.get(t.sensor, "V")
+        rd = _try(r, f"reading {n}", lambda: inst.read(n, units))
+        if rd is not None:
+            r.add(f"  {n} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} {units}  status {rd.status:03d} {','.join(rd.status_bits) or 'ok'}")
+
+
+def _fields(x) -> str:
+    if x is None:
+        return "?"
+    return ",".join(str(v) for v in asdict(x).values())
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="read-only check of a real instrument, printed as a report")
+    p.add_argument("--model", choices=("372", "240"), required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--host", help="372 over Ethernet (TCP port --port)")
+    where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0")
+    where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR")
+    p.add_argument("--port", type=int, default=7777)
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        inst = open_instrument(args.model, args.host, args.port, args.device, args.resource, args.timeout)
+        report = probe(inst)
+    except (DriverError, ValueError) as exc:
+        print(f"kelvinpi probe: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(report.text())
+    return 1 if report.problems else 0
