@@ -71,6 +71,13 @@ def spec() -> dict:
                     "type": "object", "required": ["kelvin"],
                     "properties": {"output": {"enum": [0, 1]}, "kelvin": {"type": "number", "minimum": 0}}}}}},
                 "responses": {**_ok({"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
+            "/api/v1/alarms": {"get": {"summary": "every alarm rule's state (active, acknowledged, since, value)",
+                                       "responses": _ok({"type": "object", "required": ["alarms", "active"]})}},
+            "/api/v1/alarms/{name}/ack": {"post": {
+                "summary": "acknowledge an active alarm: its repeats stop (needs the control token)",
+                "security": [{"controlToken": []}],
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404)}}},
         },
         "components": {"securitySchemes": {"controlToken": {"type": "http", "scheme": "bearer"}},
                        "schemas": {"Error": {

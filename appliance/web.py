@@ -308,6 +308,10 @@ def make_app(app_state) -> Bottle:
             out.append({"target": n, "datapoints": points})
         return as_json(out)
 
+    from .web_alarms import add_routes as alarm_routes
+
+    alarm_routes(app, app_state)
+
     # -- metrics and front panel -----------------------------------------------------------
     @app.get("/metrics")
     def metrics():
