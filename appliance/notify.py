@@ -30,6 +30,7 @@ from email.message import EmailMessage
 
 from .alarms import AlarmEngine, AlarmState, Observation, field_of
 from .config import EmailNotify, WebhookNotify, read_secret
+from .freshness import schedule
 from .samples import FLAG_INVALID
 
 log = logging.getLogger("kelvinpi.alarms")
@@ -187,16 +188,6 @@ class Lane(threading.Thread):
                 "next_retry": self.next_retry}
 
 
-def scan_gap(scan: dict | None, channel: str, interval: float) -> float:
-    """Seconds between readings of a 372 channel: the autoscan's whole rotation if it is in it."""
-    if not scan or channel == "A" or not scan.get("autoscan"):
-        return interval
-    rotation = scan.get("rotation") or []
-    if channel not in [c for c, _p, _d in rotation]:
-        return interval
-    return max(interval, sum(p + d for _c, p, d in rotation)) + interval
-
-
 class AlarmService:
     """The alarm loop and its lanes, wired to the running appliance (started and stopped with it)."""
 
@@ -266,12 +257,7 @@ class AlarmService:
         for p in app.pollers:
             if p.health.connected or p.health.errors or p.health.cycles:  # not before its first attempt
                 obs.connected[p.cfg.name] = bool(p.health.connected)
-            scan = getattr(p.health, "scan", None)
-            for plan in list(p.plans.values()):
-                gap = scan_gap(scan, plan.number, p.cfg.interval) if p.cfg.model == "372" else p.cfg.interval
-                for key in (plan.kelvin, plan.sensor):
-                    if key is not None:
-                        obs.expected_gap[key.name] = gap
+        obs.expected_gap = {name: due.gap for name, due in schedule(app.pollers, now).items()}
         # the store is "not writing" only when it has something to write and cannot
         pending = len(app.queue) > 0 or st.records_queued() > 0 or st.last_error_t > st.last_commit
         obs.last_commit = (st.last_commit or self.app.started) if pending else now

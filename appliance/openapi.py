@@ -71,6 +71,8 @@ def spec() -> dict:
                     "type": "object", "required": ["kelvin"],
                     "properties": {"output": {"enum": [0, 1]}, "kelvin": {"type": "number", "minimum": 0}}}}}},
                 "responses": {**_ok({"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
+            "/api/v1/panel": {"get": {"summary": "front panel extras: store reach and wear, channels in config order",
+                                      "responses": _ok({"type": "object", "required": ["store", "channels"]})}},
             "/api/v1/alarms": {"get": {"summary": "every alarm rule's state (active, acknowledged, since, value)",
                                        "responses": _ok({"type": "object", "required": ["alarms", "active"]})}},
             "/api/v1/alarms/{name}/ack": {"post": {

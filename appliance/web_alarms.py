@@ -30,3 +30,43 @@ def add_routes(app: Bottle, app_state) -> None:
             return app_state.alarms.ack(name, request.remote_addr or "?")
         except KeyError:
             raise HTTPError(404, f"no alarm named {name!r} (see /api/v1/alarms)") from None
+
+
+def _write_bytes() -> int | None:
+    """Bytes this process has sent to storage (/proc/self/io), for the store card's wear per day."""
+    try:
+        with open("/proc/self/io", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def add_panel_routes(app: Bottle, app_state) -> None:
+    @app.get(f"{API}/panel")
+    def panel():
+        """What the front panel shows beyond health: how far back the store reaches, wear per day,
+        and the instruments' fields in config order (the combined plot's order)."""
+        import time
+
+        store = app_state.store
+        conn = store.reader()
+        oldest = [r[0] for r in (conn.execute("SELECT min(t0) FROM block").fetchone(),
+                                 conn.execute("SELECT min(t0) FROM fresh").fetchone()) if r[0] is not None]
+        now = time.time()
+        up = max(1.0, now - app_state.started)
+        wb = _write_bytes()
+        order = []
+        for p in app_state.pollers:
+            for plan in list(p.plans.values()):
+                order.append({"node": p.cfg.name, "channel": plan.number, "name": plan.name,
+                              "kelvin": plan.kelvin.name if plan.kelvin else None,
+                              "sensor": plan.sensor.name if plan.sensor else None,
+                              "sensor_units": plan.sensor.units if plan.sensor else None})
+        oldest_t = min(oldest) / 1000 if oldest else None
+        return {"store": {"oldest": oldest_t, "days_kept": (now - oldest_t) / 86400 if oldest_t else 0.0,
+                          "raw_retention_days": app_state.config.store.raw_retention_days,
+                          "write_bytes": wb, "write_bytes_per_day": wb * 86400 / up if wb is not None else None},
+                "channels": order, "stale_after": app_state.config.web.stale_after}

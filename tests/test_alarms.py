@@ -100,3 +100,16 @@ def test_restart_keeps_active_and_acknowledged():
     # still hot: no second "raised"; cooled: "cleared"
     assert run(again, [Observation(now=5, latest={"N::a_t": (5, 2.0)}),
                        Observation(now=6, latest={"N::a_t": (6, 0.5)})]) == [(6, "hot", "cleared")]
+
+
+def test_scan_schedule_next_in_and_gap():
+    from appliance.freshness import next_in, scan_gap
+
+    scan = {"autoscan": True, "channel": "2", "switched": 100.0,
+            "rotation": [["1", 3, 10], ["2", 3, 10], ["3", 3, 10], ["5", 3, 10]]}
+    assert scan_gap(scan, "5", 1.0) == 53.0 and scan_gap(scan, "A", 1.0) == 1.0
+    assert scan_gap(dict(scan, autoscan=False), "5", 1.0) == 1.0
+    assert next_in(scan, "2", 101.0) == 2.0  # in its change pause
+    assert next_in(scan, "2", 105.0) == 0.0  # being read
+    assert next_in(scan, "3", 105.0) == 8.0 + 3  # rest of 2's visit, then 3's pause
+    assert next_in(scan, "1", 105.0) == 8.0 + 13 + 13 + 3  # 3 and 5 come first
