@@ -356,3 +356,34 @@ threshold = 1.0
     finally:
         app.stop()
     assert "smtp-pa55" not in caplog.text
+
+
+def test_active_alarms_on_the_ocs_feed(tmp_path, emu372, router, wamp_loop):
+    """The control room sees the appliance's active alarms on each agent's OCS ``alarms`` feed."""
+    from .routers import CROSSBAR, FeedListener
+
+    if not CROSSBAR.exists():
+        pytest.skip("crossbar venv missing: run `make test`")
+    listener = FeedListener(wamp_loop, router, feed="alarms")
+    assert listener.joined.wait(20)
+    extra = f'''
+[[uplink]]
+kind = "ocs"
+url = "{router.ws_url}"
+rejoin_delay = 0
+
+[[alarm]]
+kind = "below"
+name = "mxc-cold"
+field = "LSA23JD::mxc_control_t"
+threshold = 1.0
+'''
+    app = start_appliance(appliance_config(tmp_path, emu372, extra=extra))
+    try:
+        wait_for(lambda: any(m[0]["alarms"] for m in listener.messages), 30, what="an active alarm on the OCS feed")
+        body, feed = next(m for m in listener.messages if m[0]["alarms"])
+        assert feed["feed_name"] == "alarms" and feed["address"] == "observatory.LSA23JD.feeds.alarms"
+        assert feed["record"] is False
+        assert body["alarms"][0]["name"] == "mxc-cold" and body["alarms"][0]["active"]
+    finally:
+        app.stop()
