@@ -45,6 +45,25 @@ def _write_bytes() -> int | None:
 
 
 def add_panel_routes(app: Bottle, app_state) -> None:
+    import threading
+    from collections import deque
+
+    writes: deque[tuple[float, int]] = deque()  # (time, write_bytes) at each panel request, the last hour
+    lock = threading.Lock()
+
+    def wear_per_day(now: float) -> float | None:
+        """Bytes written per day over the last hour (at least a minute of it): the start-up burst
+        (opening, migrating the store) and one busy second do not count as a day's wear."""
+        wb = _write_bytes()
+        if wb is None:
+            return None
+        with lock:
+            writes.append((now, wb))
+            while len(writes) > 2 and now - writes[1][0] >= 3600:
+                writes.popleft()
+            t0, b0 = writes[0]
+        return (wb - b0) * 86400 / (now - t0) if now - t0 >= 60 else None
+
     @app.get(f"{API}/panel")
     def panel():
         """What the front panel shows beyond health: how far back the store reaches, wear per day,
@@ -56,8 +75,6 @@ def add_panel_routes(app: Bottle, app_state) -> None:
         oldest = [r[0] for r in (conn.execute("SELECT min(t0) FROM block").fetchone(),
                                  conn.execute("SELECT min(t0) FROM fresh").fetchone()) if r[0] is not None]
         now = time.time()
-        up = max(1.0, now - app_state.started)
-        wb = _write_bytes()
         order = []
         for p in app_state.pollers:
             for plan in list(p.plans.values()):
@@ -68,5 +85,5 @@ def add_panel_routes(app: Bottle, app_state) -> None:
         oldest_t = min(oldest) / 1000 if oldest else None
         return {"store": {"oldest": oldest_t, "days_kept": (now - oldest_t) / 86400 if oldest_t else 0.0,
                           "raw_retention_days": app_state.config.store.raw_retention_days,
-                          "write_bytes": wb, "write_bytes_per_day": wb * 86400 / up if wb is not None else None},
+                          "write_bytes_per_day": wear_per_day(now)},
                 "channels": order, "stale_after": app_state.config.web.stale_after}

@@ -119,7 +119,8 @@ async function refreshHealth() {
   if (panelInfo) {
     const ps = panelInfo.store;
     store.textContent += ` · ${ps.days_kept.toFixed(ps.days_kept < 10 ? 1 : 0)} days kept` +
-        (ps.write_bytes_per_day !== null ? ` · wear ${(ps.write_bytes_per_day / 1048576).toFixed(1)} MB/day` : "");
+        (ps.write_bytes_per_day !== null ? ` · wear ${(ps.write_bytes_per_day / 1048576).toFixed(1)} MB/day` :
+         " · wear: measuring");
   }
   fillCards($("#instruments"), h.instruments, "node", (i) => {
     const errs = Object.entries(i.errors).map(([k, v]) => `${k} ${v}`).join(", ");
