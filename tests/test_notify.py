@@ -13,8 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from firmware_host.emulator import Emulator
-
 from .conftest import appliance_config, free_port, start_appliance, wait_for
 
 TOKEN = "alarm-ack-token-for-tests"
@@ -194,19 +192,15 @@ repeat = 3600
         app.stop()
 
 
-def test_heater_warms_rate_then_threshold_at_expected_times(tmp_path, receiver):
-    """The MXC warmed by its heater (the fridge model, 10x fast): rate alarm first, threshold later.
-
-    The sample heater in open loop at 100 % of its 3.16 mA range into 120 ohm is P = 1.2 mW; the
-    MXC relaxes from 11.5 mK to T_inf = sqrt(T0^2 + P/0.01) with tau = 60 simulated s = 6 s, so it
-    crosses 0.2 K at 6 s * ln((T_inf - T0) / (T_inf - 0.2)) = 5.0 s (plus the 1 s hold).
-    (The ``warm`` fault jumps every stage to 295 K, past the RX-102A's curve: T_OVER, which
-    tests/test_alarms.py covers as "above".)
+def test_warmup_raises_rate_then_threshold_at_expected_times(tmp_path, emu372, receiver):
+    """The emulator's ``warmup`` fault (a cooldown run backwards): every stage relaxes towards
+    295 K with tau = 30000 s, so the MXC rises at (295 K - 11.5 mK) / tau = 0.59 K/min and crosses
+    0.1 K at tau * ln((295 - T0) / (295 - 0.1)) = 9.0 s. The rate alarm (0.2 K/min over 3 s)
+    comes first, within a window; the threshold alarm at 9.0 s plus its 1 s hold.
+    (``warm``, a jump to 295 K, is past the RX-102A's curve: T_OVER, "above" in test_alarms.py.)
     """
     import math
 
-    emu = Emulator.ls372(seed=5, time_scale=10.0)
-    emu.listen_tcp("127.0.0.1", 0)
     receiver.up()
     hook = f"http://127.0.0.1:{receiver.port}/hook"
     extra = f'''
@@ -219,7 +213,7 @@ url_file = "{secret(tmp_path, "ntfy-url", hook)}"
 kind = "rate"
 name = "mxc-warming"
 field = "LSA23JD::mxc_control_t"
-threshold = 0.3
+threshold = 0.2
 window = 3
 
 [[alarm]]
@@ -227,33 +221,30 @@ kind = "above"
 name = "mxc-warm"
 severity = "critical"
 field = "LSA23JD::mxc_control_t"
-threshold = 0.2
+threshold = 0.1
 hold = 1
 '''
-    app = start_appliance(appliance_config(tmp_path, emu, extra=extra))
+    app = start_appliance(appliance_config(tmp_path, emu372, extra=extra))
     try:
         wait_for(lambda: app.store.written > 20, 20, what="readings")
         time.sleep(3)  # a full rate window of cold readings
         assert not api(app, "/api/v1/alarms")["active"]
         t0 = time.time()
-        with emu.device.lock:  # the operator turns the sample heater on, open loop (OUTMODE 0,2 / MOUT 0,100)
-            out = emu.device.outputs[0]
-            out.mode, out.range, out.mout = 2, 5, 100.0
+        assert emu372.control("warmup 30000") == "ok"
         wait_for(lambda: len(receiver.got) >= 2, 30, what="two notifications")
         ev = {e["detail"].split(" ")[0]: e["t"] for e in api(app, "/api/v1/events?since=-3600")["events"]
               if e["kind"] == "alarm_raised"}
-        T0, Tinf = 0.0115, math.sqrt(0.0115 ** 2 + (3.16e-3 ** 2 * 120) / 0.01)
-        cross = 6.0 * math.log((Tinf - T0) / (Tinf - 0.2))
-        print(f"rate alarm at +{ev['mxc-warming'] - t0:.2f} s, threshold at +{ev['mxc-warm'] - t0:.2f} s (expected {cross + 1:.2f} s)")
+        cross = 30000 * math.log((295 - 0.0115) / (295 - 0.1))
+        print(f"rate alarm at +{ev['mxc-warming'] - t0:.2f} s, threshold at +{ev['mxc-warm'] - t0:.2f} s"
+              f" (expected {cross + 1:.2f} s)")
         assert ev["mxc-warming"] - t0 < 3.0, ev  # the slope shows within a window
         assert ev["mxc-warming"] < ev["mxc-warm"]
-        assert cross + 1 - 1.5 <= ev["mxc-warm"] - t0 <= cross + 1 + 2.5, (ev["mxc-warm"] - t0, cross)
+        assert cross + 1 - 1.0 <= ev["mxc-warm"] - t0 <= cross + 1 + 2.0, (ev["mxc-warm"] - t0, cross)
         g = receiver.got[0]
         assert g["headers"]["Title"] == "kelvinpi: mxc-warming raised" and b"mxc-warming raised" in g["body"]
         assert receiver.got[1]["headers"]["Priority"] == "urgent"
     finally:
         app.stop()
-        emu.stop()
 
 
 def test_mute_raises_no_data_and_disconnected_then_clears(tmp_path, emu372, receiver):
