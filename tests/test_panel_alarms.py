@@ -33,20 +33,30 @@ def test_combined_plot_one_series_per_stage_on_a_log_axis(running_appliance, pag
     assert stages[0].endswith("(LSA23JD)") and stages[-1].endswith("(LSA24AZ)")
 
 
-def test_scanned_channel_is_not_stale_between_visits(running_appliance, page):  # noqa: F811
-    """stale_after is 3 s here; the 372 visits 4 inputs for 3 + 10 s each, so the 4K plate
-    (input 1, scanned first) is read for 10 s, then waits about 40 s: "scanning", not STALE."""
-    page.goto(running_appliance.base_url + "/")
-    plate = page.locator('[data-channel="LSA23JD::4k_plate"]')
-    plate.wait_for(timeout=20000)
-    page.wait_for_function("document.querySelector('[data-channel=\"LSA23JD::4k_plate\"] .age')"
-                           ".textContent.includes('scanning · next in')", timeout=25000)
-    deadline = time.monotonic() + 8  # well past stale_after
-    while time.monotonic() < deadline:
-        assert "stale" not in (plate.get_attribute("class") or "")
-        assert "STALE" not in plate.locator(".age").inner_text()
-        time.sleep(0.5)
-    assert "next in ≈" in plate.locator(".age").inner_text()
+def test_scanned_channel_is_not_stale_between_visits(tmp_path, emu372, page):  # noqa: F811
+    """stale_after is 2 s; the 372 scans inputs 1 and 5 for 3 s pause + 1 s dwell each, so the 4K
+    plate (input 1) is read for 1 s, then waits about 7 s: "scanning", not STALE. (Input A, read
+    every cycle, goes STALE after stale_after: tests/test_front_panel.py.)"""
+    with emu372.device.lock:
+        for ch in ("1", "5"):
+            emu372.device.channels[ch].dwell = 1
+        for ch in ("2", "3"):
+            emu372.device.channels[ch].enabled = 0
+    app = start_appliance(appliance_config(tmp_path, emu372, stale_after=2))
+    try:
+        page.goto(app.base_url + "/")
+        plate = page.locator('[data-channel="LSA23JD::4k_plate"]')
+        plate.wait_for(timeout=20000)
+        page.wait_for_function("document.querySelector('[data-channel=\"LSA23JD::4k_plate\"] .age')"
+                               ".textContent.includes('scanning · next in')", timeout=20000)
+        deadline = time.monotonic() + 5  # over twice stale_after
+        while time.monotonic() < deadline:
+            assert "stale" not in (plate.get_attribute("class") or "")
+            assert "STALE" not in plate.locator(".age").inner_text()
+            time.sleep(0.3)
+        assert "next in ≈" in plate.locator(".age").inner_text()
+    finally:
+        app.stop()
 
 
 @pytest.fixture
@@ -71,31 +81,28 @@ threshold = 1.0
     app.stop()
 
 
-def test_active_alarm_shows_the_banner_and_acknowledges(alarmed, page):  # noqa: F811
+def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  # noqa: F811
     wait_for(lambda: alarmed.alarms.active(), 20, what="alarm raised")
-    page.goto(alarmed.base_url + "/")
+    page.set_viewport_size({"width": 800, "height": 480})
+    page.goto(alarmed.base_url + "/?kiosk")
     row = page.locator('#alarms [data-alarm="mxc-cold"]')
     row.wait_for(timeout=15000)
     assert page.locator("#alarms").is_visible()
     assert "CRITICAL" in row.inner_text()
     page.wait_for_selector('[data-channel="LSA23JD::mxc_control"].alarm', timeout=10000)
+    page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=15000)
+    # the kiosk: no horizontal scroll at 800x480, large values, finger-sized buttons
+    assert page.evaluate("document.body.classList.contains('kiosk')")
+    sw = page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
+    assert sw <= 800, sw
+    size = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.chan .kelvin')).fontSize)")
+    assert size >= 30
+    btn = row.locator("button.ack").bounding_box()
+    assert btn and btn["height"] >= 40
+    page.screenshot(path=str(tmp_path / "kiosk.png"))
+    # acknowledge from the panel: it asks for the control token
     page.on("dialog", lambda d: d.accept(TOKEN))
     row.locator("button.ack").click()
     page.wait_for_function("document.querySelector('#alarms [data-alarm=\"mxc-cold\"]').textContent"
                            ".includes('acknowledged')", timeout=10000)
     assert alarmed.alarms.active()[0]["acked"]
-
-
-def test_kiosk_800x480_has_no_horizontal_scroll(alarmed, page, tmp_path):  # noqa: F811
-    page.set_viewport_size({"width": 800, "height": 480})
-    page.goto(alarmed.base_url + "/?kiosk")
-    page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=15000)
-    page.locator('#alarms [data-alarm="mxc-cold"]').wait_for(timeout=15000)
-    assert page.evaluate("document.body.classList.contains('kiosk')")
-    sw = page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
-    assert sw <= 800, sw
-    size = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.chan .kelvin')).fontSize)")
-    assert size >= 30  # large values, readable from beside the cryostat
-    btn = page.locator("button.ack").bounding_box()
-    assert btn and btn["height"] >= 40  # a finger-sized target
-    page.screenshot(path=str(tmp_path / "kiosk.png"))

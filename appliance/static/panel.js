@@ -74,7 +74,8 @@ async function refreshLatest() {
     const scan = [g.t, g.r].filter(Boolean).map((x) => x.scan).find(Boolean);
     card.querySelector(".age").textContent = stale ? "STALE · " + fmtAge(age) :
         (scan && !scan.active ? `scanning · next in ≈ ${Math.ceil(scan.next_in)} s · ${fmtAge(age)}` :
-         (scan ? `scanner on it · ${fmtAge(age)}` : fmtAge(age)));
+         (scan ? `scanner on it` + (scan.next_in >= 1 ? ` · next in ≈ ${Math.ceil(scan.next_in)} s` : "") +
+                 ` · ${fmtAge(age)}` : fmtAge(age)));
     card.classList.toggle("stale", stale);
     card.classList.toggle("scanned", !!scan);
     card.classList.toggle("alarm", alarmedFields.has(g.key + "_t") || alarmedFields.has(g.key + "_r"));
