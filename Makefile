@@ -62,6 +62,7 @@ ci-deps:
 	  command -v debugfs >/dev/null 2>&1 || missing="$$missing e2fsprogs"; \
 	  command -v sfdisk >/dev/null 2>&1 || missing="$$missing fdisk"; \
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; fi
