@@ -102,8 +102,9 @@ class Sender:
         except urllib.error.HTTPError as exc:
             raise DeliveryError(f"HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DeliveryError(f"{type(reason).__name__}: {getattr(reason, 'strerror', None) or 'no answer'}") from None
+            reason = getattr(exc, "reason", exc)  # never str(exc): it may carry the URL
+            strerror = getattr(reason, "strerror", None)
+            raise DeliveryError(type(reason).__name__ + (f": {strerror}" if strerror else "")) from None
 
     def _email(self, notice: dict) -> None:
         c: EmailNotify = self.cfg
@@ -231,7 +232,8 @@ class AlarmService:
         if self._thread:
             self._thread.join(timeout=5)
         for lane in self.lanes.values():
-            lane.join(timeout=max(5.0, lane.sender.cfg.timeout + 1))
+            if lane.is_alive():
+                lane.join(timeout=max(5.0, lane.sender.cfg.timeout + 1))
 
     def _run(self) -> None:
         while not self.stop_event.wait(TICK):

@@ -114,7 +114,7 @@ class Appliance:
         writing = st.last_error_t <= st.last_commit  # False while writes are failing
         alarms = self.alarms.health()
         ok = (all(i["connected"] for i in instruments) and store_ok and writing and not self.queue.dropped
-              and not st.records_dropped and not alarms["active"])
+              and not st.records_dropped and not any(a["severity"] != "info" for a in alarms["active"]))
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
             "config_error": self.config_error(),

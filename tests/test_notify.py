@@ -267,6 +267,12 @@ kind = "disconnected"
 name = "372-gone"
 instrument = "LSA23JD"
 hold = 1
+
+[[alarm]]
+kind = "above"
+name = "mxc-hot"
+field = "LSA23JD::mxc_control_t"
+threshold = 1.0
 '''
     app = start_appliance(appliance_config(tmp_path, emu372, extra=extra))
     try:
@@ -280,6 +286,12 @@ hold = 1
         wait_for(lambda: {"372-gone", "mxc-silent"} <= {b["alarm"] for b in receiver.bodies()
                                                         if b["event"] == "cleared"}, 40, what="both cleared")
         assert not api(app, "/api/v1/alarms")["active"]
+        # ``warm``: 295 K at once, past the RX-102A curve (T_OVER, no value): surely "above"
+        assert emu372.control("warm") == "ok"
+        wait_for(lambda: any(b["alarm"] == "mxc-hot" and b["event"] == "raised" for b in receiver.bodies()), 20,
+                 what="T_OVER raises the above alarm")
+        hot = next(b for b in receiver.bodies() if b["alarm"] == "mxc-hot")
+        assert hot["value"] is None and "over the sensor curve" in hot["detail"]
     finally:
         app.stop()
 
