@@ -31,6 +31,19 @@ def test_combined_plot_one_series_per_stage_on_a_log_axis(running_appliance, pag
     assert got["labels"] == stages  # one series per stage with readings, in config order
     assert len(stages) >= 3 and got["distr"] == 3 and got["rdistr"] == 3  # log axes
     assert stages[0].endswith("(LSA23JD)") and stages[-1].endswith("(LSA24AZ)")
+    # events (here the instruments' connections) are marked on the time axis
+    assert "connected" in page.evaluate("window.kelvinpi.events.map(e => e.kind)")
+    # the CSV is what is shown: the plotted fields over the plotted range
+    csv = page.evaluate("fetch(window.kelvinpi.csvUrl()).then(r => r.text())")
+    lines = csv.splitlines()
+    assert lines[0].startswith("field,t_unix") and len(lines) > 10
+    assert {ln.split(",")[0] for ln in lines[1:]} <= {c["kelvin"] for c in panel["channels"]} | \
+        {c["sensor"] for c in panel["channels"]}
+    # the whole history (from the rollups) still draws every stage
+    page.select_option("#range", "all")
+    page.wait_for_function("window.kelvinpi.drawn.stride === 3600", timeout=10000)
+    assert page.evaluate("window.kelvinpi.temperatures.data[0].length") >= 1
+    assert page.evaluate("window.kelvinpi.temperatures.series.length - 1") == len(stages)
 
 
 def test_scanned_channel_is_not_stale_between_visits(tmp_path, emu372, page):  # noqa: F811

@@ -278,9 +278,11 @@ async function refreshPlots() {
     seriesData(ohms.map((c) => c.sensor), start, stride),
     getJSON(`/api/v1/events?since=${start}`)]);
   shownEvents = ev.events;
+  window.kelvinpi.events = shownEvents;
   shownRange = {start: span === null ? 0 : now - span, end: now, fields: temps.map((c) => c.kelvin).concat(ohms.map((c) => c.sensor))};
   drawCombined("temperatures", temps.map((c) => c.kelvin), temps.map(label), tf, fmtAxisK, "Temperatures [log]");
   drawCombined("resistances", ohms.map((c) => c.sensor), ohms.map(label), rf, fmtAxisOhm, "Sensor resistances [log]");
+  window.kelvinpi.drawn = {start, stride};
   const list = $("#events");
   list.innerHTML = "";
   for (const e of shownEvents.slice(0, 8)) {
@@ -291,11 +293,14 @@ async function refreshPlots() {
   }
 }
 
-function downloadCsv() {
-  if (!shownRange) return;
+// The raw samples behind what is shown: the plotted fields over the plotted range.
+function csvUrl() {
+  if (!shownRange) return null;
   const q = shownRange.fields.map((n) => "field=" + encodeURIComponent(n)).join("&");
-  window.location.href = `/api/v1/export.csv?${q}&start=${shownRange.start}&end=${shownRange.end}`;
+  return `/api/v1/export.csv?${q}&start=${shownRange.start}&end=${shownRange.end}`;
 }
+function downloadCsv() { const u = csvUrl(); if (u) window.location.href = u; }
+window.kelvinpi.csvUrl = csvUrl;
 
 async function tick(fn, ms) {
   try { await fn(); } catch (e) { $("#updated").textContent = "connection problem: " + e.message; }
