@@ -4,8 +4,8 @@
 transition records the alarm's state, an event, and a *notice* (raised, repeat, acknowledged,
 cleared) through the store's write path (``Store.alarm_record``), so a notice exists durably
 before anyone tries to deliver it. Each ``[[notify]]`` target has a ``Lane``: a thread that
-delivers that target's notices strictly in order, the oldest first, retrying the head with
-exponential backoff while the server is down, and recording ``sent`` for each one delivered. A
+delivers that target's notices strictly in order, the oldest first, each once the writer has
+journaled it, retrying the head with exponential backoff while the server is down, and recording ``sent`` for each one delivered. A
 restart reloads states and undelivered notices from the store: nothing is lost, and a notice
 already recorded as sent is not sent again. (A crash in the instant between a server's 2xx and
 the ``sent`` record reaching the journal, about a commit interval, resends that one notice; each
@@ -36,6 +36,7 @@ from .samples import FLAG_INVALID
 log = logging.getLogger("kelvinpi.alarms")
 
 TICK = 1.0
+DURABLE_WAIT = 10.0  # seconds a notice waits for the store's journal before it is sent regardless
 T_LIMIT_BITS = {"372": (64, 128), "240": (32, 16)}  # (T_OVER, T_UNDER) reading status bits
 
 
@@ -165,6 +166,8 @@ class Lane(threading.Thread):
                 if self.stop_event.is_set():
                     return
                 head = self._pending[0]
+            if not self._durable(head):
+                continue
             try:
                 self.sender.send(head)
             except DeliveryError as exc:
@@ -182,6 +185,16 @@ class Lane(threading.Thread):
             self.sent += 1
             self.last_success, self.last_error, self.next_retry = time.time(), None, None
             delay = cfg.backoff_initial
+
+    def _durable(self, notice: dict) -> bool:
+        """Wait (briefly) until the writer has journaled the notice, so a crash cannot leave a
+        delivered notice unknown to the store. A store that cannot write does not silence the
+        alarms: past DURABLE_WAIT the notice goes out anyway (the store-not-writing alarm among them)."""
+        due = notice.get("durable_at")
+        if due is None or self.store.commits >= due or time.monotonic() - notice["queued"] > DURABLE_WAIT:
+            return True
+        self.stop_event.wait(0.05)
+        return False
 
     def as_dict(self) -> dict:
         return {"name": self.sender.name, "kind": self.sender.kind, "backlog": self.backlog(), "sent": self.sent,
@@ -306,10 +319,11 @@ class AlarmService:
         if event == "acknowledged":
             body["by"] = st.acked_by
         targets = [n for n in (rule.notify if rule.notify is not None else [x.name for x in self.app.config.notify])]
-        notice = dict(id=self._next_id, t=t, alarm=rule.name, kind=event, body=body, targets=targets, sent=set())
+        # durable first: the lanes send it once the writer has journaled it (two commits on)
+        notice = dict(id=self._next_id, t=t, alarm=rule.name, kind=event, body=body, targets=targets, sent=set(),
+                      durable_at=self.store.commits + 2, queued=time.monotonic())
         self._next_id += 1
         self._last_notice[rule.name] = t
-        # durable first (the writer journals it), then handed to the lanes
         self.store.alarm_record("notice", notice["id"], t, rule.name, event, json.dumps(body), json.dumps(targets))
         for target in targets:
             if target in self.lanes:
