@@ -205,7 +205,7 @@ class _AlarmBase(Strict):
 class ThresholdAlarm(_AlarmBase):
     """A field above (or below) a threshold; cleared once back past it by ``hysteresis``."""
 
-    kind: Literal["above", "below"]
+    kind: Literal["above", "below"] = Field(description="above: raised when the field exceeds threshold; below: when under it")
     field: str = Field(description="the series, as node::field (e.g. LSA23JD::mxc_t)")
     threshold: float = Field(description="in the field's units (kelvin for _t fields)")
     hysteresis: float = Field(0.0, ge=0, description="the value must come back this far past the threshold to clear")
@@ -214,7 +214,7 @@ class ThresholdAlarm(_AlarmBase):
 class RateAlarm(_AlarmBase):
     """A field changing faster than ``threshold`` K/min (field units per minute) over ``window`` seconds."""
 
-    kind: Literal["rate"]
+    kind: Literal["rate"] = Field(description="rate of change of a field")
     field: str = Field(description="the series, as node::field")
     threshold: float = Field(gt=0, description="field units per minute (K/min for _t fields)")
     window: float = Field(300.0, gt=0, le=86400, description="seconds over which the rate is measured")
@@ -224,7 +224,7 @@ class RateAlarm(_AlarmBase):
 class NoDataAlarm(_AlarmBase):
     """No new reading of a field for ``seconds`` beyond when the next one was due (scanner-aware)."""
 
-    kind: Literal["no_data"]
+    kind: Literal["no_data"] = Field(description="no new reading of a field")
     field: str = Field(description="the series, as node::field")
     seconds: float = Field(60.0, gt=0, le=86400,
                            description="seconds past the expected next reading (a scanned 372 channel's revisit time,"
@@ -232,17 +232,17 @@ class NoDataAlarm(_AlarmBase):
 
 
 class DisconnectedAlarm(_AlarmBase):
-    kind: Literal["disconnected"]
+    kind: Literal["disconnected"] = Field(description="an instrument not answering")
     instrument: str = Field(description="the instrument's name (data node)")
 
 
 class StoreAlarm(_AlarmBase):
-    kind: Literal["store_not_writing"]
+    kind: Literal["store_not_writing"] = Field(description="the store failing to commit what it holds")
     seconds: float = Field(60.0, gt=0, le=86400, description="seconds without a successful commit")
 
 
 class BacklogAlarm(_AlarmBase):
-    kind: Literal["backlog"]
+    kind: Literal["backlog"] = Field(description="an uplink's unacknowledged samples")
     uplink: int = Field(ge=0, description="the uplink's index: 0 for the first [[uplink]]")
     threshold: int = Field(ge=0, description="samples not yet acknowledged by the uplink")
 
@@ -261,13 +261,14 @@ class _NotifyBase(Strict):
 class WebhookNotify(_NotifyBase):
     """POST JSON: ``webhook`` a generic body, ``slack`` an incoming-webhook body, ``ntfy`` a ntfy message."""
 
-    kind: Literal["webhook", "slack", "ntfy"]
+    kind: Literal["webhook", "slack", "ntfy"] = Field(description="webhook: generic JSON; slack: incoming webhook;"
+                                                                  " ntfy: a ntfy topic URL")
     url_file: Path = Field(description="0600 file holding the URL (a webhook URL is a secret)")
     token_file: Path | None = Field(None, description="0600 file with a bearer token (ntfy access token), optional")
 
 
 class EmailNotify(_NotifyBase):
-    kind: Literal["email"]
+    kind: Literal["email"] = Field(description="email over SMTP")
     host: str = Field(description="SMTP server")
     port: int = Field(587, ge=1, le=65535, description="SMTP port (587: submission with STARTTLS)")
     starttls: bool = Field(True, description="upgrade the connection with STARTTLS before logging in")
