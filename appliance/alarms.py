@@ -27,7 +27,7 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from .config import (BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm)
+from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm
 
 
 @dataclass

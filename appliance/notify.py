@@ -318,10 +318,10 @@ class AlarmService:
             body.pop("instrument", None)
         if event == "acknowledged":
             body["by"] = st.acked_by
-        targets = [n for n in (rule.notify if rule.notify is not None else [x.name for x in self.app.config.notify])]
+        targets = list(rule.notify) if rule.notify is not None else [x.name for x in self.app.config.notify]
         # durable first: the lanes send it once the writer has journaled it (two commits on)
-        notice = dict(id=self._next_id, t=t, alarm=rule.name, kind=event, body=body, targets=targets, sent=set(),
-                      durable_at=self.store.commits + 2, queued=time.monotonic())
+        notice = {"id": self._next_id, "t": t, "alarm": rule.name, "kind": event, "body": body, "targets": targets,
+                  "sent": set(), "durable_at": self.store.commits + 2, "queued": time.monotonic()}
         self._next_id += 1
         self._last_notice[rule.name] = t
         self.store.alarm_record("notice", notice["id"], t, rule.name, event, json.dumps(body), json.dumps(targets))

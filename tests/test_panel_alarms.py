@@ -8,8 +8,10 @@ import time
 import pytest
 
 from .conftest import appliance_config, start_appliance, wait_for
-from .test_front_panel import page  # noqa: F401 - the Chromium fixture
-from .test_front_panel import pytestmark  # noqa: F401 - skipped without Debian's chromium
+from .test_front_panel import (
+    page,  # noqa: F401 - the Chromium fixture
+    pytestmark,  # noqa: F401 - skipped without Debian's chromium
+)
 
 TOKEN = "panel-ack-token"
 
