@@ -313,8 +313,11 @@ def open_db(path: Path | str, progress: Callable[[], None] | None = None) -> sql
                 log.info("migrating %s from schema version %d to %d", path, version, SCHEMA_VERSION)
                 _migrate_v1(conn, progress)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    with transaction(conn):
-        _script(conn, ALARM_TABLES)
+    try:
+        with transaction(conn):
+            _script(conn, ALARM_TABLES)
+    except sqlite3.Error as exc:  # a full card: start anyway; the first alarm record creates them
+        log.error("%s: alarm tables not created yet: %s", path, exc)
     return conn
 
 
@@ -917,10 +920,13 @@ class Store(StoreReader):
         """Alarm states by name and every notice with the targets it was delivered to ("sent"),
         from SQLite and from records not yet there (journaled or queued), oldest notice first."""
         conn = self.reader()
-        states = {n: json.loads(s) for n, s in conn.execute("SELECT name, state FROM alarm_state")}
-        notices = {i: dict(id=i, t=t, alarm=a, kind=k, body=json.loads(b), targets=json.loads(tg), sent=set())
-                   for i, t, a, k, b, tg in conn.execute("SELECT id, t, alarm, kind, body, targets FROM notice")}
-        sent = conn.execute("SELECT id, target FROM notice_sent").fetchall()
+        try:
+            states = {n: json.loads(s) for n, s in conn.execute("SELECT name, state FROM alarm_state")}
+            notices = {i: dict(id=i, t=t, alarm=a, kind=k, body=json.loads(b), targets=json.loads(tg), sent=set())
+                       for i, t, a, k, b, tg in conn.execute("SELECT id, t, alarm, kind, body, targets FROM notice")}
+            sent = conn.execute("SELECT id, target FROM notice_sent").fetchall()
+        except sqlite3.OperationalError:  # the tables could not be created yet (a full card at start)
+            states, notices, sent = {}, {}, []
         with self._records_lock, self._mem_lock:
             pending = [r for r in list(self._mem_recs) + list(self._records) if r[0] == "alarm"]
         for r in pending:
@@ -974,6 +980,7 @@ class Store(StoreReader):
                              " DO UPDATE SET position=excluded.position, acked=excluded.acked,"
                              " updated=excluded.updated", rec[1:])
             elif rec[0] == "alarm":
+                _script(conn, ALARM_TABLES)  # no-op once they exist (open_db creates them unless the disk was full)
                 sql = {"state": "INSERT OR REPLACE INTO alarm_state(name, state, updated) VALUES (?,?,?)",
                        "notice": "INSERT OR REPLACE INTO notice(id, t, alarm, kind, body, targets) VALUES (?,?,?,?,?,?)",
                        "sent": "INSERT OR IGNORE INTO notice_sent(id, target, t) VALUES (?,?,?)"}[rec[1]]
