@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import appliance_config, start_appliance, wait_for
+from .conftest import appliance_config, free_port, start_appliance, wait_for
 from .test_front_panel import (
     page,  # noqa: F401 - the Chromium fixture
     pytestmark,  # noqa: F401 - skipped without Debian's chromium
@@ -79,10 +79,19 @@ def alarmed(tmp_path, emu372):
     tok = tmp_path / "token"
     tok.write_text(TOKEN + "\n")
     os.chmod(tok, 0o600)
+    url = tmp_path / "hook-url"
+    url.write_text(f"http://127.0.0.1:{free_port()}/nobody-listens\n")
+    os.chmod(url, 0o600)
     extra = f'''
 [control]
 enabled = true
 token_file = "{tok}"
+
+[[notify]]
+kind = "webhook"
+name = "hook"
+url_file = "{url}"
+backoff_initial = 0.2
 
 [[alarm]]
 kind = "below"
@@ -106,6 +115,9 @@ def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  #
     assert "CRITICAL" in row.inner_text()
     page.wait_for_selector('[data-channel="LSA23JD::mxc_control"].alarm', timeout=10000)
     page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=15000)
+    # the webhook's server is down: its card says so
+    page.wait_for_selector('[data-uplink="hook"].down', timeout=10000)
+    assert "FAILING" in page.locator('[data-uplink="hook"]').inner_text()
     # the kiosk: no horizontal scroll at 800x480, large values, finger-sized buttons
     assert page.evaluate("document.body.classList.contains('kiosk')")
     sw = page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")

@@ -131,8 +131,13 @@ async function refreshHealth() {
         (i.identity ? ` · ${i.identity}` : "") + ` · cycle ${(i.cycle_seconds * 1000).toFixed(0)} ms` + scan +
         ` · errors: ${errs || "none"}`;
   });
-  fillCards($("#uplinks"), h.uplinks, "uplink",
-      (u) => `uplink ${u.name} (${u.kind}) ` + (u.connected ? "connected" : "DOWN") + ` · backlog ${u.backlog}`);
+  // notification targets sit with the uplinks: "connected" while nothing waits or fails
+  const targets = (h.alarms ? h.alarms.targets : []).map((t) => Object.assign({}, t, {
+    connected: !t.error && !t.last_error, last_error: t.error || t.last_error}));
+  fillCards($("#uplinks"), h.uplinks.concat(targets.map((t) => Object.assign(t, {notify: true}))), "uplink",
+      (u) => u.notify ? `notify ${u.name} (${u.kind || "?"}) · ` + (u.connected ? "ok" : "FAILING") +
+                        ` · waiting ${u.backlog || 0} · sent ${u.sent || 0}` :
+          `uplink ${u.name} (${u.kind}) ` + (u.connected ? "connected" : "DOWN") + ` · backlog ${u.backlog}`);
   showAlarms(h.alarms ? h.alarms.active : []);
 }
 
