@@ -27,8 +27,8 @@ def test_combined_plot_one_series_per_stage_on_a_log_axis(running_appliance, pag
 
     with urllib.request.urlopen(running_appliance.base_url + "/api/v1/panel", timeout=10) as r:
         panel = json.loads(r.read())
-    fields = {f["field"] for f in json.loads(urllib.request.urlopen(running_appliance.base_url + "/api/v1/fields",
-                                                                     timeout=10).read())["fields"]}
+    fields = set(page.evaluate("Object.keys(fields)"))  # the series the page knew when it drew (scanned
+    # channels appear one by one as the autoscan first reaches them)
     stages = [f"{c['name']} ({c['node']})" for c in panel["channels"] if c["kelvin"] in fields]
     assert got["labels"] == stages  # one series per stage with readings, in config order
     assert len(stages) >= 3 and got["distr"] == 3 and got["rdistr"] == 3  # log axes

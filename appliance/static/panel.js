@@ -59,6 +59,11 @@ async function refreshLatest() {
       card.querySelector(".name").textContent = g.key.replace("::", " · ");
       box.appendChild(card);
     }
+    // the fridge from top to bottom: cards in config order (instruments, then their channels)
+    if (panelInfo) {
+      const i = panelInfo.channels.findIndex((c) => c.kelvin === g.key + "_t" || c.sensor === g.key + "_r");
+      card.style.order = i < 0 ? 999 : i;
+    }
     const main = g.t || g.r || g.other;
     const age = Math.min(...[g.t, g.r, g.other].filter(Boolean).map((x) => x.age));
     const stale = [g.t, g.r, g.other].filter(Boolean).every((x) => x.stale);
