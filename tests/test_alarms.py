@@ -140,3 +140,19 @@ def test_alarm_records_survive_a_kill(tmp_path):
     assert [(n["id"], n["kind"], n["targets"], n["sent"]) for n in notices] == \
         [(1, "raised", ["a", "b"], {"a"}), (2, "repeat", ["a", "b"], set())]
     again.close()
+
+
+def test_a_secret_readable_by_others_refuses_the_target(tmp_path):
+    import os
+
+    from appliance.notify import Sender
+
+    url = tmp_path / "url"
+    url.write_text("https://hooks.example.org/T000/B000/XXXX\n")
+    os.chmod(url, 0o644)
+    cfg = config.parse(BASE + f'[[notify]]\nkind = "slack"\nname = "s"\nurl_file = "{url}"\n').notify[0]
+    with pytest.raises(PermissionError) as e:
+        Sender(cfg)
+    assert "chmod 600" in str(e.value) and "XXXX" not in str(e.value)
+    os.chmod(url, 0o600)
+    assert Sender(cfg).name == "s"
