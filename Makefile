@@ -64,6 +64,7 @@ ci-deps:
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	  command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	  command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
+	  command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; fi

@@ -226,6 +226,114 @@ class RemoteWriteUplink(Strict):
 Uplink = Annotated[Union[SisockUplink, OcsUplink, InfluxUplink, RemoteWriteUplink], Field(discriminator="kind")]
 
 
+# -- alarms and notifications --------------------------------------------------
+Severity = Literal["info", "warning", "critical"]
+
+
+class _AlarmBase(Strict):
+    name: str = Field(description="the alarm's name, shown on the panel, in notifications and metrics labels")
+    severity: Severity = Field("warning", description="info, warning or critical")
+    hold: float = Field(0.0, ge=0, le=86400, description="seconds the condition must hold before the alarm is raised")
+    repeat: float = Field(1800.0, ge=0, le=7 * 86400,
+                          description="seconds between repeated notifications while active and unacknowledged (0: once)")
+    notify: list[str] | None = Field(None, description="names of [[notify]] targets; all of them when left out")
+
+    @field_validator("name")
+    @classmethod
+    def _alarm_name(cls, v: str) -> str:
+        if not re.match(NAME_RE, v):
+            raise ValueError("alarm name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return v
+
+
+class ThresholdAlarm(_AlarmBase):
+    """A field above (or below) a threshold; cleared once back past it by ``hysteresis``."""
+
+    kind: Literal["above", "below"] = Field(description="above: raised when the field exceeds threshold; below: when under it")
+    field: str = Field(description="the series, as node::field (e.g. LSA23JD::mxc_t)")
+    threshold: float = Field(description="in the field's units (kelvin for _t fields)")
+    hysteresis: float = Field(0.0, ge=0, description="the value must come back this far past the threshold to clear")
+
+
+class RateAlarm(_AlarmBase):
+    """A field changing faster than ``threshold`` K/min (field units per minute) over ``window`` seconds."""
+
+    kind: Literal["rate"] = Field(description="rate of change of a field")
+    field: str = Field(description="the series, as node::field")
+    threshold: float = Field(gt=0, description="field units per minute (K/min for _t fields)")
+    window: float = Field(300.0, gt=0, le=86400, description="seconds over which the rate is measured")
+    direction: Literal["rising", "falling", "either"] = Field("rising", description="which way counts")
+
+
+class NoDataAlarm(_AlarmBase):
+    """No new reading of a field for ``seconds`` beyond when the next one was due (scanner-aware)."""
+
+    kind: Literal["no_data"] = Field(description="no new reading of a field")
+    field: str = Field(description="the series, as node::field")
+    seconds: float = Field(60.0, gt=0, le=86400,
+                           description="seconds past the expected next reading (a scanned 372 channel's revisit time,"
+                                       " else the poll interval)")
+
+
+class DisconnectedAlarm(_AlarmBase):
+    kind: Literal["disconnected"] = Field(description="an instrument not answering")
+    instrument: str = Field(description="the instrument's name (data node)")
+
+
+class StoreAlarm(_AlarmBase):
+    kind: Literal["store_not_writing"] = Field(description="the store failing to commit what it holds")
+    seconds: float = Field(60.0, gt=0, le=86400, description="seconds without a successful commit")
+
+
+class BacklogAlarm(_AlarmBase):
+    kind: Literal["backlog"] = Field(description="an uplink's unacknowledged samples")
+    uplink: int = Field(ge=0, description="the uplink's index: 0 for the first [[uplink]]")
+    threshold: int = Field(ge=0, description="samples not yet acknowledged by the uplink")
+
+
+AlarmRule = Annotated[Union[ThresholdAlarm, RateAlarm, NoDataAlarm, DisconnectedAlarm, StoreAlarm, BacklogAlarm],
+                      Field(discriminator="kind")]
+
+
+class _NotifyBase(Strict):
+    name: str = Field(description="the target's name, as rules' notify lists give it")
+    timeout: float = Field(10.0, gt=0, le=120, description="seconds to wait for the server")
+    backoff_initial: float = Field(5.0, gt=0, le=3600, description="seconds before the first retry after a failure")
+    backoff_max: float = Field(300.0, gt=0, le=86400, description="longest wait between retries")
+
+
+class WebhookNotify(_NotifyBase):
+    """POST JSON: ``webhook`` a generic body, ``slack`` an incoming-webhook body, ``ntfy`` a ntfy message."""
+
+    kind: Literal["webhook", "slack", "ntfy"] = Field(description="webhook: generic JSON; slack: incoming webhook;"
+                                                                  " ntfy: a ntfy topic URL")
+    url_file: Path = Field(description="0600 file holding the URL (a webhook URL is a secret)")
+    token_file: Path | None = Field(None, description="0600 file with a bearer token (ntfy access token), optional")
+
+
+class EmailNotify(_NotifyBase):
+    kind: Literal["email"] = Field(description="email over SMTP")
+    host: str = Field(description="SMTP server")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port (587: submission with STARTTLS)")
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS before logging in")
+    ca_file: Path | None = Field(None, description="CA bundle to verify the server's certificate (system store if unset)")
+    username: str | None = Field(None, description="SMTP login; needs password_file")
+    password_file: Path | None = Field(None, description="0600 file holding the SMTP password")
+    sender: str = Field(description="From: address")
+    to: list[str] = Field(min_length=1, description="recipients")
+
+    @model_validator(mode="after")
+    def _login(self) -> "EmailNotify":
+        if self.username and not self.password_file:
+            raise ValueError("username needs password_file")
+        return self
+
+
+NotifyTarget = Annotated[Union[WebhookNotify, EmailNotify], Field(discriminator="kind")]
+UNION_TAGS = {"sisock", "ocs", "influxdb", "remote_write", "above", "below", "rate", "no_data", "disconnected", "store_not_writing",
+              "backlog", "webhook", "slack", "ntfy", "email"}
+
+
 class Config(Strict):
     instrument: list[InstrumentConfig] = Field(min_length=1)
     polling: PollingConfig = PollingConfig()
@@ -233,6 +341,8 @@ class Config(Strict):
     web: WebConfig = WebConfig()
     control: ControlConfig = ControlConfig()
     uplink: list[Uplink] = []
+    alarm: list[AlarmRule] = Field([], description="alarm rules ([[alarm]]), evaluated every second")
+    notify: list[NotifyTarget] = Field([], description="where alarm notifications go ([[notify]])")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -285,8 +395,10 @@ def _locate(loc: tuple, lines: dict[tuple, int]) -> int | None:
 
 
 def _clean_loc(loc: tuple) -> tuple:
-    # Drop pydantic's union tags ('sisock', 'function-after[...]') that are not keys of the file.
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("sisock", "ocs", "influxdb", "remote_write"))))
+    # Drop pydantic's union tags ('sisock', 'function-after[...]') that are not keys of the file:
+    # a tag follows an array index (uplink[0].sisock.url), so a key named like one is kept.
+    return tuple(p for i, p in enumerate(loc) if not (isinstance(p, str) and (
+        "[" in p or (p in UNION_TAGS and i > 0 and isinstance(loc[i - 1], int)))))
 
 
 def _render_path(loc: tuple) -> str:
@@ -365,6 +477,49 @@ def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[i
     return problems
 
 
+def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
+    """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
+    instruments = {i.get("name") for i in data.get("instrument", []) if isinstance(i, dict)} \
+        if isinstance(data.get("instrument"), list) else set()
+    uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
+    targets = data.get("notify") if isinstance(data.get("notify"), list) else []
+    target_names: dict[str, int] = {}
+    for j, t in enumerate(targets):
+        if isinstance(t, dict) and isinstance(t.get("name"), str):
+            if t["name"] in target_names:
+                problems.append((("notify", j, "name"), f"notify target {t['name']!r} already used by "
+                                                        f"notify[{target_names[t['name']]}]"))
+            target_names.setdefault(t["name"], j)
+    rules = data.get("alarm") if isinstance(data.get("alarm"), list) else []
+    names: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        loc = ("alarm", i)
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.append((loc + ("name",), f"alarm name {name!r} already used by alarm[{names[name]}]"))
+            names.setdefault(name, i)
+        fld = rule.get("field")
+        if isinstance(fld, str):
+            node, sep, rest = fld.partition("::")
+            if not sep or not rest:
+                problems.append((loc + ("field",), f"field {fld!r} must be node::field, e.g. LSA23JD::mxc_t"))
+            elif node not in instruments:
+                problems.append((loc + ("field",), f"field {fld!r}: no instrument named {node!r}"))
+        inst = rule.get("instrument")
+        if isinstance(inst, str) and inst not in instruments:
+            problems.append((loc + ("instrument",), f"no instrument named {inst!r}"))
+        up = rule.get("uplink")
+        if isinstance(up, int) and not isinstance(up, bool) and up >= len(uplinks):
+            problems.append((loc + ("uplink",), f"there is no uplink[{up}] ({len(uplinks)} configured)"))
+        wanted = rule.get("notify")
+        for n in wanted if isinstance(wanted, list) else []:
+            if isinstance(n, str) and n not in target_names:
+                problems.append((loc + ("notify",), f"no [[notify]] target named {n!r}"))
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate config text; raise ConfigError listing every problem with its line."""
     try:
@@ -373,7 +528,9 @@ def parse(text: str, source: str = "<config>") -> Config:
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, [(int(m.group(1)) if m else None, "", f"TOML syntax: {exc}")]) from None
     lines = line_map(text)
-    problems = [(_locate(loc, lines), _render_path(loc), msg) for loc, msg in cross_check(data)]
+    crossed = cross_check(data)
+    _cross_check_alarms(data, crossed)
+    problems = [(_locate(loc, lines), _render_path(loc), msg) for loc, msg in crossed]
     problems += channel_name_collisions(data, lines)
     try:
         cfg = Config.model_validate(data)

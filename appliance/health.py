@@ -25,11 +25,13 @@ class InstrumentHealth:
     active_channel: str | None = None
     cycle_seconds: float = 0.0
     overruns: int = 0  # cycles that took longer than the poll interval: the next one started late
+    # 372 autoscan: {"autoscan", "channel", "switched" (UNIX s), "rotation": [[channel, pause, dwell], ...]}
+    scan: dict | None = None
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in (
             "name", "model", "transport", "connected", "identity", "last_good", "last_error", "last_error_t",
-            "cycles", "samples", "reconnects", "next_retry", "active_channel", "cycle_seconds", "overruns")}
+            "cycles", "samples", "reconnects", "next_retry", "active_channel", "cycle_seconds", "overruns", "scan")}
         d["errors"] = dict(self.errors)
         d["age"] = None if self.last_good is None else max(0.0, time.time() - self.last_good)
         return d

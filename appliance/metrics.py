@@ -92,6 +92,22 @@ class ApplianceCollector:
             sent.add_metric([u.name, u.kind], u.sent)
         yield from (up_u, backlog, sent)
 
+        alarms = getattr(app, "alarms", None)
+        if alarms is not None:
+            active = GaugeMetricFamily("kelvinpi_alarm_active", "1 while the alarm is raised", labels=["name", "severity"])
+            acked = GaugeMetricFamily("kelvinpi_alarm_acknowledged", "1 while the raised alarm is acknowledged",
+                                      labels=["name"])
+            for a in alarms.alarms():
+                active.add_metric([a["name"], a["severity"]], 1 if a["active"] else 0)
+                acked.add_metric([a["name"]], 1 if a["active"] and a["acked"] else 0)
+            pending = GaugeMetricFamily("kelvinpi_notify_backlog", "Notifications waiting for delivery",
+                                        labels=["target", "kind"])
+            failures = CounterMetricFamily("kelvinpi_notify_failures", "Failed delivery attempts", labels=["target", "kind"])
+            for lane in alarms.lanes.values():
+                pending.add_metric([lane.sender.name, lane.sender.kind], lane.backlog())
+                failures.add_metric([lane.sender.name, lane.sender.kind], lane.failures)
+            yield from (active, acked, pending, failures)
+
 
 def make_registry(app_state) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)

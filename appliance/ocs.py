@@ -3,7 +3,8 @@
 Every reading is published to ``<root>.<instrument>.feeds.temperatures`` as OCS's ``Feed`` does,
 ``publish(topic, [blocks, feed])`` with ``record: true``, so an unmodified OCS InfluxDB
 publisher and HK aggregator ingest it; plus a 1 Hz ``heartbeat`` feed. Store-and-forward: the
-outbox cursor moves only when the router acknowledged the publish.
+outbox cursor moves only when the router acknowledged the publish. Active alarms go out once a
+second on each agent's ``alarms`` feed (not recorded: the events carry their history).
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class OcsUplinkRunner:
         self.outbox = Outbox(store, f"ocs:{cfg.url}:{cfg.address_root}", set(self.models), limit=cfg.batch)
         self.session_id = str(time.time())
         self._task = None
+        self.alarm_source = None  # callable -> active alarms (list of dicts), published on the "alarms" feed
 
     def start(self) -> None:
         self.outbox.start_from_now()
@@ -115,6 +117,11 @@ class OcsUplinkRunner:
             for node, model in self.models.items():
                 hb = feed_info(root, node, model, "heartbeat", self.session_id, record=False)
                 session.publish(hb["address"], [{"acq": 3}, hb])
+            if self.alarm_source is not None:  # the control room sees the appliance's active alarms
+                active = self.alarm_source()
+                for node, model in self.models.items():
+                    feed = feed_info(root, node, model, "alarms", self.session_id, record=False)
+                    session.publish(feed["address"], [{"alarms": active, "timestamp": now}, feed])
         if now - self._last_backlog >= 5.0:
             self._last_backlog = now
             self.health.backlog = await loop.run_in_executor(None, self.outbox.backlog)

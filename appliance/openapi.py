@@ -91,6 +91,15 @@ def spec() -> dict:
                     "properties": {"output": {"enum": [0, 1]}, "kelvin": {"type": "number", "minimum": 0}}}}}},
                 "responses": {**_ok({"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
             **curve_api.openapi_paths(_ok, _errors),
+            "/api/v1/panel": {"get": {"summary": "front panel extras: store reach and wear, channels in config order",
+                                      "responses": _ok({"type": "object", "required": ["store", "channels"]})}},
+            "/api/v1/alarms": {"get": {"summary": "every alarm rule's state (active, acknowledged, since, value)",
+                                       "responses": _ok({"type": "object", "required": ["alarms", "active"]})}},
+            "/api/v1/alarms/{name}/ack": {"post": {
+                "summary": "acknowledge an active alarm: its repeats stop (needs the control token)",
+                "security": [{"controlToken": []}],
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404)}}},
         },
         "components": {"securitySchemes": {"controlToken": {"type": "http", "scheme": "bearer"}},
                        "schemas": {"Error": {

@@ -103,6 +103,7 @@ class Poller(threading.Thread):
         self.instrument = make_instrument(cfg)
         self.plans: dict[str, ChannelPlan] = {}
         self.pauses: dict[str, int] = {}
+        self.rotation: list[list] = []  # 372: [channel, pause, dwell] of each enabled input, in scan order
         self.heater_key: SeriesKey | None = None
         self._active: str | None = None
         self._switched = 0.0
@@ -269,18 +270,26 @@ class Poller(threading.Thread):
             candidates = list(MEASUREMENT_CHANNELS)
             if self.cfg.read_control_input:
                 candidates = ["A"] + candidates
+            setups = {}
             for ch in candidates:
                 c = configured.get(ch)
                 if c is not None and not c.enabled:
                     continue
                 if configured and c is None and ch != "A":
                     continue
-                setup = inst.input_setup(ch)
+                setup = setups[ch] = inst.input_setup(ch)
                 self.pauses[ch] = setup.pause
                 if c is None and ch != "A" and not setup.enabled:
                     continue
                 name = (c.name if c is not None and c.name else None) or inst.input_name(ch) or f"Channel {ch}"
                 found[ch] = (name, "Ohm", c)
+            # the autoscan visits every enabled input for its pause + dwell: how long until a
+            # scanned channel is read again (the front panel's and the alarms' idea of fresh)
+            self.rotation = []
+            for ch in MEASUREMENT_CHANNELS:
+                setup = setups.get(ch) or inst.input_setup(ch)
+                if setup.enabled:
+                    self.rotation.append([ch, setup.pause, setup.dwell])
             if self.cfg.read_heater:
                 self.heater_key = SeriesKey(node, "sample_heater", "%", "sample_heater", "sample heater output",
                                             ocs="sample_heater")
@@ -404,6 +413,10 @@ class Poller(threading.Thread):
             if scan.channel != self._active:
                 self._active, self._switched = scan.channel, now
                 self.health.active_channel = scan.channel
+                self.health.scan = {"autoscan": scan.autoscan, "channel": scan.channel, "switched": time.time(),
+                                    "rotation": self.rotation}
+            elif self.health.scan is not None and self.health.scan["autoscan"] != scan.autoscan:
+                self.health.scan = dict(self.health.scan, autoscan=scan.autoscan)
             plan = self.plans.get(scan.channel)
             # Inside the change pause the 372 repeats the channel's old value: skip it (socs PR #28).
             if plan is not None and now - self._switched >= self.pauses.get(scan.channel, 3):

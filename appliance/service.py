@@ -73,6 +73,9 @@ class Appliance:
         except PermissionError as exc:  # fail closed: no control, polling goes on, the reason is shown
             self.control_error = str(exc)
             log.error("instrument control disabled: %s", exc)
+        from .notify import AlarmService
+
+        self.alarms = AlarmService(self)
         self.metrics_registry = make_registry(self)
         self.server: wsgi.Server | None = None
         self._web_thread: threading.Thread | None = None
@@ -109,8 +112,9 @@ class Appliance:
         # that has since cleared does not keep the box "not ok")
         store_ok = st.last_commit == 0 or time.time() - st.last_commit < 10 * max(1.0, st.commit_interval)
         writing = st.last_error_t <= st.last_commit  # False while writes are failing
+        alarms = self.alarms.health()
         ok = (all(i["connected"] for i in instruments) and store_ok and writing and not self.queue.dropped
-              and not st.records_dropped)
+              and not st.records_dropped and not any(a["severity"] != "info" for a in alarms["active"]))
         return {
             "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
             "config_error": self.config_error(),
@@ -119,6 +123,7 @@ class Appliance:
             "clock_synchronised": self.clock_synced(), "clock_steps": self.clock_steps,
             "instruments": instruments,
             "uplinks": [u.as_dict() for u in self.uplink_health()],
+            "alarms": alarms,
             "store": {"path": str(st.path), "file_bytes": st.file_bytes(), "max_bytes": st.max_bytes,
                       "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
                       "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,
@@ -134,6 +139,7 @@ class Appliance:
             p.start()
         for u in self.uplinks:
             u.start()
+        self.alarms.start()
         w = self.config.web
         # A control room has many dashboards open: a listen backlog and a keep-alive pool sized for
         # tens of clients (cheroot's defaults, 5 and 10, reset connections under 50 clients).
@@ -169,6 +175,7 @@ class Appliance:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.alarms.stop()  # before the store stops: its last records are committed with the rest
         for u in self.uplinks:
             u.stop()
         for p in self.pollers:

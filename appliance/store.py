@@ -23,6 +23,9 @@ Layout (schema version in ``meta``):
 * ``event``    gaps, reconnects, clock steps, retention, refused points: what a 3 a.m. reader needs.
 * ``outbox``   durable store-and-forward cursors: per uplink, the sequence number below which
                everything is acknowledged, and the acknowledged ranges above it.
+* ``alarm_state``, ``notice``, ``notice_sent``: alarms (active, acknowledged) and their
+               notifications, each one's delivery per target (``appliance.notify``), so a restart
+               neither loses nor repeats one. Written as ``("alarm", ...)`` records.
 
 Only the writer thread writes the file: samples come from the poller queue, events,
 snapshots and cursor moves from ``self._records``; neither ever blocks nor raises on the
@@ -171,6 +174,17 @@ DROP TABLE raw;
 DROP TABLE latest;
 DROP TABLE cursor;
 """
+# Alarm tables: new, additive and idempotent, so created on open without a schema version bump.
+ALARM_TABLES = """
+CREATE TABLE IF NOT EXISTS alarm_state (name TEXT PRIMARY KEY, state TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS notice (
+    id INTEGER PRIMARY KEY, t REAL NOT NULL, alarm TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL,
+    targets TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notice_sent (
+    id INTEGER NOT NULL, target TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (id, target)
+) WITHOUT ROWID;
+"""
 MIGRATIONS: list[str] = [V1, V2_TABLES + V2_FINISH, V3_TABLES]  # kept for reference; open_db runs them
 
 
@@ -318,6 +332,11 @@ def open_db(path: Path | str, progress: Callable[[], None] | None = None) -> sql
             # v2 -> v3: the pack table; the writer folds the existing rows into it in short steps
             _script(conn, V3_TABLES)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    try:
+        with transaction(conn):
+            _script(conn, ALARM_TABLES)
+    except sqlite3.Error as exc:  # a full card: start anyway; the first alarm record creates them
+        log.error("%s: alarm tables not created yet: %s", path, exc)
     return conn
 
 
@@ -959,6 +978,37 @@ class Store(StoreReader):
     def save_cursor(self, name: str, position: int, acked: list[list[int]]) -> None:
         self._record(("cursor", name, position, json.dumps(acked), time.time()))
 
+    def alarm_record(self, op: str, *args) -> None:
+        """Queue an alarm record: ("state", name, json, t), ("notice", id, t, alarm, kind, body, targets_json)
+        or ("sent", id, target, t). Written by the writer thread like every record."""
+        self._record(("alarm", op, *args))
+
+    def alarm_load(self) -> tuple[dict[str, dict], list[dict]]:
+        """Alarm states by name and every notice with the targets it was delivered to ("sent"),
+        from SQLite and from records not yet there (journaled or queued), oldest notice first."""
+        conn = self.reader()
+        try:
+            states = {n: json.loads(s) for n, s in conn.execute("SELECT name, state FROM alarm_state")}
+            notices = {i: dict(id=i, t=t, alarm=a, kind=k, body=json.loads(b), targets=json.loads(tg), sent=set())
+                       for i, t, a, k, b, tg in conn.execute("SELECT id, t, alarm, kind, body, targets FROM notice")}
+            sent = conn.execute("SELECT id, target FROM notice_sent").fetchall()
+        except sqlite3.OperationalError:  # the tables could not be created yet (a full card at start)
+            states, notices, sent = {}, {}, []
+        with self._records_lock, self._mem_lock:
+            pending = [r for r in list(self._mem_recs) + list(self._records) if r[0] == "alarm"]
+        for r in pending:
+            if r[1] == "state":
+                states[r[2]] = json.loads(r[3])
+            elif r[1] == "notice":
+                notices[r[2]] = dict(id=r[2], t=r[3], alarm=r[4], kind=r[5], body=json.loads(r[6]),
+                                     targets=json.loads(r[7]), sent=set())
+            elif r[1] == "sent":
+                sent.append((r[2], r[3]))
+        for i, target in sent:
+            if i in notices:
+                notices[i]["sent"].add(target)
+        return states, [notices[i] for i in sorted(notices)]
+
     def records_queued(self) -> int:
         return len(self._records)
 
@@ -996,6 +1046,12 @@ class Store(StoreReader):
                 conn.execute("INSERT INTO outbox(name, position, acked, updated) VALUES (?,?,?,?) ON CONFLICT(name)"
                              " DO UPDATE SET position=excluded.position, acked=excluded.acked,"
                              " updated=excluded.updated", rec[1:])
+            elif rec[0] == "alarm":
+                _script(conn, ALARM_TABLES)  # no-op once they exist (open_db creates them unless the disk was full)
+                sql = {"state": "INSERT OR REPLACE INTO alarm_state(name, state, updated) VALUES (?,?,?)",
+                       "notice": "INSERT OR REPLACE INTO notice(id, t, alarm, kind, body, targets) VALUES (?,?,?,?,?,?)",
+                       "sent": "INSERT OR IGNORE INTO notice_sent(id, target, t) VALUES (?,?,?)"}[rec[1]]
+                conn.execute(sql, rec[2:])
 
     # -- samples ---------------------------------------------------------------------------
     def _series_id(self, conn, key: SeriesKey, added: list[str]) -> int:

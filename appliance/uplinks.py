@@ -85,4 +85,6 @@ def _build_one(app, idx, u, instruments, out, wamp_runners, runtime_box) -> None
     elif isinstance(u, OcsUplink):
         from .ocs import OcsUplinkRunner
 
-        wamp_runners.append(OcsUplinkRunner(u, idx, app.store, instruments, runtime_box[0]))
+        runner = OcsUplinkRunner(u, idx, app.store, instruments, runtime_box[0])
+        runner.alarm_source = getattr(getattr(app, "alarms", None), "active", None)
+        wamp_runners.append(runner)

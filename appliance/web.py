@@ -22,6 +22,7 @@ from drivers.readings import LS240_STATUS_BITS, LS372_STATUS_BITS, decode_status
 
 from . import curve_api
 from .control import ControlRefused
+from .freshness import schedule
 from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
 from .store import resolve_time
 
@@ -184,11 +185,18 @@ def make_app(app_state) -> Bottle:
     def latest():
         now = time.time()
         stale = app_state.config.web.stale_after
+        due = schedule(app_state.pollers, now)  # a scanned 372 channel is due once per rotation
         items = []
         for r in store.latest():
-            items.append({"field": r["field"], "value": clean(r["value"]), "units": r["units"],
-                          "status": r["status"], "status_bits": status_names(r["status"], models.get(r["node"])),
-                          "t": r["t"], "age": max(0.0, now - r["t"]), "stale": now - r["t"] > stale})
+            d = due.get(r["field"])
+            scanned = d is not None and d.scanned
+            item = {"field": r["field"], "value": clean(r["value"]), "units": r["units"],
+                    "status": r["status"], "status_bits": status_names(r["status"], models.get(r["node"])),
+                    "t": r["t"], "age": max(0.0, now - r["t"]),
+                    "stale": now - r["t"] > stale + (d.gap if scanned else 0.0)}
+            if scanned:
+                item["scan"] = {"period": d.gap, "next_in": d.next_in, "active": d.active}
+            items.append(item)
         return as_json(items)
 
     @app.get(f"{API}/data")
@@ -310,6 +318,11 @@ def make_app(app_state) -> Bottle:
             points = [] if d is None else [[clean(v), t * 1000.0] for t, v in zip(d.t, d.value)]
             out.append({"target": n, "datapoints": points})
         return as_json(out)
+
+    from .web_alarms import add_panel_routes, add_routes as alarm_routes
+
+    alarm_routes(app, app_state)
+    add_panel_routes(app, app_state)
 
     # -- metrics and front panel -----------------------------------------------------------
     @app.get("/metrics")

@@ -11,6 +11,8 @@ Fault control (the same words on the control socket and from Python)::
     reset              power cycle: settings to defaults, ESR power-on bit, connections dropped
     advance SECONDS    fast-forward simulated time (the fridge keeps cooling)
     warm               put every stage at room temperature (start a cooldown)
+    warmup TAU         warm every stage towards room temperature with time constant TAU simulated
+                       seconds (a cooldown run backwards; ``warmup 0`` lets the fridge cool again)
     heater WATTS       force the mixing-chamber heater power (0 returns control to the 372)
     clear              clear mute/slow/garbage/partial
     status             one JSON line: faults, simulated time, stage temperatures
@@ -118,6 +120,10 @@ class Emulator:
                 with self.fridge.lock:
                     for s in STAGES:
                         self.fridge.temps[s] = 295.0
+            elif cmd == "warmup":
+                self.fridge.advance_to(self.clock.now())  # the time so far at the old physics
+                with self.fridge.lock:
+                    self.fridge.warmup_tau = max(0.0, float(args[0]))
             elif cmd == "heater":
                 watts = float(args[0])
                 if hasattr(self.device, "force_heater"):

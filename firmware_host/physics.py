@@ -30,6 +30,7 @@ class Fridge:
     sample_heater_w: float = 0.0
     still_heater_w: float = 0.0
     t: float = 0.0
+    warmup_tau: float = 0.0  # > 0: warming towards room temperature with this time constant (s)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -50,6 +51,11 @@ class Fridge:
         with self.lock:
             while self.t < t:
                 dt = min(t - self.t, 20.0)
+                if self.warmup_tau > 0:  # a cooldown run backwards: every stage relaxes towards the room
+                    for s in STAGES:
+                        self.temps[s] += (ROOM - self.temps[s]) * (1 - math.exp(-dt / self.warmup_tau))
+                    self.t += dt
+                    continue
                 targets = self._targets()
                 for s in STAGES:
                     # Warm stages relax slowly; the dilution stages respond fast once condensing.

@@ -46,7 +46,7 @@ def test_values_appear_update_and_go_stale(running_appliance, emu372, page, tmp_
     assert "STALE" in mxc.locator(".age").inner_text()
     assert "stale" not in (plate.get_attribute("class") or "")
     page.wait_for_selector('[data-node="LSA23JD"].down', timeout=10000)
-    page.wait_for_selector('.plot[data-field="LSA23JD::mxc_control_t"] canvas', timeout=10000)
+    page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=10000)
     # a phone-sized screen still shows the cards
     page.set_viewport_size({"width": 390, "height": 800})
     time.sleep(0.3)
