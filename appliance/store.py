@@ -73,6 +73,8 @@ FLUSH_SECONDS = 300.0  # journaled readings move into SQLite about this often (a
 FLUSH_ROWS = 20_000  # ...or when this many are waiting
 MEM_MAX = 2_000_000  # journaled readings held for readers while SQLite cannot take them; then writes refuse
 STEP_SECONDS = 0.1  # longest a retention or sealing step holds the write lock (about)
+RETENTION_BUDGET = 1.0  # seconds of retention per round of the writer; the rest waits for the next round
+SHRINK_MIN_PAGES = 1000  # free pages (4 MB) worth giving back to the card even when nothing was deleted
 DAY = 86400
 PACK_AFTER = SEAL_DELAY + 2 * 3600  # a day's rollup rows are folded into packs this long after it ends
 # one rollup bucket in a pack: start (s), count, sum, min, max of the non-NULL values
@@ -787,6 +789,7 @@ class Store(StoreReader):
         self.sealed_blocks = 0
         self.longest_step = 0.0  # seconds: the longest write-lock hold of a sealing or retention step
         self._last_retention = 0.0
+        self._retention_more = False  # a budgeted retention pass left work for the next round
         self._last_seal = 0.0
 
     def _seed_latest(self) -> None:
@@ -928,8 +931,8 @@ class Store(StoreReader):
             try:
                 if time.time() - self._last_seal > 30:
                     self.seal()
-                if time.time() - self._last_retention > 60:
-                    self.enforce_retention()
+                if time.time() - self._last_retention > 60 or self._retention_more:
+                    self._retention_more = self.enforce_retention(budget=RETENTION_BUDGET)["more"]
             except Exception as exc:  # noqa: BLE001 - the writer must outlive a full disk or a bug here
                 self.write_errors += 1
                 self.last_error, self.last_error_t = _describe(exc), time.time()
@@ -1299,17 +1302,29 @@ class Store(StoreReader):
         marks = [o.first_unacked() for o in list(self._uplinks.values())]
         return min(marks) if marks else self._next_seq
 
-    def enforce_retention(self, now: float | None = None) -> dict:
+    def enforce_retention(self, now: float | None = None, budget: float | None = None) -> dict:
         """Age, then size cap, in bounded steps (each a short transaction).
 
         Age: blocks whose hour is older than ``raw_retention_days`` go, unless an uplink still
         needs them or their times were taken on an unsynchronised clock (their age is unknown).
         Size cap: the oldest blocks go whatever needs them, and an event says how many samples
         each uplink will never get.
+
+        ``budget`` (seconds): stop there and say ``more=True``; the writer thread calls again on
+        its next round, so commits go on between passes. Without a budget a pass over a 4 GB
+        file that lost its older half to a new ``raw_retention_days`` kept the writer from
+        committing for over 20 minutes (most of it giving the freed pages back).
         """
         now = time.time() if now is None else now
         self._last_retention = time.time()
-        deleted = {"raw_age": 0, "raw_size": 0, "rollup": 0, "events": 0, "snapshots": 0}
+        deadline = math.inf if budget is None else time.monotonic() + budget
+        deleted = {"raw_age": 0, "raw_size": 0, "rollup": 0, "events": 0, "snapshots": 0, "more": False}
+
+        def out_of_time() -> bool:
+            if time.monotonic() >= deadline:
+                deleted["more"] = True
+            return deleted["more"]
+
         needed = self._needed_from()
         cutoff_s = int(now - self.raw_retention)
         while True:  # the kept ones (needed, unsynchronised) are filtered in SQL: they never block the rest
@@ -1318,6 +1333,8 @@ class Store(StoreReader):
             if not ids:
                 break
             deleted["raw_age"] += self._delete_blocks(ids)
+            if out_of_time():  # after a step: every pass makes progress, even with no time at all
+                break
         rcut = int(now - self.rollup_retention)
         for tier in STORED_TIERS:
             for sid in list(self._series.values()):
@@ -1335,8 +1352,8 @@ class Store(StoreReader):
                 (oldest, oldest))
         target = int(self.max_bytes * 0.85)
         lost: dict[str, int] = {}
-        for _ in range(100_000):
-            if self._used_bytes_w() <= target:
+        for step in range(100_000):
+            if self._used_bytes_w() <= target or (step and out_of_time()):
                 break
             rows = self._w_read("SELECT id, n, data FROM block ORDER BY hour LIMIT 20")
             if not rows:
@@ -1362,8 +1379,9 @@ class Store(StoreReader):
                     if k:
                         lost[name] = lost.get(name, 0) + k
             deleted["raw_size"] += self._delete_blocks([(i, n) for i, n, _ in rows])
-        if any(deleted.values()):
-            self._shrink()
+        if any(v for k, v in deleted.items() if k != "more") or self._freelist_w() > SHRINK_MIN_PAGES:
+            if not self._shrink(deadline):
+                deleted["more"] = True
         if deleted["raw_size"]:
             detail = f"size cap: deleted {deleted['raw_size']} oldest samples"
             if lost:
@@ -1374,12 +1392,18 @@ class Store(StoreReader):
         deleted["uplink_lost"] = lost
         return deleted
 
-    def _shrink(self) -> None:
+    def _freelist_w(self) -> int:
+        return self._w_read("PRAGMA freelist_count")[0][0]
+
+    def _shrink(self, deadline: float = math.inf) -> bool:
         """Give freed pages back to the card, a few MB per step, then reset the WAL if no reader holds it.
 
         The checkpoint waits at most 50 ms for readers (an open export): then it is left to a later pass.
+        False when the deadline came first (the rest is for the next pass).
         """
-        for _ in range(100_000):
+        for step in range(100_000):
+            if step and time.monotonic() >= deadline:
+                return False
             with self._write_lock:
                 t0 = time.monotonic()
                 conn = self._wconn
@@ -1395,6 +1419,7 @@ class Store(StoreReader):
             finally:
                 conn.execute("PRAGMA busy_timeout=30000")
             self.longest_step = max(self.longest_step, time.monotonic() - t0)
+        return True
 
     def _w_read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._write_lock:
