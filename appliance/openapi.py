@@ -1,11 +1,17 @@
 """The JSON API described as OpenAPI 3.1, served at /api/v1/openapi.json (for clients and fuzzers)."""
 from __future__ import annotations
 
-from . import __version__
+from . import __version__, web
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
-         "description": "UNIX seconds; 0 or less means that many seconds before now; or ISO 8601"}
+         "description": "UNIX seconds; a number 0 or less means that many seconds before now; or ISO 8601 "
+                        "after 1970 (an earlier one is refused with 400)"}
+LIMITS = ("Ceilings (over one: 400, 413, 414 or 431 naming the limit): a data request names at most "
+          f"{web.MAX_SERIES} distinct series (repeats collapsed) and gets at most {web.MAX_POINTS} points per series and "
+          f"{web.MAX_RESPONSE_POINTS} in all (maxDataPoints is clamped); an export covers at most "
+          f"{web.MAX_EXPORT_DAYS} days and {web.MAX_EXPORT_ROWS} rows; a request head is at most {web.MAX_HEAD} bytes, "
+          f"a query string {web.MAX_QUERY} bytes and {web.MAX_QUERY_PARAMS} parameters, a body {web.MAX_BODY} bytes.")
 
 
 def _errors(*codes: int) -> dict:
@@ -17,7 +23,8 @@ def _ok(schema: dict, ctype: str = "application/json") -> dict:
 
 
 FIELD_PARAM = {"name": "field", "in": "query", "required": True, "explode": True,
-               "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+::[^:]+$"}, "minItems": 1},
+               "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+::[^:]+$"}, "minItems": 1,
+                          "maxItems": web.MAX_SERIES},
                "description": "<node>::<field>, repeatable"}
 
 
@@ -25,8 +32,11 @@ def spec() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kelvinpi", "version": __version__,
-                 "description": "API of a Kelvinpi thermometry appliance: read-only, but for token-protected control, off by default"},
+                 "description": "API of a Kelvinpi thermometry appliance: read-only, but for token-protected control, "
+                                "off by default. " + LIMITS},
         "paths": {
+            "/api/v1/ping": {"get": {"summary": "a constant answer that touches nothing (liveness; the server's ceiling)",
+                                     "responses": _ok({"type": "object", "required": ["ok"]})}},
             "/api/v1/health": {"get": {"summary": "instrument, store, uplink and clock health",
                                        "responses": _ok({"type": "object", "required": ["ok", "instruments", "store"]})}},
             "/api/v1/instruments": {"get": {"summary": "instruments and their latest configuration snapshot",
@@ -44,16 +54,16 @@ def spec() -> dict:
                                {"name": "start", "in": "query", "schema": _TIME},
                                {"name": "end", "in": "query", "schema": _TIME},
                                {"name": "min_stride", "in": "query", "schema": {"type": "number", "minimum": 0}}],
-                "responses": {**_ok({"type": "object"}), **_errors(400, 404)}}},
+                "responses": {**_ok({"type": "object"}), **_errors(400, 404, 413, 414)}}},
             "/api/v1/export.csv": {"get": {
                 "summary": "raw samples as CSV (streamed)",
                 "parameters": [{**FIELD_PARAM, "required": False},
                                {"name": "start", "in": "query", "schema": _TIME},
                                {"name": "end", "in": "query", "schema": _TIME}],
-                "responses": {**_ok({"type": "string"}, "text/csv"), **_errors(400, 404)}}},
+                "responses": {**_ok({"type": "string"}, "text/csv"), **_errors(400, 404, 413, 414)}}},
             "/api/v1/events": {"get": {"summary": "disconnects, reconnects, clock steps",
                                        "parameters": [{"name": "since", "in": "query", "schema": _TIME}],
-                                       "responses": {**_ok({"type": "object"}), **_errors(400)}}},
+                                       "responses": {**_ok({"type": "object"}), **_errors(400, 414)}}},
             "/grafana/search": {"post": {"summary": "Grafana JSON datasource: series names",
                                          "requestBody": {"content": {"application/json": {"schema": {
                                              "type": "object", "properties": {"target": {"type": "string"}}}}}},

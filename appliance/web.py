@@ -45,6 +45,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -79,8 +80,9 @@ MAX_EXPORT_ROWS = 2_000_000  # rows of one CSV export (~200 MB); the file then e
 MAX_SEARCH = 256  # characters of a Grafana search target
 RAW_WINDOW = 3600.0  # seconds of raw samples read at a time (an hour of a fast poller is a few MB)
 SNAPSHOT_MAX_AGE = 1.0  # seconds a serialised latest/health/metrics answer is served without a commit
-PANEL_CACHE_ENTRIES = 64  # relative-time data answers kept (each under PANEL_CACHE_BYTES)
-PANEL_CACHE_BYTES = 256 * 1024
+CACHE_BUDGET = 16 * 1024 * 1024  # bytes of repeated data answers kept (panel plots, shared dashboards)
+CACHE_ITEM = 1024 * 1024  # larger answers are never kept
+CACHE_TTL_MAX = 10.0  # seconds an answer is reused, at most (and at most its stride)
 
 
 def status_names(status: int, model: str | None) -> list[str]:
@@ -245,38 +247,49 @@ class Snapshot:
 
 
 class AnswerCache:
-    """Small answers to relative-time queries (the front panel's plots), kept for a few seconds.
+    """Answers to data queries that many clients repeat, kept ``ttl`` seconds within a byte budget.
 
-    Every open panel asks the same URLs every 30 s; the answer to "the last 6 hours at 36 s"
-    hardly moves in a few seconds, so N panels cost one query per key and ``ttl``.
+    Every open front panel asks the same URLs every 30 s, and every screen showing one Grafana
+    dashboard the same query each refresh; an answer at a stride of minutes hardly moves in a
+    few seconds, so N viewers cost one query per key and ``ttl``. Answers over ``max_item``
+    bytes are not kept; the oldest go first past ``budget`` bytes in all.
     """
 
-    def __init__(self, entries: int, max_bytes: int) -> None:
-        self.entries, self.max_bytes = entries, max_bytes
-        self._data: dict[object, tuple[float, bytes]] = {}
+    def __init__(self, budget: int, max_item: int) -> None:
+        self.budget, self.max_item = budget, max_item
+        self._data: OrderedDict[object, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._building: dict[object, threading.Lock] = {}
+        self.hits = self.misses = 0
 
     def get(self, key: object, ttl: float, build: Callable[[], bytes]) -> bytes:
-        now = time.monotonic()
         hit = self._data.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
+            self.hits += 1
             return hit[1]
         with self._lock:
             lock = self._building.setdefault(key, threading.Lock())
-        with lock:
+        with lock:  # one builds, the others asking the same wait for its answer
             hit = self._data.get(key)
             if hit is not None and hit[0] > time.monotonic():
+                self.hits += 1
                 return hit[1]
+            self.misses += 1
             body = build()
             with self._lock:
                 self._building.pop(key, None)
-                if len(body) <= self.max_bytes:
-                    if len(self._data) >= self.entries:
-                        now = time.monotonic()
-                        for k in [k for k, (exp, _) in self._data.items() if exp <= now] or [next(iter(self._data))]:
-                            del self._data[k]
-                    self._data[key] = (time.monotonic() + ttl, body)
+                old = self._data.pop(key, None)
+                if old is not None:
+                    self._bytes -= len(old[1])
+                if len(body) <= self.max_item:
+                    now = time.monotonic()
+                    for k in [k for k, (exp, _) in self._data.items() if exp <= now]:
+                        self._bytes -= len(self._data.pop(k)[1])
+                    while self._data and self._bytes + len(body) > self.budget:
+                        self._bytes -= len(self._data.popitem(last=False)[1][1])
+                    self._data[key] = (now + ttl, body)
+                    self._bytes += len(body)
             return body
 
 
@@ -318,7 +331,8 @@ def make_app(app_state) -> Bottle:
     models = {i.name: i.model for i in app_state.config.instrument}
     trusted = _networks(getattr(app_state.config.web, "trusted_proxies", []))
     changed = lambda: (store.written, store.commits, store.write_errors)  # noqa: E731 - the commit counters
-    panel_cache = AnswerCache(PANEL_CACHE_ENTRIES, PANEL_CACHE_BYTES)
+    answers = AnswerCache(CACHE_BUDGET, CACHE_ITEM)
+    app.answers = answers  # hits and misses, for tests and the bench
 
     def on_error(e: HTTPError) -> str:
         response.content_type = "application/json"
@@ -457,9 +471,9 @@ def make_app(app_state) -> Bottle:
 
         if relative(q.get("start"), -3600) and relative(q.get("end"), 0):
             # the panel's plots: the same URL from every open panel, kept a few seconds
-            key = (tuple(names), q.get("start"), q.get("end"), stride)
-            ttl = min(15.0, max(1.0, (stride or 0) / 2))
-            return panel_cache.get(key, ttl, lambda: b"".join(stream_data(names, start, end, stride or 0, points)))
+            key = ("data", tuple(names), q.get("start"), q.get("end"), stride)
+            ttl = min(CACHE_TTL_MAX, max(1.0, (stride or 0) / 2))
+            return answers.get(key, ttl, lambda: b"".join(stream_data(names, start, end, stride or 0, points)))
         return stream_data(names, start, end, stride or 0, points)
 
     @app.get(f"{API}/export.csv")
@@ -582,14 +596,21 @@ def make_app(app_state) -> Bottle:
         stride = min(max((interval_ms or 0) / 1000, (end - start) / points), 1e12)
         response.content_type = "application/json"
 
-        def stream() -> Iterator[bytes]:
+        def stream(start: float, end: float) -> Iterator[bytes]:
             yield b"["
             for i, n in enumerate(names):
                 d = read_series(store, n, start, end, stride, points)
                 pts = [] if d is None else [[clean(v), t * 1000.0] for t, v in zip(d.t, d.value)]
                 yield (b", " if i else b"") + json.dumps({"target": n, "datapoints": pts}).encode()
             yield b"]"
-        return stream()
+
+        # Screens showing one dashboard ask the same query, each with its own "now": the range
+        # widened to whole strides is one key for all of them, its answer reused for up to a stride
+        q_start, q_end = math.floor(start / stride) * stride, math.ceil(end / stride) * stride
+        if stride < 1 or q_start <= 0:  # a live sub-second view, or a range from 1970: asked as given
+            return stream(start, end)
+        key = ("grafana", tuple(names), q_start, q_end, stride, points)
+        return answers.get(key, min(CACHE_TTL_MAX, stride), lambda: b"".join(stream(q_start, q_end)))
 
     # -- metrics and front panel -----------------------------------------------------------
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
