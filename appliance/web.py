@@ -176,7 +176,7 @@ def unique_series(names: list[str]) -> list[str]:
     """Repeats collapsed (first order kept); more than MAX_SERIES distinct series is refused."""
     out = list(dict.fromkeys(names))
     if len(out) > MAX_SERIES:
-        raise HTTPError(413, f"{len(out)} distinct series asked for: over the limit of {MAX_SERIES} series per "
+        raise HTTPError(400, f"{len(out)} distinct series asked for: over the limit of {MAX_SERIES} series per "
                              "request (MAX_SERIES); split the request")
     return out
 
@@ -484,7 +484,7 @@ def make_app(app_state) -> Bottle:
         if end < start:
             raise HTTPError(400, f"end ({end}) is before start ({start})")
         if end - start > MAX_EXPORT_DAYS * 86400:
-            raise HTTPError(413, f"an export of {(end - start) / 86400:.1f} days is over the limit of "
+            raise HTTPError(400, f"an export of {(end - start) / 86400:.1f} days is over the limit of "
                                  f"{MAX_EXPORT_DAYS} days per request (MAX_EXPORT_DAYS); split the range")
         fmap = store.field_map()
         curves = CurveLookup(store)
@@ -542,7 +542,7 @@ def make_app(app_state) -> Bottle:
         if not isinstance(target, str):
             raise HTTPError(400, "search target must be a string")
         if len(target) > MAX_SEARCH:
-            raise HTTPError(413, f"search target of {len(target)} characters is over the limit of {MAX_SEARCH}"
+            raise HTTPError(400, f"search target of {len(target)} characters is over the limit of {MAX_SEARCH}"
                                  " (MAX_SEARCH)")
         return as_json([f.name for f in store.fields() if target.lower() in f.name.lower()])
 
@@ -607,8 +607,8 @@ def make_app(app_state) -> Bottle:
         # Screens showing one dashboard ask the same query, each with its own "now": the range
         # widened to whole strides is one key for all of them, its answer reused for up to a stride
         q_start, q_end = math.floor(start / stride) * stride, math.ceil(end / stride) * stride
-        if stride < 1 or q_start <= 0:  # a live sub-second view, or a range from 1970: asked as given
-            return stream(start, end)
+        if stride < 1 or q_start <= 0 or end - start < 10 * stride:
+            return stream(start, end)  # a live sub-second view, a range from 1970, a few points: as asked
         key = ("grafana", tuple(names), q_start, q_end, stride, points)
         return answers.get(key, min(CACHE_TTL_MAX, stride), lambda: b"".join(stream(q_start, q_end)))
 

@@ -130,7 +130,7 @@ def test_the_32_copies_grafana_request_is_one_bounded_series(service):
 
 
 @pytest.mark.parametrize("variant,status,words", [
-    ("33 distinct", 413, "limit of 32 series"),
+    ("33 distinct", 400, "limit of 32 series"),
     ("body over 256 KiB", 413, "limit of 262144 bytes"),
     ("maxDataPoints NaN-like", 400, "maxDataPoints"),
     ("pre-1970 range", 400, "1970"),
@@ -184,7 +184,7 @@ def test_repeated_fields_collapse_and_long_lists_are_refused(service):
     assert status == 414 and "limit of 8192 bytes" in error_message(out)
     many = "&".join(f"field=LSA23JD::f{i}" for i in range(40))
     status, out, _ = service.json("GET", "/api/v1/data?" + many)
-    assert status == 413 and "limit of 32 series" in error_message(out)
+    assert status == 400 and "limit of 32 series" in error_message(out)
 
 
 def test_over_long_request_lines_and_heads_get_431(service):
