@@ -703,8 +703,10 @@ class Channel(HTTPChannel):
     error_task_class = JsonErrorTask
     _timed = None  # the partial request being timed (waitress's parser object)
     request_started = 0.0
+    spoke = False  # any byte received yet (a connection that never speaks is closed at the deadline)
 
     def received(self, data: bytes) -> bool:
+        self.spoke = True
         out = super().received(data)
         r = self.request
         if r is not None and r is not self._timed:
@@ -731,6 +733,9 @@ class Server(TcpWSGIServer):
         self.request_timeout = cfg.request_timeout
         self.per_client = cfg.max_connections_per_client
         self.refused = 0  # connections over the per-client limit
+        # waitress warns of every request that waits for a worker: under a crowd, a journal line
+        # per request (CPU, and wear on the SD card) saying what a 50-client panel load is
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self.timed_out = 0  # connections closed at the request deadline
         super().__init__(app, host=cfg.bind, port=cfg.port, threads=cfg.threads, ident="kelvinpi",
                          connection_limit=cfg.max_connections, channel_timeout=max(1, int(cfg.idle_timeout)),
@@ -772,7 +777,7 @@ class Server(TcpWSGIServer):
             if ch.requests or ch.will_close:
                 continue  # a complete request is being answered
             slow = (ch.request is not None and ch.request is ch._timed and ch.request_started < cutoff) or \
-                   (ch._timed is None and ch.creation_time < cutoff)  # accepted, then silent
+                   (not ch.spoke and ch.creation_time < cutoff)  # accepted, then silent
             if slow:
                 self.timed_out += 1
                 ch.will_close = True

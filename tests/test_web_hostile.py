@@ -353,6 +353,24 @@ def test_one_client_gets_at_most_its_share_of_connections(service):
         hog.close()
 
 
+def test_a_busy_keep_alive_connection_outlives_the_deadline(service):
+    """The deadline is per request: a panel's connection asking every 0.3 s stays open."""
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=5, source_address=("127.0.0.41", 0))
+    try:
+        conn.request("GET", "/api/v1/ping")
+        conn.getresponse().read()
+        sock = conn.sock
+        t_end = time.monotonic() + 2.0 + 4.0  # request_timeout + maintenance passes and a margin
+        while time.monotonic() < t_end:
+            conn.request("GET", "/api/v1/latest")
+            r = conn.getresponse()
+            assert r.status == 200 and json.loads(r.read())
+            time.sleep(0.3)
+        assert conn.sock is sock  # never reconnected
+    finally:
+        conn.close()
+
+
 def test_an_idle_connection_is_closed_at_the_deadline(service):
     s = socket.create_connection(("127.0.0.1", service.port), timeout=10, source_address=("127.0.0.40", 0))
     t0 = time.monotonic()

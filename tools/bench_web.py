@@ -155,6 +155,7 @@ def wrk(url: str, seconds: float, script: Path | None = None) -> dict:
             res["p99"] = parse_ms(s[1])
         elif line.strip().startswith("Socket errors:"):
             res["errors"] = sum(int(n) for n in re.findall(r"\d+", line))
+            res["error_kinds"] = line.strip()
         elif line.strip().startswith("Non-2xx"):
             res["non2xx"] = int(s[-1])
     if math.isnan(res["rps"]):
@@ -253,7 +254,7 @@ def main() -> int:
                                    ("grafana", "/grafana/query", grafana_script(work, body))):
             r = results[name] = wrk(base + path, seconds, script)
             print(f"{name:8s} {path:22s} {r['rps']:8.0f} req/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms"
-                  f"  socket errors {r['errors']}  non-2xx {r['non2xx']}", flush=True)
+                  f"  {r.get('error_kinds', 'socket errors 0')}  non-2xx {r['non2xx']}", flush=True)
         # the same query uncached (each range a different key): what one dashboard refresh costs the Pi
         solo = []
         stride = days * 86400 / 1000
