@@ -117,6 +117,9 @@ class Appliance:
             "clock_synchronised": self.clock_synced(), "clock_steps": self.clock_steps,
             "instruments": instruments,
             "uplinks": [u.as_dict() for u in self.uplink_health()],
+            "web": None if self.server is None else {  # slow or greedy clients, cut off (appliance/web.py)
+                "connections": len(self.server.active_channels), "refused": self.server.refused,
+                "timed_out": self.server.timed_out},
             "store": {"path": str(st.path), "file_bytes": st.file_bytes(), "max_bytes": st.max_bytes,
                       "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
                       "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,

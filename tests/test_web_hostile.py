@@ -28,6 +28,26 @@ PROXY = "127.0.0.3"  # the one trusted reverse proxy of this service
 RSS_LIMIT_MB = 150
 
 
+HISTORY_DAYS = 7  # of 1 Hz history for one live series: what makes an unbounded answer heavy
+
+
+def prefill(path: Path, days: float) -> None:
+    """``days`` of 1 Hz readings of LSA23JD::mxc_control_t before the service starts (bulk ingest, ~2 s)."""
+    from appliance.samples import Sample, SeriesKey
+    from appliance.store import Store
+
+    key = SeriesKey("LSA23JD", "mxc_control_t", "K", "mxc_control")
+    store = Store(path, raw_retention_days=days + 10)
+    end = int(time.time() // 3600 * 3600) - 3600
+    try:
+        for h in range(int(days * 24), 0, -1):
+            t0 = end - h * 3600
+            store.write([Sample(key, t0 + i, 0.01 + 1e-6 * (i % 97), 0) for i in range(3600)])
+        store.flush()
+    finally:
+        store.close()
+
+
 class Service:
     def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
         self.proc, self.port, self.log = proc, port, log
@@ -71,6 +91,7 @@ def service(tmp_path_factory):
              f'\n[control]\nenabled = true\ntoken_file = "{token}"\nmax_setpoint_kelvin = 1.0\n')
     cfg = tmp / "kelvinpi.toml"
     cfg.write_text(appliance_config(tmp, e372, e240, extra=extra))
+    prefill(tmp / "kelvinpi.db", HISTORY_DAYS)
     log = tmp / "service.log"
     out = open(log, "w")
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
@@ -349,6 +370,8 @@ def test_one_client_gets_at_most_its_share_of_connections(service):
         assert status == 200 and dt < 1.0
         hog.join(15)
         assert hog.refused == 40 - 32, hog.refused  # web.max_connections_per_client
+        _s, h, _ = service.json("GET", "/api/v1/health")
+        assert h["web"]["refused"] >= 8 and h["web"]["timed_out"] >= 50  # the slowloris test's, and these
     finally:
         hog.close()
 
@@ -388,4 +411,6 @@ def test_peak_rss_stays_bounded(service):
         assert status == 200
     status, _h, _d, _ = service.request("GET", "/api/v1/export.csv?start=-86400")
     assert status == 200
-    assert service.peak_rss_mb() < RSS_LIMIT_MB
+    peak = service.peak_rss_mb()
+    print(f"hostile suite: service peak RSS {peak:.0f} MB")
+    assert peak < RSS_LIMIT_MB

@@ -13,7 +13,8 @@ One run, about two minutes on 2 cores:
   1000, intervalMs as Grafana sends it for a 1000-pixel panel).
 
 Poll overruns are the pollers' own counter (``/api/v1/health``) over the loaded phases; peak RSS is
-the service's VmHWM. ``--root DIR`` runs the service from another checkout (the "before" numbers).
+the service's VmHWM. ``--root DIR`` runs the service from another checkout (the "before" numbers);
+BENCH_WEB_EXTRA adds lines to the service's ``[web]`` section (e.g. ``threads = 4``).
 The last line is machine-readable:
 
     bench-web: latest_rps=R latest_ratio=X latest_p99_ms=P grafana_p99_ms=G overruns=O peak_rss_mb=M
@@ -122,6 +123,7 @@ bind = "127.0.0.1"
 port = {web_port}
 # wrk's 50 clients all come from 127.0.0.1: on a lab network they would be 50 hosts
 max_connections_per_client = {CONNECTIONS + 14}
+{os.environ.get("BENCH_WEB_EXTRA", "")}
 """)
     return cfg
 
