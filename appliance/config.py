@@ -124,7 +124,8 @@ class WebConfig(Strict):
     idle_timeout: float = Field(60.0, ge=1, le=3600, description="seconds an idle keep-alive connection stays open")
     max_connections: int = Field(200, ge=8, le=4000, description="open connections in all; past it new ones wait in "
                                  "the listen backlog")
-    max_connections_per_client: int = Field(32, ge=1, le=4000, description="open connections from one address; past "
+    max_connections_per_client: int = Field(64, ge=1, le=4000, description="open connections from one address (a "
+                                            "Grafana server or a NAT gateway speaks for many viewers); past "
                                             "it a new one is refused with 503")
     trusted_proxies: list[str] = Field([], description="addresses or networks (e.g. 10.0.0.5, 10.1.0.0/16) of reverse "
                                        "proxies whose X-Forwarded-For names the client; from anyone else the header "
