@@ -208,6 +208,27 @@ def test_repeated_fields_collapse_and_long_lists_are_refused(service):
     assert status == 400 and "limit of 32 series" in error_message(out)
 
 
+def test_a_long_raw_read_goes_in_windows_and_keeps_its_stride(service):
+    """Three hours of history at a 2 s stride: raw reads an hour at a time, the seams still >= stride."""
+    end = time.time() // 3600 * 3600 - 2 * 3600
+    status, out, dt = service.json("GET", f"/api/v1/data?field=LSA23JD::mxc_control_t&start={end - 10800}&end={end}"
+                                          "&min_stride=2")
+    assert status == 200 and dt < 5.0
+    d = out["fields"]["LSA23JD::mxc_control_t"]
+    stride = 10800 / 5000  # the range over MAX_POINTS: wider than the 2 s asked
+    gaps = [b - a for a, b in zip(d["t"], d["t"][1:])]
+    assert d["tier"] == 0 and len(d["t"]) <= 5000 and min(gaps) >= stride - 0.001, (len(d["t"]), min(gaps))
+    assert d["t"][0] < end - 10800 + 5 and d["t"][-1] > end - 5
+    # the same as the three hours asked one by one (each a single read), but for a point at a seam
+    hours = 0
+    for h in range(3):
+        a = end - 10800 + h * 3600
+        _s, one, _ = service.json("GET", f"/api/v1/data?field=LSA23JD::mxc_control_t&start={a}&end={a + 3600}"
+                                         f"&min_stride={stride}")
+        hours += len(one["fields"]["LSA23JD::mxc_control_t"]["t"])
+    assert abs(len(d["t"]) - hours) <= 2, (len(d["t"]), hours)
+
+
 def test_over_long_request_lines_and_heads_get_431(service):
     s = socket.create_connection(("127.0.0.1", service.port), timeout=5)
     try:
