@@ -95,8 +95,12 @@ def prefill(path: Path, days: float) -> int:
     return n
 
 
-def service_config(work: Path, emu_port: int, link: Path, web_port: int) -> Path:
+def service_config(work: Path, emu_port: int, link: Path, web_port: int, root: Path) -> Path:
     cfg = work / "bench-web.toml"
+    per_client = ""
+    if "max_connections_per_client" in (root / "appliance" / "config.py").read_text():  # not before issue 14
+        # wrk's 50 clients all come from 127.0.0.1: on a lab network they would be 50 hosts
+        per_client = f"max_connections_per_client = {CONNECTIONS + 14}"
     cfg.write_text(f"""
 [[instrument]]
 model = "372"
@@ -121,8 +125,7 @@ raw_retention_days = 60
 [web]
 bind = "127.0.0.1"
 port = {web_port}
-# wrk's 50 clients all come from 127.0.0.1: on a lab network they would be 50 hosts
-max_connections_per_client = {CONNECTIONS + 14}
+{per_client}
 {os.environ.get("BENCH_WEB_EXTRA", "")}
 """)
     return cfg
@@ -203,6 +206,7 @@ def main() -> int:
     days = float(os.environ.get("BENCH_WEB_DAYS", "30"))
     seconds = float(os.environ.get("BENCH_WEB_SECONDS", "20"))
     root = args.root.resolve()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped bench still stops what it started
     work = Path(tempfile.mkdtemp(prefix="kelvinpi-bench-web-"))
     procs: list[subprocess.Popen] = []
     env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
@@ -221,7 +225,7 @@ def main() -> int:
                 raise RuntimeError("the 240 emulator did not come up")
             time.sleep(0.1)
         web_port = free_port()
-        cfg = service_config(work, emu_port, link, web_port)
+        cfg = service_config(work, emu_port, link, web_port, root)
         log = open(work / "service.log", "w")
         svc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
                                stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
