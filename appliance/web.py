@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import bottle
-from bottle import Bottle, HTTPError, HTTPResponse, request, response
+from bottle import Bottle, HTTPError, request, response
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
