@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test bench soak ci-deps clean venv assets image image-test image-repro
+.PHONY: run test bench bench-web soak ci-deps clean venv assets image image-test image-repro
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,16 @@ bench: $(STAMP)
 	  else echo "missing Debian package: influxdb (sudo apt-get install influxdb); influx_wear_ratio will be nan"; fi; }
 	$(BIN)/python -m appliance.bench
 
+# The web side under 50 keep-alive clients (~2.5 min): /api/v1/latest, /metrics and a 30-day Grafana query
+# against the server's constant-response ceiling, with wrk (Debian's) as the load generator. Knobs
+# BENCH_WEB_DAYS, BENCH_WEB_SECONDS; BENCH_WEB_ARGS="--root DIR" measures another checkout. Last line:
+#   bench-web: latest_rps=R latest_ratio=X latest_p99_ms=P grafana_p99_ms=G overruns=O peak_rss_mb=M
+bench-web: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "missing Debian package: wrk (sudo apt-get install wrk)"; exit 2; fi; }
+	$(BIN)/python tools/bench_web.py $(BENCH_WEB_ARGS)
+
 # The whole stack for a simulated week with random faults (~9 min); last line:
 #   soak: produced=N stored=N served=N lost=N      e.g. make soak SOAK_ARGS="--days 30 --minutes 20"
 soak: $(STAMP) $(CROSSBAR)
@@ -82,7 +92,7 @@ image: $(STAMP) $(STATIC)
 	$(BIN)/pip wheel -q --no-deps -w images/out/wheels .
 	$(BIN)/pip download -q --only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
 	  --platform manylinux_2_28_aarch64 --python-version 3.13 --implementation cp -d images/out/wheels \
-	  pyserial pyvisa pyvisa-py sqlite-utils bottle cheroot pydantic prometheus_client autobahn pyyaml numpy pcodec
+	  pyserial pyvisa pyvisa-py sqlite-utils bottle waitress pydantic prometheus_client autobahn pyyaml numpy pcodec
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels KERNEL=$(KERNEL) \
 	  bash images/sd/build-rootfs.sh images/out/rootfs
 	bash images/sd/check-rootfs.sh images/out/rootfs

@@ -115,8 +115,33 @@ class StoreConfig(Strict):
 class WebConfig(Strict):
     bind: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
-    threads: int = Field(8, ge=1, le=64)
+    threads: int = Field(8, ge=1, le=64, description="worker threads answering complete requests (slow clients "
+                         "never hold one: the server reads every request whole before handing it over)")
     stale_after: float = Field(30.0, gt=0, description="seconds after which a reading shows as stale")
+    request_timeout: float = Field(10.0, gt=0, le=300, description="seconds a client has to send a whole request "
+                                   "(request line, headers and body) once it has begun, or its first one once "
+                                   "connected; then the connection is closed (slowloris)")
+    idle_timeout: float = Field(60.0, ge=1, le=3600, description="seconds an idle keep-alive connection stays open")
+    max_connections: int = Field(200, ge=8, le=4000, description="open connections in all; past it new ones wait in "
+                                 "the listen backlog")
+    max_connections_per_client: int = Field(64, ge=1, le=4000, description="open connections from one address (a "
+                                            "Grafana server or a NAT gateway speaks for many viewers); past "
+                                            "it a new one is refused with 503")
+    trusted_proxies: list[str] = Field([], description="addresses or networks (e.g. 10.0.0.5, 10.1.0.0/16) of reverse "
+                                       "proxies whose X-Forwarded-For names the client; from anyone else the header "
+                                       "is ignored and the socket's peer is the client (control audit trail)")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies entry {entry!r} is not an IP address or network") from None
+        return v
 
 
 class ControlConfig(Strict):

@@ -200,7 +200,10 @@ def install(app: Bottle, app_state) -> None:
         return read_json()
 
     def who() -> str:
-        return request.remote_addr or "?"
+        """The socket's peer (a proxy header only from web.trusted_proxies): who changed a curve."""
+        from .web import _networks, client_address
+
+        return client_address(request.environ, _networks(app_state.config.web.trusted_proxies))
 
     app.get(f"{API}/<node>/curves")(guarded(lambda s, node: s.list(node)))
     app.get(f"{API}/<node>/curves/<number:int>")(guarded(lambda s, node, number: s.show(node, number)))

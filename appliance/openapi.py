@@ -1,11 +1,17 @@
 """The JSON API described as OpenAPI 3.1, served at /api/v1/openapi.json (for clients and fuzzers)."""
 from __future__ import annotations
 
-from . import __version__, curve_api
+from . import __version__, curve_api, web
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
-         "description": "UNIX seconds; 0 or less means that many seconds before now; or ISO 8601"}
+         "description": "UNIX seconds; a number 0 or less means that many seconds before now; or ISO 8601 "
+                        "after 1970 (an earlier one is refused with 400)"}
+LIMITS = ("Ceilings (over one: 400, 413 or 431 naming the limit): a data request names at most "
+          f"{web.MAX_SERIES} distinct series (repeats collapsed) and gets at most {web.MAX_POINTS} points per series and "
+          f"{web.MAX_RESPONSE_POINTS} in all (maxDataPoints is clamped); an export covers at most "
+          f"{web.MAX_EXPORT_DAYS} days and {web.MAX_EXPORT_ROWS} rows; a request head is at most {web.MAX_HEAD} bytes, "
+          f"a query string {web.MAX_QUERY} bytes and {web.MAX_QUERY_PARAMS} parameters, a body {web.MAX_BODY} bytes.")
 
 
 def _errors(*codes: int) -> dict:
@@ -18,15 +24,18 @@ def _ok(schema: dict, ctype: str = "application/json") -> dict:
 
 FIELD_PARAM = {"name": "field", "in": "query", "required": True, "explode": True,
                "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+::[^:]+$"}, "minItems": 1},
-               "description": "<node>::<field>, repeatable"}
+               "description": f"<node>::<field>, repeatable (repeats collapsed; at most {web.MAX_SERIES} distinct: over it, 400)"}
 
 
 def spec() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kelvinpi", "version": __version__,
-                 "description": "API of a Kelvinpi thermometry appliance: read-only, but for token-protected control, off by default"},
+                 "description": "API of a Kelvinpi thermometry appliance: read-only, but for token-protected control, "
+                                "off by default. " + LIMITS},
         "paths": {
+            "/api/v1/ping": {"get": {"summary": "a constant answer that touches nothing (liveness; the server's ceiling)",
+                                     "responses": _ok({"type": "object", "required": ["ok"]})}},
             "/api/v1/health": {"get": {"summary": "instrument, store, uplink and clock health",
                                        "responses": _ok({"type": "object", "required": ["ok", "instruments", "store"]})}},
             "/api/v1/instruments": {"get": {"summary": "instruments and their latest configuration snapshot",

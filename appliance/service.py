@@ -7,8 +7,6 @@ import sys
 import threading
 import time
 
-from cheroot import wsgi
-
 from . import __version__, sdnotify
 from .clock import clock_synchronised
 from .config import Config
@@ -18,7 +16,7 @@ from .metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store
-from .web import make_app
+from .web import Server, make_app
 
 log = logging.getLogger("kelvinpi")
 
@@ -77,7 +75,7 @@ class Appliance:
 
         self.alarms = AlarmService(self)
         self.metrics_registry = make_registry(self)
-        self.server: wsgi.Server | None = None
+        self.server: Server | None = None
         self._web_thread: threading.Thread | None = None
         self._clock = (None, 0.0)
         self.clock_steps = 0
@@ -124,6 +122,9 @@ class Appliance:
             "instruments": instruments,
             "uplinks": [u.as_dict() for u in self.uplink_health()],
             "alarms": alarms,
+            "web": None if self.server is None else {  # slow or greedy clients, cut off (appliance/web.py)
+                "connections": len(self.server.active_channels), "refused": self.server.refused,
+                "timed_out": self.server.timed_out},
             "store": {"path": str(st.path), "file_bytes": st.file_bytes(), "max_bytes": st.max_bytes,
                       "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
                       "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,
@@ -140,13 +141,8 @@ class Appliance:
         for u in self.uplinks:
             u.start()
         self.alarms.start()
-        w = self.config.web
-        # A control room has many dashboards open: a listen backlog and a keep-alive pool sized for
-        # tens of clients (cheroot's defaults, 5 and 10, reset connections under 50 clients).
-        self.server = wsgi.Server((w.bind, w.port), make_app(self), numthreads=w.threads,
-                                  server_name="kelvinpi", timeout=10, request_queue_size=128)
-        self.server.keep_alive_conn_limit = 128
-        self.server.prepare()
+        # waitress under a request deadline and connection limits (why not cheroot: appliance/web.py)
+        self.server = Server(make_app(self), self.config.web)
         self.web_address = self.server.bind_addr
         self._web_thread = threading.Thread(target=self.server.serve, name="web", daemon=True)
         self._web_thread.start()

@@ -27,7 +27,10 @@ def add_routes(app: Bottle, app_state) -> None:
         except ControlRefused as exc:
             raise HTTPError(exc.status, str(exc)) from None
         try:
-            return app_state.alarms.ack(name, request.remote_addr or "?")
+            from .web import _networks, client_address  # the socket's peer, never a header it wrote
+
+            who = client_address(request.environ, _networks(app_state.config.web.trusted_proxies))
+            return app_state.alarms.ack(name, who)
         except KeyError:
             raise HTTPError(404, f"no alarm named {name!r} (see /api/v1/alarms)") from None
 
