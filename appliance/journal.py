@@ -3,16 +3,18 @@
 SQLite in WAL mode with ``synchronous=FULL`` writes 1.5 pages and an fsync per commit; at one
 commit a second that is more than twice what an fsynced append-only log costs an SD card. So
 the writer appends each batch here (one frame, one ``fdatasync``), keeps it in memory for
-readers, and moves it into SQLite in one transaction about every five minutes; after that
+readers, and moves it into SQLite in one transaction about every ten minutes; after that
 transaction the journal is emptied. On start-up, frames SQLite has not taken yet are replayed.
 
 Frame: ``<length u32><crc32 u32><frame number u64>`` then the payload, in one of two layouts
 told apart by the top bit of the length:
 
-* compact (bit set; a commit's usual shape: consecutive sequence numbers, times within ±24
-  days of the first, series ids and status below 2^16): ``<n u32><seq0 i64><t0_ms i64>``, then
-  n × ``<series u16><t_ms - t0 i32><value f64><status u16>``, 16 bytes a reading;
-* wide (bit clear, anything else, and every frame the first v2 release wrote): ``<n u32>``,
+* compact (bit 31 set; a commit's usual shape: consecutive sequence numbers, times within ±24
+  days of the first, series ids and status below 2^16): zlib of ``<n u32><seq0 i64><t0_ms i64>``
+  then the columns ``series u16[n]``, ``t_ms - t0 i32[n]``, ``value f64[n]``, ``status u16[n]``,
+  each stored byte plane by byte plane (the exponents side by side, the zero high bytes side by
+  side), so zlib takes a 24-reading commit from 420 to about 290 bytes;
+* wide (bit 31 clear, anything else, and every frame the first v2 release wrote): ``<n u32>``,
   n × ``<seq i64><series u32><t_ms i64><value f64><status u32>``, 32 bytes a reading;
 
 NaN stands for a NULL value (the store only ever keeps one for flagged readings); then the
@@ -21,7 +23,7 @@ length or CRC and ends the replay.
 
 Why compact: every commit dirties the journal's last page (4 KiB) whatever it appends, plus
 the bytes that spill into the next page, so a commit's size beyond that page is its wear:
-halving a 24-reading frame (808 -> 420 bytes) takes about 16 bytes a reading off the card.
+a 24-reading frame of 290 bytes instead of 808 takes about 21 bytes a reading off the card.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger("kelvinpi.journal")
 
 _HEAD = struct.Struct("<IIQ")
@@ -42,7 +46,7 @@ _COUNT = struct.Struct("<I")
 _SAMPLE = struct.Struct("<qIqdI")
 _COMPACT = 0x8000_0000  # top bit of the length: the compact layout
 _CHEAD = struct.Struct("<Iqq")
-_CSAMPLE = struct.Struct("<HidH")
+_COLUMNS = (("sid", "<u2"), ("dt", "<i4"), ("v", "<f8"), ("st", "<u2"))
 NAN = float("nan")
 
 
@@ -53,14 +57,25 @@ class Frame:
     records: list[list] = field(default_factory=list)
 
 
+def _planes(a: np.ndarray) -> bytes:
+    """A column's bytes plane by plane: byte 0 of every value, then byte 1, ..."""
+    return a.view(np.uint8).reshape(len(a), a.itemsize).T.tobytes()
+
+
+def _unplanes(data: bytes, n: int, dtype: str) -> np.ndarray:
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(data, np.uint8).reshape(size, n).T.copy().view(dtype).reshape(n)
+
+
 def _compact(rows: list[tuple]) -> bytes | None:
     seq0, t0 = rows[0][0], rows[0][2]
     for i, (seq, sid, t, _v, st) in enumerate(rows):
         if seq != seq0 + i or not (0 <= sid <= 0xFFFF and 0 <= st <= 0xFFFF and -2**31 <= t - t0 < 2**31):
             return None
-    pack = _CSAMPLE.pack
-    return _CHEAD.pack(len(rows), seq0, t0) + b"".join(
-        pack(sid, t - t0, NAN if v is None else v, st) for _seq, sid, t, v, st in rows)
+    cols = {"sid": [r[1] for r in rows], "dt": [r[2] - t0 for r in rows],
+            "v": [NAN if r[3] is None else r[3] for r in rows], "st": [r[4] for r in rows]}
+    return zlib.compress(_CHEAD.pack(len(rows), seq0, t0)
+                         + b"".join(_planes(np.array(cols[k], dtype=dt)) for k, dt in _COLUMNS), 6)
 
 
 def encode(frame: Frame) -> bytes:
@@ -77,10 +92,17 @@ def encode(frame: Frame) -> bytes:
 def _rows(payload: bytes, compact: bool) -> tuple[list[tuple], int]:
     """The readings of one payload, and where its records start."""
     if compact:
-        n, seq0, t0 = _CHEAD.unpack_from(payload)
-        end = _CHEAD.size + n * _CSAMPLE.size
-        return [(seq0 + i, sid, t0 + dt, None if math.isnan(v) else v, st)
-                for i, (sid, dt, v, st) in enumerate(_CSAMPLE.iter_unpack(payload[_CHEAD.size:end]))], end
+        z = zlib.decompressobj()
+        body = z.decompress(payload)
+        n, seq0, t0 = _CHEAD.unpack_from(body)
+        pos, cols = _CHEAD.size, {}
+        for k, dt in _COLUMNS:
+            size = n * np.dtype(dt).itemsize
+            cols[k] = _unplanes(body[pos:pos + size], n, dt).tolist()
+            pos += size
+        rows = [(seq0 + i, sid, t0 + d, None if math.isnan(v) else v, st)
+                for i, (sid, d, v, st) in enumerate(zip(cols["sid"], cols["dt"], cols["v"], cols["st"]))]
+        return rows, len(payload) - len(z.unused_data)
     (n,) = _COUNT.unpack_from(payload)
     end = _COUNT.size + n * _SAMPLE.size
     return [(seq, sid, t, None if math.isnan(v) else v, st)

@@ -4,7 +4,7 @@ Layout (schema version in ``meta``):
 
 * ``series``   one row per ``node::field`` ever seen (units, timeline, description).
 * ``fresh``    the hot tail: small compressed blocks of each series (the same codec), one per
-               series per flush (about five minutes), in a rowid table with no other index, so a
+               series per flush (about ten minutes), in a rowid table with no other index, so a
                flush appends a page or two. Readers scan it whole: it holds about an hour.
 * (journal)    ``<store>-log`` beside the file: each commit's readings, fsynced, until the next
                flush moves them into ``fresh`` (``appliance.journal``). A commit is then one
@@ -69,7 +69,7 @@ BULK_MIN = 5000  # a batch this large (import, bench) writes its sealed hours st
 DEFAULT_MAX_POINTS = 5000
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 RECORD_QUEUE = 20_000  # events, snapshots, cursor moves waiting for the writer
-FLUSH_SECONDS = 300.0  # journaled readings move into SQLite about this often (and at every event)
+FLUSH_SECONDS = 600.0  # journaled readings move into SQLite about this often (and at every event)
 FLUSH_ROWS = 20_000  # ...or when this many are waiting
 MEM_MAX = 2_000_000  # journaled readings held for readers while SQLite cannot take them; then writes refuse
 STEP_SECONDS = 0.1  # longest a retention or sealing step holds the write lock (about)
@@ -1076,7 +1076,7 @@ class Store(StoreReader):
         """Make one batch (and every queued record) durable; returns the samples stored.
 
         A live batch is one journal frame and one fdatasync, and is readable at once; it moves
-        into SQLite with the next flush (about five minutes, or at once when an event or snapshot
+        into SQLite with the next flush (about ten minutes, or at once when an event or snapshot
         is among the records). A bulk batch (import, bench) goes straight into SQLite, its old
         hours straight into blocks. On failure nothing of the batch is kept and the records
         stay queued: the caller requeues the samples and the next attempt writes both.
