@@ -504,8 +504,8 @@ def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[i
 
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
-    instruments = {i.get("name") for i in data.get("instrument", []) if isinstance(i, dict)} \
-        if isinstance(data.get("instrument"), list) else set()
+    instruments = {i["name"] for i in data.get("instrument", []) if isinstance(i, dict) and isinstance(i.get("name"), str)} \
+        if isinstance(data.get("instrument"), list) else set()  # a name of the wrong type is pydantic's to report
     uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
     targets = data.get("notify") if isinstance(data.get("notify"), list) else []
     target_names: dict[str, int] = {}

@@ -156,3 +156,22 @@ def test_a_secret_readable_by_others_refuses_the_target(tmp_path):
     assert "chmod 600" in str(e.value) and "XXXX" not in str(e.value)
     os.chmod(url, 0o600)
     assert Sender(cfg).name == "s"
+
+
+def test_an_instrument_name_of_the_wrong_type_is_a_config_error_not_a_crash():
+    """Found by the config fuzzer: the alarm cross-check hashed an instrument name given as a list."""
+    text = '''
+[[instrument]]
+model = "372"
+name = ["LSA23JD"]
+host = "127.0.0.1"
+
+[[alarm]]
+name = "mxc warm"
+kind = "above"
+field = "LSA23JD::mxc_t"
+threshold = 0.1
+'''
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse(text, "kelvinpi.toml")
+    assert "kelvinpi.toml:4: instrument[0].name" in str(exc.value)
