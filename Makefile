@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test bench soak ci-deps clean venv assets image image-test image-repro
+.PHONY: run test bench soak ci-deps clean venv assets image image-test image-repro config-doc
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ run: $(STAMP) $(STATIC)
 
 test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 	$(BIN)/python -m pytest -q tests
+
+# docs/config.md from the config models' descriptions (tests/test_config.py fails when it is stale)
+config-doc: $(STAMP)
+	$(BIN)/python -m appliance.config_doc --write docs/config.md
 
 # The store against baselines run beside it (~10 min on 2 cores; knobs BENCH_DAYS, BENCH_WEAR_SECONDS,
 # BENCH_DIR); InfluxDB 1.x is one of them: installed when root, else influx_wear_ratio prints nan. Last line:
@@ -79,7 +83,8 @@ image: $(STAMP) $(STATIC)
 	$(BIN)/pip wheel -q --no-deps -w images/out/wheels .
 	$(BIN)/pip download -q --only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
 	  --platform manylinux_2_28_aarch64 --python-version 3.13 --implementation cp -d images/out/wheels \
-	  pyserial pyvisa pyvisa-py sqlite-utils bottle cheroot pydantic prometheus_client autobahn pyyaml numpy pcodec
+	  pyserial pyvisa pyvisa-py sqlite-utils bottle cheroot pydantic prometheus_client autobahn pyyaml numpy pcodec \
+	  tomli-w
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels KERNEL=$(KERNEL) \
 	  bash images/sd/build-rootfs.sh images/out/rootfs
 	bash images/sd/check-rootfs.sh images/out/rootfs

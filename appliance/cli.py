@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
 from . import __version__
@@ -36,7 +35,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_config(args: argparse.Namespace) -> int:
-    sys.stdout.write(resources.files("appliance").joinpath("sample.toml").read_text(encoding="utf-8"))
+    """Generated from the config models (appliance/config_doc.py), so it never misses a key."""
+    from .config_doc import sample
+
+    sys.stdout.write(sample())
     return 0
 
 
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file exactly as `run` does at start-up")
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
-    s = sub.add_parser("sample-config", help="print a commented example config")
+    s = sub.add_parser("sample-config", help="print a commented example config holding every key")
     s.set_defaults(func=cmd_sample_config)
     e = sub.add_parser("export", help="write raw samples from a store file as CSV to stdout")
     e.add_argument("db", help="the SQLite store file")

@@ -42,7 +42,7 @@ class Strict(BaseModel):
 
 
 class ChannelConfig(Strict):
-    """One input of an instrument. Without any ``[[instrument.channel]]`` every enabled input is read."""
+    """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
     number: Union[int, str] = Field(description="the input: 1-16 or \"A\" (the control input) on a 372, 1-8 on a 240")
     name: str | None = Field(None, description="overrides the instrument's own input name (INNAME?) in field names;"
