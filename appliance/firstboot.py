@@ -102,13 +102,94 @@ def _wifi(ssid: str, psk: str, country: str, source: str, result: Result) -> Non
     result.applied.append(f"Wi-Fi {ssid!r} (from {source})")
 
 
-def _simple_yaml(text: str):
-    import yaml  # PyYAML, only for the cloud-init files Imager writes
+def _cloud_yaml(text: str) -> object:
+    """Parse one of Imager's cloud-init files (YAML, so PyYAML: a declared dependency).
 
+    Raises ValueError with the complaint; even an install that lacks PyYAML only refuses the file
+    (the hostname, keys and Wi-Fi from the plain files are still applied).
+    """
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("cannot be read: PyYAML is not installed (a dependency of kelvinpi)") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
+        raise ValueError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def _user_data(doc: object, result: Result) -> None:
+    """Imager's ``user-data``: ``hostname`` and ``users[].ssh_authorized_keys``; each part that is the
+    wrong shape is refused by itself, so a bad ``users`` does not cost the hostname (or the reverse)."""
+    if not isinstance(doc, dict):
+        result.refused.append(f"user-data: not valid cloud-init: not a mapping (got {type(doc).__name__})")
+        return
+    hostname = doc.get("hostname")
+    if hostname is not None:
+        if not isinstance(hostname, str):
+            result.refused.append(f"user-data: hostname must be a string (got {type(hostname).__name__})")
+        elif result.hostname is None:
+            _hostname(hostname, "user-data", result)
+    users = doc.get("users")
+    if users is None:
+        users = []
+    elif not isinstance(users, list):
+        result.refused.append(f"user-data: users must be a list (got {type(users).__name__})")
+        users = []
+    keys: list[str] = []
+    for i, user in enumerate(users):
+        if user == "default":  # cloud-init's "the distribution's default user": nothing to apply
+            continue
+        if not isinstance(user, dict):
+            result.refused.append(f"user-data: users[{i}] must be a mapping (got {type(user).__name__})")
+            continue
+        user_keys = user.get("ssh_authorized_keys")
+        if user_keys is None:
+            pass
+        elif not isinstance(user_keys, list):
+            result.refused.append(f"user-data: users[{i}].ssh_authorized_keys must be a list of keys")
+        else:
+            for key in user_keys:
+                if isinstance(key, str):
+                    keys.append(key)
+                else:
+                    result.refused.append(f"user-data: users[{i}].ssh_authorized_keys: not a key: {key!r:.30}")
+        if user.get("passwd") or user.get("plain_text_passwd") or user.get("hashed_passwd"):
+            result.refused.append("user-data: passwords are ignored (SSH keys only)")
+    if doc.get("chpasswd"):
+        result.refused.append("user-data: passwords are ignored (SSH keys only)")
+    if keys:
+        _keys(keys, "user-data", result)
+
+
+def _network_config(doc: object, result: Result) -> None:
+    """Imager's ``network-config`` (netplan v2): the first ``wifis.<iface>.access-points`` entry."""
+    if doc is None:
+        return
+    network = doc.get("network", doc) if isinstance(doc, dict) else None
+    if not isinstance(network, dict):
+        result.refused.append("network-config: not valid: not a mapping")
+        return
+    wifis = network.get("wifis")
+    if wifis is None:
+        return
+    if not isinstance(wifis, dict):
+        result.refused.append("network-config: not valid: wifis must be a mapping of interfaces")
+        return
+    for iface, conf in wifis.items():
+        aps = conf.get("access-points") if isinstance(conf, dict) else None
+        if not isinstance(aps, dict) or not aps:
+            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points must be a mapping"
+                                  " of SSIDs")
+            return
+        ssid, ap = next(iter(aps.items()))
+        password = ap.get("password", "") if isinstance(ap, dict) else None
+        if not isinstance(password, str):
+            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points: the password of"
+                                  f" {str(ssid)[:32]!r} must be a string (quote it)")
+            return
+        _wifi(str(ssid), password, str(conf.get("regulatory-domain", "") or ""), "network-config", result)
+        return
 
 
 def apply(boot: Path, data: Path, validate=None) -> Result:
@@ -187,31 +268,14 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
     # Raspberry Pi Imager's cloud-init subset
     if (t := _read(boot / "user-data", result)) is not None:
         try:
-            doc = _simple_yaml(t)
-            if not isinstance(doc, dict):
-                raise ValueError("not a mapping")
-            if isinstance(doc.get("hostname"), str) and result.hostname is None:
-                _hostname(doc["hostname"], "user-data", result)
-            for user in doc.get("users") or []:
-                if isinstance(user, dict) and isinstance(user.get("ssh_authorized_keys"), list):
-                    _keys([k for k in user["ssh_authorized_keys"] if isinstance(k, str)], "user-data", result)
-            if doc.get("chpasswd") or any(isinstance(u, dict) and (u.get("passwd") or u.get("plain_text_passwd"))
-                                          for u in doc.get("users") or []):
-                result.refused.append("user-data: passwords are ignored (SSH keys only)")
+            _user_data(_cloud_yaml(t), result)
         except ValueError as exc:
-            result.refused.append(f"user-data: not valid cloud-init YAML: {exc}")
+            result.refused.append(f"user-data: {exc}")
     if (t := _read(boot / "network-config", result)) is not None and result.wifi is None:
         try:
-            doc = _simple_yaml(t) or {}
-            wifis = (doc.get("network", doc) or {}).get("wifis", {}) if isinstance(doc, dict) else {}
-            for _iface, conf in (wifis or {}).items():
-                for ssid, ap in (conf.get("access-points") or {}).items():
-                    _wifi(str(ssid), str((ap or {}).get("password", "")),
-                          str(conf.get("regulatory-domain", "")), "network-config", result)
-                    break
-                break
-        except (ValueError, AttributeError) as exc:
-            result.refused.append(f"network-config: not valid: {exc}")
+            _network_config(_cloud_yaml(t), result)
+        except ValueError as exc:
+            result.refused.append(f"network-config: {exc}")
 
     report = {"applied": result.applied, "refused": result.refused}
     (data / "firstboot-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
