@@ -71,7 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kelvinpi", description="Lake Shore 372/240 thermometry readout appliance")
     p.add_argument("--version", action="version", version=f"kelvinpi {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -89,14 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--start", type=float, default=-86400, help="UNIX seconds, or <= 0 for seconds before now")
     e.add_argument("--end", type=float, default=0)
     e.set_defaults(func=cmd_export)
-    from firmware_host import cli as emulate_cli
+    if emulator:
+        from firmware_host import cli as emulate_cli
 
-    emulate_cli.add_parser(sub)
+        emulate_cli.add_parser(sub)
+    else:  # listed in --help; the emulator itself is imported only when asked for (see main)
+        sub.add_parser("emulate", help="run an emulated Lake Shore 372 or 240 (no hardware needed)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The appliance's runtime never imports the emulator: only ``kelvinpi emulate ...`` loads it."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(emulator=bool(argv) and argv[0] == "emulate").parse_args(argv)
     return args.func(args)
 
 
