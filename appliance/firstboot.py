@@ -9,8 +9,9 @@ The FAT ``bootfs`` partition is the only one a lab can edit from any laptop. It 
   (``ssid=``, ``psk=``, ``country=``).
 * secrets: any ``*.secret``, ``*-secret``, ``*.pem``, ``*token*`` file -> ``<data>/secrets/`` with
   mode 0600, then deleted from the FAT (a card handed around must not leak them).
-* Raspberry Pi Imager's cloud-init subset: ``user-data`` (hostname, users[].ssh_authorized_keys)
-  and ``network-config`` (wifis).
+* Raspberry Pi Imager's cloud-init subset: ``user-data`` (hostname, timezone,
+  users[].ssh_authorized_keys, for user ``kelvinpi`` whatever the name there) and ``network-config``
+  (the first of wifis.<iface>.access-points; Imager writes the derived 64-hex-digit key as password).
 
 Nothing here sets a password: root stays locked, SSH is key-only. Every input is treated as
 hostile: size limits, no path components, no symlinks, strict character sets.
@@ -30,6 +31,7 @@ HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
                     r"@openssh\.com) [A-Za-z0-9+/=]{20,}( [^\n\r]{0,200})?$")
 TZ_RE = re.compile(r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9_+-]+){0,3}$")
+PSK_HEX_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
 SECRET_RE = re.compile(r"(\.secret$|-secret$|\.pem$|token)", re.I)
 
 
@@ -88,12 +90,23 @@ def _keys(lines: list[str], source: str, result: Result) -> None:
         result.applied.append(f"{len(result.authorized_keys)} SSH key(s) (from {source})")
 
 
+def _timezone(value: str, source: str, result: Result) -> None:
+    tz = value.strip()
+    if TZ_RE.match(tz) and ".." not in tz:
+        result.timezone = tz
+        result.applied.append(f"timezone {tz}" + ("" if source == "timezone" else f" (from {source})"))
+    else:
+        result.refused.append(f"{source}: {tz[:40]!r} is not a zone name like Europe/Zurich")
+
+
 def _wifi(ssid: str, psk: str, country: str, source: str, result: Result) -> None:
     if not (1 <= len(ssid.encode()) <= 32) or any(c in ssid for c in '"\n\r\\'):
         result.refused.append(f"{source}: Wi-Fi SSID must be 1-32 bytes without quotes or backslashes")
         return
-    if not (8 <= len(psk) <= 63) or any(c in psk for c in '"\n\r\\'):
-        result.refused.append(f"{source}: Wi-Fi passphrase must be 8-63 characters without quotes or backslashes")
+    # Imager writes the derived key (64 hex digits, PBKDF2 of passphrase and SSID), not the passphrase
+    if not (PSK_HEX_RE.match(psk) or (8 <= len(psk) <= 63 and not any(c in psk for c in '"\n\r\\'))):
+        result.refused.append(f"{source}: Wi-Fi passphrase must be 8-63 characters without quotes or backslashes"
+                              " (or the 64 hex digit key)")
         return
     if country and not re.match(r"^[A-Z]{2}$", country):
         result.refused.append(f"{source}: Wi-Fi country must be two capital letters, e.g. CH")
@@ -156,6 +169,9 @@ def _user_data(doc: object, result: Result) -> None:
                     result.refused.append(f"user-data: users[{i}].ssh_authorized_keys: not a key: {key!r:.30}")
         if user.get("passwd") or user.get("plain_text_passwd") or user.get("hashed_passwd"):
             result.refused.append("user-data: passwords are ignored (SSH keys only)")
+    timezone = doc.get("timezone")
+    if timezone is not None and result.timezone is None:
+        _timezone(str(timezone), "user-data", result)
     if doc.get("chpasswd"):
         result.refused.append("user-data: passwords are ignored (SSH keys only)")
     if keys:
@@ -177,6 +193,8 @@ def _network_config(doc: object, result: Result) -> None:
         result.refused.append("network-config: not valid: wifis must be a mapping of interfaces")
         return
     for iface, conf in wifis.items():
+        if iface == "renderer" and isinstance(conf, str):
+            continue  # netplan's renderer key, put among the interfaces by some generators
         aps = conf.get("access-points") if isinstance(conf, dict) else None
         if not isinstance(aps, dict) or not aps:
             result.refused.append(f"network-config: not valid: wifis.{iface}.access-points must be a mapping"
@@ -254,12 +272,7 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
     if (t := _read(boot / "authorized_keys", result)) is not None:
         _keys(t.splitlines(), "authorized_keys", result)
     if (t := _read(boot / "timezone", result)) is not None:
-        tz = t.strip()
-        if TZ_RE.match(tz) and ".." not in tz:
-            result.timezone = tz
-            result.applied.append(f"timezone {tz}")
-        else:
-            result.refused.append(f"timezone: {tz[:40]!r} is not a zone name like Europe/Zurich")
+        _timezone(t, "timezone", result)
     if (t := _read(boot / "wifi.conf", result)) is not None:
         kv = dict(line.split("=", 1) for line in t.splitlines() if "=" in line and not line.startswith("#"))
         _wifi(kv.get("ssid", "").strip(), kv.get("psk", "").strip(), kv.get("country", "").strip(), "wifi.conf",
@@ -303,11 +316,12 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
         os.chmod(target, 0o644)  # public keys; sshd needs them owned by root or the user, not writable by others
     if result.wifi:
         w = result.wifi
+        psk = w["psk"] if PSK_HEX_RE.match(w["psk"]) else f'"{w["psk"]}"'  # a raw key is written unquoted
         conf = identity / "wpa_supplicant-wlan0.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f'ctrl_interface=DIR=/run/wpa_supplicant\ncountry={w["country"]}\n'
-                    f'network={{\n\tssid="{w["ssid"]}"\n\tpsk="{w["psk"]}"\n}}\n')
+                    f'network={{\n\tssid="{w["ssid"]}"\n\tpsk={psk}\n}}\n')
     if result.timezone:
         (identity / "timezone").write_text(result.timezone + "\n")
 

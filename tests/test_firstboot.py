@@ -190,3 +190,63 @@ def test_firstboot_main_survives_a_malformed_card(fat, tmp_path):
     assert "<4>firstboot: refused user-data: users must be a list (got int)" in proc.stdout
     assert (data / "identity/hostname").read_text() == "thermo-lab\n"
     assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
+
+
+def imager_card(fat, key: str, hostname: str = "thermo-lab", ssid: str = "Lab WiFi",
+                passphrase: str = "correct horse battery", country: str = "CH") -> str:
+    """Write user-data and network-config as Raspberry Pi Imager's cloud-init generator does
+    (customization_generator.cpp): the Wi-Fi password is the derived key, not the passphrase."""
+    import hashlib
+
+    psk = hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+    (fat / "user-data").write_text(f"""#cloud-config
+hostname: {hostname}
+manage_etc_hosts: true
+packages:
+- avahi-daemon
+apt:
+  conf: |
+    Acquire {{
+      Check-Date "false";
+    }};
+timezone: Europe/Zurich
+keyboard:
+  model: pc105
+  layout: "ch"
+enable_ssh: true
+users:
+- name: lab
+  groups: users,adm,dialout,audio,netdev,video,plugdev,cdrom,games,input,gpio,spi,i2c,render,sudo
+  shell: /bin/bash
+  lock_passwd: true
+  ssh_authorized_keys:
+    - {key}
+  sudo: ALL=(ALL) NOPASSWD:ALL
+""")
+    (fat / "network-config").write_text(f"""network:
+  version: 2
+  wifis:
+    renderer: networkd
+    wlan0:
+      dhcp4: true
+      regulatory-domain: "{country}"
+      access-points:
+        "{ssid}":
+          password: "{psk}"
+      optional: true
+""")
+    (fat / "meta-data").write_text("instance_id: rpi-imager-1\n")
+    return psk
+
+
+def test_a_card_written_by_raspberry_pi_imager(fat, tmp_path):
+    """Key, hostname, timezone and Wi-Fi (as the derived key) from Imager's files; nothing refused."""
+    psk = imager_card(fat, KEY)
+    data = tmp_path / "data"
+    r = apply(fat, data, validate)
+    assert r.refused == []
+    assert r.hostname == "thermo-lab" and r.authorized_keys == [KEY] and r.timezone == "Europe/Zurich"
+    assert r.wifi == {"ssid": "Lab WiFi", "psk": psk, "country": "CH"}
+    write_system(r, data / "identity")
+    wpa = (data / "identity/wpa_supplicant-wlan0.conf").read_text()
+    assert f"\n\tpsk={psk}\n" in wpa and 'ssid="Lab WiFi"' in wpa and "country=CH" in wpa  # a key is unquoted
