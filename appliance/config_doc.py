@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -183,8 +184,6 @@ def missing_descriptions(model: type[BaseModel] = Config) -> list[str]:
 
 # -- the sample --------------------------------------------------------------------------------------
 def _wrap(text: str, prefix: str = "## ", width: int = 110) -> list[str]:
-    import textwrap
-
     return textwrap.wrap(text, width=width, initial_indent=prefix, subsequent_indent=prefix) or [prefix.rstrip()]
 
 
