@@ -7,6 +7,7 @@
 # cloud-init files (user-data with hostname, timezone and the SSH key; network-config with Wi-Fi,
 # its password as the derived key, as Imager writes it). A mac80211_hwsim radio gives the guest a
 # wlan0, so the Wi-Fi settings are checked where they act: wpa_supplicant@wlan0 runs on them.
+# Devices get 300 s (not 90): under TCG on a loaded host udev took 80 s to find even ttyAMA0.
 set -euo pipefail
 IMG=$(readlink -f "${1:?image}")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -92,7 +93,7 @@ for f in kelvinpi.toml wamp-secret user-data network-config meta-data; do mcopy 
 for _ in $(seq 50); do [ -e "$W/ls240" ] && break; sleep 0.2; done
 start=$(date +%s.%N)
 timeout 900 qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -accel tcg,thread=multi \
-  -kernel "$W/vmlinuz" -initrd "$W/initrd" -append "root=LABEL=rootfs rw rootwait console=ttyAMA0 systemd.show_status=1 modules-load=mac80211_hwsim" \
+  -kernel "$W/vmlinuz" -initrd "$W/initrd" -append "root=LABEL=rootfs rw rootwait console=ttyAMA0 systemd.show_status=1 modules-load=mac80211_hwsim systemd.default_device_timeout_sec=300" \
   -drive if=none,file="$W/disk.img",format=raw,id=hd0 -device virtio-blk-pci,drive=hd0 \
   -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$PWEB-:8080,hostfwd=tcp:127.0.0.1:$PSSH-:22 -device virtio-net-pci,netdev=n0,romfile= \
   -chardev serial,id=ls240,path="$(readlink -f "$W/ls240")" -device pci-serial,chardev=ls240 \
