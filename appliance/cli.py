@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
 from . import __version__
@@ -36,7 +35,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_config(args: argparse.Namespace) -> int:
-    sys.stdout.write(resources.files("appliance").joinpath("sample.toml").read_text(encoding="utf-8"))
+    """Generated from the config models (appliance/config_doc.py), so it never misses a key."""
+    from .config_doc import sample
+
+    sys.stdout.write(sample())
     return 0
 
 
@@ -69,7 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kelvinpi", description="Lake Shore 372/240 thermometry readout appliance")
     p.add_argument("--version", action="version", version=f"kelvinpi {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file exactly as `run` does at start-up")
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
-    s = sub.add_parser("sample-config", help="print a commented example config")
+    s = sub.add_parser("sample-config", help="print a commented example config holding every key")
     s.set_defaults(func=cmd_sample_config)
     e = sub.add_parser("export", help="write raw samples from a store file as CSV to stdout")
     e.add_argument("db", help="the SQLite store file")
@@ -87,18 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--start", type=float, default=-86400, help="UNIX seconds, or <= 0 for seconds before now")
     e.add_argument("--end", type=float, default=0)
     e.set_defaults(func=cmd_export)
-    from firmware_host import cli as emulate_cli
-
     from . import curve_client, probe
 
     curve_client.add_parser(sub)
     probe.add_parser(sub)
-    emulate_cli.add_parser(sub)
+    if emulator:
+        from firmware_host import cli as emulate_cli
+
+        emulate_cli.add_parser(sub)
+    else:  # listed in --help; the emulator itself is imported only when asked for (see main)
+        sub.add_parser("emulate", help="run an emulated Lake Shore 372 or 240 (no hardware needed)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The appliance's runtime never imports the emulator: only ``kelvinpi emulate ...`` loads it."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(emulator=bool(argv) and argv[0] == "emulate").parse_args(argv)
     return args.func(args)
 
 

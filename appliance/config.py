@@ -36,14 +36,21 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
+    """Every table refuses unknown keys (a typo is an error, not a silently ignored setting)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ChannelConfig(Strict):
-    number: Union[int, str] = Field(description="372: 1-16 or 'A' (control input); 240: 1-8")
-    name: str | None = Field(None, description="overrides the instrument's input name for field names")
-    enabled: bool = True
-    keep: list[Literal["kelvin", "sensor"]] = ["kelvin", "sensor"]
+    """One input of an instrument. With none listed, every enabled input of the instrument is read."""
+
+    number: Union[int, str] = Field(description="the input: 1-16 or \"A\" (the control input) on a 372, 1-8 on a 240")
+    name: str | None = Field(None, description="overrides the instrument's own input name (INNAME?) in field names;"
+                             " 1-40 characters without '::'")
+    enabled: bool = Field(True, description="false skips this input (it is neither read nor stored)")
+    keep: list[Literal["kelvin", "sensor"]] = Field(["kelvin", "sensor"], description="which series to store:"
+                                                    " \"kelvin\" (<name>_t) and/or \"sensor\" (<name>_r: ohms on a"
+                                                    " 372, sensor units on a 240)")
 
     @field_validator("number")
     @classmethod
@@ -65,22 +72,33 @@ class ChannelConfig(Strict):
 
 
 class InstrumentConfig(Strict):
-    model: Literal["372", "240"]
-    name: str = Field(description="data node name, e.g. the serial LSA23JD")
-    description: str = ""
-    transport: Literal["tcp", "serial", "visa"]
-    host: str | None = None
-    port: int = Field(7777, ge=1, le=65535)
-    device: str | None = None
-    serial_number: str | None = None
-    resource: str | None = None
-    expect_serial: str | None = Field(None, description="refuse an instrument whose *IDN? serial differs")
-    timeout: float = Field(2.0, gt=0, le=60)
+    """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
+
+    model: Literal["372", "240"] = Field(description="\"372\" (AC resistance bridge) or \"240\" (input module)")
+    name: str = Field(description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
+                      " 1-64 letters, digits, '_', '.', '-'")
+    description: str = Field("", description="shown on the front panel and announced to sisock"
+                             " (default: \"Lake Shore <model> <name>\")")
+    transport: Literal["tcp", "serial", "visa"] = Field(description="\"tcp\" (the 372's Ethernet port, needs host),"
+                                                        " \"serial\" (USB, needs device or serial_number)"
+                                                        " or \"visa\" (needs resource)")
+    host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
+    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
+    device: str | None = Field(None, description="serial: the device path; default"
+                               " /dev/lakeshore/<model>-<serial_number> (the image's udev link)")
+    serial_number: str | None = Field(None, description="serial: the USB serial number, matched through the udev"
+                                      " link so cables may move; also the expected *IDN? serial")
+    resource: str | None = Field(None, description="visa: a pyvisa resource string,"
+                                 " e.g. TCPIP::192.168.1.50::7777::SOCKET or ASRL/dev/ttyUSB0::INSTR")
+    expect_serial: str | None = Field(None, description="refuse an instrument whose *IDN? serial differs"
+                                      " (default: serial_number)")
+    timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for one reply")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between poll cycles")
-    read_control_input: bool = True
-    read_heater: bool = False
-    enabled: bool = True
-    channel: list[ChannelConfig] = []
+    read_control_input: bool = Field(True, description="372: also read the control input A every cycle")
+    read_heater: bool = Field(False, description="372: also record the sample heater output (HTR?, %)")
+    enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
+    channel: list[ChannelConfig] = Field([], description="the inputs to read ([[instrument.channel]]);"
+                                         " none listed: every enabled input")
 
 
     @field_validator("name")
@@ -99,22 +117,34 @@ class InstrumentConfig(Strict):
 
 
 class PollingConfig(Strict):
-    backoff_initial: float = Field(1.0, gt=0, le=60)
-    backoff_max: float = Field(60.0, gt=0, le=3600)
+    """Reconnecting to an instrument that stopped answering, for every instrument."""
+
+    backoff_initial: float = Field(1.0, gt=0, le=60, description="seconds before the first reconnect attempt")
+    backoff_max: float = Field(60.0, gt=0, le=3600, description="the wait doubles after each failed attempt, up to"
+                               " this many seconds")
 
 
 class StoreConfig(Strict):
-    path: Path = Path("/data/kelvinpi/kelvinpi.db")
-    raw_retention_days: float = Field(90.0, gt=0)
-    rollup_retention_days: float = Field(3650.0, gt=0)
-    max_size_mb: float = Field(4096.0, gt=1)
-    commit_interval: float = Field(1.0, gt=0, le=60)
-    queue_size: int = Field(200_000, ge=100)
+    """The SQLite store on the SD card's data partition: retention, size cap and commit batching."""
+
+    path: Path = Field(Path("/data/kelvinpi/kelvinpi.db"), description="the store file (on the Pi: the data"
+                       " partition)")
+    raw_retention_days: float = Field(90.0, gt=0, description="days raw samples are kept; rollups (10 s .. 1 h)"
+                                      " are kept far longer")
+    rollup_retention_days: float = Field(3650.0, gt=0, description="days rollups are kept")
+    max_size_mb: float = Field(4096.0, gt=1, description="size cap in MiB: the oldest raw data goes first, so the"
+                               " card never fills")
+    commit_interval: float = Field(1.0, gt=0, le=60, description="seconds between commits: a power cut costs at"
+                                   " most this many seconds of readings; longer means less card wear")
+    queue_size: int = Field(200_000, ge=100, description="readings that may wait for the writer; beyond it new"
+                            " ones are dropped and counted (polling never blocks on the store)")
 
 
 class WebConfig(Strict):
-    bind: str = "0.0.0.0"
-    port: int = Field(8080, ge=0, le=65535)
+    """The front panel, JSON API, Grafana datasource and /metrics."""
+
+    bind: str = Field("0.0.0.0", description="the address to listen on (0.0.0.0: the lab network)")
+    port: int = Field(8080, ge=0, le=65535, description="the HTTP port (0: any free port)")
     threads: int = Field(8, ge=1, le=64, description="worker threads answering complete requests (slow clients "
                          "never hold one: the server reads every request whole before handing it over)")
     stale_after: float = Field(30.0, gt=0, description="seconds after which a reading shows as stale")
@@ -147,8 +177,9 @@ class WebConfig(Strict):
 class ControlConfig(Strict):
     """Changing instrument state from the network: off unless enabled, and then token-protected."""
 
-    enabled: bool = False
-    token_file: Path | None = None
+    enabled: bool = Field(False, description="allow POST /api/v1/control/<node>/setpoint (needs token_file)")
+    token_file: Path | None = Field(None, description="a 0600 file holding the token clients send as"
+                                    " \"Authorization: Bearer <token>\"")
     max_setpoint_kelvin: float = Field(1.0, gt=0, le=400, description="highest setpoint the API may set")
 
     @model_validator(mode="after")
@@ -159,39 +190,47 @@ class ControlConfig(Strict):
 
 
 class SisockUplink(Strict):
-    kind: Literal["sisock"]
-    url: str = Field(pattern=r"^wss?://")
-    realm: str = "test_realm"
-    base_uri: str = "org.simonsobservatory"
-    authid: str = "server"
-    secret_file: Path
-    ca_file: Path | None = None
+    """Appear as a sisock DataNodeServer on a crossbar router (Grafana reads through sisock's glue)."""
+
+    kind: Literal["sisock"] = Field(description="\"sisock\"")
+    url: str = Field(pattern=r"^wss?://", description="the crossbar router's WebSocket URL (ws:// or wss://)")
+    realm: str = Field("test_realm", description="the WAMP realm")
+    base_uri: str = Field("org.simonsobservatory", description="prefix of the sisock procedure URIs")
+    authid: str = Field("server", description="the WAMP-CRA authentication id")
+    secret_file: Path = Field(description="a 0600 file holding the WAMP-CRA secret")
+    ca_file: Path | None = Field(None, description="wss://: the CA certificate (PEM) to verify the router against"
+                                 " (default: the system's CAs)")
 
 
 class OcsUplink(Strict):
-    kind: Literal["ocs"]
-    url: str = Field(pattern=r"^wss?://")
-    realm: str = "test_realm"
-    address_root: str = "observatory"
-    authid: str | None = None
-    secret_file: Path | None = None
-    ca_file: Path | None = None
-    batch: int = Field(500, ge=1, le=10000)
+    """Publish every reading as OCS feeds (<address_root>.<name>.feeds.temperatures), as the socs agent does."""
+
+    kind: Literal["ocs"] = Field(description="\"ocs\"")
+    url: str = Field(pattern=r"^wss?://", description="the crossbar router's WebSocket URL (ws:// or wss://)")
+    realm: str = Field("test_realm", description="the WAMP realm")
+    address_root: str = Field("observatory", description="the OCS address root of the agents")
+    authid: str | None = Field(None, description="the WAMP-CRA authentication id (none: anonymous)")
+    secret_file: Path | None = Field(None, description="a 0600 file holding the WAMP-CRA secret")
+    ca_file: Path | None = Field(None, description="wss://: the CA certificate (PEM) to verify the router against"
+                                 " (default: the system's CAs)")
+    batch: int = Field(500, ge=1, le=10000, description="samples per publication during a backfill")
     rejoin_delay: float = Field(5.0, ge=0, le=300, description="seconds to wait after (re)joining before publishing,"
                                 " so subscribers that reconnect after a router restart get the backfill")
 
 
 class InfluxUplink(Strict):
-    kind: Literal["influxdb"]
-    url: str = Field(pattern=r"^https?://")
-    database: str | None = None
-    bucket: str | None = None
-    org: str | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    token_file: Path | None = None
-    address_root: str = "observatory"
-    batch: int = Field(5000, ge=1, le=100000)
+    """Write every reading to InfluxDB (1.x: database; 2.x: bucket + org + token_file), in OCS's layout."""
+
+    kind: Literal["influxdb"] = Field(description="\"influxdb\"")
+    url: str = Field(pattern=r"^https?://", description="the InfluxDB base URL (http:// or https://)")
+    database: str | None = Field(None, description="InfluxDB 1.x: the database (give this or bucket)")
+    bucket: str | None = Field(None, description="InfluxDB 2.x: the bucket (needs org and token_file)")
+    org: str | None = Field(None, description="InfluxDB 2.x: the organisation")
+    username: str | None = Field(None, description="InfluxDB 1.x: the user (needs password_file)")
+    password_file: Path | None = Field(None, description="InfluxDB 1.x: a 0600 file holding the user's password")
+    token_file: Path | None = Field(None, description="InfluxDB 2.x: a 0600 file holding the API token")
+    address_root: str = Field("observatory", description="measurement names are <address_root>.<name>")
+    batch: int = Field(5000, ge=1, le=100000, description="samples per HTTP write")
 
     @model_validator(mode="after")
     def _version(self) -> "InfluxUplink":
@@ -207,7 +246,7 @@ class InfluxUplink(Strict):
 class RemoteWriteUplink(Strict):
     """Prometheus remote write (Prometheus, VictoriaMetrics, Mimir, Thanos Receive, Grafana Cloud)."""
 
-    kind: Literal["remote_write"]
+    kind: Literal["remote_write"] = Field(description="\"remote_write\"")
     url: str = Field(pattern=r"^https?://", description="the receiver's write endpoint, e.g."
                      " http://prometheus:9090/api/v1/write or http://victoria:8428/api/v1/write")
     username: str | None = Field(None, description="HTTP basic auth user (needs password_file)")
@@ -301,16 +340,22 @@ class NoDataAlarm(_AlarmBase):
 
 
 class DisconnectedAlarm(_AlarmBase):
+    """An instrument that has stopped answering (its poller is reconnecting)."""
+
     kind: Literal["disconnected"] = Field(description="an instrument not answering")
     instrument: str = Field(description="the instrument's name (data node)")
 
 
 class StoreAlarm(_AlarmBase):
+    """The store not committing: readings wait in memory and a power cut would lose them."""
+
     kind: Literal["store_not_writing"] = Field(description="the store failing to commit what it holds")
     seconds: float = Field(60.0, gt=0, le=86400, description="seconds without a successful commit")
 
 
 class BacklogAlarm(_AlarmBase):
+    """An uplink falling behind: more samples than ``threshold`` not yet acknowledged."""
+
     kind: Literal["backlog"] = Field(description="an uplink's unacknowledged samples")
     uplink: int = Field(ge=0, description="the uplink's index: 0 for the first [[uplink]]")
     threshold: int = Field(ge=0, description="samples not yet acknowledged by the uplink")
@@ -337,6 +382,8 @@ class WebhookNotify(_NotifyBase):
 
 
 class EmailNotify(_NotifyBase):
+    """Email over SMTP with STARTTLS; the password from a 0600 secret file."""
+
     kind: Literal["email"] = Field(description="email over SMTP")
     host: str = Field(description="SMTP server")
     port: int = Field(587, ge=1, le=65535, description="SMTP port (587: submission with STARTTLS)")
@@ -360,15 +407,20 @@ UNION_TAGS = {"sisock", "ocs", "influxdb", "remote_write", "above", "below", "ra
 
 
 class Config(Strict):
-    instrument: list[InstrumentConfig] = Field(min_length=1)
-    polling: PollingConfig = PollingConfig()
-    store: StoreConfig = StoreConfig()
-    web: WebConfig = WebConfig()
-    control: ControlConfig = ControlConfig()
-    uplink: list[Uplink] = []
+    """The whole kelvinpi.toml."""
+
+    instrument: list[InstrumentConfig] = Field(min_length=1, description="one [[instrument]] per Lake Shore"
+                                               " instrument (at least one)")
+    polling: PollingConfig = Field(PollingConfig(), description="reconnect back-off")
+    store: StoreConfig = Field(StoreConfig(), description="the SQLite store")
+    web: WebConfig = Field(WebConfig(), description="the HTTP server")
+    control: ControlConfig = Field(ControlConfig(), description="instrument control over HTTP")
+    uplink: list[Uplink] = Field([], description="zero or more [[uplink]] sections to the control room,"
+                                 " each of one kind: sisock, ocs, influxdb or remote_write")
     alarm: list[AlarmRule] = Field([], description="alarm rules ([[alarm]]), evaluated every second")
     notify: list[NotifyTarget] = Field([], description="where alarm notifications go ([[notify]])")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="the lowest level logged"
+                                                                    " (to journald on the Pi)")
 
 
 

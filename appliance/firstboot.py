@@ -9,8 +9,9 @@ The FAT ``bootfs`` partition is the only one a lab can edit from any laptop. It 
   (``ssid=``, ``psk=``, ``country=``).
 * secrets: any ``*.secret``, ``*-secret``, ``*.pem``, ``*token*`` file -> ``<data>/secrets/`` with
   mode 0600, then deleted from the FAT (a card handed around must not leak them).
-* Raspberry Pi Imager's cloud-init subset: ``user-data`` (hostname, users[].ssh_authorized_keys)
-  and ``network-config`` (wifis).
+* Raspberry Pi Imager's cloud-init subset: ``user-data`` (hostname, timezone,
+  users[].ssh_authorized_keys, for user ``kelvinpi`` whatever the name there) and ``network-config``
+  (the first of wifis.<iface>.access-points; Imager writes the derived 64-hex-digit key as password).
 
 Nothing here sets a password: root stays locked, SSH is key-only. Every input is treated as
 hostile: size limits, no path components, no symlinks, strict character sets.
@@ -30,6 +31,7 @@ HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
                     r"@openssh\.com) [A-Za-z0-9+/=]{20,}( [^\n\r]{0,200})?$")
 TZ_RE = re.compile(r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9_+-]+){0,3}$")
+PSK_HEX_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
 SECRET_RE = re.compile(r"(\.secret$|-secret$|\.pem$|token)", re.I)
 
 
@@ -88,12 +90,23 @@ def _keys(lines: list[str], source: str, result: Result) -> None:
         result.applied.append(f"{len(result.authorized_keys)} SSH key(s) (from {source})")
 
 
+def _timezone(value: str, source: str, result: Result) -> None:
+    tz = value.strip()
+    if TZ_RE.match(tz) and ".." not in tz:
+        result.timezone = tz
+        result.applied.append(f"timezone {tz}" + ("" if source == "timezone" else f" (from {source})"))
+    else:
+        result.refused.append(f"{source}: {tz[:40]!r} is not a zone name like Europe/Zurich")
+
+
 def _wifi(ssid: str, psk: str, country: str, source: str, result: Result) -> None:
     if not (1 <= len(ssid.encode()) <= 32) or any(c in ssid for c in '"\n\r\\'):
         result.refused.append(f"{source}: Wi-Fi SSID must be 1-32 bytes without quotes or backslashes")
         return
-    if not (8 <= len(psk) <= 63) or any(c in psk for c in '"\n\r\\'):
-        result.refused.append(f"{source}: Wi-Fi passphrase must be 8-63 characters without quotes or backslashes")
+    # Imager writes the derived key (64 hex digits, PBKDF2 of passphrase and SSID), not the passphrase
+    if not (PSK_HEX_RE.match(psk) or (8 <= len(psk) <= 63 and not any(c in psk for c in '"\n\r\\'))):
+        result.refused.append(f"{source}: Wi-Fi passphrase must be 8-63 characters without quotes or backslashes"
+                              " (or the 64 hex digit key)")
         return
     if country and not re.match(r"^[A-Z]{2}$", country):
         result.refused.append(f"{source}: Wi-Fi country must be two capital letters, e.g. CH")
@@ -102,13 +115,99 @@ def _wifi(ssid: str, psk: str, country: str, source: str, result: Result) -> Non
     result.applied.append(f"Wi-Fi {ssid!r} (from {source})")
 
 
-def _simple_yaml(text: str):
-    import yaml  # PyYAML, only for the cloud-init files Imager writes
+def _cloud_yaml(text: str) -> object:
+    """Parse one of Imager's cloud-init files (YAML, so PyYAML: a declared dependency).
 
+    Raises ValueError with the complaint; even an install that lacks PyYAML only refuses the file
+    (the hostname, keys and Wi-Fi from the plain files are still applied).
+    """
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("cannot be read: PyYAML is not installed (a dependency of kelvinpi)") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
+        raise ValueError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def _user_data(doc: object, result: Result) -> None:
+    """Imager's ``user-data``: ``hostname`` and ``users[].ssh_authorized_keys``; each part that is the
+    wrong shape is refused by itself, so a bad ``users`` does not cost the hostname (or the reverse)."""
+    if not isinstance(doc, dict):
+        result.refused.append(f"user-data: not valid cloud-init: not a mapping (got {type(doc).__name__})")
+        return
+    hostname = doc.get("hostname")
+    if hostname is not None:
+        if not isinstance(hostname, str):
+            result.refused.append(f"user-data: hostname must be a string (got {type(hostname).__name__})")
+        elif result.hostname is None:
+            _hostname(hostname, "user-data", result)
+    users = doc.get("users")
+    if users is None:
+        users = []
+    elif not isinstance(users, list):
+        result.refused.append(f"user-data: users must be a list (got {type(users).__name__})")
+        users = []
+    keys: list[str] = []
+    for i, user in enumerate(users):
+        if user == "default":  # cloud-init's "the distribution's default user": nothing to apply
+            continue
+        if not isinstance(user, dict):
+            result.refused.append(f"user-data: users[{i}] must be a mapping (got {type(user).__name__})")
+            continue
+        user_keys = user.get("ssh_authorized_keys")
+        if user_keys is None:
+            pass
+        elif not isinstance(user_keys, list):
+            result.refused.append(f"user-data: users[{i}].ssh_authorized_keys must be a list of keys")
+        else:
+            for key in user_keys:
+                if isinstance(key, str):
+                    keys.append(key)
+                else:
+                    result.refused.append(f"user-data: users[{i}].ssh_authorized_keys: not a key: {key!r:.30}")
+        if user.get("passwd") or user.get("plain_text_passwd") or user.get("hashed_passwd"):
+            result.refused.append("user-data: passwords are ignored (SSH keys only)")
+    timezone = doc.get("timezone")
+    if timezone is not None and result.timezone is None:
+        _timezone(str(timezone), "user-data", result)
+    if doc.get("chpasswd"):
+        result.refused.append("user-data: passwords are ignored (SSH keys only)")
+    if keys:
+        _keys(keys, "user-data", result)
+
+
+def _network_config(doc: object, result: Result) -> None:
+    """Imager's ``network-config`` (netplan v2): the first ``wifis.<iface>.access-points`` entry."""
+    if doc is None:
+        return
+    network = doc.get("network", doc) if isinstance(doc, dict) else None
+    if not isinstance(network, dict):
+        result.refused.append("network-config: not valid: not a mapping")
+        return
+    wifis = network.get("wifis")
+    if wifis is None:
+        return
+    if not isinstance(wifis, dict):
+        result.refused.append("network-config: not valid: wifis must be a mapping of interfaces")
+        return
+    for iface, conf in wifis.items():
+        if iface == "renderer" and isinstance(conf, str):
+            continue  # netplan's renderer key, put among the interfaces by some generators
+        aps = conf.get("access-points") if isinstance(conf, dict) else None
+        if not isinstance(aps, dict) or not aps:
+            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points must be a mapping"
+                                  " of SSIDs")
+            return
+        ssid, ap = next(iter(aps.items()))
+        password = ap.get("password", "") if isinstance(ap, dict) else None
+        if not isinstance(password, str):
+            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points: the password of"
+                                  f" {str(ssid)[:32]!r} must be a string (quote it)")
+            return
+        _wifi(str(ssid), password, str(conf.get("regulatory-domain", "") or ""), "network-config", result)
+        return
 
 
 def apply(boot: Path, data: Path, validate=None) -> Result:
@@ -173,12 +272,7 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
     if (t := _read(boot / "authorized_keys", result)) is not None:
         _keys(t.splitlines(), "authorized_keys", result)
     if (t := _read(boot / "timezone", result)) is not None:
-        tz = t.strip()
-        if TZ_RE.match(tz) and ".." not in tz:
-            result.timezone = tz
-            result.applied.append(f"timezone {tz}")
-        else:
-            result.refused.append(f"timezone: {tz[:40]!r} is not a zone name like Europe/Zurich")
+        _timezone(t, "timezone", result)
     if (t := _read(boot / "wifi.conf", result)) is not None:
         kv = dict(line.split("=", 1) for line in t.splitlines() if "=" in line and not line.startswith("#"))
         _wifi(kv.get("ssid", "").strip(), kv.get("psk", "").strip(), kv.get("country", "").strip(), "wifi.conf",
@@ -187,31 +281,14 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
     # Raspberry Pi Imager's cloud-init subset
     if (t := _read(boot / "user-data", result)) is not None:
         try:
-            doc = _simple_yaml(t)
-            if not isinstance(doc, dict):
-                raise ValueError("not a mapping")
-            if isinstance(doc.get("hostname"), str) and result.hostname is None:
-                _hostname(doc["hostname"], "user-data", result)
-            for user in doc.get("users") or []:
-                if isinstance(user, dict) and isinstance(user.get("ssh_authorized_keys"), list):
-                    _keys([k for k in user["ssh_authorized_keys"] if isinstance(k, str)], "user-data", result)
-            if doc.get("chpasswd") or any(isinstance(u, dict) and (u.get("passwd") or u.get("plain_text_passwd"))
-                                          for u in doc.get("users") or []):
-                result.refused.append("user-data: passwords are ignored (SSH keys only)")
+            _user_data(_cloud_yaml(t), result)
         except ValueError as exc:
-            result.refused.append(f"user-data: not valid cloud-init YAML: {exc}")
+            result.refused.append(f"user-data: {exc}")
     if (t := _read(boot / "network-config", result)) is not None and result.wifi is None:
         try:
-            doc = _simple_yaml(t) or {}
-            wifis = (doc.get("network", doc) or {}).get("wifis", {}) if isinstance(doc, dict) else {}
-            for _iface, conf in (wifis or {}).items():
-                for ssid, ap in (conf.get("access-points") or {}).items():
-                    _wifi(str(ssid), str((ap or {}).get("password", "")),
-                          str(conf.get("regulatory-domain", "")), "network-config", result)
-                    break
-                break
-        except (ValueError, AttributeError) as exc:
-            result.refused.append(f"network-config: not valid: {exc}")
+            _network_config(_cloud_yaml(t), result)
+        except ValueError as exc:
+            result.refused.append(f"network-config: {exc}")
 
     report = {"applied": result.applied, "refused": result.refused}
     (data / "firstboot-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
@@ -239,11 +316,12 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
         os.chmod(target, 0o644)  # public keys; sshd needs them owned by root or the user, not writable by others
     if result.wifi:
         w = result.wifi
+        psk = w["psk"] if PSK_HEX_RE.match(w["psk"]) else f'"{w["psk"]}"'  # a raw key is written unquoted
         conf = identity / "wpa_supplicant-wlan0.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f'ctrl_interface=DIR=/run/wpa_supplicant\ncountry={w["country"]}\n'
-                    f'network={{\n\tssid="{w["ssid"]}"\n\tpsk="{w["psk"]}"\n}}\n')
+                    f'network={{\n\tssid="{w["ssid"]}"\n\tpsk={psk}\n}}\n')
     if result.timezone:
         (identity / "timezone").write_text(result.timezone + "\n")
 

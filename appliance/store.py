@@ -32,6 +32,16 @@ snapshots and cursor moves from ``self._records``; neither ever blocks nor raise
 caller's side. Commits are batched (``commit_interval``) into the journal, and flushes run
 in SQLite's WAL mode with ``synchronous=FULL``, so a power cut loses at most the batch not
 yet committed and never corrupts the file.
+
+Raw SQL, not sqlite-utils' table API (used here for ``enable_wal``), on each hot path, because:
+a commit writes no SQL at all (the journal); a flush and a seal are a fixed INSERT of a few rows
+inside the writer's own transaction (a row API would rebuild that SQL from dicts on every call);
+rollups accumulate (``ON CONFLICT DO UPDATE SET n=n+excluded.n, min=min(...)``), which
+``upsert`` (it replaces values) cannot say; retention deletes in bounded steps by rowid
+(``delete_where`` has no limit: one statement would hold the write lock for the whole pass); the
+schema and migrations are versioned scripts run in one transaction with their version bump, and
+v1 -> v2 re-encodes rows into blocks, which no ``transform`` expresses; reads are GROUP BY
+aggregates over rollups and decoded blocks, and the export command streams decoded blocks too.
 """
 from __future__ import annotations
 

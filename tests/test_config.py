@@ -63,3 +63,84 @@ def test_secret_file_permissions(tmp_path):
     assert config.read_secret(f, "uplink[0]") == "s3cret"
     os.chmod(f, stat.S_IRUSR)
     assert config.read_secret(f, "x") == "s3cret"
+
+
+# -- the configuration declared once: reference and sample generated from the models ---------------
+def test_every_key_and_table_has_a_description():
+    """A key without a description would be a hole in docs/config.md and in the sample."""
+    from appliance import config_doc
+
+    assert config_doc.missing_descriptions() == []
+
+
+def test_a_missing_description_is_found():
+    """The check above can fail: a model with an undescribed key (and no docstring) is caught."""
+    from pydantic import BaseModel, Field
+
+    from appliance import config_doc
+
+    class Inner(config.Strict):
+        """Described."""
+
+        a: int = Field(1, description="described")
+        b: int = 2
+
+    class Outer(config.Strict):
+        inner: Inner = Field(Inner(), description="described")
+
+    holes = config_doc.missing_descriptions(Outer)
+    assert any("Outer has no docstring" in h for h in holes)
+    assert any(h.endswith("b: no description") for h in holes) and not any(" a: " in h for h in holes)
+    assert issubclass(Outer, BaseModel)
+
+
+def test_committed_reference_is_up_to_date():
+    """docs/config.md is what `make config-doc` writes now: regenerate it after changing a key."""
+    from appliance import config_doc
+
+    committed = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    assert committed == config_doc.reference(), "docs/config.md is stale: run `make config-doc`"
+    for s in config_doc.sections():
+        for name, _ in config_doc.scalar_fields(s):
+            assert f"| `{name}` |" in committed, (s.header, name)
+
+
+def _sample() -> str:
+    return subprocess.run([sys.executable, "-m", "appliance.cli", "sample-config"], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+
+
+def test_sample_holds_every_key():
+    """Every key of every table appears in `kelvinpi sample-config`, set or as a commented default."""
+    from appliance import config_doc
+
+    text = _sample()
+    assert text == config_doc.sample()
+    keys = {line.lstrip("# ").split(" = ")[0] for line in text.splitlines() if " = " in line and "##" not in line}
+    for s in config_doc.sections():
+        for name, info in config_doc.scalar_fields(s):
+            assert name in keys, (s.header, name)
+            if not info.is_required() and info.default not in (None, ""):
+                assert f"# {name} = {config_doc._toml(info.default)}" in text or f"{name} = " in text, name
+
+
+def test_sample_with_everything_uncommented_validates(tmp_path):
+    """The commented defaults and examples are valid values: uncomment every key and every uplink
+    (InfluxDB 1.x only: 2.x's bucket/org/token_file exclude database) and the file still validates."""
+    out, block = [], ""
+    for line in _sample().splitlines():
+        if line.startswith("# [[") or line.startswith("["):
+            block = line.lstrip("# ")
+        if line.startswith("# kind = "):
+            block = line
+        key = line[2:].split(" = ")[0] if line.startswith("# ") and " = " in line else None
+        if key and not ("influxdb" in block and key in ("bucket", "org", "token_file")):
+            line = line[2:]
+        elif line.startswith("# [["):
+            line = line[2:]
+        out.append(line)
+    text = "\n".join(out) + "\n"
+    cfg = config.parse(text, "uncommented")
+    assert [u.kind for u in cfg.uplink] == ["sisock", "ocs", "influxdb"]
+    assert cfg.instrument[0].serial_number == "LSA23JD" and cfg.control.token_file is not None
+    assert cfg.uplink[2].database == "kelvinpi" and cfg.uplink[2].bucket is None

@@ -97,7 +97,7 @@ users:
     ("timezone", "../../etc/shadow", "not a zone name"),
     ("wifi.conf", 'ssid=Lab"Net\npsk=12345678\n', "SSID"),
     ("wifi.conf", "ssid=Lab\npsk=short\n", "passphrase"),
-    ("user-data", "hostname: [unclosed", "not valid cloud-init YAML"),
+    ("user-data", "hostname: [unclosed", "user-data: not valid YAML"),
     ("kelvinpi.toml", "\xff\xfe", None),
 ])
 def test_hostile_and_malformed_input_is_refused(fat, tmp_path, name, content, complaint):
@@ -117,3 +117,136 @@ def test_symlinks_and_huge_files_are_refused(fat, tmp_path):
     assert any("not a regular file" in x for x in r.refused)
     assert any("byte limit" in x for x in r.refused)
     assert not (tmp_path / "data/secrets/evil-secret").exists() and not (fat / "evil-secret").exists()
+
+
+def test_malformed_user_data_is_refused_and_the_rest_applied(fat, tmp_path):
+    """`users: 5` (a TypeError once) is refused by itself: the hostname beside it still applies."""
+    (fat / "user-data").write_text("#cloud-config\nhostname: thermo-lab\nusers: 5\n")
+    r = apply(fat, tmp_path / "data", validate)
+    assert r.hostname == "thermo-lab"
+    assert "user-data: users must be a list (got int)" in r.refused
+
+
+def test_each_bad_user_is_refused_alone(fat, tmp_path):
+    (fat / "user-data").write_text(f"""#cloud-config
+hostname: 5
+users:
+  - default
+  - 5
+  - name: a
+    ssh_authorized_keys: {KEY}
+  - name: b
+    ssh_authorized_keys:
+      - {KEY}
+      - 7
+""")
+    r = apply(fat, tmp_path / "data", validate)
+    assert r.authorized_keys == [KEY] and r.hostname is None
+    assert "user-data: hostname must be a string (got int)" in r.refused
+    assert "user-data: users[1] must be a mapping (got int)" in r.refused
+    assert "user-data: users[2].ssh_authorized_keys must be a list of keys" in r.refused
+    assert any(x.startswith("user-data: users[3].ssh_authorized_keys: not a key: 7") for x in r.refused), r.refused
+
+
+@pytest.mark.parametrize("user_data,complaint", [
+    ("- a list\n", "user-data: not valid cloud-init: not a mapping (got list)"),
+    ("just text\n", "user-data: not valid cloud-init: not a mapping (got str)"),
+])
+def test_user_data_that_is_not_a_mapping(fat, tmp_path, user_data, complaint):
+    (fat / "user-data").write_text(user_data)
+    (fat / "hostname").write_text("fridge-2\n")
+    r = apply(fat, tmp_path / "data", validate)
+    assert complaint in r.refused and r.hostname == "fridge-2"
+
+
+@pytest.mark.parametrize("network_config", [
+    "network: 5\n",
+    "network:\n  wifis: 5\n",
+    "network:\n  wifis:\n    wlan0: 5\n",
+    "network:\n  wifis:\n    wlan0:\n      access-points: [LabNet]\n",
+    "network:\n  wifis:\n    wlan0:\n      access-points:\n        LabNet:\n          password: 12345678\n",
+    "network:\n  wifis:\n    wlan0:\n      access-points:\n        LabNet: [x]\n",
+    "network: [unclosed\n",
+])
+def test_malformed_network_config_is_refused(fat, tmp_path, network_config):
+    (fat / "network-config").write_text(network_config)
+    (fat / "user-data").write_text(f"hostname: thermo-lab\nusers:\n  - ssh_authorized_keys: [{KEY}]\n")
+    r = apply(fat, tmp_path / "data", validate)
+    assert r.wifi is None and any(x.startswith("network-config: ") for x in r.refused), r.refused
+    assert r.hostname == "thermo-lab" and r.authorized_keys == [KEY]
+
+
+def test_firstboot_main_survives_a_malformed_card(fat, tmp_path):
+    """What kelvinpi-firstboot.service runs: exit 0, keys and hostname written, the refusal logged."""
+    import subprocess
+    import sys
+
+    (fat / "user-data").write_text("hostname: thermo-lab\nusers: 5\n")
+    (fat / "authorized_keys").write_text(KEY + "\n")
+    data = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "appliance.firstboot", str(fat), str(data)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "<4>firstboot: refused user-data: users must be a list (got int)" in proc.stdout
+    assert (data / "identity/hostname").read_text() == "thermo-lab\n"
+    assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
+
+
+def imager_card(fat, key: str, hostname: str = "thermo-lab", ssid: str = "Lab WiFi",
+                passphrase: str = "correct horse battery", country: str = "CH") -> str:
+    """Write user-data and network-config as Raspberry Pi Imager's cloud-init generator does
+    (customization_generator.cpp): the Wi-Fi password is the derived key, not the passphrase."""
+    import hashlib
+
+    psk = hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+    (fat / "user-data").write_text(f"""#cloud-config
+hostname: {hostname}
+manage_etc_hosts: true
+packages:
+- avahi-daemon
+apt:
+  conf: |
+    Acquire {{
+      Check-Date "false";
+    }};
+timezone: Europe/Zurich
+keyboard:
+  model: pc105
+  layout: "ch"
+enable_ssh: true
+users:
+- name: lab
+  groups: users,adm,dialout,audio,netdev,video,plugdev,cdrom,games,input,gpio,spi,i2c,render,sudo
+  shell: /bin/bash
+  lock_passwd: true
+  ssh_authorized_keys:
+    - {key}
+  sudo: ALL=(ALL) NOPASSWD:ALL
+""")
+    (fat / "network-config").write_text(f"""network:
+  version: 2
+  wifis:
+    renderer: networkd
+    wlan0:
+      dhcp4: true
+      regulatory-domain: "{country}"
+      access-points:
+        "{ssid}":
+          password: "{psk}"
+      optional: true
+""")
+    (fat / "meta-data").write_text("instance_id: rpi-imager-1\n")
+    return psk
+
+
+def test_a_card_written_by_raspberry_pi_imager(fat, tmp_path):
+    """Key, hostname, timezone and Wi-Fi (as the derived key) from Imager's files; nothing refused."""
+    psk = imager_card(fat, KEY)
+    data = tmp_path / "data"
+    r = apply(fat, data, validate)
+    assert r.refused == []
+    assert r.hostname == "thermo-lab" and r.authorized_keys == [KEY] and r.timezone == "Europe/Zurich"
+    assert r.wifi == {"ssid": "Lab WiFi", "psk": psk, "country": "CH"}
+    write_system(r, data / "identity")
+    wpa = (data / "identity/wpa_supplicant-wlan0.conf").read_text()
+    assert f"\n\tpsk={psk}\n" in wpa and 'ssid="Lab WiFi"' in wpa and "country=CH" in wpa  # a key is unquoted

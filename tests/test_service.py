@@ -123,7 +123,6 @@ def test_unplug_replug_gap_and_recovery(tmp_path, emu372, emu240):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "Traceback" not in out, out
-    conn = sqlite3.connect(tmp_path / "kelvinpi.db")
     # the gap is visible: no 240 samples while it was unplugged, and none stored as numbers from garbage
     ts = [t for t, _ in stored(tmp_path / "kelvinpi.db", "LSA24AZ::50k_plate_t")]
     gaps = [b - a for a, b in zip(ts, ts[1:])]

@@ -607,7 +607,7 @@ def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, mon
     s.start(q)
     try:
         s._last_retention = 0.0  # due now
-        written_while_pending, t, deadline = set(), time.time(), time.monotonic() + 60
+        written_while_pending, deadline = set(), time.monotonic() + 60
         while time.monotonic() < deadline:
             q.put(Sample(K, time.time(), 2.0, 0))
             time.sleep(0.05)

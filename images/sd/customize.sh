@@ -41,7 +41,7 @@ printf '[Match]\nName=wl*\n[Network]\nDHCP=yes\n' > "$R/etc/systemd/network/30-w
 mkdir -p "$R/opt/kelvinpi/wheels"
 cp "$WHEELS"/*.whl "$R/opt/kelvinpi/wheels/"
 chroot "$R" python3 -m venv /opt/kelvinpi/venv
-chroot "$R" env -u PIP_FIND_LINKS -u PIP_CONSTRAINT /opt/kelvinpi/venv/bin/pip install --quiet --no-index --find-links /opt/kelvinpi/wheels 'kelvinpi[uplink]'
+chroot "$R" env -u PIP_FIND_LINKS -u PIP_CONSTRAINT /opt/kelvinpi/venv/bin/pip install --quiet --no-index --find-links /opt/kelvinpi/wheels kelvinpi
 rm -rf "$R/opt/kelvinpi/wheels"
 cp -a "$HERE/overlay/." "$R/"
 chroot "$R" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd ssh \

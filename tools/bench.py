@@ -56,8 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .samples import Sample, SeriesKey
-from .store import SEAL_DELAY, Store
+from appliance.samples import Sample, SeriesKey
+from appliance.store import SEAL_DELAY, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SERIES = 24
@@ -553,7 +553,7 @@ BARE_GROUP_BY = ("SELECT series, (t/1000)/? AS g, count(value), avg(value), min(
 
 
 def bare_child(path: str, t0: int, hours: int) -> int:
-    """`python -m appliance.bench --bare PATH T0 HOURS`: the baseline, on the other core.
+    """`python -m tools.bench --bare PATH T0 HOURS`: the baseline, on the other core.
 
     Writes the same hours as the parent (same generator, same seed) into a bare rowid table,
     one hour per line the parent sends as it starts that hour, then answers GROUP BY requests.
@@ -593,7 +593,7 @@ class Bare:
 
     def __init__(self, path: Path, t0: int, hours: int) -> None:
         self.path = path
-        args = [sys.executable, "-m", "appliance.bench", "--bare", str(path), str(t0), str(hours)]
+        args = [sys.executable, "-m", "tools.bench", "--bare", str(path), str(t0), str(hours)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.bytes = 0
 
