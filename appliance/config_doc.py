@@ -47,6 +47,20 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "uplink.influxdb": {"url": "http://control-room.example:8086", "database": "kelvinpi", "bucket": "kelvinpi",
                         "org": "lab", "username": "kelvinpi", "password_file": "/data/secrets/influx-password",
                         "token_file": "/data/secrets/influx-token"},
+    "uplink.remote_write": {"url": "https://metrics.example:8428/api/v1/write", "username": "kelvinpi",
+                            "labels": {"site": "lab2"},
+                            "password_file": "/data/secrets/remote-write-password",
+                            "token_file": "/data/secrets/remote-write-token", "ca_file": "/data/secrets/ca.pem"},
+    "alarm.above": {"notify": ["on-call"], "name": "mxc-warm", "field": "LSA23JD::mxc_t", "threshold": 0.05},
+    "alarm.rate": {"notify": ["on-call"], "name": "warming-up", "field": "LSA23JD::mxc_t", "threshold": 0.01},
+    "alarm.no_data": {"notify": ["on-call"], "name": "mxc-silent", "field": "LSA23JD::mxc_t"},
+    "alarm.disconnected": {"notify": ["on-call"], "name": "bridge-gone", "instrument": "LSA23JD"},
+    "alarm.store_not_writing": {"notify": ["on-call"], "name": "store-stuck"},
+    "alarm.backlog": {"notify": ["on-call"], "name": "uplink-behind", "uplink": 0, "threshold": 100000},
+    "notify.webhook": {"name": "on-call", "url_file": "/data/secrets/webhook-url", "token_file": "/data/secrets/ntfy-token"},
+    "notify.email": {"name": "mail", "host": "smtp.example", "sender": "kelvinpi@example.org",
+                     "to": ["oncall@example.org"], "username": "kelvinpi",
+                     "password_file": "/data/secrets/smtp-password", "ca_file": "/data/secrets/smtp-ca.pem"},
 }
 
 # The live part of the sample: two instruments (the first shows every key, the others only theirs).
@@ -157,6 +171,8 @@ def _toml(value: Any) -> str:
     """One value as TOML text (tomli_w does the quoting; lists stay on one line)."""
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table ({} for an empty one)
+        return "{" + ", ".join(f"{tomli_w.dumps({k: 0}).split(' = ')[0]} = {_toml(v)}" for k, v in value.items()) + "}"
     if isinstance(value, Path):
         value = str(value)
     return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")

@@ -126,7 +126,8 @@ def test_sample_holds_every_key():
 
 def test_sample_with_everything_uncommented_validates(tmp_path):
     """The commented defaults and examples are valid values: uncomment every key and every uplink
-    (InfluxDB 1.x only: 2.x's bucket/org/token_file exclude database) and the file still validates."""
+    (InfluxDB 1.x only: 2.x's bucket/org/token_file exclude database; remote write with basic auth,
+    not a token too) and the file still validates."""
     out, block = [], ""
     for line in _sample().splitlines():
         if line.startswith("# [[") or line.startswith("["):
@@ -134,13 +135,14 @@ def test_sample_with_everything_uncommented_validates(tmp_path):
         if line.startswith("# kind = "):
             block = line
         key = line[2:].split(" = ")[0] if line.startswith("# ") and " = " in line else None
-        if key and not ("influxdb" in block and key in ("bucket", "org", "token_file")):
+        if key and not ("influxdb" in block and key in ("bucket", "org", "token_file")) \
+                and not ("remote_write" in block and key == "token_file"):  # basic auth or a token, not both
             line = line[2:]
         elif line.startswith("# [["):
             line = line[2:]
         out.append(line)
     text = "\n".join(out) + "\n"
     cfg = config.parse(text, "uncommented")
-    assert [u.kind for u in cfg.uplink] == ["sisock", "ocs", "influxdb"]
+    assert [u.kind for u in cfg.uplink] == ["sisock", "ocs", "influxdb", "remote_write"]
     assert cfg.instrument[0].serial_number == "LSA23JD" and cfg.control.token_file is not None
     assert cfg.uplink[2].database == "kelvinpi" and cfg.uplink[2].bucket is None
