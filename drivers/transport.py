@@ -56,6 +56,8 @@ def _take_line(buf: bytearray) -> bytes | None:
 class TcpTransport:
     """A TCP socket (the 372's port 7777), with line framing over arbitrary segments."""
 
+    open_discards_input = True  # open() is a new connection: nothing sent on the old one can arrive
+
     def __init__(self, host: str, port: int = 7777, connect_timeout: float = 3.0) -> None:
         self.host, self.port, self.connect_timeout = host, port, connect_timeout
         self.description = f"tcp://{host}:{port}"

@@ -41,7 +41,7 @@ def test_372_tcp_fault_then_recovery(emu372, fault, error):
     t0 = time.monotonic()
     with pytest.raises(error):
         m.read("A")
-    assert time.monotonic() - t0 < TIMEOUT + 0.5
+    assert time.monotonic() - t0 < TIMEOUT + 2.0  # about one timeout, not a hang (margin for a loaded machine)
     emu372.control("clear")
     if fault.startswith("slow"):
         time.sleep(2.2)  # the late reply arrives on the old socket; reconnect must discard it
