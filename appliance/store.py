@@ -949,6 +949,7 @@ class Store(StoreReader):
                 self.last_error, self.last_error_t = _describe(exc), time.time()
                 log.error("sealing or retention failed (retrying later): %s", exc)
                 self._last_seal = self._last_retention = time.time()
+                self._retention_more = False  # a failing pass waits for the next minute, not the next round
             # commits about once a commit interval: wait out the rest of it
             self._stop.wait(max(0.0, self.commit_interval - (time.monotonic() - started)))
 
