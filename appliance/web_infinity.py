@@ -29,15 +29,11 @@ MAX_FIELDS = 64
 
 
 def _number(name: str, raw: str | None, default: float | None, lo: float, hi: float) -> float | None:
-    if raw is None or raw == "":
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise HTTPError(400, f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise HTTPError(400, f"{name}={raw!r} must be between {lo:g} and {hi:g}")
-    return v
+    """The web module's number parameter (one error shape), with a default when absent."""
+    from .web import parse_float  # the web module installs this one: imported when a request comes
+
+    v = parse_float(name, raw, lo, hi)
+    return default if v is None else v
 
 
 def table(store, names: list[str], start: float, end: float, stride: float | None,
