@@ -45,8 +45,9 @@ def cmd_sample_config(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """CSV of raw samples straight from a store file (works while the service runs).
 
-    Read-only: the running service is the only writer. Its last minute of readings may still be
-    in its journal (``<db>-log``), not yet in the file; ``GET /api/v1/export.csv`` includes them.
+    Read-only: the running service is the only writer. Its last ten minutes of readings are only
+    in its journal (``<db>-log``); the reader reads that file too (without touching it), so the
+    CSV holds them, as ``GET /api/v1/export.csv`` does.
     """
     import csv
     from datetime import datetime, timezone

@@ -63,7 +63,7 @@ import numpy as np
 import sqlite_utils
 
 from . import blocks
-from .journal import Frame, Journal
+from .journal import Frame, Journal, decode_all
 from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, SeriesKey
 
 log = logging.getLogger("kelvinpi.store")
@@ -422,13 +422,28 @@ class StoreReader:
     def _consistent(self, conn: sqlite3.Connection, query: Callable[[list[tuple]], object]):
         """Run ``query(journaled rows)`` in one read transaction: every SELECT in it sees one snapshot.
 
-        (A file reader has no journaled rows; the writer's Store passes its own.)
+        A file reader (``kelvinpi export`` beside the running service) reads the writer's journal
+        itself: up to FLUSH_SECONDS of readings are only there. The journal is read *before* the
+        snapshot is taken, so a flush in between is in the snapshot (its frames are then at or below
+        ``journal_applied`` and left out): each reading is counted once. The writer's Store passes
+        its own journaled rows instead.
         """
+        frames = self._journal_frames()
         conn.execute("BEGIN")
         try:
-            return query([])
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('journal_applied', 'next_seq')"))
+            applied, first = int(meta.get("journal_applied", 0)), int(meta.get("next_seq", 0))
+            return query([r for f in frames if f.number > applied for r in f.rows if r[0] >= first])
         finally:
             conn.execute("COMMIT")
+
+    def _journal_frames(self) -> list[Frame]:
+        """The whole frames of the writer's journal (read only: a torn tail is skipped, never cut)."""
+        try:
+            data = Path(f"{self.path}-log").read_bytes()
+        except FileNotFoundError:
+            return []
+        return decode_all(data)[0]
 
     @staticmethod
     def _fresh(conn, sids: list[int], lo: int, hi: int) -> Iterator[tuple[int, blocks.Columns]]:

@@ -96,7 +96,7 @@ def test_readings_are_readable_at_once_and_survive_a_kill(tmp_path):
     assert os.path.getsize(tmp_path / "k.db-log") == 0  # the event moved everything into SQLite at once
     s.write([Sample(K, t + 100 + i, 1.0, 0) for i in range(10)])  # journaled only
     assert os.path.getsize(tmp_path / "k.db-log") > 0
-    assert len(everything(StoreReader(tmp_path / "k.db"), K.name)) == 30  # a file reader sees SQLite only
+    assert len(everything(StoreReader(tmp_path / "k.db"), K.name)) == 40  # a file reader reads the journal too
     # kill -9: no close, no flush; the next start replays the journal
     del s
     s2 = Store(tmp_path / "k.db")
@@ -181,8 +181,9 @@ def test_cli_export_reads_the_file_without_touching_the_writers_journal(tmp_path
                           "--start", "-3600"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert [r["value"] for r in rows] == [repr(0.5 + i) for i in range(20)] + [""]
-    assert rows[-1]["status"] == str(64 | FLAG_INVALID)
+    # the last reading is only in the running writer's journal: the export has it too
+    assert [r["value"] for r in rows] == [repr(0.5 + i) for i in range(20)] + ["", "9.0"]
+    assert rows[-2]["status"] == str(64 | FLAG_INVALID)
     assert (tmp_path / "k.db-log").read_bytes() == journal_before  # the running writer's journal untouched
     bad = subprocess.run([sys.executable, "-m", "appliance.cli", "export", str(tmp_path / "k.db"), "--field", "X::y"],
                          capture_output=True, text=True, timeout=60)
@@ -206,3 +207,29 @@ def test_a_start_on_a_full_disk_keeps_the_journal_and_runs(tmp_path, small_disk)
     (small_disk / "filler").unlink()
     s2.flush()
     assert [v for _, v, _ in everything(StoreReader(small_disk / "k.db"), K.name)] == [float(i) for i in range(50)]
+
+
+def test_a_file_reader_counts_a_journaled_reading_once_whatever_the_flush_does(tmp_path):
+    """The reader reads the journal, then takes its SQLite snapshot. A flush between the two (the
+    journal it read is then stale: its frames are in SQLite as well) and a torn frame being
+    appended at that moment must not duplicate or drop a reading."""
+    s = Store(tmp_path / "k.db")
+    t = time.time() - 100
+    s.write([Sample(K, t + i, float(i), 0) for i in range(5)])
+    s.flush()
+    for i in range(5, 8):
+        s.write([Sample(K, t + i, float(i), 0)])  # three frames, journaled only
+    reader = StoreReader(tmp_path / "k.db")
+    want = [float(i) for i in range(8)]
+    assert [v for _, v, _ in everything(reader, K.name)] == want
+    stale = reader._journal_frames()
+    assert len(stale) == 3
+    s.flush()  # the writer moves them into SQLite and empties the journal
+    reader._journal_frames = lambda: stale  # as if the journal had been read just before that flush
+    assert [v for _, v, _ in everything(reader, K.name)] == want
+    del reader._journal_frames
+    s.write([Sample(K, t + 9, 9.0, 0)])
+    log = tmp_path / "k.db-log"
+    log.write_bytes(log.read_bytes() + log.read_bytes()[:11])  # a frame half-appended as the reader reads
+    assert [v for _, v, _ in everything(reader, K.name)] == want + [9.0]
+    assert len(log.read_bytes()) > 0 and log.read_bytes()[-11:] == log.read_bytes()[:11]  # reader cut nothing
