@@ -620,3 +620,29 @@ def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, mon
         assert everything(s, K.name)[0][0] >= now - 86400 - 3600
     finally:
         s.stop()
+
+
+def test_size_cap_takes_the_finest_rollup_packs_oldest_first_once_raw_data_is_gone(tmp_path):
+    """Under a cap smaller than the rollups alone, the raw blocks go first, then the 60 s tier's
+    packs and rows from the oldest day on; the coarser tiers keep the whole history."""
+    s = Store(tmp_path / "k.db")
+    t0 = 1_700_000_000.0 // 86400 * 86400
+    days = 30
+    fill(s, t0, days * 86400 // 60, step=60.0)
+    end = t0 + days * 86400
+    s.seal(now=end + 4 * 3600, budget=120)
+    s.pack_rollups(now=end + 4 * 3600, budget=120)
+    fine = "SELECT min(day), count(*) FROM rollup_pack WHERE tier=60"
+    first_day, packs = s.reader().execute(fine).fetchone()
+    assert first_day == t0 // 86400 and packs >= 2 * (days - 1)
+    s.max_bytes = int(s.used_bytes() * 0.4)  # below the 60 s packs alone: raw blocks are not enough
+    out = s.enforce_retention(now=end + 4 * 3600)
+    assert out["raw_size"] == 2 * days * 86400 // 60 and everything(s, K.name) == []  # every raw sample first
+    assert count(s, "block") == 0 and out["rollup"] > 0
+    assert s.used_bytes() <= s.max_bytes * 0.85 + 4096
+    day_after, packs_after = s.reader().execute(fine).fetchone()
+    assert day_after > first_day and 0 < packs_after < packs  # oldest days first, newest kept
+    coarse = s.data([K.name], t0, end, min_stride=3600, now=end + 4 * 3600)[K.name]
+    assert coarse.t[0] < t0 + 3600 and len(coarse.t) >= days * 24 - 2  # the hourly history is whole
+    assert any("size cap" in e["detail"] for e in s.events() if e["kind"] == "retention")
+    assert s.reader().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
