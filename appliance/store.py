@@ -733,6 +733,15 @@ def _buckets(rows: list[tuple]) -> np.ndarray:
     return np.array(rows, dtype=PACK_DT) if rows else np.empty(0, PACK_DT)
 
 
+def _adapt(size: int, took: float, lo: int, hi: int) -> int:
+    """The next step's size, so that a step holds the write lock for about STEP_SECONDS on this disk."""
+    if took > STEP_SECONDS:
+        return max(lo, size // 2)
+    if took < STEP_SECONDS / 3:
+        return min(hi, size * 2)
+    return size
+
+
 def _describe(exc: Exception) -> str:
     """A store error as the front panel and health show it ("disk full" when it is)."""
     if isinstance(exc, OSError) and exc.errno == 28:
@@ -1363,11 +1372,7 @@ class Store(StoreReader):
             t0 = time.monotonic()
             deleted["raw_age"] += self._delete_blocks(ids)
             # blocks per step follow the card too: 200 took 982 ms on a busy disk behind a 4 GB file
-            took = time.monotonic() - t0
-            if took > STEP_SECONDS:
-                self._delete_batch = max(1, self._delete_batch // 2)
-            elif took < STEP_SECONDS / 3:
-                self._delete_batch = min(200, self._delete_batch * 2)
+            self._delete_batch = _adapt(self._delete_batch, time.monotonic() - t0, 1, 200)
             if out_of_time():  # after a step: every pass makes progress, even with no time at all
                 break
         rcut = int(now - self.rollup_retention)
@@ -1449,10 +1454,7 @@ class Store(StoreReader):
                 self.longest_step = max(self.longest_step, took)
             # Pages moved per step follow the card's speed: 1000 pages took 1.1 s on a busy disk
             # behind a 4 GB file; the step is kept near STEP_SECONDS whatever the disk does.
-            if took > STEP_SECONDS:
-                self._vacuum_pages = max(16, self._vacuum_pages // 2)
-            elif took < STEP_SECONDS / 3:
-                self._vacuum_pages = min(4096, self._vacuum_pages * 2)
+            self._vacuum_pages = _adapt(self._vacuum_pages, took, 16, 4096)
         with self._write_lock:
             t0 = time.monotonic()
             conn.execute("PRAGMA busy_timeout=50")
