@@ -38,11 +38,11 @@ from dataclasses import dataclass
 import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from . import __version__
-from .config import RemoteWriteUplink, read_secret
-from .health import UplinkHealth
+from .. import __version__
+from ..config import RemoteWriteUplink, read_secret
+from ..health import UplinkHealth
+from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .store import FieldInfo, Store
 
 log = logging.getLogger("kelvinpi.remote_write")
 

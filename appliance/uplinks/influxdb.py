@@ -16,10 +16,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .config import InfluxUplink, read_secret
-from .health import UplinkHealth
+from ..config import InfluxUplink, read_secret
+from ..health import UplinkHealth
+from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .store import FieldInfo, Store
 
 log = logging.getLogger("kelvinpi.influx")
 REFUSED = (400, 413, 422)  # the request itself is wrong: retrying the same points can never succeed

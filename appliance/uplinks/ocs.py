@@ -14,10 +14,10 @@ import time
 
 from autobahn.wamp.types import PublishOptions
 
-from .config import OcsUplink, read_secret
-from .health import UplinkHealth
+from ..config import OcsUplink, read_secret
+from ..health import UplinkHealth
+from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .store import FieldInfo, Store
 from .wamp import WampRuntime, make_component
 
 log = logging.getLogger("kelvinpi.ocs")

@@ -13,9 +13,9 @@ import time
 
 from autobahn.wamp.exception import ApplicationError
 
-from .config import SisockUplink, read_secret
-from .health import UplinkHealth
-from .store import Store, resolve_time
+from ..config import SisockUplink, read_secret
+from ..health import UplinkHealth
+from ..store import Store, resolve_time
 from .wamp import WampRuntime, make_component
 
 log = logging.getLogger("kelvinpi.sisock")

@@ -1,7 +1,7 @@
 """Build the configured uplinks (sisock data nodes, OCS feeds, InfluxDB, Prometheus remote write)."""
 from __future__ import annotations
 
-from .config import InfluxUplink, OcsUplink, RemoteWriteUplink, SisockUplink
+from ..config import InfluxUplink, OcsUplink, RemoteWriteUplink, SisockUplink
 
 
 class _WampGroup:
@@ -25,7 +25,7 @@ class FailedUplink:
     """
 
     def __init__(self, index: int, kind: str, error: str) -> None:
-        from .health import UplinkHealth
+        from ..health import UplinkHealth
 
         self.health = UplinkHealth(f"uplink[{index}]", kind)
         self.health.last_error = error
@@ -65,7 +65,7 @@ def build_uplinks(app) -> list:
 
 def _build_one(app, idx, u, instruments, out, wamp_runners, runtime_box) -> None:
     if isinstance(u, InfluxUplink):
-        from .influx import InfluxUplinkRunner
+        from .influxdb import InfluxUplinkRunner
 
         out.append(InfluxUplinkRunner(u, idx, app.store, instruments))
         return
