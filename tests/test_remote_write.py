@@ -350,7 +350,7 @@ def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
                             '\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\nenabled = false\n\n[polling]')
                             + f'\n[[uplink]]\nkind = "remote_write"\nurl = "{url}/api/v1/write"\nusername = "kelvin"\n'
                               f'password_file = "{pw}"\n')
-        built = build_uplinks(SimpleNamespace(config=cfg, store=store))
+        built = build_uplinks(cfg.uplink, store, [i for i in cfg.instrument if i.enabled])
         assert isinstance(built[0], FailedUplink) and "chmod 600" in built[0].health.last_error
     finally:
         vm.stop()

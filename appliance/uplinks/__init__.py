@@ -1,90 +1,70 @@
-"""Build the configured uplinks (sisock data nodes, OCS feeds, InfluxDB, Prometheus remote write)."""
+"""The uplinks: where stored readings go beyond the box, each behind one runner protocol.
+
+``build_uplinks`` turns the configured uplinks into runners (``runner.UplinkRunner``): the push
+uplinks with a thread of their own (``influxdb``, ``remote_write``, both on ``push``), the WAMP ones
+(``sisock`` data nodes, ``ocs`` feeds) on one shared event loop (``wamp``), which is a runner too;
+``outbox`` is the durable cursor of the uplinks that forward what the store holds. The service owns
+the list: it starts, stops and reports every runner alike.
+"""
 from __future__ import annotations
 
-from ..config import InfluxUplink, OcsUplink, RemoteWriteUplink, SisockUplink
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..config import InfluxUplink, InstrumentConfig, OcsUplink, RemoteWriteUplink, SisockUplink, Uplink
+from ..store import Store
+from .runner import FailedUplink, UplinkRunner
+
+if TYPE_CHECKING:
+    from .wamp import WampRuntime
+
+__all__ = ["FailedUplink", "UplinkRunner", "build_uplinks"]
+
+log = logging.getLogger("kelvinpi.uplink")
 
 
-class _WampGroup:
-    """Starts and stops the shared WAMP loop with the WAMP uplinks."""
+def build_uplinks(configs: Sequence[Uplink], store: Store, instruments: Sequence[InstrumentConfig],
+                  alarm_source: Callable[[], list[dict]] | None = None) -> list[UplinkRunner]:
+    """The runners of ``configs`` (built, not started), for the enabled ``instruments``.
 
-    def __init__(self, runtime, runners) -> None:
-        self.runtime, self.runners = runtime, runners
-
-    def start(self) -> None:
-        for r in self.runners:
-            r.start()
-
-    def stop(self) -> None:
-        self.runtime.stop()
-
-
-class FailedUplink:
-    """An uplink that could not start (e.g. a secret file readable by others): shown, never fatal.
-
-    Polling and storing go on; the uplink's health carries the reason for the front panel.
+    ``alarm_source`` gives the active alarms the OCS feeds publish. An uplink that cannot start
+    (a secret readable by others, a missing file) becomes a ``FailedUplink``: shown, never fatal.
+    Order: the other runners in config order, then the WAMP ones, then their loop (stopped last).
     """
-
-    def __init__(self, index: int, kind: str, error: str) -> None:
-        from ..health import UplinkHealth
-
-        self.health = UplinkHealth(f"uplink[{index}]", kind)
-        self.health.last_error = error
-        self.health.errors["config"] += 1
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-def build_uplinks(app) -> list:
-    cfg = app.config
-    if not cfg.uplink:
-        return []
-    instruments = [i for i in cfg.instrument if i.enabled]
-    out: list = []
-    wamp_runners: list = []
-    runtime_box = [None]
-    for idx, u in enumerate(cfg.uplink):
+    out: list[UplinkRunner] = []
+    wamp: list[UplinkRunner] = []
+    runtime: WampRuntime | None = None
+    for idx, u in enumerate(configs):
         try:
-            _build_one(app, idx, u, instruments, out, wamp_runners, runtime_box)
-        except (PermissionError, OSError, ValueError) as exc:
-            import logging
+            if isinstance(u, InfluxUplink):
+                from .influxdb import InfluxUplinkRunner
 
-            logging.getLogger("kelvinpi.uplink").error("uplink[%d] (%s) not started: %s", idx, u.kind, exc)
+                out.append(InfluxUplinkRunner(u, idx, store, instruments))
+            elif isinstance(u, RemoteWriteUplink):
+                from .remote_write import RemoteWriteUplinkRunner
+
+                out.append(RemoteWriteUplinkRunner(u, idx, store, instruments))
+            else:
+                if runtime is None:  # one loop for every WAMP session, made only when one is configured
+                    from .wamp import WampRuntime
+
+                    runtime = WampRuntime()
+                wamp.append(_wamp_runner(u, idx, store, instruments, runtime, alarm_source))
+        except (PermissionError, OSError, ValueError) as exc:
+            log.error("uplink[%d] (%s) not started: %s", idx, u.kind, exc)
             out.append(FailedUplink(idx, u.kind, str(exc)))
-    runtime = runtime_box[0]
-    if wamp_runners:
-        group = _WampGroup(runtime, wamp_runners)
-        group.health = None
-        out.append(group)
-        app.wamp_runners = wamp_runners
+    if wamp and runtime is not None:
+        out += [*wamp, runtime]
     return out
 
 
-def _build_one(app, idx, u, instruments, out, wamp_runners, runtime_box) -> None:
-    if isinstance(u, InfluxUplink):
-        from .influxdb import InfluxUplinkRunner
-
-        out.append(InfluxUplinkRunner(u, idx, app.store, instruments))
-        return
-    if isinstance(u, RemoteWriteUplink):
-        from .remote_write import RemoteWriteUplinkRunner
-
-        out.append(RemoteWriteUplinkRunner(u, idx, app.store, instruments))
-        return
-    if runtime_box[0] is None:
-        from .wamp import WampRuntime
-
-        runtime_box[0] = WampRuntime()
+def _wamp_runner(u: SisockUplink | OcsUplink, idx: int, store: Store, instruments: Sequence[InstrumentConfig],
+                 runtime: WampRuntime, alarm_source: Callable[[], list[dict]] | None) -> UplinkRunner:
     if isinstance(u, SisockUplink):
         from .sisock import SisockUplinkRunner
 
-        wamp_runners.append(SisockUplinkRunner(u, idx, app.store, instruments, runtime_box[0]))
-    elif isinstance(u, OcsUplink):
-        from .ocs import OcsUplinkRunner
+        return SisockUplinkRunner(u, idx, store, instruments, runtime)
+    from .ocs import OcsUplinkRunner
 
-        runner = OcsUplinkRunner(u, idx, app.store, instruments, runtime_box[0])
-        runner.alarm_source = getattr(getattr(app, "alarms", None), "active", None)
-        wamp_runners.append(runner)
+    return OcsUplinkRunner(u, idx, store, instruments, runtime, alarm_source=alarm_source)
