@@ -11,11 +11,12 @@ from . import __version__, sdnotify
 from .clock import clock_synchronised
 from .config import Config
 from .control import Control
-from .health import Watchdog
+from .health import UplinkHealth, Watchdog
 from .metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store
+from .uplinks import UplinkRunner, build_uplinks
 from .web import Server, make_app
 
 log = logging.getLogger("kelvinpi")
@@ -64,7 +65,7 @@ class Appliance:
         self.watchdog = Watchdog(sdnotify.notify, [i.name for i in enabled]) if sdnotify.watchdog_interval() else None
         self.pollers = [Poller(i, config.polling, self.queue, self.store, self.stop_event, self.watchdog)
                         for i in enabled]
-        self.uplinks: list = []
+        self.uplinks: list[UplinkRunner] = []  # built by add_uplinks, started and stopped with the rest
         self.control, self.control_error = None, None
         try:
             self.control = Control(config.control, self.pollers, self.store)
@@ -99,9 +100,13 @@ class Appliance:
         except OSError:
             return None
 
-    def uplink_health(self) -> list:
-        runners = [u for u in self.uplinks if getattr(u, "health", None) is not None]
-        return [u.health for u in runners] + [r.health for r in getattr(self, "wamp_runners", [])]
+    def add_uplinks(self) -> None:
+        """Build the configured uplinks (``start`` starts them): `kelvinpi run` and the tests of the uplinks."""
+        self.uplinks = build_uplinks(self.config.uplink, self.store, [p.cfg for p in self.pollers],
+                                     alarm_source=self.alarms.active)
+
+    def uplink_health(self) -> list[UplinkHealth]:
+        return [u.health for u in self.uplinks if u.health is not None]
 
     def health(self) -> dict:
         st = self.store
@@ -185,9 +190,7 @@ class Appliance:
 def run(config: Config, config_path: str | None = None) -> int:
     setup_logging(config.log_level)
     app = Appliance(config, config_path)
-    from .uplinks import build_uplinks
-
-    app.uplinks = build_uplinks(app)
+    app.add_uplinks()
 
     def on_signal(signum, _frame):
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -198,7 +201,7 @@ def run(config: Config, config_path: str | None = None) -> int:
     app.start()
     connected = app.wait_ready(timeout=max(i.timeout for i in config.instrument) * 3 + 2)
     sdnotify.notify("READY=1\nSTATUS=" + ("polling all instruments" if connected else "polling; some instruments down"))
-    log.info("ready: %d instrument(s), %d uplink(s)", len(app.pollers), len(app.uplinks))
+    log.info("ready: %d instrument(s), %d uplink(s)", len(app.pollers), len(app.uplink_health()))
     try:
         app.watch_clock()
     finally:

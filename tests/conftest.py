@@ -130,10 +130,9 @@ def start_appliance(cfg_text: str):
     """Appliance in-process with its uplinks (what `kelvinpi run` does, minus signals and sd_notify)."""
     from appliance import config as _config
     from appliance.service import Appliance
-    from appliance.uplinks import build_uplinks
 
     app = Appliance(_config.parse(cfg_text))
-    app.uplinks = build_uplinks(app)
+    app.add_uplinks()
     app.start()
     app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
     return app

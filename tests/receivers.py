@@ -147,7 +147,7 @@ class VictoriaMetrics(Receiver):
 
 def expected(store, start: float, end: float, send_status: bool = True) -> dict[tuple[str, str], list[tuple[int, float]]]:
     """What a receiver must hold for [start, end]: every stored sample, named as the uplink names it."""
-    from appliance.remote_write import METRIC_BY_UNITS, OTHER_METRIC, STATUS_METRIC
+    from appliance.uplinks.remote_write import METRIC_BY_UNITS, OTHER_METRIC, STATUS_METRIC
 
     out: dict = defaultdict(list)
     for f in store.fields():

@@ -158,7 +158,7 @@ def test_wamp_procedure_arguments_fuzzed(fuzz_target, field, start, end, min_str
 
     from autobahn.wamp.exception import ApplicationError
 
-    from appliance.sisock import DataNode
+    from appliance.uplinks.sisock import DataNode
 
     node = DataNode(fuzz_target.store, "LSA23JD", "fuzz")
     for call in (lambda: node.get_data(field, start, end, min_stride=min_stride),

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from appliance.config import InfluxUplink
-from appliance.influx import InfluxUplinkRunner
+from appliance.uplinks.influxdb import InfluxUplinkRunner
 from appliance.samples import Sample, SampleQueue, SeriesKey
 from appliance.store import Store
 

@@ -20,7 +20,7 @@ import pytest
 
 from appliance import config as _config
 from appliance.config import RemoteWriteUplink
-from appliance.remote_write import RemoteWriteUplinkRunner, Sender, points
+from appliance.uplinks.remote_write import RemoteWriteUplinkRunner, Sender, points
 from appliance.samples import Sample, SampleQueue, SeriesKey
 from appliance.store import Store
 from appliance.uplinks import FailedUplink, build_uplinks
@@ -300,7 +300,7 @@ def test_malformed_series_refused_alone_by_halving(tmp_path, prometheus, stores,
     # another writer's sample at the time of our next one, with another value
     t_dup = round((t0 + 1) * 1000)
     cfg = RemoteWriteUplink(kind="remote_write", url=prometheus.write_url)
-    from appliance.remote_write import Point, series_labels
+    from appliance.uplinks.remote_write import Point, series_labels
 
     fi = next(f for f in store.fields() if f.name == T_KEY.name)
     Sender(cfg, "other").post([Point(t_dup, series_labels(fi, {}), 99.0)])
@@ -350,7 +350,7 @@ def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
                             '\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\nenabled = false\n\n[polling]')
                             + f'\n[[uplink]]\nkind = "remote_write"\nurl = "{url}/api/v1/write"\nusername = "kelvin"\n'
                               f'password_file = "{pw}"\n')
-        built = build_uplinks(SimpleNamespace(config=cfg, store=store))
+        built = build_uplinks(cfg.uplink, store, [i for i in cfg.instrument if i.enabled])
         assert isinstance(built[0], FailedUplink) and "chmod 600" in built[0].health.last_error
     finally:
         vm.stop()
@@ -403,7 +403,7 @@ def test_config_errors_name_key_and_line():
 
 def test_points_follow_the_status_rule():
     """A NULL (flagged) reading: no value sample, a status sample; send_status=false: values only."""
-    from appliance.outbox import Batch
+    from appliance.uplinks.outbox import Batch
     from appliance.store import FieldInfo
 
     f = FieldInfo(1, "N::a_t", "N", "a_t", "K", "", "")

@@ -213,7 +213,7 @@ def test_retention_by_age(tmp_path):
 
 
 def test_age_retention_keeps_what_an_uplink_needs_and_unsynchronised_readings(tmp_path):
-    from appliance.outbox import Outbox
+    from appliance.uplinks.outbox import Outbox
 
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
@@ -270,7 +270,7 @@ def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
 
 
 def test_size_cap_says_what_each_uplink_will_never_get(tmp_path):
-    from appliance.outbox import Outbox
+    from appliance.uplinks.outbox import Outbox
 
     s = Store(tmp_path / "k.db", max_size_mb=1)
     box = Outbox(s, "influx:down", {"N"})
@@ -351,7 +351,7 @@ def test_v1_store_is_migrated_in_place_losing_nothing(tmp_path):
         "SELECT series, bucket, n, sum, min, max FROM rollup WHERE tier=60 ORDER BY 1, 2").fetchall() == rollup60
     assert [e["kind"] for e in s.events()] == ["connected"] and len(s.snapshots("LSA23JD")) == 1
     # cursors: exactly the rows each uplink had not sent are its backlog
-    from appliance.outbox import Outbox
+    from appliance.uplinks.outbox import Outbox
 
     for name in {c[0] for c in cursors}:
         box = Outbox(s, name, None)
@@ -444,7 +444,7 @@ def test_resolve_time():
 def test_sequence_numbers_never_repeat_after_retention_emptied_the_store(tmp_path):
     """Everything sent and aged out, then a restart: new readings must get numbers above the
     uplink's cursor, or it would never send them."""
-    from appliance.outbox import Outbox
+    from appliance.uplinks.outbox import Outbox
 
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
@@ -478,7 +478,7 @@ class SeriesAppearsMidTake(Store):
 
 
 def test_a_series_created_while_an_uplink_reads_is_sent(tmp_path):
-    from appliance.outbox import Outbox
+    from appliance.uplinks.outbox import Outbox
 
     s = SeriesAppearsMidTake(tmp_path / "k.db")
     box = Outbox(s, "ocs:x", {"LSA23JD"})

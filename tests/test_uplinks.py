@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from appliance.uplinks.sisock import SisockUplinkRunner
+
 from .conftest import CONSUMER_SECRET, SERVER_SECRET, appliance_config, start_appliance, wait_for
 from .reconcile import reconcile
 from .test_campaign import quiesce
@@ -209,7 +211,7 @@ def test_router_restarted_with_another_certificate_is_refused_loudly(tmp_path, e
     extra = uplink_config(own, tmp_path, ocs=False).replace(str(own.cert), str(ca_copy))
     app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=extra))
     try:
-        runner = app.wamp_runners[0]
+        runner = next(u for u in app.uplinks if isinstance(u, SisockUplinkRunner))
         wait_for(lambda: runner.sessions and all(s.is_attached() for s in runner.sessions.values()), timeout=30,
                  what="sessions joined with the right certificate")
         own.stop()
@@ -260,7 +262,7 @@ def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
     cfg = appliance_config(tmp_path, emu372, emu240) + \
         f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
     app = start_appliance(cfg)
-    runner = next(u for u in app.uplinks if getattr(u, "health", None) and u.health.kind == "influxdb")
+    runner = next(u for u in app.uplinks if u.health is not None and u.health.kind == "influxdb")
     try:
         wait_for(lambda: runner.health.sent > 20, what="first points written")
         res = influx.query('SELECT * FROM "observatory.LSA24AZ" WHERE feed=\'temperatures\' LIMIT 3')

@@ -27,24 +27,20 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
-import random
 import ssl
-import threading
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from . import __version__
-from .config import RemoteWriteUplink, read_secret
-from .health import UplinkHealth
+from .. import __version__
+from ..config import InstrumentConfig, RemoteWriteUplink, read_secret
+from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .store import FieldInfo, Store
-
-log = logging.getLogger("kelvinpi.remote_write")
+from .push import PushUplink
 
 METRIC_BY_UNITS = {"K": "kelvinpi_temperature_kelvin", "Ohm": "kelvinpi_resistance_ohms", "V": "kelvinpi_sensor_volts"}
 OTHER_METRIC = "kelvinpi_value"
@@ -161,7 +157,7 @@ class Sender:
         self.url = cfg.url
         self.headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
                         "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": f"kelvinpi/{__version__}"}
-        if cfg.username:
+        if cfg.username and cfg.password_file:  # the config refuses one without the other
             pw = read_secret(cfg.password_file, f"{what} password_file")
             self.headers["Authorization"] = "Basic " + base64.b64encode(f"{cfg.username}:{pw}".encode()).decode()
         elif cfg.token_file:
@@ -183,7 +179,7 @@ class Sender:
             refused = Refused(exc.code, detail)
             if (400 <= exc.code < 500 and exc.code not in RETRY_CODES) or refused.old:
                 raise refused from None
-            exc.detail = detail
+            exc.detail = detail  # type: ignore[attr-defined]  # the body is read: keep what it said for the health
             raise
 
     def isolate(self, pts: list[Point]) -> list[tuple[Point, str]]:
@@ -223,84 +219,38 @@ class Sender:
         return [(p, str(why)) for p in refused] + (self.isolate(rest) if rest else [])
 
 
-class RemoteWriteUplinkRunner(threading.Thread):
-    def __init__(self, cfg: RemoteWriteUplink, index: int, store: Store, instruments) -> None:
-        super().__init__(name=f"remote-write-{index}", daemon=True)
-        self.cfg, self.store = cfg, store
-        self.uplink_name = f"uplink[{index}]"
-        self.health = UplinkHealth(self.uplink_name, "remote_write")
+class RemoteWriteUplinkRunner(PushUplink):
+    """Every stored sample to one remote-write receiver (delivery and refusals: the module docstring)."""
+
+    kind = "remote_write"
+    label = "remote write"
+    log = logging.getLogger("kelvinpi.remote_write")
+
+    def __init__(self, cfg: RemoteWriteUplink, index: int, store: Store,
+                 instruments: Sequence[InstrumentConfig]) -> None:
+        super().__init__("remote-write", index, cfg.url, store)
+        self.cfg = cfg
         self.sender = Sender(cfg, self.uplink_name)
         self.outbox = Outbox(store, f"remote_write:{cfg.url}", {i.name for i in instruments}, limit=cfg.batch,
                              live=cfg.live_during_backfill)
-        self._halt = threading.Event()
 
-    def start(self) -> None:
-        self.outbox.start_from_now()
-        super().start()
+    def deliver(self, batch: Batch) -> None:
+        pts = points(batch, self.outbox.fields(), self.cfg.labels, self.cfg.send_status)
+        if pts:
+            self.refuse(self.sender.isolate(pts))
 
-    def run(self) -> None:
-        """Send, acknowledge, repeat; any failure is counted, shown, and retried with backoff.
-
-        Nothing ends this loop but ``stop()``: an unreachable or failing receiver, an answer
-        that is not HTTP, a store that cannot commit the cursor all keep the data for later.
-        """
-        delay = 1.0
-        last_backlog = 0.0
-        while not self._halt.is_set():
-            try:
-                if time.monotonic() - last_backlog > 5:
-                    self.health.backlog = self.outbox.backlog()
-                    last_backlog = time.monotonic()
-                batch = self.outbox.take()
-                if not len(batch):
-                    self._halt.wait(1.0)
-                    continue
-                pts = points(batch, self.outbox.fields(), self.cfg.labels, self.cfg.send_status)
-                if pts:
-                    self.refuse(self.sender.isolate(pts))
-                self.outbox.ack(batch)
-                self.health.sent += len(batch)
-                self.health.connected = True
-                self.health.last_success = time.time()
-                delay = 1.0
-                if len(batch) < self.outbox.limit:
-                    self._halt.wait(1.0)
-                continue
-            except urllib.error.HTTPError as exc:
-                self._failed(f"HTTP {exc.code}: {getattr(exc, 'detail', '')}", "http")
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                self._failed(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", "connection")
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a batch or the store throws
-                log.exception("remote write %s: unexpected error (retrying)", self.cfg.url)
-                self._failed(f"{type(exc).__name__}: {exc}", "internal")
-            self._halt.wait(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 60.0)
+    def http_detail(self, exc: urllib.error.HTTPError) -> str:
+        return getattr(exc, "detail", "")  # read (and the body consumed) by Sender.post
 
     def refuse(self, refused: list[tuple[Point, str]]) -> None:
         """Samples the receiver will never take: skipped, counted, and summarised in one event."""
         if not refused:
             return
-        self.health.errors["refused"] += len(refused)
         first = refused[0][1]
-        self.health.last_error = f"{len(refused)} sample(s) refused: {first}"
         per_series: dict[str, list[int]] = {}
         for p, _why in refused:
             d = dict(p.labels)
             per_series.setdefault(f"{d['__name__']}{{field={d.get('field', '')!r}}}", []).append(p.t)
         shown = "; ".join(f"{k}: {len(ts)} from {min(ts)} to {max(ts)} ms" for k, ts in list(per_series.items())[:5])
         more = f" and {len(per_series) - 5} more series" if len(per_series) > 5 else ""
-        log.error("remote write %s refused %d sample(s), skipped (%s): %s%s", self.cfg.url, len(refused), first,
-                  shown, more)
-        self.store.event("uplink_refused", None, f"{self.uplink_name} remote_write refused {len(refused)} sample(s)"
-                                                 f" ({first[:200]}): {shown}{more}")
-
-    def _failed(self, message: str, kind: str) -> None:
-        if self.health.connected or not self.health.errors:
-            log.warning("remote write %s: %s (keeping data, retrying with backoff)", self.cfg.url, message)
-        self.health.connected = False
-        self.health.errors[kind] += 1
-        self.health.last_error = message
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=20)
+        self.report_refused(len(refused), "sample", first, shown + more, cause=first)

@@ -68,7 +68,13 @@ def make_component(url: str, realm: str, *, authid: str | None = None, secret: s
 
 
 class WampRuntime:
-    """One asyncio loop thread running every WAMP component of the appliance."""
+    """One asyncio loop thread running every WAMP component of the appliance.
+
+    An uplink runner itself: the builder puts it after the WAMP uplinks, so the service stops it
+    (and with it every session) last; it has no health of its own, each uplink reports its sessions.
+    """
+
+    health: None = None
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()

@@ -9,19 +9,16 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
-import random
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 
-from .config import InfluxUplink, read_secret
-from .health import UplinkHealth
+from ..config import InfluxUplink, InstrumentConfig, read_secret
+from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .store import FieldInfo, Store
+from .push import PushUplink
 
-log = logging.getLogger("kelvinpi.influx")
 REFUSED = (400, 413, 422)  # the request itself is wrong: retrying the same points can never succeed
 
 
@@ -49,31 +46,31 @@ def line_protocol(batch: Batch, fields: dict[int, FieldInfo], root: str = "obser
     return lines
 
 
-class InfluxUplinkRunner(threading.Thread):
-    def __init__(self, cfg: InfluxUplink, index: int, store: Store, instruments) -> None:
-        super().__init__(name=f"influx-{index}", daemon=True)
-        self.cfg, self.store = cfg, store
-        self.uplink_name = f"uplink[{index}]"
-        self.health = UplinkHealth(self.uplink_name, "influxdb")
+class InfluxUplinkRunner(PushUplink):
+    """Line protocol to InfluxDB 1.x (database, basic auth) or 2.x (bucket, org, token)."""
+
+    kind = "influxdb"
+    label = "influxdb"
+    log = logging.getLogger("kelvinpi.influx")
+
+    def __init__(self, cfg: InfluxUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig]) -> None:
+        super().__init__("influx", index, cfg.url, store)
+        self.cfg = cfg
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         base = cfg.url.rstrip("/")
         if cfg.database:
             self.write_url = f"{base}/write?" + urllib.parse.urlencode({"db": cfg.database, "precision": "ms"})
-            if cfg.username:
+            if cfg.username and cfg.password_file:  # the config refuses a username without password_file
                 pw = read_secret(cfg.password_file, f"{self.uplink_name} password_file")
                 token = base64.b64encode(f"{cfg.username}:{pw}".encode()).decode()
                 self.headers["Authorization"] = f"Basic {token}"
         else:
             self.write_url = f"{base}/api/v2/write?" + urllib.parse.urlencode(
                 {"org": cfg.org, "bucket": cfg.bucket, "precision": "ms"})
-            self.headers["Authorization"] = "Token " + read_secret(cfg.token_file, f"{self.uplink_name} token_file")
+            if cfg.token_file:  # the config refuses a bucket without token_file
+                self.headers["Authorization"] = "Token " + read_secret(cfg.token_file, f"{self.uplink_name} token_file")
         self.outbox = Outbox(store, f"influx:{cfg.url}:{cfg.database or cfg.bucket}",
                              {i.name for i in instruments}, limit=cfg.batch)
-        self._halt = threading.Event()
-
-    def start(self) -> None:
-        self.outbox.start_from_now()
-        super().start()
 
     def post(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
@@ -82,44 +79,10 @@ class InfluxUplinkRunner(threading.Thread):
             if r.status not in (200, 204):
                 raise http.client.HTTPException(f"InfluxDB answered {r.status}")
 
-    def run(self) -> None:
-        """Send, acknowledge, repeat; any failure is counted, shown, and retried with backoff.
-
-        Nothing ends this loop but ``stop()``: a server answering nonsense, a store that cannot
-        commit the cursor, or a bug in a batch all keep the data and try again later.
-        """
-        delay = 1.0
-        last_backlog = 0.0
-        while not self._halt.is_set():
-            try:
-                if time.monotonic() - last_backlog > 5:
-                    self.health.backlog = self.outbox.backlog()
-                    last_backlog = time.monotonic()
-                batch = self.outbox.take()
-                if not len(batch):
-                    self._halt.wait(1.0)
-                    continue
-                lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root)
-                if lines:
-                    self.refuse(self.post_isolating(lines))
-                self.outbox.ack(batch)
-                self.health.sent += len(batch)
-                self.health.connected = True
-                self.health.last_success = time.time()
-                delay = 1.0
-                if len(batch) < self.outbox.limit:
-                    self._halt.wait(1.0)
-                continue
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:300].decode("utf-8", "replace")
-                self._failed(f"HTTP {exc.code}: {detail}", "http")
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                self._failed(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", "connection")
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a batch or the store throws
-                log.exception("influxdb uplink %s: unexpected error (retrying)", self.cfg.url)
-                self._failed(f"{type(exc).__name__}: {exc}", "internal")
-            self._halt.wait(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 60.0)
+    def deliver(self, batch: Batch) -> None:
+        lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root)
+        if lines:
+            self.refuse(self.post_isolating(lines))
 
     def post_isolating(self, lines: list[str]) -> list[tuple[str, str]]:
         """Post; if InfluxDB refuses the batch as malformed, halve it until the bad points are alone.
@@ -142,21 +105,7 @@ class InfluxUplinkRunner(threading.Thread):
         """Points InfluxDB will never take: skipped, counted, and named in an event."""
         if not refused:
             return
-        self.health.errors["refused"] += len(refused)
-        self.health.last_error = f"{len(refused)} point(s) refused: {refused[0][1]}"
         shown = "; ".join(f"{line[:160]} ({why[:160]})" for line, why in refused[:5])
         more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
-        log.error("influxdb %s refused %d point(s), skipped: %s%s", self.cfg.url, len(refused), shown, more)
-        self.store.event("uplink_refused", None, f"{self.uplink_name} influxdb refused {len(refused)} point(s):"
-                                                 f" {shown}{more}")
+        self.report_refused(len(refused), "point", refused[0][1], shown + more)
 
-    def _failed(self, message: str, kind: str) -> None:
-        if self.health.connected or not self.health.errors:
-            log.warning("influxdb %s: %s (keeping data, retrying with backoff)", self.cfg.url, message)
-        self.health.connected = False
-        self.health.errors[kind] += 1
-        self.health.last_error = message
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=20)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .store import FieldInfo, Store, _merge
+from ..store import FieldInfo, Store, _merge
 
 LIVE_SHARE = 5  # while backfilling, 1/5 of a batch is the newest samples
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 from autobahn.wamp.types import PublishOptions
 
-from .config import OcsUplink, read_secret
-from .health import UplinkHealth
+from ..config import InstrumentConfig, OcsUplink, read_secret
+from ..health import UplinkHealth
+from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .store import FieldInfo, Store
 from .wamp import WampRuntime, make_component
 
 log = logging.getLogger("kelvinpi.ocs")
@@ -52,7 +53,13 @@ def blocks_for(batch: Batch, fields: dict[int, FieldInfo]) -> dict[str, dict]:
 
 
 class OcsUplinkRunner:
-    def __init__(self, cfg: OcsUplink, index: int, store: Store, instruments, runtime: WampRuntime) -> None:
+    """One WAMP session on the shared loop publishing every instrument's feeds.
+
+    ``alarm_source`` (a callable giving the active alarms as dicts) feeds the "alarms" feeds; None: no alarms feed.
+    """
+
+    def __init__(self, cfg: OcsUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig],
+                 runtime: WampRuntime, alarm_source: Callable[[], list[dict]] | None = None) -> None:
         self.cfg, self.store, self.runtime = cfg, store, runtime
         self.name = f"uplink[{index}]"
         self.health = UplinkHealth(self.name, "ocs")
@@ -61,7 +68,7 @@ class OcsUplinkRunner:
         self.outbox = Outbox(store, f"ocs:{cfg.url}:{cfg.address_root}", set(self.models), limit=cfg.batch)
         self.session_id = str(time.time())
         self._task = None
-        self.alarm_source = None  # callable -> active alarms (list of dicts), published on the "alarms" feed
+        self.alarm_source = alarm_source
 
     def start(self) -> None:
         self.outbox.start_from_now()

@@ -10,12 +10,13 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Sequence
 
 from autobahn.wamp.exception import ApplicationError
 
-from .config import SisockUplink, read_secret
-from .health import UplinkHealth
-from .store import Store, resolve_time
+from ..config import InstrumentConfig, SisockUplink, read_secret
+from ..health import UplinkHealth
+from ..store import Store, resolve_time
 from .wamp import WampRuntime, make_component
 
 log = logging.getLogger("kelvinpi.sisock")
@@ -40,7 +41,8 @@ class DataNode:
     def get_fields(self, start=1, end=0) -> list:
         _number("start", start)
         _number("end", end)
-        fields, timelines = {}, {}
+        fields: dict[str, dict] = {}
+        timelines: dict[str, dict] = {}
         for f in self.store.fields():
             if f.node != self.node:
                 continue
@@ -92,7 +94,8 @@ def _finite(v):
 class SisockUplinkRunner:
     """One data-node session per instrument on the shared WAMP loop."""
 
-    def __init__(self, cfg: SisockUplink, index: int, store: Store, instruments, runtime: WampRuntime) -> None:
+    def __init__(self, cfg: SisockUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig],
+                 runtime: WampRuntime) -> None:
         self.cfg, self.store, self.runtime = cfg, store, runtime
         self.health = UplinkHealth(f"uplink[{index}]", "sisock")
         self.secret = read_secret(cfg.secret_file, f"uplink[{index}] secret_file")

@@ -1,0 +1,107 @@
+"""The life cycle the HTTP push uplinks (InfluxDB, remote write) share.
+
+A thread of its own takes a batch from the outbox, hands it to ``deliver``, and acknowledges
+it only when that returns: a failure is counted, shown and retried with capped exponential
+backoff and jitter, the data waiting in the store. What the receiver will never take is
+skipped, counted and named in one ``uplink_refused`` event (``report_refused``).
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import random
+import threading
+import time
+import urllib.error
+from typing import ClassVar
+
+from ..health import UplinkHealth
+from ..store import Store
+from .outbox import Batch, Outbox
+
+
+class PushUplink(threading.Thread):
+    kind: ClassVar[str]  # the health's kind and the event's wording: "influxdb", "remote_write"
+    label: ClassVar[str]  # how log lines name the receiver: "influxdb", "remote write"
+    log: ClassVar[logging.Logger]
+    outbox: Outbox  # set by the subclass, once its configuration is read
+
+    def __init__(self, thread_name: str, index: int, url: str, store: Store) -> None:
+        super().__init__(name=f"{thread_name}-{index}", daemon=True)
+        self.url, self.store = url, store
+        self.uplink_name = f"uplink[{index}]"
+        self.health = UplinkHealth(self.uplink_name, self.kind)
+        self._halt = threading.Event()
+
+    def deliver(self, batch: Batch) -> None:
+        """Send ``batch`` or raise (HTTPError, URLError, OSError, HTTPException: later); report what is refused."""
+        raise NotImplementedError
+
+    def http_detail(self, exc: urllib.error.HTTPError) -> str:
+        """What the receiver said with an error status (shown in the health)."""
+        return exc.read()[:300].decode("utf-8", "replace")
+
+    def start(self) -> None:
+        self.outbox.start_from_now()
+        super().start()
+
+    def run(self) -> None:
+        """Send, acknowledge, repeat; any failure is counted, shown, and retried with backoff.
+
+        Nothing ends this loop but ``stop()``: an unreachable or failing receiver, an answer that is
+        not HTTP or is nonsense, a store that cannot commit the cursor, or a bug in a batch all keep
+        the data and try again later.
+        """
+        delay = 1.0
+        last_backlog = 0.0
+        while not self._halt.is_set():
+            try:
+                if time.monotonic() - last_backlog > 5:
+                    self.health.backlog = self.outbox.backlog()
+                    last_backlog = time.monotonic()
+                batch = self.outbox.take()
+                if not len(batch):
+                    self._halt.wait(1.0)
+                    continue
+                self.deliver(batch)
+                self.outbox.ack(batch)
+                self.health.sent += len(batch)
+                self.health.connected = True
+                self.health.last_success = time.time()
+                delay = 1.0
+                if len(batch) < self.outbox.limit:
+                    self._halt.wait(1.0)
+                continue
+            except urllib.error.HTTPError as exc:
+                self._failed(f"HTTP {exc.code}: {self.http_detail(exc)}", "http")
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                self._failed(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", "connection")
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a batch or the store throws
+                self.log.exception("%s %s: unexpected error (retrying)", self.label, self.url)
+                self._failed(f"{type(exc).__name__}: {exc}", "internal")
+            self._halt.wait(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 60.0)
+
+    def report_refused(self, count: int, noun: str, why: str, summary: str, cause: str | None = None) -> None:
+        """``count`` points (``noun``) the receiver will never take: counted, logged, named in one event.
+
+        ``why``: the first refusal, for the health; ``summary``: which points; ``cause``: the reason
+        for the log line and the event, when the summary does not carry it.
+        """
+        self.health.errors["refused"] += count
+        self.health.last_error = f"{count} {noun}(s) refused: {why}"
+        log_cause, event_cause = ("", "") if cause is None else (f" ({cause})", f" ({cause[:200]})")
+        self.log.error("%s %s refused %d %s(s), skipped%s: %s", self.label, self.url, count, noun, log_cause, summary)
+        self.store.event("uplink_refused", None,
+                         f"{self.uplink_name} {self.kind} refused {count} {noun}(s){event_cause}: {summary}")
+
+    def _failed(self, message: str, kind: str) -> None:
+        if self.health.connected or not self.health.errors:
+            self.log.warning("%s %s: %s (keeping data, retrying with backoff)", self.label, self.url, message)
+        self.health.connected = False
+        self.health.errors[kind] += 1
+        self.health.last_error = message
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=20)
