@@ -10,6 +10,7 @@
 # Devices get 300 s (not 90): under TCG on a loaded host udev took 80 s to find even ttyAMA0.
 set -euo pipefail
 IMG=$(readlink -f "${1:?image}")
+[ -f "$IMG" ] || { echo "boot-test: no image at $1" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PY="$ROOT/.venv/bin/python"
 W=$(mktemp -d /tmp/kelvinpi-boot.XXXXXX)
