@@ -147,7 +147,8 @@ $SSH kelvinpi@127.0.0.1 'echo "USER $(id -un)"; echo "HOST $(uname -n)"
   echo "FAILED $(systemctl --failed --no-legend --plain | cut -d" " -f1 | tr "\n" " ")"
   echo "WDOG $(systemctl show -p RuntimeWatchdogUSec --value) $(cat /sys/class/watchdog/watchdog0/identity 2>/dev/null)"
   echo "KELVINPI $(systemctl show -p ActiveState --value kelvinpi) $(systemctl show -p StatusText --value kelvinpi)"
-  echo "DATA $(df -m --output=size /data | tail -1 | tr -d " ")"' > "$W/ssh.out" 2> "$W/ssh.err" ||
+  echo "DATA $(df -m --output=size /data | tail -1 | tr -d " ")"
+  echo "SLOWEST $(systemd-analyze blame --no-pager | head -4 | tr -s " " | tr "\n" ";")"' > "$W/ssh.out" 2> "$W/ssh.err" ||
   fail "SSH as kelvinpi with the key from user-data's users[].ssh_authorized_keys did not log in: $(tail -3 "$W/ssh.err")"
 cat "$W/ssh.out"
 field() { sed -n "s/^$1 //p" "$W/ssh.out"; }
