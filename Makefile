@@ -89,7 +89,8 @@ ci-deps:
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; fi
 
-# The SD image (needs root, ~15 min on 2 cores): images/out/kelvinpi-<version>-arm64.img.zst.
+# The SD image (needs root; 27 min on a shared 2-core box, most of it mmdebstrap under qemu-user):
+# images/out/kelvinpi-<version>-arm64.img(.zst).
 # Its wheels are exactly pyproject's dependencies (aarch64 builds); qemu-user's binfmt entry is enabled first.
 IMAGE_HOST_DEBS := mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs zstd qemu-system-arm
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -126,9 +127,14 @@ image-repro:
 	if diff -q images/out/first.sha256 $(IMG).sha256 >/dev/null; then echo "image-repro: images bit-identical too"; \
 	  else echo "image-repro: root manifests agree but the image files differ (see the two .sha256)"; fi
 
-# IMAGE=path/to.img boots another image (e.g. the -pi5 one: its kernel is generic arm64 too)
+# Boots the newest image under qemu -M virt (TCG, ~2.5 min here) with Raspberry Pi Imager's user-data and
+# network-config on its FAT and checks over SSH that the key, hostname, timezone and Wi-Fi took effect.
+# Not part of `make test`: it needs a built image. IMAGE=path/to.img boots another one (e.g. the -pi5
+# one: its kernel is generic arm64 too).
 image-test: $(STAMP)
-	bash images/sd/boot-test.sh $${IMAGE:-$$(ls -t images/out/kelvinpi-*-arm64.img | head -1)}
+	@img=$${IMAGE:-$$(ls -t images/out/kelvinpi-*-arm64.img 2>/dev/null | head -1)}; \
+	  [ -n "$$img" ] || { echo "image-test: no images/out/kelvinpi-*-arm64.img: run make image first (or set IMAGE=)"; exit 2; }; \
+	  echo "image-test: $$img"; bash images/sd/boot-test.sh "$$img"
 
 clean:
 	rm -rf $(VENV) .venv-crossbar node_modules build *.egg-info var

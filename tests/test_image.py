@@ -99,6 +99,26 @@ def test_kelvinpi_unit_contract():
     assert "RuntimeWatchdogSec=" in wd
 
 
+SCRIPTS = sorted(SD.glob("*.sh")) + sorted((SD / "overlay/usr/local/sbin").iterdir())
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_scripts_parse(script):
+    """The build and boot-test scripts only run in `make image image-test` (an hour): a syntax slip
+    should not wait for that. Each is parsed by the shell its #! names."""
+    shell = "sh" if script.read_text().startswith("#!/bin/sh") else "bash"
+    proc = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_boot_test_watchdog_override_is_test_only():
+    """The boot test lengthens the watchdog for emulation on the kernel command line; the image keeps its own."""
+    wd = (SD / "overlay/etc/systemd/system.conf.d/watchdog.conf").read_text()
+    assert re.search(r"^RuntimeWatchdogSec=15$", wd, re.M)
+    boot = (SD / "boot-test.sh").read_text()
+    assert "systemd.watchdog_sec=$TEST_WATCHDOG_SEC" in boot and "-action watchdog=debug" in boot
+
+
 RULE_KEY = re.compile(r'^(ACTION|SUBSYSTEM|SUBSYSTEMS|ATTR\{[\w/]+\}|ATTRS\{\w+\}|ENV\{\w+\}|KERNEL|DRIVER|DRIVERS|'
                       r'SYMLINK|MODE|GROUP|OWNER|RUN\{\w+\}|RUN|TAG|PROGRAM|IMPORT\{\w+\}|GOTO|LABEL)'
                       r'(==|!=|\+=|=|:=)"[^"]*"$')
