@@ -228,6 +228,35 @@ def test_router_restarted_with_another_certificate_is_refused_loudly(tmp_path, e
         own.stop()
 
 
+def test_builder_order_and_one_wamp_loop(tmp_path):
+    """The runners the service starts in order and stops in order: the push uplinks and the ones that could
+    not start in config order, then the WAMP uplinks, then their one shared loop (so it stops last); the
+    OCS feeds publish the alarms of the callable the builder was given."""
+    from appliance import config as _config
+    from appliance.uplinks import FailedUplink, build_uplinks
+    from appliance.uplinks.influxdb import InfluxUplinkRunner
+    from appliance.uplinks.ocs import OcsUplinkRunner
+    from appliance.uplinks.wamp import WampRuntime
+
+    s = secret_file(tmp_path)
+    cfg = _config.parse(appliance_config(tmp_path).replace(
+        "[polling]", '[[instrument]]\nmodel = "372"\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\n\n[polling]')
+        + f'\n[[uplink]]\nkind = "ocs"\nurl = "ws://127.0.0.1:9"\n'
+          f'\n[[uplink]]\nkind = "sisock"\nurl = "ws://127.0.0.1:9"\nsecret_file = "{s}"\n'
+          f'\n[[uplink]]\nkind = "sisock"\nurl = "ws://127.0.0.1:9"\nsecret_file = "{tmp_path / "none"}"\n'
+          '\n[[uplink]]\nkind = "influxdb"\nurl = "http://127.0.0.1:9"\ndatabase = "d"\n')
+    active = [{"name": "mxc warm"}]
+    built = build_uplinks(cfg.uplink, None, cfg.instrument, alarm_source=lambda: active)  # nothing here reads the store
+    try:
+        assert [type(u) for u in built] == [FailedUplink, InfluxUplinkRunner, OcsUplinkRunner, SisockUplinkRunner,
+                                           WampRuntime]
+        assert [u.health.name for u in built if u.health is not None] == [f"uplink[{i}]" for i in (2, 3, 0, 1)]
+        assert built[2].runtime is built[3].runtime is built[4]
+        assert built[2].alarm_source() == active
+    finally:
+        built[-1].loop.close()
+
+
 def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, hub, consumer, caplog):
     caplog.set_level(logging.INFO)
     s = secret_file(tmp_path, "not-the-secret")
