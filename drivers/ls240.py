@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from .base import Identity, Instrument, Pacing, quote_name
-from .curves import Curve
+from .commands import Query, fields, record, text
+from .curve_commands import CurveAccess, CurveCommands
+from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
 from .errors import BadReply, InstrumentError
 from .parse import decode, parse_float, parse_int, split_fields
 from .readings import LS240_STATUS_BITS, Reading, decode_status
-from .transport import SerialTransport, Transport, VisaTransport, visa_serial_settings
+from .transport import SerialFraming, SerialTransport, Transport, VisaTransport, visa_serial_settings
 
 PACING = Pacing(after_command=0.010, min_interval=0.010)
 SENSOR_UNITS = {1: "V", 2: "ohm", 3: "ohm"}
@@ -26,7 +29,7 @@ def same_to_six_digits(a: float, b: float) -> bool:
     return abs(a - b) <= 0.5 * 10.0 ** (digits - 6) * 1.001
 
 
-SERIAL_FRAMING = dict(baudrate=115200, bytesize=8, parity="N", stopbits=1)  # 240 manual p.38
+SERIAL_FRAMING = SerialFraming(baudrate=115200, bytesize=8, parity="N", stopbits=1)  # 240 manual p.38
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,15 @@ class InputType:
     enabled: int
 
 
-@dataclass(frozen=True)
-class CurveHeader:
-    name: str
-    serial: str
-    data_format: int
-    limit: float
-    coefficient: int
+T = TypeVar("T")
 
 
-class Model240(Instrument):
+def _profibus_status(raw: bytes, query: str) -> int:
+    """``PROFISTAT?`` answers ``0,``: one integer and a trailing comma."""
+    return parse_int(decode(raw, query).rstrip(","), query)
+
+
+class Model240(CurveCommands, Instrument):
     expected_model_prefix = "MODEL240"
 
     def __init__(self, transport: Transport, timeout: float = 1.0, pacing: Pacing | None = None,
@@ -71,31 +73,24 @@ class Model240(Instrument):
         super().check_identity(ident)
         self.channel_count = 2 if ident.model.endswith("-2P") else 8
 
-    def _ch(self, channel: int | str) -> int:
+    # -- argument specs: the signatures of the declared queries below -----------
+    def _ch(self, channel: int) -> int:
+        """An input 1-2 (2P) or 1-8 (8P); the count is known once ``*IDN?`` was read."""
         ch = int(channel)
         if not 1 <= ch <= self.channel_count:
             raise ValueError(f"input {channel!r} is not 1-{self.channel_count}")
         return ch
 
+    def _slot(self, slot: int) -> int:
+        """A PROFIBUS slot."""
+        return slot
+
     # -- readings ------------------------------------------------------------
-    def _float(self, q: str) -> float:
-        return parse_float(self.query_raw(q), q)
-
-    def kelvin(self, channel: int) -> float:
-        return self._float(f"KRDG? {self._ch(channel)}")
-
-    def celsius(self, channel: int) -> float:
-        return self._float(f"CRDG? {self._ch(channel)}")
-
-    def fahrenheit(self, channel: int) -> float:
-        return self._float(f"FRDG? {self._ch(channel)}")
-
-    def sensor(self, channel: int) -> float:
-        return self._float(f"SRDG? {self._ch(channel)}")
-
-    def reading_status(self, channel: int) -> int:
-        q = f"RDGST? {self._ch(channel)}"
-        return parse_int(self.query_raw(q), q)
+    kelvin = Query("KRDG? {}", parse_float, "Measure an input's temperature in kelvin.", _ch)
+    celsius = Query("CRDG? {}", parse_float, "Measure an input's temperature in degrees Celsius.", _ch)
+    fahrenheit = Query("FRDG? {}", parse_float, "Measure an input's temperature in degrees Fahrenheit.", _ch)
+    sensor = Query("SRDG? {}", parse_float, "Measure an input's sensor reading (volts or ohms).", _ch)
+    reading_status = Query("RDGST? {}", parse_int, "Get an input's reading status bits (LS240_STATUS_BITS).", _ch)
 
     def read(self, channel: int, sensor_units: str = "V") -> Reading:
         """Kelvin, sensor units and status of one input in one exchange, timed at the reply."""
@@ -112,10 +107,18 @@ class Model240(Instrument):
         kelvin_bad = sensor_bad or bool(status & (16 | 32)) or kelvin <= 0.0
         return Reading(str(ch), kelvin, sensor, sensor_units, status, bits, t, not kelvin_bad, not sensor_bad)
 
+    # -- settings: the 240 is silent when it ignores one, so each is read back ------
+    def _write_checked(self, message: str, read_back: Callable[[], T], expected: T,
+                       refused: Callable[[T], str] | None = None) -> None:
+        """Write a setting, read it back, raise ``InstrumentError`` unless it reads ``expected``."""
+        self.write(message)
+        got = read_back()
+        if got != expected:
+            raise InstrumentError(refused(got) if refused else f"240 ignored {message}")
+
     # -- inputs --------------------------------------------------------------
-    def input_type(self, channel: int) -> InputType:
-        q = f"INTYPE? {self._ch(channel)}"
-        return InputType(*[parse_int(x, q) for x in split_fields(self.query_raw(q), 6, q)])
+    input_type = Query("INTYPE? {}", record(InputType, *[parse_int] * 6),
+                       "Get an input's INTYPE: sensor, autorange, range, reversal, units, enabled.", _ch)
 
     def set_input_type(self, channel: int, s: InputType) -> None:
         ch = self._ch(channel)
@@ -127,126 +130,64 @@ class Model240(Instrument):
         ) or (not s.autorange and got.range != s.range):
             raise InstrumentError(f"240 ignored INTYPE {ch}: set {s}, read back {got}")
 
-    def input_name(self, channel: int) -> str:
-        return self.query(f"INNAME? {self._ch(channel)}").strip()
+    input_name = Query("INNAME? {}", text, "Get an input's name.", _ch)
 
     def set_input_name(self, channel: int, name: str) -> None:
         ch = self._ch(channel)
-        self.write(f"INNAME {ch},{quote_name(name, 15)}")
-        got = self.input_name(ch)
-        if got != name:
-            raise InstrumentError(f"240 ignored INNAME {ch}: set {name!r}, read back {got!r}")
+        self._write_checked(f"INNAME {ch},{quote_name(name, 15)}", lambda: self.input_name(ch), name,
+                            lambda got: f"240 ignored INNAME {ch}: set {name!r}, read back {got!r}")
 
-    def module_name(self) -> str:
-        return self.query("MODNAME?").strip()
+    module_name = Query("MODNAME?", text, "Get the module's name.")
 
     def set_module_name(self, name: str) -> None:
-        self.write(f"MODNAME {quote_name(name, 32)}")
-        if self.module_name() != name:
-            raise InstrumentError(f"240 ignored MODNAME {name!r}")
+        self._write_checked(f"MODNAME {quote_name(name, 32)}", self.module_name, name,
+                            lambda got: f"240 ignored MODNAME {name!r}")
 
-    def filter(self, channel: int) -> int:
-        q = f"FILTER? {self._ch(channel)}"
-        return parse_int(self.query_raw(q), q)
+    filter = Query("FILTER? {}", parse_int, "Get an input's filter length in points (1 off).", _ch)
 
     def set_filter(self, channel: int, points: int) -> None:
         ch = self._ch(channel)
         if not 1 <= points <= 100:
             raise ValueError(f"filter points {points} not 1-100")
-        self.write(f"FILTER {ch},{points}")
-        got = self.filter(ch)
-        if got != points:
-            raise InstrumentError(f"240 ignored FILTER {ch},{points} (read back {got}; 8P and reversal-on refuse it)")
+        self._write_checked(f"FILTER {ch},{points}", lambda: self.filter(ch), points,
+                            lambda got: f"240 ignored FILTER {ch},{points} (read back {got}; "
+                                        "8P and reversal-on refuse it)")
 
-    def brightness(self) -> int:
-        return parse_int(self.query_raw("BRIGT?"), "BRIGT?")
+    brightness = Query("BRIGT?", parse_int, "Get the display brightness index.")
 
     def set_brightness(self, level: int) -> None:
-        self.write(f"BRIGT {level}")
-        if self.brightness() != level:
-            raise InstrumentError(f"240 ignored BRIGT {level}")
+        self._write_checked(f"BRIGT {level}", self.brightness, level)
 
-    def profibus_address(self) -> int:
-        return parse_int(self.query_raw("ADDR?"), "ADDR?")
-
-    def profibus_slots(self) -> int:
-        return parse_int(self.query_raw("PROFINUM?"), "PROFINUM?")
-
-    def profibus_slot(self, slot: int) -> tuple[int, int]:
-        q = f"PROFISLOT? {slot}"
-        a, b = split_fields(self.query_raw(q), 2, q)
-        return parse_int(a, q), parse_int(b, q)
-
-    def profibus_status(self) -> int:
-        raw = self.query_raw("PROFISTAT?")
-        return parse_int(decode(raw, "PROFISTAT?").rstrip(","), "PROFISTAT?")
+    profibus_address = Query("ADDR?", parse_int, "Get the PROFIBUS address.")
+    profibus_slots = Query("PROFINUM?", parse_int, "Get the number of PROFIBUS slots.")
+    profibus_slot = Query("PROFISLOT? {}", fields(parse_int, parse_int),
+                          "Get a PROFIBUS slot's (input, units).", _slot)
+    profibus_status = Query("PROFISTAT?", _profibus_status, "Get the PROFIBUS status.")
 
     def set_profibus_address(self, address: int) -> None:
         if not 1 <= address <= 126:
             raise ValueError("PROFIBUS address is 1-126")
-        self.write(f"ADDR {address}")
-        if self.profibus_address() != address:
-            raise InstrumentError(f"240 ignored ADDR {address}")
+        self._write_checked(f"ADDR {address}", self.profibus_address, address)
 
     def set_profibus_slots(self, count: int) -> None:
-        self.write(f"PROFINUM {count}")
-        if self.profibus_slots() != count:
-            raise InstrumentError(f"240 ignored PROFINUM {count}")
+        self._write_checked(f"PROFINUM {count}", self.profibus_slots, count)
 
     def set_profibus_slot(self, slot: int, channel: int, units: int) -> None:
-        self.write(f"PROFISLOT {slot},{channel},{units}")
-        if self.profibus_slot(slot) != (channel, units):
-            raise InstrumentError(f"240 ignored PROFISLOT {slot},{channel},{units}")
+        self._write_checked(f"PROFISLOT {slot},{channel},{units}", lambda: self.profibus_slot(slot), (channel, units))
 
     def factory_reset(self) -> None:
         self.write("DFLT 99")
 
-    # -- curves --------------------------------------------------------------
-    def curve_header(self, channel: int) -> CurveHeader:
-        q = f"CRVHDR? {self._ch(channel)}"
-        f = split_fields(self.query_raw(q), 5, q)
-        return CurveHeader(f[0].strip(), f[1].strip(), parse_int(f[2], q), parse_float(f[3], q), parse_int(f[4], q))
+    # -- curves (commands in CurveCommands; a 240 curve belongs to its input) -------
+    def _curve_number(self, number: int, access: CurveAccess) -> int:
+        return self._ch(number)
 
-    def set_curve_header(self, channel: int, h: CurveHeader) -> None:
-        ch = self._ch(channel)
-        self.write(f"CRVHDR {ch},{quote_name(h.name, 15)},{quote_name(h.serial, 10)},{h.data_format},"
-                   f"{h.limit:g},{h.coefficient}")
+    def _send_setting(self, message: str) -> None:
+        self.write(message)
 
-    def curve_point(self, channel: int, index: int) -> tuple[float, float]:
-        q = f"CRVPT? {self._ch(channel)},{index}"
-        raw = self.query_raw(q)
-        f = decode(raw, q).split(",")
-        if len(f) not in (2, 3):
-            raise BadReply("expected units,temperature", raw, q)
-        return parse_float(f[0], q), parse_float(f[1], q)
-
-    def set_curve_point(self, channel: int, index: int, units: float, kelvin: float) -> None:
-        self.write(f"CRVPT {self._ch(channel)},{index},{units:.6g},{kelvin:.6g}")
-
-    def delete_curve(self, channel: int) -> None:
-        self.write(f"CRVDEL {self._ch(channel)}")
-
-    def upload_curve(self, channel: int, curve: Curve, verify: bool = True) -> None:
-        self.delete_curve(channel)
-        self.set_curve_header(channel, CurveHeader(curve.name[:15], curve.serial[:10], curve.data_format,
-                                                   curve.limit, curve.coefficient))
-        for i, (u, t) in enumerate(curve.points, 1):
-            self.set_curve_point(channel, i, u, t)
-        if verify:
-            for i, (u, t) in enumerate(curve.points, 1):
-                got = self.curve_point(channel, i)
-                if not (same_to_six_digits(got[0], u) and same_to_six_digits(got[1], t)):
-                    raise InstrumentError(f"curve {channel} point {i}: wrote ({u:.6g}, {t:.6g}), read back {got}")
-
-    def download_curve(self, channel: int) -> Curve:
-        h = self.curve_header(channel)
-        points = []
-        for i in range(1, 201):
-            u, t = self.curve_point(channel, i)
-            if u == 0 and t == 0:
-                break
-            points.append((u, t))
-        return Curve(h.name, h.serial, h.data_format, h.limit, h.coefficient, points)
+    @staticmethod
+    def _same_curve_value(a: float, b: float) -> bool:
+        return same_to_six_digits(a, b)
 
     def configuration(self, channels: list[int]) -> dict:
         snap: dict = {"identity": vars(self.identity) if self.identity else None, "channels": {}}

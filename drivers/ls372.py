@@ -12,13 +12,15 @@ import time
 from dataclasses import dataclass
 
 from .base import Instrument, Pacing, check_channel, quote_name
-from .curves import Curve
+from .commands import Query, fields, flag, record, text
+from .curve_commands import CurveAccess, CurveCommands
+from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
 from .errors import BadReply, InstrumentError
-from .parse import decode, parse_float, parse_int, split_fields
+from .parse import parse_float, parse_int, split_fields
 from .readings import LS372_STATUS_BITS, Reading, decode_status
-from .transport import SerialTransport, TcpTransport, Transport, VisaTransport, visa_serial_settings
+from .transport import SerialFraming, SerialTransport, TcpTransport, Transport, VisaTransport, visa_serial_settings
 
-SERIAL_FRAMING = dict(baudrate=57600, bytesize=7, parity="O", stopbits=1)  # USB: 57600 7O1, no handshake
+SERIAL_FRAMING = SerialFraming(baudrate=57600, bytesize=7, parity="O", stopbits=1)  # USB: 57600 7O1, no handshake
 
 CHANNELS = {"A"} | {str(i) for i in range(1, 17)}
 MEASUREMENT_CHANNELS = [str(i) for i in range(1, 17)]
@@ -80,15 +82,6 @@ class FilterSetup:
 
 
 @dataclass(frozen=True)
-class CurveHeader:
-    name: str
-    serial: str
-    data_format: int
-    limit: float
-    coefficient: int
-
-
-@dataclass(frozen=True)
 class OutputSetup:
     """OUTMODE: mode, input (channel or A), powerup enable, polarity, filter, delay 1-255 s."""
 
@@ -115,8 +108,19 @@ class PID:
     d: float
 
 
-class Model372(Instrument):
+def _output_mode(field: str, query: str) -> OutputMode:
+    return OutputMode(parse_int(field, query))
+
+
+def _input_channel(field: str, query: str) -> str:
+    """The OUTMODE input field: ``A`` or a channel number (``06`` -> ``"6"``)."""
+    inp = field.strip().upper()
+    return inp if inp == "A" else str(parse_int(inp, query))
+
+
+class Model372(CurveCommands, Instrument):
     expected_model_prefix = "MODEL372"
+    curve_point_shape = "expected units,temperature[,curvature]"
 
     def __init__(self, transport: Transport, timeout: float = 2.0, pacing: Pacing | None = None,
                  expected_serial: str | None = None) -> None:
@@ -141,9 +145,7 @@ class Model372(Instrument):
         return cls(transport, **kw)
 
     # -- status register ----------------------------------------------------
-    def esr(self) -> int:
-        """Get (and clear) the Standard Event Status Register."""
-        return parse_int(self.query_raw("*ESR?"), "*ESR?")
+    esr = Query("*ESR?", parse_int, "Get (and clear) the Standard Event Status Register.")
 
     @staticmethod
     def _raise_for_esr(esr: int, message: str) -> None:
@@ -158,45 +160,45 @@ class Model372(Instrument):
         self._raise_for_esr(esr, message)
         time.sleep(self.pacing.after_command)
 
+    def _send_setting(self, message: str) -> None:
+        """Curve commands go through the ESR check like every other setting."""
+        self.command(message)
+
     def clear_status(self) -> None:
         self.write("*CLS")
 
     def reset(self) -> None:
         self.write("*RST")
 
-    def operation_complete(self) -> bool:
-        return parse_int(self.query_raw("*OPC?"), "*OPC?") == 1
+    operation_complete = Query("*OPC?", flag, "Get whether pending operations are complete (``*OPC?`` is 1).")
 
-    # -- readings -------------------------------------------------------------
+    # -- argument specs: the signatures of the declared queries below -----------
     def _ch(self, channel: str | int) -> str:
+        """A measurement channel 1-16 or the control input ``A`` (``"05"`` and ``5`` are ``"5"``)."""
         return check_channel(channel, CHANNELS)
 
-    def kelvin(self, channel: str | int) -> float:
-        q = f"KRDG? {self._ch(channel)}"
-        return parse_float(self.query_raw(q), q)
-
-    def resistance(self, channel: str | int) -> float:
-        q = f"RDGR? {self._ch(channel)}"
-        return parse_float(self.query_raw(q), q)
-
-    def sensor(self, channel: str | int) -> float:
-        q = f"SRDG? {self._ch(channel)}"
-        return parse_float(self.query_raw(q), q)
-
-    def excitation_power(self, channel: str | int) -> float:
-        q = f"RDGPWR? {self._ch(channel)}"
-        return parse_float(self.query_raw(q), q)
-
-    def quadrature(self, channel: str | int) -> float:
+    def _measurement_channel(self, channel: str | int) -> str:
         ch = self._ch(channel)
         if ch == "A":
             raise ValueError("quadrature is measured on channels 1-16 only")
-        q = f"QRDG? {ch}"
-        return parse_float(self.query_raw(q), q)
+        return ch
 
-    def reading_status(self, channel: str | int) -> int:
-        q = f"RDGST? {self._ch(channel)}"
-        return parse_int(self.query_raw(q), q)
+    def _output(self, output: int) -> int:
+        """A heater output: 0 sample, 1 warm-up, 2 still/analog."""
+        return output
+
+    def _frequency_of(self, which: str = "0") -> str:
+        """``0`` the measurement inputs, ``A`` the control input."""
+        return which
+
+    # -- readings -------------------------------------------------------------
+    kelvin = Query("KRDG? {}", parse_float, "Measure a channel's temperature in kelvin (0 without a curve).", _ch)
+    resistance = Query("RDGR? {}", parse_float, "Measure a channel's resistance in ohms.", _ch)
+    sensor = Query("SRDG? {}", parse_float, "Measure a channel's sensor reading (ohms for a resistor).", _ch)
+    excitation_power = Query("RDGPWR? {}", parse_float, "Measure a channel's excitation power in watts.", _ch)
+    quadrature = Query("QRDG? {}", parse_float, "Measure the quadrature part of a reading (channels 1-16).",
+                       _measurement_channel)
+    reading_status = Query("RDGST? {}", parse_int, "Get a channel's reading status bits (LS372_STATUS_BITS).", _ch)
 
     def read(self, channel: str | int) -> Reading:
         """Kelvin, ohms and status of one channel in a single exchange, timed at the reply."""
@@ -228,184 +230,109 @@ class Model372(Instrument):
         ch = check_channel(channel, set(MEASUREMENT_CHANNELS))
         self.command(f"SCAN {ch},{int(autoscan)}")
 
-    def input_setup(self, channel: str | int) -> InputSetup:
-        q = f"INSET? {self._ch(channel)}"
-        f = split_fields(self.query_raw(q), 5, q)
-        return InputSetup(parse_int(f[0], q) == 1, parse_int(f[1], q), parse_int(f[2], q),
-                          parse_int(f[3], q), parse_int(f[4], q))
+    input_setup = Query("INSET? {}", record(InputSetup, flag, parse_int, parse_int, parse_int, parse_int),
+                        "Get a channel's INSET: enabled, dwell, pause, curve, tempco.", _ch)
 
     def set_input_setup(self, channel: str | int, s: InputSetup) -> None:
         if not (1 <= s.dwell <= 200 and 3 <= s.pause <= 200 and 0 <= s.curve <= 59 and s.tempco in (1, 2)):
             raise ValueError(f"INSET values out of range: {s}")
         self.command(f"INSET {self._ch(channel)},{int(s.enabled)},{s.dwell},{s.pause},{s.curve},{s.tempco}")
 
-    def input_type(self, channel: str | int) -> InputType:
-        q = f"INTYPE? {self._ch(channel)}"
-        f = [parse_int(x, q) for x in split_fields(self.query_raw(q), 6, q)]
-        return InputType(*f)
+    input_type = Query("INTYPE? {}", record(InputType, *[parse_int] * 6),
+                       "Get a channel's INTYPE: mode, excitation, autorange, range, shunt, units.", _ch)
 
     def set_input_type(self, channel: str | int, s: InputType) -> None:
         self.command(f"INTYPE {self._ch(channel)},{s.mode},{s.excitation},{s.autorange},{s.range},"
                      f"{s.cs_shunt},{s.units}")
 
-    def filter(self, channel: str | int) -> FilterSetup:
-        q = f"FILTER? {self._ch(channel)}"
-        f = [parse_int(x, q) for x in split_fields(self.query_raw(q), 3, q)]
-        return FilterSetup(f[0] == 1, f[1], f[2])
+    filter = Query("FILTER? {}", record(FilterSetup, flag, parse_int, parse_int),
+                   "Get a channel's filter: on, settle time, window.", _ch)
 
     def set_filter(self, channel: str | int, s: FilterSetup) -> None:
         ch = "0" if str(channel) == "0" else self._ch(channel)
         self.command(f"FILTER {ch},{int(s.on)},{s.settle},{s.window}")
 
-    def input_name(self, channel: str | int) -> str:
-        return self.query(f"INNAME? {self._ch(channel)}").strip()
+    input_name = Query("INNAME? {}", text, "Get a channel's name.", _ch)
 
     def set_input_name(self, channel: str | int, name: str) -> None:
         self.command(f"INNAME {self._ch(channel)},{quote_name(name, 15)}")
 
-    def temperature_limit(self, channel: str | int) -> float:
-        q = f"TLIMIT? {self._ch(channel)}"
-        return parse_float(self.query_raw(q), q)
+    temperature_limit = Query("TLIMIT? {}", parse_float, "Get a channel's temperature limit in kelvin (0 off).", _ch)
 
     def set_temperature_limit(self, channel: str | int, kelvin: float) -> None:
         self.command(f"TLIMIT {self._ch(channel)},{kelvin:g}")
 
-    # -- curves ----------------------------------------------------------------
-    def curve_header(self, number: int) -> CurveHeader:
-        if not 1 <= number <= 59:
+    # -- curves (commands in CurveCommands) ------------------------------------------
+    def _curve_number(self, number: int, access: CurveAccess) -> int:
+        if access == "header" and not 1 <= number <= 59:
             raise ValueError(f"curve number {number} is not 1-59")
-        q = f"CRVHDR? {number}"
-        f = split_fields(self.query_raw(q), 5, q)
-        return CurveHeader(f[0].strip(), f[1].strip(), parse_int(f[2], q), parse_float(f[3], q), parse_int(f[4], q))
-
-    def set_curve_header(self, number: int, h: CurveHeader) -> None:
-        if not 21 <= number <= 59:
+        if access == "user" and not 21 <= number <= 59:
             raise ValueError(f"user curves are 21-59, not {number}")
-        self.command(f"CRVHDR {number},{quote_name(h.name, 15)},{quote_name(h.serial, 10)},"
-                     f"{h.data_format},{h.limit:g},{h.coefficient}")
+        return number
 
-    def curve_point(self, number: int, index: int) -> tuple[float, float]:
-        q = f"CRVPT? {number},{index}"
-        raw = self.query_raw(q)
-        f = decode(raw, q).split(",")
-        if len(f) not in (2, 3):
-            raise BadReply("expected units,temperature[,curvature]", raw, q)
-        return parse_float(f[0], q), parse_float(f[1], q)
+    def _after_curve_point(self) -> None:
+        time.sleep(CURVE_POINT_GAP)
 
-    def set_curve_point(self, number: int, index: int, units: float, kelvin: float) -> None:
-        self.command(f"CRVPT {number},{index},{units:.6g},{kelvin:.6g}")
-
-    def delete_curve(self, number: int) -> None:
-        if not 21 <= number <= 59:
-            raise ValueError(f"user curves are 21-59, not {number}")
-        self.command(f"CRVDEL {number}")
-
-    def upload_curve(self, number: int, curve: Curve, verify: bool = True) -> None:
-        """Write a whole curve with the pacing socs found necessary, then read every point back."""
-        self.delete_curve(number)
-        self.set_curve_header(number, CurveHeader(curve.name[:15], curve.serial[:10], curve.data_format,
-                                                  curve.limit, curve.coefficient))
-        for i, (u, t) in enumerate(curve.points, 1):
-            self.set_curve_point(number, i, u, t)
-            time.sleep(CURVE_POINT_GAP)
-        if verify:
-            for i, (u, t) in enumerate(curve.points, 1):
-                got = self.curve_point(number, i)
-                if not (_close(got[0], u) and _close(got[1], t)):
-                    raise InstrumentError(f"curve {number} point {i}: wrote ({u:.6g}, {t:.6g}), read back {got}")
-
-    def download_curve(self, number: int) -> Curve:
-        h = self.curve_header(number)
-        points = []
-        for i in range(1, 201):
-            u, t = self.curve_point(number, i)
-            if u == 0 and t == 0:
-                break
-            points.append((u, t))
-        return Curve(h.name, h.serial, h.data_format, h.limit, h.coefficient, points)
+    @staticmethod
+    def _same_curve_value(a: float, b: float) -> bool:
+        return _close(a, b)
 
     # -- heaters -----------------------------------------------------------------
-    def output_mode(self, output: int) -> OutputSetup:
-        q = f"OUTMODE? {output}"
-        f = split_fields(self.query_raw(q), 6, q)
-        inp = f[1].strip().upper()
-        inp = inp if inp == "A" else str(parse_int(inp, q))
-        return OutputSetup(OutputMode(parse_int(f[0], q)), inp, parse_int(f[2], q), parse_int(f[3], q),
-                           parse_int(f[4], q), parse_int(f[5], q))
+    output_mode = Query("OUTMODE? {}", record(OutputSetup, _output_mode, _input_channel, *[parse_int] * 4),
+                        "Get an output's OUTMODE: mode, input, powerup, polarity, filter, delay.", _output)
 
     def set_output_mode(self, output: int, s: OutputSetup) -> None:
         self.command(f"OUTMODE {output},{int(s.mode)},{s.input},{s.powerup},{s.polarity},{s.filter},{s.delay}")
 
-    def heater_range(self, output: int) -> int:
-        q = f"RANGE? {output}"
-        return parse_int(self.query_raw(q), q)
+    heater_range = Query("RANGE? {}", parse_int, "Get an output's range index (0 off).", _output)
 
     def set_heater_range(self, output: int, value: int) -> None:
         self.command(f"RANGE {output},{value}")
 
-    def heater_setup(self, output: int) -> HeaterSetup:
-        q = f"HTRSET? {output}"
-        f = split_fields(self.query_raw(q), 4, q)
-        return HeaterSetup(parse_float(f[0], q), parse_int(f[1], q), parse_float(f[2], q), parse_int(f[3], q))
+    heater_setup = Query("HTRSET? {}", record(HeaterSetup, parse_float, parse_int, parse_float, parse_int),
+                         "Get an output's heater setup: resistance, max current, max user current, display.",
+                         _output)
 
     def set_heater_setup(self, output: int, s: HeaterSetup) -> None:
         self.command(f"HTRSET {output},{s.resistance:g},{s.max_current},{s.max_user_current:g},{s.display}")
 
-    def pid(self, output: int) -> PID:
-        q = f"PID? {output}"
-        f = [parse_float(x, q) for x in split_fields(self.query_raw(q), 3, q)]
-        return PID(*f)
+    pid = Query("PID? {}", record(PID, parse_float, parse_float, parse_float), "Get an output's PID.", _output)
 
     def set_pid(self, output: int, p: PID) -> None:
         self.command(f"PID {output},{p.p:g},{p.i:g},{p.d:g}")
 
-    def setpoint(self, output: int) -> float:
-        q = f"SETP? {output}"
-        return parse_float(self.query_raw(q), q)
+    setpoint = Query("SETP? {}", parse_float, "Get an output's setpoint (in the control input's units).", _output)
 
     def set_setpoint(self, output: int, value: float) -> None:
         self.command(f"SETP {output},{value:g}")
 
-    def manual_output(self, output: int) -> float:
-        q = f"MOUT? {output}"
-        return parse_float(self.query_raw(q), q)
+    manual_output = Query("MOUT? {}", parse_float, "Get an output's manual output value.", _output)
 
     def set_manual_output(self, output: int, value: float) -> None:
         self.command(f"MOUT {output},{value:g}")
 
-    def sample_heater_output(self) -> float:
-        return parse_float(self.query_raw("HTR?"), "HTR?")
-
-    def still_output(self) -> float:
-        return parse_float(self.query_raw("STILL?"), "STILL?")
+    sample_heater_output = Query("HTR?", parse_float, "Measure the sample heater output (% of range).")
+    still_output = Query("STILL?", parse_float, "Get the still output in percent.")
 
     def set_still_output(self, percent: float) -> None:
         self.command(f"STILL {percent:g}")
 
-    def analog_output(self, output: int) -> float:
-        q = f"AOUT? {output}"
-        return parse_float(self.query_raw(q), q)
-
-    def excitation_frequency(self, which: str = "0") -> int:
-        """Get the excitation frequency index (1-5 = 9.8, 13.7, 16.2, 11.6, 18.2 Hz); ``0`` measurement, ``A`` control."""
-        q = f"FREQ? {which}"
-        return parse_int(self.query_raw(q), q)
+    analog_output = Query("AOUT? {}", parse_float, "Measure an output's analog value in percent.", _output)
+    excitation_frequency = Query("FREQ? {}", parse_int, "Get the excitation frequency index "
+                                 "(1-5 = 9.8, 13.7, 16.2, 11.6, 18.2 Hz); ``0`` measurement, ``A`` control.",
+                                 _frequency_of)
 
     def set_excitation_frequency(self, which: str, index: int) -> None:
         if str(which).upper() not in ("0", "A") or not 1 <= index <= 5:
             raise ValueError("FREQ takes 0 or A and an index 1-5")
         self.command(f"FREQ {str(which).upper()},{index}")
 
-    def common_mode_reduction(self) -> bool:
-        return parse_int(self.query_raw("CMR?"), "CMR?") == 1
+    common_mode_reduction = Query("CMR?", flag, "Get whether common mode reduction is on.")
 
     def set_common_mode_reduction(self, on: bool) -> None:
         self.command(f"CMR {int(on)}")
 
-    def warmup(self) -> tuple[int, float]:
-        """Get the warm-up heater setup: (auto-control 0/1, current %)."""
-        a, b = split_fields(self.query_raw("WARMUP?"), 2, "WARMUP?")
-        return parse_int(a, "WARMUP?"), parse_float(b, "WARMUP?")
+    warmup = Query("WARMUP?", fields(parse_int, parse_float), "Get the warm-up heater setup: (auto-control 0/1, current %).")
 
     def set_warmup(self, auto: int, current: float) -> None:
         self.command(f"WARMUP {auto},{current:g}")

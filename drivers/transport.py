@@ -13,7 +13,7 @@ import os
 import socket
 import termios
 import time
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from .errors import ConnectionLost, InstrumentTimeout
 
@@ -159,6 +159,15 @@ class TcpTransport:
         finally:
             if self._sock is not None:
                 self._sock.setblocking(True)
+
+
+class SerialFraming(TypedDict):
+    """A model's serial framing, given to ``SerialTransport`` and ``visa_serial_settings`` as ``**framing``."""
+
+    baudrate: int
+    bytesize: int
+    parity: str
+    stopbits: int
 
 
 class SerialTransport:
