@@ -26,11 +26,11 @@ import os
 import socket
 import threading
 
-from .clock import SimClock
 from .ledger import Ledger
 from .ls240_device import LS240Device
 from .ls372_device import LS372Device
 from .physics import STAGES, Fridge
+from .sim_clock import SimClock
 from .wire import Faults, PtyInterface, TcpInterface
 
 log = logging.getLogger("firmware_host")

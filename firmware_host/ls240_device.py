@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from . import curves as std
-from .clock import SimClock
+from . import standard_curves as std
 from .curve_memory import POINTS, CurveMemory
 from .physics import Fridge, Noise
 from .protocol import Dispatcher, ExecutionError, fmt_240, nargs, to_float, to_int
+from .sim_clock import SimClock
 
 STAGE_OF_INPUT = ["50k", "4k"]
 NAMES = {1: "50K Plate", 2: "4K Plate"}

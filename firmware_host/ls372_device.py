@@ -10,8 +10,7 @@ import math
 import threading
 from dataclasses import dataclass
 
-from . import curves as std
-from .clock import SimClock
+from . import standard_curves as std
 from .curve_memory import POINTS, CurveMemory
 from .physics import Fridge, Noise
 from .protocol import (
@@ -24,6 +23,7 @@ from .protocol import (
     to_int,
     to_percent,
 )
+from .sim_clock import SimClock
 
 CHANNELS = ["A"] + [str(i) for i in range(1, 17)]
 # Resistance ranges 1-22: 2 mOhm, 6.32 mOhm, ... 63.2 MOhm.
