@@ -98,14 +98,6 @@ def to_float(s: str) -> float:
     return v
 
 
-def to_percent(s: str, what: str) -> float:
-    """A 0-100 % value; the 372 refuses anything else without a reply (socs #908)."""
-    v = to_float(s)
-    if not 0 <= v <= 100:
-        raise ExecutionError(f"{what} outside 0-100 %")
-    return v
-
-
 def to_int(s: str, lo: int, hi: int) -> int:
     try:
         v = int(s.strip().lstrip("+") or "x")
@@ -114,11 +106,6 @@ def to_int(s: str, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise ExecutionError(f"{v} outside {lo}-{hi}")
     return v
-
-
-def nargs(args: list[str], *counts: int) -> None:
-    if len(args) not in counts:
-        raise ExecutionError(f"expected {counts} arguments, got {len(args)}")
 
 
 # -- argument specs -----------------------------------------------------------------
