@@ -37,7 +37,7 @@ run: $(STAMP) $(STATIC)
 test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 	$(BIN)/python -m pytest -q tests
 
-# ruff check (its default rules) over the tree, mypy (pydantic plugin) on drivers/ and appliance/;
+# ruff check (its default rules) over the tree, mypy (pydantic plugin) on drivers/, appliance/, firmware_host/;
 # both configured in pyproject.toml (mypy's baseline of modules not yet clean is listed there)
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -95,7 +95,7 @@ def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     curve_client.add_parser(sub)
     probe.add_parser(sub)
     if emulator:
-        from firmware_host import cli as emulate_cli
+        from firmware_host import emulate_cli
 
         emulate_cli.add_parser(sub)
     else:  # listed in --help; the emulator itself is imported only when asked for (see main)

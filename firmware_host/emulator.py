@@ -1,6 +1,7 @@
 """An emulated instrument: device + physics + wire interfaces + fault control, startable in-process.
 
-Fault control (the same words on the control socket and from Python)::
+Fault control (the same words on the control socket and from Python; ``CONTROLS`` maps each word
+to its action)::
 
     mute on|off        stop answering (input is read and ignored)
     slow SECONDS [MNEMONIC]  delay every reply (or only replies to lines naming MNEMONIC) by SECONDS (0 clears)
@@ -25,12 +26,13 @@ import logging
 import os
 import socket
 import threading
+from typing import Callable
 
-from .clock import SimClock
 from .ledger import Ledger
 from .ls240_device import LS240Device
 from .ls372_device import LS372Device
 from .physics import STAGES, Fridge
+from .sim_clock import SimClock
 from .wire import Faults, PtyInterface, TcpInterface
 
 log = logging.getLogger("firmware_host")
@@ -92,65 +94,84 @@ class Emulator:
         if not words:
             return "error: empty command"
         cmd, args = words[0].lower(), words[1:]
+        action = CONTROLS.get(cmd)
+        if action is None:
+            return f"error: unknown command {cmd!r}"
         try:
-            if cmd == "mute":
-                self.faults.mute = (args or ["on"])[0] == "on"
-            elif cmd == "slow":
-                with self.faults.lock:
-                    self.faults.delay = float(args[0])
-                    self.faults.delay_only = args[1].upper() if len(args) > 1 else None
-            elif cmd == "garbage":
-                self.faults.garbage = int(args[0]) if args else 1
-            elif cmd == "partial":
-                self.faults.partial = int(args[0]) if args else 1
-            elif cmd == "drop":
-                if self.tcp:
-                    self.tcp.drop_all()
-            elif cmd == "unplug":
-                if not self.pty:
-                    return "error: no serial pty to unplug"
-                self.pty.unplug(float(args[0]) if args else 2.0)
-            elif cmd == "reset":
-                self.device.power_on()
-                if self.tcp:
-                    self.tcp.drop_all()
-            elif cmd == "advance":
-                self.clock.advance(float(args[0]))
-            elif cmd == "warm":
-                with self.fridge.lock:
-                    for s in STAGES:
-                        self.fridge.temps[s] = 295.0
-            elif cmd == "warmup":
-                self.fridge.advance_to(self.clock.now())  # the time so far at the old physics
-                with self.fridge.lock:
-                    self.fridge.warmup_tau = max(0.0, float(args[0]))
-            elif cmd == "heater":
-                watts = float(args[0])
-                if hasattr(self.device, "force_heater"):
-                    self.device.force_heater(watts or None)
-                else:
-                    self.fridge.sample_heater_w = watts
-            elif cmd == "clear":
-                self.faults.clear()
-            elif cmd == "status":
-                now = self.clock.now()
-                self.fridge.advance_to(now)
-                return json.dumps({
-                    "sim_time": now, "mute": self.faults.mute, "delay": self.faults.delay,
-                    "garbage": self.faults.garbage, "partial": self.faults.partial,
-                    "temperatures": dict(self.fridge.temps),
-                    "tcp_clients": len(self.tcp.clients) if self.tcp else 0,
-                    "pty": self.pty.link if self.pty else None,
-                })
-            elif cmd == "ledger":
-                return json.dumps({"delivered": self.ledger.counts(), "late": self.ledger.late_total(),
-                                   "faulted": self.ledger.faulted})
-            else:
-                return f"error: unknown command {cmd!r}"
+            reply = action(self, args)
         except (IndexError, ValueError) as exc:
             return f"error: {cmd}: {exc}"
+        if reply is not None:  # a report (status, ledger) or a refusal: not a change to log
+            return reply
         log.info("fault control: %s", line.strip())
         return "ok"
+
+    def _mute(self, args: list[str]) -> None:
+        self.faults.mute = (args or ["on"])[0] == "on"
+
+    def _slow(self, args: list[str]) -> None:
+        with self.faults.lock:
+            self.faults.delay = float(args[0])
+            self.faults.delay_only = args[1].upper() if len(args) > 1 else None
+
+    def _garbage(self, args: list[str]) -> None:
+        self.faults.garbage = int(args[0]) if args else 1
+
+    def _partial(self, args: list[str]) -> None:
+        self.faults.partial = int(args[0]) if args else 1
+
+    def _drop(self, args: list[str]) -> None:
+        if self.tcp:
+            self.tcp.drop_all()
+
+    def _unplug(self, args: list[str]) -> str | None:
+        if not self.pty:
+            return "error: no serial pty to unplug"
+        self.pty.unplug(float(args[0]) if args else 2.0)
+        return None
+
+    def _reset(self, args: list[str]) -> None:
+        self.device.power_on()
+        if self.tcp:
+            self.tcp.drop_all()
+
+    def _advance(self, args: list[str]) -> None:
+        self.clock.advance(float(args[0]))
+
+    def _warm(self, args: list[str]) -> None:
+        with self.fridge.lock:
+            for s in STAGES:
+                self.fridge.temps[s] = 295.0
+
+    def _warmup(self, args: list[str]) -> None:
+        self.fridge.advance_to(self.clock.now())  # the time so far at the old physics
+        with self.fridge.lock:
+            self.fridge.warmup_tau = max(0.0, float(args[0]))
+
+    def _heater(self, args: list[str]) -> None:
+        watts = float(args[0])
+        if hasattr(self.device, "force_heater"):
+            self.device.force_heater(watts or None)
+        else:
+            self.fridge.sample_heater_w = watts
+
+    def _clear(self, args: list[str]) -> None:
+        self.faults.clear()
+
+    def _status(self, args: list[str]) -> str:
+        now = self.clock.now()
+        self.fridge.advance_to(now)
+        return json.dumps({
+            "sim_time": now, "mute": self.faults.mute, "delay": self.faults.delay,
+            "garbage": self.faults.garbage, "partial": self.faults.partial,
+            "temperatures": dict(self.fridge.temps),
+            "tcp_clients": len(self.tcp.clients) if self.tcp else 0,
+            "pty": self.pty.link if self.pty else None,
+        })
+
+    def _ledger(self, args: list[str]) -> str:
+        return json.dumps({"delivered": self.ledger.counts(), "late": self.ledger.late_total(),
+                           "faulted": self.ledger.faulted})
 
     def _control_loop(self) -> None:
         assert self._control_sock is not None
@@ -178,6 +199,17 @@ class Emulator:
                     os.unlink(self._control_path)
                 except OSError:
                     pass
+
+
+# The fault-control words (the module docstring says what each does). An action returns None for
+# "ok" (the change is logged) or the reply itself; IndexError/ValueError from its arguments is the
+# "error: <word>: ..." reply.
+CONTROLS: dict[str, Callable[[Emulator, list[str]], str | None]] = {
+    "mute": Emulator._mute, "slow": Emulator._slow, "garbage": Emulator._garbage, "partial": Emulator._partial,
+    "drop": Emulator._drop, "unplug": Emulator._unplug, "reset": Emulator._reset, "advance": Emulator._advance,
+    "warm": Emulator._warm, "warmup": Emulator._warmup, "heater": Emulator._heater, "clear": Emulator._clear,
+    "status": Emulator._status, "ledger": Emulator._ledger,
+}
 
 
 def send_control(path: str, line: str, timeout: float = 5.0) -> str:

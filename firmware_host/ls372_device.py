@@ -1,8 +1,8 @@
-"""Emulated Model 372: device state, scanner timing and readings, plus its command table.
+"""Emulated Model 372: device state, scanner timing, readings and the heater loop.
 
-The state (settings, scanner, heaters) lives in ``LS372Device``; the wire format
-of each reply is produced by the command table at the bottom, so the physics
-never sees a string and the wire code never sees a kelvin.
+The state (settings, scanner, heaters) lives in ``LS372Device``; what each command reads,
+refuses and replies is ``ls372_commands.py``, so the physics never sees a string and the
+wire code never sees a kelvin.
 """
 from __future__ import annotations
 
@@ -10,20 +10,12 @@ import math
 import threading
 from dataclasses import dataclass
 
-from . import curves as std
-from .clock import SimClock
-from .curve_memory import POINTS, CurveMemory
+from . import ls372_commands
+from . import standard_curves as std
+from .curve_memory import CurveMemory
 from .physics import Fridge, Noise
-from .protocol import (
-    CommandError,
-    Dispatcher,
-    ExecutionError,
-    fmt_372,
-    nargs,
-    to_float,
-    to_int,
-    to_percent,
-)
+from .protocol import CommandError, Dispatcher, ExecutionError
+from .sim_clock import SimClock
 
 CHANNELS = ["A"] + [str(i) for i in range(1, 17)]
 # Resistance ranges 1-22: 2 mOhm, 6.32 mOhm, ... 63.2 MOhm.
@@ -85,6 +77,7 @@ class Output372:
     setp: float = 0.0
     mout: float = 0.0
     integral: float = 0.0
+    output_pct: float = 0.0  # the loop's last output, what HTR? reads
 
 
 def default_channels() -> dict[str, Channel372]:
@@ -315,349 +308,40 @@ class LS372Device:
     def heater_output(self) -> float:
         with self.lock:
             self._advance_heater(self.clock.now())
-            return getattr(self.outputs[0], "output_pct", 0.0)
+            return self.outputs[0].output_pct
 
-    # -- command table -------------------------------------------------------------
-    def table(self) -> dict:
-        return _table(self)
+    # -- what the command table drives ------------------------------------------------
+    def read_esr(self) -> int:
+        """``*ESR?``: the Standard Event Register, cleared by reading it."""
+        with self.lock:
+            v, self.esr = self.esr, 0
+        return v
+
+    def scan(self) -> tuple[str, int]:
+        """The scanner's channel now and whether it autoscans."""
+        with self.lock:
+            self._advance_scanner(self.clock.now())
+            return self.scan_channel, self.autoscan
+
+    def select_scan(self, ch: str, autoscan: int) -> None:
+        """``SCAN``: move the scanner to ``ch``; its pause starts again only if the channel changes."""
+        with self.lock:
+            self.reading(self.scan_channel)  # freeze the old channel's value at the switch
+            if ch != self.scan_channel:
+                self.switched_at = self.clock.now()
+            self.scan_channel, self.autoscan = ch, autoscan
+
+    def configure_input(self, ch: str, enabled: int, dwell: int, pause: int, curve: int, tempco: int) -> None:
+        """``INSET``; the manual: disabling every scanner channel re-enables channel 1."""
+        with self.lock:
+            c = self.channels[ch]
+            c.enabled, c.dwell, c.pause, c.curve, c.tempco = enabled, dwell, pause, curve, tempco
+            if not any(self.channels[str(i)].enabled for i in range(1, 17)):
+                self.channels["1"].enabled = 1
 
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.table(), self.error)
+        """This device behind its command table (``ls372_commands``), as one connection sees it."""
+        return ls372_commands.dispatcher(self)
 
 
 _SENSORS = {21: std.rx102a(), 22: std.rx102a_calibrated()}
-
-
-def _ch(args: list[str], i: int = 0, allow_a: bool = True) -> str:
-    if len(args) <= i:
-        raise ExecutionError("missing channel")
-    s = args[i].strip().upper()
-    if s == "A" and allow_a:
-        return "A"
-    try:
-        n = int(s)
-    except ValueError:
-        raise ExecutionError(f"bad channel {s!r}") from None
-    if not 1 <= n <= 16:
-        raise ExecutionError(f"channel {n} outside 1-16")
-    return str(n)
-
-
-def _out(args: list[str], i: int = 0) -> int:
-    if len(args) <= i:
-        raise ExecutionError("missing output")
-    return to_int(args[i], 0, 2)
-
-
-def _curve_no(args: list[str], lo: int, hi: int) -> int:
-    nargs(args, *range(1, 8))
-    return to_int(args[0], lo, hi)
-
-
-def _table(d: LS372Device) -> dict:
-    def reading(field_name: str):
-        def handler(args: list[str]) -> str:
-            nargs(args, 1)
-            ch = _ch(args)
-            if field_name == "quad" and ch == "A":
-                raise ExecutionError("no quadrature on A")
-            return fmt_372(getattr(d.reading(ch), field_name))
-        return handler
-
-    def idn(args):
-        return f"LSCI,MODEL372,{d.serial},{d.firmware}"
-
-    def esr(args):
-        with d.lock:
-            v, d.esr = d.esr, 0
-        return str(v)
-
-    def cls(args):
-        d.esr = 0
-
-    def rst(args):
-        d.reset_settings()
-
-    def rdgst(args):
-        nargs(args, 1)
-        return f"{d.reading(_ch(args)).status:03d}"
-
-    def scan_q(args):
-        with d.lock:
-            d._advance_scanner(d.clock.now())
-            return f"{int(d.scan_channel):02d},{d.autoscan}"
-
-    def scan_set(args):
-        nargs(args, 2)
-        ch = _ch(args, 0, allow_a=False)
-        auto = to_int(args[1], 0, 1)
-        with d.lock:
-            d.reading(d.scan_channel)  # freeze the old channel's value at the switch
-            if ch != d.scan_channel:
-                d.switched_at = d.clock.now()
-            d.scan_channel, d.autoscan = ch, auto
-
-    def inset_q(args):
-        nargs(args, 1)
-        c = d.channels[_ch(args)]
-        return f"{c.enabled},{c.dwell:03d},{c.pause:03d},{c.curve:02d},{c.tempco}"
-
-    def inset_set(args):
-        nargs(args, 6)
-        ch = _ch(args)
-        vals = (to_int(args[1], 0, 1), to_int(args[2], 1, 200), to_int(args[3], 3, 200),
-                to_int(args[4], 0, 59), to_int(args[5], 1, 2))
-        with d.lock:
-            c = d.channels[ch]
-            c.enabled, c.dwell, c.pause, c.curve, c.tempco = vals
-            if not any(d.channels[str(i)].enabled for i in range(1, 17)):
-                d.channels["1"].enabled = 1  # the manual: disabling all re-enables channel 1
-
-    def intype_q(args):
-        nargs(args, 1)
-        c = d.channels[_ch(args)]
-        return f"{c.mode},{c.excitation:02d},{c.autorange},{c.rng:02d},{c.cs_shunt},{c.units}"
-
-    def intype_set(args):
-        nargs(args, 7)
-        ch = _ch(args)
-        mode = to_int(args[1], 0, 1)
-        exc_max = 6 if ch == "A" else (22 if mode == 1 else 12)
-        if ch == "A" and mode != 1:
-            raise ExecutionError("control input A is current excitation only")
-        vals = (mode, to_int(args[2], 1, exc_max), to_int(args[3], 0, 2), to_int(args[4], 1, 22),
-                to_int(args[5], 0, 1), to_int(args[6], 1, 2))
-        c = d.channels[ch]
-        c.mode, c.excitation, c.autorange, c.rng, c.cs_shunt, c.units = vals
-
-    def filter_q(args):
-        nargs(args, 1)
-        c = d.channels[_ch(args)]
-        return f"{c.filt_on},{c.settle:03d},{c.window:02d}"
-
-    def filter_set(args):
-        nargs(args, 4)
-        target = args[0].strip()
-        vals = (to_int(args[1], 0, 1), to_int(args[2], 0, 200), to_int(args[3], 1, 80))
-        chans = [str(i) for i in range(1, 17)] if target == "0" else [_ch(args)]
-        for ch in chans:
-            c = d.channels[ch]
-            c.filt_on, c.settle, c.window = vals
-
-    def inname_q(args):
-        nargs(args, 1)
-        return d.channels[_ch(args)].name
-
-    def inname_set(args):
-        nargs(args, 2)
-        name = args[1]
-        if len(name) > 15:
-            raise ExecutionError("name longer than 15")
-        d.channels[_ch(args)].name = name
-
-    def tlimit_q(args):
-        nargs(args, 1)
-        limit = d.channels[_ch(args)].tlimit
-        return "+0000" if limit == 0 else f"{limit:+09.4f}"  # socs' fixture: an unset limit is +0000
-
-    def tlimit_set(args):
-        nargs(args, 2)
-        d.channels[_ch(args)].tlimit = max(0.0, to_float(args[1]))
-
-    def crvhdr_q(args):
-        nargs(args, 1)
-        slot = d.curves.slot(to_int(args[0], 1, 59))
-        if slot.empty:
-            return ",,0,+000.000,0"
-        return f"{slot.name},{slot.serial},{slot.data_format},{slot.limit:+08.3f},{slot.coefficient}"
-
-    def crvhdr_set(args):
-        nargs(args, 6)
-        n = to_int(args[0], 21, 59)
-        name, serial = args[1], args[2]
-        if len(name) > 15 or len(serial) > 10:
-            raise ExecutionError("name or serial too long")
-        fmt = to_int(args[3], 3, 7)
-        if fmt not in (3, 4, 7):
-            raise ExecutionError("format must be 3, 4 or 7")
-        with d.lock:
-            d.curves.set_header(n, name, serial, fmt, to_float(args[4]), to_int(args[5], 1, 2))
-
-    def crvpt_q(args):
-        nargs(args, 2)
-        slot = d.curves.slot(to_int(args[0], 1, 59))
-        u, t = slot.cells[to_int(args[1], 1, POINTS) - 1]
-        return f"{u:+.6g},{t:+.6g}"
-
-    def crvpt_set(args):
-        nargs(args, 4, 5)  # an optional curvature field (socs sends one for cubic-spline curves)
-        n = to_int(args[0], 21, 59)
-        i = to_int(args[1], 1, POINTS)
-        with d.lock:
-            d.curves.set_point(n, i, to_float(args[2]), to_float(args[3]))
-
-    def crvdel(args):
-        nargs(args, 1)
-        with d.lock:
-            d.curves.delete(to_int(args[0], 21, 59))
-
-    def outmode_q(args):
-        nargs(args, 1)
-        o = d.outputs[_out(args)]
-        return f"{o.mode},{o.input},{o.powerup},{o.polarity},{o.filt},{o.delay:03d}"
-
-    def outmode_set(args):
-        nargs(args, 7)
-        out = _out(args)
-        mode = to_int(args[1], 0, 6)
-        inp = args[2].strip().upper()
-        if inp not in ("A", "0") and not (inp.isdigit() and 1 <= int(inp) <= 16):
-            raise ExecutionError("bad input")
-        inp = inp if inp in ("A", "0") else str(int(inp))
-        o = d.outputs[out]
-        o.mode, o.input = mode, inp
-        o.powerup, o.polarity, o.filt, o.delay = (to_int(args[3], 0, 1), to_int(args[4], 0, 1),
-                                                   to_int(args[5], 0, 1), to_int(args[6], 1, 255))
-
-    def range_q(args):
-        nargs(args, 1)
-        return str(d.outputs[_out(args)].range)
-
-    def range_set(args):
-        nargs(args, 2)
-        out = _out(args)
-        d.outputs[out].range = to_int(args[1], 0, 8 if out == 0 else 1)
-
-    def htrset_q(args):
-        nargs(args, 1)
-        o = d.outputs[to_int(args[0], 0, 2)]  # the still output answers too (socs' fixtures)
-        return f"{o.resistance:+08.3f},{o.max_current},{o.max_user_current:+08.2f},{o.display}"
-
-    def htrset_set(args):
-        nargs(args, 5)
-        o = d.outputs[to_int(args[0], 0, 1)]
-        r = to_float(args[1])
-        if not 1 <= r <= 2000:
-            raise ExecutionError("heater resistance outside 1-2000")
-        o.resistance, o.max_current = r, to_int(args[2], 0, 4)
-        o.max_user_current, o.display = to_float(args[3]), to_int(args[4], 1, 2)
-
-    def pid_q(args):
-        nargs(args, 0, 1)
-        o = d.outputs[_out(args) if args else 0]
-        return f"{o.p:+08.1f},{o.i:+08.1f},{o.d:+07.1f}"
-
-    def pid_set(args):
-        nargs(args, 4)
-        o = d.outputs[_out(args)]
-        p, i, dd = to_float(args[1]), to_float(args[2]), to_float(args[3])
-        if not (0 <= p <= 1000 and 0 <= i <= 10000 and 0 <= dd <= 2500):
-            raise ExecutionError("PID out of range")
-        o.p, o.i, o.d = p, i, dd
-
-    def setp_q(args):
-        nargs(args, 1)
-        return fmt_372(d.outputs[_out(args)].setp)
-
-    def setp_set(args):
-        nargs(args, 2)
-        d.outputs[_out(args)].setp = to_float(args[1])
-
-    def mout_q(args):
-        nargs(args, 1)
-        return f"{d.outputs[_out(args)].mout:+08.3f}"
-
-    def mout_set(args):
-        nargs(args, 2)
-        d.outputs[_out(args)].mout = to_percent(args[1], "manual output")
-
-    def htr_q(args):
-        nargs(args, 0, 1)
-        # socs' fixture records +00.0005E+00: percent with four decimals and a fixed E+00
-        return f"{d.heater_output():+08.4f}E+00"
-
-    def htrst_q(args):
-        nargs(args, 0, 1)
-        return "0"  # heater status: no error (1 would be heater open, 2 short)
-
-    def ramp_q(args):
-        nargs(args, 1)
-        on, rate = d.ramps[_out(args)]  # QCoDeS asks for all three outputs
-        return f"{on},{rate:+07.3f}"
-
-    def ramp_set(args):
-        nargs(args, 3)
-        out = _out(args)
-        rate = to_float(args[2])
-        if not 0 <= rate <= 100:  # 0 means an infinite rate (QCoDeS docstring)
-            raise ExecutionError("ramp rate outside 0-100 K/min")
-        d.ramps[out] = (to_int(args[1], 0, 1), rate)
-
-    def rampst_q(args):
-        nargs(args, 1)
-        _out(args)
-        return "0"  # the setpoint is not ramped in simulation: it changes at once
-
-    def still_q(args):
-        return f"{d.still:+06.2f}"
-
-    def still_set(args):
-        nargs(args, 1)
-        d.still = to_percent(args[0], "still output")
-
-    def aout_q(args):
-        nargs(args, 1)
-        out = to_int(args[0], 1, 2)
-        return f"{(d.still if out == 2 else d.outputs[1].mout):+06.2f}"
-
-    def opc(args):
-        return "1"
-
-    def freq_target(args, n):
-        nargs(args, n)
-        which = args[0].strip().upper()
-        if which not in ("0", "A"):
-            raise ExecutionError("FREQ takes 0 (measurement) or A (control)")
-        return which
-
-    def freq_q(args):
-        return str(d.freq[freq_target(args, 1)])
-
-    def freq_set(args):
-        d.freq[freq_target(args, 2)] = to_int(args[1], 1, 5)
-
-    def cmr_set(args):
-        nargs(args, 1)
-        d.cmr = to_int(args[0], 0, 1)
-
-    def warmup_q(args):
-        return f"{d.warmup[0]},{d.warmup[1]:+08.3f}"
-
-    def warmup_set(args):
-        nargs(args, 2)
-        d.warmup = (to_int(args[0], 0, 1), to_percent(args[1], "warm-up current"))
-
-    t = {
-        "*IDN?": idn, "*ESR?": esr, "*CLS": cls, "*RST": rst, "*OPC?": opc, "*OPC": lambda a: None,
-        "*STB?": lambda a: f"{(32 if d.esr else 0):03d}", "*SRE": lambda a: None, "*SRE?": lambda a: "000",
-        "KRDG?": reading("kelvin"), "RDGK?": reading("kelvin"), "RDGR?": reading("ohms"),
-        "SRDG?": reading("ohms"), "RDGPWR?": reading("power"), "QRDG?": reading("quad"),
-        "RDGST?": rdgst, "SCAN?": scan_q, "SCAN": scan_set,
-        "INSET?": inset_q, "INSET": inset_set, "INTYPE?": intype_q, "INTYPE": intype_set,
-        "FILTER?": filter_q, "FILTER": filter_set, "INNAME?": inname_q, "INNAME": inname_set,
-        "TLIMIT?": tlimit_q, "TLIMIT": tlimit_set,
-        "CRVHDR?": crvhdr_q, "CRVHDR": crvhdr_set, "CRVPT?": crvpt_q, "CRVPT": crvpt_set, "CRVDEL": crvdel,
-        "OUTMODE?": outmode_q, "OUTMODE": outmode_set, "RANGE?": range_q, "RANGE": range_set,
-        "HTRSET?": htrset_q, "HTRSET": htrset_set, "PID?": pid_q, "PID": pid_set,
-        "SETP?": setp_q, "SETP": setp_set, "MOUT?": mout_q, "MOUT": mout_set, "HTR?": htr_q,
-        "HTRST?": htrst_q, "RAMP?": ramp_q, "RAMP": ramp_set, "RAMPST?": rampst_q,
-        "STILL?": still_q, "STILL": still_set, "AOUT?": aout_q,
-        "FREQ?": freq_q, "FREQ": freq_set, "CMR?": lambda a: str(d.cmr), "CMR": cmr_set,
-        "WARMUP?": warmup_q, "WARMUP": warmup_set,
-        "EMUL?": lambda a: "0", "EMUL": lambda a: None if a and a[0].strip() == "0" else _no_370(),
-    }
-    return t
-
-
-def _no_370() -> None:
-    raise ExecutionError("Model 370 emulation mode is not emulated")

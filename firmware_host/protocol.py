@@ -3,12 +3,15 @@
 LF or CR LF ends a message; blank lines are ignored; several commands joined
 with ``;`` (later ones may start with ``:``) are answered joined with ``;``;
 arguments are separated by commas or spaces; strings may be quoted. What the
-instrument does with each command lives in the device's command table.
+instrument does with each command lives in its command table (``ls372_commands.py``,
+``ls240_commands.py``), declared with the argument specs and ``Command`` below.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, Iterable, Protocol
 
 Handler = Callable[[list[str]], "str | None"]
 
@@ -95,14 +98,6 @@ def to_float(s: str) -> float:
     return v
 
 
-def to_percent(s: str, what: str) -> float:
-    """A 0-100 % value; the 372 refuses anything else without a reply (socs #908)."""
-    v = to_float(s)
-    if not 0 <= v <= 100:
-        raise ExecutionError(f"{what} outside 0-100 %")
-    return v
-
-
 def to_int(s: str, lo: int, hi: int) -> int:
     try:
         v = int(s.strip().lstrip("+") or "x")
@@ -113,9 +108,104 @@ def to_int(s: str, lo: int, hi: int) -> int:
     return v
 
 
-def nargs(args: list[str], *counts: int) -> None:
-    if len(args) not in counts:
-        raise ExecutionError(f"expected {counts} arguments, got {len(args)}")
+# -- argument specs -----------------------------------------------------------------
+# Each field of a command is declared by one of these (lewis' ``Cmd(..., argument_mappings=(int,))``
+# is the model): ``parse`` returns the value or raises ExecutionError, as the firmware refuses it.
+
+
+class Arg(Protocol):
+    def parse(self, text: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer within ``lo``-``hi`` (``+5`` reads as 5); ``only``, if given, the values allowed in it."""
+
+    lo: int
+    hi: int
+    only: tuple[int, ...] | None = None
+
+    def parse(self, text: str) -> int:
+        v = to_int(text, self.lo, self.hi)
+        if self.only is not None and v not in self.only:
+            raise ExecutionError(f"{v} not one of {self.only}")
+        return v
+
+
+@dataclass(frozen=True)
+class Float:
+    """A finite number, within ``lo``-``hi`` when they are given."""
+
+    lo: float | None = None
+    hi: float | None = None
+
+    def parse(self, text: str) -> float:
+        v = to_float(text)
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            raise ExecutionError(f"{v} outside {self.lo}-{self.hi}")
+        return v
+
+
+PERCENT = Float(0, 100)  # the 372 refuses a percentage outside 0-100 without a reply (socs #908)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string of at most ``max_len`` characters, kept as sent (quotes already removed)."""
+
+    max_len: int
+
+    def parse(self, text: str) -> str:
+        if len(text) > self.max_len:
+            raise ExecutionError(f"longer than {self.max_len}")
+        return text
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few words, case-insensitive; the value is the word upper-cased."""
+
+    words: tuple[str, ...]
+
+    def parse(self, text: str) -> str:
+        word = text.strip().upper()
+        if word not in self.words:
+            raise ExecutionError(f"{word!r} not one of {self.words}")
+        return word
+
+
+ANY = range(sys.maxsize)  # ``Command.counts`` for a command that ignores its arguments
+
+
+@dataclass(frozen=True)
+class Command:
+    """One mnemonic: its declared arguments and what it does with their values.
+
+    ``run(device, *values)`` gets one parsed value per argument present (a trailing optional
+    argument left out is left to ``run``'s default) and returns the reply or None.
+    ``counts`` are the argument counts accepted (default: exactly one per spec); arguments
+    beyond the specs are accepted and ignored.
+    """
+
+    mnemonic: str
+    run: Callable[..., str | None]
+    args: tuple[Arg, ...] = ()
+    counts: Collection[int] | None = None
+
+    def bind(self, device: object) -> Handler:
+        accepted = (len(self.args),) if self.counts is None else self.counts
+
+        def handler(raw: list[str]) -> str | None:
+            if len(raw) not in accepted:
+                raise ExecutionError(f"{self.mnemonic}: {len(raw)} arguments")
+            return self.run(device, *(spec.parse(s) for spec, s in zip(self.args, raw)))
+
+        return handler
+
+
+def bind_table(commands: Iterable[Command], device: object) -> dict[str, Handler]:
+    """The dispatcher's table: each mnemonic bound to ``device``."""
+    return {c.mnemonic: c.bind(device) for c in commands}
 
 
 class Dispatcher:

@@ -8,7 +8,7 @@ from drivers.curves import read_340
 from drivers.ls240 import Model240
 from drivers.ls372 import FilterSetup, InputSetup, Model372
 from drivers.transport import SerialTransport, TcpTransport, VisaTransport
-from firmware_host.curves import rx102a
+from firmware_host.standard_curves import rx102a
 
 from .conftest import ROOT
 

@@ -211,7 +211,7 @@ def test_autoscan_snapshots_are_stored_only_when_the_configuration_changes(tmp_p
 
 
 def _closed_loop_device():
-    from firmware_host.clock import SimClock
+    from firmware_host.sim_clock import SimClock
     from firmware_host.ls372_device import LS372Device
     from firmware_host.physics import Fridge
 
