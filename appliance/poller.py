@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import queue as _queue
 import random
-import re
 import threading
 import time
 from concurrent.futures import Future
@@ -31,28 +30,12 @@ from drivers.transport import TcpTransport
 from .clock import clock_synchronised
 from .config import InstrumentConfig, PollingConfig
 from .health import InstrumentHealth
-from .naming import slug, unique_names
-from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue, SeriesKey
+from .naming import SeriesKey, ocs_names, slug, unique_names
+from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue
 
 log = logging.getLogger("kelvinpi.poller")
 
 SNAPSHOT_EVERY = 600.0
-
-
-def ocs_names(model: str, channel: str, name: str) -> tuple[str, str]:
-    """The field names socs's Lake Shore agents write, so OCS/InfluxDB dashboards keep working.
-
-    372: the channel's name with spaces as '_' plus _T / _R (``Channel_05_T``), the control input
-    ``control_T`` / ``control_R``; 240: ``Channel_<n>_T`` / ``Channel_<n>_V``.
-    """
-    if model == "240":
-        return f"Channel_{channel}_T", f"Channel_{channel}_V"
-    if channel == "A":
-        return "control_T", "control_R"
-    stem = re.sub(r"[^A-Za-z0-9_]", "", re.sub(r"\s+", "_", name.strip())) or f"Channel_{int(channel):02d}"
-    if not stem[0].isalpha():
-        stem = "Channel_" + stem
-    return f"{stem}_T", f"{stem}_R"
 
 
 def make_instrument(cfg: InstrumentConfig):

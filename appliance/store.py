@@ -64,7 +64,8 @@ import sqlite_utils
 
 from . import blocks
 from .journal import Frame, Journal
-from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, SeriesKey
+from .naming import SeriesKey
+from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue
 
 log = logging.getLogger("kelvinpi.store")
 

@@ -20,7 +20,8 @@ import pytest
 
 from appliance.config import InfluxUplink
 from appliance.influx import InfluxUplinkRunner
-from appliance.samples import Sample, SampleQueue, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import Sample, SampleQueue
 from appliance.store import Store
 
 from .conftest import fill_disk, free_port, wait_for

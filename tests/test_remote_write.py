@@ -21,7 +21,8 @@ import pytest
 from appliance import config as _config
 from appliance.config import RemoteWriteUplink
 from appliance.remote_write import RemoteWriteUplinkRunner, Sender, points
-from appliance.samples import Sample, SampleQueue, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import Sample, SampleQueue
 from appliance.store import Store
 from appliance.uplinks import FailedUplink, build_uplinks
 

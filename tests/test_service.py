@@ -151,7 +151,8 @@ def _writer_script(db: str, log: str) -> str:
     return f"""
 import sys, time, random
 from appliance.store import Store
-from appliance.samples import Sample, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import Sample
 s = Store({db!r}, commit_interval=0.05)
 keys = [SeriesKey("N", f"c{{i}}_t", "K", f"c{{i}}") for i in range(24)]
 log = open({log!r}, "a", buffering=1)
@@ -193,7 +194,8 @@ def test_power_loss_campaign_kill_9_while_writing(tmp_path):
     print(f"power loss: {POWER_LOSS_TRIALS} kills, {rows} samples committed and all present")
     assert rows > POWER_LOSS_TRIALS * 24 * 10
     from appliance.store import Store
-    from appliance.samples import Sample, SeriesKey
+    from appliance.naming import SeriesKey
+    from appliance.samples import Sample
     Store(db).write([Sample(SeriesKey("N", "c0_t", "K", "c0"), time.time() + 100, 1.0, 0)])
 
 
