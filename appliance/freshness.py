@@ -51,7 +51,7 @@ def schedule(pollers, now: float) -> dict[str, Due]:
     """Per field name (node::field): when its readings are due."""
     out: dict[str, Due] = {}
     for p in pollers:
-        scan = getattr(p.health, "scan", None) if p.cfg.model == "372" else None
+        scan = p.health.scan  # set only by an acquisition with a scanner (the 372's)
         for plan in list(p.plans.values()):
             gap = scan_gap(scan, plan.number, p.cfg.interval)
             scanned = scan is not None and plan.number != "A" and gap > p.cfg.interval
