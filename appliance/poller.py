@@ -55,12 +55,12 @@ class LinkRequest:
 
 
 class Poller(threading.Thread):
-    KICK_EVERY = 5.0  # seconds between watchdog kicks while a long control request runs
+    KICK_EVERY = 5.0  # seconds between kicks of the watchdog pinger while a long control request runs
     def __init__(self, cfg: InstrumentConfig, polling: PollingConfig, queue: SampleQueue, store,
-                 stop: threading.Event, watchdog=None) -> None:
+                 stop: threading.Event, watchdog_pinger=None) -> None:
         super().__init__(name=f"poll-{cfg.name}", daemon=True)
         self.cfg, self.polling, self.queue, self.store, self.stop_event = cfg, polling, queue, store, stop
-        self.watchdog = watchdog
+        self.watchdog_pinger = watchdog_pinger  # health.SystemdWatchdogPinger, or None (no systemd watchdog)
         self.health = InstrumentHealth(cfg.name, cfg.model, cfg.transport)
         self.acquisition = ACQUISITIONS[cfg.model](cfg, self.health)  # what differs between models
         self.instrument = self.acquisition.instrument
@@ -115,7 +115,7 @@ class Poller(threading.Thread):
             if not req.future.set_running_or_notify_cancel():
                 continue
             done = threading.Event()
-            if self.watchdog is not None:
+            if self.watchdog_pinger is not None:
                 threading.Thread(target=self._kick_while, args=(done, req.deadline), daemon=True,
                                  name=f"kick-{self.cfg.name}").start()
             try:
@@ -173,8 +173,9 @@ class Poller(threading.Thread):
             pass
 
     def _kick(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.kick(self.cfg.name)
+        """This poller made progress (a cycle, a connection attempt): systemd's watchdog may be pinged."""
+        if self.watchdog_pinger is not None:
+            self.watchdog_pinger.kick(self.cfg.name)
 
     def _failed(self, exc: Exception) -> None:
         kind = getattr(exc, "kind", "internal")

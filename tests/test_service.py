@@ -82,10 +82,10 @@ def test_notify_ready_watchdog_and_clean_sigterm(tmp_path, emu372, emu240):
 
 def test_watchdog_starves_when_a_poller_hangs(tmp_path):
     """A poller blocked inside I/O must stop the watchdog pings (systemd then restarts us)."""
-    from appliance.health import Watchdog
+    from appliance.health import SystemdWatchdogPinger
 
     sent = []
-    wd = Watchdog(sent.append, ["a", "b"])
+    wd = SystemdWatchdogPinger(sent.append, ["a", "b"])
     wd.kick("a"); wd.kick("b"); wd.kick("a")
     assert sent == ["WATCHDOG=1"]
     for _ in range(5):
