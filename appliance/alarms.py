@@ -1,13 +1,15 @@
 """Alarm rules evaluated on what the appliance sees: pure, so a test can feed it a sequence.
 
-``AlarmEngine.step(obs)`` takes one ``Observation`` (the latest reading of every field, which
+``AlarmEngine.step(obs)`` takes one ``Observation`` (the latest reading of every series, which
 instruments answer, when the store last committed, uplink backlogs, at time ``obs.now``) and
 returns the transitions it caused: an alarm ``raised`` or ``cleared``. It keeps, per rule, when
 the condition started (for the hold time), whether the alarm is active and acknowledged, and
-for rate rules a short history of the field. Nothing here talks to the network or the store;
+for rate rules a short history of the series. Nothing here talks to the network or the store;
 ``appliance.notify`` turns transitions into durable notifications.
 
-Rules (``appliance.config``):
+Rules (``appliance.config``). A rule's ``field`` (a public config key) is the whole series name,
+``node::field``, as the JSON API and exports say it; in code the series name is ``SeriesKey.name``
+and ``field`` alone is the short part (``appliance.naming``).
 
 * ``above`` / ``below``: the field past ``threshold`` for ``hold`` s; cleared once back past it
   by ``hysteresis``. A reading flagged T_OVER (T_UNDER) counts as above (below): a stage warmed
@@ -35,9 +37,10 @@ class Observation:
     """What the appliance looks like at ``now`` (UNIX seconds)."""
 
     now: float
-    latest: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # field -> (t, value or None)
-    expected_gap: dict[str, float] = field(default_factory=dict)  # field -> seconds between readings
-    beyond: dict[str, str] = field(default_factory=dict)  # field -> "above"/"below": the latest reading is
+    # keyed by series name (node::field)
+    latest: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # -> (t, value or None)
+    expected_gap: dict[str, float] = field(default_factory=dict)  # -> seconds between readings
+    beyond: dict[str, str] = field(default_factory=dict)  # -> "above"/"below": the latest reading is
     # flagged T_OVER / T_UNDER (no value, but surely past any threshold inside the curve)
     connected: dict[str, bool] = field(default_factory=dict)  # instrument -> answers
     last_commit: float | None = None  # None: the store has not committed yet (just started)
@@ -189,5 +192,7 @@ class AlarmEngine:
         raise TypeError(f"unknown alarm rule {c!r}")
 
 
-def field_of(rule) -> str | None:
+def target_of(rule) -> str | None:
+    """What a rule watches: a series name (node::field, the rule's ``field`` key) or an instrument;
+    None for the store and backlog rules."""
     return getattr(rule, "field", None) or getattr(rule, "instrument", None)

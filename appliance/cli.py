@@ -58,7 +58,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"kelvinpi export: no store at {args.db}", file=sys.stderr)
         return 1
     store = StoreReader(args.db)
-    names = args.field or [f.name for f in store.fields()]
+    names = args.series or [f.name for f in store.fields()]
     unknown = [n for n in names if n not in store.field_map()]
     if unknown:
         print(f"kelvinpi export: unknown field {unknown[0]!r}", file=sys.stderr)
@@ -86,7 +86,8 @@ def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample_config)
     e = sub.add_parser("export", help="write raw samples from a store file as CSV to stdout")
     e.add_argument("db", help="the SQLite store file")
-    e.add_argument("--field", action="append", help="<node>::<field> (repeat; default all)")
+    e.add_argument("--field", dest="series", metavar="FIELD", action="append",
+                   help="<node>::<field> (repeat; default all)")
     e.add_argument("--start", type=float, default=-86400, help="UNIX seconds, or <= 0 for seconds before now")
     e.add_argument("--end", type=float, default=0)
     e.set_defaults(func=cmd_export)

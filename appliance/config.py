@@ -314,6 +314,8 @@ class ThresholdAlarm(_AlarmBase):
     """A field above (or below) a threshold; cleared once back past it by ``hysteresis``."""
 
     kind: Literal["above", "below"] = Field(description="above: raised when the field exceeds threshold; below: when under it")
+    # The public key says "field" for the whole series name (node::field): in code that is a
+    # SeriesKey's ``name``, and ``field`` is only its short part (appliance.naming).
     field: str = Field(description="the series, as node::field (e.g. LSA23JD::mxc_t)")
     threshold: float = Field(description="in the field's units (kelvin for _t fields)")
     hysteresis: float = Field(0.0, ge=0, description="the value must come back this far past the threshold to clear")

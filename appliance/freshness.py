@@ -1,6 +1,6 @@
 """When is a reading due? The 372's autoscan visits each enabled input for its pause + dwell, so
 a scanned channel is read only while the scanner is on it: between visits it is not stale, it
-is waiting. ``schedule`` says, per field, how long readings are apart and when the next is due;
+is waiting. ``schedule`` says, per series, how long readings are apart and when the next is due;
 the front panel shows "scanning · next in ≈ N s" from it and calls a reading stale only past
 the expected revisit time plus ``web.stale_after``. Input A (read every cycle) and the 240 keep
 the simple rule: stale after ``web.stale_after``.
@@ -48,10 +48,10 @@ def next_in(scan: dict, channel: str, now: float) -> float:
 
 
 def schedule(pollers, now: float) -> dict[str, Due]:
-    """Per field name (node::field): when its readings are due."""
+    """Per series name (node::field): when its readings are due."""
     out: dict[str, Due] = {}
     for p in pollers:
-        scan = getattr(p.health, "scan", None) if p.cfg.model == "372" else None
+        scan = p.health.scan  # set only by an acquisition with a scanner (the 372's)
         for plan in list(p.plans.values()):
             gap = scan_gap(scan, plan.number, p.cfg.interval)
             scanned = scan is not None and plan.number != "A" and gap > p.cfg.interval

@@ -55,12 +55,13 @@ class UplinkHealth:
         return d
 
 
-class Watchdog:
-    """systemd watchdog fed from the poll path: it pings only once every poller has made progress.
+class SystemdWatchdogPinger:
+    """Sends systemd its watchdog ping (``WATCHDOG=1``), but only once every poller has made progress.
 
-    A poller counts as making progress after each completed cycle *or* each connection
-    attempt, so an unplugged instrument (backing off) does not starve the watchdog, but a
-    poller hung inside I/O does, and systemd restarts the service.
+    Not a watchdog itself: systemd is (``WatchdogSec=`` in the unit), and restarts the service
+    when the pings stop. This class decides when a ping is honest. Each poller ``kick``s it
+    after each completed cycle *or* each connection attempt, so an unplugged instrument (backing
+    off) does not starve systemd's watchdog, but a poller hung inside I/O does.
     """
 
     def __init__(self, notify, names: list[str]) -> None:

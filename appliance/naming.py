@@ -1,7 +1,37 @@
-"""Channel name -> series name, in one place, so config checks and the poller agree on collisions."""
+"""How a series is named, in one place, so config checks, the poller and every reader agree.
+
+The words, as the code uses them:
+
+* *node*: an instrument's data node name (``[[instrument]] name``, e.g. ``LSA23JD``);
+* *field*: a series' short name inside its node, from the channel name (``mxc_t``, ``mxc_r``);
+  sisock's ``get_fields`` / ``get_data`` speak of these;
+* *series name*: ``node::field`` (``LSA23JD::mxc_t``), how a user meets a series everywhere
+  outside sisock: ``SeriesKey.name``.
+
+Some public names (config keys, JSON and CSV columns, metric labels) say ``field`` for the whole
+series name: an alarm rule's ``field``, ``kelvinpi export --field``, the ``field`` of the JSON API
+and of ``/metrics``. They stay as users know them; in code, ``field`` is only ever the short part.
+"""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field as dc_field
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """One series: its ``node``, its ``field`` in the node, and ``name`` = ``node::field``."""
+
+    node: str
+    field: str
+    units: str
+    timeline: str
+    description: str = ""
+    ocs: str = dc_field(default="", compare=False)  # the field name socs's agents use (OCS feeds, InfluxDB)
+    name: str = dc_field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.node}::{self.field}")  # hot path: computed once
 
 
 def slug(name: str) -> str:
@@ -35,3 +65,19 @@ def unique_names(names: dict[str, str]) -> tuple[dict[str, str], list[tuple[str,
         taken.add(slug(new))
         out[ch] = new
     return out, renamed
+
+
+def ocs_names(model: str, channel: str, name: str) -> tuple[str, str]:
+    """The field names socs's Lake Shore agents write, so OCS/InfluxDB dashboards keep working.
+
+    372: the channel's name with spaces as '_' plus _T / _R (``Channel_05_T``), the control input
+    ``control_T`` / ``control_R``; 240: ``Channel_<n>_T`` / ``Channel_<n>_V``.
+    """
+    if model == "240":
+        return f"Channel_{channel}_T", f"Channel_{channel}_V"
+    if channel == "A":
+        return "control_T", "control_R"
+    stem = re.sub(r"[^A-Za-z0-9_]", "", re.sub(r"\s+", "_", name.strip())) or f"Channel_{int(channel):02d}"
+    if not stem[0].isalpha():
+        stem = "Channel_" + stem
+    return f"{stem}_T", f"{stem}_R"

@@ -28,7 +28,7 @@ import urllib.request
 from datetime import datetime, timezone
 from email.message import EmailMessage
 
-from .alarms import AlarmEngine, AlarmState, Observation, field_of
+from .alarms import AlarmEngine, AlarmState, Observation, target_of
 from .config import EmailNotify, WebhookNotify, read_secret
 from .freshness import schedule
 from .samples import FLAG_INVALID
@@ -297,7 +297,7 @@ class AlarmService:
                     self._save(st, obs.now)
 
     def _transition(self, kind: str, rule, st: AlarmState, t: float) -> None:
-        where = field_of(rule) or ""
+        where = target_of(rule) or ""
         node = where.partition("::")[0] or None
         log.warning("alarm %s %s (%s): %s", rule.name, kind, rule.severity, st.detail)
         self.store.event(f"alarm_{kind}", node, f"{rule.name} ({rule.severity}): {st.detail}", t=t)
@@ -310,7 +310,7 @@ class AlarmService:
         self.store.alarm_record("state", st.name, json.dumps(d), t)
 
     def _notice(self, rule, st: AlarmState, event: str, t: float) -> None:
-        where = field_of(rule)
+        where = target_of(rule)
         body = {"alarm": rule.name, "event": event, "severity": rule.severity, "rule": rule.kind,
                 "field" if getattr(rule, "field", None) else "instrument": where,
                 "value": st.value, "detail": st.detail, "since": st.since, "t": t, "time": _iso(t)}
@@ -340,7 +340,7 @@ class AlarmService:
                 self.engine.ack(name, who)
                 now = time.time()
                 rule = self.rules[name]
-                self.store.event("alarm_acknowledged", (field_of(rule) or "").partition("::")[0] or None,
+                self.store.event("alarm_acknowledged", (target_of(rule) or "").partition("::")[0] or None,
                                  f"{name} by {who}", t=now)
                 self._notice(rule, st, "acknowledged", now)
                 self._save(st, now)
@@ -349,7 +349,7 @@ class AlarmService:
     def view(self, st: AlarmState) -> dict:
         rule = self.rules[st.name]
         d = st.as_dict()
-        d.update(kind=rule.kind, target=field_of(rule))
+        d.update(kind=rule.kind, target=target_of(rule))
         return d
 
     def alarms(self) -> list[dict]:

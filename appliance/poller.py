@@ -1,5 +1,9 @@
 """One worker thread per instrument: connect, snapshot, poll forever, reconnect with backoff.
 
+This life cycle is the same for every model; what a 372 and a 240 do differently (which inputs
+to read, the 372's scanner, what one cycle asks) is the instrument's ``Acquisition``
+(``appliance.acquisition``), picked once from the model.
+
 A stuck or unplugged instrument only ever blocks its own thread, bounded by the
 driver's timeout; the others keep polling.
 
@@ -13,7 +17,6 @@ from __future__ import annotations
 import logging
 import queue as _queue
 import random
-import re
 import threading
 import time
 from concurrent.futures import Future
@@ -23,49 +26,18 @@ from typing import Any, Callable
 
 from drivers import DriverError
 from drivers.errors import ConnectionLost, InstrumentTimeout
-from drivers.ls240 import SENSOR_UNITS, Model240
-from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
-from drivers.readings import Reading
 from drivers.transport import TcpTransport
 
+from .acquisition import ACQUISITIONS, ChannelPlan
 from .clock import clock_synchronised
 from .config import InstrumentConfig, PollingConfig
 from .health import InstrumentHealth
-from .naming import slug, unique_names
-from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue, SeriesKey
+from .naming import SeriesKey, ocs_names, slug, unique_names
+from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue
 
 log = logging.getLogger("kelvinpi.poller")
 
 SNAPSHOT_EVERY = 600.0
-
-
-def ocs_names(model: str, channel: str, name: str) -> tuple[str, str]:
-    """The field names socs's Lake Shore agents write, so OCS/InfluxDB dashboards keep working.
-
-    372: the channel's name with spaces as '_' plus _T / _R (``Channel_05_T``), the control input
-    ``control_T`` / ``control_R``; 240: ``Channel_<n>_T`` / ``Channel_<n>_V``.
-    """
-    if model == "240":
-        return f"Channel_{channel}_T", f"Channel_{channel}_V"
-    if channel == "A":
-        return "control_T", "control_R"
-    stem = re.sub(r"[^A-Za-z0-9_]", "", re.sub(r"\s+", "_", name.strip())) or f"Channel_{int(channel):02d}"
-    if not stem[0].isalpha():
-        stem = "Channel_" + stem
-    return f"{stem}_T", f"{stem}_R"
-
-
-def make_instrument(cfg: InstrumentConfig):
-    expected = cfg.expect_serial or cfg.serial_number
-    if cfg.model == "372":
-        if cfg.transport == "tcp":
-            return Model372(TcpTransport(cfg.host, cfg.port), timeout=cfg.timeout, expected_serial=expected)
-        if cfg.transport == "serial":
-            return Model372.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
-        return Model372.visa(cfg.resource, timeout=cfg.timeout, expected_serial=expected)
-    if cfg.transport == "serial":
-        return Model240.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
-    return Model240.visa(cfg.resource, timeout=cfg.timeout, expected_serial=expected)
 
 
 class LinkUnavailable(Exception):
@@ -82,31 +54,17 @@ class LinkRequest:
     deadline: float = 0.0  # monotonic time the caller stops waiting
 
 
-@dataclass
-class ChannelPlan:
-    """What to read on one input and under which series names."""
-
-    number: str
-    name: str
-    kelvin: SeriesKey | None
-    sensor: SeriesKey | None
-
-
 class Poller(threading.Thread):
-    KICK_EVERY = 5.0  # seconds between watchdog kicks while a long control request runs
+    KICK_EVERY = 5.0  # seconds between kicks of the watchdog pinger while a long control request runs
     def __init__(self, cfg: InstrumentConfig, polling: PollingConfig, queue: SampleQueue, store,
-                 stop: threading.Event, watchdog=None) -> None:
+                 stop: threading.Event, watchdog_pinger=None) -> None:
         super().__init__(name=f"poll-{cfg.name}", daemon=True)
         self.cfg, self.polling, self.queue, self.store, self.stop_event = cfg, polling, queue, store, stop
-        self.watchdog = watchdog
+        self.watchdog_pinger = watchdog_pinger  # health.SystemdWatchdogPinger, or None (no systemd watchdog)
         self.health = InstrumentHealth(cfg.name, cfg.model, cfg.transport)
-        self.instrument = make_instrument(cfg)
+        self.acquisition = ACQUISITIONS[cfg.model](cfg, self.health)  # what differs between models
+        self.instrument = self.acquisition.instrument
         self.plans: dict[str, ChannelPlan] = {}
-        self.pauses: dict[str, int] = {}
-        self.rotation: list[list] = []  # 372: [channel, pause, dwell] of each enabled input, in scan order
-        self.heater_key: SeriesKey | None = None
-        self._active: str | None = None
-        self._switched = 0.0
         self._last_snapshot = 0.0
         self._down_since: float | None = None
         self._synced: bool | None = None
@@ -157,7 +115,7 @@ class Poller(threading.Thread):
             if not req.future.set_running_or_notify_cancel():
                 continue
             done = threading.Event()
-            if self.watchdog is not None:
+            if self.watchdog_pinger is not None:
                 threading.Thread(target=self._kick_while, args=(done, req.deadline), daemon=True,
                                  name=f"kick-{self.cfg.name}").start()
             try:
@@ -215,8 +173,9 @@ class Poller(threading.Thread):
             pass
 
     def _kick(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.kick(self.cfg.name)
+        """This poller made progress (a cycle, a connection attempt): systemd's watchdog may be pinged."""
+        if self.watchdog_pinger is not None:
+            self.watchdog_pinger.kick(self.cfg.name)
 
     def _failed(self, exc: Exception) -> None:
         kind = getattr(exc, "kind", "internal")
@@ -255,56 +214,15 @@ class Poller(threading.Thread):
         log.info("%s: connected to %s via %s%s", self.cfg.name, h.identity, self.instrument.transport.description, gap)
         self.store.event("connected", self.cfg.name, f"{h.identity}{gap}")
         self._down_since = None
-        self._active = None
+        self.acquisition.connected()
         self.connected_event.set()
 
     # -- plans ---------------------------------------------------------------------
-    def _configured(self) -> dict[str, object]:
-        return {str(c.number): c for c in self.cfg.channel}
-
     def _plan(self) -> None:
-        inst, node = self.instrument, self.cfg.name
-        configured = self._configured()
-        found: dict[str, tuple[str, str, object]] = {}  # channel -> (name, sensor units, config)
-        if isinstance(inst, Model372):
-            candidates = list(MEASUREMENT_CHANNELS)
-            if self.cfg.read_control_input:
-                candidates = ["A"] + candidates
-            setups = {}
-            for ch in candidates:
-                c = configured.get(ch)
-                if c is not None and not c.enabled:
-                    continue
-                if configured and c is None and ch != "A":
-                    continue
-                setup = setups[ch] = inst.input_setup(ch)
-                self.pauses[ch] = setup.pause
-                if c is None and ch != "A" and not setup.enabled:
-                    continue
-                name = (c.name if c is not None and c.name else None) or inst.input_name(ch) or f"Channel {ch}"
-                found[ch] = (name, "Ohm", c)
-            # the autoscan visits every enabled input for its pause + dwell: how long until a
-            # scanned channel is read again (the front panel's and the alarms' idea of fresh)
-            self.rotation = []
-            for ch in MEASUREMENT_CHANNELS:
-                setup = setups.get(ch) or inst.input_setup(ch)
-                if setup.enabled:
-                    self.rotation.append([ch, setup.pause, setup.dwell])
-            if self.cfg.read_heater:
-                self.heater_key = SeriesKey(node, "sample_heater", "%", "sample_heater", "sample heater output",
-                                            ocs="sample_heater")
-        else:
-            for n in range(1, inst.channel_count + 1):
-                ch = str(n)
-                c = configured.get(ch)
-                if (c is not None and not c.enabled) or (configured and c is None):
-                    continue
-                itype = inst.input_type(n)
-                if c is None and not itype.enabled:
-                    continue
-                name = (c.name if c is not None and c.name else None) or inst.input_name(n) or f"Channel {n}"
-                found[ch] = (name, SENSOR_UNITS.get(itype.sensor, "V"), c)
-        names, renamed = unique_names({ch: v[0] for ch, v in found.items()})
+        """Which series each input writes into, after each connect (names may have changed)."""
+        node = self.cfg.name
+        found = self.acquisition.discover_inputs()
+        names, renamed = unique_names({ch: i.name for ch, i in found.items()})
         for ch, old, new in renamed:
             # Two inputs named alike on the instrument ("4K plate", "4k Plate") would write into one
             # series: the later one gets its channel number, and the rename is on record (once).
@@ -314,33 +232,11 @@ class Poller(threading.Thread):
             detail = f"input {ch} is named {old!r} like another input: its fields use {new!r}"
             log.warning("%s: %s", node, detail)
             self.store.event("renamed", node, detail)
-        if isinstance(inst, Model372):
-            self._fit_interval_to_scanner(inst)
-        self.plans = {ch: self._plan_for(ch, names[ch], units, c) for ch, (_, units, c) in found.items()}
-
-    def _fit_interval_to_scanner(self, inst: Model372) -> None:
-        """Poll at least once per shortest change pause of the scanned channels.
-
-        With autoscan on, a poll interval longer than the shortest pause could miss a switch away
-        from a channel and back, and then keep the stale readings the 372 repeats inside the new
-        pause. The effective interval is shortened to that pause (and the change is on record).
-        """
-        self.interval = self.cfg.interval
-        if not inst.scan().autoscan:
-            return
-        pauses = []
-        for n in MEASUREMENT_CHANNELS:
-            setup = inst.input_setup(n)
-            if setup.enabled:
-                self.pauses[n] = setup.pause
-                pauses.append(setup.pause)
-        shortest = min(pauses, default=None)
-        if shortest is not None and self.cfg.interval > shortest:
-            self.interval = float(shortest)
-            detail = (f"poll interval {self.cfg.interval:g} s is longer than the shortest scanner pause "
-                      f"({shortest} s): polling every {self.interval:g} s instead, so no channel switch is missed")
-            log.warning("%s: %s", self.cfg.name, detail)
-            self.store.event("interval", self.cfg.name, detail)
+        self.interval, why = self.acquisition.poll_interval()
+        if why is not None:
+            log.warning("%s: %s", node, why)
+            self.store.event("interval", node, why)
+        self.plans = {ch: self._plan_for(ch, names[ch], i.sensor_units, i.config) for ch, i in found.items()}
 
     def _plan_for(self, ch: str, name: str, sensor_units: str, c) -> ChannelPlan:
         keep = c.keep if c is not None else ["kelvin", "sensor"]
@@ -354,11 +250,7 @@ class Poller(threading.Thread):
         )
 
     def _take_snapshot(self) -> None:
-        channels = [p.number for p in self.plans.values()]
-        if isinstance(self.instrument, Model240):
-            snap = self.instrument.configuration([int(c) for c in channels])
-        else:
-            snap = self.instrument.configuration(channels)
+        snap = self.acquisition.configuration([p.number for p in self.plans.values()])
         snap["fields"] = {p.number: [k.name for k in (p.kelvin, p.sensor) if k] for p in self.plans.values()}
         if self.store.snapshot(self.cfg.name, snap):
             log.info("%s: configuration snapshot recorded", self.cfg.name)
@@ -371,14 +263,6 @@ class Poller(threading.Thread):
             self._synced = clock_synchronised()
             self._sync_checked = now
         return FLAG_CLOCK_UNSYNCED if self._synced is False else 0
-
-    def _samples(self, plan: ChannelPlan, r: Reading, flags: int) -> list[Sample]:
-        out = []
-        if plan.kelvin:
-            out.append(Sample(plan.kelvin, r.t, r.kelvin, r.status | flags))
-        if plan.sensor:
-            out.append(Sample(plan.sensor, r.t, r.sensor, r.status | flags))
-        return out
 
     def _poll_until_error(self) -> None:
         h = self.health
@@ -405,28 +289,4 @@ class Poller(threading.Thread):
 
     def cycle(self, out: list[Sample]) -> None:
         """One poll cycle; samples are appended to ``out`` as each exchange succeeds."""
-        flags = self._flags()
-        inst = self.instrument
-        if isinstance(inst, Model372):
-            scan = inst.scan()
-            now = time.monotonic()
-            if scan.channel != self._active:
-                self._active, self._switched = scan.channel, now
-                self.health.active_channel = scan.channel
-                self.health.scan = {"autoscan": scan.autoscan, "channel": scan.channel, "switched": time.time(),
-                                    "rotation": self.rotation}
-            elif self.health.scan is not None and self.health.scan["autoscan"] != scan.autoscan:
-                self.health.scan = dict(self.health.scan, autoscan=scan.autoscan)
-            plan = self.plans.get(scan.channel)
-            # Inside the change pause the 372 repeats the channel's old value: skip it (socs PR #28).
-            if plan is not None and now - self._switched >= self.pauses.get(scan.channel, 3):
-                out.extend(self._samples(plan, inst.read(scan.channel), flags))
-            if "A" in self.plans:
-                out.extend(self._samples(self.plans["A"], inst.read("A"), flags))
-            if self.heater_key is not None:
-                v = inst.sample_heater_output()
-                out.append(Sample(self.heater_key, time.time(), v, flags))
-        else:
-            for plan in self.plans.values():
-                out.extend(self._samples(plan, inst.read(int(plan.number), plan.sensor.units if plan.sensor else "V"),
-                                         flags))
+        self.acquisition.cycle(self.plans, self._flags(), out)

@@ -3,28 +3,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+
+from .naming import SeriesKey
 
 # Appliance flags kept above the instrument's 8 reading-status bits.
 FLAG_CLOCK_UNSYNCED = 1 << 8  # taken while the system clock was not NTP-synchronised
 FLAG_TIME_NUDGED = 1 << 9  # time moved by a few microseconds to keep (series, t) unique
 FLAG_INVALID = 1 << 10  # the instrument flagged the value: stored as NULL, never as a number
-
-
-@dataclass(frozen=True)
-class SeriesKey:
-    """One series: ``node::field`` everywhere a user meets it."""
-
-    node: str
-    field: str
-    units: str
-    timeline: str
-    description: str = ""
-    ocs: str = dc_field(default="", compare=False)  # the field name socs's agents use (OCS feeds, InfluxDB)
-    name: str = dc_field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", f"{self.node}::{self.field}")  # hot path: computed once
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from . import __version__, sdnotify
 from .clock import clock_synchronised
 from .config import Config
 from .control import Control
-from .health import UplinkHealth, Watchdog
+from .health import SystemdWatchdogPinger, UplinkHealth
 from .metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
@@ -62,8 +62,9 @@ class Appliance:
                            progress=lambda: sdnotify.notify("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating the store"))
         self.queue = SampleQueue(sc.queue_size)
         enabled = [i for i in config.instrument if i.enabled]
-        self.watchdog = Watchdog(sdnotify.notify, [i.name for i in enabled]) if sdnotify.watchdog_interval() else None
-        self.pollers = [Poller(i, config.polling, self.queue, self.store, self.stop_event, self.watchdog)
+        self.watchdog_pinger = SystemdWatchdogPinger(sdnotify.notify, [i.name for i in enabled]) \
+            if sdnotify.watchdog_interval() else None
+        self.pollers = [Poller(i, config.polling, self.queue, self.store, self.stop_event, self.watchdog_pinger)
                         for i in enabled]
         self.uplinks: list[UplinkRunner] = []  # built by add_uplinks, started and stopped with the rest
         self.control, self.control_error = None, None

@@ -64,7 +64,8 @@ import sqlite_utils
 
 from . import blocks
 from .journal import Frame, Journal, decode_all
-from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, SeriesKey
+from .naming import SeriesKey
+from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue
 
 log = logging.getLogger("kelvinpi.store")
 
@@ -105,6 +106,8 @@ def resolve_time(t: float | None, now: float | None = None, default: float = 0.0
 
 @dataclass(frozen=True)
 class FieldInfo:
+    """A stored series: ``name`` is ``node::field``, ``field`` its short name in the node (as in SeriesKey)."""
+
     id: int
     name: str
     node: str
@@ -392,7 +395,11 @@ class StoreReader:
         return {f.name: f for f in self.fields()}
 
     def latest(self) -> list[dict]:
-        """The newest stored sample of each series (by insertion order)."""
+        """The newest stored sample of each series (by insertion order).
+
+        The dicts use the JSON API's public keys, where ``field`` is the series name (node::field)
+        and ``name`` its short field: the reverse of ``FieldInfo``/``SeriesKey``, kept for users.
+        """
         conn = self.reader()
         out = []
         for f in self.fields():

@@ -262,7 +262,8 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
     import statistics
     import threading
 
-    from appliance.samples import Sample, SeriesKey
+    from appliance.naming import SeriesKey
+    from appliance.samples import Sample
     from appliance.store import Store
 
     db = tmp_path / "kelvinpi.db"

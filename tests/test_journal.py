@@ -7,7 +7,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from appliance import journal
-from appliance.samples import FLAG_INVALID, Sample, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import FLAG_INVALID, Sample
 from appliance.store import Store, StoreReader
 
 K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")

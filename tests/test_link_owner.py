@@ -79,7 +79,7 @@ def test_a_long_request_feeds_the_watchdog_until_its_deadline(tmp_path, emu372):
     try:
         poller = app.pollers[0]
         kicks: list[float] = []
-        poller.watchdog = type("W", (), {"kick": lambda self, name: kicks.append(time.monotonic())})()
+        poller.watchdog_pinger = type("W", (), {"kick": lambda self, name: kicks.append(time.monotonic())})()
         poller.KICK_EVERY = 0.1
         wait_for(lambda: kicks, 10, what="a cycle kick")
         t0 = time.monotonic()

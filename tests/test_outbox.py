@@ -19,8 +19,9 @@ from types import SimpleNamespace
 import pytest
 
 from appliance.config import InfluxUplink
+from appliance.naming import SeriesKey
+from appliance.samples import Sample, SampleQueue
 from appliance.uplinks.influxdb import InfluxUplinkRunner
-from appliance.samples import Sample, SampleQueue, SeriesKey
 from appliance.store import Store
 
 from .conftest import fill_disk, free_port, wait_for

@@ -20,8 +20,9 @@ import pytest
 
 from appliance import config as _config
 from appliance.config import RemoteWriteUplink
+from appliance.naming import SeriesKey
+from appliance.samples import Sample, SampleQueue
 from appliance.uplinks.remote_write import RemoteWriteUplinkRunner, Sender, points
-from appliance.samples import Sample, SampleQueue, SeriesKey
 from appliance.store import Store
 from appliance.uplinks import FailedUplink, build_uplinks
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.poller import slug
+from appliance.naming import slug
 from firmware_host.ls240_device import NAMES as LS240_NAMES
 from firmware_host.ls372_device import WIRING
 

@@ -82,10 +82,10 @@ def test_notify_ready_watchdog_and_clean_sigterm(tmp_path, emu372, emu240):
 
 def test_watchdog_starves_when_a_poller_hangs(tmp_path):
     """A poller blocked inside I/O must stop the watchdog pings (systemd then restarts us)."""
-    from appliance.health import Watchdog
+    from appliance.health import SystemdWatchdogPinger
 
     sent = []
-    wd = Watchdog(sent.append, ["a", "b"])
+    wd = SystemdWatchdogPinger(sent.append, ["a", "b"])
     wd.kick("a"); wd.kick("b"); wd.kick("a")
     assert sent == ["WATCHDOG=1"]
     for _ in range(5):
@@ -151,7 +151,8 @@ def _writer_script(db: str, log: str) -> str:
     return f"""
 import sys, time, random
 from appliance.store import Store
-from appliance.samples import Sample, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import Sample
 s = Store({db!r}, commit_interval=0.05)
 keys = [SeriesKey("N", f"c{{i}}_t", "K", f"c{{i}}") for i in range(24)]
 log = open({log!r}, "a", buffering=1)
@@ -193,7 +194,8 @@ def test_power_loss_campaign_kill_9_while_writing(tmp_path):
     print(f"power loss: {POWER_LOSS_TRIALS} kills, {rows} samples committed and all present")
     assert rows > POWER_LOSS_TRIALS * 24 * 10
     from appliance.store import Store
-    from appliance.samples import Sample, SeriesKey
+    from appliance.naming import SeriesKey
+    from appliance.samples import Sample
     Store(db).write([Sample(SeriesKey("N", "c0_t", "K", "c0"), time.time() + 100, 1.0, 0)])
 
 

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from appliance import blocks
-from appliance.samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue
 from appliance.store import BLOCK_MS, SCHEMA_VERSION, TIERS, Store, StoreReader, resolve_time
 
 K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")

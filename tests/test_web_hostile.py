@@ -33,7 +33,8 @@ HISTORY_DAYS = 7  # of 1 Hz history for one live series: what makes an unbounded
 
 def prefill(path: Path, days: float) -> None:
     """``days`` of 1 Hz readings of LSA23JD::mxc_control_t before the service starts (bulk ingest, ~2 s)."""
-    from appliance.samples import Sample, SeriesKey
+    from appliance.naming import SeriesKey
+    from appliance.samples import Sample
     from appliance.store import Store
 
     key = SeriesKey("LSA23JD", "mxc_control_t", "K", "mxc_control")

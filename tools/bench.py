@@ -56,7 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.samples import Sample, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import Sample
 from appliance.store import SEAL_DELAY, Store
 
 ROOT = Path(__file__).resolve().parent.parent

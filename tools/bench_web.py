@@ -50,7 +50,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.samples import Sample, SeriesKey  # noqa: E402
+from appliance.naming import SeriesKey  # noqa: E402
+from appliance.samples import Sample  # noqa: E402
 from appliance.store import Store  # noqa: E402
 
 HOUR = 3600

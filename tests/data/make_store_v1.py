@@ -1,7 +1,8 @@
 """Writes tests/data/store-v1.db with the v1 store (kelvinpi 0.1.0, commit ca9f0ff): `git show ca9f0ff:appliance/store.py > appliance/store_v1.py` beside it, then run this."""
 import sys, random
 from appliance.store_v1 import Store
-from appliance.samples import Sample, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import Sample
 path = sys.argv[1]
 s = Store(path)
 K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc", "372 input 1 (MXC)", ocs="mxc_T")

@@ -2,7 +2,8 @@
 import sys, random
 sys.path.insert(0, "/tmp/oldcode")
 from appliance.store import Store, SCHEMA_VERSION
-from appliance.samples import Sample, SeriesKey
+from appliance.naming import SeriesKey
+from appliance.samples import Sample
 assert SCHEMA_VERSION == 2
 K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc"); R = SeriesKey("LSA23JD", "mxc_r", "Ohm", "mxc")
 rng = random.Random(3)
