@@ -12,7 +12,7 @@ from .clock import clock_synchronised
 from .config import Config
 from .control import Control
 from .health import Watchdog
-from .metrics import make_registry
+from .web.metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bottle import Bottle, HTTPError, request
 
-from .control import ControlRefused
+from ..control import ControlRefused
 
 API = "/api/v1"
 
@@ -27,7 +27,7 @@ def add_routes(app: Bottle, app_state) -> None:
         except ControlRefused as exc:
             raise HTTPError(exc.status, str(exc)) from None
         try:
-            from .web import _networks, client_address  # the socket's peer, never a header it wrote
+            from . import _networks, client_address  # the socket's peer, never a header it wrote
 
             who = client_address(request.environ, _networks(app_state.config.web.trusted_proxies))
             return app_state.alarms.ack(name, who)

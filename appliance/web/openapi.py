@@ -1,7 +1,7 @@
 """The JSON API described as OpenAPI 3.1, served at /api/v1/openapi.json (for clients and fuzzers)."""
 from __future__ import annotations
 
-from . import __version__, curve_api, web
+from .. import __version__, curve_api, web
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],

@@ -30,7 +30,7 @@ MAX_FIELDS = 64
 
 def _number(name: str, raw: str | None, default: float | None, lo: float, hi: float) -> float | None:
     """The web module's number parameter (one error shape), with a default when absent."""
-    from .web import parse_float  # the web module installs this one: imported when a request comes
+    from . import parse_float  # the web module installs this one: imported when a request comes
 
     v = parse_float(name, raw, lo, hi)
     return default if v is None else v

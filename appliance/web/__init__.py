@@ -59,11 +59,11 @@ from waitress.task import ErrorTask
 
 from drivers.readings import LS240_STATUS_BITS, LS372_STATUS_BITS, decode_status
 
-from . import curve_api
-from .control import ControlRefused
-from .freshness import schedule
-from .samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
-from .store import resolve_time
+from .. import curve_api
+from ..control import ControlRefused
+from ..freshness import schedule
+from ..samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
+from ..store import resolve_time
 
 log = logging.getLogger("kelvinpi.web")
 STATIC = Path(str(resources.files("appliance").joinpath("static")))
@@ -623,7 +623,7 @@ def make_app(app_state) -> Bottle:
         key = ("grafana", tuple(names), q_start, q_end, stride, points)
         return answers.get(key, min(CACHE_TTL_MAX, stride), lambda: b"".join(stream(q_start, q_end)))
 
-    from .web_alarms import add_panel_routes, add_routes as alarm_routes
+    from .alarms import add_panel_routes, add_routes as alarm_routes
 
     alarm_routes(app, app_state)
     add_panel_routes(app, app_state)
@@ -646,7 +646,7 @@ def make_app(app_state) -> Bottle:
     def static(path):
         return bottle.static_file(path, root=str(STATIC))
 
-    from .web_infinity import register_infinity  # wide JSON/CSV time series for Grafana's Infinity
+    from .grafana import register_infinity  # wide JSON/CSV time series for Grafana's Infinity
 
     register_infinity(app, app_state)
     return app
