@@ -1,17 +1,18 @@
 """The JSON API described as OpenAPI 3.1, served at /api/v1/openapi.json (for clients and fuzzers)."""
 from __future__ import annotations
 
-from .. import __version__, curve_api, web
+from .. import __version__
+from . import common, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
          "description": "UNIX seconds; a number 0 or less means that many seconds before now; or ISO 8601 "
                         "after 1970 (an earlier one is refused with 400)"}
 LIMITS = ("Ceilings (over one: 400, 413 or 431 naming the limit): a data request names at most "
-          f"{web.MAX_SERIES} distinct series (repeats collapsed) and gets at most {web.MAX_POINTS} points per series and "
-          f"{web.MAX_RESPONSE_POINTS} in all (maxDataPoints is clamped); an export covers at most "
-          f"{web.MAX_EXPORT_DAYS} days and {web.MAX_EXPORT_ROWS} rows; a request head is at most {web.MAX_HEAD} bytes, "
-          f"a query string {web.MAX_QUERY} bytes and {web.MAX_QUERY_PARAMS} parameters, a body {web.MAX_BODY} bytes.")
+          f"{common.MAX_SERIES} distinct series (repeats collapsed) and gets at most {common.MAX_POINTS} points per series and "
+          f"{common.MAX_RESPONSE_POINTS} in all (maxDataPoints is clamped); an export covers at most "
+          f"{common.MAX_EXPORT_DAYS} days and {common.MAX_EXPORT_ROWS} rows; a request head is at most {common.MAX_HEAD} bytes, "
+          f"a query string {common.MAX_QUERY} bytes and {common.MAX_QUERY_PARAMS} parameters, a body {common.MAX_BODY} bytes.")
 
 
 def _errors(*codes: int) -> dict:
@@ -24,7 +25,7 @@ def _ok(schema: dict, ctype: str = "application/json") -> dict:
 
 FIELD_PARAM = {"name": "field", "in": "query", "required": True, "explode": True,
                "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+::[^:]+$"}, "minItems": 1},
-               "description": f"<node>::<field>, repeatable (repeats collapsed; at most {web.MAX_SERIES} distinct: over it, 400)"}
+               "description": f"<node>::<field>, repeatable (repeats collapsed; at most {common.MAX_SERIES} distinct: over it, 400)"}
 
 
 def spec() -> dict:
@@ -99,7 +100,7 @@ def spec() -> dict:
                     "type": "object", "required": ["kelvin"],
                     "properties": {"output": {"enum": [0, 1]}, "kelvin": {"type": "number", "minimum": 0}}}}}},
                 "responses": {**_ok({"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
-            **curve_api.openapi_paths(_ok, _errors),
+            **curves.openapi_paths(_ok, _errors),
             "/api/v1/panel": {"get": {"summary": "front panel extras: store reach and wear, channels in config order",
                                       "responses": _ok({"type": "object", "required": ["store", "channels"]})}},
             "/api/v1/alarms": {"get": {"summary": "every alarm rule's state (active, acknowledged, since, value)",
