@@ -28,6 +28,26 @@ FIELD_PARAM = {"name": "field", "in": "query", "required": True, "explode": True
                "description": f"<node>::<field>, repeatable (repeats collapsed; at most {common.MAX_SERIES} distinct: over it, 400)"}
 
 
+def _grafana_extras() -> dict:
+    """The JSON datasource's connection test (GET or POST, with or without the slash) and the
+    calls of simpod's plugin that Kelvinpi answers: the series list, and empty lists for the rest."""
+    root = {"summary": "Grafana JSON datasource: the connection test",
+            "responses": _ok({"type": "object", "required": ["status"]})}
+    body = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    empty = {"requestBody": body, "responses": {**_ok({"type": "array", "maxItems": 0}), **_errors(400, 413)}}
+    return {
+        "/grafana": {"get": root, "post": root},
+        "/grafana/": {"get": root, "post": root},
+        "/grafana/metrics": {"post": {
+            "summary": "Grafana JSON datasource: every series as {label, value}", "requestBody": body,
+            "responses": {**_ok({"type": "array", "items": {"type": "object", "required": ["label", "value"]}}),
+                          **_errors(400, 413)}}},
+        **{f"/grafana/{name}": {"post": {"summary": f"Grafana JSON datasource: {name} (none: an empty list)",
+                                         **empty}}
+           for name in ("metric-payload-options", "variable", "tag-keys", "tag-values", "annotations")},
+    }
+
+
 def spec() -> dict:
     return {
         "openapi": "3.1.0",
@@ -92,6 +112,7 @@ def spec() -> dict:
                                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
                                             "type": "object", "required": ["range", "targets"]}}}},
                                         "responses": {**_ok({"type": "array"}), **_errors(400, 413)}}},
+            **_grafana_extras(),
             "/api/v1/control/{node}/setpoint": {"post": {
                 "summary": "set a 372 heater setpoint (off unless control.enabled; needs the control token)",
                 "security": [{"controlToken": []}],
@@ -110,6 +131,15 @@ def spec() -> dict:
                 "security": [{"controlToken": []}],
                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404)}}},
+            "/api/v1/openapi.json": {"get": {"summary": "this document",
+                                             "responses": _ok({"type": "object", "required": ["openapi", "paths"]})}},
+            "/metrics": {"get": {"summary": "Prometheus exposition: latest values, instrument, store, uplink and "
+                                            "alarm health", "responses": _ok({"type": "string"}, "text/plain")}},
+            "/": {"get": {"summary": "the front panel", "responses": _ok({"type": "string"}, "text/html")}},
+            "/static/{path}": {"get": {
+                "summary": "the front panel's scripts, styles and vendored libraries",
+                "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**_ok({"type": "string"}, "*/*"), **_errors(400, 403, 404)}}},
         },
         "components": {"securitySchemes": {"controlToken": {"type": "http", "scheme": "bearer"}},
                        "schemas": {"Error": {
