@@ -1,5 +1,7 @@
 """Calibration curves through the authenticated control API: list, show, upload, verify, delete.
 
+The operations; their routes (and their OpenAPI description) are in appliance/web/curves.py.
+
 Every request is carried out by the instrument's poller (the one owner of its link) between
 poll cycles, so an upload never interleaves with a reading. Upload writes every breakpoint,
 reads every one back and refuses (HTTP 409) naming the first point that differs; a changed
@@ -18,8 +20,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from bottle import Bottle, HTTPError, request
-
 from drivers import DriverError, InstrumentError
 from drivers.curves import Curve, CurveError, parse_340, write_340
 from drivers.ls240 import Model240, same_to_six_digits
@@ -30,7 +30,6 @@ from .poller import LinkUnavailable
 
 log = logging.getLogger("kelvinpi.curves")
 
-API = "/api/v1/control"
 UPLOAD_TIMEOUT = 120.0  # 200 points at the 372's 65 ms pacing, read back: about 40 s
 
 
@@ -177,66 +176,3 @@ class CurveService:
         log.warning("%s: %s", node, detail)
         self.control.store.event("control", node, detail)
         return {"node": node, "number": n, "deleted": True}
-
-
-def install(app: Bottle, app_state) -> None:
-    """Register the curve routes on the web app (one line in web.py)."""
-
-    def guarded(fn):
-        def handler(*args, **kwargs):
-            ctl = app_state.control
-            try:
-                if ctl is None:
-                    raise ControlRefused(403, f"instrument control is disabled: {app_state.control_error}")
-                ctl.authorize(request.get_header("Authorization"))
-                return fn(CurveService(ctl), *args, **kwargs)
-            except ControlRefused as exc:
-                raise HTTPError(exc.status, str(exc)) from None
-        return handler
-
-    def body() -> dict:
-        from .web import read_json  # the web module's size limit and JSON errors
-
-        return read_json()
-
-    def who() -> str:
-        """The socket's peer (a proxy header only from web.trusted_proxies): who changed a curve."""
-        from .web import _networks, client_address
-
-        return client_address(request.environ, _networks(app_state.config.web.trusted_proxies))
-
-    app.get(f"{API}/<node>/curves")(guarded(lambda s, node: s.list(node)))
-    app.get(f"{API}/<node>/curves/<number:int>")(guarded(lambda s, node, number: s.show(node, number)))
-    app.put(f"{API}/<node>/curves/<number:int>")(
-        guarded(lambda s, node, number: s.upload(node, number, body(), who())))
-    app.post(f"{API}/<node>/curves/<number:int>/verify")(
-        guarded(lambda s, node, number: s.verify(node, number, body())))
-    app.delete(f"{API}/<node>/curves/<number:int>")(guarded(lambda s, node, number: s.delete(node, number, who())))
-
-
-def openapi_paths(ok, errors) -> dict:
-    """The curve routes for /api/v1/openapi.json (``ok``/``errors`` are openapi.py's helpers)."""
-    node = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
-    number = {"name": "number", "in": "path", "required": True, "schema": {"type": "integer"}}
-    file_body = {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["text"],
-        "properties": {"text": {"type": "string", "description": "the .340 file"}, "filename": {"type": "string"}}}}}}
-    sec = [{"controlToken": []}]
-    fails = errors(400, 401, 403, 404, 409, 413, 503)
-    return {
-        f"{API}/{{node}}/curves": {"get": {
-            "summary": "headers of the instrument's stored curves (needs the control token)", "security": sec,
-            "parameters": [node], "responses": {**ok({"type": "object"}), **fails}}},
-        f"{API}/{{node}}/curves/{{number}}": {
-            "get": {"summary": "one curve: header, points and .340 text", "security": sec,
-                    "parameters": [node, number], "responses": {**ok({"type": "object"}), **fails}},
-            "put": {"summary": "upload a .340 file, read every point back", "security": sec,
-                    "parameters": [node, number], "requestBody": file_body,
-                    "responses": {**ok({"type": "object"}), **fails}},
-            "delete": {"summary": "delete a user curve", "security": sec, "parameters": [node, number],
-                       "responses": {**ok({"type": "object"}), **fails}}},
-        f"{API}/{{node}}/curves/{{number}}/verify": {"post": {
-            "summary": "compare a .340 file with the instrument's curve", "security": sec,
-            "parameters": [node, number], "requestBody": file_body,
-            "responses": {**ok({"type": "object"}), **fails}}},
-    }

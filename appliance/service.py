@@ -12,7 +12,7 @@ from .clock import clock_synchronised
 from .config import Config
 from .control import Control
 from .health import SystemdWatchdogPinger, UplinkHealth
-from .metrics import make_registry
+from .web.metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store
@@ -76,7 +76,9 @@ class Appliance:
         from .notify import AlarmService
 
         self.alarms = AlarmService(self)
-        self.metrics_registry = make_registry(self)
+        self.metrics_registry = make_registry(store=self.store, pollers=self.pollers, queue=self.queue,
+                                              clock_synced=self.clock_synced, uplink_health=self.uplink_health,
+                                              alarms=self.alarms)
         self.server: Server | None = None
         self._web_thread: threading.Thread | None = None
         self._clock = (None, 0.0)
@@ -147,8 +149,11 @@ class Appliance:
         for u in self.uplinks:
             u.start()
         self.alarms.start()
-        # waitress under a request deadline and connection limits (why not cheroot: appliance/web.py)
-        self.server = Server(make_app(self), self.config.web)
+        # waitress under a request deadline and connection limits (why not cheroot: appliance/web/server.py)
+        app = make_app(store=self.store, config=self.config, pollers=self.pollers, version=self.version,
+                       health=self.health, metrics_registry=self.metrics_registry, alarms=self.alarms,
+                       control=self.control, control_error=self.control_error)
+        self.server = Server(app, self.config.web)
         self.web_address = self.server.bind_addr
         self._web_thread = threading.Thread(target=self.server.serve, name="web", daemon=True)
         self._web_thread.start()

@@ -2,6 +2,7 @@
 import csv
 import io
 import json
+import re
 import socket
 import time
 import urllib.error
@@ -46,7 +47,7 @@ def test_health_and_instruments(running_appliance):
     assert snap["channels"]["A"]["inset"]["curve"] == 22 and snap["curves"]["22"]["name"] == "RX-102A-CAL"
 
 
-def test_fields_and_latest_follow_naming(running_appliance):
+def test_fields_and_latest_follow_naming(running_appliance, emu372):
     names = {f["field"] for f in get(running_appliance, "/api/v1/fields")["fields"]}
     assert {"LSA23JD::mxc_control_t", "LSA23JD::mxc_control_r", "LSA24AZ::50k_plate_t", "LSA24AZ::4k_plate_r",
             "LSA23JD::sample_heater"} <= names
@@ -57,22 +58,9 @@ def test_fields_and_latest_follow_naming(running_appliance):
     assert 0.005 < a["value"] < 0.05 and abs(a["t"] - time.time()) < 10
     assert by["LSA24AZ::50k_plate_r"]["units"] == "V"
     # values equal what the emulator produces: the physics model's mixing chamber temperature
-    status = json.loads(running_appliance_emulator_status(running_appliance))
+    # (emu372 is the emulator running_appliance polls: pytest gives one test one instance of a fixture)
+    status = json.loads(emu372.control("status"))
     assert a["value"] == pytest.approx(status["temperatures"]["mxc"], rel=0.01)
-
-
-def running_appliance_emulator_status(app):
-    # the emulator object is reachable through the poller's transport address; tests share the fixture
-    return _EMU["372"].control("status")
-
-
-_EMU = {}
-
-
-@pytest.fixture(autouse=True)
-def _remember(request):
-    if "emu372" in request.fixturenames:
-        _EMU["372"] = request.getfixturevalue("emu372")
 
 
 def test_data_and_strides(running_appliance):
@@ -183,6 +171,22 @@ def test_front_panel_assets(running_appliance):
     assert "uPlot.iife.min.js" in html
     js = get(running_appliance, "/static/vendor/uPlot.iife.min.js")
     assert "uPlot" in js
+
+
+def served_routes(app) -> set[tuple[str, str]]:
+    """(OpenAPI path, method) of every route the running Bottle app has: ``<node>`` and
+    ``<number:int>`` written as ``{node}`` and ``{number}``."""
+    bottle_app = app.server.application
+    return {(re.sub(r"<(\w+)(?::[^>]*)?>", r"{\1}", r.rule), r.method.lower()) for r in bottle_app.routes}
+
+
+def test_every_route_is_documented_and_every_documented_route_served(running_appliance):
+    spec = get(running_appliance, "/api/v1/openapi.json")
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    served = served_routes(running_appliance)
+    assert ("/api/v1/control/{node}/curves/{number}", "put") in served  # the rule rewriting works
+    assert served - documented == set(), "served but not in the OpenAPI document"
+    assert documented - served == set(), "in the OpenAPI document but not served"
 
 
 def test_openapi_describes_the_routes(running_appliance):

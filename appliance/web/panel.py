@@ -1,38 +1,25 @@
-"""Alarm routes: ``GET /api/v1/alarms`` (every rule's state, active first) and
-``POST /api/v1/alarms/<name>/ack`` (acknowledge: repeats stop), the latter with the control
-token like any change from the network, and refused unless control is enabled."""
+"""The front panel: its page and assets (``/``, ``/static/<path>``) and ``GET /api/v1/panel``, what it
+shows beyond /api/v1/health (how far back the store reaches, the card's wear per day, the channels
+in config order)."""
 from __future__ import annotations
 
-from bottle import Bottle, HTTPError, request
+import threading
+import time
+from collections import deque
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
-from .control import ControlRefused
+import bottle
+from bottle import Bottle
 
-API = "/api/v1"
+from .common import API
 
+if TYPE_CHECKING:
+    from ..poller import Poller
+    from ..store import Store
 
-def add_routes(app: Bottle, app_state) -> None:
-    @app.get(f"{API}/alarms")
-    def alarms():
-        rows = app_state.alarms.alarms()
-        rows.sort(key=lambda a: (not a["active"], a["acked"], a["name"]))
-        return {"alarms": rows, "active": sum(1 for a in rows if a["active"])}
-
-    @app.post(f"{API}/alarms/<name>/ack")
-    def ack(name):
-        ctl = app_state.control
-        try:
-            if ctl is None:
-                raise ControlRefused(403, f"acknowledging needs instrument control: {app_state.control_error}")
-            ctl.authorize(request.get_header("Authorization"))
-        except ControlRefused as exc:
-            raise HTTPError(exc.status, str(exc)) from None
-        try:
-            from .web import _networks, client_address  # the socket's peer, never a header it wrote
-
-            who = client_address(request.environ, _networks(app_state.config.web.trusted_proxies))
-            return app_state.alarms.ack(name, who)
-        except KeyError:
-            raise HTTPError(404, f"no alarm named {name!r} (see /api/v1/alarms)") from None
+STATIC = Path(str(resources.files("appliance").joinpath("static")))
 
 
 def _write_bytes() -> int | None:
@@ -47,10 +34,8 @@ def _write_bytes() -> int | None:
     return None
 
 
-def add_panel_routes(app: Bottle, app_state) -> None:
-    import threading
-    from collections import deque
-
+def install(app: Bottle, *, store: Store, pollers: Sequence[Poller], raw_retention_days: float,
+            stale_after: float) -> None:
     writes: deque[tuple[float, int]] = deque()  # (time, write_bytes) at each panel request, the last hour
     lock = threading.Lock()
 
@@ -71,15 +56,12 @@ def add_panel_routes(app: Bottle, app_state) -> None:
     def panel():
         """What the front panel shows beyond health: how far back the store reaches, wear per day,
         and the instruments' fields in config order (the combined plot's order)."""
-        import time
-
-        store = app_state.store
         conn = store.reader()
         oldest = [r[0] for r in (conn.execute("SELECT min(t0) FROM block").fetchone(),
                                  conn.execute("SELECT min(t0) FROM fresh").fetchone()) if r[0] is not None]
         now = time.time()
         order = []
-        for p in app_state.pollers:
+        for p in pollers:
             for plan in list(p.plans.values()):
                 order.append({"node": p.cfg.name, "channel": plan.number, "name": plan.name,
                               "kelvin": plan.kelvin.name if plan.kelvin else None,
@@ -87,6 +69,14 @@ def add_panel_routes(app: Bottle, app_state) -> None:
                               "sensor_units": plan.sensor.units if plan.sensor else None})
         oldest_t = min(oldest) / 1000 if oldest else None
         return {"store": {"oldest": oldest_t, "days_kept": (now - oldest_t) / 86400 if oldest_t else 0.0,
-                          "raw_retention_days": app_state.config.store.raw_retention_days,
+                          "raw_retention_days": raw_retention_days,
                           "write_bytes_per_day": wear_per_day(now)},
-                "channels": order, "stale_after": app_state.config.web.stale_after}
+                "channels": order, "stale_after": stale_after}
+
+    @app.get("/")
+    def index():
+        return bottle.static_file("index.html", root=str(STATIC))
+
+    @app.get("/static/<path:path>")
+    def static(path):
+        return bottle.static_file(path, root=str(STATIC))

@@ -1,21 +1,44 @@
-"""Prometheus exposition: a custom collector reading current state at scrape time.
+"""Prometheus exposition at ``GET /metrics``: a custom collector reading current state at scrape time.
 
-Units are deliberate for cryogenics: ``_kelvin``, ``_ohms``, ``_volts`` (not celsius).
+Units are deliberate for cryogenics: ``_kelvin``, ``_ohms``, ``_volts`` (not celsius). The
+exposition is serialised once per store commit (cache.Snapshot), so many scrapers cost one.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from bottle import Bottle, response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from .cache import Snapshot
+from .common import SNAPSHOT_MAX_AGE
 
+if TYPE_CHECKING:
+    from ..health import UplinkHealth
+    from ..notify import AlarmService
+    from ..poller import Poller
+    from ..samples import SampleQueue
+    from ..store import Store
+
+
+@dataclass(eq=False)  # the registry keys collectors by identity
 class ApplianceCollector:
-    def __init__(self, app_state) -> None:
-        self.app = app_state
+    """What a scrape reads: the store, the pollers' health, the sample queue, the clock, the
+    uplinks' health (a callable: uplinks start after the registry is made) and the alarms."""
 
-    def collect(self):
-        app, store = self.app, self.app.store
+    store: Store
+    pollers: Sequence[Poller]
+    queue: SampleQueue
+    clock_synced: Callable[[], bool | None]
+    uplink_health: Callable[[], Sequence[UplinkHealth]]
+    alarms: AlarmService | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
         now = time.time()
         kelvin = GaugeMetricFamily("kelvinpi_temperature_kelvin", "Latest temperature", labels=["field", "node"])
         ohms = GaugeMetricFamily("kelvinpi_resistance_ohms", "Latest sensor resistance", labels=["field", "node"])
@@ -49,7 +72,7 @@ class ApplianceCollector:
         cycles = CounterMetricFamily("kelvinpi_instrument_poll_cycles", "Completed poll cycles", labels=["node"])
         overruns = CounterMetricFamily("kelvinpi_instrument_poll_overruns", "Poll cycles longer than the interval",
                                        labels=["node"])
-        for p in app.pollers:
+        for p in self.pollers:
             h = p.health
             up.add_metric([h.name, h.model], 1 if h.connected else 0)
             if h.last_good:
@@ -70,15 +93,15 @@ class ApplianceCollector:
                                 value=store.last_commit_seconds)
         yield CounterMetricFamily("kelvinpi_store_write_errors", "Failed store writes (data kept in memory)",
                                   value=store.write_errors)
-        yield GaugeMetricFamily("kelvinpi_queue_samples", "Samples waiting for the store", value=len(app.queue))
+        yield GaugeMetricFamily("kelvinpi_queue_samples", "Samples waiting for the store", value=len(self.queue))
         yield GaugeMetricFamily("kelvinpi_store_records_queued", "Events, snapshots and cursor moves waiting for"
                                 " the store", value=store.records_queued())
         yield CounterMetricFamily("kelvinpi_store_records_dropped", "Events, snapshots and cursor moves dropped from"
                                   " a full memory queue", value=store.records_dropped)
         yield CounterMetricFamily("kelvinpi_store_sealed_blocks", "Compressed blocks sealed", value=store.sealed_blocks)
         yield CounterMetricFamily("kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue",
-                                  value=app.queue.dropped)
-        synced = app.clock_synced()
+                                  value=self.queue.dropped)
+        synced = self.clock_synced()
         yield GaugeMetricFamily("kelvinpi_clock_synchronised", "1 if NTP-synchronised, 0 if not, -1 unknown",
                                 value=-1 if synced is None else int(synced))
 
@@ -86,13 +109,13 @@ class ApplianceCollector:
         backlog = GaugeMetricFamily("kelvinpi_uplink_backlog_samples", "Samples not yet acknowledged",
                                     labels=["uplink", "kind"])
         sent = CounterMetricFamily("kelvinpi_uplink_sent_samples", "Samples acknowledged", labels=["uplink", "kind"])
-        for u in app.uplink_health():
+        for u in self.uplink_health():
             up_u.add_metric([u.name, u.kind], 1 if u.connected else 0)
             backlog.add_metric([u.name, u.kind], u.backlog)
             sent.add_metric([u.name, u.kind], u.sent)
         yield from (up_u, backlog, sent)
 
-        alarms = getattr(app, "alarms", None)
+        alarms = self.alarms
         if alarms is not None:
             active = GaugeMetricFamily("kelvinpi_alarm_active", "1 while the alarm is raised", labels=["name", "severity"])
             acked = GaugeMetricFamily("kelvinpi_alarm_acknowledged", "1 while the raised alarm is acknowledged",
@@ -109,7 +132,20 @@ class ApplianceCollector:
             yield from (active, acked, pending, failures)
 
 
-def make_registry(app_state) -> CollectorRegistry:
+def make_registry(*, store: Store, pollers: Sequence[Poller], queue: SampleQueue,
+                  clock_synced: Callable[[], bool | None], uplink_health: Callable[[], Sequence[UplinkHealth]],
+                  alarms: AlarmService | None = None) -> CollectorRegistry:
+    """A registry holding only the appliance's collector (no process or platform collectors)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(ApplianceCollector(app_state))
+    reg.register(ApplianceCollector(store, pollers, queue, clock_synced, uplink_health, alarms))
     return reg
+
+
+def install(app: Bottle, *, registry: CollectorRegistry, changed: Callable[[], object]) -> None:
+    """``changed`` is the key the exposition is re-serialised on (cache.store_changed)."""
+    snap = Snapshot(lambda: generate_latest(registry), changed, SNAPSHOT_MAX_AGE)
+
+    @app.get("/metrics")
+    def metrics():
+        response.content_type = CONTENT_TYPE_LATEST
+        return snap.get()

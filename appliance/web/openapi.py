@@ -1,17 +1,18 @@
 """The JSON API described as OpenAPI 3.1, served at /api/v1/openapi.json (for clients and fuzzers)."""
 from __future__ import annotations
 
-from . import __version__, curve_api, web
+from .. import __version__
+from . import common, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
          "description": "UNIX seconds; a number 0 or less means that many seconds before now; or ISO 8601 "
                         "after 1970 (an earlier one is refused with 400)"}
 LIMITS = ("Ceilings (over one: 400, 413 or 431 naming the limit): a data request names at most "
-          f"{web.MAX_SERIES} distinct series (repeats collapsed) and gets at most {web.MAX_POINTS} points per series and "
-          f"{web.MAX_RESPONSE_POINTS} in all (maxDataPoints is clamped); an export covers at most "
-          f"{web.MAX_EXPORT_DAYS} days and {web.MAX_EXPORT_ROWS} rows; a request head is at most {web.MAX_HEAD} bytes, "
-          f"a query string {web.MAX_QUERY} bytes and {web.MAX_QUERY_PARAMS} parameters, a body {web.MAX_BODY} bytes.")
+          f"{common.MAX_SERIES} distinct series (repeats collapsed) and gets at most {common.MAX_POINTS} points per series and "
+          f"{common.MAX_RESPONSE_POINTS} in all (maxDataPoints is clamped); an export covers at most "
+          f"{common.MAX_EXPORT_DAYS} days and {common.MAX_EXPORT_ROWS} rows; a request head is at most {common.MAX_HEAD} bytes, "
+          f"a query string {common.MAX_QUERY} bytes and {common.MAX_QUERY_PARAMS} parameters, a body {common.MAX_BODY} bytes.")
 
 
 def _errors(*codes: int) -> dict:
@@ -24,7 +25,27 @@ def _ok(schema: dict, ctype: str = "application/json") -> dict:
 
 FIELD_PARAM = {"name": "field", "in": "query", "required": True, "explode": True,
                "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+::[^:]+$"}, "minItems": 1},
-               "description": f"<node>::<field>, repeatable (repeats collapsed; at most {web.MAX_SERIES} distinct: over it, 400)"}
+               "description": f"<node>::<field>, repeatable (repeats collapsed; at most {common.MAX_SERIES} distinct: over it, 400)"}
+
+
+def _grafana_extras() -> dict:
+    """The JSON datasource's connection test (GET or POST, with or without the slash) and the
+    calls of simpod's plugin that Kelvinpi answers: the series list, and empty lists for the rest."""
+    root = {"summary": "Grafana JSON datasource: the connection test",
+            "responses": _ok({"type": "object", "required": ["status"]})}
+    body = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    empty = {"requestBody": body, "responses": {**_ok({"type": "array", "maxItems": 0}), **_errors(400, 413)}}
+    return {
+        "/grafana": {"get": root, "post": root},
+        "/grafana/": {"get": root, "post": root},
+        "/grafana/metrics": {"post": {
+            "summary": "Grafana JSON datasource: every series as {label, value}", "requestBody": body,
+            "responses": {**_ok({"type": "array", "items": {"type": "object", "required": ["label", "value"]}}),
+                          **_errors(400, 413)}}},
+        **{f"/grafana/{name}": {"post": {"summary": f"Grafana JSON datasource: {name} (none: an empty list)",
+                                         **empty}}
+           for name in ("metric-payload-options", "variable", "tag-keys", "tag-values", "annotations")},
+    }
 
 
 def spec() -> dict:
@@ -91,6 +112,7 @@ def spec() -> dict:
                                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
                                             "type": "object", "required": ["range", "targets"]}}}},
                                         "responses": {**_ok({"type": "array"}), **_errors(400, 413)}}},
+            **_grafana_extras(),
             "/api/v1/control/{node}/setpoint": {"post": {
                 "summary": "set a 372 heater setpoint (off unless control.enabled; needs the control token)",
                 "security": [{"controlToken": []}],
@@ -99,7 +121,7 @@ def spec() -> dict:
                     "type": "object", "required": ["kelvin"],
                     "properties": {"output": {"enum": [0, 1]}, "kelvin": {"type": "number", "minimum": 0}}}}}},
                 "responses": {**_ok({"type": "object"}), **_errors(400, 401, 403, 404, 503)}}},
-            **curve_api.openapi_paths(_ok, _errors),
+            **curves.openapi_paths(_ok, _errors),
             "/api/v1/panel": {"get": {"summary": "front panel extras: store reach and wear, channels in config order",
                                       "responses": _ok({"type": "object", "required": ["store", "channels"]})}},
             "/api/v1/alarms": {"get": {"summary": "every alarm rule's state (active, acknowledged, since, value)",
@@ -109,6 +131,15 @@ def spec() -> dict:
                 "security": [{"controlToken": []}],
                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404)}}},
+            "/api/v1/openapi.json": {"get": {"summary": "this document",
+                                             "responses": _ok({"type": "object", "required": ["openapi", "paths"]})}},
+            "/metrics": {"get": {"summary": "Prometheus exposition: latest values, instrument, store, uplink and "
+                                            "alarm health", "responses": _ok({"type": "string"}, "text/plain")}},
+            "/": {"get": {"summary": "the front panel", "responses": _ok({"type": "string"}, "text/html")}},
+            "/static/{path}": {"get": {
+                "summary": "the front panel's scripts, styles and vendored libraries",
+                "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**_ok({"type": "string"}, "*/*"), **_errors(400, 403, 404)}}},
         },
         "components": {"securitySchemes": {"controlToken": {"type": "http", "scheme": "bearer"}},
                        "schemas": {"Error": {
