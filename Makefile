@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test lint bench bench-web soak ci-deps clean venv assets image image-test image-repro config-doc
+.PHONY: run test lint bench bench-retention bench-web soak ci-deps clean venv assets image image-test image-repro config-doc
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,12 @@ bench: $(STAMP)
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null; \
 	  else echo "missing Debian package: influxdb (sudo apt-get install influxdb); influx_wear_ratio will be nan"; fi; }
 	$(BIN)/python -m tools.bench
+
+# Retention's longest write-lock hold on a 4.3 GB store that drops its older half (~30 min; builds the file
+# under var/bench-retention, cold page cache). Knobs: BENCH_RETENTION_ARGS="--copies N --seconds S --keep/--reuse".
+# Last line: bench-retention: file_gb=F blocks=N deleted=D passes=P seconds=S longest_ms=L p99_ms=Q where=W
+bench-retention: $(STAMP)
+	$(BIN)/python -m tools.bench_retention $(BENCH_RETENTION_ARGS)
 
 # The web side under 50 keep-alive clients (~2.5 min): /api/v1/latest, /metrics and a 30-day Grafana query
 # against the server's constant-response ceiling, with wrk (Debian's) as the load generator. Knobs

@@ -158,6 +158,9 @@ class TimedLock:
             caller = sys._getframe(2) if sys._getframe(1).f_code.co_name == "__enter__" else sys._getframe(1)
             self._t0 = time.monotonic()
             self._who = f"{caller.f_code.co_name}, {Path(caller.f_code.co_filename).name} line {caller.f_lineno}"
+            if caller.f_code.co_name.startswith("_w_") and caller.f_back is not None:  # a helper: say who called it
+                up = caller.f_back
+                self._who += f", from {up.f_code.co_name} line {up.f_lineno}"
         return True
 
     def release(self) -> None:
