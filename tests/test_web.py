@@ -47,6 +47,28 @@ def test_health_and_instruments(running_appliance):
     assert snap["channels"]["A"]["inset"]["curve"] == 22 and snap["curves"]["22"]["name"] == "RX-102A-CAL"
 
 
+def test_instruments_pairs_each_running_instrument_with_its_own_health(tmp_path, emu372, emu240):
+    """A disabled instrument listed first has no poller: it must not shift the others' health and names."""
+    from appliance import config as _config
+    from appliance.service import Appliance
+
+    from .conftest import appliance_config, wait_for
+
+    spare = ('[[instrument]]\nmodel = "240"\nname = "LSA99ZZ"\nenabled = false\ntransport = "serial"\n'
+             'device = "/dev/null"\n\n')
+    app = Appliance(_config.parse(spare + appliance_config(tmp_path, emu372, emu240)))
+    app.start()
+    try:
+        app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
+        inst = wait_for(lambda: (lambda x: x if all(i["configuration"] for i in x) else None)(
+            get(app, "/api/v1/instruments")["instruments"]), 20, what="a configuration snapshot of each instrument")
+        assert [(i["name"], i["model"]) for i in inst] == [("LSA23JD", "372"), ("LSA24AZ", "240")]
+        assert [i["health"]["name"] for i in inst] == ["LSA23JD", "LSA24AZ"]
+        assert inst[0]["configuration"]["channels"]["A"]["inset"]["curve"] == 22  # the 372's own snapshot
+    finally:
+        app.stop()
+
+
 def test_fields_and_latest_follow_naming(running_appliance, emu372):
     names = {f["field"] for f in get(running_appliance, "/api/v1/fields")["fields"]}
     assert {"LSA23JD::mxc_control_t", "LSA23JD::mxc_control_r", "LSA24AZ::50k_plate_t", "LSA24AZ::4k_plate_r",

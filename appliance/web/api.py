@@ -63,7 +63,8 @@ def install(app: Bottle, *, store: Store, instruments: Sequence[InstrumentConfig
     @app.get(f"{API}/instruments")
     def instruments_route():
         out = []
-        for cfg, poller in zip(instruments, pollers):
+        for poller in pollers:  # the running ones, each with its own config (disabled ones have no poller)
+            cfg = poller.cfg
             snaps = store.snapshots(cfg.name)
             out.append({"name": cfg.name, "model": cfg.model, "description": cfg.description,
                         "transport": cfg.transport, "health": poller.health.as_dict(),
