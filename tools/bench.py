@@ -27,7 +27,8 @@ Everything runs in one go (about 8 minutes on 2 cores at the defaults):
   - retention: a size cap below the store's size, enforce_retention; the longest write-lock
     hold (Store.longest_step, and as measured around the lock itself).
 
-Knobs: BENCH_DAYS, BENCH_WEAR_SECONDS, BENCH_DIR (a disk-backed directory for the files; default
+Knobs: BENCH_DAYS, BENCH_WEAR_SECONDS, BENCH_COMMIT_INTERVAL (the service's store.commit_interval,
+and the log's and InfluxDB's batch period with it; default 1), BENCH_DIR (a disk-backed directory for the files; default
 var/ in the checkout: write_bytes stays 0 on tmpfs). The last line is machine-readable:
 
     bench: wear_ratio=W influx_wear_ratio=I bytes_per_sample=B query_ms=Q query_speedup=S ingest_ratio=R rss_mb=M
@@ -238,9 +239,9 @@ def find_influxd() -> str | None:
 class WearRun(threading.Thread):
     """The service, the append-only log and InfluxDB fed the same samples over the same window."""
 
-    def __init__(self, work: Path, seconds: float) -> None:
+    def __init__(self, work: Path, seconds: float, commit: float = 1.0) -> None:
         super().__init__(name="wear", daemon=True)
-        self.work, self.seconds = work / "wear", seconds
+        self.work, self.seconds, self.commit = work / "wear", seconds, commit
         self.work.mkdir()
         self.halt = threading.Event()
         self.procs: list[subprocess.Popen] = []
@@ -340,7 +341,7 @@ interval = 1.0
 
 [store]
 path = "{self.work / 'service.db'}"
-commit_interval = 1.0
+commit_interval = {self.commit}
 
 [web]
 bind = "127.0.0.1"
@@ -409,7 +410,7 @@ port = {self.web_port}
         fields: dict[str, tuple[str, str]] = {}
         per_second: collections.Counter = collections.Counter()  # samples stored, by the second they were taken
         fed = {"log": 0, "influx": 0}
-        lag = 3  # seconds: a reading is committed within about one commit interval of being taken
+        lag = 2 + math.ceil(self.commit)  # seconds: a reading is committed within about one commit interval
         cursor = int(time.time()) - lag
 
         def feed() -> None:
@@ -471,7 +472,7 @@ port = {self.web_port}
             self.notes.append(f"wear: {len(fields)} series after warm-up (expected {SERIES})")
         start = mark()
         while time.time() - start["t"] < self.seconds and not self.halt.is_set():
-            tick(math.floor(time.time()) + 1.2)
+            tick(math.floor(time.time()) + self.commit + 0.2)  # the log and InfluxDB commit as often as we do
         end = mark()
         rss = rss_mb(svc.pid)
         while cursor <= end["t"] and not self.halt.is_set():  # the samples taken before the end mark
@@ -504,7 +505,7 @@ def wear_report(w: WearRun) -> tuple[float, float, float]:
         inf_bps = NAN
     cpu = e["cpu_s"] - s["cpu_s"]
     print(f"wear: {r['series']} series, {n_svc:,} samples stored in {secs:.0f} s ({n_svc / secs:.1f}/s), commits every"
-          f" 1 s: kelvinpi run {ours:,.0f} B/sample ({(e['svc_io'] - s['svc_io']) / secs / 1024:.1f} KiB/s),"
+          f" {w.commit:g} s: kelvinpi run {ours:,.0f} B/sample ({(e['svc_io'] - s['svc_io']) / secs / 1024:.1f} KiB/s),"
           f" fsynced append-only log {log_bps:,.0f} B/sample ({n_log:,} lines), InfluxDB 1.x {inf_bps:,.0f} B/sample"
           f" ({n_inf:,} points) (/proc/<pid>/io write_bytes over the same window)")
     print(f"service: RSS {r['rss_mb']:.1f} MB at the end of the wear run (aim <= 80); CPU {cpu / secs * 100:.1f} %"
@@ -785,11 +786,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     days = float(os.environ.get("BENCH_DAYS", "30"))
     wear_seconds = float(os.environ.get("BENCH_WEAR_SECONDS", "300"))
+    commit = float(os.environ.get("BENCH_COMMIT_INTERVAL", "1"))
     work = work_dir()
-    print(f"bench: {days:g} days x {SERIES} series; wear run {wear_seconds:g} s; files in {work}"
+    print(f"bench: {days:g} days x {SERIES} series; wear run {wear_seconds:g} s, commits every {commit:g} s; files in {work}"
           f" ({fs_type(work)})", flush=True)
     started = time.monotonic()
-    wear = WearRun(work, wear_seconds)
+    wear = WearRun(work, wear_seconds, commit)
     wear.start()
     store = bare = None
     try:
