@@ -7,8 +7,8 @@ Everything runs in one go (about 8 minutes on 2 cores at the defaults):
   for BENCH_WEAR_SECONDS (default 300). Every second the bench asks the service's own API
   (/api/v1/data) for the readings it stored with times in one whole second (3 s back) and
   hands the very same samples to (a) a small process that appends a text line per sample and
-  fsyncs once per second, and (b) InfluxDB 1.x (Debian's influxd, started here on loopback
-  ports; one HTTP line-protocol batch per second, laid out as our InfluxDB uplink writes it).
+  fsyncs once per commit interval (1 s), and (b) InfluxDB 1.x (Debian's influxd, started here on loopback
+  ports; one HTTP line-protocol batch per commit interval, laid out as our InfluxDB uplink writes it).
   Bytes written per sample are each process's /proc/<pid>/io write_bytes (what reaches the
   block layer) over the samples it stored, all three over the same window:
   wear_ratio = ours / append-log, influx_wear_ratio = ours / InfluxDB. The window holds
