@@ -17,7 +17,7 @@ def quiesce(*emus: Emulator, settle: float = 2.5) -> None:
     """Stop the instruments answering, so nothing is in flight when the appliance stops."""
     for e in emus:
         e.control("mute on")
-    time.sleep(settle)
+    time.sleep(settle)  # past a timeout (1 s) and a backoff: every exchange has been answered or given up
 
 
 def _max_gap(db_path, name: str, t0: float, t1: float) -> float:
@@ -49,7 +49,9 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
     try:
         wait_for(lambda: all(p.health.connected for p in app.pollers), 20, what="both instruments connected")
         wait_nodes(consumer)
-        time.sleep(2)
+        cycles = [p.health.cycles for p in app.pollers]
+        wait_for(lambda: all(p.health.cycles > n + 5 for p, n in zip(app.pollers, cycles)), 20,
+                 what="both instruments polling steadily before the faults")
         t_fault = time.time()
         # the 372: each fault, then recovery within its backoff (backoff_max 1 s + timeout 1 s)
         recovery: dict[str, float] = {}
@@ -58,7 +60,7 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
             h = poller.health
             assert emu.control(fault) == "ok"
             if hold:
-                time.sleep(hold)
+                time.sleep(hold)  # the fault lasts a while, as a real one does
                 emu.control("clear")
             # garbage/partial clear themselves once they have spoiled their N replies
             wait_for(lambda: not emu.faults.garbage and not emu.faults.partial, 15, what=f"{fault} consumed")
@@ -175,14 +177,14 @@ def test_disk_full_during_a_reconnect_and_a_clock_step(tmp_path, small_disk, emu
         p240 = app.pollers[1]
         reconnects = p240.health.reconnects
         assert emu240.control("unplug 2") == "ok"  # its USB vanishes and comes back
-        time.sleep(2.0)
+        time.sleep(2.0)  # the unplug lasts its 2 s
         emu240.control("clear")
         wait_for(lambda: p240.health.reconnects > reconnects, 20, what="the 240 reconnecting on a full disk")
         before = p240.health.samples
         wait_for(lambda: p240.health.samples > before + 5, 20, what="the 240 polling after its reconnect")
         offset[0] = 30.0  # NTP steps the clock while the disk is full
         wait_for(lambda: app.clock_steps == 1, 10, what="the clock step noticed")
-        time.sleep(1.5)
+        time.sleep(1.5)  # past the watcher's next pass (every 1 s): it must not have died recording the step
         assert watcher.is_alive() and app.store.write_errors > 0 and p240.health.connected
         written = app.store.written
         filler.unlink()  # space comes back
@@ -219,6 +221,7 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
     t_start = time.time()
     try:
         wait_for(lambda: all(p.health.connected for p in app.pollers), 20, what="connected")
+        # three stretches of polling, each seconds long, between the two steps
         time.sleep(3)
         offset[0] = -3600.0
         time.sleep(4)

@@ -23,8 +23,7 @@ def tcp372(emu, **kw) -> Model372:
 def test_tcp_readings_agree_through_the_assigned_curve(emu372):
     m = tcp372(emu372)
     m.set_scan(5, False)
-    setup = m.input_setup(5)
-    time.sleep(0.05)
+    setup = m.input_setup(5)  # its reply comes after SCAN, sent first on this connection, took effect
     emu372.clock.advance(setup.pause + 1)
     r = m.read(5)
     assert r.valid and 0.005 < r.kelvin < 0.05
@@ -138,15 +137,16 @@ def test_tcp_framing_survives_split_and_merged_segments():
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
+    done = threading.Event()
 
     def serve():
         conn, _ = srv.accept()
         conn.recv(100)
         for b in b"+1.5E+00\r\n":
             conn.sendall(bytes([b]))
-            time.sleep(0.002)
+            time.sleep(0.002)  # one byte per segment
         conn.sendall(b"+2.5E+00\r\n+3.5E+00\r\n")
-        time.sleep(0.5)
+        done.wait(10)  # the connection stays open until the client has read all three
         conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
@@ -156,6 +156,7 @@ def test_tcp_framing_survives_split_and_merged_segments():
     assert t.read_line(2) == b"+1.5E+00"
     assert t.read_line(2) == b"+2.5E+00"
     assert t.read_line(2) == b"+3.5E+00"
+    done.set()
     t.close()
     srv.close()
 

@@ -10,6 +10,8 @@ from drivers.ls372 import Model372
 from drivers.transport import TcpTransport
 from firmware_host.emulator import send_control
 
+from .conftest import wait_for
+
 TIMEOUT = 0.8
 
 
@@ -17,6 +19,17 @@ def connect372(emu) -> Model372:
     m = Model372(TcpTransport(*emu.tcp.address), timeout=TIMEOUT)
     m.connect()
     return m
+
+
+def connect_when_back(m, timeout: float = 5.0) -> None:
+    """Reconnect ``m`` as soon as its device node is back (the emulator replugs it after a while)."""
+    def attempt() -> bool:
+        try:
+            m.connect()
+            return True
+        except ConnectionLost:
+            return False
+    wait_for(attempt, timeout, step=0.2, what="the pty coming back")
 
 
 def timed(fn):
@@ -38,13 +51,15 @@ def timed(fn):
 def test_372_tcp_fault_then_recovery(emu372, fault, error):
     m = connect372(emu372)
     assert emu372.control(fault) == "ok"
+    ledger = emu372.ledger
+    held_back = ledger.late_total() + ledger.faulted
     t0 = time.monotonic()
     with pytest.raises(error):
         m.read("A")
     assert time.monotonic() - t0 < TIMEOUT + 2.0  # about one timeout, not a hang (margin for a loaded machine)
     emu372.control("clear")
-    if fault.startswith("slow"):
-        time.sleep(2.2)  # the late reply arrives on the old socket; reconnect must discard it
+    if fault.startswith("slow"):  # the late reply goes out on the old socket; reconnect must discard it
+        wait_for(lambda: ledger.late_total() + ledger.faulted > held_back, 10, what="the late reply sent")
     m.connect()
     r = m.read("A")
     assert r.valid and r.channel == "A"
@@ -69,7 +84,7 @@ def test_372_third_tcp_client_refused(emu372):
     with pytest.raises((ConnectionLost, InstrumentTimeout)):
         connect372(emu372)
     a.close()
-    time.sleep(0.4)
+    wait_for(lambda: len(emu372.tcp.clients) < 2, 5, what="the emulator seeing the first client leave")
     c = connect372(emu372)
     assert c.read("A").valid
     b.close()
@@ -85,14 +100,7 @@ def test_240_unplug_and_replug(emu240):
         m.read(1)
     with pytest.raises(ConnectionLost):
         m.connect()  # the device node is gone
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            m.connect()
-            break
-        except ConnectionLost:
-            assert time.monotonic() < deadline, "pty never came back"
-            time.sleep(0.2)
+    connect_when_back(m)
     assert m.read(2).valid
     m.close()
 
@@ -108,8 +116,7 @@ def test_372_pty_unplug_and_garbage(emu372_pty):
     emu372_pty.control("unplug 0.5")
     with pytest.raises(ConnectionLost):
         m.read("A")
-    time.sleep(1.0)
-    m.connect()
+    connect_when_back(m)
     assert m.read("A").valid
     m.close()
 

@@ -56,10 +56,16 @@ def test_late_control_reply_never_becomes_a_reading(tmp_path, emu372):
     good = {"Authorization": f"Bearer {TOKEN}"}
     try:
         wait_for(lambda: len(_heater_values(app)) >= 3, 20, what="heater samples")
+        with emu372.tcp.clients_lock:
+            old = set(emu372.tcp.clients)  # the poller's connection
         emu372.control("slow 1.6 SETP?")
         status, _, body = call(url, "POST", {"kelvin": 0.03}, good)
         assert status == 503 and "no reply" in json.loads(body)["error"]["message"]
-        time.sleep(1.0)  # the late reply has arrived by now (on the connection the reset closed)
+
+        def old_connection_done() -> bool:  # the emulator lets go of it only after sending the late reply
+            with emu372.tcp.clients_lock:
+                return not old & emu372.tcp.clients
+        wait_for(old_connection_done, 10, what="the late reply sent on the connection the reset closed")
         emu372.control("clear")
         n = len(_heater_values(app))
         wait_for(lambda: len(_heater_values(app)) >= n + 5, 20, what="heater samples after the reset")
@@ -86,9 +92,10 @@ def test_a_long_request_feeds_the_watchdog_until_its_deadline(tmp_path, emu372):
         poller.call(lambda inst: time.sleep(1.0), "long job", timeout=10)
         assert len([k for k in kicks if t0 < k < t0 + 0.95]) >= 5  # fed while the job ran
         t1 = time.monotonic()
+        stuck_done = threading.Event()
         with pytest.raises(LinkUnavailable, match="did not finish within 0.3 s"):
-            poller.call(lambda inst: time.sleep(1.5), "stuck job", timeout=0.3)
-        time.sleep(1.3)
+            poller.call(lambda inst: (time.sleep(1.5), stuck_done.set()), "stuck job", timeout=0.3)
+        assert stuck_done.wait(10), "the stuck job never finished"  # the whole time it held the link
         assert not [k for k in kicks if t1 + 0.5 < k < t1 + 1.4]  # past the deadline: starved
     finally:
         app.stop()

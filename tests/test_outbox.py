@@ -321,7 +321,7 @@ def test_non_http_listener_does_not_kill_the_runner(store, influx_server, runner
         n = store.write(rows(T_KEY, now0(), 40))
         wait_for(lambda: not runner.is_alive() or (garbage.answered >= 2 and runner.health.errors["connection"] >= 2),
                  30, what="two garbage answers counted")
-        time.sleep(0.3)
+        time.sleep(0.3)  # a moment in which a runner killed by the second answer would end
         assert runner.is_alive(), "a non-HTTP answer killed the runner"
         h = runner.health.as_dict()
         assert h["connected"] is False and h["errors"]["connection"] >= 2

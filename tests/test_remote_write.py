@@ -437,13 +437,13 @@ def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
         wait_for(lambda: all(u.health.sent > 20 for u in app.uplinks), 20, what="both uplinks delivering")
         for g in gates:
             g.close()
-        time.sleep(4)
+        time.sleep(4)  # an outage of a few seconds: a backlog to deliver afterwards
         for g in gates:
             g.open()
-        time.sleep(2)
+        time.sleep(2)  # and readings taken after it, while the backlog goes out
         emu372.control("mute on")
         emu240.control("mute on")
-        time.sleep(2.5)
+        time.sleep(2.5)  # past a timeout and a backoff: nothing in flight when the store is reconciled
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240})
         end = time.time() + 1
         for rcv in (prom, vm):

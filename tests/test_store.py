@@ -18,6 +18,8 @@ from appliance.naming import SeriesKey
 from appliance.samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue
 from appliance.store import BLOCK_MS, SCHEMA_VERSION, TIERS, Store, StoreReader, resolve_time
 
+from .conftest import wait_for
+
 K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")
 R = SeriesKey("LSA23JD", "mxc_r", "Ohm", "mxc")
 V1_FILE = Path(__file__).parent / "data" / "store-v1.db"
@@ -398,8 +400,7 @@ def test_writer_thread_batches_and_commits_on_stop(tmp_path):
     t = time.time()
     for i in range(50):
         q.put(Sample(K, t + i * 0.01, float(i), 0))
-    time.sleep(0.6)
-    assert s.commits >= 1 and s.written == 50
+    wait_for(lambda: s.commits >= 1 and s.written == 50, 10, what="the writer thread committing all 50 samples")
     q.put_many([Sample(K, t + 10 + i, 1.0, 0) for i in range(5)])
     s.event("connected", "LSA23JD", "late event")
     s.stop()

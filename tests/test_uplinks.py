@@ -52,7 +52,11 @@ def test_data_node_serves_the_store(appliance, consumer):
                                        "timeline": "mxc_control", "type": "number", "units": "K"}
     assert set(timelines["mxc_control"]["field"]) == {"mxc_control_t", "mxc_control_r"}
     assert "group0" not in timelines
-    time.sleep(1.5)
+
+    def stored_readings() -> int:
+        got = appliance.store.data(["LSA23JD::mxc_control_t"], time.time() - 30, time.time())
+        return len(got["LSA23JD::mxc_control_t"].t) if got else 0
+    wait_for(lambda: stored_readings() >= 5, 20, what="five mixing chamber readings stored")
     now = time.time()
     got = consumer.get_data("LSA23JD", ["mxc_control_t", "mxc_control_r", "nope"], now - 30, now)
     json.dumps(got, allow_nan=False)  # no NaN on the wire
@@ -84,7 +88,8 @@ def test_bad_wamp_arguments_get_clear_errors(appliance, consumer, args, kw):
     assert isinstance(fields, dict) and isinstance(timelines, dict)
 
 
-def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu240, router, hub, consumer, wamp_loop):
+def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu240, router, hub, consumer, wamp_loop,
+                                                         caplog):
     from autobahn.asyncio.component import Component
 
     from .routers import _transport
@@ -101,10 +106,15 @@ def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu24
     import asyncio
     wamp_loop.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(holder.start(loop=wamp_loop.loop)))
     wait_for(lambda: "session" in held, what="stale holder joined")
+    caplog.set_level(logging.WARNING, logger="kelvinpi.sisock")
     app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=uplink_config(router, tmp_path, ocs=False)))
     try:
         wait_for(lambda: "LSA24AZ" in node_names(consumer))
-        time.sleep(3)
+
+        def retries() -> int:
+            return sum("LSA23JD" in r.getMessage() and "still held by a stale session" in r.getMessage()
+                       for r in caplog.records)
+        wait_for(lambda: retries() >= 2, 20, what="the appliance retrying LSA23JD's registration twice")
         assert "LSA23JD" not in node_names(consumer)  # name still held: retrying, not registered twice
 
         async def leave():
@@ -133,7 +143,7 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
         assert feed["address"] == f"{feed['agent_address']}.feeds.temperatures"
         t_down = time.time()
         router.stop()
-        time.sleep(4)
+        time.sleep(4)  # an outage of a few seconds: readings taken meanwhile must be served afterwards
         router.start()
         wait_for(lambda: hub.joined.is_set() and {"LSA23JD", "LSA24AZ"} <= node_names(consumer), timeout=60,
                  what="data nodes re-registered after the router came back")
@@ -183,7 +193,9 @@ def test_router_that_accepts_but_never_answers(tmp_path, emu372, emu240):
         try:
             written = app.store.written
             wait_for(lambda: app.store.written > written + 40, 20, what="polling and storing go on")
-            time.sleep(12)  # past the opening handshake timeout
+            # the opening handshake times out (10 s) and the failure is counted
+            wait_for(lambda: app.health()["uplinks"][0]["errors"].get("connect", 0) >= 1, 30,
+                     what="the opening handshake timing out")
             up = app.health()["uplinks"][0]
             assert up["connected"] is False and app.store.written > written + 100, up
             assert url in up["last_error"] and up["errors"]["connect"] >= 1
@@ -263,7 +275,7 @@ def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, 
     app = start_appliance(appliance_config(tmp_path, emu372, emu240,
                                            extra=uplink_config(router, tmp_path, secret=s, ocs=False)))
     try:
-        time.sleep(8)
+        time.sleep(8)  # a fixed window in which to count the refusals: backoff, not a tight loop
         refusals = [r for r in caplog.records if r.name == "kelvinpi.sisock" and "not_authorized" in r.getMessage()]
         assert refusals, "the refusal must be logged"
         assert all(r.levelno >= logging.WARNING for r in refusals)
@@ -300,7 +312,7 @@ def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
         assert "Channel_1_V" in series["columns"]
         t_down = time.time()
         influx.stop()
-        time.sleep(4)
+        time.sleep(4)  # an outage of a few seconds: a backlog to fill in afterwards
         assert runner.health.connected is False and runner.health.errors
         influx.start()
         t_end = time.time()

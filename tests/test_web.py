@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from .conftest import wait_for
+
 
 def get(app, path, expect=200):
     try:
@@ -86,10 +88,15 @@ def test_fields_and_latest_follow_naming(running_appliance, emu372):
 
 
 def test_data_and_strides(running_appliance):
-    time.sleep(1.0)
-    d = get(running_appliance, "/api/v1/data?field=LSA23JD::mxc_control_t&field=LSA23JD::mxc_control_r&start=-60")
+    path = "/api/v1/data?field=LSA23JD::mxc_control_t&field=LSA23JD::mxc_control_r&start=-60"
+
+    def five_readings():
+        d = get(running_appliance, path)
+        return d if len(d["fields"]["LSA23JD::mxc_control_t"]["t"]) >= 5 else None
+
+    d = wait_for(five_readings, 20, what="five mixing chamber readings served")
     t = d["fields"]["LSA23JD::mxc_control_t"]["t"]
-    assert len(t) >= 5 and t == d["fields"]["LSA23JD::mxc_control_r"]["t"]  # same reading, same time
+    assert t == d["fields"]["LSA23JD::mxc_control_r"]["t"]  # same reading, same time
     d2 = get(running_appliance, "/api/v1/data?field=LSA23JD::mxc_control_t&start=-60&end=0&min_stride=1")
     t2 = d2["fields"]["LSA23JD::mxc_control_t"]["t"]
     assert all(b - a >= 1 for a, b in zip(t2, t2[1:])) and len(t2) < len(t)
