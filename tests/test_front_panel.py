@@ -1,6 +1,5 @@
 """The front panel in a real headless Chromium (Debian's), driven by Playwright."""
 import shutil
-import time
 
 import pytest
 
@@ -49,7 +48,9 @@ def test_values_appear_update_and_go_stale(running_appliance, emu372, page, tmp_
     page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=10000)
     # a phone-sized screen still shows the cards
     page.set_viewport_size({"width": 390, "height": 800})
-    time.sleep(0.3)
+    page.wait_for_function(  # the layout has followed the new width
+        "document.querySelector('[data-channel=\"LSA23JD::mxc_control\"]').getBoundingClientRect().width <= 390",
+        timeout=5000)
     box = mxc.bounding_box()
     assert box and box["width"] <= 390
     emu372.control("clear")
