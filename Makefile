@@ -37,10 +37,12 @@ run: $(STAMP) $(STATIC)
 test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 	$(BIN)/python -m pytest -q tests
 
-# ruff check (its default rules) over the tree, mypy (pydantic plugin) on drivers/, appliance/, firmware_host/;
+# ruff check (its default rules) and ruff format --check (`ruff format .` fixes it) over the tree;
+# mypy (pydantic plugin) on drivers/, appliance/, firmware_host/;
 # both configured in pyproject.toml (mypy's baseline of modules not yet clean is listed there)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # docs/config.md from the config models' descriptions (tests/test_config.py fails when it is stale)

@@ -16,6 +16,7 @@ backoff, health counters. What differs between a 372 and a 240 lives here, behin
 The poller picks its strategy once, from ``cfg.model``, in ``ACQUISITIONS``; a new model is a new
 class and a new row there.
 """
+
 from __future__ import annotations
 
 import time
@@ -117,8 +118,9 @@ class Ls372Acquisition:
         self.cfg, self.health = cfg, health
         expected = cfg.expect_serial or cfg.serial_number
         if cfg.transport == "tcp":
-            self.instrument = Model372(TcpTransport(required(cfg, "host"), cfg.port), timeout=cfg.timeout,
-                                       expected_serial=expected)
+            self.instrument = Model372(
+                TcpTransport(required(cfg, "host"), cfg.port), timeout=cfg.timeout, expected_serial=expected
+            )
         elif cfg.transport == "serial":
             self.instrument = Model372.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
         else:
@@ -157,8 +159,9 @@ class Ls372Acquisition:
             if setup.enabled:
                 self.rotation.append([ch, setup.pause, setup.dwell])
         if cfg.read_heater:
-            self.heater_key = SeriesKey(cfg.name, "sample_heater", "%", "sample_heater", "sample heater output",
-                                        ocs="sample_heater")
+            self.heater_key = SeriesKey(
+                cfg.name, "sample_heater", "%", "sample_heater", "sample heater output", ocs="sample_heater"
+            )
         return found
 
     def poll_interval(self) -> tuple[float, str | None]:
@@ -181,8 +184,10 @@ class Ls372Acquisition:
         if shortest is None or configured <= shortest:
             return configured, None
         interval = float(shortest)
-        return interval, (f"poll interval {configured:g} s is longer than the shortest scanner pause "
-                          f"({shortest} s): polling every {interval:g} s instead, so no channel switch is missed")
+        return interval, (
+            f"poll interval {configured:g} s is longer than the shortest scanner pause "
+            f"({shortest} s): polling every {interval:g} s instead, so no channel switch is missed"
+        )
 
     def configuration(self, channels: list[str]) -> dict:
         return self.instrument.configuration(channels)
@@ -197,8 +202,12 @@ class Ls372Acquisition:
         if scan.channel != self._active:
             self._active, self._switched = scan.channel, now
             health.active_channel = scan.channel
-            health.scan = {"autoscan": scan.autoscan, "channel": scan.channel, "switched": time.time(),
-                           "rotation": self.rotation}
+            health.scan = {
+                "autoscan": scan.autoscan,
+                "channel": scan.channel,
+                "switched": time.time(),
+                "rotation": self.rotation,
+            }
         elif health.scan is not None and health.scan["autoscan"] != scan.autoscan:
             health.scan = dict(health.scan, autoscan=scan.autoscan)
         plan = plans.get(scan.channel)
@@ -251,8 +260,7 @@ class Ls240Acquisition:
     def cycle(self, plans: dict[str, ChannelPlan], flags: int, out: list[Sample]) -> None:
         inst = self.instrument
         for plan in plans.values():
-            out.extend(samples_of(plan, inst.read(int(plan.number), plan.sensor.units if plan.sensor else "V"),
-                                  flags))
+            out.extend(samples_of(plan, inst.read(int(plan.number), plan.sensor.units if plan.sensor else "V"), flags))
 
 
 # The one place a model's name picks its code.

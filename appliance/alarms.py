@@ -23,6 +23,7 @@ and ``field`` alone is the short part (``appliance.naming``).
 * ``store_not_writing``: no successful commit for ``seconds``.
 * ``backlog``: an uplink's unacknowledged samples above ``threshold``.
 """
+
 from __future__ import annotations
 
 import math

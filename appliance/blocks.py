@@ -7,6 +7,7 @@ the block, not as a number, so NULL and every float (including -0.0) round-trip 
 The summaries that rollup tiers need (count, sum, min, max per bucket) are computed from the
 decoded arrays when the block is sealed, so the writer never touches a rollup row per commit.
 """
+
 from __future__ import annotations
 
 import struct
@@ -57,8 +58,13 @@ def concat(parts: list[Columns]) -> Columns:
     """Several blocks of one series as one, in (t, seq) order."""
     t, seq = np.concatenate([p.t for p in parts]), np.concatenate([p.seq for p in parts])
     order = np.lexsort((seq, t))
-    return Columns(t[order], seq[order], np.concatenate([p.status for p in parts])[order],
-                   np.concatenate([p.value for p in parts])[order], np.concatenate([p.null for p in parts])[order])
+    return Columns(
+        t[order],
+        seq[order],
+        np.concatenate([p.status for p in parts])[order],
+        np.concatenate([p.value for p in parts])[order],
+        np.concatenate([p.null for p in parts])[order],
+    )
 
 
 def _pack(a: np.ndarray) -> bytes:
@@ -73,8 +79,13 @@ def _unpack(b: bytes, dtype) -> np.ndarray:
 
 
 def encode(c: Columns) -> bytes:
-    parts = [_pack(c.t), _pack(c.seq), _pack(c.status), _pack(c.value[~c.null]),
-             _pack(np.flatnonzero(c.null).astype(np.int64))]
+    parts = [
+        _pack(c.t),
+        _pack(c.seq),
+        _pack(c.status),
+        _pack(c.value[~c.null]),
+        _pack(np.flatnonzero(c.null).astype(np.int64)),
+    ]
     return _HEADER.pack(MAGIC, len(c), *map(len, parts)) + b"".join(parts)
 
 
@@ -84,7 +95,7 @@ def decode(blob: bytes) -> Columns:
         raise ValueError(f"not a kelvinpi block (magic {magic!r})")
     pos, parts = _HEADER.size, []
     for length in lens:
-        parts.append(bytes(blob[pos:pos + length]))
+        parts.append(bytes(blob[pos : pos + length]))
         pos += length
     t, seq, status = _unpack(parts[0], np.int64), _unpack(parts[1], np.int64), _unpack(parts[2], np.int64)
     good, nulls = _unpack(parts[3], np.float64), _unpack(parts[4], np.int64)
@@ -108,5 +119,12 @@ def summaries(c: Columns, width: int) -> list[tuple[int, int, float, float, floa
     buckets, v = buckets[order], v[order]
     starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
     n = np.diff(np.r_[starts, len(v)])
-    return list(zip(buckets[starts].tolist(), n.tolist(), np.add.reduceat(v, starts).tolist(),
-                    np.minimum.reduceat(v, starts).tolist(), np.maximum.reduceat(v, starts).tolist()))
+    return list(
+        zip(
+            buckets[starts].tolist(),
+            n.tolist(),
+            np.add.reduceat(v, starts).tolist(),
+            np.minimum.reduceat(v, starts).tolist(),
+            np.maximum.reduceat(v, starts).tolist(),
+        )
+    )

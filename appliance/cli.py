@@ -1,4 +1,5 @@
 """``kelvinpi``: a thin command line over the appliance and emulator libraries."""
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow(["field", "t_unix", "time_utc", "value", "status"])
     for name, t, v, st in store.iter_raw(names, start, end):
-        w.writerow([name, f"{t:.3f}", datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds"),
-                    "" if v is None else repr(v), st])
+        w.writerow(
+            [
+                name,
+                f"{t:.3f}",
+                datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds"),
+                "" if v is None else repr(v),
+                st,
+            ]
+        )
     return 0
 
 
@@ -86,8 +94,9 @@ def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample_config)
     e = sub.add_parser("export", help="write raw samples from a store file as CSV to stdout")
     e.add_argument("db", help="the SQLite store file")
-    e.add_argument("--field", dest="series", metavar="FIELD", action="append",
-                   help="<node>::<field> (repeat; default all)")
+    e.add_argument(
+        "--field", dest="series", metavar="FIELD", action="append", help="<node>::<field> (repeat; default all)"
+    )
     e.add_argument("--start", type=float, default=-86400, help="UNIX seconds, or <= 0 for seconds before now")
     e.add_argument("--end", type=float, default=0)
     e.set_defaults(func=cmd_export)

@@ -1,4 +1,5 @@
 """Is the system clock synchronised? The Pi has no RTC: until NTP syncs, readings are flagged."""
+
 from __future__ import annotations
 
 import ctypes

@@ -5,6 +5,7 @@ parse with tomllib, validate with pydantic (all errors, not only the first),
 run the cross-checks a schema cannot express, and map each error back to the
 line of the file where the user has to look.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,13 +45,18 @@ class Strict(BaseModel):
 class ChannelConfig(Strict):
     """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
-    number: Union[int, str] = Field(description="the input: 1-16 or \"A\" (the control input) on a 372, 1-8 on a 240")
-    name: str | None = Field(None, description="overrides the instrument's own input name (INNAME?) in field names;"
-                             " 1-40 characters without '::'")
+    number: Union[int, str] = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
+    name: str | None = Field(
+        None,
+        description="overrides the instrument's own input name (INNAME?) in field names; 1-40 characters without '::'",
+    )
     enabled: bool = Field(True, description="false skips this input (it is neither read nor stored)")
-    keep: list[Literal["kelvin", "sensor"]] = Field(["kelvin", "sensor"], description="which series to store:"
-                                                    " \"kelvin\" (<name>_t) and/or \"sensor\" (<name>_r: ohms on a"
-                                                    " 372, sensor units on a 240)")
+    keep: list[Literal["kelvin", "sensor"]] = Field(
+        ["kelvin", "sensor"],
+        description="which series to store:"
+        ' "kelvin" (<name>_t) and/or "sensor" (<name>_r: ohms on a'
+        " 372, sensor units on a 240)",
+    )
 
     @field_validator("number")
     @classmethod
@@ -74,39 +80,54 @@ class ChannelConfig(Strict):
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240"] = Field(description="\"372\" (AC resistance bridge) or \"240\" (input module)")
-    name: str = Field(description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
-                      " 1-64 letters, digits, '_', '.', '-'")
-    description: str = Field("", description="shown on the front panel and announced to sisock"
-                             " (default: \"Lake Shore <model> <name>\")")
-    transport: Literal["tcp", "serial", "visa"] = Field(description="\"tcp\" (the 372's Ethernet port, needs host),"
-                                                        " \"serial\" (USB, needs device or serial_number)"
-                                                        " or \"visa\" (needs resource)")
+    model: Literal["372", "240"] = Field(description='"372" (AC resistance bridge) or "240" (input module)')
+    name: str = Field(
+        description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
+        " 1-64 letters, digits, '_', '.', '-'"
+    )
+    description: str = Field(
+        "", description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>")'
+    )
+    transport: Literal["tcp", "serial", "visa"] = Field(
+        description='"tcp" (the 372\'s Ethernet port, needs host),'
+        ' "serial" (USB, needs device or serial_number)'
+        ' or "visa" (needs resource)'
+    )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
     port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
-    device: str | None = Field(None, description="serial: the device path; default"
-                               " /dev/lakeshore/<model>-<serial_number> (the image's udev link)")
-    serial_number: str | None = Field(None, description="serial: the USB serial number, matched through the udev"
-                                      " link so cables may move; also the expected *IDN? serial")
-    resource: str | None = Field(None, description="visa: a pyvisa resource string,"
-                                 " e.g. TCPIP::192.168.1.50::7777::SOCKET or ASRL/dev/ttyUSB0::INSTR")
-    expect_serial: str | None = Field(None, description="refuse an instrument whose *IDN? serial differs"
-                                      " (default: serial_number)")
+    device: str | None = Field(
+        None,
+        description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
+    )
+    serial_number: str | None = Field(
+        None,
+        description="serial: the USB serial number, matched through the udev"
+        " link so cables may move; also the expected *IDN? serial",
+    )
+    resource: str | None = Field(
+        None,
+        description="visa: a pyvisa resource string, e.g. TCPIP::192.168.1.50::7777::SOCKET or ASRL/dev/ttyUSB0::INSTR",
+    )
+    expect_serial: str | None = Field(
+        None, description="refuse an instrument whose *IDN? serial differs (default: serial_number)"
+    )
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for one reply")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between poll cycles")
     read_control_input: bool = Field(True, description="372: also read the control input A every cycle")
     read_heater: bool = Field(False, description="372: also record the sample heater output (HTR?, %)")
     enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
-    channel: list[ChannelConfig] = Field([], description="the inputs to read ([[instrument.channel]]);"
-                                         " none listed: every enabled input")
-
+    channel: list[ChannelConfig] = Field(
+        [], description="the inputs to read ([[instrument.channel]]); none listed: every enabled input"
+    )
 
     @field_validator("name")
     @classmethod
     def _node_name(cls, v: str) -> str:
         if not re.match(NAME_RE, v):
-            raise ValueError("data node name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
-                             "letter or digit (no spaces, no '::')")
+            raise ValueError(
+                "data node name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+                "letter or digit (no spaces, no '::')"
+            )
         return v
 
     def serial_device(self) -> str:
@@ -120,24 +141,35 @@ class PollingConfig(Strict):
     """Reconnecting to an instrument that stopped answering, for every instrument."""
 
     backoff_initial: float = Field(1.0, gt=0, le=60, description="seconds before the first reconnect attempt")
-    backoff_max: float = Field(60.0, gt=0, le=3600, description="the wait doubles after each failed attempt, up to"
-                               " this many seconds")
+    backoff_max: float = Field(
+        60.0, gt=0, le=3600, description="the wait doubles after each failed attempt, up to this many seconds"
+    )
 
 
 class StoreConfig(Strict):
     """The SQLite store on the SD card's data partition: retention, size cap and commit batching."""
 
-    path: Path = Field(Path("/data/kelvinpi/kelvinpi.db"), description="the store file (on the Pi: the data"
-                       " partition)")
-    raw_retention_days: float = Field(90.0, gt=0, description="days raw samples are kept; rollups (10 s .. 1 h)"
-                                      " are kept far longer")
+    path: Path = Field(Path("/data/kelvinpi/kelvinpi.db"), description="the store file (on the Pi: the data partition)")
+    raw_retention_days: float = Field(
+        90.0, gt=0, description="days raw samples are kept; rollups (10 s .. 1 h) are kept far longer"
+    )
     rollup_retention_days: float = Field(3650.0, gt=0, description="days rollups are kept")
-    max_size_mb: float = Field(4096.0, gt=1, description="size cap in MiB: the oldest raw data goes first, so the"
-                               " card never fills")
-    commit_interval: float = Field(1.0, gt=0, le=60, description="seconds between commits: a power cut costs at"
-                                   " most this many seconds of readings; longer means less card wear")
-    queue_size: int = Field(200_000, ge=100, description="readings that may wait for the writer; beyond it new"
-                            " ones are dropped and counted (polling never blocks on the store)")
+    max_size_mb: float = Field(
+        4096.0, gt=1, description="size cap in MiB: the oldest raw data goes first, so the card never fills"
+    )
+    commit_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="seconds between commits: a power cut costs at"
+        " most this many seconds of readings; longer means less card wear",
+    )
+    queue_size: int = Field(
+        200_000,
+        ge=100,
+        description="readings that may wait for the writer; beyond it new"
+        " ones are dropped and counted (polling never blocks on the store)",
+    )
 
 
 class WebConfig(Strict):
@@ -145,21 +177,40 @@ class WebConfig(Strict):
 
     bind: str = Field("0.0.0.0", description="the address to listen on (0.0.0.0: the lab network)")
     port: int = Field(8080, ge=0, le=65535, description="the HTTP port (0: any free port)")
-    threads: int = Field(8, ge=1, le=64, description="worker threads answering complete requests (slow clients "
-                         "never hold one: the server reads every request whole before handing it over)")
+    threads: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="worker threads answering complete requests (slow clients "
+        "never hold one: the server reads every request whole before handing it over)",
+    )
     stale_after: float = Field(30.0, gt=0, description="seconds after which a reading shows as stale")
-    request_timeout: float = Field(10.0, gt=0, le=300, description="seconds a client has to send a whole request "
-                                   "(request line, headers and body) once it has begun, or its first one once "
-                                   "connected; then the connection is closed (slowloris)")
+    request_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="seconds a client has to send a whole request "
+        "(request line, headers and body) once it has begun, or its first one once "
+        "connected; then the connection is closed (slowloris)",
+    )
     idle_timeout: float = Field(60.0, ge=1, le=3600, description="seconds an idle keep-alive connection stays open")
-    max_connections: int = Field(200, ge=8, le=4000, description="open connections in all; past it new ones wait in "
-                                 "the listen backlog")
-    max_connections_per_client: int = Field(64, ge=1, le=4000, description="open connections from one address (a "
-                                            "Grafana server or a NAT gateway speaks for many viewers); past "
-                                            "it a new one is refused with 503")
-    trusted_proxies: list[str] = Field([], description="addresses or networks (e.g. 10.0.0.5, 10.1.0.0/16) of reverse "
-                                       "proxies whose X-Forwarded-For names the client; from anyone else the header "
-                                       "is ignored and the socket's peer is the client (control audit trail)")
+    max_connections: int = Field(
+        200, ge=8, le=4000, description="open connections in all; past it new ones wait in the listen backlog"
+    )
+    max_connections_per_client: int = Field(
+        64,
+        ge=1,
+        le=4000,
+        description="open connections from one address (a "
+        "Grafana server or a NAT gateway speaks for many viewers); past "
+        "it a new one is refused with 503",
+    )
+    trusted_proxies: list[str] = Field(
+        [],
+        description="addresses or networks (e.g. 10.0.0.5, 10.1.0.0/16) of reverse "
+        "proxies whose X-Forwarded-For names the client; from anyone else the header "
+        "is ignored and the socket's peer is the client (control audit trail)",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -178,8 +229,9 @@ class ControlConfig(Strict):
     """Changing instrument state from the network: off unless enabled, and then token-protected."""
 
     enabled: bool = Field(False, description="allow POST /api/v1/control/<node>/setpoint (needs token_file)")
-    token_file: Path | None = Field(None, description="a 0600 file holding the token clients send as"
-                                    " \"Authorization: Bearer <token>\"")
+    token_file: Path | None = Field(
+        None, description='a 0600 file holding the token clients send as "Authorization: Bearer <token>"'
+    )
     max_setpoint_kelvin: float = Field(1.0, gt=0, le=400, description="highest setpoint the API may set")
 
     @model_validator(mode="after")
@@ -192,36 +244,43 @@ class ControlConfig(Strict):
 class SisockUplink(Strict):
     """Appear as a sisock DataNodeServer on a crossbar router (Grafana reads through sisock's glue)."""
 
-    kind: Literal["sisock"] = Field(description="\"sisock\"")
+    kind: Literal["sisock"] = Field(description='"sisock"')
     url: str = Field(pattern=r"^wss?://", description="the crossbar router's WebSocket URL (ws:// or wss://)")
     realm: str = Field("test_realm", description="the WAMP realm")
     base_uri: str = Field("org.simonsobservatory", description="prefix of the sisock procedure URIs")
     authid: str = Field("server", description="the WAMP-CRA authentication id")
     secret_file: Path = Field(description="a 0600 file holding the WAMP-CRA secret")
-    ca_file: Path | None = Field(None, description="wss://: the CA certificate (PEM) to verify the router against"
-                                 " (default: the system's CAs)")
+    ca_file: Path | None = Field(
+        None, description="wss://: the CA certificate (PEM) to verify the router against (default: the system's CAs)"
+    )
 
 
 class OcsUplink(Strict):
     """Publish every reading as OCS feeds (<address_root>.<name>.feeds.temperatures), as the socs agent does."""
 
-    kind: Literal["ocs"] = Field(description="\"ocs\"")
+    kind: Literal["ocs"] = Field(description='"ocs"')
     url: str = Field(pattern=r"^wss?://", description="the crossbar router's WebSocket URL (ws:// or wss://)")
     realm: str = Field("test_realm", description="the WAMP realm")
     address_root: str = Field("observatory", description="the OCS address root of the agents")
     authid: str | None = Field(None, description="the WAMP-CRA authentication id (none: anonymous)")
     secret_file: Path | None = Field(None, description="a 0600 file holding the WAMP-CRA secret")
-    ca_file: Path | None = Field(None, description="wss://: the CA certificate (PEM) to verify the router against"
-                                 " (default: the system's CAs)")
+    ca_file: Path | None = Field(
+        None, description="wss://: the CA certificate (PEM) to verify the router against (default: the system's CAs)"
+    )
     batch: int = Field(500, ge=1, le=10000, description="samples per publication during a backfill")
-    rejoin_delay: float = Field(5.0, ge=0, le=300, description="seconds to wait after (re)joining before publishing,"
-                                " so subscribers that reconnect after a router restart get the backfill")
+    rejoin_delay: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="seconds to wait after (re)joining before publishing,"
+        " so subscribers that reconnect after a router restart get the backfill",
+    )
 
 
 class InfluxUplink(Strict):
     """Write every reading to InfluxDB (1.x: database; 2.x: bucket + org + token_file), in OCS's layout."""
 
-    kind: Literal["influxdb"] = Field(description="\"influxdb\"")
+    kind: Literal["influxdb"] = Field(description='"influxdb"')
     url: str = Field(pattern=r"^https?://", description="the InfluxDB base URL (http:// or https://)")
     database: str | None = Field(None, description="InfluxDB 1.x: the database (give this or bucket)")
     bucket: str | None = Field(None, description="InfluxDB 2.x: the bucket (needs org and token_file)")
@@ -246,32 +305,48 @@ class InfluxUplink(Strict):
 class RemoteWriteUplink(Strict):
     """Prometheus remote write (Prometheus, VictoriaMetrics, Mimir, Thanos Receive, Grafana Cloud)."""
 
-    kind: Literal["remote_write"] = Field(description="\"remote_write\"")
-    url: str = Field(pattern=r"^https?://", description="the receiver's write endpoint, e.g."
-                     " http://prometheus:9090/api/v1/write or http://victoria:8428/api/v1/write")
+    kind: Literal["remote_write"] = Field(description='"remote_write"')
+    url: str = Field(
+        pattern=r"^https?://",
+        description="the receiver's write endpoint, e.g."
+        " http://prometheus:9090/api/v1/write or http://victoria:8428/api/v1/write",
+    )
     username: str | None = Field(None, description="HTTP basic auth user (needs password_file)")
     password_file: Path | None = Field(None, description="0600 file holding the basic auth password")
     token_file: Path | None = Field(None, description="0600 file holding a bearer token (instead of basic auth)")
-    ca_file: Path | None = Field(None, description="PEM CA bundle to verify an https receiver with, instead of"
-                                 " the system's CAs (the certificate is always verified)")
-    labels: dict[str, str] = Field({}, description="extra labels on every series, e.g. {site = \"lab2\"};"
-                                   " the appliance's own are __name__, node, field (and units)")
-    send_status: bool = Field(True, description="also send kelvinpi_reading_status{node,field}, the status"
-                              " bits of every reading (a flagged reading has a status sample but no value)")
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle to verify an https receiver with, instead of"
+        " the system's CAs (the certificate is always verified)",
+    )
+    labels: dict[str, str] = Field(
+        {},
+        description='extra labels on every series, e.g. {site = "lab2"};'
+        " the appliance's own are __name__, node, field (and units)",
+    )
+    send_status: bool = Field(
+        True,
+        description="also send kelvinpi_reading_status{node,field}, the status"
+        " bits of every reading (a flagged reading has a status sample but no value)",
+    )
     batch: int = Field(2000, ge=1, le=50000, description="samples per write request at most")
     timeout: float = Field(30.0, gt=0, le=300, description="seconds to wait for the receiver's answer")
-    live_during_backfill: bool = Field(True, description="while a backlog is sent, put the newest samples in"
-                                       " each request too (live data keeps flowing); false: strictly oldest first,"
-                                       " for a Prometheus without an out-of-order window (it refuses a sample older"
-                                       " than one it has)")
+    live_during_backfill: bool = Field(
+        True,
+        description="while a backlog is sent, put the newest samples in"
+        " each request too (live data keeps flowing); false: strictly oldest first,"
+        " for a Prometheus without an out-of-order window (it refuses a sample older"
+        " than one it has)",
+    )
 
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         for k in v:
             if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", k) or k.startswith("__"):
-                raise ValueError(f"label name {k!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*,"
-                                 " not starting with __)")
+                raise ValueError(
+                    f"label name {k!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+                )
             if k in ("node", "field", "units"):
                 raise ValueError(f"label {k!r} is set by the appliance itself")
         return v
@@ -298,22 +373,30 @@ class _AlarmBase(Strict):
     name: str = Field(description="the alarm's name, shown on the panel, in notifications and metrics labels")
     severity: Severity = Field("warning", description="info, warning or critical")
     hold: float = Field(0.0, ge=0, le=86400, description="seconds the condition must hold before the alarm is raised")
-    repeat: float = Field(1800.0, ge=0, le=7 * 86400,
-                          description="seconds between repeated notifications while active and unacknowledged (0: once)")
+    repeat: float = Field(
+        1800.0,
+        ge=0,
+        le=7 * 86400,
+        description="seconds between repeated notifications while active and unacknowledged (0: once)",
+    )
     notify: list[str] | None = Field(None, description="names of [[notify]] targets; all of them when left out")
 
     @field_validator("name")
     @classmethod
     def _alarm_name(cls, v: str) -> str:
         if not re.match(NAME_RE, v):
-            raise ValueError("alarm name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+            raise ValueError(
+                "alarm name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            )
         return v
 
 
 class ThresholdAlarm(_AlarmBase):
     """A field above (or below) a threshold; cleared once back past it by ``hysteresis``."""
 
-    kind: Literal["above", "below"] = Field(description="above: raised when the field exceeds threshold; below: when under it")
+    kind: Literal["above", "below"] = Field(
+        description="above: raised when the field exceeds threshold; below: when under it"
+    )
     # The public key says "field" for the whole series name (node::field): in code that is a
     # SeriesKey's ``name``, and ``field`` is only its short part (appliance.naming).
     field: str = Field(description="the series, as node::field (e.g. LSA23JD::mxc_t)")
@@ -336,9 +419,13 @@ class NoDataAlarm(_AlarmBase):
 
     kind: Literal["no_data"] = Field(description="no new reading of a field")
     field: str = Field(description="the series, as node::field")
-    seconds: float = Field(60.0, gt=0, le=86400,
-                           description="seconds past the expected next reading (a scanned 372 channel's revisit time,"
-                                       " else the poll interval)")
+    seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="seconds past the expected next reading (a scanned 372 channel's revisit time,"
+        " else the poll interval)",
+    )
 
 
 class DisconnectedAlarm(_AlarmBase):
@@ -363,8 +450,10 @@ class BacklogAlarm(_AlarmBase):
     threshold: int = Field(ge=0, description="samples not yet acknowledged by the uplink")
 
 
-AlarmRule = Annotated[Union[ThresholdAlarm, RateAlarm, NoDataAlarm, DisconnectedAlarm, StoreAlarm, BacklogAlarm],
-                      Field(discriminator="kind")]
+AlarmRule = Annotated[
+    Union[ThresholdAlarm, RateAlarm, NoDataAlarm, DisconnectedAlarm, StoreAlarm, BacklogAlarm],
+    Field(discriminator="kind"),
+]
 
 
 class _NotifyBase(Strict):
@@ -377,8 +466,9 @@ class _NotifyBase(Strict):
 class WebhookNotify(_NotifyBase):
     """POST JSON: ``webhook`` a generic body, ``slack`` an incoming-webhook body, ``ntfy`` a ntfy message."""
 
-    kind: Literal["webhook", "slack", "ntfy"] = Field(description="webhook: generic JSON; slack: incoming webhook;"
-                                                                  " ntfy: a ntfy topic URL")
+    kind: Literal["webhook", "slack", "ntfy"] = Field(
+        description="webhook: generic JSON; slack: incoming webhook; ntfy: a ntfy topic URL"
+    )
     url_file: Path = Field(description="0600 file holding the URL (a webhook URL is a secret)")
     token_file: Path | None = Field(None, description="0600 file with a bearer token (ntfy access token), optional")
 
@@ -390,7 +480,9 @@ class EmailNotify(_NotifyBase):
     host: str = Field(description="SMTP server")
     port: int = Field(587, ge=1, le=65535, description="SMTP port (587: submission with STARTTLS)")
     starttls: bool = Field(True, description="upgrade the connection with STARTTLS before logging in")
-    ca_file: Path | None = Field(None, description="CA bundle to verify the server's certificate (system store if unset)")
+    ca_file: Path | None = Field(
+        None, description="CA bundle to verify the server's certificate (system store if unset)"
+    )
     username: str | None = Field(None, description="SMTP login; needs password_file")
     password_file: Path | None = Field(None, description="0600 file holding the SMTP password")
     sender: str = Field(description="From: address")
@@ -404,26 +496,45 @@ class EmailNotify(_NotifyBase):
 
 
 NotifyTarget = Annotated[Union[WebhookNotify, EmailNotify], Field(discriminator="kind")]
-UNION_TAGS = {"sisock", "ocs", "influxdb", "remote_write", "above", "below", "rate", "no_data", "disconnected", "store_not_writing",
-              "backlog", "webhook", "slack", "ntfy", "email"}
+UNION_TAGS = {
+    "sisock",
+    "ocs",
+    "influxdb",
+    "remote_write",
+    "above",
+    "below",
+    "rate",
+    "no_data",
+    "disconnected",
+    "store_not_writing",
+    "backlog",
+    "webhook",
+    "slack",
+    "ntfy",
+    "email",
+}
 
 
 class Config(Strict):
     """The whole kelvinpi.toml."""
 
-    instrument: list[InstrumentConfig] = Field(min_length=1, description="one [[instrument]] per Lake Shore"
-                                               " instrument (at least one)")
+    instrument: list[InstrumentConfig] = Field(
+        min_length=1, description="one [[instrument]] per Lake Shore instrument (at least one)"
+    )
     polling: PollingConfig = Field(PollingConfig(), description="reconnect back-off")
     store: StoreConfig = Field(StoreConfig(), description="the SQLite store")
     web: WebConfig = Field(WebConfig(), description="the HTTP server")
     control: ControlConfig = Field(ControlConfig(), description="instrument control over HTTP")
-    uplink: list[Uplink] = Field([], description="zero or more [[uplink]] sections to the control room,"
-                                 " each of one kind: sisock, ocs, influxdb or remote_write")
+    uplink: list[Uplink] = Field(
+        [],
+        description="zero or more [[uplink]] sections to the control room,"
+        " each of one kind: sisock, ocs, influxdb or remote_write",
+    )
     alarm: list[AlarmRule] = Field([], description="alarm rules ([[alarm]]), evaluated every second")
     notify: list[NotifyTarget] = Field([], description="where alarm notifications go ([[notify]])")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="the lowest level logged"
-                                                                    " (to journald on the Pi)")
-
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="the lowest level logged (to journald on the Pi)"
+    )
 
 
 # -- line mapping ---------------------------------------------------------------
@@ -476,8 +587,11 @@ def _locate(loc: tuple, lines: dict[tuple, int]) -> int | None:
 def _clean_loc(loc: tuple) -> tuple:
     # Drop pydantic's union tags ('sisock', 'function-after[...]') that are not keys of the file:
     # a tag follows an array index (uplink[0].sisock.url), so a key named like one is kept.
-    return tuple(p for i, p in enumerate(loc) if not (isinstance(p, str) and (
-        "[" in p or (p in UNION_TAGS and i > 0 and isinstance(loc[i - 1], int)))))
+    return tuple(
+        p
+        for i, p in enumerate(loc)
+        if not (isinstance(p, str) and ("[" in p or (p in UNION_TAGS and i > 0 and isinstance(loc[i - 1], int))))
+    )
 
 
 def _render_path(loc: tuple) -> str:
@@ -547,10 +661,15 @@ def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[i
             if stem in first:
                 k, other = first[stem]
                 other_line = _locate(("instrument", i, "channel", k, "name"), lines)
-                problems.append((_locate(loc, lines), _render_path(loc),
-                                 f"channel name {name!r} and {other!r} (line {other_line}) both make the field "
-                                 f"names {stem}_t/{stem}_r: names must differ in more than case, spaces or "
-                                 f"punctuation"))
+                problems.append(
+                    (
+                        _locate(loc, lines),
+                        _render_path(loc),
+                        f"channel name {name!r} and {other!r} (line {other_line}) both make the field "
+                        f"names {stem}_t/{stem}_r: names must differ in more than case, spaces or "
+                        f"punctuation",
+                    )
+                )
             else:
                 first[stem] = (j, name)
     return problems
@@ -558,16 +677,23 @@ def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[i
 
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
-    instruments = {i["name"] for i in data.get("instrument", []) if isinstance(i, dict) and isinstance(i.get("name"), str)} \
-        if isinstance(data.get("instrument"), list) else set()  # a name of the wrong type is pydantic's to report
+    instruments = (
+        {i["name"] for i in data.get("instrument", []) if isinstance(i, dict) and isinstance(i.get("name"), str)}
+        if isinstance(data.get("instrument"), list)
+        else set()
+    )  # a name of the wrong type is pydantic's to report
     uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
     targets = data.get("notify") if isinstance(data.get("notify"), list) else []
     target_names: dict[str, int] = {}
     for j, t in enumerate(targets):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
             if t["name"] in target_names:
-                problems.append((("notify", j, "name"), f"notify target {t['name']!r} already used by "
-                                                        f"notify[{target_names[t['name']]}]"))
+                problems.append(
+                    (
+                        ("notify", j, "name"),
+                        f"notify target {t['name']!r} already used by notify[{target_names[t['name']]}]",
+                    )
+                )
             target_names.setdefault(t["name"], j)
     rules = data.get("alarm") if isinstance(data.get("alarm"), list) else []
     names: dict[str, int] = {}

@@ -14,6 +14,7 @@ The only things written here by hand are *examples* (values a lab must choose: a
 address, a URL), since no default could stand for them. A key that has neither a default nor an
 example makes generation fail, so a new key cannot be left out of either view.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,42 +35,85 @@ from .config import Config
 # Values shown for keys a lab must choose (no default could stand for them), by section and key.
 # A section of one uplink kind is "uplink.<kind>".
 EXAMPLES: dict[str, dict[str, Any]] = {
-    "instrument": {"model": "372", "name": "LSA23JD", "transport": "tcp", "host": "192.168.1.50",
-                   "device": "/dev/ttyUSB0", "serial_number": "LSA23JD",
-                   "resource": "TCPIP::192.168.1.50::7777::SOCKET", "expect_serial": "LSA23JD"},
+    "instrument": {
+        "model": "372",
+        "name": "LSA23JD",
+        "transport": "tcp",
+        "host": "192.168.1.50",
+        "device": "/dev/ttyUSB0",
+        "serial_number": "LSA23JD",
+        "resource": "TCPIP::192.168.1.50::7777::SOCKET",
+        "expect_serial": "LSA23JD",
+    },
     "instrument.channel": {"number": 5, "name": "MXC"},
     "control": {"token_file": "/data/secrets/control-token"},
-    "uplink.sisock": {"url": "wss://control-room.example:8080/ws", "secret_file": "/data/secrets/wamp-secret",
-                      "ca_file": "/data/secrets/router-cert.pem"},
-    "uplink.ocs": {"url": "wss://control-room.example:8080/ws", "authid": "kelvinpi",
-                   "secret_file": "/data/secrets/ocs-secret",
-                   "ca_file": "/data/secrets/router-cert.pem"},
-    "uplink.influxdb": {"url": "http://control-room.example:8086", "database": "kelvinpi", "bucket": "kelvinpi",
-                        "org": "lab", "username": "kelvinpi", "password_file": "/data/secrets/influx-password",
-                        "token_file": "/data/secrets/influx-token"},
-    "uplink.remote_write": {"url": "https://metrics.example:8428/api/v1/write", "username": "kelvinpi",
-                            "labels": {"site": "lab2"},
-                            "password_file": "/data/secrets/remote-write-password",
-                            "token_file": "/data/secrets/remote-write-token", "ca_file": "/data/secrets/ca.pem"},
+    "uplink.sisock": {
+        "url": "wss://control-room.example:8080/ws",
+        "secret_file": "/data/secrets/wamp-secret",
+        "ca_file": "/data/secrets/router-cert.pem",
+    },
+    "uplink.ocs": {
+        "url": "wss://control-room.example:8080/ws",
+        "authid": "kelvinpi",
+        "secret_file": "/data/secrets/ocs-secret",
+        "ca_file": "/data/secrets/router-cert.pem",
+    },
+    "uplink.influxdb": {
+        "url": "http://control-room.example:8086",
+        "database": "kelvinpi",
+        "bucket": "kelvinpi",
+        "org": "lab",
+        "username": "kelvinpi",
+        "password_file": "/data/secrets/influx-password",
+        "token_file": "/data/secrets/influx-token",
+    },
+    "uplink.remote_write": {
+        "url": "https://metrics.example:8428/api/v1/write",
+        "username": "kelvinpi",
+        "labels": {"site": "lab2"},
+        "password_file": "/data/secrets/remote-write-password",
+        "token_file": "/data/secrets/remote-write-token",
+        "ca_file": "/data/secrets/ca.pem",
+    },
     "alarm.above": {"notify": ["on-call"], "name": "mxc-warm", "field": "LSA23JD::mxc_t", "threshold": 0.05},
     "alarm.rate": {"notify": ["on-call"], "name": "warming-up", "field": "LSA23JD::mxc_t", "threshold": 0.01},
     "alarm.no_data": {"notify": ["on-call"], "name": "mxc-silent", "field": "LSA23JD::mxc_t"},
     "alarm.disconnected": {"notify": ["on-call"], "name": "bridge-gone", "instrument": "LSA23JD"},
     "alarm.store_not_writing": {"notify": ["on-call"], "name": "store-stuck"},
     "alarm.backlog": {"notify": ["on-call"], "name": "uplink-behind", "uplink": 0, "threshold": 100000},
-    "notify.webhook": {"name": "on-call", "url_file": "/data/secrets/webhook-url", "token_file": "/data/secrets/ntfy-token"},
-    "notify.email": {"name": "mail", "host": "smtp.example", "sender": "kelvinpi@example.org",
-                     "to": ["oncall@example.org"], "username": "kelvinpi",
-                     "password_file": "/data/secrets/smtp-password", "ca_file": "/data/secrets/smtp-ca.pem"},
+    "notify.webhook": {
+        "name": "on-call",
+        "url_file": "/data/secrets/webhook-url",
+        "token_file": "/data/secrets/ntfy-token",
+    },
+    "notify.email": {
+        "name": "mail",
+        "host": "smtp.example",
+        "sender": "kelvinpi@example.org",
+        "to": ["oncall@example.org"],
+        "username": "kelvinpi",
+        "password_file": "/data/secrets/smtp-password",
+        "ca_file": "/data/secrets/smtp-ca.pem",
+    },
 }
 
 # The live part of the sample: two instruments (the first shows every key, the others only theirs).
 SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
-    {"model": "372", "name": "LSA23JD", "description": "Bluefors fridge 1, 372 bridge", "transport": "tcp",
-     "host": "192.168.1.50",
-     "channel": [{"number": 5, "name": "MXC"}, {"number": "A", "name": "MXC control"}]},
-    {"model": "240", "name": "LSA24AZ", "description": "50 K and 4 K diodes", "transport": "serial",
-     "serial_number": "LSA24AZ"},
+    {
+        "model": "372",
+        "name": "LSA23JD",
+        "description": "Bluefors fridge 1, 372 bridge",
+        "transport": "tcp",
+        "host": "192.168.1.50",
+        "channel": [{"number": 5, "name": "MXC"}, {"number": "A", "name": "MXC control"}],
+    },
+    {
+        "model": "240",
+        "name": "LSA24AZ",
+        "description": "50 K and 4 K diodes",
+        "transport": "serial",
+        "serial_number": "LSA24AZ",
+    },
 ]
 
 SAMPLE_HEADER = """\
@@ -115,8 +159,9 @@ def _is_table(info: FieldInfo) -> bool:
     return bool(_models_in(info.annotation))
 
 
-def sections(model: type[BaseModel] = Config, path: str = "", array: bool = False,
-             kind: str | None = None) -> list[Section]:
+def sections(
+    model: type[BaseModel] = Config, path: str = "", array: bool = False, kind: str | None = None
+) -> list[Section]:
     """Every table of the file in the order a TOML file needs: a table's own keys before its sub-tables."""
     out = [Section(path, model, array, kind)]
     for name, info in model.model_fields.items():
@@ -160,8 +205,15 @@ def constraints(info: FieldInfo) -> str:
     """The bounds pydantic enforces (``> 0, <= 60``, ``matches ^wss?://``, ``at least 1``)."""
     out = []
     for m in info.metadata:  # annotated_types' Gt, Ge, ..., MinLen and pydantic's pattern metadata
-        for attr, fmt in (("gt", "> {}"), ("ge", ">= {}"), ("lt", "< {}"), ("le", "<= {}"),
-                          ("min_length", "at least {}"), ("max_length", "at most {}"), ("pattern", "matches `{}`")):
+        for attr, fmt in (
+            ("gt", "> {}"),
+            ("ge", ">= {}"),
+            ("lt", "< {}"),
+            ("le", "<= {}"),
+            ("min_length", "at least {}"),
+            ("max_length", "at most {}"),
+            ("pattern", "matches `{}`"),
+        ):
             if getattr(m, attr, None) is not None:
                 out.append(fmt.format(getattr(m, attr)))
     return ", ".join(out)
@@ -303,12 +355,17 @@ def _cell(text: str) -> str:
 
 def reference() -> str:
     """docs/config.md: every section and key with type, default, constraints and description."""
-    out = ["# Configuration reference", "",
-           "<!-- Generated from appliance/config.py by `make config-doc` (python -m appliance.config_doc);"
-           " do not edit by hand. -->", "",
-           "Kelvinpi reads one TOML file, `kelvinpi.toml` (on the Pi: the SD card's FAT partition). It is validated"
-           " at start-up and by `kelvinpi check-config FILE`; every error names the key and the line. Unknown keys"
-           " are errors. `kelvinpi sample-config` prints a commented example holding every key below.", ""]
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from appliance/config.py by `make config-doc` (python -m appliance.config_doc);"
+        " do not edit by hand. -->",
+        "",
+        "Kelvinpi reads one TOML file, `kelvinpi.toml` (on the Pi: the SD card's FAT partition). It is validated"
+        " at start-up and by `kelvinpi check-config FILE`; every error names the key and the line. Unknown keys"
+        " are errors. `kelvinpi sample-config` prints a commented example holding every key below.",
+        "",
+    ]
     first_of: dict[str, Section] = {}
     for s in sections():
         title = "Top level" if not s.path else (f"`[[{s.path}]]`" if s.array else f"`[{s.path}]`")
@@ -324,10 +381,15 @@ def reference() -> str:
         if rows:
             out += ["| key | type | default | constraints | description |", "|---|---|---|---|---|"]
             for name, info in rows:
-                default = "*required*" if info.is_required() else (
-                    "*unset*" if _default(info) is None else f"`{_toml(_default(info))}`")
-                out.append(f"| `{name}` | {_cell(describe_type(info.annotation))} | {default} | "
-                           f"{_cell(constraints(info))} | {_cell(info.description or '')} |")
+                default = (
+                    "*required*"
+                    if info.is_required()
+                    else ("*unset*" if _default(info) is None else f"`{_toml(_default(info))}`")
+                )
+                out.append(
+                    f"| `{name}` | {_cell(describe_type(info.annotation))} | {default} | "
+                    f"{_cell(constraints(info))} | {_cell(info.description or '')} |"
+                )
             out.append("")
         if subs:
             out += ["Tables: " + ", ".join(f"`{(s.path + '.' if s.path else '') + n}`" for n in subs), ""]

@@ -6,6 +6,7 @@ sample-heater (output 0) or warm-up heater (output 1) setpoint, bounded by
 ``Authorization: Bearer <token>`` (never in a URL, so it stays out of logs and browser history,
 and a cross-site form cannot send it). Every change is recorded as an event.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -35,8 +36,11 @@ class Control:
 
     def authorize(self, header: str | None) -> None:
         if not self.cfg.enabled:
-            raise ControlRefused(403, "instrument control is disabled on this appliance "
-                                      "(set control.enabled = true and control.token_file in kelvinpi.toml)")
+            raise ControlRefused(
+                403,
+                "instrument control is disabled on this appliance "
+                "(set control.enabled = true and control.token_file in kelvinpi.toml)",
+            )
         scheme, _, given = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise ControlRefused(401, "give the control token as 'Authorization: Bearer <token>'")
@@ -63,10 +67,17 @@ class Control:
         output, kelvin = body.get("output", 0), body.get("kelvin")
         if isinstance(output, bool) or output not in (0, 1):
             raise ControlRefused(400, "output must be 0 (sample heater) or 1 (warm-up heater)")
-        if isinstance(kelvin, bool) or not isinstance(kelvin, (int, float)) or not math.isfinite(kelvin) \
-                or not 0 <= kelvin <= self.cfg.max_setpoint_kelvin:
-            raise ControlRefused(400, f"kelvin must be a number from 0 to {self.cfg.max_setpoint_kelvin:g} "
-                                      f"(control.max_setpoint_kelvin), got {kelvin!r}")
+        if (
+            isinstance(kelvin, bool)
+            or not isinstance(kelvin, (int, float))
+            or not math.isfinite(kelvin)
+            or not 0 <= kelvin <= self.cfg.max_setpoint_kelvin
+        ):
+            raise ControlRefused(
+                400,
+                f"kelvin must be a number from 0 to {self.cfg.max_setpoint_kelvin:g} "
+                f"(control.max_setpoint_kelvin), got {kelvin!r}",
+            )
 
         def change(inst: Model372) -> tuple[float, float]:
             before = inst.setpoint(output)

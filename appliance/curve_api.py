@@ -15,6 +15,7 @@ Routes (all need ``Authorization: Bearer <token>`` and ``[control] enabled``):
 - ``POST   /api/v1/control/<node>/curves/<n>/verify``  body ``{"text": ...}``: compare, change nothing
 - ``DELETE /api/v1/control/<node>/curves/<n>``         delete a user curve
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,14 @@ def first_difference(inst, want: Curve, got: Curve) -> str | None:
 
 
 def _curve_dict(curve: Curve) -> dict:
-    return {"name": curve.name, "serial": curve.serial, "format": curve.data_format, "limit": curve.limit,
-            "coefficient": curve.coefficient, "points": [list(p) for p in curve.points]}
+    return {
+        "name": curve.name,
+        "serial": curve.serial,
+        "format": curve.data_format,
+        "limit": curve.limit,
+        "coefficient": curve.coefficient,
+        "points": [list(p) for p in curve.points],
+    }
 
 
 class CurveService:
@@ -141,8 +148,11 @@ class CurveService:
         inst = poller.instrument
         allowed = (3, 4, 7) if isinstance(inst, Model372) else (2, 3, 4)
         if curve.data_format not in allowed:
-            raise ControlRefused(400, f"data format {curve.data_format} cannot be stored in a Model "
-                                      f"{poller.cfg.model} (formats {', '.join(map(str, allowed))})")
+            raise ControlRefused(
+                400,
+                f"data format {curve.data_format} cannot be stored in a Model "
+                f"{poller.cfg.model} (formats {', '.join(map(str, allowed))})",
+            )
 
         def upload(inst) -> Curve:
             inst.upload_curve(n, curve, verify=False)

@@ -3,6 +3,7 @@
 It talks to a running appliance over HTTP with the control token (never to the instrument
 itself: the appliance's poller owns the link). The token comes from a 0600 file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,12 @@ class CurveClient:
 
     def _call(self, method: str, path: str = "", body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return json.loads(r.read())
@@ -65,8 +70,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     csub.add_parser("list", help="headers of the stored curves")
     s = csub.add_parser("show", help="print one curve as a .340 file")
     s.add_argument("number", type=int)
-    for name, text in (("upload", "write a .340 file into a curve slot and read every point back"),
-                       ("verify", "compare a .340 file with the instrument's curve (changes nothing)")):
+    for name, text in (
+        ("upload", "write a .340 file into a curve slot and read every point back"),
+        ("verify", "compare a .340 file with the instrument's curve (changes nothing)"),
+    ):
         q = csub.add_parser(name, help=text)
         q.add_argument("number", type=int, help="372: user curve 21-59; 240: the input 1-8")
         q.add_argument("file", help="the .340 file")
@@ -85,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for c in client.list():
-                print(f"{c['number']:3d}  {c['name']:<15}  {c['serial']:<10}  format {c['data_format']}  "
-                      f"limit {c['limit']:g} K  coefficient {c['coefficient']}")
+                print(
+                    f"{c['number']:3d}  {c['name']:<15}  {c['serial']:<10}  format {c['data_format']}  "
+                    f"limit {c['limit']:g} K  coefficient {c['coefficient']}"
+                )
         elif args.action == "show":
             sys.stdout.write(client.show(args.number)["text"])
         elif args.action in ("upload", "verify"):

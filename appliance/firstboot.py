@@ -16,6 +16,7 @@ The FAT ``bootfs`` partition is the only one a lab can edit from any laptop. It 
 Nothing here sets a password: root stays locked, SSH is key-only. Every input is treated as
 hostile: size limits, no path components, no symlinks, strict character sets.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ from pathlib import Path
 
 MAX_FILE = 256 * 1024
 HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
-                    r"@openssh\.com) [A-Za-z0-9+/=]{20,}( [^\n\r]{0,200})?$")
+KEY_RE = re.compile(
+    r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
+    r"@openssh\.com) [A-Za-z0-9+/=]{20,}( [^\n\r]{0,200})?$"
+)
 TZ_RE = re.compile(r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9_+-]+){0,3}$")
 PSK_HEX_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
 SECRET_RE = re.compile(r"(\.secret$|-secret$|\.pem$|token)", re.I)
@@ -105,8 +108,10 @@ def _wifi(ssid: str, psk: str, country: str, source: str, result: Result) -> Non
         return
     # Imager writes the derived key (64 hex digits, PBKDF2 of passphrase and SSID), not the passphrase
     if not (PSK_HEX_RE.match(psk) or (8 <= len(psk) <= 63 and not any(c in psk for c in '"\n\r\\'))):
-        result.refused.append(f"{source}: Wi-Fi passphrase must be 8-63 characters without quotes or backslashes"
-                              " (or the 64 hex digit key)")
+        result.refused.append(
+            f"{source}: Wi-Fi passphrase must be 8-63 characters without quotes or backslashes"
+            " (or the 64 hex digit key)"
+        )
         return
     if country and not re.match(r"^[A-Z]{2}$", country):
         result.refused.append(f"{source}: Wi-Fi country must be two capital letters, e.g. CH")
@@ -197,14 +202,15 @@ def _network_config(doc: object, result: Result) -> None:
             continue  # netplan's renderer key, put among the interfaces by some generators
         aps = conf.get("access-points") if isinstance(conf, dict) else None
         if not isinstance(aps, dict) or not aps:
-            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points must be a mapping"
-                                  " of SSIDs")
+            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points must be a mapping of SSIDs")
             return
         ssid, ap = next(iter(aps.items()))
         password = ap.get("password", "") if isinstance(ap, dict) else None
         if not isinstance(password, str):
-            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points: the password of"
-                                  f" {str(ssid)[:32]!r} must be a string (quote it)")
+            result.refused.append(
+                f"network-config: not valid: wifis.{iface}.access-points: the password of"
+                f" {str(ssid)[:32]!r} must be a string (quote it)"
+            )
             return
         _wifi(str(ssid), password, str(conf.get("regulatory-domain", "") or ""), "network-config", result)
         return
@@ -275,8 +281,7 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
         _timezone(t, "timezone", result)
     if (t := _read(boot / "wifi.conf", result)) is not None:
         kv = dict(line.split("=", 1) for line in t.splitlines() if "=" in line and not line.startswith("#"))
-        _wifi(kv.get("ssid", "").strip(), kv.get("psk", "").strip(), kv.get("country", "").strip(), "wifi.conf",
-              result)
+        _wifi(kv.get("ssid", "").strip(), kv.get("psk", "").strip(), kv.get("country", "").strip(), "wifi.conf", result)
 
     # Raspberry Pi Imager's cloud-init subset
     if (t := _read(boot / "user-data", result)) is not None:
@@ -320,8 +325,10 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
         conf = identity / "wpa_supplicant-wlan0.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(f'ctrl_interface=DIR=/run/wpa_supplicant\ncountry={w["country"]}\n'
-                    f'network={{\n\tssid="{w["ssid"]}"\n\tpsk={psk}\n}}\n')
+            f.write(
+                f"ctrl_interface=DIR=/run/wpa_supplicant\ncountry={w['country']}\n"
+                f'network={{\n\tssid="{w["ssid"]}"\n\tpsk={psk}\n}}\n'
+            )
     if result.timezone:
         (identity / "timezone").write_text(result.timezone + "\n")
 

@@ -5,6 +5,7 @@ the front panel shows "scanning · next in ≈ N s" from it and calls a reading 
 the expected revisit time plus ``web.stale_after``. Input A (read every cycle) and the 240 keep
 the simple rule: stale after ``web.stale_after``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Health counters shared by pollers, uplinks, web and metrics (plain data, updated in place)."""
+
 from __future__ import annotations
 
 import threading
@@ -29,9 +30,27 @@ class InstrumentHealth:
     scan: dict | None = None
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in (
-            "name", "model", "transport", "connected", "identity", "last_good", "last_error", "last_error_t",
-            "cycles", "samples", "reconnects", "next_retry", "active_channel", "cycle_seconds", "overruns", "scan")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "name",
+                "model",
+                "transport",
+                "connected",
+                "identity",
+                "last_good",
+                "last_error",
+                "last_error_t",
+                "cycles",
+                "samples",
+                "reconnects",
+                "next_retry",
+                "active_channel",
+                "cycle_seconds",
+                "overruns",
+                "scan",
+            )
+        }
         d["errors"] = dict(self.errors)
         d["age"] = None if self.last_good is None else max(0.0, time.time() - self.last_good)
         return d
@@ -49,8 +68,9 @@ class UplinkHealth:
     last_error: str | None = None
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("name", "kind", "connected", "last_success", "backlog", "sent",
-                                           "last_error")}
+        d = {
+            k: getattr(self, k) for k in ("name", "kind", "connected", "last_success", "backlog", "sent", "last_error")
+        }
         d["errors"] = dict(self.errors)
         return d
 

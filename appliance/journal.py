@@ -25,6 +25,7 @@ Why compact: every commit dirties the journal's last page (4 KiB) whatever it ap
 the bytes that spill into the next page, so a commit's size beyond that page is its wear:
 a 24-reading frame of 290 bytes instead of 808 takes about 21 bytes a reading off the card.
 """
+
 from __future__ import annotations
 
 import errno
@@ -70,12 +71,17 @@ def _unplanes(data: bytes, n: int, dtype: str) -> np.ndarray:
 def _compact(rows: list[tuple]) -> bytes | None:
     seq0, t0 = rows[0][0], rows[0][2]
     for i, (seq, sid, t, _v, st) in enumerate(rows):
-        if seq != seq0 + i or not (0 <= sid <= 0xFFFF and 0 <= st <= 0xFFFF and -2**31 <= t - t0 < 2**31):
+        if seq != seq0 + i or not (0 <= sid <= 0xFFFF and 0 <= st <= 0xFFFF and -(2**31) <= t - t0 < 2**31):
             return None
-    cols = {"sid": [r[1] for r in rows], "dt": [r[2] - t0 for r in rows],
-            "v": [NAN if r[3] is None else r[3] for r in rows], "st": [r[4] for r in rows]}
-    return zlib.compress(_CHEAD.pack(len(rows), seq0, t0)
-                         + b"".join(_planes(np.array(cols[k], dtype=dt)) for k, dt in _COLUMNS), 6)
+    cols = {
+        "sid": [r[1] for r in rows],
+        "dt": [r[2] - t0 for r in rows],
+        "v": [NAN if r[3] is None else r[3] for r in rows],
+        "st": [r[4] for r in rows],
+    }
+    return zlib.compress(
+        _CHEAD.pack(len(rows), seq0, t0) + b"".join(_planes(np.array(cols[k], dtype=dt)) for k, dt in _COLUMNS), 6
+    )
 
 
 def encode(frame: Frame) -> bytes:
@@ -84,7 +90,8 @@ def encode(frame: Frame) -> bytes:
     if body is None:
         pack = _SAMPLE.pack
         body = _COUNT.pack(len(frame.rows)) + b"".join(
-            pack(seq, sid, t, NAN if v is None else v, st) for seq, sid, t, v, st in frame.rows)
+            pack(seq, sid, t, NAN if v is None else v, st) for seq, sid, t, v, st in frame.rows
+        )
     payload = body + (json.dumps(frame.records, separators=(",", ":")).encode() if frame.records else b"")
     return _HEAD.pack(len(payload) | flag, zlib.crc32(payload), frame.number) + payload
 
@@ -98,15 +105,19 @@ def _rows(payload: bytes, compact: bool) -> tuple[list[tuple], int]:
         pos, cols = _CHEAD.size, {}
         for k, dt in _COLUMNS:
             size = n * np.dtype(dt).itemsize
-            cols[k] = _unplanes(body[pos:pos + size], n, dt).tolist()
+            cols[k] = _unplanes(body[pos : pos + size], n, dt).tolist()
             pos += size
-        rows = [(seq0 + i, sid, t0 + d, None if math.isnan(v) else v, st)
-                for i, (sid, d, v, st) in enumerate(zip(cols["sid"], cols["dt"], cols["v"], cols["st"]))]
+        rows = [
+            (seq0 + i, sid, t0 + d, None if math.isnan(v) else v, st)
+            for i, (sid, d, v, st) in enumerate(zip(cols["sid"], cols["dt"], cols["v"], cols["st"]))
+        ]
         return rows, len(payload) - len(z.unused_data)
     (n,) = _COUNT.unpack_from(payload)
     end = _COUNT.size + n * _SAMPLE.size
-    return [(seq, sid, t, None if math.isnan(v) else v, st)
-            for seq, sid, t, v, st in _SAMPLE.iter_unpack(payload[_COUNT.size:end])], end
+    return [
+        (seq, sid, t, None if math.isnan(v) else v, st)
+        for seq, sid, t, v, st in _SAMPLE.iter_unpack(payload[_COUNT.size : end])
+    ], end
 
 
 def decode_all(data: bytes) -> tuple[list[Frame], int]:
@@ -115,7 +126,7 @@ def decode_all(data: bytes) -> tuple[list[Frame], int]:
     while pos + _HEAD.size <= len(data):
         word, crc, number = _HEAD.unpack_from(data, pos)
         length = word & ~_COMPACT
-        payload = data[pos + _HEAD.size:pos + _HEAD.size + length]
+        payload = data[pos + _HEAD.size : pos + _HEAD.size + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
             break
         rows, end = _rows(payload, bool(word & _COMPACT))
@@ -138,8 +149,12 @@ class Journal:
         data = self.path.read_bytes()
         frames, good = decode_all(data)
         if good < len(data):
-            log.warning("%s: %d bytes of a frame cut short (power cut mid-write) dropped after %d whole frames",
-                        self.path, len(data) - good, len(frames))
+            log.warning(
+                "%s: %d bytes of a frame cut short (power cut mid-write) dropped after %d whole frames",
+                self.path,
+                len(data) - good,
+                len(frames),
+            )
             self._truncate(good)
         return frames
 

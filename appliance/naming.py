@@ -12,6 +12,7 @@ Some public names (config keys, JSON and CSV columns, metric labels) say ``field
 series name: an alarm rule's ``field``, ``kelvinpi export --field``, the ``field`` of the JSON API
 and of ``/metrics``. They stay as users know them; in code, ``field`` is only ever the short part.
 """
+
 from __future__ import annotations
 
 import re

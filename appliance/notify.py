@@ -15,6 +15,7 @@ A notice says only the rule, its kind and severity, the field or instrument, the
 time. URLs (webhook, Slack, ntfy topics) and SMTP passwords are secrets read from 0600 files and
 are never logged: errors are logged by type and status only.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def summary(body: dict) -> str:
     value = body.get("value")
     val = f" = {value:.6g}" if isinstance(value, (int, float)) else ""
     detail = f" ({body['detail']})" if body.get("detail") else ""
-    return (f"[{body['severity'].upper()}] {body['alarm']} {body['event']}: {what}{val}{detail}"
-            f" at {body['time']}").replace("  ", " ")
+    return (
+        f"[{body['severity'].upper()}] {body['alarm']} {body['event']}: {what}{val}{detail} at {body['time']}"
+    ).replace("  ", " ")
 
 
 class Sender:
@@ -72,8 +74,9 @@ class Sender:
                 raise PermissionError(f"notify[{cfg.name}].url_file: the file must hold an http(s) URL")
             self._token = read_secret(cfg.token_file, f"notify[{cfg.name}].token_file") if cfg.token_file else None
         else:
-            self._password = read_secret(cfg.password_file, f"notify[{cfg.name}].password_file") \
-                if cfg.password_file else None
+            self._password = (
+                read_secret(cfg.password_file, f"notify[{cfg.name}].password_file") if cfg.password_file else None
+            )
 
     def send(self, notice: dict) -> None:
         if isinstance(self.cfg, EmailNotify):
@@ -91,8 +94,11 @@ class Sender:
         else:  # ntfy: the message is the body, the rest headers (https://docs.ntfy.sh/publish/)
             data = summary(body).encode()
             headers["Title"] = f"kelvinpi: {body['alarm']} {body['event']}"
-            headers["Priority"] = {"critical": "urgent", "warning": "high"}.get(body["severity"], "default") \
-                if body["event"] in ("raised", "repeat") else "default"
+            headers["Priority"] = (
+                {"critical": "urgent", "warning": "high"}.get(body["severity"], "default")
+                if body["event"] in ("raised", "repeat")
+                else "default"
+            )
             headers["Tags"] = "rotating_light" if body["event"] in ("raised", "repeat") else "white_check_mark"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -174,8 +180,14 @@ class Lane(threading.Thread):
                 self.failures += 1
                 self.last_error = str(exc)
                 self.next_retry = time.time() + delay
-                log.warning("notify %s (%s): notice %d not delivered (%s); retrying in %.0f s",
-                            self.sender.name, self.sender.kind, head["id"], exc, delay)
+                log.warning(
+                    "notify %s (%s): notice %d not delivered (%s); retrying in %.0f s",
+                    self.sender.name,
+                    self.sender.kind,
+                    head["id"],
+                    exc,
+                    delay,
+                )
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, cfg.backoff_max)
                 continue
@@ -197,9 +209,16 @@ class Lane(threading.Thread):
         return False
 
     def as_dict(self) -> dict:
-        return {"name": self.sender.name, "kind": self.sender.kind, "backlog": self.backlog(), "sent": self.sent,
-                "failures": self.failures, "last_error": self.last_error, "last_success": self.last_success,
-                "next_retry": self.next_retry}
+        return {
+            "name": self.sender.name,
+            "kind": self.sender.kind,
+            "backlog": self.backlog(),
+            "sent": self.sent,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_success": self.last_success,
+            "next_retry": self.next_retry,
+        }
 
 
 class AlarmService:
@@ -311,17 +330,35 @@ class AlarmService:
 
     def _notice(self, rule, st: AlarmState, event: str, t: float) -> None:
         where = target_of(rule)
-        body = {"alarm": rule.name, "event": event, "severity": rule.severity, "rule": rule.kind,
-                "field" if getattr(rule, "field", None) else "instrument": where,
-                "value": st.value, "detail": st.detail, "since": st.since, "t": t, "time": _iso(t)}
+        body = {
+            "alarm": rule.name,
+            "event": event,
+            "severity": rule.severity,
+            "rule": rule.kind,
+            "field" if getattr(rule, "field", None) else "instrument": where,
+            "value": st.value,
+            "detail": st.detail,
+            "since": st.since,
+            "t": t,
+            "time": _iso(t),
+        }
         if not where:
             body.pop("instrument", None)
         if event == "acknowledged":
             body["by"] = st.acked_by
         targets = list(rule.notify) if rule.notify is not None else [x.name for x in self.app.config.notify]
         # durable first: the lanes send it once the writer has journaled it (two commits on)
-        notice = {"id": self._next_id, "t": t, "alarm": rule.name, "kind": event, "body": body, "targets": targets,
-                  "sent": set(), "durable_at": self.store.commits + 2, "queued": time.monotonic()}
+        notice = {
+            "id": self._next_id,
+            "t": t,
+            "alarm": rule.name,
+            "kind": event,
+            "body": body,
+            "targets": targets,
+            "sent": set(),
+            "durable_at": self.store.commits + 2,
+            "queued": time.monotonic(),
+        }
         self._next_id += 1
         self._last_notice[rule.name] = t
         self.store.alarm_record("notice", notice["id"], t, rule.name, event, json.dumps(body), json.dumps(targets))
@@ -340,8 +377,9 @@ class AlarmService:
                 self.engine.ack(name, who)
                 now = time.time()
                 rule = self.rules[name]
-                self.store.event("alarm_acknowledged", (target_of(rule) or "").partition("::")[0] or None,
-                                 f"{name} by {who}", t=now)
+                self.store.event(
+                    "alarm_acknowledged", (target_of(rule) or "").partition("::")[0] or None, f"{name} by {who}", t=now
+                )
                 self._notice(rule, st, "acknowledged", now)
                 self._save(st, now)
             return self.view(st)
@@ -361,5 +399,8 @@ class AlarmService:
             return [self.view(s) for s in self.engine.active()]
 
     def health(self) -> dict:
-        return {"active": self.active(), "targets": [lane.as_dict() for lane in self.lanes.values()]
-                + [{"name": n, "error": e} for n, e in self.target_errors.items()]}
+        return {
+            "active": self.active(),
+            "targets": [lane.as_dict() for lane in self.lanes.values()]
+            + [{"name": n, "error": e} for n, e in self.target_errors.items()],
+        }

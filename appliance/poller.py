@@ -12,6 +12,7 @@ is queued with ``Poller.call`` and carried out by the poller's own thread betwee
 cycles, so no two threads ever interleave exchanges on one link, and a timeout on a
 control request resets the link (through a reconnect) like a timeout in a cycle does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,16 @@ class LinkRequest:
 
 class Poller(threading.Thread):
     KICK_EVERY = 5.0  # seconds between kicks of the watchdog pinger while a long control request runs
-    def __init__(self, cfg: InstrumentConfig, polling: PollingConfig, queue: SampleQueue, store,
-                 stop: threading.Event, watchdog_pinger=None) -> None:
+
+    def __init__(
+        self,
+        cfg: InstrumentConfig,
+        polling: PollingConfig,
+        queue: SampleQueue,
+        store,
+        stop: threading.Event,
+        watchdog_pinger=None,
+    ) -> None:
         super().__init__(name=f"poll-{cfg.name}", daemon=True)
         self.cfg, self.polling, self.queue, self.store, self.stop_event = cfg, polling, queue, store, stop
         self.watchdog_pinger = watchdog_pinger  # health.SystemdWatchdogPinger, or None (no systemd watchdog)
@@ -106,8 +115,7 @@ class Poller(threading.Thread):
             remaining = until - time.monotonic()
             try:
                 # Past the deadline (an overrunning cycle) still serve what is waiting, once.
-                req = self._requests.get(timeout=min(remaining, 0.2)) if remaining > 0 else \
-                    self._requests.get_nowait()
+                req = self._requests.get(timeout=min(remaining, 0.2)) if remaining > 0 else self._requests.get_nowait()
             except _queue.Empty:
                 if remaining <= 0:
                     return
@@ -116,8 +124,9 @@ class Poller(threading.Thread):
                 continue
             done = threading.Event()
             if self.watchdog_pinger is not None:
-                threading.Thread(target=self._kick_while, args=(done, req.deadline), daemon=True,
-                                 name=f"kick-{self.cfg.name}").start()
+                threading.Thread(
+                    target=self._kick_while, args=(done, req.deadline), daemon=True, name=f"kick-{self.cfg.name}"
+                ).start()
             try:
                 result = req.fn(self.instrument)
             except (InstrumentTimeout, ConnectionLost) as exc:
@@ -244,7 +253,8 @@ class Poller(threading.Thread):
         desc = f"{self.cfg.model} input {ch} ({name})"
         ocs_t, ocs_s = ocs_names(self.cfg.model, ch, name)
         return ChannelPlan(
-            ch, name,
+            ch,
+            name,
             SeriesKey(node, f"{stem}_t", "K", stem, desc, ocs=ocs_t) if "kelvin" in keep else None,
             SeriesKey(node, f"{stem}_r", sensor_units, stem, desc, ocs=ocs_s) if "sensor" in keep else None,
         )

@@ -5,6 +5,7 @@ Only queries are sent (``*IDN?``, ``SCAN?``, ``INSET?``, ``INTYPE?``, ``INNAME?`
 the 372's event register clears it. Run it with the appliance stopped (or on another of the 372's
 two TCP slots): a serial port has room for one program only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,14 @@ class Report:
         return "\n".join(out) + "\n"
 
 
-def open_instrument(model: str, host: str | None = None, port: int = 7777, device: str | None = None,
-                    resource: str | None = None, timeout: float = 2.0):
+def open_instrument(
+    model: str,
+    host: str | None = None,
+    port: int = 7777,
+    device: str | None = None,
+    resource: str | None = None,
+    timeout: float = 2.0,
+):
     """The driver object for the given link (not yet connected)."""
     if model == "372":
         if host:
@@ -78,8 +85,10 @@ def probe(inst) -> Report:
         r.add(f"link: {inst.transport.description}")
         r.add(f"identity: {ident.manufacturer},{ident.model},{ident.serial},{ident.firmware}")
         times, _ = _timed(inst.identify)
-        r.add(f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
-              f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s")
+        r.add(
+            f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
+            f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s"
+        )
         if isinstance(inst, Model372):
             _probe_372(inst, r)
         else:
@@ -94,8 +103,10 @@ def _probe_372(inst: Model372, r: Report) -> None:
     if scan is not None:
         r.add(f"scanner: channel {scan.channel}, autoscan {'on' if scan.autoscan else 'off'}")
     r.add("")
-    r.add("inputs (INSET? enabled/dwell/pause/curve/tempco; INTYPE? mode/excitation/autorange/range/shunt/units;"
-          " FILTER? on/settle/window):")
+    r.add(
+        "inputs (INSET? enabled/dwell/pause/curve/tempco; INTYPE? mode/excitation/autorange/range/shunt/units;"
+        " FILTER? on/settle/window):"
+    )
     curves: set[int] = set()
     enabled: list[str] = []
     for ch in ["A"] + MEASUREMENT_CHANNELS:
@@ -114,16 +125,20 @@ def _probe_372(inst: Model372, r: Report) -> None:
     for n in sorted(curves | set(range(21, 60))):
         h = _try(r, f"CRVHDR? {n}", lambda: inst.curve_header(n))
         if h is not None and (h.data_format or n in curves):
-            r.add(f"  {n:2d} {h.name!r} {h.serial!r} format {h.data_format} limit {h.limit:g} K "
-                  f"coefficient {h.coefficient}" + ("  (in use)" if n in curves else ""))
+            r.add(
+                f"  {n:2d} {h.name!r} {h.serial!r} format {h.data_format} limit {h.limit:g} K "
+                f"coefficient {h.coefficient}" + ("  (in use)" if n in curves else "")
+            )
     r.add("")
     r.add("one reading per enabled input (a channel the scanner is not on repeats its last value):")
     for ch in enabled:
         rd = _try(r, f"reading {ch}", lambda: inst.read(ch))
         if rd is not None:
             active = " (scanner here)" if scan is not None and scan.channel == ch else ""
-            r.add(f"  {ch:>2} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} ohm  status {rd.status:03d} "
-                  f"{','.join(rd.status_bits) or 'ok'}{active}")
+            r.add(
+                f"  {ch:>2} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} ohm  status {rd.status:03d} "
+                f"{','.join(rd.status_bits) or 'ok'}{active}"
+            )
 
 
 def _probe_240(inst: Model240, r: Report) -> None:
@@ -146,7 +161,9 @@ def _probe_240(inst: Model240, r: Report) -> None:
         units = SENSOR_UNITS.get(t.sensor, "V")
         rd = _try(r, f"reading {n}", lambda: inst.read(n, units))
         if rd is not None:
-            r.add(f"  {n} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} {units}  status {rd.status:03d} {','.join(rd.status_bits) or 'ok'}")
+            r.add(
+                f"  {n} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} {units}  status {rd.status:03d} {','.join(rd.status_bits) or 'ok'}"
+            )
 
 
 def _fields(x) -> str:

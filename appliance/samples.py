@@ -1,4 +1,5 @@
 """What flows from pollers to the store: one Sample per value, in a bounded queue."""
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@ About fifteen lines of protocol; the PyPI ``sdnotify`` package is unmaintained
 since 2017 and ``systemd-python`` needs libsystemd headers to build, so we speak
 it directly (sd_notify(3)).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """``kelvinpi run``: wire config, store, pollers, uplinks and web into one process under systemd."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,13 @@ from .web import Server, make_app
 
 log = logging.getLogger("kelvinpi")
 
-LEVEL_PREFIX = {logging.DEBUG: "<7>", logging.INFO: "<6>", logging.WARNING: "<4>", logging.ERROR: "<3>",
-                logging.CRITICAL: "<2>"}
+LEVEL_PREFIX = {
+    logging.DEBUG: "<7>",
+    logging.INFO: "<6>",
+    logging.WARNING: "<4>",
+    logging.ERROR: "<3>",
+    logging.CRITICAL: "<2>",
+}
 
 
 class JournalFormatter(logging.Formatter):
@@ -58,14 +64,22 @@ class Appliance:
         self.stop_event = threading.Event()
         sc = config.store
         # a migration of a big store can take minutes: tell systemd we are still starting, not hung
-        self.store = Store(sc.path, sc.raw_retention_days, sc.rollup_retention_days, sc.max_size_mb, sc.commit_interval,
-                           progress=lambda: sdnotify.notify("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating the store"))
+        self.store = Store(
+            sc.path,
+            sc.raw_retention_days,
+            sc.rollup_retention_days,
+            sc.max_size_mb,
+            sc.commit_interval,
+            progress=lambda: sdnotify.notify("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating the store"),
+        )
         self.queue = SampleQueue(sc.queue_size)
         enabled = [i for i in config.instrument if i.enabled]
-        self.watchdog_pinger = SystemdWatchdogPinger(sdnotify.notify, [i.name for i in enabled]) \
-            if sdnotify.watchdog_interval() else None
-        self.pollers = [Poller(i, config.polling, self.queue, self.store, self.stop_event, self.watchdog_pinger)
-                        for i in enabled]
+        self.watchdog_pinger = (
+            SystemdWatchdogPinger(sdnotify.notify, [i.name for i in enabled]) if sdnotify.watchdog_interval() else None
+        )
+        self.pollers = [
+            Poller(i, config.polling, self.queue, self.store, self.stop_event, self.watchdog_pinger) for i in enabled
+        ]
         self.uplinks: list[UplinkRunner] = []  # built by add_uplinks, started and stopped with the rest
         self.control, self.control_error = None, None
         try:
@@ -76,9 +90,14 @@ class Appliance:
         from .notify import AlarmService
 
         self.alarms = AlarmService(self)
-        self.metrics_registry = make_registry(store=self.store, pollers=self.pollers, queue=self.queue,
-                                              clock_synced=self.clock_synced, uplink_health=self.uplink_health,
-                                              alarms=self.alarms)
+        self.metrics_registry = make_registry(
+            store=self.store,
+            pollers=self.pollers,
+            queue=self.queue,
+            clock_synced=self.clock_synced,
+            uplink_health=self.uplink_health,
+            alarms=self.alarms,
+        )
         self.server: Server | None = None
         self._web_thread: threading.Thread | None = None
         self._clock = (None, 0.0)
@@ -105,8 +124,9 @@ class Appliance:
 
     def add_uplinks(self) -> None:
         """Build the configured uplinks (``start`` starts them): `kelvinpi run` and the tests of the uplinks."""
-        self.uplinks = build_uplinks(self.config.uplink, self.store, [p.cfg for p in self.pollers],
-                                     alarm_source=self.alarms.active)
+        self.uplinks = build_uplinks(
+            self.config.uplink, self.store, [p.cfg for p in self.pollers], alarm_source=self.alarms.active
+        )
 
     def uplink_health(self) -> list[UplinkHealth]:
         return [u.health for u in self.uplinks if u.health is not None]
@@ -119,26 +139,52 @@ class Appliance:
         store_ok = st.last_commit == 0 or time.time() - st.last_commit < 10 * max(1.0, st.commit_interval)
         writing = st.last_error_t <= st.last_commit  # False while writes are failing
         alarms = self.alarms.health()
-        ok = (all(i["connected"] for i in instruments) and store_ok and writing and not self.queue.dropped
-              and not st.records_dropped and not any(a["severity"] != "info" for a in alarms["active"]))
+        ok = (
+            all(i["connected"] for i in instruments)
+            and store_ok
+            and writing
+            and not self.queue.dropped
+            and not st.records_dropped
+            and not any(a["severity"] != "info" for a in alarms["active"])
+        )
         return {
-            "ok": bool(ok), "version": self.version, "uptime": time.time() - self.started,
+            "ok": bool(ok),
+            "version": self.version,
+            "uptime": time.time() - self.started,
             "config_error": self.config_error(),
-            "control": {"enabled": self.control is not None and self.config.control.enabled,
-                        "error": self.control_error},
-            "clock_synchronised": self.clock_synced(), "clock_steps": self.clock_steps,
+            "control": {
+                "enabled": self.control is not None and self.config.control.enabled,
+                "error": self.control_error,
+            },
+            "clock_synchronised": self.clock_synced(),
+            "clock_steps": self.clock_steps,
             "instruments": instruments,
             "uplinks": [u.as_dict() for u in self.uplink_health()],
             "alarms": alarms,
-            "web": None if self.server is None else {  # slow or greedy clients, cut off (appliance/web.py)
-                "connections": len(self.server.active_channels), "refused": self.server.refused,
-                "timed_out": self.server.timed_out},
-            "store": {"path": str(st.path), "file_bytes": st.file_bytes(), "max_bytes": st.max_bytes,
-                      "written": st.written, "commits": st.commits, "last_commit": st.last_commit or None,
-                      "commit_seconds": st.last_commit_seconds, "write_errors": st.write_errors,
-                      "last_error": st.last_error, "queue": len(self.queue), "dropped": self.queue.dropped,
-                      "records_queued": st.records_queued(), "records_dropped": st.records_dropped,
-                      "sealed_blocks": st.sealed_blocks, "writing": writing},
+            "web": None
+            if self.server is None
+            else {  # slow or greedy clients, cut off (appliance/web.py)
+                "connections": len(self.server.active_channels),
+                "refused": self.server.refused,
+                "timed_out": self.server.timed_out,
+            },
+            "store": {
+                "path": str(st.path),
+                "file_bytes": st.file_bytes(),
+                "max_bytes": st.max_bytes,
+                "written": st.written,
+                "commits": st.commits,
+                "last_commit": st.last_commit or None,
+                "commit_seconds": st.last_commit_seconds,
+                "write_errors": st.write_errors,
+                "last_error": st.last_error,
+                "queue": len(self.queue),
+                "dropped": self.queue.dropped,
+                "records_queued": st.records_queued(),
+                "records_dropped": st.records_dropped,
+                "sealed_blocks": st.sealed_blocks,
+                "writing": writing,
+            },
         }
 
     # -- life cycle ------------------------------------------------------------------
@@ -150,9 +196,17 @@ class Appliance:
             u.start()
         self.alarms.start()
         # waitress under a request deadline and connection limits (why not cheroot: appliance/web/server.py)
-        app = make_app(store=self.store, config=self.config, pollers=self.pollers, version=self.version,
-                       health=self.health, metrics_registry=self.metrics_registry, alarms=self.alarms,
-                       control=self.control, control_error=self.control_error)
+        app = make_app(
+            store=self.store,
+            config=self.config,
+            pollers=self.pollers,
+            version=self.version,
+            health=self.health,
+            metrics_registry=self.metrics_registry,
+            alarms=self.alarms,
+            control=self.control,
+            control_error=self.control_error,
+        )
         self.server = Server(app, self.config.web)
         self.web_address = self.server.bind_addr
         self._web_thread = threading.Thread(target=self.server.serve, name="web", daemon=True)
@@ -163,8 +217,12 @@ class Appliance:
         """READY once every instrument has been tried once (connected or failed)."""
         deadline = time.monotonic() + timeout
         for p in self.pollers:
-            while (not p.connected_event.is_set() and not p.health.errors
-                   and time.monotonic() < deadline and not self.stop_event.is_set()):
+            while (
+                not p.connected_event.is_set()
+                and not p.health.errors
+                and time.monotonic() < deadline
+                and not self.stop_event.is_set()
+            ):
                 time.sleep(0.05)
         return all(p.connected_event.is_set() for p in self.pollers)
 

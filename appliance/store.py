@@ -43,6 +43,7 @@ schema and migrations are versioned scripts run in one transaction with their ve
 v1 -> v2 re-encodes rows into blocks, which no ``transform`` expresses; reads are GROUP BY
 aggregates over rollups and decoded blocks, and the export command streams decoded blocks too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -231,8 +232,9 @@ def _script(conn: sqlite3.Connection, sql: str) -> None:
             conn.execute(stmt)
 
 
-def _seal_rows(conn: sqlite3.Connection, sid: int, rows: list[tuple], rollups: bool = True,
-               table: str = "block") -> int:
+def _seal_rows(
+    conn: sqlite3.Connection, sid: int, rows: list[tuple], rollups: bool = True, table: str = "block"
+) -> int:
     """Write (seq, t, value, status) rows of one series as blocks, one per hour; add their rollups.
 
     ``table="fresh"``: the hot tail's small blocks, whose rollups wait for the hour's seal.
@@ -245,20 +247,33 @@ def _seal_rows(conn: sqlite3.Connection, sid: int, rows: list[tuple], rollups: b
     return len(by_hour)
 
 
-def _seal_columns(conn: sqlite3.Connection, sid: int, hour: int, c: blocks.Columns, rollups: bool = True,
-                  table: str = "block") -> None:
+def _seal_columns(
+    conn: sqlite3.Connection, sid: int, hour: int, c: blocks.Columns, rollups: bool = True, table: str = "block"
+) -> None:
     """One block of one series' samples within one hour (``hour`` in ms), and its rollups."""
     flags = int(np.bitwise_or.reduce(c.status)) if len(c) else 0
-    conn.execute(f"INSERT INTO {table}(series, hour, t0, t1, seq0, seq1, n, flags, data) VALUES (?,?,?,?,?,?,?,?,?)",
-                 (sid, hour // 1000, int(c.t[0]), int(c.t[-1]), int(c.seq.min()), int(c.seq.max()), len(c),
-                  flags, blocks.encode(c)))
+    conn.execute(
+        f"INSERT INTO {table}(series, hour, t0, t1, seq0, seq1, n, flags, data) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            sid,
+            hour // 1000,
+            int(c.t[0]),
+            int(c.t[-1]),
+            int(c.seq.min()),
+            int(c.seq.max()),
+            len(c),
+            flags,
+            blocks.encode(c),
+        ),
+    )
     if rollups and table == "block":
         for tier in STORED_TIERS:
             conn.executemany(
                 "INSERT INTO rollup(tier, series, bucket, n, sum, min, max) VALUES (?,?,?,?,?,?,?)"
                 " ON CONFLICT(tier, series, bucket) DO UPDATE SET n=n+excluded.n, sum=sum+excluded.sum,"
                 " min=min(min, excluded.min), max=max(max, excluded.max)",
-                [(tier, sid, *s) for s in blocks.summaries(c, tier)])
+                [(tier, sid, *s) for s in blocks.summaries(c, tier)],
+            )
 
 
 def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[], None] | None = None) -> None:
@@ -292,8 +307,10 @@ def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[], None] | None = 
                     acked[name].append([base, base + sent - 1])
     for name, ranges in acked.items():
         position, rest = _merge(0, ranges)
-        conn.execute("INSERT OR REPLACE INTO outbox(name, position, acked, updated) VALUES (?,?,?,?)",
-                     (name, position, json.dumps(rest), time.time()))
+        conn.execute(
+            "INSERT OR REPLACE INTO outbox(name, position, acked, updated) VALUES (?,?,?,?)",
+            (name, position, json.dumps(rest), time.time()),
+        )
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(seq + 1),))
     conn.execute("DELETE FROM rollup WHERE tier=10")  # v2 computes 10 s buckets from the blocks
     _script(conn, V2_FINISH)
@@ -387,8 +404,11 @@ class StoreReader:
 
     # -- series ------------------------------------------------------------------------------
     def fields(self) -> list[FieldInfo]:
-        rows = self.reader().execute(
-            "SELECT id, name, node, field, units, timeline, description, ocs FROM series ORDER BY id").fetchall()
+        rows = (
+            self.reader()
+            .execute("SELECT id, name, node, field, units, timeline, description, ocs FROM series ORDER BY id")
+            .fetchall()
+        )
         return [FieldInfo(*r) for r in rows]
 
     def field_map(self) -> dict[str, FieldInfo]:
@@ -403,22 +423,29 @@ class StoreReader:
         conn = self.reader()
         out = []
         for f in self.fields():
-            b = (conn.execute("SELECT data FROM fresh WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
-                 or conn.execute("SELECT data FROM block WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone())
+            b = (
+                conn.execute("SELECT data FROM fresh WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
+                or conn.execute("SELECT data FROM block WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
+            )
             if b is None:
                 continue
             c = blocks.decode(b[0])
             i = int(np.argmax(c.seq))
             row = (int(c.t[i]), None if c.null[i] else float(c.value[i]), int(c.status[i]))
-            out.append(dict(field=f.name, node=f.node, name=f.field, units=f.units, t=row[0] / 1000,
-                            value=row[1], status=row[2]))
+            out.append(
+                dict(
+                    field=f.name, node=f.node, name=f.field, units=f.units, t=row[0] / 1000, value=row[1], status=row[2]
+                )
+            )
         return out
 
     # -- samples --------------------------------------------------------------------------------
     def _block_rows(self, conn, sid: int, lo: int, hi: int) -> list[tuple[int, float | None, int, int]]:
         out: list = []
-        for (data,) in conn.execute("SELECT data FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour, seq0",
-                                    (sid, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall():
+        for (data,) in conn.execute(
+            "SELECT data FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour, seq0",
+            (sid, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000)),
+        ).fetchall():
             c = blocks.decode(data)
             keep = (c.t >= lo) & (c.t < hi)
             if not keep.all():
@@ -456,9 +483,10 @@ class StoreReader:
     def _fresh(conn, sids: list[int], lo: int, hi: int) -> Iterator[tuple[int, blocks.Columns]]:
         """The hot tail's blocks of ``sids``, decoded and cut to lo <= t < hi."""
         marks = ",".join("?" * len(sids))
-        for sid, data in conn.execute(f"SELECT series, data FROM fresh WHERE series IN ({marks}) AND hour>=? AND hour<?"
-                                      f" AND t1>=? AND t0<?", (*sids, lo // BLOCK_MS * (BLOCK_MS // 1000),
-                                                                 -(-hi // 1000), lo, hi)).fetchall():
+        for sid, data in conn.execute(
+            f"SELECT series, data FROM fresh WHERE series IN ({marks}) AND hour>=? AND hour<? AND t1>=? AND t0<?",
+            (*sids, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000), lo, hi),
+        ).fetchall():
             c = blocks.decode(data)
             keep = (c.t >= lo) & (c.t < hi)
             if not keep.all():
@@ -490,8 +518,15 @@ class StoreReader:
                 tier = w
         return tier
 
-    def data(self, names: Iterable[str], start: float, end: float, min_stride: float | None = None,
-             max_points: int | None = DEFAULT_MAX_POINTS, now: float | None = None) -> dict[str, SeriesData]:
+    def data(
+        self,
+        names: Iterable[str],
+        start: float,
+        end: float,
+        min_stride: float | None = None,
+        max_points: int | None = DEFAULT_MAX_POINTS,
+        now: float | None = None,
+    ) -> dict[str, SeriesData]:
         """Samples of each named series in [start, end), at least ``min_stride`` seconds apart.
 
         Strides of 10 s or more are answered from the coarsest rollup tier no wider than
@@ -515,8 +550,9 @@ class StoreReader:
         conn = self.reader()
         return self._consistent(conn, lambda mem: self._data(conn, mem, known, start, end, stride, tier))
 
-    def _data(self, conn, mem, known: list[FieldInfo], start: float, end: float, stride: float,
-              tier: int) -> dict[str, SeriesData]:
+    def _data(
+        self, conn, mem, known: list[FieldInfo], start: float, end: float, stride: float, tier: int
+    ) -> dict[str, SeriesData]:
         if tier == 0:
             lo, hi = int(round(start * 1000)), int(round(end * 1000))
             hot = self._hot_rows(conn, [f.id for f in known], lo, hi, mem)
@@ -529,8 +565,10 @@ class StoreReader:
         if tier in STORED_TIERS and self._has_packs(conn):  # one read for every series' packed days
             ids = [f.id for f in known]
             for sid, data in conn.execute(
-                    f"SELECT series, data FROM rollup_pack WHERE tier=? AND series IN ({','.join('?' * len(ids))})"
-                    " AND day>=? AND day<=?", (tier, *ids, g_lo // DAY, (b_hi - 1) // DAY)):
+                f"SELECT series, data FROM rollup_pack WHERE tier=? AND series IN ({','.join('?' * len(ids))})"
+                " AND day>=? AND day<=?",
+                (tier, *ids, g_lo // DAY, (b_hi - 1) // DAY),
+            ):
                 packs.setdefault(sid, []).append(data)
         out = {}
         for f in known:
@@ -539,24 +577,37 @@ class StoreReader:
                 if f.id in packs:
                     p = np.frombuffer(b"".join(packs[f.id]), PACK_DT)
                     parts.append(p[(p["b"] >= g_lo) & (p["b"] < b_hi)])
-                parts.append(_buckets(conn.execute(  # the days not packed yet: grouped in SQL, fewer rows
-                    "SELECT (bucket/?)*? AS g, sum(n), sum(sum), min(min), max(max) FROM rollup"
-                    " WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY g",
-                    (group, group, tier, f.id, g_lo, b_hi)).fetchall()))
+                parts.append(
+                    _buckets(
+                        conn.execute(  # the days not packed yet: grouped in SQL, fewer rows
+                            "SELECT (bucket/?)*? AS g, sum(n), sum(sum), min(min), max(max) FROM rollup"
+                            " WHERE tier=? AND series=? AND bucket>=? AND bucket<? GROUP BY g",
+                            (group, group, tier, f.id, g_lo, b_hi),
+                        ).fetchall()
+                    )
+                )
             else:
                 parts.append(_buckets(self._block_aggregates(conn, f.id, g_lo * 1000, hi_ms, group)))
             a = _fold(parts, group)
             keep = (a["n"] > 0) & (a["b"] >= start) & (a["b"] < end)
             n = a["n"][keep]
-            out[f.name] = SeriesData(a["b"][keep].astype(float).tolist(), (a["s"][keep] / n).tolist(), [0] * len(n),
-                                     tier, a["mn"][keep].tolist(), a["mx"][keep].tolist())
+            out[f.name] = SeriesData(
+                a["b"][keep].astype(float).tolist(),
+                (a["s"][keep] / n).tolist(),
+                [0] * len(n),
+                tier,
+                a["mn"][keep].tolist(),
+                a["mx"][keep].tolist(),
+            )
         return out
 
     def _has_packs(self, conn) -> bool:
         """Whether the file has the v3 pack table (a read-only reader may open a v2 file)."""
         if not getattr(self, "_packs_seen", False):
-            self._packs_seen = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='rollup_pack'").fetchone() is not None
+            self._packs_seen = (
+                conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='rollup_pack'").fetchone()
+                is not None
+            )
         return self._packs_seen
 
     @staticmethod
@@ -575,8 +626,9 @@ class StoreReader:
             rows = kept
         return SeriesData([r[0] / 1000 for r in rows], [r[1] for r in rows], [r[2] for r in rows], 0)
 
-    def _hot_aggregates(self, conn, sids: list[int], lo: int, hi: int, group: int,
-                        mem: list[tuple] = ()) -> dict[int, dict]:
+    def _hot_aggregates(
+        self, conn, sids: list[int], lo: int, hi: int, group: int, mem: list[tuple] = ()
+    ) -> dict[int, dict]:
         out: dict[int, dict] = {}
         if not sids:
             return out
@@ -591,8 +643,10 @@ class StoreReader:
 
     def _block_aggregates(self, conn, sid: int, lo: int, hi: int, group: int) -> list[tuple]:
         agg: dict = {}
-        for (data,) in conn.execute("SELECT data FROM block WHERE series=? AND hour>=? AND hour<?",
-                                    (sid, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall():
+        for (data,) in conn.execute(
+            "SELECT data FROM block WHERE series=? AND hour>=? AND hour<?",
+            (sid, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000)),
+        ).fetchall():
             c = blocks.decode(data)
             keep = (c.t >= lo) & (c.t < hi)
             c = blocks.Columns(c.t[keep], c.seq[keep], c.status[keep], c.value[keep], c.null[keep])
@@ -614,17 +668,28 @@ class StoreReader:
                 info = fmap.get(name)
                 if info is None:
                     continue
-                hot, hours = self._consistent(conn, lambda mem: (
-                    self._hot_rows(conn, [info.id], lo, hi, mem)[info.id],
-                    [h * 1000 for (h,) in conn.execute(
-                        "SELECT DISTINCT hour FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour",
-                        (info.id, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000))).fetchall()]))
+                hot, hours = self._consistent(
+                    conn,
+                    lambda mem: (
+                        self._hot_rows(conn, [info.id], lo, hi, mem)[info.id],
+                        [
+                            h * 1000
+                            for (h,) in conn.execute(
+                                "SELECT DISTINCT hour FROM block WHERE series=? AND hour>=? AND hour<? ORDER BY hour",
+                                (info.id, lo // BLOCK_MS * (BLOCK_MS // 1000), -(-hi // 1000)),
+                            ).fetchall()
+                        ],
+                    ),
+                )
                 hot.sort(key=lambda r: (r[0], r[3]))
                 seen = {r[3] for r in hot}  # an hour sealed after the hot read is in both: keep one
                 i = 0
                 for h in hours:
-                    rows = [r for r in self._block_rows(conn, info.id, max(lo, h), min(hi, h + BLOCK_MS))
-                            if r[3] not in seen]
+                    rows = [
+                        r
+                        for r in self._block_rows(conn, info.id, max(lo, h), min(hi, h + BLOCK_MS))
+                        if r[3] not in seen
+                    ]
                     while i < len(hot) and hot[i][0] < h + BLOCK_MS:
                         rows.append(hot[i])
                         i += 1
@@ -653,7 +718,9 @@ class StoreReader:
         cands = conn.execute(  # ordered without their blobs; a blob is read only if it is needed
             f"SELECT 'block', id, series, seq0, seq1 FROM block WHERE seq1>? AND seq0<=? AND series IN ({marks})"
             f" UNION ALL SELECT 'fresh', id, series, seq0, seq1 FROM fresh WHERE seq1>? AND seq0<=? AND series IN"
-            f" ({marks}) ORDER BY {'5 DESC' if newest else '4'}", (lo, hi, *sids, lo, hi, *sids)).fetchall()
+            f" ({marks}) ORDER BY {'5 DESC' if newest else '4'}",
+            (lo, hi, *sids, lo, hi, *sids),
+        ).fetchall()
         for table, bid, sid, seq0, seq1 in cands:
             if len(got) >= limit:
                 edge = sorted(r[0] for r in got)
@@ -679,11 +746,14 @@ class StoreReader:
         marks = ",".join("?" * len(sids))
         n = sum(1 for r in mem if r[1] in sids and lo < r[0] <= hi)
         for table in ("block", "fresh"):
-            n += conn.execute(f"SELECT total(n) FROM {table} WHERE seq0>? AND seq1<=? AND series IN ({marks})",
-                              (lo, hi, *sids)).fetchone()[0]
+            n += conn.execute(
+                f"SELECT total(n) FROM {table} WHERE seq0>? AND seq1<=? AND series IN ({marks})", (lo, hi, *sids)
+            ).fetchone()[0]
             for (data,) in conn.execute(
-                    f"SELECT data FROM {table} WHERE seq1>? AND seq0<=? AND NOT (seq0>? AND seq1<=?)"
-                    f" AND series IN ({marks})", (lo, hi, lo, hi, *sids)).fetchall():
+                f"SELECT data FROM {table} WHERE seq1>? AND seq0<=? AND NOT (seq0>? AND seq1<=?)"
+                f" AND series IN ({marks})",
+                (lo, hi, lo, hi, *sids),
+            ).fetchall():
                 seq = blocks.decode(data).seq
                 n += int(((seq > lo) & (seq <= hi)).sum())
         return int(n)
@@ -693,8 +763,11 @@ class StoreReader:
         return [(t, json.loads(c)) for t, c in rows]
 
     def events(self, since: float = 0, limit: int = 100) -> list[dict]:
-        rows = self.reader().execute("SELECT t, node, kind, detail FROM event WHERE t>=? ORDER BY t DESC LIMIT ?",
-                                     (since, limit)).fetchall()
+        rows = (
+            self.reader()
+            .execute("SELECT t, node, kind, detail FROM event WHERE t>=? ORDER BY t DESC LIMIT ?", (since, limit))
+            .fetchall()
+        )
         return [dict(t=r[0], node=r[1], kind=r[2], detail=r[3]) for r in rows]
 
 
@@ -725,8 +798,13 @@ def _fold(parts: list[np.ndarray], group: int | None = None) -> dict[str, np.nda
     if not len(b):
         return col
     idx = np.flatnonzero(np.concatenate(([True], b[1:] != b[:-1])))
-    return {"b": b[idx], "n": np.add.reduceat(col["n"], idx), "s": np.add.reduceat(col["s"], idx),
-            "mn": np.minimum.reduceat(col["mn"], idx), "mx": np.maximum.reduceat(col["mx"], idx)}
+    return {
+        "b": b[idx],
+        "n": np.add.reduceat(col["n"], idx),
+        "s": np.add.reduceat(col["s"], idx),
+        "mn": np.minimum.reduceat(col["mn"], idx),
+        "mx": np.maximum.reduceat(col["mx"], idx),
+    }
 
 
 def _packed(col: dict[str, np.ndarray]) -> bytes:
@@ -771,9 +849,15 @@ def snapshot_digest(config: dict) -> tuple[str, str]:
 class Store(StoreReader):
     """The single writer: pollers' samples and everyone's records, committed in batches."""
 
-    def __init__(self, path: Path | str, raw_retention_days: float = 90, rollup_retention_days: float = 3650,
-                 max_size_mb: float = 4096, commit_interval: float = 1.0,
-                 progress: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        raw_retention_days: float = 90,
+        rollup_retention_days: float = 3650,
+        max_size_mb: float = 4096,
+        commit_interval: float = 1.0,
+        progress: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(path)
         self.raw_retention = raw_retention_days * 86400
         self.rollup_retention = rollup_retention_days * 86400
@@ -785,9 +869,14 @@ class Store(StoreReader):
         # Never hand out a number again: not after retention emptied the tables (meta next_seq,
         # written with every flush), and never one an uplink's cursor has already passed.
         acked = [max([p] + [b for _, b in json.loads(a)]) for p, a in w.execute("SELECT position, acked FROM outbox")]
-        top = max([w.execute("SELECT coalesce(max(seq1), 0) FROM fresh").fetchone()[0],
-                   w.execute("SELECT coalesce(max(seq1), 0) FROM block").fetchone()[0],
-                   int((w.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone() or ("1",))[0]) - 1] + acked)
+        top = max(
+            [
+                w.execute("SELECT coalesce(max(seq1), 0) FROM fresh").fetchone()[0],
+                w.execute("SELECT coalesce(max(seq1), 0) FROM block").fetchone()[0],
+                int((w.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone() or ("1",))[0]) - 1,
+            ]
+            + acked
+        )
         self._next_seq = top + 1
         self._write_lock = threading.RLock()
         self._records: deque[tuple] = deque()
@@ -820,8 +909,9 @@ class Store(StoreReader):
         self.records_dropped = 0
         self._journal = Journal(f"{self.path}-log")
         self._replay()
-        for node, config in w.execute("SELECT node, config FROM snapshot s WHERE id = (SELECT max(id) FROM snapshot"
-                                      " WHERE node = s.node)"):
+        for node, config in w.execute(
+            "SELECT node, config FROM snapshot s WHERE id = (SELECT max(id) FROM snapshot WHERE node = s.node)"
+        ):
             self._snap_digest[node] = snapshot_digest(json.loads(config))[0]
         for rec in self._mem_recs:  # a replayed snapshot SQLite could not take yet
             if rec[0] == "snapshot":
@@ -839,8 +929,6 @@ class Store(StoreReader):
         for f in StoreReader.latest(self):
             self._latest[self._series[f["field"]]] = (f["t"], f["value"], f["status"])
 
-
-
     # -- the journal ---------------------------------------------------------------------
     def _replay(self) -> None:
         """Readings journaled before a power cut or kill, not yet in SQLite: into SQLite now."""
@@ -854,8 +942,12 @@ class Store(StoreReader):
             with self._mem_lock:
                 self._mem = rows
                 self._mem_recs = [tuple(r) for f in todo for r in f.records]
-            log.info("%s: %d readings and %d records from the journal (written before the last stop)",
-                     self.path, len(rows), len(self._mem_recs))
+            log.info(
+                "%s: %d readings and %d records from the journal (written before the last stop)",
+                self.path,
+                len(rows),
+                len(self._mem_recs),
+            )
             if rows:
                 self._next_seq = rows[-1][0] + 1
             try:
@@ -864,8 +956,9 @@ class Store(StoreReader):
                 self.write_errors += 1
                 self.flush_failing = self.last_error = _describe(exc)
                 self.last_error_t = time.time()
-                log.error("store: the journal's readings stay in the journal and in memory until SQLite takes"
-                          " them: %s", exc)
+                log.error(
+                    "store: the journal's readings stay in the journal and in memory until SQLite takes them: %s", exc
+                )
         elif frames:
             self._journal.clear()
 
@@ -882,17 +975,19 @@ class Store(StoreReader):
                 with transaction(conn):
                     self._insert_fresh(conn, rows)
                     self._write_records(conn, _last_cursor_only(recs))
-                    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_applied', ?)",
-                                 (str(self._frame - 1),))
-                    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)",
-                                 (str(self._next_seq),))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_applied', ?)", (str(self._frame - 1),)
+                    )
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(self._next_seq),)
+                    )
             except BaseException:
                 with self._mem_lock:
                     self._gen += 1
                 raise
             with self._mem_lock:
-                del self._mem[:len(rows)]
-                del self._mem_recs[:len(recs)]
+                del self._mem[: len(rows)]
+                del self._mem_recs[: len(recs)]
                 self._gen += 1
             self._journal.clear()
             self._last_flush = time.monotonic()
@@ -914,8 +1009,12 @@ class Store(StoreReader):
             self.write_errors += 1
             self.flush_failing = self.last_error = _describe(exc)
             self.last_error_t = time.time()
-            log.error("store: moving %d journaled readings into SQLite failed (kept in the journal and in"
-                      " memory; retrying): %s", len(self._mem), exc)
+            log.error(
+                "store: moving %d journaled readings into SQLite failed (kept in the journal and in"
+                " memory; retrying): %s",
+                len(self._mem),
+                exc,
+            )
 
     def _consistent(self, conn: sqlite3.Connection, query: Callable[[list[tuple]], object]):
         """As StoreReader's, with the journaled rows: each row is seen once, in SQLite or in memory.
@@ -952,8 +1051,12 @@ class Store(StoreReader):
             self.write(self.queue.drain(0) if self.queue is not None else [])
             self.flush()
         except (sqlite3.Error, OSError) as exc:
-            log.error("final commit failed (%d samples in the queue lost, %d journaled ones kept for the next"
-                      " start): %s", len(self.queue or ()), len(self._mem), exc)
+            log.error(
+                "final commit failed (%d samples in the queue lost, %d journaled ones kept for the next start): %s",
+                len(self.queue or ()),
+                len(self._mem),
+                exc,
+            )
 
     def _run(self) -> None:
         assert self.queue is not None
@@ -990,8 +1093,13 @@ class Store(StoreReader):
         self.write_errors += 1
         self.last_error = _describe(exc)
         self.last_error_t = time.time()
-        log.error("store write failed (%d samples and %d records kept in memory, %d samples dropped so far;"
-                  " retrying): %s", len(self.queue) + len(batch), len(self._records), self.queue.dropped, exc)
+        log.error(
+            "store write failed (%d samples and %d records kept in memory, %d samples dropped so far; retrying): %s",
+            len(self.queue) + len(batch),
+            len(self._records),
+            self.queue.dropped,
+            exc,
+        )
         self.queue.requeue_front(batch)
         if "full" in self.last_error.lower() and time.time() - self._last_retention > 10:
             try:  # free what the retention policy allows before the next attempt
@@ -1036,8 +1144,10 @@ class Store(StoreReader):
         conn = self.reader()
         try:
             states = {n: json.loads(s) for n, s in conn.execute("SELECT name, state FROM alarm_state")}
-            notices = {i: dict(id=i, t=t, alarm=a, kind=k, body=json.loads(b), targets=json.loads(tg), sent=set())
-                       for i, t, a, k, b, tg in conn.execute("SELECT id, t, alarm, kind, body, targets FROM notice")}
+            notices = {
+                i: dict(id=i, t=t, alarm=a, kind=k, body=json.loads(b), targets=json.loads(tg), sent=set())
+                for i, t, a, k, b, tg in conn.execute("SELECT id, t, alarm, kind, body, targets FROM notice")
+            }
             sent = conn.execute("SELECT id, target FROM notice_sent").fetchall()
         except sqlite3.OperationalError:  # the tables could not be created yet (a full card at start)
             states, notices, sent = {}, {}, []
@@ -1047,8 +1157,9 @@ class Store(StoreReader):
             if r[1] == "state":
                 states[r[2]] = json.loads(r[3])
             elif r[1] == "notice":
-                notices[r[2]] = dict(id=r[2], t=r[3], alarm=r[4], kind=r[5], body=json.loads(r[6]),
-                                     targets=json.loads(r[7]), sent=set())
+                notices[r[2]] = dict(
+                    id=r[2], t=r[3], alarm=r[4], kind=r[5], body=json.loads(r[6]), targets=json.loads(r[7]), sent=set()
+                )
             elif r[1] == "sent":
                 sent.append((r[2], r[3]))
         for i, target in sent:
@@ -1090,14 +1201,19 @@ class Store(StoreReader):
             elif rec[0] == "snapshot":
                 conn.execute("INSERT INTO snapshot(node, t, digest, config) VALUES (?,?,?,?)", rec[1:])
             elif rec[0] == "cursor":
-                conn.execute("INSERT INTO outbox(name, position, acked, updated) VALUES (?,?,?,?) ON CONFLICT(name)"
-                             " DO UPDATE SET position=excluded.position, acked=excluded.acked,"
-                             " updated=excluded.updated", rec[1:])
+                conn.execute(
+                    "INSERT INTO outbox(name, position, acked, updated) VALUES (?,?,?,?) ON CONFLICT(name)"
+                    " DO UPDATE SET position=excluded.position, acked=excluded.acked,"
+                    " updated=excluded.updated",
+                    rec[1:],
+                )
             elif rec[0] == "alarm":
                 _script(conn, ALARM_TABLES)  # no-op once they exist (open_db creates them unless the disk was full)
-                sql = {"state": "INSERT OR REPLACE INTO alarm_state(name, state, updated) VALUES (?,?,?)",
-                       "notice": "INSERT OR REPLACE INTO notice(id, t, alarm, kind, body, targets) VALUES (?,?,?,?,?,?)",
-                       "sent": "INSERT OR IGNORE INTO notice_sent(id, target, t) VALUES (?,?,?)"}[rec[1]]
+                sql = {
+                    "state": "INSERT OR REPLACE INTO alarm_state(name, state, updated) VALUES (?,?,?)",
+                    "notice": "INSERT OR REPLACE INTO notice(id, t, alarm, kind, body, targets) VALUES (?,?,?,?,?,?)",
+                    "sent": "INSERT OR IGNORE INTO notice_sent(id, target, t) VALUES (?,?,?)",
+                }[rec[1]]
                 conn.execute(sql, rec[2:])
 
     # -- samples ---------------------------------------------------------------------------
@@ -1141,7 +1257,8 @@ class Store(StoreReader):
                 if len(self._mem) > MEM_MAX:
                     raise sqlite3.OperationalError(
                         f"store cannot take more: {len(self._mem)} readings journaled but not in SQLite"
-                        f" ({self.flush_failing})")
+                        f" ({self.flush_failing})"
+                    )
                 self._journal.append(Frame(self._frame, rows, [list(r) for r in recs]))
                 self._frame += 1
                 with self._mem_lock:
@@ -1264,12 +1381,19 @@ class Store(StoreReader):
                 # (28.6 B/sample of wear for 24 series, against 8.9 this way).
                 # SEAL_SERIES bounds the step when there are many series.
                 with transaction(conn):
-                    sids = [sid for (sid,) in conn.execute(
-                        "SELECT DISTINCT series FROM fresh WHERE hour=? ORDER BY series LIMIT ?", (hour, SEAL_SERIES))]
+                    sids = [
+                        sid
+                        for (sid,) in conn.execute(
+                            "SELECT DISTINCT series FROM fresh WHERE hour=? ORDER BY series LIMIT ?",
+                            (hour, SEAL_SERIES),
+                        )
+                    ]
                     marks = ",".join("?" * len(sids))
                     got: dict[int, list[bytes]] = {}
-                    for sid, data in conn.execute(f"SELECT series, data FROM fresh WHERE hour=? AND series IN ({marks})"
-                                                  " ORDER BY id", (hour, *sids)):
+                    for sid, data in conn.execute(
+                        f"SELECT series, data FROM fresh WHERE hour=? AND series IN ({marks}) ORDER BY id",
+                        (hour, *sids),
+                    ):
                         got.setdefault(sid, []).append(data)
                     for sid, parts in got.items():
                         _seal_columns(conn, sid, hour * 1000, blocks.concat([blocks.decode(d) for d in parts]))
@@ -1296,24 +1420,33 @@ class Store(StoreReader):
                 while time.monotonic() < deadline:
                     with self._write_lock:
                         conn = self._wconn
-                        (b,) = conn.execute("SELECT min(bucket) FROM rollup WHERE tier=? AND series=? AND bucket<?",
-                                            (tier, sid, cut)).fetchone()
+                        (b,) = conn.execute(
+                            "SELECT min(bucket) FROM rollup WHERE tier=? AND series=? AND bucket<?", (tier, sid, cut)
+                        ).fetchone()
                         if b is None:
                             break
                         t0 = time.monotonic()
                         day = b // DAY
                         with transaction(conn):
                             lo, hi = day * DAY, (day + 1) * DAY
-                            rows = conn.execute("SELECT bucket, n, sum, min, max FROM rollup WHERE tier=? AND series=?"
-                                                " AND bucket>=? AND bucket<?", (tier, sid, lo, hi)).fetchall()
-                            old = conn.execute("SELECT data FROM rollup_pack WHERE tier=? AND series=? AND day=?",
-                                               (tier, sid, day)).fetchone()
+                            rows = conn.execute(
+                                "SELECT bucket, n, sum, min, max FROM rollup WHERE tier=? AND series=?"
+                                " AND bucket>=? AND bucket<?",
+                                (tier, sid, lo, hi),
+                            ).fetchall()
+                            old = conn.execute(
+                                "SELECT data FROM rollup_pack WHERE tier=? AND series=? AND day=?", (tier, sid, day)
+                            ).fetchone()
                             parts = [np.frombuffer(old[0], PACK_DT)] if old else []
                             packed = _packed(_fold(parts + [_buckets(rows)]))
-                            conn.execute("INSERT OR REPLACE INTO rollup_pack(tier, series, day, data) VALUES (?,?,?,?)",
-                                         (tier, sid, day, packed))
-                            conn.execute("DELETE FROM rollup WHERE tier=? AND series=? AND bucket>=? AND bucket<?",
-                                         (tier, sid, lo, hi))
+                            conn.execute(
+                                "INSERT OR REPLACE INTO rollup_pack(tier, series, day, data) VALUES (?,?,?,?)",
+                                (tier, sid, day, packed),
+                            )
+                            conn.execute(
+                                "DELETE FROM rollup WHERE tier=? AND series=? AND bucket>=? AND bucket<?",
+                                (tier, sid, lo, hi),
+                            )
                         written += 1
                         self.longest_step = max(self.longest_step, time.monotonic() - t0)
                 if time.monotonic() >= deadline:
@@ -1372,8 +1505,10 @@ class Store(StoreReader):
         needed = self._needed_from()
         cutoff_s = int(now - self.raw_retention)
         while True:  # the kept ones (needed, unsynchronised) are filtered in SQL: they never block the rest
-            ids = self._w_read("SELECT id, n FROM block WHERE hour + 3600 <= ? AND seq1 < ? AND flags & ? = 0"
-                               " ORDER BY hour LIMIT ?", (cutoff_s, needed, FLAG_CLOCK_UNSYNCED, self._delete_batch))
+            ids = self._w_read(
+                "SELECT id, n FROM block WHERE hour + 3600 <= ? AND seq1 < ? AND flags & ? = 0 ORDER BY hour LIMIT ?",
+                (cutoff_s, needed, FLAG_CLOCK_UNSYNCED, self._delete_batch),
+            )
             if not ids:
                 break
             t0 = time.monotonic()
@@ -1385,18 +1520,21 @@ class Store(StoreReader):
         rcut = int(now - self.rollup_retention)
         for tier in STORED_TIERS:
             for sid in list(self._series.values()):
-                deleted["rollup"] += self._w_exec("DELETE FROM rollup WHERE tier=? AND series=? AND bucket<?",
-                                                  (tier, sid, rcut))
+                deleted["rollup"] += self._w_exec(
+                    "DELETE FROM rollup WHERE tier=? AND series=? AND bucket<?", (tier, sid, rcut)
+                )
                 # a pack goes with its whole day: the day holding the cut is kept (a day longer at most)
-                deleted["rollup"] += self._w_exec("DELETE FROM rollup_pack WHERE tier=? AND series=? AND day<?",
-                                                  (tier, sid, rcut // DAY))
+                deleted["rollup"] += self._w_exec(
+                    "DELETE FROM rollup_pack WHERE tier=? AND series=? AND day<?", (tier, sid, rcut // DAY)
+                )
         deleted["events"] = self._w_exec("DELETE FROM event WHERE t<?", (rcut,))
         oldest = self._w_read("SELECT min(hour) FROM block")[0][0]
         if oldest is not None:
             # snapshots before the oldest kept data describe nothing any more; keep the last one before it
             deleted["snapshots"] = self._w_exec(
                 "DELETE FROM snapshot WHERE t<? AND id NOT IN (SELECT max(id) FROM snapshot WHERE t<? GROUP BY node)",
-                (oldest, oldest))
+                (oldest, oldest),
+            )
         target = int(self.max_bytes * 0.85)
         lost: dict[str, int] = {}
         for step in range(100_000):
@@ -1415,10 +1553,13 @@ class Store(StoreReader):
                 first = min(ends)
                 last = max(x for x in (b[1], None if d[1] is None else (d[1] + 1) * DAY) if x is not None)
                 cut = first + max(3600, (last - first) // 10)
-                deleted["rollup"] += self._w_exec("DELETE FROM rollup WHERE tier=? AND bucket<?",
-                                                      (STORED_TIERS[0], cut))
-                deleted["rollup"] += self._w_exec("DELETE FROM rollup_pack WHERE tier=? AND day<?",
-                                                  (STORED_TIERS[0], max(-(-cut // DAY), first // DAY + 1)))
+                deleted["rollup"] += self._w_exec(
+                    "DELETE FROM rollup WHERE tier=? AND bucket<?", (STORED_TIERS[0], cut)
+                )
+                deleted["rollup"] += self._w_exec(
+                    "DELETE FROM rollup_pack WHERE tier=? AND day<?",
+                    (STORED_TIERS[0], max(-(-cut // DAY), first // DAY + 1)),
+                )
                 continue
             for name, outbox in list(self._uplinks.items()):
                 for _i, _n, data in rows:

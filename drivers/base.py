@@ -4,6 +4,7 @@ One exchange at a time per instrument (a lock), the instrument's pacing rules
 enforced here rather than by callers, and stale input flushed on (re)connect so
 a late reply is never taken as the answer to the next query.
 """
+
 from __future__ import annotations
 
 import logging
@@ -199,5 +200,5 @@ def _chan_key(c: str) -> tuple[int, str]:
 def quote_name(name: str, limit: int) -> str:
     """Quote an instrument string; ``,`` ``;`` and ``"`` would break the reply framing."""
     if any(c in name for c in ',;"') or len(name) > limit or not name.isascii():
-        raise ValueError(f"name {name!r} must be ASCII, at most {limit} characters, without , ; or \"")
+        raise ValueError(f'name {name!r} must be ASCII, at most {limit} characters, without , ; or "')
     return f'"{name}"'

@@ -22,6 +22,7 @@ parses exactly or raises ``BadReply`` with the same message as before.
 Setters stay ordinary methods: each has its own signature and validation, and a
 setter is already one statement (``self.command(f"SETP {output},{value:g}")``).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -42,7 +43,18 @@ ReplyParser = Callable[[bytes, str], T]
 # A field parser: one field of a multi-field reply (already decoded by split_fields).
 FieldParser = Callable[[str, str], T]
 
-__all__ = ["FieldParser", "Query", "ReplyParser", "fields", "flag", "no_arguments", "parse_float", "parse_int", "record", "text"]
+__all__ = [
+    "FieldParser",
+    "Query",
+    "ReplyParser",
+    "fields",
+    "flag",
+    "no_arguments",
+    "parse_float",
+    "parse_int",
+    "record",
+    "text",
+]
 
 
 def flag(raw: bytes | str, query: str = "") -> bool:
@@ -96,11 +108,13 @@ class Query(Generic[I, P, T]):
     def __init__(self: Query[Instrument, [], T], template: str, parser: ReplyParser[T], doc: str) -> None: ...
 
     @overload
-    def __init__(self, template: str, parser: ReplyParser[T], doc: str,
-                 args: Callable[Concatenate[I, P], object]) -> None: ...
+    def __init__(
+        self, template: str, parser: ReplyParser[T], doc: str, args: Callable[Concatenate[I, P], object]
+    ) -> None: ...
 
-    def __init__(self, template: str, parser: ReplyParser[T], doc: str,
-                 args: Callable[Concatenate[I, P], object] | None = None) -> None:
+    def __init__(
+        self, template: str, parser: ReplyParser[T], doc: str, args: Callable[Concatenate[I, P], object] | None = None
+    ) -> None:
         self.template = template
         self.parser = parser
         self.__doc__ = doc

@@ -15,6 +15,7 @@ things through small hooks:
 * ``_same_curve_value(a, b)``: the 372 keeps 6 significant digits; the 240 six
   digits counting the integer ones.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class CurveCommands:
     curve_point_shape: ClassVar[str] = "expected units,temperature"
 
     if TYPE_CHECKING:  # provided by Instrument and the model
+
         def query_raw(self, message: str) -> bytes: ...
 
         def _send_setting(self, message: str) -> None: ...
@@ -73,8 +75,10 @@ class CurveCommands:
 
     def set_curve_header(self, number: int, h: CurveHeader) -> None:
         """Set a user curve's header (name and serial are quoted; ``,`` ``;`` ``"`` are refused)."""
-        self._send_setting(f"CRVHDR {self._curve_number(number, 'user')},{quote_name(h.name, 15)},"
-                           f"{quote_name(h.serial, 10)},{h.data_format},{h.limit:g},{h.coefficient}")
+        self._send_setting(
+            f"CRVHDR {self._curve_number(number, 'user')},{quote_name(h.name, 15)},"
+            f"{quote_name(h.serial, 10)},{h.data_format},{h.limit:g},{h.coefficient}"
+        )
 
     def curve_point(self, number: int, index: int) -> tuple[float, float]:
         """Get breakpoint ``index`` (1-200) as (units, kelvin); ``(0, 0)`` past the curve's end."""
@@ -97,8 +101,9 @@ class CurveCommands:
     def upload_curve(self, number: int, curve: Curve, verify: bool = True) -> None:
         """Write a whole curve (delete, header, every point), then read every point back."""
         self.delete_curve(number)
-        self.set_curve_header(number, CurveHeader(curve.name[:15], curve.serial[:10], curve.data_format,
-                                                  curve.limit, curve.coefficient))
+        self.set_curve_header(
+            number, CurveHeader(curve.name[:15], curve.serial[:10], curve.data_format, curve.limit, curve.coefficient)
+        )
         for i, (u, t) in enumerate(curve.points, 1):
             self.set_curve_point(number, i, u, t)
             self._after_curve_point()

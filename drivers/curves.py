@@ -4,6 +4,7 @@ Real files carry extra header lines, odd spacing and mixed number styles
 (``9.05392e-02``, ``.113581``); the parser reads the header by key, not by line
 position, and takes every line with ``index units temperature`` as a breakpoint.
 """
+
 from __future__ import annotations
 
 import bisect

@@ -1,4 +1,5 @@
 """Typed driver errors: each says what happened, so the poller can count them by kind."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ The 240 has no status register (no ``*ESR?``); a command it ignores is silent.
 So every setter here reads the setting back and raises ``InstrumentError`` on a
 mismatch.
 """
+
 from __future__ import annotations
 
 import time
@@ -55,8 +56,13 @@ def _profibus_status(raw: bytes, query: str) -> int:
 class Model240(CurveCommands, Instrument):
     expected_model_prefix = "MODEL240"
 
-    def __init__(self, transport: Transport, timeout: float = 1.0, pacing: Pacing | None = None,
-                 expected_serial: str | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        timeout: float = 1.0,
+        pacing: Pacing | None = None,
+        expected_serial: str | None = None,
+    ) -> None:
         super().__init__(transport, timeout, pacing or PACING, expected_serial)
         self.channel_count = 8
 
@@ -108,8 +114,9 @@ class Model240(CurveCommands, Instrument):
         return Reading(str(ch), kelvin, sensor, sensor_units, status, bits, t, not kelvin_bad, not sensor_bad)
 
     # -- settings: the 240 is silent when it ignores one, so each is read back ------
-    def _write_checked(self, message: str, read_back: Callable[[], T], expected: T,
-                       refused: Callable[[T], str] | None = None) -> None:
+    def _write_checked(
+        self, message: str, read_back: Callable[[], T], expected: T, refused: Callable[[T], str] | None = None
+    ) -> None:
         """Write a setting, read it back, raise ``InstrumentError`` unless it reads ``expected``."""
         self.write(message)
         got = read_back()
@@ -117,8 +124,12 @@ class Model240(CurveCommands, Instrument):
             raise InstrumentError(refused(got) if refused else f"240 ignored {message}")
 
     # -- inputs --------------------------------------------------------------
-    input_type = Query("INTYPE? {}", record(InputType, *[parse_int] * 6),
-                       "Get an input's INTYPE: sensor, autorange, range, reversal, units, enabled.", _ch)
+    input_type = Query(
+        "INTYPE? {}",
+        record(InputType, *[parse_int] * 6),
+        "Get an input's INTYPE: sensor, autorange, range, reversal, units, enabled.",
+        _ch,
+    )
 
     def set_input_type(self, channel: int, s: InputType) -> None:
         ch = self._ch(channel)
@@ -126,7 +137,11 @@ class Model240(CurveCommands, Instrument):
         got = self.input_type(ch)
         # With autorange on, the range read back is the one in use; compare the rest.
         if (got.sensor, got.autorange, got.current_reversal, got.units, got.enabled) != (
-            s.sensor, s.autorange, s.current_reversal, s.units, s.enabled
+            s.sensor,
+            s.autorange,
+            s.current_reversal,
+            s.units,
+            s.enabled,
         ) or (not s.autorange and got.range != s.range):
             raise InstrumentError(f"240 ignored INTYPE {ch}: set {s}, read back {got}")
 
@@ -134,14 +149,19 @@ class Model240(CurveCommands, Instrument):
 
     def set_input_name(self, channel: int, name: str) -> None:
         ch = self._ch(channel)
-        self._write_checked(f"INNAME {ch},{quote_name(name, 15)}", lambda: self.input_name(ch), name,
-                            lambda got: f"240 ignored INNAME {ch}: set {name!r}, read back {got!r}")
+        self._write_checked(
+            f"INNAME {ch},{quote_name(name, 15)}",
+            lambda: self.input_name(ch),
+            name,
+            lambda got: f"240 ignored INNAME {ch}: set {name!r}, read back {got!r}",
+        )
 
     module_name = Query("MODNAME?", text, "Get the module's name.")
 
     def set_module_name(self, name: str) -> None:
-        self._write_checked(f"MODNAME {quote_name(name, 32)}", self.module_name, name,
-                            lambda got: f"240 ignored MODNAME {name!r}")
+        self._write_checked(
+            f"MODNAME {quote_name(name, 32)}", self.module_name, name, lambda got: f"240 ignored MODNAME {name!r}"
+        )
 
     filter = Query("FILTER? {}", parse_int, "Get an input's filter length in points (1 off).", _ch)
 
@@ -149,9 +169,12 @@ class Model240(CurveCommands, Instrument):
         ch = self._ch(channel)
         if not 1 <= points <= 100:
             raise ValueError(f"filter points {points} not 1-100")
-        self._write_checked(f"FILTER {ch},{points}", lambda: self.filter(ch), points,
-                            lambda got: f"240 ignored FILTER {ch},{points} (read back {got}; "
-                                        "8P and reversal-on refuse it)")
+        self._write_checked(
+            f"FILTER {ch},{points}",
+            lambda: self.filter(ch),
+            points,
+            lambda got: f"240 ignored FILTER {ch},{points} (read back {got}; 8P and reversal-on refuse it)",
+        )
 
     brightness = Query("BRIGT?", parse_int, "Get the display brightness index.")
 
@@ -160,8 +183,7 @@ class Model240(CurveCommands, Instrument):
 
     profibus_address = Query("ADDR?", parse_int, "Get the PROFIBUS address.")
     profibus_slots = Query("PROFINUM?", parse_int, "Get the number of PROFIBUS slots.")
-    profibus_slot = Query("PROFISLOT? {}", fields(parse_int, parse_int),
-                          "Get a PROFIBUS slot's (input, units).", _slot)
+    profibus_slot = Query("PROFISLOT? {}", fields(parse_int, parse_int), "Get a PROFIBUS slot's (input, units).", _slot)
     profibus_status = Query("PROFISTAT?", _profibus_status, "Get the PROFIBUS status.")
 
     def set_profibus_address(self, address: int) -> None:
@@ -193,7 +215,10 @@ class Model240(CurveCommands, Instrument):
         snap: dict = {"identity": vars(self.identity) if self.identity else None, "channels": {}}
         for ch in channels:
             it = self.input_type(ch)
-            snap["channels"][str(ch)] = {"name": self.input_name(ch), "intype": vars(it),
-                                         "curve": vars(self.curve_header(ch))}
+            snap["channels"][str(ch)] = {
+                "name": self.input_name(ch),
+                "intype": vars(it),
+                "curve": vars(self.curve_header(ch)),
+            }
         snap["module"] = self.module_name()
         return snap

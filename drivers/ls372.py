@@ -5,6 +5,7 @@ Status Register is decoded, so a command the bridge ignored raises
 ``InstrumentError`` at the call instead of passing silently (the 372 never
 answers a bad command; it only sets an ESR bit).
 """
+
 from __future__ import annotations
 
 import enum
@@ -27,8 +28,11 @@ MEASUREMENT_CHANNELS = [str(i) for i in range(1, 17)]
 
 # *ESR? bits (IEEE 488.2; lakeshore StandardEventRegister).
 ESR_OPC, ESR_QUERY_ERROR, ESR_EXECUTION_ERROR, ESR_COMMAND_ERROR, ESR_POWER_ON = 1, 4, 16, 32, 128
-ESR_ERRORS = {ESR_QUERY_ERROR: "query error", ESR_EXECUTION_ERROR: "execution error",
-              ESR_COMMAND_ERROR: "command error (invalid command or query)"}
+ESR_ERRORS = {
+    ESR_QUERY_ERROR: "query error",
+    ESR_EXECUTION_ERROR: "execution error",
+    ESR_COMMAND_ERROR: "command error (invalid command or query)",
+}
 
 TCP_PACING = Pacing(after_command=0.05)
 USB_PACING = Pacing(after_command=0.05, min_interval=0.05, after_query=0.05)
@@ -122,8 +126,13 @@ class Model372(CurveCommands, Instrument):
     expected_model_prefix = "MODEL372"
     curve_point_shape = "expected units,temperature[,curvature]"
 
-    def __init__(self, transport: Transport, timeout: float = 2.0, pacing: Pacing | None = None,
-                 expected_serial: str | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        timeout: float = 2.0,
+        pacing: Pacing | None = None,
+        expected_serial: str | None = None,
+    ) -> None:
         if pacing is None:
             pacing = USB_PACING if isinstance(transport, SerialTransport) else TCP_PACING
         super().__init__(transport, timeout, pacing, expected_serial)
@@ -196,8 +205,9 @@ class Model372(CurveCommands, Instrument):
     resistance = Query("RDGR? {}", parse_float, "Measure a channel's resistance in ohms.", _ch)
     sensor = Query("SRDG? {}", parse_float, "Measure a channel's sensor reading (ohms for a resistor).", _ch)
     excitation_power = Query("RDGPWR? {}", parse_float, "Measure a channel's excitation power in watts.", _ch)
-    quadrature = Query("QRDG? {}", parse_float, "Measure the quadrature part of a reading (channels 1-16).",
-                       _measurement_channel)
+    quadrature = Query(
+        "QRDG? {}", parse_float, "Measure the quadrature part of a reading (channels 1-16).", _measurement_channel
+    )
     reading_status = Query("RDGST? {}", parse_int, "Get a channel's reading status bits (LS372_STATUS_BITS).", _ch)
 
     def read(self, channel: str | int) -> Reading:
@@ -230,23 +240,36 @@ class Model372(CurveCommands, Instrument):
         ch = check_channel(channel, set(MEASUREMENT_CHANNELS))
         self.command(f"SCAN {ch},{int(autoscan)}")
 
-    input_setup = Query("INSET? {}", record(InputSetup, flag, parse_int, parse_int, parse_int, parse_int),
-                        "Get a channel's INSET: enabled, dwell, pause, curve, tempco.", _ch)
+    input_setup = Query(
+        "INSET? {}",
+        record(InputSetup, flag, parse_int, parse_int, parse_int, parse_int),
+        "Get a channel's INSET: enabled, dwell, pause, curve, tempco.",
+        _ch,
+    )
 
     def set_input_setup(self, channel: str | int, s: InputSetup) -> None:
         if not (1 <= s.dwell <= 200 and 3 <= s.pause <= 200 and 0 <= s.curve <= 59 and s.tempco in (1, 2)):
             raise ValueError(f"INSET values out of range: {s}")
         self.command(f"INSET {self._ch(channel)},{int(s.enabled)},{s.dwell},{s.pause},{s.curve},{s.tempco}")
 
-    input_type = Query("INTYPE? {}", record(InputType, *[parse_int] * 6),
-                       "Get a channel's INTYPE: mode, excitation, autorange, range, shunt, units.", _ch)
+    input_type = Query(
+        "INTYPE? {}",
+        record(InputType, *[parse_int] * 6),
+        "Get a channel's INTYPE: mode, excitation, autorange, range, shunt, units.",
+        _ch,
+    )
 
     def set_input_type(self, channel: str | int, s: InputType) -> None:
-        self.command(f"INTYPE {self._ch(channel)},{s.mode},{s.excitation},{s.autorange},{s.range},"
-                     f"{s.cs_shunt},{s.units}")
+        self.command(
+            f"INTYPE {self._ch(channel)},{s.mode},{s.excitation},{s.autorange},{s.range},{s.cs_shunt},{s.units}"
+        )
 
-    filter = Query("FILTER? {}", record(FilterSetup, flag, parse_int, parse_int),
-                   "Get a channel's filter: on, settle time, window.", _ch)
+    filter = Query(
+        "FILTER? {}",
+        record(FilterSetup, flag, parse_int, parse_int),
+        "Get a channel's filter: on, settle time, window.",
+        _ch,
+    )
 
     def set_filter(self, channel: str | int, s: FilterSetup) -> None:
         ch = "0" if str(channel) == "0" else self._ch(channel)
@@ -278,8 +301,12 @@ class Model372(CurveCommands, Instrument):
         return _close(a, b)
 
     # -- heaters -----------------------------------------------------------------
-    output_mode = Query("OUTMODE? {}", record(OutputSetup, _output_mode, _input_channel, *[parse_int] * 4),
-                        "Get an output's OUTMODE: mode, input, powerup, polarity, filter, delay.", _output)
+    output_mode = Query(
+        "OUTMODE? {}",
+        record(OutputSetup, _output_mode, _input_channel, *[parse_int] * 4),
+        "Get an output's OUTMODE: mode, input, powerup, polarity, filter, delay.",
+        _output,
+    )
 
     def set_output_mode(self, output: int, s: OutputSetup) -> None:
         self.command(f"OUTMODE {output},{int(s.mode)},{s.input},{s.powerup},{s.polarity},{s.filter},{s.delay}")
@@ -289,9 +316,12 @@ class Model372(CurveCommands, Instrument):
     def set_heater_range(self, output: int, value: int) -> None:
         self.command(f"RANGE {output},{value}")
 
-    heater_setup = Query("HTRSET? {}", record(HeaterSetup, parse_float, parse_int, parse_float, parse_int),
-                         "Get an output's heater setup: resistance, max current, max user current, display.",
-                         _output)
+    heater_setup = Query(
+        "HTRSET? {}",
+        record(HeaterSetup, parse_float, parse_int, parse_float, parse_int),
+        "Get an output's heater setup: resistance, max current, max user current, display.",
+        _output,
+    )
 
     def set_heater_setup(self, output: int, s: HeaterSetup) -> None:
         self.command(f"HTRSET {output},{s.resistance:g},{s.max_current},{s.max_user_current:g},{s.display}")
@@ -318,9 +348,12 @@ class Model372(CurveCommands, Instrument):
         self.command(f"STILL {percent:g}")
 
     analog_output = Query("AOUT? {}", parse_float, "Measure an output's analog value in percent.", _output)
-    excitation_frequency = Query("FREQ? {}", parse_int, "Get the excitation frequency index "
-                                 "(1-5 = 9.8, 13.7, 16.2, 11.6, 18.2 Hz); ``0`` measurement, ``A`` control.",
-                                 _frequency_of)
+    excitation_frequency = Query(
+        "FREQ? {}",
+        parse_int,
+        "Get the excitation frequency index (1-5 = 9.8, 13.7, 16.2, 11.6, 18.2 Hz); ``0`` measurement, ``A`` control.",
+        _frequency_of,
+    )
 
     def set_excitation_frequency(self, which: str, index: int) -> None:
         if str(which).upper() not in ("0", "A") or not 1 <= index <= 5:
@@ -332,7 +365,9 @@ class Model372(CurveCommands, Instrument):
     def set_common_mode_reduction(self, on: bool) -> None:
         self.command(f"CMR {int(on)}")
 
-    warmup = Query("WARMUP?", fields(parse_int, parse_float), "Get the warm-up heater setup: (auto-control 0/1, current %).")
+    warmup = Query(
+        "WARMUP?", fields(parse_int, parse_float), "Get the warm-up heater setup: (auto-control 0/1, current %)."
+    )
 
     def set_warmup(self, auto: int, current: float) -> None:
         self.command(f"WARMUP {auto},{current:g}")

@@ -5,6 +5,7 @@ Lake Shore replies carry explicit ``+`` signs and leading zeros (``+293.873E+00`
 surrounding whitespace; none of those is a valid instrument reply, so we match a
 regular expression first and never let a garbled reply become a number.
 """
+
 from __future__ import annotations
 
 import math

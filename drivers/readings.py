@@ -1,4 +1,5 @@
 """Typed readings and decoded reading-status registers."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

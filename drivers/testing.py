@@ -5,6 +5,7 @@ driver writes must equal the next ``sent`` (without terminator), and the next
 read returns ``reply``; a ``reply`` of None means the command expects no reply.
 ``expected_protocol`` asserts the whole transcript was consumed.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -5,6 +5,7 @@ handed any of them. Replies are framed by CR LF (LF alone is accepted too): the
 TCP transport keeps a buffer so a reply split over several segments, or two
 replies merged in one segment, are framed correctly.
 """
+
 from __future__ import annotations
 
 import errno
@@ -199,7 +200,12 @@ class SerialTransport:
             return
         try:
             self._port = serial.Serial(
-                self.device, timeout=0.05, write_timeout=2.0, rtscts=False, xonxoff=False, exclusive=True,
+                self.device,
+                timeout=0.05,
+                write_timeout=2.0,
+                rtscts=False,
+                xonxoff=False,
+                exclusive=True,
                 **self.settings,
             )
         except (serial.SerialException, OSError, ValueError, termios.error) as exc:
@@ -310,8 +316,13 @@ def visa_serial_settings(baudrate: int, bytesize: int, parity: str, stopbits: in
 
     parities = {"N": constants.Parity.none, "O": constants.Parity.odd, "E": constants.Parity.even}
     stops = {1: constants.StopBits.one, 2: constants.StopBits.two}
-    return dict(baud_rate=baudrate, data_bits=bytesize, parity=parities[parity], stop_bits=stops[stopbits],
-                flow_control=constants.ControlFlow.none)
+    return dict(
+        baud_rate=baudrate,
+        data_bits=bytesize,
+        parity=parities[parity],
+        stop_bits=stops[stopbits],
+        flow_control=constants.ControlFlow.none,
+    )
 
 
 def _asrl_device(resource: str) -> str:

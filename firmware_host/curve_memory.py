@@ -6,6 +6,7 @@ empty cell. That is what this class models, apart from the drivers' ``Curve`` (w
 a parsed ``.340`` file): the emulator answers ``CRVHDR?``/``CRVPT?`` from the cells, and
 its physics converts through the curve the cells describe.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,8 +61,7 @@ class CurveMemory:
     def slot(self, number: int) -> CurveSlot:
         return self.slots[number]
 
-    def set_header(self, number: int, name: str, serial: str, data_format: int, limit: float,
-                   coefficient: int) -> None:
+    def set_header(self, number: int, name: str, serial: str, data_format: int, limit: float, coefficient: int) -> None:
         s = self.slots[number]
         s.name, s.serial, s.data_format, s.limit, s.coefficient = name, serial, data_format, limit, coefficient
         self._cache.pop(number, None)

@@ -1,4 +1,5 @@
 """``kelvinpi emulate ls372|ls240|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
+
 from __future__ import annotations
 
 import argparse

@@ -19,6 +19,7 @@ to its action)::
     status             one JSON line: faults, simulated time, stage temperatures
     ledger             one JSON line: readings delivered per channel/quantity, late, faulted
 """
+
 from __future__ import annotations
 
 import json
@@ -51,15 +52,22 @@ class Emulator:
 
     # -- construction -----------------------------------------------------------
     @classmethod
-    def ls372(cls, serial: str = "LSA23JD", time_scale: float = 1.0, seed: int | None = None,
-              warm: bool = False) -> "Emulator":
+    def ls372(
+        cls, serial: str = "LSA23JD", time_scale: float = 1.0, seed: int | None = None, warm: bool = False
+    ) -> "Emulator":
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS372Device(clock, fridge, serial=serial, seed=seed), clock, fridge)
 
     @classmethod
-    def ls240(cls, channels: int = 2, serial: str = "LSA24AZ", time_scale: float = 1.0, seed: int | None = None,
-              warm: bool = False) -> "Emulator":
+    def ls240(
+        cls,
+        channels: int = 2,
+        serial: str = "LSA24AZ",
+        time_scale: float = 1.0,
+        seed: int | None = None,
+        warm: bool = False,
+    ) -> "Emulator":
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS240Device(clock, fridge, channels=channels, serial=serial, seed=seed), clock, fridge)
@@ -71,7 +79,9 @@ class Emulator:
 
     def listen_pty(self, link: str) -> str:
         framing = "7O1" if isinstance(self.device, LS372Device) else "8N1"
-        self.pty = PtyInterface(link, self.device.dispatcher, self.device.lock, self.faults, framing, ledger=self.ledger)
+        self.pty = PtyInterface(
+            link, self.device.dispatcher, self.device.lock, self.faults, framing, ledger=self.ledger
+        )
         self.pty.start()
         return self.pty.link
 
@@ -161,17 +171,23 @@ class Emulator:
     def _status(self, args: list[str]) -> str:
         now = self.clock.now()
         self.fridge.advance_to(now)
-        return json.dumps({
-            "sim_time": now, "mute": self.faults.mute, "delay": self.faults.delay,
-            "garbage": self.faults.garbage, "partial": self.faults.partial,
-            "temperatures": dict(self.fridge.temps),
-            "tcp_clients": len(self.tcp.clients) if self.tcp else 0,
-            "pty": self.pty.link if self.pty else None,
-        })
+        return json.dumps(
+            {
+                "sim_time": now,
+                "mute": self.faults.mute,
+                "delay": self.faults.delay,
+                "garbage": self.faults.garbage,
+                "partial": self.faults.partial,
+                "temperatures": dict(self.fridge.temps),
+                "tcp_clients": len(self.tcp.clients) if self.tcp else 0,
+                "pty": self.pty.link if self.pty else None,
+            }
+        )
 
     def _ledger(self, args: list[str]) -> str:
-        return json.dumps({"delivered": self.ledger.counts(), "late": self.ledger.late_total(),
-                           "faulted": self.ledger.faulted})
+        return json.dumps(
+            {"delivered": self.ledger.counts(), "late": self.ledger.late_total(), "faulted": self.ledger.faulted}
+        )
 
     def _control_loop(self) -> None:
         assert self._control_sock is not None
@@ -205,10 +221,20 @@ class Emulator:
 # "ok" (the change is logged) or the reply itself; IndexError/ValueError from its arguments is the
 # "error: <word>: ..." reply.
 CONTROLS: dict[str, Callable[[Emulator, list[str]], str | None]] = {
-    "mute": Emulator._mute, "slow": Emulator._slow, "garbage": Emulator._garbage, "partial": Emulator._partial,
-    "drop": Emulator._drop, "unplug": Emulator._unplug, "reset": Emulator._reset, "advance": Emulator._advance,
-    "warm": Emulator._warm, "warmup": Emulator._warmup, "heater": Emulator._heater, "clear": Emulator._clear,
-    "status": Emulator._status, "ledger": Emulator._ledger,
+    "mute": Emulator._mute,
+    "slow": Emulator._slow,
+    "garbage": Emulator._garbage,
+    "partial": Emulator._partial,
+    "drop": Emulator._drop,
+    "unplug": Emulator._unplug,
+    "reset": Emulator._reset,
+    "advance": Emulator._advance,
+    "warm": Emulator._warm,
+    "warmup": Emulator._warmup,
+    "heater": Emulator._heater,
+    "clear": Emulator._clear,
+    "status": Emulator._status,
+    "ledger": Emulator._ledger,
 }
 
 

@@ -5,6 +5,7 @@ a fault). Replies held back by the ``slow`` fault are counted apart as *late*: t
 rightly have given up on them. Values are kept per (channel, quantity) as compact arrays, so a
 soak of millions of readings stays small.
 """
+
 from __future__ import annotations
 
 import threading

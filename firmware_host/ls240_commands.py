@@ -5,6 +5,7 @@ what the firmware refuses (the 240 has no error register: a refused line is not 
 replies in the 240's plain decimals, and leaves state and readings to ``LS240Device``. The input
 argument's range depends on the module (1-2 or 1-8), so the table is built per device.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
@@ -22,10 +23,12 @@ SLOT = Int(1, 8)  # PROFIBUS slots
 
 def reading(unit: str) -> Callable[[LS240Device, int], str]:
     """``KRDG?``-style query: kelvin, celsius, fahrenheit or sensor units (volts)."""
+
     def query(d: LS240Device, ch: int) -> str:
         k, v, _ = d.reading(ch)
         value = {"K": k, "C": k - 273.15 if k else 0.0, "F": (k - 273.15) * 9 / 5 + 32 if k else 0.0, "S": v}[unit]
         return fmt_240(value)
+
     return query
 
 
@@ -38,13 +41,21 @@ def intype_q(d: LS240Device, ch: int) -> str:
     return f"{i.sensor},{i.autorange},{i.range},{i.reversal},{i.units},{i.enabled}"
 
 
-def intype_set(d: LS240Device, ch: int, sensor: int, autorange: int, rng: int, reversal: int, units: int,
-               enabled: int) -> None:
+def intype_set(
+    d: LS240Device, ch: int, sensor: int, autorange: int, rng: int, reversal: int, units: int, enabled: int
+) -> None:
     if rng > (8 if sensor == 3 else 0):  # only an NTC RTD (3) has ranges to choose from
         raise ExecutionError(f"range {rng} for sensor type {sensor}")
     i = d.inputs[ch]
     with d.lock:
-        i.sensor, i.autorange, i.range, i.reversal, i.units, i.enabled = sensor, autorange, rng, reversal, units, enabled
+        i.sensor, i.autorange, i.range, i.reversal, i.units, i.enabled = (
+            sensor,
+            autorange,
+            rng,
+            reversal,
+            units,
+            enabled,
+        )
         d.forget_readings()
 
 
@@ -70,8 +81,9 @@ def crvhdr_q(d: LS240Device, ch: int) -> str:
     return f"{slot.name},{slot.serial},{slot.data_format},{slot.limit:+08.3f},{slot.coefficient}"
 
 
-def crvhdr_set(d: LS240Device, ch: int, name: str, serial: str, data_format: int, limit: float,
-               coefficient: int) -> None:
+def crvhdr_set(
+    d: LS240Device, ch: int, name: str, serial: str, data_format: int, limit: float, coefficient: int
+) -> None:
     with d.lock:
         d.curves.set_header(ch, name, serial, data_format, limit, coefficient)
         d.forget_readings()

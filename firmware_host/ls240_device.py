@@ -1,4 +1,5 @@
 """Emulated Model 240 (2P or 8P): state and readings from the fridge model; its commands are ``ls240_commands.py``."""
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,9 @@ class Input240:
 
 
 class LS240Device:
-    def __init__(self, clock: SimClock, fridge: Fridge, channels: int = 2, serial: str = "LSA24AZ",
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, clock: SimClock, fridge: Fridge, channels: int = 2, serial: str = "LSA24AZ", seed: int | None = None
+    ) -> None:
         if channels not in (2, 8):
             raise ValueError("a Model 240 has 2 or 8 inputs")
         self.clock, self.fridge, self.n, self.serial = clock, fridge, channels, serial

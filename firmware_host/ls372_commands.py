@@ -5,6 +5,7 @@ the device in the same way; ISIS' ``lewis_emulators/lakeshore372`` is one): it r
 refuses what the firmware refuses (``ExecutionError``: ESR bit 16, no reply), formats replies,
 and leaves state and physics to ``LS372Device``. What each answer is based on is in ``FIDELITY.md``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -99,10 +100,12 @@ def rst(d: LS372Device) -> None:
 # -- readings ----------------------------------------------------------------------------
 def reading(field_name: str) -> Callable[[LS372Device, str], str]:
     """``KRDG?``-style query of one ``Measured`` field, in the 372's reading format."""
+
     def query(d: LS372Device, ch: str) -> str:
         if field_name == "quad" and ch == "A":
             raise ExecutionError("no quadrature on A")
         return fmt_372(getattr(d.reading(ch), field_name))
+
     return query
 
 
@@ -126,8 +129,9 @@ def intype_q(d: LS372Device, ch: str) -> str:
     return f"{c.mode},{c.excitation:02d},{c.autorange},{c.rng:02d},{c.cs_shunt},{c.units}"
 
 
-def intype_set(d: LS372Device, ch: str, mode: int, excitation: int, autorange: int, rng: int, cs_shunt: int,
-               units: int) -> None:
+def intype_set(
+    d: LS372Device, ch: str, mode: int, excitation: int, autorange: int, rng: int, cs_shunt: int, units: int
+) -> None:
     if ch == "A" and mode != 1:
         raise ExecutionError("control input A is current excitation only")
     # excitation ranges: A has 6 (current), a scanner channel 22 current or 12 voltage ones
@@ -169,8 +173,9 @@ def crvhdr_q(d: LS372Device, n: int) -> str:
     return f"{slot.name},{slot.serial},{slot.data_format},{slot.limit:+08.3f},{slot.coefficient}"
 
 
-def crvhdr_set(d: LS372Device, n: int, name: str, serial: str, data_format: int, limit: float,
-               coefficient: int) -> None:
+def crvhdr_set(
+    d: LS372Device, n: int, name: str, serial: str, data_format: int, limit: float, coefficient: int
+) -> None:
     with d.lock:
         d.curves.set_header(n, name, serial, data_format, limit, coefficient)
 
@@ -196,8 +201,9 @@ def outmode_q(d: LS372Device, out: int) -> str:
     return f"{o.mode},{o.input},{o.powerup},{o.polarity},{o.filt},{o.delay:03d}"
 
 
-def outmode_set(d: LS372Device, out: int, mode: int, inp: str, powerup: int, polarity: int, filt: int,
-                delay: int) -> None:
+def outmode_set(
+    d: LS372Device, out: int, mode: int, inp: str, powerup: int, polarity: int, filt: int, delay: int
+) -> None:
     o = d.outputs[out]
     o.mode, o.input, o.powerup, o.polarity, o.filt, o.delay = mode, inp, powerup, polarity, filt, delay
 
@@ -213,8 +219,9 @@ def htrset_q(d: LS372Device, out: int) -> str:
     return f"{o.resistance:+08.3f},{o.max_current},{o.max_user_current:+08.2f},{o.display}"
 
 
-def htrset_set(d: LS372Device, out: int, resistance: float, max_current: int, max_user_current: float,
-               display: int) -> None:
+def htrset_set(
+    d: LS372Device, out: int, resistance: float, max_current: int, max_user_current: float, display: int
+) -> None:
     o = d.outputs[out]
     o.resistance, o.max_current, o.max_user_current, o.display = resistance, max_current, max_user_current, display
 
@@ -303,11 +310,13 @@ COMMANDS: tuple[Command, ...] = (
     Command("SCAN?", scan_q, counts=ANY),
     Command("SCAN", lambda d, ch, auto: d.select_scan(ch, auto), (SCANNER_CHANNEL, FLAG)),
     Command("INSET?", inset_q, (CHANNEL,)),
-    Command("INSET", lambda d, *v: d.configure_input(*v),
-            (CHANNEL, FLAG, Int(1, 200), Int(3, 200), Int(0, 59), Int(1, 2))),  # enabled, dwell, pause, curve, tempco
+    Command(
+        "INSET", lambda d, *v: d.configure_input(*v), (CHANNEL, FLAG, Int(1, 200), Int(3, 200), Int(0, 59), Int(1, 2))
+    ),  # enabled, dwell, pause, curve, tempco
     Command("INTYPE?", intype_q, (CHANNEL,)),
-    Command("INTYPE", intype_set,
-            (CHANNEL, FLAG, Int(1, 22), Int(0, 2), Int(1, 22), FLAG, Int(1, 2))),  # mode, exc, auto, range, shunt, units
+    Command(
+        "INTYPE", intype_set, (CHANNEL, FLAG, Int(1, 22), Int(0, 2), Int(1, 22), FLAG, Int(1, 2))
+    ),  # mode, exc, auto, range, shunt, units
     Command("FILTER?", filter_q, (CHANNEL,)),
     Command("FILTER", filter_set, (Input(allow_all=True), FLAG, Int(0, 200), Int(1, 80))),  # on, settle %, window %
     Command("INNAME?", lambda d, ch: d.channels[ch].name, (CHANNEL,)),
@@ -323,8 +332,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("CRVDEL", crvdel, (USER_CURVE,)),
     # heater outputs
     Command("OUTMODE?", outmode_q, (OUTPUT,)),
-    Command("OUTMODE", outmode_set,
-            (OUTPUT, Int(0, 6), ControlInput(), FLAG, FLAG, FLAG, Int(1, 255))),  # mode, input, powerup, polarity, filter, delay
+    Command(
+        "OUTMODE", outmode_set, (OUTPUT, Int(0, 6), ControlInput(), FLAG, FLAG, FLAG, Int(1, 255))
+    ),  # mode, input, powerup, polarity, filter, delay
     Command("RANGE?", lambda d, out: str(d.outputs[out].range), (OUTPUT,)),
     Command("RANGE", range_set, (OUTPUT, Int(0, 8))),
     Command("HTRSET?", htrset_q, (OUTPUT,)),

@@ -4,6 +4,7 @@ The state (settings, scanner, heaters) lives in ``LS372Device``; what each comma
 refuses and replies is ``ls372_commands.py``, so the physics never sees a string and the
 wire code never sees a kelvin.
 """
+
 from __future__ import annotations
 
 import math
@@ -132,9 +133,13 @@ class LS372Device:
             self.channels = default_channels()
             # Output 2 (still) as socs' fixtures record a real 372: OUTMODE? 2 -> 4,16,1,0,0,001,
             # HTRSET? 2 -> +120.000,8,+0000.00,1 (FIDELITY.md).
-            self.outputs = {0: Output372(), 1: Output372(),
-                            2: Output372(mode=4, input="16", powerup=1, resistance=120.0, max_current=8,
-                                         max_user_current=0.0, display=1)}
+            self.outputs = {
+                0: Output372(),
+                1: Output372(),
+                2: Output372(
+                    mode=4, input="16", powerup=1, resistance=120.0, max_current=8, max_user_current=0.0, display=1
+                ),
+            }
             self.ramps = {o: (0, 0.0) for o in (0, 1, 2)}
             self.outputs[0].max_current = 2
             self.outputs[0].max_user_current = 0.0
@@ -163,7 +168,9 @@ class LS372Device:
 
     def error(self, exc: Exception) -> None:
         with self.lock:
-            self.esr |= ESR_CMD if isinstance(exc, CommandError) else ESR_EXEC if isinstance(exc, ExecutionError) else ESR_QUERY
+            self.esr |= (
+                ESR_CMD if isinstance(exc, CommandError) else ESR_EXEC if isinstance(exc, ExecutionError) else ESR_QUERY
+            )
 
     # -- physics -----------------------------------------------------------------
     def _stage_temperature(self, ch: str, t: float) -> float | None:
@@ -208,9 +215,13 @@ class LS372Device:
         if c.tlimit and kelvin > c.tlimit:
             for o in self.outputs.values():
                 o.range = 0
-        current = (A_CURRENT_EXC.get(c.excitation, 1e-9) if ch == "A" else
-                   CURRENT_EXC.get(c.excitation, 1e-9) if c.mode == 1 else
-                   VOLTAGE_EXC.get(c.excitation, 2e-5) / max(ohms, 1e-6))
+        current = (
+            A_CURRENT_EXC.get(c.excitation, 1e-9)
+            if ch == "A"
+            else CURRENT_EXC.get(c.excitation, 1e-9)
+            if c.mode == 1
+            else VOLTAGE_EXC.get(c.excitation, 2e-5) / max(ohms, 1e-6)
+        )
         return Measured(kelvin, ohms, status, current * current * ohms, self.noise.apply(1e-3 * ohms) - 1e-3 * ohms)
 
     def _reading_at(self, ch: str, t: float) -> Measured:

@@ -7,6 +7,7 @@ The sample heater's power raises the mixing chamber through the T^2 cooling
 power of a dilution unit. Time is simulated seconds, so a cooldown can be
 fast-forwarded.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ arguments are separated by commas or spaces; strings may be quoted. What the
 instrument does with each command lives in its command table (``ls372_commands.py``,
 ``ls240_commands.py``), declared with the argument specs and ``Command`` below.
 """
+
 from __future__ import annotations
 
 import math

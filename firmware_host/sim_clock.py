@@ -1,4 +1,5 @@
 """Simulated time: runs ``scale`` times faster than the wall clock, and can be fast-forwarded."""
+
 from __future__ import annotations
 
 import threading

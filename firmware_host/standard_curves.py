@@ -1,4 +1,5 @@
 """The calibration curves the emulated sensors follow (real Lake Shore standard curves)."""
+
 from __future__ import annotations
 
 import math

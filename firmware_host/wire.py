@@ -3,6 +3,7 @@
 Each connection is a thread that frames lines and hands them to the device's
 dispatcher. Faults act here, on the bytes, never inside the device model.
 """
+
 from __future__ import annotations
 
 import errno
@@ -78,8 +79,14 @@ def odd_parity_8n1_view(data: bytes) -> bytes:
 class LineSession:
     """Frames incoming bytes into lines and answers through the dispatcher."""
 
-    def __init__(self, dispatcher: Dispatcher, lock: threading.RLock, faults: Faults,
-                 send: Callable[[bytes], bool], ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        lock: threading.RLock,
+        faults: Faults,
+        send: Callable[[bytes], bool],
+        ledger: Ledger | None = None,
+    ) -> None:
         self.dispatcher, self.lock, self.faults, self.send = dispatcher, lock, faults, send
         self.ledger = ledger
         self.buf = bytearray()
@@ -119,8 +126,16 @@ class LineSession:
 class TcpInterface:
     """TCP server; at most ``max_clients`` at once, further connections are refused (reset)."""
 
-    def __init__(self, host: str, port: int, make_dispatcher: Callable[[], Dispatcher],
-                 lock: threading.RLock, faults: Faults, max_clients: int = 2, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        make_dispatcher: Callable[[], Dispatcher],
+        lock: threading.RLock,
+        faults: Faults,
+        max_clients: int = 2,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.ledger = ledger
         self.make_dispatcher, self.lock, self.faults, self.max_clients = make_dispatcher, lock, faults, max_clients
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -217,8 +232,15 @@ class PtyInterface:
     8N1, its replies arrive with the parity bit in bit 7, as on the real link.
     """
 
-    def __init__(self, link: str, make_dispatcher: Callable[[], Dispatcher], lock: threading.RLock,
-                 faults: Faults, framing: str = "8N1", ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        link: str,
+        make_dispatcher: Callable[[], Dispatcher],
+        lock: threading.RLock,
+        faults: Faults,
+        framing: str = "8N1",
+        ledger: Ledger | None = None,
+    ) -> None:
         self.ledger = ledger
         self.link = os.path.abspath(link)
         self.make_dispatcher, self.lock, self.faults, self.framing = make_dispatcher, lock, faults, framing

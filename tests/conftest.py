@@ -1,4 +1,5 @@
 """Shared fixtures: real emulators on real loopback sockets and real ptys."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Real-hardware tests run only when asked for (KELVINPI_HW_372 / KELVINPI_HW_240): otherwise they are
 # not collected at all, so they are neither skipped nor counted.
-collect_ignore = [] if (os.environ.get("KELVINPI_HW_372") or os.environ.get("KELVINPI_HW_240")) \
-    else ["test_hardware.py"]
+collect_ignore = (
+    [] if (os.environ.get("KELVINPI_HW_372") or os.environ.get("KELVINPI_HW_240")) else ["test_hardware.py"]
+)
 
 
 def free_port() -> int:
@@ -91,17 +93,22 @@ def run_with_timeout(fn, timeout: float = 10.0):
     return result.get("value")
 
 
-def appliance_config(tmp_path, emu372=None, emu240=None, extra: str = "", stale_after: float = 30,
-                     interval: float = 0.2) -> str:
+def appliance_config(
+    tmp_path, emu372=None, emu240=None, extra: str = "", stale_after: float = 30, interval: float = 0.2
+) -> str:
     parts = []
     if emu372 is not None:
         host, port = emu372.tcp.address
-        parts.append(f'[[instrument]]\nmodel = "372"\nname = "LSA23JD"\ndescription = "test 372"\ntransport = "tcp"\n'
-                     f'host = "{host}"\nport = {port}\ntimeout = 1.0\ninterval = {interval}\nread_heater = true\n')
+        parts.append(
+            f'[[instrument]]\nmodel = "372"\nname = "LSA23JD"\ndescription = "test 372"\ntransport = "tcp"\n'
+            f'host = "{host}"\nport = {port}\ntimeout = 1.0\ninterval = {interval}\nread_heater = true\n'
+        )
     if emu240 is not None:
-        parts.append(f'[[instrument]]\nmodel = "240"\nname = "LSA24AZ"\ntransport = "serial"\n'
-                     f'device = "{emu240.pty.link}"\ntimeout = 1.0\ninterval = {interval}\n')
-    parts.append('[polling]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n')
+        parts.append(
+            f'[[instrument]]\nmodel = "240"\nname = "LSA24AZ"\ntransport = "serial"\n'
+            f'device = "{emu240.pty.link}"\ntimeout = 1.0\ninterval = {interval}\n'
+        )
+    parts.append("[polling]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n")
     parts.append(f'[store]\npath = "{tmp_path / "kelvinpi.db"}"\ncommit_interval = 0.2\n')
     parts.append(f'[web]\nbind = "127.0.0.1"\nport = 0\nstale_after = {stale_after}\n')
     return "\n".join(parts) + extra

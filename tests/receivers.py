@@ -5,6 +5,7 @@ test on free ports with their data in the test's directory, stopped by pid.
 (Prometheus: a range-vector instant query, which returns raw samples, not the interpolated steps of
 query_range; VictoriaMetrics: /api/v1/export), keyed by (metric name, field label).
 """
+
 from __future__ import annotations
 
 import json
@@ -103,13 +104,19 @@ class Prometheus(Receiver):
     def __init__(self, workdir: Path, ooo_window: str = "30m", **kw) -> None:
         super().__init__(workdir, **kw)
         self.config = workdir / "prometheus.yml"
-        self.config.write_text("global:\n  scrape_interval: 1h\n"
-                               f"storage:\n  tsdb:\n    out_of_order_time_window: {ooo_window}\n")
+        self.config.write_text(
+            f"global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: {ooo_window}\n"
+        )
 
     def argv(self) -> list[str]:
-        return [self.BIN, f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-remote-write-receiver",
-                "--log.level=warn"]
+        return [
+            self.BIN,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-remote-write-receiver",
+            "--log.level=warn",
+        ]
 
     def samples(self, start: float, end: float) -> dict[tuple[str, str], list[tuple[int, float]]]:
         span = max(1, int(end - start) + 1)
@@ -130,8 +137,14 @@ class VictoriaMetrics(Receiver):
     READY = "/health"
 
     def argv(self) -> list[str]:
-        return [self.BIN, f"-storageDataPath={self.workdir / 'data'}", f"-httpListenAddr=127.0.0.1:{self.port}",
-                "-retentionPeriod=10y", "-loggerLevel=ERROR", "-search.disableCache"]
+        return [
+            self.BIN,
+            f"-storageDataPath={self.workdir / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=10y",
+            "-loggerLevel=ERROR",
+            "-search.disableCache",
+        ]
 
     def samples(self, start: float, end: float) -> dict[tuple[str, str], list[tuple[int, float]]]:
         self.get("/internal/force_flush", {})  # recently written samples searchable now, not in ~10 s
@@ -145,7 +158,9 @@ class VictoriaMetrics(Receiver):
         return {k: sorted(v) for k, v in out.items()}
 
 
-def expected(store, start: float, end: float, send_status: bool = True) -> dict[tuple[str, str], list[tuple[int, float]]]:
+def expected(
+    store, start: float, end: float, send_status: bool = True
+) -> dict[tuple[str, str], list[tuple[int, float]]]:
     """What a receiver must hold for [start, end]: every stored sample, named as the uplink names it."""
     from appliance.uplinks.remote_write import METRIC_BY_UNITS, OTHER_METRIC, STATUS_METRIC
 

@@ -7,6 +7,7 @@ served:   points a remote reader gets back: sisock ``get_data`` through the rout
 lost:     produced readings with no stored row (per channel and quantity);
 foreign:  stored numbers the instrument never sent (garbled bytes taken as values).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,10 @@ class Tally:
         return min(vals) if vals else 0
 
     def line(self) -> str:
-        return (f"produced={self.produced} stored={self.stored} served={self.served} lost={self.lost}"
-                f" (late={self.late} foreign={self.foreign} wamp={self.served_wamp} http={self.served_http})")
+        return (
+            f"produced={self.produced} stored={self.stored} served={self.served} lost={self.lost}"
+            f" (late={self.late} foreign={self.foreign} wamp={self.served_wamp} http={self.served_http})"
+        )
 
 
 def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, str, str]]:
@@ -103,8 +106,9 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
                 tally.lost += max(0, len(values) - stored)
                 known = Counter(values)
                 numbers = Counter(v for _, v in rows if v is not None)
-                tally.foreign += sum(max(0, n - known[v]) for v, n in numbers.items()) if not late.get((ch, q)) \
-                    else 0  # late replies' values are not kept; then only counts are compared
+                tally.foreign += (
+                    sum(max(0, n - known[v]) for v, n in numbers.items()) if not late.get((ch, q)) else 0
+                )  # late replies' values are not kept; then only counts are compared
                 tally.per_series[name] = (len(values), stored)
                 if rows:
                     t_lo = rows[0][0] if t_lo is None else min(t_lo, rows[0][0])
@@ -123,10 +127,17 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
             tally.served_http = 0
             names = [name for (n, _, _), (_, name, _) in smap.items() if n in emulators]
             for a, b in windows(start, end, 90):
-                body = json.dumps({"range": {"from": repr(a), "to": repr(b)}, "maxDataPoints": 100000,
-                                   "intervalMs": 0, "targets": [{"target": n} for n in names]}).encode()
-                req = urllib.request.Request(f"{http_base}/grafana/query", data=body,
-                                             headers={"Content-Type": "application/json"})
+                body = json.dumps(
+                    {
+                        "range": {"from": repr(a), "to": repr(b)},
+                        "maxDataPoints": 100000,
+                        "intervalMs": 0,
+                        "targets": [{"target": n} for n in names],
+                    }
+                ).encode()
+                req = urllib.request.Request(
+                    f"{http_base}/grafana/query", data=body, headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(req, timeout=30) as r:
                     tally.served_http += sum(len(t["datapoints"]) for t in json.load(r))
     finally:
@@ -157,7 +168,9 @@ def stored_count(db_path) -> int:
     Store(db_path).close()
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        return db.execute("SELECT (SELECT coalesce(sum(n), 0) FROM fresh) + (SELECT coalesce(sum(n), 0) FROM block)").fetchone()[0]
+        return db.execute(
+            "SELECT (SELECT coalesce(sum(n), 0) FROM fresh) + (SELECT coalesce(sum(n), 0) FROM block)"
+        ).fetchone()[0]
     finally:
         db.close()
 

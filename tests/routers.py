@@ -2,6 +2,7 @@
 
 Everything listens on 127.0.0.1, is started by the test, and stopped by pid.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,18 +46,26 @@ def make_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     directory.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = directory / f"{name}_key.pem", directory / f"{name}_cert.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     os.chmod(key_path, 0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
@@ -89,14 +98,28 @@ class Crossbar:
         return f"ws://127.0.0.1:{self.ocs_port}/ws"
 
     def start(self, timeout: float = 60) -> None:
-        env = dict(os.environ, WAMP_SECRET=self.server_secret, WAMP_CONSUMER_SECRET=self.consumer_secret,
-                   CROSSBAR_TLS_PORT=str(self.tls_port), CROSSBAR_OCS_PORT=str(self.ocs_port))
-        subprocess.run([sys.executable, str(RENDER), str(TEMPLATE), str(self.cbdir / "config.json")], env=env,
-                       check=True, timeout=30)
+        env = dict(
+            os.environ,
+            WAMP_SECRET=self.server_secret,
+            WAMP_CONSUMER_SECRET=self.consumer_secret,
+            CROSSBAR_TLS_PORT=str(self.tls_port),
+            CROSSBAR_OCS_PORT=str(self.ocs_port),
+        )
+        subprocess.run(
+            [sys.executable, str(RENDER), str(TEMPLATE), str(self.cbdir / "config.json")],
+            env=env,
+            check=True,
+            timeout=30,
+        )
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen([str(CROSSBAR), "start", "--cbdir", str(self.cbdir), "--loglevel", "info"],
-                                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(CROSSBAR), "start", "--cbdir", str(self.cbdir), "--loglevel", "info"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -141,8 +164,14 @@ def _transport(url: str, cert: Path | None):
     import ssl
 
     parsed = urllib.parse.urlparse(url)
-    t = {"type": "websocket", "url": url, "max_retries": -1, "initial_retry_delay": 0.5, "max_retry_delay": 2,
-         "endpoint": {"type": "tcp", "host": parsed.hostname, "port": parsed.port}}
+    t = {
+        "type": "websocket",
+        "url": url,
+        "max_retries": -1,
+        "initial_retry_delay": 0.5,
+        "max_retry_delay": 2,
+        "endpoint": {"type": "tcp", "host": parsed.hostname, "port": parsed.port},
+    }
     if parsed.scheme == "wss":
         ctx = ssl.create_default_context(cafile=str(cert))
         t["endpoint"]["tls"] = ctx
@@ -168,8 +197,11 @@ class Hub:
         self.nodes: list[dict] = []
         self.adds: list[tuple] = []
         self.joined = threading.Event()
-        comp = Component(transports=[_transport(router.wss_url, router.cert)], realm="test_realm",
-                         authentication={"wampcra": {"authid": "server", "secret": router.server_secret}})
+        comp = Component(
+            transports=[_transport(router.wss_url, router.cert)],
+            realm="test_realm",
+            authentication={"wampcra": {"authid": "server", "secret": router.server_secret}},
+        )
 
         @comp.on_join
         async def joined(session, details):
@@ -207,9 +239,11 @@ class Consumer:
         self.loop, self.base = loop, base
         self.session = None
         self.joined = threading.Event()
-        comp = Component(transports=[_transport(router.wss_url, router.cert)], realm="test_realm",
-                         authentication={"wampcra": {"authid": "simonsobs",
-                                                     "secret": secret or router.consumer_secret}})
+        comp = Component(
+            transports=[_transport(router.wss_url, router.cert)],
+            realm="test_realm",
+            authentication={"wampcra": {"authid": "simonsobs", "secret": secret or router.consumer_secret}},
+        )
 
         @comp.on_join
         async def joined(session, details):
@@ -223,6 +257,7 @@ class Consumer:
 
         async def _call():
             return await self.session.call(uri, *args, **kw)
+
         return self.loop.run(_call())
 
     def nodes(self):
@@ -245,8 +280,11 @@ class FeedListener:
 
         @comp.on_join
         async def joined(session, details):
-            await session.subscribe(lambda data: self.messages.append(data), f"observatory..feeds.{feed}",
-                                    options=SubscribeOptions(match="wildcard"))
+            await session.subscribe(
+                lambda data: self.messages.append(data),
+                f"observatory..feeds.{feed}",
+                options=SubscribeOptions(match="wildcard"),
+            )
             self.joined.set()
 
         self.comp = _start(loop, comp, self.joined)
@@ -299,8 +337,11 @@ bind-address = "127.0.0.1:{self.bind_port}"
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 30) -> None:
-        self.proc = subprocess.Popen([self.BIN, "-config", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.workdir / "influxd.log", "ab"))
+        self.proc = subprocess.Popen(
+            [self.BIN, "-config", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "influxd.log", "ab"),
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -316,7 +357,9 @@ bind-address = "127.0.0.1:{self.bind_port}"
             return json.loads(r.read())
 
     def create_db(self, db: str = "ocs_feeds") -> None:
-        req = urllib.request.Request(self.url + "/query", data=urllib.parse.urlencode({"q": f"CREATE DATABASE {db}"}).encode())
+        req = urllib.request.Request(
+            self.url + "/query", data=urllib.parse.urlencode({"q": f"CREATE DATABASE {db}"}).encode()
+        )
         urllib.request.urlopen(req, timeout=10).read()
 
     def write(self, lines: list[str], db: str = "ocs_feeds") -> None:

@@ -12,6 +12,7 @@ vanishing, the router restarting. Last line, for scripts:
 Exit status 0 only when nothing was lost, nothing foreign was stored, everything stored was served,
 and the appliance's RSS grew by less than --rss-bound MB between the first minute and the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,15 @@ def health(port: int) -> dict:
         return json.loads(r.read())
 
 
-def inject(rng: random.Random, e372: Emulator, e240: Emulator, router: Crossbar, counts: Counter,
-           allow_router: bool, influx: Influx | None = None) -> str:
+def inject(
+    rng: random.Random,
+    e372: Emulator,
+    e240: Emulator,
+    router: Crossbar,
+    counts: Counter,
+    allow_router: bool,
+    influx: Influx | None = None,
+) -> str:
     if influx is not None and allow_router and rng.random() < 0.1:
         counts["influxdb restart"] += 1
         influx.stop()
@@ -98,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.days * 86400 / (args.minutes * 60)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kelvinpi-soak-"))
-    print(f"soak: {args.days} simulated days in {args.minutes} min (time scale {scale:.0f}x), seed {args.seed}, "
-          f"work dir {work}", flush=True)
+    print(
+        f"soak: {args.days} simulated days in {args.minutes} min (time scale {scale:.0f}x), seed {args.seed}, "
+        f"work dir {work}",
+        flush=True,
+    )
     e372 = Emulator.ls372(seed=rng.randrange(1 << 30), time_scale=scale, warm=True)
     e240 = Emulator.ls240(seed=rng.randrange(1 << 30), time_scale=scale, warm=True)
     e372.listen_tcp("127.0.0.1", 0)
@@ -109,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     # ever be read. (A `reset` fault puts it back to scanning, which the soak then also sees.)
     from drivers.ls372 import Model372
     from drivers.transport import TcpTransport
+
     setup = Model372(TcpTransport(*e372.tcp.address), timeout=2)
     setup.connect()
     setup.set_scan("2", autoscan=False)
@@ -130,17 +142,26 @@ def main(argv: list[str] | None = None) -> int:
     secret = work / "wamp-secret"
     secret.write_text(SERVER_SECRET + "\n")
     os.chmod(secret, 0o600)
-    uplinks = (f'\n[[uplink]]\nkind = "sisock"\nurl = "{router.wss_url}"\nsecret_file = "{secret}"\n'
-               f'ca_file = "{router.cert}"\n\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n')
+    uplinks = (
+        f'\n[[uplink]]\nkind = "sisock"\nurl = "{router.wss_url}"\nsecret_file = "{secret}"\n'
+        f'ca_file = "{router.cert}"\n\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n'
+    )
     if influx is not None:
         uplinks += f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
 
     cfg = work / "kelvinpi.toml"
-    cfg.write_text(appliance_config(work, e372, e240, extra=uplinks, interval=0.2).replace(
-        "commit_interval = 0.2", "commit_interval = 0.5"))
+    cfg.write_text(
+        appliance_config(work, e372, e240, extra=uplinks, interval=0.2).replace(
+            "commit_interval = 0.2", "commit_interval = 0.5"
+        )
+    )
     log = open(work / "kelvinpi.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     counts: Counter = Counter()
     status = 1
     final = "soak: produced=0 stored=0 served=0 lost=0 (the soak did not finish: see above)"
@@ -166,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             if proc.poll() is not None:
                 raise RuntimeError(f"the appliance exited with {proc.returncode}")
             if now >= next_fault and now < end - 20:
-                if inject(rng, e372, e240, router, counts, allow_router=now - last_router > 60,
-                          influx=influx) == "router restart":
+                if (
+                    inject(rng, e372, e240, router, counts, allow_router=now - last_router > 60, influx=influx)
+                    == "router restart"
+                ):
                     last_router = time.monotonic()
                 next_fault = time.monotonic() + rng.expovariate(1 / args.fault_every)
         for e in (e372, e240):
@@ -180,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             e.control("mute on")  # quiesce: nothing in flight while we count
         time.sleep(5)  # and the writer, idle for 2 s, has moved its journal into SQLite
         h = health(port)
-        tally = reconcile(work / "kelvinpi.db", {"LSA23JD": e372, "LSA24AZ": e240}, consumer=consumer,
-                          http_base=f"http://127.0.0.1:{port}")
+        tally = reconcile(
+            work / "kelvinpi.db",
+            {"LSA23JD": e372, "LSA24AZ": e240},
+            consumer=consumer,
+            http_base=f"http://127.0.0.1:{port}",
+        )
         # the push uplinks: the OCS feed and InfluxDB hold exactly what is stored (bounded wait for backfill)
         deadline = time.monotonic() + 180
         while (gaps := forwarding_gaps(work / "kelvinpi.db", listener, influx)) and time.monotonic() < deadline:
@@ -189,27 +216,50 @@ def main(argv: list[str] | None = None) -> int:
         pushed = forwarded(work / "kelvinpi.db", listener, influx)
         db_mb = sum(p.stat().st_size for p in work.glob("kelvinpi.db*")) / 1e6
         sim_days = e372.clock.now() / 86400 if hasattr(e372.clock, "now") else float("nan")
-        print(f"soak: faults injected: {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
-        print(f"soak: simulated {sim_days:.2f} days; temperatures now {json.loads(e372.control('status'))['temperatures']}")
-        print("soak: produced/stored per series: " + ", ".join(
-            f"{k.split('::')[-1] if '::' in k else k} {p}/{s}" for k, (p, s) in sorted(tally.per_series.items())))
-        print(f"soak: late replies (slow fault, not counted as produced) {tally.late}; replies the faults garbled "
-              f"{e372.ledger.faulted + e240.ledger.faulted}; foreign values stored {tally.foreign}")
-        print(f"soak: served over WAMP {tally.served_wamp}, over HTTP (Grafana) {tally.served_http}; "
-              f"queue dropped {h['store']['dropped']}, write errors {h['store']['write_errors']}")
-        print(f"soak: RSS {rss_start:.1f} MB after the first minute, {rss_end:.1f} MB at the end "
-              f"(bound +{args.rss_bound:.0f} MB); DB {db_mb:.1f} MB")
-        print(f"soak: forwarded: {sum(v[0] for v in pushed.values())} non-NULL samples of {len(pushed)} series; "
-              f"wrong on the OCS feed {sum(v[1] for v in pushed.values())}, in InfluxDB "
-              f"{sum(v[2] for v in pushed.values()) if influx is not None else 'n/a'}"
-              + (f"; per series (stored, OCS wrong, InfluxDB wrong): {gaps}" if gaps else ""))
-        ok = (tally.lost == 0 and tally.foreign == 0 and tally.served_wamp == tally.stored == tally.served_http
-              and tally.produced > 0 and rss_end - rss_start <= args.rss_bound and not gaps)
+        print(
+            f"soak: faults injected: {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
+        )
+        print(
+            f"soak: simulated {sim_days:.2f} days; temperatures now {json.loads(e372.control('status'))['temperatures']}"
+        )
+        print(
+            "soak: produced/stored per series: "
+            + ", ".join(
+                f"{k.split('::')[-1] if '::' in k else k} {p}/{s}" for k, (p, s) in sorted(tally.per_series.items())
+            )
+        )
+        print(
+            f"soak: late replies (slow fault, not counted as produced) {tally.late}; replies the faults garbled "
+            f"{e372.ledger.faulted + e240.ledger.faulted}; foreign values stored {tally.foreign}"
+        )
+        print(
+            f"soak: served over WAMP {tally.served_wamp}, over HTTP (Grafana) {tally.served_http}; "
+            f"queue dropped {h['store']['dropped']}, write errors {h['store']['write_errors']}"
+        )
+        print(
+            f"soak: RSS {rss_start:.1f} MB after the first minute, {rss_end:.1f} MB at the end "
+            f"(bound +{args.rss_bound:.0f} MB); DB {db_mb:.1f} MB"
+        )
+        print(
+            f"soak: forwarded: {sum(v[0] for v in pushed.values())} non-NULL samples of {len(pushed)} series; "
+            f"wrong on the OCS feed {sum(v[1] for v in pushed.values())}, in InfluxDB "
+            f"{sum(v[2] for v in pushed.values()) if influx is not None else 'n/a'}"
+            + (f"; per series (stored, OCS wrong, InfluxDB wrong): {gaps}" if gaps else "")
+        )
+        ok = (
+            tally.lost == 0
+            and tally.foreign == 0
+            and tally.served_wamp == tally.stored == tally.served_http
+            and tally.produced > 0
+            and rss_end - rss_start <= args.rss_bound
+            and not gaps
+        )
         print(f"soak: {'PASS' if ok else 'FAIL'}", flush=True)
         final = f"soak: produced={tally.produced} stored={tally.stored} served={tally.served} lost={tally.lost}"
         status = 0 if ok else 1
     except Exception:
         import traceback
+
         traceback.print_exc()
     finally:
         if proc.poll() is None:
@@ -231,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         e240.stop()
         if not args.keep and status == 0:
             import shutil
+
             shutil.rmtree(work, ignore_errors=True)
     print(final, flush=True)  # the last line, for scripts
     return status

@@ -1,5 +1,6 @@
 """The poller's model table: every model the config accepts has an acquisition strategy, which
 opens its own driver on the configured transport (without talking to it yet)."""
+
 from typing import get_args
 
 from appliance.acquisition import ACQUISITIONS

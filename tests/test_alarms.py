@@ -1,5 +1,6 @@
 """Alarm rules on sequences of observations (pure), then the whole appliance against the emulator
 with a real HTTP receiver and a real SMTP server (aiosmtpd) on loopback."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,12 @@ def run(engine: AlarmEngine, seq) -> list[tuple[float, str, str]]:
 
 
 def test_threshold_hold_and_hysteresis():
-    eng = AlarmEngine(rules('[[alarm]]\nkind = "above"\nname = "hot"\nfield = "N::mxc_t"\nthreshold = 0.05\n'
-                            'hysteresis = 0.01\nhold = 3\n'))
+    eng = AlarmEngine(
+        rules(
+            '[[alarm]]\nkind = "above"\nname = "hot"\nfield = "N::mxc_t"\nthreshold = 0.05\n'
+            "hysteresis = 0.01\nhold = 3\n"
+        )
+    )
     values = [0.02, 0.06, 0.06, 0.03, 0.06, 0.06, 0.06, 0.06, 0.045, 0.041, 0.039, 0.06]
     seq = [Observation(now=t, latest={"N::mxc_t": (t, v)}) for t, v in enumerate(values)]
     # above from t=4 on: held 3 s at t=7; 0.045 and 0.041 are inside the hysteresis band; 0.039 clears
@@ -31,13 +36,23 @@ def test_threshold_hold_and_hysteresis():
 
 
 def test_below_and_curve_limits():
-    eng = AlarmEngine(rules('[[alarm]]\nkind = "below"\nname = "cold"\nfield = "N::a_t"\nthreshold = 1\n'
-                            '[[alarm]]\nkind = "above"\nname = "over"\nfield = "N::a_t"\nthreshold = 10\n'))
-    seq = [Observation(now=0, latest={"N::a_t": (0, 0.5)}),
-           Observation(now=1, latest={"N::a_t": (1, None)}, beyond={"N::a_t": "above"}),  # T_OVER: no value
-           Observation(now=2, latest={"N::a_t": (2, 5.0)})]
-    assert run(eng, seq) == [(0, "cold", "raised"), (1, "over", "raised"), (2, "cold", "cleared"),
-                             (2, "over", "cleared")]
+    eng = AlarmEngine(
+        rules(
+            '[[alarm]]\nkind = "below"\nname = "cold"\nfield = "N::a_t"\nthreshold = 1\n'
+            '[[alarm]]\nkind = "above"\nname = "over"\nfield = "N::a_t"\nthreshold = 10\n'
+        )
+    )
+    seq = [
+        Observation(now=0, latest={"N::a_t": (0, 0.5)}),
+        Observation(now=1, latest={"N::a_t": (1, None)}, beyond={"N::a_t": "above"}),  # T_OVER: no value
+        Observation(now=2, latest={"N::a_t": (2, 5.0)}),
+    ]
+    assert run(eng, seq) == [
+        (0, "cold", "raised"),
+        (1, "over", "raised"),
+        (2, "cold", "cleared"),
+        (2, "over", "cleared"),
+    ]
 
 
 def test_invalid_reading_is_not_a_value():
@@ -46,11 +61,13 @@ def test_invalid_reading_is_not_a_value():
 
 
 def test_rate_over_window():
-    eng = AlarmEngine(rules('[[alarm]]\nkind = "rate"\nname = "warming"\nfield = "N::a_t"\nthreshold = 0.5\n'
-                            'window = 60\n'))
+    eng = AlarmEngine(
+        rules('[[alarm]]\nkind = "rate"\nname = "warming"\nfield = "N::a_t"\nthreshold = 0.5\nwindow = 60\n')
+    )
     # flat for two minutes, then +1 K/min
-    seq = [Observation(now=t, latest={"N::a_t": (t, 4.0 if t < 120 else 4.0 + (t - 120) / 60)})
-           for t in range(0, 400, 5)]
+    seq = [
+        Observation(now=t, latest={"N::a_t": (t, 4.0 if t < 120 else 4.0 + (t - 120) / 60)}) for t in range(0, 400, 5)
+    ]
     got = run(eng, seq)
     assert got[0][1:] == ("warming", "raised")
     # a least-squares slope over 60 s passes 0.5 K/min about half a window after the ramp starts
@@ -60,10 +77,16 @@ def test_rate_over_window():
 
 
 def test_rate_falling_and_too_few_points():
-    eng = AlarmEngine(rules('[[alarm]]\nkind = "rate"\nname = "cooling"\nfield = "N::a_t"\nthreshold = 1\n'
-                            'window = 60\ndirection = "falling"\n'))
-    assert run(eng, [Observation(now=0, latest={"N::a_t": (0, 10.0)}),
-                     Observation(now=1, latest={"N::a_t": (1, 5.0)})]) == []  # two points: no rate yet
+    eng = AlarmEngine(
+        rules(
+            '[[alarm]]\nkind = "rate"\nname = "cooling"\nfield = "N::a_t"\nthreshold = 1\n'
+            'window = 60\ndirection = "falling"\n'
+        )
+    )
+    assert (
+        run(eng, [Observation(now=0, latest={"N::a_t": (0, 10.0)}), Observation(now=1, latest={"N::a_t": (1, 5.0)})])
+        == []
+    )  # two points: no rate yet
     seq = [Observation(now=t, latest={"N::a_t": (t, 10.0 - t / 10)}) for t in range(2, 60, 2)]
     assert run(eng, seq)[0][1:] == ("cooling", "raised")
 
@@ -73,20 +96,31 @@ def test_no_data_is_scanner_aware():
     gap = {"N::mxc_t": 52.0}  # the autoscan comes back every 52 s
     seq = [Observation(now=t, latest={"N::mxc_t": (0.0, 0.01)}, expected_gap=gap) for t in (1, 30, 60, 62, 63)]
     assert run(eng, seq) == [(63, "silent", "raised")]  # not at 30 s, as a plain 30 s rule would
-    assert run(eng, [Observation(now=64, latest={"N::mxc_t": (64.0, 0.01)}, expected_gap=gap)]) == \
-        [(64, "silent", "cleared")]
+    assert run(eng, [Observation(now=64, latest={"N::mxc_t": (64.0, 0.01)}, expected_gap=gap)]) == [
+        (64, "silent", "cleared")
+    ]
 
 
 def test_disconnected_store_backlog():
-    eng = AlarmEngine(rules('[[alarm]]\nkind = "disconnected"\nname = "gone"\ninstrument = "N"\nhold = 2\n'
-                            '[[alarm]]\nkind = "store_not_writing"\nname = "stuck"\nseconds = 30\n'))
-    seq = [Observation(now=0, connected={"N": True}, last_commit=0),
-           Observation(now=1, connected={"N": False}, last_commit=0),
-           Observation(now=3, connected={"N": False}, last_commit=0),
-           Observation(now=31, connected={"N": True}, last_commit=0),
-           Observation(now=32, connected={"N": True}, last_commit=32)]
-    assert run(eng, seq) == [(3, "gone", "raised"), (31, "gone", "cleared"), (31, "stuck", "raised"),
-                             (32, "stuck", "cleared")]
+    eng = AlarmEngine(
+        rules(
+            '[[alarm]]\nkind = "disconnected"\nname = "gone"\ninstrument = "N"\nhold = 2\n'
+            '[[alarm]]\nkind = "store_not_writing"\nname = "stuck"\nseconds = 30\n'
+        )
+    )
+    seq = [
+        Observation(now=0, connected={"N": True}, last_commit=0),
+        Observation(now=1, connected={"N": False}, last_commit=0),
+        Observation(now=3, connected={"N": False}, last_commit=0),
+        Observation(now=31, connected={"N": True}, last_commit=0),
+        Observation(now=32, connected={"N": True}, last_commit=32),
+    ]
+    assert run(eng, seq) == [
+        (3, "gone", "raised"),
+        (31, "gone", "cleared"),
+        (31, "stuck", "raised"),
+        (32, "stuck", "cleared"),
+    ]
 
 
 def test_restart_keeps_active_and_acknowledged():
@@ -98,15 +132,20 @@ def test_restart_keeps_active_and_acknowledged():
     again = AlarmEngine(rs, saved)
     assert again.states["hot"].active and again.states["hot"].acked and again.states["hot"].since == 0
     # still hot: no second "raised"; cooled: "cleared"
-    assert run(again, [Observation(now=5, latest={"N::a_t": (5, 2.0)}),
-                       Observation(now=6, latest={"N::a_t": (6, 0.5)})]) == [(6, "hot", "cleared")]
+    assert run(
+        again, [Observation(now=5, latest={"N::a_t": (5, 2.0)}), Observation(now=6, latest={"N::a_t": (6, 0.5)})]
+    ) == [(6, "hot", "cleared")]
 
 
 def test_scan_schedule_next_in_and_gap():
     from appliance.freshness import next_in, scan_gap
 
-    scan = {"autoscan": True, "channel": "2", "switched": 100.0,
-            "rotation": [["1", 3, 10], ["2", 3, 10], ["3", 3, 10], ["5", 3, 10]]}
+    scan = {
+        "autoscan": True,
+        "channel": "2",
+        "switched": 100.0,
+        "rotation": [["1", 3, 10], ["2", 3, 10], ["3", 3, 10], ["5", 3, 10]],
+    }
     assert scan_gap(scan, "5", 1.0) == 53.0 and scan_gap(scan, "A", 1.0) == 1.0
     assert scan_gap(dict(scan, autoscan=False), "5", 1.0) == 1.0
     assert next_in(scan, "2", 101.0) == 2.0  # in its change pause
@@ -137,8 +176,10 @@ def test_alarm_records_survive_a_kill(tmp_path):
     again = Store(path)
     states, notices = again.alarm_load()
     assert states["hot"] == {"active": True, "acked": False, "since": 5.0}
-    assert [(n["id"], n["kind"], n["targets"], n["sent"]) for n in notices] == \
-        [(1, "raised", ["a", "b"], {"a"}), (2, "repeat", ["a", "b"], set())]
+    assert [(n["id"], n["kind"], n["targets"], n["sent"]) for n in notices] == [
+        (1, "raised", ["a", "b"], {"a"}),
+        (2, "repeat", ["a", "b"], set()),
+    ]
     again.close()
 
 
@@ -160,7 +201,7 @@ def test_a_secret_readable_by_others_refuses_the_target(tmp_path):
 
 def test_an_instrument_name_of_the_wrong_type_is_a_config_error_not_a_crash():
     """Found by the config fuzzer: the alarm cross-check hashed an instrument name given as a list."""
-    text = '''
+    text = """
 [[instrument]]
 model = "372"
 name = ["LSA23JD"]
@@ -171,7 +212,7 @@ name = "mxc warm"
 kind = "above"
 field = "LSA23JD::mxc_t"
 threshold = 0.1
-'''
+"""
     with pytest.raises(config.ConfigError) as exc:
         config.parse(text, "kelvinpi.toml")
     assert "kelvinpi.toml:4: instrument[0].name" in str(exc.value)

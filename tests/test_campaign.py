@@ -1,5 +1,6 @@
 """Fault campaign: every scenario ends by reconciling the instruments' ledgers with the store and
 with what readers are served (issue 6). Counts are printed so the run log is the evidence."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -27,8 +28,10 @@ def _max_gap(db_path, name: str, t0: float, t1: float) -> float:
 
 def push_uplinks(router, influx) -> str:
     """Config lines for the push uplinks: OCS feeds on the session's router, and InfluxDB."""
-    return (f'\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n'
-            f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n')
+    return (
+        f'\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n'
+        f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
+    )
 
 
 def wait_forwarded(store, listener, influx, what: str) -> dict:
@@ -43,15 +46,19 @@ def wait_forwarded(store, listener, influx, what: str) -> dict:
 def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, router, consumer, wamp_loop, influx):
     listener = FeedListener(wamp_loop, router)
     assert listener.joined.wait(20)
-    app = start_appliance(appliance_config(tmp_path, emu372, emu240,
-                                           extra=sisock_uplink(router, tmp_path) + push_uplinks(router, influx)))
+    app = start_appliance(
+        appliance_config(tmp_path, emu372, emu240, extra=sisock_uplink(router, tmp_path) + push_uplinks(router, influx))
+    )
     base = app.base_url
     try:
         wait_for(lambda: all(p.health.connected for p in app.pollers), 20, what="both instruments connected")
         wait_nodes(consumer)
         cycles = [p.health.cycles for p in app.pollers]
-        wait_for(lambda: all(p.health.cycles > n + 5 for p, n in zip(app.pollers, cycles)), 20,
-                 what="both instruments polling steadily before the faults")
+        wait_for(
+            lambda: all(p.health.cycles > n + 5 for p, n in zip(app.pollers, cycles)),
+            20,
+            what="both instruments polling steadily before the faults",
+        )
         t_fault = time.time()
         # the 372: each fault, then recovery within its backoff (backoff_max 1 s + timeout 1 s)
         recovery: dict[str, float] = {}
@@ -70,8 +77,14 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
             wait_for(lambda: h.samples > before + 4, 20, what=f"{poller.cfg.name} polling steadily after {fault}")
 
         # the 372: each fault, then recovery within its backoff
-        for fault, hold in [("drop", 0), ("mute on", 2.0), ("slow 1.5", 2.5), ("garbage 3", 0), ("partial 2", 0),
-                            ("reset", 0)]:
+        for fault, hold in [
+            ("drop", 0),
+            ("mute on", 2.0),
+            ("slow 1.5", 2.5),
+            ("garbage 3", 0),
+            ("partial 2", 0),
+            ("reset", 0),
+        ]:
             inject(emu372, app.pollers[0], fault, hold)
         # the 240: garbled bytes, a cut line, its USB vanishing and coming back under the same serial number
         for fault, hold in [("garbage 2", 0), ("partial 1", 0), ("unplug 2", 2.0)]:
@@ -86,8 +99,13 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
         pushed = wait_forwarded(app.store, listener, influx, "instrument faults")
     finally:
         app.stop()
-    print("instrument faults: forwarded to OCS and InfluxDB (stored, OCS wrong, InfluxDB wrong):",
-          sum(v[0] for v in pushed.values()), "non-NULL samples in", len(pushed), "series, 0 wrong")
+    print(
+        "instrument faults: forwarded to OCS and InfluxDB (stored, OCS wrong, InfluxDB wrong):",
+        sum(v[0] for v in pushed.values()),
+        "non-NULL samples in",
+        len(pushed),
+        "series, 0 wrong",
+    )
     # the 240 went on reading while the 372 was faulted ...
     assert _max_gap(db, "LSA24AZ::50k_plate_t", t_fault, t_fault + 8) < 1.5
     # ... and the 372's silence shows as a gap, not as invented values
@@ -110,12 +128,14 @@ def _metric(base: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372, emu240, router, consumer, wamp_loop,
-                                                  influx):
+def test_disk_full_queues_counts_drops_and_resumes(
+    tmp_path, small_disk, emu372, emu240, router, consumer, wamp_loop, influx
+):
     listener = FeedListener(wamp_loop, router)
     assert listener.joined.wait(20)
-    text = appliance_config(tmp_path, emu372, emu240,
-                            extra=sisock_uplink(router, tmp_path) + push_uplinks(router, influx))
+    text = appliance_config(
+        tmp_path, emu372, emu240, extra=sisock_uplink(router, tmp_path) + push_uplinks(router, influx)
+    )
     text = text.replace("read_heater = true", "read_heater = false")
     text = text.replace(str(tmp_path / "kelvinpi.db"), str(small_disk / "kelvinpi.db"))
     text = text.replace("commit_interval = 0.2", "commit_interval = 0.2\nqueue_size = 300")
@@ -145,8 +165,12 @@ def test_disk_full_queues_counts_drops_and_resumes(tmp_path, small_disk, emu372,
     finally:
         app.stop()
         filler.unlink(missing_ok=True)
-    print("disk full:", tally.line(), f"dropped={dropped} (counted); forwarded to OCS and InfluxDB:",
-          sum(v[0] for v in pushed.values()))
+    print(
+        "disk full:",
+        tally.line(),
+        f"dropped={dropped} (counted); forwarded to OCS and InfluxDB:",
+        sum(v[0] for v in pushed.values()),
+    )
     assert dropped > 0
     assert tally.produced == tally.stored + dropped  # every reading is stored or counted as dropped
     assert tally.foreign == 0 and tally.served_wamp == tally.stored == tally.served_http
@@ -189,8 +213,11 @@ def test_disk_full_during_a_reconnect_and_a_clock_step(tmp_path, small_disk, emu
         written = app.store.written
         filler.unlink()  # space comes back
         wait_for(lambda: app.store.written > written + 100 and len(app.queue) < 100, 30, what="writes resumed")
-        wait_for(lambda: "clock_step" in {e["kind"] for e in app.store.events(limit=1000)}, 10,
-                 what="the queued events committed")
+        wait_for(
+            lambda: "clock_step" in {e["kind"] for e in app.store.events(limit=1000)},
+            10,
+            what="the queued events committed",
+        )
         kinds = [e["kind"] for e in app.store.events(limit=1000)]
         quiesce(emu372, emu240)
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240})
@@ -200,8 +227,11 @@ def test_disk_full_during_a_reconnect_and_a_clock_step(tmp_path, small_disk, emu
         offset[0] = 0.0
         watcher.join(3)
         filler.unlink(missing_ok=True)
-    print("disk full during a reconnect and a clock step:", tally.line(), f"events={kinds.count('connected')} connected,"
-          f" {kinds.count('disconnected')} disconnected")
+    print(
+        "disk full during a reconnect and a clock step:",
+        tally.line(),
+        f"events={kinds.count('connected')} connected, {kinds.count('disconnected')} disconnected",
+    )
     assert "disconnected" in kinds and kinds.count("connected") >= 3  # two at start, one after the unplug
     assert dropped == 0 and tally.lost == 0 and tally.foreign == 0, tally.per_series
 
@@ -229,8 +259,7 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
         time.sleep(4)
         quiesce(emu372, emu240)
         wait_nodes(consumer)
-        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer,
-                          http_base=app.base_url)
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=app.base_url)
         steps = app.clock_steps
     finally:
         app.stop()
@@ -240,7 +269,9 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
     assert tally.served_wamp == tally.stored == tally.served_http
     db = sqlite3.connect(app.store.path)
     kinds = [r[0] for r in db.execute("SELECT detail FROM event WHERE kind='clock_step' ORDER BY id")]
-    assert steps == 2 and len(kinds) == 2 and kinds[0].startswith("-36") and kinds[1].startswith("+90000")  # -1 h to +1 d
+    assert (
+        steps == 2 and len(kinds) == 2 and kinds[0].startswith("-36") and kinds[1].startswith("+90000")
+    )  # -1 h to +1 d
     # each stretch in acquisition order: sorted by time the stretches come back B (an hour early), A, C
     ledger = emu240.ledger.snapshot()[("1", "kelvin")]
     got = stored(app.store, "LSA24AZ::50k_plate_t")
@@ -272,13 +303,21 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
     db = tmp_path / "kelvinpi.db"
     seed = Store(db)
     now = time.time()
-    keys = [SeriesKey("LSA24AZ", "50k_plate_t", "K", "50k_plate"), SeriesKey("LSA24AZ", "4k_plate_t", "K", "4k_plate"),
-            SeriesKey("LSA23JD", "mxc_control_t", "K", "mxc_control"),
-            SeriesKey("LSA23JD", "mxc_control_r", "Ohm", "mxc_control")]
+    keys = [
+        SeriesKey("LSA24AZ", "50k_plate_t", "K", "50k_plate"),
+        SeriesKey("LSA24AZ", "4k_plate_t", "K", "4k_plate"),
+        SeriesKey("LSA23JD", "mxc_control_t", "K", "mxc_control"),
+        SeriesKey("LSA23JD", "mxc_control_r", "Ohm", "mxc_control"),
+    ]
     t0 = now - 30 * 86400
     for day in range(30):
-        seed.write([Sample(k, t0 + day * 86400 + m * 60 + i * 0.001, 1.0 + m % 7, 0)
-                    for m in range(1440) for i, k in enumerate(keys)])
+        seed.write(
+            [
+                Sample(k, t0 + day * 86400 + m * 60 + i * 0.001, 1.0 + m % 7, 0)
+                for m in range(1440)
+                for i, k in enumerate(keys)
+            ]
+        )
     seed.close()
     text = appliance_config(tmp_path, emu372, emu240, interval=1.0)
     app = Appliance(_config.parse(text))
@@ -300,13 +339,19 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
                 if kind == "latest":
                     conn.request("GET", "/api/v1/latest")
                 else:
-                    body = json.dumps({"range": {"from": repr(time.time() - 30 * 86400), "to": repr(time.time())},
-                                       "maxDataPoints": 1000, "targets": targets})
+                    body = json.dumps(
+                        {
+                            "range": {"from": repr(time.time() - 30 * 86400), "to": repr(time.time())},
+                            "maxDataPoints": 1000,
+                            "targets": targets,
+                        }
+                    )
                     conn.request("POST", "/grafana/query", body, {"Content-Type": "application/json"})
                 r = conn.getresponse()
                 data = json.loads(r.read())
-                ok = r.status == 200 and (len(data) >= 4 if kind == "latest" else
-                                          all(len(s["datapoints"]) >= 500 for s in data))
+                ok = r.status == 200 and (
+                    len(data) >= 4 if kind == "latest" else all(len(s["datapoints"]) >= 500 for s in data)
+                )
             except Exception as exc:  # counted, then the connection is replaced
                 ok, r = False, None
                 conn.close()
@@ -332,8 +377,9 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
         t_done = time.time()
         overruns = [p.health.overruns - o for p, o in zip(app.pollers, over0)]
         quiesce(emu372, emu240)
-        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, since=now,
-                          http_base=f"http://127.0.0.1:{port}")
+        tally = reconcile(
+            app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, since=now, http_base=f"http://127.0.0.1:{port}"
+        )
     finally:
         app.stop()
     print("load:", tally.line())
@@ -342,9 +388,15 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
 
     def pct(v, q):
         return statistics.quantiles(v, n=100)[q - 1] * 1000 if len(v) > 1 else float("nan")
-    print(f"load: {total} requests in 20 s by 50 clients ({total / 20:.0f}/s); "
-          + "; ".join(f"{k} n={len(v)} p50={pct(v, 50):.1f} ms p99={pct(v, 99):.1f} ms max={max(v) * 1000:.1f} ms"
-                      for k, v in latencies.items()) + f"; poll overruns={overruns}; failures={len(failures)}")
+
+    print(
+        f"load: {total} requests in 20 s by 50 clients ({total / 20:.0f}/s); "
+        + "; ".join(
+            f"{k} n={len(v)} p50={pct(v, 50):.1f} ms p99={pct(v, 99):.1f} ms max={max(v) * 1000:.1f} ms"
+            for k, v in latencies.items()
+        )
+        + f"; poll overruns={overruns}; failures={len(failures)}"
+    )
     assert not failures, failures[:5]
     assert len(latencies["latest"]) > 200 and len(latencies["grafana"]) > 50
     assert overruns == [0, 0]

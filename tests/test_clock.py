@@ -1,4 +1,5 @@
 """The clock check runs every few seconds for the life of the appliance: it must cost no process."""
+
 import subprocess
 
 from appliance import clock

@@ -1,4 +1,5 @@
 """Config validation: golden cases in Telegraf's manner (tests/config_cases/<case>/{kelvinpi.toml,expected.err})."""
+
 import os
 import stat
 import subprocess
@@ -16,8 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_golden(case):
     """`kelvinpi check-config` output equals the golden file; exit 0 only when it is empty."""
-    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "check-config", "kelvinpi.toml"],
-                          cwd=case, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "check-config", "kelvinpi.toml"],
+        cwd=case,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     expected = (case / "expected.err").read_text()
     assert proc.stderr == expected
     assert (proc.returncode == 0) == (expected == "")
@@ -30,8 +36,9 @@ def test_every_error_has_a_line():
 
 
 def test_sample_and_demo_configs_validate(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "sample-config"], capture_output=True, text=True,
-                         timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "sample-config"], capture_output=True, text=True, timeout=60
+    ).stdout
     assert "[[instrument]]" in out
     cfg = config.parse(out, "sample")
     assert [i.model for i in cfg.instrument] == ["372", "240"]
@@ -106,8 +113,9 @@ def test_committed_reference_is_up_to_date():
 
 
 def _sample() -> str:
-    return subprocess.run([sys.executable, "-m", "appliance.cli", "sample-config"], capture_output=True, text=True,
-                          timeout=60, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "sample-config"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
 
 
 def test_sample_holds_every_key():
@@ -135,8 +143,11 @@ def test_sample_with_everything_uncommented_validates(tmp_path):
         if line.startswith("# kind = "):
             block = line
         key = line[2:].split(" = ")[0] if line.startswith("# ") and " = " in line else None
-        if key and not ("influxdb" in block and key in ("bucket", "org", "token_file")) \
-                and not ("remote_write" in block and key == "token_file"):  # basic auth or a token, not both
+        if (
+            key
+            and not ("influxdb" in block and key in ("bucket", "org", "token_file"))
+            and not ("remote_write" in block and key == "token_file")
+        ):  # basic auth or a token, not both
             line = line[2:]
         elif line.startswith("# [["):
             line = line[2:]

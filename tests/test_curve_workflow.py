@@ -1,4 +1,5 @@
 """Calibration curves through the control API and `kelvinpi curve` (issue 11), on both emulators."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ DT = ROOT / "firmware_host/curves/DT-670.340"
 @pytest.fixture
 def app(tmp_path, emu372, emu240):
     tok = secret_file(tmp_path / "token", TOKEN)
-    a = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240, extra=(
-        f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'))))
+    a = Appliance(
+        _config.parse(
+            appliance_config(tmp_path, emu372, emu240, extra=(f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'))
+        )
+    )
     a.start()
     a.base_url = f"http://127.0.0.1:{a.web_address[1]}"
     a.token_file = tok
@@ -33,8 +37,24 @@ def app(tmp_path, emu372, emu240):
 
 
 def cli(app, node, *words) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "appliance.cli", "curve", "--url", app.base_url, "--node", node,
-                           "--token-file", str(app.token_file), *words], capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "curve",
+            "--url",
+            app.base_url,
+            "--node",
+            node,
+            "--token-file",
+            str(app.token_file),
+            *words,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def small(path, n: int, name: str) -> Curve:
@@ -45,6 +65,7 @@ def small(path, n: int, name: str) -> Curve:
 def fast(app, monkeypatch):
     """Take out the 65 ms per point the real bridge needs (socs PR #31): tests would wait minutes."""
     from drivers.base import Pacing
+
     monkeypatch.setattr("drivers.ls372.CURVE_POINT_GAP", 0.0)
     app.pollers[0].instrument.pacing = Pacing(0.0, 0.0, 0.0)
 
@@ -89,6 +110,7 @@ def test_372_upload_list_show_verify_delete(app, emu372, tmp_path, monkeypatch):
 
 def read_340_text(text: str) -> Curve:
     from drivers.curves import parse_340
+
     return parse_340(text)
 
 
@@ -105,8 +127,13 @@ def test_372_full_200_points_and_new_header_in_next_snapshot(app, monkeypatch):
     url = f"{app.base_url}/api/v1/control/LSA23JD/curves/22"
     status, _, body = call(url, "PUT", {"text": write_340(curve)}, {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200 and json.loads(body)["points"] == 200, body
-    snap = wait_for(lambda: (lambda s: s if s and s[-1][1]["curves"]["22"]["name"] == "KP-FULL" else None)(
-        app.store.snapshots("LSA23JD")), 20, what="snapshot with the new header")
+    snap = wait_for(
+        lambda: (lambda s: s if s and s[-1][1]["curves"]["22"]["name"] == "KP-FULL" else None)(
+            app.store.snapshots("LSA23JD")
+        ),
+        20,
+        what="snapshot with the new header",
+    )
     assert snap[-1][1]["curves"]["22"]["serial"] == "SN200"
 
 
@@ -118,8 +145,12 @@ def test_upload_refused_when_read_back_differs(app, emu372):
         orig(number, index, units * (1.01 if index == 7 else 1.0), kelvin)
 
     emu372.device.curves.set_point = lossy
-    status, _, body = call(f"{app.base_url}/api/v1/control/LSA23JD/curves/31", "PUT",
-                           {"text": write_340(small(RX, 10, "KP-LOSS"))}, {"Authorization": f"Bearer {TOKEN}"})
+    status, _, body = call(
+        f"{app.base_url}/api/v1/control/LSA23JD/curves/31",
+        "PUT",
+        {"text": write_340(small(RX, 10, "KP-LOSS"))},
+        {"Authorization": f"Bearer {TOKEN}"},
+    )
     assert status == 409 and "point 7 differs" in json.loads(body)["error"]["message"], body
 
 
@@ -129,8 +160,13 @@ def test_240_upload_and_the_vendor_upload_read_back(app, emu240, tmp_path, monke
     r = cli(app, "LSA24AZ", "upload", "2", str(f))
     assert r.returncode == 0, r.stderr
     assert " 2  KP-DT80" in cli(app, "LSA24AZ", "list").stdout
-    snap = wait_for(lambda: (lambda s: s if s and s[-1][1]["channels"]["2"]["curve"]["name"] == "KP-DT80" else None)(
-        app.store.snapshots("LSA24AZ")), 20, what="240 snapshot with the new header")
+    snap = wait_for(
+        lambda: (lambda s: s if s and s[-1][1]["channels"]["2"]["curve"]["name"] == "KP-DT80" else None)(
+            app.store.snapshots("LSA24AZ")
+        ),
+        20,
+        what="240 snapshot with the new header",
+    )
     assert snap
     r = cli(app, "LSA24AZ", "upload", "3", str(f))
     assert r.returncode == 1 and "curves are 1-2" in r.stderr
@@ -139,8 +175,12 @@ def test_240_upload_and_the_vendor_upload_read_back(app, emu240, tmp_path, monke
     app.stop()
     import lakeshore.generic_instrument as generic
     from types import SimpleNamespace
-    monkeypatch.setattr(generic, "comports", lambda: [SimpleNamespace(device=emu240.pty.link, vid=0x1FB9,
-                                                                      pid=0x0205, serial_number="LSA24AZ")])
+
+    monkeypatch.setattr(
+        generic,
+        "comports",
+        lambda: [SimpleNamespace(device=emu240.pty.link, vid=0x1FB9, pid=0x0205, serial_number="LSA24AZ")],
+    )
     oracle = within(lambda: lakeshore.Model240(com_port=emu240.pty.link, timeout=1))
     theirs = small(DT, 12, "VENDOR")
     try:
@@ -151,6 +191,7 @@ def test_240_upload_and_the_vendor_upload_read_back(app, emu240, tmp_path, monke
     finally:
         within(lambda: oracle.disconnect_usb())
     from drivers.ls240 import Model240
+
     ours = Model240.serial(emu240.pty.link)
     ours.connect()
     got = ours.download_curve(1)
@@ -160,8 +201,9 @@ def test_240_upload_and_the_vendor_upload_read_back(app, emu240, tmp_path, monke
 
 
 def test_control_off_means_no_curve_api(running_appliance):
-    status, _, body = call(f"{running_appliance.base_url}/api/v1/control/LSA23JD/curves",
-                           headers={"Authorization": f"Bearer {TOKEN}"})
+    status, _, body = call(
+        f"{running_appliance.base_url}/api/v1/control/LSA23JD/curves", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert status == 403 and "disabled" in json.loads(body)["error"]["message"]
 
 
@@ -170,6 +212,7 @@ def test_240_driver_upload_verifies_at_six_digits(emu240):
     rounding and refuses a real difference."""
     from drivers import InstrumentError
     from drivers.ls240 import Model240, same_to_six_digits
+
     assert same_to_six_digits(0.145904, 0.1459) and not same_to_six_digits(0.145904, 0.14592)
     assert same_to_six_digits(475.5, 475.5) and not same_to_six_digits(1.64429, 1.64431)
     m = Model240.serial(emu240.pty.link)

@@ -1,4 +1,5 @@
 """Drivers against the emulated firmware over real TCP sockets, real ptys and pyvisa-py."""
+
 import time
 
 import pytest
@@ -92,6 +93,7 @@ def test_serial_pty_372_with_7o1(emu372_pty):
 def test_serial_pty_372_with_wrong_framing_garbles(emu372_pty):
     """Opened 8N1 instead of 7O1, replies carry the parity bit: the driver must refuse them."""
     from drivers import BadReply, InstrumentTimeout
+
     m = Model372(SerialTransport(emu372_pty.pty.link, 57600), timeout=1.0)
     with pytest.raises((BadReply, InstrumentTimeout), match="framing|ASCII"):
         m.connect()
@@ -184,8 +186,11 @@ def test_visa_asrl_372_without_parity_garbles(emu372_pty):
     """The old settings (data_bits=7 only: 7N1) are what the fix removed: the replies arrive garbled."""
     from drivers import BadReply, InstrumentTimeout
     from drivers.transport import visa_serial_settings
-    m = Model372(VisaTransport(f"ASRL{emu372_pty.pty.link}::INSTR",
-                               serial_settings=visa_serial_settings(57600, 7, "N", 1)), timeout=1.0)
+
+    m = Model372(
+        VisaTransport(f"ASRL{emu372_pty.pty.link}::INSTR", serial_settings=visa_serial_settings(57600, 7, "N", 1)),
+        timeout=1.0,
+    )
     with pytest.raises((BadReply, InstrumentTimeout)):
         m.connect()
 

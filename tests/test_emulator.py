@@ -1,4 +1,5 @@
 """The emulated firmware on the wire: dialect, scanner timing, physics, CLI lifecycle."""
+
 import json
 import os
 import signal
@@ -52,7 +53,9 @@ def test_third_client_refused(emu372):
         data = c.recv(100)
         if not data:
             raise ConnectionResetError
-    a.close(); b.close(); c.close()
+    a.close()
+    b.close()
+    c.close()
 
 
 def test_scanner_pause_dwell_and_frozen_values():
@@ -107,11 +110,34 @@ def test_cli_ready_line_and_sigterm(tmp_path):
     port = free_port()
     link = tmp_path / "ls240"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p1 = subprocess.Popen([sys.executable, "-m", "appliance.cli", "emulate", "ls372", "--listen", f"127.0.0.1:{port}",
-                           "--serial-link", str(tmp_path / "ls372"), "--time-scale", "10", "--seed", "1"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    p2 = subprocess.Popen([sys.executable, "-m", "appliance.cli", "emulate", "ls240", "--serial-link", str(link),
-                           "--channels", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p1 = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "emulate",
+            "ls372",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--serial-link",
+            str(tmp_path / "ls372"),
+            "--time-scale",
+            "10",
+            "--seed",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    p2 = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "emulate", "ls240", "--serial-link", str(link), "--channels", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line1 = p1.stdout.readline()
         line2 = p2.stdout.readline()
@@ -201,7 +227,9 @@ def test_autoscan_snapshots_are_stored_only_when_the_configuration_changes(tmp_p
         stored += store.snapshot("LSA23JD", m.configuration(["1", "2", "3"]))
         store.write([])
         assert stored == 2 and [c["scan"] for _, c in store.snapshots("LSA23JD")] == [
-            {"autoscan": True}, {"autoscan": False, "channel": "2"}]
+            {"autoscan": True},
+            {"autoscan": False, "channel": "2"},
+        ]
     finally:
         store.close()
         emu.stop()

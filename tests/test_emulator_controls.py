@@ -1,4 +1,5 @@
 """The fault-control table and its documentation agree: every word has an action and a line in the docstring."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Every fault-injection mode: the driver raises the right typed error within its timeout,
 never hangs, and works again after the fault clears (reconnect)."""
+
 import time
 
 import pytest
@@ -23,12 +24,14 @@ def connect372(emu) -> Model372:
 
 def connect_when_back(m, timeout: float = 5.0) -> None:
     """Reconnect ``m`` as soon as its device node is back (the emulator replugs it after a while)."""
+
     def attempt() -> bool:
         try:
             m.connect()
             return True
         except ConnectionLost:
             return False
+
     wait_for(attempt, timeout, step=0.2, what="the pty coming back")
 
 
@@ -41,13 +44,16 @@ def timed(fn):
     return elapsed
 
 
-@pytest.mark.parametrize("fault,error", [
-    ("mute on", InstrumentTimeout),
-    ("slow 2", InstrumentTimeout),
-    ("garbage 1", BadReply),
-    ("partial 1", InstrumentTimeout),
-    ("drop", ConnectionLost),
-])
+@pytest.mark.parametrize(
+    "fault,error",
+    [
+        ("mute on", InstrumentTimeout),
+        ("slow 2", InstrumentTimeout),
+        ("garbage 1", BadReply),
+        ("partial 1", InstrumentTimeout),
+        ("drop", ConnectionLost),
+    ],
+)
 def test_372_tcp_fault_then_recovery(emu372, fault, error):
     m = connect372(emu372)
     assert emu372.control(fault) == "ok"

@@ -6,6 +6,7 @@ socs' LS372 driver connects with 74 queries (``*IDN?``, ``SCAN?``, then ``INSET?
 ``INTYPE?``/``INNAME?`` per input. The sequences are written out here as bytes (socs' code is not
 used), and every reply is checked the way socs parses it.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,11 @@ import pytest
 
 SOCS_372_CONNECT = (
     [b"*IDN?", b"SCAN?"]
-    + [q % c for c in [b"A"] + [str(i).encode() for i in range(1, 17)]
-       for q in (b"INSET? %s", b"INNAME? %s", b"INTYPE? %s", b"TLIMIT? %s")]
+    + [
+        q % c
+        for c in [b"A"] + [str(i).encode() for i in range(1, 17)]
+        for q in (b"INSET? %s", b"INNAME? %s", b"INTYPE? %s", b"TLIMIT? %s")
+    ]
     + [b"OUTMODE? 0", b"HTRSET? 0", b"OUTMODE? 2", b"HTRSET? 2"]
 )
 
@@ -71,12 +75,29 @@ def test_socs_372_readout_loop(emu372):
     and its setters with spaces (``RANGE 0 4``, ``MOUT 0 5``) and spaced commas (``CRVPT 30, 1, ...``)."""
     with socket.create_connection(emu372.tcp.address, timeout=2) as s:
         ch = int(_ask_tcp(s, b"SCAN?").split(b",")[0])
-        for q in (b"KRDG? %d" % ch, b"SRDG? %d" % ch, b"RDGK? %d" % ch, b"KRDG? A", b"HTR?", b"STILL?",
-                  b"RDGST? %d" % ch, b"PID?", b"RANGE? 0", b"SETP? 0", b"MOUT? 0"):
+        for q in (
+            b"KRDG? %d" % ch,
+            b"SRDG? %d" % ch,
+            b"RDGK? %d" % ch,
+            b"KRDG? A",
+            b"HTR?",
+            b"STILL?",
+            b"RDGST? %d" % ch,
+            b"PID?",
+            b"RANGE? 0",
+            b"SETP? 0",
+            b"MOUT? 0",
+        ):
             float(_ask_tcp(s, q).split(b",")[0])
         assert _ask_tcp(s, b"HTR?") == b"+00.0000E+00"  # socs' fixture shape: +00.0005E+00
-        for cmd in (b"OUTMODE 0,2,A,0,0,0,1", b"RANGE 0 4", b"MOUT 0 5", b"CRVHDR 30,\"Test\",\"SN1\",4,40.0,1",
-                    b"CRVPT 30, 1, 3.5, 0.05", b"CRVPT 30, 2, 3.0, 0.1"):
+        for cmd in (
+            b"OUTMODE 0,2,A,0,0,0,1",
+            b"RANGE 0 4",
+            b"MOUT 0 5",
+            b'CRVHDR 30,"Test","SN1",4,40.0,1',
+            b"CRVPT 30, 1, 3.5, 0.05",
+            b"CRVPT 30, 2, 3.0, 0.1",
+        ):
             s.sendall(cmd + b"\r\n")
         assert _ask_tcp(s, b"*ESR?") == b"128"
         assert _ask_tcp(s, b"RANGE? 0") == b"4"
@@ -100,6 +121,7 @@ def test_socs_240_connection_sequence(emu240_8p):
     try:
         import termios
         import tty
+
         tty.setraw(fd)
 
         def ask(line: bytes) -> bytes:

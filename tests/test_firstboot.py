@@ -1,4 +1,5 @@
 """First-boot handling of the FAT partition (a temp dir stands in for it): good, malformed, hostile."""
+
 import json
 import stat
 
@@ -91,15 +92,18 @@ users:
     assert any("passwords are ignored" in x for x in r.refused)
 
 
-@pytest.mark.parametrize("name,content,complaint", [
-    ("hostname", "bad host;rm -rf /\n", "not a valid hostname"),
-    ("authorized_keys", "command=\"sh\" ssh-ed25519 AAAA\n", "not an SSH public key"),
-    ("timezone", "../../etc/shadow", "not a zone name"),
-    ("wifi.conf", 'ssid=Lab"Net\npsk=12345678\n', "SSID"),
-    ("wifi.conf", "ssid=Lab\npsk=short\n", "passphrase"),
-    ("user-data", "hostname: [unclosed", "user-data: not valid YAML"),
-    ("kelvinpi.toml", "\xff\xfe", None),
-])
+@pytest.mark.parametrize(
+    "name,content,complaint",
+    [
+        ("hostname", "bad host;rm -rf /\n", "not a valid hostname"),
+        ("authorized_keys", 'command="sh" ssh-ed25519 AAAA\n', "not an SSH public key"),
+        ("timezone", "../../etc/shadow", "not a zone name"),
+        ("wifi.conf", 'ssid=Lab"Net\npsk=12345678\n', "SSID"),
+        ("wifi.conf", "ssid=Lab\npsk=short\n", "passphrase"),
+        ("user-data", "hostname: [unclosed", "user-data: not valid YAML"),
+        ("kelvinpi.toml", "\xff\xfe", None),
+    ],
+)
 def test_hostile_and_malformed_input_is_refused(fat, tmp_path, name, content, complaint):
     (fat / name).write_bytes(content.encode("latin-1") if name == "kelvinpi.toml" else content.encode())
     r = apply(fat, tmp_path / "data", validate)
@@ -148,10 +152,13 @@ users:
     assert any(x.startswith("user-data: users[3].ssh_authorized_keys: not a key: 7") for x in r.refused), r.refused
 
 
-@pytest.mark.parametrize("user_data,complaint", [
-    ("- a list\n", "user-data: not valid cloud-init: not a mapping (got list)"),
-    ("just text\n", "user-data: not valid cloud-init: not a mapping (got str)"),
-])
+@pytest.mark.parametrize(
+    "user_data,complaint",
+    [
+        ("- a list\n", "user-data: not valid cloud-init: not a mapping (got list)"),
+        ("just text\n", "user-data: not valid cloud-init: not a mapping (got str)"),
+    ],
+)
 def test_user_data_that_is_not_a_mapping(fat, tmp_path, user_data, complaint):
     (fat / "user-data").write_text(user_data)
     (fat / "hostname").write_text("fridge-2\n")
@@ -159,15 +166,18 @@ def test_user_data_that_is_not_a_mapping(fat, tmp_path, user_data, complaint):
     assert complaint in r.refused and r.hostname == "fridge-2"
 
 
-@pytest.mark.parametrize("network_config", [
-    "network: 5\n",
-    "network:\n  wifis: 5\n",
-    "network:\n  wifis:\n    wlan0: 5\n",
-    "network:\n  wifis:\n    wlan0:\n      access-points: [LabNet]\n",
-    "network:\n  wifis:\n    wlan0:\n      access-points:\n        LabNet:\n          password: 12345678\n",
-    "network:\n  wifis:\n    wlan0:\n      access-points:\n        LabNet: [x]\n",
-    "network: [unclosed\n",
-])
+@pytest.mark.parametrize(
+    "network_config",
+    [
+        "network: 5\n",
+        "network:\n  wifis: 5\n",
+        "network:\n  wifis:\n    wlan0: 5\n",
+        "network:\n  wifis:\n    wlan0:\n      access-points: [LabNet]\n",
+        "network:\n  wifis:\n    wlan0:\n      access-points:\n        LabNet:\n          password: 12345678\n",
+        "network:\n  wifis:\n    wlan0:\n      access-points:\n        LabNet: [x]\n",
+        "network: [unclosed\n",
+    ],
+)
 def test_malformed_network_config_is_refused(fat, tmp_path, network_config):
     (fat / "network-config").write_text(network_config)
     (fat / "user-data").write_text(f"hostname: thermo-lab\nusers:\n  - ssh_authorized_keys: [{KEY}]\n")
@@ -184,16 +194,23 @@ def test_firstboot_main_survives_a_malformed_card(fat, tmp_path):
     (fat / "user-data").write_text("hostname: thermo-lab\nusers: 5\n")
     (fat / "authorized_keys").write_text(KEY + "\n")
     data = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "-m", "appliance.firstboot", str(fat), str(data)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance.firstboot", str(fat), str(data)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "<4>firstboot: refused user-data: users must be a list (got int)" in proc.stdout
     assert (data / "identity/hostname").read_text() == "thermo-lab\n"
     assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
 
 
-def imager_card(fat, key: str, hostname: str = "thermo-lab", ssid: str = "Lab WiFi",
-                passphrase: str = "correct horse battery", country: str = "CH") -> str:
+def imager_card(
+    fat,
+    key: str,
+    hostname: str = "thermo-lab",
+    ssid: str = "Lab WiFi",
+    passphrase: str = "correct horse battery",
+    country: str = "CH",
+) -> str:
     """Write user-data and network-config as Raspberry Pi Imager's cloud-init generator does
     (customization_generator.cpp): the Wi-Fi password is the derived key, not the passphrase."""
     import hashlib

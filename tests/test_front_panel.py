@@ -1,13 +1,22 @@
 """The front panel in a real headless Chromium (Debian's), driven by Playwright."""
+
 import shutil
 
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"),
-                                reason="Debian's chromium is not installed (`make ci-deps` as root installs it)")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian's chromium is not installed (`make ci-deps` as root installs it)"
+)
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -37,7 +46,8 @@ def test_values_appear_update_and_go_stale(running_appliance, emu372, page, tmp_
     assert page.locator('[data-node="LSA23JD"]').inner_text().find("connected") > 0
     t0 = float(mxc.get_attribute("data-t"))
     page.wait_for_function(
-        f"document.querySelector('[data-channel=\"LSA23JD::mxc_control\"]').dataset.t > {t0}", timeout=10000)
+        f"document.querySelector('[data-channel=\"LSA23JD::mxc_control\"]').dataset.t > {t0}", timeout=10000
+    )
     page.screenshot(path=str(tmp_path / "panel.png"))
     # stop the 372: its cards go stale, the 240's stay live
     emu372.control("mute on")
@@ -50,7 +60,8 @@ def test_values_appear_update_and_go_stale(running_appliance, emu372, page, tmp_
     page.set_viewport_size({"width": 390, "height": 800})
     page.wait_for_function(  # the layout has followed the new width
         "document.querySelector('[data-channel=\"LSA23JD::mxc_control\"]').getBoundingClientRect().width <= 390",
-        timeout=5000)
+        timeout=5000,
+    )
     box = mxc.bounding_box()
     assert box and box["width"] <= 390
     emu372.control("clear")
@@ -62,8 +73,9 @@ def test_full_disk_shows_on_the_panel(tmp_path, small_disk, emu372, emu240, page
 
     from .conftest import appliance_config, fill_disk, wait_for
 
-    text = appliance_config(tmp_path, emu372, emu240).replace(str(tmp_path / "kelvinpi.db"),
-                                                              str(small_disk / "kelvinpi.db"))
+    text = appliance_config(tmp_path, emu372, emu240).replace(
+        str(tmp_path / "kelvinpi.db"), str(small_disk / "kelvinpi.db")
+    )
     app = Appliance(_config.parse(text.replace("commit_interval = 0.2", "commit_interval = 0.2\nqueue_size = 200")))
     app.start()
     try:

@@ -1,6 +1,7 @@
 """Bad input everywhere (issue 6, scenario 6): the HTTP API fuzzed by schemathesis from the OpenAPI
 description it serves, the config loader and the WAMP procedures' arguments by hypothesis.
 Every case must get a clear answer; the service stays up; no traceback reaches the client."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,8 +56,9 @@ def test_http_api_fuzzed(api_schema, fuzz_target):
             @given(op.as_strategy(generation_mode=mode))
             @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             def run(case):
-                response = case.call_and_validate(additional_checks=[no_traceback],
-                                                  excluded_checks=[positive_data_acceptance])
+                response = case.call_and_validate(
+                    additional_checks=[no_traceback], excluded_checks=[positive_data_acceptance]
+                )
                 assert response.status_code < 500, response.text
                 if response.status_code == 400:  # includes rules OpenAPI cannot state (start < end)
                     assert response.json()["error"]["message"], response.text
@@ -81,12 +83,22 @@ GOOD = (Path(__file__).parent / "config_cases" / "good" / "kelvinpi.toml").read_
 
 toml_values = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1).map(str),
-    st.floats(allow_nan=True, allow_infinity=True).map(lambda f: {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(
-        repr(f), repr(f))),
+    st.floats(allow_nan=True, allow_infinity=True).map(
+        lambda f: {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(f), repr(f))
+    ),
     st.booleans().map(lambda b: "true" if b else "false"),
-    st.text(max_size=80).map(lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"')
-                             .encode("unicode_escape").decode("ascii").replace("\\\\\\", "\\") + '"'),
-    st.sampled_from(["[]", "[1, \"a\"]", "{}", "{ a = 1 }", "1979-05-27T07:32:00Z", "\"\"", "-0", "0x10"]),
+    st.text(max_size=80).map(
+        lambda s: (
+            '"'
+            + s.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .encode("unicode_escape")
+            .decode("ascii")
+            .replace("\\\\\\", "\\")
+            + '"'
+        )
+    ),
+    st.sampled_from(["[]", '[1, "a"]', "{}", "{ a = 1 }", "1979-05-27T07:32:00Z", '""', "-0", "0x10"]),
 )
 
 
@@ -136,18 +148,23 @@ def test_config_loader_on_arbitrary_text(text):
 
 # -- the WAMP procedures' arguments ------------------------------------------------------------
 wamp_values = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
     st.lists(st.one_of(st.text(max_size=20), st.integers(), st.none()), max_size=5),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
     st.sampled_from([1e308, -1e308, 2**63, -(2**63) - 1, 5e-324, -1.0, 0]),
 )
 
 
-@given(field=st.one_of(wamp_values, st.lists(st.sampled_from(["mxc_control_t", "mxc_control_r", "nope", ""]),
-                                             max_size=4)),
-       start=st.one_of(st.sampled_from([-3600, -60, 0]), wamp_values),
-       end=st.one_of(st.sampled_from([0, -1, 1e12]), wamp_values), min_stride=wamp_values)
+@given(
+    field=st.one_of(wamp_values, st.lists(st.sampled_from(["mxc_control_t", "mxc_control_r", "nope", ""]), max_size=4)),
+    start=st.one_of(st.sampled_from([-3600, -60, 0]), wamp_values),
+    end=st.one_of(st.sampled_from([0, -1, 1e12]), wamp_values),
+    min_stride=wamp_values,
+)
 @example(field=["mxc_control_t"], start=-3600, end=0, min_stride=1e308)  # once an OverflowError in SQLite
 @example(field=["mxc_control_t"], start=-3600, end=1e300, min_stride=None)
 @settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -161,8 +178,7 @@ def test_wamp_procedure_arguments_fuzzed(fuzz_target, field, start, end, min_str
     from appliance.uplinks.sisock import DataNode
 
     node = DataNode(fuzz_target.store, "LSA23JD", "fuzz")
-    for call in (lambda: node.get_data(field, start, end, min_stride=min_stride),
-                 lambda: node.get_fields(start, end)):
+    for call in (lambda: node.get_data(field, start, end, min_stride=min_stride), lambda: node.get_fields(start, end)):
         try:
             out = call()
         except ApplicationError as exc:

@@ -10,6 +10,7 @@ to the tests): each query is run the way Grafana would run it, with Grafana's ma
   by the appliance's own InfluxDB uplink, and returns values for every column it selects, so the socs
   field names in the dashboard are the ones written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,20 +41,32 @@ def dashboard(name: str) -> dict:
 
 def substitute(text: str, values: dict[str, str]) -> str:
     """Grafana's template syntax: ``$var``, ``${var}``, ``${var:format}`` and ``[[var]]`` (single values)."""
+
     def one(m: re.Match) -> str:
         name = m.group(1) or m.group(2) or m.group(3) or m.group(4)
         if name not in values:
             raise AssertionError(f"{m.group(0)} in {text!r} is not a variable of the dashboard or Grafana")
         return str(values[name])
+
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(__\w+|\w+)\b|\$\{(__\w+)\}", one, text)
 
 
 def frame_schema(columns: list[dict]) -> dict:
-    types = {"timestamp_epoch": {"type": "integer"}, "number": {"type": ["number", "null"]},
-             "string": {"type": ["string", "null"]}, "boolean": {"type": ["boolean", "null"]}}
-    return {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": [c["selector"] for c in columns],
-        "properties": {c["selector"]: types[c["type"]] for c in columns}}}
+    types = {
+        "timestamp_epoch": {"type": "integer"},
+        "number": {"type": ["number", "null"]},
+        "string": {"type": ["string", "null"]},
+        "boolean": {"type": ["boolean", "null"]},
+    }
+    return {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "required": [c["selector"] for c in columns],
+            "properties": {c["selector"]: types[c["type"]] for c in columns},
+        },
+    }
 
 
 def csv_rows(text: str, columns: list[dict]) -> list[dict]:
@@ -65,16 +78,25 @@ def csv_rows(text: str, columns: list[dict]) -> list[dict]:
             v = raw.get(c["selector"])
             if v is None:
                 continue  # missing column: the schema reports it
-            row[c["selector"]] = (int(v) if c["type"] == "timestamp_epoch" else
-                                  (None if v == "" else float(v)) if c["type"] == "number" else v)
+            row[c["selector"]] = (
+                int(v)
+                if c["type"] == "timestamp_epoch"
+                else (None if v == "" else float(v))
+                if c["type"] == "number"
+                else v
+            )
         out.append(row)
     return out
 
 
 def dashboard_fields(name: str) -> set[str]:
     """Every <node>::<field> the Infinity dashboard asks for (variables substituted)."""
-    return {substitute(f, VARIABLES) for p in dashboard(name)["panels"] for t in p["targets"]
-            for f in urllib.parse.parse_qs(urllib.parse.urlsplit(t["url"]).query).get("field", [])}
+    return {
+        substitute(f, VARIABLES)
+        for p in dashboard(name)["panels"]
+        for t in p["targets"]
+        for f in urllib.parse.parse_qs(urllib.parse.urlsplit(t["url"]).query).get("field", [])
+    }
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +188,9 @@ def test_infinity_panels_resolve_against_the_appliance(fridge):
                     assert times == sorted(times) and len(set(times)) == len(times)
                     assert now_ms - span_ms <= times[0] and times[-1] <= now_ms, (p["title"], url)
                     assert len(rows) <= 1000 * (len(t["columns"]) - 1)
-                    if span_ms > 86400_000:  # a week: from the rollups, buckets on whole 10 minutes shared by all fields
+                    if (
+                        span_ms > 86400_000
+                    ):  # a week: from the rollups, buckets on whole 10 minutes shared by all fields
                         assert all(t_ % 600_000 == 0 for t_ in times), (p["title"], times[:5])
                 checked += 1
     assert checked == 2 * sum(len(p["targets"]) for p in d["panels"])
@@ -174,11 +198,14 @@ def test_infinity_panels_resolve_against_the_appliance(fridge):
 
 def test_timeseries_endpoint_rejects_bad_input(fridge):
     base = fridge[0].base_url + "/api/v1/timeseries?"
-    for qs, code, words in [("", 400, "field="), ("field=LSA23JD::nope_t", 404, "unknown field"),
-                            ("field=LSA23JD::mxc_control_t&from=5&to=1", 400, "before"),
-                            ("field=LSA23JD::mxc_control_t&max_points=100001", 400, "max_points"),
-                            ("field=LSA23JD::mxc_control_t&name=a&name=b", 400, "one name= per field="),
-                            ("field=LSA23JD::mxc_control_t&format=xml", 400, "json or csv")]:
+    for qs, code, words in [
+        ("", 400, "field="),
+        ("field=LSA23JD::nope_t", 404, "unknown field"),
+        ("field=LSA23JD::mxc_control_t&from=5&to=1", 400, "before"),
+        ("field=LSA23JD::mxc_control_t&max_points=100001", 400, "max_points"),
+        ("field=LSA23JD::mxc_control_t&name=a&name=b", 400, "one name= per field="),
+        ("field=LSA23JD::mxc_control_t&format=xml", 400, "json or csv"),
+    ]:
         try:
             urllib.request.urlopen(base + qs, timeout=10)
             raise AssertionError(f"{qs}: accepted")
@@ -213,6 +240,7 @@ def test_influxdb_dashboard_queries_read_what_the_uplink_writes(fridge):
             if not all(any(row[i] is not None for row in values) for i in range(1, len(cols))):
                 return False
         return True
+
     wait_for(all_columns_have_values, 60, step=1.0, what="every dashboard query returning values for every column")
     for title, t in targets:
         series = run(t["query"])

@@ -5,6 +5,7 @@
 Without them this file is not collected (tests/conftest.py), so nothing is skipped or counted.
 Only queries are sent: the instrument's settings are never changed.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The SD image pieces that can be checked in seconds: the assembler on a tiny fake rootfs,
 the systemd units, the udev rules. (The full build and qemu boot are `make image image-test`.)"""
+
 import hashlib
 import json
 import os
@@ -28,7 +29,9 @@ def fake_rootfs(root: Path) -> None:
     (root / "usr/bin/link").symlink_to("tool")
 
 
-@pytest.mark.skipif(bool(missing), reason=f"image tools missing: {missing} (apt-get install dosfstools mtools e2fsprogs fdisk)")
+@pytest.mark.skipif(
+    bool(missing), reason=f"image tools missing: {missing} (apt-get install dosfstools mtools e2fsprogs fdisk)"
+)
 def test_assemble_layout_and_reproducibility(tmp_path):
     root = tmp_path / "rootfs"
     fake_rootfs(root)
@@ -36,8 +39,13 @@ def test_assemble_layout_and_reproducibility(tmp_path):
     digests = []
     for run in range(2):
         out = tmp_path / f"run{run}.img"
-        subprocess.run(["bash", str(SD / "assemble-image.sh"), str(root), str(out), "64", "16"], env=env, check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["bash", str(SD / "assemble-image.sh"), str(root), str(out), "64", "16"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
         (root / "etc/hostname").touch()  # a newer mtime in the tree must not change the image
     assert digests[0] == digests[1]
@@ -47,8 +55,13 @@ def test_assemble_layout_and_reproducibility(tmp_path):
     assert layout["partitiontable"]["label"] == "dos"
     assert [p["type"] for p in parts] == ["c", "83", "83"] and parts[0].get("bootable") and parts[0]["start"] == 8192
     off = parts[0]["start"] * 512
-    listing = subprocess.run(["mdir", "-b", "-i", f"{img}@@{off}", "::/"], capture_output=True, text=True,
-                             env=dict(os.environ, MTOOLS_SKIP_CHECK="1"), check=True).stdout
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", f"{img}@@{off}", "::/"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MTOOLS_SKIP_CHECK="1"),
+        check=True,
+    ).stdout
     assert "config.txt" in listing and "cmdline.txt" in listing and "overlays" in listing
     # extract p2 and p3 and list them with debugfs
     for i, expect in ((1, ["etc", "usr", "boot", "data"]), (2, ["lost+found"])):
@@ -60,10 +73,13 @@ def test_assemble_layout_and_reproducibility(tmp_path):
         for name in expect:
             assert re.search(rf"\s{re.escape(name)}\s*$", ls, re.M), (name, ls)
     # boot files went to the FAT only, not into the root filesystem
-    ls = subprocess.run(["debugfs", "-R", "ls /boot/firmware", str(tmp_path / "p1.ext4")], capture_output=True,
-                        text=True).stdout
+    ls = subprocess.run(
+        ["debugfs", "-R", "ls /boot/firmware", str(tmp_path / "p1.ext4")], capture_output=True, text=True
+    ).stdout
     assert "config.txt" not in ls
-    labels = subprocess.run(["debugfs", "-R", "stats", str(tmp_path / "p2.ext4")], capture_output=True, text=True).stdout
+    labels = subprocess.run(
+        ["debugfs", "-R", "stats", str(tmp_path / "p2.ext4")], capture_output=True, text=True
+    ).stdout
     assert "Filesystem volume name:   data" in labels
 
 
@@ -83,17 +99,29 @@ def test_units_verify(unit, tmp_path):
         text = text.replace(cmd, str(stub))
     copy = tmp_path / unit.name
     copy.write_text(text)
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True,
-                          timeout=60)
-    problems = [l for l in (proc.stdout + proc.stderr).splitlines()
-                if unit.name in l and "Failed to" not in l or "Unknown" in l or "Invalid" in l]
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        l
+        for l in (proc.stdout + proc.stderr).splitlines()
+        if unit.name in l and "Failed to" not in l or "Unknown" in l or "Invalid" in l
+    ]
     assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
 
 
 def test_kelvinpi_unit_contract():
     unit = (SD / "overlay/etc/systemd/system/kelvinpi.service").read_text()
-    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict",
-                 "ReadWritePaths=/data", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=kelvinpi"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/data",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "User=kelvinpi",
+    ):
         assert line in unit, line
     wd = (SD / "overlay/etc/systemd/system.conf.d/watchdog.conf").read_text()
     assert "RuntimeWatchdogSec=" in wd
@@ -119,9 +147,11 @@ def test_boot_test_watchdog_override_is_test_only():
     assert "systemd.watchdog_sec=$TEST_WATCHDOG_SEC" in boot and "-action watchdog=debug" in boot
 
 
-RULE_KEY = re.compile(r'^(ACTION|SUBSYSTEM|SUBSYSTEMS|ATTR\{[\w/]+\}|ATTRS\{\w+\}|ENV\{\w+\}|KERNEL|DRIVER|DRIVERS|'
-                      r'SYMLINK|MODE|GROUP|OWNER|RUN\{\w+\}|RUN|TAG|PROGRAM|IMPORT\{\w+\}|GOTO|LABEL)'
-                      r'(==|!=|\+=|=|:=)"[^"]*"$')
+RULE_KEY = re.compile(
+    r"^(ACTION|SUBSYSTEM|SUBSYSTEMS|ATTR\{[\w/]+\}|ATTRS\{\w+\}|ENV\{\w+\}|KERNEL|DRIVER|DRIVERS|"
+    r"SYMLINK|MODE|GROUP|OWNER|RUN\{\w+\}|RUN|TAG|PROGRAM|IMPORT\{\w+\}|GOTO|LABEL)"
+    r'(==|!=|\+=|=|:=)"[^"]*"$'
+)
 
 
 def test_udev_rules_syntax_and_ids():
@@ -145,8 +175,10 @@ def test_manifest_is_content_only_and_sorted(tmp_path):
     os.utime(b / "etc/hostname", (1, 1))  # times differ: manifests must not
 
     def manifest(root):
-        return subprocess.run([sys.executable, str(SD / "manifest.py"), str(root)], capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(
+            [sys.executable, str(SD / "manifest.py"), str(root)], capture_output=True, text=True, check=True
+        ).stdout
+
     ma, mb = manifest(a), manifest(b)
     assert ma == mb and ma.splitlines() == sorted(ma.splitlines())
     assert "/usr/bin/link\tl\t0777" in ma and "/etc/hostname\tf\t" in ma
@@ -176,6 +208,11 @@ def test_check_rootfs_refuses_credentials(tmp_path):
     (root / "home/pi/.ssh/authorized_keys").write_text("ssh-ed25519 AAAA")
     bad = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
     assert bad.returncode == 1
-    for words in ("'root' has a usable password", "ssh_host_ed25519_key", "/etc/ssl/server.key", "/data is not empty",
-                  "authorized_keys"):
+    for words in (
+        "'root' has a usable password",
+        "ssh_host_ed25519_key",
+        "/etc/ssl/server.key",
+        "/data is not empty",
+        "authorized_keys",
+    ):
         assert words in bad.stderr, (words, bad.stderr)

@@ -1,4 +1,5 @@
 """The store's journal on real files: what a kill or power cut leaves behind comes back once, whole."""
+
 import os
 import shutil
 import time
@@ -20,12 +21,24 @@ def everything(reader, name):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 1 << 40), st.integers(1, 1 << 20), st.integers(-(1 << 50), 1 << 50),
-                          st.one_of(st.none(), st.floats(allow_nan=False)), st.integers(0, (1 << 31) - 1)),
-                max_size=50),
-       st.lists(st.tuples(st.sampled_from(["event", "cursor"]), st.text(max_size=20), st.floats(allow_nan=False,
-                                                                                             allow_infinity=False)),
-                max_size=5))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 1 << 40),
+            st.integers(1, 1 << 20),
+            st.integers(-(1 << 50), 1 << 50),
+            st.one_of(st.none(), st.floats(allow_nan=False)),
+            st.integers(0, (1 << 31) - 1),
+        ),
+        max_size=50,
+    ),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["event", "cursor"]), st.text(max_size=20), st.floats(allow_nan=False, allow_infinity=False)
+        ),
+        max_size=5,
+    ),
+)
 def test_frames_round_trip(rows, records):
     frame = journal.Frame(7, rows, [list(r) for r in records])
     data = journal.encode(frame) * 2
@@ -39,10 +52,20 @@ def test_frames_round_trip(rows, records):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 1 << 40), st.integers(-(1 << 45), 1 << 45),
-       st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(-(1 << 31), (1 << 31) - 1),
-                          st.one_of(st.none(), st.floats(allow_nan=False)), st.integers(0, 0xFFFF)),
-                min_size=1, max_size=50))
+@given(
+    st.integers(1, 1 << 40),
+    st.integers(-(1 << 45), 1 << 45),
+    st.lists(
+        st.tuples(
+            st.integers(0, 0xFFFF),
+            st.integers(-(1 << 31), (1 << 31) - 1),
+            st.one_of(st.none(), st.floats(allow_nan=False)),
+            st.integers(0, 0xFFFF),
+        ),
+        min_size=1,
+        max_size=50,
+    ),
+)
 def test_a_commits_usual_shape_takes_the_compact_layout_and_round_trips(seq0, t0, cols):
     rows = [(seq0 + i, sid, t0 + (dt if i else 0), v, stat) for i, (sid, dt, v, stat) in enumerate(cols)]
     data = journal.encode(journal.Frame(3, rows, [["event", "x", 1.0]]))
@@ -78,8 +101,16 @@ def test_a_commit_of_24_lake_shore_readings_takes_under_320_bytes():
 
     rng = random.Random(1)
     levels = [float(f"{rng.uniform(0.01, 300):.6g}") for _ in range(24)]
-    rows = [(1000 + i, i + 1, 1_780_000_000_000 + rng.randint(0, 950),
-             float(f"{levels[i] * (1 + rng.uniform(-1e-4, 1e-4)):.6g}"), 0) for i in range(24)]
+    rows = [
+        (
+            1000 + i,
+            i + 1,
+            1_780_000_000_000 + rng.randint(0, 950),
+            float(f"{levels[i] * (1 + rng.uniform(-1e-4, 1e-4)):.6g}"),
+            0,
+        )
+        for i in range(24)
+    ]
     data = journal.encode(journal.Frame(5, rows))
     assert len(data) < 320
     assert journal.decode_all(data)[0][0].rows == rows
@@ -93,7 +124,8 @@ def test_readings_are_readable_at_once_and_survive_a_kill(tmp_path):
     s.write([])
     # readable through the writer's Store at once, though SQLite does not have them yet
     assert len(everything(s, K.name)) == 30 and s.data([R.name], t - 1, t + 1, now=t + 1)[R.name].status == [
-        64 | FLAG_INVALID]
+        64 | FLAG_INVALID
+    ]
     assert os.path.getsize(tmp_path / "k.db-log") == 0  # the event moved everything into SQLite at once
     s.write([Sample(K, t + 100 + i, 1.0, 0) for i in range(10)])  # journaled only
     assert os.path.getsize(tmp_path / "k.db-log") > 0
@@ -178,16 +210,34 @@ def test_cli_export_reads_the_file_without_touching_the_writers_journal(tmp_path
     s.flush()
     s.write([Sample(K, t + 50, 9.0, 0)])  # the writer (this Store) keeps running: journaled only
     journal_before = (tmp_path / "k.db-log").read_bytes()
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "export", str(tmp_path / "k.db"), "--field", K.name,
-                          "--start", "-3600"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "export",
+            str(tmp_path / "k.db"),
+            "--field",
+            K.name,
+            "--start",
+            "-3600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     # the last reading is only in the running writer's journal: the export has it too
     assert [r["value"] for r in rows] == [repr(0.5 + i) for i in range(20)] + ["", "9.0"]
     assert rows[-2]["status"] == str(64 | FLAG_INVALID)
     assert (tmp_path / "k.db-log").read_bytes() == journal_before  # the running writer's journal untouched
-    bad = subprocess.run([sys.executable, "-m", "appliance.cli", "export", str(tmp_path / "k.db"), "--field", "X::y"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "export", str(tmp_path / "k.db"), "--field", "X::y"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and "unknown field 'X::y'" in bad.stderr
 
 

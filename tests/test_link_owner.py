@@ -1,5 +1,6 @@
 """One owner per link (issue 11): control requests run on the instrument's poller thread, and a
 timeout on a control request resets the link before the poller's next exchange."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,12 @@ from tests.test_security import TOKEN, call, secret_file
 
 def _app(tmp_path, emu372, timeout: float = 1.0) -> Appliance:
     tok = secret_file(tmp_path / "token", TOKEN)
-    text = appliance_config(tmp_path, emu372, None, extra=(
-        f'\n[control]\nenabled = true\ntoken_file = "{tok}"\nmax_setpoint_kelvin = 0.5\n'))
+    text = appliance_config(
+        tmp_path,
+        emu372,
+        None,
+        extra=(f'\n[control]\nenabled = true\ntoken_file = "{tok}"\nmax_setpoint_kelvin = 0.5\n'),
+    )
     app = Appliance(_config.parse(text))
     app.start()
     app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
@@ -65,6 +70,7 @@ def test_late_control_reply_never_becomes_a_reading(tmp_path, emu372):
         def old_connection_done() -> bool:  # the emulator lets go of it only after sending the late reply
             with emu372.tcp.clients_lock:
                 return not old & emu372.tcp.clients
+
         wait_for(old_connection_done, 10, what="the late reply sent on the connection the reset closed")
         emu372.control("clear")
         n = len(_heater_values(app))

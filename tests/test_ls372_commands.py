@@ -1,4 +1,5 @@
 """The 372's declared command table: a refused command changes nothing, whatever field is wrong."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,12 +16,15 @@ def disp():
     return d
 
 
-@pytest.mark.parametrize("query, bad", [
-    ("OUTMODE? 0", "OUTMODE 0,5,A,2,0,0,1"),  # power-up 2: the last fields were once read after the first were set
-    ("HTRSET? 0", "HTRSET 0,50,2,0,3"),  # display 3
-    ("INTYPE? 1", "INTYPE 1,1,23,0,10,0,1"),  # excitation past the current ranges
-    ("RANGE? 1", "RANGE 1,2"),  # the warm-up heater is on or off
-])
+@pytest.mark.parametrize(
+    "query, bad",
+    [
+        ("OUTMODE? 0", "OUTMODE 0,5,A,2,0,0,1"),  # power-up 2: the last fields were once read after the first were set
+        ("HTRSET? 0", "HTRSET 0,50,2,0,3"),  # display 3
+        ("INTYPE? 1", "INTYPE 1,1,23,0,10,0,1"),  # excitation past the current ranges
+        ("RANGE? 1", "RANGE 1,2"),  # the warm-up heater is on or off
+    ],
+)
 def test_a_refused_command_changes_nothing(disp, query, bad):
     before = disp.handle_line(query)
     assert disp.handle_line(bad) is None

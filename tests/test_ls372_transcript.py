@@ -1,10 +1,19 @@
 """Model 372 driver, byte for byte: (sent line, reply) transcripts, no terminators."""
+
 import pytest
 
 from drivers import BadReply, InstrumentError, WrongInstrument
 from drivers.curves import Curve
 from drivers.ls372 import (
-    PID, FilterSetup, ScanState, HeaterSetup, InputSetup, InputType, Model372, OutputMode, OutputSetup,
+    PID,
+    FilterSetup,
+    ScanState,
+    HeaterSetup,
+    InputSetup,
+    InputType,
+    Model372,
+    OutputMode,
+    OutputSetup,
 )
 from drivers.testing import expected_protocol
 
@@ -55,9 +64,17 @@ def test_read_garbled_reply_raises_bad_reply(reply):
 
 
 def test_single_readings():
-    with expected_protocol(Model372, [("KRDG? 1", "+293.873E+00"), ("RDGR? 2", "+108.278E+00"),
-                                      ("SRDG? 3", "+1.5E+03"), ("RDGPWR? 4", "+012.000E-15"),
-                                      ("QRDG? 5", "-000.500E+00"), ("RDGST? A", "128")]) as m:
+    with expected_protocol(
+        Model372,
+        [
+            ("KRDG? 1", "+293.873E+00"),
+            ("RDGR? 2", "+108.278E+00"),
+            ("SRDG? 3", "+1.5E+03"),
+            ("RDGPWR? 4", "+012.000E-15"),
+            ("QRDG? 5", "-000.500E+00"),
+            ("RDGST? A", "128"),
+        ],
+    ) as m:
         assert m.kelvin(1) == 293.873
         assert m.resistance(2) == 108.278
         assert m.sensor(3) == 1500.0
@@ -67,12 +84,15 @@ def test_single_readings():
 
 
 def test_scan_and_inset():
-    with expected_protocol(Model372, [
-        ("SCAN?", "01,1"),
-        ("SCAN 5,0;*ESR?", "0"),
-        ("INSET? 1", "1,007,003,21,1"),
-        ("INSET 2,1,10,5,21,1;*ESR?", "0"),
-    ]) as m:
+    with expected_protocol(
+        Model372,
+        [
+            ("SCAN?", "01,1"),
+            ("SCAN 5,0;*ESR?", "0"),
+            ("INSET? 1", "1,007,003,21,1"),
+            ("INSET 2,1,10,5,21,1;*ESR?", "0"),
+        ],
+    ) as m:
         assert m.scan() == ScanState("1", True)
         m.set_scan(5, False)
         assert m.input_setup(1) == InputSetup(True, 7, 3, 21, 1)
@@ -86,16 +106,19 @@ def test_command_ignored_by_372_raises():
 
 
 def test_intype_filter_name_tlimit():
-    with expected_protocol(Model372, [
-        ("INTYPE? A", "1,04,0,15,0,2"),
-        ("INTYPE 1,0,3,1,10,0,1;*ESR?", "0"),
-        ("FILTER? 1", "1,010,02"),
-        ("FILTER 0,1,10,2;*ESR?", "0"),
-        ("INNAME? 5", "MXC"),
-        ('INNAME 5,"MXC Plate";*ESR?', "0"),
-        ("TLIMIT? A", "+0000"),
-        ("TLIMIT 1,4;*ESR?", "0"),
-    ]) as m:
+    with expected_protocol(
+        Model372,
+        [
+            ("INTYPE? A", "1,04,0,15,0,2"),
+            ("INTYPE 1,0,3,1,10,0,1;*ESR?", "0"),
+            ("FILTER? 1", "1,010,02"),
+            ("FILTER 0,1,10,2;*ESR?", "0"),
+            ("INNAME? 5", "MXC"),
+            ('INNAME 5,"MXC Plate";*ESR?', "0"),
+            ("TLIMIT? A", "+0000"),
+            ("TLIMIT 1,4;*ESR?", "0"),
+        ],
+    ) as m:
         assert m.input_type("A") == InputType(1, 4, 0, 15, 0, 2)
         m.set_input_type(1, InputType(0, 3, 1, 10, 0, 1))
         assert m.filter(1) == FilterSetup(True, 10, 2)
@@ -107,24 +130,27 @@ def test_intype_filter_name_tlimit():
 
 
 def test_heater_commands():
-    with expected_protocol(Model372, [
-        ("OUTMODE? 0", "2,6,1,0,0,001"),
-        ("OUTMODE 0,5,A,0,0,0,1;*ESR?", "0"),
-        ("RANGE? 0", "0"),
-        ("RANGE 0,4;*ESR?", "0"),
-        ("HTRSET? 0", "+120.000,8,+0000.00,1"),
-        ("HTRSET 0,120,2,0,2;*ESR?", "0"),
-        ("PID? 0", "+00010.0,+00020.0,+0000.0"),
-        ("PID 0,10,20,0;*ESR?", "0"),
-        ("SETP? 0", "+010.000E-03"),
-        ("SETP 0,0.02;*ESR?", "0"),
-        ("MOUT? 0", "+050.000"),
-        ("MOUT 0,50;*ESR?", "0"),
-        ("HTR?", "+00.0005E+00"),
-        ("STILL?", "+10.60"),
-        ("STILL 12.5;*ESR?", "0"),
-        ("AOUT? 2", "+12.50"),
-    ]) as m:
+    with expected_protocol(
+        Model372,
+        [
+            ("OUTMODE? 0", "2,6,1,0,0,001"),
+            ("OUTMODE 0,5,A,0,0,0,1;*ESR?", "0"),
+            ("RANGE? 0", "0"),
+            ("RANGE 0,4;*ESR?", "0"),
+            ("HTRSET? 0", "+120.000,8,+0000.00,1"),
+            ("HTRSET 0,120,2,0,2;*ESR?", "0"),
+            ("PID? 0", "+00010.0,+00020.0,+0000.0"),
+            ("PID 0,10,20,0;*ESR?", "0"),
+            ("SETP? 0", "+010.000E-03"),
+            ("SETP 0,0.02;*ESR?", "0"),
+            ("MOUT? 0", "+050.000"),
+            ("MOUT 0,50;*ESR?", "0"),
+            ("HTR?", "+00.0005E+00"),
+            ("STILL?", "+10.60"),
+            ("STILL 12.5;*ESR?", "0"),
+            ("AOUT? 2", "+12.50"),
+        ],
+    ) as m:
         assert m.output_mode(0) == OutputSetup(OutputMode.OPEN_LOOP, "6", 1, 0, 0, 1)
         m.set_output_mode(0, OutputSetup(OutputMode.CLOSED_LOOP, "A", 0, 0, 0, 1))
         assert m.heater_range(0) == 0
@@ -166,8 +192,15 @@ def test_curve_upload_reads_back_and_download():
 def test_curve_upload_mismatch_raises():
     curve = Curve("X", "Y", 3, 10.0, 1, [(100.0, 10.0)])
     with pytest.raises(InstrumentError, match="read back"):
-        with expected_protocol(Model372, [("CRVDEL 21;*ESR?", "0"), ('CRVHDR 21,"X","Y",3,10,1;*ESR?', "0"),
-                                          ("CRVPT 21,1,100,10;*ESR?", "0"), ("CRVPT? 21,1", "+0.00000,+0.00000")]) as m:
+        with expected_protocol(
+            Model372,
+            [
+                ("CRVDEL 21;*ESR?", "0"),
+                ('CRVHDR 21,"X","Y",3,10,1;*ESR?', "0"),
+                ("CRVPT 21,1,100,10;*ESR?", "0"),
+                ("CRVPT? 21,1", "+0.00000,+0.00000"),
+            ],
+        ) as m:
             m.upload_curve(21, curve)
 
 
@@ -188,8 +221,17 @@ def test_bad_channel_never_sent():
 
 
 def test_frequency_cmr_warmup():
-    with expected_protocol(Model372, [("FREQ? 0", "1"), ("FREQ A,3;*ESR?", "0"), ("CMR?", "0"), ("CMR 1;*ESR?", "0"),
-                                      ("WARMUP?", "0,+000.000"), ("WARMUP 1,50;*ESR?", "0")]) as m:
+    with expected_protocol(
+        Model372,
+        [
+            ("FREQ? 0", "1"),
+            ("FREQ A,3;*ESR?", "0"),
+            ("CMR?", "0"),
+            ("CMR 1;*ESR?", "0"),
+            ("WARMUP?", "0,+000.000"),
+            ("WARMUP 1,50;*ESR?", "0"),
+        ],
+    ) as m:
         assert m.excitation_frequency("0") == 1
         m.set_excitation_frequency("A", 3)
         assert m.common_mode_reduction() is False

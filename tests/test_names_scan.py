@@ -1,5 +1,6 @@
 """Names and scanning (issue 11): colliding instrument names made unique, and a poll interval
 longer than the scanner's shortest pause shortened so no switch away and back is missed."""
+
 from __future__ import annotations
 
 from appliance import config as _config
@@ -46,6 +47,7 @@ def test_instrument_names_that_collide_are_made_unique(tmp_path, emu372):
 def test_scan_cycle_faster_than_the_poll(tmp_path, emu372):
     """Two channels of 3 s pause + 1 s dwell: the scanner is back on a channel every 8 s, while the
     configured poll interval is 10 s. The poller polls every 3 s instead and sees both channels."""
+
     def two_channels(m):
         for ch in range(1, 17):
             m.set_input_setup(ch, InputSetup(ch in (1, 5), 1, 3, 21 if ch == 1 else 22, 1))
@@ -61,7 +63,11 @@ def test_scan_cycle_faster_than_the_poll(tmp_path, emu372):
         events = [e for e in app.store.events() if e["kind"] == "interval"]
         assert events and "shortest scanner pause (3 s)" in events[0]["detail"]
         seen = set()
-        wait_for(lambda: seen.add(poller.health.active_channel) or {"1", "5"} <= seen, 12, step=0.2,
-                 what="both scanned channels seen")
+        wait_for(
+            lambda: seen.add(poller.health.active_channel) or {"1", "5"} <= seen,
+            12,
+            step=0.2,
+            what="both scanned channels seen",
+        )
     finally:
         app.stop()

@@ -1,5 +1,6 @@
 """Notifications end to end: the appliance against the emulated 372, a webhook receiver
 (stdlib http.server) and an SMTP server with STARTTLS and login (aiosmtpd), all on loopback."""
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,9 @@ def alarm(app, name: str) -> dict:
 def test_outage_then_exactly_once_in_order_ack_and_restart(tmp_path, emu372, receiver, caplog):
     caplog.set_level("INFO")
     hook = f"http://127.0.0.1:{receiver.port}/hook/s3cr3t-path"
-    extra = control(tmp_path) + f'''
+    extra = (
+        control(tmp_path)
+        + f'''
 [[notify]]
 kind = "webhook"
 name = "hook"
@@ -106,6 +109,7 @@ field = "LSA23JD::mxc_control_t"
 threshold = 1.0
 repeat = 1
 '''
+    )
     text = appliance_config(tmp_path, emu372, extra=extra)
     app = start_appliance(text)
     try:
@@ -114,8 +118,11 @@ repeat = 1
         wait_for(lambda: app.alarms.lanes["hook"].backlog() >= 4, 20, what="notices queued during the outage")
         assert app.alarms.lanes["hook"].failures >= 1
         receiver.up()
-        wait_for(lambda: app.alarms.lanes["hook"].backlog() == 0 and len(receiver.bodies()) >= 4, 20,
-                 what="backlog delivered")
+        wait_for(
+            lambda: app.alarms.lanes["hook"].backlog() == 0 and len(receiver.bodies()) >= 4,
+            20,
+            what="backlog delivered",
+        )
         got = receiver.bodies()
         ids = [int(g["headers"]["X-Kelvinpi-Notice"]) for g in receiver.got]
         assert ids == sorted(set(ids)) and ids == list(range(ids[0], ids[0] + len(ids))), ids  # once, in order
@@ -232,11 +239,16 @@ hold = 1
         t0 = time.time()
         assert emu372.control("warmup 15000") == "ok"
         wait_for(lambda: len(receiver.got) >= 2, 30, what="two notifications")
-        ev = {e["detail"].split(" ")[0]: e["t"] for e in api(app, "/api/v1/events?since=-3600")["events"]
-              if e["kind"] == "alarm_raised"}
+        ev = {
+            e["detail"].split(" ")[0]: e["t"]
+            for e in api(app, "/api/v1/events?since=-3600")["events"]
+            if e["kind"] == "alarm_raised"
+        }
         cross = 15000 * math.log((295 - 0.0115) / (295 - 0.1))
-        print(f"rate alarm at +{ev['mxc-warming'] - t0:.2f} s, threshold at +{ev['mxc-warm'] - t0:.2f} s"
-              f" (expected {cross + 1:.2f} s)")
+        print(
+            f"rate alarm at +{ev['mxc-warming'] - t0:.2f} s, threshold at +{ev['mxc-warm'] - t0:.2f} s"
+            f" (expected {cross + 1:.2f} s)"
+        )
         assert ev["mxc-warming"] - t0 < 3.0, ev  # the slope shows within a window
         assert ev["mxc-warming"] < ev["mxc-warm"]
         assert cross + 1 - 1.0 <= ev["mxc-warm"] - t0 <= cross + 1 + 2.0, (ev["mxc-warm"] - t0, cross)
@@ -280,16 +292,25 @@ threshold = 1.0
         time.sleep(2)  # past the hold times with readings flowing: nothing may fire
         assert not api(app, "/api/v1/alarms")["active"]
         assert emu372.control("mute on") == "ok"
-        wait_for(lambda: {"372-gone", "mxc-silent"} <= {b["alarm"] for b in receiver.bodies()
-                                                        if b["event"] == "raised"}, 30, what="both raised")
+        wait_for(
+            lambda: {"372-gone", "mxc-silent"} <= {b["alarm"] for b in receiver.bodies() if b["event"] == "raised"},
+            30,
+            what="both raised",
+        )
         assert emu372.control("mute off") == "ok"
-        wait_for(lambda: {"372-gone", "mxc-silent"} <= {b["alarm"] for b in receiver.bodies()
-                                                        if b["event"] == "cleared"}, 40, what="both cleared")
+        wait_for(
+            lambda: {"372-gone", "mxc-silent"} <= {b["alarm"] for b in receiver.bodies() if b["event"] == "cleared"},
+            40,
+            what="both cleared",
+        )
         assert not api(app, "/api/v1/alarms")["active"]
         # ``warm``: 295 K at once, past the RX-102A curve (T_OVER, no value): surely "above"
         assert emu372.control("warm") == "ok"
-        wait_for(lambda: any(b["alarm"] == "mxc-hot" and b["event"] == "raised" for b in receiver.bodies()), 20,
-                 what="T_OVER raises the above alarm")
+        wait_for(
+            lambda: any(b["alarm"] == "mxc-hot" and b["event"] == "raised" for b in receiver.bodies()),
+            20,
+            what="T_OVER raises the above alarm",
+        )
         hot = next(b for b in receiver.bodies() if b["alarm"] == "mxc-hot")
         assert hot["value"] is None and "over the sensor curve" in hot["detail"]
     finally:
@@ -306,9 +327,29 @@ def smtp_server(tmp_path):
     from aiosmtpd.smtp import AuthResult
 
     cert, key = tmp_path / "smtp.pem", tmp_path / "smtp.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     messages: list[bytes] = []
@@ -322,8 +363,15 @@ def smtp_server(tmp_path):
         return AuthResult(success=(data.login, data.password) == (b"kelvinpi", b"smtp-pa55"))
 
     port = free_port()
-    ctl = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True,
-                     authenticator=auth, auth_require_tls=True)
+    ctl = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=ctx,
+        require_starttls=True,
+        authenticator=auth,
+        auth_require_tls=True,
+    )
     ctl.start()
     ctl.messages, ctl.cert, ctl.port_ = messages, cert, port
     yield ctl

@@ -4,6 +4,7 @@ If the vendor's driver reads back what our driver set (and the reverse), the
 emulator speaks the real dialect, not one tailored to our driver. Every call
 into the oracle has an outer timeout: it can spin forever if a socket closes.
 """
+
 from types import SimpleNamespace
 
 import lakeshore
@@ -25,6 +26,7 @@ def fake_usb(monkeypatch):
 
     def add(device: str, pid: int, serial_number: str):
         ports.append(SimpleNamespace(device=device, vid=0x1FB9, pid=pid, serial_number=serial_number))
+
     return add
 
 

@@ -7,6 +7,7 @@ batch stalling live data, rows lost to a second outage during a backfill or to a
 skipped after a restart before the first acknowledgement, a runner killed by a non-HTTP answer, by
 one point InfluxDB refuses, or by an SQLite error while acknowledging.
 """
+
 from __future__ import annotations
 
 import socket
@@ -191,8 +192,14 @@ class Garbage:
                             break
                         buf += chunk
                     head, _, body = buf.partition(b"\r\n\r\n")
-                    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length:")), 0)
+                    length = next(
+                        (
+                            int(line.split(b":", 1)[1])
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length:")
+                        ),
+                        0,
+                    )
                     while len(body) < length:
                         chunk = conn.recv(65536)
                         if not chunk:
@@ -239,16 +246,16 @@ def test_two_outages_during_one_backfill_lose_nothing(store, influx, runners):
         wait_for(lambda: runner.health.errors["connection"] >= 1, 20, what="the uplink noticed outage 1")
         through = gate.passed
         gate.open(budget=3)  # back for three requests of the backfill, then outage 2
-        wait_for(lambda: gate.passed == through + 3 and not gate.is_open, 30,
-                 what="three backfill batches through the gate")
+        wait_for(
+            lambda: gate.passed == through + 3 and not gate.is_open, 30, what="three backfill batches through the gate"
+        )
         before = failures(runner)
         wait_for(lambda: failures(runner) > before, 20, what="the uplink noticed outage 2")
         mid = influx.count(MEAS, "control_T")
         assert 10 < mid < stored, f"outage 2 must fall inside the backfill ({mid} of {stored} delivered)"
         stored += store.write(rows(T_KEY, t0 + 20, 300))  # stored during outage 2
         gate.open()
-        wait_for(lambda: influx.count(MEAS, "control_T") == stored, 60,
-                 what=f"all {stored} stored rows in InfluxDB")
+        wait_for(lambda: influx.count(MEAS, "control_T") == stored, 60, what=f"all {stored} stored rows in InfluxDB")
         wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
         in_store = store.data([T_KEY.name], t0 - 1, t0 + 60, max_points=None, now=t0 + 60)[T_KEY.name]
         assert influx.count(MEAS, "control_T") == stored == len(in_store.t)
@@ -275,8 +282,11 @@ def test_clock_step_back_during_an_outage_hides_nothing(store, influx, runners):
     store.seal()  # (the writer does this every 30 s) the stepped-back hour goes into a block
     assert store.sealed_blocks > 0, "the stepped-back hour should be sealed into blocks"
     influx.start()
-    wait_for(lambda: influx.count(MEAS, "control_T") == n and influx.count(MEAS, "control_R") == n_r, 60,
-             what=f"{n} + {n_r} rows delivered across the clock step")
+    wait_for(
+        lambda: influx.count(MEAS, "control_T") == n and influx.count(MEAS, "control_R") == n_r,
+        60,
+        what=f"{n} + {n_r} rows delivered across the clock step",
+    )
     res = influx.query(f'SELECT count("control_T") FROM "{MEAS}" WHERE time < {ms(t0)}ms')["results"][0]
     assert res["series"][0]["values"][0][1] == 20  # the stepped-back rows themselves
     wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
@@ -305,8 +315,11 @@ def test_restart_before_the_first_acknowledgement(tmp_path, influx_server, store
     n_r += store.write(rows(R_KEY, t0 + 5, 20))
     influx_server.start()
     influx_server.create_db()
-    wait_for(lambda: influx_server.count(MEAS, "control_T") == n_t and influx_server.count(MEAS, "control_R") == n_r,
-             60, what=f"{n_t} + {n_r} rows from before and after the reboot delivered")
+    wait_for(
+        lambda: influx_server.count(MEAS, "control_T") == n_t and influx_server.count(MEAS, "control_R") == n_r,
+        60,
+        what=f"{n_t} + {n_r} rows from before and after the reboot delivered",
+    )
     wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
     assert runner.is_alive()
 
@@ -319,8 +332,11 @@ def test_non_http_listener_does_not_kill_the_runner(store, influx_server, runner
     try:
         runner = runners(store, influx_server.url)
         n = store.write(rows(T_KEY, now0(), 40))
-        wait_for(lambda: not runner.is_alive() or (garbage.answered >= 2 and runner.health.errors["connection"] >= 2),
-                 30, what="two garbage answers counted")
+        wait_for(
+            lambda: not runner.is_alive() or (garbage.answered >= 2 and runner.health.errors["connection"] >= 2),
+            30,
+            what="two garbage answers counted",
+        )
         time.sleep(0.3)  # a moment in which a runner killed by the second answer would end
         assert runner.is_alive(), "a non-HTTP answer killed the runner"
         h = runner.health.as_dict()
@@ -351,6 +367,7 @@ def test_one_refused_point_is_skipped_named_and_the_rest_delivered(store, influx
 
     def refused():
         return [e for e in store.events() if e["kind"] == "uplink_refused"]
+
     events = wait_for(refused, 20, what="an uplink_refused event")
     assert len(events) == 1
     detail = events[0]["detail"]
@@ -384,8 +401,11 @@ def test_sqlite_error_while_acknowledging_does_not_kill_the_runner(small_disk, i
     try:
         influx.start()
         wait_for(lambda: influx.count(MEAS, "control_T") == n, 60, what="the backlog delivered on a full disk")
-        wait_for(lambda: not runner.is_alive() or store.write_errors > errors, 20,
-                 what="the cursor commit failing on the full disk")
+        wait_for(
+            lambda: not runner.is_alive() or store.write_errors > errors,
+            20,
+            what="the cursor commit failing on the full disk",
+        )
         assert runner.is_alive(), "an SQLite error while acknowledging killed the runner"
         assert "full" in (store.last_error or "").lower(), store.last_error
         time.sleep(2)  # the runner keeps looping while the commits fail
@@ -393,8 +413,11 @@ def test_sqlite_error_while_acknowledging_does_not_kill_the_runner(small_disk, i
     finally:
         filler.unlink()
     position = runner.outbox.position
-    wait_for(lambda: (store.load_cursor(runner.outbox.name) or (0,))[0] >= position, 20,
-             what="the cursor committed once space is free")
+    wait_for(
+        lambda: (store.load_cursor(runner.outbox.name) or (0,))[0] >= position,
+        20,
+        what="the cursor committed once space is free",
+    )
     n += store.write(rows(T_KEY, t0 + 5, 10))
     wait_for(lambda: influx.count(MEAS, "control_T") == n, 30, what="later data delivered")
     wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")

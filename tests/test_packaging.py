@@ -1,4 +1,5 @@
 """Packaging that matches what runs: declared imports, no test helpers or emulator in the runtime."""
+
 import ast
 import importlib.metadata
 import re
@@ -42,8 +43,10 @@ def test_every_runtime_import_is_a_declared_dependency():
                     continue
                 names = {_norm(d) for d in dists.get(mod, [])}
                 if not names & declared:
-                    problems.append(f"{f.relative_to(ROOT)}: imports {mod} ({sorted(names) or 'not installed'}),"
-                                    " not in [project].dependencies")
+                    problems.append(
+                        f"{f.relative_to(ROOT)}: imports {mod} ({sorted(names) or 'not installed'}),"
+                        " not in [project].dependencies"
+                    )
     assert problems == []
 
 
@@ -79,8 +82,13 @@ def test_the_runtime_never_loads_the_emulator_or_the_tests():
     )
     proc = subprocess.run([sys.executable, "-c", cfg_probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "LOADED []" in proc.stderr, proc.stderr
-    emu = subprocess.run([sys.executable, "-m", "appliance.cli", "emulate", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    emu = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "emulate", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert emu.returncode == 0 and "ls372" in emu.stdout and "ls240" in emu.stdout
 
 

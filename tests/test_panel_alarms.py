@@ -1,5 +1,6 @@
 """The front panel as the operator meets it (headless Chromium): the fridge on one log plot,
 scanner-aware freshness, the alarm banner with acknowledge, the 800x480 kiosk layout."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ def test_combined_plot_one_series_per_stage_on_a_log_axis(running_appliance, pag
     csv = page.evaluate("fetch(window.kelvinpi.csvUrl()).then(r => r.text())")
     lines = csv.splitlines()
     assert lines[0].startswith("field,t_unix") and len(lines) > 10
-    assert {ln.split(",")[0] for ln in lines[1:]} <= {c["kelvin"] for c in panel["channels"]} | \
-        {c["sensor"] for c in panel["channels"]}
+    assert {ln.split(",")[0] for ln in lines[1:]} <= {c["kelvin"] for c in panel["channels"]} | {
+        c["sensor"] for c in panel["channels"]
+    }
     # the whole history (from the rollups) still draws every stage
     page.select_option("#range", "all")
     page.wait_for_function("window.kelvinpi.drawn.stride === 3600", timeout=10000)
@@ -62,8 +64,11 @@ def test_scanned_channel_is_not_stale_between_visits(tmp_path, emu372, page):  #
         page.goto(app.base_url + "/")
         plate = page.locator('[data-channel="LSA23JD::4k_plate"]')
         plate.wait_for(timeout=20000)
-        page.wait_for_function("document.querySelector('[data-channel=\"LSA23JD::4k_plate\"] .age')"
-                               ".textContent.includes('scanning · next in')", timeout=20000)
+        page.wait_for_function(
+            "document.querySelector('[data-channel=\"LSA23JD::4k_plate\"] .age')"
+            ".textContent.includes('scanning · next in')",
+            timeout=20000,
+        )
         deadline = time.monotonic() + 5  # over twice stale_after
         while time.monotonic() < deadline:
             assert "stale" not in (plate.get_attribute("class") or "")
@@ -130,6 +135,8 @@ def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  #
     # acknowledge from the panel: it asks for the control token
     page.on("dialog", lambda d: d.accept(TOKEN))
     row.locator("button.ack").click()
-    page.wait_for_function("document.querySelector('#alarms [data-alarm=\"mxc-cold\"]').textContent"
-                           ".includes('acknowledged')", timeout=10000)
+    page.wait_for_function(
+        "document.querySelector('#alarms [data-alarm=\"mxc-cold\"]').textContent.includes('acknowledged')",
+        timeout=10000,
+    )
     assert alarmed.alarms.active()[0]["acked"]

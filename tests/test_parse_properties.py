@@ -1,4 +1,5 @@
 """Reply parsers on arbitrary bytes and on generated valid replies: a typed error or the right value."""
+
 import math
 import re
 
@@ -167,8 +168,13 @@ def test_parse_int_accepts_every_reply_grammar(raw, before, after):
     assert parse_int(before + raw + after, "RDGST? 1") == int(raw)
 
 
-@given(st.one_of(poisoned(ints, INT_POISON), st.from_regex(rb"[+-]?[0-9]{7,9}", fullmatch=True),
-                 st.from_regex(rb"[+-]{2}[0-9]{1,3}", fullmatch=True)))
+@given(
+    st.one_of(
+        poisoned(ints, INT_POISON),
+        st.from_regex(rb"[+-]?[0-9]{7,9}", fullmatch=True),
+        st.from_regex(rb"[+-]{2}[0-9]{1,3}", fullmatch=True),
+    )
+)
 def test_parse_int_refuses_a_poisoned_reply(raw):
     with pytest.raises(BadReply, match="expected an integer") as exc:
         parse_int(raw, "RDGST? 1")
@@ -202,8 +208,12 @@ def reading_with_one_bad_field(draw, reading):
 
 
 @settings(max_examples=200)
-@given(st.one_of(reading_with_one_bad_field(reading_372),
-                 st.integers(256, 999).map(lambda s: b"+001.000E+00;+001.000E+03;%d" % s)))
+@given(
+    st.one_of(
+        reading_with_one_bad_field(reading_372),
+        st.integers(256, 999).map(lambda s: b"+001.000E+00;+001.000E+03;%d" % s),
+    )
+)
 def test_372_read_refuses_a_reply_with_one_bad_field(raw):
     m = Model372(TranscriptTransport([("KRDG? 1;RDGR? 1;RDGST? 1", raw)]))
     with pytest.raises(BadReply):
@@ -221,22 +231,38 @@ def test_240_read_refuses_a_reply_with_one_bad_field(raw):
 # Multi-field replies: (method, query, field strategies, what the fields must become).
 # Each field strategy produces the bytes of one comma-separated field.
 MULTI_FIELD = [
-    (lambda m: m.input_setup(1), "INSET? 1", [flag01, ints, ints, ints, ints],
-     lambda f: InputSetup(int(f[0]) == 1, *map(int, f[1:]))),
+    (
+        lambda m: m.input_setup(1),
+        "INSET? 1",
+        [flag01, ints, ints, ints, ints],
+        lambda f: InputSetup(int(f[0]) == 1, *map(int, f[1:])),
+    ),
     (lambda m: m.input_type("A"), "INTYPE? A", [ints] * 6, lambda f: InputType(*map(int, f))),
     (lambda m: m.pid(0), "PID? 0", [floats] * 3, lambda f: PID(*map(float, f))),
-    (lambda m: m.heater_setup(0), "HTRSET? 0", [floats, ints, floats, ints],
-     lambda f: HeaterSetup(float(f[0]), int(f[1]), float(f[2]), int(f[3]))),
-    (lambda m: m.curve_header(21), "CRVHDR? 21", [name, name, ints, floats, ints],
-     lambda f: CurveHeader(f[0].decode().strip(), f[1].decode().strip(), int(f[2]), float(f[3]), int(f[4]))),
+    (
+        lambda m: m.heater_setup(0),
+        "HTRSET? 0",
+        [floats, ints, floats, ints],
+        lambda f: HeaterSetup(float(f[0]), int(f[1]), float(f[2]), int(f[3])),
+    ),
+    (
+        lambda m: m.curve_header(21),
+        "CRVHDR? 21",
+        [name, name, ints, floats, ints],
+        lambda f: CurveHeader(f[0].decode().strip(), f[1].decode().strip(), int(f[2]), float(f[3]), int(f[4])),
+    ),
     (lambda m: m.warmup(), "WARMUP?", [ints, floats], lambda f: (int(f[0]), float(f[1]))),
     (lambda m: m.curve_point(21, 1), "CRVPT? 21,1", [floats, floats], lambda f: (float(f[0]), float(f[1]))),
 ]
 MULTI_FIELD_240 = [
     (lambda m: m.input_type(1), "INTYPE? 1", [ints] * 6, lambda f: InputType240(*map(int, f))),
     (lambda m: m.profibus_slot(1), "PROFISLOT? 1", [ints, ints], lambda f: (int(f[0]), int(f[1]))),
-    (lambda m: m.curve_header(1), "CRVHDR? 1", [name, name, ints, floats, ints],
-     lambda f: CurveHeader(f[0].decode().strip(), f[1].decode().strip(), int(f[2]), float(f[3]), int(f[4]))),
+    (
+        lambda m: m.curve_header(1),
+        "CRVHDR? 1",
+        [name, name, ints, floats, ints],
+        lambda f: CurveHeader(f[0].decode().strip(), f[1].decode().strip(), int(f[2]), float(f[3]), int(f[4])),
+    ),
 ]
 CASES = [(Model372, *c) for c in MULTI_FIELD] + [(Model240, *c) for c in MULTI_FIELD_240]
 IDS = [c[2] for c in CASES]

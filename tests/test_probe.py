@@ -1,5 +1,6 @@
 """`kelvinpi probe` (issue 11): a read-only report; the emulator's state is unchanged and it heard no
 set command. And the opt-in hardware tests are not collected without KELVINPI_HW_* set."""
+
 from __future__ import annotations
 
 import copy
@@ -12,10 +13,19 @@ from firmware_host.protocol import parse_message
 
 
 def _state372(dev):
-    outputs = {k: {f: v for f, v in vars(o).items() if f not in ("integral", "output_pct")}
-               for k, o in dev.outputs.items()}
-    return (copy.deepcopy(dev.channels), outputs, dev.autoscan, copy.deepcopy(dev.curves.slots), dev.still,
-            dict(dev.freq), dev.cmr, dev.esr)
+    outputs = {
+        k: {f: v for f, v in vars(o).items() if f not in ("integral", "output_pct")} for k, o in dev.outputs.items()
+    }
+    return (
+        copy.deepcopy(dev.channels),
+        outputs,
+        dev.autoscan,
+        copy.deepcopy(dev.curves.slots),
+        dev.still,
+        dict(dev.freq),
+        dev.cmr,
+        dev.esr,
+    )
 
 
 def _state240(dev):
@@ -30,8 +40,9 @@ def _only_queries(lines) -> None:
 
 
 def _probe(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "appliance.cli", "probe", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "probe", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("link", ["tcp", "visa"])
@@ -76,8 +87,10 @@ def test_probe_of_nothing_fails_clearly(tmp_path):
 
 def test_hardware_tests_not_collected_without_opt_in(tmp_path):
     import os
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("KELVINPI_HW_")}
     from tests.conftest import ROOT
+
     ask = [sys.executable, "-c", "import tests.conftest as c; print(c.collect_ignore)"]
     r = subprocess.run(ask, capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert r.stdout.strip() == "['test_hardware.py']", r.stderr

@@ -7,6 +7,7 @@ reconciles the emulated instruments' ledgers with the store and both receivers.
 VictoriaMetrics runs without deduplication, so a sample sent twice shows twice: "no duplicates" is
 checked there. Prometheus is the receiver that refuses old samples (too old for its window).
 """
+
 from __future__ import annotations
 
 import http.server
@@ -86,8 +87,9 @@ def runners():
     made: list[RemoteWriteUplinkRunner] = []
 
     def start(store: Store, url: str, batch: int = 2000, **kw) -> RemoteWriteUplinkRunner:
-        r = RemoteWriteUplinkRunner(RemoteWriteUplink(kind="remote_write", url=url, batch=batch, **kw), 0, store,
-                                    [SimpleNamespace(name=NODE)])
+        r = RemoteWriteUplinkRunner(
+            RemoteWriteUplink(kind="remote_write", url=url, batch=batch, **kw), 0, store, [SimpleNamespace(name=NODE)]
+        )
         r.start()
         made.append(r)
         return r
@@ -135,8 +137,15 @@ def test_every_sample_arrives_named_as_on_metrics(tmp_path, receiver, stores, ru
         import json
 
         body = json.loads(receiver.get("/api/v1/series", {"match[]": 'kelvinpi_value{node="LSA23JD"}'}))
-        assert body["data"] == [{"__name__": "kelvinpi_value", "field": "LSA23JD::heater_p", "node": "LSA23JD",
-                                 "site": "lab2", "units": "W"}]
+        assert body["data"] == [
+            {
+                "__name__": "kelvinpi_value",
+                "field": "LSA23JD::heater_p",
+                "node": "LSA23JD",
+                "site": "lab2",
+                "units": "W",
+            }
+        ]
     wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
     assert runner.health.sent == 406 and not runner.health.errors
 
@@ -213,6 +222,7 @@ def test_samples_too_old_for_prometheus_are_counted_reported_and_skipped(tmp_pat
 
     def refused():
         return [e for e in store.events() if e["kind"] == "uplink_refused"]
+
     events = wait_for(refused, 30, what="an uplink_refused event")
     assert runner.health.errors["refused"] == 400  # 200 values + 200 statuses
     detail = events[0]["detail"]
@@ -243,8 +253,14 @@ def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_l
         runner = runners(store, prom.write_url, batch=100, send_status=False)
         t0 = now0()
         store.write(rows(T_KEY, t0, 10))
-        wait_exact_n = lambda n: len(prom.samples(t0 - 1, t0 + 60).get(  # noqa: E731
-            ("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t"), [])) == n
+        wait_exact_n = lambda n: (
+            len(
+                prom.samples(t0 - 1, t0 + 60).get(  # noqa: E731
+                    ("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t"), []
+                )
+            )
+            == n
+        )
         wait_for(lambda: wait_exact_n(10), 30, what="first rows")
         prom.stop()
         store.write(rows(T_KEY, t0 + 1, 300))
@@ -295,8 +311,14 @@ def test_malformed_series_refused_alone_by_halving(tmp_path, prometheus, stores,
     runner = runners(store, prometheus.write_url, send_status=False)
     t0 = now0()
     store.write(rows(T_KEY, t0, 10))
-    wait_exact_values = lambda: len(prometheus.samples(t0 - 1, t0 + 60).get(  # noqa: E731
-        ("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t"), [])) == 10
+    wait_exact_values = lambda: (
+        len(
+            prometheus.samples(t0 - 1, t0 + 60).get(  # noqa: E731
+                ("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t"), []
+            )
+        )
+        == 10
+    )
     wait_for(wait_exact_values, 30, what="first rows")
     # another writer's sample at the time of our next one, with another value
     t_dup = round((t0 + 1) * 1000)
@@ -322,9 +344,17 @@ def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
         pytest.skip("Debian's victoria-metrics is not installed")
     key, cert = make_cert(tmp_path / "tls")
     _, other_ca = make_cert(tmp_path / "other", "other")
-    vm = VictoriaMetrics(tmp_path / "vm", ca_file=cert, extra=[
-        "-tls", f"-tlsCertFile={cert}", f"-tlsKeyFile={key}", "-httpAuth.username=kelvin",
-        "-httpAuth.password=s3cret pass"])
+    vm = VictoriaMetrics(
+        tmp_path / "vm",
+        ca_file=cert,
+        extra=[
+            "-tls",
+            f"-tlsCertFile={cert}",
+            f"-tlsKeyFile={key}",
+            "-httpAuth.username=kelvin",
+            "-httpAuth.password=s3cret pass",
+        ],
+    )
     try:
         vm.start()
         url = vm.base
@@ -340,17 +370,25 @@ def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
         wrong_ca = runners(store, url + "/api/v1/write?x=2", username="kelvin", password_file=pw, ca_file=other_ca)
         store.write(rows(T_KEY, now0(), 25))
         wait_for(lambda: good.health.sent == 25, 30, what="delivered over verified TLS with basic auth")
-        wait_for(lambda: wrong_pw.health.errors["http"] >= 1 and wrong_ca.health.errors["connection"] >= 1, 30,
-                 what="the wrong password and the wrong CA both failing")
+        wait_for(
+            lambda: wrong_pw.health.errors["http"] >= 1 and wrong_ca.health.errors["connection"] >= 1,
+            30,
+            what="the wrong password and the wrong CA both failing",
+        )
         assert "401" in wrong_pw.health.last_error and "CERTIFICATE_VERIFY_FAILED" in wrong_ca.health.last_error
         assert wrong_pw.outbox.backlog() == 25 and wrong_ca.outbox.backlog() == 25  # kept, not dropped
         assert "s3cret" not in wrong_pw.health.last_error
         # a secret others can read: that uplink does not start, the appliance does
         os.chmod(pw, 0o644)
-        cfg = _config.parse(appliance_config(tmp_path, None, None).replace('[polling]', '[[instrument]]\nmodel = "372"'
-                            '\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\nenabled = false\n\n[polling]')
-                            + f'\n[[uplink]]\nkind = "remote_write"\nurl = "{url}/api/v1/write"\nusername = "kelvin"\n'
-                              f'password_file = "{pw}"\n')
+        cfg = _config.parse(
+            appliance_config(tmp_path, None, None).replace(
+                "[polling]",
+                '[[instrument]]\nmodel = "372"'
+                '\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\nenabled = false\n\n[polling]',
+            )
+            + f'\n[[uplink]]\nkind = "remote_write"\nurl = "{url}/api/v1/write"\nusername = "kelvin"\n'
+            f'password_file = "{pw}"\n'
+        )
         built = build_uplinks(cfg.uplink, store, [i for i in cfg.instrument if i.enabled])
         assert isinstance(built[0], FailedUplink) and "chmod 600" in built[0].health.last_error
     finally:
@@ -389,8 +427,10 @@ def test_bearer_token_is_sent(tmp_path, stores, runners):
 
 
 def test_config_errors_name_key_and_line():
-    base = '[[instrument]]\nmodel = "372"\nname = "A"\ntransport = "tcp"\nhost = "h"\n\n[[uplink]]\n' \
-           'kind = "remote_write"\n'
+    base = (
+        '[[instrument]]\nmodel = "372"\nname = "A"\ntransport = "tcp"\nhost = "h"\n\n[[uplink]]\n'
+        'kind = "remote_write"\n'
+    )
     with pytest.raises(_config.ConfigError) as e:
         _config.parse(base + 'url = "ftp://x"\n')
     assert "<config>:9: uplink[0].url" in str(e.value)
@@ -410,8 +450,11 @@ def test_points_follow_the_status_rule():
     f = FieldInfo(1, "N::a_t", "N", "a_t", "K", "", "")
     b = Batch(rows={1: [(1000, 0.5, 0), (2000, None, 0x81)]})
     got = [(dict(p.labels)["__name__"], p.t, p.value) for p in points(b, {1: f})]
-    assert got == [("kelvinpi_reading_status", 1000, 0.0), ("kelvinpi_temperature_kelvin", 1000, 0.5),
-                   ("kelvinpi_reading_status", 2000, 129.0)]
+    assert got == [
+        ("kelvinpi_reading_status", 1000, 0.0),
+        ("kelvinpi_temperature_kelvin", 1000, 0.5),
+        ("kelvinpi_reading_status", 2000, 129.0),
+    ]
     assert [p.t for p in points(b, {1: f}, send_status=False)] == [1000]
 
 
@@ -455,10 +498,20 @@ def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
         from prometheus_client.parser import text_string_to_metric_families
 
         text = urllib.request.urlopen(app.base_url + "/metrics", timeout=10).read().decode()
-        scraped = {(s.name, s.labels["field"]) for fam in text_string_to_metric_families(text) for s in fam.samples
-                   if s.name in ("kelvinpi_temperature_kelvin", "kelvinpi_resistance_ohms", "kelvinpi_sensor_volts",
-                                 "kelvinpi_value", "kelvinpi_reading_status")}
-        assert scraped == set(got), (scraped ^ set(got))
+        scraped = {
+            (s.name, s.labels["field"])
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name
+            in (
+                "kelvinpi_temperature_kelvin",
+                "kelvinpi_resistance_ohms",
+                "kelvinpi_sensor_volts",
+                "kelvinpi_value",
+                "kelvinpi_reading_status",
+            )
+        }
+        assert scraped == set(got), scraped ^ set(got)
     finally:
         if app is not None:
             app.stop()

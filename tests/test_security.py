@@ -1,5 +1,6 @@
 """Security review, as tests (issue 6): secrets, instrument control, read-only API, CORS, bind address.
 (TLS: a router with an unexpected certificate is refused loudly in test_uplinks.)"""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ SECRET = "uplink-secret-Lk29sd8Qm1"
 
 def call(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=15) as r:
             return r.status, dict(r.headers), r.read().decode()
@@ -61,19 +63,25 @@ def test_secrets_never_reach_logs_health_or_metrics(tmp_path, emu372, emu240, ca
     caplog.set_level(logging.DEBUG)
     tok = secret_file(tmp_path / "token", TOKEN)
     sec = secret_file(tmp_path / "wamp-secret", SECRET)
-    extra = (f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'
-             f'\n[[uplink]]\nkind = "ocs"\nurl = "ws://127.0.0.1:9/ws"\nsecret_file = "{sec}"\n')
+    extra = (
+        f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'
+        f'\n[[uplink]]\nkind = "ocs"\nurl = "ws://127.0.0.1:9/ws"\nsecret_file = "{sec}"\n'
+    )
     from tests.conftest import start_appliance
+
     app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=extra))
     try:
         wait_for(lambda: app.store.written > 20, 20, what="polling")
         base = app.base_url
-        status, _, _ = call(f"{base}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": 0.02},
-                            {"Authorization": f"Bearer {TOKEN}"})
+        status, _, _ = call(
+            f"{base}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": 0.02}, {"Authorization": f"Bearer {TOKEN}"}
+        )
         assert status == 200
         call(f"{base}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": 0.02}, {"Authorization": "Bearer nope"})
-        seen = "".join(call(f"{base}{p}")[2] for p in
-                       ("/api/v1/health", "/api/v1/instruments", "/api/v1/events", "/metrics", "/api/v1/openapi.json"))
+        seen = "".join(
+            call(f"{base}{p}")[2]
+            for p in ("/api/v1/health", "/api/v1/instruments", "/api/v1/events", "/metrics", "/api/v1/openapi.json")
+        )
     finally:
         app.stop()
     logs = "\n".join(r.getMessage() for r in caplog.records)
@@ -83,16 +91,25 @@ def test_secrets_never_reach_logs_health_or_metrics(tmp_path, emu372, emu240, ca
 
 def test_control_is_off_by_default(running_appliance):
     base = running_appliance.base_url
-    status, _, body = call(f"{base}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": 0.05},
-                           {"Authorization": "Bearer anything"})
+    status, _, body = call(
+        f"{base}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": 0.05}, {"Authorization": "Bearer anything"}
+    )
     assert status == 403 and "disabled" in json.loads(body)["error"]["message"]
     assert running_appliance.health()["control"]["enabled"] is False
 
 
 def test_control_needs_the_token_and_is_recorded(tmp_path, emu372, emu240):
     tok = secret_file(tmp_path / "token", TOKEN)
-    app = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240, extra=(
-        f'\n[control]\nenabled = true\ntoken_file = "{tok}"\nmax_setpoint_kelvin = 0.5\n'))))
+    app = Appliance(
+        _config.parse(
+            appliance_config(
+                tmp_path,
+                emu372,
+                emu240,
+                extra=(f'\n[control]\nenabled = true\ntoken_file = "{tok}"\nmax_setpoint_kelvin = 0.5\n'),
+            )
+        )
+    )
     app.start()
     base = f"http://127.0.0.1:{app.web_address[1]}"
     url = f"{base}/api/v1/control/LSA23JD/setpoint"
@@ -114,6 +131,7 @@ def test_control_needs_the_token_and_is_recorded(tmp_path, emu372, emu240):
         # the instrument really changed, and the change is on record
         from drivers.ls372 import Model372
         from drivers.transport import TcpTransport
+
         probe = Model372(TcpTransport(*emu372.tcp.address), timeout=2)
         probe.connect()
         assert probe.setpoint(0) == pytest.approx(0.042) and before != 0.042
@@ -126,12 +144,19 @@ def test_control_needs_the_token_and_is_recorded(tmp_path, emu372, emu240):
 
 def test_control_token_readable_by_others_keeps_control_off(tmp_path, emu372, emu240):
     tok = secret_file(tmp_path / "token", TOKEN, mode=0o644)
-    app = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240, extra=(
-        f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'))))
+    app = Appliance(
+        _config.parse(
+            appliance_config(tmp_path, emu372, emu240, extra=(f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'))
+        )
+    )
     app.start()
     try:
-        status, _, body = call(f"http://127.0.0.1:{app.web_address[1]}/api/v1/control/LSA23JD/setpoint", "POST",
-                               {"kelvin": 0.05}, {"Authorization": f"Bearer {TOKEN}"})
+        status, _, body = call(
+            f"http://127.0.0.1:{app.web_address[1]}/api/v1/control/LSA23JD/setpoint",
+            "POST",
+            {"kelvin": 0.05},
+            {"Authorization": f"Bearer {TOKEN}"},
+        )
         assert status == 403 and "readable by others" in body and "chmod 600" in body
         wait_for(lambda: app.store.written > 10, 20, what="polling goes on")
     finally:
@@ -146,8 +171,11 @@ def test_read_only_endpoints_stay_read_only_and_no_cors(running_appliance):
             assert status == 405 and json.loads(body)["error"]["message"], (method, path, status)
     status, headers, _ = call(f"{base}/api/v1/latest", headers={"Origin": "http://evil.example"})
     assert status == 200 and not any(h.lower().startswith("access-control-") for h in headers)
-    status, headers, _ = call(f"{base}/api/v1/control/LSA23JD/setpoint", "OPTIONS",
-                              headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    status, headers, _ = call(
+        f"{base}/api/v1/control/LSA23JD/setpoint",
+        "OPTIONS",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert status >= 400 and not any(h.lower().startswith("access-control-") for h in headers)
 
 
@@ -155,6 +183,7 @@ def test_bind_address_is_deliberate():
     """The front panel listens on the LAN on the Pi (its job), and on loopback in the demo."""
     assert _config.WebConfig().bind == "0.0.0.0"
     assert _config.load(ROOT / "appliance" / "demo.toml").web.bind == "127.0.0.1"
-    sample = subprocess.run([sys.executable, "-m", "appliance.cli", "sample-config"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60).stdout
+    sample = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "sample-config"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    ).stdout
     assert "bind" in sample and "[control]" in sample and "# enabled = false" in sample

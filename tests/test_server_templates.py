@@ -1,4 +1,5 @@
 """Control-room templates (images/server): crossbar config, Grafana provisioning, compose."""
+
 import json
 import os
 import re
@@ -28,21 +29,45 @@ def test_crossbar_template_has_no_inline_secret_and_renders(tmp_path):
         assert t["endpoint"]["interface"] == "127.0.0.1"  # loopback-safe default
     out = tmp_path / ".crossbar" / "config.json"
     out.parent.mkdir()
-    env = dict(os.environ, WAMP_SECRET='a&b"c', WAMP_CONSUMER_SECRET="x", CROSSBAR_TLS_PORT="18080",
-               CROSSBAR_OCS_PORT="18001")
-    subprocess.run([sys.executable, str(SERVER / "crossbar" / "render_config.py"), str(SERVER / "crossbar" / "config.json"),
-                    str(out)], env=env, check=True)
+    env = dict(
+        os.environ, WAMP_SECRET='a&b"c', WAMP_CONSUMER_SECRET="x", CROSSBAR_TLS_PORT="18080", CROSSBAR_OCS_PORT="18001"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            str(SERVER / "crossbar" / "render_config.py"),
+            str(SERVER / "crossbar" / "config.json"),
+            str(out),
+        ],
+        env=env,
+        check=True,
+    )
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     rendered = json.loads(out.read_text())
-    assert rendered["workers"][0]["transports"][0]["paths"]["ws"]["auth"]["wampcra"]["users"]["server"]["secret"] == 'a&b"c'
+    assert (
+        rendered["workers"][0]["transports"][0]["paths"]["ws"]["auth"]["wampcra"]["users"]["server"]["secret"]
+        == 'a&b"c'
+    )
     if CROSSBAR.exists():
         (tmp_path / ".crossbar" / "server_key.pem").write_text("")
-        proc = subprocess.run([str(CROSSBAR), "check", "--cbdir", str(tmp_path / ".crossbar")], capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [str(CROSSBAR), "check", "--cbdir", str(tmp_path / ".crossbar")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert "Ok, node configuration" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    missing = subprocess.run([sys.executable, str(SERVER / "crossbar" / "render_config.py"),
-                              str(SERVER / "crossbar" / "config.json"), str(out)],
-                             env={"PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            str(SERVER / "crossbar" / "render_config.py"),
+            str(SERVER / "crossbar" / "config.json"),
+            str(out),
+        ],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode != 0 and "is not set" in missing.stderr
 
 

@@ -1,4 +1,5 @@
 """`kelvinpi run` as a process: systemd notify, watchdog, unplug/replug, SIGTERM, kill -9."""
+
 import json
 import os
 import random
@@ -11,7 +12,6 @@ import time
 import urllib.request
 
 import pytest
-
 
 
 from .conftest import appliance_config, wait_for
@@ -27,8 +27,13 @@ def start_service(tmp_path, cfg_text, notify_path=None, watchdog_usec=None):
     if watchdog_usec:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
     env.pop("WATCHDOG_PID", None)
-    return subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def web_port(proc, lines, timeout=20):
@@ -48,8 +53,6 @@ def health(port):
         return json.loads(r.read())
 
 
-
-
 def test_notify_ready_watchdog_and_clean_sigterm(tmp_path, emu372, emu240):
     sock_path = tmp_path / "notify.sock"
     ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -61,8 +64,9 @@ def test_notify_ready_watchdog_and_clean_sigterm(tmp_path, emu372, emu240):
         port = web_port(proc, lines)
         messages = []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (any("READY=1" in m for m in messages)
-                                                   and sum("WATCHDOG=1" in m for m in messages) >= 3):
+        while time.monotonic() < deadline and not (
+            any("READY=1" in m for m in messages) and sum("WATCHDOG=1" in m for m in messages) >= 3
+        ):
             messages.append(ns.recv(4096).decode())
         assert any(m.startswith("READY=1") for m in messages)
         assert sum("WATCHDOG=1" in m for m in messages) >= 3
@@ -86,7 +90,9 @@ def test_watchdog_starves_when_a_poller_hangs(tmp_path):
 
     sent = []
     wd = SystemdWatchdogPinger(sent.append, ["a", "b"])
-    wd.kick("a"); wd.kick("b"); wd.kick("a")
+    wd.kick("a")
+    wd.kick("b")
+    wd.kick("a")
     assert sent == ["WATCHDOG=1"]
     for _ in range(5):
         wd.kick("a")  # b is stuck
@@ -109,16 +115,21 @@ def test_unplug_replug_gap_and_recovery(tmp_path, emu372, emu240):
         wait_for(lambda: n372() > before + 4)
         back = wait_for(lambda: all(i["connected"] for i in health(port)["instruments"]), timeout=20)
         assert back
+
         def kinds():
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/events", timeout=5) as r:
                 return [(e["node"], e["kind"]) for e in json.loads(r.read())["events"]]
+
         # the reconnect's event reaches the API within a commit of the health flag
         seen = wait_for(lambda: (k := kinds()).count(("LSA24AZ", "connected")) >= 2 and k, timeout=5)
         assert ("LSA24AZ", "disconnected") in seen
         # new 240 readings after the replug, committed
         t_back = time.time()
-        wait_for(lambda: len(stored(tmp_path / "kelvinpi.db", "LSA24AZ::50k_plate_t", t_back)) >= 10, 30,
-                 what="240 readings after the replug committed")
+        wait_for(
+            lambda: len(stored(tmp_path / "kelvinpi.db", "LSA24AZ::50k_plate_t", t_back)) >= 10,
+            30,
+            what="240 readings after the replug committed",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
@@ -196,6 +207,7 @@ def test_power_loss_campaign_kill_9_while_writing(tmp_path):
     from appliance.store import Store
     from appliance.naming import SeriesKey
     from appliance.samples import Sample
+
     Store(db).write([Sample(SeriesKey("N", "c0_t", "K", "c0"), time.time() + 100, 1.0, 0)])
 
 

@@ -1,5 +1,6 @@
 """The SQLite store on real files: sealed blocks, rollups, sisock query semantics, retention,
 clock steps, the one write path, and the migration of a file the previous release wrote."""
+
 import json
 import math
 import random
@@ -78,13 +79,22 @@ def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     t0 = 1_700_000_000.0
     fill(s, t0, 4 * 3600, step=1.0)  # under BULK_MIN per batch: all of it lands in the hot tail
     end = t0 + 4 * 3600
-    queries = [dict(min_stride=None, max_points=None), dict(min_stride=5), dict(min_stride=15), dict(min_stride=60),
-               dict(min_stride=700), dict(min_stride=3600), dict(min_stride=None, max_points=1000)]
+    queries = [
+        dict(min_stride=None, max_points=None),
+        dict(min_stride=5),
+        dict(min_stride=15),
+        dict(min_stride=60),
+        dict(min_stride=700),
+        dict(min_stride=3600),
+        dict(min_stride=None, max_points=1000),
+    ]
     before = [s.data([K.name, R.name], t0 - 10, end + 10, now=end + 10, **q) for q in queries]
     exported = everything(s, R.name)
     latest = s.latest()
     assert count(s, "block") == 0
-    assert s.seal(now=end + 7200, budget=60) == 10 and count(s) == 0  # 5 hours (t0 is mid-hour) x 2 series, none left hot
+    assert (
+        s.seal(now=end + 7200, budget=60) == 10 and count(s) == 0
+    )  # 5 hours (t0 is mid-hour) x 2 series, none left hot
     after = [s.data([K.name, R.name], t0 - 10, end + 10, now=end + 10, **q) for q in queries]
     for q, b, a in zip(queries, before, after):
         for name in (K.name, R.name):
@@ -147,8 +157,17 @@ def test_invalid_reading_is_null_and_flagged(tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, BLOCK_MS - 1), st.one_of(st.none(), st.floats(allow_nan=False)),
-                          st.integers(0, (1 << 11) - 1)), min_size=1, max_size=300))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, BLOCK_MS - 1),
+            st.one_of(st.none(), st.floats(allow_nan=False)),
+            st.integers(0, (1 << 11) - 1),
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
 def test_block_codec_is_lossless(rows):
     """Every time, value (NULL, -0.0, subnormals, infinities) and status bit round-trips exactly."""
     numbered = [(i * 3 + 1, t, v, s) for i, (t, v, s) in enumerate(rows)]
@@ -182,8 +201,9 @@ def test_clock_step_back_loses_nothing(tmp_path):
     for _ in range(2):  # hot, then sealed
         got = everything(s, K.name)
         assert len(got) == 202
-        assert sorted(v for _, v, _ in got) == sorted([float(i) for i in range(100)] +
-                                                     [1000.0 + i for i in range(100)] + [1.0, 2.0])
+        assert sorted(v for _, v, _ in got) == sorted(
+            [float(i) for i in range(100)] + [1000.0 + i for i in range(100)] + [1.0, 2.0]
+        )
         assert [t for t, _, _ in got] == sorted(t for t, _, _ in got)  # time order for readers
         s.seal(now=t + 86400, budget=60)
     assert count(s) == 0
@@ -244,8 +264,9 @@ def test_age_retention_is_not_stopped_by_the_blocks_it_keeps(tmp_path):
     now = time.time()
     keys = [SeriesKey("N", f"ch{i}_t", "K", f"ch{i}") for i in range(24)]
     y2000 = 946_684_800.0
-    s.write([Sample(k, y2000 + h * 3600 + i, 1.0, FLAG_CLOCK_UNSYNCED) for h in range(9) for k in keys
-             for i in range(25)])  # 216 blocks from a Pi that booted without a clock
+    s.write(
+        [Sample(k, y2000 + h * 3600 + i, 1.0, FLAG_CLOCK_UNSYNCED) for h in range(9) for k in keys for i in range(25)]
+    )  # 216 blocks from a Pi that booted without a clock
     s.write([Sample(k, now - 100 * 86400 + h * 3600 + i, 2.0, 0) for h in range(48) for k in keys for i in range(5)])
     assert count(s, "block") == 216 + 48 * 24
     out = s.enforce_retention(now)
@@ -340,8 +361,10 @@ def test_v1_store_is_migrated_in_place_losing_nothing(tmp_path):
     old = sqlite3.connect(path)
     assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
     series = dict(old.execute("SELECT name, id FROM series"))
-    expect = {name: old.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY t", (sid,)).fetchall()
-              for name, sid in series.items()}
+    expect = {
+        name: old.execute("SELECT t, value, status FROM raw WHERE series=? ORDER BY t", (sid,)).fetchall()
+        for name, sid in series.items()
+    }
     rollup60 = old.execute("SELECT series, bucket, n, sum, min, max FROM rollup WHERE tier=60 ORDER BY 1, 2").fetchall()
     cursors = old.execute("SELECT name, series, position FROM cursor").fetchall()
     old.close()
@@ -350,8 +373,10 @@ def test_v1_store_is_migrated_in_place_losing_nothing(tmp_path):
     for name, rows in expect.items():
         got = [(round(t * 1000), v, st) for _, t, v, st in s.iter_raw([name], 0, 4e9)]
         assert got == rows, name
-    assert s.reader().execute(
-        "SELECT series, bucket, n, sum, min, max FROM rollup WHERE tier=60 ORDER BY 1, 2").fetchall() == rollup60
+    assert (
+        s.reader().execute("SELECT series, bucket, n, sum, min, max FROM rollup WHERE tier=60 ORDER BY 1, 2").fetchall()
+        == rollup60
+    )
     assert [e["kind"] for e in s.events()] == ["connected"] and len(s.snapshots("LSA23JD")) == 1
     # cursors: exactly the rows each uplink had not sent are its backlog
     from appliance.uplinks.outbox import Outbox
@@ -474,8 +499,9 @@ class SeriesAppearsMidTake(Store):
         out = super().fields()
         if self.trigger:
             self.trigger = False
-            self.write([Sample(SeriesKey("LSA23JD", "new_t", "K", "new"), time.time(), 7.0, 0),
-                        Sample(K, time.time(), 1.5, 0)])  # numbered after the new series' reading
+            self.write(
+                [Sample(SeriesKey("LSA23JD", "new_t", "K", "new"), time.time(), 7.0, 0), Sample(K, time.time(), 1.5, 0)]
+            )  # numbered after the new series' reading
         return out
 
 
@@ -596,8 +622,15 @@ def test_retention_with_a_budget_takes_bounded_passes_that_add_up_to_the_whole(t
     assert passes >= 5 and deleted > 0
     kept = everything(s, K.name)
     assert kept and kept[0][0] >= now - 86400 - 3600  # the same result as one unbounded pass
-    assert s.enforce_retention(now, budget=0.0) == {"raw_age": 0, "raw_size": 0, "rollup": 0, "events": 0,
-                                                    "snapshots": 0, "more": False, "uplink_lost": {}}
+    assert s.enforce_retention(now, budget=0.0) == {
+        "raw_age": 0,
+        "raw_size": 0,
+        "rollup": 0,
+        "events": 0,
+        "snapshots": 0,
+        "more": False,
+        "uplink_lost": {},
+    }
 
 
 def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, monkeypatch):

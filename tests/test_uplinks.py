@@ -1,5 +1,6 @@
 """Uplinks against a real crossbar router (images/server config), a sisock hub, an OCS-style
 subscriber and a real InfluxDB 1.x, all on loopback and started by the tests."""
+
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from .routers import CROSSBAR, Crossbar, FeedListener
 
 pytestmark = pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
 
+
 def secret_file(tmp_path, text=SERVER_SECRET, mode=0o600):
     p = tmp_path / "wamp-secret"
     p.write_text(text + "\n")
@@ -25,8 +27,7 @@ def secret_file(tmp_path, text=SERVER_SECRET, mode=0o600):
 
 def uplink_config(router, tmp_path, secret=None, ocs=True, influx=None):
     s = secret or secret_file(tmp_path)
-    out = (f'\n[[uplink]]\nkind = "sisock"\nurl = "{router.wss_url}"\nsecret_file = "{s}"\n'
-           f'ca_file = "{router.cert}"\n')
+    out = f'\n[[uplink]]\nkind = "sisock"\nurl = "{router.wss_url}"\nsecret_file = "{s}"\nca_file = "{router.cert}"\n'
     if ocs:
         out += f'\n[[uplink]]\nkind = "ocs"\nurl = "{router.ws_url}"\n'
     if influx:
@@ -48,14 +49,19 @@ def node_names(consumer):
 def test_data_node_serves_the_store(appliance, consumer):
     wait_for(lambda: {"LSA23JD", "LSA24AZ"} <= node_names(consumer), what="both data nodes registered")
     fields, timelines = consumer.get_fields("LSA23JD", 1, 0)
-    assert fields["mxc_control_t"] == {"description": fields["mxc_control_t"]["description"],
-                                       "timeline": "mxc_control", "type": "number", "units": "K"}
+    assert fields["mxc_control_t"] == {
+        "description": fields["mxc_control_t"]["description"],
+        "timeline": "mxc_control",
+        "type": "number",
+        "units": "K",
+    }
     assert set(timelines["mxc_control"]["field"]) == {"mxc_control_t", "mxc_control_r"}
     assert "group0" not in timelines
 
     def stored_readings() -> int:
         got = appliance.store.data(["LSA23JD::mxc_control_t"], time.time() - 30, time.time())
         return len(got["LSA23JD::mxc_control_t"].t) if got else 0
+
     wait_for(lambda: stored_readings() >= 5, 20, what="five mixing chamber readings stored")
     now = time.time()
     got = consumer.get_data("LSA23JD", ["mxc_control_t", "mxc_control_r", "nope"], now - 30, now)
@@ -75,8 +81,15 @@ def test_data_node_serves_the_store(appliance, consumer):
     assert empty == {"data": {"unknown_field": []}, "timeline": {}}
 
 
-@pytest.mark.parametrize("args,kw", [((["x"], "yesterday", 0), {}), ((["x"], -10, 0), {"min_stride": -1}),
-                                     ((123, -10, 0), {}), ((["x"], float("inf"), 0), {})])
+@pytest.mark.parametrize(
+    "args,kw",
+    [
+        ((["x"], "yesterday", 0), {}),
+        ((["x"], -10, 0), {"min_stride": -1}),
+        ((123, -10, 0), {}),
+        ((["x"], float("inf"), 0), {}),
+    ],
+)
 def test_bad_wamp_arguments_get_clear_errors(appliance, consumer, args, kw):
     from autobahn.wamp.exception import ApplicationError
 
@@ -88,14 +101,18 @@ def test_bad_wamp_arguments_get_clear_errors(appliance, consumer, args, kw):
     assert isinstance(fields, dict) and isinstance(timelines, dict)
 
 
-def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu240, router, hub, consumer, wamp_loop,
-                                                         caplog):
+def test_duplicate_node_name_waits_for_the_stale_session(
+    tmp_path, emu372, emu240, router, hub, consumer, wamp_loop, caplog
+):
     from autobahn.asyncio.component import Component
 
     from .routers import _transport
 
-    holder = Component(transports=[_transport(router.wss_url, router.cert)], realm="test_realm",
-                       authentication={"wampcra": {"authid": "server", "secret": SERVER_SECRET}})
+    holder = Component(
+        transports=[_transport(router.wss_url, router.cert)],
+        realm="test_realm",
+        authentication={"wampcra": {"authid": "server", "secret": SERVER_SECRET}},
+    )
     held = {}
 
     @holder.on_join
@@ -104,6 +121,7 @@ def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu24
         held["session"] = session
 
     import asyncio
+
     wamp_loop.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(holder.start(loop=wamp_loop.loop)))
     wait_for(lambda: "session" in held, what="stale holder joined")
     caplog.set_level(logging.WARNING, logger="kelvinpi.sisock")
@@ -112,13 +130,17 @@ def test_duplicate_node_name_waits_for_the_stale_session(tmp_path, emu372, emu24
         wait_for(lambda: "LSA24AZ" in node_names(consumer))
 
         def retries() -> int:
-            return sum("LSA23JD" in r.getMessage() and "still held by a stale session" in r.getMessage()
-                       for r in caplog.records)
+            return sum(
+                "LSA23JD" in r.getMessage() and "still held by a stale session" in r.getMessage()
+                for r in caplog.records
+            )
+
         wait_for(lambda: retries() >= 2, 20, what="the appliance retrying LSA23JD's registration twice")
         assert "LSA23JD" not in node_names(consumer)  # name still held: retrying, not registered twice
 
         async def leave():
             await holder.stop()
+
         wamp_loop.run(leave())
         wait_for(lambda: "LSA23JD" in node_names(consumer), timeout=20, what="takeover after the stale session left")
         assert consumer.get_fields("LSA23JD")[0]
@@ -145,8 +167,11 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
         router.stop()
         time.sleep(4)  # an outage of a few seconds: readings taken meanwhile must be served afterwards
         router.start()
-        wait_for(lambda: hub.joined.is_set() and {"LSA23JD", "LSA24AZ"} <= node_names(consumer), timeout=60,
-                 what="data nodes re-registered after the router came back")
+        wait_for(
+            lambda: hub.joined.is_set() and {"LSA23JD", "LSA24AZ"} <= node_names(consumer),
+            timeout=60,
+            what="data nodes re-registered after the router came back",
+        )
         # every reading taken during the outage is served by get_data ...
         t_up = time.time()
         got = consumer.get_data("LSA24AZ", ["50k_plate_t"], t_down - 2, t_up)
@@ -154,8 +179,10 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
         assert got["timeline"]["50k_plate"]["t"] == stored.t and len(stored.t) >= 15
         # ... and the OCS feed backfilled it, in order, without duplicates
         t_end = time.time()
-        pairs = (("LSA24AZ::50k_plate_t", "observatory.LSA24AZ.Channel_1_T"),
-                 ("LSA23JD::mxc_control_r", "observatory.LSA23JD.control_R"))
+        pairs = (
+            ("LSA24AZ::50k_plate_t", "observatory.LSA24AZ.Channel_1_T"),
+            ("LSA23JD::mxc_control_r", "observatory.LSA23JD.control_R"),
+        )
 
         def delivered():
             for series, ocs_name in pairs:
@@ -165,13 +192,13 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
                     return False
                 assert len(got) == len(set(got)), f"{ocs_name}: duplicates"
             return True
+
         wait_for(delivered, timeout=150, what="OCS feed backfilled every stored reading")
         counts = {o: len([1 for t, _ in listener.samples()[o] if t_down - 5 <= t < t_end]) for _, o in pairs}
         assert min(counts.values()) >= 10, counts
         # the ledger: everything the instruments delivered is stored and served over WAMP and HTTP
         quiesce(emu372, emu240)
-        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer,
-                          http_base=app.base_url)
+        tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=app.base_url)
         print("router outage:", tally.line())
         assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
         assert tally.served_wamp == tally.stored == tally.served_http
@@ -189,13 +216,18 @@ def test_router_that_accepts_but_never_answers(tmp_path, emu372, emu240):
     hole.listen(16)
     url = f"ws://127.0.0.1:{hole.getsockname()[1]}/ws"
     try:
-        app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=f'\n[[uplink]]\nkind = "ocs"\nurl = "{url}"\n'))
+        app = start_appliance(
+            appliance_config(tmp_path, emu372, emu240, extra=f'\n[[uplink]]\nkind = "ocs"\nurl = "{url}"\n')
+        )
         try:
             written = app.store.written
             wait_for(lambda: app.store.written > written + 40, 20, what="polling and storing go on")
             # the opening handshake times out (10 s) and the failure is counted
-            wait_for(lambda: app.health()["uplinks"][0]["errors"].get("connect", 0) >= 1, 30,
-                     what="the opening handshake timing out")
+            wait_for(
+                lambda: app.health()["uplinks"][0]["errors"].get("connect", 0) >= 1,
+                30,
+                what="the opening handshake timing out",
+            )
             up = app.health()["uplinks"][0]
             assert up["connected"] is False and app.store.written > written + 100, up
             assert url in up["last_error"] and up["errors"]["connect"] >= 1
@@ -224,13 +256,17 @@ def test_router_restarted_with_another_certificate_is_refused_loudly(tmp_path, e
     app = start_appliance(appliance_config(tmp_path, emu372, emu240, extra=extra))
     try:
         runner = next(u for u in app.uplinks if isinstance(u, SisockUplinkRunner))
-        wait_for(lambda: runner.sessions and all(s.is_attached() for s in runner.sessions.values()), timeout=30,
-                 what="sessions joined with the right certificate")
+        wait_for(
+            lambda: runner.sessions and all(s.is_attached() for s in runner.sessions.values()),
+            timeout=30,
+            what="sessions joined with the right certificate",
+        )
         own.stop()
         own.new_cert()  # an impostor (or a re-keyed router) on the same address
         own.start()
-        wait_for(lambda: any("REFUSING router" in r.getMessage() for r in caplog.records), timeout=60,
-                 what="a loud refusal")
+        wait_for(
+            lambda: any("REFUSING router" in r.getMessage() for r in caplog.records), timeout=60, what="a loud refusal"
+        )
         assert not any(s.is_attached() for s in runner.sessions.values())
         assert app.health()["uplinks"][0]["connected"] is False
         written = app.store.written
@@ -251,17 +287,25 @@ def test_builder_order_and_one_wamp_loop(tmp_path):
     from appliance.uplinks.wamp import WampRuntime
 
     s = secret_file(tmp_path)
-    cfg = _config.parse(appliance_config(tmp_path).replace(
-        "[polling]", '[[instrument]]\nmodel = "372"\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\n\n[polling]')
+    cfg = _config.parse(
+        appliance_config(tmp_path).replace(
+            "[polling]", '[[instrument]]\nmodel = "372"\nname = "X"\ntransport = "tcp"\nhost = "127.0.0.1"\n\n[polling]'
+        )
         + f'\n[[uplink]]\nkind = "ocs"\nurl = "ws://127.0.0.1:9"\n'
-          f'\n[[uplink]]\nkind = "sisock"\nurl = "ws://127.0.0.1:9"\nsecret_file = "{s}"\n'
-          f'\n[[uplink]]\nkind = "sisock"\nurl = "ws://127.0.0.1:9"\nsecret_file = "{tmp_path / "none"}"\n'
-          '\n[[uplink]]\nkind = "influxdb"\nurl = "http://127.0.0.1:9"\ndatabase = "d"\n')
+        f'\n[[uplink]]\nkind = "sisock"\nurl = "ws://127.0.0.1:9"\nsecret_file = "{s}"\n'
+        f'\n[[uplink]]\nkind = "sisock"\nurl = "ws://127.0.0.1:9"\nsecret_file = "{tmp_path / "none"}"\n'
+        '\n[[uplink]]\nkind = "influxdb"\nurl = "http://127.0.0.1:9"\ndatabase = "d"\n'
+    )
     active = [{"name": "mxc warm"}]
     built = build_uplinks(cfg.uplink, None, cfg.instrument, alarm_source=lambda: active)  # nothing here reads the store
     try:
-        assert [type(u) for u in built] == [FailedUplink, InfluxUplinkRunner, OcsUplinkRunner, SisockUplinkRunner,
-                                           WampRuntime]
+        assert [type(u) for u in built] == [
+            FailedUplink,
+            InfluxUplinkRunner,
+            OcsUplinkRunner,
+            SisockUplinkRunner,
+            WampRuntime,
+        ]
         assert [u.health.name for u in built if u.health is not None] == [f"uplink[{i}]" for i in (2, 3, 0, 1)]
         assert built[2].runtime is built[3].runtime is built[4]
         assert built[2].alarm_source() == active
@@ -272,8 +316,9 @@ def test_builder_order_and_one_wamp_loop(tmp_path):
 def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, hub, consumer, caplog):
     caplog.set_level(logging.INFO)
     s = secret_file(tmp_path, "not-the-secret")
-    app = start_appliance(appliance_config(tmp_path, emu372, emu240,
-                                           extra=uplink_config(router, tmp_path, secret=s, ocs=False)))
+    app = start_appliance(
+        appliance_config(tmp_path, emu372, emu240, extra=uplink_config(router, tmp_path, secret=s, ocs=False))
+    )
     try:
         time.sleep(8)  # a fixed window in which to count the refusals: backoff, not a tight loop
         refusals = [r for r in caplog.records if r.name == "kelvinpi.sisock" and "not_authorized" in r.getMessage()]
@@ -289,8 +334,9 @@ def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, 
 
 def test_secret_readable_by_others_is_refused(tmp_path, emu372, emu240, router):
     s = secret_file(tmp_path, SERVER_SECRET, mode=0o644)
-    app = start_appliance(appliance_config(tmp_path, emu372, emu240,
-                                           extra=uplink_config(router, tmp_path, secret=s, ocs=False)))
+    app = start_appliance(
+        appliance_config(tmp_path, emu372, emu240, extra=uplink_config(router, tmp_path, secret=s, ocs=False))
+    )
     try:
         h = app.health()["uplinks"][0]
         assert "readable by others" in h["last_error"] and h["connected"] is False
@@ -300,13 +346,15 @@ def test_secret_readable_by_others_is_refused(tmp_path, emu372, emu240, router):
 
 
 def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
-    cfg = appliance_config(tmp_path, emu372, emu240) + \
-        f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
+    cfg = (
+        appliance_config(tmp_path, emu372, emu240)
+        + f'\n[[uplink]]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "ocs_feeds"\n'
+    )
     app = start_appliance(cfg)
     runner = next(u for u in app.uplinks if u.health is not None and u.health.kind == "influxdb")
     try:
         wait_for(lambda: runner.health.sent > 20, what="first points written")
-        res = influx.query('SELECT * FROM "observatory.LSA24AZ" WHERE feed=\'temperatures\' LIMIT 3')
+        res = influx.query("SELECT * FROM \"observatory.LSA24AZ\" WHERE feed='temperatures' LIMIT 3")
         series = res["results"][0]["series"][0]
         assert series["name"] == "observatory.LSA24AZ" and "Channel_1_T" in series["columns"]
         assert "Channel_1_V" in series["columns"]
@@ -316,15 +364,19 @@ def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
         assert runner.health.connected is False and runner.health.errors
         influx.start()
         t_end = time.time()
-        q = (f'SELECT "control_T" FROM "observatory.LSA23JD" WHERE time >= {int((t_down - 5) * 1e3)}ms '
-             f'AND time < {int(t_end * 1e3)}ms')
+        q = (
+            f'SELECT "control_T" FROM "observatory.LSA23JD" WHERE time >= {int((t_down - 5) * 1e3)}ms '
+            f"AND time < {int(t_end * 1e3)}ms"
+        )
 
         def delivered():
-            want = [round(t, 3) for t, v in zip(*_raw(app, "LSA23JD::mxc_control_t", t_down - 5, t_end))
-                    if v is not None]
+            want = [
+                round(t, 3) for t, v in zip(*_raw(app, "LSA23JD::mxc_control_t", t_down - 5, t_end)) if v is not None
+            ]
             res = influx.query(q)["results"][0].get("series")
             got = [round(r[0] / 1000, 3) for r in res[0]["values"] if r[1] is not None] if res else []
             return want == got and len(want) >= 15
+
         wait_for(delivered, timeout=150, what="InfluxDB backfilled every stored reading")
     finally:
         app.stop()

@@ -1,4 +1,5 @@
 """The HTTP API on a real socket, against the running appliance and both emulators."""
+
 import csv
 import io
 import json
@@ -56,14 +57,21 @@ def test_instruments_pairs_each_running_instrument_with_its_own_health(tmp_path,
 
     from .conftest import appliance_config, wait_for
 
-    spare = ('[[instrument]]\nmodel = "240"\nname = "LSA99ZZ"\nenabled = false\ntransport = "serial"\n'
-             'device = "/dev/null"\n\n')
+    spare = (
+        '[[instrument]]\nmodel = "240"\nname = "LSA99ZZ"\nenabled = false\ntransport = "serial"\n'
+        'device = "/dev/null"\n\n'
+    )
     app = Appliance(_config.parse(spare + appliance_config(tmp_path, emu372, emu240)))
     app.start()
     try:
         app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
-        inst = wait_for(lambda: (lambda x: x if all(i["configuration"] for i in x) else None)(
-            get(app, "/api/v1/instruments")["instruments"]), 20, what="a configuration snapshot of each instrument")
+        inst = wait_for(
+            lambda: (lambda x: x if all(i["configuration"] for i in x) else None)(
+                get(app, "/api/v1/instruments")["instruments"]
+            ),
+            20,
+            what="a configuration snapshot of each instrument",
+        )
         assert [(i["name"], i["model"]) for i in inst] == [("LSA23JD", "372"), ("LSA24AZ", "240")]
         assert [i["health"]["name"] for i in inst] == ["LSA23JD", "LSA24AZ"]
         assert inst[0]["configuration"]["channels"]["A"]["inset"]["curve"] == 22  # the 372's own snapshot
@@ -73,8 +81,13 @@ def test_instruments_pairs_each_running_instrument_with_its_own_health(tmp_path,
 
 def test_fields_and_latest_follow_naming(running_appliance, emu372):
     names = {f["field"] for f in get(running_appliance, "/api/v1/fields")["fields"]}
-    assert {"LSA23JD::mxc_control_t", "LSA23JD::mxc_control_r", "LSA24AZ::50k_plate_t", "LSA24AZ::4k_plate_r",
-            "LSA23JD::sample_heater"} <= names
+    assert {
+        "LSA23JD::mxc_control_t",
+        "LSA23JD::mxc_control_r",
+        "LSA24AZ::50k_plate_t",
+        "LSA24AZ::4k_plate_r",
+        "LSA23JD::sample_heater",
+    } <= names
     latest = get(running_appliance, "/api/v1/latest")
     by = {x["field"]: x for x in latest}
     a = by["LSA23JD::mxc_control_t"]
@@ -102,17 +115,20 @@ def test_data_and_strides(running_appliance):
     assert all(b - a >= 1 for a, b in zip(t2, t2[1:])) and len(t2) < len(t)
 
 
-@pytest.mark.parametrize("path,status,words", [
-    ("/api/v1/data", 400, "field="),
-    ("/api/v1/data?field=LSA23JD::nope", 404, "unknown field 'LSA23JD::nope'"),
-    ("/api/v1/data?field=LSA23JD::mxc_control_t&start=yesterday", 400, "start='yesterday' is not a time"),
-    ("/api/v1/data?field=LSA23JD::mxc_control_t&start=nan", 400, "start"),
-    ("/api/v1/data?field=LSA23JD::mxc_control_t&min_stride=-3", 400, "min_stride"),
-    ("/api/v1/data?field=LSA23JD::mxc_control_t&start=100&end=50", 400, "before start"),
-    ("/api/v1/export.csv?field=bogus", 404, "unknown field"),
-    ("/api/v1/nothing", 404, "no such resource"),
-    ("/no/such/page", 404, "no such resource"),
-])
+@pytest.mark.parametrize(
+    "path,status,words",
+    [
+        ("/api/v1/data", 400, "field="),
+        ("/api/v1/data?field=LSA23JD::nope", 404, "unknown field 'LSA23JD::nope'"),
+        ("/api/v1/data?field=LSA23JD::mxc_control_t&start=yesterday", 400, "start='yesterday' is not a time"),
+        ("/api/v1/data?field=LSA23JD::mxc_control_t&start=nan", 400, "start"),
+        ("/api/v1/data?field=LSA23JD::mxc_control_t&min_stride=-3", 400, "min_stride"),
+        ("/api/v1/data?field=LSA23JD::mxc_control_t&start=100&end=50", 400, "before start"),
+        ("/api/v1/export.csv?field=bogus", 404, "unknown field"),
+        ("/api/v1/nothing", 404, "no such resource"),
+        ("/no/such/page", 404, "no such resource"),
+    ],
+)
 def test_bad_requests_have_one_error_shape(running_appliance, path, status, words):
     msg = error_message(get(running_appliance, path, expect=status))
     assert words in msg
@@ -129,8 +145,10 @@ def test_wrong_method_and_malformed_json(running_appliance):
     # a body declared over the limit is refused before it is read
     host, port = running_appliance.web_address[:2]
     s = socket.create_connection((host, port), timeout=5)
-    s.sendall(b"POST /grafana/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: 5000000\r\n\r\n" + b"{" * 1000)
+    s.sendall(
+        b"POST /grafana/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000000\r\n\r\n" + b"{" * 1000
+    )
     reply = b""
     while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
         chunk = s.recv(4096)
@@ -155,7 +173,9 @@ def test_malformed_http_does_not_hurt(running_appliance):
 
 
 def test_export_csv_names_the_curve(running_appliance):
-    text = get(running_appliance, "/api/v1/export.csv?field=LSA23JD::mxc_control_t&field=LSA24AZ::50k_plate_t&start=-60")
+    text = get(
+        running_appliance, "/api/v1/export.csv?field=LSA23JD::mxc_control_t&field=LSA24AZ::50k_plate_t&start=-60"
+    )
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows and {r["field"] for r in rows} == {"LSA23JD::mxc_control_t", "LSA24AZ::50k_plate_t"}
     r372 = next(r for r in rows if r["field"].startswith("LSA23JD"))
@@ -169,11 +189,18 @@ def test_grafana_datasource(running_appliance):
     names = post(running_appliance, "/grafana/search", {"target": "mxc"})
     assert "LSA23JD::mxc_control_t" in names and all("mxc" in n for n in names)
     now = time.time()
-    body = {"range": {"from": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - 120)),
-                      "to": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now + 1))},
-            "intervalMs": 100, "maxDataPoints": 5,
-            "targets": [{"target": "LSA23JD::mxc_control_t", "refId": "A", "type": "timeserie"},
-                        {"target": "LSA23JD::unknown", "refId": "B"}]}
+    body = {
+        "range": {
+            "from": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - 120)),
+            "to": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now + 1)),
+        },
+        "intervalMs": 100,
+        "maxDataPoints": 5,
+        "targets": [
+            {"target": "LSA23JD::mxc_control_t", "refId": "A", "type": "timeserie"},
+            {"target": "LSA23JD::unknown", "refId": "B"},
+        ],
+    }
     out = post(running_appliance, "/grafana/query", body)
     assert [o["target"] for o in out] == ["LSA23JD::mxc_control_t", "LSA23JD::unknown"]
     pts = out[0]["datapoints"]

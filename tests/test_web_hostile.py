@@ -5,6 +5,7 @@ slowloris connections from other loopback addresses, a forged X-Forwarded-For on
 request, pre-1970 ISO times, repeated field= lists and over-long request lines. Every request
 here is bounded in time; the last test checks the service's peak RSS over all of them.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -53,8 +54,15 @@ class Service:
     def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
         self.proc, self.port, self.log = proc, port, log
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                source: str = "127.0.0.1", timeout: float = 5.0) -> tuple[int, dict, bytes, float]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        source: str = "127.0.0.1",
+        timeout: float = 5.0,
+    ) -> tuple[int, dict, bytes, float]:
         """(status, headers, body, seconds) over a fresh connection from ``source``."""
         t0 = time.monotonic()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout, source_address=(source, 0))
@@ -88,15 +96,21 @@ def service(tmp_path_factory):
     token = tmp / "token"
     token.write_text(TOKEN)
     token.chmod(0o600)
-    extra = (f'request_timeout = 2.0\nmax_connections_per_client = 32\ntrusted_proxies = ["{PROXY}"]\n'
-             f'\n[control]\nenabled = true\ntoken_file = "{token}"\nmax_setpoint_kelvin = 1.0\n')
+    extra = (
+        f'request_timeout = 2.0\nmax_connections_per_client = 32\ntrusted_proxies = ["{PROXY}"]\n'
+        f'\n[control]\nenabled = true\ntoken_file = "{token}"\nmax_setpoint_kelvin = 1.0\n'
+    )
     cfg = tmp / "kelvinpi.toml"
     cfg.write_text(appliance_config(tmp, e372, e240, extra=extra))
     prefill(tmp / "kelvinpi.db", HISTORY_DAYS)
     log = tmp / "service.log"
     out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
-                            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     try:
         port = int(wait_for(lambda: _port(log), 20, what="the service's web port"))
         svc = Service(proc, port, log)
@@ -138,8 +152,12 @@ def error_message(obj) -> str:
 def grafana_body(targets: list[str], max_points=100000, days: float = 30) -> dict:
     now = time.time()
     iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
-    return {"range": {"from": iso(now - days * 86400), "to": iso(now)}, "intervalMs": 1, "maxDataPoints": max_points,
-            "targets": [{"target": t, "refId": f"R{i}"} for i, t in enumerate(targets)]}
+    return {
+        "range": {"from": iso(now - days * 86400), "to": iso(now)},
+        "intervalMs": 1,
+        "maxDataPoints": max_points,
+        "targets": [{"target": t, "refId": f"R{i}"} for i, t in enumerate(targets)],
+    }
 
 
 # -- bounded cost --------------------------------------------------------------------------------
@@ -151,12 +169,15 @@ def test_the_32_copies_grafana_request_is_one_bounded_series(service):
     assert 0 < len(out[0]["datapoints"]) <= 5000  # maxDataPoints clamped to MAX_POINTS
 
 
-@pytest.mark.parametrize("variant,status,words", [
-    ("65 distinct", 400, "limit of 64 series"),
-    ("body over 256 KiB", 413, "limit of 262144 bytes"),
-    ("maxDataPoints NaN-like", 400, "maxDataPoints"),
-    ("pre-1970 range", 400, "1970"),
-])
+@pytest.mark.parametrize(
+    "variant,status,words",
+    [
+        ("65 distinct", 400, "limit of 64 series"),
+        ("body over 256 KiB", 413, "limit of 262144 bytes"),
+        ("maxDataPoints NaN-like", 400, "maxDataPoints"),
+        ("pre-1970 range", 400, "1970"),
+    ],
+)
 def test_grafana_variants_over_a_limit_are_refused_fast(service, variant, status, words):
     if variant == "65 distinct":
         body = json.dumps(grafana_body([f"LSA23JD::x{i}" for i in range(65)])).encode()
@@ -171,8 +192,10 @@ def test_grafana_variants_over_a_limit_are_refused_fast(service, variant, status
     t0 = time.monotonic()
     s = socket.create_connection(("127.0.0.1", service.port), timeout=5)
     try:  # the head and the first KB: a body over the limit is refused before it is read
-        s.sendall(b"POST /grafana/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:1024])
+        s.sendall(
+            b"POST /grafana/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[:1024]
+        )
         if len(body) <= 1024 or variant != "body over 256 KiB":
             s.sendall(body[1024:])
         reply = _read_reply(s, until_complete=True)
@@ -188,9 +211,9 @@ def test_thirty_two_distinct_series_share_the_point_budget(service):
     """32 real series at maxDataPoints 100,000: each gets MAX_RESPONSE_POINTS / 32 at most."""
     _s, fields, _ = service.json("GET", "/api/v1/fields")
     names = [f["field"] for f in fields["fields"]][:32]
-    status, _h, data, dt = service.request("POST", "/grafana/query",
-                                           json.dumps(grafana_body(names, days=1)).encode(),
-                                           {"Content-Type": "application/json"})
+    status, _h, data, dt = service.request(
+        "POST", "/grafana/query", json.dumps(grafana_body(names, days=1)).encode(), {"Content-Type": "application/json"}
+    )
     assert status == 200 and dt < 5.0, (status, dt)
     out = json.loads(data)
     assert len(out) == len(names) and all(len(o["datapoints"]) <= 100000 // len(names) for o in out)
@@ -212,8 +235,9 @@ def test_repeated_fields_collapse_and_long_lists_are_refused(service):
 def test_a_long_raw_read_goes_in_windows_and_keeps_its_stride(service):
     """Three hours of history at a 2 s stride: raw reads an hour at a time, the seams still >= stride."""
     end = time.time() // 3600 * 3600 - 2 * 3600
-    status, out, dt = service.json("GET", f"/api/v1/data?field=LSA23JD::mxc_control_t&start={end - 10800}&end={end}"
-                                          "&min_stride=2")
+    status, out, dt = service.json(
+        "GET", f"/api/v1/data?field=LSA23JD::mxc_control_t&start={end - 10800}&end={end}&min_stride=2"
+    )
     assert status == 200 and dt < 5.0
     d = out["fields"]["LSA23JD::mxc_control_t"]
     stride = 10800 / 5000  # the range over MAX_POINTS: wider than the 2 s asked
@@ -224,8 +248,9 @@ def test_a_long_raw_read_goes_in_windows_and_keeps_its_stride(service):
     hours = 0
     for h in range(3):
         a = end - 10800 + h * 3600
-        _s, one, _ = service.json("GET", f"/api/v1/data?field=LSA23JD::mxc_control_t&start={a}&end={a + 3600}"
-                                         f"&min_stride={stride}")
+        _s, one, _ = service.json(
+            "GET", f"/api/v1/data?field=LSA23JD::mxc_control_t&start={a}&end={a + 3600}&min_stride={stride}"
+        )
         hours += len(one["fields"]["LSA23JD::mxc_control_t"]["t"])
     assert abs(len(d["t"]) - hours) <= 2, (len(d["t"]), hours)
 
@@ -284,14 +309,23 @@ def _control_events(service) -> list[str]:
 
 def test_a_forged_forwarded_for_is_not_what_the_audit_records(service):
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    status, out, _ = service.json("POST", "/api/v1/control/LSA23JD/setpoint", {"output": 0, "kelvin": 0.011},
-                                  headers={**auth, "X-Forwarded-For": "6.6.6.6"})
+    status, out, _ = service.json(
+        "POST",
+        "/api/v1/control/LSA23JD/setpoint",
+        {"output": 0, "kelvin": 0.011},
+        headers={**auth, "X-Forwarded-For": "6.6.6.6"},
+    )
     assert status == 200, out
     detail = wait_for(lambda: [d for d in _control_events(service) if "0.011 K" in d], 10, what="the audit event")
     assert detail[0].endswith("(by 127.0.0.1)") and "6.6.6.6" not in detail[0]
     # through the trusted proxy, the hop it saw is the client (not what the client wrote before it)
-    status, out, _ = service.json("POST", "/api/v1/control/LSA23JD/setpoint", {"output": 0, "kelvin": 0.012},
-                                  headers={**auth, "X-Forwarded-For": "6.6.6.6, 10.20.30.40"}, source=PROXY)
+    status, out, _ = service.json(
+        "POST",
+        "/api/v1/control/LSA23JD/setpoint",
+        {"output": 0, "kelvin": 0.012},
+        headers={**auth, "X-Forwarded-For": "6.6.6.6, 10.20.30.40"},
+        source=PROXY,
+    )
     assert status == 200, out
     detail = wait_for(lambda: [d for d in _control_events(service) if "0.012 K" in d], 10, what="the audit event")
     assert detail[0].endswith("(by 10.20.30.40)")
@@ -342,7 +376,7 @@ class Slowloris(threading.Thread):
                     live.remove(s)
                     continue
                 try:
-                    s.send(head[i % len(head):i % len(head) + 1])
+                    s.send(head[i % len(head) : i % len(head) + 1])
                     started.setdefault(s, time.monotonic())
                 except OSError:
                     self.closed_by_server.append(time.monotonic() - started.get(s, time.monotonic()))

@@ -33,6 +33,7 @@ var/ in the checkout: write_bytes stays 0 on tmpfs). The last line is machine-re
 
     bench: wear_ratio=W influx_wear_ratio=I bytes_per_sample=B query_ms=Q query_speedup=S ingest_ratio=R rss_mb=M
 """
+
 from __future__ import annotations
 
 import collections
@@ -228,8 +229,11 @@ def find_influxd() -> str | None:
         return path
     print("influx: influxd not found; installing Debian's influxdb (running as root)...", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "install", "-y", "-qq", "influxdb"], ["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "influxdb"]):
+    for cmd in (
+        ["apt-get", "install", "-y", "-qq", "influxdb"],
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "influxdb"],
+    ):
         ok = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
         if ok and cmd[1] == "install":
             break
@@ -280,12 +284,19 @@ class WearRun(threading.Thread):
         port = free_port()
         links = self.work / "ls240a", self.work / "ls240b"
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.spawn(py + ["ls372", "--listen", f"127.0.0.1:{port}", "--serial-number", "LSA23JD", "--seed", "1"],
-                   **quiet)
-        self.spawn(py + ["ls240", "--serial-link", str(links[0]), "--channels", "8", "--serial-number", "LSA24AZ",
-                         "--seed", "2"], **quiet)
-        self.spawn(py + ["ls240", "--serial-link", str(links[1]), "--channels", "2", "--serial-number", "LSA24B2",
-                         "--seed", "3"], **quiet)
+        self.spawn(
+            py + ["ls372", "--listen", f"127.0.0.1:{port}", "--serial-number", "LSA23JD", "--seed", "1"], **quiet
+        )
+        self.spawn(
+            py
+            + ["ls240", "--serial-link", str(links[0]), "--channels", "8", "--serial-number", "LSA24AZ", "--seed", "2"],
+            **quiet,
+        )
+        self.spawn(
+            py
+            + ["ls240", "--serial-link", str(links[1]), "--channels", "2", "--serial-number", "LSA24B2", "--seed", "3"],
+            **quiet,
+        )
         deadline = time.monotonic() + 30
         while not all(link.exists() for link in links):
             if time.monotonic() > deadline:
@@ -340,23 +351,28 @@ device = "{link_b}"
 interval = 1.0
 
 [store]
-path = "{self.work / 'service.db'}"
+path = "{self.work / "service.db"}"
 commit_interval = {self.commit}
 
 [web]
 bind = "127.0.0.1"
 port = {self.web_port}
 """)
-        svc = self.spawn([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        svc = self.spawn(
+            [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.svc_log = Drain(svc.stderr)
         return svc
 
     def _influx(self) -> tuple[subprocess.Popen | None, http.client.HTTPConnection | None]:
         binary = find_influxd()
         if binary is None:
-            self.notes.append("influx: skipped: no influxd (Debian's influxdb; `sudo make bench` or"
-                              " `sudo apt-get install influxdb` installs it) -> influx_wear_ratio=nan")
+            self.notes.append(
+                "influx: skipped: no influxd (Debian's influxdb; `sudo make bench` or"
+                " `sudo apt-get install influxdb` installs it) -> influx_wear_ratio=nan"
+            )
             return None, None
         http_port, bind_port = free_port(), free_port()
         conf = self.work / "influxdb.conf"
@@ -367,8 +383,12 @@ port = {self.web_port}
         while True:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
-                conn.request("POST", "/query", urllib.parse.urlencode({"q": "CREATE DATABASE bench"}),
-                             {"Content-Type": "application/x-www-form-urlencoded"})
+                conn.request(
+                    "POST",
+                    "/query",
+                    urllib.parse.urlencode({"q": "CREATE DATABASE bench"}),
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                )
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status == 200:
@@ -385,8 +405,11 @@ port = {self.web_port}
         port, link_a, link_b = self._emulators()
         svc = self._service(port, link_a, link_b)
         influx, iconn = self._influx()
-        logger = self.spawn([sys.executable, "-B", "-c", LOG_WRITER, str(self.work / "append.log")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        logger = self.spawn(
+            [sys.executable, "-B", "-c", LOG_WRITER, str(self.work / "append.log")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         web = http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=10)
 
         def get(path: str, query: list[tuple[str, object]] = ()) -> dict:
@@ -440,10 +463,13 @@ port = {self.web_port}
                 raise RuntimeError("the append-log writer died")
             fed["log"] += len(lines)
             if iconn is not None and points:
-                body = "".join(f"observatory.{node},feed=temperatures {','.join(f)} {t}\n"
-                               for (node, t), f in sorted(points.items(), key=lambda kv: (kv[0][1], kv[0][0])))
-                iconn.request("POST", "/write?db=bench&precision=ms", body.encode(),
-                              {"Content-Type": "text/plain; charset=utf-8"})
+                body = "".join(
+                    f"observatory.{node},feed=temperatures {','.join(f)} {t}\n"
+                    for (node, t), f in sorted(points.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+                )
+                iconn.request(
+                    "POST", "/write?db=bench&precision=ms", body.encode(), {"Content-Type": "text/plain; charset=utf-8"}
+                )
                 resp = iconn.getresponse()
                 text = resp.read()
                 if resp.status != 204:
@@ -451,9 +477,15 @@ port = {self.web_port}
                 fed["influx"] += sum(len(f) for f in points.values())
 
         def mark() -> dict:
-            return {"t": time.time(), "log": fed["log"], "influx": fed["influx"], "cpu_s": cpu_seconds(svc.pid),
-                    "svc_io": write_bytes(svc.pid), "log_io": write_bytes(logger.pid),
-                    "influx_io": write_bytes(influx.pid) if influx is not None else 0}
+            return {
+                "t": time.time(),
+                "log": fed["log"],
+                "influx": fed["influx"],
+                "cpu_s": cpu_seconds(svc.pid),
+                "svc_io": write_bytes(svc.pid),
+                "log_io": write_bytes(logger.pid),
+                "influx_io": write_bytes(influx.pid) if influx is not None else 0,
+            }
 
         def tick(until: float) -> None:
             while time.time() < until and not self.halt.is_set():
@@ -478,8 +510,9 @@ port = {self.web_port}
         while cursor <= end["t"] and not self.halt.is_set():  # the samples taken before the end mark
             tick(math.floor(time.time()) + 1.2)
         stored = sum(n for sec, n in per_second.items() if start["t"] <= sec + 0.5 < end["t"])
-        self.result = dict(start=start, end=end, stored=stored, series=len(fields), influx=influx is not None,
-                           rss_mb=rss)
+        self.result = dict(
+            start=start, end=end, stored=stored, series=len(fields), influx=influx is not None, rss_mb=rss
+        )
         web.close()
 
 
@@ -504,12 +537,16 @@ def wear_report(w: WearRun) -> tuple[float, float, float]:
     if not r["influx"]:
         inf_bps = NAN
     cpu = e["cpu_s"] - s["cpu_s"]
-    print(f"wear: {r['series']} series, {n_svc:,} samples stored in {secs:.0f} s ({n_svc / secs:.1f}/s), commits every"
-          f" {w.commit:g} s: kelvinpi run {ours:,.0f} B/sample ({(e['svc_io'] - s['svc_io']) / secs / 1024:.1f} KiB/s),"
-          f" fsynced append-only log {log_bps:,.0f} B/sample ({n_log:,} lines), InfluxDB 1.x {inf_bps:,.0f} B/sample"
-          f" ({n_inf:,} points) (/proc/<pid>/io write_bytes over the same window)")
-    print(f"service: RSS {r['rss_mb']:.1f} MB at the end of the wear run (aim <= 80); CPU {cpu / secs * 100:.1f} %"
-          f" of a core while polling ({cpu / secs * 3600:.0f} CPU-s per hour)")
+    print(
+        f"wear: {r['series']} series, {n_svc:,} samples stored in {secs:.0f} s ({n_svc / secs:.1f}/s), commits every"
+        f" {w.commit:g} s: kelvinpi run {ours:,.0f} B/sample ({(e['svc_io'] - s['svc_io']) / secs / 1024:.1f} KiB/s),"
+        f" fsynced append-only log {log_bps:,.0f} B/sample ({n_log:,} lines), InfluxDB 1.x {inf_bps:,.0f} B/sample"
+        f" ({n_inf:,} points) (/proc/<pid>/io write_bytes over the same window)"
+    )
+    print(
+        f"service: RSS {r['rss_mb']:.1f} MB at the end of the wear run (aim <= 80); CPU {cpu / secs * 100:.1f} %"
+        f" of a core while polling ({cpu / secs * 3600:.0f} CPU-s per hour)"
+    )
     if ours == 0 and log_bps == 0:
         print("wear: no block-layer writes counted (tmpfs, or no I/O accounting?): ratios are meaningless")
         return NAN, NAN, r["rss_mb"]
@@ -551,10 +588,13 @@ def make_samples(keys, t_ms: np.ndarray, values: np.ndarray) -> list[Sample]:
     return list(map(Sample, itertools.cycle(keys), (t_ms / 1000).tolist(), values.tolist(), itertools.repeat(0)))
 
 
-BARE_SCHEMA = ("CREATE TABLE raw (series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL,"
-               " status INTEGER NOT NULL DEFAULT 0)")
-BARE_GROUP_BY = ("SELECT series, (t/1000)/? AS g, count(value), avg(value), min(value), max(value) FROM raw"
-                 " WHERE t>=? AND t<? GROUP BY series, g")
+BARE_SCHEMA = (
+    "CREATE TABLE raw (series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL, status INTEGER NOT NULL DEFAULT 0)"
+)
+BARE_GROUP_BY = (
+    "SELECT series, (t/1000)/? AS g, count(value), avg(value), min(value), max(value) FROM raw"
+    " WHERE t>=? AND t<? GROUP BY series, g"
+)
 
 
 def bare_child(path: str, t0: int, hours: int) -> int:
@@ -664,9 +704,11 @@ def ingest(work: Path, keys, days: float) -> tuple[Store, Bare, float, float, in
     bare_s, bare.bytes = got["seconds"], got["bytes"]
     n = hours * HOUR * SERIES
     ratio_ = bare_s / ours_s
-    print(f"ingest: Store.write {n / ours_s:,.0f} samples/s, bare executemany into a rowid table {n / bare_s:,.0f}"
-          f" samples/s, {hours} one-hour batches of {HOUR * SERIES:,} -> ratio {ratio_:.2f} (> 1: we are faster);"
-          f" our writes {io_ours / n:.2f} B/sample")
+    print(
+        f"ingest: Store.write {n / ours_s:,.0f} samples/s, bare executemany into a rowid table {n / bare_s:,.0f}"
+        f" samples/s, {hours} one-hour batches of {HOUR * SERIES:,} -> ratio {ratio_:.2f} (> 1: we are faster);"
+        f" our writes {io_ours / n:.2f} B/sample"
+    )
     return store, bare, float(t0), float(end), n, ratio_
 
 
@@ -694,9 +736,11 @@ def disk(store: Store, bare: Bare, end: float, n: int) -> float:
     except sqlite3.Error:
         payload = ""
     bps = store.file_bytes() / n
-    print(f"disk: {store.file_bytes() / 1e6:.1f} MB for {n:,} samples = {bps:.2f} B/sample all-in"
-          f" ({store.used_bytes() / n:.2f} in use{payload}; the rest rollups, indexes, free pages;"
-          f" final seal {seal_s:.1f} s); bare rowid table {bare.bytes / n:.1f} B/sample")
+    print(
+        f"disk: {store.file_bytes() / 1e6:.1f} MB for {n:,} samples = {bps:.2f} B/sample all-in"
+        f" ({store.used_bytes() / n:.2f} in use{payload}; the rest rollups, indexes, free pages;"
+        f" final seal {seal_s:.1f} s); bare rowid table {bare.bytes / n:.1f} B/sample"
+    )
     return bps
 
 
@@ -728,12 +772,17 @@ def query(store: Store, bare: Bare, keys, start: float, end: float) -> tuple[flo
         for g, v in exp.items():
             worst = max(worst, abs(got[g] - v) / max(abs(v), 1e-300))
     points = statistics.mean(len(d.t) for d in ours.values())
-    agree = (f"answers agree (largest relative difference of a mean {worst:.1e})" if not mismatched
-             else f"ANSWERS DIFFER: {'; '.join(mismatched[:3])}")
+    agree = (
+        f"answers agree (largest relative difference of a mean {worst:.1e})"
+        if not mismatched
+        else f"ANSWERS DIFFER: {'; '.join(mismatched[:3])}"
+    )
     speedup = base_ms / query_ms
-    print(f"query: {len(names)} fields x {(end - start) / 86400:g} days at ~{points:.0f} points each"
-          f" ({group} s buckets from the {tier} s tier): median {query_ms:.1f} ms of {len(times)};"
-          f" GROUP BY over the bare table's raw rows {base_ms:,.0f} ms -> {speedup:,.0f}x; {agree}")
+    print(
+        f"query: {len(names)} fields x {(end - start) / 86400:g} days at ~{points:.0f} points each"
+        f" ({group} s buckets from the {tier} s tier): median {query_ms:.1f} ms of {len(times)};"
+        f" GROUP BY over the bare table's raw rows {base_ms:,.0f} ms -> {speedup:,.0f}x; {agree}"
+    )
     return query_ms, speedup
 
 
@@ -747,16 +796,18 @@ def seal_wear(work: Path, keys) -> None:
         samples = make_samples(keys, t_ms, values)
         io0 = thread_write_bytes()
         for i in range(0, len(samples), SERIES):  # as the service commits: a second's readings at a time
-            store.write(samples[i:i + SERIES])
+            store.write(samples[i : i + SERIES])
         checkpoint(store)
         io1 = thread_write_bytes()
         sealed = store.seal(budget=30)
         checkpoint(store)
         io2 = thread_write_bytes()
         n = len(samples)
-        print(f"seal: one hour of {SERIES} series ({n:,} samples) committed a second at a time in this process:"
-              f" {(io1 - io0) / n:,.0f} B/sample; sealing it ({sealed} blocks) then adds {(io2 - io1) / n:,.1f}"
-              f" B/sample (neither in wear_ratio's window)")
+        print(
+            f"seal: one hour of {SERIES} series ({n:,} samples) committed a second at a time in this process:"
+            f" {(io1 - io0) / n:,.0f} B/sample; sealing it ({sealed} blocks) then adds {(io2 - io1) / n:,.1f}"
+            f" B/sample (neither in wear_ratio's window)"
+        )
     finally:
         store.close()
 
@@ -771,10 +822,12 @@ def retention(store: Store) -> None:
     deleted = store.enforce_retention()
     took = time.perf_counter() - t
     wal = os.path.getsize(f"{store.path}-wal") if os.path.exists(f"{store.path}-wal") else 0
-    print(f"retention: {used / 1e6:.0f} MB in use, cap {store.max_bytes / 1e6:.0f} MB: {deleted['raw_size']:,}"
-          f" samples deleted in {took:.1f} s; longest step (Store.longest_step) {store.longest_step * 1000:.0f} ms,"
-          f" longest write-lock hold {lock.longest * 1000:.0f} ms ({lock.where}); after: {store.used_bytes() / 1e6:.0f}"
-          f" MB in use, file {os.path.getsize(store.path) / 1e6:.0f} MB + WAL {wal / 1e6:.0f} MB")
+    print(
+        f"retention: {used / 1e6:.0f} MB in use, cap {store.max_bytes / 1e6:.0f} MB: {deleted['raw_size']:,}"
+        f" samples deleted in {took:.1f} s; longest step (Store.longest_step) {store.longest_step * 1000:.0f} ms,"
+        f" longest write-lock hold {lock.longest * 1000:.0f} ms ({lock.where}); after: {store.used_bytes() / 1e6:.0f}"
+        f" MB in use, file {os.path.getsize(store.path) / 1e6:.0f} MB + WAL {wal / 1e6:.0f} MB"
+    )
 
 
 def _interrupt(signum, frame):
@@ -788,8 +841,11 @@ def main() -> int:
     wear_seconds = float(os.environ.get("BENCH_WEAR_SECONDS", "300"))
     commit = float(os.environ.get("BENCH_COMMIT_INTERVAL", "1"))
     work = work_dir()
-    print(f"bench: {days:g} days x {SERIES} series; wear run {wear_seconds:g} s, commits every {commit:g} s; files in {work}"
-          f" ({fs_type(work)})", flush=True)
+    print(
+        f"bench: {days:g} days x {SERIES} series; wear run {wear_seconds:g} s, commits every {commit:g} s; files in {work}"
+        f" ({fs_type(work)})",
+        flush=True,
+    )
     started = time.monotonic()
     wear = WearRun(work, wear_seconds, commit)
     wear.start()
@@ -808,9 +864,11 @@ def main() -> int:
         wear.join()
         wear_ratio, influx_ratio, rss = wear_report(wear)
         print(f"bench took {(time.monotonic() - started) / 60:.1f} min")
-        print(f"bench: wear_ratio={wear_ratio:.2f} influx_wear_ratio={influx_ratio:.2f}"
-              f" bytes_per_sample={bytes_per_sample:.2f} query_ms={query_ms:.1f} query_speedup={speedup:.0f}"
-              f" ingest_ratio={ingest_ratio:.2f} rss_mb={rss:.1f}")
+        print(
+            f"bench: wear_ratio={wear_ratio:.2f} influx_wear_ratio={influx_ratio:.2f}"
+            f" bytes_per_sample={bytes_per_sample:.2f} query_ms={query_ms:.1f} query_speedup={speedup:.0f}"
+            f" ingest_ratio={ingest_ratio:.2f} rss_mb={rss:.1f}"
+        )
     finally:
         wear.halt.set()
         wear.join(60)

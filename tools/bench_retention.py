@@ -16,6 +16,7 @@ and measures the holds as the writer's own loop would see them:
 
 Last line: ``bench-retention: file_gb=F blocks=N deleted=D passes=P seconds=S longest_ms=L p99_ms=Q where=W``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def build(db: Path, copies: int) -> None:
     span = DAYS * 86400
     cols = "series, hour, t0, t1, seq0, seq1, n, flags, data"
     for k in range(1, copies + 1):
-        conn.execute(f"INSERT INTO block ({cols}) SELECT series, hour - {k * span}, t0 - {k * span * 1000},"
-                     f" t1 - {k * span * 1000}, seq0, seq1, n, flags, data FROM block WHERE hour >= {t0}")
+        conn.execute(
+            f"INSERT INTO block ({cols}) SELECT series, hour - {k * span}, t0 - {k * span * 1000},"
+            f" t1 - {k * span * 1000}, seq0, seq1, n, flags, data FROM block WHERE hour >= {t0}"
+        )
         conn.commit()
         print(f"  ... copy {k}/{copies}: {db.stat().st_size / 1e9:.2f} GB", flush=True)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -96,16 +99,21 @@ def run(db: Path, seconds: float) -> str:
         if lock.longest > worst:
             worst, where = lock.longest, lock.where
         if len(holds) % 50 == 0:
-            print(f"  ... pass {len(holds)}: {time.monotonic() - started:.0f} s, {deleted:,} samples deleted,"
-                  f" longest hold so far {worst * 1000:.0f} ms ({where})", flush=True)
+            print(
+                f"  ... pass {len(holds)}: {time.monotonic() - started:.0f} s, {deleted:,} samples deleted,"
+                f" longest hold so far {worst * 1000:.0f} ms ({where})",
+                flush=True,
+            )
         if not r["more"]:
             break
     took = time.monotonic() - started
     store.close()
     holds.sort()
     p99 = holds[min(len(holds) - 1, int(len(holds) * 0.99))]
-    return (f"bench-retention: file_gb={size / 1e9:.2f} blocks={n} deleted={deleted} passes={len(holds)}"
-            f" seconds={took:.0f} longest_ms={worst * 1000:.0f} p99_ms={p99 * 1000:.0f} where={where!r}")
+    return (
+        f"bench-retention: file_gb={size / 1e9:.2f} blocks={n} deleted={deleted} passes={len(holds)}"
+        f" seconds={took:.0f} longest_ms={worst * 1000:.0f} p99_ms={p99 * 1000:.0f} where={where!r}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

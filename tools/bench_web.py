@@ -26,6 +26,7 @@ the last gives the uncached cost of the same query from one client.
 Aims (issue 14): latest_ratio >= 0.8, latest p99 <= 50 ms and <= 2x the constant endpoint's,
 grafana p99 <= 250 ms, 0 overruns.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,7 +121,7 @@ device = "{link}"
 interval = 1.0
 
 [store]
-path = "{work / 'kelvinpi.db'}"
+path = "{work / "kelvinpi.db"}"
 raw_retention_days = 60
 
 [web]
@@ -171,18 +172,25 @@ def wrk(url: str, seconds: float, script: Path | None = None) -> dict:
 
 def grafana_body(days: float) -> dict:
     now = time.time()
-    rng = {"from": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - days * 86400)),
-           "to": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now))}
-    body = {"range": rng, "intervalMs": int(days * 86400 * 1000 / 1000), "maxDataPoints": 1000,
-            "targets": [{"target": k.name, "refId": chr(65 + i), "type": "timeserie"}
-                        for i, k in enumerate(hist_keys())]}
+    rng = {
+        "from": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - days * 86400)),
+        "to": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
+    }
+    body = {
+        "range": rng,
+        "intervalMs": int(days * 86400 * 1000 / 1000),
+        "maxDataPoints": 1000,
+        "targets": [{"target": k.name, "refId": chr(65 + i), "type": "timeserie"} for i, k in enumerate(hist_keys())],
+    }
     return body
 
 
 def grafana_script(work: Path, body: dict) -> Path:
     script = work / "grafana.lua"
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f"wrk.body = {json.dumps(json.dumps(body))}\n")
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    )
     return script
 
 
@@ -216,10 +224,19 @@ def main() -> int:
         emu = [sys.executable, "-m", "appliance.cli", "emulate"]
         emu_port, link = free_port(), work / "ls240"
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root, env=env)
-        procs.append(subprocess.Popen(emu + ["ls372", "--listen", f"127.0.0.1:{emu_port}", "--serial-number",
-                                             "LSA23JD", "--seed", "1"], **quiet))
-        procs.append(subprocess.Popen(emu + ["ls240", "--serial-link", str(link), "--channels", "8",
-                                             "--serial-number", "LSA24AZ", "--seed", "2"], **quiet))
+        procs.append(
+            subprocess.Popen(
+                emu + ["ls372", "--listen", f"127.0.0.1:{emu_port}", "--serial-number", "LSA23JD", "--seed", "1"],
+                **quiet,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                emu
+                + ["ls240", "--serial-link", str(link), "--channels", "8", "--serial-number", "LSA24AZ", "--seed", "2"],
+                **quiet,
+            )
+        )
         deadline = time.monotonic() + 30
         while not link.exists():
             if time.monotonic() > deadline:
@@ -228,8 +245,13 @@ def main() -> int:
         web_port = free_port()
         cfg = service_config(work, emu_port, link, web_port, root)
         log = open(work / "service.log", "w")
-        svc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
+        svc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env=env,
+        )
         procs.append(svc)
         base = f"http://127.0.0.1:{web_port}"
         deadline = time.monotonic() + 60
@@ -249,19 +271,26 @@ def main() -> int:
         except urllib.error.HTTPError:
             const = "/api/v1/openapi.json"  # the tree before issue 14 has no constant endpoint of its own
         body = grafana_body(days)
-        req = urllib.request.Request(base + "/grafana/query", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            base + "/grafana/query", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=30) as r:  # raises on a 4xx/5xx: the bench would measure errors
             got = json.loads(r.read())
         print(f"grafana query: {len(got)} series, {sum(len(g['datapoints']) for g in got)} points", flush=True)
         over0 = overruns(base)
         results = {}
-        for name, path, script in (("const", const, None), ("latest", "/api/v1/latest", None),
-                                   ("metrics", "/metrics", None),
-                                   ("grafana", "/grafana/query", grafana_script(work, body))):
+        for name, path, script in (
+            ("const", const, None),
+            ("latest", "/api/v1/latest", None),
+            ("metrics", "/metrics", None),
+            ("grafana", "/grafana/query", grafana_script(work, body)),
+        ):
             r = results[name] = wrk(base + path, seconds, script)
-            print(f"{name:8s} {path:22s} {r['rps']:8.0f} req/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms"
-                  f"  {r.get('error_kinds', 'socket errors 0')}  non-2xx {r['non2xx']}", flush=True)
+            print(
+                f"{name:8s} {path:22s} {r['rps']:8.0f} req/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms"
+                f"  {r.get('error_kinds', 'socket errors 0')}  non-2xx {r['non2xx']}",
+                flush=True,
+            )
         # the same query uncached (each range a different key): what one dashboard refresh costs the Pi
         solo = []
         stride = days * 86400 / 1000
@@ -270,22 +299,29 @@ def main() -> int:
             for k in ("from", "to"):
                 t = calendar.timegm(time.strptime(b["range"][k][:19], "%Y-%m-%dT%H:%M:%S"))
                 b["range"][k] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t - i * 3 * stride))
-            req = urllib.request.Request(base + "/grafana/query", data=json.dumps(b).encode(),
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                base + "/grafana/query", data=json.dumps(b).encode(), headers={"Content-Type": "application/json"}
+            )
             t0 = time.perf_counter()
             urllib.request.urlopen(req, timeout=30).read()
             solo.append((time.perf_counter() - t0) * 1000)
         solo.sort()
-        print(f"grafana uncached, one client, 10 distinct 30-day ranges: median {solo[5]:.1f} ms, max {solo[-1]:.1f} ms"
-              " (the 50-client figure above is one dashboard on 50 screens: answers shared for up to a stride, 10 s)")
+        print(
+            f"grafana uncached, one client, 10 distinct 30-day ranges: median {solo[5]:.1f} ms, max {solo[-1]:.1f} ms"
+            " (the 50-client figure above is one dashboard on 50 screens: answers shared for up to a stride, 10 s)"
+        )
         over = overruns(base) - over0
         rss = peak_rss_mb(svc.pid)
         lat, con = results["latest"], results["const"]
         ratio = lat["rps"] / con["rps"]
-        print(f"latest/const: throughput {ratio:.2f}x, p99 {lat['p99'] / con['p99']:.2f}x; poll overruns {over};"
-              f" service peak RSS {rss:.0f} MB (root {root})")
-        print(f"bench-web: latest_rps={lat['rps']:.0f} latest_ratio={ratio:.2f} latest_p99_ms={lat['p99']:.1f}"
-              f" grafana_p99_ms={results['grafana']['p99']:.1f} overruns={over} peak_rss_mb={rss:.0f}")
+        print(
+            f"latest/const: throughput {ratio:.2f}x, p99 {lat['p99'] / con['p99']:.2f}x; poll overruns {over};"
+            f" service peak RSS {rss:.0f} MB (root {root})"
+        )
+        print(
+            f"bench-web: latest_rps={lat['rps']:.0f} latest_ratio={ratio:.2f} latest_p99_ms={lat['p99']:.1f}"
+            f" grafana_p99_ms={results['grafana']['p99']:.1f} overruns={over} peak_rss_mb={rss:.0f}"
+        )
         return 0
     finally:
         for p in reversed(procs):

@@ -1,4 +1,5 @@
 """`make run`: both emulators and the appliance on the demo config; Ctrl-C stops everything."""
+
 from __future__ import annotations
 
 import os
@@ -29,18 +30,37 @@ def main() -> int:
         return p
 
     try:
-        spawn("emulate", "ls372", "--listen", "127.0.0.1:17777", "--serial-number", "LSA23JD",
-              "--control", str(var / "ls372.ctl"))
-        spawn("emulate", "ls240", "--serial-link", str(var / "ls240"), "--serial-number", "LSA24AZ",
-              "--control", str(var / "ls240.ctl"))
+        spawn(
+            "emulate",
+            "ls372",
+            "--listen",
+            "127.0.0.1:17777",
+            "--serial-number",
+            "LSA23JD",
+            "--control",
+            str(var / "ls372.ctl"),
+        )
+        spawn(
+            "emulate",
+            "ls240",
+            "--serial-link",
+            str(var / "ls240"),
+            "--serial-number",
+            "LSA24AZ",
+            "--control",
+            str(var / "ls240.ctl"),
+        )
         deadline = time.monotonic() + 15
         while not (var / "ls240").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         app = spawn("run", "--config", str(ROOT / "appliance" / "demo.toml"))
         time.sleep(1.5)
-        print("\n  Kelvinpi front panel: http://127.0.0.1:8080/\n"
-              f"  fault injection: .venv/bin/kelvinpi emulate ctl {var / 'ls372.ctl'} status\n"
-              "  Ctrl-C stops everything.\n", flush=True)
+        print(
+            "\n  Kelvinpi front panel: http://127.0.0.1:8080/\n"
+            f"  fault injection: .venv/bin/kelvinpi emulate ctl {var / 'ls372.ctl'} status\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
         app.wait()
     except KeyboardInterrupt:
         pass

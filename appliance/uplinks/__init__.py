@@ -6,6 +6,7 @@ uplinks with a thread of their own (``influxdb``, ``remote_write``, both on ``pu
 ``outbox`` is the durable cursor of the uplinks that forward what the store holds. The service owns
 the list: it starts, stops and reports every runner alike.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,12 @@ __all__ = ["FailedUplink", "UplinkRunner", "build_uplinks"]
 log = logging.getLogger("kelvinpi.uplink")
 
 
-def build_uplinks(configs: Sequence[Uplink], store: Store, instruments: Sequence[InstrumentConfig],
-                  alarm_source: Callable[[], list[dict]] | None = None) -> list[UplinkRunner]:
+def build_uplinks(
+    configs: Sequence[Uplink],
+    store: Store,
+    instruments: Sequence[InstrumentConfig],
+    alarm_source: Callable[[], list[dict]] | None = None,
+) -> list[UplinkRunner]:
     """The runners of ``configs`` (built, not started), for the enabled ``instruments``.
 
     ``alarm_source`` gives the active alarms the OCS feeds publish. An uplink that cannot start
@@ -59,8 +64,14 @@ def build_uplinks(configs: Sequence[Uplink], store: Store, instruments: Sequence
     return out
 
 
-def _wamp_runner(u: SisockUplink | OcsUplink, idx: int, store: Store, instruments: Sequence[InstrumentConfig],
-                 runtime: WampRuntime, alarm_source: Callable[[], list[dict]] | None) -> UplinkRunner:
+def _wamp_runner(
+    u: SisockUplink | OcsUplink,
+    idx: int,
+    store: Store,
+    instruments: Sequence[InstrumentConfig],
+    runtime: WampRuntime,
+    alarm_source: Callable[[], list[dict]] | None,
+) -> UplinkRunner:
     if isinstance(u, SisockUplink):
         from .sisock import SisockUplinkRunner
 

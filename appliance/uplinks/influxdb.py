@@ -4,6 +4,7 @@ Measurement ``observatory.<instrument>`` (the agent address), tag ``feed=tempera
 fields named as socs's agents name them. Store-and-forward through the outbox; capped
 exponential backoff with jitter while the server is away.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,9 @@ def _escape(s: str, extra: str = "") -> str:
     return s
 
 
-def line_protocol(batch: Batch, fields: dict[int, FieldInfo], root: str = "observatory",
-                  feed: str = "temperatures") -> list[str]:
+def line_protocol(
+    batch: Batch, fields: dict[int, FieldInfo], root: str = "observatory", feed: str = "temperatures"
+) -> list[str]:
     """One line per (instrument, time): ``observatory.LSA23JD,feed=temperatures control_T=0.0115 <ms>``."""
     points: dict[tuple[str, int], dict[str, float]] = {}
     for sid, rows in batch.rows.items():
@@ -66,11 +68,13 @@ class InfluxUplinkRunner(PushUplink):
                 self.headers["Authorization"] = f"Basic {token}"
         else:
             self.write_url = f"{base}/api/v2/write?" + urllib.parse.urlencode(
-                {"org": cfg.org, "bucket": cfg.bucket, "precision": "ms"})
+                {"org": cfg.org, "bucket": cfg.bucket, "precision": "ms"}
+            )
             if cfg.token_file:  # the config refuses a bucket without token_file
                 self.headers["Authorization"] = "Token " + read_secret(cfg.token_file, f"{self.uplink_name} token_file")
-        self.outbox = Outbox(store, f"influx:{cfg.url}:{cfg.database or cfg.bucket}",
-                             {i.name for i in instruments}, limit=cfg.batch)
+        self.outbox = Outbox(
+            store, f"influx:{cfg.url}:{cfg.database or cfg.bucket}", {i.name for i in instruments}, limit=cfg.batch
+        )
 
     def post(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
@@ -108,4 +112,3 @@ class InfluxUplinkRunner(PushUplink):
         shown = "; ".join(f"{line[:160]} ({why[:160]})" for line, why in refused[:5])
         more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
         self.report_refused(len(refused), "point", refused[0][1], shown + more)
-

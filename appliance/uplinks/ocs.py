@@ -6,6 +6,7 @@ publisher and HK aggregator ingest it; plus a 1 Hz ``heartbeat`` feed. Store-and
 outbox cursor moves only when the router acknowledged the publish. Active alarms go out once a
 second on each agent's ``alarms`` feed (not recorded: the events carry their history).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,9 +29,15 @@ AGG_PARAMS = {"frame_length": 60, "fresh_time": 300, "exclude_aggregator": False
 
 def feed_info(root: str, node: str, model: str, feed: str, session_id: str, record: bool = True) -> dict:
     address = f"{root}.{node}"
-    return {"agent_address": address, "agg_params": dict(AGG_PARAMS) if record else {}, "feed_name": feed,
-            "address": f"{address}.feeds.{feed}", "record": record, "session_id": session_id,
-            "agent_class": AGENT_CLASS.get(model, "LakeshoreAgent")}
+    return {
+        "agent_address": address,
+        "agg_params": dict(AGG_PARAMS) if record else {},
+        "feed_name": feed,
+        "address": f"{address}.feeds.{feed}",
+        "record": record,
+        "session_id": session_id,
+        "agent_class": AGENT_CLASS.get(model, "LakeshoreAgent"),
+    }
 
 
 def blocks_for(batch: Batch, fields: dict[int, FieldInfo]) -> dict[str, dict]:
@@ -58,8 +65,15 @@ class OcsUplinkRunner:
     ``alarm_source`` (a callable giving the active alarms as dicts) feeds the "alarms" feeds; None: no alarms feed.
     """
 
-    def __init__(self, cfg: OcsUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig],
-                 runtime: WampRuntime, alarm_source: Callable[[], list[dict]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: OcsUplink,
+        index: int,
+        store: Store,
+        instruments: Sequence[InstrumentConfig],
+        runtime: WampRuntime,
+        alarm_source: Callable[[], list[dict]] | None = None,
+    ) -> None:
         self.cfg, self.store, self.runtime = cfg, store, runtime
         self.name = f"uplink[{index}]"
         self.health = UplinkHealth(self.name, "ocs")
@@ -73,8 +87,15 @@ class OcsUplinkRunner:
     def start(self) -> None:
         self.outbox.start_from_now()
         cfg = self.cfg
-        comp = make_component(cfg.url, cfg.realm, authid=cfg.authid, secret=self.secret, ca_file=cfg.ca_file,
-                              label=f"ocs {self.name}", health=self.health)
+        comp = make_component(
+            cfg.url,
+            cfg.realm,
+            authid=cfg.authid,
+            secret=self.secret,
+            ca_file=cfg.ca_file,
+            label=f"ocs {self.name}",
+            health=self.health,
+        )
 
         @comp.on_join
         async def joined(session, details):

@@ -9,6 +9,7 @@ backlog, also the newest ones ("live"), so an outage's backfill never starves li
 ``ack()`` records exactly the ranges the batch covered; a second outage during a backfill,
 or a crash before the cursor is committed, only means a resend.
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,8 +34,9 @@ class Batch:
 
 
 class Outbox:
-    def __init__(self, store: Store, name: str, nodes: set[str] | None = None, limit: int = 500,
-                 live: bool = True) -> None:
+    def __init__(
+        self, store: Store, name: str, nodes: set[str] | None = None, limit: int = 500, live: bool = True
+    ) -> None:
         """``live=False``: a backlog goes strictly oldest first, no newest rows beside it (for a receiver
         that refuses a sample older than one it already has, e.g. Prometheus without an out-of-order window)."""
         self.store, self.name, self.nodes, self.limit, self.live = store, name, nodes, limit, live

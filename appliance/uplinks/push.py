@@ -5,6 +5,7 @@ it only when that returns: a failure is counted, shown and retried with capped e
 backoff and jitter, the data waiting in the store. What the receiver will never take is
 skipped, counted and named in one ``uplink_refused`` event (``report_refused``).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -92,8 +93,9 @@ class PushUplink(threading.Thread):
         self.health.last_error = f"{count} {noun}(s) refused: {why}"
         log_cause, event_cause = ("", "") if cause is None else (f" ({cause})", f" ({cause[:200]})")
         self.log.error("%s %s refused %d %s(s), skipped%s: %s", self.label, self.url, count, noun, log_cause, summary)
-        self.store.event("uplink_refused", None,
-                         f"{self.uplink_name} {self.kind} refused {count} {noun}(s){event_cause}: {summary}")
+        self.store.event(
+            "uplink_refused", None, f"{self.uplink_name} {self.kind} refused {count} {noun}(s){event_cause}: {summary}"
+        )
 
     def _failed(self, message: str, kind: str) -> None:
         if self.health.connected or not self.health.errors:

@@ -22,6 +22,7 @@ bounds", "out of order sample"; Mimir's and Thanos' equivalents, 400/409) can ne
 they are found (see ``Sender.isolate``), counted as ``refused``, named in an ``uplink_refused``
 event, and the cursor moves on. Any other 4xx refusal is narrowed down by halving, like InfluxDB's.
 """
+
 from __future__ import annotations
 
 import base64
@@ -62,12 +63,19 @@ def _messages():
             if type_name:
                 f.type_name = type_name
 
-    message("Sample", ("value", 1, T.TYPE_DOUBLE, T.LABEL_OPTIONAL, None),
-            ("timestamp", 2, T.TYPE_INT64, T.LABEL_OPTIONAL, None))
-    message("Label", ("name", 1, T.TYPE_STRING, T.LABEL_OPTIONAL, None),
-            ("value", 2, T.TYPE_STRING, T.LABEL_OPTIONAL, None))
-    message("TimeSeries", ("labels", 1, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.Label"),
-            ("samples", 2, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.Sample"))
+    message(
+        "Sample",
+        ("value", 1, T.TYPE_DOUBLE, T.LABEL_OPTIONAL, None),
+        ("timestamp", 2, T.TYPE_INT64, T.LABEL_OPTIONAL, None),
+    )
+    message(
+        "Label", ("name", 1, T.TYPE_STRING, T.LABEL_OPTIONAL, None), ("value", 2, T.TYPE_STRING, T.LABEL_OPTIONAL, None)
+    )
+    message(
+        "TimeSeries",
+        ("labels", 1, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.Label"),
+        ("samples", 2, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.Sample"),
+    )
     message("WriteRequest", ("timeseries", 1, T.TYPE_MESSAGE, T.LABEL_REPEATED, ".prometheus.TimeSeries"))
     pool = descriptor_pool.DescriptorPool()  # our own pool: no clash with any other prompb in the process
     pool.Add(fd)
@@ -101,8 +109,9 @@ def status_labels(f: FieldInfo, extra: dict[str, str]) -> tuple[tuple[str, str],
     return tuple(sorted(labels.items()))
 
 
-def points(batch: Batch, fields: dict[int, FieldInfo], extra: dict[str, str] | None = None,
-           send_status: bool = True) -> list[Point]:
+def points(
+    batch: Batch, fields: dict[int, FieldInfo], extra: dict[str, str] | None = None, send_status: bool = True
+) -> list[Point]:
     """The batch's rows as remote-write samples, oldest first (the status rule is in the module docstring)."""
     extra = extra or {}
     out: list[Point] = []
@@ -155,8 +164,12 @@ class Sender:
     def __init__(self, cfg: RemoteWriteUplink, what: str) -> None:
         self.cfg = cfg
         self.url = cfg.url
-        self.headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
-                        "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": f"kelvinpi/{__version__}"}
+        self.headers = {
+            "Content-Type": "application/x-protobuf",
+            "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+            "User-Agent": f"kelvinpi/{__version__}",
+        }
         if cfg.username and cfg.password_file:  # the config refuses one without the other
             pw = read_secret(cfg.password_file, f"{what} password_file")
             self.headers["Authorization"] = "Basic " + base64.b64encode(f"{cfg.username}:{pw}".encode()).decode()
@@ -226,13 +239,19 @@ class RemoteWriteUplinkRunner(PushUplink):
     label = "remote write"
     log = logging.getLogger("kelvinpi.remote_write")
 
-    def __init__(self, cfg: RemoteWriteUplink, index: int, store: Store,
-                 instruments: Sequence[InstrumentConfig]) -> None:
+    def __init__(
+        self, cfg: RemoteWriteUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig]
+    ) -> None:
         super().__init__("remote-write", index, cfg.url, store)
         self.cfg = cfg
         self.sender = Sender(cfg, self.uplink_name)
-        self.outbox = Outbox(store, f"remote_write:{cfg.url}", {i.name for i in instruments}, limit=cfg.batch,
-                             live=cfg.live_during_backfill)
+        self.outbox = Outbox(
+            store,
+            f"remote_write:{cfg.url}",
+            {i.name for i in instruments},
+            limit=cfg.batch,
+            live=cfg.live_during_backfill,
+        )
 
     def deliver(self, batch: Batch) -> None:
         pts = points(batch, self.outbox.fields(), self.cfg.labels, self.cfg.send_status)

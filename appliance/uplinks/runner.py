@@ -4,6 +4,7 @@ Every uplink the builder returns (a push uplink with its own thread, a WAMP-back
 shared loop, one that could not start) and the shared WAMP loop itself answer to this, so the
 service starts, stops and reports them all in one loop without asking what each one is.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

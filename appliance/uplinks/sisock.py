@@ -4,6 +4,7 @@ On every join: register ``<base>.consumer.<name>.get_fields`` and ``.get_data`` 
 stale session still holds the names), then ``<base>.data_node.add(name, description, session_id)``
 until the hub answers True. Answers follow sisock's shapes (see shared/sisock.md 1.5-1.8).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,9 @@ def _number(name: str, v, allow_none: bool = False) -> float | None:
     if v is None and allow_none:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ApplicationError("org.simonsobservatory.error.invalid_argument", f"{name} must be a finite number, got {v!r}")
+        raise ApplicationError(
+            "org.simonsobservatory.error.invalid_argument", f"{name} must be a finite number, got {v!r}"
+        )
     return float(v)
 
 
@@ -46,8 +49,12 @@ class DataNode:
         for f in self.store.fields():
             if f.node != self.node:
                 continue
-            fields[f.field] = {"description": f.description or None, "timeline": self._timeline(f.timeline),
-                               "type": "number", "units": f.units or None}
+            fields[f.field] = {
+                "description": f.description or None,
+                "timeline": self._timeline(f.timeline),
+                "type": "number",
+                "units": f.units or None,
+            }
             timelines.setdefault(self._timeline(f.timeline), {"interval": None, "field": []})["field"].append(f.field)
         return [fields, timelines]
 
@@ -94,15 +101,17 @@ def _finite(v):
 class SisockUplinkRunner:
     """One data-node session per instrument on the shared WAMP loop."""
 
-    def __init__(self, cfg: SisockUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig],
-                 runtime: WampRuntime) -> None:
+    def __init__(
+        self, cfg: SisockUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig], runtime: WampRuntime
+    ) -> None:
         self.cfg, self.store, self.runtime = cfg, store, runtime
         self.health = UplinkHealth(f"uplink[{index}]", "sisock")
         self.secret = read_secret(cfg.secret_file, f"uplink[{index}] secret_file")
         self.instruments = instruments
         self.sessions: dict[str, object] = {}
-        self.nodes = {i.name: DataNode(store, i.name, i.description or f"Lake Shore {i.model} {i.name}")
-                      for i in instruments}
+        self.nodes = {
+            i.name: DataNode(store, i.name, i.description or f"Lake Shore {i.model} {i.name}") for i in instruments
+        }
 
     def start(self) -> None:
         for inst in self.instruments:
@@ -110,8 +119,15 @@ class SisockUplinkRunner:
 
     def _add(self, node: DataNode) -> None:
         cfg = self.cfg
-        comp = make_component(cfg.url, cfg.realm, authid=cfg.authid, secret=self.secret, ca_file=cfg.ca_file,
-                              label=f"sisock {node.node}", health=self.health)
+        comp = make_component(
+            cfg.url,
+            cfg.realm,
+            authid=cfg.authid,
+            secret=self.secret,
+            ca_file=cfg.ca_file,
+            label=f"sisock {node.node}",
+            health=self.health,
+        )
         base = cfg.base_uri
         health = self.health
         loop = self.runtime.loop

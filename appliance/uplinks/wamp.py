@@ -5,6 +5,7 @@ router from the client side (so a half-open link is noticed), verifies the route
 certificate against the configured CA/cert file, and authenticates with WAMP-CRA when a
 secret file is configured. Failures are logged loudly, never in a tight loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,9 @@ from autobahn.asyncio.component import Component
 
 log = logging.getLogger("kelvinpi.wamp")
 
-RETRY = dict(max_retries=-1, initial_retry_delay=1.0, max_retry_delay=60.0, retry_delay_growth=2.0,
-             retry_delay_jitter=0.2)
+RETRY = dict(
+    max_retries=-1, initial_retry_delay=1.0, max_retry_delay=60.0, retry_delay_growth=2.0, retry_delay_jitter=0.2
+)
 
 
 def tls_context(url: str, ca_file: Path | None, verify_hostname: bool = True) -> ssl.SSLContext | None:
@@ -32,20 +34,37 @@ def tls_context(url: str, ca_file: Path | None, verify_hostname: bool = True) ->
     return ctx
 
 
-def make_component(url: str, realm: str, *, authid: str | None = None, secret: str | None = None,
-                   ca_file: Path | None = None, label: str = "", health=None) -> Component:
+def make_component(
+    url: str,
+    realm: str,
+    *,
+    authid: str | None = None,
+    secret: str | None = None,
+    ca_file: Path | None = None,
+    label: str = "",
+    health=None,
+) -> Component:
     """``health`` (an UplinkHealth) gets every connect failure, so the front panel says why."""
     parsed = urlparse(url)
     transport: dict = {
         "type": "websocket",
         "url": url,
-        "options": {"auto_ping_interval": 10, "auto_ping_timeout": 5, "open_handshake_timeout": 10,
-                    "close_handshake_timeout": 5, "max_message_payload_size": 16 * 1024 * 1024},
+        "options": {
+            "auto_ping_interval": 10,
+            "auto_ping_timeout": 5,
+            "open_handshake_timeout": 10,
+            "close_handshake_timeout": 5,
+            "max_message_payload_size": 16 * 1024 * 1024,
+        },
         **RETRY,
     }
     ctx = tls_context(url, ca_file)
-    transport["endpoint"] = {"type": "tcp", "host": parsed.hostname, "port": parsed.port or
-                             (443 if parsed.scheme == "wss" else 80), "timeout": 10}
+    transport["endpoint"] = {
+        "type": "tcp",
+        "host": parsed.hostname,
+        "port": parsed.port or (443 if parsed.scheme == "wss" else 80),
+        "timeout": 10,
+    }
     if ctx is not None:
         transport["endpoint"]["tls"] = ctx
     auth = {"wampcra": {"authid": authid, "secret": secret}} if secret else None
@@ -59,8 +78,13 @@ def make_component(url: str, realm: str, *, authid: str | None = None, secret: s
             health.errors["connect"] += 1
             health.last_error = f"cannot connect to {url}: {reason}"
         if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in reason:
-            log.error("%s: REFUSING router %s: its TLS certificate does not verify against %s: %s",
-                      label, url, ca_file or "the system CAs", reason)
+            log.error(
+                "%s: REFUSING router %s: its TLS certificate does not verify against %s: %s",
+                label,
+                url,
+                ca_file or "the system CAs",
+                reason,
+            )
         else:
             log.warning("%s: cannot connect to %s: %s (retrying with backoff)", label, url, reason)
 
@@ -99,6 +123,7 @@ class WampRuntime:
             def done(f):
                 if not f.cancelled() and f.exception():
                     log.error("WAMP component ended: %s", f.exception())
+
             asyncio.ensure_future(fut, loop=self.loop).add_done_callback(done)
 
         self.loop.call_soon_threadsafe(_start)

@@ -38,6 +38,7 @@ once per store commit (at most once a second otherwise: ages and connection flag
 clock), so fifty panels cost what one does; the panel's plot queries (relative times) are kept for
 a few seconds for the same reason.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -61,9 +62,18 @@ if TYPE_CHECKING:
 __all__ = ["Server", "make_app"]
 
 
-def make_app(*, store: Store, config: Config, pollers: Sequence[Poller], version: str, health: Callable[[], dict],
-             metrics_registry: CollectorRegistry, alarms: AlarmService, control: Control | None,
-             control_error: str | None) -> Bottle:
+def make_app(
+    *,
+    store: Store,
+    config: Config,
+    pollers: Sequence[Poller],
+    version: str,
+    health: Callable[[], dict],
+    metrics_registry: CollectorRegistry,
+    alarms: AlarmService,
+    control: Control | None,
+    control_error: str | None,
+) -> Bottle:
     """The app, every route module installed with the pieces it needs.
 
     ``health`` builds the /api/v1/health answer; ``control`` is None when instrument control
@@ -76,13 +86,27 @@ def make_app(*, store: Store, config: Config, pollers: Sequence[Poller], version
     changed = store_changed(store)
     access = control_routes.ControlAccess(control, control_error, common.networks(config.web.trusted_proxies))
 
-    api.install(app, store=store, instruments=config.instrument, pollers=pollers, version=version, health=health,
-                stale_after=config.web.stale_after, answers=answers, changed=changed)
+    api.install(
+        app,
+        store=store,
+        instruments=config.instrument,
+        pollers=pollers,
+        version=version,
+        health=health,
+        stale_after=config.web.stale_after,
+        answers=answers,
+        changed=changed,
+    )
     control_routes.install(app, access=access)
     curves.install(app, access=access)
     grafana.install(app, store=store, version=version, answers=answers)
     alarm_routes.install(app, alarms=alarms, access=access)
-    panel.install(app, store=store, pollers=pollers, raw_retention_days=config.store.raw_retention_days,
-                  stale_after=config.web.stale_after)
+    panel.install(
+        app,
+        store=store,
+        pollers=pollers,
+        raw_retention_days=config.store.raw_retention_days,
+        stale_after=config.web.stale_after,
+    )
     metrics.install(app, registry=metrics_registry, changed=changed)
     return app

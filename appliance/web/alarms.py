@@ -1,6 +1,7 @@
 """Alarm routes: ``GET /api/v1/alarms`` (every rule's state, active first) and
 ``POST /api/v1/alarms/<name>/ack`` (acknowledge: repeats stop), the latter with the control
 token like any change from the network, and refused unless control is enabled."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

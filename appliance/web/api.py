@@ -5,6 +5,7 @@ events, and the OpenAPI document that describes every route.
 plot queries (relative times) are kept a few seconds in the shared answer cache; data and
 export answers are streamed series by series under the ceilings in common.py.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,21 @@ from bottle import Bottle, HTTPError, request, response
 
 from ..freshness import schedule
 from .cache import AnswerCache, Snapshot
-from .common import (API, CACHE_TTL_MAX, MAX_EXPORT_DAYS, MAX_EXPORT_ROWS, SNAPSHOT_MAX_AGE, clean, json_bytes,
-                     parse_float, parse_time, points_per_series, read_series, status_names, unique_series)
+from .common import (
+    API,
+    CACHE_TTL_MAX,
+    MAX_EXPORT_DAYS,
+    MAX_EXPORT_ROWS,
+    SNAPSHOT_MAX_AGE,
+    clean,
+    json_bytes,
+    parse_float,
+    parse_time,
+    points_per_series,
+    read_series,
+    status_names,
+    unique_series,
+)
 
 if TYPE_CHECKING:
     from ..config import InstrumentConfig
@@ -27,9 +41,18 @@ if TYPE_CHECKING:
     from ..store import Store
 
 
-def install(app: Bottle, *, store: Store, instruments: Sequence[InstrumentConfig], pollers: Sequence[Poller],
-            version: str, health: Callable[[], dict], stale_after: float, answers: AnswerCache,
-            changed: Callable[[], object]) -> None:
+def install(
+    app: Bottle,
+    *,
+    store: Store,
+    instruments: Sequence[InstrumentConfig],
+    pollers: Sequence[Poller],
+    version: str,
+    health: Callable[[], dict],
+    stale_after: float,
+    answers: AnswerCache,
+    changed: Callable[[], object],
+) -> None:
     """``instruments`` is the configured list (names, models, descriptions); ``pollers`` the running
     ones (their health, their scan schedule); ``health`` builds the /health answer; ``changed`` is
     the key the snapshots are rebuilt on (cache.store_changed)."""
@@ -66,16 +89,34 @@ def install(app: Bottle, *, store: Store, instruments: Sequence[InstrumentConfig
         for poller in pollers:  # the running ones, each with its own config (disabled ones have no poller)
             cfg = poller.cfg
             snaps = store.snapshots(cfg.name)
-            out.append({"name": cfg.name, "model": cfg.model, "description": cfg.description,
-                        "transport": cfg.transport, "health": poller.health.as_dict(),
-                        "configuration": snaps[-1][1] if snaps else None,
-                        "configuration_t": snaps[-1][0] if snaps else None})
+            out.append(
+                {
+                    "name": cfg.name,
+                    "model": cfg.model,
+                    "description": cfg.description,
+                    "transport": cfg.transport,
+                    "health": poller.health.as_dict(),
+                    "configuration": snaps[-1][1] if snaps else None,
+                    "configuration_t": snaps[-1][0] if snaps else None,
+                }
+            )
         return {"instruments": out}
 
     @app.get(f"{API}/fields")
     def fields():
-        return {"fields": [{"field": f.name, "node": f.node, "name": f.field, "units": f.units,
-                            "timeline": f.timeline, "description": f.description} for f in store.fields()]}
+        return {
+            "fields": [
+                {
+                    "field": f.name,
+                    "node": f.node,
+                    "name": f.field,
+                    "units": f.units,
+                    "timeline": f.timeline,
+                    "description": f.description,
+                }
+                for f in store.fields()
+            ]
+        }
 
     def build_latest() -> bytes:
         now = time.time()
@@ -84,10 +125,16 @@ def install(app: Bottle, *, store: Store, instruments: Sequence[InstrumentConfig
         for r in store.latest():
             d = due.get(r["field"])
             scan = d if d is not None and d.scanned else None
-            item = {"field": r["field"], "value": clean(r["value"]), "units": r["units"],
-                    "status": r["status"], "status_bits": status_names(r["status"], models.get(r["node"])),
-                    "t": r["t"], "age": max(0.0, now - r["t"]),
-                    "stale": now - r["t"] > stale_after + (scan.gap if scan is not None else 0.0)}
+            item = {
+                "field": r["field"],
+                "value": clean(r["value"]),
+                "units": r["units"],
+                "status": r["status"],
+                "status_bits": status_names(r["status"], models.get(r["node"])),
+                "t": r["t"],
+                "age": max(0.0, now - r["t"]),
+                "stale": now - r["t"] > stale_after + (scan.gap if scan is not None else 0.0),
+            }
             if scan is not None:
                 item["scan"] = {"period": scan.gap, "next_in": scan.next_in, "active": scan.active}
             items.append(item)
@@ -106,8 +153,13 @@ def install(app: Bottle, *, store: Store, instruments: Sequence[InstrumentConfig
             d = read_series(store, n, start, end, stride, points)
             if d is None:
                 continue
-            item = {"units": fmap[n].units, "tier": d.tier, "t": d.t, "value": [clean(v) for v in d.value],
-                    "status": d.status}
+            item = {
+                "units": fmap[n].units,
+                "tier": d.tier,
+                "t": d.t,
+                "value": [clean(v) for v in d.value],
+                "status": d.status,
+            }
             yield (b", " if i else b"") + json.dumps(n).encode() + b": " + json.dumps(item).encode()
         yield b"}}"
 
@@ -144,8 +196,11 @@ def install(app: Bottle, *, store: Store, instruments: Sequence[InstrumentConfig
         if end < start:
             raise HTTPError(400, f"end ({end}) is before start ({start})")
         if end - start > MAX_EXPORT_DAYS * 86400:
-            raise HTTPError(400, f"an export of {(end - start) / 86400:.1f} days is over the limit of "
-                                 f"{MAX_EXPORT_DAYS} days per request (MAX_EXPORT_DAYS); split the range")
+            raise HTTPError(
+                400,
+                f"an export of {(end - start) / 86400:.1f} days is over the limit of "
+                f"{MAX_EXPORT_DAYS} days per request (MAX_EXPORT_DAYS); split the range",
+            )
         fmap = store.field_map()
         curves = CurveLookup(store)
         response.content_type = "text/csv; charset=utf-8"
@@ -158,20 +213,30 @@ def install(app: Bottle, *, store: Store, instruments: Sequence[InstrumentConfig
             n = 0
             for name, t, v, st in store.iter_raw(names, start, end):
                 if n >= MAX_EXPORT_ROWS:
-                    buf.write(f"# truncated at {MAX_EXPORT_ROWS} rows (MAX_EXPORT_ROWS): ask again from "
-                              f"start={t:.3f}\n")
+                    buf.write(
+                        f"# truncated at {MAX_EXPORT_ROWS} rows (MAX_EXPORT_ROWS): ask again from start={t:.3f}\n"
+                    )
                     break
                 n += 1
                 info = fmap[name]
-                w.writerow([name, f"{t:.3f}", datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds"),
-                            "" if v is None else repr(v), info.units, st,
-                            "|".join(status_names(st, models.get(info.node))),
-                            curves.curve(info.node, name, t) if info.units == "K" else ""])
+                w.writerow(
+                    [
+                        name,
+                        f"{t:.3f}",
+                        datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds"),
+                        "" if v is None else repr(v),
+                        info.units,
+                        st,
+                        "|".join(status_names(st, models.get(info.node))),
+                        curves.curve(info.node, name, t) if info.units == "K" else "",
+                    ]
+                )
                 if buf.tell() > 16384:
                     yield buf.getvalue()
                     buf.seek(0)
                     buf.truncate()
             yield buf.getvalue()
+
         return rows()
 
     openapi_body: list[bytes] = []

@@ -5,6 +5,7 @@ commit (at most once a second otherwise: ages and connection flags move with the
 fifty panels cost what one does; repeated data queries (the panel's plots, one Grafana
 dashboard on many screens) are kept for a few seconds for the same reason.
 """
+
 from __future__ import annotations
 
 import threading

@@ -8,6 +8,7 @@ raise ``HTTPError(400, <what is wrong, naming the parameter>)`` and so share the
 **Who is asking.** The control audit names the socket's peer; ``X-Forwarded-For`` is believed only
 from a peer in ``web.trusted_proxies`` (Bottle's ``remote_addr`` would believe anyone).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -56,8 +57,9 @@ def install(app: Bottle) -> None:
         response.content_type = "application/json"
         if e.status_code >= 500 and not (e.status_code == 503 and isinstance(e.body, str) and e.body):
             if e.exception:
-                log.error("internal error on %s %s: %r", request.method, request.path, e.exception,
-                          exc_info=e.exception)
+                log.error(
+                    "internal error on %s %s: %r", request.method, request.path, e.exception, exc_info=e.exception
+                )
             message = "internal error (logged on the appliance)"
         else:
             message = e.body if isinstance(e.body, str) and e.body else e.status_line
@@ -76,8 +78,9 @@ def install(app: Bottle) -> None:
         if len(qs) > MAX_QUERY:
             raise HTTPError(400, f"query string of {len(qs)} bytes is over the limit of {MAX_QUERY} bytes (MAX_QUERY)")
         if qs and qs.count("&") + 1 > MAX_QUERY_PARAMS:
-            raise HTTPError(400, f"{qs.count('&') + 1} query parameters: over the limit of {MAX_QUERY_PARAMS} "
-                                 "(MAX_QUERY_PARAMS)")
+            raise HTTPError(
+                400, f"{qs.count('&') + 1} query parameters: over the limit of {MAX_QUERY_PARAMS} (MAX_QUERY_PARAMS)"
+            )
 
     @app.hook("after_request")
     def _headers():
@@ -113,8 +116,11 @@ def parse_time(name: str, raw: str | None, default: float) -> float:
     if raw is None:
         return resolve_time(default)
     if not raw.strip():
-        raise HTTPError(400, f"{name} is empty: leave it out for the default, or give UNIX seconds, seconds "
-                             "before now (<= 0), or ISO 8601")
+        raise HTTPError(
+            400,
+            f"{name} is empty: leave it out for the default, or give UNIX seconds, seconds "
+            "before now (<= 0), or ISO 8601",
+        )
     try:
         number = float(raw)
     except ValueError:
@@ -126,14 +132,18 @@ def parse_time(name: str, raw: str | None, default: float) -> float:
     try:
         dt = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise HTTPError(400, f"{name}={raw!r} is not a time: give UNIX seconds, seconds before now (<= 0), "
-                             "or ISO 8601") from None
+        raise HTTPError(
+            400, f"{name}={raw!r} is not a time: give UNIX seconds, seconds before now (<= 0), or ISO 8601"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     t = dt.timestamp()
     if t <= 0:
-        raise HTTPError(400, f"{name}={raw!r} is at or before 1970-01-01T00:00:00Z: an ISO time must be later "
-                             "(seconds before now are given as a number <= 0)")
+        raise HTTPError(
+            400,
+            f"{name}={raw!r} is at or before 1970-01-01T00:00:00Z: an ISO time must be later "
+            "(seconds before now are given as a number <= 0)",
+        )
     return resolve_time(t)
 
 
@@ -182,8 +192,11 @@ def unique_series(names: list[str]) -> list[str]:
     """Repeats collapsed (first order kept); more than MAX_SERIES distinct series is refused."""
     out = list(dict.fromkeys(names))
     if len(out) > MAX_SERIES:
-        raise HTTPError(400, f"{len(out)} distinct series asked for: over the limit of {MAX_SERIES} series per "
-                             "request (MAX_SERIES); split the request")
+        raise HTTPError(
+            400,
+            f"{len(out)} distinct series asked for: over the limit of {MAX_SERIES} series per "
+            "request (MAX_SERIES); split the request",
+        )
     return out
 
 
@@ -193,8 +206,9 @@ def points_per_series(n: int, asked: int | float | None = None) -> int:
     return budget if asked is None else max(1, min(int(asked), budget))
 
 
-def read_series(store: StoreReader, name: str, start: float, end: float, stride: float,
-                points: int) -> SeriesData | None:
+def read_series(
+    store: StoreReader, name: str, start: float, end: float, stride: float, points: int
+) -> SeriesData | None:
     """One series at ``stride`` (at least (end - start) / points), at most ``points`` points.
 
     Strides under the 10 s rollup tier are raw reads: those go an hour at a time, so a

@@ -5,6 +5,7 @@ and who asked. ``ControlAccess`` is the one gate: no ``Control`` (disabled, or i
 unreadable: the reason is kept) answers 403; a missing or wrong bearer token 401. The curve and
 alarm-acknowledge routes go through the same gate.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

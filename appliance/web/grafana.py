@@ -19,6 +19,7 @@ answer comes from ``Store.data``: at most ``max_points`` per field (default 1000
 10000), raw samples for short ranges and the rollup tiers (means of aligned buckets, so the
 fields share their times) for long ones, so the work is bounded whatever the range.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,18 @@ from typing import TYPE_CHECKING, Iterator
 from bottle import Bottle, HTTPError, request, response
 
 from .cache import AnswerCache
-from .common import (CACHE_TTL_MAX, MAX_SEARCH, as_json, clean, parse_float, parse_time, points_per_series,
-                     read_json, read_series, unique_series)
+from .common import (
+    CACHE_TTL_MAX,
+    MAX_SEARCH,
+    as_json,
+    clean,
+    parse_float,
+    parse_time,
+    points_per_series,
+    read_json,
+    read_series,
+    unique_series,
+)
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -48,8 +59,15 @@ def _number(name: str, raw: str | None, default: float | None, lo: float, hi: fl
     return default if v is None else v
 
 
-def table(store: Store, names: list[str], start: float, end: float, stride: float | None,
-          max_points: int, columns: list[str] | None = None) -> list[dict]:
+def table(
+    store: Store,
+    names: list[str],
+    start: float,
+    end: float,
+    stride: float | None,
+    max_points: int,
+    columns: list[str] | None = None,
+) -> list[dict]:
     """Rows ``{"time": ms, column: value | None, ...}`` in time order, every column in every row."""
     columns = columns or names
     result = store.data(names, start, end, stride, max_points=max_points)
@@ -80,8 +98,9 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
         if not isinstance(target, str):
             raise HTTPError(400, "search target must be a string")
         if len(target) > MAX_SEARCH:
-            raise HTTPError(400, f"search target of {len(target)} characters is over the limit of {MAX_SEARCH}"
-                                 " (MAX_SEARCH)")
+            raise HTTPError(
+                400, f"search target of {len(target)} characters is over the limit of {MAX_SEARCH} (MAX_SEARCH)"
+            )
         return as_json([f.name for f in store.fields() if target.lower() in f.name.lower()])
 
     @app.post("/grafana/metrics")
@@ -110,14 +129,22 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
         if end < start:
             raise HTTPError(400, "range.to is before range.from")
         max_points = body.get("maxDataPoints", 1000)
-        if not isinstance(max_points, (int, float)) or isinstance(max_points, bool) or not math.isfinite(max_points) \
-                or max_points < 1:
+        if (
+            not isinstance(max_points, (int, float))
+            or isinstance(max_points, bool)
+            or not math.isfinite(max_points)
+            or max_points < 1
+        ):
             raise HTTPError(400, "maxDataPoints must be a number, at least 1")
         interval_ms = body.get("intervalMs")
         if interval_ms is None and isinstance(body.get("interval"), str):
             interval_ms = parse_interval(body["interval"]) * 1000
-        if interval_ms is not None and (not isinstance(interval_ms, (int, float)) or isinstance(interval_ms, bool)
-                                        or not math.isfinite(interval_ms) or interval_ms < 0):
+        if interval_ms is not None and (
+            not isinstance(interval_ms, (int, float))
+            or isinstance(interval_ms, bool)
+            or not math.isfinite(interval_ms)
+            or interval_ms < 0
+        ):
             raise HTTPError(400, "intervalMs must be a non-negative number")
         targets = body.get("targets")
         if not isinstance(targets, list):
@@ -176,8 +203,15 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
         fmt = request.query.get("format", "json")
         if fmt not in ("json", "csv"):
             raise HTTPError(400, f"format={fmt!r}: give json or csv")
-        rows = table(store, names, start_ms / 1000, end_ms / 1000,
-                     None if interval_ms is None else interval_ms / 1000, max_points, columns)
+        rows = table(
+            store,
+            names,
+            start_ms / 1000,
+            end_ms / 1000,
+            None if interval_ms is None else interval_ms / 1000,
+            max_points,
+            columns,
+        )
         if fmt == "json":
             response.content_type = "application/json"
             return json.dumps(rows)

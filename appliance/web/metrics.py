@@ -3,6 +3,7 @@
 Units are deliberate for cryogenics: ``_kelvin``, ``_ohms``, ``_volts`` (not celsius). The
 exposition is serialised once per store commit (cache.Snapshot), so many scrapers cost one.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,9 @@ class ApplianceCollector:
         ohms = GaugeMetricFamily("kelvinpi_resistance_ohms", "Latest sensor resistance", labels=["field", "node"])
         volts = GaugeMetricFamily("kelvinpi_sensor_volts", "Latest diode sensor voltage", labels=["field", "node"])
         other = GaugeMetricFamily("kelvinpi_value", "Latest value of other series", labels=["field", "node", "units"])
-        status = GaugeMetricFamily("kelvinpi_reading_status", "Reading status bits of the latest sample",
-                                   labels=["field", "node"])
+        status = GaugeMetricFamily(
+            "kelvinpi_reading_status", "Reading status bits of the latest sample", labels=["field", "node"]
+        )
         age = GaugeMetricFamily("kelvinpi_reading_age_seconds", "Age of the latest sample", labels=["field", "node"])
         for r in store.latest():
             labels = [r["field"], r["node"]]
@@ -64,14 +66,15 @@ class ApplianceCollector:
         yield from (kelvin, ohms, volts, other, status, age)
 
         up = GaugeMetricFamily("kelvinpi_instrument_up", "1 while the instrument answers", labels=["node", "model"])
-        last = GaugeMetricFamily("kelvinpi_instrument_last_good_timestamp_seconds", "Time of the last good cycle",
-                                 labels=["node"])
-        errors = CounterMetricFamily("kelvinpi_instrument_errors", "Instrument errors by kind",
-                                     labels=["node", "kind"])
+        last = GaugeMetricFamily(
+            "kelvinpi_instrument_last_good_timestamp_seconds", "Time of the last good cycle", labels=["node"]
+        )
+        errors = CounterMetricFamily("kelvinpi_instrument_errors", "Instrument errors by kind", labels=["node", "kind"])
         reconnects = CounterMetricFamily("kelvinpi_instrument_connects", "Successful (re)connections", labels=["node"])
         cycles = CounterMetricFamily("kelvinpi_instrument_poll_cycles", "Completed poll cycles", labels=["node"])
-        overruns = CounterMetricFamily("kelvinpi_instrument_poll_overruns", "Poll cycles longer than the interval",
-                                       labels=["node"])
+        overruns = CounterMetricFamily(
+            "kelvinpi_instrument_poll_overruns", "Poll cycles longer than the interval", labels=["node"]
+        )
         for p in self.pollers:
             h = p.health
             up.add_metric([h.name, h.model], 1 if h.connected else 0)
@@ -89,25 +92,38 @@ class ApplianceCollector:
         yield GaugeMetricFamily("kelvinpi_store_max_bytes", "Store size cap", value=store.max_bytes)
         yield CounterMetricFamily("kelvinpi_store_samples_written", "Samples committed", value=store.written)
         yield CounterMetricFamily("kelvinpi_store_commits", "Store commits", value=store.commits)
-        yield GaugeMetricFamily("kelvinpi_store_commit_seconds", "Duration of the last commit",
-                                value=store.last_commit_seconds)
-        yield CounterMetricFamily("kelvinpi_store_write_errors", "Failed store writes (data kept in memory)",
-                                  value=store.write_errors)
+        yield GaugeMetricFamily(
+            "kelvinpi_store_commit_seconds", "Duration of the last commit", value=store.last_commit_seconds
+        )
+        yield CounterMetricFamily(
+            "kelvinpi_store_write_errors", "Failed store writes (data kept in memory)", value=store.write_errors
+        )
         yield GaugeMetricFamily("kelvinpi_queue_samples", "Samples waiting for the store", value=len(self.queue))
-        yield GaugeMetricFamily("kelvinpi_store_records_queued", "Events, snapshots and cursor moves waiting for"
-                                " the store", value=store.records_queued())
-        yield CounterMetricFamily("kelvinpi_store_records_dropped", "Events, snapshots and cursor moves dropped from"
-                                  " a full memory queue", value=store.records_dropped)
+        yield GaugeMetricFamily(
+            "kelvinpi_store_records_queued",
+            "Events, snapshots and cursor moves waiting for the store",
+            value=store.records_queued(),
+        )
+        yield CounterMetricFamily(
+            "kelvinpi_store_records_dropped",
+            "Events, snapshots and cursor moves dropped from a full memory queue",
+            value=store.records_dropped,
+        )
         yield CounterMetricFamily("kelvinpi_store_sealed_blocks", "Compressed blocks sealed", value=store.sealed_blocks)
-        yield CounterMetricFamily("kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue",
-                                  value=self.queue.dropped)
+        yield CounterMetricFamily(
+            "kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue", value=self.queue.dropped
+        )
         synced = self.clock_synced()
-        yield GaugeMetricFamily("kelvinpi_clock_synchronised", "1 if NTP-synchronised, 0 if not, -1 unknown",
-                                value=-1 if synced is None else int(synced))
+        yield GaugeMetricFamily(
+            "kelvinpi_clock_synchronised",
+            "1 if NTP-synchronised, 0 if not, -1 unknown",
+            value=-1 if synced is None else int(synced),
+        )
 
         up_u = GaugeMetricFamily("kelvinpi_uplink_up", "1 while the uplink is connected", labels=["uplink", "kind"])
-        backlog = GaugeMetricFamily("kelvinpi_uplink_backlog_samples", "Samples not yet acknowledged",
-                                    labels=["uplink", "kind"])
+        backlog = GaugeMetricFamily(
+            "kelvinpi_uplink_backlog_samples", "Samples not yet acknowledged", labels=["uplink", "kind"]
+        )
         sent = CounterMetricFamily("kelvinpi_uplink_sent_samples", "Samples acknowledged", labels=["uplink", "kind"])
         for u in self.uplink_health():
             up_u.add_metric([u.name, u.kind], 1 if u.connected else 0)
@@ -117,24 +133,36 @@ class ApplianceCollector:
 
         alarms = self.alarms
         if alarms is not None:
-            active = GaugeMetricFamily("kelvinpi_alarm_active", "1 while the alarm is raised", labels=["name", "severity"])
-            acked = GaugeMetricFamily("kelvinpi_alarm_acknowledged", "1 while the raised alarm is acknowledged",
-                                      labels=["name"])
+            active = GaugeMetricFamily(
+                "kelvinpi_alarm_active", "1 while the alarm is raised", labels=["name", "severity"]
+            )
+            acked = GaugeMetricFamily(
+                "kelvinpi_alarm_acknowledged", "1 while the raised alarm is acknowledged", labels=["name"]
+            )
             for a in alarms.alarms():
                 active.add_metric([a["name"], a["severity"]], 1 if a["active"] else 0)
                 acked.add_metric([a["name"]], 1 if a["active"] and a["acked"] else 0)
-            pending = GaugeMetricFamily("kelvinpi_notify_backlog", "Notifications waiting for delivery",
-                                        labels=["target", "kind"])
-            failures = CounterMetricFamily("kelvinpi_notify_failures", "Failed delivery attempts", labels=["target", "kind"])
+            pending = GaugeMetricFamily(
+                "kelvinpi_notify_backlog", "Notifications waiting for delivery", labels=["target", "kind"]
+            )
+            failures = CounterMetricFamily(
+                "kelvinpi_notify_failures", "Failed delivery attempts", labels=["target", "kind"]
+            )
             for lane in alarms.lanes.values():
                 pending.add_metric([lane.sender.name, lane.sender.kind], lane.backlog())
                 failures.add_metric([lane.sender.name, lane.sender.kind], lane.failures)
             yield from (active, acked, pending, failures)
 
 
-def make_registry(*, store: Store, pollers: Sequence[Poller], queue: SampleQueue,
-                  clock_synced: Callable[[], bool | None], uplink_health: Callable[[], Sequence[UplinkHealth]],
-                  alarms: AlarmService | None = None) -> CollectorRegistry:
+def make_registry(
+    *,
+    store: Store,
+    pollers: Sequence[Poller],
+    queue: SampleQueue,
+    clock_synced: Callable[[], bool | None],
+    uplink_health: Callable[[], Sequence[UplinkHealth]],
+    alarms: AlarmService | None = None,
+) -> CollectorRegistry:
     """A registry holding only the appliance's collector (no process or platform collectors)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(ApplianceCollector(store, pollers, queue, clock_synced, uplink_health, alarms))

@@ -1,6 +1,7 @@
 """The front panel: its page and assets (``/``, ``/static/<path>``) and ``GET /api/v1/panel``, what it
 shows beyond /api/v1/health (how far back the store reaches, the card's wear per day, the channels
 in config order)."""
+
 from __future__ import annotations
 
 import threading
@@ -34,8 +35,9 @@ def _write_bytes() -> int | None:
     return None
 
 
-def install(app: Bottle, *, store: Store, pollers: Sequence[Poller], raw_retention_days: float,
-            stale_after: float) -> None:
+def install(
+    app: Bottle, *, store: Store, pollers: Sequence[Poller], raw_retention_days: float, stale_after: float
+) -> None:
     writes: deque[tuple[float, int]] = deque()  # (time, write_bytes) at each panel request, the last hour
     lock = threading.Lock()
 
@@ -57,21 +59,39 @@ def install(app: Bottle, *, store: Store, pollers: Sequence[Poller], raw_retenti
         """What the front panel shows beyond health: how far back the store reaches, wear per day,
         and the instruments' fields in config order (the combined plot's order)."""
         conn = store.reader()
-        oldest = [r[0] for r in (conn.execute("SELECT min(t0) FROM block").fetchone(),
-                                 conn.execute("SELECT min(t0) FROM fresh").fetchone()) if r[0] is not None]
+        oldest = [
+            r[0]
+            for r in (
+                conn.execute("SELECT min(t0) FROM block").fetchone(),
+                conn.execute("SELECT min(t0) FROM fresh").fetchone(),
+            )
+            if r[0] is not None
+        ]
         now = time.time()
         order = []
         for p in pollers:
             for plan in list(p.plans.values()):
-                order.append({"node": p.cfg.name, "channel": plan.number, "name": plan.name,
-                              "kelvin": plan.kelvin.name if plan.kelvin else None,
-                              "sensor": plan.sensor.name if plan.sensor else None,
-                              "sensor_units": plan.sensor.units if plan.sensor else None})
+                order.append(
+                    {
+                        "node": p.cfg.name,
+                        "channel": plan.number,
+                        "name": plan.name,
+                        "kelvin": plan.kelvin.name if plan.kelvin else None,
+                        "sensor": plan.sensor.name if plan.sensor else None,
+                        "sensor_units": plan.sensor.units if plan.sensor else None,
+                    }
+                )
         oldest_t = min(oldest) / 1000 if oldest else None
-        return {"store": {"oldest": oldest_t, "days_kept": (now - oldest_t) / 86400 if oldest_t else 0.0,
-                          "raw_retention_days": raw_retention_days,
-                          "write_bytes_per_day": wear_per_day(now)},
-                "channels": order, "stale_after": stale_after}
+        return {
+            "store": {
+                "oldest": oldest_t,
+                "days_kept": (now - oldest_t) / 86400 if oldest_t else 0.0,
+                "raw_retention_days": raw_retention_days,
+                "write_bytes_per_day": wear_per_day(now),
+            },
+            "channels": order,
+            "stale_after": stale_after,
+        }
 
     @app.get("/")
     def index():

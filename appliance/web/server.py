@@ -10,6 +10,7 @@ requests to its worker threads, so a trickling client holds a socket, never a wo
 limit (``web.max_connections_per_client``) beside waitress's total one, an idle keep-alive timeout,
 and its own errors in the JSON shape. It is pure Python and packaged by Debian.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,10 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self) -> None:
         e = self.request.error
-        message = {413: f"request body over the limit of {MAX_BODY} bytes (MAX_BODY)",
-                   431: f"request line and headers over the limit of {MAX_HEAD} bytes (MAX_HEAD)"}.get(
-                       e.code, f"{e.reason}: {e.body}")
+        message = {
+            413: f"request body over the limit of {MAX_BODY} bytes (MAX_BODY)",
+            431: f"request line and headers over the limit of {MAX_HEAD} bytes (MAX_HEAD)",
+        }.get(e.code, f"{e.reason}: {e.body}")
         body = json.dumps({"error": {"status": e.code, "message": message}}).encode()
         self.status = f"{e.code} {e.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
@@ -59,8 +61,10 @@ class Channel(HTTPChannel):
         return out
 
 
-TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s")
+TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s"
+)
 
 
 class Server(TcpWSGIServer):
@@ -82,11 +86,23 @@ class Server(TcpWSGIServer):
         # per request (CPU, and wear on the SD card) saying what a 50-client panel load is
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self.timed_out = 0  # connections closed at the request deadline
-        super().__init__(app, host=cfg.bind, port=cfg.port, threads=cfg.threads, ident="kelvinpi",
-                         connection_limit=cfg.max_connections, channel_timeout=max(1, int(cfg.idle_timeout)),
-                         cleanup_interval=1, max_request_header_size=MAX_HEAD, max_request_body_size=MAX_BODY,
-                         clear_untrusted_proxy_headers=False, asyncore_use_poll=True, backlog=256,
-                         expose_tracebacks=False, log_socket_errors=False)
+        super().__init__(
+            app,
+            host=cfg.bind,
+            port=cfg.port,
+            threads=cfg.threads,
+            ident="kelvinpi",
+            connection_limit=cfg.max_connections,
+            channel_timeout=max(1, int(cfg.idle_timeout)),
+            cleanup_interval=1,
+            max_request_header_size=MAX_HEAD,
+            max_request_body_size=MAX_BODY,
+            clear_untrusted_proxy_headers=False,
+            asyncore_use_poll=True,
+            backlog=256,
+            expose_tracebacks=False,
+            log_socket_errors=False,
+        )
         self.bind_addr = self.socket.getsockname()[:2]  # (host, port as int): waitress keeps strings
 
     def handle_accept(self) -> None:
@@ -102,10 +118,21 @@ class Server(TcpWSGIServer):
         if sum(1 for c in list(self.active_channels.values()) if c.addr and c.addr[0] == ip) >= self.per_client:
             self.refused += 1
             if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
-                log.warning("refused a connection from %s: over web.max_connections_per_client = %d (%d refused"
-                            " so far)", ip, self.per_client, self.refused)
-            msg = json.dumps({"error": {"status": 503, "message": f"over the limit of {self.per_client} "
-                                        "connections per client (web.max_connections_per_client)"}}).encode()
+                log.warning(
+                    "refused a connection from %s: over web.max_connections_per_client = %d (%d refused so far)",
+                    ip,
+                    self.per_client,
+                    self.refused,
+                )
+            msg = json.dumps(
+                {
+                    "error": {
+                        "status": 503,
+                        "message": f"over the limit of {self.per_client} "
+                        "connections per client (web.max_connections_per_client)",
+                    }
+                }
+            ).encode()
             try:
                 conn.setblocking(False)
                 conn.send(TOO_MANY % (len(msg), msg))
@@ -121,8 +148,9 @@ class Server(TcpWSGIServer):
         for ch in list(self.active_channels.values()):
             if ch.requests or ch.will_close:
                 continue  # a complete request is being answered
-            slow = (ch.request is not None and ch.request is ch._timed and ch.request_started < cutoff) or \
-                   (not ch.spoke and ch.creation_time < cutoff)  # accepted, then silent
+            slow = (ch.request is not None and ch.request is ch._timed and ch.request_started < cutoff) or (
+                not ch.spoke and ch.creation_time < cutoff
+            )  # accepted, then silent
             if slow:
                 self.timed_out += 1
                 ch.will_close = True

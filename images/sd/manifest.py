@@ -6,6 +6,7 @@
 Time stamps are left out (the assembler clamps them to SOURCE_DATE_EPOCH); two builds from the
 same inputs must give identical manifests.   manifest.py ROOTFS > rootfs.manifest
 """
+
 import hashlib
 import os
 import stat

@@ -8,6 +8,7 @@ readable only by its owner.
 
     render_config.py TEMPLATE OUTPUT      # env: WAMP_SECRET, WAMP_CONSUMER_SECRET, CROSSBAR_*_PORT
 """
+
 import json
 import os
 import re
