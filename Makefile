@@ -58,9 +58,9 @@ bench: $(STAMP)
 	  else echo "missing Debian package: influxdb (sudo apt-get install influxdb); influx_wear_ratio will be nan"; fi; }
 	$(BIN)/python -m tools.bench
 
-# Retention's longest write-lock hold on a 4.3 GB store that drops its older half (~30 min; builds the file
+# Retention's longest write-lock hold on a 4.3 GB store that drops its older half (~15 min; builds the file
 # under var/bench-retention, cold page cache). Knobs: BENCH_RETENTION_ARGS="--copies N --seconds S --keep/--reuse".
-# Last line: bench-retention: file_gb=F blocks=N deleted=D passes=P seconds=S longest_ms=L p99_ms=Q where=W
+# Last line: bench-retention: file_gb=F after_gb=A blocks=N deleted=D passes=P seconds=S longest_ms=L p99_ms=Q where=W
 bench-retention: $(STAMP)
 	$(BIN)/python -m tools.bench_retention $(BENCH_RETENTION_ARGS)
 

@@ -14,7 +14,7 @@ and measures the holds as the writer's own loop would see them:
    until nothing is left to do (or ``--seconds``). The lock is tools.bench.TimedLock, which
    records the longest outermost hold and the code that held it.
 
-Last line: ``bench-retention: file_gb=F blocks=N deleted=D passes=P seconds=S longest_ms=L p99_ms=Q where=W``
+Last line: ``bench-retention: file_gb=F after_gb=A blocks=N deleted=D passes=P seconds=S longest_ms=L p99_ms=Q where=W``
 """
 
 from __future__ import annotations
@@ -108,10 +108,12 @@ def run(db: Path, seconds: float) -> str:
             break
     took = time.monotonic() - started
     store.close()
+    after = work.stat().st_size
     holds.sort()
     p99 = holds[min(len(holds) - 1, int(len(holds) * 0.99))]
     return (
-        f"bench-retention: file_gb={size / 1e9:.2f} blocks={n} deleted={deleted} passes={len(holds)}"
+        f"bench-retention: file_gb={size / 1e9:.2f} after_gb={after / 1e9:.2f} blocks={n} deleted={deleted}"
+        f" passes={len(holds)}"
         f" seconds={took:.0f} longest_ms={worst * 1000:.0f} p99_ms={p99 * 1000:.0f} where={where!r}"
     )
 
