@@ -13,12 +13,12 @@ from .clock import clock_synchronised
 from .config import Config
 from .control import Control
 from .health import SystemdWatchdogPinger, UplinkHealth
-from .web.metrics import make_registry
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store
 from .uplinks import UplinkRunner, build_uplinks
 from .web import Server, make_app
+from .web.metrics import make_registry
 
 log = logging.getLogger("kelvinpi")
 
@@ -163,7 +163,7 @@ class Appliance:
             "alarms": alarms,
             "web": None
             if self.server is None
-            else {  # slow or greedy clients, cut off (appliance/web.py)
+            else {  # slow or greedy clients, cut off (appliance/web/server.py)
                 "connections": len(self.server.active_channels),
                 "refused": self.server.refused,
                 "timed_out": self.server.timed_out,

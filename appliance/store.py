@@ -201,7 +201,6 @@ CREATE TABLE IF NOT EXISTS notice_sent (
     id INTEGER NOT NULL, target TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (id, target)
 ) WITHOUT ROWID;
 """
-MIGRATIONS: list[str] = [V1, V2_TABLES + V2_FINISH, V3_TABLES]  # kept for reference; open_db runs them
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
