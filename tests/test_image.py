@@ -186,6 +186,35 @@ def test_manifest_is_content_only_and_sorted(tmp_path):
     assert manifest(b) != ma
 
 
+def test_a_mount_left_inside_the_rootfs_stops_the_build_and_is_not_walked(tmp_path):
+    """A /proc that mmdebstrap could not unmount (something held it) made manifest.py block for good
+    reading /proc/kmsg, and assemble-image.sh would have copied whatever was mounted into the image."""
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root (CI runs as root)")
+    root = tmp_path / "root"
+    fake_rootfs(root)
+    (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\n")
+    proc = root / "proc"
+    proc.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "kelvinpi-test", str(proc)], check=True)
+    try:
+        (proc / "kmsg").write_text("not part of the image\n")
+        bad = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+        assert (
+            bad.returncode == 1 and f"mounted inside the rootfs (umount them, then build again): {proc}" in bad.stderr
+        )
+        listed = subprocess.run(
+            [sys.executable, str(SD / "manifest.py"), str(root)], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        assert "/etc/hostname\tf\t" in listed and "kmsg" not in listed and "/proc\t" not in listed
+    finally:
+        subprocess.run(["umount", "-l", str(proc)], check=False)
+    ok = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_check_rootfs_refuses_credentials(tmp_path):
     """`make image` runs images/sd/check-rootfs.sh on the root filesystem before assembling it."""
     root = tmp_path / "root"

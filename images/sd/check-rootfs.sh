@@ -4,9 +4,18 @@
 #  - SSH host keys (generated per device on first boot) or authorized_keys
 #  - a PEM private key anywhere outside Python packages' own code and test data
 #  - anything under /data (the per-device partition starts empty)
+# and one that still has a file system mounted inside it (a build step's /proc left behind, e.g. when
+# something held it busy at unmount): its files would be copied into the image, and the manifest
+# would block reading /proc/kmsg.
 set -euo pipefail
 R=${1:?rootfs}
 bad=0
+real=$(realpath "$R")
+mounted=$(awk -v r="$real/" 'substr($5, 1, length(r)) == r {print $5}' /proc/self/mountinfo)
+if [ -n "$mounted" ]; then
+  echo "check-rootfs: mounted inside the rootfs (umount them, then build again): $mounted" >&2
+  exit 1
+fi
 while IFS=: read -r user hash _; do
   case "$hash" in '!'*|'*'*) ;; *) echo "check-rootfs: account '$user' has a usable password" >&2; bad=1 ;; esac
 done < "$R/etc/shadow"

@@ -14,9 +14,11 @@ import sys
 
 
 def entries(root: str):
+    """Every path on the root's own file system: a mount inside it (a leftover /proc) is not walked."""
+    dev = os.lstat(root).st_dev
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
+        dirnames[:] = sorted(d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == dev)
+        for name in sorted(dirnames + filenames):  # (a mount point itself is left out too)
             full = os.path.join(dirpath, name)
             rel = "/" + os.path.relpath(full, root)
             st = os.lstat(full)
