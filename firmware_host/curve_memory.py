@@ -31,6 +31,12 @@ class CurveSlot:
     def empty(self) -> bool:
         return self.data_format == 0 and not any(u or t for u, t in self.cells)
 
+    def header_reply(self) -> str:
+        """``CRVHDR?``'s answer, the same on the 372 and the 240 (an empty slot: ``,,0,+000.000,0``)."""
+        if self.empty:
+            return ",,0,+000.000,0"
+        return f"{self.name},{self.serial},{self.data_format},{self.limit:+08.3f},{self.coefficient}"
+
     def breakpoints(self) -> list[tuple[float, float]]:
         """The curve's points: every cell up to the first empty one."""
         out = []

@@ -75,10 +75,7 @@ def filter_set(d: LS240Device, ch: int, points: int) -> None:
 
 
 def crvhdr_q(d: LS240Device, ch: int) -> str:
-    slot = d.curves.slot(ch)
-    if slot.empty:
-        return ",,0,+000.000,0"
-    return f"{slot.name},{slot.serial},{slot.data_format},{slot.limit:+08.3f},{slot.coefficient}"
+    return d.curves.slot(ch).header_reply()
 
 
 def crvhdr_set(

@@ -167,10 +167,7 @@ def tlimit_set(d: LS372Device, ch: str, limit: float) -> None:
 
 # -- curves --------------------------------------------------------------------------------
 def crvhdr_q(d: LS372Device, n: int) -> str:
-    slot = d.curves.slot(n)
-    if slot.empty:
-        return ",,0,+000.000,0"
-    return f"{slot.name},{slot.serial},{slot.data_format},{slot.limit:+08.3f},{slot.coefficient}"
+    return d.curves.slot(n).header_reply()
 
 
 def crvhdr_set(
