@@ -62,10 +62,11 @@ class Control:
         if poller is None:
             raise ControlRefused(404, f"no instrument named {node!r}")
         inst = poller.instrument
-        if not isinstance(inst, Model372):
+        outputs = getattr(inst, "heater_outputs", ())  # declared by the driver (the 240 has none)
+        if not outputs:
             raise ControlRefused(400, f"{node} is a Model {poller.cfg.model}: only a 372 has heaters to set")
         output, kelvin = body.get("output", 0), body.get("kelvin")
-        if isinstance(output, bool) or output not in (0, 1):
+        if isinstance(output, bool) or output not in outputs:
             raise ControlRefused(400, "output must be 0 (sample heater) or 1 (warm-up heater)")
         if (
             isinstance(kelvin, bool)

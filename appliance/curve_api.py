@@ -23,8 +23,7 @@ from dataclasses import asdict
 
 from drivers import DriverError, InstrumentError
 from drivers.curves import Curve, CurveError, parse_340, write_340
-from drivers.ls240 import Model240, same_to_six_digits
-from drivers.ls372 import Model372
+from drivers.curve_commands import CurveCommands
 
 from .control import ControlRefused
 from .poller import LinkUnavailable
@@ -34,24 +33,9 @@ log = logging.getLogger("kelvinpi.curves")
 UPLOAD_TIMEOUT = 120.0  # 200 points at the 372's 65 ms pacing, read back: about 40 s
 
 
-def slots(inst) -> range:
-    """Curve numbers that exist: 372 1-59 (1-20 standard, 21-59 user); 240 one per input."""
-    return range(1, 60) if isinstance(inst, Model372) else range(1, inst.channel_count + 1)
-
-
-def writable(inst) -> range:
-    return range(21, 60) if isinstance(inst, Model372) else range(1, inst.channel_count + 1)
-
-
-def same_point(inst, wrote: tuple[float, float], got: tuple[float, float]) -> bool:
+def same_point(inst: CurveCommands, wrote: tuple[float, float], got: tuple[float, float]) -> bool:
     """Equal at the instrument's resolution (the 240 keeps six digits, integer digits included)."""
-    return all(_same(inst, a, b) for a, b in zip(wrote, got))
-
-
-def _same(inst, a: float, b: float) -> bool:
-    if isinstance(inst, Model240):
-        return same_to_six_digits(a, b)
-    return abs(a - b) <= 1e-5 * max(1.0, abs(a), abs(b))
+    return all(inst.same_curve_value(a, b) for a, b in zip(wrote, got))
 
 
 def first_difference(inst, want: Curve, got: Curve) -> str | None:
@@ -93,9 +77,9 @@ class CurveService:
 
     def _number(self, poller, number: int, write: bool) -> int:
         inst = poller.instrument
-        allowed = writable(inst) if write else slots(inst)
+        allowed = inst.user_curve_slots if write else inst.curve_slots
         if number not in allowed:
-            what = "user curves" if write and isinstance(inst, Model372) else "curves"
+            what = inst.user_curves_label if write else "curves"
             raise ControlRefused(400, f"{poller.cfg.name}: {what} are {allowed.start}-{allowed.stop - 1}, not {number}")
         return number
 
@@ -127,7 +111,7 @@ class CurveService:
 
         def headers(inst) -> list[dict]:
             out = []
-            for n in slots(inst):
+            for n in inst.curve_slots:
                 h = inst.curve_header(n)
                 if h.data_format:  # an empty slot has format 0
                     out.append({"number": n, **asdict(h)})
@@ -146,7 +130,7 @@ class CurveService:
         n = self._number(poller, number, write=True)
         curve = self._parse(body, n)
         inst = poller.instrument
-        allowed = (3, 4, 7) if isinstance(inst, Model372) else (2, 3, 4)
+        allowed = inst.curve_formats
         if curve.data_format not in allowed:
             raise ControlRefused(
                 400,

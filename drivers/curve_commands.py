@@ -50,6 +50,24 @@ class CurveCommands:
 
     # the BadReply message for a CRVPT? reply that is not 2 (or 3) fields
     curve_point_shape: ClassVar[str] = "expected units,temperature"
+    # the data formats a curve in this model's memory may have (CRVHDR's format field)
+    curve_formats: ClassVar[tuple[int, ...]] = ()
+    # how an error names the curves a user may write ("user curves" on the 372)
+    user_curves_label: ClassVar[str] = "curves"
+
+    @property
+    def curve_slots(self) -> range:
+        """The curve numbers that exist on this instrument."""
+        raise NotImplementedError
+
+    @property
+    def user_curve_slots(self) -> range:
+        """The curve numbers a user may write or delete."""
+        raise NotImplementedError
+
+    def same_curve_value(self, a: float, b: float) -> bool:
+        """Equal at the resolution this model keeps a curve value at (what a read-back can promise)."""
+        return self._same_curve_value(a, b)
 
     if TYPE_CHECKING:  # provided by Instrument and the model
 

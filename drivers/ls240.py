@@ -204,6 +204,18 @@ class Model240(CurveCommands, Instrument):
     def _curve_number(self, number: int, access: CurveAccess) -> int:
         return self._ch(number)
 
+    curve_formats = (2, 3, 4)  # V/K, ohm/K, log ohm/K (240 manual, CRVHDR)
+    heater_outputs = ()  # an input module: nothing for control to set
+
+    @property
+    def curve_slots(self) -> range:
+        """One curve per input: the curve number is the input number."""
+        return range(1, self.channel_count + 1)
+
+    @property
+    def user_curve_slots(self) -> range:
+        return self.curve_slots
+
     def _send_setting(self, message: str) -> None:
         self.write(message)
 

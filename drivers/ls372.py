@@ -125,6 +125,11 @@ def _input_channel(field: str, query: str) -> str:
 class Model372(CurveCommands, Instrument):
     expected_model_prefix = "MODEL372"
     curve_point_shape = "expected units,temperature[,curvature]"
+    curve_formats = (3, 4, 7)  # ohm/K, log ohm/K, ohm/K cubic spline (372 manual, CRVHDR)
+    user_curves_label = "user curves"
+    curve_slots = range(1, 60)  # 1-20 standard, read-only
+    user_curve_slots = range(21, 60)
+    heater_outputs = (0, 1)  # sample and warm-up heater: what control may set
 
     def __init__(
         self,
@@ -287,9 +292,9 @@ class Model372(CurveCommands, Instrument):
 
     # -- curves (commands in CurveCommands) ------------------------------------------
     def _curve_number(self, number: int, access: CurveAccess) -> int:
-        if access == "header" and not 1 <= number <= 59:
+        if access == "header" and number not in self.curve_slots:
             raise ValueError(f"curve number {number} is not 1-59")
-        if access == "user" and not 21 <= number <= 59:
+        if access == "user" and number not in self.user_curve_slots:
             raise ValueError(f"user curves are 21-59, not {number}")
         return number
 

@@ -225,3 +225,24 @@ def test_240_driver_upload_verifies_at_six_digits(emu240):
             m.upload_curve(2, Curve("SIX", "D6", 2, 325.0, 1, [(0.145904, 475.0), (0.312345, 450.0)]))
     finally:
         m.close()
+
+
+def test_each_model_refuses_what_its_memory_or_outputs_cannot_take(app):
+    """The drivers declare each model's curve formats, curve numbers and heater outputs; the API names them."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    dt = small(DT, 10, "KP-DT10")  # format 2: V/K, a diode curve
+    spline = Curve("KP-SPLINE", "SN-SPL", 7, 40.0, 1, small(RX, 10, "x").points)  # 7: the 372's cubic spline
+
+    def refused(path, method, body):
+        status, _, text = call(f"{app.base_url}/api/v1/control/{path}", method, body, auth)
+        assert status == 400, (path, status, text)
+        return json.loads(text)["error"]["message"]
+
+    msg = refused("LSA23JD/curves/30", "PUT", {"text": write_340(dt)})
+    assert "data format 2 cannot be stored in a Model 372 (formats 3, 4, 7)" in msg
+    msg = refused("LSA24AZ/curves/1", "PUT", {"text": write_340(spline)})
+    assert "data format 7 cannot be stored in a Model 240 (formats 2, 3, 4)" in msg
+    assert "LSA24AZ: curves are 1-2, not 9" in refused("LSA24AZ/curves/9", "PUT", {"text": write_340(dt)})
+    assert "LSA23JD: user curves are 21-59, not 20" in refused("LSA23JD/curves/20", "PUT", {"text": write_340(dt)})
+    assert "only a 372 has heaters to set" in refused("LSA24AZ/setpoint", "POST", {"output": 0, "kelvin": 0.01})
+    assert "output must be 0" in refused("LSA23JD/setpoint", "POST", {"output": 2, "kelvin": 0.01})
