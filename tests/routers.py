@@ -23,16 +23,12 @@ from pathlib import Path
 from autobahn.asyncio.component import Component
 from autobahn.wamp.types import SubscribeOptions
 
+from .conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CROSSBAR = ROOT / ".venv-crossbar" / "bin" / "crossbar"
 TEMPLATE = ROOT / "images" / "server" / "crossbar" / "config.json"
 RENDER = ROOT / "images" / "server" / "crossbar" / "render_config.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
