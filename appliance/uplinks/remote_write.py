@@ -48,6 +48,7 @@ OTHER_METRIC = "kelvinpi_value"
 STATUS_METRIC = "kelvinpi_reading_status"
 # Answers that say "these samples are older than I take": never accepted, however often resent.
 OLD_MARKERS = ("too old", "out of bounds", "out of order", "out-of-order", "out-of-bounds")
+ORDER_MARKERS = ("out of order", "out-of-order")  # no out-of-order window: refused = at or before the series' newest
 RETRY_CODES = (401, 403, 404, 408, 429)  # the request is fine, the receiver (or its setup) is not: keep the data
 
 
@@ -198,13 +199,14 @@ class Sender:
     def isolate(self, pts: list[Point]) -> list[tuple[Point, str]]:
         """Post ``pts`` (oldest first); return the samples the receiver will never take, with why.
 
-        Too-old refusals: a receiver takes a request whole or not at all (Prometheus rolls it
-        back), so the first refused sample is found by bisecting on the newest suffix that is
-        taken (accepted suffixes are committed; resending one later is harmless, a receiver
-        keeps one sample per series and time). That sample and every older one of its series
-        are refused (a series' samples at or before a too-old or out-of-order one are so too:
-        Prometheus' head only moves forward), then the rest is tried again: a few requests per
-        refused series, not per sample. Any other refusal is halved down to the single samples.
+        Too-old refusals (an out-of-order window, older than it): a receiver takes a request whole
+        or not at all (Prometheus rolls it back), so the first refused sample is found by bisecting
+        on the newest suffix that is taken (accepted suffixes are committed; resending one later is
+        harmless, a receiver keeps one sample per series and time; a newer sample committed first
+        moves the window by less than a batch spans). That sample and every older one of its series
+        are refused (Prometheus' head only moves forward), then the rest is tried again: a few
+        requests per refused series, not per sample. "Out of order" (no window): ``_oldest_first``.
+        Any other refusal is halved down to the single samples.
         """
         try:
             self.post(pts)
@@ -216,6 +218,8 @@ class Sender:
         if not first.old:
             mid = len(pts) // 2
             return self.isolate(pts[:mid]) + self.isolate(pts[mid:])
+        if any(m in first.detail.lower() for m in ORDER_MARKERS):
+            return self._oldest_first(pts)
         lo, hi, why = 0, len(pts), first  # pts[lo:] refused (why), pts[hi:] taken (empty: trivially)
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -230,6 +234,35 @@ class Sender:
         refused = [p for p in pts[:hi] if p.labels == culprit.labels and p.t <= culprit.t]
         rest = [p for p in pts[:hi] if not (p.labels == culprit.labels and p.t <= culprit.t)]
         return [(p, str(why)) for p in refused] + (self.isolate(rest) if rest else [])
+
+    def _oldest_first(self, pts: list[Point]) -> list[tuple[Point, str]]:
+        """ "Out of order": a receiver without an out-of-order window refuses every sample at or before its
+        series' newest. Bisecting on newer suffixes would commit a newer sample ahead of an older new one
+        of its series, which is then out of order too and lost (a resend after a crash did exactly that).
+        So each series goes on its own (series do not interact), oldest first: the rest of it at once,
+        and after a refusal its oldest sample alone (refused: skipped; taken: it was the first new one).
+        Costs a request or two per refused sample, and nothing new is refused.
+        """
+        by_series: dict[tuple[tuple[str, str], ...], list[Point]] = {}
+        for p in pts:
+            by_series.setdefault(p.labels, []).append(p)
+        out: list[tuple[Point, str]] = []
+        for series in by_series.values():
+            i = 0
+            while i < len(series):
+                try:
+                    self.post(series[i:])
+                    break
+                except Refused as exc:
+                    if not exc.old:  # something else is wrong with these: halved down to the culprits
+                        out += self.isolate(series[i:])
+                        break
+                try:
+                    self.post(series[i : i + 1])
+                except Refused as exc:
+                    out.append((series[i], str(exc)))
+                i += 1
+        return out
 
 
 class RemoteWriteUplinkRunner(PushUplink):
