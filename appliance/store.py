@@ -826,6 +826,17 @@ def _adapt(size: int, took: float, lo: int, hi: int) -> int:
     return size
 
 
+def _storable(v: object) -> object:
+    """Text SQLite can take: a lone surrogate (undecodable bytes passed through as text) made every
+    later flush raise UnicodeEncodeError, so one bad event detail held all readings in the journal."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return v.encode("utf-8", "backslashreplace").decode("utf-8")
+    return v
+
+
 def _describe(exc: Exception) -> str:
     """A store error as the front panel and health show it ("disk full" when it is)."""
     if isinstance(exc, OSError) and exc.errno == 28:
@@ -1003,7 +1014,7 @@ class Store(StoreReader):
             return
         try:
             self.flush()
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - write() calls this after journaling: never let the batch look unwritten
             self._flush_retry_at = now + 5.0
             self.write_errors += 1
             self.flush_failing = self.last_error = _describe(exc)
@@ -1110,6 +1121,7 @@ class Store(StoreReader):
 
     # -- records (any thread; never blocks on SQLite, never raises) ---------------------------
     def _record(self, rec: tuple) -> None:
+        rec = tuple(_storable(v) for v in rec)
         with self._records_lock:
             if len(self._records) >= RECORD_QUEUE:
                 self._records.popleft()

@@ -681,3 +681,27 @@ def test_size_cap_takes_the_finest_rollup_packs_oldest_first_once_raw_data_is_go
     assert coarse.t[0] < t0 + 3600 and len(coarse.t) >= days * 24 - 2  # the hourly history is whole
     assert any("size cap" in e["detail"] for e in s.events() if e["kind"] == "retention")
     assert s.reader().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_an_event_sqlite_cannot_encode_neither_duplicates_readings_nor_blocks_the_flush(tmp_path):
+    """A lone surrogate in an event's text (undecodable bytes passed through) raised UnicodeEncodeError
+    in the flush, after the batch was journaled: the writer requeued it and stored each reading twice,
+    and every later flush failed the same way."""
+    s = Store(tmp_path / "k.db", commit_interval=0.05)
+    q = SampleQueue(1000)
+    s.start(q)
+    try:
+        s.event("control", "LSA23JD", "curve 21 uploaded: \udcff (by x)")
+        t0 = time.time()
+        q.put_many([Sample(K, t0 + i * 0.01, float(i), 0) for i in range(3)])
+        wait_for(lambda: s.written >= 3 and not s.records_queued(), 10, what="readings and event written")
+        s.flush()
+    finally:
+        s.stop()
+    vals = [v for _n, _t, v, _st in s.iter_raw([K.name], t0 - 1, t0 + 10)]
+    assert vals == [0.0, 1.0, 2.0] and s.write_errors == 0, (vals, s.write_errors, s.last_error)
+    (ev,) = [e for e in s.events() if e["kind"] == "control"]
+    assert ev["detail"] == "curve 21 uploaded: \\udcff (by x)"
+    s.close()
+    reopened = StoreReader(tmp_path / "k.db")
+    assert [v for _n, _t, v, _st in reopened.iter_raw([K.name], t0 - 1, t0 + 10)] == [0.0, 1.0, 2.0]
