@@ -15,7 +15,7 @@ from .control import Control
 from .health import SystemdWatchdogPinger, UplinkHealth
 from .poller import Poller
 from .samples import SampleQueue
-from .store import Store
+from .store import Store, StoreBusy
 from .uplinks import UplinkRunner, build_uplinks
 from .web import Server, make_app
 from .web.metrics import make_registry
@@ -253,7 +253,11 @@ class Appliance:
 
 def run(config: Config, config_path: str | None = None) -> int:
     setup_logging(config.log_level)
-    app = Appliance(config, config_path)
+    try:
+        app = Appliance(config, config_path)
+    except StoreBusy as exc:  # a second `kelvinpi run` beside the service: say so, touch nothing
+        log.error("%s", exc)
+        return 1
     app.add_uplinks()
 
     def on_signal(signum, _frame):

@@ -46,6 +46,7 @@ aggregates over rollups and decoded blocks, and the export command streams decod
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -826,6 +827,35 @@ def _adapt(size: int, took: float, lo: int, hi: int) -> int:
     return size
 
 
+class StoreBusy(RuntimeError):
+    """Another process is this store's writer: there is one writer per file."""
+
+
+def _claim_writer(path: Path) -> int:
+    """Hold ``<store>-lock`` while this writer lives; refuse a second writer with who holds it.
+
+    Two writers on one file each numbered readings from the same ``next_seq``, and the second's
+    flush cleared the journal still holding the first's readings: they were gone after a restart
+    (``kelvinpi run`` started by hand beside the service does that). A POSIX record lock, so the
+    kernel drops it when the process dies, kill -9 included; per process, so a test that stands
+    in for a crash by opening the file again in the same process is not refused.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreBusy(
+            f"{path} is being written by another process (pid {holder}); one writer per store:"
+            " stop that one first (systemctl stop kelvinpi), or read the file with `kelvinpi export`"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def _storable(v: object) -> object:
     """Text SQLite can take: a lone surrogate (undecodable bytes passed through as text) made every
     later flush raise UnicodeEncodeError, so one bad event detail held all readings in the journal."""
@@ -873,7 +903,12 @@ class Store(StoreReader):
         self.rollup_retention = rollup_retention_days * 86400
         self.max_bytes = int(max_size_mb * 1024 * 1024)
         self.commit_interval = commit_interval
-        self._wconn = open_db(self.path, progress)
+        self._lock_fd = _claim_writer(self.path)
+        try:
+            self._wconn = open_db(self.path, progress)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         w = self._wconn
         self._series: dict[str, int] = {name: sid for sid, name in w.execute("SELECT id, name FROM series")}
         # Never hand out a number again: not after retention emptied the tables (meta next_seq,
@@ -1663,3 +1698,6 @@ class Store(StoreReader):
             self._wconn.close()
         except sqlite3.Error:
             pass
+        if self._lock_fd >= 0:  # the next writer may come
+            os.close(self._lock_fd)
+            self._lock_fd = -1

@@ -705,3 +705,58 @@ def test_an_event_sqlite_cannot_encode_neither_duplicates_readings_nor_blocks_th
     s.close()
     reopened = StoreReader(tmp_path / "k.db")
     assert [v for _n, _t, v, _st in reopened.iter_raw([K.name], t0 - 1, t0 + 10)] == [0.0, 1.0, 2.0]
+
+
+def test_a_second_writer_on_a_store_is_refused_with_who_holds_it(tmp_path):
+    """Two writers on one file numbered readings from the same next_seq, and the second's flush cleared
+    the journal still holding the first's: gone after a restart. Now the second is refused; a kill -9
+    of the first frees the file and its readings are all there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from appliance.store import StoreBusy
+
+    from .conftest import ROOT
+
+    db = tmp_path / "k.db"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from appliance.naming import SeriesKey\nfrom appliance.samples import Sample\n"
+            "from appliance.store import Store\n"
+            f"s = Store({str(db)!r})\n"
+            "k = SeriesKey('LSA23JD', 'mxc_t', 'K', 'mxc')\n"
+            "s.write([Sample(k, 1.7e9 + i, float(i), 0) for i in range(5)])\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreBusy, match=rf"being written by another process \(pid {child.pid}\)"):
+            Store(db)
+        cfg = tmp_path / "k.toml"
+        cfg.write_text(
+            '[[instrument]]\nmodel = "240"\nname = "LSA24AZ"\ntransport = "serial"\ndevice = "/dev/null"\n'
+            f'[store]\npath = "{db}"\n[web]\nbind = "127.0.0.1"\nport = 0\n'
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 1 and f"pid {child.pid}" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    s = Store(db)  # the kernel dropped the dead writer's lock
+    assert [v for _n, _t, v, _st in s.iter_raw([K.name], 0, 4e9)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    s.close()
