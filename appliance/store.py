@@ -6,6 +6,7 @@ Layout (schema version in ``meta``):
 * ``fresh``    the hot tail: small compressed blocks of each series (the same codec), one per
                series per flush (about ten minutes), in a rowid table with no other index, so a
                flush appends a page or two. Readers scan it whole: it holds about an hour.
+* (lock)       ``<store>-lock``: held by the one writer process (``_claim_writer``).
 * (journal)    ``<store>-log`` beside the file: each commit's readings, fsynced, until the next
                flush moves them into ``fresh`` (``appliance.journal``). A commit is then one
                small append and one fdatasync, the floor an fsynced append-only log sets.
