@@ -189,11 +189,15 @@ class Appliance:
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> None:
+        self.store.retention_held = True  # until every uplink has registered what it still needs
         self.store.start(self.queue)
         for p in self.pollers:
             p.start()
-        for u in self.uplinks:
-            u.start()
+        try:
+            for u in self.uplinks:
+                u.start()
+        finally:
+            self.store.retention_held = False
         self.alarms.start()
         # waitress under a request deadline and connection limits (why not cheroot: appliance/web/server.py)
         app = make_app(

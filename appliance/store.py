@@ -967,6 +967,9 @@ class Store(StoreReader):
         self.longest_step = 0.0  # seconds: the longest write-lock hold of a sealing or retention step
         self._last_retention = 0.0
         self._retention_more = False  # a budgeted retention pass left work for the next round
+        # True while the service starts: the writer's first round came before the uplinks registered
+        # their cursors, and age retention then deleted a stalled uplink's whole backlog
+        self.retention_held = False
         self._vacuum_pages = 256  # pages given back per vacuum step (adapted to the disk, see _shrink)
         self._delete_batch = 50  # blocks deleted per age-retention step (adapted likewise)
         self._last_seal = 0.0
@@ -1123,7 +1126,9 @@ class Store(StoreReader):
             try:
                 if time.time() - self._last_seal > 30:
                     self.seal()
-                if time.time() - self._last_retention > 60 or self._retention_more:
+                if self.retention_held:
+                    pass  # the uplinks have not said what they still need yet (Appliance.start)
+                elif time.time() - self._last_retention > 60 or self._retention_more:
                     self._retention_more = self.enforce_retention(budget=RETENTION_BUDGET)["more"]
             except Exception as exc:  # noqa: BLE001 - the writer must outlive a full disk or a bug here
                 self.write_errors += 1

@@ -760,3 +760,26 @@ def test_a_second_writer_on_a_store_is_refused_with_who_holds_it(tmp_path):
     s = Store(db)  # the kernel dropped the dead writer's lock
     assert [v for _n, _t, v, _st in s.iter_raw([K.name], 0, 4e9)] == [0.0, 1.0, 2.0, 3.0, 4.0]
     s.close()
+
+
+def test_the_writer_runs_no_retention_while_it_is_held_for_the_uplinks(tmp_path):
+    """Appliance.start holds retention until every uplink has registered its cursor: the writer's
+    first round used to come first, with no uplink known, and deleted a stalled uplink's backlog."""
+    s = Store(tmp_path / "k.db", raw_retention_days=1, commit_interval=0.05)
+    now = time.time()
+    fill(s, now - 3 * 86400, 3 * 86400 // 60, step=60.0, keys=(R,))
+    s.seal(now=now, budget=60)
+    stored = len(everything(s, R.name))
+    q = SampleQueue(1000)
+    s.retention_held = True
+    s.start(q)
+    try:
+        for i in range(5):  # writer rounds, each of which would have run retention (it never ran yet)
+            q.put_many([Sample(K, now + i, 1.0, 0)])
+            wait_for(lambda: s.written >= stored + i + 1, 10, what=f"round {i}")
+        assert len(everything(s, R.name)) == stored
+        s.retention_held = False
+        wait_for(lambda: len(everything(s, R.name)) < stored, 10, what="retention once released")
+    finally:
+        s.stop()
+        s.close()
