@@ -159,7 +159,14 @@ class Journal:
         return frames
 
     def append(self, frame: Frame) -> None:
-        """Durable when this returns (fdatasync); on failure the file is cut back to its last whole frame."""
+        """Durable when this returns (fdatasync); on failure the file is cut back to its last whole frame.
+
+        If that cut-back fails too, nothing more is appended until it succeeds: a frame written
+        behind a torn one is lost at the next start (reading stops at the torn frame), and the
+        retried batch behind a whole-but-unsynced one is stored twice.
+        """
+        if self.size != os.fstat(self._f.fileno()).st_size:
+            self._truncate(self.size)  # the last failed append's leftovers; raises while it still cannot
         data = memoryview(encode(frame))
         fd = self._f.fileno()
         try:

@@ -468,7 +468,7 @@ class StoreReader:
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('journal_applied', 'next_seq')"))
             applied, first = int(meta.get("journal_applied", 0)), int(meta.get("next_seq", 0))
-            return query([r for f in frames if f.number > applied for r in f.rows if r[0] >= first])
+            return query(unapplied(frames, applied, first)[1])
         finally:
             conn.execute("COMMIT")
 
@@ -857,6 +857,27 @@ def _claim_writer(path: Path) -> int:
     return fd
 
 
+def unapplied(frames: list[Frame], applied: int, first: int) -> tuple[list[Frame], list[tuple]]:
+    """The journal's frames numbered above ``applied``, and their rows from sequence ``first`` on.
+
+    Frame and sequence numbers only rise, so a repeated frame or row (a batch retried behind one
+    that could not be cut back) is taken once, by the writer's replay and by every file reader.
+    """
+    todo: list[Frame] = []
+    rows: list[tuple] = []
+    last, seq = applied, first
+    for f in frames:
+        if f.number <= last:
+            continue
+        todo.append(f)
+        last = f.number
+        for r in f.rows:
+            if r[0] >= seq:
+                rows.append(r)
+                seq = r[0] + 1
+    return todo, rows
+
+
 def _storable(v: object) -> object:
     """Text SQLite can take: a lone surrogate (undecodable bytes passed through as text) made every
     later flush raise UnicodeEncodeError, so one bad event detail held all readings in the journal."""
@@ -985,9 +1006,8 @@ class Store(StoreReader):
         applied = int(row[0]) if row else 0
         frames = self._journal.read()
         self._frame = max([applied] + [f.number for f in frames]) + 1
-        todo = [f for f in frames if f.number > applied]
+        todo, rows = unapplied(frames, applied, self._next_seq)
         if todo:
-            rows = [r for f in todo for r in f.rows if r[0] >= self._next_seq]
             with self._mem_lock:
                 self._mem = rows
                 self._mem_recs = [tuple(r) for f in todo for r in f.records]

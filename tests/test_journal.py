@@ -5,6 +5,7 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from appliance import journal
@@ -284,3 +285,61 @@ def test_a_file_reader_counts_a_journaled_reading_once_whatever_the_flush_does(t
     log.write_bytes(log.read_bytes() + log.read_bytes()[:11])  # a frame half-appended as the reader reads
     assert [v for _, v, _ in everything(reader, K.name)] == want + [9.0]
     assert len(log.read_bytes()) > 0 and log.read_bytes()[-11:] == log.read_bytes()[:11]  # reader cut nothing
+
+
+@pytest.mark.parametrize("fault", ["sync", "partial write"])
+def test_an_append_whose_cut_back_failed_is_cut_back_before_the_next_one(tmp_path, monkeypatch, fault):
+    """The append fails (fdatasync EIO, or a full disk mid-write) and so does cutting it back: the
+    retried batch went in behind the failed frame, stored twice (a whole unsynced frame) or lost at
+    the next start (behind a torn one, where reading stops)."""
+    import errno
+
+    s = Store(tmp_path / "k.db")
+    t = 1_800_000_000.0
+    s.write([Sample(K, t + i, float(i), 0) for i in range(3)])
+    real_sync, real_write, real_trunc = os.fdatasync, os.write, os.ftruncate
+
+    def failing_sync(fd):
+        raise OSError(errno.EIO, "injected EIO")
+
+    def failing_write(fd, data):
+        real_write(fd, bytes(data[:10]))  # part of the frame reaches the file
+        raise OSError(errno.ENOSPC, "injected ENOSPC")
+
+    def failing_truncate(fd, size):
+        raise OSError(errno.EIO, "injected EIO on ftruncate")
+
+    if fault == "sync":
+        monkeypatch.setattr(journal.os, "fdatasync", failing_sync)
+    else:
+        monkeypatch.setattr(journal.os, "write", failing_write)
+    monkeypatch.setattr(journal.os, "ftruncate", failing_truncate)
+    batch = [Sample(K, t + 3 + i, float(3 + i), 0) for i in range(2)]
+    with pytest.raises(OSError):
+        s.write(batch)
+    monkeypatch.setattr(journal.os, "write", real_write)
+    monkeypatch.setattr(journal.os, "fdatasync", real_sync)
+    with pytest.raises(OSError, match="ftruncate"):  # still cannot cut back: refuses to append behind it
+        s.write(batch)
+    monkeypatch.setattr(journal.os, "ftruncate", real_trunc)
+    s.write(batch)  # the writer thread's retry
+    s.write([Sample(K, t + 5 + i, float(5 + i), 0) for i in range(2)])
+    want = [float(i) for i in range(7)]
+    assert [v for _, v, _ in everything(StoreReader(tmp_path / "k.db"), K.name)] == want
+    del s  # kill -9
+    s2 = Store(tmp_path / "k.db")
+    assert [v for _, v, _ in everything(s2, K.name)] == want
+    assert [r[0] for r in s2.by_seq({1}, 0, 1 << 62, 100)] == list(range(1, 8))
+    s2.close()
+
+
+def test_a_frame_repeated_in_the_journal_is_taken_once(tmp_path):
+    s = Store(tmp_path / "k.db")
+    s.write([Sample(K, 1_800_000_000.0 + i, float(i), 0) for i in range(3)])
+    del s  # kill -9
+    log = tmp_path / "k.db-log"
+    log.write_bytes(log.read_bytes() * 2)
+    assert [v for _, v, _ in everything(StoreReader(tmp_path / "k.db"), K.name)] == [0.0, 1.0, 2.0]
+    s2 = Store(tmp_path / "k.db")
+    assert [v for _, v, _ in everything(s2, K.name)] == [0.0, 1.0, 2.0]
+    s2.close()
