@@ -182,6 +182,7 @@ class Appliance:
                 "dropped": self.queue.dropped,
                 "records_queued": st.records_queued(),
                 "records_dropped": st.records_dropped,
+                "rejected": st.rejected,
                 "sealed_blocks": st.sealed_blocks,
                 "writing": writing,
             },

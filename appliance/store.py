@@ -54,6 +54,7 @@ import logging
 import math
 import os
 import sqlite3
+import struct
 import threading
 import time
 from collections import deque
@@ -878,6 +879,21 @@ def unapplied(frames: list[Frame], applied: int, first: int) -> tuple[list[Frame
     return todo, rows
 
 
+def _unstorable(s: Sample) -> str | None:
+    """Why the journal and the blocks cannot hold this reading (times are int64 ms, status a uint32)."""
+    t, st, v = s.t, s.status, s.value
+    if isinstance(st, bool) or not isinstance(st, int) or not 0 <= st < 1 << 32:
+        return f"status {st!r} is not a 32-bit word"
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or abs(t) >= 9e15:
+        return f"time {t!r} is not a UNIX time"
+    if v is not None:
+        try:
+            float(v)
+        except (TypeError, ValueError, OverflowError):
+            return f"value {v!r} is not a number"
+    return None
+
+
 def _storable(v: object) -> object:
     """Text SQLite can take: a lone surrogate (undecodable bytes passed through as text) made every
     later flush raise UnicodeEncodeError, so one bad event detail held all readings in the journal."""
@@ -974,6 +990,7 @@ class Store(StoreReader):
         self.last_error: str | None = None
         self.last_error_t = 0.0
         self.records_dropped = 0
+        self.rejected = 0  # readings no store could hold (see write), dropped with an event
         self._journal = Journal(f"{self.path}-log")
         self._replay()
         for node, config in w.execute(
@@ -1305,6 +1322,27 @@ class Store(StoreReader):
 
     def write(self, samples: list[Sample]) -> int:
         """Make one batch (and every queued record) durable; returns the samples stored.
+
+        A reading the store cannot hold at all (a time that is no UNIX time, a status that is no
+        32-bit word, a value that is no number: no driver makes one) is dropped, counted in
+        ``rejected`` and named in an event; it used to fail its batch forever, and every reading
+        queued behind it with it.
+        """
+        try:
+            return self._write(samples)
+        except (ValueError, OverflowError, TypeError, struct.error):
+            bad = [(s, why) for s in samples if (why := _unstorable(s))]
+            if not bad:
+                raise
+            self.rejected += len(bad)
+            s, why = bad[0]
+            detail = f"{len(bad)} reading(s) the store cannot hold, dropped; the first: {s.series.name}: {why}"
+            log.error("store: %s", detail)
+            self.event("rejected", s.series.node, detail)
+            return self._write([s for s in samples if not _unstorable(s)])
+
+    def _write(self, samples: list[Sample]) -> int:
+        """``write`` without the check of its readings.
 
         A live batch is one journal frame and one fdatasync, and is readable at once; it moves
         into SQLite with the next flush (about ten minutes, or at once when an event or snapshot

@@ -783,3 +783,31 @@ def test_the_writer_runs_no_retention_while_it_is_held_for_the_uplinks(tmp_path)
     finally:
         s.stop()
         s.close()
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (Sample(K, 1.8e9, 1.0, -1), "status -1 is not a 32-bit word"),
+        (Sample(K, 1.8e9, 1.0, 1 << 32), "is not a 32-bit word"),
+        (Sample(K, float("nan"), 1.0, 0), "time nan is not a UNIX time"),
+        (Sample(K, 1e17, 1.0, 0), "is not a UNIX time"),
+        (Sample(K, 1.8e9, 10**400, 0), "is not a number"),
+    ],
+)
+def test_a_reading_no_store_can_hold_is_dropped_and_named_not_blocking_the_rest(tmp_path, bad, why):
+    """It failed its batch forever: the writer requeued it at the front, and nothing behind it was stored."""
+    s = Store(tmp_path / "k.db", commit_interval=0.05)
+    q = SampleQueue(1000)
+    s.start(q)
+    try:
+        q.put_many([Sample(K, 1.8e9 + i, float(i), 0) for i in range(5)] + [bad])
+        q.put_many([Sample(K, 1.8e9 + 5 + i, float(5 + i), 0) for i in range(5)])
+        wait_for(lambda: s.written >= 10, 10, what="the good readings stored")
+    finally:
+        s.stop()
+    assert [v for _n, _t, v, _st in s.iter_raw([K.name], 0, 4e9)] == [float(i) for i in range(10)]
+    assert s.rejected == 1 and s.write_errors == 0
+    (ev,) = [e for e in s.events() if e["kind"] == "rejected"]
+    assert "1 reading(s) the store cannot hold, dropped" in ev["detail"] and why in ev["detail"], ev
+    s.close()

@@ -109,6 +109,11 @@ class ApplianceCollector:
             "Events, snapshots and cursor moves dropped from a full memory queue",
             value=store.records_dropped,
         )
+        yield CounterMetricFamily(
+            "kelvinpi_store_rejected_samples",
+            "Readings the store could not hold at all (no UNIX time, no 32-bit status, no number), dropped",
+            value=store.rejected,
+        )
         yield CounterMetricFamily("kelvinpi_store_sealed_blocks", "Compressed blocks sealed", value=store.sealed_blocks)
         yield CounterMetricFamily(
             "kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue", value=self.queue.dropped
