@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from types import SimpleNamespace
 
@@ -166,9 +167,11 @@ class Gate:
 
 
 class Garbage:
-    """A TCP listener that reads the request and answers bytes that are not HTTP, then hangs up."""
+    """A TCP listener that reads the request and answers bytes that are not HTTP, then hangs up.
 
-    def __init__(self, port: int, answer: bytes = b"SSH-2.0-nope\r\n") -> None:
+    ``answer``: the bytes, or a function of the request's bytes that returns them."""
+
+    def __init__(self, port: int, answer: bytes | Callable[[bytes], bytes] = b"SSH-2.0-nope\r\n") -> None:
         self.answer, self.answered = answer, 0
         self._sock = socket.create_server(("127.0.0.1", port))
         self._sock.settimeout(0.1)
@@ -205,7 +208,7 @@ class Garbage:
                         if not chunk:
                             break
                         body += chunk
-                    conn.sendall(self.answer)
+                    conn.sendall(self.answer(buf) if callable(self.answer) else self.answer)
                     self.answered += 1
                 except OSError:
                     pass
@@ -422,3 +425,66 @@ def test_sqlite_error_while_acknowledging_does_not_kill_the_runner(small_disk, i
     wait_for(lambda: influx.count(MEAS, "control_T") == n, 30, what="later data delivered")
     wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
     assert runner.is_alive()
+
+
+@pytest.mark.parametrize(
+    "answer, shown",
+    [
+        (  # a proxy whose backend restarts: an error page cut short
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 500\r\n\r\n<html>502 Bad</html>",
+            "HTTP 502: (no readable body: IncompleteRead",
+        ),
+        (  # urllib followed it with a GET without the body; the 200 at the end was taken as written
+            lambda req: (
+                b"HTTP/1.1 301 Moved Permanently\r\nLocation: /moved/write\r\nContent-Length: 0\r\n\r\n"
+                if req.startswith(b"POST")
+                else b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            ),
+            "HTTP 301",
+        ),
+        (  # a 400 about the setup, not the points: every point was isolated and skipped for good
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: 45\r\n\r\n"
+            b"The plain HTTP request was sent to HTTPS port",
+            "HTTP 400: The plain HTTP request was sent to HTTPS port",
+        ),
+        (  # InfluxDB's write answers 204; a 200 page is not a write
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 14\r\n\r\n<html>hi</html",
+            "InfluxDB answered 200",
+        ),
+    ],
+    ids=["error-page-cut-short", "redirect", "400-not-about-the-points", "200-with-a-page"],
+)
+def test_an_answer_that_is_no_write_keeps_the_data_and_the_runner(store, influx_server, runners, answer, shown):
+    """Each answer once acknowledged readings that were never written, skipped them as refused, or
+    ended the runner's thread with its health still saying connected."""
+    garbage = Garbage(influx_server.http_port, answer)
+    try:
+        runner = runners(store, influx_server.url)
+        n = store.write(rows(T_KEY, now0(), 40))
+        wait_for(lambda: not runner.is_alive() or garbage.answered >= 2, 30, what="two answers")
+        wait_for(lambda: not runner.is_alive() or failures(runner) >= 2, 10, what="two failures counted")
+        assert runner.is_alive(), "the answer ended the runner"
+        h = runner.health.as_dict()
+        assert h["connected"] is False and shown in h["last_error"], h
+        assert runner.outbox.backlog() == n and not h["errors"].get("refused") and h["sent"] == 0, h
+    finally:
+        garbage.close()
+    influx_server.start()  # the real server on the same port
+    influx_server.create_db()
+    wait_for(lambda: influx_server.count(MEAS, "control_T") == n, 90, what="data delivered once InfluxDB answers")
+    assert runner.is_alive() and runner.health.connected and not runner.health.errors["refused"]
+
+
+def test_one_conflicting_field_does_not_take_the_nodes_other_readings(store, influx, runners):
+    """One line carries every field of a node at one time: a type conflict on one field refused the
+    line, and the other readings in it (InfluxDB would take them) were skipped with it."""
+    t0 = now0()
+    good = rows(T_KEY, t0, 10)
+    influx.write([f'{MEAS},feed=temperatures control_R="text" {ms(t0 - 60)}'])  # another writer: a string field
+    runner = runners(store, influx.url)
+    assert store.write(good + [Sample(R_KEY, s.t, 100.0, 0) for s in good]) == 20
+    wait_for(lambda: influx.count(MEAS, "control_T") == 10, 30, what="every control_T reading")
+    wait_for(lambda: runner.health.errors["refused"] == 10, 10, what="the 10 control_R readings refused")
+    wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
+    (ev,) = [e for e in store.events() if e["kind"] == "uplink_refused"]
+    assert "refused 10 point(s)" in ev["detail"] and "field type conflict" in ev["detail"], ev

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import logging
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,9 +20,41 @@ from collections.abc import Sequence
 from ..config import InfluxUplink, InstrumentConfig, read_secret
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .push import PushUplink
+from .push import PushUplink, post_once
 
 REFUSED = (400, 413, 422)  # the request itself is wrong: retrying the same points can never succeed
+# what InfluxDB (1.x {"error": ...}, 2.x {"message": ...}) says when it is the points it refuses; a 400
+# saying anything else (a proxy's page, "plain HTTP sent to an HTTPS port") is the setup: kept, retried
+POINT_ERRORS = (
+    "partial write",
+    "unable to parse",
+    "field type conflict",
+    "invalid",
+    "beyond retention",
+    "bad timestamp",
+)
+_UNESCAPED_SPACE = re.compile(r"(?<!\\) ")
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+
+
+def refuses_points(code: int, body: bytes) -> bool:
+    """True when this answer means "these points, never": retrying them cannot help, isolate them."""
+    if code == 413:  # too large: halving helps
+        return True
+    if code not in REFUSED:
+        return False
+    try:
+        said = json.loads(body)
+        text = str(said.get("error") or said.get("message") or "") if isinstance(said, dict) else ""
+    except ValueError:
+        return False
+    return any(m in text.lower() for m in POINT_ERRORS)
+
+
+def split_fields(line: str) -> list[str]:
+    """``m,tags a=1,b=2 t`` -> ``m,tags a=1 t``, ``m,tags b=2 t`` (our own lines: float fields, escaped keys)."""
+    head, fields, t = _UNESCAPED_SPACE.split(line)
+    return [f"{head} {f} {t}" for f in _UNESCAPED_COMMA.split(fields)]
 
 
 def _escape(s: str, extra: str = "") -> str:
@@ -79,9 +113,10 @@ class InfluxUplinkRunner(PushUplink):
     def post(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
         req = urllib.request.Request(self.write_url, data=body, headers=self.headers, method="POST")
-        with urllib.request.urlopen(req, timeout=15) as r:
-            if r.status not in (200, 204):
-                raise http.client.HTTPException(f"InfluxDB answered {r.status}")
+        with post_once(req, 15) as r:
+            said = r.read(300)
+            if r.status != 204 and (r.status != 200 or said.strip()):  # InfluxDB's write answers 204, empty
+                raise http.client.HTTPException(f"InfluxDB answered {r.status} {said[:200]!r}, not 204: not written")
 
     def deliver(self, batch: Batch) -> None:
         lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root)
@@ -100,8 +135,20 @@ class InfluxUplinkRunner(PushUplink):
         except urllib.error.HTTPError as exc:
             if exc.code not in REFUSED:
                 raise
-            if len(lines) == 1:
-                return [(lines[0], f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace').strip()}")]
+            try:
+                body = exc.read()
+            except Exception:  # noqa: BLE001 - an answer cut short says nothing about the points: later
+                raise http.client.HTTPException(f"InfluxDB answered {exc.code} with a body cut short") from None
+            if not refuses_points(exc.code, body):
+                exc.detail = body[:300].decode("utf-8", "replace")  # type: ignore[attr-defined]
+                raise
+            why = f"HTTP {exc.code}: {body[:200].decode('utf-8', 'replace').strip()}"
+        if len(lines) == 1:
+            fields = split_fields(lines[0])
+            if len(fields) == 1:
+                return [(lines[0], why)]
+            # one field refused (a type conflict) must not take the node's other readings of that time
+            return [r for f in fields for r in self.post_isolating([f])]
         mid = len(lines) // 2
         return self.post_isolating(lines[:mid]) + self.post_isolating(lines[mid:])
 

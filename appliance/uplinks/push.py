@@ -13,12 +13,30 @@ import logging
 import random
 import threading
 import time
+import ssl
 import urllib.error
+import urllib.request
 from typing import ClassVar
 
 from ..health import UplinkHealth
 from ..store import Store
 from .outbox import Batch, Outbox
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A write answered with a redirect is an error, not a delivery: urllib follows a 301 or 302
+    with a GET that has no body, and the page at the end (a 200) looked like a written batch."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None  # urllib then raises the 3xx as an HTTPError: retried, and shown in the health
+
+
+def post_once(req: urllib.request.Request, timeout: float, context: ssl.SSLContext | None = None):  # type: ignore[no-untyped-def]
+    """``urlopen`` that never follows a redirect (see _NoRedirect)."""
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers).open(req, timeout=timeout)
 
 
 class PushUplink(threading.Thread):
@@ -39,8 +57,17 @@ class PushUplink(threading.Thread):
         raise NotImplementedError
 
     def http_detail(self, exc: urllib.error.HTTPError) -> str:
-        """What the receiver said with an error status (shown in the health)."""
-        return exc.read()[:300].decode("utf-8", "replace")
+        """What the receiver said with an error status (shown in the health).
+
+        Never raises: an error page cut short (IncompleteRead: a proxy whose backend restarts)
+        raised inside run()'s handler, where nothing caught it, and the thread ended for good.
+        """
+        if hasattr(exc, "detail"):  # read already, by whoever looked at it first
+            return str(exc.detail)
+        try:
+            return exc.read()[:300].decode("utf-8", "replace")
+        except Exception as read_exc:  # noqa: BLE001 - a body we cannot read is still an error to show
+            return f"(no readable body: {type(read_exc).__name__}: {read_exc})"
 
     def start(self) -> None:
         self.outbox.start_from_now()

@@ -41,7 +41,7 @@ from .. import __version__
 from ..config import InstrumentConfig, RemoteWriteUplink, read_secret
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .push import PushUplink
+from .push import PushUplink, post_once
 
 METRIC_BY_UNITS = {"K": "kelvinpi_temperature_kelvin", "Ohm": "kelvinpi_resistance_ohms", "V": "kelvinpi_sensor_volts"}
 OTHER_METRIC = "kelvinpi_value"
@@ -185,11 +185,14 @@ class Sender:
         req = urllib.request.Request(self.url, data=encode(pts), headers=self.headers, method="POST")
         self.requests += 1
         try:
-            with urllib.request.urlopen(req, timeout=self.cfg.timeout, context=self.context) as r:
+            with post_once(req, self.cfg.timeout, self.context) as r:
                 if not 200 <= r.status < 300:
                     raise http.client.HTTPException(f"receiver answered {r.status}")
         except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode("utf-8", "replace").strip()
+            try:
+                detail = exc.read()[:300].decode("utf-8", "replace").strip()
+            except Exception as read_exc:  # noqa: BLE001 - an error page cut short: still an error, retried
+                detail = f"(no readable body: {type(read_exc).__name__})"
             refused = Refused(exc.code, detail)
             if (400 <= exc.code < 500 and exc.code not in RETRY_CODES) or refused.old:
                 raise refused from None
