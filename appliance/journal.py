@@ -143,6 +143,7 @@ class Journal:
         self.path = Path(path)
         self._f = open(self.path, "ab", buffering=0)
         self.size = self._f.tell()
+        self._leftover = False  # a failed append's bytes are still past self.size (its cut-back failed)
 
     def read(self) -> list[Frame]:
         """Every whole frame; a torn tail (a power cut mid-append) is cut off the file."""
@@ -165,8 +166,8 @@ class Journal:
         behind a torn one is lost at the next start (reading stops at the torn frame), and the
         retried batch behind a whole-but-unsynced one is stored twice.
         """
-        if self.size != os.fstat(self._f.fileno()).st_size:
-            self._truncate(self.size)  # the last failed append's leftovers; raises while it still cannot
+        if self._leftover:
+            self._truncate(self.size)  # the last failed append's bytes; raises while it still cannot
         data = memoryview(encode(frame))
         fd = self._f.fileno()
         try:
@@ -181,7 +182,8 @@ class Journal:
             try:
                 self._truncate(self.size)
             except OSError as exc:
-                log.error("%s: could not cut a failed append back: %s", self.path, exc)
+                self._leftover = True
+                log.error("%s: could not cut a failed append back (retried before the next): %s", self.path, exc)
             raise
         self.size += len(data)
 
@@ -193,6 +195,7 @@ class Journal:
         os.ftruncate(self._f.fileno(), size)
         self._f.seek(size)
         self.size = size
+        self._leftover = False  # nothing past size any more
 
     def close(self) -> None:
         self._f.close()

@@ -1163,9 +1163,8 @@ class Store(StoreReader):
             try:
                 if time.time() - self._last_seal > 30:
                     self.seal()
-                if self.retention_held:
-                    pass  # the uplinks have not said what they still need yet (Appliance.start)
-                elif time.time() - self._last_retention > 60 or self._retention_more:
+                # held: the uplinks have not said what they still need yet (Appliance.start)
+                if not self.retention_held and (time.time() - self._last_retention > 60 or self._retention_more):
                     self._retention_more = self.enforce_retention(budget=RETENTION_BUDGET)["more"]
             except Exception as exc:  # noqa: BLE001 - the writer must outlive a full disk or a bug here
                 self.write_errors += 1
@@ -1331,15 +1330,16 @@ class Store(StoreReader):
         try:
             return self._write(samples)
         except (ValueError, OverflowError, TypeError, struct.error):
-            bad = [(s, why) for s in samples if (why := _unstorable(s))]
+            why = [_unstorable(s) for s in samples]
+            bad = [(s, w) for s, w in zip(samples, why) if w]
             if not bad:
                 raise
             self.rejected += len(bad)
-            s, why = bad[0]
-            detail = f"{len(bad)} reading(s) the store cannot hold, dropped; the first: {s.series.name}: {why}"
+            s, first = bad[0]
+            detail = f"{len(bad)} reading(s) the store cannot hold, dropped; the first: {s.series.name}: {first}"
             log.error("store: %s", detail)
             self.event("rejected", s.series.node, detail)
-            return self._write([s for s in samples if not _unstorable(s)])
+            return self._write([s for s, w in zip(samples, why) if not w])
 
     def _write(self, samples: list[Sample]) -> int:
         """``write`` without the check of its readings.

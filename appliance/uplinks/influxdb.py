@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from ..config import InfluxUplink, InstrumentConfig, read_secret
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .push import PushUplink, post_once
+from .push import PushUplink, error_body, post_once
 
 REFUSED = (400, 413, 422)  # the request itself is wrong: retrying the same points can never succeed
 # what InfluxDB (1.x {"error": ...}, 2.x {"message": ...}) says when it is the points it refuses; a 400
@@ -135,9 +135,8 @@ class InfluxUplinkRunner(PushUplink):
         except urllib.error.HTTPError as exc:
             if exc.code not in REFUSED:
                 raise
-            try:
-                body = exc.read()
-            except Exception:  # noqa: BLE001 - an answer cut short says nothing about the points: later
+            body = error_body(exc)
+            if isinstance(body, Exception):  # an answer cut short says nothing about the points: later
                 raise http.client.HTTPException(f"InfluxDB answered {exc.code} with a body cut short") from None
             if not refuses_points(exc.code, body):
                 exc.detail = body[:300].decode("utf-8", "replace")  # type: ignore[attr-defined]

@@ -39,6 +39,24 @@ def post_once(req: urllib.request.Request, timeout: float, context: ssl.SSLConte
     return urllib.request.build_opener(*handlers).open(req, timeout=timeout)
 
 
+def error_body(exc: urllib.error.HTTPError) -> bytes | Exception:
+    """The body of an error answer, or what stopped it being read (an error page cut short by a
+    proxy whose backend restarts: IncompleteRead). Never raises: raised inside run()'s handler,
+    where nothing caught it, that ended the runner's thread for good."""
+    try:
+        return exc.read()
+    except Exception as read_exc:  # noqa: BLE001 - a body we cannot read is still an error answer
+        return read_exc
+
+
+def error_text(exc: urllib.error.HTTPError, limit: int = 300) -> str:
+    """``error_body`` as text for the health and the log."""
+    body = error_body(exc)
+    if isinstance(body, Exception):
+        return f"(no readable body: {type(body).__name__}: {body})"
+    return body[:limit].decode("utf-8", "replace").strip()
+
+
 class PushUplink(threading.Thread):
     kind: ClassVar[str]  # the health's kind and the event's wording: "influxdb", "remote_write"
     label: ClassVar[str]  # how log lines name the receiver: "influxdb", "remote write"
@@ -57,17 +75,10 @@ class PushUplink(threading.Thread):
         raise NotImplementedError
 
     def http_detail(self, exc: urllib.error.HTTPError) -> str:
-        """What the receiver said with an error status (shown in the health).
-
-        Never raises: an error page cut short (IncompleteRead: a proxy whose backend restarts)
-        raised inside run()'s handler, where nothing caught it, and the thread ended for good.
-        """
+        """What the receiver said with an error status (shown in the health); never raises."""
         if hasattr(exc, "detail"):  # read already, by whoever looked at it first
             return str(exc.detail)
-        try:
-            return exc.read()[:300].decode("utf-8", "replace")
-        except Exception as read_exc:  # noqa: BLE001 - a body we cannot read is still an error to show
-            return f"(no readable body: {type(read_exc).__name__}: {read_exc})"
+        return error_text(exc)
 
     def start(self) -> None:
         self.outbox.start_from_now()

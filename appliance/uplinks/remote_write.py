@@ -41,7 +41,7 @@ from .. import __version__
 from ..config import InstrumentConfig, RemoteWriteUplink, read_secret
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
-from .push import PushUplink, post_once
+from .push import PushUplink, error_text, post_once
 
 METRIC_BY_UNITS = {"K": "kelvinpi_temperature_kelvin", "Ohm": "kelvinpi_resistance_ohms", "V": "kelvinpi_sensor_volts"}
 OTHER_METRIC = "kelvinpi_value"
@@ -189,10 +189,7 @@ class Sender:
                 if not 200 <= r.status < 300:
                     raise http.client.HTTPException(f"receiver answered {r.status}")
         except urllib.error.HTTPError as exc:
-            try:
-                detail = exc.read()[:300].decode("utf-8", "replace").strip()
-            except Exception as read_exc:  # noqa: BLE001 - an error page cut short: still an error, retried
-                detail = f"(no readable body: {type(read_exc).__name__})"
+            detail = error_text(exc)
             refused = Refused(exc.code, detail)
             if (400 <= exc.code < 500 and exc.code not in RETRY_CODES) or refused.old:
                 raise refused from None
