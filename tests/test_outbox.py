@@ -472,7 +472,9 @@ def test_an_answer_that_is_no_write_keeps_the_data_and_the_runner(store, influx_
     influx_server.start()  # the real server on the same port
     influx_server.create_db()
     wait_for(lambda: influx_server.count(MEAS, "control_T") == n, 90, what="data delivered once InfluxDB answers")
-    assert runner.is_alive() and runner.health.connected and not runner.health.errors["refused"]
+    # the runner marks itself connected just after the write returns: wait for that, not race it
+    wait_for(lambda: runner.health.connected, 10, what="the runner connected again")
+    assert runner.is_alive() and not runner.health.errors["refused"]
 
 
 def test_one_conflicting_field_does_not_take_the_nodes_other_readings(store, influx, runners):
