@@ -158,6 +158,8 @@ def test_ledger_counts_only_readings_delivered_whole(emu372):
     import socket as _socket
 
     def ask(line: str, timeout: float = 2.0) -> bytes:
+        # the emulator serves two clients and resets a third: wait until it has let go of the last ask's
+        wait_for(lambda: not emu372.tcp.clients, 5, what="the emulator done with the previous connection")
         with _socket.create_connection(emu372.tcp.address, timeout=timeout) as s:
             s.sendall(line.encode() + b"\r\n")
             s.settimeout(timeout)
