@@ -5,7 +5,7 @@ instruments answer, when the store last committed, uplink backlogs, at time ``ob
 returns the transitions it caused: an alarm ``raised`` or ``cleared``. It keeps, per rule, when
 the condition started (for the hold time), whether the alarm is active and acknowledged, and
 for rate rules a short history of the series. Nothing here talks to the network or the store;
-``appliance.notify`` turns transitions into durable notifications.
+``appliance.alarm_service`` turns transitions into durable notifications.
 
 Rules (``appliance.config``). A rule's ``field`` (a public config key) is the whole series name,
 ``node::field``, as the JSON API and exports say it; in code the series name is ``SeriesKey.name``

@@ -87,7 +87,7 @@ class Appliance:
         except PermissionError as exc:  # fail closed: no control, polling goes on, the reason is shown
             self.control_error = str(exc)
             log.error("instrument control disabled: %s", exc)
-        from .notify import AlarmService
+        from .alarm_service import AlarmService
 
         self.alarms = AlarmService(self)
         self.metrics_registry = make_registry(

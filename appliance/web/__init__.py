@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..control import Control
-    from ..notify import AlarmService
+    from ..alarm_service import AlarmService
     from ..poller import Poller
     from ..store import Store
 

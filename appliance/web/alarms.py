@@ -13,7 +13,7 @@ from .common import API
 from .control import ControlAccess
 
 if TYPE_CHECKING:
-    from ..notify import AlarmService
+    from ..alarm_service import AlarmService
 
 
 def install(app: Bottle, *, alarms: AlarmService, access: ControlAccess) -> None:

@@ -20,7 +20,7 @@ from .common import SNAPSHOT_MAX_AGE
 
 if TYPE_CHECKING:
     from ..health import UplinkHealth
-    from ..notify import AlarmService
+    from ..alarm_service import AlarmService
     from ..poller import Poller
     from ..samples import SampleQueue
     from ..store import Store
