@@ -80,9 +80,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the release and the store schema it writes, so a lab can tell before an update or a
+    rollback whether the store on the card is one this release opens (the store is imported only here)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the store schema, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+        from .store import SCHEMA_VERSION
+
+        print(f"kelvinpi {__version__} (store schema {SCHEMA_VERSION})")
+        parser.exit()
+
+
 def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kelvinpi", description="Lake Shore 372/240 thermometry readout appliance")
-    p.add_argument("--version", action="version", version=f"kelvinpi {__version__}")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="poll the instruments, store, serve the front panel and publish")
     r.add_argument("--config", "-c", required=True, help="the kelvinpi.toml file")
