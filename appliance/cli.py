@@ -49,7 +49,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         print(config.file_error(args.file, problems).render(), file=sys.stderr)
         return 1
-    files = "secret files not checked (--no-secrets)" if args.no_secrets else "secret files ok"
+    files = (
+        "secret files not checked (--no-secrets)"
+        if args.no_secrets
+        else f"{len(config.referenced_files(cfg))} secret/CA file(s) ok"
+    )
     print(f"{args.file}: ok ({len(cfg.instrument)} instrument(s), {len(cfg.uplink)} uplink(s); {files})")
     return 0
 

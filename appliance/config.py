@@ -670,7 +670,8 @@ def type_message(err: Any) -> str | None:
         shown = "true" if value is True else "false" if value is False else str(value)
         if shown in allowed:
             return f'must be the string "{shown}" (got {describe_value(value)})'
-        return f"must be one of the strings {', '.join(chr(34) + a + chr(34) for a in allowed)} (got {describe_value(value)})"
+        choices = ", ".join(f'"{a}"' for a in allowed)
+        return f"must be one of the strings {choices} (got {describe_value(value)})"
     return None
 
 
