@@ -1719,7 +1719,7 @@ class Store(StoreReader):
             deleted["notices"] = self._prune_notice_history(now, out_of_time)
         target = int(self.max_bytes * 0.85)
         lost: dict[str, int] = {}
-        capped = {"delivered": 0, "alarm events": 0, "undelivered": 0}
+        capped = {"delivered notices": 0, "alarm events": 0, "undelivered notices": 0}
         for step in range(100_000):
             if self._used_bytes_w() <= target or (step and out_of_time()):
                 break
@@ -1752,17 +1752,17 @@ class Store(StoreReader):
                     if k:
                         lost[name] = lost.get(name, 0) + k
             deleted["raw_size"] += self._delete_blocks([(i, n) for i, n, _ in rows])
+        deleted["notices_size"] = sum(capped.values())
         if any(v for k, v in deleted.items() if k != "more") or self._freelist_w() > SHRINK_MIN_PAGES:
             if not self._shrink(deadline):
                 deleted["more"] = True
-        deleted["notices_size"] = sum(capped.values())
         if deleted["raw_size"] or deleted["notices_size"]:
             parts = [f"{v} {k}" for k, v in capped.items() if v]
             if deleted["raw_size"]:
                 parts.append(f"{deleted['raw_size']} oldest samples")
             detail = "size cap: deleted " + ", ".join(parts)
-            if capped["undelivered"]:
-                detail += " (undelivered notices: the oldest, to keep the readings)"
+            if capped["undelivered notices"]:
+                detail += " (the oldest undelivered notices: a notice never costs a reading)"
             if lost:
                 detail += "; never to be sent: " + ", ".join(f"{k} {v}" for k, v in sorted(lost.items()))
             log.warning("store over its %d MB cap: %s", self.max_bytes >> 20, detail)
@@ -1813,7 +1813,7 @@ class Store(StoreReader):
             f"SELECT id FROM notice n WHERE {_DELIVERED} AND {newest} ORDER BY id LIMIT ?", (NOTICE_STEP,)
         )
         if ids:
-            capped["delivered"] += self._delete_notices([i for (i,) in ids])
+            capped["delivered notices"] += self._delete_notices([i for (i,) in ids])
             return True
         n = self._w_exec(
             "DELETE FROM event WHERE id IN (SELECT id FROM event WHERE substr(kind, 1, 6) = 'alarm_' ORDER BY id LIMIT ?)",
@@ -1824,7 +1824,7 @@ class Store(StoreReader):
             return True
         ids = self._w_read(f"SELECT id FROM notice WHERE {newest} ORDER BY id LIMIT ?", (NOTICE_STEP,))
         if ids:
-            capped["undelivered"] += self._delete_notices([i for (i,) in ids])
+            capped["undelivered notices"] += self._delete_notices([i for (i,) in ids])
             return True
         return False
 
