@@ -1791,6 +1791,12 @@ class Store(StoreReader):
                 (self.notice_history_max - 1,),
             )
             below = nth[0][0] if nth else -1
+        # deliveries of notices no longer there (the size cap took an undelivered one its lane then sent)
+        self._w_exec(
+            "DELETE FROM notice_sent WHERE id IN (SELECT DISTINCT id FROM notice_sent"
+            " WHERE id NOT IN (SELECT id FROM notice) LIMIT ?)",
+            (NOTICE_STEP,),
+        )
         gone = 0
         while True:
             ids = self._w_read(
