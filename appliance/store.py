@@ -1407,8 +1407,9 @@ class Store(StoreReader):
         A live batch is one journal frame and one fdatasync, and is readable at once; it moves
         into SQLite with the next flush (about ten minutes, or at once when an event or snapshot
         is among the records; alarm records and alarm events wait, see ``_flushes_now``). A bulk
-        batch (import, bench) goes straight into SQLite, its old hours straight into blocks. On failure nothing of the batch is kept and the records
-        stay queued: the caller requeues the samples and the next attempt writes both.
+        batch (import, bench) goes straight into SQLite, its old hours straight into blocks. On
+        failure nothing of the batch is kept and the records stay queued: the caller requeues the
+        samples and the next attempt writes both.
         """
         t0 = time.monotonic()
         with self._write_lock:
@@ -1822,7 +1823,8 @@ class Store(StoreReader):
             capped["delivered notices"] += self._delete_notices([i for (i,) in ids])
             return True
         n = self._w_exec(
-            "DELETE FROM event WHERE id IN (SELECT id FROM event WHERE substr(kind, 1, 6) = 'alarm_' ORDER BY id LIMIT ?)",
+            "DELETE FROM event WHERE id IN"
+            " (SELECT id FROM event WHERE substr(kind, 1, 6) = 'alarm_' ORDER BY id LIMIT ?)",
             (NOTICE_STEP,),
         )
         if n:
