@@ -87,7 +87,9 @@ class AlarmService:
             if self.engine.states[r.name].active:
                 g.told_active = True
             self.gates[r.name] = g
-        self._next_id = max([n["id"] for n in notices], default=0) + 1
+        # ids never repeat across runs, even for a notice sent but not yet journaled when the process
+        # died (receivers deduplicate on them): past every stored one and past this run's start in ms
+        self._next_id = max(max([n["id"] for n in notices], default=0) + 1, int(now * 1000))
         for n in notices:
             for target in n["targets"]:
                 if target in self.lanes and target not in n["sent"]:
@@ -189,7 +191,7 @@ class AlarmService:
             if m - since < max(gaps, default=interval) + interval:
                 continue
             known = {k.name for plan in list(p.plans.values()) for k in (plan.kelvin, plan.sensor) if k is not None}
-            known |= {f for f in obs.latest if f.startswith(name + "::")}
+            known |= {f for f in obs.age if f.startswith(name + "::")}  # delivered in this run
             for rule in self.rules.values():
                 f = getattr(rule, "field", None)
                 if not f or f.partition("::")[0] != name:
