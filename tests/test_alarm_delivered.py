@@ -104,9 +104,7 @@ seconds = 3
         stored = {r["field"]: r["value"] for r in app.store.latest()}
         assert stored["LSA23JD::mxc_control_t"] < 0.05  # cold, as far as the store knows
         emu372.control("warmup 60")  # the fridge warms towards the room: past 50 mK within a poll
-        wait_for(
-            lambda: "mxc-warm" in {a["name"] for a in app.alarms.active()}, 15, what="the threshold alarm raised"
-        )
+        wait_for(lambda: "mxc-warm" in {a["name"] for a in app.alarms.active()}, 15, what="the threshold alarm raised")
         # raised while the store still cannot write and still believes the stage cold
         assert app.store.last_error_t > app.store.last_commit
         stored = {r["field"]: r["value"] for r in app.store.latest()}
