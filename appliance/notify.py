@@ -4,9 +4,13 @@
 cleared) through the store's write path (``Store.alarm_record``), so a notice exists durably
 before anyone tries to deliver it. Each ``[[notify]]`` target has a ``Lane``: a thread that
 delivers that target's notices strictly in order, the oldest first, each once the writer has
-journaled it, retrying the head with exponential backoff while the server is down, and recording ``sent`` for each one delivered. A
-restart reloads states and undelivered notices from the store: nothing is lost, and a notice
-already recorded as sent is not sent again. (A crash in the instant between a server's 2xx and
+journaled it, retrying the head with exponential backoff while the server is down, and recording
+``sent`` for each one delivered. Whatever an attempt meets (no answer, an answer that is not HTTP,
+a redirect, a receiver that trickles) is counted, shown and retried; the thread never ends on it.
+An HTTP attempt has one total deadline (``appliance.httpsend``, shared with the push uplinks), and
+a 2xx is a delivery as soon as its status is in; a mail is delivered once the server has taken it
+after DATA, whatever QUIT answers. A restart reloads states and undelivered notices from the
+store: nothing is lost, and a notice already recorded as sent is not sent again. (A crash in the instant between a server's 2xx and
 the ``sent`` record reaching the journal, about a commit interval, resends that one notice; each
 carries its id, ``X-Kelvinpi-Notice``, for receivers that deduplicate.)
 
@@ -234,7 +238,10 @@ class Lane(threading.Thread):
             self._pending.pop(0)
         self.sent += 1
         self.last_success, self.last_error, self.next_retry = time.time(), None, None
-        self.store.alarm_record("sent", head["id"], self.sender.name, time.time())
+        try:
+            self.store.alarm_record("sent", head["id"], self.sender.name, time.time())
+        except Exception:  # noqa: BLE001 - delivered all the same: not a failure, and never sent twice
+            log.exception("notify %s: notice %d delivered, its record not queued", self.sender.name, head["id"])
         return self.sender.cfg.backoff_initial
 
     def _failed(self, head: dict | None, error: str, delay: float) -> float:
