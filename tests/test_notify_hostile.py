@@ -354,3 +354,40 @@ def test_mail_accepted_after_data_is_delivered_whatever_quit_answers(tmp_path, b
         assert bench.lane.failures == 0
     finally:
         server.stop()
+
+
+# -- the push uplinks share the helper ------------------------------------------------------------------
+def test_push_uplinks_post_once_has_the_total_deadline(raw_http):
+    """``post_once`` (InfluxDB, remote write) goes through the same helper: a status line followed by a
+    header trickled forever ends at the deadline as a URLError (retried by the runner, as a failed
+    connection was). Main: each byte reset urllib's receive timeout; the call did not return."""
+    import urllib.error
+    import urllib.request
+
+    from appliance.uplinks.push import post_once
+
+    def trickle(conn, arrival, server):
+        conn.sendall(b"HTTP/1.1 204 No Content\r\nX-Slow: ")
+        for _ in range(60):
+            if server.stopping.is_set():
+                return
+            conn.sendall(b"x")
+            server.wait(0.3)
+
+    receiver = raw_http(trickle)
+    req = urllib.request.Request(f"http://127.0.0.1:{receiver.port}/api/v2/write", data=b"m v=1\n", method="POST")
+    result: dict = {}
+
+    def call():
+        try:
+            with post_once(req, TIMEOUT) as r:
+                result["status"] = r.status
+        except Exception as exc:  # noqa: BLE001 - what it raised is the result
+            result["error"] = exc
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(8)  # the trickle lasts 18 s; the deadline is 1 s
+    assert not t.is_alive(), "post_once still reading the trickle"
+    assert isinstance(result.get("error"), urllib.error.URLError), result
+    assert "no complete answer within 1 s" in str(result["error"].reason)
