@@ -29,6 +29,21 @@ ROOT = Path(__file__).resolve().parent.parent
 CROSSBAR = ROOT / ".venv-crossbar" / "bin" / "crossbar"
 TEMPLATE = ROOT / "images" / "server" / "crossbar" / "config.json"
 RENDER = ROOT / "images" / "server" / "crossbar" / "render_config.py"
+COMPOSE = ROOT / "images" / "server" / "docker-compose.yml"
+
+
+def compose_setup_commands(compose: Path = COMPOSE) -> str:
+    """The shell commands at the top of docker-compose.yml that prepare a directory (secrets, TLS), as a
+    user copies them: the indented ``#   `` lines before ``services:``, comments and ``docker compose`` left out."""
+    lines = []
+    for line in compose.read_text().split("services:", 1)[0].splitlines():
+        if not line.startswith("#   "):
+            continue
+        cmd = line[4:]
+        if cmd.lstrip().startswith("#") or "docker compose" in cmd:
+            continue
+        lines.append(cmd)
+    return "\n".join(lines) + "\n"
 
 
 def make_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
@@ -100,6 +115,8 @@ class Crossbar:
             WAMP_CONSUMER_SECRET=self.consumer_secret,
             CROSSBAR_TLS_PORT=str(self.tls_port),
             CROSSBAR_OCS_PORT=str(self.ocs_port),
+            CROSSBAR_INTERFACE="127.0.0.1",  # tests: loopback only (the container's default is 0.0.0.0)
+            CROSSBAR_OCS_INTERFACE="127.0.0.1",
         )
         subprocess.run(
             [sys.executable, str(RENDER), str(TEMPLATE), str(self.cbdir / "config.json")],
