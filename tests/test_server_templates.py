@@ -11,10 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.naming import slug
-from firmware_host.ls240_device import NAMES as LS240_NAMES
-from firmware_host.ls372_device import WIRING
-
 from .routers import compose_setup_commands
 
 SERVER = Path(__file__).resolve().parent.parent / "images" / "server"
@@ -174,18 +170,22 @@ def test_grafana_provisioning_is_consistent(tree):
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     dashboards = [json.loads(p.read_text()) for p in (SERVER / tree / "dashboards").glob("*.json")]
     assert dashboards and len({d["uid"] for d in dashboards}) == len(dashboards) and all(d["title"] for d in dashboards)
-    names372 = {slug(n) for _, n, _ in WIRING.values()}
-    names240 = {slug(n) for n in LS240_NAMES.values()}
     for d in dashboards:
         variables = {v["name"]: v for v in d["templating"]["list"]}
+        for v in variables.values():
+            if v["type"] == "query":  # filled from a provisioned datasource, or one the dashboard picks
+                uid = v["datasource"]["uid"]
+                assert uid in uids or variables[uid.strip("${}")]["type"] == "datasource", v["name"]
         for p in d["panels"]:
             uid = p["datasource"]["uid"]
             assert uid in uids or uid.strip("${}") in variables
+            if "repeat" in p:
+                assert variables[p["repeat"]]["type"] == "query", p["title"]
             for t in p["targets"]:
-                if "target" in t:  # Kelvinpi JSON datasource: <node>::<field> as the appliance names them
-                    node, field = t["target"].split("::")
-                    stem = re.sub(r"_[tr]$", "", field)
-                    assert stem in (names372 if node == "$node372" else names240 | names372), t["target"]
+                if "target" in t:  # Kelvinpi JSON datasource: the series named by a variable filled from the Pi
+                    name = re.fullmatch(r"\$(\w+)", t["target"])
+                    assert name and variables[name.group(1)]["type"] == "query", t["target"]
+                    assert p.get("repeat") == name.group(1), (p["title"], "one series per repeated panel")
 
 
 def test_compose_override_for_grafana_11():
