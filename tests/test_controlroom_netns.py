@@ -1,20 +1,25 @@
-"""The control room the way a Pi meets it, without Docker: two network namespaces made by the test.
+"""The control room the way a Pi meets it, without Docker: three network namespaces made by the test.
 
-``kp-cr-*`` stands for the control-room container: in it, the compose file's setup commands (run as
+``kp-ct-*`` stands for the control-room containers: in it, the compose file's setup commands (run as
 written in an empty directory) provide the secrets and the router's certificate, ``run-crossbar.sh``
 renders the config with its container defaults and starts the real crossbar, and an influxd listens as
-the ``influxdb`` service does. ``kp-pi-*`` is the Pi: ``kelvinpi run`` there, with an LS240 emulator on a
-PTY, resolves the control room by the host name the certificate was made for (``$(hostname -f)``, put in
-that namespace's own ``/etc/hosts``) and publishes through the sisock, OCS and InfluxDB uplinks over a
-veth pair. The data must arrive: a sisock consumer call answered by the Pi's data node (through the
-control room's hub), the OCS feed on the control room's anonymous port, and points in influxd.
+the ``influxdb`` service does. ``kp-host-*`` is the server: it publishes exactly the ports
+docker-compose.yml publishes, on the addresses it names, forwarding each to the container as
+docker-proxy does (a forwarder in the test; 8080 and 8086 on every address, the anonymous 8001 on
+the host's loopback only). ``kp-pi-*`` is the Pi: ``kelvinpi run`` there, with an LS240 emulator on a
+PTY, resolves the server by the host name the certificate was made for (``$(hostname -f)``, put in that
+namespace's own ``/etc/hosts``) and publishes through the sisock, OCS and InfluxDB uplinks. The data must
+arrive: a sisock consumer call answered by the Pi's data node (through the control room's hub), the OCS
+feed on the anonymous port (reached on the server's loopback, as OCS's own publisher would), and points
+in influxd; and the anonymous port must be closed to the Pi.
 
-The addresses (10.250.x.0/30) exist only inside the two namespaces; nothing leaves them. Everything is
+The addresses (10.250.x.0/30) exist only inside these namespaces; nothing leaves them. Everything is
 torn down in ``finally``: the processes the test started (by pid), the namespaces, the hosts file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from firmware_host.emulator import Emulator
 
@@ -93,6 +99,78 @@ def listening(port: int) -> bool:
         return False
 
 
+def published_ports() -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) for every port docker-compose.yml publishes from the
+    services the test runs (crossbar, influxdb); an empty address in the short syntax means every address."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    out = []
+    for service in ("crossbar", "influxdb"):
+        for spec in compose["services"][service].get("ports", []):
+            parts = str(spec).split(":")
+            out.append((parts[0] if len(parts) == 3 else "0.0.0.0", int(parts[-2]), int(parts[-1])))
+    return out
+
+
+async def publish(
+    host_ip: str, host_port: int, container: str, container_port: int, copies: set[asyncio.Task]
+) -> asyncio.AbstractServer:
+    """What docker-proxy does for one published port: accept on the host, copy bytes both ways to the container
+    (each connection's task kept in ``copies``, to end them before the loop stops)."""
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        copies.add(task)
+        task.add_done_callback(copies.discard)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(container, container_port)
+        except OSError:
+            writer.close()  # nothing listening on the container's address: the client sees a reset
+            return
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    return await asyncio.start_server(handle, host_ip, host_port)
+
+
+async def shutdown(sessions: list, servers: list[asyncio.AbstractServer], copies: set[asyncio.Task]) -> None:
+    """On the server's loop, before it stops: the WAMP sessions leave (no reconnect), the published ports close
+    and the copies still running end."""
+    for comp in sessions:
+        try:
+            await asyncio.wait_for(asyncio.ensure_future(comp.stop()), 5)
+        except Exception:  # a session that never joined has nothing to leave
+            pass
+    for server in servers:
+        server.close()
+    for task in list(copies):
+        task.cancel()
+    if copies:
+        await asyncio.wait(list(copies), timeout=10)
+
+
+def connects(address: str, port: int) -> bool:
+    """A TCP connection that completes and is not closed at once by the far side."""
+    try:
+        with socket.create_connection((address, port), timeout=2) as s:
+            s.settimeout(0.5)
+            try:
+                return s.recv(1) != b""
+            except socket.timeout:
+                return True  # open and waiting for us to speak
+    except OSError:
+        return False
+
+
 @pytest.mark.timeout(180)
 def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
     why = netns_allowed()
@@ -104,9 +182,10 @@ def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
         pytest.skip("Debian's influxdb is not installed (`make ci-deps` as root installs it)")
 
     tag = secrets.token_hex(3)
-    cr, pi = f"kp-cr-{tag}", f"kp-pi-{tag}"
-    subnet = f"10.250.{secrets.randbelow(256)}"
-    cr_addr, pi_addr = f"{subnet}.1", f"{subnet}.2"
+    cr, host, pi = f"kp-ct-{tag}", f"kp-host-{tag}", f"kp-pi-{tag}"
+    third = secrets.randbelow(128) * 2
+    host_ct, cr_addr = f"10.250.{third}.1", f"10.250.{third}.2"  # the server and its container
+    host_addr, pi_addr = f"10.250.{third + 1}.1", f"10.250.{third + 1}.2"  # the lab network: server and Pi
     server_host = subprocess.run(["hostname", "-f"], capture_output=True, text=True, check=True).stdout.strip()
     hosts_dir = Path("/etc/netns") / pi
     made: list[str] = []
@@ -114,21 +193,27 @@ def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
     procs: list[subprocess.Popen] = []
     influx: Influx | None = None
     loop: Loop | None = None
+    servers: list[asyncio.AbstractServer] = []
+    copies: set[asyncio.Task] = set()
+    sessions: list = []  # autobahn Components on the server's loop
     emu = Emulator.ls240(channels=2, seed=5)
     try:
-        # -- the two hosts and the wire between them ---------------------------------------------
-        for ns in (cr, pi):
+        # -- the container, the server and the Pi, and the wires between them -----------------------
+        for ns in (cr, host, pi):
             ip("netns", "add", ns)
             made.append(ns)
             ip("-n", ns, "link", "set", "lo", "up")
-        ip("link", "add", f"kpc{tag}", "netns", cr, "type", "veth", "peer", "name", f"kpp{tag}", "netns", pi)
-        ip("-n", cr, "addr", "add", f"{cr_addr}/30", "dev", f"kpc{tag}")
-        ip("-n", pi, "addr", "add", f"{pi_addr}/30", "dev", f"kpp{tag}")
-        ip("-n", cr, "link", "set", f"kpc{tag}", "up")
-        ip("-n", pi, "link", "set", f"kpp{tag}", "up")
+        for (a, a_ns, a_addr), (b, b_ns, b_addr) in (
+            ((f"kph{tag}", host, host_ct), (f"kpc{tag}", cr, cr_addr)),
+            ((f"kpl{tag}", host, host_addr), (f"kpp{tag}", pi, pi_addr)),
+        ):
+            ip("link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns)
+            for dev, ns, addr in ((a, a_ns, a_addr), (b, b_ns, b_addr)):
+                ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+                ip("-n", ns, "link", "set", dev, "up")
         etc_netns_made = not hosts_dir.parent.exists()
         hosts_dir.mkdir(parents=True)  # `ip netns exec` binds it over /etc/hosts for the Pi only
-        (hosts_dir / "hosts").write_text(f"127.0.0.1 localhost\n{cr_addr} {server_host}\n")
+        (hosts_dir / "hosts").write_text(f"127.0.0.1 localhost\n{host_addr} {server_host}\n")
 
         # -- the control room, set up as the compose file's header says ---------------------------
         room = tmp_path / "server"
@@ -161,8 +246,13 @@ def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
 
         wait_for(router_up, 60, step=0.3, what="crossbar listening on 8080 and 8001 in the control room")
 
-        # the control room's own sessions: sisock's hub and a glue-like consumer (TLS + WAMP-CRA), an OCS
-        # feed subscriber on the anonymous port, all from inside the control room's namespace
+        # the server publishes what docker-compose.yml publishes, where it says
+        loop = Loop(netns=host)
+        for host_ip, host_port, container_port in published_ports():
+            servers.append(loop.run(publish(host_ip, host_port, cr_addr, container_port, copies)))
+
+        # on the server: sisock's hub and a glue-like consumer (TLS + WAMP-CRA on the published 8080), an
+        # OCS feed subscriber on the anonymous port where the server's loopback reaches it
         router = ControlRoomRouter(
             wss_url="wss://127.0.0.1:8080/ws",
             ws_url="ws://127.0.0.1:8001/ws",
@@ -170,11 +260,12 @@ def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
             server_secret=secret_file.read_text().strip(),
             consumer_secret=consumer_file.read_text().strip(),
         )
-        loop = Loop(netns=cr)
         hub = Hub(loop, router)
         consumer = Consumer(loop, router)
         feed = FeedListener(loop, router)
-        assert hub.joined.wait(30) and consumer.joined.wait(30) and feed.joined.wait(30)
+        sessions += [hub.comp, consumer.comp, feed.comp]
+        for session, what in ((hub, "sisock's hub"), (consumer, "the consumer"), (feed, "the OCS subscriber")):
+            assert session.joined.wait(30), f"{what} did not join through the server's published port"
 
         # -- the Pi: its card holds the secret and the router's certificate -------------------------
         card = tmp_path / "pi"
@@ -212,6 +303,10 @@ def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
         def pi_alive() -> None:
             assert procs[1].poll() is None, (tmp_path / "kelvinpi.log").read_text()[-3000:]
 
+        # -- from the Pi: the published ports reach the containers, the anonymous one does not ---------
+        reach = in_netns(pi, lambda: {port: connects(host_addr, port) for port in (8080, 8086, 8001)})
+        assert reach == {8080: True, 8086: True, 8001: False}, reach
+
         # -- the data arrives ----------------------------------------------------------------------
         def node_registered() -> bool:
             pi_alive()
@@ -244,7 +339,10 @@ def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
         assert router.server_secret not in log_text
     finally:
         if loop is not None:
-            loop.stop()
+            try:
+                loop.run(shutdown(sessions, servers, copies), timeout=30)
+            finally:
+                loop.stop()
         for proc in reversed(procs):
             stop_group(proc)
         if influx is not None:
