@@ -1,7 +1,8 @@
 """Grafana's two ways in: the JSON datasource (``/grafana/...``) and the Infinity datasource's wide table.
 
-**JSON datasource** (the SimpleJSON contract, with simpod's extras answered empty):
-``/grafana/search`` and ``/grafana/metrics`` list the series; ``/grafana/query`` streams each
+**JSON datasource** (the SimpleJSON contract, with simpod's extras answered empty but for
+``/grafana/variable``): ``/grafana/search``, ``/grafana/metrics`` and ``/grafana/variable`` (simpod's
+query variables) list the series; ``/grafana/query`` streams each
 target at a stride of at least ``intervalMs`` and at most ``maxDataPoints`` points (clamped to
 the ceilings in common.py); screens showing one dashboard share the answer (cache.py).
 
@@ -108,8 +109,19 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
         read_json()
         return as_json([{"label": f.name, "value": f.name} for f in store.fields()])
 
-    @app.post("/grafana/metric-payload-options")
     @app.post("/grafana/variable")
+    def grafana_variable():
+        """simpod's query variables: ``{"payload": {"target": "<text>"}}``, answered with the series whose names
+        contain the text, so a dashboard's channel list comes from the Pi's data, not from the dashboard."""
+        payload = read_json().get("payload")
+        target = payload.get("target", "") if isinstance(payload, dict) else payload if payload is not None else ""
+        if not isinstance(target, str) or len(target) > MAX_SEARCH:
+            raise HTTPError(400, f"variable payload target must be a string of at most {MAX_SEARCH} characters")
+        return as_json(
+            [{"__text": f.name, "__value": f.name} for f in store.fields() if target.lower() in f.name.lower()]
+        )
+
+    @app.post("/grafana/metric-payload-options")
     @app.post("/grafana/tag-keys")
     @app.post("/grafana/tag-values")
     @app.post("/grafana/annotations")
