@@ -12,7 +12,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# appliance/__init__.py holds the version (pyproject reads it): a new one reinstalls the metadata
+$(STAMP): pyproject.toml appliance/__init__.py | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
