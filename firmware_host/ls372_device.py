@@ -245,7 +245,8 @@ class LS372Device:
             self.last: dict[str, Measured] = {}
             self._tick_cache: dict[str, tuple[int, Measured]] = {}
             now = self.clock.now()
-            self._heater_t = now
+            self._heater_t = self._heater_origin = now  # the loop's steps: origin + n * HEATER_STEP
+            self._heater_n = 0
             if not hasattr(self, "forced_heater_w"):
                 self.forced_heater_w: float | None = None
             for ch in CHANNELS:
@@ -368,10 +369,21 @@ class LS372Device:
         gap = t - self._heater_t
         if gap <= 0:
             return
-        step = max(HEATER_STEP, gap / HEATER_MAX_STEPS)
-        while self._heater_t + step <= t:
-            self._heater_t += step
-            self._heater_step(self._heater_t, step)
+        if gap > HEATER_STEP * HEATER_MAX_STEPS:  # a long fast-forward: coarse steps, then a new grid
+            step = gap / HEATER_MAX_STEPS
+            start = self._heater_t
+            for k in range(1, HEATER_MAX_STEPS + 1):
+                self._heater_step(start + k * step, step)
+            self._heater_t = self._heater_origin = t
+            self._heater_n = 0
+            return
+        # Step k runs at origin + k * 0.1 s, computed rather than summed, and runs once ``t`` has
+        # reached it to within TICK_SLACK: a time summed from many small clock advances (a client
+        # polling at 10 Hz) and the same time reached in one advance run the same steps.
+        while (nxt := self._heater_origin + (self._heater_n + 1) * HEATER_STEP) <= t + TICK_SLACK:
+            self._heater_n += 1
+            self._heater_t = nxt
+            self._heater_step(nxt, HEATER_STEP)
 
     def _control_reading(self, inp: str, t: float) -> Measured:
         """What the loop controls from at ``t``: the instrument's own reading, whoever polls it.
