@@ -4,7 +4,7 @@ Lake Shore's own ``lakeshore`` package (``Model372``) sends every one of these; 
 the emulator answered none of them (ESR 32). They keep settings and report them back; none of
 them changes a reading or the heater loop (no alarm ever goes off, no zone is followed). Reply
 formats are the ones the vendor's driver parses, with the manual page where one was at hand;
-each decision and its evidence is a row of ``FIDELITY.md`` ("Model 372", rows 18-33).
+each decision and its evidence is a row of ``FIDELITY.md`` ("Model 372", rows 26-38).
 """
 
 from __future__ import annotations

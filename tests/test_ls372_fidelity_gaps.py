@@ -2,7 +2,7 @@
 
 Each exchange is a line sent to the emulated 372 and the exact line it answers (None: no
 reply). Where each reply format comes from is in firmware_host/FIDELITY.md (Model 372 rows
-1a, 13, 18-36); these are the transcripts that pin it.
+13, 17a, 18-38); these are the transcripts that pin it.
 """
 
 from __future__ import annotations
