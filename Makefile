@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test lint bench bench-retention bench-web bench-alarms soak ci-deps clean venv assets image image-test image-repro config-doc
+.PHONY: run test lint bench bench-retention bench-web bench-alarms soak ci-deps clean venv assets image image-test image-repro config-doc docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,11 @@ lint: $(STAMP)
 # docs/config.md from the config models' descriptions (tests/test_config.py fails when it is stale)
 config-doc: $(STAMP)
 	$(BIN)/python -m appliance.config_doc --write docs/config.md
+
+# Every generated page of docs/: config.md (config models), cli.md (the argparse parsers), api.md (the
+# OpenAPI document); tests/test_config.py and tests/test_docs.py fail when one is stale
+docs: $(STAMP)
+	$(BIN)/python -m tools.gen_docs
 
 # The store against baselines run beside it (~10 min on 2 cores; knobs BENCH_DAYS, BENCH_WEAR_SECONDS,
 # BENCH_DIR); InfluxDB 1.x is one of them: installed when root, else influx_wear_ratio prints nan. Last line:
