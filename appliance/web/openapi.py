@@ -106,10 +106,15 @@ def spec() -> dict:
                     "responses": _ok({"type": "object"}),
                 }
             },
-            "/api/v1/fields": {"get": {"summary": "every series", "responses": _ok({"type": "object"})}},
+            "/api/v1/fields": {
+                "get": {
+                    "summary": "every series: field, node, name, units, timeline, description",
+                    "responses": _ok({"type": "object"}),
+                }
+            },
             "/api/v1/latest": {
                 "get": {
-                    "summary": "latest sample of every series",
+                    "summary": "latest sample of every series, with its status bits by name, age and whether it is stale",
                     "responses": _ok(
                         {
                             "type": "array",
@@ -130,7 +135,7 @@ def spec() -> dict:
             },
             "/api/v1/data": {
                 "get": {
-                    "summary": "samples at least min_stride seconds apart",
+                    "summary": "samples at least min_stride seconds apart; long ranges come from the rollups",
                     "parameters": [
                         FIELD_PARAM,
                         {"name": "start", "in": "query", "schema": _TIME},
@@ -161,6 +166,7 @@ def spec() -> dict:
                             "name": "max_points",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                            "description": "points per field at most (default 1000)",
                         },
                         {"name": "interval_ms", "in": "query", "schema": {"type": "number", "minimum": 0}},
                         {
@@ -196,7 +202,7 @@ def spec() -> dict:
             },
             "/api/v1/export.csv": {
                 "get": {
-                    "summary": "raw samples as CSV (streamed)",
+                    "summary": "raw samples as CSV (streamed), each temperature with the calibration curve that produced it",
                     "parameters": [
                         {**FIELD_PARAM, "required": False},
                         {"name": "start", "in": "query", "schema": _TIME},
@@ -207,7 +213,7 @@ def spec() -> dict:
             },
             "/api/v1/events": {
                 "get": {
-                    "summary": "disconnects, reconnects, clock steps",
+                    "summary": "events, newest first: disconnects, reconnects, clock steps, retention, control changes, alarms",
                     "parameters": [{"name": "since", "in": "query", "schema": _TIME}],
                     "responses": {**_ok({"type": "object"}), **_errors(400)},
                 }
@@ -227,7 +233,7 @@ def spec() -> dict:
             },
             "/grafana/query": {
                 "post": {
-                    "summary": "Grafana JSON datasource: time series",
+                    "summary": "Grafana JSON datasource: time series (maxDataPoints and intervalMs honoured)",
                     "requestBody": {
                         "required": True,
                         "content": {
