@@ -35,8 +35,12 @@ The appliance serves this API on `web.bind`:`web.port` (`http://<pi>:8080` by de
 
 
 def _cell(text: str) -> str:
-    """Plain text for Markdown: <node> is no HTML tag, a | splits no column, a newline ends no row."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+    """Text for a Markdown table cell: outside `code` <node> is no HTML tag (inside, an entity would
+    show as written); everywhere a | splits no column and a newline ends no row."""
+    parts = text.replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):  # the even parts are outside code spans
+        parts[i] = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts).replace("|", "\\|")
 
 
 def schema_text(schema: dict[str, Any]) -> str:
@@ -67,27 +71,27 @@ def schema_text(schema: dict[str, Any]) -> str:
         ("pattern", "matching `{}`"),
         ("minimum", ">= {}"),
         ("maximum", "<= {}"),
-        ("minItems", "at least {} items"),
-        ("maxItems", "at most {} items"),
+        ("minItems", "at least {} item{}"),
+        ("maxItems", "at most {} item{}"),
     ):
         if key in schema:
-            facts.append(fmt.format(schema[key]))
+            facts.append(fmt.format(schema[key], "" if schema[key] == 1 else "s"))
     return ", ".join([kind, *facts])
 
 
 def _auth(op: dict[str, Any], doc: dict[str, Any]) -> str:
+    """What a request must carry: OpenAPI's ``security`` is a list of alternatives, each naming
+    schemes that are all needed together."""
     schemes = doc.get("components", {}).get("securitySchemes", {})
-    names = [name for req in op.get("security", []) for name in req]
-    if not names:
-        return "none"
-    out = []
-    for n in names:
-        s = schemes.get(n, {})
+
+    def one(name: str) -> str:
+        s = schemes.get(name, {})
         if s.get("type") == "http" and s.get("scheme") == "bearer":
-            out.append("control token (`Authorization: Bearer <token>`)")
-        else:
-            out.append(n)
-    return ", ".join(out)
+            return "control token (`Authorization: Bearer <token>`)"
+        return s.get("description") or f"`{name}`"
+
+    alternatives = [" and ".join(one(n) for n in req) for req in op.get("security", []) if req]
+    return " or ".join(alternatives) if alternatives else "none"
 
 
 def _anchor(title: str) -> str:

@@ -164,8 +164,12 @@ def _default(action: argparse.Action) -> str:
 
 
 def _cell(text: str) -> str:
-    """Plain text for a Markdown table cell: <node> is no HTML tag, a | splits no column."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    """Text for a Markdown table cell: outside `code` <node> is no HTML tag (inside, an entity would
+    show as written); everywhere a | splits no column and a newline ends no row."""
+    parts = text.replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):  # the even parts are outside code spans
+        parts[i] = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts).replace("|", "\\|")
 
 
 # -- the emulator's control words --------------------------------------------------------------------
