@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import __version__
+from .. import settings
 from . import common, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -251,6 +252,7 @@ def spec() -> dict:
                 }
             },
             **curves.openapi_paths(_ok, _errors),
+            **settings.openapi_paths(_ok, _errors, "/api/v1/control"),
             "/api/v1/panel": {
                 "get": {
                     "summary": "front panel extras: store reach and wear, channels in config order",
