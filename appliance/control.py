@@ -45,9 +45,9 @@ class PartFailed(DriverError):
 
     outcome = "failed part way"
 
-    def __init__(self, message: str, state: str) -> None:
+    def __init__(self, message: str, state: str, status: int = 503) -> None:
         super().__init__(message)
-        self.state = state
+        self.state, self.status = state, status
 
 
 @dataclass
@@ -229,7 +229,7 @@ def refusal(poller, exc: BaseException) -> ControlRefused:
     if isinstance(exc, LinkUnavailable):
         return ControlRefused(503, str(exc))
     if isinstance(exc, PartFailed):
-        return ControlRefused(503, f"{name}: {exc}; {exc.state}")
+        return ControlRefused(exc.status, f"{name}: {exc}; {exc.state}")
     if isinstance(exc, InstrumentError):
         return ControlRefused(409, f"{name}: {exc}")
     if isinstance(exc, DriverError):

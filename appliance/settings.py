@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from drivers import InstrumentError
-from drivers.ls240 import InputType as InputType240
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
 
 from .control import Control, ControlRefused

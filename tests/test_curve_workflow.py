@@ -105,7 +105,8 @@ def test_372_upload_list_show_verify_delete(app, emu372, tmp_path, monkeypatch):
     r = cli(app, "LSA23JD", "delete", "5")
     assert r.returncode == 1 and "user curves are 21-59" in r.stderr
     events = [e["detail"] for e in app.store.events() if e["kind"] == "control"]
-    assert any("curve 30 uploaded: KP-RX37" in d for d in events) and any("curve 30 deleted" in d for d in events)
+    assert any("applied: curve 30 upload: KP-RX37" in d for d in events)
+    assert any("applied: curve 30 delete" in d for d in events)
 
 
 def read_340_text(text: str) -> Curve:
@@ -126,6 +127,9 @@ def test_372_full_200_points_and_new_header_in_next_snapshot(app, monkeypatch):
     curve = Curve("KP-FULL", "SN200", 4, c.limit, c.coefficient, pts[:200])
     url = f"{app.base_url}/api/v1/control/LSA23JD/curves/22"
     status, _, body = call(url, "PUT", {"text": write_340(curve)}, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 409, body  # channels A and 5 use curve 22: replacing it needs force, naming them
+    assert "used by inputs 5, A" in json.loads(body)["error"]["message"]
+    status, _, body = call(url, "PUT", {"text": write_340(curve), "force": True}, {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200 and json.loads(body)["points"] == 200, body
     snap = wait_for(
         lambda: (lambda s: s if s and s[-1][1]["curves"]["22"]["name"] == "KP-FULL" else None)(
@@ -158,6 +162,8 @@ def test_240_upload_and_the_vendor_upload_read_back(app, emu240, tmp_path, monke
     f = tmp_path / "dt.340"
     f.write_text(write_340(small(DT, 80, "KP-DT80")))
     r = cli(app, "LSA24AZ", "upload", "2", str(f))
+    assert r.returncode == 1 and "used by input 2" in r.stderr  # the 240's curve 2 is input 2's
+    r = cli(app, "LSA24AZ", "upload", "2", str(f), "--force")
     assert r.returncode == 0, r.stderr
     assert " 2  KP-DT80" in cli(app, "LSA24AZ", "list").stdout
     snap = wait_for(
