@@ -31,6 +31,7 @@ from dataclasses import asdict
 
 import hashlib
 import threading
+import time
 
 from drivers import DriverError, InstrumentError
 from drivers.curves import Curve, CurveError, parse_340, write_340
@@ -189,14 +190,20 @@ class CurveService:
         self._incomplete(poller, number, why)
         if old is not None:
             threading.Thread(
-                target=self._restore_later, args=(poller, number, old, why), daemon=True, name=f"restore-{number}"
+                target=self._restore_later,
+                args=(poller, number, old, why, poller.health.reconnects),
+                daemon=True,
+                name=f"restore-{number}",
             ).start()
         return f"curve {number} marked incomplete: {kept}; it is put back once the link is up again"
 
-    def _restore_later(self, poller, number: int, old: Curve, why: str) -> None:
+    def _restore_later(self, poller, number: int, old: Curve, why: str, reconnects: int) -> None:
         """Put the old curve back once the poller has reconnected, unless the slot was settled since."""
-        if not poller.connected_event.wait(RESTORE_WAIT):
-            return  # still down: the slot stays marked incomplete
+        until = time.monotonic() + RESTORE_WAIT
+        while not (poller.health.reconnects > reconnects and poller.connected_event.is_set()):
+            if time.monotonic() > until or not poller.is_alive():
+                return  # still down: the slot stays marked incomplete
+            time.sleep(0.2)
 
         def restore(inst) -> str:
             if poller.health.incomplete_curves.get(str(number)) != why:
