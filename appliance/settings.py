@@ -190,13 +190,12 @@ def _pid_write(inst, out: str, v: dict) -> None:
 
 
 def _ramp_read(inst, out: str) -> dict:
-    q = f"RAMP? {int(out)}"
-    on, rate = inst.query(q).split(",")
-    return {"enabled": int(on), "rate": float(rate)}
+    on, rate = inst.ramp(int(out))
+    return {"enabled": int(on), "rate": rate}
 
 
 def _ramp_write(inst, out: str, v: dict) -> None:
-    inst.command(f"RAMP {int(out)},{v['enabled']},{v['rate']:g}")
+    inst.set_ramp(int(out), bool(v["enabled"]), v["rate"])
 
 
 def _scan_read(inst, _: str) -> dict:
@@ -592,47 +591,64 @@ def openapi_paths(ok, errors, api: str) -> dict:
         }
     }
     names = sorted({n for per in SETTINGS.values() for n in per})
-    for name in names:
-        decls = [per[name] for per in SETTINGS.values() if name in per]
-        props: dict = {}
-        for d in decls:
-            for a in d.args:
-                props.setdefault(a.name, a.schema())
-        doc = "; ".join(f"Model {d.model}: {d.command}, {d.summary} ({d.manual})" for d in decls)
-        target = {
-            "name": "target",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string"},
-            "description": "the input or output (" + ", ".join(f"{d.model}: {d.target or 'none'}" for d in decls) + ")",
-        }
-        paths[f"{api}/{{node}}/settings/{name}"] = {
-            "get": {
-                "summary": f"read {name}: {doc}",
-                "security": sec,
-                "parameters": [node, target],
-                "responses": {**ok({"type": "object"}), **fails},
-            },
-            "put": {
-                "summary": f"change {name}, read back (409 names a field that did not take; 400 a limit): {doc}",
-                "security": sec,
-                "parameters": [node],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["values"],
-                                "properties": {
-                                    "target": {"type": "string"},
-                                    "values": {"type": "object", "properties": props, "additionalProperties": False},
-                                },
-                            }
+    lines, shapes = [], []
+    for model, per in SETTINGS.items():
+        for d in per.values():
+            lines.append(
+                f"{d.name} (Model {model}, {d.command}, target: {d.target or 'none'}): {d.summary}; "
+                + "; ".join(a.limit() for a in d.args)
+                + f". {d.manual}"
+            )
+            shapes.append(
+                {
+                    "title": f"{d.name} (Model {model})",
+                    "type": "object",
+                    "properties": {a.name: a.schema() for a in d.args},
+                    "additionalProperties": False,
+                }
+            )
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": names},
+        "description": "the declared setting: " + " | ".join(lines),
+    }
+    target = {
+        "name": "target",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "the input or output the setting belongs to (none for the 372's scanner)",
+    }
+    paths[f"{api}/{{node}}/settings/{{name}}"] = {
+        "get": {
+            "summary": "read one declared setting (needs the control token)",
+            "security": sec,
+            "parameters": [node, name, target],
+            "responses": {**ok({"type": "object"}), **fails},
+        },
+        "put": {
+            "summary": "change fields of a declared setting on the poller, read back; 400 names the limit, "
+            "409 the field that did not take; forces a configuration snapshot",
+            "security": sec,
+            "parameters": [node, name],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["values"],
+                            "properties": {
+                                "target": {"type": "string"},
+                                "values": {"anyOf": shapes},
+                            },
                         }
-                    },
+                    }
                 },
-                "responses": {**ok({"type": "object"}), **fails},
             },
-        }
+            "responses": {**ok({"type": "object"}), **fails},
+        },
+    }
     return paths

@@ -268,18 +268,18 @@ def test_setpoint_is_audited_before_and_after(app):
 def test_openapi_and_cli_come_from_the_declarations(app, tmp_path):
     status, _, raw = call(f"{app.base_url}/api/v1/openapi.json")
     paths = json.loads(raw)["paths"]
+    op = paths["/api/v1/control/{node}/settings/{name}"]["put"]
+    shapes = {
+        sh["title"]: sh["properties"]
+        for sh in op["requestBody"]["content"]["application/json"]["schema"]["properties"]["values"]["anyOf"]
+    }
+    names = next(p for p in op["parameters"] if p["name"] == "name")
     for model, declared in SETTINGS.items():
         for name, s in declared.items():
-            op = paths[f"/api/v1/control/{{node}}/settings/{name}"]["put"]
-            assert s.command in op["summary"]
-            props = op["requestBody"]["content"]["application/json"]["schema"]["properties"]["values"]["properties"]
-            assert {a.name for a in s.args} <= props.keys()
-    assert (
-        paths["/api/v1/control/{node}/settings/input"]["put"]["requestBody"]["content"]["application/json"]["schema"][
-            "properties"
-        ]["values"]["properties"]["dwell"]["maximum"]
-        == 200
-    )
+            assert name in names["schema"]["enum"] and s.command in names["description"]
+            assert set(shapes[f"{name} (Model {model})"]) == {a.name for a in s.args}
+    assert shapes["input (Model 372)"]["dwell"]["maximum"] == 200
+    assert "dwell is an integer from 1 to 200" in names["description"]
 
     def cli(*words):
         return subprocess.run(
@@ -309,3 +309,32 @@ def test_openapi_and_cli_come_from_the_declarations(app, tmp_path):
     assert r.returncode == 1 and "p is a number from 0 to 1000" in r.stderr, r.stderr
     r = cli("list")
     assert r.returncode == 0 and "heater_setup" in r.stdout and "HTRSET" in r.stdout, r.stdout
+
+
+def test_heater_settings_force_a_snapshot_that_names_them(app):
+    before = len(app.store.snapshots("LSA23JD"))
+    assert put(app, "LSA23JD", "pid", "1", {"p": 61.5})[0] == 200
+    snaps = wait_for(
+        lambda: (lambda s: s if len(s) > before else None)(app.store.snapshots("LSA23JD")), 20, what="a new snapshot"
+    )
+    assert snaps[-1][1]["outputs"]["1"]["pid"]["p"] == 61.5
+
+
+def test_every_372_declaration_round_trips_over_a_pty(emu372_pty):
+    """The same declarations over the USB serial framing (a pty), on the driver the poller uses."""
+    from drivers.ls372 import Model372
+
+    from appliance.settings import SETTINGS
+
+    m = Model372.serial(emu372_pty.pty.link, timeout=2)
+    m.connect()
+    try:
+        for name, target, values, _ in CASES_372:
+            s = SETTINGS["372"][name]
+            t = target or ""
+            full = {**s.read(m, t), **{k: s.arg(k).check(v, t) for k, v in values.items()}}
+            s.write(m, t, full)
+            got = s.read(m, t)
+            assert all(str(got[k]) == str(full[k]) or got[k] == pytest.approx(full[k]) for k in values), (name, got)
+    finally:
+        m.close()
