@@ -338,3 +338,24 @@ def test_every_372_declaration_round_trips_over_a_pty(emu372_pty):
             assert all(str(got[k]) == str(full[k]) or got[k] == pytest.approx(full[k]) for k in values), (name, got)
     finally:
         m.close()
+
+
+def test_the_settings_view_shows_inputs_outputs_and_who_changed_what_without_a_token(app):
+    assert put(app, "LSA23JD", "input", "5", {"dwell": 21})[0] == 200
+    assert put(app, "LSA23JD", "heater_range", "0", {"range": 3})[0] == 200
+
+    def view():
+        status, _, raw = call(f"{app.base_url}/api/v1/instruments/LSA23JD/settings")  # no token
+        v = json.loads(raw)
+        ok = status == 200 and v["inputs"].get("5", {}).get("inset", {}).get("dwell") == 21
+        return v if ok and v["outputs"].get("0", {}).get("range") == 3 else None
+
+    v = wait_for(view, 20, what="the view showing the new settings")
+    assert v["inputs"]["5"]["curve"]["name"] == "RX-102A-CAL"  # the header of the curve INSET names
+    assert any("requested by 127.0.0.1: input (INSET) input 5" in c["detail"] for c in v["changes"])
+    assert any("applied: heater_range (RANGE) output 0" in c["detail"] for c in v["changes"])
+    status, headers, page = call(f"{app.base_url}/instruments/LSA23JD/settings")
+    assert status == 200 and "Heater outputs" in page and "requested by 127.0.0.1" in page
+    assert "<script" not in page
+    status, _, raw = call(f"{app.base_url}/api/v1/instruments/nope/settings")
+    assert status == 404

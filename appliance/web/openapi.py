@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import __version__
 from .. import settings
-from . import common, curves
+from . import common, control, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {
@@ -253,6 +253,7 @@ def spec() -> dict:
             },
             **curves.openapi_paths(_ok, _errors),
             **settings.openapi_paths(_ok, _errors, "/api/v1/control"),
+            **control.openapi_view_paths(_ok, _errors),
             "/api/v1/panel": {
                 "get": {
                     "summary": "front panel extras: store reach and wear, channels in config order",
