@@ -487,6 +487,31 @@ class SettingService:
             raise ControlRefused(400, f"{s.name} needs a target, the {s.target}: one of {', '.join(targets)}")
         return t
 
+    def _snapshotted(self, node: str, s: Setting, t: str) -> dict | None:
+        """The setting as the latest configuration snapshot read it (the "was" when nothing read it since)."""
+        snaps = self.control.store.snapshots(node)
+        if not snaps:
+            return None
+        snap = snaps[-1][1]
+        key = {"input": "inset", "input_type": "intype", "name": "name"}.get(s.name)
+        if key and t in snap.get("channels", {}):
+            value = snap["channels"][t].get(key)
+            return {"name": value} if key == "name" else value
+        out = snap.get("outputs", {}).get(t, {})
+        key = {
+            "output_mode": "outmode",
+            "heater_setup": "htrset",
+            "heater_range": "range",
+            "setpoint": "setpoint",
+            "pid": "pid",
+            "manual_output": "manual_output",
+            "ramp": "ramp",
+        }.get(s.name)
+        if key and key in out:
+            value = out[key]
+            return value if isinstance(value, dict) else {s.args[0].name: value}
+        return None
+
     def describe(self, node: str) -> dict:
         """Every declared setting of ``node``'s model, read from the instrument (the settings view)."""
         poller = self.control.poller(node)
@@ -548,7 +573,7 @@ class SettingService:
             )
         where = f"{s.target} {t} " if s.target else ""
         what = f"{s.name} ({s.command}) {where}set {want}"
-        old = self.control.last_read.get((node, s.name, t))
+        old = self.control.last_read.get((node, s.name, t)) or self._snapshotted(node, s, t)
 
         def change(inst) -> tuple[dict, dict]:
             before = s.read(inst, t)

@@ -359,3 +359,14 @@ def test_the_settings_view_shows_inputs_outputs_and_who_changed_what_without_a_t
     assert "<script" not in page
     status, _, raw = call(f"{app.base_url}/api/v1/instruments/nope/settings")
     assert status == 404
+
+
+def test_the_request_event_names_the_value_as_last_read(app):
+    wait_for(lambda: app.store.snapshots("LSA23JD"), 20, what="the first snapshot")
+    assert put(app, "LSA23JD", "pid", "0", {"p": 33.0})[0] == 200
+    first = pair(app, "pid (PID) output 0")[0]
+    was = first.split("(was ")[1]
+    assert "'p': 10.0" in was and "'i': 20.0" in was, first  # from the snapshot taken at connect
+    assert put(app, "LSA23JD", "pid", "0", {"p": 34.0})[0] == 200
+    events = [e for e in control_events(app) if "requested by" in e and "pid (PID) output 0" in e]
+    assert "'p': 33.0" in events[-1], events
