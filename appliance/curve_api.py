@@ -163,7 +163,17 @@ class CurveService:
             self.control.store.event("curve", poller.cfg.name, f"curve {number} no longer incomplete: {how}")
 
     def _was(self, node: str, number: int) -> str:
-        return self.control.last_read.get((node, "curve", str(number)), "not read yet")
+        """The slot as last read: by this service, else the latest kept copy or configuration snapshot."""
+        known = self.control.last_read.get((node, "curve", str(number)))
+        if known:
+            return known
+        kept = self.control.store.snapshots(f"{node}/curve {number}")
+        if kept:
+            c = kept[-1][1]
+            return f"{c['curve']['name']} {c['curve']['serial']}, {len(c['curve']['points'])} points ({c['hash']})"
+        snaps = self.control.store.snapshots(node)
+        header = snaps[-1][1].get("curves", {}).get(str(number)) if snaps else None
+        return f"{header['name']} {header['serial']}" if header else "not read yet"
 
     @staticmethod
     def _in_use(node: str, number: int, old: Curve | None, users: list[str], force: bool, doing: str) -> None:

@@ -350,6 +350,7 @@ def test_deleting_a_curve_in_use_needs_force_and_names_the_inputs(app, emu372):
     assert slot(emu372, 22) is not None
     events = request_events(app, "curve 22 delete")
     assert len(events) == 2 and "refused" in events[1]
+    assert "(was RX-102A-CAL" in events[0], events  # the header as the connect snapshot read it
     r = cli(app, "LSA23JD", "delete", "22", "--force")
     assert r.returncode == 0, r.stderr
     assert slot(emu372, 22) is None
