@@ -305,7 +305,8 @@ SETTINGS_372 = (
         "heater_setup",
         "372",
         "HTRSET",
-        M372_HEATER + ": HTRSET <0|1>,<resistance>,<max current>,<max user current>,<display 1|2> (outputs 0-1)",
+        M372_HEATER + ": HTRSET <0|1>,<resistance>,<max current>,<max user current>,<display 1|2> (outputs 0-1); "
+        "the resistance and current bounds are the emulator's, UNVERIFIED against a manual page",
         "a heater's load resistance, current limit and display",
         "output",
         _outputs(0, 1),
