@@ -813,3 +813,31 @@ def test_a_reading_no_store_can_hold_is_dropped_and_named_not_blocking_the_rest(
     (ev,) = [e for e in s.events() if e["kind"] == "rejected"]
     assert "1 reading(s) the store cannot hold, dropped" in ev["detail"] and why in ev["detail"], ev
     s.close()
+
+
+def test_store_holds_a_reader_and_says_which_latest_it_answers(tmp_path):
+    """``store.latest()`` is the writer's (journaled readings included); ``store.stored.latest()``
+    what the file holds: a reading journaled but not flushed yet is only in the first."""
+    s = Store(tmp_path / "k.db")
+    assert not isinstance(s, StoreReader) and isinstance(s.stored, StoreReader)
+    s.write([Sample(K, 1_800_000_000.0, 1.0, 0)])
+    s.flush()
+    s.write([Sample(K, 1_800_000_001.0, 2.0, 0)])  # journaled, not in SQLite yet
+    assert [(x["t"], x["value"]) for x in s.latest()] == [(1_800_000_001.0, 2.0)]
+    assert [(x["t"], x["value"]) for x in s.stored.latest()] == [(1_800_000_000.0, 1.0)]
+    assert [(x["t"], x["value"]) for x in StoreReader(s.path).latest()] == [(1_800_000_000.0, 1.0)]
+    assert s.oldest_time() == 1_800_000_000.0  # the panel's "how far back", now reader API
+    s.close()
+
+
+def test_store_stats_are_one_snapshot_of_the_writer(tmp_path):
+    s = Store(tmp_path / "k.db", max_size_mb=64)
+    s.event("reconnect", "LSA23JD", "after 3 s")
+    s.write([Sample(K, 1_800_000_000.0 + i, float(i), 0) for i in range(10)])
+    st = s.stats()
+    assert (st.written, st.commits, st.records_queued, st.rejected) == (10, 1, 0, 0)
+    assert st.flushes == 1  # the event moved the journal into SQLite at once
+    assert st.max_bytes == 64 << 20 and 0 < st.used_bytes <= st.file_bytes
+    assert st.writing and st.committed_recently() and st.last_error is None
+    assert st.as_dict()["path"] == str(tmp_path / "k.db")
+    s.close()

@@ -89,6 +89,7 @@ from .maintenance import (
 from .reader import DEFAULT_MAX_POINTS, FieldInfo, SeriesData, StoreReader, resolve_time
 from .records import AlarmRecord, Cursor, Event, Record, Snapshot, merge_ranges, snapshot_digest, unapplied
 from .rollup import BLOCK_MS, PACK_DT, STORED_TIERS, TIERS
+from .stats import StoreStats
 from .schema import DAY, MAX_TIME, MIGRATIONS, SCHEMA_VERSION, Migration, connect, open_db, transaction
 from .writer import (
     BULK_MIN,
@@ -142,6 +143,7 @@ __all__ = [
     "Store",
     "StoreBusy",
     "StoreReader",
+    "StoreStats",
     "connect",
     "merge_ranges",
     "open_db",
@@ -356,6 +358,30 @@ class Store(Writer, Maintenance):
             if i in notices:
                 notices[i]["sent"].add(target)
         return states, [notices[i] for i in sorted(notices)]
+
+    def stats(self) -> StoreStats:
+        """The writer's counters and the file's size, read once (health and metrics)."""
+        return StoreStats(
+            path=str(self.path),
+            file_bytes=self.file_bytes(),
+            used_bytes=self.used_bytes(),
+            max_bytes=self.max_bytes,
+            written=self.written,
+            commits=self.commits,
+            last_commit=self.last_commit,
+            last_commit_seconds=self.last_commit_seconds,
+            write_errors=self.write_errors,
+            last_error=self.last_error,
+            last_error_t=self.last_error_t,
+            records_queued=self.records_queued(),
+            records_dropped=self.records_dropped,
+            rejected=self.rejected,
+            sealed_blocks=self.sealed_blocks,
+            flushes=self.flushes,
+            flush_failing=self.flush_failing,
+            longest_step=self.longest_step,
+            commit_interval=self.commit_interval,
+        )
 
     def register_uplink(self, name: str, outbox: object) -> None:
         """Retention keeps what this uplink has not acknowledged (except under the size cap)."""

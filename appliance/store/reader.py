@@ -269,7 +269,7 @@ class StoreReader:
             return {f.name: SeriesData([], [], [], 0) for f in known}
         tier = self.choose_tier(stride)
         conn = self.reader()
-        return self._consistent(conn, lambda mem: self._data(conn, mem, known, start, end, stride, tier))
+        return self._consistent(conn, lambda journaled: self._data(conn, journaled, known, start, end, stride, tier))
 
     def _data(
         self,
@@ -433,7 +433,7 @@ class StoreReader:
         if not sids or hi <= lo or limit <= 0:
             return []
         conn = self.reader()
-        return self._consistent(conn, lambda mem: self._by_seq(conn, mem, sids, lo, hi, limit, newest))
+        return self._consistent(conn, lambda journaled: self._by_seq(conn, journaled, sids, lo, hi, limit, newest))
 
     def _by_seq(
         self,
@@ -469,7 +469,7 @@ class StoreReader:
         if not sids or hi <= lo:
             return 0
         conn = self.reader()
-        return self._consistent(conn, lambda mem: self._count_by_seq(conn, mem, sids, lo, hi))
+        return self._consistent(conn, lambda journaled: self._count_by_seq(conn, journaled, sids, lo, hi))
 
     def _count_by_seq(self, conn: sqlite3.Connection, journaled: list[Row], sids: set[int], lo: int, hi: int) -> int:
         marks = ",".join("?" * len(sids))
