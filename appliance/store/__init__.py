@@ -346,18 +346,7 @@ class Store(Writer, Maintenance):
                     break
         else:
             raise sqlite3.OperationalError("store: a flush did not finish within a second")
-        for r in pending:
-            a = r.args
-            if r.op == "state":
-                states[a[0]] = json.loads(a[1])
-            elif r.op == "notice":
-                notices[a[0]] = _notice(*a[:6])
-            elif r.op == "sent":
-                sent.append((a[0], a[1]))
-        for i, target in sent:
-            if i in notices:
-                notices[i]["sent"].add(target)
-        return states, [notices[i] for i in sorted(notices)]
+        return _alarms_with(states, notices, sent, pending)
 
     def stats(self) -> StoreStats:
         """The writer's counters and the file's size, read once (health and metrics)."""
@@ -402,6 +391,24 @@ class Store(Writer, Maintenance):
         if self._lock_fd >= 0:  # the next writer may come
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+def _alarms_with(
+    states: dict[str, dict], notices: dict[int, dict], sent: list[tuple], pending: list[AlarmRecord]
+) -> tuple[dict[str, dict], list[dict]]:
+    """What SQLite holds with the records on their way to it applied in order, as ``alarm_load`` returns it."""
+    for r in pending:
+        a = r.args
+        if r.op == "state":
+            states[a[0]] = json.loads(a[1])
+        elif r.op == "notice":
+            notices[a[0]] = _notice(*a[:6])
+        elif r.op == "sent":
+            sent.append((a[0], a[1]))
+    for i, target in sent:
+        if i in notices:
+            notices[i]["sent"].add(target)
+    return states, [notices[i] for i in sorted(notices)]
 
 
 def _notice(i: int, t: float, alarm: str, kind: str, body: str, targets: str) -> dict:

@@ -227,14 +227,17 @@ class Maintenance:
         if alarms:
             p.deleted["notices"] = self._prune_notice_history(now, p.out_of_time)
         self._size_cap_pass(p, alarms)
-        deleted = p.deleted
-        if any(v for k, v in deleted.items() if k != "more") or self._freelist_w() > SHRINK_MIN_PAGES:
-            if not self._shrink(p.deadline):
-                deleted["more"] = True
-        if deleted["raw_size"] or deleted["notices_size"]:
+        self._give_back(p)
+        if p.deleted["raw_size"] or p.deleted["notices_size"]:
             self._report_size_cap(p)
-        deleted["uplink_lost"] = p.lost
-        return deleted
+        p.deleted["uplink_lost"] = p.lost
+        return p.deleted
+
+    def _give_back(self, p: RetentionPass) -> None:
+        """Freed pages back to the card when this pass deleted anything (or many are free anyway)."""
+        if any(v for k, v in p.deleted.items() if k != "more") or self._freelist_w() > SHRINK_MIN_PAGES:
+            if not self._shrink(p.deadline):
+                p.deleted["more"] = True
 
     def _age_pass(self, p: RetentionPass, now: float) -> None:
         """Blocks past ``raw_retention_days`` no uplink needs and whose clock was synchronised."""

@@ -285,6 +285,20 @@ class StoreReader:
             lo, hi = int(round(start * 1000)), int(round(end * 1000))
             rows = self._recent_rows(conn, [f.id for f in known], lo, hi, journaled)
             return {f.name: self._raw(self._samples(conn, f.id, lo, hi, rows[f.id]), stride) for f in known}
+        return self._rollup_data(conn, journaled, known, start, end, stride, tier)
+
+    def _rollup_data(
+        self,
+        conn: sqlite3.Connection,
+        journaled: list[Row],
+        known: list[FieldInfo],
+        start: float,
+        end: float,
+        stride: float,
+        tier: int,
+    ) -> dict[str, SeriesData]:
+        """Buckets of ``group`` seconds (a multiple of ``tier``): the recent tier's and the journaled
+        rows' aggregated now, packs and rollup rows for stored tiers, sealed blocks for the 10 s tier."""
         group = max(tier, int(math.ceil(stride / tier)) * tier)
         g_lo, b_hi = int(math.ceil(start / group) * group), int(math.ceil(end))
         hi_ms = -(-b_hi // tier) * tier * 1000  # the tier bucket holding ceil(end) still counts, as in v1
