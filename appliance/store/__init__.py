@@ -86,7 +86,7 @@ from .maintenance import (
     STEP_SECONDS,
     Maintenance,
 )
-from .reader import DEFAULT_MAX_POINTS, FieldInfo, SeriesData, StoreReader, resolve_time
+from .reader import DEFAULT_MAX_POINTS, FieldInfo, SeriesData, StoreReader, latest_dicts, resolve_time
 from .records import AlarmRecord, Cursor, Event, Record, Snapshot, merge_ranges, snapshot_digest, unapplied
 from .rollup import BLOCK_MS, PACK_DT, STORED_TIERS, TIERS
 from .stats import StoreStats
@@ -242,8 +242,7 @@ class Store(Writer, Maintenance):
         for rec in self._journaled_records:  # a replayed snapshot SQLite could not take yet
             if isinstance(rec, Snapshot):
                 self._snap_digest[rec.node] = rec.digest
-        for f in self.stored.latest():
-            self._latest[self._series[f["field"]]] = (f["t"], f["value"], f["status"])
+        self._latest = self.stored.latest_rows()
         self.longest_step = 0.0  # seconds: the longest write-lock hold of a sealing or retention step
         self._last_retention = 0.0
         self._retention_more = False  # a budgeted retention pass left work for the next round
@@ -313,13 +312,8 @@ class Store(Writer, Maintenance):
         """The newest sample of each series as written, journaled ones included (from memory: the
         store keeps no latest table). ``self.stored.latest()`` is what a file reader sees."""
         with self._latest_lock:
-            snap = dict(self._latest)
-        out = []
-        for f in self.fields():
-            if f.id in snap:
-                t, v, st = snap[f.id]
-                out.append(dict(field=f.name, node=f.node, name=f.field, units=f.units, t=t, value=v, status=st))
-        return out
+            rows = dict(self._latest)
+        return latest_dicts(self.fields(), rows)
 
     def alarm_load(self) -> tuple[dict[str, dict], list[dict]]:
         """Alarm states by name and every notice with the targets it was delivered to ("sent"),

@@ -140,31 +140,21 @@ class StoreReader:
         """The newest sample of each series in SQLite (by insertion order): what a file reader sees.
 
         (``Store.latest`` answers from the writer's memory, which also has the journaled readings.)
-        The dicts use the JSON API's public keys, where ``field`` is the series name (node::field)
-        and ``name`` its short field: the reverse of ``FieldInfo``/``SeriesKey``, kept for users.
         """
+        return latest_dicts(self.fields(), self.latest_rows())
+
+    def latest_rows(self) -> dict[int, Row]:
+        """The newest sample in SQLite of each series (by insertion order), by series id."""
         conn = self.reader()
-        out = []
+        out: dict[int, Row] = {}
         for f in self.fields():
             b = (
                 conn.execute("SELECT data FROM fresh WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
                 or conn.execute("SELECT data FROM block WHERE series=? ORDER BY seq1 DESC LIMIT 1", (f.id,)).fetchone()
             )
-            if b is None:
-                continue
-            c = blocks.decode(b[0])
-            i = int(np.argmax(c.seq))
-            out.append(
-                dict(
-                    field=f.name,
-                    node=f.node,
-                    name=f.field,
-                    units=f.units,
-                    t=int(c.t[i]) / 1000,
-                    value=None if c.null[i] else float(c.value[i]),
-                    status=int(c.status[i]),
-                )
-            )
+            if b is not None:
+                rows = blocks.decode(b[0]).rows(f.id)
+                out[f.id] = max(rows, key=lambda r: r.seq)
         return out
 
     # -- samples --------------------------------------------------------------------------------
@@ -513,6 +503,24 @@ class StoreReader:
             .fetchall()
         )
         return [dict(t=r[0], node=r[1], kind=r[2], detail=r[3]) for r in rows]
+
+
+def latest_dicts(fields: list[FieldInfo], rows: dict[int, Row]) -> list[dict]:
+    """The JSON API's ``latest`` entries, in series order.
+
+    ``field`` is the series name (node::field) and ``name`` its short field: the reverse of
+    ``FieldInfo``/``SeriesKey``, kept for users.
+    """
+    out = []
+    for f in fields:
+        r = rows.get(f.id)
+        if r is not None:
+            out.append(
+                dict(
+                    field=f.name, node=f.node, name=f.field, units=f.units, t=r.t / 1000, value=r.value, status=r.status
+                )
+            )
+    return out
 
 
 def _time_order(r: Row) -> tuple[int, int]:

@@ -147,7 +147,7 @@ class Writer:
     _records: deque[Record]
     _records_lock: threading.Lock
     _snap_digest: dict[str, str]
-    _latest: dict[int, tuple[float, float | None, int]]
+    _latest: dict[int, Row]  # the newest reading of each series as written (by insertion order)
     _latest_lock: threading.Lock
     # journaled readings and records not yet in SQLite; readers merge them in (seqlock: _gen
     # is odd while a flush commits, so a reader never counts a row twice or misses it)
@@ -502,7 +502,7 @@ class Writer:
             self._maybe_flush(force=any(r.flushes_now for r in recs))
         with self._latest_lock:
             for r in rows:
-                self._latest[r.sid] = (r.t / 1000, r.value, r.status)
+                self._latest[r.sid] = r
         self.written += len(rows)
         self.commits += 1
         self._last_write = time.monotonic()
@@ -581,6 +581,6 @@ class Writer:
         series, back = np.unique(sid[by_seq][::-1], return_index=True)
         with self._latest_lock:
             for k, i in zip(series.tolist(), by_seq[n - 1 - back].tolist()):
-                self._latest[k] = (int(t[i]) / 1000, None if null[i] else float(val[i]), int(status[i]))
+                self._latest[k] = Row(int(seq[i]), k, int(t[i]), None if null[i] else float(val[i]), int(status[i]))
         self.written += n
         return self._next_seq + n
