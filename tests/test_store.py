@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from appliance import blocks
 from appliance.naming import SeriesKey
 from appliance.samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue
-from appliance.store import BLOCK_MS, SCHEMA_VERSION, TIERS, Store, StoreReader, resolve_time
+from appliance.store import BLOCK_MS, SCHEMA_VERSION, TIERS, Row, Snapshot, Store, StoreReader, resolve_time
 
 from .conftest import wait_for
 
@@ -170,13 +170,13 @@ def test_invalid_reading_is_null_and_flagged(tmp_path):
 )
 def test_block_codec_is_lossless(rows):
     """Every time, value (NULL, -0.0, subnormals, infinities) and status bit round-trips exactly."""
-    numbered = [(i * 3 + 1, t, v, s) for i, (t, v, s) in enumerate(rows)]
+    numbered = [Row(i * 3 + 1, 7, t, v, s) for i, (t, v, s) in enumerate(rows)]
     c = blocks.columns(numbered)
-    back = blocks.decode(blocks.encode(c)).rows()
-    expect = sorted(((t, v, s, q) for q, t, v, s in numbered), key=lambda r: (r[0], r[3]))
+    back = blocks.decode(blocks.encode(c)).rows(7)
+    expect = sorted(numbered, key=lambda r: (r.t, r.seq))
     assert len(back) == len(expect)
-    for (t, v, s, q), (t2, v2, s2, q2) in zip(expect, back):
-        assert (t, s, q) == (t2, s2, q2)
+    for (q, _, t, v, s), (q2, sid2, t2, v2, s2) in zip(expect, back):
+        assert (t, s, q, 7) == (t2, s2, q2, sid2)
         assert (v is None and v2 is None) or (np.float64(v).tobytes() == np.float64(v2).tobytes())
 
 
@@ -185,7 +185,7 @@ def test_block_of_lake_shore_readings_is_small():
     n = 3600
     t = 1_780_000_000_000 + np.arange(n) * 1000 + rng.integers(-3, 4, n)
     walk = 0.0123 * (1 + np.cumsum(rng.normal(0, 2e-5, n)))
-    rows = [(i * 24 + 5, int(t[i]), float(f"{walk[i]:.6g}"), 0) for i in range(n)]
+    rows = [Row(i * 24 + 5, 1, int(t[i]), float(f"{walk[i]:.6g}"), 0) for i in range(n)]
     size = len(blocks.encode(blocks.columns(rows)))
     assert size / n < 3.0, f"{size / n:.2f} bytes per sample"
 
@@ -527,7 +527,7 @@ def test_snapshots_follow_retention_keeping_the_one_in_force(tmp_path):
     fill(s, now - 3 * 86400, 3 * 86400 // 600, step=600.0)
     s.seal(now=now, budget=60)
     for i, t in enumerate((now - 3 * 86400, now - 2.5 * 86400, now - 2 * 86400, now - 3600)):
-        s._record(("snapshot", "LSA23JD", t, f"d{i}", json.dumps({"curve": i})))  # as the writer got them
+        s._record(Snapshot("LSA23JD", t, f"d{i}", json.dumps({"curve": i})))  # as the writer got them
     s.write([])
     s.enforce_retention(now)
     kept = [c["curve"] for _, c in s.snapshots("LSA23JD")]
@@ -636,9 +636,9 @@ def test_retention_with_a_budget_takes_bounded_passes_that_add_up_to_the_whole(t
 
 
 def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, monkeypatch):
-    from appliance import store as store_module
+    from appliance.store import writer
 
-    monkeypatch.setattr(store_module, "RETENTION_BUDGET", 0.0)  # one step per round of the writer
+    monkeypatch.setattr(writer, "RETENTION_BUDGET", 0.0)  # one step per round of the writer
     s, now = _old_blocks_store(tmp_path)
     q = SampleQueue(10_000)
     s.start(q)
@@ -812,4 +812,32 @@ def test_a_reading_no_store_can_hold_is_dropped_and_named_not_blocking_the_rest(
     assert s.rejected == 1 and s.write_errors == 0
     (ev,) = [e for e in s.events() if e["kind"] == "rejected"]
     assert "1 reading(s) the store cannot hold, dropped" in ev["detail"] and why in ev["detail"], ev
+    s.close()
+
+
+def test_store_holds_a_reader_and_says_which_latest_it_answers(tmp_path):
+    """``store.latest()`` is the writer's (journaled readings included); ``store.stored.latest()``
+    what the file holds: a reading journaled but not flushed yet is only in the first."""
+    s = Store(tmp_path / "k.db")
+    assert not isinstance(s, StoreReader) and isinstance(s.stored, StoreReader)
+    s.write([Sample(K, 1_800_000_000.0, 1.0, 0)])
+    s.flush()
+    s.write([Sample(K, 1_800_000_001.0, 2.0, 0)])  # journaled, not in SQLite yet
+    assert [(x["t"], x["value"]) for x in s.latest()] == [(1_800_000_001.0, 2.0)]
+    assert [(x["t"], x["value"]) for x in s.stored.latest()] == [(1_800_000_000.0, 1.0)]
+    assert [(x["t"], x["value"]) for x in StoreReader(s.path).latest()] == [(1_800_000_000.0, 1.0)]
+    assert s.oldest_time() == 1_800_000_000.0  # the panel's "how far back", now reader API
+    s.close()
+
+
+def test_store_stats_are_one_snapshot_of_the_writer(tmp_path):
+    s = Store(tmp_path / "k.db", max_size_mb=64)
+    s.event("reconnect", "LSA23JD", "after 3 s")
+    s.write([Sample(K, 1_800_000_000.0 + i, float(i), 0) for i in range(10)])
+    st = s.stats()
+    assert (st.written, st.commits, st.records_queued, st.rejected) == (10, 1, 0, 0)
+    assert st.flushes == 1  # the event moved the journal into SQLite at once
+    assert st.max_bytes == 64 << 20 and 0 < st.used_bytes <= st.file_bytes
+    assert st.writing and st.committed_recently() and st.last_error is None
+    assert st.as_dict()["path"] == str(tmp_path / "k.db")
     s.close()
