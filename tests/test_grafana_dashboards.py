@@ -31,6 +31,8 @@ from firmware_host.emulator import Emulator
 
 from .conftest import appliance_config, start_appliance, wait_for
 
+pytestmark = pytest.mark.slow  # one appliance scanning all 16 inputs of the 372
+
 GRAFANA = Path(__file__).resolve().parent.parent / "images" / "server" / "grafana"
 
 

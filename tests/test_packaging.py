@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("appliance", "drivers", "firmware_host")  # what setuptools installs (pyproject packages.find)
 
@@ -58,6 +60,7 @@ def test_the_shipped_packages_do_not_import_tests_or_tools():
     assert not (ROOT / "appliance" / "bench.py").exists() and not (ROOT / "appliance" / "devrun.py").exists()
 
 
+@pytest.mark.slow
 def test_the_runtime_never_loads_the_emulator_or_the_tests():
     """`kelvinpi run` (service + cli, a config parsed, the parser built) leaves firmware_host and tests unloaded;
     `kelvinpi emulate` loads the emulator only when asked."""

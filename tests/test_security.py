@@ -59,6 +59,7 @@ def test_no_credentials_in_the_repository():
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_secrets_never_reach_logs_health_or_metrics(tmp_path, emu372, emu240, caplog):
     caplog.set_level(logging.DEBUG)
     tok = secret_file(tmp_path / "token", TOKEN)
