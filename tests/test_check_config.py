@@ -30,6 +30,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_run_refuses_a_rule_on_a_field_that_cannot_exist():
     """The same parse: `run` exits 2 before starting anything, with check-config's lines."""
     case = CASES / "alarm_fields"

@@ -172,6 +172,7 @@ def test_emulator_physics_rx102a_shape():
     assert c.sensor(0.05) > c.sensor(1.0) > c.sensor(40.0)
 
 
+@pytest.mark.slow
 def test_visa_asrl_372_is_opened_7o1(emu372_pty):
     """A VISA serial resource on the emulator's pty: the 372 speaks 57600 7O1 (the emulator garbles
     replies to a client that did not ask for odd parity, as the real link does)."""

@@ -33,6 +33,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_every_runtime_import_is_a_declared_dependency():
     """An import of a package that only the test extra (or nothing) installs crashes on the Pi."""
     declared = {_norm(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]) for d in _pyproject()["project"]["dependencies"]}
@@ -103,6 +104,7 @@ def test_license_is_an_spdx_string_and_autobahn_is_core():
     assert {"autobahn", "pyyaml"} <= deps
 
 
+@pytest.mark.slow
 def test_version_names_the_release_and_the_store_schema():
     """`kelvinpi --version` says both, so a lab can tell which store schema a release writes."""
     import appliance

@@ -458,6 +458,7 @@ class RouteProxy:
         self.server.server_close()
 
 
+@pytest.mark.victoria
 @pytest.mark.parametrize(
     "mode,shown",
     [
@@ -543,6 +544,7 @@ def test_which_answers_refuse_samples():
         assert refusal(route) is None, route
 
 
+@pytest.mark.victoria
 @pytest.mark.slow
 def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
     """victoria-metrics over https with basic auth: delivered with the right CA and password (from a

@@ -21,6 +21,8 @@ from tests.conftest import ROOT, appliance_config, wait_for
 TOKEN = "control-token-Zq83hd02kD"
 SECRET = "uplink-secret-Lk29sd8Qm1"
 
+pytestmark = pytest.mark.slow  # appliances started and stopped per test, 0.6-1.3 s each
+
 
 def call(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
     data = None if body is None else json.dumps(body).encode()
@@ -59,7 +61,6 @@ def test_no_credentials_in_the_repository():
     assert not offenders, offenders
 
 
-@pytest.mark.slow
 def test_secrets_never_reach_logs_health_or_metrics(tmp_path, emu372, emu240, caplog):
     caplog.set_level(logging.DEBUG)
     tok = secret_file(tmp_path / "token", TOKEN)

@@ -73,6 +73,7 @@ def test_min_stride_semantics(tmp_path):
     assert d5.tier == 0 and all(b - a >= 5 for a, b in zip(d5.t, d5.t[1:]))
 
 
+@pytest.mark.slow
 def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     """Hot rows and sealed blocks answer identically: raw, every tier, exports, latest."""
     s = Store(tmp_path / "k.db")
@@ -105,6 +106,7 @@ def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     assert StoreReader(tmp_path / "k.db").latest() == latest == s.latest()
 
 
+@pytest.mark.slow
 def test_rollups_equal_group_by_over_samples(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
@@ -129,6 +131,7 @@ def test_rollups_equal_group_by_over_samples(tmp_path):
             assert mn == lo and mx == hi and mean == pytest.approx(total / n, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_long_range_reads_rollups_with_bounded_points(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
@@ -257,6 +260,7 @@ def test_age_retention_keeps_what_an_uplink_needs_and_unsynchronised_readings(tm
     assert len(everything(s, K.name)) == 100  # the unsynchronised readings' age is unknown: kept
 
 
+@pytest.mark.slow
 def test_age_retention_is_not_stopped_by_the_blocks_it_keeps(tmp_path):
     """Hundreds of kept blocks (unsynchronised clock) older than everything else never hold back
     the deletion of the rest."""
@@ -313,6 +317,7 @@ def test_size_cap_says_what_each_uplink_will_never_get(tmp_path):
     assert box.backlog() == 30 * 7200 * 8 - out["raw_size"]
 
 
+@pytest.mark.slow
 def test_export_open_during_retention_does_not_hold_the_writer(tmp_path):
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
@@ -772,6 +777,7 @@ def test_a_second_writer_on_a_store_is_refused_with_who_holds_it(tmp_path):
     s.close()
 
 
+@pytest.mark.slow
 def test_the_writer_runs_no_retention_while_it_is_held_for_the_uplinks(tmp_path):
     """Appliance.start holds retention until every uplink has registered its cursor: the writer's
     first round used to come first, with no uplink known, and deleted a stalled uplink's backlog."""

@@ -100,6 +100,7 @@ def test_fields_and_latest_follow_naming(running_appliance, emu372):
     assert a["value"] == pytest.approx(status["temperatures"]["mxc"], rel=0.01)
 
 
+@pytest.mark.slow
 def test_data_and_strides(running_appliance):
     path = "/api/v1/data?field=LSA23JD::mxc_control_t&field=LSA23JD::mxc_control_r&start=-60"
 
