@@ -116,6 +116,7 @@ def test_data_and_strides(running_appliance):
     assert all(b - a >= 1 for a, b in zip(t2, t2[1:])) and len(t2) < len(t)
 
 
+@pytest.mark.slow  # ten appliances started and stopped (~0.8 s each under load)
 @pytest.mark.parametrize(
     "path,status,words",
     [
