@@ -16,6 +16,8 @@ from drivers.curves import Curve, read_340, write_340
 from tests.conftest import ROOT, appliance_config, run_with_timeout as within, wait_for
 from tests.test_security import TOKEN, call, secret_file
 
+pytestmark = pytest.mark.slow  # curve uploads over the emulated links, 1-3 s each
+
 RX = ROOT / "firmware_host/curves/RX-102A.340"
 DT = ROOT / "firmware_host/curves/DT-670.340"
 

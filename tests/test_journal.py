@@ -40,6 +40,7 @@ def everything(reader, name):
         max_size=5,
     ),
 )
+@pytest.mark.slow
 def test_frames_round_trip(rows, records):
     frame = journal.Frame(7, rows, [list(r) for r in records])
     data = journal.encode(frame) * 2
@@ -199,6 +200,7 @@ def test_a_full_disk_refuses_the_batch_and_keeps_the_journal_whole(tmp_path, sma
     assert [v for _, v, _ in everything(again, K.name)] == [1.0] + [b.value for b in batch[:10]]
 
 
+@pytest.mark.slow
 def test_cli_export_reads_the_file_without_touching_the_writers_journal(tmp_path):
     import csv
     import io

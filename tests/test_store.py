@@ -73,6 +73,7 @@ def test_min_stride_semantics(tmp_path):
     assert d5.tier == 0 and all(b - a >= 5 for a, b in zip(d5.t, d5.t[1:]))
 
 
+@pytest.mark.slow
 def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     """Hot rows and sealed blocks answer identically: raw, every tier, exports, latest."""
     s = Store(tmp_path / "k.db")
@@ -105,6 +106,7 @@ def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     assert StoreReader(tmp_path / "k.db").latest() == latest == s.latest()
 
 
+@pytest.mark.slow
 def test_rollups_equal_group_by_over_samples(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
@@ -129,6 +131,7 @@ def test_rollups_equal_group_by_over_samples(tmp_path):
             assert mn == lo and mx == hi and mean == pytest.approx(total / n, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_long_range_reads_rollups_with_bounded_points(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
@@ -257,6 +260,7 @@ def test_age_retention_keeps_what_an_uplink_needs_and_unsynchronised_readings(tm
     assert len(everything(s, K.name)) == 100  # the unsynchronised readings' age is unknown: kept
 
 
+@pytest.mark.slow
 def test_age_retention_is_not_stopped_by_the_blocks_it_keeps(tmp_path):
     """Hundreds of kept blocks (unsynchronised clock) older than everything else never hold back
     the deletion of the rest."""
@@ -273,6 +277,7 @@ def test_age_retention_is_not_stopped_by_the_blocks_it_keeps(tmp_path):
     assert out["raw_age"] == 48 * 24 * 5 and count(s, "block") == 216
 
 
+@pytest.mark.slow
 def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
     s = Store(tmp_path / "k.db", max_size_mb=2)
     t0 = time.time() - 30 * 86400
@@ -293,6 +298,7 @@ def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
     assert s.longest_step < 2.0  # one bounded step at a time, never a whole-table scan
 
 
+@pytest.mark.slow
 def test_size_cap_says_what_each_uplink_will_never_get(tmp_path):
     from appliance.uplinks.outbox import Outbox
 
@@ -311,6 +317,7 @@ def test_size_cap_says_what_each_uplink_will_never_get(tmp_path):
     assert box.backlog() == 30 * 7200 * 8 - out["raw_size"]
 
 
+@pytest.mark.slow
 def test_export_open_during_retention_does_not_hold_the_writer(tmp_path):
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
@@ -546,6 +553,7 @@ def _packs(s) -> int:
     return s.reader().execute("SELECT count(*) FROM rollup_pack").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_closed_days_are_packed_and_served_exactly_late_readings_merged(tmp_path):
     from tests.reconcile import rollup_mismatches
 
@@ -573,6 +581,7 @@ def test_closed_days_are_packed_and_served_exactly_late_readings_merged(tmp_path
     assert days == [int(t0 // 86400) + 1]
 
 
+@pytest.mark.slow
 def test_v2_store_is_migrated_in_place_and_its_rollups_packed_in_steps(tmp_path):
     from tests.reconcile import rollup_mismatches
 
@@ -607,6 +616,7 @@ def _old_blocks_store(tmp_path, days=20):
     return s, now
 
 
+@pytest.mark.slow
 def test_retention_with_a_budget_takes_bounded_passes_that_add_up_to_the_whole(tmp_path):
     s, now = _old_blocks_store(tmp_path)
     assert count(s, "block") >= 960
@@ -635,6 +645,7 @@ def test_retention_with_a_budget_takes_bounded_passes_that_add_up_to_the_whole(t
     }
 
 
+@pytest.mark.slow
 def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, monkeypatch):
     from appliance.store import writer
 
@@ -659,6 +670,7 @@ def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, mon
         s.stop()
 
 
+@pytest.mark.slow
 def test_size_cap_takes_the_finest_rollup_packs_oldest_first_once_raw_data_is_gone(tmp_path):
     """Under a cap smaller than the rollups alone, the raw blocks go first, then the 60 s tier's
     packs and rows from the oldest day on; the coarser tiers keep the whole history."""
@@ -709,6 +721,7 @@ def test_an_event_sqlite_cannot_encode_neither_duplicates_readings_nor_blocks_th
     assert [v for _n, _t, v, _st in reopened.iter_raw([K.name], t0 - 1, t0 + 10)] == [0.0, 1.0, 2.0]
 
 
+@pytest.mark.slow
 def test_a_second_writer_on_a_store_is_refused_with_who_holds_it(tmp_path):
     """Two writers on one file numbered readings from the same next_seq, and the second's flush cleared
     the journal still holding the first's: gone after a restart. Now the second is refused; a kill -9
@@ -764,6 +777,7 @@ def test_a_second_writer_on_a_store_is_refused_with_who_holds_it(tmp_path):
     s.close()
 
 
+@pytest.mark.slow
 def test_the_writer_runs_no_retention_while_it_is_held_for_the_uplinks(tmp_path):
     """Appliance.start holds retention until every uplink has registered its cursor: the writer's
     first round used to come first, with no uplink known, and deleted a stalled uplink's backlog."""
