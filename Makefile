@@ -1,4 +1,4 @@
-# Kelvinpi: `make run` (emulators + appliance + front panel), `make test` (the suite).
+# Kelvinpi: `make run` (emulators + appliance + front panel), `make test` (the suite; `make check`: its fast tier).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -35,8 +35,19 @@ $(CROSSBAR):
 run: $(STAMP) $(STATIC)
 	$(BIN)/python -m tools.devrun
 
+# Two tiers, every test run once: `make check` (under a minute) deselects the tests marked as needing an
+# outside program (crossbar, influxd, prometheus, victoria-metrics, chromium, the image tools) or as slow;
+# `make test` runs `make check` first, then exactly those. Markers: pyproject.toml; set from fixtures in
+# tests/conftest.py; tests/test_tiers.py checks the split. Exit 5 (nothing selected, e.g. with -k) is no failure.
+OUTSIDE := slow or crossbar or influxd or prometheus or victoria or chromium or image
+PYTEST_ARGS ?=
+.PHONY: check
+check: $(STAMP) $(STATIC)
+	$(BIN)/python -m pytest -q --durations=5 -m "not ($(OUTSIDE))" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
+
 test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
-	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory check
+	$(BIN)/python -m pytest -q -m "$(OUTSIDE)" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
 
 # ruff check (its default rules) and ruff format --check (`ruff format .` fixes it) over the tree;
 # mypy (pydantic plugin) on drivers/, appliance/, firmware_host/;

@@ -28,6 +28,8 @@ class InstrumentHealth:
     overruns: int = 0  # cycles that took longer than the poll interval: the next one started late
     # 372 autoscan: {"autoscan", "channel", "switched" (UNIX s), "rotation": [[channel, pause, dwell], ...]}
     scan: dict | None = None
+    # curve slots an upload left part written (slot -> why), until a verify or upload succeeds (curve_api)
+    incomplete_curves: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         d = {
@@ -49,6 +51,7 @@ class InstrumentHealth:
                 "cycle_seconds",
                 "overruns",
                 "scan",
+                "incomplete_curves",
             )
         }
         d["errors"] = dict(self.errors)

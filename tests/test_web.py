@@ -100,6 +100,7 @@ def test_fields_and_latest_follow_naming(running_appliance, emu372):
     assert a["value"] == pytest.approx(status["temperatures"]["mxc"], rel=0.01)
 
 
+@pytest.mark.slow
 def test_data_and_strides(running_appliance):
     path = "/api/v1/data?field=LSA23JD::mxc_control_t&field=LSA23JD::mxc_control_r&start=-60"
 
@@ -115,6 +116,7 @@ def test_data_and_strides(running_appliance):
     assert all(b - a >= 1 for a, b in zip(t2, t2[1:])) and len(t2) < len(t)
 
 
+@pytest.mark.slow  # ten appliances started and stopped (~0.8 s each under load)
 @pytest.mark.parametrize(
     "path,status,words",
     [

@@ -97,7 +97,7 @@ def make_app(
         answers=answers,
         changed=changed,
     )
-    control_routes.install(app, access=access)
+    control_routes.install(app, access=access, store=store, pollers=pollers)
     curves.install(app, access=access)
     grafana.install(app, store=store, version=version, answers=answers)
     alarm_routes.install(app, alarms=alarms, access=access)

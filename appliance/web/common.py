@@ -26,7 +26,7 @@ from ..samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
 from ..store import resolve_time
 
 if TYPE_CHECKING:
-    from ..store import SeriesData, StoreReader
+    from ..store import SeriesData, Store, StoreReader
 
 log = logging.getLogger("kelvinpi.web")
 API = "/api/v1"
@@ -216,7 +216,7 @@ def points_per_series(n: int, asked: int | float | None = None) -> int:
 
 
 def read_series(
-    store: StoreReader, name: str, start: float, end: float, stride: float, points: int
+    store: Store | StoreReader, name: str, start: float, end: float, stride: float, points: int
 ) -> SeriesData | None:
     """One series at ``stride`` (at least (end - start) / points), at most ``points`` points.
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .. import __version__
-from . import common, curves
+from .. import settings
+from . import common, control, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {
@@ -268,6 +269,8 @@ def spec() -> dict:
                 }
             },
             **curves.openapi_paths(_ok, _errors),
+            **settings.openapi_paths(_ok, _errors, "/api/v1/control"),
+            **control.openapi_view_paths(_ok, _errors),
             "/api/v1/panel": {
                 "get": {
                     "summary": "front panel extras: store reach and wear, channels in config order",

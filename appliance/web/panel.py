@@ -58,15 +58,7 @@ def install(
     def panel():
         """What the front panel shows beyond health: how far back the store reaches, wear per day,
         and the instruments' fields in config order (the combined plot's order)."""
-        conn = store.reader()
-        oldest = [
-            r[0]
-            for r in (
-                conn.execute("SELECT min(t0) FROM block").fetchone(),
-                conn.execute("SELECT min(t0) FROM fresh").fetchone(),
-            )
-            if r[0] is not None
-        ]
+        oldest_t = store.oldest_time()
         now = time.time()
         order = []
         for p in pollers:
@@ -81,7 +73,6 @@ def install(
                         "sensor_units": plan.sensor.units if plan.sensor else None,
                     }
                 )
-        oldest_t = min(oldest) / 1000 if oldest else None
         return {
             "store": {
                 "oldest": oldest_t,
