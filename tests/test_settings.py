@@ -16,6 +16,8 @@ from appliance.settings import SETTINGS
 from tests.conftest import appliance_config, run_with_timeout as within, wait_for
 from tests.test_security import TOKEN, call, secret_file
 
+pytestmark = pytest.mark.slow  # each test runs an appliance against the emulators (1-2 s)
+
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
