@@ -233,6 +233,11 @@ class ControlConfig(Strict):
         None, description='a 0600 file holding the token clients send as "Authorization: Bearer <token>"'
     )
     max_setpoint_kelvin: float = Field(1.0, gt=0, le=400, description="highest setpoint the API may set")
+    ack_pin_file: Path | None = Field(
+        None,
+        description="a 0600 file holding 4 to 12 digits: the PIN the panel's touch PIN pad sends to "
+        "acknowledge an alarm (it can do nothing else; wrong PINs are rate-limited; works with control off)",
+    )
 
     @model_validator(mode="after")
     def _token(self) -> "ControlConfig":
