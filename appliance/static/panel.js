@@ -330,6 +330,7 @@ const PALETTE = ["#ff7b72", "#ffa657", "#d2a8ff", "#79c0ff", "#56d364", "#e3b341
 const EVENT_COLOURS = {disconnected: "#f85149", connected: "#3fb950", clock_step: "#d29922", control: "#58a6ff"};
 let shownEvents = [];
 let shownRange = null;
+let shownX = null;  // the plots' time axis: {min, max} of the chosen range, null for the whole history
 window.kelvinpi = {};
 
 async function refreshPanel() { panelInfo = await getJSON("/api/v1/panel"); }
@@ -411,7 +412,9 @@ function drawCombined(key, names, labels, fields, fmt, title, gaps, stride) {
   if (old) old.destroy();
   window.kelvinpi[key] = new uPlot({
     width, height,
-    scales: {x: {time: true}, y: {distr: 3, log: 10}},
+    // the x axis is the chosen range (the last 10 minutes are 10 minutes wide, however little data)
+    scales: {x: {time: true, range: (u, mn, mx) => shownX ? [shownX.min, shownX.max] : [mn, mx]},
+             y: {distr: 3, log: 10}},
     axes: [{stroke: "#8b98a5", grid: {stroke: "#2a323c"}},
            {stroke: "#8b98a5", grid: {stroke: "#2a323c"}, size: 70, values: fmt}],
     series: [{}].concat(names.map((n, i) => ({label: labels[i], stroke: PALETTE[i % PALETTE.length], width: 1.5,
@@ -436,6 +439,7 @@ async function refreshPlots() {
     seriesData(ohms.map((c) => c.sensor), start, stride),
     getJSON(`/api/v1/events?since=${start}`)]);
   shownEvents = ev.events;
+  shownX = span === null ? null : {min: now - span, max: now};
   window.kelvinpi.events = shownEvents;
   shownRange = {start: span === null ? 0 : now - span, end: now, fields: temps.map((c) => c.kelvin).concat(ohms.map((c) => c.sensor))};
   drawCombined("temperatures", temps.map((c) => c.kelvin), temps.map(label), tf, fmtAxisK, "Temperatures [log]",
@@ -469,7 +473,7 @@ async function tick(fn, ms) {
   setTimeout(() => tick(fn, ms), ms);
 }
 async function start() {
-  try { await refreshFields(); } catch (e) { /* retried below */ }
+  try { await refreshFields(); await refreshPanel(); } catch (e) { /* retried below */ }
   tick(refreshLatest, 2000);
   tick(refreshHealth, 3000);
   setInterval(everySecond, 1000);

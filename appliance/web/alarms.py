@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bottle import Bottle, HTTPError, request
+from bottle import Bottle, HTTPError, request, response
 
 from ..config import read_secret
 from ..control import ControlRefused
@@ -126,6 +126,10 @@ def install(app: Bottle, *, alarms: AlarmService, access: ControlAccess, pin: Ac
             else:
                 access.authorize("acknowledging needs instrument control or the acknowledge PIN")
         except ControlRefused as exc:
+            if exc.status == 429:  # the one error shape (common.py has no handler for 429)
+                response.status = 429
+                response.set_header("Retry-After", "60")
+                return {"error": {"status": 429, "message": str(exc)}}
             raise HTTPError(exc.status, str(exc)) from None
         try:
             return alarms.ack(name, who)
