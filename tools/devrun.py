@@ -177,7 +177,7 @@ def main() -> int:
             "\n  Kelvinpi front panel: http://127.0.0.1:8080/   (the 7-inch kiosk: http://127.0.0.1:8080/?kiosk)\n"
             f"  config: {demo.config.relative_to(ROOT)} (generated from appliance/demo.toml)\n"
             f"  acknowledge PIN for the panel's PIN pad: {demo.pin}\n"
-            f"  control token: {rel} (curl -H \"Authorization: Bearer $(cat {rel})\" ...)\n"
+            f'  control token: {rel} (curl -H "Authorization: Bearer $(cat {rel})" ...)\n'
             f"  notifications are printed here (receiver {receiver.url})\n"
             f"  fault injection: .venv/bin/kelvinpi emulate ctl {var.relative_to(ROOT) / 'ls372.ctl'} status\n"
             "  Ctrl-C stops everything.\n",
