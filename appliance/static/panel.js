@@ -369,7 +369,7 @@ async function seriesData(names, start, stride) {
 }
 
 // A silence longer than the readings' expected spacing is a gap, drawn as one: a null point in it
-// (uPlot breaks a line at null; the undefined that joining the series adds is bridged).
+// (uPlot breaks a line at null, with spanGaps off).
 function withGaps(t, v, expected, stride) {
   const dts = [];
   for (let i = 1; i < t.length; i++) dts.push(t[i] - t[i - 1]);
@@ -399,7 +399,9 @@ function drawCombined(key, names, labels, fields, fmt, title, gaps, stride) {
   }
   const tables = names.map((n, i) => fields[n] ?
       withGaps(fields[n].t, fields[n].value.map((v) => (v !== null && v > 0) ? v : null), gaps[i], stride) : [[], []]);
-  const data = tables.length ? uPlot.join(tables) : [[]];
+  // NULL_EXPAND (2): a gap's null spreads over the other series' times inside it, so the whole
+  // silence is blank (the undefined that joining adds would otherwise be bridged by the line)
+  const data = tables.length ? uPlot.join(tables, tables.map(() => [0, 2])) : [[]];
   const width = Math.max(200, wrap.clientWidth - 8);
   const height = document.body.classList.contains("kiosk") ? 190 : 260;
   const old = window.kelvinpi[key];
@@ -439,7 +441,9 @@ async function refreshPlots() {
     seriesData(ohms.map((c) => c.sensor), start, stride),
     getJSON(`/api/v1/events?since=${start}`)]);
   shownEvents = ev.events;
-  shownX = span === null ? null : {min: now - span, max: now};
+  // the chosen range, from where the store begins if it is younger (a new appliance is not a sliver)
+  const oldest = panelInfo && panelInfo.store.oldest ? panelInfo.store.oldest : 0;
+  shownX = span === null ? null : {min: Math.max(now - span, Math.min(oldest, now - 60)), max: now};
   window.kelvinpi.events = shownEvents;
   shownRange = {start: span === null ? 0 : now - span, end: now, fields: temps.map((c) => c.kelvin).concat(ohms.map((c) => c.sensor))};
   drawCombined("temperatures", temps.map((c) => c.kelvin), temps.map(label), tf, fmtAxisK, "Temperatures [log]",
