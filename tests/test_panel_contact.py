@@ -142,7 +142,7 @@ def test_an_outage_is_a_gap_in_the_plot(running_appliance, emu372, page, tmp_pat
     t_back = time.time()
     wait_for(lambda: _newer(running_appliance, field, t_back), 20, what="372 back")
     time.sleep(3)
-    page.evaluate("window.kelvinpi.refreshPlots()")
+    page.evaluate("refreshPlots()")  # the next 30-s refresh, now
     got = page.evaluate(
         """(name) => { const u = window.kelvinpi.temperatures;
            const i = u.series.findIndex(s => s.label && s.label.startsWith('MXC Control'));
