@@ -128,7 +128,13 @@ def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  #
     page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=15000)
     # the webhook's server is down: its card says so
     page.wait_for_selector('[data-uplink="hook"].down', timeout=10000)
-    assert "FAILING" in page.locator('[data-uplink="hook"]').inner_text()
+    hook = page.locator('[data-uplink="hook"]')
+    assert "FAILING" in hook.inner_text()
+    # its failures counted and its last error named on its card (never the URL: it is a secret)
+    page.wait_for_function(
+        "/failures [1-9]/.test(document.querySelector('[data-uplink=\"hook\"]').textContent)", timeout=10000
+    )
+    assert "nobody-listens" not in hook.inner_text()
     # the kiosk: no horizontal scroll at 800x480, large values, finger-sized buttons
     assert page.evaluate("document.body.classList.contains('kiosk')")
     sw = page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")

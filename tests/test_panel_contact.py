@@ -5,10 +5,12 @@ keeps counting their ages; missing readings are a gap in the plot, not a straigh
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from .test_front_panel import (
     page,  # noqa: F401 - the Chromium fixture
@@ -18,9 +20,10 @@ from .test_front_panel import (
 
 class Proxy:
     """A reverse proxy on loopback in front of the appliance; with ``failing`` set it closes every
-    connection without an answer (the appliance gone) and counts the /api/v1/latest it refused."""
+    connection without an answer (the appliance gone) and counts the /api/v1/latest it refused;
+    ``rewrite(path, body)`` may change a 200 answer on its way to the browser."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, rewrite: Callable[[str, bytes], bytes] | None = None) -> None:
         self.failing = False
         self.refused_latest = 0
         outer = self
@@ -43,6 +46,8 @@ class Proxy:
                     up.request(self.command, self.path, body=body, headers=headers)
                     r = up.getresponse()
                     data = r.read()
+                    if rewrite is not None and r.status == 200:
+                        data = rewrite(self.path, data)
                 finally:
                     up.close()
                 self.send_response(r.status)
@@ -170,3 +175,32 @@ def _newer(app, field: str, t: float) -> bool:
 
 def _num(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def test_unmatched_rule_is_a_warning_line(running_appliance, page):  # noqa: F811
+    """The health's ``alarms.unmatched`` (a rule whose field its instrument does not have, with the
+    fields it does have) is a warning line on the panel; here added to the health answer on its way."""
+
+    def add_unmatched(path: str, body: bytes) -> bytes:
+        if not path.startswith("/api/v1/health"):
+            return body
+        h = json.loads(body)
+        h.setdefault("alarms", {"active": [], "targets": []})["unmatched"] = [
+            {
+                "rule": "mxc-typo",
+                "field": "LSA23JD::mxc_temp",
+                "instrument": "LSA23JD",
+                "instrument_fields": ["LSA23JD::mxc_t", "LSA23JD::mxc_r"],
+            }
+        ]
+        return json.dumps(h).encode()
+
+    proxy = Proxy(running_appliance.web_address[1], add_unmatched)
+    try:
+        page.goto(proxy.url + "/")
+        line = page.locator('#unmatched [data-rule="mxc-typo"]')
+        line.wait_for(timeout=15000)
+        text = line.inner_text()
+        assert "mxc-typo" in text and "LSA23JD::mxc_temp" in text and "mxc_t" in text and "LSA23JD" in text
+    finally:
+        proxy.stop()

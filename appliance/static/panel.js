@@ -220,7 +220,7 @@ function showUnmatched(rules) {
   for (const u of rules) {
     const d = document.createElement("div");
     d.dataset.rule = u.rule;
-    const have = (u.fields || []).map((f) => String(f).split("::").pop());
+    const have = (u.instrument_fields || u.fields || []).map((f) => String(f).split("::").pop());
     d.textContent = `rule ${u.rule} cannot fire: no field ${u.field} on ${u.instrument || "any instrument"}` +
         (have.length ? ` (its fields: ${have.slice(0, 12).join(", ")}${have.length > 12 ? ", …" : ""})` : "");
     box.appendChild(d);
