@@ -15,6 +15,7 @@ Either way the acknowledgement is audited with the socket's peer (a proxy's head
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from .control import ControlAccess
 if TYPE_CHECKING:
     from ..alarm_service import AlarmService
 
+log = logging.getLogger("kelvinpi.web")
 PIN_RE = re.compile(r"^[0-9]{4,12}$")
 PEER_WRONG = 5  # wrong PINs from one address before it is locked out
 PEER_LOCK = 60.0  # seconds of the first lockout; each further one doubles, up to PEER_LOCK_MAX
@@ -73,8 +75,10 @@ class AckPin:
         try:
             pin = read_secret(path, "control.ack_pin_file")
         except (PermissionError, OSError, UnicodeDecodeError) as exc:
+            log.error("acknowledging with a PIN is off: %s", exc)
             return cls(error=str(exc))
         if not PIN_RE.match(pin):
+            log.error("acknowledging with a PIN is off: control.ack_pin_file %s must hold 4 to 12 digits", path)
             return cls(error=f"control.ack_pin_file: {path} must hold 4 to 12 digits")
         return cls(pin=pin)
 
