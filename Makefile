@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test lint bench bench-retention bench-web soak ci-deps clean venv assets image image-test image-repro config-doc
+.PHONY: run test lint bench bench-retention bench-web bench-alarms soak ci-deps clean venv assets image image-test image-repro config-doc
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# appliance/__init__.py holds the version (pyproject reads it): a new one reinstalls the metadata
+$(STAMP): pyproject.toml appliance/__init__.py | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -73,6 +74,14 @@ bench-web: $(STAMP)
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
 	  else echo "missing Debian package: wrk (sudo apt-get install wrk)"; exit 2; fi; }
 	$(BIN)/python tools/bench_web.py $(BENCH_WEB_ARGS)
+
+# The 3 a.m. path (~3 min, root for the full-disk half): kelvinpi run with both emulators and a webhook
+# receiver on loopback; from the first reading past a threshold (the emulator's ledger) to the receiver's
+# 2xx over 36 raises, with a writable store and with its tmpfs full; and the most notices one of 80
+# flapping rules sends in a simulated hour. BENCH_ALARMS_ARGS="--root DIR" measures another checkout. Last line:
+#   bench-alarms: p50_s=A p99_s=B p99_store_full_s=C flapping_notices_per_hour=F
+bench-alarms: $(STAMP)
+	$(BIN)/python -m tools.bench_alarms $(BENCH_ALARMS_ARGS)
 
 # The whole stack for a simulated week with random faults (~9 min); last line:
 #   soak: produced=N stored=N served=N lost=N      e.g. make soak SOAK_ARGS="--days 30 --minutes 20"

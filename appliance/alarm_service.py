@@ -1,9 +1,15 @@
-"""The alarm loop: rules evaluated once a second, transitions turned into durable notices.
+"""The alarm loop: rules evaluated as readings arrive (at least once a second), transitions
+turned into durable notices.
 
-``AlarmService`` evaluates the rules (``appliance.alarms``), and for every transition records the
-alarm's state, an event, and a *notice* (raised, repeat, acknowledged, cleared) through the
-store's write path (``Store.alarm_record``), then hands the notice to each target's delivery
-``Lane`` (``appliance.notify``).
+``AlarmService`` evaluates the rules (``appliance.alarms``) on the readings as the pollers
+delivered them (``appliance.latest``), not on what the store has managed to write. For every
+transition it records the alarm's state and an event; a ``NoticeGate`` per rule decides which
+transitions become *notices* (raised, repeat, flapping, acknowledged, cleared: bounded, see
+``appliance.alarms``), recorded through the store's write path (``Store.alarm_record``) and
+handed to each target's delivery ``Lane`` (``appliance.notify``).
+
+Clocks are injected (``wall``, ``mono``) so a test can step the wall clock: timers run on the
+monotonic one.
 """
 
 from __future__ import annotations
@@ -12,46 +18,94 @@ import json
 import logging
 import threading
 import time
+from typing import Callable, Iterable
 
-from .alarms import AlarmEngine, AlarmState, Observation, target_of
+from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
+from .latest import LatestReadings
 from .notify import Lane, Sender, iso_time
-from .samples import FLAG_INVALID
 
 log = logging.getLogger("kelvinpi.alarms")
 
-TICK = 1.0
+TICK = 1.0  # the longest pause between evaluations
+MIN_TICK = 0.2  # the shortest: new readings wake the loop, but not more often than this
 T_LIMIT_BITS = {"372": (64, 128), "240": (32, 16)}  # (T_OVER, T_UNDER) reading status bits
 
 
 class AlarmService:
-    """The alarm loop and its lanes, wired to the running appliance (started and stopped with it)."""
+    """The alarm loop and its lanes (started and stopped with the appliance).
 
-    def __init__(self, app) -> None:
-        self.app = app
-        self.store = app.store
-        cfg = app.config
-        self.rules = {r.name: r for r in cfg.alarm}
+    Its inputs are explicit: the config, the store (records, commit state), the delivered
+    readings, the pollers (connection state, scan schedule, field names), the sample queue
+    (is anything waiting to be written) and the uplinks' health (backlogs).
+    """
+
+    def __init__(
+        self,
+        config,
+        store,
+        *,
+        latest: LatestReadings | None = None,
+        pollers: Iterable = (),
+        queue=None,
+        uplink_health: Callable[[], list] = lambda: [],
+        wall: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.pollers = list(pollers)
+        self.queue = queue
+        self.uplink_health = uplink_health
+        self.wall, self.mono = wall, mono
+        self.latest = latest if latest is not None else LatestReadings(mono)
+        try:  # what the store held from before this run: a no_data rule knows how old it is
+            self.latest.seed(store.latest())
+        except Exception:  # noqa: BLE001 - a store that cannot be read does not stop the alarms
+            log.exception("could not read the store's latest readings")
+        self.rules = {r.name: r for r in config.alarm}
+        self.models = {i.name: i.model for i in config.instrument}
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self.lanes: dict[str, Lane] = {}
         self.target_errors: dict[str, str] = {}
-        for t in cfg.notify:
+        for t in config.notify:
             try:
                 self.lanes[t.name] = Lane(Sender(t), self.store, self.stop_event)
             except PermissionError as exc:  # shown in health; the alarms still show on the panel
                 self.target_errors[t.name] = str(exc)
                 log.error("notify target %s not started: %s", t.name, exc)
         states, notices = self.store.alarm_load()
-        self.engine = AlarmEngine(cfg.alarm, states)
-        self._last_notice = {n: (s.get("last_notice") or 0.0) for n, s in states.items()}
-        self._next_id = max([n["id"] for n in notices], default=0) + 1
+        self.engine = AlarmEngine(config.alarm, states)
+        now, m = self.wall(), self.mono()
+        self.gates: dict[str, NoticeGate] = {}
+        for r in config.alarm:
+            g = NoticeGate(r.repeat)
+            saved = states.get(r.name) or {}
+            if saved.get("last_notice"):  # stored as wall time: carried over onto this run's monotonic line
+                g.last_notice = m - max(0.0, now - float(saved["last_notice"]))
+            if self.engine.states[r.name].active:
+                g.told_active = True
+            self.gates[r.name] = g
+        # ids never repeat across runs, even for a notice sent but not yet journaled when the process
+        # died (receivers deduplicate on them): past every stored one and past this run's start in ms
+        self._next_id = max(max([n["id"] for n in notices], default=0) + 1, int(now * 1000))
         for n in notices:
             for target in n["targets"]:
                 if target in self.lanes and target not in n["sent"]:
                     self.lanes[target].put(n)
         self._thread: threading.Thread | None = None
         self.ticks = 0
+        self.notices = 0  # recorded in this run
+        # the store is "not writing" once it has had something to write and no commit for a while:
+        # timed on the monotonic clock from the last commit seen (or the last moment nothing waited)
+        self._commits_seen = getattr(store, "commits", 0)
+        self._commit_mono = m
+        # run-time field names: a rule whose field has not appeared one scan cycle after its
+        # instrument connected is reported (event, log, health), once per connection
+        self._connected_at: dict[str, tuple[int, float]] = {}
+        self._reported: set[tuple[str, int]] = set()
+        self.unmatched: dict[str, dict] = {}
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -62,6 +116,7 @@ class AlarmService:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.latest.updated.set()
         for lane in self.lanes.values():
             lane.wake()
         if self._thread:
@@ -71,68 +126,140 @@ class AlarmService:
                 lane.join(timeout=max(5.0, lane.sender.cfg.timeout + 1))
 
     def _run(self) -> None:
-        while not self.stop_event.wait(TICK):
+        """Evaluate when readings arrive (a threshold crossed is seen within a poll, not a second),
+        at most every MIN_TICK and at least every TICK."""
+        while not self.stop_event.is_set():
+            self.latest.updated.wait(TICK)
+            self.latest.updated.clear()
+            if self.stop_event.is_set():
+                return
             try:
                 self.tick(self.observe())
             except Exception:  # noqa: BLE001 - a bug here must not end alarm evaluation
                 log.exception("alarm evaluation failed")
+            self.stop_event.wait(MIN_TICK)
 
     # -- observation ----------------------------------------------------------------------
     def observe(self) -> Observation:
-        app, st = self.app, self.store
-        now = time.time()
-        obs = Observation(now=now)
-        models = {i.name: i.model for i in app.config.instrument}
-        for r in st.latest():
-            invalid = r["status"] & FLAG_INVALID
-            obs.latest[r["field"]] = (r["t"], None if invalid else r["value"])
-            over, under = T_LIMIT_BITS[models.get(r["node"], "372")]
-            if r["units"] == "K" and r["status"] & over:
-                obs.beyond[r["field"]] = "above"
-            elif r["units"] == "K" and r["status"] & under:
-                obs.beyond[r["field"]] = "below"
-        for p in app.pollers:
+        st = self.store
+        now, m = self.wall(), self.mono()
+        obs = Observation(now=now, mono=m)
+        for name, d in self.latest.snapshot().items():
+            obs.latest[name] = (d.t, d.value)
+            obs.units[name] = d.units
+            if d.mono is not None:
+                obs.age[name] = m - d.mono
+            over, under = T_LIMIT_BITS.get(self.models.get(d.node, "372"), T_LIMIT_BITS["372"])
+            if d.units == "K" and d.status & over:
+                obs.beyond[name] = "above"
+            elif d.units == "K" and d.status & under:
+                obs.beyond[name] = "below"
+        for p in self.pollers:
             if p.health.connected or p.health.errors or p.health.cycles:  # not before its first attempt
                 obs.connected[p.cfg.name] = bool(p.health.connected)
-        obs.expected_gap = {name: due.gap for name, due in schedule(app.pollers, now).items()}
+        obs.expected_gap = {name: due.gap for name, due in schedule(self.pollers, now).items()}
         # the store is "not writing" only when it has something to write and cannot
-        pending = len(app.queue) > 0 or st.records_queued() > 0 or st.last_error_t > st.last_commit
-        obs.last_commit = (st.last_commit or self.app.started) if pending else now
-        for u in app.uplink_health():
+        queued = len(self.queue) if self.queue is not None else 0
+        pending = queued > 0 or st.records_queued() > 0 or st.last_error_t > st.last_commit
+        if st.commits != self._commits_seen or not pending:
+            self._commits_seen, self._commit_mono = st.commits, m
+        obs.last_commit = self._commit_mono
+        for u in self.uplink_health():
             try:
                 idx = int(u.name.removeprefix("uplink[").rstrip("]"))
             except ValueError:
                 continue
             obs.backlog[idx] = u.backlog
+        self._check_fields(obs)
         return obs
+
+    def _check_fields(self, obs: Observation) -> None:
+        """Rules on fields whose names come from the instrument at run time: once the instrument
+        has been connected for a scan cycle (plus a poll) and the field is neither planned nor
+        delivered, say so: an ``alarm_rule_unmatched`` event, a log line, a health entry."""
+        m = obs.clock
+        for p in self.pollers:
+            name = p.cfg.name
+            if not p.health.connected:
+                continue
+            conn = p.health.reconnects
+            if self._connected_at.get(name, (None, 0.0))[0] != conn:
+                self._connected_at[name] = (conn, m)
+            since = self._connected_at[name][1]
+            interval = getattr(p, "interval", p.cfg.interval)
+            gaps = [g for f, g in obs.expected_gap.items() if f.startswith(name + "::")]
+            if m - since < max(gaps, default=interval) + interval:
+                continue
+            known = {k.name for plan in list(p.plans.values()) for k in (plan.kelvin, plan.sensor) if k is not None}
+            known |= {f for f in obs.age if f.startswith(name + "::")}  # delivered in this run
+            for rule in self.rules.values():
+                f = getattr(rule, "field", None)
+                if not f or f.partition("::")[0] != name:
+                    continue
+                if f in known:
+                    self.unmatched.pop(rule.name, None)
+                    continue
+                fields = sorted(known)
+                self.unmatched[rule.name] = {
+                    "rule": rule.name,
+                    "field": f,
+                    "instrument": name,
+                    "instrument_fields": fields,
+                }
+                if (rule.name, conn) not in self._reported:
+                    self._reported.add((rule.name, conn))
+                    detail = f"rule {rule.name}: no field {f} on {name}; its fields: {', '.join(fields) or 'none yet'}"
+                    log.warning("alarm %s", detail)
+                    self.store.event("alarm_rule_unmatched", name, detail, t=obs.now)
 
     # -- transitions ----------------------------------------------------------------------
     def tick(self, obs: Observation) -> None:
         with self._lock:
             self.ticks += 1
+            m = obs.clock
             for tr in self.engine.step(obs):
-                self._transition(tr.kind, tr.rule, tr.state, tr.t)
-            for st in self.engine.active():
+                self._transition(tr.kind, tr.rule, tr.state, tr.t, m)
+            for st in self.engine.states.values():
                 rule = self.rules[st.name]
-                if not st.acked and rule.repeat > 0 and obs.now - self._last_notice.get(st.name, 0) >= rule.repeat:
-                    self._notice(rule, st, "repeat", obs.now)
+                kind = self.gates[st.name].tick(st.active, st.acked, m)
+                if kind is not None:
+                    self._notice(rule, st, kind, obs.now)
                     self._save(st, obs.now)
 
-    def _transition(self, kind: str, rule, st: AlarmState, t: float) -> None:
+    def _transition(self, kind: str, rule, st: AlarmState, t: float, mono: float) -> None:
+        """Every transition is logged and an event; the gate says whether it is also a notice."""
         where = target_of(rule) or ""
         node = where.partition("::")[0] or None
-        log.warning("alarm %s %s (%s): %s", rule.name, kind, rule.severity, st.detail)
         self.store.event(f"alarm_{kind}", node, f"{rule.name} ({rule.severity}): {st.detail}", t=t)
-        self._notice(rule, st, kind, t)
+        notice = self.gates[rule.name].transition(kind, mono)
+        # the journal gets what a person is told; a flapping rule's every transition only at debug level
+        log.log(
+            logging.WARNING if notice else logging.DEBUG,
+            "alarm %s %s (%s): %s",
+            rule.name,
+            notice or kind,
+            rule.severity,
+            st.detail,
+        )
+        if notice is not None:
+            self._notice(rule, st, notice, t)
         self._save(st, t)
 
     def _save(self, st: AlarmState, t: float) -> None:
         d = st.as_dict()
-        d["last_notice"] = self._last_notice.get(st.name, 0.0)
+        g = self.gates[st.name]
+        # stored as wall time (a restart has a new monotonic line)
+        d["last_notice"] = 0.0 if g.last_notice is None else t - max(0.0, self.mono() - g.last_notice)
         self.store.alarm_record("state", st.name, json.dumps(d), t)
 
     def _notice(self, rule, st: AlarmState, event: str, t: float) -> None:
         where = target_of(rule)
+        detail = st.detail
+        if event == "flapping":
+            n = self.gates[rule.name].raised_in_hour()
+            detail = (
+                f"flapping: raised {n} times in the last hour; now {'raised' if st.active else 'cleared'}: {st.detail}"
+            )
         body = {
             "alarm": rule.name,
             "event": event,
@@ -140,7 +267,7 @@ class AlarmService:
             "rule": rule.kind,
             "field" if getattr(rule, "field", None) else "instrument": where,
             "value": st.value,
-            "detail": st.detail,
+            "detail": detail,
             "since": st.since,
             "t": t,
             "time": iso_time(t),
@@ -149,8 +276,14 @@ class AlarmService:
             body.pop("instrument", None)
         if event == "acknowledged":
             body["by"] = st.acked_by
-        targets = list(rule.notify) if rule.notify is not None else [x.name for x in self.app.config.notify]
-        # durable first: the lanes send it once the writer has journaled it (two commits on)
+        targets = list(rule.notify) if rule.notify is not None else [x.name for x in self.config.notify]
+        # Durable first: the lanes send it once the writer has journaled it (two commits on, up to
+        # 2 s), except what wakes a person: a "raised" (or "flapping") notice goes at once (the
+        # measured 1.9 s of waiting was most of the time from a crossing to the receiver), and so
+        # does every notice while the store is failing its writes (it says so itself). A crash in
+        # the moment before the journal has it may send that raise again after the restart, never lose it.
+        failing = self.store.last_error_t > self.store.last_commit
+        urgent = event in ("raised", "flapping")
         notice = {
             "id": self._next_id,
             "t": t,
@@ -159,11 +292,11 @@ class AlarmService:
             "body": body,
             "targets": targets,
             "sent": set(),
-            "durable_at": self.store.commits + 2,
+            "durable_at": None if failing or urgent else self.store.commits + 2,
             "queued": time.monotonic(),
         }
         self._next_id += 1
-        self._last_notice[rule.name] = t
+        self.notices += 1
         self.store.alarm_record("notice", notice["id"], t, rule.name, event, json.dumps(body), json.dumps(targets))
         for target in targets:
             if target in self.lanes:
@@ -178,8 +311,9 @@ class AlarmService:
                 raise KeyError(name)
             if st.active and not st.acked:
                 self.engine.ack(name, who)
-                now = time.time()
+                now = self.wall()
                 rule = self.rules[name]
+                self.gates[name].acknowledged(self.mono())
                 self.store.event(
                     "alarm_acknowledged", (target_of(rule) or "").partition("::")[0] or None, f"{name} by {who}", t=now
                 )
@@ -202,8 +336,16 @@ class AlarmService:
             return [self.view(s) for s in self.engine.active()]
 
     def health(self) -> dict:
+        with self._lock:
+            unmatched = list(self.unmatched.values())
+            held = {n: g.suppressed for n, g in self.gates.items() if g.suppressed}
+            flapping = sorted(n for n, g in self.gates.items() if g.flapping)
         return {
             "active": self.active(),
+            # rules whose field the instrument does not have (for the panel: rule, field, the fields it has)
+            "unmatched": unmatched,
+            "flapping": flapping,
+            "notices_held": held,  # per rule: transitions coalesced or over the hourly cap (events keep them)
             "targets": [lane.as_dict() for lane in self.lanes.values()]
             + [{"name": n, "error": e} for n, e in self.target_errors.items()],
         }

@@ -1,11 +1,18 @@
 """Alarm rules evaluated on what the appliance sees: pure, so a test can feed it a sequence.
 
-``AlarmEngine.step(obs)`` takes one ``Observation`` (the latest reading of every series, which
-instruments answer, when the store last committed, uplink backlogs, at time ``obs.now``) and
-returns the transitions it caused: an alarm ``raised`` or ``cleared``. It keeps, per rule, when
-the condition started (for the hold time), whether the alarm is active and acknowledged, and
-for rate rules a short history of the series. Nothing here talks to the network or the store;
-``appliance.alarm_service`` turns transitions into durable notifications.
+``AlarmEngine.step(obs)`` takes one ``Observation`` (the latest reading of every series as the
+pollers delivered it, which instruments answer, when the store last committed, uplink backlogs)
+and returns the transitions it caused: an alarm ``raised`` or ``cleared``. It keeps, per rule,
+when the condition started (for the hold time), whether the alarm is active and acknowledged,
+and for rate rules a short history of the series. Nothing here talks to the network or the
+store; ``appliance.alarm_service`` turns transitions into durable notifications, through a
+``NoticeGate`` per rule (below) that bounds them.
+
+Two clocks. ``obs.mono`` (monotonic seconds) times everything that is a timer: the hold, the
+store's silence, repeats, flapping and the notice cap, so a stepped wall clock (NTP's first sync
+on a Pi without an RTC, an operator's ``date -s``) neither delays nor hastens an alarm.
+``obs.now`` (UNIX seconds) is what a person reads (``since``, ``cleared_at``) and what reading
+timestamps are compared with (a rate's window, a stored reading's age).
 
 Rules (``appliance.config``). A rule's ``field`` (a public config key) is the whole series name,
 ``node::field``, as the JSON API and exports say it; in code the series name is ``SeriesKey.name``
@@ -33,19 +40,36 @@ from dataclasses import asdict, dataclass, field
 from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm
 
 
+NOTICES_PER_HOUR = 12  # per rule, every kind of notice (the README states it)
+FLAP_RAISES = 3  # raised this many times within the last hour: the rule is flapping
+FLAP_QUIET = 300.0  # seconds without a transition before a flapping rule counts as settled
+HOUR = 3600.0
+
+
 @dataclass
 class Observation:
-    """What the appliance looks like at ``now`` (UNIX seconds)."""
+    """What the appliance looks like at ``now`` (UNIX seconds) and ``mono`` (monotonic seconds).
+
+    ``mono`` None (pure tests with one clock): ``now`` serves as both."""
 
     now: float
+    mono: float | None = None
     # keyed by series name (node::field)
     latest: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # -> (t, value or None)
     expected_gap: dict[str, float] = field(default_factory=dict)  # -> seconds between readings
     beyond: dict[str, str] = field(default_factory=dict)  # -> "above"/"below": the latest reading is
     # flagged T_OVER / T_UNDER (no value, but surely past any threshold inside the curve)
     connected: dict[str, bool] = field(default_factory=dict)  # instrument -> answers
-    last_commit: float | None = None  # None: the store has not committed yet (just started)
+    last_commit: float | None = None  # on the ``clock`` time line; None: not committed yet (just started)
     backlog: dict[int, int] = field(default_factory=dict)  # uplink index -> samples not acknowledged
+    units: dict[str, str] = field(default_factory=dict)  # series name -> units, for what a person reads
+    age: dict[str, float] = field(default_factory=dict)  # series name -> seconds since it was delivered
+    # (monotonic); a series missing here (a reading from the store, before this run) ages by ``now - t``
+
+    @property
+    def clock(self) -> float:
+        """The timer clock: monotonic when given."""
+        return self.now if self.mono is None else self.mono
 
 
 @dataclass
@@ -71,7 +95,19 @@ class Transition:
     kind: str  # "raised" | "cleared"
     rule: object
     state: AlarmState
-    t: float
+    t: float  # wall clock, for people
+    mono: float = 0.0  # the timer clock
+
+
+@dataclass
+class Condition:
+    """One rule evaluated once: whether to raise, whether to clear, and what to tell a person either way."""
+
+    raise_: bool
+    clear: bool
+    value: float | None
+    detail: str  # why it is (or would be) raised
+    cleared: str = ""  # what happened when it clears ("back below 0.05 K: 0.0209 K")
 
 
 class _Rule:
@@ -79,7 +115,7 @@ class _Rule:
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
-        self.pending_since: float | None = None
+        self.pending_since: float | None = None  # monotonic
         self.history: deque[tuple[float, float]] = deque()
 
 
@@ -121,79 +157,235 @@ class AlarmEngine:
     # -- evaluation -------------------------------------------------------------------
     def step(self, obs: Observation) -> list[Transition]:
         out: list[Transition] = []
+        clock = obs.clock
         for r in self.rules:
-            cond, clear, value, detail = self._condition(r, obs)
+            c = self._condition(r, obs)
             st = self.states[r.cfg.name]
             if not st.active:
-                if cond:
+                if c.raise_:
                     if r.pending_since is None:
-                        r.pending_since = obs.now
-                    if obs.now - r.pending_since >= r.cfg.hold:
+                        r.pending_since = clock
+                    if clock - r.pending_since >= r.cfg.hold:
                         st.active, st.acked, st.acked_by, st.since = True, False, None, obs.now
-                        st.value, st.detail, st.cleared_at = value, detail, None
-                        out.append(Transition("raised", r.cfg, st, obs.now))
+                        st.value, st.detail, st.cleared_at = c.value, c.detail, None
+                        out.append(Transition("raised", r.cfg, st, obs.now, clock))
                 else:
                     r.pending_since = None
             else:
-                if value is not None:
-                    st.value = value
-                if clear:
-                    st.active, st.cleared_at, st.detail = False, obs.now, detail
+                if c.value is not None:
+                    st.value = c.value
+                if c.clear:
+                    # the cleared notice says what happened, never the raise's reason
+                    st.active, st.cleared_at, st.detail = False, obs.now, c.cleared or c.detail
                     r.pending_since = None
-                    out.append(Transition("cleared", r.cfg, st, obs.now))
+                    out.append(Transition("cleared", r.cfg, st, obs.now, clock))
         return out
 
-    def _condition(self, r: _Rule, obs: Observation) -> tuple[bool, bool, float | None, str]:
-        """(raise condition, clear condition, value, detail) for one rule now."""
+    def _condition(self, r: _Rule, obs: Observation) -> Condition:
+        """Raise condition, clear condition, value and what to say, for one rule now."""
         c = r.cfg
         if isinstance(c, ThresholdAlarm):
             t, v = obs.latest.get(c.field, (None, None))
+            u = obs.units.get(c.field, "")
             beyond = obs.beyond.get(c.field)
             if beyond == c.kind:  # past the end of the sensor's curve (T_OVER / T_UNDER): surely past the threshold
-                return True, False, None, f"{'over' if beyond == 'above' else 'under'} the sensor curve's range"
+                return Condition(
+                    True, False, None, f"{'over' if beyond == 'above' else 'under'} the sensor curve's range"
+                )
             if v is None or not math.isfinite(v):
-                return False, False, None, "no valid reading"
+                return Condition(False, False, None, "no valid reading")
             if c.kind == "above":
-                return v > c.threshold, v <= c.threshold - c.hysteresis, v, f"{v:.6g} > {c.threshold:g}"
-            return v < c.threshold, v >= c.threshold + c.hysteresis, v, f"{v:.6g} < {c.threshold:g}"
+                level = c.threshold - c.hysteresis
+                return Condition(
+                    v > c.threshold,
+                    v <= level,
+                    v,
+                    _units(f"{v:.6g} {u} > {c.threshold:g} {u}"),
+                    _units(f"back below {level:g} {u}: {v:.3g} {u}"),
+                )
+            level = c.threshold + c.hysteresis
+            return Condition(
+                v < c.threshold,
+                v >= level,
+                v,
+                _units(f"{v:.6g} {u} < {c.threshold:g} {u}"),
+                _units(f"back above {level:g} {u}: {v:.3g} {u}"),
+            )
         if isinstance(c, RateAlarm):
             t, v = obs.latest.get(c.field, (None, None))
             h = r.history
-            if t is not None and v is not None and math.isfinite(v) and (not h or t > h[-1][0]):
-                h.append((t, v))
+            if t is not None and v is not None and math.isfinite(v):
+                if h and t < h[-1][0]:  # reading times went back (a wall-clock step): start the window again
+                    h.clear()
+                if not h or t > h[-1][0]:
+                    h.append((t, v))
             while h and h[0][0] < obs.now - c.window:
                 h.popleft()
             if len(h) < 3 or h[-1][0] - h[0][0] < c.window / 2:
-                return False, False, None, "too few readings for a rate"
+                return Condition(False, False, None, "too few readings for a rate")
             rate = slope_per_minute(list(h))
             signed = {"rising": rate, "falling": -rate, "either": abs(rate)}[c.direction]
-            return signed > c.threshold, signed <= c.threshold, rate, f"{rate:+.4g} /min over {c.window:g} s"
+            return Condition(
+                signed > c.threshold,
+                signed <= c.threshold,
+                rate,
+                f"{rate:+.4g} /min over {c.window:g} s",
+                f"rate back within {c.threshold:g} /min ({c.direction}): {rate:+.4g} /min over {c.window:g} s",
+            )
         if isinstance(c, NoDataAlarm):
             t, _v = obs.latest.get(c.field, (None, None))
             gap = obs.expected_gap.get(c.field, 0.0)
             if t is None:
-                return False, False, None, "no reading yet"
-            age = obs.now - t
-            return age > gap + c.seconds, age <= gap + c.seconds, age, f"no reading for {age:.0f} s"
+                return Condition(False, False, None, "no reading yet")
+            age = obs.age.get(c.field, obs.now - t)
+            return Condition(
+                age > gap + c.seconds,
+                age <= gap + c.seconds,
+                age,
+                f"no reading for {age:.0f} s",
+                f"readings again: the latest {age:.0f} s old",
+            )
         if isinstance(c, DisconnectedAlarm):
             up = obs.connected.get(c.instrument)
             if up is None:
-                return False, False, None, "not polled"
-            return not up, up, None, ("connected" if up else "not answering")
+                return Condition(False, False, None, "not polled")
+            return Condition(not up, up, None, "not answering", "answering again")
         if isinstance(c, StoreAlarm):
             if obs.last_commit is None:
-                return False, False, None, "no commit yet"
-            age = obs.now - obs.last_commit
-            return age > c.seconds, age <= c.seconds, age, f"no commit for {age:.0f} s"
+                return Condition(False, False, None, "no commit yet")
+            age = obs.clock - obs.last_commit
+            return Condition(age > c.seconds, age <= c.seconds, age, f"no commit for {age:.0f} s", "committing again")
         if isinstance(c, BacklogAlarm):
             n = obs.backlog.get(c.uplink)
             if n is None:
-                return False, False, None, "uplink not running"
-            return n > c.threshold, n <= c.threshold, float(n), f"{n} samples not acknowledged"
+                return Condition(False, False, None, "uplink not running")
+            return Condition(
+                n > c.threshold,
+                n <= c.threshold,
+                float(n),
+                f"{n} samples not acknowledged",
+                f"backlog back to {n} samples (at most {c.threshold})",
+            )
         raise TypeError(f"unknown alarm rule {c!r}")
+
+
+def _units(text: str) -> str:
+    """A detail without units reads "0.06 > 0.05", not "0.06  > 0.05 "."""
+    return " ".join(text.split()).replace(" :", ":")
 
 
 def target_of(rule) -> str | None:
     """What a rule watches: a series name (node::field, the rule's ``field`` key) or an instrument;
     None for the store and backlog rules."""
     return getattr(rule, "field", None) or getattr(rule, "instrument", None)
+
+
+class NoticeGate:
+    """Which notices one rule sends: every transition is an event, but notices are bounded.
+
+    * A rule raised ``FLAP_RAISES`` times within the last hour is *flapping*: its raised/cleared
+      notices are coalesced into one "flapping: raised N times in the last hour" notice per
+      ``interval`` (the rule's ``repeat``, an hour when it repeats never) while it goes on.
+    * Once it has been quiet for ``FLAP_QUIET`` s (or ``interval`` if shorter) the current state
+      ("raised"/"cleared") goes out plainly; and whenever a notice was held back by the cap, the
+      state a person was last told is compared with the alarm's and, if they differ, the current
+      one goes out as soon as the cap allows: the last word is always the truth.
+    * Whatever the reason, at most ``cap`` notices per rolling hour (``NOTICES_PER_HOUR``);
+      an acknowledgement (a person's own action) is always confirmed and counted.
+
+    All times are monotonic seconds. Pure: ``AlarmService`` asks it and sends what it says.
+    """
+
+    def __init__(self, repeat: float, cap: int = NOTICES_PER_HOUR) -> None:
+        self.repeat = repeat
+        self.cap = cap
+        self.interval = repeat if repeat > 0 else HOUR
+        self.raises: deque[float] = deque()  # raise times within the last hour
+        self.sent: deque[float] = deque()  # notice times within the last hour
+        self.flapping = False
+        self.last_flap_notice: float | None = None
+        self.last_transition: float | None = None
+        self.last_notice: float | None = None
+        self.told_active: bool | None = None  # what the last notice told (None: nothing yet)
+        self.owe_state = False  # flapping has settled: the plain state is still to be told
+        self.suppressed = 0  # notices coalesced or capped (shown in health)
+
+    def _prune(self, mono: float) -> None:
+        for q in (self.raises, self.sent):
+            while q and q[0] <= mono - HOUR:
+                q.popleft()
+
+    def _allow(self, mono: float) -> bool:
+        if len(self.sent) >= self.cap:
+            self.suppressed += 1
+            return False
+        self.sent.append(mono)
+        self.last_notice = mono
+        return True
+
+    def raised_in_hour(self) -> int:
+        return len(self.raises)
+
+    def transition(self, kind: str, mono: float) -> str | None:
+        """A transition happened: the notice kind to send now ("raised", "cleared", "flapping"), or None."""
+        self._prune(mono)
+        self.last_transition = mono
+        if kind == "raised":
+            self.raises.append(mono)
+            if len(self.raises) >= FLAP_RAISES:
+                self.flapping = True
+        if self.flapping:
+            if kind == "raised" and (self.last_flap_notice is None or mono - self.last_flap_notice >= self.interval):
+                if self._allow(mono):
+                    self.last_flap_notice, self.told_active = mono, True
+                    return "flapping"
+                return None
+            self.suppressed += 1
+            return None
+        if self._allow(mono):
+            self.told_active = kind == "raised"
+            return kind
+        return None
+
+    def tick(self, active: bool, acked: bool, mono: float) -> str | None:
+        """Once a tick: a notice that is due without a transition ("repeat", "flapping", or the
+        current state after flapping or a capped notice), or None."""
+        self._prune(mono)
+        if self.flapping:
+            quiet = self.last_transition is not None and mono - self.last_transition >= min(FLAP_QUIET, self.interval)
+            if quiet:  # settled: the state is told once more, plainly ("cleared" or "raised")
+                self.flapping, self.owe_state = False, True
+            elif (
+                self.last_flap_notice is not None
+                and mono - self.last_flap_notice >= self.interval
+                and self.last_transition is not None
+                and self.last_transition > self.last_flap_notice
+                and len(self.sent) < self.cap
+            ):
+                self._allow(mono)
+                self.last_flap_notice, self.told_active = mono, active
+                return "flapping"
+            else:
+                return None
+        if len(self.sent) >= self.cap:  # nothing more this hour (not counted again each tick)
+            return None
+        if self.owe_state or (self.told_active is not None and self.told_active != active):
+            self._allow(mono)
+            self.told_active, self.owe_state = active, False
+            return "raised" if active else "cleared"
+        if (
+            active
+            and not acked
+            and self.repeat > 0
+            and self.last_notice is not None
+            and mono - self.last_notice >= self.repeat
+        ):
+            self._allow(mono)
+            return "repeat"
+        return None
+
+    def acknowledged(self, mono: float) -> None:
+        """An acknowledgement notice goes out whatever the cap (a person asked for it); it counts."""
+        self._prune(mono)
+        self.sent.append(mono)
+        self.last_notice = mono

@@ -21,17 +21,40 @@ def _load(path: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import service
+    import logging
+
+    from . import config, service
 
     cfg = _load(args.config)
-    return 2 if cfg is None else service.run(cfg, args.config)
+    if cfg is None:
+        return 2
+    # The file checks check-config makes, with its words: run still starts, without what they disable.
+    service.setup_logging(cfg.log_level)
+    log = logging.getLogger("kelvinpi")
+    problems = config.file_problems(cfg)
+    rendered = config.file_error(args.config, problems).render().splitlines() if problems else []
+    for line, problem in zip(rendered, problems):  # one line per problem, in order
+        log.error("%s: %s %s", line, problem.ref.disables, "starts disabled" if problem.ref.secret else "cannot work")
+    return service.run(cfg, args.config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """The start-up validation, and (unless --no-secrets) every file the config names, as run reads it."""
+    from . import config
+
     cfg = _load(args.file)
     if cfg is None:
         return 1
-    print(f"{args.file}: ok ({len(cfg.instrument)} instrument(s), {len(cfg.uplink)} uplink(s))")
+    problems = [] if args.no_secrets else config.file_problems(cfg)
+    if problems:
+        print(config.file_error(args.file, problems).render(), file=sys.stderr)
+        return 1
+    files = (
+        "secret files not checked (--no-secrets)"
+        if args.no_secrets
+        else f"{len(config.referenced_files(cfg))} secret/CA file(s) ok"
+    )
+    print(f"{args.file}: ok ({len(cfg.instrument)} instrument(s), {len(cfg.uplink)} uplink(s); {files})")
     return 0
 
 
@@ -80,15 +103,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the release and the store schema it writes, so a lab can tell before an update or a
+    rollback whether the store on the card is one this release opens (the store is imported only here)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the store schema, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+        from .store import SCHEMA_VERSION
+
+        print(f"kelvinpi {__version__} (store schema {SCHEMA_VERSION})")
+        parser.exit()
+
+
 def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kelvinpi", description="Lake Shore 372/240 thermometry readout appliance")
-    p.add_argument("--version", action="version", version=f"kelvinpi {__version__}")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="poll the instruments, store, serve the front panel and publish")
     r.add_argument("--config", "-c", required=True, help="the kelvinpi.toml file")
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("check-config", help="validate a config file exactly as `run` does at start-up")
     c.add_argument("file")
+    c.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="skip the checks of secret and CA files (a config checked on a laptop where they are not)",
+    )
     c.set_defaults(func=cmd_check_config)
     s = sub.add_parser("sample-config", help="print a commented example config holding every key")
     s.set_defaults(func=cmd_sample_config)

@@ -8,16 +8,26 @@ line of the file where the user has to look.
 
 from __future__ import annotations
 
+import datetime
+import difflib
+import json
 import os
 import re
 import stat
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Strict as StrictMode
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+# Every table is strict about types (Strict below): a port written as "8080" or a flag as "yes" is
+# an error, not silently converted. A file path is the one exception, as TOML has no path type:
+# a path key takes a string (a bare Path in strict mode would refuse every string).
+ConfigPath = Annotated[Path, StrictMode(False)]
 
 
 class ConfigError(Exception):
@@ -37,9 +47,11 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
-    """Every table refuses unknown keys (a typo is an error, not a silently ignored setting)."""
+    """Every table refuses unknown keys (a typo is an error, not a silently ignored setting) and
+    takes values as written: no string is turned into a number or a flag (a number where a float is
+    wanted is fine). A path key is typed ``ConfigPath`` so that it takes a string."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ChannelConfig(Strict):
@@ -57,6 +69,14 @@ class ChannelConfig(Strict):
         ' "kelvin" (<name>_t) and/or "sensor" (<name>_r: ohms on a'
         " 372, sensor units on a 240)",
     )
+
+    @field_validator("number", mode="before")
+    @classmethod
+    def _number_type(cls, v: object) -> object:
+        # before the union is tried, so a wrong type is one error, not one per member of the union
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ValueError(f'must be an integer 1-16 or the string "A", got {describe_value(v)}')
+        return v
 
     @field_validator("number")
     @classmethod
@@ -149,7 +169,9 @@ class PollingConfig(Strict):
 class StoreConfig(Strict):
     """The SQLite store on the SD card's data partition: retention, size cap and commit batching."""
 
-    path: Path = Field(Path("/data/kelvinpi/kelvinpi.db"), description="the store file (on the Pi: the data partition)")
+    path: ConfigPath = Field(
+        Path("/data/kelvinpi/kelvinpi.db"), description="the store file (on the Pi: the data partition)"
+    )
     raw_retention_days: float = Field(
         90.0, gt=0, description="days raw samples are kept; rollups (10 s .. 1 h) are kept far longer"
     )
@@ -229,7 +251,7 @@ class ControlConfig(Strict):
     """Changing instrument state from the network: off unless enabled, and then token-protected."""
 
     enabled: bool = Field(False, description="allow POST /api/v1/control/<node>/setpoint (needs token_file)")
-    token_file: Path | None = Field(
+    token_file: ConfigPath | None = Field(
         None, description='a 0600 file holding the token clients send as "Authorization: Bearer <token>"'
     )
     max_setpoint_kelvin: float = Field(1.0, gt=0, le=400, description="highest setpoint the API may set")
@@ -254,8 +276,8 @@ class SisockUplink(Strict):
     realm: str = Field("test_realm", description="the WAMP realm")
     base_uri: str = Field("org.simonsobservatory", description="prefix of the sisock procedure URIs")
     authid: str = Field("server", description="the WAMP-CRA authentication id")
-    secret_file: Path = Field(description="a 0600 file holding the WAMP-CRA secret")
-    ca_file: Path | None = Field(
+    secret_file: ConfigPath = Field(description="a 0600 file holding the WAMP-CRA secret")
+    ca_file: ConfigPath | None = Field(
         None, description="wss://: the CA certificate (PEM) to verify the router against (default: the system's CAs)"
     )
 
@@ -268,8 +290,8 @@ class OcsUplink(Strict):
     realm: str = Field("test_realm", description="the WAMP realm")
     address_root: str = Field("observatory", description="the OCS address root of the agents")
     authid: str | None = Field(None, description="the WAMP-CRA authentication id (none: anonymous)")
-    secret_file: Path | None = Field(None, description="a 0600 file holding the WAMP-CRA secret")
-    ca_file: Path | None = Field(
+    secret_file: ConfigPath | None = Field(None, description="a 0600 file holding the WAMP-CRA secret")
+    ca_file: ConfigPath | None = Field(
         None, description="wss://: the CA certificate (PEM) to verify the router against (default: the system's CAs)"
     )
     batch: int = Field(500, ge=1, le=10000, description="samples per publication during a backfill")
@@ -291,8 +313,8 @@ class InfluxUplink(Strict):
     bucket: str | None = Field(None, description="InfluxDB 2.x: the bucket (needs org and token_file)")
     org: str | None = Field(None, description="InfluxDB 2.x: the organisation")
     username: str | None = Field(None, description="InfluxDB 1.x: the user (needs password_file)")
-    password_file: Path | None = Field(None, description="InfluxDB 1.x: a 0600 file holding the user's password")
-    token_file: Path | None = Field(None, description="InfluxDB 2.x: a 0600 file holding the API token")
+    password_file: ConfigPath | None = Field(None, description="InfluxDB 1.x: a 0600 file holding the user's password")
+    token_file: ConfigPath | None = Field(None, description="InfluxDB 2.x: a 0600 file holding the API token")
     address_root: str = Field("observatory", description="measurement names are <address_root>.<name>")
     batch: int = Field(5000, ge=1, le=100000, description="samples per HTTP write")
 
@@ -317,9 +339,9 @@ class RemoteWriteUplink(Strict):
         " http://prometheus:9090/api/v1/write or http://victoria:8428/api/v1/write",
     )
     username: str | None = Field(None, description="HTTP basic auth user (needs password_file)")
-    password_file: Path | None = Field(None, description="0600 file holding the basic auth password")
-    token_file: Path | None = Field(None, description="0600 file holding a bearer token (instead of basic auth)")
-    ca_file: Path | None = Field(
+    password_file: ConfigPath | None = Field(None, description="0600 file holding the basic auth password")
+    token_file: ConfigPath | None = Field(None, description="0600 file holding a bearer token (instead of basic auth)")
+    ca_file: ConfigPath | None = Field(
         None,
         description="PEM CA bundle to verify an https receiver with, instead of"
         " the system's CAs (the certificate is always verified)",
@@ -474,8 +496,10 @@ class WebhookNotify(_NotifyBase):
     kind: Literal["webhook", "slack", "ntfy"] = Field(
         description="webhook: generic JSON; slack: incoming webhook; ntfy: a ntfy topic URL"
     )
-    url_file: Path = Field(description="0600 file holding the URL (a webhook URL is a secret)")
-    token_file: Path | None = Field(None, description="0600 file with a bearer token (ntfy access token), optional")
+    url_file: ConfigPath = Field(description="0600 file holding the URL (a webhook URL is a secret)")
+    token_file: ConfigPath | None = Field(
+        None, description="0600 file with a bearer token (ntfy access token), optional"
+    )
 
 
 class EmailNotify(_NotifyBase):
@@ -485,11 +509,11 @@ class EmailNotify(_NotifyBase):
     host: str = Field(description="SMTP server")
     port: int = Field(587, ge=1, le=65535, description="SMTP port (587: submission with STARTTLS)")
     starttls: bool = Field(True, description="upgrade the connection with STARTTLS before logging in")
-    ca_file: Path | None = Field(
+    ca_file: ConfigPath | None = Field(
         None, description="CA bundle to verify the server's certificate (system store if unset)"
     )
     username: str | None = Field(None, description="SMTP login; needs password_file")
-    password_file: Path | None = Field(None, description="0600 file holding the SMTP password")
+    password_file: ConfigPath | None = Field(None, description="0600 file holding the SMTP password")
     sender: str = Field(description="From: address")
     to: list[str] = Field(min_length=1, description="recipients")
 
@@ -606,6 +630,56 @@ def _render_path(loc: tuple) -> str:
     return out
 
 
+def describe_value(v: object) -> str:
+    """A value as the TOML file wrote it, with its type: 'the string "8080"', 'the integer 372'."""
+    if isinstance(v, bool):
+        return f"the boolean {'true' if v else 'false'}"
+    if isinstance(v, str):
+        return f"the string {json.dumps(v, ensure_ascii=False)}"
+    if isinstance(v, int):
+        return f"the integer {v}"
+    if isinstance(v, float):
+        return f"the number {v!r}"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, (datetime.date, datetime.time)):
+        return f"the date/time {v.isoformat()}"
+    return repr(v)
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "an array",
+}
+
+
+def type_message(err: Any) -> str | None:
+    """A type error in the file's own words, naming the type it got (pydantic says "Input should be
+    a valid integer", and for model = 372 "Input should be '372' or '240'", as if it got that)."""
+    kind, value = err["type"], err.get("input")
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]}, got {describe_value(value)}"
+    if kind == "literal_error" and not isinstance(value, str):
+        allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        if not allowed:
+            return None
+        shown = "true" if value is True else "false" if value is False else str(value)
+        if shown in allowed:
+            return f'must be the string "{shown}" (got {describe_value(value)})'
+        choices = ", ".join(f'"{a}"' for a in allowed)
+        return f"must be one of the strings {choices} (got {describe_value(value)})"
+    return None
+
+
 def cross_check(data: dict) -> list[tuple[tuple, str]]:
     """Rules between keys, checked on the raw data so they are reported with the schema errors."""
     problems: list[tuple[tuple, str]] = []
@@ -680,13 +754,60 @@ def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[i
     return problems
 
 
+def configured_fields(inst: dict) -> set[str] | None:
+    """The fields an instrument section will write, when the config alone decides them; None when
+    a name comes from the instrument at run time (no [[instrument.channel]] list, an input without
+    a name, or a 372's control input A read but not listed).
+
+    Mirrors the poller: a listed, enabled input writes <slug(name)>_t and/or _r (its ``keep``);
+    a 372 reads A when read_control_input, and writes sample_heater when read_heater.
+    """
+    from .naming import slug
+
+    model, channels = inst.get("model"), inst.get("channel")
+    if model not in ("372", "240") or not isinstance(channels, list) or not channels:
+        return None
+    reads_a = model == "372" and inst.get("read_control_input", True) is not False
+    fields: set[str] = set()
+    listed_a = False
+    for ch in channels:
+        if not isinstance(ch, dict):
+            return None
+        number = ch.get("number")
+        is_a = isinstance(number, str) and number.upper() == "A"
+        listed_a = listed_a or is_a
+        if ch.get("enabled", True) is False or (is_a and not reads_a):
+            continue
+        name, keep = ch.get("name"), ch.get("keep", ["kelvin", "sensor"])
+        if not isinstance(name, str) or not name.strip() or not isinstance(keep, list):
+            return None
+        stem = slug(name)
+        fields.update(f"{stem}_{s}" for k, s in (("kelvin", "t"), ("sensor", "r")) if k in keep)
+    if reads_a and not listed_a:
+        return None
+    if model == "372" and inst.get("read_heater") is True:
+        fields.add("sample_heater")
+    return fields
+
+
+def _closest(word: str, choices: set[str] | list[str], limit: int = 8) -> str:
+    """The choices, closest to ``word`` first, at most ``limit`` of them."""
+    ranked = difflib.get_close_matches(word, sorted(choices), n=len(choices), cutoff=0.0)
+    shown = ", ".join(ranked[:limit])
+    return shown + (f", ... ({len(ranked)} in all)" if len(ranked) > limit else "")
+
+
+def _among(name: str, instruments: set[str]) -> str:
+    return f" (instruments: {_closest(name, instruments)})" if instruments else ""
+
+
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
-    instruments = (
-        {i["name"] for i in data.get("instrument", []) if isinstance(i, dict) and isinstance(i.get("name"), str)}
-        if isinstance(data.get("instrument"), list)
-        else set()
-    )  # a name of the wrong type is pydantic's to report
+    sections = data.get("instrument") if isinstance(data.get("instrument"), list) else []
+    known = {  # a name of the wrong type is pydantic's to report
+        i["name"]: configured_fields(i) for i in sections if isinstance(i, dict) and isinstance(i.get("name"), str)
+    }
+    instruments = set(known)
     uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
     targets = data.get("notify") if isinstance(data.get("notify"), list) else []
     target_names: dict[str, int] = {}
@@ -717,10 +838,18 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
             if not sep or not rest:
                 problems.append((loc + ("field",), f"field {fld!r} must be node::field, e.g. LSA23JD::mxc_t"))
             elif node not in instruments:
-                problems.append((loc + ("field",), f"field {fld!r}: no instrument named {node!r}"))
+                problems.append(
+                    (
+                        loc + ("field",),
+                        f"field {fld!r}: no instrument named {node!r}{_among(node, instruments)}",
+                    )
+                )
+            elif (fields := known[node]) is not None and rest not in fields:
+                has = f"{node} has {_closest(rest, fields)}" if fields else f"{node} has no fields (no enabled input)"
+                problems.append((loc + ("field",), f"{fld} matches no series; {has}"))
         inst = rule.get("instrument")
         if isinstance(inst, str) and inst not in instruments:
-            problems.append((loc + ("instrument",), f"no instrument named {inst!r}"))
+            problems.append((loc + ("instrument",), f"no instrument named {inst!r}{_among(inst, instruments)}"))
         up = rule.get("uplink")
         if isinstance(up, int) and not isinstance(up, bool) and up >= len(uplinks):
             problems.append((loc + ("uplink",), f"there is no uplink[{up}] ({len(uplinks)} configured)"))
@@ -747,8 +876,13 @@ def parse(text: str, source: str = "<config>") -> Config:
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = _clean_loc(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] not in ("missing", "model_type") and "input" in err and not isinstance(err["input"], dict):
+            msg = type_message(err) or err["msg"].removeprefix("Value error, ")
+            if (
+                err["type"] not in ("missing", "model_type")
+                and "input" in err
+                and not isinstance(err["input"], dict)
+                and "got " not in msg
+            ):
                 msg += f" (got {err['input']!r})"
             problems.append((_locate(loc, lines), _render_path(loc), msg))
     if problems:
@@ -779,7 +913,93 @@ def read_secret(path: Path, what: str) -> str:
             f"{what}: secret file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run: chmod 600 {path}"
         )
-    secret = Path(path).read_text(encoding="utf-8").strip()
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:  # a directory, or a file owned by another user
+        raise PermissionError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise PermissionError(f"{what}: secret file {path} is not UTF-8 text") from None
     if not secret:
         raise PermissionError(f"{what}: secret file {path} is empty")
     return secret
+
+
+# -- the files a config names: what `kelvinpi run` reads at start-up, checked by check-config too ----
+@dataclass(frozen=True)
+class FileRef:
+    """One file the config names: its key as a person finds it, where it is in the file, what it is."""
+
+    key: str  # e.g. notify[pager].url_file: the label read_secret puts at the head of its message
+    loc: tuple  # the key path in the file, for its line
+    path: Path
+    secret: bool  # a 0600 secret (read_secret) or a CA bundle (readable)
+    disables: str  # what `kelvinpi run` starts without when the file cannot be used
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A named file `kelvinpi run` could not use; ``message`` starts with the key."""
+
+    ref: FileRef
+    message: str
+
+
+def referenced_files(cfg: Config) -> list[FileRef]:
+    """Every secret and CA file the config names, where `kelvinpi run` would read it."""
+    refs: list[FileRef] = []
+
+    def add(key: str, loc: tuple, path: Path | None, disables: str, secret: bool = True) -> None:
+        if path is not None:
+            refs.append(FileRef(key, loc, path, secret, disables))
+
+    if cfg.control.enabled:  # control reads its token only when enabled
+        add("control.token_file", ("control", "token_file"), cfg.control.token_file, "instrument control")
+    for i, u in enumerate(cfg.uplink):
+        what = f"uplink {i} ({u.kind})"
+        for key in ("secret_file", "password_file", "token_file", "ca_file"):
+            add(f"uplink[{i}].{key}", ("uplink", i, key), getattr(u, key, None), what, secret=key != "ca_file")
+    for j, t in enumerate(cfg.notify):
+        what = f"notify target {t.name!r}"
+        for key in ("url_file", "token_file", "password_file", "ca_file"):
+            add(f"notify[{t.name}].{key}", ("notify", j, key), getattr(t, key, None), what, secret=key != "ca_file")
+    return refs
+
+
+def check_file(ref: FileRef) -> str | None:
+    """The problem `kelvinpi run` would meet with this file (read_secret's own message), or None."""
+    if not ref.secret:
+        try:
+            with open(ref.path, "rb"):
+                return None
+        except OSError as exc:
+            return f"{ref.key}: cannot read CA file {ref.path}: {exc.strerror}"
+    try:
+        value = read_secret(ref.path, ref.key)
+    except PermissionError as exc:
+        return str(exc)
+    if (
+        ref.key.startswith("notify[")
+        and ref.key.endswith(".url_file")
+        and not value.startswith(("http://", "https://"))
+    ):
+        return f"{ref.key}: the file must hold an http(s) URL"  # as notify.Sender refuses it
+    return None
+
+
+def file_problems(cfg: Config) -> list[FileProblem]:
+    """Each named file that is missing, unreadable, readable by others or empty."""
+    out = []
+    for ref in referenced_files(cfg):
+        msg = check_file(ref)
+        if msg is not None:
+            out.append(FileProblem(ref, msg))
+    return out
+
+
+def file_error(path: str | Path, problems: list[FileProblem]) -> ConfigError:
+    """The problems as check-config prints them: each with the line of its key in the file."""
+    try:
+        lines = line_map(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        lines = {}
+    return ConfigError(str(path), [(_locate(p.ref.loc, lines), "", p.message) for p in problems])

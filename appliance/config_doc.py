@@ -118,7 +118,8 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
 
 SAMPLE_HEADER = """\
 ## kelvinpi.toml: the one configuration file of a Kelvinpi appliance (`kelvinpi sample-config` prints this).
-## On the SD card, put it on the FAT boot partition; `kelvinpi check-config FILE` validates it.
+## On the SD card, put it on the FAT boot partition; `kelvinpi check-config FILE` validates it
+## (with its secret files; add --no-secrets where they are not, e.g. on a laptop).
 ## Lines starting with ## explain. A line `# key = value` shows the default (or an example):
 ## remove the `# ` to set it. The reference of every key: docs/config.md.
 """
@@ -363,7 +364,16 @@ def reference() -> str:
         "",
         "Kelvinpi reads one TOML file, `kelvinpi.toml` (on the Pi: the SD card's FAT partition). It is validated"
         " at start-up and by `kelvinpi check-config FILE`; every error names the key and the line. Unknown keys"
-        " are errors. `kelvinpi sample-config` prints a commented example holding every key below.",
+        ' are errors. Values are taken as written: a number or a flag written as a string (`port = "8080"`,'
+        ' `enabled = "yes"`) is an error, as is `model = 372` (it is the string `"372"`); an integer is'
+        " fine where a number is wanted. An alarm rule's `field` must be one the instrument can write: where"
+        " the config names every input the instrument reads (including a 372's control input A, unless"
+        " `read_control_input = false`), a field outside those names is an error; where names come from the"
+        " instrument, it is checked at run time. `check-config` also reads every secret and CA file the config"
+        " names, as `kelvinpi run` does at start-up (missing, unreadable, readable by others or empty is an"
+        " error there; `run` starts without the target and logs the same line); `check-config --no-secrets`"
+        " skips these files, for checking a config away from the appliance."
+        " `kelvinpi sample-config` prints a commented example holding every key below.",
         "",
     ]
     first_of: dict[str, Section] = {}

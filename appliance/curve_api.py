@@ -113,7 +113,9 @@ class CurveService:
             out = []
             for n in inst.curve_slots:
                 h = inst.curve_header(n)
-                if h.data_format:  # an empty slot has format 0
+                # An empty slot: format 0 (240), or a blank header over no breakpoints (a 372 keeps
+                # "User Curve", format 4 in an empty slot; firmware_host/FIDELITY.md, 372 row 13).
+                if h.data_format and inst.curve_point(n, 1) != (0.0, 0.0):
                     out.append({"number": n, **asdict(h)})
             return out
 

@@ -14,7 +14,16 @@ The FAT ``bootfs`` partition is the only one a lab can edit from any laptop. It 
   (the first of wifis.<iface>.access-points; Imager writes the derived 64-hex-digit key as password).
 
 Nothing here sets a password: root stays locked, SSH is key-only. Every input is treated as
-hostile: size limits, no path components, no symlinks, strict character sets.
+hostile: size limits, no path components, no symlinks, strict character sets. The YAML files are
+read with bounded structure too (``_BoundedLoader``: no aliases, at most ``MAX_NODES`` values
+``MAX_DEPTH`` deep): a few hundred bytes of nested aliases expand to billions of values, and on a
+Pi 3 that ended first boot in a MemoryError before the SSH key was installed, leaving a card
+nobody could log in to. Nothing read from the card is formatted whole (``_short``).
+
+Each piece (``authorized_keys`` first, then secrets, config, hostname, ...) is applied on its own:
+whatever goes wrong in one, even a MemoryError, is named in ``firstboot-report.json`` and the rest
+still applies; ``main`` writes the SSH keys before anything else of the system's and always
+leaves a report.
 """
 
 from __future__ import annotations
@@ -24,10 +33,13 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_FILE = 256 * 1024
+MAX_FILE = 256 * 1024  # bytes: refused before it is read, let alone parsed
+MAX_NODES = 10_000  # YAML values in one file; Imager's user-data has about 40
+MAX_DEPTH = 32  # YAML nesting; Imager's goes 5 deep
 HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 KEY_RE = re.compile(
     r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
@@ -36,6 +48,28 @@ KEY_RE = re.compile(
 TZ_RE = re.compile(r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9_+-]+){0,3}$")
 PSK_HEX_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
 SECRET_RE = re.compile(r"(\.secret$|-secret$|\.pem$|token)", re.I)
+
+
+def _short(value: object, limit: int = 30) -> str:
+    """A value read from the card, for a message: a scalar's repr cut to ``limit``, else only its type.
+
+    Never ``str()``/``repr()`` of a list or mapping from the card: that formats all of it, and a
+    structure that shares its parts (YAML aliases) can be billions of values long.
+    """
+    if isinstance(value, str):
+        return repr(value[:limit])
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)[:limit]
+    return f"a {type(value).__name__}"
+
+
+def _why(exc: BaseException) -> str:
+    """An exception for the report: its type and the start of its message (never raises)."""
+    try:
+        text = str(exc)[:200]
+    except Exception:  # noqa: BLE001 - a message that cannot be formatted (MemoryError again) is left out
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass
@@ -64,7 +98,17 @@ def _read(path: Path, result: Result) -> str | None:
         result.refused.append(f"{path.name}: {st.st_size} bytes is over the {MAX_FILE} byte limit")
         return None
     try:
-        return path.read_bytes().decode("utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_FILE + 1)  # bounded even if the file grew after the lstat
+    except OSError as exc:
+        result.refused.append(f"{path.name}: cannot be read: {exc.strerror}")
+        return None
+    if len(raw) > MAX_FILE:
+        result.refused.append(f"{path.name}: over the {MAX_FILE} byte limit")
+        return None
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         result.refused.append(f"{path.name}: not UTF-8 text")
         return None
@@ -130,10 +174,57 @@ def _cloud_yaml(text: str) -> object:
         import yaml
     except ImportError:
         raise ValueError("cannot be read: PyYAML is not installed (a dependency of kelvinpi)") from None
+    if len(text.encode()) > MAX_FILE:
+        raise ValueError(f"over the {MAX_FILE} byte limit")
+    loader = _bounded_loader(yaml)(text)
     try:
-        return yaml.safe_load(text)
+        return loader.get_single_data()
+    except _Unbounded as exc:
+        raise ValueError(f"refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
+
+
+class _Unbounded(Exception):
+    """A YAML file whose structure is over a limit (aliases, too many values, too deep)."""
+
+
+def _bounded_loader(yaml):  # type: ignore[no-untyped-def]
+    """PyYAML's SafeLoader that refuses aliases and counts values and depth while composing.
+
+    Aliases are refused outright: Raspberry Pi Imager writes none, and they are what makes a
+    390-byte file into 9^9 values (a "billion laughs"). The limits are checked before each node
+    is built, so nothing over them is ever held in memory; the composer recurses per level, so
+    the depth limit also keeps a ``[[[[...`` file from a RecursionError.
+    """
+
+    class BoundedLoader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.nodes = 0
+            self.depth = 0
+
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            event = self.peek_event()
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.AliasEvent):
+                raise _Unbounded(
+                    f"line {line}: YAML aliases (*{str(event.anchor)[:30]}) are not accepted (Imager writes none)"
+                )
+            self.nodes += 1
+            if self.nodes > MAX_NODES:
+                raise _Unbounded(f"line {line}: more than {MAX_NODES} YAML values")
+            if self.depth >= MAX_DEPTH:
+                raise _Unbounded(f"line {line}: nested more than {MAX_DEPTH} deep")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
 
 
 def _user_data(doc: object, result: Result) -> None:
@@ -171,12 +262,15 @@ def _user_data(doc: object, result: Result) -> None:
                 if isinstance(key, str):
                     keys.append(key)
                 else:
-                    result.refused.append(f"user-data: users[{i}].ssh_authorized_keys: not a key: {key!r:.30}")
+                    result.refused.append(f"user-data: users[{i}].ssh_authorized_keys: not a key: {_short(key)}")
         if user.get("passwd") or user.get("plain_text_passwd") or user.get("hashed_passwd"):
             result.refused.append("user-data: passwords are ignored (SSH keys only)")
     timezone = doc.get("timezone")
     if timezone is not None and result.timezone is None:
-        _timezone(str(timezone), "user-data", result)
+        if isinstance(timezone, str):
+            _timezone(timezone, "user-data", result)
+        else:
+            result.refused.append(f"user-data: timezone must be a string (got {_short(timezone)})")
     if doc.get("chpasswd"):
         result.refused.append("user-data: passwords are ignored (SSH keys only)")
     if keys:
@@ -205,31 +299,28 @@ def _network_config(doc: object, result: Result) -> None:
             result.refused.append(f"network-config: not valid: wifis.{iface}.access-points must be a mapping of SSIDs")
             return
         ssid, ap = next(iter(aps.items()))
+        if isinstance(ssid, (int, float)) and not isinstance(ssid, bool):
+            ssid = str(ssid)  # an all-digit SSID written unquoted
+        if not isinstance(ssid, str):
+            result.refused.append(f"network-config: not valid: wifis.{iface}.access-points: SSID {_short(ssid)}")
+            return
         password = ap.get("password", "") if isinstance(ap, dict) else None
         if not isinstance(password, str):
             result.refused.append(
                 f"network-config: not valid: wifis.{iface}.access-points: the password of"
-                f" {str(ssid)[:32]!r} must be a string (quote it)"
+                f" {ssid[:32]!r} must be a string (quote it)"
             )
             return
-        _wifi(str(ssid), password, str(conf.get("regulatory-domain", "") or ""), "network-config", result)
+        country = conf.get("regulatory-domain", "") or ""
+        if not isinstance(country, str):
+            result.refused.append(f"network-config: regulatory-domain must be a string (got {_short(country)})")
+            return
+        _wifi(ssid, password, country, "network-config", result)
         return
 
 
-def apply(boot: Path, data: Path, validate=None) -> Result:
-    """Read ``boot`` (the FAT mount), write what is valid under ``data``; return a report.
-
-    ``validate(text, source)`` checks a kelvinpi.toml and raises with a message (the appliance's
-    own ``config.parse``); the OS-level settings (hostname, keys, Wi-Fi) are returned for the
-    caller to apply to the system.
-    """
-    result = Result()
-    data.mkdir(parents=True, exist_ok=True)
-    secrets = data / "secrets"
-    secrets.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(secrets, 0o700)
-
-    # secrets first: move them off the FAT whatever else happens
+def _secrets(boot: Path, secrets: Path, result: Result) -> None:
+    """Move every secret off the FAT into ``secrets`` (0600), whatever else happens."""
     removed = False
     for p in sorted(boot.iterdir()) if boot.is_dir() else []:
         if SECRET_RE.search(p.name) and p.name not in ("kelvinpi.toml",):
@@ -256,52 +347,103 @@ def apply(boot: Path, data: Path, validate=None) -> Result:
         # would leave the secret on the card. Write it out now.
         os.sync()
 
+
+def _config(boot: Path, data: Path, validate, result: Result) -> None:  # type: ignore[no-untyped-def]
+    """kelvinpi.toml: a valid one replaces the running config, an invalid one leaves it (and says why)."""
     text = _read(boot / "kelvinpi.toml", result)
-    if text is not None:
-        try:
-            if validate is not None:
-                validate(text, "kelvinpi.toml")
-        except Exception as exc:  # the validator's message names key and line
-            result.config_ok = False
-            (data / "config-error.txt").write_text(f"{exc}\n", encoding="utf-8")
-            result.refused.append("kelvinpi.toml: invalid, keeping the last good config")
-        else:
-            result.config_ok = True
-            tmp = data / "kelvinpi.toml.new"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, data / "kelvinpi.toml")
-            (data / "config-error.txt").unlink(missing_ok=True)
-            result.applied.append("kelvinpi.toml")
+    if text is None:
+        return
+    try:
+        if validate is not None:
+            validate(text, "kelvinpi.toml")
+    except Exception as exc:  # the validator's message names key and line
+        result.config_ok = False
+        (data / "config-error.txt").write_text(f"{exc}\n", encoding="utf-8")
+        result.refused.append("kelvinpi.toml: invalid, keeping the last good config")
+    else:
+        result.config_ok = True
+        tmp = data / "kelvinpi.toml.new"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, data / "kelvinpi.toml")
+        (data / "config-error.txt").unlink(missing_ok=True)
+        result.applied.append("kelvinpi.toml")
 
-    if (t := _read(boot / "hostname", result)) is not None:
-        _hostname(t, "hostname", result)
-    if (t := _read(boot / "authorized_keys", result)) is not None:
-        _keys(t.splitlines(), "authorized_keys", result)
-    if (t := _read(boot / "timezone", result)) is not None:
-        _timezone(t, "timezone", result)
-    if (t := _read(boot / "wifi.conf", result)) is not None:
-        kv = dict(line.split("=", 1) for line in t.splitlines() if "=" in line and not line.startswith("#"))
-        _wifi(kv.get("ssid", "").strip(), kv.get("psk", "").strip(), kv.get("country", "").strip(), "wifi.conf", result)
 
+def _wifi_conf(text: str, result: Result) -> None:
+    kv = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    _wifi(kv.get("ssid", "").strip(), kv.get("psk", "").strip(), kv.get("country", "").strip(), "wifi.conf", result)
+
+
+def _each(name: str, step: Callable[[], None], result: Result) -> None:
+    """Run one piece of first boot; whatever it raises (a MemoryError too) is reported, not raised,
+    so one bad file on the card costs only itself."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - the rest of the card still applies
+        result.refused.append(f"{name}: not applied: {_why(exc)}")
+
+
+def apply(boot: Path, data: Path, validate=None, result: Result | None = None) -> Result:  # type: ignore[no-untyped-def]
+    """Read ``boot`` (the FAT mount), write what is valid under ``data``; return a report.
+
+    ``validate(text, source)`` checks a kelvinpi.toml and raises with a message (the appliance's
+    own ``config.parse``); the OS-level settings (hostname, keys, Wi-Fi) are returned for the
+    caller to apply to the system. ``result``, if given, is filled in place (so a caller keeps
+    what was accepted even if this is cut short). The SSH keys come first; each piece is applied
+    on its own (``_each``); plain files win over Imager's cloud-init files.
+    """
+    result = result if result is not None else Result()
+    data.mkdir(parents=True, exist_ok=True)
+    secrets = data / "secrets"
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(secrets, 0o700)
+
+    def plain(name: str, use: Callable[[str], None]) -> Callable[[], None]:
+        def step() -> None:
+            if (t := _read(boot / name, result)) is not None:
+                use(t)
+
+        return step
+
+    def cloud(name: str, use: Callable[[object, Result], None]) -> Callable[[], None]:
+        def step() -> None:
+            if name == "network-config" and result.wifi is not None:
+                return  # wifi.conf wins
+            if (t := _read(boot / name, result)) is not None:
+                try:
+                    doc = _cloud_yaml(t)
+                except ValueError as exc:
+                    result.refused.append(f"{name}: {exc}")
+                    return
+                use(doc, result)
+
+        return step
+
+    _each(
+        "authorized_keys", plain("authorized_keys", lambda t: _keys(t.splitlines(), "authorized_keys", result)), result
+    )
+    _each("secrets", lambda: _secrets(boot, secrets, result), result)  # then off the FAT, whatever else happens
+    _each("kelvinpi.toml", lambda: _config(boot, data, validate, result), result)
+    _each("hostname", plain("hostname", lambda t: _hostname(t, "hostname", result)), result)
+    _each("timezone", plain("timezone", lambda t: _timezone(t, "timezone", result)), result)
+    _each("wifi.conf", plain("wifi.conf", lambda t: _wifi_conf(t, result)), result)
     # Raspberry Pi Imager's cloud-init subset
-    if (t := _read(boot / "user-data", result)) is not None:
-        try:
-            _user_data(_cloud_yaml(t), result)
-        except ValueError as exc:
-            result.refused.append(f"user-data: {exc}")
-    if (t := _read(boot / "network-config", result)) is not None and result.wifi is None:
-        try:
-            _network_config(_cloud_yaml(t), result)
-        except ValueError as exc:
-            result.refused.append(f"network-config: {exc}")
-
-    report = {"applied": result.applied, "refused": result.refused}
-    (data / "firstboot-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    _each("user-data", cloud("user-data", _user_data), result)
+    _each("network-config", cloud("network-config", _network_config), result)
+    write_report(data, result)
     return result
 
 
+def write_report(data: Path, result: Result) -> None:
+    """``<data>/firstboot-report.json``: what was applied and what was refused, and why."""
+    report = {"applied": result.applied, "refused": result.refused}
+    tmp = data / "firstboot-report.json.new"
+    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    os.replace(tmp, data / "firstboot-report.json")
+
+
 def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None:
-    """Write the accepted OS settings under ``identity`` (``/data/identity`` on the Pi).
+    """Write the accepted OS settings under ``identity`` (``/data/identity`` on the Pi), the SSH keys first.
 
     The root filesystem is read-only; the image points the system at these files:
     sshd's ``AuthorizedKeysFile /data/identity/authorized_keys/%u``, ``/etc/wpa_supplicant/
@@ -310,8 +452,6 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
     """
     identity.mkdir(parents=True, exist_ok=True)
     os.chmod(identity, 0o755)  # sshd reads authorized_keys/<user> below it as that user
-    if result.hostname:
-        (identity / "hostname").write_text(result.hostname + "\n")
     if result.authorized_keys:
         keys = identity / "authorized_keys"
         keys.mkdir(exist_ok=True)
@@ -319,6 +459,8 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
         target = keys / user
         target.write_text("\n".join(result.authorized_keys) + "\n")
         os.chmod(target, 0o644)  # public keys; sshd needs them owned by root or the user, not writable by others
+    if result.hostname:
+        (identity / "hostname").write_text(result.hostname + "\n")
     if result.wifi:
         w = result.wifi
         psk = w["psk"] if PSK_HEX_RE.match(w["psk"]) else f'"{w["psk"]}"'  # a raw key is written unquoted
@@ -333,15 +475,34 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
         (identity / "timezone").write_text(result.timezone + "\n")
 
 
+def _validate(text: str, source: str) -> None:
+    from .config import parse  # imported here: a broken install refuses the config, not the SSH key
+
+    parse(text, source)
+
+
 def main() -> int:
-    """``python -m appliance.firstboot BOOT DATA``: run on the Pi by kelvinpi-firstboot.service."""
+    """``python -m appliance.firstboot BOOT DATA``: run on the Pi by kelvinpi-firstboot.service.
+
+    Nothing escapes without a report: whatever stops ``apply`` or ``write_system`` is added to the
+    refusals, the accepted SSH keys are written in any case, and the report is written last.
+    """
     import sys
 
-    from .config import parse
-
     boot, data = Path(sys.argv[1]), Path(sys.argv[2])
-    result = apply(boot, data, validate=lambda text, src: parse(text, src))
-    write_system(result, data / "identity")
+    result = Result()
+    try:
+        apply(boot, data, validate=_validate, result=result)
+    except Exception as exc:  # noqa: BLE001 - e.g. the data partition cannot be written
+        result.refused.append(f"first boot stopped early: {_why(exc)}")
+    try:
+        write_system(result, data / "identity")
+    except Exception as exc:  # noqa: BLE001
+        result.refused.append(f"identity: not written: {_why(exc)}")
+    try:
+        write_report(data, result)
+    except Exception as exc:  # noqa: BLE001 - the journal still gets every line below
+        result.refused.append(f"firstboot-report.json: not written: {_why(exc)}")
     for line in result.applied:
         print(f"<6>firstboot: applied {line}")
     for line in result.refused:

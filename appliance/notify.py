@@ -4,9 +4,13 @@
 cleared) through the store's write path (``Store.alarm_record``), so a notice exists durably
 before anyone tries to deliver it. Each ``[[notify]]`` target has a ``Lane``: a thread that
 delivers that target's notices strictly in order, the oldest first, each once the writer has
-journaled it, retrying the head with exponential backoff while the server is down, and recording ``sent`` for each one delivered. A
-restart reloads states and undelivered notices from the store: nothing is lost, and a notice
-already recorded as sent is not sent again. (A crash in the instant between a server's 2xx and
+journaled it, retrying the head with exponential backoff while the server is down, and recording
+``sent`` for each one delivered. Whatever an attempt meets (no answer, an answer that is not HTTP,
+a redirect, a receiver that trickles) is counted, shown and retried; the thread never ends on it.
+An HTTP attempt has one total deadline (``appliance.httpsend``, shared with the push uplinks), and
+a 2xx is a delivery as soon as its status is in; a mail is delivered once the server has taken it
+after DATA, whatever QUIT answers. A restart reloads states and undelivered notices from the
+store: nothing is lost, and a notice already recorded as sent is not sent again. (A crash in the instant between a server's 2xx and
 the ``sent`` record reaching the journal, about a commit interval, resends that one notice; each
 carries its id, ``X-Kelvinpi-Notice``, for receivers that deduplicate.)
 
@@ -23,11 +27,10 @@ import smtplib
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from email.message import EmailMessage
 
+from . import httpsend
 from .config import EmailNotify, WebhookNotify, read_secret
 
 log = logging.getLogger("kelvinpi.alarms")
@@ -37,6 +40,31 @@ DURABLE_WAIT = 10.0  # seconds a notice waits for the store's journal before it 
 
 class DeliveryError(Exception):
     """A target did not take a notice; the message is safe to log (no URL, no password)."""
+
+
+# what an exception's type says to a person reading the health at 3 a.m.
+_MEANING = {
+    "BadStatusLine": "the answer is not HTTP",
+    "RemoteDisconnected": "closed without an answer",
+    "LineTooLong": "a line of the answer is too long",
+    "IncompleteRead": "the answer was cut short",
+}
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception from an attempt as a line safe to show: its type, the OS's reason or what it
+    means, never ``str(exc)`` of something that may carry the URL or a password."""
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) and exc.args and isinstance(exc.args[0], str):
+        return f"{name}: {exc.args[0]}"  # the deadline's own words (or "timed out")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"SMTP {exc.smtp_code}"
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return f"{name}: {strerror}"
+    if name in _MEANING:
+        return f"{name} ({_MEANING[name]})"
+    return name
 
 
 def iso_time(t: float) -> str:
@@ -63,9 +91,11 @@ class Sender:
         self.kind = cfg.kind
         # read at start-up: a secret readable by others refuses this target (PermissionError)
         if isinstance(cfg, WebhookNotify):
-            self._url = read_secret(cfg.url_file, f"notify[{cfg.name}].url_file")
-            if not self._url.startswith(("http://", "https://")):
-                raise PermissionError(f"notify[{cfg.name}].url_file: the file must hold an http(s) URL")
+            url = read_secret(cfg.url_file, f"notify[{cfg.name}].url_file")
+            try:  # parsed once: a URL that cannot work refuses the target now, not its thread later
+                self._target = httpsend.parse_url(url)
+            except httpsend.BadURL as exc:
+                raise PermissionError(f"notify[{cfg.name}].url_file: {exc}") from None
             self._token = read_secret(cfg.token_file, f"notify[{cfg.name}].token_file") if cfg.token_file else None
         else:
             self._password = (
@@ -95,17 +125,13 @@ class Sender:
             )
             headers["Tags"] = "rotating_light" if body["event"] in ("raised", "repeat") else "white_check_mark"
         if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        req = urllib.request.Request(self._url, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
-                resp.read(65536)
-        except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)  # never str(exc): it may carry the URL
-            strerror = getattr(reason, "strerror", None)
-            raise DeliveryError(type(reason).__name__ + (f": {strerror}" if strerror else "")) from None
+            headers["Authorization"] = f"Bearer {self._token}"  # over a user:password in the URL
+        try:  # a 2xx is a delivery as soon as its status line and headers are in: its body is not awaited
+            answer = httpsend.post(self._target, data, headers, self.cfg.timeout, read_success_body=False)
+        except Exception as exc:  # noqa: BLE001 - whatever the receiver did, this attempt failed: retried
+            raise DeliveryError(failure_text(exc)) from None
+        if not answer.ok:  # a redirect too: followed, it would lose the body (urllib sent a bodiless GET)
+            raise DeliveryError(answer.describe())
 
     def _email(self, notice: dict) -> None:
         c: EmailNotify = self.cfg
@@ -115,18 +141,41 @@ class Sender:
         msg["Subject"] = summary(body)[:200]
         msg["X-Kelvinpi-Notice"] = str(notice["id"])
         msg.set_content("\n".join([summary(body), ""] + [f"{k}: {v}" for k, v in body.items()]))
+        deadline = httpsend.Deadline(c.timeout)  # one deadline for the whole conversation
+        smtp: smtplib.SMTP | None = None
         try:
-            with smtplib.SMTP(c.host, c.port, timeout=c.timeout) as smtp:
-                if c.starttls:
-                    ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
-                    smtp.starttls(context=ctx)
-                if c.username:
-                    smtp.login(c.username, self._password)
-                smtp.send_message(msg)
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"SMTP {exc.smtp_code}") from None
-        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise DeliveryError(type(exc).__name__) from None
+            smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+            if smtp.sock is not None:
+                deadline.watch(smtp.sock)
+            if c.starttls:
+                ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
+                smtp.starttls(context=ctx)
+                if smtp.sock is not None:
+                    deadline.watch(smtp.sock)
+            if c.username:
+                smtp.login(c.username, self._password or "")
+            refused = smtp.send_message(msg)
+        except Exception as exc:  # noqa: BLE001 - not accepted: retried
+            deadline.finish()
+            if smtp is not None:
+                smtp.close()
+            raise DeliveryError(failure_text(deadline.error() if deadline.expired else exc)) from None
+        # accepted after DATA (250): delivered, whatever QUIT answers (a 421 there re-sent it forever)
+        try:
+            smtp.quit()
+        except Exception:  # noqa: BLE001 - the mail is the server's already
+            pass
+        finally:
+            deadline.finish()
+            smtp.close()
+        if refused:
+            log.warning(
+                "notify %s (email): notice %d refused for %d of %d recipients",
+                self.name,
+                notice["id"],
+                len(refused),
+                len(c.to),
+            )
 
 
 class Lane(threading.Thread):
@@ -157,40 +206,59 @@ class Lane(threading.Thread):
             self._cond.notify()
 
     def run(self) -> None:
-        cfg = self.sender.cfg
-        delay = cfg.backoff_initial
+        """Deliver until stopped. Nothing else ends this thread: whatever an attempt raises is
+        counted, shown (``last_error``: health, /metrics, the panel's target card) and retried with
+        backoff, the notice kept at the head."""
+        delay = self.sender.cfg.backoff_initial
         while not self.stop_event.is_set():
-            with self._cond:
-                while not self._pending and not self.stop_event.is_set():
-                    self._cond.wait(1.0)
-                if self.stop_event.is_set():
-                    return
-                head = self._pending[0]
-            if not self._durable(head):
-                continue
             try:
-                self.sender.send(head)
-            except DeliveryError as exc:
-                self.failures += 1
-                self.last_error = str(exc)
-                self.next_retry = time.time() + delay
-                log.warning(
-                    "notify %s (%s): notice %d not delivered (%s); retrying in %.0f s",
-                    self.sender.name,
-                    self.sender.kind,
-                    head["id"],
-                    exc,
-                    delay,
-                )
-                self.stop_event.wait(delay)
-                delay = min(delay * 2, cfg.backoff_max)
-                continue
+                delay = self._step(delay)
+            except Exception as exc:  # noqa: BLE001 - a bug here must not silence the target for good
+                log.exception("notify %s: unexpected error in the delivery lane (retrying)", self.sender.name)
+                delay = self._failed(None, failure_text(exc), delay)
+
+    def _step(self, delay: float) -> float:
+        """One round: wait for a notice, try the head once; returns the next backoff delay."""
+        with self._cond:
+            while not self._pending and not self.stop_event.is_set():
+                self._cond.wait(1.0)
+            if self.stop_event.is_set():
+                return delay
+            head = self._pending[0]
+        if not self._durable(head):
+            return delay
+        try:
+            self.sender.send(head)
+        except DeliveryError as exc:
+            return self._failed(head, str(exc), delay)
+        except Exception as exc:  # noqa: BLE001 - not only DeliveryError: anything is a failed attempt
+            return self._failed(head, failure_text(exc), delay)
+        # delivered: off the queue first, so nothing below can send it a second time
+        with self._cond:
+            self._pending.pop(0)
+        self.sent += 1
+        self.last_success, self.last_error, self.next_retry = time.time(), None, None
+        try:
             self.store.alarm_record("sent", head["id"], self.sender.name, time.time())
-            with self._cond:
-                self._pending.pop(0)
-            self.sent += 1
-            self.last_success, self.last_error, self.next_retry = time.time(), None, None
-            delay = cfg.backoff_initial
+        except Exception:  # noqa: BLE001 - delivered all the same: not a failure, and never sent twice
+            log.exception("notify %s: notice %d delivered, its record not queued", self.sender.name, head["id"])
+        return self.sender.cfg.backoff_initial
+
+    def _failed(self, head: dict | None, error: str, delay: float) -> float:
+        """Count and show a failed attempt, wait ``delay`` (or until stopped); the next delay, doubled."""
+        self.failures += 1
+        self.last_error = error
+        self.next_retry = time.time() + delay  # for a person to read: wall clock
+        log.warning(
+            "notify %s (%s): notice %s not delivered (%s); retrying in %.3g s",
+            self.sender.name,
+            self.sender.kind,
+            head["id"] if head else "-",
+            error,
+            delay,
+        )
+        self.stop_event.wait(delay)  # a monotonic wait
+        return min(delay * 2, self.sender.cfg.backoff_max)
 
     def _durable(self, notice: dict) -> bool:
         """Wait (briefly) until the writer has journaled the notice, so a crash cannot leave a

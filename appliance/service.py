@@ -13,6 +13,7 @@ from .clock import clock_synchronised
 from .config import Config
 from .control import Control
 from .health import SystemdWatchdogPinger, UplinkHealth
+from .latest import DeliveredQueue, LatestReadings
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store, StoreBusy
@@ -72,7 +73,9 @@ class Appliance:
             sc.commit_interval,
             progress=lambda: sdnotify.notify("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating the store"),
         )
-        self.queue = SampleQueue(sc.queue_size)
+        # readings as the pollers hand them on: the alarms see them before (and whether or not) they are written
+        self.latest = LatestReadings()
+        self.queue: SampleQueue = DeliveredQueue(sc.queue_size, self.latest)
         enabled = [i for i in config.instrument if i.enabled]
         self.watchdog_pinger = (
             SystemdWatchdogPinger(sdnotify.notify, [i.name for i in enabled]) if sdnotify.watchdog_interval() else None
@@ -89,7 +92,14 @@ class Appliance:
             log.error("instrument control disabled: %s", exc)
         from .alarm_service import AlarmService
 
-        self.alarms = AlarmService(self)
+        self.alarms = AlarmService(
+            config,
+            self.store,
+            latest=self.latest,
+            pollers=self.pollers,
+            queue=self.queue,
+            uplink_health=self.uplink_health,
+        )
         self.metrics_registry = make_registry(
             store=self.store,
             pollers=self.pollers,

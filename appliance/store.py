@@ -26,7 +26,17 @@ Layout (schema version in ``meta``):
                everything is acknowledged, and the acknowledged ranges above it.
 * ``alarm_state``, ``notice``, ``notice_sent``: alarms (active, acknowledged) and their
                notifications, each one's delivery per target (``appliance.notify``), so a restart
-               neither loses nor repeats one. Written as ``("alarm", ...)`` records.
+               neither loses nor repeats one. Written as ``("alarm", ...)`` records, batched like
+               readings: journaled with the commit that takes them (what the lanes wait for), moved
+               into SQLite with the next flush (FLUSH_SECONDS, or FLUSH_RECORDS records waiting),
+               never a flush of their own, so an alarm storm keeps the ten-minute batching.
+               Retention: every undelivered notice (a target in ``targets`` without its
+               ``notice_sent`` row) is kept; delivered ones are kept NOTICE_HISTORY_DAYS (30 days)
+               and at most NOTICE_HISTORY_MAX (10,000, the newest); the rest go in bounded steps,
+               each with its delivery rows. The newest notice always stays (the alarm service
+               numbers on from it). Under the size cap, notices go before any reading: delivered
+               ones oldest first, then alarm events, then undelivered ones (with an event saying
+               how many); readings only when none is left.
 
 Only the writer thread writes the file: samples come from the poller queue, events,
 snapshots and cursor moves from ``self._records``; neither ever blocks nor raises on the
@@ -84,8 +94,12 @@ BULK_MIN = 5000  # a batch this large (import, bench) writes its sealed hours st
 DEFAULT_MAX_POINTS = 5000
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 RECORD_QUEUE = 20_000  # events, snapshots, cursor moves waiting for the writer
-FLUSH_SECONDS = 600.0  # journaled readings move into SQLite about this often (and at every event)
+FLUSH_SECONDS = 600.0  # journaled readings move into SQLite about this often (and at every non-alarm event)
 FLUSH_ROWS = 20_000  # ...or when this many are waiting
+FLUSH_RECORDS = 5000  # ...or when this many records (alarm notices, deliveries) are waiting
+NOTICE_HISTORY_DAYS = 30.0  # delivered notices are kept this long...
+NOTICE_HISTORY_MAX = 10_000  # ...and at most this many (the newest); undelivered ones are all kept
+NOTICE_STEP = 500  # notices deleted per retention step (one short transaction)
 MEM_MAX = 2_000_000  # journaled readings held for readers while SQLite cannot take them; then writes refuse
 STEP_SECONDS = 0.1  # longest a retention or sealing step holds the write lock (about)
 RETENTION_BUDGET = 1.0  # seconds of retention per round of the writer; the rest waits for the next round
@@ -204,6 +218,10 @@ CREATE TABLE IF NOT EXISTS notice_sent (
     id INTEGER NOT NULL, target TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (id, target)
 ) WITHOUT ROWID;
 """
+
+
+# A notice (``notice n``) every one of whose targets has its delivery row.
+_DELIVERED = "(SELECT count(*) FROM notice_sent s WHERE s.id = n.id) >= json_array_length(n.targets)"
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -912,6 +930,20 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _flushes_now(rec: tuple) -> bool:
+    """Whether a record moves the journal into SQLite at once: an event or a snapshot does (rare;
+    a file reader in another process then sees it), an alarm record or an alarm event does not.
+
+    Alarm records used to as well: a flapping rule made every commit a flush (120 flushes in
+    152 commits in an alarm storm), and the ten-minute batching and its wear figures were gone.
+    They are journaled with their commit like readings, which is what the notify lanes wait for
+    (``durable_at``); the writer's ``events()`` and ``alarm_load()`` read them from memory.
+    """
+    if rec[0] == "snapshot":
+        return True
+    return rec[0] == "event" and not str(rec[3]).startswith("alarm_")
+
+
 def _last_cursor_only(recs: list[tuple]) -> list[tuple]:
     """Records in order, but of an uplink's cursor moves only the last (it supersedes the others)."""
     last = {r[1]: i for i, r in enumerate(recs) if r[0] == "cursor"}
@@ -935,8 +967,12 @@ class Store(StoreReader):
         max_size_mb: float = 4096,
         commit_interval: float = 1.0,
         progress: Callable[[], None] | None = None,
+        notice_history_days: float = NOTICE_HISTORY_DAYS,
+        notice_history_max: int = NOTICE_HISTORY_MAX,
     ) -> None:
         super().__init__(path)
+        self.notice_history = notice_history_days * 86400
+        self.notice_history_max = notice_history_max
         self.raw_retention = raw_retention_days * 86400
         self.rollup_retention = rollup_retention_days * 86400
         self.max_bytes = int(max_size_mb * 1024 * 1024)
@@ -1085,7 +1121,12 @@ class Store(StoreReader):
         if not self._mem and not self._mem_recs:
             return
         now = time.monotonic()
-        due = force or now - self._last_flush >= FLUSH_SECONDS or len(self._mem) >= FLUSH_ROWS
+        due = (
+            force
+            or now - self._last_flush >= FLUSH_SECONDS
+            or len(self._mem) >= FLUSH_ROWS
+            or len(self._mem_recs) >= FLUSH_RECORDS
+        )
         if not due or now < self._flush_retry_at:
             return
         try:
@@ -1228,19 +1269,38 @@ class Store(StoreReader):
 
     def alarm_load(self) -> tuple[dict[str, dict], list[dict]]:
         """Alarm states by name and every notice with the targets it was delivered to ("sent"),
-        from SQLite and from records not yet there (journaled or queued), oldest notice first."""
+        from SQLite and from records not yet there (journaled or queued), oldest notice first.
+
+        Alarm records now wait in memory up to a flush interval: a flush between the SQLite read
+        and the memory read would hide the records it moved, so a flush in between (``_gen``,
+        as in ``_consistent``) reads again.
+        """
         conn = self.reader()
-        try:
-            states = {n: json.loads(s) for n, s in conn.execute("SELECT name, state FROM alarm_state")}
-            notices = {
-                i: dict(id=i, t=t, alarm=a, kind=k, body=json.loads(b), targets=json.loads(tg), sent=set())
-                for i, t, a, k, b, tg in conn.execute("SELECT id, t, alarm, kind, body, targets FROM notice")
-            }
-            sent = conn.execute("SELECT id, target FROM notice_sent").fetchall()
-        except sqlite3.OperationalError:  # the tables could not be created yet (a full card at start)
-            states, notices, sent = {}, {}, []
-        with self._records_lock, self._mem_lock:
-            pending = [r for r in list(self._mem_recs) + list(self._records) if r[0] == "alarm"]
+        for _ in range(1000):
+            with self._mem_lock:
+                gen = self._gen
+            if gen % 2:
+                time.sleep(0.001)
+                continue
+            try:
+                conn.execute("BEGIN")
+                try:
+                    states = {n: json.loads(s) for n, s in conn.execute("SELECT name, state FROM alarm_state")}
+                    notices = {
+                        i: dict(id=i, t=t, alarm=a, kind=k, body=json.loads(b), targets=json.loads(tg), sent=set())
+                        for i, t, a, k, b, tg in conn.execute("SELECT id, t, alarm, kind, body, targets FROM notice")
+                    }
+                    sent = conn.execute("SELECT id, target FROM notice_sent").fetchall()
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.OperationalError:  # the tables could not be created yet (a full card at start)
+                states, notices, sent = {}, {}, []
+            with self._records_lock, self._mem_lock:
+                pending = [r for r in list(self._mem_recs) + list(self._records) if r[0] == "alarm"]
+                if self._gen == gen:
+                    break
+        else:
+            raise sqlite3.OperationalError("store: a flush did not finish within a second")
         for r in pending:
             if r[1] == "state":
                 states[r[2]] = json.loads(r[3])
@@ -1346,9 +1406,10 @@ class Store(StoreReader):
 
         A live batch is one journal frame and one fdatasync, and is readable at once; it moves
         into SQLite with the next flush (about ten minutes, or at once when an event or snapshot
-        is among the records). A bulk batch (import, bench) goes straight into SQLite, its old
-        hours straight into blocks. On failure nothing of the batch is kept and the records
-        stay queued: the caller requeues the samples and the next attempt writes both.
+        is among the records; alarm records and alarm events wait, see ``_flushes_now``). A bulk
+        batch (import, bench) goes straight into SQLite, its old hours straight into blocks. On
+        failure nothing of the batch is kept and the records stay queued: the caller requeues the
+        samples and the next attempt writes both.
         """
         t0 = time.monotonic()
         with self._write_lock:
@@ -1375,7 +1436,7 @@ class Store(StoreReader):
                     self._mem.extend(rows)
                 self._taken(recs, journaled=True)
             self._next_seq = seq
-            self._maybe_flush(force=any(r[0] != "cursor" for r in recs))
+            self._maybe_flush(force=any(_flushes_now(r) for r in recs))
         with self._latest_lock:
             for _seq, sid, t, v, st in rows:
                 self._latest[sid] = (t / 1000, v, st)
@@ -1605,7 +1666,16 @@ class Store(StoreReader):
         now = time.time() if now is None else now
         self._last_retention = time.time()
         deadline = math.inf if budget is None else time.monotonic() + budget
-        deleted = {"raw_age": 0, "raw_size": 0, "rollup": 0, "events": 0, "snapshots": 0, "more": False}
+        deleted = {
+            "raw_age": 0,
+            "raw_size": 0,
+            "rollup": 0,
+            "events": 0,
+            "snapshots": 0,
+            "notices": 0,  # delivered notices past their history (age or count)
+            "notices_size": 0,  # notices (and alarm events) the size cap took, before any reading
+            "more": False,
+        }
 
         def out_of_time() -> bool:
             if time.monotonic() >= deadline:
@@ -1645,11 +1715,17 @@ class Store(StoreReader):
                 "DELETE FROM snapshot WHERE t<? AND id NOT IN (SELECT max(id) FROM snapshot WHERE t<? GROUP BY node)",
                 (oldest, oldest),
             )
+        alarms = self._has_alarm_tables()
+        if alarms:
+            deleted["notices"] = self._prune_notice_history(now, out_of_time)
         target = int(self.max_bytes * 0.85)
         lost: dict[str, int] = {}
+        capped = {"delivered notices": 0, "alarm events": 0, "undelivered notices": 0}
         for step in range(100_000):
             if self._used_bytes_w() <= target or (step and out_of_time()):
                 break
+            if alarms and self._cap_alarm_step(capped):  # a notice never costs a reading
+                continue
             rows = self._w_read("SELECT id, n, data FROM block ORDER BY hour LIMIT 20")
             if not rows:
                 if self._w_read("SELECT total(n) FROM fresh")[0][0] > 1000:
@@ -1677,11 +1753,17 @@ class Store(StoreReader):
                     if k:
                         lost[name] = lost.get(name, 0) + k
             deleted["raw_size"] += self._delete_blocks([(i, n) for i, n, _ in rows])
+        deleted["notices_size"] = sum(capped.values())
         if any(v for k, v in deleted.items() if k != "more") or self._freelist_w() > SHRINK_MIN_PAGES:
             if not self._shrink(deadline):
                 deleted["more"] = True
-        if deleted["raw_size"]:
-            detail = f"size cap: deleted {deleted['raw_size']} oldest samples"
+        if deleted["raw_size"] or deleted["notices_size"]:
+            parts = [f"{v} {k}" for k, v in capped.items() if v]
+            if deleted["raw_size"]:
+                parts.append(f"{deleted['raw_size']} oldest samples")
+            detail = "size cap: deleted " + ", ".join(parts)
+            if capped["undelivered notices"]:
+                detail += " (the oldest undelivered notices: a notice never costs a reading)"
             if lost:
                 detail += "; never to be sent: " + ", ".join(f"{k} {v}" for k, v in sorted(lost.items()))
             log.warning("store over its %d MB cap: %s", self.max_bytes >> 20, detail)
@@ -1689,6 +1771,80 @@ class Store(StoreReader):
             self.write([])
         deleted["uplink_lost"] = lost
         return deleted
+
+    # -- alarm notices under retention ------------------------------------------------------
+    def _has_alarm_tables(self) -> bool:
+        """False only when a full card kept open_db from creating them (the first alarm record does)."""
+        return bool(self._w_read("SELECT 1 FROM sqlite_master WHERE type='table' AND name='notice_sent'"))
+
+    def _prune_notice_history(self, now: float, out_of_time: Callable[[], bool]) -> int:
+        """Delivered notices older than the history's age, or beyond its newest N, in bounded steps.
+
+        Undelivered ones (a target without its ``notice_sent`` row) are all kept, and so is the
+        newest notice whatever it is: the alarm service numbers new notices on from the highest
+        id it loads, and a receiver deduplicating on ``X-Kelvinpi-Notice`` would drop a reused one.
+        """
+        cut = now - self.notice_history
+        below = 1 << 62  # delivered notices with a lower id are past the count
+        if self.notice_history_max > 0:
+            nth = self._w_read(  # the newest N-th delivered notice
+                f"SELECT id FROM notice n WHERE {_DELIVERED} ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (self.notice_history_max - 1,),
+            )
+            below = nth[0][0] if nth else -1
+        # deliveries of notices no longer there (the size cap took an undelivered one its lane then sent)
+        self._w_exec(
+            "DELETE FROM notice_sent WHERE id IN (SELECT DISTINCT id FROM notice_sent"
+            " WHERE id NOT IN (SELECT id FROM notice) LIMIT ?)",
+            (NOTICE_STEP,),
+        )
+        gone = 0
+        while True:
+            ids = self._w_read(
+                f"SELECT id FROM notice n WHERE (t < ? OR id < ?) AND {_DELIVERED}"
+                " AND id < (SELECT max(id) FROM notice) ORDER BY id LIMIT ?",
+                (cut, below, NOTICE_STEP),
+            )
+            if not ids:
+                return gone
+            gone += self._delete_notices([i for (i,) in ids])
+            if out_of_time():
+                return gone
+
+    def _cap_alarm_step(self, capped: dict[str, int]) -> bool:
+        """One step of the size cap on the alarm tables, before any reading: the oldest delivered
+        notices, else the oldest alarm events, else the oldest undelivered notices. False when
+        none is left (the newest notice stays, see ``_prune_notice_history``)."""
+        newest = "id < (SELECT max(id) FROM notice)"
+        ids = self._w_read(
+            f"SELECT id FROM notice n WHERE {_DELIVERED} AND {newest} ORDER BY id LIMIT ?", (NOTICE_STEP,)
+        )
+        if ids:
+            capped["delivered notices"] += self._delete_notices([i for (i,) in ids])
+            return True
+        n = self._w_exec(
+            "DELETE FROM event WHERE id IN"
+            " (SELECT id FROM event WHERE substr(kind, 1, 6) = 'alarm_' ORDER BY id LIMIT ?)",
+            (NOTICE_STEP,),
+        )
+        if n:
+            capped["alarm events"] += n
+            return True
+        ids = self._w_read(f"SELECT id FROM notice WHERE {newest} ORDER BY id LIMIT ?", (NOTICE_STEP,))
+        if ids:
+            capped["undelivered notices"] += self._delete_notices([i for (i,) in ids])
+            return True
+        return False
+
+    def _delete_notices(self, ids: list[int]) -> int:
+        """Notices and their delivery rows, in one short transaction."""
+        with self._write_lock:
+            t0 = time.monotonic()
+            with transaction(self._wconn) as conn:
+                conn.executemany("DELETE FROM notice_sent WHERE id=?", [(i,) for i in ids])
+                conn.executemany("DELETE FROM notice WHERE id=?", [(i,) for i in ids])
+            self.longest_step = max(self.longest_step, time.monotonic() - t0)
+        return len(ids)
 
     def _freelist_w(self) -> int:
         return self._w_read("PRAGMA freelist_count")[0][0]

@@ -197,3 +197,168 @@ def differences(want: dict, got: dict, rel: float = 1e-12) -> dict[tuple[str, st
         if missing or extra:
             bad[key] = (len(w), missing, extra)
     return bad
+
+
+# -- misbehaving webhook and SMTP receivers (raw sockets, for the notification lanes) -------------------
+
+
+class Arrival:
+    """One request (or mail) as it reached a raw receiver."""
+
+    def __init__(self, index: int, head: bytes, body: bytes) -> None:
+        self.index = index
+        self.head = head
+        self.body = body
+        lines = head.decode("latin-1").split("\r\n")
+        self.request_line = lines[0]
+        self.method = self.request_line.split(" ", 1)[0]
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+
+    @property
+    def notice(self) -> int | None:
+        v = self.headers.get("x-kelvinpi-notice")
+        return int(v) if v else None
+
+
+class _RawServer:
+    """A loopback listener that runs ``serve(conn, index)`` per connection, each in its own thread, so a
+    connection it holds open does not block the next one. ``stop()`` closes everything it opened."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port = self._listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.arrivals: list[Arrival] = []
+        self.connections = 0
+        self._conns: list = []
+        self._threads: list = []
+        t = threading.Thread(target=self._accept, name="raw-receiver", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            with self.lock:
+                index = self.connections
+                self.connections += 1
+                self._conns.append(conn)
+            t = threading.Thread(target=self._handle, args=(conn, index), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _handle(self, conn, index: int) -> None:
+        try:
+            self.serve(conn, index)
+        except OSError:
+            pass  # the client gave up (its deadline) or stop() closed it
+        finally:
+            conn.close()
+
+    def serve(self, conn, index: int) -> None:
+        raise NotImplementedError
+
+    def wait(self, seconds: float) -> None:
+        """Sleep that ends at once on stop(): for receivers that hold a connection open."""
+        self.stopping.wait(seconds)
+
+    def stop(self) -> None:
+        import socket
+
+        self.stopping.set()
+        self._listener.close()
+        with self.lock:
+            for c in self._conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+class RawHTTP(_RawServer):
+    """A webhook receiver speaking whatever ``answer(conn, arrival, server)`` writes: reads one request
+    (headers, then a Content-Length body), records it, and hands the socket to ``answer``."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        super().__init__()
+
+    def serve(self, conn, index: int) -> None:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        head, _, body = buf.partition(b"\r\n\r\n")
+        arrival = Arrival(index, head, b"")
+        length = int(arrival.headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        arrival.body = body
+        with self.lock:
+            self.arrivals.append(arrival)
+        self.answer(conn, arrival, self)
+
+    def posts(self) -> list[Arrival]:
+        with self.lock:
+            return [a for a in self.arrivals if a.method == "POST"]
+
+
+class RawSMTP(_RawServer):
+    """An SMTP server that takes every mail (250 after DATA) and then answers QUIT as ``quit`` says:
+    a reply line such as ``b"421 closing"``, or ``None`` to hang up without answering."""
+
+    def __init__(self, quit: bytes | None) -> None:
+        self.quit = quit
+        super().__init__()
+
+    def serve(self, conn, index: int) -> None:
+        f = conn.makefile("rb")
+        conn.sendall(b"220 raw-smtp ready\r\n")
+        while True:
+            line = f.readline(4096)
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                conn.sendall(b"250 raw-smtp\r\n")
+            elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                conn.sendall(b"250 ok\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                data = b""
+                while True:
+                    ln = f.readline(65536)
+                    if not ln or ln == b".\r\n":
+                        break
+                    data += ln
+                head, _, body = data.partition(b"\r\n\r\n")
+                with self.lock:
+                    self.arrivals.append(Arrival(index, b"DATA\r\n" + head, body))
+                conn.sendall(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                if self.quit is not None:
+                    conn.sendall(self.quit + b"\r\n")
+                return
+            else:
+                conn.sendall(b"502 not implemented\r\n")

@@ -1,6 +1,7 @@
 """Real control-room parts for tests: a crossbar router (own venv), a sisock hub, a consumer, InfluxDB.
 
-Everything listens on 127.0.0.1, is started by the test, and stopped by pid.
+Everything listens on 127.0.0.1 (or only inside a network namespace the test made), is started by the test,
+and stopped by pid.
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 CROSSBAR = ROOT / ".venv-crossbar" / "bin" / "crossbar"
 TEMPLATE = ROOT / "images" / "server" / "crossbar" / "config.json"
 RENDER = ROOT / "images" / "server" / "crossbar" / "render_config.py"
+COMPOSE = ROOT / "images" / "server" / "docker-compose.yml"
+
+
+def compose_setup_commands(compose: Path = COMPOSE) -> str:
+    """The shell commands at the top of docker-compose.yml that prepare a directory (secrets, TLS), as a
+    user copies them: the indented ``#   `` lines before ``services:``, comments and ``docker compose`` left out."""
+    lines = []
+    for line in compose.read_text().split("services:", 1)[0].splitlines():
+        if not line.startswith("#   "):
+            continue
+        cmd = line[4:]
+        if cmd.lstrip().startswith("#") or "docker compose" in cmd:
+            continue
+        lines.append(cmd)
+    return "\n".join(lines) + "\n"
 
 
 def make_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
@@ -100,6 +116,8 @@ class Crossbar:
             WAMP_CONSUMER_SECRET=self.consumer_secret,
             CROSSBAR_TLS_PORT=str(self.tls_port),
             CROSSBAR_OCS_PORT=str(self.ocs_port),
+            CROSSBAR_INTERFACE="127.0.0.1",  # tests: loopback only (the container's default is 0.0.0.0)
+            CROSSBAR_OCS_INTERFACE="127.0.0.1",
         )
         subprocess.run(
             [sys.executable, str(RENDER), str(TEMPLATE), str(self.cbdir / "config.json")],
@@ -140,13 +158,66 @@ class Crossbar:
         (self.cbdir / "node.pid").unlink(missing_ok=True)
 
 
-class Loop:
-    """An asyncio loop in a thread, for test-side WAMP sessions."""
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only it: setns acts per thread) into the network namespace ``name``
+    (made by ``ip netns add``): the sockets it opens from then on live there, as do processes it starts."""
+    import ctypes
 
-    def __init__(self) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into network namespace {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def in_netns(name: str, fn, timeout: float = 60):
+    """``fn()`` run on a thread of its own inside the network namespace ``name``; its result or its exception."""
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            enter_netns(name)
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"{fn!r} in network namespace {name} still running after {timeout} s")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+class Loop:
+    """An asyncio loop in a thread, for test-side WAMP sessions (inside network namespace ``netns`` if given)."""
+
+    def __init__(self, netns: str | None = None) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        entered = threading.Event()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                if netns:
+                    enter_netns(netns)
+            except BaseException as exc:
+                failed.append(exc)
+                return
+            finally:
+                entered.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
+        entered.wait(10)
+        if failed:
+            raise failed[0]
 
     def run(self, coro, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -301,9 +372,10 @@ class Influx:
 
     BIN = shutil.which("influxd") or "/usr/bin/influxd"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", http_port: int | None = None) -> None:
         self.workdir = workdir
-        self.http_port, self.bind_port = free_port(), free_port()
+        self.host = host  # 0.0.0.0 only inside a network namespace of the test's own (as in a container)
+        self.http_port, self.bind_port = http_port or free_port(), free_port()
         self.conf = workdir / "influxdb.conf"
         d = workdir / "influx"
         self.conf.write_text(f"""
@@ -317,7 +389,7 @@ bind-address = "127.0.0.1:{self.bind_port}"
   query-log-enabled = false
 [http]
   enabled = true
-  bind-address = "127.0.0.1:{self.http_port}"
+  bind-address = "{host}:{self.http_port}"
   log-enabled = false
 [monitor]
   store-enabled = false
@@ -330,7 +402,7 @@ bind-address = "127.0.0.1:{self.bind_port}"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.http_port}"
 
     def start(self, timeout: float = 30) -> None:
         self.proc = subprocess.Popen(

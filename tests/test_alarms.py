@@ -216,3 +216,54 @@ threshold = 0.1
     with pytest.raises(config.ConfigError) as exc:
         config.parse(text, "kelvinpi.toml")
     assert "kelvinpi.toml:4: instrument[0].name" in str(exc.value)
+
+
+def test_the_cleared_transition_says_what_happened_not_why_it_was_raised():
+    """Issue 21 item 11: the cleared notice said "0.02088 > 0.05" (the raise's reason) beside
+    the value 0.02088; it says "back below 0.05 K: 0.0209 K" (and the like for every kind)."""
+    eng = AlarmEngine(
+        rules(
+            '[[alarm]]\nkind = "above"\nname = "hot"\nfield = "N::mxc_t"\nthreshold = 0.05\n'
+            '[[alarm]]\nkind = "below"\nname = "cold"\nfield = "N::still_t"\nthreshold = 0.5\nhysteresis = 0.1\n'
+            '[[alarm]]\nkind = "no_data"\nname = "silent"\nfield = "N::cp_t"\nseconds = 5\n'
+            '[[alarm]]\nkind = "disconnected"\nname = "gone"\ninstrument = "N"\n'
+            '[[alarm]]\nkind = "store_not_writing"\nname = "stuck"\nseconds = 10\n'
+        )
+        + [config.BacklogAlarm(kind="backlog", name="behind", uplink=0, threshold=100)]
+    )
+    units = {"N::mxc_t": "K", "N::still_t": "K", "N::cp_t": "K"}
+    hot = Observation(
+        now=100,
+        latest={"N::mxc_t": (100, 0.0612), "N::still_t": (100, 0.3), "N::cp_t": (50, 0.1)},
+        units=units,
+        connected={"N": False},
+        last_commit=80,
+        backlog={0: 500},
+    )
+    raised = {tr.rule.name: tr.state.detail for tr in eng.step(hot)}
+    assert raised == {
+        "hot": "0.0612 K > 0.05 K",
+        "cold": "0.3 K < 0.5 K",
+        "silent": "no reading for 50 s",
+        "gone": "not answering",
+        "stuck": "no commit for 20 s",
+        "behind": "500 samples not acknowledged",
+    }
+    ok = Observation(
+        now=101,
+        latest={"N::mxc_t": (101, 0.02088), "N::still_t": (101, 0.65), "N::cp_t": (101, 0.1)},
+        units=units,
+        connected={"N": True},
+        last_commit=101,
+        backlog={0: 3},
+    )
+    cleared = {tr.rule.name: (tr.kind, tr.state.detail) for tr in eng.step(ok)}
+    assert cleared == {
+        "hot": ("cleared", "back below 0.05 K: 0.0209 K"),
+        "cold": ("cleared", "back above 0.6 K: 0.65 K"),
+        "silent": ("cleared", "readings again: the latest 0 s old"),
+        "gone": ("cleared", "answering again"),
+        "stuck": ("cleared", "committing again"),
+        "behind": ("cleared", "backlog back to 3 samples (at most 100)"),
+    }
+    assert eng.states["hot"].value == 0.02088  # the value and the detail agree

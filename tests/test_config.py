@@ -14,11 +14,22 @@ CASES = sorted(p for p in (Path(__file__).parent / "config_cases").iterdir() if 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _prepare(case: Path) -> list[str]:
+    """A case's extra command-line arguments (its ``args`` file) after setting the modes its ``modes``
+    file lists (``<file> <octal mode>`` a line: git keeps no permissions but the executable bit)."""
+    modes = case / "modes"
+    for line in modes.read_text().splitlines() if modes.exists() else []:
+        name, mode = line.split()
+        os.chmod(case / name, int(mode, 8))
+    args = case / "args"
+    return args.read_text().split() if args.exists() else []
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_golden(case):
     """`kelvinpi check-config` output equals the golden file; exit 0 only when it is empty."""
     proc = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "check-config", "kelvinpi.toml"],
+        [sys.executable, "-m", "appliance.cli", "check-config", "kelvinpi.toml", *_prepare(case)],
         cwd=case,
         capture_output=True,
         text=True,

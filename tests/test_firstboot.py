@@ -267,3 +267,103 @@ def test_a_card_written_by_raspberry_pi_imager(fat, tmp_path):
     write_system(r, data / "identity")
     wpa = (data / "identity/wpa_supplicant-wlan0.conf").read_text()
     assert f"\n\tpsk={psk}\n" in wpa and 'ssid="Lab WiFi"' in wpa and "country=CH" in wpa  # a key is unquoted
+
+
+def billion_laughs(last: str) -> str:
+    """A "billion laughs" in YAML: nine levels of nine aliases, 9^9 (387 million) strings once expanded."""
+    lines = ["#cloud-config", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    prev = "a"
+    for n in "bcdefghi":
+        lines.append(f"{n}: &{n} [" + ",".join([f"*{prev}"] * 9) + "]")
+        prev = n
+    return "\n".join(lines) + "\n" + last.replace("BOMB", f"*{prev}")
+
+
+PI3_MEMORY = 1 << 30  # bytes of address space: a Pi 3 has 1 GiB of RAM
+
+
+def _pi3_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (PI3_MEMORY, PI3_MEMORY))
+
+
+@pytest.mark.parametrize(
+    "name,content,complaint",
+    [
+        # 406 bytes; on main: MemoryError formatting the timezone, no key, no report
+        (
+            "user-data",
+            billion_laughs("timezone: BOMB\nusers: [{ssh_authorized_keys: [BOMB]}]\n"),
+            "user-data: refused: line 3: YAML aliases (*a) are not accepted (Imager writes none)",
+        ),
+        (
+            "user-data",
+            "#cloud-config\n" + "# padding\n" * 30_000 + "hostname: other\n",
+            "user-data: 300030 bytes is over the 262144 byte limit",
+        ),
+        (
+            "network-config",
+            billion_laughs(
+                "network:\n  wifis:\n    wlan0:\n      regulatory-domain: BOMB\n"
+                "      access-points: {LabNet: {password: longenoughpass}}\n"
+            ),
+            "network-config: refused: line 3: YAML aliases (*a) are not accepted (Imager writes none)",
+        ),
+        (
+            "user-data",
+            "users: " + "[" * 50_000 + "]" * 50_000 + "\n",
+            "user-data: refused: line 1: nested more than 32 deep",
+        ),
+    ],
+    ids=["yaml-bomb", "oversized", "aliased-network-config", "deep-nesting"],
+)
+def test_a_hostile_cloud_init_file_cannot_lock_the_owner_out(fat, tmp_path, name, content, complaint):
+    """Under a Pi 3's memory, what kelvinpi-firstboot.service runs installs the SSH key and the
+    hostname beside the hostile file, exits 0 and writes a report naming what it refused."""
+    import subprocess
+    import sys
+
+    (fat / name).write_text(content)
+    (fat / "authorized_keys").write_text(KEY + "\n")
+    (fat / "hostname").write_text("fridge-3\n")
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance.firstboot", str(fat), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        preexec_fn=_pi3_memory,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
+    assert (data / "identity/hostname").read_text() == "fridge-3\n"
+    report = json.loads((data / "firstboot-report.json").read_text())
+    assert any(x.startswith(complaint) for x in report["refused"]), report
+    assert f"<4>firstboot: refused {complaint}" in proc.stdout
+
+
+def test_yaml_with_too_many_values_is_refused(fat, tmp_path):
+    (fat / "user-data").write_text(
+        "#cloud-config\npackages: [" + ",".join(["x"] * 20_000) + "]\nhostname: thermo-lab\n"
+    )
+    (fat / "authorized_keys").write_text(KEY + "\n")
+    r = apply(fat, tmp_path / "data", validate)
+    assert r.authorized_keys == [KEY] and r.hostname is None
+    assert any(x.startswith("user-data: refused: line 2: more than 10000 YAML values") for x in r.refused), r.refused
+
+
+def test_a_failing_piece_is_reported_and_the_rest_applies(fat, tmp_path):
+    """A secret that cannot be written (a directory in its place) costs only itself: the key, the
+    hostname and the config still apply, and the report says what failed. On main: IsADirectoryError."""
+    data = tmp_path / "data"
+    (data / "secrets/wamp-secret").mkdir(parents=True)
+    (fat / "wamp-secret").write_text("s3cret\n")
+    (fat / "kelvinpi.toml").write_text(GOOD_TOML)
+    (fat / "authorized_keys").write_text(KEY + "\n")
+    (fat / "hostname").write_text("fridge-4\n")
+    r = apply(fat, data, validate)
+    assert r.authorized_keys == [KEY] and r.hostname == "fridge-4" and r.config_ok is True
+    assert any(x.startswith("secrets: not applied: IsADirectoryError") for x in r.refused), r.refused
+    report = json.loads((data / "firstboot-report.json").read_text())
+    assert report["refused"] == r.refused

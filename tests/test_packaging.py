@@ -98,3 +98,15 @@ def test_license_is_an_spdx_string_and_autobahn_is_core():
     assert project["license"] == "BSD-3-Clause"
     deps = {_norm(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]) for d in project["dependencies"]}
     assert {"autobahn", "pyyaml"} <= deps
+
+
+def test_version_names_the_release_and_the_store_schema():
+    """`kelvinpi --version` says both, so a lab can tell which store schema a release writes."""
+    import appliance
+    from appliance.store import SCHEMA_VERSION
+
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "--version"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+    assert out == f"kelvinpi {appliance.__version__} (store schema {SCHEMA_VERSION})"
+    assert importlib.metadata.version("kelvinpi") == appliance.__version__  # pyproject's version is the package's

@@ -14,6 +14,7 @@ import http.server
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
@@ -380,6 +381,163 @@ def test_malformed_series_refused_alone_by_halving(tmp_path, prometheus, stores,
     assert runner.health.errors["refused"] == 1 and "duplicate sample for timestamp" in ev[0]["detail"]
     got = prometheus.samples(t0 - 1, t0 + 60)[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]
     assert len(got) == 30 and (t_dup, 99.0) in got
+
+
+NGINX_PAGE = (
+    "<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1></center>\r\n"
+    "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+class RouteProxy:
+    """An HTTP reverse proxy on loopback in front of a receiver, whose route can be wrong.
+
+    ``mode``: "forward" (to ``/api/v1/write`` upstream, answer relayed), "wrong-path" (forwarded to a
+    path the receiver does not serve, its answer relayed: VictoriaMetrics' 400 "unsupported path
+    requested"), or a status the proxy answers itself: "401", "405", "413", "html-400" (nginx's pages).
+    Every request is decoded and its sample count kept with the status it got (``answered``).
+    """
+
+    def __init__(self, upstream: str, mode: str) -> None:
+        import cramjam
+
+        from appliance.uplinks.remote_write import WriteRequest
+
+        self.upstream, self.mode = upstream, mode
+        self.answered: list[tuple[int, int]] = []  # (status, samples in the request)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                req = WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(body)))
+                n = sum(len(ts.samples) for ts in req.timeseries)
+                status, ctype, answer = proxy.answer(body, self.headers)
+                proxy.answered.append((status, n))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(answer)))
+                if status == 401:
+                    self.send_header("WWW-Authenticate", 'Basic realm="metrics"')
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, body: bytes, headers) -> tuple[int, str, bytes]:
+        mode = self.mode
+        if mode in ("forward", "wrong-path"):
+            path = "/api/v1/write" if mode == "forward" else "/insert/0/prometheus/api/v1/write"
+            fwd = {k: headers[k] for k in ("Content-Type", "Content-Encoding", "X-Prometheus-Remote-Write-Version")}
+            req = urllib.request.Request(self.upstream + path, data=body, headers=fwd, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, "text/plain", r.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, "text/plain", exc.read()
+        if mode == "401":
+            return 401, "text/plain", b"Unauthorized\n"
+        if mode == "405":
+            return 405, "text/plain", b"Method Not Allowed\n"
+        title = {"413": "413 Request Entity Too Large", "html-400": "400 Bad Request"}[mode]
+        return int(title[:3]), "text/html", NGINX_PAGE.format(title).encode()
+
+    def refused_requests(self) -> int:
+        return sum(1 for status, _n in self.answered if status >= 300)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    "mode,shown",
+    [
+        ("wrong-path", 'HTTP 400: remoteAddr: "127.0.0.1:'),
+        ("401", "HTTP 401: Unauthorized"),
+        ("405", "HTTP 405: Method Not Allowed"),
+        ("413", "HTTP 413: 413 Request Entity Too Large 413 Request Entity Too Large nginx"),
+        ("html-400", "HTTP 400: 400 Bad Request 400 Bad Request nginx"),
+    ],
+)
+def test_an_answer_about_the_route_keeps_every_sample(tmp_path, stores, runners, mode, shown):
+    """A proxy in front of VictoriaMetrics answers for a while with an error that is not about the samples
+    (a wrong path, 401, 405, 413, its own HTML 400): nothing is refused, nothing halved, the answer is in
+    the health, the batch is retried with backoff; readings taken meanwhile wait too. Once the route is
+    fixed, every stored sample arrives, exactly once (VictoriaMetrics without deduplication)."""
+    if not VictoriaMetrics.available():
+        pytest.skip("Debian's victoria-metrics is not installed")
+    vm = VictoriaMetrics(tmp_path / "vm")
+    vm.start()
+    proxy = RouteProxy(vm.base, mode)
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, proxy.url + "/api/v1/write", batch=100)
+        t0 = now0()
+        store.write(rows(T_KEY, t0, 150) + rows(R_KEY, t0, 150))
+        wait_for(lambda: proxy.refused_requests() >= 2, 20, what="two answers from the wrong route")
+        store.write(rows(T_KEY, t0 + 5, 50) + rows(R_KEY, t0 + 5, 50))  # readings taken meanwhile
+        wait_for(lambda: proxy.refused_requests() >= 3, 20, what="a third answer from the wrong route")
+        wait_for(lambda: runner.outbox.backlog() == 400, 10, what="all 400 rows waiting")
+        bad = [n for status, n in proxy.answered if status >= 300]
+        assert len(set(bad)) == 1, f"requests were cut down (halving): {bad[:20]}"  # the same whole batch, retried
+        refused_events = lambda: [e for e in store.events() if e["kind"] == "uplink_refused"]  # noqa: E731
+        assert runner.health.errors["refused"] == 0 and not refused_events()
+        assert runner.health.errors["http"] >= 3 and not runner.health.connected
+        assert runner.health.last_error.startswith(shown), runner.health.last_error
+        assert "<" not in runner.health.last_error
+        if mode == "wrong-path":
+            assert 'unsupported path requested: "/insert/0/prometheus/api/v1/write"' in runner.health.last_error
+        proxy.mode = "forward"
+        got = wait_exact(store, vm, t0 - 1, t0 + 60, f"after the route is fixed ({mode})", timeout=60)
+        assert len(got[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]) == 200
+        assert len(got[("kelvinpi_reading_status", "LSA23JD::mxc_control_r")]) == 200
+        wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
+        assert runner.health.errors["refused"] == 0 and not refused_events()
+        print(
+            f"{mode}: {len(bad)} requests answered {bad and proxy.answered[0][0]}, 0 samples refused;"
+            f" all {sum(len(v) for v in got.values())} delivered once"
+        )
+    finally:
+        proxy.close()
+        vm.stop()
+
+
+def test_which_answers_refuse_samples():
+    """The receivers' own texts (cited in remote_write.py) refuse samples; a route's answers do not."""
+    from appliance.uplinks.remote_write import refusal
+
+    assert refusal("too old sample") == "age"  # Prometheus 2.42, a 500
+    assert refusal("out of bounds") == "age"
+    assert refusal("out of order sample") == "age"
+    assert (
+        refusal(
+            "the sample has been rejected because another sample with a more recent timestamp has already been"
+            " ingested and out-of-order samples are not allowed (err-mimir-sample-out-of-order). The affected"
+            " sample has timestamp 1970-01-19T05:30:43.969Z and is from series test"
+        )
+        == "age"
+    )
+    assert (
+        refusal("the sample has been rejected because its timestamp is too old (err-mimir-sample-timestamp-too-old)")
+        == "age"
+    )
+    assert refusal("duplicate sample for timestamp") == "sample"
+    assert refusal("received a series with an invalid label: 'x' series: 'y' (err-mimir-label-invalid)") == "sample"
+    for route in (
+        'remoteAddr: "127.0.0.1:1"; requestURI: /x; unsupported path requested: "/x"',
+        NGINX_PAGE.format("400 Bad Request"),
+        "Unauthorized",
+        "cannot decompress request with length 1: snappy: corrupt input",
+        "the request has been rejected because the tenant exceeded the ingestion rate limit"
+        " (err-mimir-tenant-max-ingestion-rate)",
+    ):
+        assert refusal(route) is None, route
 
 
 def test_basic_auth_and_tls_verified(tmp_path, stores, runners):

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,56 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.naming import slug
-from firmware_host.ls240_device import NAMES as LS240_NAMES
-from firmware_host.ls372_device import WIRING
+from .routers import compose_setup_commands
 
 SERVER = Path(__file__).resolve().parent.parent / "images" / "server"
 CROSSBAR = SERVER.parent.parent / ".venv-crossbar" / "bin" / "crossbar"
+
+
+def run_crossbar_check(workdir: Path, **env_extra: str) -> dict:
+    """run-crossbar.sh as the container runs it, from a copy of crossbar/ in ``workdir`` prepared by the compose
+    file's setup commands, with its last step (``exec crossbar start``) turned into the real ``crossbar check``
+    (nothing listens): returns the config it rendered."""
+    shutil.copytree(SERVER / "crossbar", workdir / "crossbar", dirs_exist_ok=True)
+    bindir = workdir / "bin"
+    bindir.mkdir(exist_ok=True)
+    shim = bindir / "crossbar"
+    shim.write_text(f'#!/bin/sh\n[ "$1" = start ] && shift && exec "{CROSSBAR}" check "$@"\nexec "{CROSSBAR}" "$@"\n')
+    shim.chmod(0o755)
+    env = dict(
+        os.environ,
+        PATH=f"{bindir}:{os.environ['PATH']}",
+        WAMP_SECRET_FILE=str(workdir / "secrets" / "wamp-secret"),
+        WAMP_CONSUMER_SECRET_FILE=str(workdir / "secrets" / "wamp-consumer-secret"),
+        **env_extra,
+    )
+    proc = subprocess.run(
+        ["sh", str(workdir / "crossbar" / "run-crossbar.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "Ok, node configuration" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    rendered = workdir / "crossbar" / ".crossbar" / "config.json"
+    assert oct(rendered.stat().st_mode & 0o777) == "0o600"
+    return json.loads(rendered.read_text())
+
+
+def transports(cfg: dict) -> dict[str, dict]:
+    """The router's two transports by what they are: ``cra`` (TLS + WAMP-CRA) and ``anonymous`` (OCS)."""
+    out = {}
+    for t in cfg["workers"][0]["transports"]:
+        auth = t["paths"]["ws"]["auth"] if t["type"] == "web" else t["auth"]
+        out["cra" if set(auth) == {"wampcra"} else "anonymous" if set(auth) == {"anonymous"} else repr(auth)] = t
+    assert set(out) == {"cra", "anonymous"}, out
+    return out
+
+
+def published(service: dict) -> dict[int, str]:
+    """docker compose's short port syntax: container port -> the host address it is published on ('' = all)."""
+    out = {}
+    for spec in service.get("ports", []):
+        parts = str(spec).split(":")
+        host_ip = parts[0] if len(parts) == 3 else ""
+        out[int(parts[-1])] = "" if host_ip in ("", "0.0.0.0") else host_ip
+    return out
 
 
 def test_crossbar_template_has_no_inline_secret_and_renders(tmp_path):
@@ -25,12 +70,18 @@ def test_crossbar_template_has_no_inline_secret_and_renders(tmp_path):
     assert {u["secret"] for u in users.values()} == {"$WAMP_SECRET", "$WAMP_CONSUMER_SECRET"}
     roles = {r["name"] for r in cfg["workers"][0]["realms"][0]["roles"]}
     assert roles == {"server", "consumer", "iocs_agent", "iocs_controller"}
-    for t in cfg["workers"][0]["transports"]:
-        assert t["endpoint"]["interface"] == "127.0.0.1"  # loopback-safe default
+    for t in cfg["workers"][0]["transports"]:  # where it listens is the render step's, not a fixed address
+        assert re.fullmatch(r"\$[A-Z_]+", t["endpoint"]["interface"]), t["endpoint"]
     out = tmp_path / ".crossbar" / "config.json"
     out.parent.mkdir()
     env = dict(
-        os.environ, WAMP_SECRET='a&b"c', WAMP_CONSUMER_SECRET="x", CROSSBAR_TLS_PORT="18080", CROSSBAR_OCS_PORT="18001"
+        os.environ,
+        WAMP_SECRET='a&b"c',
+        WAMP_CONSUMER_SECRET="x",
+        CROSSBAR_TLS_PORT="18080",
+        CROSSBAR_OCS_PORT="18001",
+        CROSSBAR_INTERFACE="127.0.0.1",
+        CROSSBAR_OCS_INTERFACE="127.0.0.1",
     )
     subprocess.run(
         [
@@ -48,15 +99,6 @@ def test_crossbar_template_has_no_inline_secret_and_renders(tmp_path):
         rendered["workers"][0]["transports"][0]["paths"]["ws"]["auth"]["wampcra"]["users"]["server"]["secret"]
         == 'a&b"c'
     )
-    if CROSSBAR.exists():
-        (tmp_path / ".crossbar" / "server_key.pem").write_text("")
-        proc = subprocess.run(
-            [str(CROSSBAR), "check", "--cbdir", str(tmp_path / ".crossbar")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert "Ok, node configuration" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     missing = subprocess.run(
         [
             sys.executable,
@@ -71,6 +113,54 @@ def test_crossbar_template_has_no_inline_secret_and_renders(tmp_path):
     assert missing.returncode != 0 and "is not set" in missing.stderr
 
 
+def test_compose_setup_commands_run_in_a_clean_directory(tmp_path):
+    """The commands at the top of docker-compose.yml, run as written in an empty directory: the secrets
+    (0600) and a key and certificate whose subjectAltName holds the host name the Pis use."""
+    from cryptography import x509
+
+    proc = subprocess.run(
+        ["bash", "-euc", compose_setup_commands()], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("wamp-secret", "wamp-consumer-secret"):
+        secret = tmp_path / "secrets" / name
+        assert oct(secret.stat().st_mode & 0o777) == "0o600" and len(secret.read_text().strip()) >= 32
+    key = tmp_path / "crossbar" / ".crossbar" / "server_key.pem"
+    assert b"PRIVATE KEY" in key.read_bytes()
+    cert = x509.load_pem_x509_certificate((tmp_path / "crossbar" / ".crossbar" / "server_cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    host = subprocess.run(["hostname", "-f"], capture_output=True, text=True, check=True).stdout.strip()
+    assert {"localhost", host} <= set(san.get_values_for_type(x509.DNSName))
+
+
+@pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
+def test_what_is_published_is_reachable_and_what_is_anonymous_stays_private(tmp_path):
+    """run-crossbar.sh's rendered config (its container defaults) against docker-compose.yml's ports: every port
+    the compose file publishes to the network is one the container listens on at 0.0.0.0 (a published
+    port is forwarded to the container's address, so 127.0.0.1 inside it is unreachable) and is TLS +
+    WAMP-CRA; the anonymous OCS port is published on the host's loopback only, or not at all. The Pis'
+    InfluxDB uplink reaches InfluxDB: 8086 is published to the network."""
+    subprocess.run(["bash", "-euc", compose_setup_commands()], cwd=tmp_path, check=True, timeout=60)
+    by_kind = transports(run_crossbar_check(tmp_path))
+    cra, anonymous = by_kind["cra"], by_kind["anonymous"]
+    assert "tls" in cra["endpoint"] and cra["paths"]["ws"]["type"] == "websocket"
+    compose = yaml.safe_load((SERVER / "docker-compose.yml").read_text())
+    crossbar_ports = published(compose["services"]["crossbar"])
+    assert crossbar_ports.get(cra["endpoint"]["port"]) == "", crossbar_ports  # the Pis: sisock, OCS over CRA
+    assert cra["endpoint"]["interface"] == "0.0.0.0"
+    assert crossbar_ports.get(anonymous["endpoint"]["port"], "127.0.0.1") == "127.0.0.1", crossbar_ports
+    if anonymous["endpoint"]["port"] in crossbar_ports:  # published on the host's loopback: forwarded in
+        assert anonymous["endpoint"]["interface"] == "0.0.0.0"
+    for port, host_ip in crossbar_ports.items():
+        if host_ip == "":
+            assert port == cra["endpoint"]["port"], f"crossbar port {port} is published but not TLS + WAMP-CRA"
+    assert published(compose["services"]["influxdb"]) == {8086: ""}
+    # outside a container the render step takes the address from the environment
+    elsewhere = transports(run_crossbar_check(tmp_path, CROSSBAR_OCS_INTERFACE="127.0.0.1"))
+    assert elsewhere["anonymous"]["endpoint"]["interface"] == "127.0.0.1"
+    assert elsewhere["cra"]["endpoint"]["interface"] == "0.0.0.0"
+
+
 @pytest.mark.parametrize("tree", ["grafana", "grafana-11-simpod"])
 def test_grafana_provisioning_is_consistent(tree):
     """Grafana 12 (Infinity + InfluxDB) and Grafana <= 11 (simpod + InfluxDB): datasources and dashboards agree."""
@@ -80,18 +170,22 @@ def test_grafana_provisioning_is_consistent(tree):
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     dashboards = [json.loads(p.read_text()) for p in (SERVER / tree / "dashboards").glob("*.json")]
     assert dashboards and len({d["uid"] for d in dashboards}) == len(dashboards) and all(d["title"] for d in dashboards)
-    names372 = {slug(n) for _, n, _ in WIRING.values()}
-    names240 = {slug(n) for n in LS240_NAMES.values()}
     for d in dashboards:
         variables = {v["name"]: v for v in d["templating"]["list"]}
+        for v in variables.values():
+            if v["type"] == "query":  # filled from a provisioned datasource, or one the dashboard picks
+                uid = v["datasource"]["uid"]
+                assert uid in uids or variables[uid.strip("${}")]["type"] == "datasource", v["name"]
         for p in d["panels"]:
             uid = p["datasource"]["uid"]
             assert uid in uids or uid.strip("${}") in variables
+            if "repeat" in p:
+                assert variables[p["repeat"]]["type"] == "query", p["title"]
             for t in p["targets"]:
-                if "target" in t:  # Kelvinpi JSON datasource: <node>::<field> as the appliance names them
-                    node, field = t["target"].split("::")
-                    stem = re.sub(r"_[tr]$", "", field)
-                    assert stem in (names372 if node == "$node372" else names240 | names372), t["target"]
+                if "target" in t:  # Kelvinpi JSON datasource: the series named by a variable filled from the Pi
+                    name = re.fullmatch(r"\$(\w+)", t["target"])
+                    assert name and variables[name.group(1)]["type"] == "query", t["target"]
+                    assert p.get("repeat") == name.group(1), (p["title"], "one series per repeated panel")
 
 
 def test_compose_override_for_grafana_11():

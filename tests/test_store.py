@@ -628,6 +628,8 @@ def test_retention_with_a_budget_takes_bounded_passes_that_add_up_to_the_whole(t
         "rollup": 0,
         "events": 0,
         "snapshots": 0,
+        "notices": 0,
+        "notices_size": 0,
         "more": False,
         "uplink_lost": {},
     }

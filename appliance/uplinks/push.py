@@ -9,6 +9,7 @@ skipped, counted and named in one ``uplink_refused`` event (``report_refused``).
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import random
 import threading
@@ -18,25 +19,65 @@ import urllib.error
 import urllib.request
 from typing import ClassVar
 
+from .. import httpsend
 from ..health import UplinkHealth
 from ..store import Store
 from .outbox import Batch, Outbox
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A write answered with a redirect is an error, not a delivery: urllib follows a 301 or 302
-    with a GET that has no body, and the page at the end (a 200) looked like a written batch."""
+class _Unreadable:
+    """An error answer's body that could not be read: reading it raises what stopped it."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None  # urllib then raises the 3xx as an HTTPError: retried, and shown in the health
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def read(self, *args: object) -> bytes:
+        raise self.exc
+
+    def close(self) -> None:
+        pass
 
 
-def post_once(req: urllib.request.Request, timeout: float, context: ssl.SSLContext | None = None):  # type: ignore[no-untyped-def]
-    """``urlopen`` that never follows a redirect (see _NoRedirect)."""
-    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
-    if context is not None:
-        handlers.append(urllib.request.HTTPSHandler(context=context))
-    return urllib.request.build_opener(*handlers).open(req, timeout=timeout)
+class Answered:
+    """A 2xx answer as ``post_once`` hands it back: ``status`` and ``read()``, usable in ``with``."""
+
+    def __init__(self, answer: httpsend.Answer) -> None:
+        self.answer = answer
+        self.status = answer.status
+        self._body = io.BytesIO(answer.body)
+
+    def read(self, amt: int | None = None) -> bytes:
+        """The body (what was read of it); a body cut short raises what cut it, as urllib's did."""
+        if self.answer.read_error is not None:
+            raise self.answer.read_error
+        return self._body.read(amt)
+
+    def __enter__(self) -> Answered:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def post_once(req: urllib.request.Request, timeout: float, context: ssl.SSLContext | None = None) -> Answered:
+    """POST ``req`` once through ``appliance.httpsend``: one total deadline (``timeout``, for the
+    connection, the request and the whole answer), and never a redirect followed: urllib followed a
+    301 or 302 with a GET that had no body, and the page at the end (a 200) looked like a written
+    batch. Any status but 2xx raises ``HTTPError`` (its body readable as before); a failure before
+    an answer ``URLError`` (an OSError, the deadline among them), or ``HTTPException`` for an answer
+    that is not HTTP: what urllib raised, so the uplinks' handling stays as it was.
+    """
+    headers = dict(req.header_items())
+    try:
+        answer = httpsend.post(req.full_url, req.data or b"", headers, timeout, context)  # type: ignore[arg-type]
+    except httpsend.BadURL as exc:
+        raise urllib.error.URLError(str(exc)) from None
+    except OSError as exc:
+        raise urllib.error.URLError(exc) from None
+    if not answer.ok:
+        fp = io.BytesIO(answer.body) if answer.read_error is None else _Unreadable(answer.read_error)
+        raise urllib.error.HTTPError(req.full_url, answer.status, answer.reason, answer.headers, fp)  # type: ignore[arg-type]
+    return Answered(answer)
 
 
 def error_body(exc: urllib.error.HTTPError) -> bytes | Exception:

@@ -15,12 +15,19 @@ flagged or not, also gives a sample of ``kelvinpi_reading_status{node, field}`` 
 status bits (the number ``/metrics`` shows), at the same time.
 
 Delivery follows the InfluxDB uplink: the outbox's durable sequence cursor, advanced only on a
-2xx; backfill and live rows in each batch; connection errors, 5xx, 401/403/404/408/429 are
-retried with capped backoff (the data waits in the store). A receiver that refuses samples as
-too old or out of order (Prometheus' "too old sample" - a 500 in Prometheus 2.42 -, "out of
-bounds", "out of order sample"; Mimir's and Thanos' equivalents, 400/409) can never take them:
-they are found (see ``Sender.isolate``), counted as ``refused``, named in an ``uplink_refused``
-event, and the cursor moves on. Any other 4xx refusal is narrowed down by halving, like InfluxDB's.
+2xx; backfill and live rows in each batch. An error answer drops samples only when the receiver
+says, in its body, that it will never take those samples (``refusal``: ``AGE_MARKERS`` and
+``SAMPLE_MARKERS``, the receivers' own texts). Samples refused as too old or out of order
+(Prometheus' "too old sample" - a 500 in Prometheus 2.42 -, "out of bounds", "out of order sample";
+Mimir's err-mimir-sample-timestamp-too-old / -out-of-order; Thanos answers Prometheus' texts with a
+409) are found (see ``Sender.isolate``), counted as ``refused``, named in an ``uplink_refused``
+event, and the cursor moves on; a refusal of particular samples for another reason (a duplicate
+timestamp with another value, an invalid label) is narrowed down by halving to those samples.
+Every other answer - connection errors, 5xx, and any 4xx that does not say so: a wrong path
+(VictoriaMetrics' 400 "unsupported path requested"), a proxy's own error page, 401/403/404/405/
+413/429 - is about the route or the receiver's setup, not the samples: the data waits in the
+store, the answer (status and the start of its body) is shown in the health, and the batch is
+retried with capped backoff.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -46,10 +54,63 @@ from .push import PushUplink, error_text, post_once
 METRIC_BY_UNITS = {"K": "kelvinpi_temperature_kelvin", "Ohm": "kelvinpi_resistance_ohms", "V": "kelvinpi_sensor_volts"}
 OTHER_METRIC = "kelvinpi_value"
 STATUS_METRIC = "kelvinpi_reading_status"
-# Answers that say "these samples are older than I take": never accepted, however often resent.
-OLD_MARKERS = ("too old", "out of bounds", "out of order", "out-of-order", "out-of-bounds")
-ORDER_MARKERS = ("out of order", "out-of-order")  # no out-of-order window: refused = at or before the series' newest
-RETRY_CODES = (401, 403, 404, 408, 429)  # the request is fine, the receiver (or its setup) is not: keep the data
+# What a receiver says when it will never take the samples themselves (matched, lower-cased, in the
+# body of an error answer of any status; nothing else ever drops a sample):
+#   Prometheus: storage/interface.go ErrTooOldSample "too old sample", ErrOutOfBounds "out of bounds"
+#     (also a sample too far ahead: storage/remote/write_handler.go timeLimitAppender), ErrOutOfOrderSample
+#     "out of order sample", ErrDuplicateSampleForTimestamp "duplicate sample for timestamp"; the v1 write
+#     handler answers them with the error's text (400; "too old sample" was a 500 up to 2.4x); v2's label
+#     checks say "invalid metric name or labels" and "invalid labels for series".
+#   Thanos Receive: the same tsdb errors, in a 409.
+#   Mimir (and Grafana Cloud): pkg/util/globalerror/errors.go, "(err-mimir-<id>)" at the end of each message,
+#     e.g. "... out-of-order samples are not allowed (err-mimir-sample-out-of-order)".
+#   VictoriaMetrics refuses no sample by answer: too old or too new ones it drops itself and answers 204.
+#     Its 400 "unsupported path requested" (lib/httpserver/httpserver.go) is a wrong URL: the data is kept.
+AGE_MARKERS = (  # "older than I take": found by bisection on age (Sender.isolate)
+    "too old sample",
+    "out of bounds",
+    "out of order sample",
+    "err-mimir-sample-timestamp-too-old",
+    "err-mimir-sample-out-of-order",
+)
+ORDER_MARKERS = ("out of order sample", "err-mimir-sample-out-of-order")  # no window: at or before the newest
+SAMPLE_MARKERS = (  # these samples, for another reason: narrowed down by halving
+    "duplicate sample for timestamp",
+    "invalid metric name or labels",
+    "invalid labels for series",
+    "err-mimir-sample-duplicate-timestamp",
+    "err-mimir-too-far-in-future",
+    "err-mimir-missing-metric-name",
+    "err-mimir-metric-name-invalid",
+    "err-mimir-label-invalid",
+    "err-mimir-label-value-invalid",
+    "err-mimir-label-name-too-long",
+    "err-mimir-label-value-too-long",
+    "err-mimir-duplicate-label-names",
+    "err-mimir-labels-not-sorted",
+    "err-mimir-max-label-names-per-series",
+)
+BODY_READ = 4096  # bytes of an error body searched for the markers (Mimir's id comes after up to 400 characters)
+SHOWN = 200  # characters of it shown in the health and the log
+
+
+def refusal(detail: str) -> str | None:
+    """``"age"`` or ``"sample"`` when the receiver's answer says it will never take these samples; else None."""
+    d = detail.lower()
+    if any(m in d for m in AGE_MARKERS):
+        return "age"
+    if any(m in d for m in SAMPLE_MARKERS):
+        return "sample"
+    return None
+
+
+def short_body(text: str) -> str:
+    """An error body for a person: an HTML page's text without its tags, whitespace collapsed, cut short."""
+    if "<" in text and ">" in text:
+        text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
+        text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text[:SHOWN] + ("..." if len(text) > SHOWN else "")
 
 
 def _messages():
@@ -147,16 +208,20 @@ def encode(pts: list[Point]) -> bytes:
 
 
 class Refused(Exception):
-    """The receiver will never take this request as it is (a 4xx, or an answer saying 'too old')."""
+    """The receiver said it will never take these samples (``refusal``); ``detail``: what it said."""
 
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
+        super().__init__(f"HTTP {status}: {short_body(detail)}")
         self.status, self.detail = status, detail
 
     @property
     def old(self) -> bool:
+        return refusal(self.detail) == "age"
+
+    @property
+    def out_of_order(self) -> bool:
         d = self.detail.lower()
-        return any(m in d for m in OLD_MARKERS)
+        return any(m in d for m in ORDER_MARKERS)
 
 
 class Sender:
@@ -181,7 +246,7 @@ class Sender:
         self.requests = 0
 
     def post(self, pts: list[Point]) -> None:
-        """Deliver or raise: ``Refused`` (never), HTTPError/URLError/OSError/HTTPException (later)."""
+        """Deliver or raise: ``Refused`` (the receiver says: never), HTTPError/URLError/OSError/HTTPException (later)."""
         req = urllib.request.Request(self.url, data=encode(pts), headers=self.headers, method="POST")
         self.requests += 1
         try:
@@ -189,11 +254,11 @@ class Sender:
                 if not 200 <= r.status < 300:
                     raise http.client.HTTPException(f"receiver answered {r.status}")
         except urllib.error.HTTPError as exc:
-            detail = error_text(exc)
-            refused = Refused(exc.code, detail)
-            if (400 <= exc.code < 500 and exc.code not in RETRY_CODES) or refused.old:
-                raise refused from None
-            exc.detail = detail  # type: ignore[attr-defined]  # the body is read: keep what it said for the health
+            detail = error_text(exc, BODY_READ)
+            if refusal(detail) is not None:
+                raise Refused(exc.code, detail) from None
+            # not about the samples (a wrong path, a proxy's page, auth, size, a limit): kept and retried
+            exc.detail = short_body(detail)  # type: ignore[attr-defined]  # the body is read: shown in the health
             raise
 
     def isolate(self, pts: list[Point]) -> list[tuple[Point, str]]:
@@ -206,7 +271,8 @@ class Sender:
         moves the window by less than a batch spans). That sample and every older one of its series
         are refused (Prometheus' head only moves forward), then the rest is tried again: a few
         requests per refused series, not per sample. "Out of order" (no window): ``_oldest_first``.
-        Any other refusal is halved down to the single samples.
+        A refusal for another reason (``SAMPLE_MARKERS``) is halved down to the single samples. Any
+        other error answer is raised from here: the whole batch is kept and retried later.
         """
         try:
             self.post(pts)
@@ -218,7 +284,7 @@ class Sender:
         if not first.old:
             mid = len(pts) // 2
             return self.isolate(pts[:mid]) + self.isolate(pts[mid:])
-        if any(m in first.detail.lower() for m in ORDER_MARKERS):
+        if first.out_of_order:
             return self._oldest_first(pts)
         lo, hi, why = 0, len(pts), first  # pts[lo:] refused (why), pts[hi:] taken (empty: trivially)
         while hi - lo > 1:

@@ -107,6 +107,15 @@ def clean(v):
     return v
 
 
+def one_param(name: str) -> str | None:
+    """A query parameter that takes one value: given twice (``since=x&since=8``) it is refused, not
+    read as whichever copy the framework happens to keep (a garbage first value was silently ignored)."""
+    values = request.query.getall(name)
+    if len(values) > 1:
+        raise HTTPError(400, f"{name} is given {len(values)} times: give it once")
+    return values[0] if values else None
+
+
 def parse_time(name: str, raw: str | None, default: float) -> float:
     """UNIX seconds; a *number* <= 0 means that many seconds before now (sisock); or ISO 8601.
 

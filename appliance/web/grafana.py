@@ -1,7 +1,8 @@
 """Grafana's two ways in: the JSON datasource (``/grafana/...``) and the Infinity datasource's wide table.
 
-**JSON datasource** (the SimpleJSON contract, with simpod's extras answered empty):
-``/grafana/search`` and ``/grafana/metrics`` list the series; ``/grafana/query`` streams each
+**JSON datasource** (the SimpleJSON contract, with simpod's extras answered empty but for
+``/grafana/variable``): ``/grafana/search``, ``/grafana/metrics`` and ``/grafana/variable`` (simpod's
+query variables) list the series; ``/grafana/query`` streams each
 target at a stride of at least ``intervalMs`` and at most ``maxDataPoints`` points (clamped to
 the ceilings in common.py); screens showing one dashboard share the answer (cache.py).
 
@@ -38,6 +39,7 @@ from .common import (
     as_json,
     clean,
     parse_float,
+    one_param,
     parse_time,
     points_per_series,
     read_json,
@@ -108,8 +110,19 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
         read_json()
         return as_json([{"label": f.name, "value": f.name} for f in store.fields()])
 
-    @app.post("/grafana/metric-payload-options")
     @app.post("/grafana/variable")
+    def grafana_variable():
+        """simpod's query variables: ``{"payload": {"target": "<text>"}}``, answered with the series whose names
+        contain the text, so a dashboard's channel list comes from the Pi's data, not from the dashboard."""
+        payload = read_json().get("payload")
+        target = payload.get("target", "") if isinstance(payload, dict) else payload if payload is not None else ""
+        if not isinstance(target, str) or len(target) > MAX_SEARCH:
+            raise HTTPError(400, f"variable payload target must be a string of at most {MAX_SEARCH} characters")
+        return as_json(
+            [{"__text": f.name, "__value": f.name} for f in store.fields() if target.lower() in f.name.lower()]
+        )
+
+    @app.post("/grafana/metric-payload-options")
     @app.post("/grafana/tag-keys")
     @app.post("/grafana/tag-values")
     @app.post("/grafana/annotations")
@@ -194,13 +207,13 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
         if unknown:
             raise HTTPError(404, f"unknown field {unknown[0]!r} (see /api/v1/fields)")
         now_ms = time.time() * 1000
-        end_ms = _number("to", request.query.get("to"), now_ms, 0, 1e14)
-        start_ms = _number("from", request.query.get("from"), end_ms - 3600_000, 0, 1e14)
+        end_ms = _number("to", one_param("to"), now_ms, 0, 1e14)
+        start_ms = _number("from", one_param("from"), end_ms - 3600_000, 0, 1e14)
         if end_ms < start_ms:
             raise HTTPError(400, f"to ({end_ms:.0f}) is before from ({start_ms:.0f})")
-        max_points = int(_number("max_points", request.query.get("max_points"), DEFAULT_MAX_POINTS, 1, MAX_POINTS))
-        interval_ms = _number("interval_ms", request.query.get("interval_ms"), None, 0, 1e12)
-        fmt = request.query.get("format", "json")
+        max_points = int(_number("max_points", one_param("max_points"), DEFAULT_MAX_POINTS, 1, MAX_POINTS))
+        interval_ms = _number("interval_ms", one_param("interval_ms"), None, 0, 1e12)
+        fmt = one_param("format") or "json"
         if fmt not in ("json", "csv"):
             raise HTTPError(400, f"format={fmt!r}: give json or csv")
         rows = table(

@@ -60,9 +60,20 @@ def _grafana_extras() -> dict:
                 },
             }
         },
+        "/grafana/variable": {
+            "post": {
+                "summary": "Grafana JSON datasource: a query variable's values, the series whose names contain"
+                " payload.target, as {__text, __value}",
+                "requestBody": body,
+                "responses": {
+                    **_ok({"type": "array", "items": {"type": "object", "required": ["__text", "__value"]}}),
+                    **_errors(400, 413),
+                },
+            }
+        },
         **{
             f"/grafana/{name}": {"post": {"summary": f"Grafana JSON datasource: {name} (none: an empty list)", **empty}}
-            for name in ("metric-payload-options", "variable", "tag-keys", "tag-values", "annotations")
+            for name in ("metric-payload-options", "tag-keys", "tag-values", "annotations")
         },
     }
 

@@ -6,7 +6,7 @@ transport's websocket path (the router worker gets the unsubstituted copy: verif
 secrets are put in here, with Python's json (secrets may contain & or quotes), into a file
 readable only by its owner.
 
-    render_config.py TEMPLATE OUTPUT      # env: WAMP_SECRET, WAMP_CONSUMER_SECRET, CROSSBAR_*_PORT
+    render_config.py TEMPLATE OUTPUT   # env: WAMP_SECRET, WAMP_CONSUMER_SECRET, CROSSBAR_*_PORT, CROSSBAR_*INTERFACE
 """
 
 import json
