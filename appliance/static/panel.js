@@ -156,7 +156,15 @@ function everySecond() {
 }
 
 // One status card per instrument or uplink: green while connected, red with the last error when not.
+// Rebuilt only when what they say changes: a card (or button) replaced under a finger loses the tap.
+function unchanged(box, what) {
+  const sig = JSON.stringify(what);
+  if (box.dataset.sig === sig) return true;
+  box.dataset.sig = sig;
+  return false;
+}
 function fillCards(box, items, key, describe) {
+  if (unchanged(box, items.map((it) => [it.name, it.connected, describe(it), it.last_error]))) return;
   box.innerHTML = "";
   for (const it of items) {
     const d = document.createElement("div");
@@ -216,6 +224,7 @@ async function refreshHealth() {
 function showUnmatched(rules) {
   const box = $("#unmatched");
   box.hidden = rules.length === 0;
+  if (unchanged(box, rules)) return;
   box.innerHTML = "";
   for (const u of rules) {
     const d = document.createElement("div");
@@ -234,6 +243,7 @@ function showAlarms(active) {
   const box = $("#alarms");
   box.hidden = active.length === 0;
   document.body.classList.toggle("alarmed", active.some((a) => !a.acked));
+  if (unchanged(box, active.map((a) => [a.name, a.severity, a.target, a.detail, a.since, a.acked, a.acked_by]))) return;
   box.innerHTML = "";
   for (const a of active) {
     const d = document.createElement("div");
