@@ -285,10 +285,11 @@ def spec() -> dict:
             },
             "/api/v1/alarms/{name}/ack": {
                 "post": {
-                    "summary": "acknowledge an active alarm: its repeats stop (needs the control token)",
+                    "summary": "acknowledge an active alarm: its repeats stop (needs the control token, or "
+                    "'Authorization: PIN <digits>' with control.ack_pin_file; wrong PINs are rate-limited: 429)",
                     "security": [{"controlToken": []}],
                     "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404)},
+                    "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404, 429)},
                 }
             },
             "/api/v1/openapi.json": {
