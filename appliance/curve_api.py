@@ -94,9 +94,15 @@ def inputs_using(inst, number: int) -> list[str]:
     return [str(number)] if inst.input_type(number).enabled else []
 
 
+def slot_is_empty(inst, number: int) -> bool:
+    """An empty slot: format 0 (240), or a header over no breakpoints (a 372 keeps "User Curve",
+    format 4 in an empty slot; firmware_host/FIDELITY.md, 372 row 13): its first point is 0, 0."""
+    return not inst.curve_header(number).data_format or inst.curve_point(number, 1) == (0.0, 0.0)
+
+
 def stored_curve(inst, number: int) -> Curve | None:
     """The curve in slot ``number`` (header and every point), or None for an empty slot."""
-    if not inst.curve_header(number).data_format:
+    if slot_is_empty(inst, number):
         return None
     return inst.download_curve(number)
 
@@ -243,11 +249,8 @@ class CurveService:
         def headers(inst) -> list[dict]:
             out = []
             for n in inst.curve_slots:
-                h = inst.curve_header(n)
-                # An empty slot: format 0 (240), or a blank header over no breakpoints (a 372 keeps
-                # "User Curve", format 4 in an empty slot; firmware_host/FIDELITY.md, 372 row 13).
-                if h.data_format and inst.curve_point(n, 1) != (0.0, 0.0):
-                    out.append({"number": n, **asdict(h)})
+                if not slot_is_empty(inst, n):
+                    out.append({"number": n, **asdict(inst.curve_header(n))})
             return out
 
         return {
