@@ -389,6 +389,20 @@ NGINX_PAGE = (
 )
 
 
+# a Java gateway's error page (its route table broken): the exception's text says "out of bounds"
+JAVA_PAGE = (
+    b"<html><body><h1>HTTP Status 500 - Internal Server Error</h1><p><b>Exception</b></p>"
+    b"<pre>java.lang.ArrayIndexOutOfBoundsException: Index 3 out of bounds for length 3\n"
+    b"\tat com.example.gateway.RouteTable.lookup(RouteTable.java:42)</pre></body></html>"
+)
+# a gateway's HTML 400 whose help text links a troubleshooting page about "out of order sample"
+DOC_PAGE = (
+    b"<html><head><title>400 Bad Request</title></head><body><h1>Bad Request</h1>"
+    b"<p>The gateway could not route /api/v1/write. If your client reports 'out of order sample' see "
+    b"<a href='https://example.org/docs/remote-write#out-of-order-sample'>the docs</a>.</p></body></html>"
+)
+
+
 class RouteProxy:
     """An HTTP reverse proxy on loopback in front of a receiver, whose route can be wrong.
 
@@ -444,6 +458,10 @@ class RouteProxy:
             return 401, "text/plain", b"Unauthorized\n"
         if mode == "405":
             return 405, "text/plain", b"Method Not Allowed\n"
+        if mode == "java-500":
+            return 500, "text/html", JAVA_PAGE
+        if mode == "doc-400":
+            return 400, "text/html; charset=utf-8", DOC_PAGE
         title = {"413": "413 Request Entity Too Large", "html-400": "400 Bad Request"}[mode]
         return int(title[:3]), "text/html", NGINX_PAGE.format(title).encode()
 
@@ -463,6 +481,8 @@ class RouteProxy:
         ("405", "HTTP 405: Method Not Allowed"),
         ("413", "HTTP 413: 413 Request Entity Too Large 413 Request Entity Too Large nginx"),
         ("html-400", "HTTP 400: 400 Bad Request 400 Bad Request nginx"),
+        ("java-500", "HTTP 500: HTTP Status 500 - Internal Server Error Exception java.lang."),
+        ("doc-400", "HTTP 400: 400 Bad Request Bad Request The gateway could not route"),
     ],
 )
 def test_an_answer_about_the_route_keeps_every_sample(tmp_path, stores, runners, mode, shown):
@@ -488,7 +508,8 @@ def test_an_answer_about_the_route_keeps_every_sample(tmp_path, stores, runners,
         assert len(set(bad)) == 1, f"requests were cut down (halving): {bad[:20]}"  # the same whole batch, retried
         refused_events = lambda: [e for e in store.events() if e["kind"] == "uplink_refused"]  # noqa: E731
         assert runner.health.errors["refused"] == 0 and not refused_events()
-        assert runner.health.errors["http"] >= 3 and not runner.health.connected
+        wait_for(lambda: runner.health.errors["http"] >= 3, 10, what="three answers in the health")  # after the proxy's
+        assert not runner.health.connected
         assert runner.health.last_error.startswith(shown), runner.health.last_error
         assert "<" not in runner.health.last_error
         if mode == "wrong-path":
@@ -529,6 +550,18 @@ def test_which_answers_refuse_samples():
     )
     assert refusal("duplicate sample for timestamp") == "sample"
     assert refusal("received a series with an invalid label: 'x' series: 'y' (err-mimir-label-invalid)") == "sample"
+    # as the receivers write them, wrapped (newer Prometheus, Thanos' 409) or not
+    assert refusal("too old sample\n", 500, "text/plain; charset=utf-8") == "age"
+    assert refusal("out of order sample\n", 400, "text/plain; charset=utf-8") == "age"
+    assert refusal("store locally for endpoint 127.0.0.1:1: add 3 samples: out of bounds", 409) == "age"
+    assert refusal("duplicate sample for timestamp 17; overrides not allowed: existing 1, new value 2") == "sample"
+    # a phrase quoted by somebody else: an HTML page, an exception's text, a 5xx that is not Prometheus'
+    assert refusal(JAVA_PAGE.decode(), 500, "text/html") is None
+    assert refusal(JAVA_PAGE.decode(), 400, "application/octet-stream") is None  # HTML, whatever it is labelled
+    assert refusal(DOC_PAGE.decode(), 400, "text/html") is None
+    assert refusal("java.lang.ArrayIndexOutOfBoundsException: Index 3 out of bounds for length 3", 400) is None
+    assert refusal("panic: runtime error: index out of bounds [3] with length 3", 400) is None
+    assert refusal("upstream said: out of order sample", 502) is None
     for route in (
         'remoteAddr: "127.0.0.1:1"; requestURI: /x; unsupported path requested: "/x"',
         NGINX_PAGE.format("400 Bad Request"),
