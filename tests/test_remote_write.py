@@ -760,3 +760,56 @@ def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
             g.close()
     print("remote write:", tally.line())
     assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
+
+
+def test_a_sample_too_far_in_the_future_is_refused_alone():
+    """ "out of bounds" is also a sample too far ahead (Prometheus' timeLimitAppender, Thanos Receive's
+    too-far-in-future window). A receiver emulating that - a request holding any sample more than 10 min
+    ahead is refused whole, 409 - gets 20 good samples of two series and one of them an hour ahead: only
+    that one is refused, the 20 are stored (it was taken for the newest of an old series: 11 refused)."""
+    import cramjam
+
+    from appliance.uplinks.remote_write import Point, WriteRequest
+
+    stored: list[tuple[int, float]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            req = WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(body)))
+            samples = [(s.timestamp, s.value) for ts in req.timeseries for s in ts.samples]
+            if any(t > time.time() * 1000 + 600_000 for t, _ in samples):
+                code, text = 409, b"store locally for endpoint 127.0.0.1:1: add 1 samples: out of bounds\n"
+            else:
+                stored.extend(samples)
+                code, text = 204, b""
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/api/v1/write"
+        s = Sender(RemoteWriteUplink(kind="remote_write", url=url), "uplink[0]")
+        now = int(time.time() * 1000)
+        v = (("__name__", "kelvinpi_temperature_kelvin"), ("field", "N::a_t"), ("node", "N"))
+        st = (("__name__", "kelvinpi_reading_status"), ("field", "N::a_t"), ("node", "N"))
+        pts = sorted(
+            [Point(now - 60_000 + i * 1000, v, 1.0 + i) for i in range(10)]
+            + [Point(now - 60_000 + i * 1000, st, 0.0) for i in range(10)]
+            + [Point(now + 3_600_000, v, 99.0)]
+        )
+        refused = s.isolate(pts)
+        assert [(p.t, p.value) for p, _ in refused] == [(now + 3_600_000, 99.0)], refused
+        assert "out of bounds" in refused[0][1]
+        assert sorted(stored) == sorted((p.t, p.value) for p in pts[:-1])
+        print(f"future: 1 of 21 refused with {s.requests} requests")
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -37,6 +37,7 @@ import http.client
 import logging
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -100,6 +101,10 @@ SAMPLE_MARKERS = (  # these samples, for another reason: narrowed down by halvin
 )
 BODY_READ = 4096  # bytes of an error body searched for the markers (Mimir's id comes after up to 400 characters)
 SHOWN = 200  # characters of it shown in the health and the log
+# "out of bounds" also means too far AHEAD (Prometheus' timeLimitAppender, Thanos' too-far-in-future
+# window, 10 min and more): samples stamped further ahead of this clock than this are suspects of that,
+# tested on their own, not taken for the newest of an old series (which refused every older one with it)
+FUTURE_MARGIN_MS = 60_000
 
 
 def _marker_pattern(markers: tuple[str, ...]) -> re.Pattern[str]:
@@ -307,6 +312,8 @@ class Sender:
         moves the window by less than a batch spans). That sample and every older one of its series
         are refused (Prometheus' head only moves forward), then the rest is tried again: a few
         requests per refused series, not per sample. "Out of order" (no window): ``_oldest_first``.
+        A too-old refusal of a batch holding samples stamped ahead of now (``FUTURE_MARGIN_MS``) may be
+        "out of bounds" for being too new: the rest goes first, those are halved down on their own.
         A refusal for another reason (``SAMPLE_MARKERS``) is halved down to the single samples. Any
         other error answer is raised from here: the whole batch is kept and retried later.
         """
@@ -318,8 +325,12 @@ class Sender:
         if len(pts) == 1:
             return [(pts[0], str(first))]
         if not first.old:
-            mid = len(pts) // 2
-            return self.isolate(pts[:mid]) + self.isolate(pts[mid:])
+            return self._halved(pts)
+        ahead = int(time.time() * 1000) + FUTURE_MARGIN_MS
+        if not first.out_of_order and pts[-1].t > ahead:  # perhaps refused as too new: those on their own
+            rest = [p for p in pts if p.t <= ahead]  # first: a newer one taken first would put them out of order
+            future = [p for p in pts if p.t > ahead]
+            return (self.isolate(rest) if rest else []) + self._halved(future)
         if first.out_of_order:
             return self._oldest_first(pts)
         lo, hi, why = 0, len(pts), first  # pts[lo:] refused (why), pts[hi:] taken (empty: trivially)
@@ -336,6 +347,17 @@ class Sender:
         refused = [p for p in pts[:hi] if p.labels == culprit.labels and p.t <= culprit.t]
         rest = [p for p in pts[:hi] if not (p.labels == culprit.labels and p.t <= culprit.t)]
         return [(p, str(why)) for p in refused] + (self.isolate(rest) if rest else [])
+
+    def _halved(self, pts: list[Point]) -> list[tuple[Point, str]]:
+        """Split in two, each half on its own: down to the single samples refused."""
+        if len(pts) == 1:
+            try:
+                self.post(pts)
+                return []
+            except Refused as exc:
+                return [(pts[0], str(exc))]
+        mid = len(pts) // 2
+        return self.isolate(pts[:mid]) + self.isolate(pts[mid:])
 
     def _oldest_first(self, pts: list[Point]) -> list[tuple[Point, str]]:
         """ "Out of order": a receiver without an out-of-order window refuses every sample at or before its
