@@ -367,3 +367,38 @@ def test_a_failing_piece_is_reported_and_the_rest_applies(fat, tmp_path):
     assert any(x.startswith("secrets: not applied: IsADirectoryError") for x in r.refused), r.refused
     report = json.loads((data / "firstboot-report.json").read_text())
     assert report["refused"] == r.refused
+
+
+def test_the_key_is_installed_before_the_config_is_validated(fat, tmp_path):
+    """A power cut (SIGKILL) while kelvinpi.toml is being validated: the SSH key is installed already and
+    a report says so. The validator here blocks, standing in for a large file (a 219 KB one took about 9
+    minutes of a Pi's CPU); it marks when it starts, and the process is killed then. On main: no key."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (fat / "authorized_keys").write_text(KEY + "\n")
+    (fat / "kelvinpi.toml").write_text('[[instrument]]\nmodel = "372"\n')
+    data = tmp_path / "data"
+    started = tmp_path / "validating"
+    code = (
+        "import sys, time, pathlib, appliance.firstboot as f\n"
+        f"def slow(text, source):\n    pathlib.Path({str(started)!r}).touch()\n    time.sleep(60)\n"
+        "f._validate = slow\n"
+        f"sys.argv = ['firstboot', {str(fat)!r}, {str(data)!r}]\n"
+        "f.main()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "validation never started"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
+    report = json.loads((data / "firstboot-report.json").read_text())
+    assert any("ssh key" in a.lower() or "authorized_keys" in a for a in report["applied"]), report
