@@ -295,7 +295,8 @@ class Sender:
                     raise http.client.HTTPException(f"receiver answered {r.status}")
         except urllib.error.HTTPError as exc:
             detail = error_text(exc, BODY_READ)
-            kind = refusal(detail, exc.code, (exc.headers or {}).get("Content-Type", "") or "")
+            ctype = exc.headers.get("Content-Type", "") if exc.headers is not None else ""
+            kind = refusal(detail, exc.code, ctype or "")
             if kind is not None:
                 raise Refused(exc.code, detail, kind) from None
             # not about the samples (a wrong path, a proxy's page, auth, size, a limit): kept and retried
