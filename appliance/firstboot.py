@@ -86,7 +86,8 @@ class Result:
 
 
 def _read(path: Path, result: Result) -> str | None:
-    """Read a small regular file from the FAT; refuse symlinks, devices and huge files."""
+    """Read a small regular file from the FAT as text (a leading byte-order mark dropped); refuse
+    symlinks, devices and huge files."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -108,7 +109,8 @@ def _read(path: Path, result: Result) -> str | None:
         result.refused.append(f"{path.name}: over the {MAX_FILE} byte limit")
         return None
     try:
-        return raw.decode("utf-8")
+        # Notepad's "UTF-8 with BOM" starts the file with U+FEFF: not part of a key, hostname or config
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         result.refused.append(f"{path.name}: not UTF-8 text")
         return None

@@ -402,3 +402,40 @@ def test_the_key_is_installed_before_the_config_is_validated(fat, tmp_path):
     assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
     report = json.loads((data / "firstboot-report.json").read_text())
     assert any("ssh key" in a.lower() or "authorized_keys" in a for a in report["applied"]), report
+
+
+BOM = "\ufeff"  # Notepad's "UTF-8 with BOM"
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("authorized_keys", KEY + "\r\n"),
+        ("hostname", "fridge-2\r\n"),
+        ("wifi.conf", "ssid=LabNet\r\npsk=correct horse battery\r\ncountry=CH\r\n"),
+        ("kelvinpi.toml", GOOD_TOML),
+        ("timezone", "Europe/Zurich\r\n"),
+        ("user-data", "#cloud-config\nhostname: fridge-2\n"),
+        ("wamp-secret", "s3cret&x\n"),
+    ],
+    ids=["authorized_keys", "hostname", "wifi.conf", "kelvinpi.toml", "timezone", "user-data", "secret"],
+)
+def test_a_byte_order_mark_is_not_part_of_the_file(fat, tmp_path, name, content):
+    """A file saved by Notepad as "UTF-8 with BOM" applies as the same file without it (on main the key,
+    wifi.conf, hostname and kelvinpi.toml were all refused)."""
+    (fat / name).write_text(BOM + content, encoding="utf-8", newline="")
+    data = tmp_path / "data"
+    r = apply(fat, data, validate)
+    assert not r.refused, r.refused
+    if name == "authorized_keys":
+        assert r.authorized_keys == [KEY]
+    elif name in ("hostname", "user-data"):
+        assert r.hostname == "fridge-2"
+    elif name == "wifi.conf":
+        assert r.wifi == {"ssid": "LabNet", "psk": "correct horse battery", "country": "CH"}
+    elif name == "kelvinpi.toml":
+        assert r.config_ok and (data / "kelvinpi.toml").read_text() == GOOD_TOML
+    elif name == "timezone":
+        assert r.timezone == "Europe/Zurich"
+    else:
+        assert (data / "secrets" / name).read_text() == content
