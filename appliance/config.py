@@ -49,9 +49,11 @@ class ConfigError(Exception):
 class Strict(BaseModel):
     """Every table refuses unknown keys (a typo is an error, not a silently ignored setting) and
     takes values as written: no string is turned into a number or a flag (a number where a float is
-    wanted is fine). A path key is typed ``ConfigPath`` so that it takes a string."""
+    wanted is fine). A path key is typed ``ConfigPath`` so that it takes a string. No number is nan
+    or infinite (TOML can write both): ``threshold = nan`` was an alarm that never fired, and
+    ``hysteresis = inf`` one that never cleared."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ChannelConfig(Strict):
@@ -657,10 +659,21 @@ _TYPE_WORDS = {
 }
 
 
+def _toml_float(v: object) -> str:
+    """nan and the infinities as a TOML file writes them."""
+    if isinstance(v, float) and v != v:
+        return "nan"
+    if isinstance(v, float) and v in (float("inf"), float("-inf")):
+        return "inf" if v > 0 else "-inf"
+    return str(v)
+
+
 def type_message(err: Any) -> str | None:
     """A type error in the file's own words, naming the type it got (pydantic says "Input should be
     a valid integer", and for model = 372 "Input should be '372' or '240'", as if it got that)."""
     kind, value = err["type"], err.get("input")
+    if kind == "finite_number":
+        return f"must be a finite number (got {_toml_float(value)})"
     if kind in _TYPE_WORDS:
         return f"must be {_TYPE_WORDS[kind]}, got {describe_value(value)}"
     if kind == "literal_error" and not isinstance(value, str):
