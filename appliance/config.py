@@ -891,6 +891,38 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
                 problems.append((loc + ("notify",), f"no [[notify]] target named {n!r}"))
 
 
+MAX_NESTING = 100  # brackets deep: where a nesting too deep to read is reported (no config goes past 5)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split(";")[0].strip()
+
+
+def _long_integer(text: str) -> tuple[int | None, int]:
+    """The line of the longest run of digits in ``text`` (what Python refused to convert), and its length."""
+    line, digits = None, 0
+    for no, raw in enumerate(text.splitlines(), 1):
+        for run in re.findall(r"\d[\d_]*", raw):
+            n = len(run.replace("_", ""))
+            if n > digits:
+                line, digits = no, n
+    return line, digits
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where brackets (outside strings, roughly) first nest ``MAX_NESTING`` deep."""
+    depth = 0
+    for no, raw in enumerate(text.splitlines(), 1):
+        for c in raw:
+            if c in "[{":
+                depth += 1
+                if depth >= MAX_NESTING:
+                    return no
+            elif c in "]}":
+                depth = max(0, depth - 1)
+    return None
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate config text; raise ConfigError listing every problem with its line."""
     try:
@@ -898,6 +930,15 @@ def parse(text: str, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, [(int(m.group(1)) if m else None, "", f"TOML syntax: {exc}")]) from None
+    except ValueError as exc:  # an integer longer than Python converts (4300 digits): no config needs one
+        line, digits = _long_integer(text)
+        raise ConfigError(
+            source, [(line, "", f"an integer of {digits} digits: too long to read ({_first_line(exc)})")]
+        ) from None
+    except RecursionError:  # arrays or tables nested thousands deep: the reader runs out of stack
+        raise ConfigError(
+            source, [(_too_deep(text), "", f"arrays or inline tables nested more than {MAX_NESTING} deep")]
+        ) from None
     lines = line_map(text)
     crossed = cross_check(data)
     _cross_check_alarms(data, crossed)

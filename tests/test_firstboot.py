@@ -439,3 +439,20 @@ def test_a_byte_order_mark_is_not_part_of_the_file(fat, tmp_path, name, content)
         assert r.timezone == "Europe/Zurich"
     else:
         assert (data / "secrets" / name).read_text() == content
+
+
+@pytest.mark.parametrize(
+    "value,said",
+    [
+        ("[" * 5000 + "]" * 5000, "kelvinpi.toml:6: arrays or inline tables nested"),
+        ("1" * 5000, "kelvinpi.toml:6: an integer of 5000 digits"),
+    ],
+    ids=["deep-nesting", "long-integer"],
+)
+def test_an_unreadable_config_is_reported_with_its_line(fat, tmp_path, value, said):
+    """config-error.txt (what the front panel shows) names the line, not "maximum recursion depth exceeded"."""
+    (fat / "kelvinpi.toml").write_text(GOOD_TOML + f"x = {value}\n")
+    data = tmp_path / "data"
+    r = apply(fat, data, validate)
+    assert r.config_ok is False
+    assert (data / "config-error.txt").read_text().startswith(said)
