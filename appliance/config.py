@@ -672,6 +672,15 @@ def type_message(err: Any) -> str | None:
     """A type error in the file's own words, naming the type it got (pydantic says "Input should be
     a valid integer", and for model = 372 "Input should be '372' or '240'", as if it got that)."""
     kind, value = err["type"], err.get("input")
+    if kind == "path_type":  # pydantic: "Input is not a valid path for <class 'pathlib.Path'>"
+        return f"must be a path string (got {describe_value(value)})"
+    if kind == "union_tag_invalid" and isinstance(value, dict):  # "Input tag '1' found using 'kind'" for kind = 1
+        key = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+        tag = value.get(key)
+        if key and key in value and not isinstance(tag, str):
+            tags = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected_tags", "")))
+            choices = ", ".join(f'"{t}"' for t in tags)
+            return f"{key} must be one of the strings {choices} (got {describe_value(tag)})"
     if kind == "finite_number":
         return f"must be a finite number (got {_toml_float(value)})"
     if kind in _TYPE_WORDS:
