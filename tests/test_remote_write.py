@@ -418,6 +418,7 @@ class RouteProxy:
         from appliance.uplinks.remote_write import WriteRequest
 
         self.upstream, self.mode = upstream, mode
+        self.retry_after = "300"  # what a 429 asks for
         self.answered: list[tuple[int, int]] = []  # (status, samples in the request)
         proxy = self
 
@@ -433,6 +434,8 @@ class RouteProxy:
                 self.send_header("Content-Length", str(len(answer)))
                 if status == 401:
                     self.send_header("WWW-Authenticate", 'Basic realm="metrics"')
+                if status == 429:
+                    self.send_header("Retry-After", proxy.retry_after)
                 self.end_headers()
                 self.wfile.write(answer)
 
@@ -458,6 +461,8 @@ class RouteProxy:
             return 401, "text/plain", b"Unauthorized\n"
         if mode == "405":
             return 405, "text/plain", b"Method Not Allowed\n"
+        if mode == "429":
+            return 429, "text/plain", b"rate limited\n"
         if mode == "java-500":
             return 500, "text/html", JAVA_PAGE
         if mode == "doc-400":
@@ -514,6 +519,8 @@ def test_an_answer_about_the_route_keeps_every_sample(tmp_path, stores, runners,
         assert "<" not in runner.health.last_error
         if mode == "wrong-path":
             assert 'unsupported path requested: "/insert/0/prometheus/api/v1/write"' in runner.health.last_error
+        if mode == "413":  # what fixes it: the same batch is refused forever
+            assert "lower `batch` for this uplink, now 100" in runner.health.last_error
         proxy.mode = "forward"
         got = wait_exact(store, vm, t0 - 1, t0 + 60, f"after the route is fixed ({mode})", timeout=60)
         assert len(got[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]) == 200
@@ -813,3 +820,41 @@ def test_a_sample_too_far_in_the_future_is_refused_alone():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_retry_after_is_honoured(tmp_path, stores, runners):
+    """A 429 asking for 300 s (Retry-After) is not retried at 1, 2, 4 s: one request in the next 6 s, the
+    wait shown in the health, the data kept; stopping the runner does not wait for it. An HTTP date
+    is read too, and a wait longer than RETRY_AFTER_MAX is cut to it."""
+    import email.utils
+
+    proxy = RouteProxy("http://127.0.0.1:9", "429")
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, proxy.url + "/api/v1/write", batch=100)
+        store.write(rows(T_KEY, now0(), 10))
+        wait_for(lambda: runner.health.errors["http"] >= 1, 20, what="the first 429 in the health")
+        time.sleep(6)  # backoff alone would have retried at about 1 s and 3 s
+        assert len(proxy.answered) == 1, proxy.answered
+        assert "retrying in 300 s, as its Retry-After asks" in runner.health.last_error, runner.health.last_error
+        assert runner.outbox.backlog() == 10 and runner.health.errors["refused"] == 0
+        t = time.monotonic()
+        runner.stop()
+        assert not runner.is_alive() and time.monotonic() - t < 10
+    finally:
+        proxy.close()
+
+    def answer(value: str) -> urllib.error.HTTPError:
+        import email.message
+
+        m = email.message.Message()
+        m["Retry-After"] = value
+        return urllib.error.HTTPError("http://x", 429, "Too Many Requests", m, None)
+
+    from appliance.uplinks.push import RETRY_AFTER_MAX, retry_after
+
+    now = time.time()
+    assert retry_after(answer("120")) == 120
+    assert abs(retry_after(answer(email.utils.formatdate(now + 90, usegmt=True)), now) - 90) < 2
+    assert retry_after(answer("86400")) == RETRY_AFTER_MAX
+    assert retry_after(answer("soon")) is None
