@@ -22,8 +22,9 @@ nobody could log in to. Nothing read from the card is formatted whole (``_short`
 
 Each piece (``authorized_keys`` first, then secrets, config, hostname, ...) is applied on its own:
 whatever goes wrong in one, even a MemoryError, is named in ``firstboot-report.json`` and the rest
-still applies; ``main`` writes the SSH keys before anything else of the system's and always
-leaves a report.
+still applies; ``main`` installs the SSH keys (and writes a first report) before any other file
+on the card is read, let alone kelvinpi.toml validated, and always leaves a report. A leading
+byte-order mark (Notepad's "UTF-8 with BOM") is dropped from every file.
 """
 
 from __future__ import annotations
