@@ -49,9 +49,11 @@ class ConfigError(Exception):
 class Strict(BaseModel):
     """Every table refuses unknown keys (a typo is an error, not a silently ignored setting) and
     takes values as written: no string is turned into a number or a flag (a number where a float is
-    wanted is fine). A path key is typed ``ConfigPath`` so that it takes a string."""
+    wanted is fine). A path key is typed ``ConfigPath`` so that it takes a string. No number is nan
+    or infinite (TOML can write both): ``threshold = nan`` was an alarm that never fired, and
+    ``hysteresis = inf`` one that never cleared."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ChannelConfig(Strict):
@@ -662,10 +664,30 @@ _TYPE_WORDS = {
 }
 
 
+def _toml_float(v: object) -> str:
+    """nan and the infinities as a TOML file writes them."""
+    if isinstance(v, float) and v != v:
+        return "nan"
+    if isinstance(v, float) and v in (float("inf"), float("-inf")):
+        return "inf" if v > 0 else "-inf"
+    return str(v)
+
+
 def type_message(err: Any) -> str | None:
     """A type error in the file's own words, naming the type it got (pydantic says "Input should be
     a valid integer", and for model = 372 "Input should be '372' or '240'", as if it got that)."""
     kind, value = err["type"], err.get("input")
+    if kind == "path_type":  # pydantic: "Input is not a valid path for <class 'pathlib.Path'>"
+        return f"must be a path string (got {describe_value(value)})"
+    if kind == "union_tag_invalid" and isinstance(value, dict):  # "Input tag '1' found using 'kind'" for kind = 1
+        key = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+        tag = value.get(key)
+        if key and key in value and not isinstance(tag, str):
+            tags = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected_tags", "")))
+            choices = ", ".join(f'"{t}"' for t in tags)
+            return f"{key} must be one of the strings {choices} (got {describe_value(tag)})"
+    if kind == "finite_number":
+        return f"must be a finite number (got {_toml_float(value)})"
     if kind in _TYPE_WORDS:
         return f"must be {_TYPE_WORDS[kind]}, got {describe_value(value)}"
     if kind == "literal_error" and not isinstance(value, str):
@@ -790,19 +812,39 @@ def configured_fields(inst: dict) -> set[str] | None:
     return fields
 
 
-def _closest(word: str, choices: set[str] | list[str], limit: int = 8) -> str:
-    """The choices, closest to ``word`` first, at most ``limit`` of them."""
-    ranked = difflib.get_close_matches(word, sorted(choices), n=len(choices), cutoff=0.0)
-    shown = ", ".join(ranked[:limit])
-    return shown + (f", ... ({len(ranked)} in all)" if len(ranked) > limit else "")
+RANKED_PROBLEMS = 10  # unknown names per file given suggestions ranked by likeness; the rest listed A-Z
+RANKED_CHOICES = 500  # names ranked against each (the first in order); a longer list is listed A-Z
+RANKED_CHARS = 64  # characters of each name compared (difflib's cost grows with the product of lengths)
 
 
-def _among(name: str, instruments: set[str]) -> str:
-    return f" (instruments: {_closest(name, instruments)})" if instruments else ""
+class Suggestions:
+    """Which names to suggest for an unknown one, with bounded work per file: ranking every name by
+    likeness for every alarm naming an unknown one cost time quadratic in the file (a 44 KB
+    kelvinpi.toml took 21 s of CPU, a 219 KB one about 9 minutes, on a first boot of a Pi)."""
+
+    def __init__(self) -> None:
+        self.left = RANKED_PROBLEMS
+
+    def closest(self, word: str, choices: set[str] | list[str], limit: int = 8) -> str:
+        """The choices, closest to ``word`` first (while the budget lasts), at most ``limit`` of them."""
+        ordered = sorted(choices)
+        if self.left > 0 and len(ordered) <= RANKED_CHOICES:
+            self.left -= 1
+            cut = {c[:RANKED_CHARS]: c for c in reversed(ordered)}
+            near = difflib.get_close_matches(word[:RANKED_CHARS], list(cut), n=limit, cutoff=0.0)
+            shown_names = [cut[c] for c in near]
+        else:
+            shown_names = ordered[:limit]
+        shown = ", ".join(shown_names)
+        return shown + (f", ... ({len(ordered)} in all)" if len(ordered) > limit else "")
+
+    def among(self, name: str, instruments: set[str]) -> str:
+        return f" (instruments: {self.closest(name, instruments)})" if instruments else ""
 
 
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
+    suggest = Suggestions()
     sections = data.get("instrument") if isinstance(data.get("instrument"), list) else []
     known = {  # a name of the wrong type is pydantic's to report
         i["name"]: configured_fields(i) for i in sections if isinstance(i, dict) and isinstance(i.get("name"), str)
@@ -841,15 +883,19 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
                 problems.append(
                     (
                         loc + ("field",),
-                        f"field {fld!r}: no instrument named {node!r}{_among(node, instruments)}",
+                        f"field {fld!r}: no instrument named {node!r}{suggest.among(node, instruments)}",
                     )
                 )
             elif (fields := known[node]) is not None and rest not in fields:
-                has = f"{node} has {_closest(rest, fields)}" if fields else f"{node} has no fields (no enabled input)"
+                has = (
+                    f"{node} has {suggest.closest(rest, fields)}"
+                    if fields
+                    else f"{node} has no fields (no enabled input)"
+                )
                 problems.append((loc + ("field",), f"{fld} matches no series; {has}"))
         inst = rule.get("instrument")
         if isinstance(inst, str) and inst not in instruments:
-            problems.append((loc + ("instrument",), f"no instrument named {inst!r}{_among(inst, instruments)}"))
+            problems.append((loc + ("instrument",), f"no instrument named {inst!r}{suggest.among(inst, instruments)}"))
         up = rule.get("uplink")
         if isinstance(up, int) and not isinstance(up, bool) and up >= len(uplinks):
             problems.append((loc + ("uplink",), f"there is no uplink[{up}] ({len(uplinks)} configured)"))
@@ -859,6 +905,38 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
                 problems.append((loc + ("notify",), f"no [[notify]] target named {n!r}"))
 
 
+MAX_NESTING = 100  # brackets deep: where a nesting too deep to read is reported (no config goes past 5)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split(";")[0].strip()
+
+
+def _long_integer(text: str) -> tuple[int | None, int]:
+    """The line of the longest run of digits in ``text`` (what Python refused to convert), and its length."""
+    line, digits = None, 0
+    for no, raw in enumerate(text.splitlines(), 1):
+        for run in re.findall(r"\d[\d_]*", raw):
+            n = len(run.replace("_", ""))
+            if n > digits:
+                line, digits = no, n
+    return line, digits
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where brackets (outside strings, roughly) first nest ``MAX_NESTING`` deep."""
+    depth = 0
+    for no, raw in enumerate(text.splitlines(), 1):
+        for c in raw:
+            if c in "[{":
+                depth += 1
+                if depth >= MAX_NESTING:
+                    return no
+            elif c in "]}":
+                depth = max(0, depth - 1)
+    return None
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate config text; raise ConfigError listing every problem with its line."""
     try:
@@ -866,6 +944,15 @@ def parse(text: str, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, [(int(m.group(1)) if m else None, "", f"TOML syntax: {exc}")]) from None
+    except ValueError as exc:  # an integer longer than Python converts (4300 digits): no config needs one
+        line, digits = _long_integer(text)
+        raise ConfigError(
+            source, [(line, "", f"an integer of {digits} digits: too long to read ({_first_line(exc)})")]
+        ) from None
+    except RecursionError:  # arrays or tables nested thousands deep: the reader runs out of stack
+        raise ConfigError(
+            source, [(_too_deep(text), "", f"arrays or inline tables nested more than {MAX_NESTING} deep")]
+        ) from None
     lines = line_map(text)
     crossed = cross_check(data)
     _cross_check_alarms(data, crossed)

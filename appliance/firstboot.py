@@ -22,8 +22,9 @@ nobody could log in to. Nothing read from the card is formatted whole (``_short`
 
 Each piece (``authorized_keys`` first, then secrets, config, hostname, ...) is applied on its own:
 whatever goes wrong in one, even a MemoryError, is named in ``firstboot-report.json`` and the rest
-still applies; ``main`` writes the SSH keys before anything else of the system's and always
-leaves a report.
+still applies; ``main`` installs the SSH keys (and writes a first report) before any other file
+on the card is read, let alone kelvinpi.toml validated, and always leaves a report. A leading
+byte-order mark (Notepad's "UTF-8 with BOM") is dropped from every file.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class Result:
 
 
 def _read(path: Path, result: Result) -> str | None:
-    """Read a small regular file from the FAT; refuse symlinks, devices and huge files."""
+    """Read a small regular file from the FAT as text (a leading byte-order mark dropped); refuse
+    symlinks, devices and huge files."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -108,7 +110,8 @@ def _read(path: Path, result: Result) -> str | None:
         result.refused.append(f"{path.name}: over the {MAX_FILE} byte limit")
         return None
     try:
-        return raw.decode("utf-8")
+        # Notepad's "UTF-8 with BOM" starts the file with U+FEFF: not part of a key, hostname or config
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         result.refused.append(f"{path.name}: not UTF-8 text")
         return None
@@ -383,14 +386,19 @@ def _each(name: str, step: Callable[[], None], result: Result) -> None:
         result.refused.append(f"{name}: not applied: {_why(exc)}")
 
 
-def apply(boot: Path, data: Path, validate=None, result: Result | None = None) -> Result:  # type: ignore[no-untyped-def]
+def apply(  # type: ignore[no-untyped-def]
+    boot: Path, data: Path, validate=None, result: Result | None = None, identity: Path | None = None
+) -> Result:
     """Read ``boot`` (the FAT mount), write what is valid under ``data``; return a report.
 
     ``validate(text, source)`` checks a kelvinpi.toml and raises with a message (the appliance's
     own ``config.parse``); the OS-level settings (hostname, keys, Wi-Fi) are returned for the
     caller to apply to the system. ``result``, if given, is filled in place (so a caller keeps
     what was accepted even if this is cut short). The SSH keys come first; each piece is applied
-    on its own (``_each``); plain files win over Imager's cloud-init files.
+    on its own (``_each``); plain files win over Imager's cloud-init files. With ``identity``, the
+    keys of ``authorized_keys`` are installed there, and a first report written, before anything
+    else is read: validating a large kelvinpi.toml takes a while, and a power cut or a stop during
+    it must not leave the card without its key.
     """
     result = result if result is not None else Result()
     data.mkdir(parents=True, exist_ok=True)
@@ -422,6 +430,9 @@ def apply(boot: Path, data: Path, validate=None, result: Result | None = None) -
     _each(
         "authorized_keys", plain("authorized_keys", lambda t: _keys(t.splitlines(), "authorized_keys", result)), result
     )
+    if identity is not None:
+        _each("authorized_keys (installing)", lambda: write_keys(result, identity), result)
+        _each("firstboot-report.json", lambda: write_report(data, result), result)
     _each("secrets", lambda: _secrets(boot, secrets, result), result)  # then off the FAT, whatever else happens
     _each("kelvinpi.toml", lambda: _config(boot, data, validate, result), result)
     _each("hostname", plain("hostname", lambda t: _hostname(t, "hostname", result)), result)
@@ -434,12 +445,40 @@ def apply(boot: Path, data: Path, validate=None, result: Result | None = None) -
     return result
 
 
+def _durable(path: Path, text: str, mode: int) -> None:
+    """``text`` into ``path`` whole (a temporary file renamed over it), on the disk before this returns:
+    a power cut right after leaves the old file or the new one, never none or half of one."""
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def write_report(data: Path, result: Result) -> None:
     """``<data>/firstboot-report.json``: what was applied and what was refused, and why."""
     report = {"applied": result.applied, "refused": result.refused}
-    tmp = data / "firstboot-report.json.new"
-    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    os.replace(tmp, data / "firstboot-report.json")
+    _durable(data / "firstboot-report.json", json.dumps(report, indent=1), 0o644)
+
+
+def write_keys(result: Result, identity: Path, user: str = "kelvinpi") -> None:
+    """The accepted SSH keys into ``identity/authorized_keys/<user>`` (what sshd reads), on the disk."""
+    identity.mkdir(parents=True, exist_ok=True)
+    os.chmod(identity, 0o755)  # sshd reads authorized_keys/<user> below it as that user
+    if result.authorized_keys:
+        keys = identity / "authorized_keys"
+        keys.mkdir(exist_ok=True)
+        os.chmod(keys, 0o755)
+        # public keys; sshd needs them owned by root or the user, not writable by others
+        _durable(keys / user, "\n".join(result.authorized_keys) + "\n", 0o644)
 
 
 def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None:
@@ -450,15 +489,7 @@ def write_system(result: Result, identity: Path, user: str = "kelvinpi") -> None
     wpa_supplicant-wlan0.conf`` -> ``/data/identity/wpa_supplicant-wlan0.conf``, and
     kelvinpi-apply-system sets the hostname from ``/data/identity/hostname`` at boot.
     """
-    identity.mkdir(parents=True, exist_ok=True)
-    os.chmod(identity, 0o755)  # sshd reads authorized_keys/<user> below it as that user
-    if result.authorized_keys:
-        keys = identity / "authorized_keys"
-        keys.mkdir(exist_ok=True)
-        os.chmod(keys, 0o755)
-        target = keys / user
-        target.write_text("\n".join(result.authorized_keys) + "\n")
-        os.chmod(target, 0o644)  # public keys; sshd needs them owned by root or the user, not writable by others
+    write_keys(result, identity, user)  # again: user-data may have added some
     if result.hostname:
         (identity / "hostname").write_text(result.hostname + "\n")
     if result.wifi:
@@ -492,7 +523,7 @@ def main() -> int:
     boot, data = Path(sys.argv[1]), Path(sys.argv[2])
     result = Result()
     try:
-        apply(boot, data, validate=_validate, result=result)
+        apply(boot, data, validate=_validate, result=result, identity=data / "identity")
     except Exception as exc:  # noqa: BLE001 - e.g. the data partition cannot be written
         result.refused.append(f"first boot stopped early: {_why(exc)}")
     try:

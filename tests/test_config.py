@@ -168,3 +168,28 @@ def test_sample_with_everything_uncommented_validates(tmp_path):
     assert [u.kind for u in cfg.uplink] == ["sisock", "ocs", "influxdb", "remote_write"]
     assert cfg.instrument[0].serial_number == "LSA23JD" and cfg.control.token_file is not None
     assert cfg.uplink[2].database == "kelvinpi" and cfg.uplink[2].bucket is None
+
+
+def test_suggestions_for_unknown_names_are_bounded(monkeypatch):
+    """200 instruments and 300 alarms each naming an unknown instrument: the "did you mean" ranking is
+    done for a few of them, not for every alarm against every name (60 000 difflib comparisons, 21 s of
+    CPU for this 44 KB file; 219 KB took about 9 minutes on first boot). Counted, not timed."""
+    import difflib
+
+    compared = 0
+    original = difflib.SequenceMatcher.set_seq1
+
+    def counting(self, a):
+        nonlocal compared
+        compared += 1
+        return original(self, a)
+
+    monkeypatch.setattr(difflib.SequenceMatcher, "set_seq1", counting)
+    text = "".join(f'[[instrument]]\nname="{("n%05d" % i).ljust(64, "q")}"\n' for i in range(200))
+    text += "".join(f'[[alarm]]\ninstrument="{("z%05d" % j).ljust(64, "q")}"\n' for j in range(300))
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(text, "k.toml")
+    unknown = [p for p in e.value.problems if "no instrument named" in p[2]]
+    assert len(unknown) == 300  # each still reported, with its line and some names
+    assert all("(instruments: n00" in p[2] and "(200 in all)" in p[2] for p in unknown), unknown[-1]
+    assert compared < 3000, f"{compared} difflib comparisons (was 60 000)"

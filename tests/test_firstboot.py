@@ -367,3 +367,92 @@ def test_a_failing_piece_is_reported_and_the_rest_applies(fat, tmp_path):
     assert any(x.startswith("secrets: not applied: IsADirectoryError") for x in r.refused), r.refused
     report = json.loads((data / "firstboot-report.json").read_text())
     assert report["refused"] == r.refused
+
+
+def test_the_key_is_installed_before_the_config_is_validated(fat, tmp_path):
+    """A power cut (SIGKILL) while kelvinpi.toml is being validated: the SSH key is installed already and
+    a report says so. The validator here blocks, standing in for a large file (a 219 KB one took about 9
+    minutes of a Pi's CPU); it marks when it starts, and the process is killed then. On main: no key."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (fat / "authorized_keys").write_text(KEY + "\n")
+    (fat / "kelvinpi.toml").write_text('[[instrument]]\nmodel = "372"\n')
+    data = tmp_path / "data"
+    started = tmp_path / "validating"
+    code = (
+        "import sys, time, pathlib, appliance.firstboot as f\n"
+        f"def slow(text, source):\n    pathlib.Path({str(started)!r}).touch()\n    time.sleep(60)\n"
+        "f._validate = slow\n"
+        f"sys.argv = ['firstboot', {str(fat)!r}, {str(data)!r}]\n"
+        "f.main()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "validation never started"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
+    report = json.loads((data / "firstboot-report.json").read_text())
+    assert any("ssh key" in a.lower() or "authorized_keys" in a for a in report["applied"]), report
+
+
+BOM = "\ufeff"  # Notepad's "UTF-8 with BOM"
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("authorized_keys", KEY + "\r\n"),
+        ("hostname", "fridge-2\r\n"),
+        ("wifi.conf", "ssid=LabNet\r\npsk=correct horse battery\r\ncountry=CH\r\n"),
+        ("kelvinpi.toml", GOOD_TOML),
+        ("timezone", "Europe/Zurich\r\n"),
+        ("user-data", "#cloud-config\nhostname: fridge-2\n"),
+        ("wamp-secret", "s3cret&x\n"),
+    ],
+    ids=["authorized_keys", "hostname", "wifi.conf", "kelvinpi.toml", "timezone", "user-data", "secret"],
+)
+def test_a_byte_order_mark_is_not_part_of_the_file(fat, tmp_path, name, content):
+    """A file saved by Notepad as "UTF-8 with BOM" applies as the same file without it (on main the key,
+    wifi.conf, hostname and kelvinpi.toml were all refused)."""
+    (fat / name).write_text(BOM + content, encoding="utf-8", newline="")
+    data = tmp_path / "data"
+    r = apply(fat, data, validate)
+    assert not r.refused, r.refused
+    if name == "authorized_keys":
+        assert r.authorized_keys == [KEY]
+    elif name in ("hostname", "user-data"):
+        assert r.hostname == "fridge-2"
+    elif name == "wifi.conf":
+        assert r.wifi == {"ssid": "LabNet", "psk": "correct horse battery", "country": "CH"}
+    elif name == "kelvinpi.toml":
+        assert r.config_ok and (data / "kelvinpi.toml").read_text() == GOOD_TOML
+    elif name == "timezone":
+        assert r.timezone == "Europe/Zurich"
+    else:
+        assert (data / "secrets" / name).read_text() == content
+
+
+@pytest.mark.parametrize(
+    "value,said",
+    [
+        ("[" * 5000 + "]" * 5000, "kelvinpi.toml:6: arrays or inline tables nested"),
+        ("1" * 5000, "kelvinpi.toml:6: an integer of 5000 digits"),
+    ],
+    ids=["deep-nesting", "long-integer"],
+)
+def test_an_unreadable_config_is_reported_with_its_line(fat, tmp_path, value, said):
+    """config-error.txt (what the front panel shows) names the line, not "maximum recursion depth exceeded"."""
+    (fat / "kelvinpi.toml").write_text(GOOD_TOML + f"x = {value}\n")
+    data = tmp_path / "data"
+    r = apply(fat, data, validate)
+    assert r.config_ok is False
+    assert (data / "config-error.txt").read_text().startswith(said)

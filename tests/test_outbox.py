@@ -447,12 +447,29 @@ def test_sqlite_error_while_acknowledging_does_not_kill_the_runner(small_disk, i
             b"The plain HTTP request was sent to HTTPS port",
             "HTTP 400: The plain HTTP request was sent to HTTPS port",
         ),
+        (  # an API gateway in front of InfluxDB, its route wrong: "invalid" once counted as a refusal (8 of 8)
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 41\r\n\r\n"
+            b'{"message": "Invalid API route: /write"}\n',
+            'HTTP 400: {"message": "Invalid API route: /write"}',
+        ),
+        (  # a proxy's body limit: a smaller batch is the fix, the points are not wrong
+            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/html\r\nContent-Length: 62\r\n\r\n"
+            b"<html><h1>413 Request Entity Too Large</h1><p>nginx</p></html>",
+            "HTTP 413: <html><h1>413 Request Entity Too Large",
+        ),
         (  # InfluxDB's write answers 204; a 200 page is not a write
             b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 14\r\n\r\n<html>hi</html",
             "InfluxDB answered 200",
         ),
     ],
-    ids=["error-page-cut-short", "redirect", "400-not-about-the-points", "200-with-a-page"],
+    ids=[
+        "error-page-cut-short",
+        "redirect",
+        "400-not-about-the-points",
+        "gateway-json-400",
+        "gateway-413",
+        "200-with-a-page",
+    ],
 )
 def test_an_answer_that_is_no_write_keeps_the_data_and_the_runner(store, influx_server, runners, answer, shown):
     """Each answer once acknowledged readings that were never written, skipped them as refused, or
@@ -490,3 +507,25 @@ def test_one_conflicting_field_does_not_take_the_nodes_other_readings(store, inf
     wait_for(lambda: runner.outbox.backlog() == 0, 10, what="backlog 0")
     (ev,) = [e for e in store.events() if e["kind"] == "uplink_refused"]
     assert "refused 10 point(s)" in ev["detail"] and "field type conflict" in ev["detail"], ev
+
+
+def test_only_influxdbs_own_refusals_drop_points():
+    """InfluxDB's texts (measured on influxd 1.x, and 2.x's documented shapes) refuse points; a gateway's
+    JSON that merely says "invalid", or any 413, does not."""
+    from appliance.uplinks.influxdb import refuses_points
+
+    conflict = (
+        b'{"error":"partial write: field type conflict: input field \\"a\\" on measurement \\"m\\" is type'
+        b' float, already exists as type string dropped=1"}\n'
+    )
+    assert refuses_points(400, conflict)
+    assert refuses_points(400, b'{"error":"unable to parse \'m a=1 x\': point is invalid"}')
+    assert refuses_points(400, b'{"error":"partial write: points beyond retention policy dropped=3"}')
+    assert refuses_points(400, b'{"code":"invalid","message":"unable to parse \'m a=\': missing field value"}')
+    assert refuses_points(
+        422, b'{"code":"unprocessable entity","message":"failure writing points to database: partial write: x"}'
+    )
+    assert not refuses_points(400, b'{"message": "Invalid API route: /write"}')
+    assert not refuses_points(400, b'{"error": "invalid request: see unable to parse"}')
+    assert not refuses_points(413, b'{"error":"Request Entity Too Large"}')
+    assert not refuses_points(404, b'{"error":"database not found: \\"nope\\""}')

@@ -392,6 +392,20 @@ NGINX_PAGE = (
 )
 
 
+# a Java gateway's error page (its route table broken): the exception's text says "out of bounds"
+JAVA_PAGE = (
+    b"<html><body><h1>HTTP Status 500 - Internal Server Error</h1><p><b>Exception</b></p>"
+    b"<pre>java.lang.ArrayIndexOutOfBoundsException: Index 3 out of bounds for length 3\n"
+    b"\tat com.example.gateway.RouteTable.lookup(RouteTable.java:42)</pre></body></html>"
+)
+# a gateway's HTML 400 whose help text links a troubleshooting page about "out of order sample"
+DOC_PAGE = (
+    b"<html><head><title>400 Bad Request</title></head><body><h1>Bad Request</h1>"
+    b"<p>The gateway could not route /api/v1/write. If your client reports 'out of order sample' see "
+    b"<a href='https://example.org/docs/remote-write#out-of-order-sample'>the docs</a>.</p></body></html>"
+)
+
+
 class RouteProxy:
     """An HTTP reverse proxy on loopback in front of a receiver, whose route can be wrong.
 
@@ -407,6 +421,7 @@ class RouteProxy:
         from appliance.uplinks.remote_write import WriteRequest
 
         self.upstream, self.mode = upstream, mode
+        self.retry_after = "300"  # what a 429 asks for
         self.answered: list[tuple[int, int]] = []  # (status, samples in the request)
         proxy = self
 
@@ -422,6 +437,8 @@ class RouteProxy:
                 self.send_header("Content-Length", str(len(answer)))
                 if status == 401:
                     self.send_header("WWW-Authenticate", 'Basic realm="metrics"')
+                if status == 429:
+                    self.send_header("Retry-After", proxy.retry_after)
                 self.end_headers()
                 self.wfile.write(answer)
 
@@ -447,6 +464,12 @@ class RouteProxy:
             return 401, "text/plain", b"Unauthorized\n"
         if mode == "405":
             return 405, "text/plain", b"Method Not Allowed\n"
+        if mode == "429":
+            return 429, "text/plain", b"rate limited\n"
+        if mode == "java-500":
+            return 500, "text/html", JAVA_PAGE
+        if mode == "doc-400":
+            return 400, "text/html; charset=utf-8", DOC_PAGE
         title = {"413": "413 Request Entity Too Large", "html-400": "400 Bad Request"}[mode]
         return int(title[:3]), "text/html", NGINX_PAGE.format(title).encode()
 
@@ -467,6 +490,8 @@ class RouteProxy:
         ("405", "HTTP 405: Method Not Allowed"),
         ("413", "HTTP 413: 413 Request Entity Too Large 413 Request Entity Too Large nginx"),
         ("html-400", "HTTP 400: 400 Bad Request 400 Bad Request nginx"),
+        ("java-500", "HTTP 500: HTTP Status 500 - Internal Server Error Exception java.lang."),
+        ("doc-400", "HTTP 400: 400 Bad Request Bad Request The gateway could not route"),
     ],
 )
 def test_an_answer_about_the_route_keeps_every_sample(tmp_path, stores, runners, mode, shown):
@@ -492,11 +517,14 @@ def test_an_answer_about_the_route_keeps_every_sample(tmp_path, stores, runners,
         assert len(set(bad)) == 1, f"requests were cut down (halving): {bad[:20]}"  # the same whole batch, retried
         refused_events = lambda: [e for e in store.events() if e["kind"] == "uplink_refused"]  # noqa: E731
         assert runner.health.errors["refused"] == 0 and not refused_events()
-        assert runner.health.errors["http"] >= 3 and not runner.health.connected
+        wait_for(lambda: runner.health.errors["http"] >= 3, 10, what="three answers in the health")  # after the proxy's
+        assert not runner.health.connected
         assert runner.health.last_error.startswith(shown), runner.health.last_error
         assert "<" not in runner.health.last_error
         if mode == "wrong-path":
             assert 'unsupported path requested: "/insert/0/prometheus/api/v1/write"' in runner.health.last_error
+        if mode == "413":  # what fixes it: the same batch is refused forever
+            assert "lower `batch` for this uplink, now 100" in runner.health.last_error
         proxy.mode = "forward"
         got = wait_exact(store, vm, t0 - 1, t0 + 60, f"after the route is fixed ({mode})", timeout=60)
         assert len(got[("kelvinpi_temperature_kelvin", "LSA23JD::mxc_control_t")]) == 200
@@ -533,6 +561,18 @@ def test_which_answers_refuse_samples():
     )
     assert refusal("duplicate sample for timestamp") == "sample"
     assert refusal("received a series with an invalid label: 'x' series: 'y' (err-mimir-label-invalid)") == "sample"
+    # as the receivers write them, wrapped (newer Prometheus, Thanos' 409) or not
+    assert refusal("too old sample\n", 500, "text/plain; charset=utf-8") == "age"
+    assert refusal("out of order sample\n", 400, "text/plain; charset=utf-8") == "age"
+    assert refusal("store locally for endpoint 127.0.0.1:1: add 3 samples: out of bounds", 409) == "age"
+    assert refusal("duplicate sample for timestamp 17; overrides not allowed: existing 1, new value 2") == "sample"
+    # a phrase quoted by somebody else: an HTML page, an exception's text, a 5xx that is not Prometheus'
+    assert refusal(JAVA_PAGE.decode(), 500, "text/html") is None
+    assert refusal(JAVA_PAGE.decode(), 400, "application/octet-stream") is None  # HTML, whatever it is labelled
+    assert refusal(DOC_PAGE.decode(), 400, "text/html") is None
+    assert refusal("java.lang.ArrayIndexOutOfBoundsException: Index 3 out of bounds for length 3", 400) is None
+    assert refusal("panic: runtime error: index out of bounds [3] with length 3", 400) is None
+    assert refusal("upstream said: out of order sample", 502) is None
     for route in (
         'remoteAddr: "127.0.0.1:1"; requestURI: /x; unsupported path requested: "/x"',
         NGINX_PAGE.format("400 Bad Request"),
@@ -737,3 +777,94 @@ def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
             g.close()
     print("remote write:", tally.line())
     assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
+
+
+def test_a_sample_too_far_in_the_future_is_refused_alone():
+    """ "out of bounds" is also a sample too far ahead (Prometheus' timeLimitAppender, Thanos Receive's
+    too-far-in-future window). A receiver emulating that - a request holding any sample more than 10 min
+    ahead is refused whole, 409 - gets 20 good samples of two series and one of them an hour ahead: only
+    that one is refused, the 20 are stored (it was taken for the newest of an old series: 11 refused)."""
+    import cramjam
+
+    from appliance.uplinks.remote_write import Point, WriteRequest
+
+    stored: list[tuple[int, float]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            req = WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(body)))
+            samples = [(s.timestamp, s.value) for ts in req.timeseries for s in ts.samples]
+            if any(t > time.time() * 1000 + 600_000 for t, _ in samples):
+                code, text = 409, b"store locally for endpoint 127.0.0.1:1: add 1 samples: out of bounds\n"
+            else:
+                stored.extend(samples)
+                code, text = 204, b""
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/api/v1/write"
+        s = Sender(RemoteWriteUplink(kind="remote_write", url=url), "uplink[0]")
+        now = int(time.time() * 1000)
+        v = (("__name__", "kelvinpi_temperature_kelvin"), ("field", "N::a_t"), ("node", "N"))
+        st = (("__name__", "kelvinpi_reading_status"), ("field", "N::a_t"), ("node", "N"))
+        pts = sorted(
+            [Point(now - 60_000 + i * 1000, v, 1.0 + i) for i in range(10)]
+            + [Point(now - 60_000 + i * 1000, st, 0.0) for i in range(10)]
+            + [Point(now + 3_600_000, v, 99.0)]
+        )
+        refused = s.isolate(pts)
+        assert [(p.t, p.value) for p, _ in refused] == [(now + 3_600_000, 99.0)], refused
+        assert "out of bounds" in refused[0][1]
+        assert sorted(stored) == sorted((p.t, p.value) for p in pts[:-1])
+        print(f"future: 1 of 21 refused with {s.requests} requests")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_retry_after_is_honoured(tmp_path, stores, runners):
+    """A 429 asking for 300 s (Retry-After) is not retried at 1, 2, 4 s: one request in the next 6 s, the
+    wait shown in the health, the data kept; stopping the runner does not wait for it. An HTTP date
+    is read too, and a wait longer than RETRY_AFTER_MAX is cut to it."""
+    import email.utils
+
+    proxy = RouteProxy("http://127.0.0.1:9", "429")
+    try:
+        store = stores(tmp_path / "kelvinpi.db")
+        runner = runners(store, proxy.url + "/api/v1/write", batch=100)
+        store.write(rows(T_KEY, now0(), 10))
+        wait_for(lambda: runner.health.errors["http"] >= 1, 20, what="the first 429 in the health")
+        time.sleep(6)  # backoff alone would have retried at about 1 s and 3 s
+        assert len(proxy.answered) == 1, proxy.answered
+        assert "retrying in 300 s, as its Retry-After asks" in runner.health.last_error, runner.health.last_error
+        assert runner.outbox.backlog() == 10 and runner.health.errors["refused"] == 0
+        t = time.monotonic()
+        runner.stop()
+        assert not runner.is_alive() and time.monotonic() - t < 10
+    finally:
+        proxy.close()
+
+    def answer(value: str) -> urllib.error.HTTPError:
+        import email.message
+
+        m = email.message.Message()
+        m["Retry-After"] = value
+        return urllib.error.HTTPError("http://x", 429, "Too Many Requests", m, None)
+
+    from appliance.uplinks.push import RETRY_AFTER_MAX, retry_after
+
+    now = time.time()
+    assert retry_after(answer("120")) == 120
+    assert abs(retry_after(answer(email.utils.formatdate(now + 90, usegmt=True)), now) - 90) < 2
+    assert retry_after(answer("86400")) == RETRY_AFTER_MAX
+    assert retry_after(answer("soon")) is None

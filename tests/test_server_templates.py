@@ -207,4 +207,57 @@ def test_compose_takes_secrets_from_files():
     assert set(compose["services"]) == {"crossbar", "influxdb", "grafana"}
     assert all("file" in s for s in compose["secrets"].values())
     text = (SERVER / "docker-compose.yml").read_text().lower()
-    assert "password:" not in text and "secret:" not in text.replace("wamp_secret:", "").replace("consumer_secret:", "")
+    for name in ("wamp_secret:", "consumer_secret:", "grafana_admin_password:"):
+        text = text.replace(name, "")
+    assert "password:" not in text and "secret:" not in text
+
+
+def test_grafana_admin_password_comes_from_a_secret_file(tmp_path):
+    """Grafana is published on 3000: its admin password is the random one the setup commands write
+    (0600), handed to Grafana as GF_SECURITY_ADMIN_PASSWORD__FILE, never admin/admin or inline."""
+    subprocess.run(["bash", "-euc", compose_setup_commands()], cwd=tmp_path, check=True, timeout=60)
+    compose = yaml.safe_load((SERVER / "docker-compose.yml").read_text())
+    grafana = compose["services"]["grafana"]
+    (secret,) = [s for s in grafana.get("secrets", []) if "grafana" in s]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == f"/run/secrets/{secret}"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+    written = tmp_path / compose["secrets"][secret]["file"]
+    assert oct(written.stat().st_mode & 0o777) == "0o600" and len(written.read_text().strip()) >= 32
+    over = yaml.safe_load((SERVER / "docker-compose.grafana11.yml").read_text())["services"]["grafana"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in over.get("environment", {})  # the override keeps it
+    readme = (SERVER.parent.parent / "README.md").read_text()
+    assert "secrets/grafana-admin-password" in readme
+
+
+def test_what_the_setup_makes_is_never_committed(tmp_path):
+    """In a git repository holding a copy of images/server, the setup commands and run-crossbar.sh's render
+    step leave nothing git would offer to commit: not secrets/ (WAMP secrets, Grafana's password), not
+    crossbar/.crossbar/ (the TLS private key, the rendered config with the secrets in clear)."""
+    repo = tmp_path / "repo"
+    server = repo / "images" / "server"
+    shutil.copytree(SERVER, server, ignore=shutil.ignore_patterns("secrets", ".crossbar", "__pycache__"))
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout  # noqa: E731
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "templates")
+    subprocess.run(["bash", "-euc", compose_setup_commands()], cwd=server, check=True, timeout=60)
+    env = dict(os.environ, WAMP_SECRET_FILE=str(server / "secrets/wamp-secret"))
+    env["WAMP_CONSUMER_SECRET_FILE"] = str(server / "secrets/wamp-consumer-secret")
+    subprocess.run(  # the render step of run-crossbar.sh, as it runs it
+        [sys.executable, "render_config.py", "config.json", ".crossbar/config.json"],
+        cwd=server / "crossbar",
+        env=dict(
+            env,
+            WAMP_SECRET="s",
+            WAMP_CONSUMER_SECRET="c",
+            CROSSBAR_TLS_PORT="8080",
+            CROSSBAR_OCS_PORT="8001",
+            CROSSBAR_INTERFACE="0.0.0.0",
+            CROSSBAR_OCS_INTERFACE="0.0.0.0",
+        ),
+        check=True,
+        timeout=60,
+    )
+    made = {p.relative_to(server).as_posix() for p in server.rglob("*") if p.is_file()}
+    assert {"secrets/wamp-secret", "crossbar/.crossbar/server_key.pem", "crossbar/.crossbar/config.json"} <= made
+    assert git("status", "--porcelain", "--untracked-files=all") == ""

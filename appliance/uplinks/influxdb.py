@@ -22,33 +22,36 @@ from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .push import PushUplink, error_body, post_once
 
-REFUSED = (400, 413, 422)  # the request itself is wrong: retrying the same points can never succeed
-# what InfluxDB (1.x {"error": ...}, 2.x {"message": ...}) says when it is the points it refuses; a 400
-# saying anything else (a proxy's page, "plain HTTP sent to an HTTPS port") is the setup: kept, retried
-POINT_ERRORS = (
-    "partial write",
-    "unable to parse",
-    "field type conflict",
-    "invalid",
-    "beyond retention",
-    "bad timestamp",
+REFUSED = (400, 422)  # the request itself is wrong: retrying the same points can never succeed
+# What InfluxDB says when it is the points it refuses, as its write handler words it (1.x services/httpd
+# handler.go: {"error": "<err>"} for models.ParsePoints' "unable to parse '<line>': <why>" and the tsdb's
+# "partial write: <why> dropped=N" - field type conflict, points beyond retention policy, max-values-per-tag;
+# measured on influxd 1.6: 'partial write: field type conflict: input field "a" on measurement "m" is type
+# float, already exists as type string dropped=1'. 2.x: {"code": "invalid", "message": "unable to parse
+# ..."} and 422 {"code": "unprocessable entity", "message": "failure writing points to database: partial
+# write: ..."}). The message must START so: a gateway's {"message": "Invalid API route: /write"} or any
+# other 400, and every 413 (a proxy's or InfluxDB's own body limit: a smaller ``batch`` fixes that, not
+# dropping points) are the setup: kept, shown and retried.
+POINT_ERROR = re.compile(
+    r"^(?:failure writing points to database: )?(?:partial write: |unable to parse '|field type conflict: )"
 )
 _UNESCAPED_SPACE = re.compile(r"(?<!\\) ")
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 
 
 def refuses_points(code: int, body: bytes) -> bool:
-    """True when this answer means "these points, never": retrying them cannot help, isolate them."""
-    if code == 413:  # too large: halving helps
-        return True
+    """True when this answer means "these points, never": retrying them cannot help, isolate them.
+    Only InfluxDB's own JSON errors about the points count (``POINT_ERROR``)."""
     if code not in REFUSED:
         return False
     try:
         said = json.loads(body)
-        text = str(said.get("error") or said.get("message") or "") if isinstance(said, dict) else ""
     except ValueError:
         return False
-    return any(m in text.lower() for m in POINT_ERRORS)
+    if not isinstance(said, dict):
+        return False
+    text = said.get("error") if "error" in said else said.get("message")  # 1.x; 2.x
+    return isinstance(text, str) and POINT_ERROR.match(text.strip()) is not None
 
 
 def split_fields(line: str) -> list[str]:

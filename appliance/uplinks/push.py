@@ -2,12 +2,15 @@
 
 A thread of its own takes a batch from the outbox, hands it to ``deliver``, and acknowledges
 it only when that returns: a failure is counted, shown and retried with capped exponential
-backoff and jitter, the data waiting in the store. What the receiver will never take is
+backoff and jitter, the data waiting in the store. An answer's ``Retry-After`` (a 429 or 503
+asking for 300 s) is honoured, up to ``RETRY_AFTER_MAX``; a 413 is shown with what fixes it (a
+smaller ``batch``: the same batch would be refused forever; the batch is not cut automatically). What the receiver will never take is
 skipped, counted and named in one ``uplink_refused`` event (``report_refused``).
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import io
 import logging
@@ -98,6 +101,30 @@ def error_text(exc: urllib.error.HTTPError, limit: int = 300) -> str:
     return body[:limit].decode("utf-8", "replace").strip()
 
 
+BACKOFF_MAX = 60.0  # seconds: the longest wait between retries of our own choosing
+RETRY_AFTER_MAX = 900.0  # seconds: the longest a receiver's Retry-After is honoured (a longer one: this)
+
+
+def retry_after(exc: urllib.error.HTTPError, now: float | None = None) -> float | None:
+    """The seconds an answer's ``Retry-After`` asks for (delta-seconds or an HTTP date), capped at
+    ``RETRY_AFTER_MAX``; None without one or when it cannot be read."""
+    value = exc.headers.get("Retry-After") if exc.headers is not None else None
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+
+
 class PushUplink(threading.Thread):
     kind: ClassVar[str]  # the health's kind and the event's wording: "influxdb", "remote_write"
     label: ClassVar[str]  # how log lines name the receiver: "influxdb", "remote write"
@@ -135,6 +162,7 @@ class PushUplink(threading.Thread):
         delay = 1.0
         last_backlog = 0.0
         while not self._halt.is_set():
+            asked: float | None = None  # what the receiver's Retry-After asks for
             try:
                 if time.monotonic() - last_backlog > 5:
                     self.health.backlog = self.outbox.backlog()
@@ -153,14 +181,24 @@ class PushUplink(threading.Thread):
                     self._halt.wait(1.0)
                 continue
             except urllib.error.HTTPError as exc:
-                self._failed(f"HTTP {exc.code}: {self.http_detail(exc)}", "http")
+                asked = retry_after(exc)
+                message = f"HTTP {exc.code}: {self.http_detail(exc)}"
+                if exc.code == 413:  # the same batch would be refused forever: only a smaller one can pass
+                    message += (
+                        f" (the receiver refuses a request this large: lower `batch` for this uplink,"
+                        f" now {self.outbox.limit}; the data is kept)"
+                    )
+                if asked is not None:
+                    message += f" (retrying in {asked:.0f} s, as its Retry-After asks)"
+                self._failed(message, "http")
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 self._failed(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", "connection")
             except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a batch or the store throws
                 self.log.exception("%s %s: unexpected error (retrying)", self.label, self.url)
                 self._failed(f"{type(exc).__name__}: {exc}", "internal")
-            self._halt.wait(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 60.0)
+            wait = delay * random.uniform(0.8, 1.2)
+            self._halt.wait(wait if asked is None else max(wait, asked))
+            delay = min(delay * 2, BACKOFF_MAX)
 
     def report_refused(self, count: int, noun: str, why: str, summary: str, cause: str | None = None) -> None:
         """``count`` points (``noun``) the receiver will never take: counted, logged, named in one event.

@@ -37,6 +37,7 @@ import http.client
 import logging
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -54,18 +55,26 @@ from .push import PushUplink, error_text, post_once
 METRIC_BY_UNITS = {"K": "kelvinpi_temperature_kelvin", "Ohm": "kelvinpi_resistance_ohms", "V": "kelvinpi_sensor_volts"}
 OTHER_METRIC = "kelvinpi_value"
 STATUS_METRIC = "kelvinpi_reading_status"
-# What a receiver says when it will never take the samples themselves (matched, lower-cased, in the
-# body of an error answer of any status; nothing else ever drops a sample):
+# What a receiver says when it will never take the samples themselves (nothing else ever drops a sample):
 #   Prometheus: storage/interface.go ErrTooOldSample "too old sample", ErrOutOfBounds "out of bounds"
 #     (also a sample too far ahead: storage/remote/write_handler.go timeLimitAppender), ErrOutOfOrderSample
 #     "out of order sample", ErrDuplicateSampleForTimestamp "duplicate sample for timestamp"; the v1 write
-#     handler answers them with the error's text (400; "too old sample" was a 500 up to 2.4x); v2's label
-#     checks say "invalid metric name or labels" and "invalid labels for series".
+#     handler answers them with http.Error(w, err.Error(), ...): the error's text as the whole plain-text
+#     body, one line (400; "too old sample" was a 500 up to 2.4x: measured, "too old sample\n", text/plain);
+#     newer versions and Thanos wrap it ("add 3 samples: out of bounds", "... for series {...}: out of bounds",
+#     "duplicate sample for timestamp 17; overrides not allowed ..."); v2's label checks say "invalid metric
+#     name or labels" and "invalid labels for series".
 #   Thanos Receive: the same tsdb errors, in a 409.
 #   Mimir (and Grafana Cloud): pkg/util/globalerror/errors.go, "(err-mimir-<id>)" at the end of each message,
 #     e.g. "... out-of-order samples are not allowed (err-mimir-sample-out-of-order)".
 #   VictoriaMetrics refuses no sample by answer: too old or too new ones it drops itself and answers 204.
 #     Its 400 "unsupported path requested" (lib/httpserver/httpserver.go) is a wrong URL: the data is kept.
+# So a marker counts only as those receivers write it: in a plain-text body (an HTML page - a proxy's or a
+# gateway's, whatever it quotes - never refuses), at the start of a line or of a wrapped error's last parts
+# (after ": "), and ending there (end of line, ":", ";", "," or a number/bracket after a space). A Java or Go
+# error page's "Index 3 out of bounds for length 3" or "index out of bounds [3]" is no refusal. A 5xx
+# refuses only as Prometheus 2.42 does: its body exactly "too old sample"; any other 5xx is the receiver's
+# or a proxy's trouble, kept and retried.
 AGE_MARKERS = (  # "older than I take": found by bisection on age (Sender.isolate)
     "too old sample",
     "out of bounds",
@@ -92,14 +101,46 @@ SAMPLE_MARKERS = (  # these samples, for another reason: narrowed down by halvin
 )
 BODY_READ = 4096  # bytes of an error body searched for the markers (Mimir's id comes after up to 400 characters)
 SHOWN = 200  # characters of it shown in the health and the log
+# "out of bounds" also means too far AHEAD (Prometheus' timeLimitAppender, Thanos' too-far-in-future
+# window, 10 min and more): samples stamped further ahead of this clock than this are suspects of that,
+# tested on their own, not taken for the newest of an old series (which refused every older one with it)
+FUTURE_MARGIN_MS = 60_000
 
 
-def refusal(detail: str) -> str | None:
-    """``"age"`` or ``"sample"`` when the receiver's answer says it will never take these samples; else None."""
-    d = detail.lower()
-    if any(m in d for m in AGE_MARKERS):
+def _marker_pattern(markers: tuple[str, ...]) -> re.Pattern[str]:
+    """A marker where a receiver writes it: Prometheus' texts at a line's start or after ": ", ending
+    there; Mimir's ids as the parenthesised tag that closes its messages."""
+    tsdb = [re.escape(m) for m in markers if not m.startswith("err-mimir-")]
+    mimir = [re.escape(m) for m in markers if m.startswith("err-mimir-")]
+    parts = []
+    if tsdb:
+        parts.append(rf"(?:^|: )(?:{'|'.join(tsdb)})(?=$|[:;,]| [\d(\[{{])")
+    if mimir:
+        parts.append(rf"\((?:{'|'.join(mimir)})\)")
+    return re.compile("|".join(parts), re.MULTILINE)
+
+
+AGE_RE, ORDER_RE, SAMPLE_RE = (_marker_pattern(m) for m in (AGE_MARKERS, ORDER_MARKERS, SAMPLE_MARKERS))
+
+
+def _is_html(detail: str, content_type: str) -> bool:
+    head = detail.lstrip()[:200].lower()
+    return "html" in content_type.lower() or head.startswith(("<!doctype", "<html", "<?xml", "<head", "<body"))
+
+
+def refusal(detail: str, status: int = 400, content_type: str = "text/plain") -> str | None:
+    """``"age"`` or ``"sample"`` when the receiver's answer says it will never take these samples; else None.
+
+    ``detail``: the start of the body; ``status`` and ``content_type``: the answer's (the rules are above
+    ``AGE_MARKERS``)."""
+    if _is_html(detail, content_type):
+        return None
+    d = detail.lower().replace("\r\n", "\n")
+    if status >= 500:  # Prometheus 2.42's "too old sample" is its only 5xx about the samples
+        return "age" if d.strip() == "too old sample" else None
+    if AGE_RE.search(d):
         return "age"
-    if any(m in d for m in SAMPLE_MARKERS):
+    if SAMPLE_RE.search(d):
         return "sample"
     return None
 
@@ -210,18 +251,17 @@ def encode(pts: list[Point]) -> bytes:
 class Refused(Exception):
     """The receiver said it will never take these samples (``refusal``); ``detail``: what it said."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, kind: str) -> None:
         super().__init__(f"HTTP {status}: {short_body(detail)}")
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.kind = status, detail, kind
 
     @property
     def old(self) -> bool:
-        return refusal(self.detail) == "age"
+        return self.kind == "age"
 
     @property
     def out_of_order(self) -> bool:
-        d = self.detail.lower()
-        return any(m in d for m in ORDER_MARKERS)
+        return self.old and ORDER_RE.search(self.detail.lower()) is not None
 
 
 class Sender:
@@ -255,8 +295,10 @@ class Sender:
                     raise http.client.HTTPException(f"receiver answered {r.status}")
         except urllib.error.HTTPError as exc:
             detail = error_text(exc, BODY_READ)
-            if refusal(detail) is not None:
-                raise Refused(exc.code, detail) from None
+            ctype = exc.headers.get("Content-Type", "") if exc.headers is not None else ""
+            kind = refusal(detail, exc.code, ctype or "")
+            if kind is not None:
+                raise Refused(exc.code, detail, kind) from None
             # not about the samples (a wrong path, a proxy's page, auth, size, a limit): kept and retried
             exc.detail = short_body(detail)  # type: ignore[attr-defined]  # the body is read: shown in the health
             raise
@@ -271,6 +313,8 @@ class Sender:
         moves the window by less than a batch spans). That sample and every older one of its series
         are refused (Prometheus' head only moves forward), then the rest is tried again: a few
         requests per refused series, not per sample. "Out of order" (no window): ``_oldest_first``.
+        A too-old refusal of a batch holding samples stamped ahead of now (``FUTURE_MARGIN_MS``) may be
+        "out of bounds" for being too new: the rest goes first, those are halved down on their own.
         A refusal for another reason (``SAMPLE_MARKERS``) is halved down to the single samples. Any
         other error answer is raised from here: the whole batch is kept and retried later.
         """
@@ -282,8 +326,12 @@ class Sender:
         if len(pts) == 1:
             return [(pts[0], str(first))]
         if not first.old:
-            mid = len(pts) // 2
-            return self.isolate(pts[:mid]) + self.isolate(pts[mid:])
+            return self._halved(pts)
+        ahead = int(time.time() * 1000) + FUTURE_MARGIN_MS
+        if not first.out_of_order and pts[-1].t > ahead:  # perhaps refused as too new: those on their own
+            rest = [p for p in pts if p.t <= ahead]  # first: a newer one taken first would put them out of order
+            future = [p for p in pts if p.t > ahead]
+            return (self.isolate(rest) if rest else []) + self._halved(future)
         if first.out_of_order:
             return self._oldest_first(pts)
         lo, hi, why = 0, len(pts), first  # pts[lo:] refused (why), pts[hi:] taken (empty: trivially)
@@ -300,6 +348,17 @@ class Sender:
         refused = [p for p in pts[:hi] if p.labels == culprit.labels and p.t <= culprit.t]
         rest = [p for p in pts[:hi] if not (p.labels == culprit.labels and p.t <= culprit.t)]
         return [(p, str(why)) for p in refused] + (self.isolate(rest) if rest else [])
+
+    def _halved(self, pts: list[Point]) -> list[tuple[Point, str]]:
+        """Split in two, each half on its own: down to the single samples refused."""
+        if len(pts) == 1:
+            try:
+                self.post(pts)
+                return []
+            except Refused as exc:
+                return [(pts[0], str(exc))]
+        mid = len(pts) // 2
+        return self.isolate(pts[:mid]) + self.isolate(pts[mid:])
 
     def _oldest_first(self, pts: list[Point]) -> list[tuple[Point, str]]:
         """ "Out of order": a receiver without an out-of-order window refuses every sample at or before its
