@@ -237,3 +237,32 @@ def test_the_size_cap_prunes_notices_before_any_reading_and_brings_the_file_unde
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     assert detail and "delivered" in detail[-1][0] and "samples" not in detail[-1][0], detail
+
+
+def test_a_full_record_queue_drops_events_never_alarm_records(tmp_path):
+    """A store that cannot write keeps its records queued; past the queue's bound the oldest goes.
+    An alarm storm's events on a full card used to push out the notices, states and deliveries
+    queued among them (an alarm raised and cleared during a full disk was lost after a restart).
+    Now an event goes first; every alarm record waits for the writer."""
+    from appliance.store.writer import RECORD_QUEUE
+
+    s = Store(tmp_path / "k.db")
+    now = time.time()
+    notices = 200
+    per_notice = (RECORD_QUEUE * 3 // 2) // notices  # 1.5 queues of events in all, notices spread through
+    for i in range(notices):
+        s.alarm_record("notice", i + 1, now + i, "mxc-warm", "raised", json.dumps({"i": i}), json.dumps(["hook"]))
+        s.alarm_record("state", "mxc-warm", json.dumps({"name": "mxc-warm", "active": True}), now + i)
+        if i % 2:
+            s.alarm_record("sent", i + 1, "hook", now + i)
+        for j in range(per_notice):
+            s.event("alarm_raised", "LSA23JD", f"storm {i}.{j}", t=now + i)
+    assert s.records_dropped >= notices * per_notice - RECORD_QUEUE  # events did go
+    s.write([])
+    s.flush()
+    _states, pending = s.alarm_load()
+    waiting = {n["id"] for n in pending if set(n["targets"]) - set(n["sent"])}
+    assert waiting == {i + 1 for i in range(notices) if not i % 2}  # every undelivered notice, none lost
+    with sqlite3.connect(tmp_path / "k.db") as db:
+        assert db.execute("SELECT count(*) FROM notice").fetchone()[0] == notices
+        assert db.execute("SELECT count(*) FROM notice_sent").fetchone()[0] == notices // 2

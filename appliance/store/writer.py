@@ -52,6 +52,9 @@ T = TypeVar("T")
 
 BULK_MIN = 5000  # a batch this large (import, bench) writes its sealed hours straight into blocks
 RECORD_QUEUE = 20_000  # events, snapshots, cursor moves waiting for the writer
+# Alarm records (states, notices, deliveries) are never dropped for an event: past RECORD_QUEUE the
+# oldest other record goes instead, and only past this many alarm records does one go.
+ALARM_RECORD_QUEUE = 4 * RECORD_QUEUE
 FLUSH_SECONDS = 600.0  # journaled readings move into SQLite about this often (and at every non-alarm event)
 FLUSH_ROWS = 20_000  # ...or when this many are waiting
 FLUSH_RECORDS = 5000  # ...or when this many records (alarm notices, deliveries) are waiting
@@ -379,9 +382,22 @@ class Writer:
         rec = storable(rec)
         with self._records_lock:
             if len(self._records) >= RECORD_QUEUE:
-                self._records.popleft()
-                self.records_dropped += 1
+                self._drop_one_locked()
             self._records.append(rec)
+
+    def _drop_one_locked(self) -> None:
+        """The queue is full (the store has not written for a while): drop the oldest record that
+        is not an alarm record, so a storm of events on a full card cannot take the notice that
+        wakes a person, its state or the record that it was delivered (an alarm raised and cleared
+        during a full disk was lost without trace after a restart). Scans only when full."""
+        for i, old in enumerate(self._records):
+            if not isinstance(old, AlarmRecord):
+                del self._records[i]
+                self.records_dropped += 1
+                return
+        if len(self._records) >= ALARM_RECORD_QUEUE:  # nothing but alarm records, and far too many
+            self._records.popleft()
+            self.records_dropped += 1
 
     def event(self, kind: str, node: str | None = None, detail: str = "", t: float | None = None) -> None:
         self._record(Event(time.time() if t is None else t, node, kind, detail))
