@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm
 
@@ -111,12 +112,13 @@ class Condition:
 
 
 class _Rule:
-    """Per-rule working state beyond the durable one: when the condition began, rate history."""
+    """Per-rule working state beyond the durable one: when the condition began, and the rule's
+    kind-specific condition (which keeps whatever history its kind needs, such as a rate's)."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         self.pending_since: float | None = None  # monotonic
-        self.history: deque[tuple[float, float]] = deque()
+        self.condition = condition_for(cfg)
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float:
@@ -183,90 +185,177 @@ class AlarmEngine:
 
     def _condition(self, r: _Rule, obs: Observation) -> Condition:
         """Raise condition, clear condition, value and what to say, for one rule now."""
-        c = r.cfg
-        if isinstance(c, ThresholdAlarm):
-            t, v = obs.latest.get(c.field, (None, None))
-            u = obs.units.get(c.field, "")
-            beyond = obs.beyond.get(c.field)
-            if beyond == c.kind:  # past the end of the sensor's curve (T_OVER / T_UNDER): surely past the threshold
-                return Condition(
-                    True, False, None, f"{'over' if beyond == 'above' else 'under'} the sensor curve's range"
-                )
-            if v is None or not math.isfinite(v):
-                return Condition(False, False, None, "no valid reading")
-            if c.kind == "above":
-                level = c.threshold - c.hysteresis
-                return Condition(
-                    v > c.threshold,
-                    v <= level,
-                    v,
-                    _units(f"{v:.6g} {u} > {c.threshold:g} {u}"),
-                    _units(f"back below {level:g} {u}: {v:.3g} {u}"),
-                )
-            level = c.threshold + c.hysteresis
+        return r.condition.evaluate(obs)
+
+
+# -- one condition class per rule kind -------------------------------------------------
+class RuleCondition:
+    """How one kind of rule is evaluated. ``model`` is the kind's config model (``appliance.config``);
+    one instance per configured rule, so a kind that needs history (rate) keeps it on ``self``.
+
+    A new alarm kind: its config model (a ``_AlarmBase`` subclass in ``ALARM_MODELS``), a subclass
+    here with ``model`` set and ``evaluate`` written, and its line in ``CONDITIONS``."""
+
+    model: ClassVar[type]
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def evaluate(self, obs: Observation) -> Condition:
+        raise NotImplementedError
+
+
+class ThresholdCondition(RuleCondition):
+    """``above`` / ``below``: past the threshold; cleared once back past it by the hysteresis."""
+
+    model = ThresholdAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        _t, v = obs.latest.get(c.field, (None, None))
+        u = obs.units.get(c.field, "")
+        beyond = obs.beyond.get(c.field)
+        if beyond == c.kind:  # past the end of the sensor's curve (T_OVER / T_UNDER): surely past the threshold
+            return Condition(True, False, None, f"{'over' if beyond == 'above' else 'under'} the sensor curve's range")
+        if v is None or not math.isfinite(v):
+            return Condition(False, False, None, "no valid reading")
+        if c.kind == "above":
+            level = c.threshold - c.hysteresis
             return Condition(
-                v < c.threshold,
-                v >= level,
+                v > c.threshold,
+                v <= level,
                 v,
-                _units(f"{v:.6g} {u} < {c.threshold:g} {u}"),
-                _units(f"back above {level:g} {u}: {v:.3g} {u}"),
+                _units(f"{v:.6g} {u} > {c.threshold:g} {u}"),
+                _units(f"back below {level:g} {u}: {v:.3g} {u}"),
             )
-        if isinstance(c, RateAlarm):
-            t, v = obs.latest.get(c.field, (None, None))
-            h = r.history
-            if t is not None and v is not None and math.isfinite(v):
-                if h and t < h[-1][0]:  # reading times went back (a wall-clock step): start the window again
-                    h.clear()
-                if not h or t > h[-1][0]:
-                    h.append((t, v))
-            while h and h[0][0] < obs.now - c.window:
-                h.popleft()
-            if len(h) < 3 or h[-1][0] - h[0][0] < c.window / 2:
-                return Condition(False, False, None, "too few readings for a rate")
-            rate = slope_per_minute(list(h))
-            signed = {"rising": rate, "falling": -rate, "either": abs(rate)}[c.direction]
-            return Condition(
-                signed > c.threshold,
-                signed <= c.threshold,
-                rate,
-                f"{rate:+.4g} /min over {c.window:g} s",
-                f"rate back within {c.threshold:g} /min ({c.direction}): {rate:+.4g} /min over {c.window:g} s",
-            )
-        if isinstance(c, NoDataAlarm):
-            t, _v = obs.latest.get(c.field, (None, None))
-            gap = obs.expected_gap.get(c.field, 0.0)
-            if t is None:
-                return Condition(False, False, None, "no reading yet")
-            age = obs.age.get(c.field, obs.now - t)
-            return Condition(
-                age > gap + c.seconds,
-                age <= gap + c.seconds,
-                age,
-                f"no reading for {age:.0f} s",
-                f"readings again: the latest {age:.0f} s old",
-            )
-        if isinstance(c, DisconnectedAlarm):
-            up = obs.connected.get(c.instrument)
-            if up is None:
-                return Condition(False, False, None, "not polled")
-            return Condition(not up, up, None, "not answering", "answering again")
-        if isinstance(c, StoreAlarm):
-            if obs.last_commit is None:
-                return Condition(False, False, None, "no commit yet")
-            age = obs.clock - obs.last_commit
-            return Condition(age > c.seconds, age <= c.seconds, age, f"no commit for {age:.0f} s", "committing again")
-        if isinstance(c, BacklogAlarm):
-            n = obs.backlog.get(c.uplink)
-            if n is None:
-                return Condition(False, False, None, "uplink not running")
-            return Condition(
-                n > c.threshold,
-                n <= c.threshold,
-                float(n),
-                f"{n} samples not acknowledged",
-                f"backlog back to {n} samples (at most {c.threshold})",
-            )
-        raise TypeError(f"unknown alarm rule {c!r}")
+        level = c.threshold + c.hysteresis
+        return Condition(
+            v < c.threshold,
+            v >= level,
+            v,
+            _units(f"{v:.6g} {u} < {c.threshold:g} {u}"),
+            _units(f"back above {level:g} {u}: {v:.3g} {u}"),
+        )
+
+
+class RateCondition(RuleCondition):
+    """``rate``: the least-squares slope over the window, from the readings this rule has seen."""
+
+    model = RateAlarm
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.history: deque[tuple[float, float]] = deque()
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        t, v = obs.latest.get(c.field, (None, None))
+        h = self.history
+        if t is not None and v is not None and math.isfinite(v):
+            if h and t < h[-1][0]:  # reading times went back (a wall-clock step): start the window again
+                h.clear()
+            if not h or t > h[-1][0]:
+                h.append((t, v))
+        while h and h[0][0] < obs.now - c.window:
+            h.popleft()
+        if len(h) < 3 or h[-1][0] - h[0][0] < c.window / 2:
+            return Condition(False, False, None, "too few readings for a rate")
+        rate = slope_per_minute(list(h))
+        signed = {"rising": rate, "falling": -rate, "either": abs(rate)}[c.direction]
+        return Condition(
+            signed > c.threshold,
+            signed <= c.threshold,
+            rate,
+            f"{rate:+.4g} /min over {c.window:g} s",
+            f"rate back within {c.threshold:g} /min ({c.direction}): {rate:+.4g} /min over {c.window:g} s",
+        )
+
+
+class NoDataCondition(RuleCondition):
+    """``no_data``: the latest reading older than the expected gap plus ``seconds``."""
+
+    model = NoDataAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        t, _v = obs.latest.get(c.field, (None, None))
+        gap = obs.expected_gap.get(c.field, 0.0)
+        if t is None:
+            return Condition(False, False, None, "no reading yet")
+        age = obs.age.get(c.field, obs.now - t)
+        return Condition(
+            age > gap + c.seconds,
+            age <= gap + c.seconds,
+            age,
+            f"no reading for {age:.0f} s",
+            f"readings again: the latest {age:.0f} s old",
+        )
+
+
+class DisconnectedCondition(RuleCondition):
+    """``disconnected``: the instrument not answering."""
+
+    model = DisconnectedAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        up = obs.connected.get(self.cfg.instrument)
+        if up is None:
+            return Condition(False, False, None, "not polled")
+        return Condition(not up, up, None, "not answering", "answering again")
+
+
+class StoreCondition(RuleCondition):
+    """``store_not_writing``: no commit for ``seconds`` (on the timer clock)."""
+
+    model = StoreAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        if obs.last_commit is None:
+            return Condition(False, False, None, "no commit yet")
+        age = obs.clock - obs.last_commit
+        s = self.cfg.seconds
+        return Condition(age > s, age <= s, age, f"no commit for {age:.0f} s", "committing again")
+
+
+class BacklogCondition(RuleCondition):
+    """``backlog``: an uplink's unacknowledged samples above ``threshold``."""
+
+    model = BacklogAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        n = obs.backlog.get(c.uplink)
+        if n is None:
+            return Condition(False, False, None, "uplink not running")
+        return Condition(
+            n > c.threshold,
+            n <= c.threshold,
+            float(n),
+            f"{n} samples not acknowledged",
+            f"backlog back to {n} samples (at most {c.threshold})",
+        )
+
+
+# The registry: config model -> condition class. A new kind is one class above and one line here.
+CONDITIONS: dict[type, type[RuleCondition]] = {
+    c.model: c
+    for c in (
+        ThresholdCondition,
+        RateCondition,
+        NoDataCondition,
+        DisconnectedCondition,
+        StoreCondition,
+        BacklogCondition,
+    )
+}
+
+
+def condition_for(cfg) -> RuleCondition:
+    """The condition evaluating one configured rule."""
+    cls = CONDITIONS.get(type(cfg))
+    if cls is None:
+        raise TypeError(f"unknown alarm rule {cfg!r}")
+    return cls(cfg)
 
 
 def _units(text: str) -> str:

@@ -472,10 +472,17 @@ class BacklogAlarm(_AlarmBase):
     threshold: int = Field(ge=0, description="samples not yet acknowledged by the uplink")
 
 
-AlarmRule = Annotated[
-    Union[ThresholdAlarm, RateAlarm, NoDataAlarm, DisconnectedAlarm, StoreAlarm, BacklogAlarm],
-    Field(discriminator="kind"),
-]
+# Every alarm kind's model, once: the [[alarm]] union is made of them (``appliance.alarms.CONDITIONS``
+# maps each to the class that evaluates it).
+ALARM_MODELS: tuple[type[_AlarmBase], ...] = (
+    ThresholdAlarm,
+    RateAlarm,
+    NoDataAlarm,
+    DisconnectedAlarm,
+    StoreAlarm,
+    BacklogAlarm,
+)
+AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]
 
 
 class _NotifyBase(Strict):

@@ -267,3 +267,39 @@ def test_the_cleared_transition_says_what_happened_not_why_it_was_raised():
         "behind": ("cleared", "backlog back to 3 samples (at most 100)"),
     }
     assert eng.states["hot"].value == 0.02088  # the value and the detail agree
+
+
+def test_every_alarm_kind_is_registered_once_and_a_new_kind_is_one_class_and_one_line():
+    """The [[alarm]] union and the condition registry name the same kinds; a kind added as a config
+    model, a condition class and one registry entry is evaluated by the engine like the built-in ones."""
+    from typing import Literal
+
+    from appliance import alarms
+
+    union_kinds = {k for m in config.ALARM_MODELS for k in m.model_fields["kind"].annotation.__args__}
+    assert union_kinds == {"above", "below", "rate", "no_data", "disconnected", "store_not_writing", "backlog"}
+    assert set(alarms.CONDITIONS) == set(config.ALARM_MODELS)
+    assert all(cls.model is m for m, cls in alarms.CONDITIONS.items())
+
+    class OddAlarm(config._AlarmBase):
+        kind: Literal["odd"]
+        field: str
+
+    class OddCondition(alarms.RuleCondition):
+        model = OddAlarm
+
+        def evaluate(self, obs):
+            _t, v = obs.latest.get(self.cfg.field, (None, None))
+            odd = v is not None and int(v) % 2 == 1
+            return alarms.Condition(odd, not odd, v, f"{v} is odd", f"{v} is even")
+
+    alarms.CONDITIONS[OddAlarm] = OddCondition
+    try:
+        eng = AlarmEngine([OddAlarm(name="odd", kind="odd", field="n::x")])
+        assert [t.kind for t in eng.step(Observation(now=1.0, latest={"n::x": (1.0, 3.0)}))] == ["raised"]
+        tr = eng.step(Observation(now=2.0, latest={"n::x": (2.0, 4.0)}))
+        assert [(t.kind, t.state.detail) for t in tr] == [("cleared", "4.0 is even")]
+    finally:
+        del alarms.CONDITIONS[OddAlarm]
+    with pytest.raises(TypeError, match="unknown alarm rule"):
+        AlarmEngine([OddAlarm(name="odd", kind="odd", field="n::x")])
