@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
 from .latest import LatestReadings
-from .notify import Lane, Sender, iso_time
+from .notify import Lane, iso_time, sender_for
 
 log = logging.getLogger("kelvinpi.alarms")
 
@@ -71,7 +71,7 @@ class AlarmService:
         self.target_errors: dict[str, str] = {}
         for t in config.notify:
             try:
-                self.lanes[t.name] = Lane(Sender(t), self.store, self.stop_event)
+                self.lanes[t.name] = Lane(sender_for(t), self.store, self.stop_event)
             except PermissionError as exc:  # shown in health; the alarms still show on the panel
                 self.target_errors[t.name] = str(exc)
                 log.error("notify target %s not started: %s", t.name, exc)

@@ -526,7 +526,9 @@ class EmailNotify(_NotifyBase):
         return self
 
 
-NotifyTarget = Annotated[Union[WebhookNotify, EmailNotify], Field(discriminator="kind")]
+# Every [[notify]] model, once (``appliance.notify.SENDERS`` maps each kind to its sender).
+NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
+NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]
 UNION_TAGS = {
     "sisock",
     "ocs",

@@ -186,17 +186,17 @@ def test_alarm_records_survive_a_kill(tmp_path):
 def test_a_secret_readable_by_others_refuses_the_target(tmp_path):
     import os
 
-    from appliance.notify import Sender
+    from appliance.notify import sender_for
 
     url = tmp_path / "url"
     url.write_text("https://hooks.example.org/T000/B000/XXXX\n")
     os.chmod(url, 0o644)
     cfg = config.parse(BASE + f'[[notify]]\nkind = "slack"\nname = "s"\nurl_file = "{url}"\n').notify[0]
     with pytest.raises(PermissionError) as e:
-        Sender(cfg)
+        sender_for(cfg)
     assert "chmod 600" in str(e.value) and "XXXX" not in str(e.value)
     os.chmod(url, 0o600)
-    assert Sender(cfg).name == "s"
+    assert sender_for(cfg).name == "s"
 
 
 def test_an_instrument_name_of_the_wrong_type_is_a_config_error_not_a_crash():

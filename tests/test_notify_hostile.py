@@ -19,7 +19,7 @@ import time
 import pytest
 
 from appliance.config import EmailNotify, WebhookNotify
-from appliance.notify import Lane, Sender
+from appliance.notify import Lane, sender_for
 from appliance.store import Store
 
 from .conftest import wait_for
@@ -44,7 +44,7 @@ class Bench:
     def __init__(self, tmp_path, cfg) -> None:
         self.store = Store(tmp_path / "k.db")
         self.stop = threading.Event()
-        self.lane = Lane(Sender(cfg), self.store, self.stop)
+        self.lane = Lane(sender_for(cfg), self.store, self.stop)
         self.name = cfg.name
 
     def notices(self, n: int = N) -> list[int]:
@@ -320,7 +320,7 @@ def test_a_url_that_cannot_work_refuses_the_target_at_start(tmp_path, url, said)
     """Refused when the target is built, naming the file and never quoting the URL (main: a bad port
     started the lane, whose thread then ended on ``InvalidURL`` with the URL in the traceback)."""
     with pytest.raises(PermissionError) as e:
-        Sender(webhook(tmp_path, url))
+        sender_for(webhook(tmp_path, url))
     assert "notify[hook].url_file" in str(e.value) and said in str(e.value)
     assert "127.0.0.1" not in str(e.value)
 
