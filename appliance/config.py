@@ -17,7 +17,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
@@ -263,7 +263,13 @@ class ControlConfig(Strict):
         return self
 
 
-class SisockUplink(Strict):
+class UplinkModel(Strict):
+    """What every [[uplink]] model has: its ``kind`` (each narrows it to its own Literal)."""
+
+    kind: str
+
+
+class SisockUplink(UplinkModel):
     """Appear as a sisock DataNodeServer on a crossbar router (Grafana reads through sisock's glue)."""
 
     kind: Literal["sisock"] = Field(description='"sisock"')
@@ -277,7 +283,7 @@ class SisockUplink(Strict):
     )
 
 
-class OcsUplink(Strict):
+class OcsUplink(UplinkModel):
     """Publish every reading as OCS feeds (<address_root>.<name>.feeds.temperatures), as the socs agent does."""
 
     kind: Literal["ocs"] = Field(description='"ocs"')
@@ -299,7 +305,7 @@ class OcsUplink(Strict):
     )
 
 
-class InfluxUplink(Strict):
+class InfluxUplink(UplinkModel):
     """Write every reading to InfluxDB (1.x: database; 2.x: bucket + org + token_file), in OCS's layout."""
 
     kind: Literal["influxdb"] = Field(description='"influxdb"')
@@ -324,7 +330,7 @@ class InfluxUplink(Strict):
         return self
 
 
-class RemoteWriteUplink(Strict):
+class RemoteWriteUplink(UplinkModel):
     """Prometheus remote write (Prometheus, VictoriaMetrics, Mimir, Thanos Receive, Grafana Cloud)."""
 
     kind: Literal["remote_write"] = Field(description='"remote_write"')
@@ -384,7 +390,13 @@ class RemoteWriteUplink(Strict):
         return self
 
 
-Uplink = Annotated[Union[SisockUplink, OcsUplink, InfluxUplink, RemoteWriteUplink], Field(discriminator="kind")]
+# Every [[uplink]] model, once (``appliance.uplinks.UPLINKS`` pairs each with its runner, imported
+# only when configured): the union, the tags and the docs' sections come from this tuple.
+UPLINK_MODELS: tuple[type[UplinkModel], ...] = (SisockUplink, OcsUplink, InfluxUplink, RemoteWriteUplink)
+if TYPE_CHECKING:
+    Uplink = UplinkModel  # to the type checker, any one of them
+else:
+    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]
 
 
 # -- alarms and notifications --------------------------------------------------
@@ -529,23 +541,15 @@ class EmailNotify(_NotifyBase):
 # Every [[notify]] model, once (``appliance.notify.SENDERS`` maps each kind to its sender).
 NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
 NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]
-UNION_TAGS = {
-    "sisock",
-    "ocs",
-    "influxdb",
-    "remote_write",
-    "above",
-    "below",
-    "rate",
-    "no_data",
-    "disconnected",
-    "store_not_writing",
-    "backlog",
-    "webhook",
-    "slack",
-    "ntfy",
-    "email",
-}
+
+
+def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
+    """The ``kind`` values a union member accepts (its ``Literal``)."""
+    return get_args(model.model_fields["kind"].annotation)
+
+
+# pydantic's tags in error locations (uplink[0].sisock.url): every kind of every union, derived.
+UNION_TAGS = {k for m in (*UPLINK_MODELS, *ALARM_MODELS, *NOTIFY_MODELS) for k in kinds_of(m)}
 
 
 class Config(Strict):
