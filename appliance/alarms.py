@@ -43,7 +43,7 @@ from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, Sto
 
 NOTICES_PER_HOUR = 12  # per rule, every kind of notice (the README states it)
 FLAP_RAISES = 3  # raised this many times within the last hour: the rule is flapping
-FLAP_QUIET = 300.0  # seconds without a transition before a flapping rule counts as settled
+FLAP_QUIET = 120.0  # seconds without a transition before a flapping (or capped) rule counts as settled
 HOUR = 3600.0
 
 
@@ -375,12 +375,15 @@ class NoticeGate:
     * A rule raised ``FLAP_RAISES`` times within the last hour is *flapping*: its raised/cleared
       notices are coalesced into one "flapping: raised N times in the last hour" notice per
       ``interval`` (the rule's ``repeat``, an hour when it repeats never) while it goes on.
-    * Once it has been quiet for ``FLAP_QUIET`` s (or ``interval`` if shorter) the current state
-      ("raised"/"cleared") goes out plainly; and whenever a notice was held back by the cap, the
-      state a person was last told is compared with the alarm's and, if they differ, the current
-      one goes out as soon as the cap allows: the last word is always the truth.
-    * Whatever the reason, at most ``cap`` notices per rolling hour (``NOTICES_PER_HOUR``);
-      an acknowledgement (a person's own action) is always confirmed and counted.
+    * Once it has been quiet for ``settle`` s (``FLAP_QUIET``, or ``interval`` if shorter) the
+      current state ("raised"/"cleared") goes out plainly; and whenever a notice was held back by
+      the cap, the state a person was last told is compared with the alarm's and, if they differ,
+      the current one goes out at once if the cap allows, else once the rule has been quiet for
+      ``settle`` s: the last word is always the truth, within ``settle`` s plus a tick.
+    * At most ``cap`` notices per rolling hour (``NOTICES_PER_HOUR``), with two exceptions that
+      are counted but never held back: the settled state when it differs from what a person was
+      last told (bounded anyway, one per quiet period: a raise after flapping must wake someone),
+      and an acknowledgement (a person's own action).
 
     All times are monotonic seconds. Pure: ``AlarmService`` asks it and sends what it says.
     """
@@ -412,6 +415,19 @@ class NoticeGate:
         self.last_notice = mono
         return True
 
+    @property
+    def settle(self) -> float:
+        """Seconds without a transition after which a rule counts as settled."""
+        return min(FLAP_QUIET, self.interval)
+
+    def settled(self, mono: float) -> bool:
+        return self.last_transition is None or mono - self.last_transition >= self.settle
+
+    def _count(self, mono: float) -> None:
+        """A notice that goes out whatever the cap: it still counts towards it."""
+        self.sent.append(mono)
+        self.last_notice = mono
+
     def raised_in_hour(self) -> int:
         return len(self.raises)
 
@@ -441,8 +457,7 @@ class NoticeGate:
         current state after flapping or a capped notice), or None."""
         self._prune(mono)
         if self.flapping:
-            quiet = self.last_transition is not None and mono - self.last_transition >= min(FLAP_QUIET, self.interval)
-            if quiet:  # settled: the state is told once more, plainly ("cleared" or "raised")
+            if self.settled(mono):  # settled: the state is told once more, plainly ("cleared" or "raised")
                 self.flapping, self.owe_state = False, True
             elif (
                 self.last_flap_notice is not None
@@ -456,12 +471,16 @@ class NoticeGate:
                 return "flapping"
             else:
                 return None
+        if self.owe_state or (self.told_active is not None and self.told_active != active):
+            # what a person was last told is not the truth: told at once if the cap allows, and
+            # whatever the cap once the rule has settled (one per quiet period at most)
+            if len(self.sent) < self.cap or self.settled(mono):
+                self._count(mono)
+                self.told_active, self.owe_state = active, False
+                return "raised" if active else "cleared"
+            return None
         if len(self.sent) >= self.cap:  # nothing more this hour (not counted again each tick)
             return None
-        if self.owe_state or (self.told_active is not None and self.told_active != active):
-            self._allow(mono)
-            self.told_active, self.owe_state = active, False
-            return "raised" if active else "cleared"
         if (
             active
             and not acked
@@ -476,5 +495,4 @@ class NoticeGate:
     def acknowledged(self, mono: float) -> None:
         """An acknowledgement notice goes out whatever the cap (a person asked for it); it counts."""
         self._prune(mono)
-        self.sent.append(mono)
-        self.last_notice = mono
+        self._count(mono)

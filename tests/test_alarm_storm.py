@@ -75,13 +75,18 @@ def test_80_flapping_rules_for_an_hour_send_at_most_the_cap_each(tmp_path):
     # notices are bounded: per rule, at most the cap in the noisy hour (and in the quiet one)
     per_rule_hour = Counter(n["alarm"] for n in notices if n["t"] < clock.wall() - quiet)
     assert len(per_rule_hour) == RULES
-    assert max(per_rule_hour.values()) <= NOTICES_PER_HOUR, per_rule_hour.most_common(3)
-    assert sum(per_rule_hour.values()) <= RULES * NOTICES_PER_HOUR < transitions["raised"] / 10
+    # past the cap only the settled state goes out, when it changed (one per quiet period at most):
+    # a raise after the flapping must still wake a person
+    for rule in per_rule_hour:
+        mine = [n for n in notices if n["alarm"] == rule and n["t"] < clock.wall() - quiet]
+        extra = mine[NOTICES_PER_HOUR:]
+        assert all(n["kind"] in ("raised", "cleared") for n in extra), [n["kind"] for n in mine]
+    assert sum(per_rule_hour.values()) <= 2 * RULES * NOTICES_PER_HOUR < transitions["raised"] / 10
     flapping = [n for n in notices if n["kind"] == "flapping"]
     assert flapping and all("flapping: raised" in n["body"]["detail"] for n in flapping)
     assert any("times in the last hour" in n["body"]["detail"] for n in flapping)
     # rules with a one-minute repeat are told about the flapping again each minute, up to the cap
-    assert max(per_rule_hour[f"r{i}"] for i in range(1, RULES, 2)) == NOTICES_PER_HOUR
+    assert min(per_rule_hour[f"r{i}"] for i in range(1, RULES, 2)) >= NOTICES_PER_HOUR
     # settled: each rule's last word is the truth (cleared), and nothing is active
     last = {n["alarm"]: n for n in notices}
     assert {n["kind"] for n in last.values()} == {"cleared"}, Counter(n["kind"] for n in last.values())
