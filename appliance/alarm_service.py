@@ -88,10 +88,13 @@ class AlarmService:
         for r in config.alarm:
             g = NoticeGate(r.repeat)
             saved = states.get(r.name) or {}
-            if saved.get("last_notice"):  # stored as wall time: carried over onto this run's monotonic line
-                g.last_notice = m - max(0.0, now - float(saved["last_notice"]))
-            if self.engine.states[r.name].active:
-                g.told_active = True
+            if isinstance(saved.get("gate"), dict):  # what a person was told and what is owed survive a restart
+                g.restore(saved["gate"], m, now)
+            else:  # a state saved before the gate was
+                if saved.get("last_notice"):  # stored as wall time: carried over onto this run's monotonic line
+                    g.last_notice = m - max(0.0, now - float(saved["last_notice"]))
+                if self.engine.states[r.name].active:
+                    g.told_active = True
             self.gates[r.name] = g
         # ids never repeat across runs, even for a notice sent but not yet journaled when the process
         # died (receivers deduplicate on them): past every stored one and past this run's start in ms
@@ -128,6 +131,10 @@ class AlarmService:
 
     def stop(self) -> None:
         self.stop_event.set()
+        with self._lock:  # a flapping rule's state not saved yet: saved now, for the next run
+            now = self.wall()
+            for name in sorted(self._dirty):
+                self._save(self.engine.states[name], now)
         self.latest.updated.set()
         for lane in self.lanes.values():
             lane.wake()
@@ -293,6 +300,7 @@ class AlarmService:
         g = self.gates[st.name]
         # stored as wall time (a restart has a new monotonic line)
         d["last_notice"] = 0.0 if g.last_notice is None else t - max(0.0, self.mono() - g.last_notice)
+        d["gate"] = g.dump(self.mono(), t)
         self.store.alarm_record("state", st.name, json.dumps(d), t)
         self._dirty.discard(st.name)
         self._saved_at[st.name] = self.mono()

@@ -492,6 +492,45 @@ class NoticeGate:
             return "repeat"
         return None
 
+    def dump(self, mono: float, wall: float) -> dict:
+        """What a restart must keep (what a person was told, what is owed, the flapping history and
+        the cap's count), its times as wall clock: a restart has a new monotonic line."""
+
+        def w(x: float | None) -> float | None:
+            return None if x is None else wall - max(0.0, mono - x)
+
+        self._prune(mono)
+        return {
+            "raises": [w(x) for x in self.raises],
+            "sent": [w(x) for x in self.sent],
+            "flapping": self.flapping,
+            "last_flap_notice": w(self.last_flap_notice),
+            "last_transition": w(self.last_transition),
+            "last_notice": w(self.last_notice),
+            "told_active": self.told_active,
+            "owe_state": self.owe_state,
+            "suppressed": self.suppressed,
+        }
+
+    def restore(self, d: dict, mono: float, wall: float) -> None:
+        """The state ``dump`` saved, carried onto this run's monotonic line (a time in the future of
+        this run's wall clock, which booted behind, counts as now)."""
+
+        def m(x) -> float | None:
+            return None if x is None else mono - max(0.0, wall - float(x))
+
+        self.raises = deque(sorted(t for t in (m(x) for x in d.get("raises", [])) if t is not None))
+        self.sent = deque(sorted(t for t in (m(x) for x in d.get("sent", [])) if t is not None))
+        self.flapping = bool(d.get("flapping"))
+        self.last_flap_notice = m(d.get("last_flap_notice"))
+        self.last_transition = m(d.get("last_transition"))
+        self.last_notice = m(d.get("last_notice"))
+        told = d.get("told_active")
+        self.told_active = None if told is None else bool(told)
+        self.owe_state = bool(d.get("owe_state"))
+        self.suppressed = int(d.get("suppressed", 0))
+        self._prune(mono)
+
     def acknowledged(self, mono: float) -> None:
         """An acknowledgement notice goes out whatever the cap (a person asked for it); it counts."""
         self._prune(mono)
