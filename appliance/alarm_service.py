@@ -34,6 +34,12 @@ T_LIMIT_BITS = {"372": (64, 128), "240": (32, 16)}  # (T_OVER, T_UNDER) reading 
 # queue (it drops the oldest when full, and a full disk lets it fill): one "alarm_flapping" event
 # per FLAP_EVENT_EVERY s summarising them, and its state saved when a notice goes out or at most
 # every FLAP_SAVE_EVERY s. 80 flapping rules then queue a few thousand records an hour, not 40,000.
+# Notice ids never repeat across runs (receivers deduplicate on them), even when a notice went out
+# before its record was journaled and the next run's clock boots behind: each run reserves a block
+# of ids in a state record of its own (not a rule name: NAME_RE refuses "#"), and its notices wait
+# for that record's commit (as a notice waits for its own). The next run starts past every block.
+ID_BLOCK = 1_000_000
+IDS_STATE = "#notice-ids"
 FLAP_EVENT_EVERY = 300.0
 FLAP_SAVE_EVERY = 60.0
 
@@ -97,8 +103,13 @@ class AlarmService:
                     g.told_active = True
             self.gates[r.name] = g
         # ids never repeat across runs, even for a notice sent but not yet journaled when the process
-        # died (receivers deduplicate on them): past every stored one and past this run's start in ms
-        self._next_id = max(max([n["id"] for n in notices], default=0) + 1, int(now * 1000))
+        # died: past every stored one and every block reserved before (and this run's start in ms)
+        try:
+            reserved = int((states.get(IDS_STATE) or {}).get("next", 0))
+        except (TypeError, ValueError):
+            reserved = 0
+        self._next_id = max(max([n["id"] for n in notices], default=0) + 1, reserved, int(now * 1000))
+        self._reserve(now)
         for n in notices:
             for target in n["targets"]:
                 if target in self.lanes and target not in n["sent"]:
@@ -281,6 +292,12 @@ class AlarmService:
             self._notice(rule, st, notice, t)
         self._save(st, t)
 
+    def _reserve(self, t: float) -> None:
+        """Reserve the ids from ``_next_id`` on: durable before any of them goes out."""
+        self._id_limit = self._next_id + ID_BLOCK
+        self.store.alarm_record("state", IDS_STATE, json.dumps({"next": self._id_limit}), t)
+        self._ids_durable_at = getattr(self.store, "commits", 0) + 2
+
     def _summarise(self, rule, st: AlarmState, t: float) -> None:
         """One event for a flapping rule's coalesced transitions: how many of each, and the state now."""
         held = self._held.pop(rule.name, None)
@@ -337,6 +354,11 @@ class AlarmService:
         # the moment before the journal has it may send that raise again after the restart, never lose it.
         failing = self.store.last_error_t > self.store.last_commit
         urgent = event in ("raised", "flapping")
+        if self._next_id >= self._id_limit:
+            self._reserve(t)
+        durable_at = None if failing or urgent else self.store.commits + 2
+        if not failing and self.store.commits < self._ids_durable_at:  # this run's ids not durable yet
+            durable_at = max(durable_at or 0, self._ids_durable_at)
         notice = {
             "id": self._next_id,
             "t": t,
@@ -345,7 +367,7 @@ class AlarmService:
             "body": body,
             "targets": targets,
             "sent": set(),
-            "durable_at": None if failing or urgent else self.store.commits + 2,
+            "durable_at": durable_at,
             "queued": time.monotonic(),
         }
         self._next_id += 1

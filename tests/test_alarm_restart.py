@@ -6,9 +6,12 @@ count. Real AlarmService and Store, injected clocks."""
 
 from __future__ import annotations
 
+import os
+
 from appliance import config
 from appliance.alarm_service import AlarmService
 from appliance.latest import LatestReadings
+from appliance.naming import SeriesKey
 from appliance.samples import Sample
 from appliance.store import Store
 
@@ -52,3 +55,68 @@ def test_a_cleared_owed_after_flapping_is_sent_after_a_restart_within_the_quiet_
     store.close()
     assert not svc.engine.states["mxc-warm"].active
     assert notices[-1]["kind"] == "cleared", [(n["kind"], n["body"]["detail"]) for n in notices]
+
+
+IDS_CFG = """
+[[instrument]]
+model = "372"
+name = "N"
+transport = "tcp"
+host = "h"
+
+[[alarm]]
+kind = "above"
+name = "A-mxc-warm"
+field = "N::mxc_t"
+threshold = 0.05
+
+[[alarm]]
+kind = "above"
+name = "B-still-warm"
+field = "N::still_t"
+threshold = 1.0
+
+[[alarm]]
+kind = "above"
+name = "C-4k-warm"
+field = "N::k4_t"
+threshold = 5.0
+"""
+
+
+def test_notice_ids_never_repeat_across_a_power_cut_when_the_clock_boots_behind(tmp_path):
+    """Run 1: a notice is journaled, then A raises and its notice goes out at once, before the journal
+    has it; power cut. Run 2 boots an hour behind (no RTC) and B raises: its id must be new, or a
+    receiver deduplicating on X-Kelvinpi-Notice drops it."""
+    cfg = config.parse(IDS_CFG)
+    still, k4 = SeriesKey("N", "still_t", "K", "still"), SeriesKey("N", "k4_t", "K", "k4")
+    clock = SteppedClock()
+    store = Store(tmp_path / "k.db")
+    latest = LatestReadings(clock.mono)
+    svc = AlarmService(cfg, store, latest=latest, wall=clock.wall, mono=clock.mono)
+
+    def step(latest, svc, vals):
+        latest.update([Sample(k, clock.wall(), v, 0) for k, v in vals])
+        svc.tick(svc.observe())
+        clock.mono_t += 1
+
+    step(latest, svc, [(MXC, 0.01), (still, 0.8), (k4, 6.0)])  # C raised
+    store.write([])
+    store.write([])  # journaled
+    step(latest, svc, [(MXC, 0.06), (still, 0.8), (k4, 6.0)])  # A raised: goes out before its journal
+    _states, run1 = store.alarm_load()
+    received = {n["id"]: (n["alarm"], n["kind"]) for n in run1}  # what a receiver may hold
+    assert ("A-mxc-warm", "raised") in received.values()
+    # power cut: nothing more is journaled (the process, and its lock on the store, simply go)
+    os.close(store._lock_fd)
+    store._lock_fd = -1
+    clock.offset -= 3600  # boots an hour behind: no RTC, NTP not synced yet
+    store2 = Store(tmp_path / "k.db")
+    latest2 = LatestReadings(clock.mono)
+    svc2 = AlarmService(cfg, store2, latest=latest2, wall=clock.wall, mono=clock.mono)
+    step(latest2, svc2, [(still, 1.5), (MXC, 0.01), (k4, 6.0)])  # B raised first
+    _states, run2 = store2.alarm_load()
+    store2.close()
+    new = [n for n in run2 if n["alarm"] == "B-still-warm"]
+    assert new, run2
+    assert new[0]["id"] not in received, (new[0]["id"], received)
