@@ -164,6 +164,25 @@ class NtfySender(HttpSender):
         return summary(body).encode()
 
 
+class _WatchedSMTP(smtplib.SMTP):
+    """SMTP whose socket is under the attempt's deadline from the moment it exists: smtplib reads
+    the greeting inside ``connect``, and a server trickling an endless "220-" banner held the lane
+    for as long as it liked when the deadline only watched the socket afterwards."""
+
+    def __init__(self, deadline: httpsend.Deadline, timeout: float) -> None:
+        self._deadline = deadline
+        super().__init__(timeout=timeout)  # no host: nothing is connected yet
+
+    def connect(self, host: str = "localhost", port: int = 0, source_address=None):
+        self._host = host  # what STARTTLS checks the certificate against (set only by __init__'s host)
+        return super().connect(host, port, source_address)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._deadline.watch(sock)
+        return sock
+
+
 class EmailSender(NoticeSender):
     """``email``: SMTP with STARTTLS, one deadline for the whole conversation."""
 
@@ -186,9 +205,8 @@ class EmailSender(NoticeSender):
         deadline = httpsend.Deadline(c.timeout)  # one deadline for the whole conversation
         smtp: smtplib.SMTP | None = None
         try:
-            smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
-            if smtp.sock is not None:
-                deadline.watch(smtp.sock)
+            smtp = _WatchedSMTP(deadline, c.timeout)
+            smtp.connect(c.host, c.port)  # the greeting is read under the deadline
             if c.starttls:
                 ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
                 smtp.starttls(context=ctx)

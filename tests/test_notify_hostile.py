@@ -391,3 +391,65 @@ def test_push_uplinks_post_once_has_the_total_deadline(raw_http):
     assert not t.is_alive(), "post_once still reading the trickle"
     assert isinstance(result.get("error"), urllib.error.URLError), result
     assert "no complete answer within 1 s" in str(result["error"].reason)
+
+
+def test_an_smtp_greeting_trickled_forever_ends_at_the_total_deadline(tmp_path, bench_for):
+    """A server that greets with an endless multi-line "220-" banner, a line every 0.3 s (inside the
+    per-receive timeout). Main: smtplib read the greeting inside ``SMTP(host, port)``, before the
+    deadline watched the socket, so the lane hung there with ``failures 0`` until the server let go."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    connections: list[float] = []
+
+    def talk(c: socket.socket) -> None:
+        try:
+            for _ in range(100):  # 30 s at most, far past the deadline
+                if stop.is_set():
+                    return
+                c.sendall(b"220-still saying hello\r\n")
+                stop.wait(0.3)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            connections.append(time.monotonic())
+            threading.Thread(target=talk, args=(c,), daemon=True).start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        cfg = EmailNotify(
+            kind="email",
+            name="mail",
+            host="127.0.0.1",
+            port=srv.getsockname()[1],
+            starttls=False,
+            sender="kelvinpi@lab.example",
+            to=["cryo@lab.example"],
+            timeout=TIMEOUT,
+            backoff_initial=0.05,
+            backoff_max=0.3,
+        )
+        bench = bench_for(cfg)
+        bench.notices(1)
+        bench.lane.start()
+        wait_for(lambda: bench.lane.failures >= 2, 10, what="two attempts ended by the deadline")
+        assert bench.lane.is_alive()
+        assert f"no complete answer within {TIMEOUT:g} s" in (bench.lane.last_error or ""), bench.lane.last_error
+        assert len(connections) >= 2  # retried on a new connection each time
+    finally:
+        stop.set()
+        server.join(timeout=5)
+        srv.close()
