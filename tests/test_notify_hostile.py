@@ -246,9 +246,39 @@ def test_a_body_trickled_after_a_2xx_does_not_hold_the_lane(tmp_path, bench_for,
     assert bench.lane.failures == 0
 
 
+SLOW_OR_BAD_HEADERS = {
+    # the status line, then a header every 0.5 s: the headers outlast the deadline
+    "slow-headers": lambda conn, server: [
+        (conn.sendall(b"X-A: b\r\n"), server.wait(0.5)) for _ in range(10) if not server.stopping.is_set()
+    ],
+    # 101 headers: http.client refuses more than 100 (HTTPException)
+    "101-headers": lambda conn, server: conn.sendall(b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n"),
+    # the connection closed in the middle of a header
+    "closed-mid-headers": lambda conn, server: conn.sendall(b"Content-Le"),
+}
+
+
+@pytest.mark.parametrize("rest", list(SLOW_OR_BAD_HEADERS))
+def test_a_2xx_status_line_is_a_delivery_whatever_follows(tmp_path, bench_for, raw_http, rest):
+    """Red-team (issue 21): a 200 whose headers came slower than the deadline was POSTed 5 times, one
+    with 101 headers 14 times (``HTTPException``). The status line alone decides: each goes once."""
+
+    def answer(conn, arrival, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        SLOW_OR_BAD_HEADERS[rest](conn, server)
+
+    receiver = raw_http(answer)
+    bench = bench_for(webhook(tmp_path, f"http://127.0.0.1:{receiver.port}/hook"))
+    ids = bench.notices(3)
+    bench.lane.start()
+    delivered_once(bench, receiver, ids, lambda a: True)
+    assert bench.lane.failures == 0
+
+
 TRICKLES = {
-    # the status line, then a header a byte at a time: no answer ever completes
-    "headers": b"HTTP/1.1 200 OK\r\nX-Slow: ",
+    # an error's status line, then a header a byte at a time: no answer ever completes (after a 2xx
+    # status line the same trickle is a delivery: test_a_2xx_status_line_is_a_delivery_whatever_follows)
+    "headers": b"HTTP/1.1 503 Service Unavailable\r\nX-Slow: ",
     # an error whose page comes a byte at a time
     "error-body": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n",
 }
@@ -358,7 +388,7 @@ def test_mail_accepted_after_data_is_delivered_whatever_quit_answers(tmp_path, b
 
 # -- the push uplinks share the helper ------------------------------------------------------------------
 def test_push_uplinks_post_once_has_the_total_deadline(raw_http):
-    """``post_once`` (InfluxDB, remote write) goes through the same helper: a status line followed by a
+    """``post_once`` (InfluxDB, remote write) goes through the same helper: an error status line followed by a
     header trickled forever ends at the deadline as a URLError (retried by the runner, as a failed
     connection was). Main: each byte reset urllib's receive timeout; the call did not return."""
     import urllib.error
@@ -367,7 +397,7 @@ def test_push_uplinks_post_once_has_the_total_deadline(raw_http):
     from appliance.uplinks.push import post_once
 
     def trickle(conn, arrival, server):
-        conn.sendall(b"HTTP/1.1 204 No Content\r\nX-Slow: ")
+        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nX-Slow: ")  # a 2xx status line would be taken
         for _ in range(60):
             if server.stopping.is_set():
                 return
