@@ -910,26 +910,66 @@ def load(path: str | Path) -> Config:
     return parse(text, str(p))
 
 
-def read_secret(path: Path, what: str) -> str:
-    """Read a secret file, refusing one that others can read (it must be 0600 or stricter)."""
+SECRET_LIMIT = 65536  # bytes: a secret (a URL, a token, a password) is a line, not a file's worth
+
+
+def _read_regular(path: Path, what: str, kind: str, limit: int) -> tuple[os.stat_result, bytes]:
+    """A regular file's status and its first ``limit`` + 1 bytes, refusing anything else without
+    blocking: opened with O_NONBLOCK, so a FIFO (which would wait for a writer for ever) or a device
+    is refused on its ``fstat``, never read."""
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise PermissionError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+        raise PermissionError(f"{what}: cannot read {kind} file {path}: {exc.strerror}") from None
+    chunks: list[bytes] = []
+    try:
+        st = os.fstat(fd)
+        size = 0
+        while stat.S_ISREG(st.st_mode) and size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise PermissionError(f"{what}: cannot read {kind} file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise PermissionError(f"{what}: {kind} file {path} is not a regular file")
+    return st, b"".join(chunks)
+
+
+def read_secret(path: Path, what: str) -> str:
+    """Read a secret file, refusing one that others can read (it must be 0600 or stricter), and
+    anything that is not a regular file (a FIFO would hang `run` and check-config alike)."""
+    st, data = _read_regular(path, what, "secret", SECRET_LIMIT)
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise PermissionError(
             f"{what}: secret file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run: chmod 600 {path}"
         )
+    if len(data) > SECRET_LIMIT:
+        raise PermissionError(f"{what}: secret file {path} is larger than {SECRET_LIMIT // 1024} kB")
     try:
-        secret = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:  # a directory, or a file owned by another user
-        raise PermissionError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+        secret = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise PermissionError(f"{what}: secret file {path} is not UTF-8 text") from None
     if not secret:
         raise PermissionError(f"{what}: secret file {path} is empty")
     return secret
+
+
+def check_ca_file(path: Path, what: str) -> None:
+    """A CA bundle TLS can load (PEM certificates), or PermissionError saying why not."""
+    import ssl
+
+    _read_regular(path, what, "CA", 0)  # a regular file, readable: not a FIFO that would block the load
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise PermissionError(f"{what}: CA file {path} holds no certificate TLS can load ({reason})") from None
 
 
 # -- the files a config names: what `kelvinpi run` reads at start-up, checked by check-config too ----
@@ -977,20 +1017,24 @@ def check_file(ref: FileRef) -> str | None:
     """The problem `kelvinpi run` would meet with this file (read_secret's own message), or None."""
     if not ref.secret:
         try:
-            with open(ref.path, "rb"):
-                return None
-        except OSError as exc:
-            return f"{ref.key}: cannot read CA file {ref.path}: {exc.strerror}"
+            if ref.key.startswith("notify["):  # a mail target's STARTTLS loads it at each attempt
+                check_ca_file(ref.path, ref.key)
+            else:
+                _read_regular(ref.path, ref.key, "CA", 0)
+        except PermissionError as exc:
+            return str(exc)
+        return None
     try:
         value = read_secret(ref.path, ref.key)
     except PermissionError as exc:
         return str(exc)
-    if (
-        ref.key.startswith("notify[")
-        and ref.key.endswith(".url_file")
-        and not value.startswith(("http://", "https://"))
-    ):
-        return f"{ref.key}: the file must hold an http(s) URL"  # as notify.Sender refuses it
+    if ref.key.startswith("notify[") and ref.key.endswith(".url_file"):
+        from . import httpsend  # the parse the sender uses (imported here: httpsend is not config's)
+
+        try:
+            httpsend.parse_url(value)
+        except httpsend.BadURL as exc:
+            return f"{ref.key}: {exc}"  # as notify's HttpSender refuses it
     return None
 
 
