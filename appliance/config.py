@@ -862,9 +862,14 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
         if isinstance(up, int) and not isinstance(up, bool) and up >= len(uplinks):
             problems.append((loc + ("uplink",), f"there is no uplink[{up}] ({len(uplinks)} configured)"))
         wanted = rule.get("notify")
+        listed: set[str] = set()
         for n in wanted if isinstance(wanted, list) else []:
             if isinstance(n, str) and n not in target_names:
                 problems.append((loc + ("notify",), f"no [[notify]] target named {n!r}"))
+            elif isinstance(n, str) and n in listed:  # each notice would go there twice, never counted delivered
+                problems.append((loc + ("notify",), f"notify target {n!r} listed twice"))
+            if isinstance(n, str):
+                listed.add(n)
 
 
 def parse(text: str, source: str = "<config>") -> Config:
