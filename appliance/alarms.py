@@ -225,16 +225,16 @@ class ThresholdCondition(RuleCondition):
                 v > c.threshold,
                 v <= level,
                 v,
-                _units(f"{v:.6g} {u} > {c.threshold:g} {u}"),
-                _units(f"back below {level:g} {u}: {v:.3g} {u}"),
+                _units(f"{_distinct(v, c.threshold, 6)} {u} > {c.threshold:g} {u}"),
+                _units(f"back below {level:g} {u}: {_distinct(v, level, 3)} {u}"),
             )
         level = c.threshold + c.hysteresis
         return Condition(
             v < c.threshold,
             v >= level,
             v,
-            _units(f"{v:.6g} {u} < {c.threshold:g} {u}"),
-            _units(f"back above {level:g} {u}: {v:.3g} {u}"),
+            _units(f"{_distinct(v, c.threshold, 6)} {u} < {c.threshold:g} {u}"),
+            _units(f"back above {level:g} {u}: {_distinct(v, level, 3)} {u}"),
         )
 
 
@@ -356,6 +356,17 @@ def condition_for(cfg) -> RuleCondition:
     if cls is None:
         raise TypeError(f"unknown alarm rule {cfg!r}")
     return cls(cfg)
+
+
+def _distinct(v: float, ref: float, digits: int) -> str:
+    """``v`` with at least ``digits`` significant digits, and more until it visibly differs from
+    ``ref`` as shown (``:g``): 0.011499 against 0.0115 reads "0.011499", not "0.0115" (up to repr)."""
+    shown = f"{ref:g}"
+    for p in range(digits, 18):
+        text = f"{v:.{p}g}"
+        if v == ref or (text != shown and float(text) != ref):
+            return text
+    return repr(v)
 
 
 def _units(text: str) -> str:

@@ -303,3 +303,24 @@ def test_every_alarm_kind_is_registered_once_and_a_new_kind_is_one_class_and_one
         del alarms.CONDITIONS[OddAlarm]
     with pytest.raises(TypeError, match="unknown alarm rule"):
         AlarmEngine([OddAlarm(name="odd", kind="odd", field="n::x")])
+
+
+def test_a_value_close_to_the_threshold_reads_different_from_it():
+    """Red-team (issue 21): cleared at 0.011499 below a 0.0115 threshold read "back below 0.0115 K:
+    0.0115 K". The value gets the digits it needs to differ visibly, raised and cleared alike."""
+    from appliance.alarms import ThresholdCondition
+
+    cfg = config.parse(
+        '[[instrument]]\nmodel = "372"\nname = "N"\ntransport = "tcp"\nhost = "h"\n'
+        '[[alarm]]\nkind = "above"\nname = "w"\nfield = "N::mxc_t"\nthreshold = 0.0115\n'
+    ).alarm[0]
+    cond = ThresholdCondition(cfg)
+
+    def said(v: float):
+        return cond.evaluate(Observation(now=0.0, latest={"N::mxc_t": (0.0, v)}, units={"N::mxc_t": "K"}))
+
+    assert said(0.011499).cleared == "back below 0.0115 K: 0.011499 K"
+    assert said(0.0114999999).cleared == "back below 0.0115 K: 0.0114999999 K"
+    assert said(0.0104).cleared == "back below 0.0115 K: 0.0104 K"  # no more digits than it needs
+    assert said(0.01150000001).detail == "0.01150000001 K > 0.0115 K"
+    assert said(0.0115).cleared == "back below 0.0115 K: 0.0115 K"  # exactly at the level: the same
