@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the whole name (re.fullmatch: "$" let a final newline in)
 
 # Every table is strict about types (Strict below): a port written as "8080" or a flag as "yes" is
 # an error, not silently converted. A file path is the one exception, as TOML has no path type:
@@ -143,7 +143,7 @@ class InstrumentConfig(Strict):
     @field_validator("name")
     @classmethod
     def _node_name(cls, v: str) -> str:
-        if not re.match(NAME_RE, v):
+        if not re.fullmatch(NAME_RE, v):
             raise ValueError(
                 "data node name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
                 "letter or digit (no spaces, no '::')"
@@ -418,7 +418,7 @@ class _AlarmBase(Strict):
     @field_validator("name")
     @classmethod
     def _alarm_name(cls, v: str) -> str:
-        if not re.match(NAME_RE, v):
+        if not re.fullmatch(NAME_RE, v):
             raise ValueError(
                 "alarm name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
             )

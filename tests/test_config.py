@@ -168,3 +168,16 @@ def test_sample_with_everything_uncommented_validates(tmp_path):
     assert [u.kind for u in cfg.uplink] == ["sisock", "ocs", "influxdb", "remote_write"]
     assert cfg.instrument[0].serial_number == "LSA23JD" and cfg.control.token_file is not None
     assert cfg.uplink[2].database == "kelvinpi" and cfg.uplink[2].bucket is None
+
+
+@pytest.mark.parametrize("section", ["alarm", "instrument"])
+def test_a_name_ending_in_a_newline_is_refused(section):
+    """Red-team (issue 21): ``re.match`` with ``$`` let "mxc-warm\\n" through as a rule name (an
+    instrument's name likewise): a label in metrics and the panel with a newline in it."""
+    node = "N\\n" if section == "instrument" else "N"
+    text = f'[[instrument]]\nmodel = "372"\nname = "{node}"\ntransport = "tcp"\nhost = "h"\n'
+    if section == "alarm":
+        text += '[[alarm]]\nkind = "above"\nname = "mxc-warm\\n"\nfield = "N::mxc_t"\nthreshold = 0.05\n'
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(text)
+    assert f"{section}[0].name" in str(e.value), str(e.value)
