@@ -143,6 +143,9 @@ class AlarmEngine:
             if old and old.get("active"):  # a restart keeps an active alarm and whether it was acknowledged
                 st.active, st.acked, st.since = True, bool(old.get("acked")), old.get("since")
                 st.value, st.detail, st.acked_by = old.get("value"), old.get("detail", ""), old.get("acked_by")
+            elif old:  # and what a cleared one said: a "cleared" still owed after a restart says it too
+                st.since, st.value, st.detail = old.get("since"), old.get("value"), old.get("detail", "")
+                st.cleared_at = old.get("cleared_at")
             self.states[r.name] = st
 
     def active(self) -> list[AlarmState]:

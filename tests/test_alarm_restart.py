@@ -55,6 +55,26 @@ def test_a_cleared_owed_after_flapping_is_sent_after_a_restart_within_the_quiet_
     store.close()
     assert not svc.engine.states["mxc-warm"].active
     assert notices[-1]["kind"] == "cleared", [(n["kind"], n["body"]["detail"]) for n in notices]
+    assert notices[-1]["body"]["detail"] == "back below 0.05 K: 0.02 K", notices[-1]["body"]
+
+
+def test_a_cleared_owed_when_the_restart_came_without_a_clean_stop_still_says_what_happened(tmp_path):
+    """The same, the process killed instead of stopped (no final save): the state saved at most a
+    minute before still holds what the rule said when it cleared."""
+    clock = SteppedClock()
+    store, latest, svc = _start(clock, tmp_path / "k.db")
+    _run(clock, svc, store, latest, 100, lambda s: 0.06 if (s // 10) % 2 == 0 else 0.04)
+    _run(clock, svc, store, latest, 5, lambda s: 0.06)
+    _run(clock, svc, store, latest, 70, lambda s: 0.02)
+    store.write([])
+    store.close()  # no svc.stop(): what the periodic save had is all there is
+    store, latest, svc = _start(clock, tmp_path / "k.db")
+    _run(clock, svc, store, latest, 600, lambda s: 0.02)
+    store.write([])
+    _states, notices = store.alarm_load()
+    store.close()
+    assert notices[-1]["kind"] == "cleared", [(n["kind"], n["body"]["detail"]) for n in notices]
+    assert notices[-1]["body"]["detail"] == "back below 0.05 K: 0.02 K", notices[-1]["body"]
 
 
 IDS_CFG = """
