@@ -23,13 +23,25 @@ from typing import Callable, Iterable
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
 from .latest import LatestReadings
-from .notify import Lane, Sender, iso_time
+from .notify import Lane, iso_time, sender_for
 
 log = logging.getLogger("kelvinpi.alarms")
 
 TICK = 1.0  # the longest pause between evaluations
 MIN_TICK = 0.2  # the shortest: new readings wake the loop, but not more often than this
 T_LIMIT_BITS = {"372": (64, 128), "240": (32, 16)}  # (T_OVER, T_UNDER) reading status bits
+# A flapping rule's transitions are coalesced so an alarm storm cannot flood the store's record
+# queue (it drops the oldest when full, and a full disk lets it fill): one "alarm_flapping" event
+# per FLAP_EVENT_EVERY s summarising them, and its state saved when a notice goes out or at most
+# every FLAP_SAVE_EVERY s. 80 flapping rules then queue a few thousand records an hour, not 40,000.
+# Notice ids never repeat across runs (receivers deduplicate on them), even when a notice went out
+# before its record was journaled and the next run's clock boots behind: each run reserves a block
+# of ids in a state record of its own (not a rule name: NAME_RE refuses "#"), and its notices wait
+# for that record's commit (as a notice waits for its own). The next run starts past every block.
+ID_BLOCK = 1_000_000
+IDS_STATE = "#notice-ids"
+FLAP_EVENT_EVERY = 300.0
+FLAP_SAVE_EVERY = 60.0
 
 
 class AlarmService:
@@ -71,7 +83,7 @@ class AlarmService:
         self.target_errors: dict[str, str] = {}
         for t in config.notify:
             try:
-                self.lanes[t.name] = Lane(Sender(t), self.store, self.stop_event)
+                self.lanes[t.name] = Lane(sender_for(t), self.store, self.stop_event)
             except PermissionError as exc:  # shown in health; the alarms still show on the panel
                 self.target_errors[t.name] = str(exc)
                 log.error("notify target %s not started: %s", t.name, exc)
@@ -82,18 +94,32 @@ class AlarmService:
         for r in config.alarm:
             g = NoticeGate(r.repeat)
             saved = states.get(r.name) or {}
-            if saved.get("last_notice"):  # stored as wall time: carried over onto this run's monotonic line
-                g.last_notice = m - max(0.0, now - float(saved["last_notice"]))
-            if self.engine.states[r.name].active:
-                g.told_active = True
+            if isinstance(saved.get("gate"), dict):  # what a person was told and what is owed survive a restart
+                g.restore(saved["gate"], m, now)
+            else:  # a state saved before the gate was
+                if saved.get("last_notice"):  # stored as wall time: carried over onto this run's monotonic line
+                    g.last_notice = m - max(0.0, now - float(saved["last_notice"]))
+                if self.engine.states[r.name].active:
+                    g.told_active = True
             self.gates[r.name] = g
         # ids never repeat across runs, even for a notice sent but not yet journaled when the process
-        # died (receivers deduplicate on them): past every stored one and past this run's start in ms
-        self._next_id = max(max([n["id"] for n in notices], default=0) + 1, int(now * 1000))
+        # died: past every stored one and every block reserved before (and this run's start in ms)
+        try:
+            reserved = int((states.get(IDS_STATE) or {}).get("next", 0))
+        except (TypeError, ValueError):
+            reserved = 0
+        self._next_id = max(max([n["id"] for n in notices], default=0) + 1, reserved, int(now * 1000))
+        self._reserve(now)
         for n in notices:
             for target in n["targets"]:
                 if target in self.lanes and target not in n["sent"]:
                     self.lanes[target].put(n)
+        # coalescing while a rule flaps: transitions not yet in an event, when the last summary went,
+        # whether its state changed since it was last saved and when that was (monotonic)
+        self._held: dict[str, dict[str, int]] = {}
+        self._summary_at: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        self._saved_at: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         self.ticks = 0
         self.notices = 0  # recorded in this run
@@ -116,6 +142,10 @@ class AlarmService:
 
     def stop(self) -> None:
         self.stop_event.set()
+        with self._lock:  # a flapping rule's state not saved yet: saved now, for the next run
+            now = self.wall()
+            for name in sorted(self._dirty):
+                self._save(self.engine.states[name], now)
         self.latest.updated.set()
         for lane in self.lanes.values():
             lane.wake()
@@ -221,17 +251,23 @@ class AlarmService:
                 self._transition(tr.kind, tr.rule, tr.state, tr.t, m)
             for st in self.engine.states.values():
                 rule = self.rules[st.name]
-                kind = self.gates[st.name].tick(st.active, st.acked, m)
+                gate = self.gates[st.name]
+                kind = gate.tick(st.active, st.acked, m)
+                if st.name in self._held and (
+                    kind is not None or not gate.flapping or m - self._summary_at.get(st.name, m) >= FLAP_EVENT_EVERY
+                ):
+                    self._summarise(rule, st, obs.now)
                 if kind is not None:
                     self._notice(rule, st, kind, obs.now)
                     self._save(st, obs.now)
+                elif st.name in self._dirty and m - self._saved_at.get(st.name, m) >= FLAP_SAVE_EVERY:
+                    self._save(st, obs.now)
 
     def _transition(self, kind: str, rule, st: AlarmState, t: float, mono: float) -> None:
-        """Every transition is logged and an event; the gate says whether it is also a notice."""
-        where = target_of(rule) or ""
-        node = where.partition("::")[0] or None
-        self.store.event(f"alarm_{kind}", node, f"{rule.name} ({rule.severity}): {st.detail}", t=t)
-        notice = self.gates[rule.name].transition(kind, mono)
+        """Every transition is logged and an event; the gate says whether it is also a notice.
+        While a rule flaps, transitions that are no notice are coalesced (``_summarise``)."""
+        gate = self.gates[rule.name]
+        notice = gate.transition(kind, mono)
         # the journal gets what a person is told; a flapping rule's every transition only at debug level
         log.log(
             logging.WARNING if notice else logging.DEBUG,
@@ -241,16 +277,50 @@ class AlarmService:
             rule.severity,
             st.detail,
         )
+        if notice is None and gate.flapping:
+            held = self._held.setdefault(rule.name, {"raised": 0, "cleared": 0})
+            if not any(held.values()):
+                self._summary_at.setdefault(rule.name, mono)
+            held[kind] += 1
+            self._dirty.add(rule.name)
+            self._saved_at.setdefault(rule.name, mono)
+            return
+        if rule.name in self._held:
+            self._summarise(rule, st, t)
+        self.store.event(f"alarm_{kind}", _node(rule), f"{rule.name} ({rule.severity}): {st.detail}", t=t)
         if notice is not None:
             self._notice(rule, st, notice, t)
         self._save(st, t)
+
+    def _reserve(self, t: float) -> None:
+        """Reserve the ids from ``_next_id`` on: durable before any of them goes out."""
+        self._id_limit = self._next_id + ID_BLOCK
+        self.store.alarm_record("state", IDS_STATE, json.dumps({"next": self._id_limit}), t)
+        self._ids_durable_at = getattr(self.store, "commits", 0) + 2
+
+    def _summarise(self, rule, st: AlarmState, t: float) -> None:
+        """One event for a flapping rule's coalesced transitions: how many of each, and the state now."""
+        held = self._held.pop(rule.name, None)
+        self._summary_at[rule.name] = self.mono()
+        if not held or not any(held.values()):
+            return
+        self.store.event(
+            "alarm_flapping",
+            _node(rule),
+            f"{rule.name} ({rule.severity}): raised {held['raised']} times, cleared {held['cleared']} times; "
+            f"now {'raised' if st.active else 'cleared'}: {st.detail}",
+            t=t,
+        )
 
     def _save(self, st: AlarmState, t: float) -> None:
         d = st.as_dict()
         g = self.gates[st.name]
         # stored as wall time (a restart has a new monotonic line)
         d["last_notice"] = 0.0 if g.last_notice is None else t - max(0.0, self.mono() - g.last_notice)
+        d["gate"] = g.dump(self.mono(), t)
         self.store.alarm_record("state", st.name, json.dumps(d), t)
+        self._dirty.discard(st.name)
+        self._saved_at[st.name] = self.mono()
 
     def _notice(self, rule, st: AlarmState, event: str, t: float) -> None:
         where = target_of(rule)
@@ -284,6 +354,11 @@ class AlarmService:
         # the moment before the journal has it may send that raise again after the restart, never lose it.
         failing = self.store.last_error_t > self.store.last_commit
         urgent = event in ("raised", "flapping")
+        if self._next_id >= self._id_limit:
+            self._reserve(t)
+        durable_at = None if failing or urgent else self.store.commits + 2
+        if not failing and self.store.commits < self._ids_durable_at:  # this run's ids not durable yet
+            durable_at = max(durable_at or 0, self._ids_durable_at)
         notice = {
             "id": self._next_id,
             "t": t,
@@ -292,7 +367,7 @@ class AlarmService:
             "body": body,
             "targets": targets,
             "sent": set(),
-            "durable_at": None if failing or urgent else self.store.commits + 2,
+            "durable_at": durable_at,
             "queued": time.monotonic(),
         }
         self._next_id += 1
@@ -314,9 +389,7 @@ class AlarmService:
                 now = self.wall()
                 rule = self.rules[name]
                 self.gates[name].acknowledged(self.mono())
-                self.store.event(
-                    "alarm_acknowledged", (target_of(rule) or "").partition("::")[0] or None, f"{name} by {who}", t=now
-                )
+                self.store.event("alarm_acknowledged", _node(rule), f"{name} by {who}", t=now)
                 self._notice(rule, st, "acknowledged", now)
                 self._save(st, now)
             return self.view(st)
@@ -349,3 +422,8 @@ class AlarmService:
             "targets": [lane.as_dict() for lane in self.lanes.values()]
             + [{"name": n, "error": e} for n, e in self.target_errors.items()],
         }
+
+
+def _node(rule) -> str | None:
+    """The instrument a rule's events belong to (None for the store and backlog rules)."""
+    return (target_of(rule) or "").partition("::")[0] or None

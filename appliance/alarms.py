@@ -36,13 +36,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm
 
 
 NOTICES_PER_HOUR = 12  # per rule, every kind of notice (the README states it)
 FLAP_RAISES = 3  # raised this many times within the last hour: the rule is flapping
-FLAP_QUIET = 300.0  # seconds without a transition before a flapping rule counts as settled
+FLAP_QUIET = 120.0  # seconds without a transition before a flapping (or capped) rule counts as settled
 HOUR = 3600.0
 
 
@@ -111,12 +112,13 @@ class Condition:
 
 
 class _Rule:
-    """Per-rule working state beyond the durable one: when the condition began, rate history."""
+    """Per-rule working state beyond the durable one: when the condition began, and the rule's
+    kind-specific condition (which keeps whatever history its kind needs, such as a rate's)."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         self.pending_since: float | None = None  # monotonic
-        self.history: deque[tuple[float, float]] = deque()
+        self.condition = condition_for(cfg)
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float:
@@ -141,6 +143,9 @@ class AlarmEngine:
             if old and old.get("active"):  # a restart keeps an active alarm and whether it was acknowledged
                 st.active, st.acked, st.since = True, bool(old.get("acked")), old.get("since")
                 st.value, st.detail, st.acked_by = old.get("value"), old.get("detail", ""), old.get("acked_by")
+            elif old:  # and what a cleared one said: a "cleared" still owed after a restart says it too
+                st.since, st.value, st.detail = old.get("since"), old.get("value"), old.get("detail", "")
+                st.cleared_at = old.get("cleared_at")
             self.states[r.name] = st
 
     def active(self) -> list[AlarmState]:
@@ -183,90 +188,188 @@ class AlarmEngine:
 
     def _condition(self, r: _Rule, obs: Observation) -> Condition:
         """Raise condition, clear condition, value and what to say, for one rule now."""
-        c = r.cfg
-        if isinstance(c, ThresholdAlarm):
-            t, v = obs.latest.get(c.field, (None, None))
-            u = obs.units.get(c.field, "")
-            beyond = obs.beyond.get(c.field)
-            if beyond == c.kind:  # past the end of the sensor's curve (T_OVER / T_UNDER): surely past the threshold
-                return Condition(
-                    True, False, None, f"{'over' if beyond == 'above' else 'under'} the sensor curve's range"
-                )
-            if v is None or not math.isfinite(v):
-                return Condition(False, False, None, "no valid reading")
-            if c.kind == "above":
-                level = c.threshold - c.hysteresis
-                return Condition(
-                    v > c.threshold,
-                    v <= level,
-                    v,
-                    _units(f"{v:.6g} {u} > {c.threshold:g} {u}"),
-                    _units(f"back below {level:g} {u}: {v:.3g} {u}"),
-                )
-            level = c.threshold + c.hysteresis
+        return r.condition.evaluate(obs)
+
+
+# -- one condition class per rule kind -------------------------------------------------
+class RuleCondition:
+    """How one kind of rule is evaluated. ``model`` is the kind's config model (``appliance.config``);
+    one instance per configured rule, so a kind that needs history (rate) keeps it on ``self``.
+
+    A new alarm kind: its config model (a ``_AlarmBase`` subclass in ``ALARM_MODELS``), a subclass
+    here with ``model`` set and ``evaluate`` written, and its line in ``CONDITIONS``."""
+
+    model: ClassVar[type]
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def evaluate(self, obs: Observation) -> Condition:
+        raise NotImplementedError
+
+
+class ThresholdCondition(RuleCondition):
+    """``above`` / ``below``: past the threshold; cleared once back past it by the hysteresis."""
+
+    model = ThresholdAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        _t, v = obs.latest.get(c.field, (None, None))
+        u = obs.units.get(c.field, "")
+        beyond = obs.beyond.get(c.field)
+        if beyond == c.kind:  # past the end of the sensor's curve (T_OVER / T_UNDER): surely past the threshold
+            return Condition(True, False, None, f"{'over' if beyond == 'above' else 'under'} the sensor curve's range")
+        if v is None or not math.isfinite(v):
+            return Condition(False, False, None, "no valid reading")
+        if c.kind == "above":
+            level = c.threshold - c.hysteresis
             return Condition(
-                v < c.threshold,
-                v >= level,
+                v > c.threshold,
+                v <= level,
                 v,
-                _units(f"{v:.6g} {u} < {c.threshold:g} {u}"),
-                _units(f"back above {level:g} {u}: {v:.3g} {u}"),
+                _units(f"{_distinct(v, c.threshold, 6)} {u} > {c.threshold:g} {u}"),
+                _units(f"back below {level:g} {u}: {_distinct(v, level, 3)} {u}"),
             )
-        if isinstance(c, RateAlarm):
-            t, v = obs.latest.get(c.field, (None, None))
-            h = r.history
-            if t is not None and v is not None and math.isfinite(v):
-                if h and t < h[-1][0]:  # reading times went back (a wall-clock step): start the window again
-                    h.clear()
-                if not h or t > h[-1][0]:
-                    h.append((t, v))
-            while h and h[0][0] < obs.now - c.window:
-                h.popleft()
-            if len(h) < 3 or h[-1][0] - h[0][0] < c.window / 2:
-                return Condition(False, False, None, "too few readings for a rate")
-            rate = slope_per_minute(list(h))
-            signed = {"rising": rate, "falling": -rate, "either": abs(rate)}[c.direction]
-            return Condition(
-                signed > c.threshold,
-                signed <= c.threshold,
-                rate,
-                f"{rate:+.4g} /min over {c.window:g} s",
-                f"rate back within {c.threshold:g} /min ({c.direction}): {rate:+.4g} /min over {c.window:g} s",
-            )
-        if isinstance(c, NoDataAlarm):
-            t, _v = obs.latest.get(c.field, (None, None))
-            gap = obs.expected_gap.get(c.field, 0.0)
-            if t is None:
-                return Condition(False, False, None, "no reading yet")
-            age = obs.age.get(c.field, obs.now - t)
-            return Condition(
-                age > gap + c.seconds,
-                age <= gap + c.seconds,
-                age,
-                f"no reading for {age:.0f} s",
-                f"readings again: the latest {age:.0f} s old",
-            )
-        if isinstance(c, DisconnectedAlarm):
-            up = obs.connected.get(c.instrument)
-            if up is None:
-                return Condition(False, False, None, "not polled")
-            return Condition(not up, up, None, "not answering", "answering again")
-        if isinstance(c, StoreAlarm):
-            if obs.last_commit is None:
-                return Condition(False, False, None, "no commit yet")
-            age = obs.clock - obs.last_commit
-            return Condition(age > c.seconds, age <= c.seconds, age, f"no commit for {age:.0f} s", "committing again")
-        if isinstance(c, BacklogAlarm):
-            n = obs.backlog.get(c.uplink)
-            if n is None:
-                return Condition(False, False, None, "uplink not running")
-            return Condition(
-                n > c.threshold,
-                n <= c.threshold,
-                float(n),
-                f"{n} samples not acknowledged",
-                f"backlog back to {n} samples (at most {c.threshold})",
-            )
-        raise TypeError(f"unknown alarm rule {c!r}")
+        level = c.threshold + c.hysteresis
+        return Condition(
+            v < c.threshold,
+            v >= level,
+            v,
+            _units(f"{_distinct(v, c.threshold, 6)} {u} < {c.threshold:g} {u}"),
+            _units(f"back above {level:g} {u}: {_distinct(v, level, 3)} {u}"),
+        )
+
+
+class RateCondition(RuleCondition):
+    """``rate``: the least-squares slope over the window, from the readings this rule has seen."""
+
+    model = RateAlarm
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.history: deque[tuple[float, float]] = deque()
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        t, v = obs.latest.get(c.field, (None, None))
+        h = self.history
+        if t is not None and v is not None and math.isfinite(v):
+            if h and t < h[-1][0]:  # reading times went back (a wall-clock step): start the window again
+                h.clear()
+            if not h or t > h[-1][0]:
+                h.append((t, v))
+        while h and h[0][0] < obs.now - c.window:
+            h.popleft()
+        if len(h) < 3 or h[-1][0] - h[0][0] < c.window / 2:
+            return Condition(False, False, None, "too few readings for a rate")
+        rate = slope_per_minute(list(h))
+        signed = {"rising": rate, "falling": -rate, "either": abs(rate)}[c.direction]
+        return Condition(
+            signed > c.threshold,
+            signed <= c.threshold,
+            rate,
+            f"{rate:+.4g} /min over {c.window:g} s",
+            f"rate back within {c.threshold:g} /min ({c.direction}): {rate:+.4g} /min over {c.window:g} s",
+        )
+
+
+class NoDataCondition(RuleCondition):
+    """``no_data``: the latest reading older than the expected gap plus ``seconds``."""
+
+    model = NoDataAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        t, _v = obs.latest.get(c.field, (None, None))
+        gap = obs.expected_gap.get(c.field, 0.0)
+        if t is None:
+            return Condition(False, False, None, "no reading yet")
+        age = obs.age.get(c.field, obs.now - t)
+        return Condition(
+            age > gap + c.seconds,
+            age <= gap + c.seconds,
+            age,
+            f"no reading for {age:.0f} s",
+            f"readings again: the latest {age:.0f} s old",
+        )
+
+
+class DisconnectedCondition(RuleCondition):
+    """``disconnected``: the instrument not answering."""
+
+    model = DisconnectedAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        up = obs.connected.get(self.cfg.instrument)
+        if up is None:
+            return Condition(False, False, None, "not polled")
+        return Condition(not up, up, None, "not answering", "answering again")
+
+
+class StoreCondition(RuleCondition):
+    """``store_not_writing``: no commit for ``seconds`` (on the timer clock)."""
+
+    model = StoreAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        if obs.last_commit is None:
+            return Condition(False, False, None, "no commit yet")
+        age = obs.clock - obs.last_commit
+        s = self.cfg.seconds
+        return Condition(age > s, age <= s, age, f"no commit for {age:.0f} s", "committing again")
+
+
+class BacklogCondition(RuleCondition):
+    """``backlog``: an uplink's unacknowledged samples above ``threshold``."""
+
+    model = BacklogAlarm
+
+    def evaluate(self, obs: Observation) -> Condition:
+        c = self.cfg
+        n = obs.backlog.get(c.uplink)
+        if n is None:
+            return Condition(False, False, None, "uplink not running")
+        return Condition(
+            n > c.threshold,
+            n <= c.threshold,
+            float(n),
+            f"{n} samples not acknowledged",
+            f"backlog back to {n} samples (at most {c.threshold})",
+        )
+
+
+# The registry: config model -> condition class. A new kind is one class above and one line here.
+CONDITIONS: dict[type, type[RuleCondition]] = {
+    c.model: c
+    for c in (
+        ThresholdCondition,
+        RateCondition,
+        NoDataCondition,
+        DisconnectedCondition,
+        StoreCondition,
+        BacklogCondition,
+    )
+}
+
+
+def condition_for(cfg) -> RuleCondition:
+    """The condition evaluating one configured rule."""
+    cls = CONDITIONS.get(type(cfg))
+    if cls is None:
+        raise TypeError(f"unknown alarm rule {cfg!r}")
+    return cls(cfg)
+
+
+def _distinct(v: float, ref: float, digits: int) -> str:
+    """``v`` with at least ``digits`` significant digits, and more until it visibly differs from
+    ``ref`` as shown (``:g``): 0.011499 against 0.0115 reads "0.011499", not "0.0115" (up to repr)."""
+    shown = f"{ref:g}"
+    for p in range(digits, 18):
+        text = f"{v:.{p}g}"
+        if v == ref or (text != shown and float(text) != ref):
+            return text
+    return repr(v)
 
 
 def _units(text: str) -> str:
@@ -286,12 +389,15 @@ class NoticeGate:
     * A rule raised ``FLAP_RAISES`` times within the last hour is *flapping*: its raised/cleared
       notices are coalesced into one "flapping: raised N times in the last hour" notice per
       ``interval`` (the rule's ``repeat``, an hour when it repeats never) while it goes on.
-    * Once it has been quiet for ``FLAP_QUIET`` s (or ``interval`` if shorter) the current state
-      ("raised"/"cleared") goes out plainly; and whenever a notice was held back by the cap, the
-      state a person was last told is compared with the alarm's and, if they differ, the current
-      one goes out as soon as the cap allows: the last word is always the truth.
-    * Whatever the reason, at most ``cap`` notices per rolling hour (``NOTICES_PER_HOUR``);
-      an acknowledgement (a person's own action) is always confirmed and counted.
+    * Once it has been quiet for ``settle`` s (``FLAP_QUIET``, or ``interval`` if shorter) the
+      current state ("raised"/"cleared") goes out plainly; and whenever a notice was held back by
+      the cap, the state a person was last told is compared with the alarm's and, if they differ,
+      the current one goes out at once if the cap allows, else once the rule has been quiet for
+      ``settle`` s: the last word is always the truth, within ``settle`` s plus a tick.
+    * At most ``cap`` notices per rolling hour (``NOTICES_PER_HOUR``), with two exceptions that
+      are counted but never held back: the settled state when it differs from what a person was
+      last told (bounded anyway, one per quiet period: a raise after flapping must wake someone),
+      and an acknowledgement (a person's own action).
 
     All times are monotonic seconds. Pure: ``AlarmService`` asks it and sends what it says.
     """
@@ -323,6 +429,19 @@ class NoticeGate:
         self.last_notice = mono
         return True
 
+    @property
+    def settle(self) -> float:
+        """Seconds without a transition after which a rule counts as settled."""
+        return min(FLAP_QUIET, self.interval)
+
+    def settled(self, mono: float) -> bool:
+        return self.last_transition is None or mono - self.last_transition >= self.settle
+
+    def _count(self, mono: float) -> None:
+        """A notice that goes out whatever the cap: it still counts towards it."""
+        self.sent.append(mono)
+        self.last_notice = mono
+
     def raised_in_hour(self) -> int:
         return len(self.raises)
 
@@ -352,8 +471,7 @@ class NoticeGate:
         current state after flapping or a capped notice), or None."""
         self._prune(mono)
         if self.flapping:
-            quiet = self.last_transition is not None and mono - self.last_transition >= min(FLAP_QUIET, self.interval)
-            if quiet:  # settled: the state is told once more, plainly ("cleared" or "raised")
+            if self.settled(mono):  # settled: the state is told once more, plainly ("cleared" or "raised")
                 self.flapping, self.owe_state = False, True
             elif (
                 self.last_flap_notice is not None
@@ -367,12 +485,16 @@ class NoticeGate:
                 return "flapping"
             else:
                 return None
+        if self.owe_state or (self.told_active is not None and self.told_active != active):
+            # what a person was last told is not the truth: told at once if the cap allows, and
+            # whatever the cap once the rule has settled (one per quiet period at most)
+            if len(self.sent) < self.cap or self.settled(mono):
+                self._count(mono)
+                self.told_active, self.owe_state = active, False
+                return "raised" if active else "cleared"
+            return None
         if len(self.sent) >= self.cap:  # nothing more this hour (not counted again each tick)
             return None
-        if self.owe_state or (self.told_active is not None and self.told_active != active):
-            self._allow(mono)
-            self.told_active, self.owe_state = active, False
-            return "raised" if active else "cleared"
         if (
             active
             and not acked
@@ -384,8 +506,46 @@ class NoticeGate:
             return "repeat"
         return None
 
+    def dump(self, mono: float, wall: float) -> dict:
+        """What a restart must keep (what a person was told, what is owed, the flapping history and
+        the cap's count), its times as wall clock: a restart has a new monotonic line."""
+
+        def w(x: float | None) -> float | None:
+            return None if x is None else wall - max(0.0, mono - x)
+
+        self._prune(mono)
+        return {
+            "raises": [w(x) for x in self.raises],
+            "sent": [w(x) for x in self.sent],
+            "flapping": self.flapping,
+            "last_flap_notice": w(self.last_flap_notice),
+            "last_transition": w(self.last_transition),
+            "last_notice": w(self.last_notice),
+            "told_active": self.told_active,
+            "owe_state": self.owe_state,
+            "suppressed": self.suppressed,
+        }
+
+    def restore(self, d: dict, mono: float, wall: float) -> None:
+        """The state ``dump`` saved, carried onto this run's monotonic line (a time in the future of
+        this run's wall clock, which booted behind, counts as now)."""
+
+        def m(x) -> float | None:
+            return None if x is None else mono - max(0.0, wall - float(x))
+
+        self.raises = deque(sorted(t for t in (m(x) for x in d.get("raises", [])) if t is not None))
+        self.sent = deque(sorted(t for t in (m(x) for x in d.get("sent", [])) if t is not None))
+        self.flapping = bool(d.get("flapping"))
+        self.last_flap_notice = m(d.get("last_flap_notice"))
+        self.last_transition = m(d.get("last_transition"))
+        self.last_notice = m(d.get("last_notice"))
+        told = d.get("told_active")
+        self.told_active = None if told is None else bool(told)
+        self.owe_state = bool(d.get("owe_state"))
+        self.suppressed = int(d.get("suppressed", 0))
+        self._prune(mono)
+
     def acknowledged(self, mono: float) -> None:
         """An acknowledgement notice goes out whatever the cap (a person asked for it); it counts."""
         self._prune(mono)
-        self.sent.append(mono)
-        self.last_notice = mono
+        self._count(mono)

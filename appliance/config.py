@@ -17,12 +17,12 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the whole name (re.fullmatch: "$" let a final newline in)
 
 # Every table is strict about types (Strict below): a port written as "8080" or a flag as "yes" is
 # an error, not silently converted. A file path is the one exception, as TOML has no path type:
@@ -145,7 +145,7 @@ class InstrumentConfig(Strict):
     @field_validator("name")
     @classmethod
     def _node_name(cls, v: str) -> str:
-        if not re.match(NAME_RE, v):
+        if not re.fullmatch(NAME_RE, v):
             raise ValueError(
                 "data node name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
                 "letter or digit (no spaces, no '::')"
@@ -270,7 +270,13 @@ class ControlConfig(Strict):
         return self
 
 
-class SisockUplink(Strict):
+class UplinkModel(Strict):
+    """What every [[uplink]] model has: its ``kind`` (each narrows it to its own Literal)."""
+
+    kind: str
+
+
+class SisockUplink(UplinkModel):
     """Appear as a sisock DataNodeServer on a crossbar router (Grafana reads through sisock's glue)."""
 
     kind: Literal["sisock"] = Field(description='"sisock"')
@@ -284,7 +290,7 @@ class SisockUplink(Strict):
     )
 
 
-class OcsUplink(Strict):
+class OcsUplink(UplinkModel):
     """Publish every reading as OCS feeds (<address_root>.<name>.feeds.temperatures), as the socs agent does."""
 
     kind: Literal["ocs"] = Field(description='"ocs"')
@@ -306,7 +312,7 @@ class OcsUplink(Strict):
     )
 
 
-class InfluxUplink(Strict):
+class InfluxUplink(UplinkModel):
     """Write every reading to InfluxDB (1.x: database; 2.x: bucket + org + token_file), in OCS's layout."""
 
     kind: Literal["influxdb"] = Field(description='"influxdb"')
@@ -331,7 +337,7 @@ class InfluxUplink(Strict):
         return self
 
 
-class RemoteWriteUplink(Strict):
+class RemoteWriteUplink(UplinkModel):
     """Prometheus remote write (Prometheus, VictoriaMetrics, Mimir, Thanos Receive, Grafana Cloud)."""
 
     kind: Literal["remote_write"] = Field(description='"remote_write"')
@@ -391,7 +397,13 @@ class RemoteWriteUplink(Strict):
         return self
 
 
-Uplink = Annotated[Union[SisockUplink, OcsUplink, InfluxUplink, RemoteWriteUplink], Field(discriminator="kind")]
+# Every [[uplink]] model, once (``appliance.uplinks.UPLINKS`` pairs each with its runner, imported
+# only when configured): the union, the tags and the docs' sections come from this tuple.
+UPLINK_MODELS: tuple[type[UplinkModel], ...] = (SisockUplink, OcsUplink, InfluxUplink, RemoteWriteUplink)
+if TYPE_CHECKING:
+    Uplink = UplinkModel  # to the type checker, any one of them
+else:
+    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]
 
 
 # -- alarms and notifications --------------------------------------------------
@@ -413,7 +425,7 @@ class _AlarmBase(Strict):
     @field_validator("name")
     @classmethod
     def _alarm_name(cls, v: str) -> str:
-        if not re.match(NAME_RE, v):
+        if not re.fullmatch(NAME_RE, v):
             raise ValueError(
                 "alarm name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
             )
@@ -479,10 +491,17 @@ class BacklogAlarm(_AlarmBase):
     threshold: int = Field(ge=0, description="samples not yet acknowledged by the uplink")
 
 
-AlarmRule = Annotated[
-    Union[ThresholdAlarm, RateAlarm, NoDataAlarm, DisconnectedAlarm, StoreAlarm, BacklogAlarm],
-    Field(discriminator="kind"),
-]
+# Every alarm kind's model, once: the [[alarm]] union is made of them (``appliance.alarms.CONDITIONS``
+# maps each to the class that evaluates it).
+ALARM_MODELS: tuple[type[_AlarmBase], ...] = (
+    ThresholdAlarm,
+    RateAlarm,
+    NoDataAlarm,
+    DisconnectedAlarm,
+    StoreAlarm,
+    BacklogAlarm,
+)
+AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]
 
 
 class _NotifyBase(Strict):
@@ -526,24 +545,18 @@ class EmailNotify(_NotifyBase):
         return self
 
 
-NotifyTarget = Annotated[Union[WebhookNotify, EmailNotify], Field(discriminator="kind")]
-UNION_TAGS = {
-    "sisock",
-    "ocs",
-    "influxdb",
-    "remote_write",
-    "above",
-    "below",
-    "rate",
-    "no_data",
-    "disconnected",
-    "store_not_writing",
-    "backlog",
-    "webhook",
-    "slack",
-    "ntfy",
-    "email",
-}
+# Every [[notify]] model, once (``appliance.notify.SENDERS`` maps each kind to its sender).
+NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
+NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]
+
+
+def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
+    """The ``kind`` values a union member accepts (its ``Literal``)."""
+    return get_args(model.model_fields["kind"].annotation)
+
+
+# pydantic's tags in error locations (uplink[0].sisock.url): every kind of every union, derived.
+UNION_TAGS = {k for m in (*UPLINK_MODELS, *ALARM_MODELS, *NOTIFY_MODELS) for k in kinds_of(m)}
 
 
 class Config(Strict):
@@ -900,9 +913,14 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
         if isinstance(up, int) and not isinstance(up, bool) and up >= len(uplinks):
             problems.append((loc + ("uplink",), f"there is no uplink[{up}] ({len(uplinks)} configured)"))
         wanted = rule.get("notify")
+        listed: set[str] = set()
         for n in wanted if isinstance(wanted, list) else []:
             if isinstance(n, str) and n not in target_names:
                 problems.append((loc + ("notify",), f"no [[notify]] target named {n!r}"))
+            elif isinstance(n, str) and n in listed:  # each notice would go there twice, never counted delivered
+                problems.append((loc + ("notify",), f"notify target {n!r} listed twice"))
+            if isinstance(n, str):
+                listed.add(n)
 
 
 MAX_NESTING = 100  # brackets deep: where a nesting too deep to read is reported (no config goes past 5)
@@ -989,26 +1007,66 @@ def load(path: str | Path) -> Config:
     return parse(text, str(p))
 
 
-def read_secret(path: Path, what: str) -> str:
-    """Read a secret file, refusing one that others can read (it must be 0600 or stricter)."""
+SECRET_LIMIT = 65536  # bytes: a secret (a URL, a token, a password) is a line, not a file's worth
+
+
+def _read_regular(path: Path, what: str, kind: str, limit: int) -> tuple[os.stat_result, bytes]:
+    """A regular file's status and its first ``limit`` + 1 bytes, refusing anything else without
+    blocking: opened with O_NONBLOCK, so a FIFO (which would wait for a writer for ever) or a device
+    is refused on its ``fstat``, never read."""
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise PermissionError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+        raise PermissionError(f"{what}: cannot read {kind} file {path}: {exc.strerror}") from None
+    chunks: list[bytes] = []
+    try:
+        st = os.fstat(fd)
+        size = 0
+        while stat.S_ISREG(st.st_mode) and size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise PermissionError(f"{what}: cannot read {kind} file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise PermissionError(f"{what}: {kind} file {path} is not a regular file")
+    return st, b"".join(chunks)
+
+
+def read_secret(path: Path, what: str) -> str:
+    """Read a secret file, refusing one that others can read (it must be 0600 or stricter), and
+    anything that is not a regular file (a FIFO would hang `run` and check-config alike)."""
+    st, data = _read_regular(path, what, "secret", SECRET_LIMIT)
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise PermissionError(
             f"{what}: secret file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run: chmod 600 {path}"
         )
+    if len(data) > SECRET_LIMIT:
+        raise PermissionError(f"{what}: secret file {path} is larger than {SECRET_LIMIT // 1024} kB")
     try:
-        secret = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:  # a directory, or a file owned by another user
-        raise PermissionError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+        secret = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise PermissionError(f"{what}: secret file {path} is not UTF-8 text") from None
     if not secret:
         raise PermissionError(f"{what}: secret file {path} is empty")
     return secret
+
+
+def check_ca_file(path: Path, what: str) -> None:
+    """A CA bundle TLS can load (PEM certificates), or PermissionError saying why not."""
+    import ssl
+
+    _read_regular(path, what, "CA", 0)  # a regular file, readable: not a FIFO that would block the load
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise PermissionError(f"{what}: CA file {path} holds no certificate TLS can load ({reason})") from None
 
 
 # -- the files a config names: what `kelvinpi run` reads at start-up, checked by check-config too ----
@@ -1057,20 +1115,24 @@ def check_file(ref: FileRef) -> str | None:
     """The problem `kelvinpi run` would meet with this file (read_secret's own message), or None."""
     if not ref.secret:
         try:
-            with open(ref.path, "rb"):
-                return None
-        except OSError as exc:
-            return f"{ref.key}: cannot read CA file {ref.path}: {exc.strerror}"
+            if ref.key.startswith("notify["):  # a mail target's STARTTLS loads it at each attempt
+                check_ca_file(ref.path, ref.key)
+            else:
+                _read_regular(ref.path, ref.key, "CA", 0)
+        except PermissionError as exc:
+            return str(exc)
+        return None
     try:
         value = read_secret(ref.path, ref.key)
     except PermissionError as exc:
         return str(exc)
-    if (
-        ref.key.startswith("notify[")
-        and ref.key.endswith(".url_file")
-        and not value.startswith(("http://", "https://"))
-    ):
-        return f"{ref.key}: the file must hold an http(s) URL"  # as notify.Sender refuses it
+    if ref.key.startswith("notify[") and ref.key.endswith(".url_file"):
+        from . import httpsend  # the parse the sender uses (imported here: httpsend is not config's)
+
+        try:
+            httpsend.parse_url(value)
+        except httpsend.BadURL as exc:
+            return f"{ref.key}: {exc}"  # as notify's HttpSender refuses it
     if ref.key == "control.ack_pin_file" and not re.fullmatch(r"[0-9]{4,12}", value):
         return f"{ref.key}: the file must hold 4 to 12 digits"  # as web.alarms.AckPin refuses it
     return None

@@ -16,6 +16,7 @@ directly.
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import socket
 import ssl
@@ -137,6 +138,21 @@ class Deadline:
         return TimeoutError(f"no complete answer within {self.seconds:g} s")
 
 
+class _Response(http.client.HTTPResponse):
+    """Keeps the final status line on its connection as soon as it is read, so a 2xx stands even
+    when the headers after it fail (more than 100, a line too long, the deadline mid-way)."""
+
+    def __init__(self, sock, *args, connection: _Connection, **kw) -> None:
+        super().__init__(sock, *args, **kw)
+        self._connection = connection
+
+    def _read_status(self):
+        version, status, reason = super()._read_status()
+        if status >= 200:  # not a 1xx interim answer
+            self._connection.status_line = (status, reason.strip())
+        return version, status, reason
+
+
 class _Connection(http.client.HTTPConnection):
     """An HTTP(S) connection whose socket the deadline can shut down from the first moment."""
 
@@ -145,6 +161,8 @@ class _Connection(http.client.HTTPConnection):
         self.default_port = 443 if target.tls else 80  # the Host header names only a port that is not
         self._target, self._deadline = target, deadline
         self._context = (context or ssl.create_default_context()) if target.tls else None
+        self.status_line: tuple[int, str] | None = None  # (status, reason) once the final one is read
+        self.response_class = functools.partial(_Response, connection=self)  # type: ignore[assignment]
 
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
@@ -174,7 +192,9 @@ def post(
     limit: int = BODY_LIMIT,
 ) -> Answer:
     """POST ``data``; return the answer, or raise (OSError, TimeoutError at the deadline, HTTPException
-    for an answer that is not HTTP) -- never with the URL in the message.
+    for an answer that is not HTTP) -- never with the URL in the message. Once the status line says
+    2xx the answer is returned whatever happens after it (headers or body failing: ``read_error``):
+    only the status line decides whether the receiver took it.
 
     ``timeout``: the total deadline of the attempt. ``read_success_body=False``: a 2xx is taken as
     it comes, its body not waited for (a delivery is a delivery however slowly the page follows).
@@ -195,11 +215,17 @@ def post(
         try:
             conn.request("POST", target.path, body=data, headers=hdrs)
             resp = conn.getresponse()
-        except Exception:
+        except Exception as exc:
+            status = conn.status_line
+            error = deadline.error() if deadline.expired else exc
+            if status is not None and 200 <= status[0] < 300:  # the status line decides: delivered
+                return Answer(status[0], status[1], Message(), b"", error)
             if deadline.expired:
                 raise deadline.error() from None
             raise
         if deadline.expired:  # http.client takes the end of the stream (our shutdown) for the end of the headers
+            if 200 <= resp.status < 300:  # but a 2xx status line is a delivery whatever follows it
+                return Answer(resp.status, resp.reason, resp.headers, b"", deadline.error())
             raise deadline.error()
         body, read_error = b"", None
         if read_success_body or not 200 <= resp.status < 300:

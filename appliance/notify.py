@@ -29,6 +29,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from email.message import EmailMessage
+from typing import ClassVar
 
 from . import httpsend
 from .config import EmailNotify, WebhookNotify, read_secret
@@ -82,48 +83,42 @@ def summary(body: dict) -> str:
     ).replace("  ", " ")
 
 
-class Sender:
-    """Delivers one notice to one target, or raises DeliveryError."""
+class NoticeSender:
+    """Delivers one notice to one target, or raises DeliveryError. One subclass per ``[[notify]]``
+    kind, registered in ``SENDERS``; its secrets are read when it is built, so a secret readable by
+    others refuses the target at start-up (PermissionError), not in its lane later."""
+
+    kind: ClassVar[str]
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self.kind = cfg.kind
-        # read at start-up: a secret readable by others refuses this target (PermissionError)
-        if isinstance(cfg, WebhookNotify):
-            url = read_secret(cfg.url_file, f"notify[{cfg.name}].url_file")
-            try:  # parsed once: a URL that cannot work refuses the target now, not its thread later
-                self._target = httpsend.parse_url(url)
-            except httpsend.BadURL as exc:
-                raise PermissionError(f"notify[{cfg.name}].url_file: {exc}") from None
-            self._token = read_secret(cfg.token_file, f"notify[{cfg.name}].token_file") if cfg.token_file else None
-        else:
-            self._password = (
-                read_secret(cfg.password_file, f"notify[{cfg.name}].password_file") if cfg.password_file else None
-            )
 
     def send(self, notice: dict) -> None:
-        if isinstance(self.cfg, EmailNotify):
-            self._email(notice)
-        else:
-            self._post(notice)
+        raise NotImplementedError
 
-    def _post(self, notice: dict) -> None:
+
+class HttpSender(NoticeSender):
+    """A notice POSTed to a URL read from a 0600 file (with an optional bearer token); the subclass
+    says what the body and its headers are."""
+
+    def __init__(self, cfg: WebhookNotify) -> None:
+        super().__init__(cfg)
+        url = read_secret(cfg.url_file, f"notify[{cfg.name}].url_file")
+        try:  # parsed once: a URL that cannot work refuses the target now, not its thread later
+            self._target = httpsend.parse_url(url)
+        except httpsend.BadURL as exc:
+            raise PermissionError(f"notify[{cfg.name}].url_file: {exc}") from None
+        self._token = read_secret(cfg.token_file, f"notify[{cfg.name}].token_file") if cfg.token_file else None
+
+    def payload(self, body: dict, headers: dict[str, str]) -> bytes:
+        """The request body for a notice's ``body``; may add headers."""
+        raise NotImplementedError
+
+    def send(self, notice: dict) -> None:
         body = notice["body"]
         headers = {"User-Agent": "kelvinpi", "X-Kelvinpi-Notice": str(notice["id"])}
-        if self.kind == "webhook":
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        elif self.kind == "slack":
-            data, headers["Content-Type"] = json.dumps({"text": summary(body)}).encode(), "application/json"
-        else:  # ntfy: the message is the body, the rest headers (https://docs.ntfy.sh/publish/)
-            data = summary(body).encode()
-            headers["Title"] = f"kelvinpi: {body['alarm']} {body['event']}"
-            headers["Priority"] = (
-                {"critical": "urgent", "warning": "high"}.get(body["severity"], "default")
-                if body["event"] in ("raised", "repeat")
-                else "default"
-            )
-            headers["Tags"] = "rotating_light" if body["event"] in ("raised", "repeat") else "white_check_mark"
+        data = self.payload(body, headers)
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"  # over a user:password in the URL
         try:  # a 2xx is a delivery as soon as its status line and headers are in: its body is not awaited
@@ -133,7 +128,73 @@ class Sender:
         if not answer.ok:  # a redirect too: followed, it would lose the body (urllib sent a bodiless GET)
             raise DeliveryError(answer.describe())
 
-    def _email(self, notice: dict) -> None:
+
+class WebhookSender(HttpSender):
+    """``webhook``: the notice's body as generic JSON."""
+
+    kind = "webhook"
+
+    def payload(self, body: dict, headers: dict[str, str]) -> bytes:
+        headers["Content-Type"] = "application/json"
+        return json.dumps(body).encode()
+
+
+class SlackSender(HttpSender):
+    """``slack``: an incoming-webhook body, the one-line summary as its text."""
+
+    kind = "slack"
+
+    def payload(self, body: dict, headers: dict[str, str]) -> bytes:
+        headers["Content-Type"] = "application/json"
+        return json.dumps({"text": summary(body)}).encode()
+
+
+class NtfySender(HttpSender):
+    """``ntfy``: the message is the body, the rest headers (https://docs.ntfy.sh/publish/)."""
+
+    kind = "ntfy"
+
+    def payload(self, body: dict, headers: dict[str, str]) -> bytes:
+        loud = body["event"] in ("raised", "repeat")
+        headers["Title"] = f"kelvinpi: {body['alarm']} {body['event']}"
+        headers["Priority"] = (
+            {"critical": "urgent", "warning": "high"}.get(body["severity"], "default") if loud else "default"
+        )
+        headers["Tags"] = "rotating_light" if loud else "white_check_mark"
+        return summary(body).encode()
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    """SMTP whose socket is under the attempt's deadline from the moment it exists: smtplib reads
+    the greeting inside ``connect``, and a server trickling an endless "220-" banner held the lane
+    for as long as it liked when the deadline only watched the socket afterwards."""
+
+    def __init__(self, deadline: httpsend.Deadline, timeout: float) -> None:
+        self._deadline = deadline
+        super().__init__(timeout=timeout)  # no host: nothing is connected yet
+
+    def connect(self, host: str = "localhost", port: int = 0, source_address=None):
+        self._host = host  # what STARTTLS checks the certificate against (set only by __init__'s host)
+        return super().connect(host, port, source_address)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._deadline.watch(sock)
+        return sock
+
+
+class EmailSender(NoticeSender):
+    """``email``: SMTP with STARTTLS, one deadline for the whole conversation."""
+
+    kind = "email"
+
+    def __init__(self, cfg: EmailNotify) -> None:
+        super().__init__(cfg)
+        self._password = (
+            read_secret(cfg.password_file, f"notify[{cfg.name}].password_file") if cfg.password_file else None
+        )
+
+    def send(self, notice: dict) -> None:
         c: EmailNotify = self.cfg
         body = notice["body"]
         msg = EmailMessage()
@@ -144,9 +205,8 @@ class Sender:
         deadline = httpsend.Deadline(c.timeout)  # one deadline for the whole conversation
         smtp: smtplib.SMTP | None = None
         try:
-            smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
-            if smtp.sock is not None:
-                deadline.watch(smtp.sock)
+            smtp = _WatchedSMTP(deadline, c.timeout)
+            smtp.connect(c.host, c.port)  # the greeting is read under the deadline
             if c.starttls:
                 ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
                 smtp.starttls(context=ctx)
@@ -178,10 +238,23 @@ class Sender:
             )
 
 
+# The registry: [[notify]] kind -> sender. A new kind is its config model (in config.NOTIFY_MODELS),
+# one class above and one line here.
+SENDERS: dict[str, type[NoticeSender]] = {c.kind: c for c in (WebhookSender, SlackSender, NtfySender, EmailSender)}
+
+
+def sender_for(cfg) -> NoticeSender:
+    """The sender of one ``[[notify]]`` target (its secrets read now)."""
+    cls = SENDERS.get(cfg.kind)
+    if cls is None:
+        raise TypeError(f"unknown notify kind {cfg.kind!r}")
+    return cls(cfg)
+
+
 class Lane(threading.Thread):
     """One target's notices, delivered in order; the head is retried with backoff until it goes."""
 
-    def __init__(self, sender: Sender, store, stop: threading.Event) -> None:
+    def __init__(self, sender: NoticeSender, store, stop: threading.Event) -> None:
         super().__init__(name=f"notify-{sender.name}", daemon=True)
         self.sender, self.store, self.stop_event = sender, store, stop
         self._pending: list[dict] = []

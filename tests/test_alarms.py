@@ -186,17 +186,17 @@ def test_alarm_records_survive_a_kill(tmp_path):
 def test_a_secret_readable_by_others_refuses_the_target(tmp_path):
     import os
 
-    from appliance.notify import Sender
+    from appliance.notify import sender_for
 
     url = tmp_path / "url"
     url.write_text("https://hooks.example.org/T000/B000/XXXX\n")
     os.chmod(url, 0o644)
     cfg = config.parse(BASE + f'[[notify]]\nkind = "slack"\nname = "s"\nurl_file = "{url}"\n').notify[0]
     with pytest.raises(PermissionError) as e:
-        Sender(cfg)
+        sender_for(cfg)
     assert "chmod 600" in str(e.value) and "XXXX" not in str(e.value)
     os.chmod(url, 0o600)
-    assert Sender(cfg).name == "s"
+    assert sender_for(cfg).name == "s"
 
 
 def test_an_instrument_name_of_the_wrong_type_is_a_config_error_not_a_crash():
@@ -267,3 +267,60 @@ def test_the_cleared_transition_says_what_happened_not_why_it_was_raised():
         "behind": ("cleared", "backlog back to 3 samples (at most 100)"),
     }
     assert eng.states["hot"].value == 0.02088  # the value and the detail agree
+
+
+def test_every_alarm_kind_is_registered_once_and_a_new_kind_is_one_class_and_one_line():
+    """The [[alarm]] union and the condition registry name the same kinds; a kind added as a config
+    model, a condition class and one registry entry is evaluated by the engine like the built-in ones."""
+    from typing import Literal
+
+    from appliance import alarms
+
+    union_kinds = {k for m in config.ALARM_MODELS for k in m.model_fields["kind"].annotation.__args__}
+    assert union_kinds == {"above", "below", "rate", "no_data", "disconnected", "store_not_writing", "backlog"}
+    assert set(alarms.CONDITIONS) == set(config.ALARM_MODELS)
+    assert all(cls.model is m for m, cls in alarms.CONDITIONS.items())
+
+    class OddAlarm(config._AlarmBase):
+        kind: Literal["odd"]
+        field: str
+
+    class OddCondition(alarms.RuleCondition):
+        model = OddAlarm
+
+        def evaluate(self, obs):
+            _t, v = obs.latest.get(self.cfg.field, (None, None))
+            odd = v is not None and int(v) % 2 == 1
+            return alarms.Condition(odd, not odd, v, f"{v} is odd", f"{v} is even")
+
+    alarms.CONDITIONS[OddAlarm] = OddCondition
+    try:
+        eng = AlarmEngine([OddAlarm(name="odd", kind="odd", field="n::x")])
+        assert [t.kind for t in eng.step(Observation(now=1.0, latest={"n::x": (1.0, 3.0)}))] == ["raised"]
+        tr = eng.step(Observation(now=2.0, latest={"n::x": (2.0, 4.0)}))
+        assert [(t.kind, t.state.detail) for t in tr] == [("cleared", "4.0 is even")]
+    finally:
+        del alarms.CONDITIONS[OddAlarm]
+    with pytest.raises(TypeError, match="unknown alarm rule"):
+        AlarmEngine([OddAlarm(name="odd", kind="odd", field="n::x")])
+
+
+def test_a_value_close_to_the_threshold_reads_different_from_it():
+    """Red-team (issue 21): cleared at 0.011499 below a 0.0115 threshold read "back below 0.0115 K:
+    0.0115 K". The value gets the digits it needs to differ visibly, raised and cleared alike."""
+    from appliance.alarms import ThresholdCondition
+
+    cfg = config.parse(
+        '[[instrument]]\nmodel = "372"\nname = "N"\ntransport = "tcp"\nhost = "h"\n'
+        '[[alarm]]\nkind = "above"\nname = "w"\nfield = "N::mxc_t"\nthreshold = 0.0115\n'
+    ).alarm[0]
+    cond = ThresholdCondition(cfg)
+
+    def said(v: float):
+        return cond.evaluate(Observation(now=0.0, latest={"N::mxc_t": (0.0, v)}, units={"N::mxc_t": "K"}))
+
+    assert said(0.011499).cleared == "back below 0.0115 K: 0.011499 K"
+    assert said(0.0114999999).cleared == "back below 0.0115 K: 0.0114999999 K"
+    assert said(0.0104).cleared == "back below 0.0115 K: 0.0104 K"  # no more digits than it needs
+    assert said(0.01150000001).detail == "0.01150000001 K > 0.0115 K"
+    assert said(0.0115).cleared == "back below 0.0115 K: 0.0115 K"  # exactly at the level: the same

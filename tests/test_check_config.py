@@ -101,7 +101,7 @@ def test_read_secret_names_the_key_whatever_the_failure(tmp_path):
     d = tmp_path / "dir"
     d.mkdir(mode=0o700)
     d.chmod(0o700)
-    with pytest.raises(PermissionError, match=r"^notify\[x\]\.url_file: cannot read secret file .*dir"):
+    with pytest.raises(PermissionError, match=r"^notify\[x\]\.url_file: secret file .*dir is not a regular file"):
         config.read_secret(d, "notify[x].url_file")
     b = tmp_path / "bin"
     b.write_bytes(b"\xff\xfe\x00")
@@ -178,3 +178,76 @@ def test_configured_fields_are_what_the_poller_writes(tmp_path, emu372, emu240):
     finally:
         app.stop()
     assert config.configured_fields(raw["instrument"][0] | {"channel": raw["instrument"][0]["channel"][1:]}) is None
+
+
+def _notify_cfg(tmp_path, body: str) -> config.Config:
+    return config.parse(f'[[instrument]]\nmodel = "372"\nname = "N"\ntransport = "tcp"\nhost = "127.0.0.1"\n{body}')
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:99999/hook", "http:///hook", "http://127.0.0.1/a b"],
+    ids=["port-99999", "no-host", "space"],
+)
+def test_check_config_refuses_the_url_files_run_refuses_with_the_same_words(tmp_path, url):
+    """Red-team (issue 21): check-config said ok to URL files that `run` then refused (it only looked at
+    the scheme). The same parse now: check-config's message is the sender's, and neither quotes the URL."""
+    from appliance.notify import sender_for
+
+    f = tmp_path / "url"
+    f.write_text(url + "\n")
+    f.chmod(0o600)
+    cfg = _notify_cfg(tmp_path, f'[[notify]]\nkind = "webhook"\nname = "hook"\nurl_file = "{f}"\n')
+    problems = [p.message for p in config.file_problems(cfg)]
+    with pytest.raises(PermissionError) as refused:
+        sender_for(cfg.notify[0])
+    assert problems == [str(refused.value)], problems
+    assert "127.0.0.1" not in problems[0]
+
+
+def _bounded(fn, seconds: float = 5.0):
+    """Run ``fn`` in a thread; its result or exception, or a failure if it blocks past ``seconds``."""
+    out: dict = {}
+
+    def call():
+        try:
+            out["value"] = fn()
+        except Exception as exc:  # noqa: BLE001 - what it raised is the result
+            out["error"] = exc
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"blocked for more than {seconds} s"
+    return out
+
+
+def test_a_fifo_as_a_secret_file_is_refused_without_blocking(tmp_path):
+    """A 0600 FIFO as url_file: check-config and `kelvinpi run` both hung in read() waiting for a writer.
+    (The reading threads of the old code are left blocked: daemon threads, released below.)"""
+    fifo = tmp_path / "url"
+    os.mkfifo(fifo, 0o600)
+    cfg = _notify_cfg(tmp_path, f'[[notify]]\nkind = "webhook"\nname = "hook"\nurl_file = "{fifo}"\n')
+    try:
+        got = _bounded(lambda: [p.message for p in config.file_problems(cfg)])
+        assert got.get("value") == [f"notify[hook].url_file: secret file {fifo} is not a regular file"], got
+        got = _bounded(lambda: config.read_secret(fifo, "notify[hook].url_file"))
+        assert isinstance(got.get("error"), PermissionError) and "not a regular file" in str(got["error"]), got
+    finally:  # release any reader left blocked (before the fix): open for writing, without blocking here
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+
+def test_an_email_ca_file_that_is_not_pem_is_refused(tmp_path):
+    """check-config said ok to a ca_file holding no certificate; every mail then failed at STARTTLS."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a pem\n")
+    cfg = _notify_cfg(
+        tmp_path,
+        f'[[notify]]\nkind = "email"\nname = "mail"\nhost = "127.0.0.1"\nsender = "a@b.c"\nto = ["x@y.z"]\n'
+        f'ca_file = "{ca}"\n',
+    )
+    problems = [p.message for p in config.file_problems(cfg)]
+    assert len(problems) == 1 and problems[0].startswith(f"notify[mail].ca_file: CA file {ca} holds no certificate")

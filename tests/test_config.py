@@ -193,3 +193,16 @@ def test_suggestions_for_unknown_names_are_bounded(monkeypatch):
     assert len(unknown) == 300  # each still reported, with its line and some names
     assert all("(instruments: n00" in p[2] and "(200 in all)" in p[2] for p in unknown), unknown[-1]
     assert compared < 3000, f"{compared} difflib comparisons (was 60 000)"
+
+
+@pytest.mark.parametrize("section", ["alarm", "instrument"])
+def test_a_name_ending_in_a_newline_is_refused(section):
+    """Red-team (issue 21): ``re.match`` with ``$`` let "mxc-warm\\n" through as a rule name (an
+    instrument's name likewise): a label in metrics and the panel with a newline in it."""
+    node = "N\\n" if section == "instrument" else "N"
+    text = f'[[instrument]]\nmodel = "372"\nname = "{node}"\ntransport = "tcp"\nhost = "h"\n'
+    if section == "alarm":
+        text += '[[alarm]]\nkind = "above"\nname = "mxc-warm\\n"\nfield = "N::mxc_t"\nthreshold = 0.05\n'
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(text)
+    assert f"{section}[0].name" in str(e.value), str(e.value)

@@ -440,3 +440,14 @@ threshold = 1.0
         assert body["alarms"][0]["name"] == "mxc-cold" and body["alarms"][0]["active"]
     finally:
         app.stop()
+
+
+def test_every_notify_kind_has_one_sender_class():
+    """The [[notify]] kinds the config accepts and the sender registry are the same set, one class each."""
+    from appliance import config as cfgmod
+    from appliance import notify
+
+    kinds = {k for m in cfgmod.NOTIFY_MODELS for k in m.model_fields["kind"].annotation.__args__}
+    assert kinds == set(notify.SENDERS) == {"webhook", "slack", "ntfy", "email"}
+    assert len(set(notify.SENDERS.values())) == len(kinds)
+    assert all(cls.kind == k for k, cls in notify.SENDERS.items())

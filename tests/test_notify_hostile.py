@@ -19,7 +19,7 @@ import time
 import pytest
 
 from appliance.config import EmailNotify, WebhookNotify
-from appliance.notify import Lane, Sender
+from appliance.notify import Lane, sender_for
 from appliance.store import Store
 
 from .conftest import wait_for
@@ -46,7 +46,7 @@ class Bench:
     def __init__(self, tmp_path, cfg) -> None:
         self.store = Store(tmp_path / "k.db")
         self.stop = threading.Event()
-        self.lane = Lane(Sender(cfg), self.store, self.stop)
+        self.lane = Lane(sender_for(cfg), self.store, self.stop)
         self.name = cfg.name
 
     def notices(self, n: int = N) -> list[int]:
@@ -248,9 +248,39 @@ def test_a_body_trickled_after_a_2xx_does_not_hold_the_lane(tmp_path, bench_for,
     assert bench.lane.failures == 0
 
 
+SLOW_OR_BAD_HEADERS = {
+    # the status line, then a header every 0.5 s: the headers outlast the deadline
+    "slow-headers": lambda conn, server: [
+        (conn.sendall(b"X-A: b\r\n"), server.wait(0.5)) for _ in range(10) if not server.stopping.is_set()
+    ],
+    # 101 headers: http.client refuses more than 100 (HTTPException)
+    "101-headers": lambda conn, server: conn.sendall(b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n"),
+    # the connection closed in the middle of a header
+    "closed-mid-headers": lambda conn, server: conn.sendall(b"Content-Le"),
+}
+
+
+@pytest.mark.parametrize("rest", list(SLOW_OR_BAD_HEADERS))
+def test_a_2xx_status_line_is_a_delivery_whatever_follows(tmp_path, bench_for, raw_http, rest):
+    """Red-team (issue 21): a 200 whose headers came slower than the deadline was POSTed 5 times, one
+    with 101 headers 14 times (``HTTPException``). The status line alone decides: each goes once."""
+
+    def answer(conn, arrival, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        SLOW_OR_BAD_HEADERS[rest](conn, server)
+
+    receiver = raw_http(answer)
+    bench = bench_for(webhook(tmp_path, f"http://127.0.0.1:{receiver.port}/hook"))
+    ids = bench.notices(3)
+    bench.lane.start()
+    delivered_once(bench, receiver, ids, lambda a: True)
+    assert bench.lane.failures == 0
+
+
 TRICKLES = {
-    # the status line, then a header a byte at a time: no answer ever completes
-    "headers": b"HTTP/1.1 200 OK\r\nX-Slow: ",
+    # an error's status line, then a header a byte at a time: no answer ever completes (after a 2xx
+    # status line the same trickle is a delivery: test_a_2xx_status_line_is_a_delivery_whatever_follows)
+    "headers": b"HTTP/1.1 503 Service Unavailable\r\nX-Slow: ",
     # an error whose page comes a byte at a time
     "error-body": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n",
 }
@@ -322,7 +352,7 @@ def test_a_url_that_cannot_work_refuses_the_target_at_start(tmp_path, url, said)
     """Refused when the target is built, naming the file and never quoting the URL (main: a bad port
     started the lane, whose thread then ended on ``InvalidURL`` with the URL in the traceback)."""
     with pytest.raises(PermissionError) as e:
-        Sender(webhook(tmp_path, url))
+        sender_for(webhook(tmp_path, url))
     assert "notify[hook].url_file" in str(e.value) and said in str(e.value)
     assert "127.0.0.1" not in str(e.value)
 
@@ -360,7 +390,7 @@ def test_mail_accepted_after_data_is_delivered_whatever_quit_answers(tmp_path, b
 
 # -- the push uplinks share the helper ------------------------------------------------------------------
 def test_push_uplinks_post_once_has_the_total_deadline(raw_http):
-    """``post_once`` (InfluxDB, remote write) goes through the same helper: a status line followed by a
+    """``post_once`` (InfluxDB, remote write) goes through the same helper: an error status line followed by a
     header trickled forever ends at the deadline as a URLError (retried by the runner, as a failed
     connection was). Main: each byte reset urllib's receive timeout; the call did not return."""
     import urllib.error
@@ -369,7 +399,7 @@ def test_push_uplinks_post_once_has_the_total_deadline(raw_http):
     from appliance.uplinks.push import post_once
 
     def trickle(conn, arrival, server):
-        conn.sendall(b"HTTP/1.1 204 No Content\r\nX-Slow: ")
+        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nX-Slow: ")  # a 2xx status line would be taken
         for _ in range(60):
             if server.stopping.is_set():
                 return
@@ -393,3 +423,65 @@ def test_push_uplinks_post_once_has_the_total_deadline(raw_http):
     assert not t.is_alive(), "post_once still reading the trickle"
     assert isinstance(result.get("error"), urllib.error.URLError), result
     assert "no complete answer within 1 s" in str(result["error"].reason)
+
+
+def test_an_smtp_greeting_trickled_forever_ends_at_the_total_deadline(tmp_path, bench_for):
+    """A server that greets with an endless multi-line "220-" banner, a line every 0.3 s (inside the
+    per-receive timeout). Main: smtplib read the greeting inside ``SMTP(host, port)``, before the
+    deadline watched the socket, so the lane hung there with ``failures 0`` until the server let go."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    connections: list[float] = []
+
+    def talk(c: socket.socket) -> None:
+        try:
+            for _ in range(100):  # 30 s at most, far past the deadline
+                if stop.is_set():
+                    return
+                c.sendall(b"220-still saying hello\r\n")
+                stop.wait(0.3)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            connections.append(time.monotonic())
+            threading.Thread(target=talk, args=(c,), daemon=True).start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        cfg = EmailNotify(
+            kind="email",
+            name="mail",
+            host="127.0.0.1",
+            port=srv.getsockname()[1],
+            starttls=False,
+            sender="kelvinpi@lab.example",
+            to=["cryo@lab.example"],
+            timeout=TIMEOUT,
+            backoff_initial=0.05,
+            backoff_max=0.3,
+        )
+        bench = bench_for(cfg)
+        bench.notices(1)
+        bench.lane.start()
+        wait_for(lambda: bench.lane.failures >= 2, 10, what="two attempts ended by the deadline")
+        assert bench.lane.is_alive()
+        assert f"no complete answer within {TIMEOUT:g} s" in (bench.lane.last_error or ""), bench.lane.last_error
+        assert len(connections) >= 2  # retried on a new connection each time
+    finally:
+        stop.set()
+        server.join(timeout=5)
+        srv.close()

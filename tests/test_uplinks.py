@@ -384,3 +384,27 @@ def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
         wait_for(delivered, timeout=150, what="InfluxDB backfilled every stored reading")
     finally:
         app.stop()
+
+
+def test_every_uplink_kind_is_registered_once_and_its_runner_loaded_only_when_configured():
+    """config.UPLINK_MODELS (the [[uplink]] union, the error tags, the docs' sections) and the
+    runner registry name the same kinds in the same order; loading the config and the registry
+    imports no runner module (a runner and its network stack load only when configured)."""
+    import subprocess
+    import sys
+
+    from appliance import config as _config
+    from appliance.uplinks import UPLINKS
+
+    assert [k.model for k in UPLINKS.values()] == list(_config.UPLINK_MODELS)
+    assert list(UPLINKS) == ["sisock", "ocs", "influxdb", "remote_write"]
+    assert {k for k in UPLINKS} <= _config.UNION_TAGS
+    assert [k for k, u in UPLINKS.items() if u.wamp] == ["sisock", "ocs"]
+    probe = (
+        "import sys, appliance.config, appliance.uplinks, appliance.config_doc\n"
+        "mods = [m for m in ('appliance.uplinks.influxdb', 'appliance.uplinks.remote_write', 'appliance.uplinks.ocs',"
+        " 'appliance.uplinks.sisock', 'appliance.uplinks.wamp', 'autobahn') if m in sys.modules]\n"
+        "print(','.join(mods))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == ""
