@@ -23,13 +23,13 @@ from typing import Callable, Iterable
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
 from .latest import LatestReadings
+from .models import limit_bits
 from .notify import Lane, iso_time, sender_for
 
 log = logging.getLogger("kelvinpi.alarms")
 
 TICK = 1.0  # the longest pause between evaluations
 MIN_TICK = 0.2  # the shortest: new readings wake the loop, but not more often than this
-T_LIMIT_BITS = {"372": (64, 128), "240": (32, 16)}  # (T_OVER, T_UNDER) reading status bits
 
 
 class AlarmService:
@@ -149,10 +149,10 @@ class AlarmService:
             obs.units[name] = d.units
             if d.mono is not None:
                 obs.age[name] = m - d.mono
-            over, under = T_LIMIT_BITS.get(self.models.get(d.node, "372"), T_LIMIT_BITS["372"])
-            if d.units == "K" and d.status & over:
+            limits = limit_bits(self.models.get(d.node))
+            if d.units == "K" and d.status & limits.over:
                 obs.beyond[name] = "above"
-            elif d.units == "K" and d.status & under:
+            elif d.units == "K" and d.status & limits.under:
                 obs.beyond[name] = "below"
         for p in self.pollers:
             if p.health.connected or p.health.errors or p.health.cycles:  # not before its first attempt

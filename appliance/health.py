@@ -7,6 +7,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from drivers.errors import DriverError
+
+# What an instrument error is counted as: each driver error's ``kind`` (drivers/errors.py), and
+# "internal" for anything else the poller meets. /metrics exposes every one, zero or not.
+ERROR_KINDS: tuple[str, ...] = (*(cls.kind for cls in DriverError.__subclasses__()), "internal")
+
 
 @dataclass
 class InstrumentHealth:

@@ -15,6 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from ..health import ERROR_KINDS
+from ..naming import OTHER_UNITS_METRIC, UNITS_METRICS
 from .cache import Snapshot
 from .common import SNAPSHOT_MAX_AGE
 
@@ -41,10 +43,8 @@ class ApplianceCollector:
     def collect(self) -> Iterator[Metric]:
         store = self.store
         now = time.time()
-        kelvin = GaugeMetricFamily("kelvinpi_temperature_kelvin", "Latest temperature", labels=["field", "node"])
-        ohms = GaugeMetricFamily("kelvinpi_resistance_ohms", "Latest sensor resistance", labels=["field", "node"])
-        volts = GaugeMetricFamily("kelvinpi_sensor_volts", "Latest diode sensor voltage", labels=["field", "node"])
-        other = GaugeMetricFamily("kelvinpi_value", "Latest value of other series", labels=["field", "node", "units"])
+        by_units = {u: GaugeMetricFamily(m.name, m.help, labels=["field", "node"]) for u, m in UNITS_METRICS.items()}
+        other = GaugeMetricFamily(OTHER_UNITS_METRIC.name, OTHER_UNITS_METRIC.help, labels=["field", "node", "units"])
         status = GaugeMetricFamily(
             "kelvinpi_reading_status", "Reading status bits of the latest sample", labels=["field", "node"]
         )
@@ -55,15 +55,12 @@ class ApplianceCollector:
             age.add_metric(labels, max(0.0, now - r["t"]))
             if r["value"] is None:
                 continue
-            if r["units"] == "K":
-                kelvin.add_metric(labels, r["value"])
-            elif r["units"] == "Ohm":
-                ohms.add_metric(labels, r["value"])
-            elif r["units"] == "V":
-                volts.add_metric(labels, r["value"])
+            family = by_units.get(r["units"])
+            if family is not None:
+                family.add_metric(labels, r["value"])
             else:
                 other.add_metric(labels + [r["units"]], r["value"])
-        yield from (kelvin, ohms, volts, other, status, age)
+        yield from (*by_units.values(), other, status, age)
 
         up = GaugeMetricFamily("kelvinpi_instrument_up", "1 while the instrument answers", labels=["node", "model"])
         last = GaugeMetricFamily(
@@ -80,7 +77,7 @@ class ApplianceCollector:
             up.add_metric([h.name, h.model], 1 if h.connected else 0)
             if h.last_good:
                 last.add_metric([h.name], h.last_good)
-            for kind in ("timeout", "connection", "bad_reply", "wrong_instrument", "instrument_error", "internal"):
+            for kind in ERROR_KINDS:
                 errors.add_metric([h.name, kind], h.errors.get(kind, 0))
             reconnects.add_metric([h.name], h.reconnects)
             cycles.add_metric([h.name], h.cycles)
