@@ -165,11 +165,8 @@ class AlarmService:
             self._commits_seen, self._commit_mono = st.commits, m
         obs.last_commit = self._commit_mono
         for u in self.uplink_health():
-            try:
-                idx = int(u.name.removeprefix("uplink[").rstrip("]"))
-            except ValueError:
-                continue
-            obs.backlog[idx] = u.backlog
+            if u.index is not None:  # every uplink build_uplinks made
+                obs.backlog[u.index] = u.backlog
         self._check_fields(obs)
         return obs
 

@@ -207,6 +207,7 @@ class UplinkHealth:
     sent: int = stat("kelvinpi_uplink_sent_samples", "Samples acknowledged", counter=True, labels=_UPLINK, default=0)
     errors: Counter = field(default_factory=Counter)
     last_error: str | None = None
+    index: int | None = None  # its position in [[uplink]] (set by build_uplinks): what backlog rules name
 
     def as_dict(self) -> dict:
         d = {
