@@ -1,4 +1,4 @@
-# Kelvinpi: `make run` (emulators + appliance + front panel), `make test` (the suite).
+# Kelvinpi: `make run` (emulators + appliance + front panel), `make test` (the suite; `make check`: its fast tier).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test lint bench bench-retention bench-web bench-alarms soak ci-deps clean venv assets image image-test image-repro config-doc
+.PHONY: run test lint bench bench-retention bench-web bench-alarms soak ci-deps clean venv assets image image-test image-repro config-doc docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# appliance/__init__.py holds the version (pyproject reads it): a new one reinstalls the metadata
+$(STAMP): pyproject.toml appliance/__init__.py | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -34,8 +35,19 @@ $(CROSSBAR):
 run: $(STAMP) $(STATIC)
 	$(BIN)/python -m tools.devrun
 
+# Two tiers, every test run once: `make check` (under a minute) deselects the tests marked as needing an
+# outside program (crossbar, influxd, prometheus, victoria-metrics, chromium, the image tools) or as slow;
+# `make test` runs `make check` first, then exactly those. Markers: pyproject.toml; set from fixtures in
+# tests/conftest.py; tests/test_tiers.py checks the split. Exit 5 (nothing selected, e.g. with -k) is no failure.
+OUTSIDE := slow or crossbar or influxd or prometheus or victoria or chromium or image
+PYTEST_ARGS ?=
+.PHONY: check
+check: $(STAMP) $(STATIC)
+	$(BIN)/python -m pytest -q --durations=5 -m "not ($(OUTSIDE))" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
+
 test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
-	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory check
+	$(BIN)/python -m pytest -q -m "$(OUTSIDE)" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
 
 # ruff check (its default rules) and ruff format --check (`ruff format .` fixes it) over the tree;
 # mypy (pydantic plugin) on drivers/, appliance/, firmware_host/;
@@ -48,6 +60,11 @@ lint: $(STAMP)
 # docs/config.md from the config models' descriptions (tests/test_config.py fails when it is stale)
 config-doc: $(STAMP)
 	$(BIN)/python -m appliance.config_doc --write docs/config.md
+
+# Every generated page of docs/: config.md (config models), cli.md (the argparse parsers), api.md (the
+# OpenAPI document); tests/test_config.py and tests/test_docs.py fail when one is stale
+docs: $(STAMP)
+	$(BIN)/python -m tools.gen_docs
 
 # The store against baselines run beside it (~10 min on 2 cores; knobs BENCH_DAYS, BENCH_WEAR_SECONDS,
 # BENCH_DIR); InfluxDB 1.x is one of them: installed when root, else influx_wear_ratio prints nan. Last line:

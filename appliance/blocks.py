@@ -11,7 +11,9 @@ decoded arrays when the block is sealed, so the writer never touches a rollup ro
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from pcodec import ChunkConfig, standalone
@@ -19,6 +21,20 @@ from pcodec import ChunkConfig, standalone
 MAGIC = b"KB1\0"
 _HEADER = struct.Struct("<4sIIIIII")  # magic, n, len(t), len(seq), len(status), len(values), len(nulls)
 _CONFIG = ChunkConfig()
+
+
+class Row(NamedTuple):
+    """One stored sample, the one row shape of the store, its journal, its readers and its uplinks.
+
+    A NamedTuple, not a dataclass: the journal encodes rows as tuples, readers sort millions of
+    them, and ``Row._make`` costs a fraction of a dataclass' ``__init__``.
+    """
+
+    seq: int  # insertion sequence number (monotone, never reused)
+    sid: int  # series id (``series.id``)
+    t: int  # reading time, ms since the epoch
+    value: float | None  # None: the instrument flagged the reading (FLAG_INVALID)
+    status: int  # status bits
 
 
 @dataclass
@@ -34,23 +50,31 @@ class Columns:
     def __len__(self) -> int:
         return len(self.t)
 
-    def rows(self) -> list[tuple[int, float | None, int, int]]:
-        """(t_ms, value or None, status, seq) tuples, the shape readers and uplinks use."""
+    def rows(self, sid: int) -> list[Row]:
+        """The block's samples as rows of series ``sid``, in (t, seq) order."""
         vals: list = self.value.tolist()
         for i in np.flatnonzero(self.null).tolist():
             vals[i] = None
-        return list(zip(self.t.tolist(), vals, self.status.tolist(), self.seq.tolist()))
+        n = len(vals)
+        return list(map(Row._make, zip(self.seq.tolist(), [sid] * n, self.t.tolist(), vals, self.status.tolist())))
+
+    def cut(self, lo: int, hi: int) -> Columns:
+        """The samples with lo <= t < hi (ms)."""
+        keep = (self.t >= lo) & (self.t < hi)
+        if keep.all():
+            return self
+        return Columns(self.t[keep], self.seq[keep], self.status[keep], self.value[keep], self.null[keep])
 
 
-def columns(rows: list[tuple[int, int, float | None, int]]) -> Columns:
-    """Columns from (seq, t_ms, value, status) rows of one series, sorted into (t, seq) order."""
-    rows = sorted(rows, key=lambda r: (r[1], r[0]))
+def columns(rows: Sequence[Row]) -> Columns:
+    """Columns from rows of one series, sorted into (t, seq) order."""
+    rows = sorted(rows, key=lambda r: (r.t, r.seq))
     n = len(rows)
-    seq = np.fromiter((r[0] for r in rows), np.int64, n)
-    t = np.fromiter((r[1] for r in rows), np.int64, n)
-    null = np.fromiter((r[2] is None for r in rows), bool, n)
-    value = np.fromiter((np.nan if r[2] is None else r[2] for r in rows), np.float64, n)
-    status = np.fromiter((r[3] for r in rows), np.int64, n)
+    seq = np.fromiter((r.seq for r in rows), np.int64, n)
+    t = np.fromiter((r.t for r in rows), np.int64, n)
+    null = np.fromiter((r.value is None for r in rows), bool, n)
+    value = np.fromiter((np.nan if r.value is None else r.value for r in rows), np.float64, n)
+    status = np.fromiter((r.status for r in rows), np.int64, n)
     return Columns(t, seq, status, value, null)
 
 

@@ -142,9 +142,10 @@ def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     e.add_argument("--start", type=float, default=-86400, help="UNIX seconds, or <= 0 for seconds before now")
     e.add_argument("--end", type=float, default=0)
     e.set_defaults(func=cmd_export)
-    from . import curve_client, probe
+    from . import curve_client, probe, settings_client
 
     curve_client.add_parser(sub)
+    settings_client.add_parser(sub)
     probe.add_parser(sub)
     if emulator:
         from firmware_host import emulate_cli

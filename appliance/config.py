@@ -255,6 +255,11 @@ class ControlConfig(Strict):
         None, description='a 0600 file holding the token clients send as "Authorization: Bearer <token>"'
     )
     max_setpoint_kelvin: float = Field(1.0, gt=0, le=400, description="highest setpoint the API may set")
+    ack_pin_file: ConfigPath | None = Field(
+        None,
+        description="a 0600 file holding 4 to 12 digits: the PIN the panel's touch PIN pad sends to "
+        "acknowledge an alarm (it can do nothing else; wrong PINs are rate-limited; works with control off)",
+    )
 
     @model_validator(mode="after")
     def _token(self) -> "ControlConfig":
@@ -963,6 +968,7 @@ def referenced_files(cfg: Config) -> list[FileRef]:
 
     if cfg.control.enabled:  # control reads its token only when enabled
         add("control.token_file", ("control", "token_file"), cfg.control.token_file, "instrument control")
+    add("control.ack_pin_file", ("control", "ack_pin_file"), cfg.control.ack_pin_file, "acknowledging with the PIN")
     for i, u in enumerate(cfg.uplink):
         what = f"uplink {i} ({u.kind})"
         for key in ("secret_file", "password_file", "token_file", "ca_file"):
@@ -992,6 +998,8 @@ def check_file(ref: FileRef) -> str | None:
         and not value.startswith(("http://", "https://"))
     ):
         return f"{ref.key}: the file must hold an http(s) URL"  # as notify.Sender refuses it
+    if ref.key == "control.ack_pin_file" and not re.fullmatch(r"[0-9]{4,12}", value):
+        return f"{ref.key}: the file must hold 4 to 12 digits"  # as web.alarms.AckPin refuses it
     return None
 
 

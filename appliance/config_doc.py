@@ -46,7 +46,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "expect_serial": "LSA23JD",
     },
     "instrument.channel": {"number": 5, "name": "MXC"},
-    "control": {"token_file": "/data/secrets/control-token"},
+    "control": {"token_file": "/data/secrets/control-token", "ack_pin_file": "/data/secrets/ack-pin"},
     "uplink.sisock": {
         "url": "wss://control-room.example:8080/ws",
         "secret_file": "/data/secrets/wamp-secret",

@@ -1,19 +1,31 @@
 """Changing instrument state from the network: off unless `control.enabled`, then token-protected.
 
-One operation for now, the one a fridge operator reaches for from the control room: the 372's
-sample-heater (output 0) or warm-up heater (output 1) setpoint, bounded by
-`control.max_setpoint_kelvin`. The token comes from a 0600 file; requests carry it as
+The setpoint route is the one a fridge operator reaches for from the control room; the curve
+operations (curve_api.py) and the declared settings (settings.py) go through the same gate and
+the same ``Control.audited``. The token comes from a 0600 file; requests carry it as
 ``Authorization: Bearer <token>`` (never in a URL, so it stays out of logs and browser history,
-and a cross-site form cannot send it). Every change is recorded as an event.
+and a cross-site form cannot send it).
+
+Audit first, then act: every request writes a ``control`` event *before* it touches the
+instrument (who: the socket's peer; what; the old value as last read) and a second one with its
+outcome (applied, refused, failed, not carried out). The outcome is written by the poller's
+thread when the request ends, so a request that outlives its HTTP answer (a slow curve upload)
+still records how it ended, marked "after its answer". Both events carry the request's id.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from drivers import DriverError
+from drivers import DriverError, InstrumentError
+from drivers.curves import CurveError
 from drivers.ls372 import Model372
 
 from .config import ControlConfig, read_secret
@@ -28,11 +40,71 @@ class ControlRefused(Exception):
         self.status = status
 
 
+class PartFailed(DriverError):
+    """A multi-step request stopped part way; ``state`` says what the instrument was left holding."""
+
+    outcome = "failed part way"
+
+    def __init__(self, message: str, state: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.state, self.status = state, status
+
+
+@dataclass
+class AuditedRequest:
+    """One control request on record: ``id`` pairs its two events; the flags settle who writes the outcome."""
+
+    id: str
+    node: str
+    who: str
+    what: str
+    started: bool = False  # the poller began carrying it out: the poller's thread records the outcome
+    abandoned: bool = False  # never started and never will: the HTTP thread recorded the outcome
+    answered: bool = False  # the HTTP answer went out (a timeout) while it was still running
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def outcome_of(exc: BaseException) -> str:
+    """How a request ended, in the audit log's words."""
+    named = getattr(exc, "outcome", None)
+    if isinstance(named, str):
+        return named
+    if isinstance(exc, ControlRefused) or isinstance(exc, (InstrumentError, ValueError, CurveError)):
+        return "refused"
+    return "failed"
+
+
+class Audit:
+    """The two events of every control request (kind ``control``) and the log lines beside them."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._prefix = f"{int(time.time()) % 100000:05d}"  # ids stay distinct across restarts in one log
+
+    def begin(self, node: str, who: str, what: str, old: str) -> AuditedRequest:
+        req = AuditedRequest(f"{self._prefix}-{next(self._ids)}", node, who, what)
+        self._write(node, f"[{req.id}] requested by {who}: {what} (was {old})")
+        return req
+
+    def end(self, req: AuditedRequest, outcome: str, detail: str = "") -> None:
+        late = " after its answer (the client was told it timed out)" if req.answered else ""
+        self._write(req.node, f"[{req.id}] {outcome}{late}: {req.what}{': ' + detail if detail else ''} (by {req.who})")
+
+    def _write(self, node: str, detail: str) -> None:
+        log.warning("%s: %s", node, detail)
+        self.store.event("control", node, detail)
+
+
 class Control:
     def __init__(self, cfg: ControlConfig, pollers, store) -> None:
         self.cfg, self.store = cfg, store
         self.pollers = {p.cfg.name: p for p in pollers}
         self.token = read_secret(cfg.token_file, "control.token_file") if cfg.enabled else None
+        self.audit = Audit(store)
+        # what each setting last read as, by (node, setting, target): the "was" of the next request
+        self.last_read: dict[tuple[str, str, str], Any] = {}
 
     def authorize(self, header: str | None) -> None:
         if not self.cfg.enabled:
@@ -44,23 +116,73 @@ class Control:
         scheme, _, given = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise ControlRefused(401, "give the control token as 'Authorization: Bearer <token>'")
+        assert self.token is not None
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise ControlRefused(401, "wrong control token")
 
-    @staticmethod
-    def on_link(poller, fn, what: str, timeout: float = 30.0):
-        """Run ``fn(instrument)`` through the instrument's poller, the one owner of its link."""
-        try:
-            return poller.call(fn, what, timeout)
-        except LinkUnavailable as exc:
-            raise ControlRefused(503, str(exc)) from None
-        except DriverError as exc:
-            raise ControlRefused(503, f"{poller.cfg.name}: {exc}") from None
-
-    def set_setpoint(self, node: str, body: dict, who: str) -> dict:
+    def poller(self, node: str):
         poller = self.pollers.get(node)
         if poller is None:
             raise ControlRefused(404, f"no instrument named {node!r}")
+        return poller
+
+    @staticmethod
+    def on_link(poller, fn, what: str, timeout: float = 30.0):
+        """Run ``fn(instrument)`` through the instrument's poller, the one owner of its link (reads)."""
+        try:
+            return poller.call(fn, what, timeout)
+        except BaseException as exc:
+            raise refusal(poller, exc) from None
+
+    def audited(
+        self,
+        poller,
+        who: str,
+        what: str,
+        old: str,
+        fn: Callable[[Any], Any],
+        timeout: float = 30.0,
+        applied: Callable[[Any], str] = lambda result: "",
+    ) -> Any:
+        """Run a change ``fn(instrument)`` on the poller, with its two audit events.
+
+        The first is written here, before the request is queued. The second is written by the
+        poller's thread when ``fn`` ends, however long after this call gave up waiting; if the
+        request never started (the link went down, the wait ran out first) it is written here,
+        and the poller then skips it.
+        """
+        req = self.audit.begin(poller.cfg.name, who, what, old)
+
+        def run(inst):
+            with req.lock:
+                if req.abandoned:
+                    raise LinkUnavailable(f"{poller.cfg.name}: {what} was given up before it started")
+                req.started = True
+            try:
+                result = fn(inst)
+            except BaseException as exc:
+                with req.lock:
+                    self.audit.end(req, outcome_of(exc), getattr(exc, "state", None) or str(exc))
+                raise
+            with req.lock:
+                self.audit.end(req, "applied", applied(result))
+            return result
+
+        try:
+            return poller.call(run, what, timeout)
+        except LinkUnavailable as exc:
+            with req.lock:
+                if not req.started:
+                    req.abandoned = True
+                    self.audit.end(req, "not carried out", str(exc))
+                else:
+                    req.answered = True  # still running: its outcome is written when it ends
+            raise refusal(poller, exc) from None
+        except BaseException as exc:
+            raise refusal(poller, exc) from None
+
+    def set_setpoint(self, node: str, body: dict, who: str) -> dict:
+        poller = self.poller(node)
         inst = poller.instrument
         outputs = getattr(inst, "heater_outputs", ())  # declared by the driver (the 240 has none)
         if not outputs:
@@ -85,8 +207,33 @@ class Control:
             inst.set_setpoint(output, float(kelvin))
             return before, inst.setpoint(output)
 
-        before, after = self.on_link(poller, change, f"setpoint output {output}")
-        detail = f"setpoint output {output}: {before:g} K -> {after:g} K (by {who})"
-        log.warning("%s: %s", node, detail)
-        self.store.event("control", node, detail)
+        key = (node, "setpoint", str(output))
+        old = self.last_read.get(key)
+        before, after = self.audited(
+            poller,
+            who,
+            f"setpoint output {output} to {float(kelvin):g} K",
+            "not read yet" if old is None else f"{old['kelvin']:g} K",
+            change,
+            applied=lambda r: f"setpoint output {output}: {r[0]:g} K -> {r[1]:g} K",
+        )
+        self.last_read[key] = {"kelvin": after}
         return {"node": node, "output": output, "before": before, "setpoint": after}
+
+
+def refusal(poller, exc: BaseException) -> ControlRefused:
+    """The HTTP answer for an error of a request run on ``poller``."""
+    name = poller.cfg.name
+    if isinstance(exc, ControlRefused):
+        return exc
+    if isinstance(exc, LinkUnavailable):
+        return ControlRefused(503, str(exc))
+    if isinstance(exc, PartFailed):
+        return ControlRefused(exc.status, f"{name}: {exc}; {exc.state}")
+    if isinstance(exc, InstrumentError):
+        return ControlRefused(409, f"{name}: {exc}")
+    if isinstance(exc, DriverError):
+        return ControlRefused(503, f"{name}: {exc}")
+    if isinstance(exc, (ValueError, CurveError)):
+        return ControlRefused(400, f"{name}: {exc}")
+    raise exc

@@ -11,9 +11,17 @@ Routes (all need ``Authorization: Bearer <token>`` and ``[control] enabled``):
 
 - ``GET    /api/v1/control/<node>/curves``             headers of every curve in use or stored
 - ``GET    /api/v1/control/<node>/curves/<n>``         header and points, and the curve as ``.340`` text
-- ``PUT    /api/v1/control/<node>/curves/<n>``         body ``{"text": "<.340 file>"}``: upload and read back
+- ``PUT    /api/v1/control/<node>/curves/<n>``         body ``{"text": "<.340 file>", "force": false}``: upload, read back
 - ``POST   /api/v1/control/<node>/curves/<n>/verify``  body ``{"text": ...}``: compare, change nothing
-- ``DELETE /api/v1/control/<node>/curves/<n>``         delete a user curve
+- ``DELETE /api/v1/control/<node>/curves/<n>[?force=true]``  delete a user curve
+
+Never half written without a trace: before a slot is deleted (by a delete or an upload) its old
+curve is read and kept in the store (a snapshot record under ``<node>/curve <n>``, with the
+curve's content hash); replacing or deleting a curve an input uses needs ``force`` and the
+refusal names the inputs. An upload that fails part way puts the old curve back when the link
+still answers; when it does not, the slot is marked incomplete (health ``incomplete_curves`` and
+the event log) until a verify or upload of that slot succeeds. Every change is audited
+(``Control.audited``): the request before, the outcome after, even after the HTTP answer.
 """
 
 from __future__ import annotations
@@ -21,16 +29,23 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
+import hashlib
+import threading
+import time
+
 from drivers import DriverError, InstrumentError
 from drivers.curves import Curve, CurveError, parse_340, write_340
 from drivers.curve_commands import CurveCommands
+from drivers.errors import ConnectionLost, InstrumentTimeout
 
-from .control import ControlRefused
-from .poller import LinkUnavailable
+from .control import ControlRefused, PartFailed
 
 log = logging.getLogger("kelvinpi.curves")
 
 UPLOAD_TIMEOUT = 120.0  # 200 points at the 372's 65 ms pacing, read back: about 40 s
+RESTORE_WAIT = 120.0  # how long a slot left part written waits for the link to put its old curve back
+NAME_CHARS, SERIAL_CHARS = 15, 10  # what CRVHDR holds (both manuals): longer is refused, never cut
+CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 
 
 def same_point(inst: CurveCommands, wrote: tuple[float, float], got: tuple[float, float]) -> bool:
@@ -40,7 +55,7 @@ def same_point(inst: CurveCommands, wrote: tuple[float, float], got: tuple[float
 
 def first_difference(inst, want: Curve, got: Curve) -> str | None:
     """What differs between a file's curve and the instrument's, first header then points; None if equal."""
-    wanted = (want.name[:15], want.serial[:10], want.data_format, round(want.limit, 3))
+    wanted = (want.name, want.serial, want.data_format, round(want.limit, 3))
     have = (got.name, got.serial, got.data_format, round(got.limit, 3))
     if wanted != have:
         return f"header differs: file {wanted}, instrument {have}"
@@ -63,6 +78,35 @@ def _curve_dict(curve: Curve) -> dict:
     }
 
 
+def curve_hash(curve: Curve) -> str:
+    """The content hash a kept curve is stored under (its .340 text)."""
+    return hashlib.sha256(write_340(curve).encode()).hexdigest()[:16]
+
+
+def inputs_using(inst, number: int) -> list[str]:
+    """The inputs whose readings depend on curve ``number``.
+
+    The 372 assigns curves with INSET's curve field; a 240's curve N belongs to its input N (it
+    has no INCRV, 240 manual p.42), which uses it while enabled.
+    """
+    if hasattr(inst, "input_setup"):
+        return [ch for ch in CHANNELS_372 if inst.input_setup(ch).curve == number]
+    return [str(number)] if inst.input_type(number).enabled else []
+
+
+def slot_is_empty(inst, number: int) -> bool:
+    """An empty slot: format 0 (240), or a header over no breakpoints (a 372 keeps "User Curve",
+    format 4 in an empty slot; firmware_host/FIDELITY.md, 372 row 13): its first point is 0, 0."""
+    return not inst.curve_header(number).data_format or inst.curve_point(number, 1) == (0.0, 0.0)
+
+
+def stored_curve(inst, number: int) -> Curve | None:
+    """The curve in slot ``number`` (header and every point), or None for an empty slot."""
+    if slot_is_empty(inst, number):
+        return None
+    return inst.download_curve(number)
+
+
 class CurveService:
     """The curve operations; each runs ``fn(instrument)`` on the instrument's poller thread."""
 
@@ -70,10 +114,7 @@ class CurveService:
         self.control = control
 
     def _poller(self, node: str):
-        poller = self.control.pollers.get(node)
-        if poller is None:
-            raise ControlRefused(404, f"no instrument named {node!r}")
-        return poller
+        return self.control.poller(node)
 
     def _number(self, poller, number: int, write: bool) -> int:
         inst = poller.instrument
@@ -83,18 +124,8 @@ class CurveService:
             raise ControlRefused(400, f"{poller.cfg.name}: {what} are {allowed.start}-{allowed.stop - 1}, not {number}")
         return number
 
-    @staticmethod
-    def _run(poller, fn, what: str, timeout: float = 30.0):
-        try:
-            return poller.call(fn, what, timeout)
-        except LinkUnavailable as exc:
-            raise ControlRefused(503, str(exc)) from None
-        except InstrumentError as exc:
-            raise ControlRefused(409, f"{poller.cfg.name}: {exc}") from None
-        except DriverError as exc:
-            raise ControlRefused(503, f"{poller.cfg.name}: {exc}") from None
-        except (ValueError, CurveError) as exc:
-            raise ControlRefused(400, f"{poller.cfg.name}: {exc}") from None
+    def _run(self, poller, fn, what: str, timeout: float = 30.0):
+        return self.control.on_link(poller, fn, what, timeout)
 
     @staticmethod
     def _parse(body: dict, number: int) -> Curve:
@@ -102,22 +133,131 @@ class CurveService:
         if not isinstance(text, str) or not text.strip():
             raise ControlRefused(400, 'give the curve file as {"text": "<contents of the .340 file>"}')
         try:
-            return parse_340(text, body.get("filename") or f"curve {number}")
+            curve = parse_340(text, body.get("filename") or f"curve {number}")
         except CurveError as exc:
             raise ControlRefused(400, str(exc)) from None
+        for what, value, limit in (
+            ("sensor model (the curve's name)", curve.name, NAME_CHARS),
+            ("serial number", curve.serial, SERIAL_CHARS),
+        ):
+            if len(value) > limit:
+                raise ControlRefused(
+                    400,
+                    f"the {what} {value!r} is {len(value)} characters; the instrument holds at most {limit} "
+                    "(CRVHDR): shorten it in the file, it is not cut",
+                )
+        return curve
 
+    # -- what the appliance remembers about a slot -------------------------------------
+    def _keep(self, node: str, number: int, curve: Curve) -> str:
+        """Store a curve the appliance has seen (by slot and content hash); return the hash."""
+        h = curve_hash(curve)
+        self.control.store.snapshot(
+            f"{node}/curve {number}", {"node": node, "slot": number, "hash": h, "curve": _curve_dict(curve)}
+        )
+        self.control.last_read[(node, "curve", str(number))] = (
+            f"{curve.name} {curve.serial}, {len(curve.points)} points"
+        )
+        return h
+
+    def _incomplete(self, poller, number: int, why: str) -> None:
+        poller.health.incomplete_curves[str(number)] = why
+        self.control.store.event("curve", poller.cfg.name, f"curve {number} marked incomplete: {why}")
+
+    def _complete(self, poller, number: int, how: str) -> None:
+        if poller.health.incomplete_curves.pop(str(number), None) is not None:
+            self.control.store.event("curve", poller.cfg.name, f"curve {number} no longer incomplete: {how}")
+
+    def _was(self, node: str, number: int) -> str:
+        """The slot as last read: by this service, else the latest kept copy or configuration snapshot."""
+        known = self.control.last_read.get((node, "curve", str(number)))
+        if known:
+            return known
+        kept = self.control.store.snapshots(f"{node}/curve {number}")
+        if kept:
+            c = kept[-1][1]
+            return f"{c['curve']['name']} {c['curve']['serial']}, {len(c['curve']['points'])} points ({c['hash']})"
+        snaps = self.control.store.snapshots(node)
+        header = snaps[-1][1].get("curves", {}).get(str(number)) if snaps else None
+        return f"{header['name']} {header['serial']}" if header else "not read yet"
+
+    @staticmethod
+    def _in_use(node: str, number: int, old: Curve | None, users: list[str], force: bool, doing: str) -> None:
+        if old is not None and users and not force:
+            raise ControlRefused(
+                409,
+                f"{node}: curve {number} ({old.name} {old.serial}) is used by input{'s' if len(users) > 1 else ''} "
+                f"{', '.join(users)}: {doing} it needs force (kelvinpi curve ... --force, or force=true)",
+            )
+
+    def _recover(self, poller, inst, number: int, old: Curve | None, exc: Exception) -> str:
+        """After a failed upload: put the old curve back if the link still answers, else mark the slot."""
+        kept = f"the old curve {old.name} {old.serial} is kept as {curve_hash(old)}" if old else "the slot was empty"
+        if not isinstance(exc, (ConnectionLost, InstrumentTimeout)):
+            try:
+                if old is None:
+                    inst.delete_curve(number)
+                else:
+                    inst.upload_curve(number, old, verify=True)
+                return f"curve {number}: the old curve was put back" if old else f"curve {number} emptied again"
+            except DriverError as again:
+                exc = again
+        why = f"an upload stopped part way ({exc}); {kept}"
+        self._incomplete(poller, number, why)
+        if old is not None:
+            threading.Thread(
+                target=self._restore_later,
+                args=(poller, number, old, why, poller.health.reconnects),
+                daemon=True,
+                name=f"restore-{number}",
+            ).start()
+        return f"curve {number} marked incomplete: {kept}; it is put back once the link is up again"
+
+    def _restore_later(self, poller, number: int, old: Curve, why: str, reconnects: int) -> None:
+        """Put the old curve back once the poller has reconnected, unless the slot was settled since."""
+        until = time.monotonic() + RESTORE_WAIT
+        while not (poller.health.reconnects > reconnects and poller.connected_event.is_set()):
+            if time.monotonic() > until or not poller.is_alive():
+                return  # still down: the slot stays marked incomplete
+            time.sleep(0.2)
+
+        def restore(inst) -> str:
+            if poller.health.incomplete_curves.get(str(number)) != why:
+                return "not needed: the slot was uploaded or verified since"
+            inst.upload_curve(number, old, verify=True)
+            poller.snapshot_due = True
+            self._complete(poller, number, f"the old curve {old.name} {old.serial} was put back")
+            return f"{old.name} {old.serial} put back and read back"
+
+        try:
+            self.control.audited(
+                poller,
+                "the appliance",
+                f"curve {number} restore of {old.name} {old.serial} after a failed upload",
+                "incomplete",
+                restore,
+                UPLOAD_TIMEOUT,
+                applied=lambda done: done,
+            )
+        except ControlRefused:
+            pass  # on record through the audit; the slot stays marked incomplete
+
+    # -- operations ---------------------------------------------------------------------
     def list(self, node: str) -> dict:
         poller = self._poller(node)
 
         def headers(inst) -> list[dict]:
             out = []
             for n in inst.curve_slots:
-                h = inst.curve_header(n)
-                if h.data_format:  # an empty slot has format 0
-                    out.append({"number": n, **asdict(h)})
+                if not slot_is_empty(inst, n):
+                    out.append({"number": n, **asdict(inst.curve_header(n))})
             return out
 
-        return {"node": node, "curves": self._run(poller, headers, "curve list")}
+        return {
+            "node": node,
+            "curves": self._run(poller, headers, "curve list"),
+            "incomplete": dict(poller.health.incomplete_curves),
+        }
 
     def show(self, node: str, number: int) -> dict:
         poller = self._poller(node)
@@ -129,6 +269,7 @@ class CurveService:
         poller = self._poller(node)
         n = self._number(poller, number, write=True)
         curve = self._parse(body, n)
+        force = body.get("force") is True
         inst = poller.instrument
         allowed = inst.curve_formats
         if curve.data_format not in allowed:
@@ -139,18 +280,38 @@ class CurveService:
             )
 
         def upload(inst) -> Curve:
-            inst.upload_curve(n, curve, verify=False)
-            got = inst.download_curve(n)  # every point read back
-            diff = first_difference(inst, curve, got)
-            if diff:
-                raise InstrumentError(f"curve {n} read back wrong, {diff}")
+            old = stored_curve(inst, n)
+            self._in_use(node, n, old, inputs_using(inst, n) if old else [], force, "replacing")
+            if old is not None:
+                self._keep(node, n, old)
+            try:
+                inst.upload_curve(n, curve, verify=False)
+                got = inst.download_curve(n)  # every point read back
+                diff = first_difference(inst, curve, got)
+                if diff:
+                    raise InstrumentError(f"curve {n} read back wrong, {diff}")
+            except DriverError as exc:
+                state = self._recover(poller, inst, n, old, exc)
+                status = 409 if isinstance(exc, InstrumentError) else 503
+                raise PartFailed(f"curve {n} upload failed: {exc}", state, status) from None
+            finally:
+                poller.snapshot_due = True  # the next configuration snapshot names what the slot holds
+            self._keep(node, n, got)
+            self._complete(poller, n, "uploaded and read back")
             return got
 
-        got = self._run(poller, upload, f"curve {n} upload", UPLOAD_TIMEOUT)
-        poller.snapshot_due = True  # the next configuration snapshot names the new header
-        detail = f"curve {n} uploaded: {got.name} {got.serial}, {len(got.points)} points (by {who})"
-        log.warning("%s: %s", node, detail)
-        self.control.store.event("control", node, detail)
+        what = f"curve {n} upload: {curve.name} {curve.serial}, {len(curve.points)} points" + (
+            " (forced)" if force else ""
+        )
+        got = self.control.audited(
+            poller,
+            who,
+            what,
+            self._was(node, n),
+            upload,
+            UPLOAD_TIMEOUT,
+            applied=lambda g: f"{len(g.points)} points written and read back",
+        )
         return {"node": node, "number": n, "points": len(got.points), "name": got.name, "serial": got.serial}
 
     def verify(self, node: str, number: int, body: dict) -> dict:
@@ -159,14 +320,31 @@ class CurveService:
         curve = self._parse(body, n)
         got = self._run(poller, lambda inst: inst.download_curve(n), f"curve {n} verify", 60.0)
         diff = first_difference(poller.instrument, curve, got)
+        if diff is None:
+            self._complete(poller, n, "verified against a file")
         return {"node": node, "number": n, "same": diff is None, "difference": diff, "points": len(got.points)}
 
-    def delete(self, node: str, number: int, who: str) -> dict:
+    def delete(self, node: str, number: int, who: str, force: bool = False) -> dict:
         poller = self._poller(node)
         n = self._number(poller, number, write=True)
-        self._run(poller, lambda inst: inst.delete_curve(n), f"curve {n} delete")
-        poller.snapshot_due = True
-        detail = f"curve {n} deleted (by {who})"
-        log.warning("%s: %s", node, detail)
-        self.control.store.event("control", node, detail)
+
+        def delete(inst) -> Curve | None:
+            old = stored_curve(inst, n)
+            self._in_use(node, n, old, inputs_using(inst, n) if old else [], force, "deleting")
+            if old is not None:
+                self._keep(node, n, old)
+            inst.delete_curve(n)
+            poller.snapshot_due = True
+            return old
+
+        self.control.audited(
+            poller,
+            who,
+            f"curve {n} delete" + (" (forced)" if force else ""),
+            self._was(node, n),
+            delete,
+            60.0,
+            applied=lambda old: f"deleted {old.name} {old.serial} (kept as {curve_hash(old)})" if old else "was empty",
+        )
+        self.control.last_read[(node, "curve", str(n))] = "empty"
         return {"node": node, "number": n, "deleted": True}

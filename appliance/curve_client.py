@@ -51,14 +51,14 @@ class CurveClient:
     def show(self, number: int) -> dict:
         return self._call("GET", f"/{number}")
 
-    def upload(self, number: int, text: str, filename: str = "") -> dict:
-        return self._call("PUT", f"/{number}", {"text": text, "filename": filename})
+    def upload(self, number: int, text: str, filename: str = "", force: bool = False) -> dict:
+        return self._call("PUT", f"/{number}", {"text": text, "filename": filename, "force": force})
 
     def verify(self, number: int, text: str, filename: str = "") -> dict:
         return self._call("POST", f"/{number}/verify", {"text": text, "filename": filename})
 
-    def delete(self, number: int) -> dict:
-        return self._call("DELETE", f"/{number}")
+    def delete(self, number: int, force: bool = False) -> dict:
+        return self._call("DELETE", f"/{number}" + ("?force=true" if force else ""))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -77,8 +77,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q = csub.add_parser(name, help=text)
         q.add_argument("number", type=int, help="372: user curve 21-59; 240: the input 1-8")
         q.add_argument("file", help="the .340 file")
+        if name == "upload":
+            q.add_argument("--force", action="store_true", help="replace a curve an input uses")
     d = csub.add_parser("delete", help="delete a user curve")
     d.add_argument("number", type=int)
+    d.add_argument("--force", action="store_true", help="delete a curve an input uses")
     p.set_defaults(func=run)
 
 
@@ -101,14 +104,14 @@ def run(args: argparse.Namespace) -> int:
         elif args.action in ("upload", "verify"):
             text = Path(args.file).read_text(encoding="ascii", errors="replace")
             if args.action == "upload":
-                r = client.upload(args.number, text, args.file)
+                r = client.upload(args.number, text, args.file, force=args.force)
                 print(f"curve {r['number']}: {r['name']} {r['serial']}, {r['points']} points written and read back")
             else:
                 r = client.verify(args.number, text, args.file)
                 print(f"curve {r['number']}: " + ("same as the file" if r["same"] else r["difference"]))
                 return 0 if r["same"] else 1
         elif args.action == "delete":
-            client.delete(args.number)
+            client.delete(args.number, force=args.force)
             print(f"curve {args.number} deleted")
     except (CurveClientError, OSError) as exc:
         print(f"kelvinpi curve: {exc}", file=sys.stderr)

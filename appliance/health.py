@@ -166,6 +166,8 @@ class InstrumentHealth:
     )
     # 372 autoscan: {"autoscan", "channel", "switched" (UNIX s), "rotation": [[channel, pause, dwell], ...]}
     scan: dict | None = None
+    # curve slots an upload left part written (slot -> why), until a verify or upload succeeds (curve_api)
+    incomplete_curves: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         d = {
@@ -187,6 +189,7 @@ class InstrumentHealth:
                 "cycle_seconds",
                 "overruns",
                 "scan",
+                "incomplete_curves",
             )
         }
         d["errors"] = dict(self.errors)

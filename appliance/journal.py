@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .blocks import Row
+
 log = logging.getLogger("kelvinpi.journal")
 
 _HEAD = struct.Struct("<IIQ")
@@ -54,7 +56,7 @@ NAN = float("nan")
 @dataclass
 class Frame:
     number: int
-    rows: list[tuple[int, int, int, float | None, int]] = field(default_factory=list)  # (seq, sid, t, v, st)
+    rows: list[Row] = field(default_factory=list)
     records: list[list] = field(default_factory=list)
 
 
@@ -68,7 +70,7 @@ def _unplanes(data: bytes, n: int, dtype: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(size, n).T.copy().view(dtype).reshape(n)
 
 
-def _compact(rows: list[tuple]) -> bytes | None:
+def _compact(rows: list[Row]) -> bytes | None:
     seq0, t0 = rows[0][0], rows[0][2]
     for i, (seq, sid, t, _v, st) in enumerate(rows):
         if seq != seq0 + i or not (0 <= sid <= 0xFFFF and 0 <= st <= 0xFFFF and -(2**31) <= t - t0 < 2**31):
@@ -96,7 +98,7 @@ def encode(frame: Frame) -> bytes:
     return _HEAD.pack(len(payload) | flag, zlib.crc32(payload), frame.number) + payload
 
 
-def _rows(payload: bytes, compact: bool) -> tuple[list[tuple], int]:
+def _rows(payload: bytes, compact: bool) -> tuple[list[Row], int]:
     """The readings of one payload, and where its records start."""
     if compact:
         z = zlib.decompressobj()
@@ -108,14 +110,14 @@ def _rows(payload: bytes, compact: bool) -> tuple[list[tuple], int]:
             cols[k] = _unplanes(body[pos : pos + size], n, dt).tolist()
             pos += size
         rows = [
-            (seq0 + i, sid, t0 + d, None if math.isnan(v) else v, st)
+            Row(seq0 + i, sid, t0 + d, None if math.isnan(v) else v, st)
             for i, (sid, d, v, st) in enumerate(zip(cols["sid"], cols["dt"], cols["v"], cols["st"]))
         ]
         return rows, len(payload) - len(z.unused_data)
     (n,) = _COUNT.unpack_from(payload)
     end = _COUNT.size + n * _SAMPLE.size
     return [
-        (seq, sid, t, None if math.isnan(v) else v, st)
+        Row(seq, sid, t, None if math.isnan(v) else v, st)
         for seq, sid, t, v, st in _SAMPLE.iter_unpack(payload[_COUNT.size : end])
     ], end
 

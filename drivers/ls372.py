@@ -377,6 +377,29 @@ class Model372(CurveCommands, Instrument):
     def set_warmup(self, auto: int, current: float) -> None:
         self.command(f"WARMUP {auto},{current:g}")
 
+    def ramp(self, output: int) -> tuple[bool, float]:
+        """``RAMP? <out>``: whether the setpoint ramps, and the rate in K/min (0 unlimited)."""
+        q = f"RAMP? {self._output(output)}"
+        on, rate = split_fields(self.query_raw(q), 2, q)
+        return parse_int(on, q) == 1, parse_float(rate, q)
+
+    def set_ramp(self, output: int, on: bool, rate: float) -> None:
+        self.command(f"RAMP {output},{int(on)},{rate:g}")
+
+    def output_configuration(self, output: int) -> dict:
+        """A heater output's setup as set remotely (mode, heater, range, PID, setpoint, manual value, ramp)."""
+        mode = self.output_mode(output)
+        on, rate = self.ramp(output)
+        return {
+            "outmode": {**vars(mode), "mode": int(mode.mode)},
+            "htrset": vars(self.heater_setup(output)),
+            "range": self.heater_range(output),
+            "pid": vars(self.pid(output)),
+            "setpoint": self.setpoint(output),
+            "manual_output": self.manual_output(output),
+            "ramp": {"enabled": on, "rate": rate},
+        }
+
     # -- snapshot ------------------------------------------------------------------
     def configuration(self, channels: list[str]) -> dict:
         """Everything about the listed channels that decides what a reading means."""
@@ -389,6 +412,7 @@ class Model372(CurveCommands, Instrument):
                 curves[inset.curve] = vars(self.curve_header(inset.curve))
             snap["channels"][ch] = entry
         snap["curves"] = {str(k): v for k, v in curves.items()}
+        snap["outputs"] = {str(out): self.output_configuration(out) for out in self.heater_outputs}
         scan = vars(self.scan())
         if scan["autoscan"]:
             # the channel the scanner is on now is state, not configuration: left out, so a

@@ -10,6 +10,7 @@ its physics converts through the curve the cells describe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from drivers.curves import FORMAT_NAMES, Curve
 
@@ -32,7 +33,8 @@ class CurveSlot:
         return self.data_format == 0 and not any(u or t for u, t in self.cells)
 
     def header_reply(self) -> str:
-        """``CRVHDR?``'s answer, the same on the 372 and the 240 (an empty slot: ``,,0,+000.000,0``)."""
+        """``CRVHDR?``'s answer. A slot with format 0 (the 240's empty slot) reads ``,,0,+000.000,0``;
+        the 372 keeps a blank header in an empty slot instead (``CurveMemory(blank=...)``)."""
         if self.empty:
             return ",,0,+000.000,0"
         return f"{self.name},{self.serial},{self.data_format},{self.limit:+08.3f},{self.coefficient}"
@@ -50,8 +52,15 @@ class CurveSlot:
 class CurveMemory:
     """Numbered curve slots; ``writable`` are the numbers a user may change (372: 21-59; 240: 1-8)."""
 
-    def __init__(self, numbers: range, writable: range, recompute_coefficient: bool = True) -> None:
-        self.slots: dict[int, CurveSlot] = {n: CurveSlot() for n in numbers}
+    def __init__(
+        self,
+        numbers: range,
+        writable: range,
+        recompute_coefficient: bool = True,
+        blank: Callable[[], CurveSlot] = CurveSlot,
+    ) -> None:
+        self.blank = blank  # what an empty (never written, or deleted) slot holds
+        self.slots: dict[int, CurveSlot] = {n: blank() for n in numbers}
         self.writable = writable
         self.recompute_coefficient = recompute_coefficient
         self._cache: dict[int, Curve | None] = {}
@@ -83,7 +92,7 @@ class CurveMemory:
         self._cache.pop(number, None)
 
     def delete(self, number: int) -> None:
-        self.slots[number] = CurveSlot()
+        self.slots[number] = self.blank()
         self._cache.pop(number, None)
 
     def curve(self, number: int) -> Curve | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from . import ls372_panel_commands
 from .curve_memory import POINTS
 from .protocol import (
     ANY,
@@ -86,7 +87,12 @@ def esr_q(d: LS372Device) -> str:
 
 
 def stb_q(d: LS372Device) -> str:
-    return f"{(32 if d.esr else 0):03d}"
+    # IEEE 488.2: the event summary bit (32) is set when an event is set that *ESE enables
+    return f"{(32 if d.esr & d.ese else 0):03d}"
+
+
+def ese_set(d: LS372Device, mask: int) -> None:
+    d.ese = mask
 
 
 def cls(d: LS372Device) -> None:
@@ -134,10 +140,14 @@ def intype_set(
 ) -> None:
     if ch == "A" and mode != 1:
         raise ExecutionError("control input A is current excitation only")
+    if ch != "A" and rng == 0:
+        raise ExecutionError("resistance range 0 on a measurement channel")
     # excitation ranges: A has 6 (current), a scanner channel 22 current or 12 voltage ones
     if excitation > (6 if ch == "A" else 22 if mode == 1 else 12):
         raise ExecutionError(f"excitation {excitation} outside this input's ranges")
     c = d.channels[ch]
+    # input A has no resistance range to set: its field is ignored (the vendor's driver sends 0)
+    rng = c.rng if ch == "A" else rng
     c.mode, c.excitation, c.autorange, c.rng, c.cs_shunt, c.units = mode, excitation, autorange, rng, cs_shunt, units
 
 
@@ -211,8 +221,14 @@ def range_set(d: LS372Device, out: int, rng: int) -> None:
     d.outputs[out].range = rng
 
 
+WARMUP_MAX_USER_CURRENT = 0.63  # A: the warm-up heater's largest current (manual p.163, max current code 2)
+
+
 def htrset_q(d: LS372Device, out: int) -> str:
-    o = d.outputs[out]  # the still output answers too (socs' fixtures)
+    o = d.outputs[out]
+    if out == 1:  # the warm-up heater: resistance and max current are codes (manual p.163: n,n,+nnn.nnn,n)
+        return f"{o.resistance_code},{o.max_current},{o.max_user_current:+08.3f},{o.display}"
+    # the sample heater; the still output answers too (socs' fixtures record both in this format)
     return f"{o.resistance:+08.3f},{o.max_current},{o.max_user_current:+08.2f},{o.display}"
 
 
@@ -220,6 +236,22 @@ def htrset_set(
     d: LS372Device, out: int, resistance: float, max_current: int, max_user_current: float, display: int
 ) -> None:
     o = d.outputs[out]
+    if out == 1:  # manual p.163: resistance 1 = 25 ohm, 2 = 50 ohm; max current 0 user, 1 0.45 A, 2 0.63 A
+        if resistance not in (1, 2):
+            raise ExecutionError(f"warm-up heater resistance setting {resistance:g} is not 1 (25 ohm) or 2 (50 ohm)")
+        if max_current not in (0, 1, 2):
+            raise ExecutionError(f"warm-up heater max current {max_current} is not 0, 1 or 2")
+        if not 0 <= max_user_current <= WARMUP_MAX_USER_CURRENT:
+            raise ExecutionError(f"warm-up heater max user current {max_user_current:g} A outside 0-0.63 A")
+        o.resistance_code, o.max_current, o.max_user_current, o.display = (
+            int(resistance),
+            max_current,
+            max_user_current,
+            display,
+        )
+        return
+    if not 1 <= resistance <= 2000:
+        raise ExecutionError(f"sample heater resistance {resistance:g} outside 1-2000 ohm")
     o.resistance, o.max_current, o.max_user_current, o.display = resistance, max_current, max_user_current, display
 
 
@@ -295,6 +327,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("*STB?", stb_q, counts=ANY),
     Command("*SRE", ignore, counts=ANY),
     Command("*SRE?", lambda d: "000", counts=ANY),
+    Command("*ESE", ese_set, (Int(0, 255),)),  # manual p.152: format nnn
+    Command("*ESE?", lambda d: f"{d.ese:03d}", counts=ANY),
+    Command("*TST?", lambda d: "0", counts=ANY),  # manual p.154: 0 = no errors found at power-up
+    Command("*WAI", ignore, counts=ANY),  # manual p.154: commands run in order, nothing is pending
     # readings (RDGK? is the 370's spelling, which socs sends; SRDG? the 240's)
     Command("KRDG?", reading("kelvin"), (CHANNEL,)),
     Command("RDGK?", reading("kelvin"), (CHANNEL,)),
@@ -312,8 +348,8 @@ COMMANDS: tuple[Command, ...] = (
     ),  # enabled, dwell, pause, curve, tempco
     Command("INTYPE?", intype_q, (CHANNEL,)),
     Command(
-        "INTYPE", intype_set, (CHANNEL, FLAG, Int(1, 22), Int(0, 2), Int(1, 22), FLAG, Int(1, 2))
-    ),  # mode, exc, auto, range, shunt, units
+        "INTYPE", intype_set, (CHANNEL, FLAG, Int(1, 22), Int(0, 2), Int(0, 22), FLAG, Int(1, 2))
+    ),  # mode, exc, auto, range (0 only on A, where it is ignored), shunt, units
     Command("FILTER?", filter_q, (CHANNEL,)),
     Command("FILTER", filter_set, (Input(allow_all=True), FLAG, Int(0, 200), Int(1, 80))),  # on, settle %, window %
     Command("INNAME?", lambda d, ch: d.channels[ch].name, (CHANNEL,)),
@@ -335,7 +371,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("RANGE?", lambda d, out: str(d.outputs[out].range), (OUTPUT,)),
     Command("RANGE", range_set, (OUTPUT, Int(0, 8))),
     Command("HTRSET?", htrset_q, (OUTPUT,)),
-    Command("HTRSET", htrset_set, (Int(0, 1), Float(1, 2000), Int(0, 4), FLOAT, Int(1, 2))),  # outputs 0-1 only
+    # outputs 0-1 only; the fields' ranges depend on the output (htrset_set)
+    Command("HTRSET", htrset_set, (Int(0, 1), FLOAT, Int(0, 4), FLOAT, Int(1, 2))),
     Command("PID?", pid_q, (OUTPUT,), counts=(0, 1)),
     Command("PID", pid_set, (OUTPUT, Float(0, 1000), Float(0, 10000), Float(0, 2500))),
     Command("SETP?", lambda d, out: fmt_372(d.outputs[out].setp), (OUTPUT,)),
@@ -365,4 +402,4 @@ COMMANDS: tuple[Command, ...] = (
 
 def dispatcher(device: LS372Device) -> Dispatcher:
     """A dispatcher for one connection: the command table bound to ``device``, errors into its ESR."""
-    return Dispatcher(bind_table(COMMANDS, device), device.error)
+    return Dispatcher(bind_table(COMMANDS + ls372_panel_commands.COMMANDS, device), device.error)

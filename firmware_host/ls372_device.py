@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import ls372_commands
 from . import standard_curves as std
-from .curve_memory import CurveMemory
+from .curve_memory import CurveMemory, CurveSlot
 from .physics import Fridge, Noise
 from .protocol import CommandError, Dispatcher, ExecutionError
 from .sim_clock import SimClock
@@ -37,6 +37,7 @@ WIRING = {
 ESR_QUERY, ESR_EXEC, ESR_CMD, ESR_PON = 4, 16, 32, 128
 HEATER_STEP = 0.1  # simulated seconds per control-loop step (the 372 reads 10 times a second)
 HEATER_MAX_STEPS = 20000  # a longer fast-forward takes coarser steps
+TICK_SLACK = 1e-6  # a step time summed from 0.1 s steps may fall a hair short of its tick
 
 
 @dataclass
@@ -79,6 +80,81 @@ class Output372:
     mout: float = 0.0
     integral: float = 0.0
     output_pct: float = 0.0  # the loop's last output, what HTR? reads
+    # output 1 (warm-up heater) only: HTRSET's heater resistance setting as a code, 1 = 25 ohm, 2 = 50 ohm
+    resistance_code: int = 1
+
+
+@dataclass
+class Alarm372:
+    """``ALARM`` settings of one input: kept and reported, not acted on (no alarm ever goes off)."""
+
+    enabled: int = 0
+    source: int = 1  # 1 kelvin, 2 ohms, ... (the manual's data source field)
+    high: float = 0.0
+    low: float = 0.0
+    deadband: float = 0.0
+    latch: int = 0
+    audible: int = 0
+    visible: int = 0
+
+
+@dataclass
+class Analog372:
+    """``ANALOG`` settings of output 1 or 2: polarity, mode, input, source, high, low, manual value."""
+
+    polarity: int = 0
+    mode: int = 0
+    input: str = "0"
+    source: int = 1
+    high: float = 0.0
+    low: float = 0.0
+    manual: float = 0.0
+
+
+@dataclass
+class Zone372:
+    """One row of ``ZONE``'s table (10 per output 0 and 1)."""
+
+    upper: float = 0.0
+    p: float = 10.0
+    i: float = 20.0
+    d: float = 0.0
+    mout: float = 0.0
+    range: int = 0
+    rate: float = 0.0
+    relay1: int = 0
+    relay2: int = 0
+
+
+@dataclass
+class Relay372:
+    """``RELAY``: mode 0 off, 1 on, 2 alarms, 3 sample-heater zone, 4 warm-up-heater zone."""
+
+    mode: int = 0
+    channel: str = "1"
+    alarm_type: int = 0
+
+
+@dataclass
+class Panel372:
+    """Front panel and interface settings a client reads back; none of them changes a reading.
+
+    Defaults are what a factory-reset 372 is assumed to hold; which of them the manual states
+    is in FIDELITY.md (the rest are UNVERIFIED placeholders, chosen only to parse as the
+    vendor's driver parses them).
+    """
+
+    display: tuple[int, int, int] = (2, 1, 1)  # mode custom, 4 large fields, sample heater info
+    ieee_address: int = 12
+    ieee_terminator: int = 0
+    ieee_eoi: int = 0
+    mode: int = 0  # 0 local, 1 remote, 2 remote with local lockout
+    dout: int = 0  # five digital output bits
+    intsel: int = 0  # 0 USB, 1 Ethernet, 2 IEEE-488
+    monitor: int = 0  # monitor output source, 0 off
+    lock: tuple[int, int] = (0, 123)  # keypad unlocked, lock-out code 123
+    beep: int = 1
+    weblog: tuple[str, str] = ("user", "user")
 
 
 def default_channels() -> dict[str, Channel372]:
@@ -95,9 +171,19 @@ def default_channels() -> dict[str, Channel372]:
     return chans
 
 
+def empty_curve_slot() -> CurveSlot:
+    """An empty 372 curve slot: ``User Curve``, format 4 (log ohm/K), limit 40 K, coefficient 1.
+
+    socs' simulator models an empty slot this way, and socs' upload (delete, then re-read the
+    header, then write) only works on hardware if the deleted slot's header parses: its format
+    must be 3, 4 or 7 and its coefficient 1 or 2 (FIDELITY.md, Model 372 row 13).
+    """
+    return CurveSlot("User Curve", "", 4, 40.0, 1)
+
+
 def default_curves() -> CurveMemory:
     """Standard curves 1-20 are not loaded (none of our sensors uses one); user curves 21 and 22 are."""
-    mem = CurveMemory(range(1, 60), range(21, 60))
+    mem = CurveMemory(range(1, 60), range(21, 60), blank=empty_curve_slot)
     mem.load(21, std.rx102a())
     mem.load(22, std.rx102a_calibrated())
     return mem
@@ -144,6 +230,12 @@ class LS372Device:
             self.outputs[0].max_current = 2
             self.outputs[0].max_user_current = 0.0
             self.still = 0.0
+            self.ese = 0  # IEEE 488.2: the event enable register is 0 after power-on
+            self.alarms = {ch: Alarm372() for ch in CHANNELS}
+            self.analog = {1: Analog372(), 2: Analog372(mode=4)}
+            self.zones = {(o, z): Zone372() for o in (0, 1) for z in range(1, 11)}
+            self.relays = {1: Relay372(), 2: Relay372()}
+            self.panel = Panel372()
             self.freq = {"0": 1, "A": 1}
             self.cmr = 0
             self.warmup = (0, 0.0)
@@ -153,7 +245,8 @@ class LS372Device:
             self.last: dict[str, Measured] = {}
             self._tick_cache: dict[str, tuple[int, Measured]] = {}
             now = self.clock.now()
-            self._heater_t = now
+            self._heater_t = self._heater_origin = now  # the loop's steps: origin + n * HEATER_STEP
+            self._heater_n = 0
             if not hasattr(self, "forced_heater_w"):
                 self.forced_heater_w: float | None = None
             for ch in CHANNELS:
@@ -162,9 +255,9 @@ class LS372Device:
     def reset_settings(self) -> None:
         """``*RST``: factory settings without the power-on flag."""
         with self.lock:
-            esr = self.esr
+            esr, ese = self.esr, self.ese
             self.power_on()
-            self.esr = esr
+            self.esr, self.ese = esr, ese  # IEEE 488.2: *RST leaves the status registers alone
 
     def error(self, exc: Exception) -> None:
         with self.lock:
@@ -190,7 +283,8 @@ class LS372Device:
         true_r = sensor_curve.sensor(min(max(temp, lo), hi)) or 0.0
         if temp > hi:  # RuOx below its calibrated range in R: extrapolate gently, it is still a resistor
             true_r *= 1 - 0.02 * math.log(temp / hi)
-        ohms = self.noise.apply(true_r)
+        tick = int(t * 10 + TICK_SLACK)
+        ohms = self.noise.apply_at(true_r, ch, tick, "r")
         status = 0
         full_scale = R_RANGES[c.rng]
         if c.autorange and ch != "A":
@@ -222,11 +316,17 @@ class LS372Device:
             if c.mode == 1
             else VOLTAGE_EXC.get(c.excitation, 2e-5) / max(ohms, 1e-6)
         )
-        return Measured(kelvin, ohms, status, current * current * ohms, self.noise.apply(1e-3 * ohms) - 1e-3 * ohms)
+        return Measured(
+            kelvin,
+            ohms,
+            status,
+            current * current * ohms,
+            self.noise.apply_at(1e-3 * ohms, ch, tick, "q") - 1e-3 * ohms,
+        )
 
     def _reading_at(self, ch: str, t: float) -> Measured:
         """The 372 updates a reading 10 times a second; repeated queries in one tick agree."""
-        tick = int(t * 10)
+        tick = int(t * 10 + TICK_SLACK)
         cached = self._tick_cache.get(ch)
         if cached and cached[0] == tick:
             return cached[1]
@@ -252,7 +352,8 @@ class LS372Device:
             end = self.switched_at + c.pause + c.dwell
             if t < end:
                 return
-            self.last[self.scan_channel] = self._measure(self.scan_channel, end - 0.05)
+            # the last reading of the channel's last tick (the loop may have made it already)
+            self.last[self.scan_channel] = self._reading_at(self.scan_channel, end - 0.05)
             self.scan_channel = self._next_enabled(self.scan_channel)
             self.switched_at = end
         # A long fast-forward: restart the cycle at "now" rather than replaying it.
@@ -268,21 +369,50 @@ class LS372Device:
         gap = t - self._heater_t
         if gap <= 0:
             return
-        step = max(HEATER_STEP, gap / HEATER_MAX_STEPS)
-        while self._heater_t + step <= t:
-            self._heater_t += step
-            self._heater_step(self._heater_t, step)
+        if gap > HEATER_STEP * HEATER_MAX_STEPS:  # a long fast-forward: coarse steps, then a new grid
+            step = gap / HEATER_MAX_STEPS
+            start = self._heater_t
+            for k in range(1, HEATER_MAX_STEPS + 1):
+                self._heater_step(start + k * step, step)
+            self._heater_t = self._heater_origin = t
+            self._heater_n = 0
+            return
+        # Step k runs at origin + k * 0.1 s, computed rather than summed, and runs once ``t`` has
+        # reached it to within TICK_SLACK: a time summed from many small clock advances (a client
+        # polling at 10 Hz) and the same time reached in one advance run the same steps.
+        while (nxt := self._heater_origin + (self._heater_n + 1) * HEATER_STEP) <= t + TICK_SLACK:
+            self._heater_n += 1
+            self._heater_t = nxt
+            self._heater_step(nxt, HEATER_STEP)
+
+    def _control_reading(self, inp: str, t: float) -> Measured:
+        """What the loop controls from at ``t``: the instrument's own reading, whoever polls it.
+
+        Input A is measured all the time. A scanner channel is measured while the scanner is on
+        it and past its pause; otherwise the loop holds the last value measured there (the
+        manual, 4.6.1.6: the heater output is held while the control channel is not active).
+        The scanner is advanced to ``t`` first, so the result does not depend on which
+        queries a client sent in between (issue 24, item 6).
+        """
+        if inp == "A":
+            return self._reading_at("A", t)
+        self._advance_scanner(t)
+        c = self.channels[inp]
+        if inp == self.scan_channel and t >= self.switched_at + c.pause:
+            self.last[inp] = self._reading_at(inp, t)
+        return self.last[inp]
 
     def _heater_step(self, t: float, dt: float) -> None:
         o = self.outputs[0]
         current_max = SAMPLE_RANGE_A.get(o.range, 0.0)
+        # The fridge runs up to this step under the power the loop set at the last one, so the
+        # thermal history is the same however the queries fall between steps.
+        self.fridge.advance_to(t)
         if o.mode == 2:
             pct = o.mout
         elif o.mode == 5 and o.range:
             inp = o.input if o.input in self.channels else "A"
-            # The control input: A is always measured; a scanner channel holds its last value
-            # while the scanner is elsewhere (the manual: the heater output is held then).
-            meas = self._reading_at("A", t) if inp == "A" else self.last[inp]
+            meas = self._control_reading(inp, t)
             err = o.setp - meas.kelvin
             o.integral = max(-100.0, min(100.0, o.integral + err * o.i * 0.01 * dt))
             pct = max(0.0, min(100.0, o.p * err * 100 + o.integral))

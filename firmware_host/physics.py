@@ -75,6 +75,14 @@ class Noise:
     def __init__(self, seed: int | None, relative: float = 2e-4) -> None:
         self.rng = random.Random(seed)
         self.relative = relative
+        self.base = seed if seed is not None else random.randrange(2**32)
+
+    def apply_at(self, value: float, *key: object) -> float:
+        """Noise drawn for ``key`` alone (an input, a reading tick): the same key gets the same
+        noise however many other values were drawn before, so a reading does not depend on
+        which queries a client happened to send (the 372's heater loop reads through this)."""
+        rng = random.Random(f"{self.base}:" + ":".join(map(str, key)))
+        return value * (1 + rng.gauss(0, self.relative))
 
     def apply(self, value: float) -> float:
         return value * (1 + self.rng.gauss(0, self.relative))

@@ -21,6 +21,44 @@ collect_ignore = (
 )
 
 
+# -- test tiers: `make check` runs what needs no outside server and answers in a minute ------------------
+# A test that uses one of these fixtures (directly or through another fixture) needs the program behind it,
+# so it is marked for it here, whoever wrote the test file: no marker to forget. Markers are registered in
+# pyproject.toml; `make check` deselects them all (and `slow`, set by hand on tests that each take more than
+# about half a second), `make test` runs `make check` and then exactly those (tests/test_tiers.py proves it).
+FIXTURE_MARKS: dict[str, str] = {
+    "router": "crossbar",  # the session's crossbar router (its own venv, .venv-crossbar)
+    "wamp_loop": "crossbar",
+    "hub": "crossbar",
+    "consumer": "crossbar",
+    "influx_server": "influxd",  # Debian's influxd 1.x
+    "influx": "influxd",
+    "page": "chromium",  # Debian's chromium driven by playwright (tests/test_front_panel.py)
+    "prometheus": "prometheus",  # Debian's prometheus (tests/test_remote_write.py)
+}
+# A parametrized fixture whose parameter names the program (tests/test_remote_write.py's `receiver`).
+PARAM_MARKS: dict[tuple[str, str], str] = {
+    ("receiver", "prometheus"): "prometheus",
+    ("receiver", "victoria-metrics"): "victoria",
+}
+
+
+def tier_marks(item: pytest.Item) -> set[str]:
+    """The outside-program markers a test needs, from the fixtures it uses."""
+    names = set(getattr(item, "fixturenames", ()))
+    marks = {FIXTURE_MARKS[n] for n in names if n in FIXTURE_MARKS}
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    marks |= {m for (name, value), m in PARAM_MARKS.items() if name in names and params.get(name) == value}
+    return marks
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not crossbar"` sees these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for mark in sorted(tier_marks(item)):
+            item.add_marker(mark)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
-from appliance.store import MAX_TIME, StoreReader
+from appliance.store import MAX_TIME, Store, StoreReader
 
 DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
 
@@ -72,8 +72,8 @@ def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, 
 
 
 def _reader(store) -> StoreReader:
-    """The running appliance's Store (which also sees readings still in its journal), or a file."""
-    return store if isinstance(store, StoreReader) else StoreReader(store)
+    """The running appliance's Store's reader (which also sees readings still in its journal), or a file's."""
+    return store.stored if isinstance(store, Store) else store if isinstance(store, StoreReader) else StoreReader(store)
 
 
 def reconcile(store, emulators: dict, consumer=None, http_base: str | None = None, since: float = 0.0) -> Tally:

@@ -70,6 +70,7 @@ def url_file(tmp_path, url: str) -> str:
     return str(p)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_warmup_blinds_no_threshold_alarm(tmp_path, small_disk, emu372, hook):
     extra = f'''
 [[notify]]
@@ -125,6 +126,7 @@ seconds = 3
         filler.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 def test_a_misspelled_rule_is_reported_one_scan_cycle_after_connecting(tmp_path, emu372):
     # a short autoscan (two inputs, 1 s pause + 1 s dwell) so the scan cycle is a few seconds
     with emu372.device.lock:

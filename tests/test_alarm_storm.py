@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+
 from appliance import config
 from appliance.alarm_service import AlarmService
 from appliance.alarms import NOTICES_PER_HOUR, AlarmEngine, Observation
@@ -45,6 +47,7 @@ class Clock:
         return 1_780_000_000.0 + self.t
 
 
+@pytest.mark.slow  # an hour of 80 flapping rules, ~10-15 s
 def test_80_flapping_rules_for_an_hour_send_at_most_the_cap_each(tmp_path):
     cfg = config.parse(storm_config())
     clock = Clock()

@@ -6,12 +6,17 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
+
 from appliance import config as _config
 from appliance.service import Appliance
 from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config, fill_disk, sisock_uplink, start_appliance, wait_for, wait_nodes
 from tests.reconcile import forwarded, forwarding_gaps, reconcile, rollup_mismatches, stored
 from tests.routers import FeedListener
+
+
+pytestmark = pytest.mark.slow  # whole-stack fault campaigns, 15-45 s each
 
 
 def quiesce(*emus: Emulator, settle: float = 2.5) -> None:

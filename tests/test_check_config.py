@@ -30,6 +30,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_run_refuses_a_rule_on_a_field_that_cannot_exist():
     """The same parse: `run` exits 2 before starting anything, with check-config's lines."""
     case = CASES / "alarm_fields"
@@ -40,6 +41,7 @@ def test_run_refuses_a_rule_on_a_field_that_cannot_exist():
     assert "alarm[0].field: LSA23JD::mxc_temp matches no series; LSA23JD has mxc_t, mxc_r," in run.stderr
 
 
+@pytest.mark.slow
 def test_run_logs_the_secret_problems_check_config_reports(tmp_path):
     """A missing URL file and a 0644 one: check-config fails with two lines; `run` starts, and its log
     holds the same two lines, each saying what starts disabled. Stopped by its own pid."""

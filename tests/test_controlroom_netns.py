@@ -171,6 +171,9 @@ def connects(address: str, port: int) -> bool:
         return False
 
 
+@pytest.mark.crossbar
+@pytest.mark.influxd
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_pi_in_its_own_namespace_publishes_to_the_control_room(tmp_path):
     why = netns_allowed()

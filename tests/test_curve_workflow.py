@@ -16,6 +16,8 @@ from drivers.curves import Curve, read_340, write_340
 from tests.conftest import ROOT, appliance_config, run_with_timeout as within, wait_for
 from tests.test_security import TOKEN, call, secret_file
 
+pytestmark = pytest.mark.slow  # curve uploads over the emulated links, 1-3 s each
+
 RX = ROOT / "firmware_host/curves/RX-102A.340"
 DT = ROOT / "firmware_host/curves/DT-670.340"
 
@@ -105,7 +107,8 @@ def test_372_upload_list_show_verify_delete(app, emu372, tmp_path, monkeypatch):
     r = cli(app, "LSA23JD", "delete", "5")
     assert r.returncode == 1 and "user curves are 21-59" in r.stderr
     events = [e["detail"] for e in app.store.events() if e["kind"] == "control"]
-    assert any("curve 30 uploaded: KP-RX37" in d for d in events) and any("curve 30 deleted" in d for d in events)
+    assert any("applied: curve 30 upload: KP-RX37" in d for d in events)
+    assert any("applied: curve 30 delete" in d for d in events)
 
 
 def read_340_text(text: str) -> Curve:
@@ -126,6 +129,9 @@ def test_372_full_200_points_and_new_header_in_next_snapshot(app, monkeypatch):
     curve = Curve("KP-FULL", "SN200", 4, c.limit, c.coefficient, pts[:200])
     url = f"{app.base_url}/api/v1/control/LSA23JD/curves/22"
     status, _, body = call(url, "PUT", {"text": write_340(curve)}, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 409, body  # channels A and 5 use curve 22: replacing it needs force, naming them
+    assert "used by inputs 5, A" in json.loads(body)["error"]["message"]
+    status, _, body = call(url, "PUT", {"text": write_340(curve), "force": True}, {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200 and json.loads(body)["points"] == 200, body
     snap = wait_for(
         lambda: (lambda s: s if s and s[-1][1]["curves"]["22"]["name"] == "KP-FULL" else None)(
@@ -158,6 +164,8 @@ def test_240_upload_and_the_vendor_upload_read_back(app, emu240, tmp_path, monke
     f = tmp_path / "dt.340"
     f.write_text(write_340(small(DT, 80, "KP-DT80")))
     r = cli(app, "LSA24AZ", "upload", "2", str(f))
+    assert r.returncode == 1 and "used by input 2" in r.stderr  # the 240's curve 2 is input 2's
+    r = cli(app, "LSA24AZ", "upload", "2", str(f), "--force")
     assert r.returncode == 0, r.stderr
     assert " 2  KP-DT80" in cli(app, "LSA24AZ", "list").stdout
     snap = wait_for(
@@ -246,3 +254,113 @@ def test_each_model_refuses_what_its_memory_or_outputs_cannot_take(app):
     assert "LSA23JD: user curves are 21-59, not 20" in refused("LSA23JD/curves/20", "PUT", {"text": write_340(dt)})
     assert "only a 372 has heaters to set" in refused("LSA24AZ/setpoint", "POST", {"output": 0, "kelvin": 0.01})
     assert "output must be 0" in refused("LSA23JD/setpoint", "POST", {"output": 2, "kelvin": 0.01})
+
+
+# -- issue 22: never half written without a trace ---------------------------------------------
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def put_curve(app, number: int, curve: Curve, force: bool = False):
+    body = {"text": write_340(curve), "force": force}
+    status, _, text = call(f"{app.base_url}/api/v1/control/LSA23JD/curves/{number}", "PUT", body, AUTH)
+    return status, json.loads(text)
+
+
+def request_events(app, what: str) -> list[str]:
+    """The audit events of the (latest) request whose first event names ``what``."""
+    events = [e["detail"] for e in reversed(app.store.events(limit=2000)) if e["kind"] == "control"]
+    first = [e for e in events if "requested by" in e and what in e][-1]
+    rid = first.split("]")[0] + "]"
+    return [e for e in events if e.startswith(rid)]
+
+
+def slot(emu372, n: int):
+    c = emu372.device.curves.curve(n)
+    return None if c is None else (c.name, len(c.points))
+
+
+@pytest.mark.parametrize("step", ["before the delete", "after the header", "after point 5"])
+def test_a_link_drop_during_an_upload_leaves_new_old_or_incomplete_and_two_events(app, emu372, monkeypatch, step):
+    fast(app, monkeypatch)
+    old = small(RX, 12, "KP-OLD12")
+    assert put_curve(app, 23, old)[0] == 200
+    mem = emu372.device.curves
+    fired = []
+
+    def once() -> bool:
+        if fired:
+            return False
+        fired.append(step)
+        emu372.control("drop")
+        return True
+
+    if step == "before the delete":
+        orig_delete = mem.delete
+        monkeypatch.setattr(mem, "delete", lambda n: None if n == 23 and once() else orig_delete(n))
+    elif step == "after the header":
+        orig_header = mem.set_header
+        monkeypatch.setattr(mem, "set_header", lambda n, *a: (orig_header(n, *a), n == 23 and once()))
+    else:
+        orig_point = mem.set_point
+        monkeypatch.setattr(
+            mem, "set_point", lambda n, i, u, t: (orig_point(n, i, u, t), n == 23 and i == 5 and once())
+        )
+    new = small(RX, 30, "KP-NEW30")
+    status, body = put_curve(app, 23, new)
+    assert status == 503 and fired, body
+    assert "curve 23" in body["error"]["message"]
+    events = request_events(app, "curve 23 upload: KP-NEW30")
+    assert len(events) == 2 and "failed part way" in events[1], events
+    poller = app.pollers[0]
+
+    def settled():
+        got = slot(emu372, 23)
+        if got in (("KP-OLD12", 12), ("KP-NEW30", 30)) and "23" not in poller.health.incomplete_curves:
+            return got
+        return None
+
+    # the link comes back; the old curve is put back (or the slot is still marked incomplete)
+    got = wait_for(settled, 30, what="the slot settled")
+    assert got in (("KP-OLD12", 12), ("KP-NEW30", 30))
+    # the old curve was kept in the store, by slot and content hash, before the slot was touched
+    kept = [c for _, c in app.store.snapshots("LSA23JD/curve 23")]
+    assert any(k["curve"]["name"] == "KP-OLD12" and len(k["curve"]["points"]) == 12 for k in kept), kept
+    curve_events = [e["detail"] for e in app.store.events(limit=2000) if e["kind"] == "curve"]
+    if step != "before the delete" or got != ("KP-OLD12", 12):
+        assert any("curve 23 marked incomplete" in d for d in curve_events), curve_events
+
+
+def test_a_slow_upload_that_outlives_its_answer_still_records_its_outcome(app, emu372, monkeypatch):
+    fast(app, monkeypatch)
+    monkeypatch.setattr("appliance.curve_api.UPLOAD_TIMEOUT", 1.0)
+    emu372.control("slow 0.08 CRVPT")
+    status, body = put_curve(app, 24, small(RX, 25, "KP-SLOW25"))
+    assert status == 503 and "did not finish within 1 s" in body["error"]["message"], body
+    events = wait_for(
+        lambda: (lambda ev: ev if len(ev) == 2 else None)(request_events(app, "curve 24 upload: KP-SLOW25")),
+        60,
+        what="the outcome of the slow upload",
+    )
+    assert "applied after its answer" in events[1], events
+    emu372.control("clear")
+    assert slot(emu372, 24) == ("KP-SLOW25", 25)
+
+
+def test_deleting_a_curve_in_use_needs_force_and_names_the_inputs(app, emu372):
+    r = cli(app, "LSA23JD", "delete", "22")
+    assert r.returncode == 1 and "used by inputs 5, A" in r.stderr and "--force" in r.stderr, r.stderr
+    assert slot(emu372, 22) is not None
+    events = request_events(app, "curve 22 delete")
+    assert len(events) == 2 and "refused" in events[1]
+    assert "(was RX-102A-CAL" in events[0], events  # the header as the connect snapshot read it
+    r = cli(app, "LSA23JD", "delete", "22", "--force")
+    assert r.returncode == 0, r.stderr
+    assert slot(emu372, 22) is None
+    kept = wait_for(lambda: app.store.snapshots("LSA23JD/curve 22"), 10, what="the deleted curve kept")
+    assert kept[-1][1]["curve"]["name"] == "RX-102A-CAL" and kept[-1][1]["hash"]
+
+
+def test_a_name_longer_than_the_instrument_holds_is_refused_not_cut(app, emu372):
+    status, body = put_curve(app, 25, small(RX, 5, "KP-A-VERY-LONG-NAME"))
+    assert status == 400 and "holds at most 15" in body["error"]["message"], body
+    assert slot(emu372, 25) is None

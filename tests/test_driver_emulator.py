@@ -66,6 +66,7 @@ def test_240_profibus_round_trip(emu240):
     m.close()
 
 
+@pytest.mark.slow
 def test_curve_upload_download_over_tcp(emu372):
     m = tcp372(emu372)
     curve = read_340(ROOT / "firmware_host/curves/RX-102A.340")
@@ -90,6 +91,7 @@ def test_serial_pty_372_with_7o1(emu372_pty):
     m.close()
 
 
+@pytest.mark.slow
 def test_serial_pty_372_with_wrong_framing_garbles(emu372_pty):
     """Opened 8N1 instead of 7O1, replies carry the parity bit: the driver must refuse them."""
     from drivers import BadReply, InstrumentTimeout
@@ -99,6 +101,7 @@ def test_serial_pty_372_with_wrong_framing_garbles(emu372_pty):
         m.connect()
 
 
+@pytest.mark.slow
 def test_serial_pty_240(emu240):
     m = Model240.serial(emu240.pty.link, expected_serial="LSA24AZ")
     m.connect()
@@ -169,6 +172,7 @@ def test_emulator_physics_rx102a_shape():
     assert c.sensor(0.05) > c.sensor(1.0) > c.sensor(40.0)
 
 
+@pytest.mark.slow
 def test_visa_asrl_372_is_opened_7o1(emu372_pty):
     """A VISA serial resource on the emulator's pty: the 372 speaks 57600 7O1 (the emulator garbles
     replies to a client that did not ask for odd parity, as the real link does)."""
@@ -182,6 +186,7 @@ def test_visa_asrl_372_is_opened_7o1(emu372_pty):
     m.close()
 
 
+@pytest.mark.slow
 def test_visa_asrl_372_without_parity_garbles(emu372_pty):
     """The old settings (data_bits=7 only: 7N1) are what the fix removed: the replies arrive garbled."""
     from drivers import BadReply, InstrumentTimeout

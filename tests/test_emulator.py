@@ -106,6 +106,7 @@ def test_cooldown_fast_forward():
         emu.stop()
 
 
+@pytest.mark.slow
 def test_cli_ready_line_and_sigterm(tmp_path):
     port = free_port()
     link = tmp_path / "ls240"
@@ -153,6 +154,7 @@ def test_cli_ready_line_and_sigterm(tmp_path):
     assert not link.exists()
 
 
+@pytest.mark.slow
 def test_ledger_counts_only_readings_delivered_whole(emu372):
     """The loss measurements rest on the ledger: whole replies count, faulted and late ones apart."""
     import socket as _socket
@@ -201,6 +203,7 @@ def test_ledger_counts_only_readings_delivered_whole(emu372):
     assert '"5/kelvin": 1' in emu372.control("ledger")
 
 
+@pytest.mark.slow
 def test_autoscan_snapshots_are_stored_only_when_the_configuration_changes(tmp_path):
     """v1 put the scanner's current channel into every snapshot: under autoscan nearly every
     10-minute snapshot was new (a year: ~200 MiB). The channel under autoscan is state, not

@@ -13,6 +13,8 @@ from firmware_host.emulator import send_control
 
 from .conftest import wait_for
 
+pytestmark = pytest.mark.slow  # faults whose timeouts are waited out
+
 TIMEOUT = 0.8
 
 

@@ -17,6 +17,9 @@ from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config, wait_for
 
 
+pytestmark = pytest.mark.slow  # schemathesis and hypothesis campaigns
+
+
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")

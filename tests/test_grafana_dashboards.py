@@ -31,6 +31,8 @@ from firmware_host.emulator import Emulator
 
 from .conftest import appliance_config, start_appliance, wait_for
 
+pytestmark = pytest.mark.slow  # one appliance scanning all 16 inputs of the 372
+
 GRAFANA = Path(__file__).resolve().parent.parent / "images" / "server" / "grafana"
 
 
@@ -238,6 +240,7 @@ def infinity_variable(app, variable: dict) -> list[str]:
     return grafana_regex(variable, [str(row[q["columns"][0]["selector"]]) for row in rows])
 
 
+@pytest.mark.influxd  # the module's appliance uplinks to Debian's influxd when it is installed
 def test_infinity_panels_resolve_against_the_appliance(fridge):
     """The channel variables filled as Infinity fills them, from the Pi's /api/v1/fields: every field of that kind
     the Pi stores, and nothing the dashboard made up. Then each repeated panel's query as Infinity's backend
@@ -286,6 +289,7 @@ def test_infinity_panels_resolve_against_the_appliance(fridge):
     assert checked == 2 * per_range
 
 
+@pytest.mark.influxd  # the module's appliance uplinks to Debian's influxd when it is installed
 def test_timeseries_endpoint_rejects_bad_input(fridge):
     base = fridge[0].base_url + "/api/v1/timeseries?"
     for qs, code, words in [
@@ -304,6 +308,7 @@ def test_timeseries_endpoint_rejects_bad_input(fridge):
             assert words in json.loads(e.read())["error"]["message"], qs
 
 
+@pytest.mark.influxd  # the module's appliance uplinks to Debian's influxd when it is installed
 def test_influxdb_dashboard_queries_read_what_the_uplink_writes(fridge):
     """The no-plugin dashboard against Debian's influxd filled by the InfluxDB uplink: its query variables run as
     Grafana runs them (the query, then the variable's regex) list the nodes and channels written, and each
@@ -370,6 +375,7 @@ def test_influxdb_dashboard_queries_read_what_the_uplink_writes(fridge):
     assert {"MXC_T", "Channel_1_T"} <= set(variable("channel")) and {"MXC_R", "Channel_1_V"} <= set(variable("sensor"))
 
 
+@pytest.mark.influxd  # the module's appliance uplinks to Debian's influxd when it is installed
 def test_simpod_dashboard_variables_and_panels_read_the_pi(fridge):
     """Grafana <= 11's dashboard (simpod JSON datasource): its channel variables as simpod asks for them
     (POST /variable with the variable's query as payload target), Grafana's regex applied, list the Pi's fields of

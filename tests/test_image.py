@@ -32,6 +32,7 @@ def fake_rootfs(root: Path) -> None:
 @pytest.mark.skipif(
     bool(missing), reason=f"image tools missing: {missing} (apt-get install dosfstools mtools e2fsprogs fdisk)"
 )
+@pytest.mark.image
 def test_assemble_layout_and_reproducibility(tmp_path):
     root = tmp_path / "rootfs"
     fake_rootfs(root)

@@ -40,6 +40,7 @@ def everything(reader, name):
         max_size=5,
     ),
 )
+@pytest.mark.slow
 def test_frames_round_trip(rows, records):
     frame = journal.Frame(7, rows, [list(r) for r in records])
     data = journal.encode(frame) * 2
@@ -199,6 +200,7 @@ def test_a_full_disk_refuses_the_batch_and_keeps_the_journal_whole(tmp_path, sma
     assert [v for _, v, _ in everything(again, K.name)] == [1.0] + [b.value for b in batch[:10]]
 
 
+@pytest.mark.slow
 def test_cli_export_reads_the_file_without_touching_the_writers_journal(tmp_path):
     import csv
     import io
@@ -343,3 +345,38 @@ def test_a_frame_repeated_in_the_journal_is_taken_once(tmp_path):
     s2 = Store(tmp_path / "k.db")
     assert [v for _, v, _ in everything(s2, K.name)] == [0.0, 1.0, 2.0]
     s2.close()
+
+
+def test_a_journal_of_tagged_record_lists_replays_into_typed_records(tmp_path):
+    """Records are journaled as the tagged lists earlier releases wrote ([kind, field, ...]): a
+    journal a killed older writer left replays into the event, snapshot, cursor and alarm tables."""
+    path = tmp_path / "k.db"
+    Store(path).close()
+    t = 1_800_000_000.0
+    j = journal.Journal(f"{path}-log")
+    j.append(
+        journal.Frame(
+            1,
+            [],
+            [
+                ["event", t, "LSA23JD", "reconnect", "after 3 s"],
+                ["snapshot", "LSA23JD", t, "d1", '{"curve": 1}'],
+                ["cursor", "influx", 7, "[[9, 12]]", t],
+                ["alarm", "state", "mxc_hot", '{"active": true}', t],
+                ["alarm", "notice", 1, t, "mxc_hot", "raised", '{"text": "hot"}', '["lab"]'],
+                ["alarm", "sent", 1, "lab", t + 1],
+            ],
+        )
+    )
+    j.close()
+    s = Store(path)
+    try:
+        assert [(e["kind"], e["detail"]) for e in s.events()] == [("reconnect", "after 3 s")]
+        assert s.snapshots("LSA23JD") == [(t, {"curve": 1})]
+        assert s.load_cursor("influx") == (7, [[9, 12]])
+        states, notices = s.alarm_load()
+        assert states == {"mxc_hot": {"active": True}}
+        assert [(n["id"], n["body"], n["sent"]) for n in notices] == [(1, {"text": "hot"}, {"lab"})]
+        assert s.reader().execute("SELECT count(*) FROM notice_sent").fetchone()[0] == 1  # in SQLite, not memory
+    finally:
+        s.close()

@@ -16,6 +16,9 @@ from tests.conftest import appliance_config, wait_for
 from tests.test_security import TOKEN, call, secret_file
 
 
+pytestmark = pytest.mark.slow  # the appliance lending its links, 2-4 s each
+
+
 def _app(tmp_path, emu372, timeout: float = 1.0) -> Appliance:
     tok = secret_file(tmp_path / "token", TOKEN)
     text = appliance_config(

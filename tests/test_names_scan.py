@@ -3,6 +3,8 @@ longer than the scanner's shortest pause shortened so no switch away and back is
 
 from __future__ import annotations
 
+import pytest
+
 from appliance import config as _config
 from appliance.naming import slug, unique_names
 from appliance.service import Appliance
@@ -44,6 +46,7 @@ def test_instrument_names_that_collide_are_made_unique(tmp_path, emu372):
         app.stop()
 
 
+@pytest.mark.slow
 def test_scan_cycle_faster_than_the_poll(tmp_path, emu372):
     """Two channels of 3 s pause + 1 s dwell: the scanner is back on a channel every 8 s, while the
     configured poll interval is 10 s. The poller polls every 3 s instead and sees both channels."""

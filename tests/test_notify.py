@@ -16,6 +16,8 @@ import pytest
 
 from .conftest import appliance_config, free_port, start_appliance, wait_for
 
+pytestmark = pytest.mark.slow  # alarm deliveries across outages and restarts, 2-18 s each
+
 TOKEN = "alarm-ack-token-for-tests"
 
 

@@ -25,6 +25,8 @@ from appliance.store import Store
 from .conftest import wait_for
 from .receivers import RawHTTP, RawSMTP
 
+pytestmark = pytest.mark.slow  # hostile receivers waited out to the senders' deadlines
+
 N = 6  # notices per test
 TIMEOUT = 1.0  # each attempt's total deadline (cfg.timeout)
 

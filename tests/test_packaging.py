@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("appliance", "drivers", "firmware_host")  # what setuptools installs (pyproject packages.find)
 
@@ -31,6 +33,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_every_runtime_import_is_a_declared_dependency():
     """An import of a package that only the test extra (or nothing) installs crashes on the Pi."""
     declared = {_norm(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]) for d in _pyproject()["project"]["dependencies"]}
@@ -58,6 +61,7 @@ def test_the_shipped_packages_do_not_import_tests_or_tools():
     assert not (ROOT / "appliance" / "bench.py").exists() and not (ROOT / "appliance" / "devrun.py").exists()
 
 
+@pytest.mark.slow
 def test_the_runtime_never_loads_the_emulator_or_the_tests():
     """`kelvinpi run` (service + cli, a config parsed, the parser built) leaves firmware_host and tests unloaded;
     `kelvinpi emulate` loads the emulator only when asked."""
@@ -100,6 +104,7 @@ def test_license_is_an_spdx_string_and_autobahn_is_core():
     assert {"autobahn", "pyyaml"} <= deps
 
 
+@pytest.mark.slow
 def test_version_names_the_release_and_the_store_schema():
     """`kelvinpi --version` says both, so a lab can tell which store schema a release writes."""
     import appliance

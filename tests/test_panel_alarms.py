@@ -15,6 +15,7 @@ from .test_front_panel import (
 )
 
 TOKEN = "panel-ack-token"
+PIN = "4711"
 
 
 def test_combined_plot_one_series_per_stage_on_a_log_axis(running_appliance, page):  # noqa: F811
@@ -74,7 +75,8 @@ def test_scanned_channel_is_not_stale_between_visits(tmp_path, emu372, page):  #
             assert "stale" not in (plate.get_attribute("class") or "")
             assert "STALE" not in plate.locator(".age").inner_text()
             time.sleep(0.3)
-        assert "next in ≈" in plate.locator(".age").inner_text()
+        shown = plate.locator(".age").inner_text()  # waiting for the scanner, or the scanner on it
+        assert "scanning · next in ≈" in shown or "scanner on it" in shown, shown
     finally:
         app.stop()
 
@@ -84,6 +86,9 @@ def alarmed(tmp_path, emu372):
     tok = tmp_path / "token"
     tok.write_text(TOKEN + "\n")
     os.chmod(tok, 0o600)
+    pin = tmp_path / "ack-pin"
+    pin.write_text(PIN + "\n")
+    os.chmod(pin, 0o600)
     url = tmp_path / "hook-url"
     url.write_text(f"http://127.0.0.1:{free_port()}/nobody-listens\n")
     os.chmod(url, 0o600)
@@ -91,6 +96,7 @@ def alarmed(tmp_path, emu372):
 [control]
 enabled = true
 token_file = "{tok}"
+ack_pin_file = "{pin}"
 
 [[notify]]
 kind = "webhook"
@@ -122,7 +128,13 @@ def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  #
     page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=15000)
     # the webhook's server is down: its card says so
     page.wait_for_selector('[data-uplink="hook"].down', timeout=10000)
-    assert "FAILING" in page.locator('[data-uplink="hook"]').inner_text()
+    hook = page.locator('[data-uplink="hook"]')
+    assert "FAILING" in hook.inner_text()
+    # its failures counted and its last error named on its card (never the URL: it is a secret)
+    page.wait_for_function(
+        "/failures [1-9]/.test(document.querySelector('[data-uplink=\"hook\"]').textContent)", timeout=10000
+    )
+    assert "nobody-listens" not in hook.inner_text()
     # the kiosk: no horizontal scroll at 800x480, large values, finger-sized buttons
     assert page.evaluate("document.body.classList.contains('kiosk')")
     sw = page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
@@ -132,11 +144,63 @@ def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  #
     btn = row.locator("button.ack").bounding_box()
     assert btn and btn["height"] >= 40
     page.screenshot(path=str(tmp_path / "kiosk.png"))
-    # acknowledge from the panel: it asks for the control token
-    page.on("dialog", lambda d: d.accept(TOKEN))
+    # acknowledge from the panel with the touch PIN pad: no keyboard, no window.prompt
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     row.locator("button.ack").click()
+    pad = page.locator("#ackpad")
+    pad.wait_for(state="visible", timeout=5000)
+    assert not page.locator("#pad-token").is_visible()  # the kiosk has no keyboard: the pad only
+    for key in pad.locator(".keys button").all():
+        box = key.bounding_box()
+        assert box and box["height"] >= 40 and box["y"] + box["height"] <= 480  # finger-sized, on screen
+
+    def tap(digits: str) -> None:
+        for d in digits:
+            pad.locator(f'.keys button[data-key="{d}"]').click()
+        pad.locator('.keys button[data-key="OK"]').click()
+
+    tap("1234")  # wrong: refused, says so, nothing acknowledged
+    page.wait_for_function("document.querySelector('#pad-msg').textContent.includes('wrong PIN')", timeout=10000)
+    assert not alarmed.alarms.active()[0]["acked"]
+    page.screenshot(path=str(tmp_path / "kiosk-pin-wrong.png"))
+    tap(PIN)
+    pad.wait_for(state="hidden", timeout=10000)
     page.wait_for_function(
         "document.querySelector('#alarms [data-alarm=\"mxc-cold\"]').textContent.includes('acknowledged')",
         timeout=10000,
     )
-    assert alarmed.alarms.active()[0]["acked"]
+    a = alarmed.alarms.active()[0]
+    assert a["acked"] and a["acked_by"] == "127.0.0.1 (PIN)"  # audited with the socket's peer
+    assert dialogs == []
+
+
+def _post_ack(app, name: str, auth: str) -> tuple[int, str]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{app.base_url}/api/v1/alarms/{name}/ack", method="POST", headers={"Authorization": auth}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())["error"]["message"]
+
+
+def test_ack_pin_is_rate_limited_and_the_token_still_works(alarmed):
+    """Five wrong PINs lock the address out: the right PIN is then refused (429) too; the control
+    token is not affected and acknowledges, audited with the peer."""
+    wait_for(lambda: alarmed.alarms.active(), 20, what="alarm raised")
+    for _ in range(5):
+        assert _post_ack(alarmed, "mxc-cold", "PIN 0000")[0] == 401
+    status, msg = _post_ack(alarmed, "mxc-cold", f"PIN {PIN}")
+    assert status == 429 and "too many wrong PINs" in msg
+    assert not alarmed.alarms.active()[0]["acked"]
+    assert _post_ack(alarmed, "mxc-cold", "PIN 12")[0] == 429  # locked whatever is sent
+    status, _ = _post_ack(alarmed, "mxc-cold", f"Bearer {TOKEN}")
+    assert status == 200
+    a = alarmed.alarms.active()[0]
+    assert a["acked"] and a["acked_by"] == "127.0.0.1"

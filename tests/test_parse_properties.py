@@ -214,12 +214,14 @@ def reading_with_one_bad_field(draw, reading):
         st.integers(256, 999).map(lambda s: b"+001.000E+00;+001.000E+03;%d" % s),
     )
 )
+@pytest.mark.slow
 def test_372_read_refuses_a_reply_with_one_bad_field(raw):
     m = Model372(TranscriptTransport([("KRDG? 1;RDGR? 1;RDGST? 1", raw)]))
     with pytest.raises(BadReply):
         m.read(1)
 
 
+@pytest.mark.slow
 @settings(max_examples=200)
 @given(reading_with_one_bad_field(reading_240))
 def test_240_read_refuses_a_reply_with_one_bad_field(raw):
@@ -268,6 +270,7 @@ CASES = [(Model372, *c) for c in MULTI_FIELD] + [(Model240, *c) for c in MULTI_F
 IDS = [c[2] for c in CASES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, call, query, field_strategies, expected", CASES, ids=IDS)
 @settings(max_examples=60)
 @given(data=st.data())
@@ -276,6 +279,7 @@ def test_multi_field_reply_round_trip(model, call, query, field_strategies, expe
     assert call(model(TranscriptTransport([(query, b",".join(f))]))) == expected(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, call, query, field_strategies, expected", CASES, ids=IDS)
 @settings(max_examples=60)
 @given(data=st.data())

@@ -12,6 +12,9 @@ import pytest
 from firmware_host.protocol import parse_message
 
 
+pytestmark = pytest.mark.slow  # the probe CLI in subprocesses
+
+
 def _state372(dev):
     outputs = {
         k: {f: v for f, v in vars(o).items() if f not in ("integral", "output_pct")} for k, o in dev.outputs.items()

@@ -240,6 +240,7 @@ def test_samples_too_old_for_prometheus_are_counted_reported_and_skipped(tmp_pat
     print(f"too old: 400 refused samples found with {used} requests")
 
 
+@pytest.mark.prometheus
 def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_live_data(tmp_path, stores, runners):
     """No out-of-order window (Prometheus' default): after an outage longer than one batch, the first
     request carries the oldest backlog and the newest rows; once those are in, the rest of the backlog
@@ -280,6 +281,7 @@ def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_l
         prom.stop()
 
 
+@pytest.mark.prometheus
 def test_prometheus_without_an_out_of_order_window_takes_a_strictly_ordered_backfill(tmp_path, stores, runners):
     """The same outage with ``live_during_backfill = false``: the backlog goes oldest first, so every row
     is newer than the last one Prometheus has: all 310 delivered, none refused."""
@@ -304,6 +306,7 @@ def test_prometheus_without_an_out_of_order_window_takes_a_strictly_ordered_back
         prom.stop()
 
 
+@pytest.mark.prometheus
 def test_a_resend_after_a_crash_loses_no_new_sample_on_a_receiver_without_an_out_of_order_window(tmp_path):
     """kill -9 after a batch's 2xx but before its cursor move is committed: the next start resends it
     ahead of new rows, and Prometheus without a window refuses the resent ones as out of order. Every
@@ -455,6 +458,7 @@ class RouteProxy:
         self.server.server_close()
 
 
+@pytest.mark.victoria
 @pytest.mark.parametrize(
     "mode,shown",
     [
@@ -540,6 +544,8 @@ def test_which_answers_refuse_samples():
         assert refusal(route) is None, route
 
 
+@pytest.mark.victoria
+@pytest.mark.slow
 def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
     """victoria-metrics over https with basic auth: delivered with the right CA and password (from a
     0600 file); a wrong password is an error kept for retry (401), a CA that did not sign the
@@ -601,6 +607,7 @@ def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
         vm.stop()
 
 
+@pytest.mark.slow
 def test_bearer_token_is_sent(tmp_path, stores, runners):
     """token_file (0600) becomes ``Authorization: Bearer <token>`` on every request (a loopback
     receiver that answers 204 only to that header, 401 otherwise)."""
@@ -664,6 +671,9 @@ def test_points_follow_the_status_rule():
     assert [p.t for p in points(b, {1: f}, send_status=False)] == [1000]
 
 
+@pytest.mark.prometheus
+@pytest.mark.victoria
+@pytest.mark.slow
 def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
     """The appliance polls both emulators and writes to prometheus and victoria-metrics through gates;
     both links are cut for a few seconds mid-run. After the instruments go quiet: nothing produced is

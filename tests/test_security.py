@@ -21,6 +21,8 @@ from tests.conftest import ROOT, appliance_config, wait_for
 TOKEN = "control-token-Zq83hd02kD"
 SECRET = "uplink-secret-Lk29sd8Qm1"
 
+pytestmark = pytest.mark.slow  # appliances started and stopped per test, 0.6-1.3 s each
+
 
 def call(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
     data = None if body is None else json.dumps(body).encode()

@@ -63,6 +63,7 @@ def published(service: dict) -> dict[int, str]:
     return out
 
 
+@pytest.mark.crossbar
 def test_crossbar_template_has_no_inline_secret_and_renders(tmp_path):
     text = (SERVER / "crossbar" / "config.json").read_text()
     cfg = json.loads(text)
@@ -133,6 +134,7 @@ def test_compose_setup_commands_run_in_a_clean_directory(tmp_path):
     assert {"localhost", host} <= set(san.get_values_for_type(x509.DNSName))
 
 
+@pytest.mark.crossbar
 @pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
 def test_what_is_published_is_reachable_and_what_is_anonymous_stays_private(tmp_path):
     """run-crossbar.sh's rendered config (its container defaults) against docker-compose.yml's ports: every port

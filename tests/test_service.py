@@ -18,6 +18,9 @@ from .conftest import appliance_config, wait_for
 from .reconcile import stored, stored_count
 
 
+pytestmark = pytest.mark.slow  # `kelvinpi run` in its own process, up to a minute
+
+
 def start_service(tmp_path, cfg_text, notify_path=None, watchdog_usec=None):
     cfg = tmp_path / "kelvinpi.toml"
     cfg.write_text(cfg_text)

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from appliance import blocks
 from appliance.naming import SeriesKey
 from appliance.samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, Sample, SampleQueue
-from appliance.store import BLOCK_MS, SCHEMA_VERSION, TIERS, Store, StoreReader, resolve_time
+from appliance.store import BLOCK_MS, SCHEMA_VERSION, TIERS, Row, Snapshot, Store, StoreReader, resolve_time
 
 from .conftest import wait_for
 
@@ -73,6 +73,7 @@ def test_min_stride_semantics(tmp_path):
     assert d5.tier == 0 and all(b - a >= 5 for a, b in zip(d5.t, d5.t[1:]))
 
 
+@pytest.mark.slow
 def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     """Hot rows and sealed blocks answer identically: raw, every tier, exports, latest."""
     s = Store(tmp_path / "k.db")
@@ -105,6 +106,7 @@ def test_queries_are_the_same_before_and_after_sealing(tmp_path):
     assert StoreReader(tmp_path / "k.db").latest() == latest == s.latest()
 
 
+@pytest.mark.slow
 def test_rollups_equal_group_by_over_samples(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
@@ -129,6 +131,7 @@ def test_rollups_equal_group_by_over_samples(tmp_path):
             assert mn == lo and mx == hi and mean == pytest.approx(total / n, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_long_range_reads_rollups_with_bounded_points(tmp_path):
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0
@@ -170,13 +173,13 @@ def test_invalid_reading_is_null_and_flagged(tmp_path):
 )
 def test_block_codec_is_lossless(rows):
     """Every time, value (NULL, -0.0, subnormals, infinities) and status bit round-trips exactly."""
-    numbered = [(i * 3 + 1, t, v, s) for i, (t, v, s) in enumerate(rows)]
+    numbered = [Row(i * 3 + 1, 7, t, v, s) for i, (t, v, s) in enumerate(rows)]
     c = blocks.columns(numbered)
-    back = blocks.decode(blocks.encode(c)).rows()
-    expect = sorted(((t, v, s, q) for q, t, v, s in numbered), key=lambda r: (r[0], r[3]))
+    back = blocks.decode(blocks.encode(c)).rows(7)
+    expect = sorted(numbered, key=lambda r: (r.t, r.seq))
     assert len(back) == len(expect)
-    for (t, v, s, q), (t2, v2, s2, q2) in zip(expect, back):
-        assert (t, s, q) == (t2, s2, q2)
+    for (q, _, t, v, s), (q2, sid2, t2, v2, s2) in zip(expect, back):
+        assert (t, s, q, 7) == (t2, s2, q2, sid2)
         assert (v is None and v2 is None) or (np.float64(v).tobytes() == np.float64(v2).tobytes())
 
 
@@ -185,7 +188,7 @@ def test_block_of_lake_shore_readings_is_small():
     n = 3600
     t = 1_780_000_000_000 + np.arange(n) * 1000 + rng.integers(-3, 4, n)
     walk = 0.0123 * (1 + np.cumsum(rng.normal(0, 2e-5, n)))
-    rows = [(i * 24 + 5, int(t[i]), float(f"{walk[i]:.6g}"), 0) for i in range(n)]
+    rows = [Row(i * 24 + 5, 1, int(t[i]), float(f"{walk[i]:.6g}"), 0) for i in range(n)]
     size = len(blocks.encode(blocks.columns(rows)))
     assert size / n < 3.0, f"{size / n:.2f} bytes per sample"
 
@@ -257,6 +260,7 @@ def test_age_retention_keeps_what_an_uplink_needs_and_unsynchronised_readings(tm
     assert len(everything(s, K.name)) == 100  # the unsynchronised readings' age is unknown: kept
 
 
+@pytest.mark.slow
 def test_age_retention_is_not_stopped_by_the_blocks_it_keeps(tmp_path):
     """Hundreds of kept blocks (unsynchronised clock) older than everything else never hold back
     the deletion of the rest."""
@@ -273,6 +277,7 @@ def test_age_retention_is_not_stopped_by_the_blocks_it_keeps(tmp_path):
     assert out["raw_age"] == 48 * 24 * 5 and count(s, "block") == 216
 
 
+@pytest.mark.slow
 def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
     s = Store(tmp_path / "k.db", max_size_mb=2)
     t0 = time.time() - 30 * 86400
@@ -293,6 +298,7 @@ def test_retention_keeps_file_under_cap_in_short_steps(tmp_path):
     assert s.longest_step < 2.0  # one bounded step at a time, never a whole-table scan
 
 
+@pytest.mark.slow
 def test_size_cap_says_what_each_uplink_will_never_get(tmp_path):
     from appliance.uplinks.outbox import Outbox
 
@@ -311,6 +317,7 @@ def test_size_cap_says_what_each_uplink_will_never_get(tmp_path):
     assert box.backlog() == 30 * 7200 * 8 - out["raw_size"]
 
 
+@pytest.mark.slow
 def test_export_open_during_retention_does_not_hold_the_writer(tmp_path):
     s = Store(tmp_path / "k.db", raw_retention_days=1)
     now = time.time()
@@ -527,7 +534,7 @@ def test_snapshots_follow_retention_keeping_the_one_in_force(tmp_path):
     fill(s, now - 3 * 86400, 3 * 86400 // 600, step=600.0)
     s.seal(now=now, budget=60)
     for i, t in enumerate((now - 3 * 86400, now - 2.5 * 86400, now - 2 * 86400, now - 3600)):
-        s._record(("snapshot", "LSA23JD", t, f"d{i}", json.dumps({"curve": i})))  # as the writer got them
+        s._record(Snapshot("LSA23JD", t, f"d{i}", json.dumps({"curve": i})))  # as the writer got them
     s.write([])
     s.enforce_retention(now)
     kept = [c["curve"] for _, c in s.snapshots("LSA23JD")]
@@ -546,6 +553,7 @@ def _packs(s) -> int:
     return s.reader().execute("SELECT count(*) FROM rollup_pack").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_closed_days_are_packed_and_served_exactly_late_readings_merged(tmp_path):
     from tests.reconcile import rollup_mismatches
 
@@ -573,6 +581,7 @@ def test_closed_days_are_packed_and_served_exactly_late_readings_merged(tmp_path
     assert days == [int(t0 // 86400) + 1]
 
 
+@pytest.mark.slow
 def test_v2_store_is_migrated_in_place_and_its_rollups_packed_in_steps(tmp_path):
     from tests.reconcile import rollup_mismatches
 
@@ -607,6 +616,7 @@ def _old_blocks_store(tmp_path, days=20):
     return s, now
 
 
+@pytest.mark.slow
 def test_retention_with_a_budget_takes_bounded_passes_that_add_up_to_the_whole(tmp_path):
     s, now = _old_blocks_store(tmp_path)
     assert count(s, "block") >= 960
@@ -635,10 +645,11 @@ def test_retention_with_a_budget_takes_bounded_passes_that_add_up_to_the_whole(t
     }
 
 
+@pytest.mark.slow
 def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, monkeypatch):
-    from appliance import store as store_module
+    from appliance.store import writer
 
-    monkeypatch.setattr(store_module, "RETENTION_BUDGET", 0.0)  # one step per round of the writer
+    monkeypatch.setattr(writer, "RETENTION_BUDGET", 0.0)  # one step per round of the writer
     s, now = _old_blocks_store(tmp_path)
     q = SampleQueue(10_000)
     s.start(q)
@@ -659,6 +670,7 @@ def test_the_writer_commits_between_the_passes_of_a_long_retention(tmp_path, mon
         s.stop()
 
 
+@pytest.mark.slow
 def test_size_cap_takes_the_finest_rollup_packs_oldest_first_once_raw_data_is_gone(tmp_path):
     """Under a cap smaller than the rollups alone, the raw blocks go first, then the 60 s tier's
     packs and rows from the oldest day on; the coarser tiers keep the whole history."""
@@ -709,6 +721,7 @@ def test_an_event_sqlite_cannot_encode_neither_duplicates_readings_nor_blocks_th
     assert [v for _n, _t, v, _st in reopened.iter_raw([K.name], t0 - 1, t0 + 10)] == [0.0, 1.0, 2.0]
 
 
+@pytest.mark.slow
 def test_a_second_writer_on_a_store_is_refused_with_who_holds_it(tmp_path):
     """Two writers on one file numbered readings from the same next_seq, and the second's flush cleared
     the journal still holding the first's: gone after a restart. Now the second is refused; a kill -9
@@ -764,6 +777,7 @@ def test_a_second_writer_on_a_store_is_refused_with_who_holds_it(tmp_path):
     s.close()
 
 
+@pytest.mark.slow
 def test_the_writer_runs_no_retention_while_it_is_held_for_the_uplinks(tmp_path):
     """Appliance.start holds retention until every uplink has registered its cursor: the writer's
     first round used to come first, with no uplink known, and deleted a stalled uplink's backlog."""
@@ -812,4 +826,32 @@ def test_a_reading_no_store_can_hold_is_dropped_and_named_not_blocking_the_rest(
     assert s.rejected == 1 and s.write_errors == 0
     (ev,) = [e for e in s.events() if e["kind"] == "rejected"]
     assert "1 reading(s) the store cannot hold, dropped" in ev["detail"] and why in ev["detail"], ev
+    s.close()
+
+
+def test_store_holds_a_reader_and_says_which_latest_it_answers(tmp_path):
+    """``store.latest()`` is the writer's (journaled readings included); ``store.stored.latest()``
+    what the file holds: a reading journaled but not flushed yet is only in the first."""
+    s = Store(tmp_path / "k.db")
+    assert not isinstance(s, StoreReader) and isinstance(s.stored, StoreReader)
+    s.write([Sample(K, 1_800_000_000.0, 1.0, 0)])
+    s.flush()
+    s.write([Sample(K, 1_800_000_001.0, 2.0, 0)])  # journaled, not in SQLite yet
+    assert [(x["t"], x["value"]) for x in s.latest()] == [(1_800_000_001.0, 2.0)]
+    assert [(x["t"], x["value"]) for x in s.stored.latest()] == [(1_800_000_000.0, 1.0)]
+    assert [(x["t"], x["value"]) for x in StoreReader(s.path).latest()] == [(1_800_000_000.0, 1.0)]
+    assert s.oldest_time() == 1_800_000_000.0  # the panel's "how far back", now reader API
+    s.close()
+
+
+def test_store_stats_are_one_snapshot_of_the_writer(tmp_path):
+    s = Store(tmp_path / "k.db", max_size_mb=64)
+    s.event("reconnect", "LSA23JD", "after 3 s")
+    s.write([Sample(K, 1_800_000_000.0 + i, float(i), 0) for i in range(10)])
+    st = s.stats()
+    assert (st.written, st.commits, st.records_queued, st.rejected) == (10, 1, 0, 0)
+    assert st.flushes == 1  # the event moved the journal into SQLite at once
+    assert st.max_bytes == 64 << 20 and 0 < st.used_bytes <= st.file_bytes
+    assert st.writing and st.committed_recently() and st.last_error is None
+    assert st.as_dict()["path"] == str(tmp_path / "k.db")
     s.close()

@@ -12,12 +12,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from appliance.journal import decode_all
 from appliance.naming import SeriesKey
 from appliance.samples import Sample, SampleQueue
 from appliance.store import Store
 
 from .conftest import wait_for
+
+pytestmark = pytest.mark.slow  # alarm storms against real SQLite files, 2-3 s each
 
 K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")
 R = SeriesKey("LSA23JD", "mxc_r", "Ohm", "mxc")

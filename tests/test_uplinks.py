@@ -15,7 +15,11 @@ from .reconcile import reconcile
 from .test_campaign import quiesce
 from .routers import CROSSBAR, Crossbar, FeedListener
 
-pytestmark = pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`")
+pytestmark = [
+    pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`"),
+    pytest.mark.crossbar,  # the whole file needs the router's venv (one test starts a router of its own)
+    pytest.mark.slow,  # router outages and restarts waited out
+]
 
 
 def secret_file(tmp_path, text=SERVER_SECRET, mode=0o600):

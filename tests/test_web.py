@@ -100,6 +100,7 @@ def test_fields_and_latest_follow_naming(running_appliance, emu372):
     assert a["value"] == pytest.approx(status["temperatures"]["mxc"], rel=0.01)
 
 
+@pytest.mark.slow
 def test_data_and_strides(running_appliance):
     path = "/api/v1/data?field=LSA23JD::mxc_control_t&field=LSA23JD::mxc_control_r&start=-60"
 
@@ -115,6 +116,7 @@ def test_data_and_strides(running_appliance):
     assert all(b - a >= 1 for a, b in zip(t2, t2[1:])) and len(t2) < len(t)
 
 
+@pytest.mark.slow  # ten appliances started and stopped (~0.8 s each under load)
 @pytest.mark.parametrize(
     "path,status,words",
     [
@@ -126,6 +128,9 @@ def test_data_and_strides(running_appliance):
         ("/api/v1/data?field=LSA23JD::mxc_control_t&start=100&end=50", 400, "before start"),
         ("/api/v1/export.csv?field=bogus", 404, "unknown field"),
         ("/api/v1/nothing", 404, "no such resource"),
+        ("/api/v1/events?since=yesterday&since=8", 400, "since is given 2 times"),  # not read as the last copy
+        ("/api/v1/data?field=LSA23JD::mxc_control_t&start=-60&start=x", 400, "start is given 2 times"),
+        ("/api/v1/timeseries?field=LSA23JD::mxc_control_t&to=1&to=2", 400, "to is given 2 times"),
         ("/no/such/page", 404, "no such resource"),
     ],
 )

@@ -24,6 +24,8 @@ import pytest
 from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config, wait_for
 
+pytestmark = pytest.mark.slow  # hostile clients waited out to their deadlines
+
 TOKEN = "hostile-suite-control-token"
 PROXY = "127.0.0.3"  # the one trusted reverse proxy of this service
 RSS_LIMIT_MB = 150

@@ -1,15 +1,130 @@
-"""`make run`: both emulators and the appliance on the demo config; Ctrl-C stops everything."""
+"""`make run`: both emulators, a notification receiver and the appliance; Ctrl-C stops everything.
+
+The whole alarm story with nothing to edit: ``appliance/demo.toml`` (tracked) is copied to
+``var/devrun/kelvinpi.toml`` with what a demo needs and a repository must not hold: control on,
+its token and the panel's acknowledge PIN in fresh 0600 files under ``var/devrun/``, and a
+``[[notify]]`` webhook to a receiver on loopback that prints every notification it gets here.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "appliance" / "demo.toml"
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """What ``write_demo`` wrote: the config to run and the secrets a person types or taps."""
+
+    config: Path
+    token_file: Path
+    pin_file: Path
+    url_file: Path
+    token: str
+    pin: str
+
+
+def _secret(path: Path, text: str) -> None:
+    """A 0600 file from the start (never readable by others, not even for a moment)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+
+
+def write_demo(out: Path, receiver_url: str, demo_text: str | None = None) -> DemoFiles:
+    """The demo config plus control, an acknowledge PIN and a webhook to ``receiver_url``, into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    token, pin = secrets.token_urlsafe(18), f"{secrets.randbelow(10**6):06d}"
+    files = DemoFiles(
+        config=out / "kelvinpi.toml",
+        token_file=out / "control-token",
+        pin_file=out / "ack-pin",
+        url_file=out / "webhook-url",
+        token=token,
+        pin=pin,
+    )
+    _secret(files.token_file, token)
+    _secret(files.pin_file, pin)
+    _secret(files.url_file, receiver_url)
+    text = DEMO.read_text(encoding="utf-8") if demo_text is None else demo_text
+    text += f"""
+## Added by tools/devrun.py (make run): control with its token, the panel's acknowledge PIN, and a
+## webhook to the receiver it runs on loopback, which prints each notification in the terminal.
+[control]
+enabled = true
+token_file = "{files.token_file}"
+ack_pin_file = "{files.pin_file}"
+
+[[notify]]
+kind = "webhook"
+name = "terminal"
+url_file = "{files.url_file}"
+backoff_initial = 1.0
+backoff_max = 10.0
+"""
+    files.config.write_text(text, encoding="utf-8")
+    return files
+
+
+class Receiver:
+    """A webhook receiver on loopback: every POSTed notification goes to ``show`` (one line) and ``got``."""
+
+    def __init__(self, show: Callable[[str], None] = print) -> None:
+        self.got: list[dict] = []
+        self.show = show
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                n = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
+                try:
+                    body = json.loads(self.rfile.read(n) or b"{}")
+                except ValueError:
+                    body = {"unreadable": True}
+                outer.got.append(body)
+                outer.show(outer.line(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet: the line above says it
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="receiver", daemon=True)
+
+    @staticmethod
+    def line(body: dict) -> str:
+        what = body.get("field") or body.get("instrument") or ""
+        value = body.get("value")
+        val = f" = {value:.6g}" if isinstance(value, (int, float)) else ""
+        by = f" by {body['by']}" if body.get("by") else ""
+        return (
+            f"  >>> notification: [{str(body.get('severity', '?')).upper()}] {body.get('alarm')} "
+            f"{body.get('event')}{by}: {what}{val} · {body.get('detail') or ''} · {body.get('time') or ''}"
+        )
+
+    def start(self) -> "Receiver":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def main() -> int:
@@ -18,6 +133,8 @@ def main() -> int:
     py = sys.executable
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs: list[subprocess.Popen] = []
+    receiver = Receiver(lambda s: print(s, flush=True)).start()
+    demo = write_demo(ROOT / "var" / "devrun", receiver.url)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -53,11 +170,16 @@ def main() -> int:
         deadline = time.monotonic() + 15
         while not (var / "ls240").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        app = spawn("run", "--config", str(ROOT / "appliance" / "demo.toml"))
+        app = spawn("run", "--config", str(demo.config))
         time.sleep(1.5)
+        rel = demo.token_file.relative_to(ROOT)
         print(
-            "\n  Kelvinpi front panel: http://127.0.0.1:8080/\n"
-            f"  fault injection: .venv/bin/kelvinpi emulate ctl {var / 'ls372.ctl'} status\n"
+            "\n  Kelvinpi front panel: http://127.0.0.1:8080/   (the 7-inch kiosk: http://127.0.0.1:8080/?kiosk)\n"
+            f"  config: {demo.config.relative_to(ROOT)} (generated from appliance/demo.toml)\n"
+            f"  acknowledge PIN for the panel's PIN pad: {demo.pin}\n"
+            f'  control token: {rel} (curl -H "Authorization: Bearer $(cat {rel})" ...)\n'
+            f"  notifications are printed here (receiver {receiver.url})\n"
+            f"  fault injection: .venv/bin/kelvinpi emulate ctl {var.relative_to(ROOT) / 'ls372.ctl'} status\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -73,6 +195,7 @@ def main() -> int:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        receiver.stop()
     return 0
 
 

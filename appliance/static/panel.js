@@ -24,10 +24,52 @@ function fmtAge(s) {
   if (s < 5400) return (s / 60).toFixed(0) + " min ago";
   return (s / 3600).toFixed(1) + " h ago";
 }
+// -- contact: when did the appliance last answer? A page that cannot reach it must not look alive.
+const REQUEST_DEADLINE_MS = 4000;   // a request not answered by then counts as a failure
+const NO_CONTACT_AFTER_MS = 7000;   // no answer for this long (or two failures in a row): NO CONTACT
+const contact = {lastOk: null, lastOkMono: null, failures: 0, error: "", started: performance.now()};
 async function getJSON(url) {
-  const r = await fetch(url, {cache: "no-store"});
-  if (!r.ok) throw new Error(url + " -> " + r.status);
-  return r.json();
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), REQUEST_DEADLINE_MS);
+  try {
+    const r = await fetch(url, {cache: "no-store", signal: ctl.signal});
+    if (!r.ok) throw new Error(`${url.split("?")[0]} answered HTTP ${r.status}`);
+    const body = await r.json();
+    contact.lastOk = Date.now(); contact.lastOkMono = performance.now(); contact.failures = 0; contact.error = "";
+    return body;
+  } catch (e) {
+    contact.failures += 1;
+    contact.error = e.name === "AbortError" ? `no answer within ${REQUEST_DEADLINE_MS / 1000} s` : e.message;
+    showContact();
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+function hhmmss(ms) {
+  const d = new Date(ms);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((x) => String(x).padStart(2, "0")).join(":");
+}
+function noContact() {
+  const since = contact.lastOkMono === null ? contact.started : contact.lastOkMono;
+  return contact.failures >= 2 || performance.now() - since > NO_CONTACT_AFTER_MS;
+}
+// The banner, the greyed page and the header's "updated" line, from the contact record alone.
+function showContact() {
+  const lost = noContact();
+  document.body.classList.toggle("nocontact", lost);
+  const box = $("#nocontact");
+  box.hidden = !lost;
+  if (lost) {
+    box.querySelector(".big").textContent = contact.lastOk === null ? "NO CONTACT with the appliance" :
+        `NO CONTACT with the appliance since ${hhmmss(contact.lastOk)}`;
+    box.querySelector(".why").textContent = (contact.error || "no answer") +
+        " · everything below is the last known state";
+  }
+  const upd = $("#updated");
+  upd.textContent = contact.lastOk === null ? "waiting for the appliance…" :
+      (lost ? "last answer " : "updated ") + hhmmss(contact.lastOk);
+  upd.classList.toggle("bad", lost);
 }
 function stemOf(field) { return field.replace(/_(t|r)$/, ""); }
 
@@ -67,6 +109,7 @@ async function refreshLatest() {
     const main = g.t || g.r || g.other;
     const age = Math.min(...[g.t, g.r, g.other].filter(Boolean).map((x) => x.age));
     const stale = [g.t, g.r, g.other].filter(Boolean).every((x) => x.stale);
+    const scan = [g.t, g.r].filter(Boolean).map((x) => x.scan).find(Boolean);
     const allBits = [...new Set([g.t, g.r].filter(Boolean).flatMap((x) => x.status_bits))];
     // An unsynchronised clock is shown once in the header; it does not make a reading suspect.
     const bits = allBits.filter((b) => b !== "CLOCK_UNSYNCED");
@@ -74,25 +117,54 @@ async function refreshLatest() {
         (g.other ? fmtSensor(g.other.value, g.other.units) : "");
     card.querySelector(".sensor").textContent = g.r ? fmtSensor(g.r.value, g.r.units) : "";
     card.querySelector(".status").textContent = bits.length ? bits.join(" ") :
-        (allBits.length ? "ok (clock unsynced)" : "ok");
-    // A scanned 372 channel is read only while the autoscan is on it: between visits it is waiting.
-    const scan = [g.t, g.r].filter(Boolean).map((x) => x.scan).find(Boolean);
-    card.querySelector(".age").textContent = stale ? "STALE · " + fmtAge(age) :
-        (scan && !scan.active ? `scanning · next in ≈ ${Math.ceil(scan.next_in)} s · ${fmtAge(age)}` :
-         (scan ? `scanner on it` + (scan.next_in >= 1 ? ` · next in ≈ ${Math.ceil(scan.next_in)} s` : "") +
-                 ` · ${fmtAge(age)}` : fmtAge(age)));
-    card.classList.toggle("stale", stale);
+        (allBits.length && !document.body.classList.contains("kiosk") ? "ok (clock unsynced)" : "ok");
+    // the age as answered, and when: between answers (and with no answer at all) it counts on here
+    card.kp = {age, stale, scan, at: performance.now()};
+    showAge(card);
     card.classList.toggle("scanned", !!scan);
     card.classList.toggle("alarm", alarmedFields.has(g.key + "_t") || alarmedFields.has(g.key + "_r"));
     card.classList.toggle("flagged", bits.length > 0);
     card.dataset.value = main && main.value !== null ? String(main.value) : "";
     card.dataset.t = main ? String(main.t) : "";
   }
-  $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
+  showContact();
+}
+
+// A card's age from its last answer plus the time since, every second: a reading does not get
+// younger because the appliance stopped answering. Stale once past the answer's own limit.
+function showAge(card) {
+  const kp = card.kp;
+  if (!kp) return;
+  const since = (performance.now() - kp.at) / 1000;
+  const age = kp.age + since;
+  const limit = (panelInfo ? panelInfo.stale_after : 30) + (kp.scan ? kp.scan.period : 0);
+  const stale = kp.stale || age > limit;
+  const scan = kp.scan;
+  const nextIn = scan && scan.next_in !== null ? Math.max(0, scan.next_in - since) : null;
+  // A scanned 372 channel is read only while the autoscan is on it: between visits it is waiting.
+  // the age first: on the kiosk's narrow cards the rest may be cut off
+  card.querySelector(".age").textContent = stale ? "STALE · " + fmtAge(age) :
+      (scan && !scan.active ? `${fmtAge(age)} · scanning · next in ≈ ${Math.ceil(nextIn)} s` :
+       (scan ? `${fmtAge(age)} · scanner on it` + (nextIn >= 1 ? ` · next in ≈ ${Math.ceil(nextIn)} s` : "") :
+        fmtAge(age)));
+  card.classList.toggle("stale", stale);
+  card.dataset.age = age.toFixed(1);
+}
+function everySecond() {
+  for (const card of document.querySelectorAll("#channels .chan")) showAge(card);
+  showContact();
 }
 
 // One status card per instrument or uplink: green while connected, red with the last error when not.
+// Rebuilt only when what they say changes: a card (or button) replaced under a finger loses the tap.
+function unchanged(box, what) {
+  const sig = JSON.stringify(what);
+  if (box.dataset.sig === sig) return true;
+  box.dataset.sig = sig;
+  return false;
+}
 function fillCards(box, items, key, describe) {
+  if (unchanged(box, items.map((it) => [it.name, it.connected, describe(it), it.last_error]))) return;
   box.innerHTML = "";
   for (const it of items) {
     const d = document.createElement("div");
@@ -141,9 +213,27 @@ async function refreshHealth() {
     connected: !t.error && !t.last_error, last_error: t.error || t.last_error}));
   fillCards($("#uplinks"), h.uplinks.concat(targets.map((t) => Object.assign(t, {notify: true}))), "uplink",
       (u) => u.notify ? `notify ${u.name} (${u.kind || "?"}) · ` + (u.connected ? "ok" : "FAILING") +
-                        ` · waiting ${u.backlog || 0} · sent ${u.sent || 0}` :
+                        ` · waiting ${u.backlog || 0} · sent ${u.sent || 0}` +
+                        (u.failures ? ` · failures ${u.failures}` : "") :
           `uplink ${u.name} (${u.kind}) ` + (u.connected ? "connected" : "DOWN") + ` · backlog ${u.backlog}`);
   showAlarms(h.alarms ? h.alarms.active : []);
+  showUnmatched(h.alarms && h.alarms.unmatched ? h.alarms.unmatched : []);
+}
+
+// A rule whose field never appeared cannot fire: say so, with the fields its instrument does have.
+function showUnmatched(rules) {
+  const box = $("#unmatched");
+  box.hidden = rules.length === 0;
+  if (unchanged(box, rules)) return;
+  box.innerHTML = "";
+  for (const u of rules) {
+    const d = document.createElement("div");
+    d.dataset.rule = u.rule;
+    const have = (u.instrument_fields || u.fields || []).map((f) => String(f).split("::").pop());
+    d.textContent = `rule ${u.rule} cannot fire: no field ${u.field} on ${u.instrument || "any instrument"}` +
+        (have.length ? ` (its fields: ${have.slice(0, 12).join(", ")}${have.length > 12 ? ", …" : ""})` : "");
+    box.appendChild(d);
+  }
 }
 
 // -- alarms: a banner on top, the channel's card red, acknowledge with the control token ------------
@@ -153,6 +243,7 @@ function showAlarms(active) {
   const box = $("#alarms");
   box.hidden = active.length === 0;
   document.body.classList.toggle("alarmed", active.some((a) => !a.acked));
+  if (unchanged(box, active.map((a) => [a.name, a.severity, a.target, a.detail, a.since, a.acked, a.acked_by]))) return;
   box.innerHTML = "";
   for (const a of active) {
     const d = document.createElement("div");
@@ -173,22 +264,72 @@ function showAlarms(active) {
     box.appendChild(d);
   }
 }
-async function ackAlarm(name) {
-  let token = sessionStorage.getItem("kelvinpi-token");
-  if (!token) {
-    token = window.prompt("Control token (from the appliance's control.token_file):");
-    if (!token) return;
-  }
+// Acknowledging: the control token if this browser already has it, else the PIN pad (touch: no
+// keyboard needed) or the token typed into the pad's field. Never window.prompt.
+async function postAck(name, auth) {
   const r = await fetch(`/api/v1/alarms/${encodeURIComponent(name)}/ack`,
-                        {method: "POST", headers: {Authorization: "Bearer " + token}});
-  if (r.ok) { sessionStorage.setItem("kelvinpi-token", token); }
-  else {
-    sessionStorage.removeItem("kelvinpi-token");
-    let msg = r.status;
-    try { msg = (await r.json()).error.message; } catch (e) { /* keep the status */ }
-    window.alert("Not acknowledged: " + msg);
+                        {method: "POST", headers: {Authorization: auth}});
+  if (r.ok) return null;
+  let msg = `HTTP ${r.status}`;
+  try { msg = (await r.json()).error.message; } catch (e) { /* keep the status */ }
+  return msg;
+}
+async function ackAlarm(name) {
+  const token = sessionStorage.getItem("kelvinpi-token");
+  if (token && (await postAck(name, "Bearer " + token)) === null) { refreshHealth(); return; }
+  sessionStorage.removeItem("kelvinpi-token");
+  openPad(name);
+}
+const pad = {name: null, digits: ""};
+function openPad(name) {
+  pad.name = name; pad.digits = "";
+  const ack = panelInfo ? panelInfo.ack : {pin: true, token: true};
+  const box = $("#ackpad");
+  $("#pad-alarm").textContent = name;
+  box.querySelector(".keys").hidden = !ack.pin;
+  box.querySelector("#pad-token").hidden = !ack.token || (ack.pin && document.body.classList.contains("kiosk"));
+  $("#pad-msg").textContent = ack.pin ? "Enter the acknowledge PIN" :
+      (ack.token ? "Give the control token" :
+       "Acknowledging is off on this appliance (control.ack_pin_file or control.token_file)");
+  $("#pad-msg").className = "";
+  showDigits();
+  box.hidden = false;
+}
+function closePad() { $("#ackpad").hidden = true; pad.name = null; pad.digits = ""; $("#pad-token input").value = ""; }
+function showDigits() { $("#pad-entry").textContent = "•".repeat(pad.digits.length) || "\u00a0"; }
+async function sendPad(auth, remember) {
+  const msg = await postAck(pad.name, auth);
+  if (msg === null) {
+    if (remember) sessionStorage.setItem("kelvinpi-token", remember);
+    closePad();
+    refreshHealth();
+    return;
   }
-  refreshHealth();
+  pad.digits = ""; showDigits();
+  $("#pad-msg").textContent = "Not acknowledged: " + msg;
+  $("#pad-msg").className = "bad";
+}
+function setupPad() {
+  const keys = $("#ackpad .keys");
+  for (const k of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "⌫", "0", "OK"]) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = k;
+    b.dataset.key = k;
+    b.addEventListener("click", () => {
+      if (k === "⌫") pad.digits = pad.digits.slice(0, -1);
+      else if (k === "OK") { if (pad.digits) sendPad("PIN " + pad.digits, null); return; }
+      else if (pad.digits.length < 12) pad.digits += k;
+      showDigits();
+    });
+    keys.appendChild(b);
+  }
+  $("#pad-cancel").addEventListener("click", closePad);
+  $("#pad-token").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = $("#pad-token input").value.trim();
+    if (t) sendPad("Bearer " + t, t);
+  });
 }
 
 // -- the fridge in one picture: every stage's temperature on one log axis, in config order, the
@@ -199,6 +340,7 @@ const PALETTE = ["#ff7b72", "#ffa657", "#d2a8ff", "#79c0ff", "#56d364", "#e3b341
 const EVENT_COLOURS = {disconnected: "#f85149", connected: "#3fb950", clock_step: "#d29922", control: "#58a6ff"};
 let shownEvents = [];
 let shownRange = null;
+let shownX = null;  // the plots' time axis: {min, max} of the chosen range, null for the whole history
 window.kelvinpi = {};
 
 async function refreshPanel() { panelInfo = await getJSON("/api/v1/panel"); }
@@ -236,7 +378,23 @@ async function seriesData(names, start, stride) {
   return (await getJSON(`/api/v1/data?${q}&start=${start}&end=0&min_stride=${stride}`)).fields;
 }
 
-function drawCombined(key, names, labels, fields, fmt, title) {
+// A silence longer than the readings' expected spacing is a gap, drawn as one: a null point in it
+// (uPlot breaks a line at null, with spanGaps off).
+function withGaps(t, v, expected, stride) {
+  const dts = [];
+  for (let i = 1; i < t.length; i++) dts.push(t[i] - t[i - 1]);
+  dts.sort((a, b) => a - b);
+  const typical = dts.length ? dts[Math.floor(dts.length / 2)] : 0;  // a rollup's bucket, the stride's spacing
+  const limit = 1.5 * Math.max(expected || 0, stride || 0, typical) + 1;
+  const T = [], V = [];
+  for (let i = 0; i < t.length; i++) {
+    if (i && t[i] - t[i - 1] > limit) { T.push((t[i] + t[i - 1]) / 2); V.push(null); }
+    T.push(t[i]); V.push(v[i]);
+  }
+  return [T, V];
+}
+
+function drawCombined(key, names, labels, fields, fmt, title, gaps, stride) {
   const box = $("#plots");
   let wrap = box.querySelector(`[data-plot="${key}"]`);
   if (!wrap) {
@@ -249,8 +407,11 @@ function drawCombined(key, names, labels, fields, fmt, title) {
     wrap.appendChild(t);
     box.appendChild(wrap);
   }
-  const tables = names.map((n) => fields[n] ? [fields[n].t, fields[n].value.map((v) => (v !== null && v > 0) ? v : null)] : [[], []]);
-  const data = tables.length ? uPlot.join(tables) : [[]];
+  const tables = names.map((n, i) => fields[n] ?
+      withGaps(fields[n].t, fields[n].value.map((v) => (v !== null && v > 0) ? v : null), gaps[i], stride) : [[], []]);
+  // NULL_EXPAND (2): a gap's null spreads over the other series' times inside it, so the whole
+  // silence is blank (the undefined that joining adds would otherwise be bridged by the line)
+  const data = tables.length ? uPlot.join(tables, tables.map(() => [0, 2])) : [[]];
   const width = Math.max(200, wrap.clientWidth - 8);
   const height = document.body.classList.contains("kiosk") ? 190 : 260;
   const old = window.kelvinpi[key];
@@ -263,11 +424,13 @@ function drawCombined(key, names, labels, fields, fmt, title) {
   if (old) old.destroy();
   window.kelvinpi[key] = new uPlot({
     width, height,
-    scales: {x: {time: true}, y: {distr: 3, log: 10}},
+    // the x axis is the chosen range (the last 10 minutes are 10 minutes wide, however little data)
+    scales: {x: {time: true, range: (u, mn, mx) => shownX ? [shownX.min, shownX.max] : [mn, mx]},
+             y: {distr: 3, log: 10}},
     axes: [{stroke: "#8b98a5", grid: {stroke: "#2a323c"}},
            {stroke: "#8b98a5", grid: {stroke: "#2a323c"}, size: 70, values: fmt}],
     series: [{}].concat(names.map((n, i) => ({label: labels[i], stroke: PALETTE[i % PALETTE.length], width: 1.5,
-                                               spanGaps: true}))),
+                                               spanGaps: false}))),
     legend: {show: true, live: false},
     plugins: [eventMarks()],
   }, data, wrap);
@@ -288,10 +451,15 @@ async function refreshPlots() {
     seriesData(ohms.map((c) => c.sensor), start, stride),
     getJSON(`/api/v1/events?since=${start}`)]);
   shownEvents = ev.events;
+  // the chosen range, from where the store begins if it is younger (a new appliance is not a sliver)
+  const oldest = panelInfo && panelInfo.store.oldest ? panelInfo.store.oldest : 0;
+  shownX = span === null ? null : {min: Math.max(now - span, Math.min(oldest, now - 60)), max: now};
   window.kelvinpi.events = shownEvents;
   shownRange = {start: span === null ? 0 : now - span, end: now, fields: temps.map((c) => c.kelvin).concat(ohms.map((c) => c.sensor))};
-  drawCombined("temperatures", temps.map((c) => c.kelvin), temps.map(label), tf, fmtAxisK, "Temperatures [log]");
-  drawCombined("resistances", ohms.map((c) => c.sensor), ohms.map(label), rf, fmtAxisOhm, "Sensor resistances [log]");
+  drawCombined("temperatures", temps.map((c) => c.kelvin), temps.map(label), tf, fmtAxisK, "Temperatures [log]",
+               temps.map((c) => c.gap), stride);
+  drawCombined("resistances", ohms.map((c) => c.sensor), ohms.map(label), rf, fmtAxisOhm, "Sensor resistances [log]",
+               ohms.map((c) => c.gap), stride);
   window.kelvinpi.drawn = {start, stride};
   const list = $("#events");
   list.innerHTML = "";
@@ -311,18 +479,22 @@ function csvUrl() {
 }
 function downloadCsv() { const u = csvUrl(); if (u) window.location.href = u; }
 window.kelvinpi.csvUrl = csvUrl;
+window.kelvinpi.contact = contact;
+window.kelvinpi.refreshPlots = refreshPlots;
 
 async function tick(fn, ms) {
-  try { await fn(); } catch (e) { $("#updated").textContent = "connection problem: " + e.message; }
+  try { await fn(); } catch (e) { showContact(); }  // getJSON has counted it
   setTimeout(() => tick(fn, ms), ms);
 }
 async function start() {
-  try { await refreshFields(); } catch (e) { /* retried below */ }
+  try { await refreshFields(); await refreshPanel(); } catch (e) { /* retried below */ }
   tick(refreshLatest, 2000);
   tick(refreshHealth, 3000);
+  setInterval(everySecond, 1000);
   setTimeout(() => tick(async () => { await refreshFields(); await refreshPanel(); await refreshPlots(); }, 30000), 300);
   $("#range").addEventListener("change", refreshPlots);
   $("#csv").addEventListener("click", downloadCsv);
+  setupPad();
 }
 if (new URLSearchParams(location.search).has("kiosk")) document.body.classList.add("kiosk");
 start();

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..store import FieldInfo, Store, _merge
+from ..store import FieldInfo, Store, merge_ranges
 
 LIVE_SHARE = 5  # while backfilling, 1/5 of a batch is the newest samples
 
@@ -119,7 +119,7 @@ class Outbox:
             return batch
 
     def _advance(self, covered: list[list[int]]) -> None:
-        position, acked = _merge(self.position, self.acked + covered)
+        position, acked = merge_ranges(self.position, self.acked + covered)
         if (position, acked) != (self.position, self.acked):
             self.position, self.acked = position, acked
             self.store.save_cursor(self.name, self.position, [list(r) for r in self.acked])

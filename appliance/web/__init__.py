@@ -97,16 +97,18 @@ def make_app(
         answers=answers,
         changed=changed,
     )
-    control_routes.install(app, access=access)
+    control_routes.install(app, access=access, store=store, pollers=pollers)
     curves.install(app, access=access)
     grafana.install(app, store=store, version=version, answers=answers)
-    alarm_routes.install(app, alarms=alarms, access=access)
+    ack_pin = alarm_routes.AckPin.load(config.control.ack_pin_file)
+    alarm_routes.install(app, alarms=alarms, access=access, pin=ack_pin)
     panel.install(
         app,
         store=store,
         pollers=pollers,
         raw_retention_days=config.store.raw_retention_days,
         stale_after=config.web.stale_after,
+        ack={"pin": ack_pin.pin is not None, "token": control is not None},
     )
     metrics.install(app, registry=metrics_registry, changed=changed)
     return app

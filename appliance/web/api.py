@@ -28,6 +28,7 @@ from .common import (
     clean,
     json_bytes,
     parse_float,
+    one_param,
     parse_time,
     points_per_series,
     read_series,
@@ -167,8 +168,8 @@ def install(
     def data():
         names = field_names()
         q = request.query
-        start = parse_time("start", q.get("start"), -3600)
-        end = parse_time("end", q.get("end"), 0)
+        start = parse_time("start", one_param("start"), -3600)
+        end = parse_time("end", one_param("end"), 0)
         stride = parse_float("min_stride", q.get("min_stride"))
         if end < start:
             raise HTTPError(400, f"end ({end}) is before start ({start})")
@@ -181,9 +182,9 @@ def install(
             except ValueError:
                 return False
 
-        if relative(q.get("start"), -3600) and relative(q.get("end"), 0):
+        if relative(one_param("start"), -3600) and relative(one_param("end"), 0):
             # the panel's plots: the same URL from every open panel, kept a few seconds
-            key = ("data", tuple(names), q.get("start"), q.get("end"), stride)
+            key = ("data", tuple(names), one_param("start"), one_param("end"), stride)
             ttl = min(CACHE_TTL_MAX, max(1.0, (stride or 0) / 2))
             return answers.get(key, ttl, lambda: b"".join(stream_data(names, start, end, stride or 0, points)))
         return stream_data(names, start, end, stride or 0, points)
@@ -191,8 +192,8 @@ def install(
     @app.get(f"{API}/export.csv")
     def export_csv():
         names = field_names(required=False) or [f.name for f in store.fields()]  # all: streamed, rows capped
-        start = parse_time("start", request.query.get("start"), -86400)
-        end = parse_time("end", request.query.get("end"), 0)
+        start = parse_time("start", one_param("start"), -86400)
+        end = parse_time("end", one_param("end"), 0)
         if end < start:
             raise HTTPError(400, f"end ({end}) is before start ({start})")
         if end - start > MAX_EXPORT_DAYS * 86400:
@@ -251,7 +252,7 @@ def install(
 
     @app.get(f"{API}/events")
     def events():
-        since = parse_time("since", request.query.get("since"), -86400)
+        since = parse_time("since", one_param("since"), -86400)
         return {"events": store.events(since, 500)}
 
 

@@ -27,7 +27,7 @@ from ..samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
 from ..store import resolve_time
 
 if TYPE_CHECKING:
-    from ..store import SeriesData, StoreReader
+    from ..store import SeriesData, Store, StoreReader
 
 log = logging.getLogger("kelvinpi.web")
 API = "/api/v1"
@@ -105,6 +105,15 @@ def clean(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def one_param(name: str) -> str | None:
+    """A query parameter that takes one value: given twice (``since=x&since=8``) it is refused, not
+    read as whichever copy the framework happens to keep (a garbage first value was silently ignored)."""
+    values = request.query.getall(name)
+    if len(values) > 1:
+        raise HTTPError(400, f"{name} is given {len(values)} times: give it once")
+    return values[0] if values else None
 
 
 def parse_time(name: str, raw: str | None, default: float) -> float:
@@ -207,7 +216,7 @@ def points_per_series(n: int, asked: int | float | None = None) -> int:
 
 
 def read_series(
-    store: StoreReader, name: str, start: float, end: float, stride: float, points: int
+    store: Store | StoreReader, name: str, start: float, end: float, stride: float, points: int
 ) -> SeriesData | None:
     """One series at ``stride`` (at least (end - start) / points), at most ``points`` points.
 

@@ -6,7 +6,7 @@ the instrument's poller; a refusal is the one error shape with the ``ControlRefu
 
 from __future__ import annotations
 
-from bottle import Bottle, HTTPError
+from bottle import Bottle, HTTPError, request
 
 from ..control import ControlRefused
 from ..curve_api import CurveService
@@ -35,7 +35,9 @@ def install(app: Bottle, *, access: ControlAccess) -> None:
     app.post(f"{API}/<node>/curves/<number:int>/verify")(
         guarded(lambda s, node, number: s.verify(node, number, body()))
     )
-    app.delete(f"{API}/<node>/curves/<number:int>")(guarded(lambda s, node, number: s.delete(node, number, who())))
+    app.delete(f"{API}/<node>/curves/<number:int>")(
+        guarded(lambda s, node, number: s.delete(node, number, who(), force=request.query.get("force") == "true"))
+    )
 
 
 def openapi_paths(ok, errors) -> dict:
@@ -52,6 +54,10 @@ def openapi_paths(ok, errors) -> dict:
                     "properties": {
                         "text": {"type": "string", "description": "the .340 file"},
                         "filename": {"type": "string"},
+                        "force": {
+                            "type": "boolean",
+                            "description": "replace a curve an input uses (without it: 409 naming the inputs)",
+                        },
                     },
                 }
             }
@@ -83,9 +89,19 @@ def openapi_paths(ok, errors) -> dict:
                 "responses": {**ok({"type": "object"}), **fails},
             },
             "delete": {
-                "summary": "delete a user curve",
+                "summary": "delete a user curve (its old content is kept in the store)",
                 "security": sec,
-                "parameters": [node, number],
+                "parameters": [
+                    node,
+                    number,
+                    {
+                        "name": "force",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                        "description": "delete a curve an input uses (without it: 409 naming the inputs)",
+                    },
+                ],
                 "responses": {**ok({"type": "object"}), **fails},
             },
         },

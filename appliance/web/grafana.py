@@ -39,6 +39,7 @@ from .common import (
     as_json,
     clean,
     parse_float,
+    one_param,
     parse_time,
     points_per_series,
     read_json,
@@ -206,13 +207,13 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
         if unknown:
             raise HTTPError(404, f"unknown field {unknown[0]!r} (see /api/v1/fields)")
         now_ms = time.time() * 1000
-        end_ms = _number("to", request.query.get("to"), now_ms, 0, 1e14)
-        start_ms = _number("from", request.query.get("from"), end_ms - 3600_000, 0, 1e14)
+        end_ms = _number("to", one_param("to"), now_ms, 0, 1e14)
+        start_ms = _number("from", one_param("from"), end_ms - 3600_000, 0, 1e14)
         if end_ms < start_ms:
             raise HTTPError(400, f"to ({end_ms:.0f}) is before from ({start_ms:.0f})")
-        max_points = int(_number("max_points", request.query.get("max_points"), DEFAULT_MAX_POINTS, 1, MAX_POINTS))
-        interval_ms = _number("interval_ms", request.query.get("interval_ms"), None, 0, 1e12)
-        fmt = request.query.get("format", "json")
+        max_points = int(_number("max_points", one_param("max_points"), DEFAULT_MAX_POINTS, 1, MAX_POINTS))
+        interval_ms = _number("interval_ms", one_param("interval_ms"), None, 0, 1e12)
+        fmt = one_param("format") or "json"
         if fmt not in ("json", "csv"):
             raise HTTPError(400, f"format={fmt!r}: give json or csv")
         rows = table(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .. import __version__
-from . import common, curves
+from .. import settings
+from . import common, control, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {
@@ -106,10 +107,15 @@ def spec() -> dict:
                     "responses": _ok({"type": "object"}),
                 }
             },
-            "/api/v1/fields": {"get": {"summary": "every series", "responses": _ok({"type": "object"})}},
+            "/api/v1/fields": {
+                "get": {
+                    "summary": "every series: field, node, name, units, timeline, description",
+                    "responses": _ok({"type": "object"}),
+                }
+            },
             "/api/v1/latest": {
                 "get": {
-                    "summary": "latest sample of every series",
+                    "summary": "latest sample of every series, with its status bits by name, age and whether it is stale",
                     "responses": _ok(
                         {
                             "type": "array",
@@ -130,7 +136,7 @@ def spec() -> dict:
             },
             "/api/v1/data": {
                 "get": {
-                    "summary": "samples at least min_stride seconds apart",
+                    "summary": "samples at least min_stride seconds apart; long ranges come from the rollups",
                     "parameters": [
                         FIELD_PARAM,
                         {"name": "start", "in": "query", "schema": _TIME},
@@ -161,6 +167,7 @@ def spec() -> dict:
                             "name": "max_points",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                            "description": "points per field at most (default 1000)",
                         },
                         {"name": "interval_ms", "in": "query", "schema": {"type": "number", "minimum": 0}},
                         {
@@ -196,7 +203,7 @@ def spec() -> dict:
             },
             "/api/v1/export.csv": {
                 "get": {
-                    "summary": "raw samples as CSV (streamed)",
+                    "summary": "raw samples as CSV (streamed), each temperature with the calibration curve that produced it",
                     "parameters": [
                         {**FIELD_PARAM, "required": False},
                         {"name": "start", "in": "query", "schema": _TIME},
@@ -207,7 +214,7 @@ def spec() -> dict:
             },
             "/api/v1/events": {
                 "get": {
-                    "summary": "disconnects, reconnects, clock steps",
+                    "summary": "events, newest first: disconnects, reconnects, clock steps, retention, control changes, alarms",
                     "parameters": [{"name": "since", "in": "query", "schema": _TIME}],
                     "responses": {**_ok({"type": "object"}), **_errors(400)},
                 }
@@ -227,7 +234,7 @@ def spec() -> dict:
             },
             "/grafana/query": {
                 "post": {
-                    "summary": "Grafana JSON datasource: time series",
+                    "summary": "Grafana JSON datasource: time series (maxDataPoints and intervalMs honoured)",
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -262,6 +269,8 @@ def spec() -> dict:
                 }
             },
             **curves.openapi_paths(_ok, _errors),
+            **settings.openapi_paths(_ok, _errors, "/api/v1/control"),
+            **control.openapi_view_paths(_ok, _errors),
             "/api/v1/panel": {
                 "get": {
                     "summary": "front panel extras: store reach and wear, channels in config order",
@@ -276,10 +285,11 @@ def spec() -> dict:
             },
             "/api/v1/alarms/{name}/ack": {
                 "post": {
-                    "summary": "acknowledge an active alarm: its repeats stop (needs the control token)",
+                    "summary": "acknowledge an active alarm: its repeats stop (needs the control token, or "
+                    "'Authorization: PIN <digits>' with control.ack_pin_file; wrong PINs are rate-limited: 429)",
                     "security": [{"controlToken": []}],
                     "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404)},
+                    "responses": {**_ok({"type": "object"}), **_errors(401, 403, 404, 429)},
                 }
             },
             "/api/v1/openapi.json": {

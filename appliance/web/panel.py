@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import bottle
 from bottle import Bottle
 
+from ..freshness import schedule
 from .common import API
 
 if TYPE_CHECKING:
@@ -36,8 +37,16 @@ def _write_bytes() -> int | None:
 
 
 def install(
-    app: Bottle, *, store: Store, pollers: Sequence[Poller], raw_retention_days: float, stale_after: float
+    app: Bottle,
+    *,
+    store: Store,
+    pollers: Sequence[Poller],
+    raw_retention_days: float,
+    stale_after: float,
+    ack: dict | None = None,
 ) -> None:
+    """``ack`` says how the panel may acknowledge an alarm (``{"pin": bool, "token": bool}``): the
+    kiosk shows its PIN pad only when the appliance has an acknowledge PIN."""
     writes: deque[tuple[float, int]] = deque()  # (time, write_bytes) at each panel request, the last hour
     lock = threading.Lock()
 
@@ -58,19 +67,14 @@ def install(
     def panel():
         """What the front panel shows beyond health: how far back the store reaches, wear per day,
         and the instruments' fields in config order (the combined plot's order)."""
-        conn = store.reader()
-        oldest = [
-            r[0]
-            for r in (
-                conn.execute("SELECT min(t0) FROM block").fetchone(),
-                conn.execute("SELECT min(t0) FROM fresh").fetchone(),
-            )
-            if r[0] is not None
-        ]
+        oldest_t = store.oldest_time()
         now = time.time()
+        due = schedule(pollers, now)  # a scanned 372 channel is read once per rotation
         order = []
         for p in pollers:
             for plan in list(p.plans.values()):
+                key = plan.kelvin or plan.sensor
+                d = due.get(key.name) if key is not None else None
                 order.append(
                     {
                         "node": p.cfg.name,
@@ -79,9 +83,10 @@ def install(
                         "kelvin": plan.kelvin.name if plan.kelvin else None,
                         "sensor": plan.sensor.name if plan.sensor else None,
                         "sensor_units": plan.sensor.units if plan.sensor else None,
+                        # seconds readings are expected apart: a longer silence is a gap in the plot
+                        "gap": max(d.gap if d is not None else 0.0, p.health.cycle_seconds or 0.0, p.cfg.interval),
                     }
                 )
-        oldest_t = min(oldest) / 1000 if oldest else None
         return {
             "store": {
                 "oldest": oldest_t,
@@ -91,6 +96,7 @@ def install(
             },
             "channels": order,
             "stale_after": stale_after,
+            "ack": ack or {"pin": False, "token": False},
         }
 
     @app.get("/")

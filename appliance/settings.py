@@ -1,0 +1,680 @@
+"""Instrument settings as declared operations: each declared once, reaching the API, CLI and OpenAPI.
+
+A ``Setting`` names the driver command, every argument with its limits as the manual states
+them (``Arg``), how to read the setting back and how to write it. From that one declaration:
+
+- ``PUT /api/v1/control/<node>/settings/<name>`` (body ``{"target": "5", "values": {...}}``)
+  checks each given value against its limit (400 naming the limit), writes the whole setting on
+  the poller (the one owner of the link), reads it back, and answers 409 naming the first field
+  that did not take; the configuration snapshot is then forced;
+- ``GET /api/v1/control/<node>/settings[/<name>]`` reads the current values;
+- ``kelvinpi setting get|set`` (settings_client.py) and the OpenAPI document (``openapi_paths``).
+
+A change is audited like every control request (``Control.audited``): the request, with the
+value as last read, before anything is sent; the outcome after.
+
+References: the 372 and 240 manuals as cited in the project notes (lakeshore.md sections 1.6
+and 2); where the manual page was not reached, the field order of Lake Shore's own driver
+(lakeshore model_372.py), which the tests use to read each value back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from drivers import InstrumentError
+from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
+
+from .control import Control, ControlRefused
+
+CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a setting command, with its limit as the manual states it."""
+
+    name: str
+    kind: str  # "int", "float", "bool", "channel" (372: 1-16 or A), "text"
+    lo: float = 0
+    hi: float = 0
+    doc: str = ""
+    hi_for: Mapping[str, float] = field(default_factory=dict)  # a target with another upper limit
+    only_for: tuple[str, ...] = ()  # the targets this argument applies to (empty: all)
+
+    def limit(self, target: str = "") -> str:
+        """The limit in words, as a 400 names it."""
+        hi = self.hi_for.get(target, self.hi)
+        if self.kind == "bool":
+            return f"{self.name} is 0 or 1 ({self.doc})" if self.doc else f"{self.name} is 0 or 1"
+        if self.kind == "channel":
+            return f"{self.name} is a channel 1-16 or A"
+        if self.kind == "text":
+            return f'{self.name} is at most {int(hi)} ASCII characters, without , ; or "'
+        what = "an integer" if self.kind == "int" else "a number"
+        return f"{self.name} is {what} from {self.lo:g} to {hi:g}" + (f" ({self.doc})" if self.doc else "")
+
+    def check(self, value: Any, target: str) -> Any:
+        """The value as the command takes it, or ``ValueError`` naming the limit."""
+        hi = self.hi_for.get(target, self.hi)
+        bad = ValueError(f"{self.limit(target)}, not {value!r}")
+        if self.kind == "text":
+            if not isinstance(value, str) or len(value) > hi or not value.isascii() or any(c in value for c in ',;"'):
+                raise bad
+            return value
+        if self.kind == "channel":
+            ch = str(value).upper().lstrip("0") if not isinstance(value, bool) else ""
+            if ch not in CHANNELS_372:
+                raise bad
+            return ch
+        if self.kind == "bool":
+            if value not in (0, 1) or isinstance(value, float):
+                raise bad
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        if self.kind == "int" and value != int(value):
+            raise bad
+        if not self.lo <= value <= hi:
+            raise bad
+        return int(value) if self.kind == "int" else float(value)
+
+    def schema(self) -> dict:
+        if self.kind == "text":
+            return {"type": "string", "maxLength": int(self.hi), "description": self.limit()}
+        if self.kind == "channel":
+            return {"type": "string", "enum": CHANNELS_372, "description": self.limit()}
+        if self.kind == "bool":
+            return {"type": "integer", "enum": [0, 1], "description": self.limit()}
+        hi = max([self.hi, *self.hi_for.values()])
+        return {
+            "type": "integer" if self.kind == "int" else "number",
+            "minimum": self.lo,
+            "maximum": hi,
+            "description": self.limit() + "".join(f"; for {t}: up to {h:g}" for t, h in self.hi_for.items()),
+        }
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting: the command, its arguments, how to read and write it on the driver."""
+
+    name: str
+    model: str  # "372" or "240"
+    command: str  # the instrument command (its query is the same with "?")
+    manual: str  # where its arguments and limits are stated
+    summary: str
+    target: str  # what one instance is addressed by: "input", "output", or "" (the instrument)
+    targets: Callable[[Any], list[str]]
+    args: tuple[Arg, ...]
+    read: Callable[[Any, str], dict]
+    write: Callable[[Any, str, dict], None]
+    # the fields whose read-back may lawfully differ from what was written, given the values written
+    unchecked: Callable[[dict], set[str]] = lambda values: set()
+
+    def arg(self, name: str) -> Arg:
+        for a in self.args:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def applies(self, a: Arg, target: str) -> bool:
+        return not a.only_for or target in a.only_for
+
+
+# -- the 372 --------------------------------------------------------------------------------
+def _inset_read(inst, ch: str) -> dict:
+    s = inst.input_setup(ch)
+    return {"enabled": int(s.enabled), "dwell": s.dwell, "pause": s.pause, "curve": s.curve, "tempco": s.tempco}
+
+
+def _inset_write(inst, ch: str, v: dict) -> None:
+    inst.set_input_setup(ch, InputSetup(bool(v["enabled"]), v["dwell"], v["pause"], v["curve"], v["tempco"]))
+
+
+def _intype_read(inst, ch: str) -> dict:
+    t = inst.input_type(ch)
+    return {
+        "mode": t.mode,
+        "excitation": t.excitation,
+        "autorange": t.autorange,
+        "range": t.range,
+        "cs_shunt": t.cs_shunt,
+        "units": t.units,
+    }
+
+
+def _intype_write(inst, ch: str, v: dict) -> None:
+    inst.set_input_type(
+        ch, InputType(v["mode"], v["excitation"], v["autorange"], v["range"], v["cs_shunt"], v["units"])
+    )
+
+
+def _outmode_read(inst, out: str) -> dict:
+    s = inst.output_mode(int(out))
+    return {
+        "mode": int(s.mode),
+        "input": s.input,
+        "powerup": s.powerup,
+        "polarity": s.polarity,
+        "filter": s.filter,
+        "delay": s.delay,
+    }
+
+
+def _outmode_write(inst, out: str, v: dict) -> None:
+    inst.set_output_mode(
+        int(out),
+        OutputSetup(OutputMode(v["mode"]), v["input"], v["powerup"], v["polarity"], v["filter"], v["delay"]),
+    )
+
+
+def _htrset_read(inst, out: str) -> dict:
+    s = inst.heater_setup(int(out))
+    return {
+        "resistance": s.resistance,
+        "max_current": s.max_current,
+        "max_user_current": s.max_user_current,
+        "display": s.display,
+    }
+
+
+def _htrset_write(inst, out: str, v: dict) -> None:
+    inst.set_heater_setup(int(out), HeaterSetup(v["resistance"], v["max_current"], v["max_user_current"], v["display"]))
+
+
+def _pid_write(inst, out: str, v: dict) -> None:
+    inst.set_pid(int(out), PID(v["p"], v["i"], v["d"]))
+
+
+def _ramp_read(inst, out: str) -> dict:
+    on, rate = inst.ramp(int(out))
+    return {"enabled": int(on), "rate": rate}
+
+
+def _ramp_write(inst, out: str, v: dict) -> None:
+    inst.set_ramp(int(out), bool(v["enabled"]), v["rate"])
+
+
+def _scan_read(inst, _: str) -> dict:
+    s = inst.scan()
+    return {"channel": s.channel, "autoscan": int(s.autoscan)}
+
+
+def _channels(inst) -> list[str]:
+    return list(CHANNELS_372)
+
+
+def _outputs(*outs: int) -> Callable[[Any], list[str]]:
+    return lambda inst: [str(o) for o in outs]
+
+
+def _none(inst) -> list[str]:
+    return [""]
+
+
+M372 = "Model 372 manual, command summary; field order and limits as in the project notes (lakeshore.md 1.6)"
+M372_HEATER = "Model 372 manual (heater commands); field order as Lake Shore's lakeshore model_372.py sends it"
+
+SETTINGS_372 = (
+    Setting(
+        "input",
+        "372",
+        "INSET",
+        M372 + ": INSET <ch>,<enable>,<dwell 1-200 s>,<pause 3-200 s>,<curve 0-59>,<tempco 1|2>",
+        "an input's scanner setup and curve",
+        "input",
+        _channels,
+        (
+            Arg("enabled", "bool", doc="1 scanned, 0 skipped"),
+            Arg("dwell", "int", 1, 200, "seconds"),
+            Arg("pause", "int", 3, 200, "seconds"),
+            Arg("curve", "int", 0, 59, "0 none"),
+            Arg("tempco", "int", 1, 2, "1 negative, 2 positive"),
+        ),
+        _inset_read,
+        _inset_write,
+    ),
+    Setting(
+        "input_type",
+        "372",
+        "INTYPE",
+        M372 + ": INTYPE <ch>,<mode>,<excitation>,<autorange>,<range>,<cs shunt>,<units>",
+        "an input's excitation, range and units",
+        "input",
+        _channels,
+        (
+            Arg("mode", "int", 0, 1, "0 voltage, 1 current excitation"),
+            Arg("excitation", "int", 1, 22, "index: voltage 1-12, current 1-22"),
+            Arg("autorange", "int", 0, 2, "0 off, 1 on, 2 ROX102B"),
+            Arg("range", "int", 1, 22, "resistance range index"),
+            Arg("cs_shunt", "bool", doc="0 excitation on, 1 shunted"),
+            Arg("units", "int", 1, 2, "1 kelvin, 2 ohms"),
+        ),
+        _intype_read,
+        _intype_write,
+        # autorange picks the range itself: the range read back is the one in use
+        lambda v: {"range"} if v.get("autorange") else set(),
+    ),
+    Setting(
+        "name",
+        "372",
+        "INNAME",
+        M372 + ': INNAME <ch>,"<name, 15 characters>"',
+        "an input's name",
+        "input",
+        _channels,
+        (Arg("name", "text", 0, 15),),
+        lambda inst, ch: {"name": inst.input_name(ch)},
+        lambda inst, ch, v: inst.set_input_name(ch, v["name"]),
+    ),
+    Setting(
+        "scanner",
+        "372",
+        "SCAN",
+        M372 + ": SCAN <ch 1-16>,<autoscan 0|1>",
+        "the scanner's channel and autoscan",
+        "",
+        _none,
+        (Arg("channel", "int", 1, 16, "measurement channel"), Arg("autoscan", "bool", doc="1 on")),
+        _scan_read,
+        lambda inst, _, v: inst.set_scan(v["channel"], bool(v["autoscan"])),
+    ),
+    Setting(
+        "output_mode",
+        "372",
+        "OUTMODE",
+        M372_HEATER + ": OUTMODE <out>,<mode>,<input>,<powerup>,<polarity>,<filter>,<delay 1-255 s>",
+        "a heater output's mode and the input it controls from",
+        "output",
+        _outputs(0, 1, 2),
+        (
+            Arg("mode", "int", 0, 6, "0 off, 1 monitor out, 2 open loop, 3 zone, 4 still, 5 closed loop, 6 warm up"),
+            Arg("input", "channel"),
+            Arg("powerup", "bool", doc="1 keeps the output on after power-up"),
+            Arg("polarity", "bool", doc="0 unipolar, 1 bipolar"),
+            Arg("filter", "bool", doc="1 reads the control input filtered"),
+            Arg("delay", "int", 1, 255, "seconds"),
+        ),
+        _outmode_read,
+        _outmode_write,
+    ),
+    Setting(
+        "heater_setup",
+        "372",
+        "HTRSET",
+        M372_HEATER + ": HTRSET <0|1>,<resistance>,<max current>,<max user current>,<display 1|2> (outputs 0-1); "
+        "the resistance and current bounds are the emulator's, UNVERIFIED against a manual page",
+        "a heater's load resistance, current limit and display",
+        "output",
+        _outputs(0, 1),
+        (
+            Arg("resistance", "float", 1, 2000, "ohms"),
+            Arg("max_current", "int", 0, 4, "index, 0 the user limit"),
+            Arg("max_user_current", "float", 0, 2, "amperes"),
+            Arg("display", "int", 1, 2, "1 current, 2 power"),
+        ),
+        _htrset_read,
+        _htrset_write,
+    ),
+    Setting(
+        "heater_range",
+        "372",
+        "RANGE",
+        M372_HEATER + ": RANGE <out>,<range> (output 0: 0 off, 1-8 31.6 uA-100 mA; outputs 1, 2: 0 off, 1 on)",
+        "a heater output's range (0 off)",
+        "output",
+        _outputs(0, 1, 2),
+        (Arg("range", "int", 0, 1, "0 off", hi_for={"0": 8}),),
+        lambda inst, out: {"range": inst.heater_range(int(out))},
+        lambda inst, out, v: inst.set_heater_range(int(out), v["range"]),
+    ),
+    Setting(
+        "setpoint",
+        "372",
+        "SETP",
+        M372_HEATER + ": SETP <out>,<value> in the control input's units; bounded by control.max_setpoint_kelvin",
+        "a heater output's setpoint",
+        "output",
+        _outputs(0, 1, 2),
+        (Arg("value", "float", 0, 400, "kelvin or ohms, the control input's units"),),
+        lambda inst, out: {"value": inst.setpoint(int(out))},
+        lambda inst, out, v: inst.set_setpoint(int(out), v["value"]),
+    ),
+    Setting(
+        "pid",
+        "372",
+        "PID",
+        M372 + ": PID <out>,<P 0-1000>,<I 0-10000>,<D 0-2500>",
+        "a heater output's control loop",
+        "output",
+        _outputs(0, 1),
+        (Arg("p", "float", 0, 1000, "gain"), Arg("i", "float", 0, 10000, "seconds"), Arg("d", "float", 0, 2500, "s")),
+        lambda inst, out: (lambda p: {"p": p.p, "i": p.i, "d": p.d})(inst.pid(int(out))),
+        _pid_write,
+    ),
+    Setting(
+        "manual_output",
+        "372",
+        "MOUT",
+        M372_HEATER + ": MOUT <out>,<value> (percent of the range)",
+        "a heater output's manual (open loop) value",
+        "output",
+        _outputs(0, 1, 2),
+        (Arg("value", "float", 0, 100, "percent"),),
+        lambda inst, out: {"value": inst.manual_output(int(out))},
+        lambda inst, out, v: inst.set_manual_output(int(out), v["value"]),
+    ),
+    Setting(
+        "ramp",
+        "372",
+        "RAMP",
+        M372_HEATER + ": RAMP <out>,<off/on>,<rate 0-100 K/min, 0 unlimited> (FIDELITY.md 11)",
+        "a heater output's setpoint ramp",
+        "output",
+        _outputs(0, 1, 2),
+        (Arg("enabled", "bool", doc="1 ramps the setpoint"), Arg("rate", "float", 0, 100, "K/min, 0 unlimited")),
+        _ramp_read,
+        _ramp_write,
+    ),
+)
+
+
+# -- the 240 --------------------------------------------------------------------------------
+def _inputs_240(inst) -> list[str]:
+    return [str(n) for n in range(1, inst.channel_count + 1)]
+
+
+def _intype240_read(inst, ch: str) -> dict:
+    t = inst.input_type(int(ch))
+    return {
+        "sensor": t.sensor,
+        "autorange": t.autorange,
+        "range": t.range,
+        "current_reversal": t.current_reversal,
+        "units": t.units,
+        "enabled": t.enabled,
+    }
+
+
+def _intype240_write(inst, ch: str, v: dict) -> None:
+    # the 240 is silent when it ignores a command: the read-back below is the check
+    inst.write(
+        f"INTYPE {int(ch)},{v['sensor']},{v['autorange']},{v['range']},{v['current_reversal']},"
+        f"{v['units']},{v['enabled']}"
+    )
+
+
+def _name240_write(inst, ch: str, v: dict) -> None:
+    inst.write(f'INNAME {int(ch)},"{v["name"]}"')
+
+
+M240 = "Model 240 manual"
+SETTINGS_240 = (
+    Setting(
+        "input_type",
+        "240",
+        "INTYPE",
+        M240 + " p.47: INTYPE <input>,<sensor 1-3>,<autorange>,<range 0-8>,<current reversal>,<units 1-4>,<enabled>",
+        "an input's sensor type, range, units and enable (curve N is input N's: the 240 has no INCRV, p.42)",
+        "input",
+        _inputs_240,
+        (
+            Arg("sensor", "int", 1, 3, "1 diode, 2 platinum RTD, 3 NTC RTD"),
+            Arg("autorange", "bool", doc="NTC only"),
+            Arg("range", "int", 0, 8, "NTC 0-8 = 10 ohm-100 kohm; 0 for diode and platinum"),
+            Arg("current_reversal", "bool", doc="not for diodes"),
+            Arg("units", "int", 1, 4, "1 K, 2 C, 3 sensor, 4 F"),
+            Arg("enabled", "bool"),
+        ),
+        _intype240_read,
+        _intype240_write,
+        lambda v: {"range"} if v.get("autorange") else set(),
+    ),
+    Setting(
+        "name",
+        "240",
+        "INNAME",
+        M240 + ' p.46: INNAME <input>,"<name, 15 characters>"',
+        "an input's name",
+        "input",
+        _inputs_240,
+        (Arg("name", "text", 0, 15),),
+        lambda inst, ch: {"name": inst.input_name(int(ch))},
+        _name240_write,
+    ),
+)
+
+SETTINGS: dict[str, dict[str, Setting]] = {
+    "372": {s.name: s for s in SETTINGS_372},
+    "240": {s.name: s for s in SETTINGS_240},
+}
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as the instrument keeps it (six significant digits for a number)."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(a - b) <= 1e-5 * max(1.0, abs(a), abs(b))
+    return str(a).strip().upper() == str(b).strip().upper()
+
+
+class SettingService:
+    """The declared settings of one appliance's instruments, run through ``Control``."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    def _find(self, node: str, name: str) -> tuple[Any, Setting]:
+        poller = self.control.poller(node)
+        declared = SETTINGS.get(poller.cfg.model, {})
+        if name not in declared:
+            raise ControlRefused(
+                404, f"a Model {poller.cfg.model} has no setting {name!r} (it has: {', '.join(declared)})"
+            )
+        return poller, declared[name]
+
+    @staticmethod
+    def _target(poller, s: Setting, target: Any) -> str:
+        targets = s.targets(poller.instrument)
+        if not s.target:
+            t = ""
+        elif target is None or isinstance(target, bool) or not str(target).strip():
+            t = "?"
+        else:
+            t = str(target).strip().upper().lstrip("0") or "0"
+        if t not in targets:
+            raise ControlRefused(400, f"{s.name} needs a target, the {s.target}: one of {', '.join(targets)}")
+        return t
+
+    def _snapshotted(self, node: str, s: Setting, t: str) -> dict | None:
+        """The setting as the latest configuration snapshot read it (the "was" when nothing read it since)."""
+        snaps = self.control.store.snapshots(node)
+        if not snaps:
+            return None
+        snap = snaps[-1][1]
+        key = {"input": "inset", "input_type": "intype", "name": "name"}.get(s.name)
+        if key and t in snap.get("channels", {}):
+            value = snap["channels"][t].get(key)
+            return {"name": value} if key == "name" else value
+        out = snap.get("outputs", {}).get(t, {})
+        key = {
+            "output_mode": "outmode",
+            "heater_setup": "htrset",
+            "heater_range": "range",
+            "setpoint": "setpoint",
+            "pid": "pid",
+            "manual_output": "manual_output",
+            "ramp": "ramp",
+        }.get(s.name)
+        if key and key in out:
+            value = out[key]
+            return value if isinstance(value, dict) else {s.args[0].name: value}
+        return None
+
+    def describe(self, node: str) -> dict:
+        """Every declared setting of ``node``'s model, read from the instrument (the settings view)."""
+        poller = self.control.poller(node)
+        declared = list(SETTINGS.get(poller.cfg.model, {}).values())
+
+        def read_all(inst) -> dict:
+            out: dict = {}
+            for s in declared:
+                out[s.name] = {}
+                for t in s.targets(inst):
+                    try:
+                        out[s.name][t] = s.read(inst, t)
+                    except InstrumentError as exc:
+                        out[s.name][t] = {"error": str(exc)}
+            return out
+
+        values = self.control.on_link(poller, read_all, "settings read", 60.0)
+        for name, per in values.items():
+            for t, v in per.items():
+                self.control.last_read[(node, name, t)] = v
+        return {"node": node, "model": poller.cfg.model, "settings": values}
+
+    def get(self, node: str, name: str, target: Any) -> dict:
+        poller, s = self._find(node, name)
+        t = self._target(poller, s, target)
+        values = self.control.on_link(poller, lambda inst: s.read(inst, t), f"{s.name} read")
+        self.control.last_read[(node, s.name, t)] = values
+        return {"node": node, "setting": s.name, "target": t, "values": values}
+
+    def set(self, node: str, name: str, body: dict, who: str) -> dict:
+        poller, s = self._find(node, name)
+        if not isinstance(body, dict):
+            raise ControlRefused(400, 'give {"target": ..., "values": {field: value, ...}}')
+        t = self._target(poller, s, body.get("target"))
+        given = body.get("values")
+        if not isinstance(given, dict) or not given:
+            raise ControlRefused(
+                400, f'give the fields to change as {{"values": {{...}}}}: {", ".join(a.name for a in s.args)}'
+            )
+        want: dict = {}
+        for key, value in given.items():
+            try:
+                a = s.arg(key)
+            except KeyError:
+                raise ControlRefused(
+                    400, f"{s.name} has no field {key!r} (it has: {', '.join(a.name for a in s.args)})"
+                ) from None
+            try:
+                want[key] = a.check(value, t)
+            except ValueError as exc:
+                raise ControlRefused(
+                    400, f"{node} {s.name} {s.target} {t}: {exc} ({s.manual})".replace("  ", " ")
+                ) from None
+        if s.name == "setpoint" and want["value"] > self.control.cfg.max_setpoint_kelvin:
+            raise ControlRefused(
+                400,
+                f"value is at most {self.control.cfg.max_setpoint_kelvin:g} (control.max_setpoint_kelvin), "
+                f"not {want['value']:g}",
+            )
+        where = f"{s.target} {t} " if s.target else ""
+        what = f"{s.name} ({s.command}) {where}set {want}"
+        old = self.control.last_read.get((node, s.name, t)) or self._snapshotted(node, s, t)
+
+        def change(inst) -> tuple[dict, dict]:
+            before = s.read(inst, t)
+            full = {**before, **want}
+            try:
+                s.write(inst, t, full)
+            except InstrumentError as exc:
+                raise ControlRefused(409, f"{node} {s.name} {where}refused {', '.join(want)}: {exc}") from None
+            after = s.read(inst, t)
+            for key in want:
+                if key not in s.unchecked(full) and not same(after[key], want[key]):
+                    raise ControlRefused(
+                        409,
+                        f"{node} {s.name} {where}did not take {key}: set {want[key]!r}, the instrument reads "
+                        f"{after[key]!r}",
+                    )
+            return before, after
+
+        before, after = self.control.audited(
+            poller, who, what, "not read yet" if old is None else str(old), change, applied=lambda r: f"now {r[1]}"
+        )
+        self.control.last_read[(node, s.name, t)] = after
+        poller.snapshot_due = True
+        return {"node": node, "setting": s.name, "target": t, "before": before, "values": after}
+
+
+def openapi_paths(ok, errors, api: str) -> dict:
+    """The settings routes, one GET and PUT per declared setting, described from the declarations."""
+    sec: list[dict[str, list[str]]] = [{"controlToken": []}]
+    node = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
+    fails = errors(400, 401, 403, 404, 409, 413, 503)
+    paths: dict = {
+        f"{api}/{{node}}/settings": {
+            "get": {
+                "summary": "every declared setting of the instrument, as it reads now (needs the control token)",
+                "security": sec,
+                "parameters": [node],
+                "responses": {**ok({"type": "object"}), **fails},
+            }
+        }
+    }
+    names = sorted({n for per in SETTINGS.values() for n in per})
+    lines, shapes = [], []
+    for model, per in SETTINGS.items():
+        for d in per.values():
+            lines.append(
+                f"{d.name} (Model {model}, {d.command}, target: {d.target or 'none'}): {d.summary}; "
+                + "; ".join(a.limit() for a in d.args)
+                + f". {d.manual}"
+            )
+            shapes.append(
+                {
+                    "title": f"{d.name} (Model {model})",
+                    "type": "object",
+                    "properties": {a.name: a.schema() for a in d.args},
+                    "additionalProperties": False,
+                }
+            )
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": names},
+        "description": "the declared setting: " + " | ".join(lines),
+    }
+    target = {
+        "name": "target",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "the input or output the setting belongs to (none for the 372's scanner)",
+    }
+    paths[f"{api}/{{node}}/settings/{{name}}"] = {
+        "get": {
+            "summary": "read one declared setting (needs the control token)",
+            "security": sec,
+            "parameters": [node, name, target],
+            "responses": {**ok({"type": "object"}), **fails},
+        },
+        "put": {
+            "summary": "change fields of a declared setting on the poller, read back; 400 names the limit, "
+            "409 the field that did not take; forces a configuration snapshot",
+            "security": sec,
+            "parameters": [node, name],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["values"],
+                            "properties": {
+                                "target": {"type": "string"},
+                                "values": {"anyOf": shapes},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {**ok({"type": "object"}), **fails},
+        },
+    }
+    return paths
