@@ -997,7 +997,7 @@ def check_file(ref: FileRef) -> str | None:
         and ref.key.endswith(".url_file")
         and not value.startswith(("http://", "https://"))
     ):
-        return f"{ref.key}: the file must hold an http(s) URL"  # as notify.Sender refuses it
+        return f"{ref.key}: the file must hold an http(s) URL"  # as notify.HttpSender refuses it
     if ref.key == "control.ack_pin_file" and not re.fullmatch(r"[0-9]{4,12}", value):
         return f"{ref.key}: the file must hold 4 to 12 digits"  # as web.alarms.AckPin refuses it
     return None
