@@ -23,13 +23,13 @@ from typing import Callable, Iterable
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
 from .latest import LatestReadings
+from .models import limit_bits
 from .notify import Lane, iso_time, sender_for
 
 log = logging.getLogger("kelvinpi.alarms")
 
 TICK = 1.0  # the longest pause between evaluations
 MIN_TICK = 0.2  # the shortest: new readings wake the loop, but not more often than this
-T_LIMIT_BITS = {"372": (64, 128), "240": (32, 16)}  # (T_OVER, T_UNDER) reading status bits
 # A flapping rule's transitions are coalesced so an alarm storm cannot flood the store's record
 # queue (it drops the oldest when full, and a full disk lets it fill): one "alarm_flapping" event
 # per FLAP_EVENT_EVERY s summarising them, and its state saved when a notice goes out or at most
@@ -179,10 +179,10 @@ class AlarmService:
             obs.units[name] = d.units
             if d.mono is not None:
                 obs.age[name] = m - d.mono
-            over, under = T_LIMIT_BITS.get(self.models.get(d.node, "372"), T_LIMIT_BITS["372"])
-            if d.units == "K" and d.status & over:
+            limits = limit_bits(self.models.get(d.node))
+            if d.units == "K" and d.status & limits.over:
                 obs.beyond[name] = "above"
-            elif d.units == "K" and d.status & under:
+            elif d.units == "K" and d.status & limits.under:
                 obs.beyond[name] = "below"
         for p in self.pollers:
             if p.health.connected or p.health.errors or p.health.cycles:  # not before its first attempt
@@ -195,11 +195,8 @@ class AlarmService:
             self._commits_seen, self._commit_mono = st.commits, m
         obs.last_commit = self._commit_mono
         for u in self.uplink_health():
-            try:
-                idx = int(u.name.removeprefix("uplink[").rstrip("]"))
-            except ValueError:
-                continue
-            obs.backlog[idx] = u.backlog
+            if u.index is not None:  # every uplink build_uplinks made
+                obs.backlog[u.index] = u.backlog
         self._check_fields(obs)
         return obs
 

@@ -557,6 +557,7 @@ def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
 
 # pydantic's tags in error locations (uplink[0].sisock.url): every kind of every union, derived.
 UNION_TAGS = {k for m in (*UPLINK_MODELS, *ALARM_MODELS, *NOTIFY_MODELS) for k in kinds_of(m)}
+_UPLINK_KINDS = [k for m in UPLINK_MODELS for k in kinds_of(m)]
 
 
 class Config(Strict):
@@ -572,7 +573,7 @@ class Config(Strict):
     uplink: list[Uplink] = Field(
         [],
         description="zero or more [[uplink]] sections to the control room,"
-        " each of one kind: sisock, ocs, influxdb or remote_write",
+        f" each of one kind: {', '.join(_UPLINK_KINDS[:-1])} or {_UPLINK_KINDS[-1]}",
     )
     alarm: list[AlarmRule] = Field([], description="alarm rules ([[alarm]]), evaluated every second")
     notify: list[NotifyTarget] = Field([], description="where alarm notifications go ([[notify]])")

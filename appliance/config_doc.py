@@ -275,8 +275,12 @@ def _key_lines(section: Section, values: dict[str, Any], full: bool, live: bool 
             shown = default
         elif name in examples:
             shown = examples[name]
+        elif info.examples:  # declared beside the key: Field(..., examples=[...]) (a new kind needs no edit here)
+            shown = info.examples[0]
         else:
-            raise ValueError(f"{section.header} {name}: no default and no example in config_doc.EXAMPLES")
+            raise ValueError(
+                f"{section.header} {name}: no default and no example (Field(examples=[...]) or config_doc.EXAMPLES)"
+            )
         lines += _wrap(_hint(info))
         lines.append(f"# {name} = {_toml(shown)}")
     return lines

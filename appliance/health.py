@@ -1,11 +1,128 @@
-"""Health counters shared by pollers, uplinks, web and metrics (plain data, updated in place)."""
+"""Health counters shared by pollers, uplinks, web and metrics (plain data, updated in place).
+
+One source for both views: a field that is also a Prometheus metric says so where it is declared
+(``stat(...)``: the metric's name, help, counter or gauge, and its labels), and
+``appliance.web.metrics`` exposes every such field of the stats records (``StoreStats``,
+``InstrumentHealth``, ``UplinkHealth``, ``TargetStats``) in field order, while ``/api/v1/health``
+is their ``as_dict``. A new health field is one declaration here.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from drivers.errors import DriverError
+
+# What an instrument error is counted as: each driver error's ``kind`` (drivers/errors.py), and
+# "internal" for anything else the poller meets. /metrics exposes every one, zero or not.
+ERROR_KINDS: tuple[str, ...] = (*(cls.kind for cls in DriverError.__subclasses__()), "internal")
+
+if TYPE_CHECKING:
+    from .samples import SampleQueue
+    from .store import Store
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a stats field is exposed at /metrics: ``labels`` are (label, field of the same record)."""
+
+    name: str
+    help: str
+    counter: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    each: tuple[str, tuple[str, ...]] | None = None  # a mapping field: (label, keys), one sample per key
+
+
+def stat(
+    metric: str | None = None,
+    help: str = "",
+    *,
+    counter: bool = False,
+    labels: tuple[tuple[str, str], ...] = (),
+    each: tuple[str, tuple[str, ...]] | None = None,
+    health: bool = True,
+    **kw: Any,
+) -> Any:
+    """A stats field: shown in the health (unless ``health`` is False) and, when ``metric`` is
+    given, exposed at /metrics under that name. ``kw`` goes to ``dataclasses.field`` (a default)."""
+    spec = MetricSpec(metric, help, counter, labels, each) if metric else None
+    return field(metadata={"metric": spec, "health": health}, **kw)
+
+
+def metric_fields(record: object) -> list[tuple[str, MetricSpec]]:
+    """(field name, its metric) of a stats record, in declaration order."""
+    return [(f.name, f.metadata["metric"]) for f in fields(record) if f.metadata.get("metric")]  # type: ignore[arg-type]
+
+
+def health_dict(record: object) -> dict:
+    """A stats record's health view: its fields but those marked ``health=False``."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if f.metadata.get("health", True)}  # type: ignore[arg-type]
+
+
+@dataclass
+class StoreStats:
+    """What the store and the sample queue report, read once for the health and /metrics alike."""
+
+    path: str = stat()
+    file_bytes: int = stat("kelvinpi_store_file_bytes", "Store file size incl. WAL")
+    used_bytes: int | None = stat("kelvinpi_store_used_bytes", "Store bytes in use", health=False)
+    max_bytes: int = stat("kelvinpi_store_max_bytes", "Store size cap")
+    written: int = stat("kelvinpi_store_samples_written", "Samples committed", counter=True)
+    commits: int = stat("kelvinpi_store_commits", "Store commits", counter=True)
+    last_commit: float | None = stat()
+    commit_seconds: float = stat("kelvinpi_store_commit_seconds", "Duration of the last commit")
+    write_errors: int = stat("kelvinpi_store_write_errors", "Failed store writes (data kept in memory)", counter=True)
+    last_error: str | None = stat()
+    queue: int = stat("kelvinpi_queue_samples", "Samples waiting for the store")
+    records_queued: int = stat(
+        "kelvinpi_store_records_queued", "Events, snapshots and cursor moves waiting for the store"
+    )
+    records_dropped: int = stat(
+        "kelvinpi_store_records_dropped",
+        "Events, snapshots and cursor moves dropped from a full memory queue",
+        counter=True,
+    )
+    rejected: int = stat(
+        "kelvinpi_store_rejected_samples",
+        "Readings the store could not hold at all (no UNIX time, no 32-bit status, no number), dropped",
+        counter=True,
+    )
+    sealed_blocks: int = stat("kelvinpi_store_sealed_blocks", "Compressed blocks sealed", counter=True)
+    dropped: int = stat("kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue", counter=True)
+    writing: bool = stat()  # False while writes are failing
+
+    @classmethod
+    def read(cls, store: Store, queue: SampleQueue, used_bytes: bool = False) -> StoreStats:
+        """``used_bytes`` asks SQLite (a reader connection): /metrics does, the health never has."""
+        return cls(
+            path=str(store.path),
+            file_bytes=store.file_bytes(),
+            used_bytes=store.used_bytes() if used_bytes else None,
+            max_bytes=store.max_bytes,
+            written=store.written,
+            commits=store.commits,
+            last_commit=store.last_commit or None,
+            commit_seconds=store.last_commit_seconds,
+            write_errors=store.write_errors,
+            last_error=store.last_error,
+            queue=len(queue),
+            records_queued=store.records_queued(),
+            records_dropped=store.records_dropped,
+            rejected=store.rejected,
+            sealed_blocks=store.sealed_blocks,
+            dropped=queue.dropped,
+            writing=store.last_error_t <= store.last_commit,
+        )
+
+    def as_dict(self) -> dict:
+        return health_dict(self)
+
+
+_NODE = (("node", "name"),)
 
 
 @dataclass
@@ -13,19 +130,40 @@ class InstrumentHealth:
     name: str
     model: str
     transport: str
-    connected: bool = False
+    connected: bool = stat(
+        "kelvinpi_instrument_up", "1 while the instrument answers", labels=(*_NODE, ("model", "model")), default=False
+    )
     identity: str | None = None
-    last_good: float | None = None
+    last_good: float | None = stat(
+        "kelvinpi_instrument_last_good_timestamp_seconds", "Time of the last good cycle", labels=_NODE, default=None
+    )
     last_error: str | None = None
     last_error_t: float | None = None
-    errors: Counter = field(default_factory=Counter)
-    cycles: int = 0
+    errors: Counter = stat(
+        "kelvinpi_instrument_errors",
+        "Instrument errors by kind",
+        counter=True,
+        labels=_NODE,
+        each=("kind", ERROR_KINDS),
+        default_factory=Counter,
+    )
+    reconnects: int = stat(
+        "kelvinpi_instrument_connects", "Successful (re)connections", counter=True, labels=_NODE, default=0
+    )
+    cycles: int = stat(
+        "kelvinpi_instrument_poll_cycles", "Completed poll cycles", counter=True, labels=_NODE, default=0
+    )
     samples: int = 0
-    reconnects: int = 0
     next_retry: float | None = None
     active_channel: str | None = None
     cycle_seconds: float = 0.0
-    overruns: int = 0  # cycles that took longer than the poll interval: the next one started late
+    overruns: int = stat(  # cycles that took longer than the poll interval: the next one started late
+        "kelvinpi_instrument_poll_overruns",
+        "Poll cycles longer than the interval",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
     # 372 autoscan: {"autoscan", "channel", "switched" (UNIX s), "rotation": [[channel, pause, dwell], ...]}
     scan: dict | None = None
     # curve slots an upload left part written (slot -> why), until a verify or upload succeeds (curve_api)
@@ -59,16 +197,20 @@ class InstrumentHealth:
         return d
 
 
+_UPLINK = (("uplink", "name"), ("kind", "kind"))
+
+
 @dataclass
 class UplinkHealth:
     name: str
     kind: str
-    connected: bool = False
+    connected: bool = stat("kelvinpi_uplink_up", "1 while the uplink is connected", labels=_UPLINK, default=False)
     last_success: float | None = None
-    backlog: int = 0
-    sent: int = 0
+    backlog: int = stat("kelvinpi_uplink_backlog_samples", "Samples not yet acknowledged", labels=_UPLINK, default=0)
+    sent: int = stat("kelvinpi_uplink_sent_samples", "Samples acknowledged", counter=True, labels=_UPLINK, default=0)
     errors: Counter = field(default_factory=Counter)
     last_error: str | None = None
+    index: int | None = None  # its position in [[uplink]] (set by build_uplinks): what backlog rules name
 
     def as_dict(self) -> dict:
         d = {
@@ -76,6 +218,28 @@ class UplinkHealth:
         }
         d["errors"] = dict(self.errors)
         return d
+
+
+_TARGET = (("target", "name"), ("kind", "kind"))
+
+
+@dataclass
+class TargetStats:
+    """One notify target's delivery lane (``appliance.notify.Lane``)."""
+
+    name: str
+    kind: str
+    backlog: int = stat("kelvinpi_notify_backlog", "Notifications waiting for delivery", labels=_TARGET, default=0)
+    sent: int = 0
+    failures: int = stat(
+        "kelvinpi_notify_failures", "Failed delivery attempts", counter=True, labels=_TARGET, default=0
+    )
+    last_error: str | None = None
+    last_success: float | None = None
+    next_retry: float | None = None
+
+    def as_dict(self) -> dict:
+        return health_dict(self)
 
 
 class SystemdWatchdogPinger:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field as dc_field
 
+from .models import facts
+
 
 @dataclass(frozen=True)
 class SeriesKey:
@@ -69,16 +71,24 @@ def unique_names(names: dict[str, str]) -> tuple[dict[str, str], list[tuple[str,
 
 
 def ocs_names(model: str, channel: str, name: str) -> tuple[str, str]:
-    """The field names socs's Lake Shore agents write, so OCS/InfluxDB dashboards keep working.
+    """The field names socs's Lake Shore agents write, so OCS/InfluxDB dashboards keep working:
+    each driver class says its own (``Model372.ocs_names``, ``Model240.ocs_names``)."""
+    return facts(model).ocs_names(channel, name)
 
-    372: the channel's name with spaces as '_' plus _T / _R (``Channel_05_T``), the control input
-    ``control_T`` / ``control_R``; 240: ``Channel_<n>_T`` / ``Channel_<n>_V``.
-    """
-    if model == "240":
-        return f"Channel_{channel}_T", f"Channel_{channel}_V"
-    if channel == "A":
-        return "control_T", "control_R"
-    stem = re.sub(r"[^A-Za-z0-9_]", "", re.sub(r"\s+", "_", name.strip())) or f"Channel_{int(channel):02d}"
-    if not stem[0].isalpha():
-        stem = "Channel_" + stem
-    return f"{stem}_T", f"{stem}_R"
+
+@dataclass(frozen=True)
+class UnitsMetric:
+    """The Prometheus metric a series of some units is exposed under (``/metrics``) and sent as
+    (remote write): the name is the same on both paths, written here once."""
+
+    name: str
+    help: str
+
+
+UNITS_METRICS: dict[str, UnitsMetric] = {
+    "K": UnitsMetric("kelvinpi_temperature_kelvin", "Latest temperature"),
+    "Ohm": UnitsMetric("kelvinpi_resistance_ohms", "Latest sensor resistance"),
+    "V": UnitsMetric("kelvinpi_sensor_volts", "Latest diode sensor voltage"),
+}
+# any other units: one metric with a ``units`` label
+OTHER_UNITS_METRIC = UnitsMetric("kelvinpi_value", "Latest value of other series")

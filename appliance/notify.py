@@ -33,6 +33,7 @@ from typing import ClassVar
 
 from . import httpsend
 from .config import EmailNotify, WebhookNotify, read_secret
+from .health import TargetStats
 
 log = logging.getLogger("kelvinpi.alarms")
 
@@ -343,14 +344,18 @@ class Lane(threading.Thread):
         self.stop_event.wait(0.05)
         return False
 
+    def stats(self) -> TargetStats:
+        """What the health and /metrics show of this target."""
+        return TargetStats(
+            self.sender.name,
+            self.sender.kind,
+            self.backlog(),
+            self.sent,
+            self.failures,
+            self.last_error,
+            self.last_success,
+            self.next_retry,
+        )
+
     def as_dict(self) -> dict:
-        return {
-            "name": self.sender.name,
-            "kind": self.sender.kind,
-            "backlog": self.backlog(),
-            "sent": self.sent,
-            "failures": self.failures,
-            "last_error": self.last_error,
-            "last_success": self.last_success,
-            "next_retry": self.next_retry,
-        }
+        return self.stats().as_dict()

@@ -12,7 +12,7 @@ from . import __version__, sdnotify
 from .clock import clock_synchronised
 from .config import Config
 from .control import Control
-from .health import SystemdWatchdogPinger, UplinkHealth
+from .health import StoreStats, SystemdWatchdogPinger, UplinkHealth
 from .latest import DeliveredQueue, LatestReadings
 from .poller import Poller
 from .samples import SampleQueue
@@ -144,10 +144,11 @@ class Appliance:
     def health(self) -> dict:
         st = self.store
         instruments = [p.health.as_dict() for p in self.pollers]
+        stats = StoreStats.read(st, self.queue)  # the same record /metrics exposes
         # ok: every instrument answers and the store has committed recently (a past write error
         # that has since cleared does not keep the box "not ok")
         store_ok = st.last_commit == 0 or time.time() - st.last_commit < 10 * max(1.0, st.commit_interval)
-        writing = st.last_error_t <= st.last_commit  # False while writes are failing
+        writing = stats.writing
         alarms = self.alarms.health()
         ok = (
             all(i["connected"] for i in instruments)
@@ -178,24 +179,7 @@ class Appliance:
                 "refused": self.server.refused,
                 "timed_out": self.server.timed_out,
             },
-            "store": {
-                "path": str(st.path),
-                "file_bytes": st.file_bytes(),
-                "max_bytes": st.max_bytes,
-                "written": st.written,
-                "commits": st.commits,
-                "last_commit": st.last_commit or None,
-                "commit_seconds": st.last_commit_seconds,
-                "write_errors": st.write_errors,
-                "last_error": st.last_error,
-                "queue": len(self.queue),
-                "dropped": self.queue.dropped,
-                "records_queued": st.records_queued(),
-                "records_dropped": st.records_dropped,
-                "rejected": st.rejected,
-                "sealed_blocks": st.sealed_blocks,
-                "writing": writing,
-            },
+            "store": stats.as_dict(),
         }
 
     # -- life cycle ------------------------------------------------------------------

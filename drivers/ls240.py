@@ -234,3 +234,12 @@ class Model240(CurveCommands, Instrument):
             }
         snap["module"] = self.module_name()
         return snap
+
+    # -- what the appliance reads about this model (appliance.models): a new model brings its own --
+    STATUS_BITS = LS240_STATUS_BITS  # RDGST? bit -> name (status_bits, T_OVER/T_UNDER for the alarms)
+    OCS_AGENT_CLASS = "Lakeshore240Agent"  # the socs agent whose OCS feeds the ocs uplink imitates
+
+    @staticmethod
+    def ocs_names(channel: str, name: str) -> tuple[str, str]:
+        """The field names socs's Lakeshore240Agent writes: ``Channel_<n>_T`` / ``Channel_<n>_V``."""
+        return f"Channel_{channel}_T", f"Channel_{channel}_V"

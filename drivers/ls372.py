@@ -421,6 +421,23 @@ class Model372(CurveCommands, Instrument):
         snap["scan"] = scan
         return snap
 
+    # -- what the appliance reads about this model (appliance.models): a new model brings its own --
+    STATUS_BITS = LS372_STATUS_BITS  # RDGST? bit -> name (status_bits, T_OVER/T_UNDER for the alarms)
+    OCS_AGENT_CLASS = "Lakeshore372Agent"  # the socs agent whose OCS feeds the ocs uplink imitates
+
+    @staticmethod
+    def ocs_names(channel: str, name: str) -> tuple[str, str]:
+        """The field names socs's Lakeshore372Agent writes: the channel's name with spaces as '_'
+        plus _T / _R (``Channel_05_T``), the control input ``control_T`` / ``control_R``."""
+        import re
+
+        if channel == "A":
+            return "control_T", "control_R"
+        stem = re.sub(r"[^A-Za-z0-9_]", "", re.sub(r"\s+", "_", name.strip())) or f"Channel_{int(channel):02d}"
+        if not stem[0].isalpha():
+            stem = "Channel_" + stem
+        return f"{stem}_T", f"{stem}_R"
+
 
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-5 * max(1.0, abs(a), abs(b))

@@ -324,3 +324,30 @@ def test_a_value_close_to_the_threshold_reads_different_from_it():
     assert said(0.0104).cleared == "back below 0.0115 K: 0.0104 K"  # no more digits than it needs
     assert said(0.01150000001).detail == "0.01150000001 K > 0.0115 K"
     assert said(0.0115).cleared == "back below 0.0115 K: 0.0115 K"  # exactly at the level: the same
+
+
+def test_a_backlog_rule_finds_its_uplink_by_position_not_by_display_name(tmp_path):
+    """The alarm service reads each uplink's backlog under the index build_uplinks gave it (main parsed
+    "uplink[<n>]" out of the health's name, so a renamed uplink silenced its backlog rule), a failed one too."""
+    from appliance.alarm_service import AlarmService
+    from appliance.store import Store
+    from appliance.uplinks import build_uplinks
+
+    cfg = config.parse(
+        BASE
+        + '[[uplink]]\nkind = "influxdb"\nurl = "http://127.0.0.1:9"\ndatabase = "d"\n'
+        + f'[[uplink]]\nkind = "influxdb"\nurl = "http://127.0.0.1:9"\ndatabase = "d"\nusername = "u"\n'
+        f'password_file = "{tmp_path / "missing"}"\n'
+        + '[[alarm]]\nkind = "backlog"\nname = "behind"\nuplink = 0\nthreshold = 100\n'
+    )
+    store = Store(tmp_path / "k.db")
+    try:
+        built = build_uplinks(cfg.uplink, store, cfg.instrument)  # built, never started
+        health = [r.health for r in built if r.health is not None]
+        assert [h.index for h in health] == [0, 1] and health[1].last_error  # the second could not start
+        health[0].name, health[0].backlog = "control room", 500
+        health[1].name, health[1].backlog = "spare", 7
+        svc = AlarmService(cfg, store, uplink_health=lambda: health)
+        assert svc.observe().backlog == {0: 500, 1: 7}
+    finally:
+        store.close()

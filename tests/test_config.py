@@ -206,3 +206,29 @@ def test_a_name_ending_in_a_newline_is_refused(section):
     with pytest.raises(config.ConfigError) as e:
         config.parse(text)
     assert f"{section}[0].name" in str(e.value), str(e.value)
+
+
+def test_a_new_kinds_keys_document_themselves_with_field_examples():
+    """A key without a default shows the example declared beside it (Field(examples=[...])), so a new
+    kind's model needs no entry in config_doc.EXAMPLES; with neither, generation still refuses it."""
+    from typing import Literal
+
+    from pydantic import Field
+
+    from appliance import config_doc
+    from appliance.config import UplinkModel
+
+    class CarrierPigeonUplink(UplinkModel):
+        kind: Literal["pigeon"] = Field(description='"pigeon"')
+        loft: str = Field(description="where the birds fly to", examples=["roof-2"])
+
+    section = config_doc.Section("uplink", CarrierPigeonUplink, True, "pigeon")
+    lines = config_doc._key_lines(section, {"kind": "pigeon"}, full=True, live=False)
+    assert '# loft = "roof-2"' in lines
+
+    class Undocumented(UplinkModel):
+        kind: Literal["x"] = Field(description='"x"')
+        loft: str = Field(description="no example")
+
+    with pytest.raises(ValueError, match=r"loft: no default and no example"):
+        config_doc._key_lines(config_doc.Section("uplink", Undocumented, True, "x"), {"kind": "x"}, full=True)

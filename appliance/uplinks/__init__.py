@@ -126,8 +126,12 @@ def build_uplinks(
             runner = kind.build(u, BuildContext(idx, store, instruments, alarm_source, runtime))
         except (PermissionError, OSError, ValueError) as exc:
             log.error("uplink[%d] (%s) not started: %s", idx, u.kind, exc)
-            out.append(FailedUplink(idx, u.kind, str(exc)))
+            failed = FailedUplink(idx, u.kind, str(exc))
+            failed.health.index = idx
+            out.append(failed)
             continue
+        if runner.health is not None:
+            runner.health.index = idx  # backlog alarms find it by position, not by its display name
         (wamp if kind.wamp else out).append(runner)
     if wamp and runtime:
         out += [*wamp, runtime[0]]

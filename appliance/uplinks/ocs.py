@@ -18,12 +18,12 @@ from autobahn.wamp.types import PublishOptions
 
 from ..config import InstrumentConfig, OcsUplink, read_secret
 from ..health import UplinkHealth
+from ..models import MODELS
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .wamp import WampRuntime, make_component
 
 log = logging.getLogger("kelvinpi.ocs")
-AGENT_CLASS = {"372": "Lakeshore372Agent", "240": "Lakeshore240Agent"}
 AGG_PARAMS = {"frame_length": 60, "fresh_time": 300, "exclude_aggregator": False, "exclude_influx": False}
 
 
@@ -36,7 +36,7 @@ def feed_info(root: str, node: str, model: str, feed: str, session_id: str, reco
         "address": f"{address}.feeds.{feed}",
         "record": record,
         "session_id": session_id,
-        "agent_class": AGENT_CLASS.get(model, "LakeshoreAgent"),
+        "agent_class": MODELS[model].OCS_AGENT_CLASS if model in MODELS else "LakeshoreAgent",
     }
 
 

@@ -48,12 +48,13 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from .. import __version__
 from ..config import InstrumentConfig, RemoteWriteUplink, read_secret
+from ..naming import OTHER_UNITS_METRIC, UNITS_METRICS
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .push import PushUplink, error_text, post_once
 
-METRIC_BY_UNITS = {"K": "kelvinpi_temperature_kelvin", "Ohm": "kelvinpi_resistance_ohms", "V": "kelvinpi_sensor_volts"}
-OTHER_METRIC = "kelvinpi_value"
+METRIC_BY_UNITS = {units: m.name for units, m in UNITS_METRICS.items()}  # the names /metrics uses too
+OTHER_METRIC = OTHER_UNITS_METRIC.name
 STATUS_METRIC = "kelvinpi_reading_status"
 # What a receiver says when it will never take the samples themselves (nothing else ever drops a sample):
 #   Prometheus: storage/interface.go ErrTooOldSample "too old sample", ErrOutOfBounds "out of bounds"

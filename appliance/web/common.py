@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Iterable
 
 from bottle import Bottle, HTTPError, request, response
 
-from drivers.readings import LS240_STATUS_BITS, LS372_STATUS_BITS, decode_status
+from drivers.readings import decode_status
 
+from ..models import facts
 from ..samples import FLAG_CLOCK_UNSYNCED, FLAG_INVALID, FLAG_TIME_NUDGED
 from ..store import resolve_time
 
@@ -89,8 +90,7 @@ def install(app: Bottle) -> None:
 
 
 def status_names(status: int, model: str | None) -> list[str]:
-    table = LS240_STATUS_BITS if model == "240" else LS372_STATUS_BITS
-    names = list(decode_status(status & 0xFF, table))
+    names = list(decode_status(status & 0xFF, facts(model).STATUS_BITS))
     if status & FLAG_INVALID:
         names.append("INVALID")
     if status & FLAG_CLOCK_UNSYNCED:

@@ -15,11 +15,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from ..health import InstrumentHealth, StoreStats, TargetStats, UplinkHealth, metric_fields
+from ..naming import OTHER_UNITS_METRIC, UNITS_METRICS
 from .cache import Snapshot
 from .common import SNAPSHOT_MAX_AGE
 
 if TYPE_CHECKING:
-    from ..health import UplinkHealth
     from ..alarm_service import AlarmService
     from ..poller import Poller
     from ..samples import SampleQueue
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 @dataclass(eq=False)  # the registry keys collectors by identity
 class ApplianceCollector:
     """What a scrape reads: the store, the pollers' health, the sample queue, the clock, the
-    uplinks' health (a callable: uplinks start after the registry is made) and the alarms."""
+    uplinks' health (a callable: uplinks start after the registry is made) and the alarms.
+    Everything but the latest readings and the alarm states comes from the stats records of
+    ``appliance.health``, the same ones ``/api/v1/health`` shows."""
 
     store: Store
     pollers: Sequence[Poller]
@@ -37,14 +40,13 @@ class ApplianceCollector:
     clock_synced: Callable[[], bool | None]
     uplink_health: Callable[[], Sequence[UplinkHealth]]
     alarms: AlarmService | None = None
+    now: Callable[[], float] = time.time  # the wall clock readings' ages are measured on (fixed in the golden test)
 
     def collect(self) -> Iterator[Metric]:
         store = self.store
-        now = time.time()
-        kelvin = GaugeMetricFamily("kelvinpi_temperature_kelvin", "Latest temperature", labels=["field", "node"])
-        ohms = GaugeMetricFamily("kelvinpi_resistance_ohms", "Latest sensor resistance", labels=["field", "node"])
-        volts = GaugeMetricFamily("kelvinpi_sensor_volts", "Latest diode sensor voltage", labels=["field", "node"])
-        other = GaugeMetricFamily("kelvinpi_value", "Latest value of other series", labels=["field", "node", "units"])
+        now = self.now()
+        by_units = {u: GaugeMetricFamily(m.name, m.help, labels=["field", "node"]) for u, m in UNITS_METRICS.items()}
+        other = GaugeMetricFamily(OTHER_UNITS_METRIC.name, OTHER_UNITS_METRIC.help, labels=["field", "node", "units"])
         status = GaugeMetricFamily(
             "kelvinpi_reading_status", "Reading status bits of the latest sample", labels=["field", "node"]
         )
@@ -55,86 +57,22 @@ class ApplianceCollector:
             age.add_metric(labels, max(0.0, now - r["t"]))
             if r["value"] is None:
                 continue
-            if r["units"] == "K":
-                kelvin.add_metric(labels, r["value"])
-            elif r["units"] == "Ohm":
-                ohms.add_metric(labels, r["value"])
-            elif r["units"] == "V":
-                volts.add_metric(labels, r["value"])
+            family = by_units.get(r["units"])
+            if family is not None:
+                family.add_metric(labels, r["value"])
             else:
                 other.add_metric(labels + [r["units"]], r["value"])
-        yield from (kelvin, ohms, volts, other, status, age)
+        yield from (*by_units.values(), other, status, age)
 
-        up = GaugeMetricFamily("kelvinpi_instrument_up", "1 while the instrument answers", labels=["node", "model"])
-        last = GaugeMetricFamily(
-            "kelvinpi_instrument_last_good_timestamp_seconds", "Time of the last good cycle", labels=["node"]
-        )
-        errors = CounterMetricFamily("kelvinpi_instrument_errors", "Instrument errors by kind", labels=["node", "kind"])
-        reconnects = CounterMetricFamily("kelvinpi_instrument_connects", "Successful (re)connections", labels=["node"])
-        cycles = CounterMetricFamily("kelvinpi_instrument_poll_cycles", "Completed poll cycles", labels=["node"])
-        overruns = CounterMetricFamily(
-            "kelvinpi_instrument_poll_overruns", "Poll cycles longer than the interval", labels=["node"]
-        )
-        for p in self.pollers:
-            h = p.health
-            up.add_metric([h.name, h.model], 1 if h.connected else 0)
-            if h.last_good:
-                last.add_metric([h.name], h.last_good)
-            for kind in ("timeout", "connection", "bad_reply", "wrong_instrument", "instrument_error", "internal"):
-                errors.add_metric([h.name, kind], h.errors.get(kind, 0))
-            reconnects.add_metric([h.name], h.reconnects)
-            cycles.add_metric([h.name], h.cycles)
-            overruns.add_metric([h.name], h.overruns)
-        yield from (up, last, errors, reconnects, cycles, overruns)
-
-        yield GaugeMetricFamily("kelvinpi_store_file_bytes", "Store file size incl. WAL", value=store.file_bytes())
-        yield GaugeMetricFamily("kelvinpi_store_used_bytes", "Store bytes in use", value=store.used_bytes())
-        yield GaugeMetricFamily("kelvinpi_store_max_bytes", "Store size cap", value=store.max_bytes)
-        yield CounterMetricFamily("kelvinpi_store_samples_written", "Samples committed", value=store.written)
-        yield CounterMetricFamily("kelvinpi_store_commits", "Store commits", value=store.commits)
-        yield GaugeMetricFamily(
-            "kelvinpi_store_commit_seconds", "Duration of the last commit", value=store.last_commit_seconds
-        )
-        yield CounterMetricFamily(
-            "kelvinpi_store_write_errors", "Failed store writes (data kept in memory)", value=store.write_errors
-        )
-        yield GaugeMetricFamily("kelvinpi_queue_samples", "Samples waiting for the store", value=len(self.queue))
-        yield GaugeMetricFamily(
-            "kelvinpi_store_records_queued",
-            "Events, snapshots and cursor moves waiting for the store",
-            value=store.records_queued(),
-        )
-        yield CounterMetricFamily(
-            "kelvinpi_store_records_dropped",
-            "Events, snapshots and cursor moves dropped from a full memory queue",
-            value=store.records_dropped,
-        )
-        yield CounterMetricFamily(
-            "kelvinpi_store_rejected_samples",
-            "Readings the store could not hold at all (no UNIX time, no 32-bit status, no number), dropped",
-            value=store.rejected,
-        )
-        yield CounterMetricFamily("kelvinpi_store_sealed_blocks", "Compressed blocks sealed", value=store.sealed_blocks)
-        yield CounterMetricFamily(
-            "kelvinpi_queue_dropped_samples", "Samples dropped from a full memory queue", value=self.queue.dropped
-        )
+        yield from stats_families(InstrumentHealth, [p.health for p in self.pollers])
+        yield from stats_families(StoreStats, [StoreStats.read(store, self.queue, used_bytes=True)])
         synced = self.clock_synced()
         yield GaugeMetricFamily(
             "kelvinpi_clock_synchronised",
             "1 if NTP-synchronised, 0 if not, -1 unknown",
             value=-1 if synced is None else int(synced),
         )
-
-        up_u = GaugeMetricFamily("kelvinpi_uplink_up", "1 while the uplink is connected", labels=["uplink", "kind"])
-        backlog = GaugeMetricFamily(
-            "kelvinpi_uplink_backlog_samples", "Samples not yet acknowledged", labels=["uplink", "kind"]
-        )
-        sent = CounterMetricFamily("kelvinpi_uplink_sent_samples", "Samples acknowledged", labels=["uplink", "kind"])
-        for u in self.uplink_health():
-            up_u.add_metric([u.name, u.kind], 1 if u.connected else 0)
-            backlog.add_metric([u.name, u.kind], u.backlog)
-            sent.add_metric([u.name, u.kind], u.sent)
-        yield from (up_u, backlog, sent)
+        yield from stats_families(UplinkHealth, list(self.uplink_health()))
 
         alarms = self.alarms
         if alarms is not None:
@@ -147,16 +85,28 @@ class ApplianceCollector:
             for a in alarms.alarms():
                 active.add_metric([a["name"], a["severity"]], 1 if a["active"] else 0)
                 acked.add_metric([a["name"]], 1 if a["active"] and a["acked"] else 0)
-            pending = GaugeMetricFamily(
-                "kelvinpi_notify_backlog", "Notifications waiting for delivery", labels=["target", "kind"]
-            )
-            failures = CounterMetricFamily(
-                "kelvinpi_notify_failures", "Failed delivery attempts", labels=["target", "kind"]
-            )
-            for lane in alarms.lanes.values():
-                pending.add_metric([lane.sender.name, lane.sender.kind], lane.backlog())
-                failures.add_metric([lane.sender.name, lane.sender.kind], lane.failures)
-            yield from (active, acked, pending, failures)
+            yield from (active, acked)
+            yield from stats_families(TargetStats, [lane.stats() for lane in alarms.lanes.values()])
+
+
+def stats_families(cls: type, records: Sequence[object]) -> Iterator[Metric]:
+    """One family per metric field of the stats class ``cls`` (``appliance.health.stat``), in field
+    order, with a sample per record: a family is there even with no records (as before: an appliance
+    without uplinks still says it has none). A None value is no sample; a bool is 0 or 1."""
+    for name, spec in metric_fields(cls):
+        labels = [label for label, _attr in spec.labels] + ([spec.each[0]] if spec.each else [])
+        family: GaugeMetricFamily | CounterMetricFamily = (CounterMetricFamily if spec.counter else GaugeMetricFamily)(
+            spec.name, spec.help, labels=labels
+        )
+        for r in records:
+            base = [str(getattr(r, attr)) for _label, attr in spec.labels]
+            value = getattr(r, name)
+            if spec.each:
+                for key in spec.each[1]:
+                    family.add_metric(base + [key], value.get(key, 0))
+            elif value is not None:
+                family.add_metric(base, int(value) if isinstance(value, bool) else value)
+        yield family
 
 
 def make_registry(
@@ -167,10 +117,11 @@ def make_registry(
     clock_synced: Callable[[], bool | None],
     uplink_health: Callable[[], Sequence[UplinkHealth]],
     alarms: AlarmService | None = None,
+    now: Callable[[], float] = time.time,
 ) -> CollectorRegistry:
     """A registry holding only the appliance's collector (no process or platform collectors)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(ApplianceCollector(store, pollers, queue, clock_synced, uplink_health, alarms))
+    reg.register(ApplianceCollector(store, pollers, queue, clock_synced, uplink_health, alarms, now))
     return reg
 
 

@@ -1,0 +1,49 @@
+"""Model-keyed facts live on the driver classes, and each fact shared by two paths is written once."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance import models
+from appliance.health import ERROR_KINDS
+from appliance.naming import OTHER_UNITS_METRIC, UNITS_METRICS, ocs_names
+from appliance.web.common import status_names
+from drivers import errors
+from drivers.ls240 import Model240
+from drivers.ls372 import Model372
+
+
+def test_the_models_table_finds_the_driver_classes_and_their_facts():
+    assert models.MODELS == {"372": Model372, "240": Model240}
+    # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
+    assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
+    assert models.limit_bits("240") == models.LimitBits(over=32, under=16)
+    assert models.limit_bits(None) == models.limit_bits("372")  # unknown: decoded as a 372, as before
+    assert status_names(32 | 1, "240") == ["INVALID", "T_OVER"]
+    assert status_names(64, "372") == ["T_OVER"] and status_names(64, None) == ["T_OVER"]
+    assert Model372.OCS_AGENT_CLASS == "Lakeshore372Agent" and Model240.OCS_AGENT_CLASS == "Lakeshore240Agent"
+
+
+@pytest.mark.parametrize(
+    "model,channel,name,want",
+    [
+        ("372", "5", "Channel 05", ("Channel_05_T", "Channel_05_R")),
+        ("372", "A", "control", ("control_T", "control_R")),
+        ("372", "3", "  mixing chamber (RuOx) ", ("mixing_chamber_RuOx_T", "mixing_chamber_RuOx_R")),
+        ("372", "7", "4K", ("Channel_4K_T", "Channel_4K_R")),
+        ("372", "9", "§§", ("Channel_09_T", "Channel_09_R")),
+        ("240", "2", "anything", ("Channel_2_T", "Channel_2_V")),
+    ],
+)
+def test_ocs_names_come_from_the_driver_class(model, channel, name, want):
+    assert ocs_names(model, channel, name) == want == models.MODELS[model].ocs_names(channel, name)
+
+
+def test_units_metrics_and_error_kinds_are_one_table_each():
+    """Remote write sends a series under the name /metrics exposes it; /metrics lists every driver error kind."""
+    from appliance.uplinks import remote_write
+
+    assert remote_write.METRIC_BY_UNITS == {u: m.name for u, m in UNITS_METRICS.items()}
+    assert remote_write.OTHER_METRIC == OTHER_UNITS_METRIC.name
+    kinds = {c.kind for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.DriverError)}
+    assert set(ERROR_KINDS) == (kinds - {"error"}) | {"internal"}
