@@ -832,6 +832,7 @@ def test_a_sample_too_far_in_the_future_is_refused_alone():
         srv.server_close()
 
 
+@pytest.mark.slow  # waits out a Retry-After
 def test_retry_after_is_honoured(tmp_path, stores, runners):
     """A 429 asking for 300 s (Retry-After) is not retried at 1, 2, 4 s: one request in the next 6 s, the
     wait shown in the health, the data kept; stopping the runner does not wait for it. An HTTP date
