@@ -40,7 +40,7 @@ def test_freq_with_too_few_arguments_is_refused_and_the_line_goes_on(disp):
 
 # Each argument of the commands the declared settings use (appliance/settings.py), one past the limit
 # the manual (or the project notes, lakeshore.md 1.6) states: the emulator refuses it as the 372 does
-# (no reply, ESR bit 4 execution error) and the setting is as before. FIDELITY.md rows 39-50.
+# (no reply, ESR bit 4 execution error) and the setting is as before. FIDELITY.md rows 39-49 (372) and 240 rows 6-7.
 OUT_OF_RANGE_372 = [
     ("INSET? 5", "INSET 5,2,10,9,21,1"),  # enable 0|1
     ("INSET? 5", "INSET 5,1,0,9,21,1"),  # dwell 1-200 s
