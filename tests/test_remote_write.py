@@ -29,9 +29,9 @@ from appliance.store import Store
 from appliance.uplinks import FailedUplink, build_uplinks
 
 from .conftest import appliance_config, start_appliance, wait_for
-from .receivers import Prometheus, VictoriaMetrics, differences, expected
-from .reconcile import reconcile
-from .test_outbox import Gate
+from .support.receivers import Prometheus, VictoriaMetrics, differences, expected
+from .support.reconcile import reconcile
+from .test_influxdb_outbox import Gate
 
 NODE = "LSA23JD"
 T_KEY = SeriesKey(NODE, "mxc_control_t", "K", "mxc_control", "mixing chamber", ocs="control_T")
@@ -590,7 +590,7 @@ def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
     """victoria-metrics over https with basic auth: delivered with the right CA and password (from a
     0600 file); a wrong password is an error kept for retry (401), a CA that did not sign the
     certificate fails verification; a password file others can read stops the uplink, named."""
-    from .routers import make_cert
+    from .support.routers import make_cert
 
     if not VictoriaMetrics.available():
         pytest.skip("Debian's victoria-metrics is not installed")
