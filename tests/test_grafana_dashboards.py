@@ -372,7 +372,15 @@ def test_influxdb_dashboard_queries_read_what_the_uplink_writes(fridge):
         wait_for(panels_answer, 60, step=1.0, what="every repeated panel returning every channel of its node")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {why[0]}") from None
-    assert {"MXC_T", "Channel_1_T"} <= set(variable("channel")) and {"MXC_R", "Channel_1_V"} <= set(variable("sensor"))
+    # the MXC is a scanned input: its first reading can come a scan rotation after the panels answer
+    wait_for(
+        lambda: (
+            {"MXC_T", "Channel_1_T"} <= set(variable("channel")) and {"MXC_R", "Channel_1_V"} <= set(variable("sensor"))
+        ),
+        60,
+        step=1.0,
+        what="the channel variables listing the scanned MXC and the 240's channel",
+    )
 
 
 @pytest.mark.influxd  # the module's appliance uplinks to Debian's influxd when it is installed
