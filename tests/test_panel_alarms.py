@@ -4,6 +4,7 @@ scanner-aware freshness, the alarm banner with acknowledge, the 800x480 kiosk la
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -204,3 +205,38 @@ def test_ack_pin_is_rate_limited_and_the_token_still_works(alarmed):
     assert status == 200
     a = alarmed.alarms.active()[0]
     assert a["acked"] and a["acked_by"] == "127.0.0.1"
+
+
+def _post_ack_from(app, source: str, auth: str) -> tuple[int, str, str | None]:
+    """An acknowledge POST from a chosen loopback source address (the client socket bound to it)."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(*app.web_address, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("POST", "/api/v1/alarms/mxc-cold/ack", headers={"Authorization": auth})
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        msg = body["error"]["message"] if r.status >= 400 else "ok"
+        return r.status, msg, r.getheader("Retry-After")
+    finally:
+        conn.close()
+
+
+def test_wrong_pins_from_the_network_do_not_lock_out_the_pis_own_screen(alarmed):
+    """20 wrong PINs from ten other addresses (127.0.0.20-29, two each: under the per-address limit)
+    stop PIN acks for everyone else, with a Retry-After that says what the message says; the Pi's own
+    display (127.0.0.1) still acknowledges with the right PIN."""
+    wait_for(lambda: alarmed.alarms.active(), 20, what="alarm raised")
+    for i in range(20):
+        status, _, _ = _post_ack_from(alarmed, f"127.0.0.{20 + i % 10}", "PIN 0000")
+        assert status == 401
+    status, msg, retry = _post_ack_from(alarmed, "127.0.0.30", f"PIN {PIN}")  # another address: stopped
+    assert status == 429 and "on this appliance" in msg
+    m = re.search(r"try again in (\d+) s", msg)
+    assert m and retry is not None and abs(int(retry) - int(m[1])) <= 1, (msg, retry)
+    assert not alarmed.alarms.active()[0]["acked"]
+    status, msg, _ = _post_ack_from(alarmed, "127.0.0.1", f"PIN {PIN}")
+    assert status == 200, msg
+    a = alarmed.alarms.active()[0]
+    assert a["acked"] and a["acked_by"] == "127.0.0.1 (PIN)"
