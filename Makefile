@@ -102,7 +102,7 @@ bench-alarms: $(STAMP)
 # The whole stack for a simulated week with random faults (~9 min); last line:
 #   soak: produced=N stored=N served=N lost=N      e.g. make soak SOAK_ARGS="--days 30 --minutes 20"
 soak: $(STAMP) $(CROSSBAR)
-	$(BIN)/python -m tests.soak $(SOAK_ARGS)
+	$(BIN)/python -m tools.soak $(SOAK_ARGS)
 
 # Debian packages the tests use: chromium (front panel), influxdb (InfluxDB uplink),
 # mtools/dosfstools/e2fsprogs/fdisk (image assembler), systemd (unit verification).

@@ -211,7 +211,7 @@ def fill_disk(path) -> None:
 @pytest.fixture
 def influx_server(tmp_path):
     """An influxd configured on free loopback ports but not started: until ``start()`` its port is closed."""
-    from .routers import Influx
+    from .support.routers import Influx
 
     if not os.path.exists(Influx.BIN):
         pytest.skip("Debian's influxdb is not installed (`make ci-deps` as root installs it)")
@@ -235,7 +235,7 @@ CONSUMER_SECRET = "consumer-secret-for-tests"
 
 @pytest.fixture(scope="session")
 def router(tmp_path_factory):
-    from .routers import CROSSBAR, Crossbar
+    from .support.routers import CROSSBAR, Crossbar
 
     if not CROSSBAR.exists():
         pytest.skip("crossbar venv missing: run `make test`")
@@ -247,7 +247,7 @@ def router(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def wamp_loop():
-    from .routers import Loop
+    from .support.routers import Loop
 
     loop = Loop()
     yield loop
@@ -256,7 +256,7 @@ def wamp_loop():
 
 @pytest.fixture(scope="session")
 def hub(router, wamp_loop):
-    from .routers import Hub
+    from .support.routers import Hub
 
     h = Hub(wamp_loop, router)
     assert h.joined.wait(30)
@@ -265,7 +265,7 @@ def hub(router, wamp_loop):
 
 @pytest.fixture(scope="session")
 def consumer(router, wamp_loop, hub):
-    from .routers import Consumer
+    from .support.routers import Consumer
 
     return Consumer(wamp_loop, router)
 

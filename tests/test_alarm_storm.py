@@ -112,6 +112,7 @@ def test_80_flapping_rules_for_an_hour_send_at_most_the_cap_each(tmp_path):
 REAL = SeriesKey("N", "still_t", "K", "still")
 
 
+@pytest.mark.slow  # a simulated hour of 80 flapping rules
 def test_a_storm_with_the_store_not_writing_neither_floods_the_record_queue_nor_loses_a_real_alarm(tmp_path):
     """80 rules flapping for an hour while nothing reaches the disk (the writer never gets through,
     as on a full card): the records they queue stay bounded, so the store's queue (which drops the

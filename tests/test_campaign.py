@@ -12,8 +12,8 @@ from appliance import config as _config
 from appliance.service import Appliance
 from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config, fill_disk, sisock_uplink, start_appliance, wait_for, wait_nodes
-from tests.reconcile import forwarded, forwarding_gaps, reconcile, rollup_mismatches, stored
-from tests.routers import FeedListener
+from tests.support.reconcile import forwarded, forwarding_gaps, reconcile, rollup_mismatches, stored
+from tests.support.routers import FeedListener
 
 
 pytestmark = pytest.mark.slow  # whole-stack fault campaigns, 15-45 s each

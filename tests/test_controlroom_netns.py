@@ -36,7 +36,7 @@ import yaml
 from firmware_host.emulator import Emulator
 
 from .conftest import wait_for
-from .routers import (
+from .support.routers import (
     CROSSBAR,
     COMPOSE,
     Consumer,

@@ -148,7 +148,7 @@ def target_texts(d: dict) -> list[str]:
 def fridge(tmp_path_factory):
     """One appliance for the module (the 372 scans its inputs one after the other): both emulators, and
     an InfluxDB uplink to Debian's influxd when it is installed. Yields (appliance, influx or None)."""
-    from .routers import Influx
+    from .support.routers import Influx
 
     tmp = tmp_path_factory.mktemp("fridge")
     emu372 = Emulator.ls372(seed=1, time_scale=1.0)

@@ -413,7 +413,7 @@ threshold = 1.0
 
 def test_active_alarms_on_the_ocs_feed(tmp_path, emu372, router, wamp_loop):
     """The control room sees the appliance's active alarms on each agent's OCS ``alarms`` feed."""
-    from .routers import CROSSBAR, FeedListener
+    from .support.routers import CROSSBAR, FeedListener
 
     if not CROSSBAR.exists():
         pytest.skip("crossbar venv missing: run `make test`")

@@ -1,5 +1,5 @@
 """Delivery lanes against receivers that misbehave, on loopback: real ``Lane`` and ``Sender`` objects,
-a real store in the test's directory, raw-socket receivers (tests/receivers.py) that answer in ways
+a real store in the test's directory, raw-socket receivers (tests/support/receivers.py) that answer in ways
 urllib could not survive or mistook for a delivery.
 
 For each fault: the lane's thread lives on, ``failures`` and ``last_error`` show the fault, and once
@@ -23,7 +23,7 @@ from appliance.notify import Lane, sender_for
 from appliance.store import Store
 
 from .conftest import wait_for
-from .receivers import RawHTTP, RawSMTP
+from .support.receivers import RawHTTP, RawSMTP
 
 pytestmark = pytest.mark.slow  # hostile receivers waited out to the senders' deadlines
 

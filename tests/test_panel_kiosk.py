@@ -65,6 +65,7 @@ def demo(tmp_path):
 
 
 @pytest.mark.timeout(300)  # the MXC is a scanned input: each step waits up to a scan rotation
+@pytest.mark.slow  # make run's whole walkthrough: waits for the scanner to reach the MXC (about a minute)
 def test_devrun_demo_config_secrets_and_walkthrough(demo):
     """The README's walkthrough on devrun's config: the emulator's mixing-chamber heater warms the
     MXC past mxc-warm's threshold, the receiver gets "raised", the API acknowledges with the printed

@@ -29,9 +29,9 @@ from appliance.store import Store
 from appliance.uplinks import FailedUplink, build_uplinks
 
 from .conftest import appliance_config, start_appliance, wait_for
-from .receivers import Prometheus, VictoriaMetrics, differences, expected
-from .reconcile import reconcile
-from .test_outbox import Gate
+from .support.receivers import Prometheus, VictoriaMetrics, differences, expected
+from .support.reconcile import reconcile
+from .test_influxdb_outbox import Gate
 
 NODE = "LSA23JD"
 T_KEY = SeriesKey(NODE, "mxc_control_t", "K", "mxc_control", "mixing chamber", ocs="control_T")
@@ -590,7 +590,7 @@ def test_basic_auth_and_tls_verified(tmp_path, stores, runners):
     """victoria-metrics over https with basic auth: delivered with the right CA and password (from a
     0600 file); a wrong password is an error kept for retry (401), a CA that did not sign the
     certificate fails verification; a password file others can read stops the uplink, named."""
-    from .routers import make_cert
+    from .support.routers import make_cert
 
     if not VictoriaMetrics.available():
         pytest.skip("Debian's victoria-metrics is not installed")
@@ -832,6 +832,7 @@ def test_a_sample_too_far_in_the_future_is_refused_alone():
         srv.server_close()
 
 
+@pytest.mark.slow  # waits out a Retry-After
 def test_retry_after_is_honoured(tmp_path, stores, runners):
     """A 429 asking for 300 s (Retry-After) is not retried at 1, 2, 4 s: one request in the next 6 s, the
     wait shown in the health, the data kept; stopping the runner does not wait for it. An HTTP date

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .routers import compose_setup_commands
+from .support.routers import compose_setup_commands
 
 SERVER = Path(__file__).resolve().parent.parent / "images" / "server"
 CROSSBAR = SERVER.parent.parent / ".venv-crossbar" / "bin" / "crossbar"

@@ -15,7 +15,7 @@ import pytest
 
 
 from .conftest import appliance_config, wait_for
-from .reconcile import stored, stored_count
+from .support.reconcile import stored, stored_count
 
 
 pytestmark = pytest.mark.slow  # `kelvinpi run` in its own process, up to a minute

@@ -555,7 +555,7 @@ def _packs(s) -> int:
 
 @pytest.mark.slow
 def test_closed_days_are_packed_and_served_exactly_late_readings_merged(tmp_path):
-    from tests.reconcile import rollup_mismatches
+    from tests.support.reconcile import rollup_mismatches
 
     s = Store(tmp_path / "k.db")
     t0 = 1_700_000_000.0 // 86400 * 86400 + 777.25
@@ -583,7 +583,7 @@ def test_closed_days_are_packed_and_served_exactly_late_readings_merged(tmp_path
 
 @pytest.mark.slow
 def test_v2_store_is_migrated_in_place_and_its_rollups_packed_in_steps(tmp_path):
-    from tests.reconcile import rollup_mismatches
+    from tests.support.reconcile import rollup_mismatches
 
     path = tmp_path / "v2.db"
     shutil.copy(V2_FILE, path)

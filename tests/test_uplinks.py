@@ -11,9 +11,9 @@ import pytest
 from appliance.uplinks.sisock import SisockUplinkRunner
 
 from .conftest import CONSUMER_SECRET, SERVER_SECRET, appliance_config, start_appliance, wait_for
-from .reconcile import reconcile
+from .support.reconcile import reconcile
 from .test_campaign import quiesce
-from .routers import CROSSBAR, Crossbar, FeedListener
+from .support.routers import CROSSBAR, Crossbar, FeedListener
 
 pytestmark = [
     pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`"),
@@ -110,7 +110,7 @@ def test_duplicate_node_name_waits_for_the_stale_session(
 ):
     from autobahn.asyncio.component import Component
 
-    from .routers import _transport
+    from .support.routers import _transport
 
     holder = Component(
         transports=[_transport(router.wss_url, router.cert)],

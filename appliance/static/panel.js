@@ -225,15 +225,36 @@ function unchanged(box, what) {
   box.dataset.sig = sig;
   return false;
 }
-function fillCards(box, items, key, describe) {
-  if (unchanged(box, items.map((it) => [it.name, it.connected, describe(it), it.last_error]))) return;
+function fillCards(box, items, key, describe, extra) {
+  const shown = (it) => [it.name, it.connected, describe(it), it.last_error, extra ? it.incomplete_curves : null];
+  if (unchanged(box, items.map(shown))) return;
   box.innerHTML = "";
   for (const it of items) {
     const d = document.createElement("div");
     d.className = "inst" + (it.connected ? "" : " down");
     d.dataset[key] = it.name;
     d.textContent = describe(it) + (!it.connected && it.last_error ? ` · ${it.last_error}` : "");
+    if (extra) extra(it, d);
     box.appendChild(d);
+  }
+}
+
+// An instrument's card: a link to its settings view (read-only without the token), and a warning
+// for each curve slot an upload left part written (health's incomplete_curves), until it is mended.
+function instrumentExtras(i, card) {
+  const a = document.createElement("a");
+  a.className = "settings-link";
+  a.href = `/instruments/${encodeURIComponent(i.name)}/settings`;
+  a.textContent = "instrument settings";
+  card.append(" · ", a);
+  const slots = Object.entries(i.incomplete_curves || {});
+  card.classList.toggle("incomplete", slots.length > 0);
+  for (const [slot, why] of slots) {
+    const w = document.createElement("div");
+    w.className = "incomplete-curve";
+    w.dataset.slot = slot;
+    w.textContent = `curve ${slot} INCOMPLETE: ${why} (upload or verify it again)`;
+    card.appendChild(w);
   }
 }
 
@@ -286,7 +307,7 @@ function showInstruments(h) {
     return `${i.name} (${i.model}) ` + (i.connected ? "connected" : "DOWN") +
         (i.identity ? ` · ${i.identity}` : "") + ` · cycle ${(i.cycle_seconds * 1000).toFixed(0)} ms` + scan +
         ` · errors: ${errs || "none"}`;
-  });
+  }, instrumentExtras);
 }
 function showUplinks(h) {
   // notification targets sit with the uplinks: "connected" while nothing waits or fails

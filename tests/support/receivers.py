@@ -18,7 +18,7 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from .conftest import free_port
+from ..conftest import free_port
 
 SELECTOR = '{__name__=~"kelvinpi_.*"}'
 

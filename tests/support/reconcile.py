@@ -207,7 +207,7 @@ def forwarded(store, listener=None, influx=None, root: str = "observatory") -> d
     ``name -> (non-NULL samples stored, missing or extra on the OCS feed, missing or extra in InfluxDB)``.
 
     ``listener``: a FeedListener subscribed to the feeds (as OCS's InfluxDB publisher is);
-    ``influx``: the InfluxDB the uplink writes (``tests.routers.Influx``). A ``None`` reader counts 0.
+    ``influx``: the InfluxDB the uplink writes (``tests.support.routers.Influx``). A ``None`` reader counts 0.
     """
     reader = _reader(store)
     feed = listener.samples() if listener is not None else {}

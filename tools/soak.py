@@ -30,8 +30,8 @@ from pathlib import Path
 
 from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config
-from tests.reconcile import forwarded, forwarding_gaps, reconcile
-from tests.routers import Consumer, Crossbar, FeedListener, Hub, Influx, Loop
+from tests.support.reconcile import forwarded, forwarding_gaps, reconcile
+from tests.support.routers import Consumer, Crossbar, FeedListener, Hub, Influx, Loop
 
 SERVER_SECRET = "soak-server-secret"
 CONSUMER_SECRET = "soak-consumer-secret"

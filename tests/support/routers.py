@@ -24,7 +24,7 @@ from pathlib import Path
 from autobahn.asyncio.component import Component
 from autobahn.wamp.types import SubscribeOptions
 
-from .conftest import free_port
+from ..conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CROSSBAR = ROOT / ".venv-crossbar" / "bin" / "crossbar"
