@@ -14,6 +14,8 @@ to its action)::
     warm               put every stage at room temperature (start a cooldown)
     warmup TAU         warm every stage towards room temperature with time constant TAU simulated
                        seconds (a cooldown run backwards; ``warmup 0`` lets the fridge cool again)
+    settle             end any warm-up and put every stage at its base temperature now (a cooldown
+                       back to base takes hours of simulated time; an emulator control, not firmware)
     heater WATTS       force the mixing-chamber heater power (0 returns control to the 372)
     clear              clear mute/slow/garbage/partial
     status             one JSON line: faults, simulated time, stage temperatures
@@ -32,7 +34,7 @@ from typing import Callable
 from .ledger import Ledger
 from .ls240_device import LS240Device
 from .ls372_device import LS372Device
-from .physics import STAGES, Fridge
+from .physics import BASE, STAGES, Fridge
 from .sim_clock import SimClock
 from .wire import Faults, PtyInterface, TcpInterface
 
@@ -158,6 +160,12 @@ class Emulator:
         with self.fridge.lock:
             self.fridge.warmup_tau = max(0.0, float(args[0]))
 
+    def _settle(self, args: list[str]) -> None:
+        self.fridge.advance_to(self.clock.now())  # the time so far at the old physics
+        with self.fridge.lock:
+            self.fridge.warmup_tau = 0.0
+            self.fridge.temps.update(BASE)
+
     def _heater(self, args: list[str]) -> None:
         watts = float(args[0])
         if hasattr(self.device, "force_heater"):
@@ -231,6 +239,7 @@ CONTROLS: dict[str, Callable[[Emulator, list[str]], str | None]] = {
     "advance": Emulator._advance,
     "warm": Emulator._warm,
     "warmup": Emulator._warmup,
+    "settle": Emulator._settle,
     "heater": Emulator._heater,
     "clear": Emulator._clear,
     "status": Emulator._status,

@@ -4,6 +4,7 @@ scanner-aware freshness, the alarm banner with acknowledge, the 800x480 kiosk la
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -124,6 +125,8 @@ def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  #
     row.wait_for(timeout=15000)
     assert page.locator("#alarms").is_visible()
     assert "CRITICAL" in row.inner_text()
+    # the time as the header gives it: 24-hour HH:MM:SS, whatever the browser's locale
+    assert re.search(r"since \d\d:\d\d:\d\d", row.inner_text()) and not re.search(r"[AP]M", row.inner_text())
     page.wait_for_selector('[data-channel="LSA23JD::mxc_control"].alarm', timeout=10000)
     page.wait_for_selector('.plot[data-plot="temperatures"] canvas', timeout=15000)
     # the webhook's server is down: its card says so
@@ -153,7 +156,7 @@ def test_alarm_banner_acknowledge_and_kiosk_800x480(alarmed, page, tmp_path):  #
     assert not page.locator("#pad-token").is_visible()  # the kiosk has no keyboard: the pad only
     for key in pad.locator(".keys button").all():
         box = key.bounding_box()
-        assert box and box["height"] >= 40 and box["y"] + box["height"] <= 480  # finger-sized, on screen
+        assert box and box["height"] >= 48 and box["y"] + box["height"] <= 480  # finger-sized, on screen
 
     def tap(digits: str) -> None:
         for d in digits:
@@ -204,3 +207,38 @@ def test_ack_pin_is_rate_limited_and_the_token_still_works(alarmed):
     assert status == 200
     a = alarmed.alarms.active()[0]
     assert a["acked"] and a["acked_by"] == "127.0.0.1"
+
+
+def _post_ack_from(app, source: str, auth: str) -> tuple[int, str, str | None]:
+    """An acknowledge POST from a chosen loopback source address (the client socket bound to it)."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(*app.web_address, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("POST", "/api/v1/alarms/mxc-cold/ack", headers={"Authorization": auth})
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        msg = body["error"]["message"] if r.status >= 400 else "ok"
+        return r.status, msg, r.getheader("Retry-After")
+    finally:
+        conn.close()
+
+
+def test_wrong_pins_from_the_network_do_not_lock_out_the_pis_own_screen(alarmed):
+    """20 wrong PINs from ten other addresses (127.0.0.20-29, two each: under the per-address limit)
+    stop PIN acks for everyone else, with a Retry-After that says what the message says; the Pi's own
+    display (127.0.0.1) still acknowledges with the right PIN."""
+    wait_for(lambda: alarmed.alarms.active(), 20, what="alarm raised")
+    for i in range(20):
+        status, _, _ = _post_ack_from(alarmed, f"127.0.0.{20 + i % 10}", "PIN 0000")
+        assert status == 401
+    status, msg, retry = _post_ack_from(alarmed, "127.0.0.30", f"PIN {PIN}")  # another address: stopped
+    assert status == 429 and "on this appliance" in msg
+    m = re.search(r"try again in (\d+) s", msg)
+    assert m and retry is not None and abs(int(retry) - int(m[1])) <= 1, (msg, retry)
+    assert not alarmed.alarms.active()[0]["acked"]
+    status, msg, _ = _post_ack_from(alarmed, "127.0.0.1", f"PIN {PIN}")
+    assert status == 200, msg
+    a = alarmed.alarms.active()[0]
+    assert a["acked"] and a["acked_by"] == "127.0.0.1 (PIN)"

@@ -25,23 +25,56 @@ function fmtAge(s) {
   return (s / 3600).toFixed(1) + " h ago";
 }
 // -- contact: when did the appliance last answer? A page that cannot reach it must not look alive.
-const REQUEST_DEADLINE_MS = 4000;   // a request not answered by then counts as a failure
-const NO_CONTACT_AFTER_MS = 7000;   // no answer for this long (or two failures in a row): NO CONTACT
-const contact = {lastOk: null, lastOkMono: null, failures: 0, error: "", started: performance.now()};
-async function getJSON(url) {
+// Tracked per endpoint: /latest (the readings) and /health (alarms, instruments) must each have
+// answered, fully rendered, within their limit; the oldest last good answer decides. A request for
+// plot data is not contact (a 30-day plot may take longer than a refresh).
+const REQUEST_DEADLINE_MS = 4000;   // a latest/health request not answered by then counts as a failure
+const DATA_DEADLINE_MS = 30000;     // plot data: a long range on a Pi takes a while
+const CONTACT = {latest: {period: 2000, url: "/api/v1/latest"}, health: {period: 3000, url: "/api/v1/health"}};
+for (const k of Object.keys(CONTACT)) Object.assign(CONTACT[k], {lastOk: null, lastOkMono: null, failures: 0,
+    error: "", serverNow: null, pendingNow: null});
+// limit: two refreshes plus one request deadline (latest 8 s, health 10 s); two failures in a row sooner
+const limitMs = (e) => 2 * e.period + REQUEST_DEADLINE_MS;
+const contact = {ep: CONTACT, lastOk: null, failures: 0, error: "", started: performance.now(), panelError: "",
+                 serverOffset: 0, serverKnown: false};
+// The appliance's clock ("now" on the Pi), for the plots' range: the browser's may be off.
+function serverNowS() { return Date.now() / 1000 + contact.serverOffset; }
+class Counted extends Error {}
+function fail(name, msg) {
+  const e = CONTACT[name];
+  e.failures += 1;
+  e.error = msg;
+  showContact();
+}
+// A refresh of ``name`` got its answer and drew it: contact, unless the appliance's own time did not
+// move since the last answer (a middlebox replaying a frozen answer).
+function answered(name) {
+  const e = CONTACT[name];
+  const now = e.pendingNow;
+  if (now !== null && e.serverNow !== null && !(now > e.serverNow)) {
+    fail(name, `the appliance's answers stopped changing (its time stuck at ${hhmmss(now * 1000)})`);
+    return;
+  }
+  if (now !== null) e.serverNow = now;
+  e.lastOk = Date.now(); e.lastOkMono = performance.now(); e.failures = 0; e.error = "";
+  showContact();
+}
+async function getJSON(url, name, deadline) {
+  const ms = deadline || REQUEST_DEADLINE_MS;
   const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(), REQUEST_DEADLINE_MS);
+  const timer = setTimeout(() => ctl.abort(), ms);
   try {
     const r = await fetch(url, {cache: "no-store", signal: ctl.signal});
     if (!r.ok) throw new Error(`${url.split("?")[0]} answered HTTP ${r.status}`);
     const body = await r.json();
-    contact.lastOk = Date.now(); contact.lastOkMono = performance.now(); contact.failures = 0; contact.error = "";
+    const now = parseFloat(r.headers.get("X-Kelvinpi-Now"));
+    if (Number.isFinite(now)) { contact.serverOffset = now - Date.now() / 1000; contact.serverKnown = true; }
+    if (name) CONTACT[name].pendingNow = Number.isFinite(now) ? now : null;
     return body;
   } catch (e) {
-    contact.failures += 1;
-    contact.error = e.name === "AbortError" ? `no answer within ${REQUEST_DEADLINE_MS / 1000} s` : e.message;
-    showContact();
-    throw e;
+    const msg = e.name === "AbortError" ? `${url.split("?")[0]}: no answer within ${ms / 1000} s` : e.message;
+    if (name) fail(name, msg);
+    throw new Counted(msg);
   } finally {
     clearTimeout(timer);
   }
@@ -50,26 +83,55 @@ function hhmmss(ms) {
   const d = new Date(ms);
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((x) => String(x).padStart(2, "0")).join(":");
 }
-function noContact() {
-  const since = contact.lastOkMono === null ? contact.started : contact.lastOkMono;
-  return contact.failures >= 2 || performance.now() - since > NO_CONTACT_AFTER_MS;
+function lost(e) {
+  const since = e.lastOkMono === null ? contact.started : e.lastOkMono;
+  return e.failures >= 2 || performance.now() - since > limitMs(e);
 }
+function noContact() { return Object.values(CONTACT).some(lost); }
 // The banner, the greyed page and the header's "updated" line, from the contact record alone.
 function showContact() {
-  const lost = noContact();
-  document.body.classList.toggle("nocontact", lost);
+  const eps = Object.values(CONTACT);
+  const gone = noContact();
+  // the oldest last good answer decides (null: one of them never answered)
+  const oldest = eps.some((e) => e.lastOk === null) ? null : Math.min(...eps.map((e) => e.lastOk));
+  contact.lastOk = oldest;
+  contact.failures = Math.max(...eps.map((e) => e.failures));
+  contact.error = eps.filter((e) => e.error).map((e) => e.error).join(" · ");
+  document.body.classList.toggle("nocontact", gone);
   const box = $("#nocontact");
-  box.hidden = !lost;
-  if (lost) {
-    box.querySelector(".big").textContent = contact.lastOk === null ? "NO CONTACT with the appliance" :
-        `NO CONTACT with the appliance since ${hhmmss(contact.lastOk)}`;
+  box.hidden = !gone;
+  if (gone) {
+    box.querySelector(".big").textContent = oldest === null ? "NO CONTACT with the appliance" :
+        `NO CONTACT with the appliance since ${hhmmss(oldest)}`;
     box.querySelector(".why").textContent = (contact.error || "no answer") +
         " · everything below is the last known state";
   }
+  // health (alarms, instruments) lost: the alarm area must not look like "no alarms"
+  const h = CONTACT.health;
+  const hLost = lost(h);
+  const unknown = hLost ? (h.lastOk === null ? "health unknown: no answer yet" :
+      `health unknown since ${hhmmss(h.lastOk)}`) : "";
+  const au = $("#alarms-unknown");
+  au.hidden = !hLost;
+  if (hLost) au.textContent = `ALARMS UNKNOWN · ${unknown} · ${h.error || "no answer"}`;
+  const inst = $("#instruments");
+  if (hLost) inst.dataset.unknown = unknown; else delete inst.dataset.unknown;
+  const pe = $("#panel-error");
+  pe.hidden = !contact.panelError;
+  pe.textContent = contact.panelError ? "panel error: " + contact.panelError : "";
   const upd = $("#updated");
-  upd.textContent = contact.lastOk === null ? "waiting for the appliance…" :
-      (lost ? "last answer " : "updated ") + hhmmss(contact.lastOk);
-  upd.classList.toggle("bad", lost);
+  upd.textContent = oldest === null ? "waiting for the appliance…" :
+      (gone ? "last answer " : "updated ") + hhmmss(oldest);
+  upd.classList.toggle("bad", gone);
+}
+// Each part of an answer drawn on its own: one bad part does not stop the others (the alarm banner
+// first); the errors are returned so the refresh counts as failed and says why.
+function sections(parts) {
+  const errs = [];
+  for (const [what, fn] of parts) {
+    try { fn(); } catch (e) { errs.push(`${what}: ${e.message}`); }
+  }
+  return errs;
 }
 function stemOf(field) { return field.replace(/_(t|r)$/, ""); }
 
@@ -80,7 +142,7 @@ async function refreshFields() {
 }
 
 async function refreshLatest() {
-  const items = await getJSON("/api/v1/latest");
+  const items = await getJSON("/api/v1/latest", "latest");
   const groups = new Map();
   for (const it of items) {
     const key = stemOf(it.field);
@@ -127,7 +189,7 @@ async function refreshLatest() {
     card.dataset.value = main && main.value !== null ? String(main.value) : "";
     card.dataset.t = main ? String(main.t) : "";
   }
-  showContact();
+  answered("latest");
 }
 
 // A card's age from its last answer plus the time since, every second: a reading does not get
@@ -197,16 +259,31 @@ function instrumentExtras(i, card) {
 }
 
 async function refreshHealth() {
-  const h = await getJSON("/api/v1/health");
+  const h = await getJSON("/api/v1/health", "health");
   lastHealth = h;
+  const errs = sections([
+    // the alarms first: whatever else in the answer is odd, an active alarm is shown
+    ["alarms", () => showAlarms(h.alarms ? h.alarms.active : [])],
+    ["unmatched rules", () => showUnmatched(h.alarms && h.alarms.unmatched ? h.alarms.unmatched : [])],
+    ["clock", () => showClock(h)], ["config", () => showConfigError(h)], ["store", () => showStore(h)],
+    ["instruments", () => showInstruments(h)], ["uplinks", () => showUplinks(h)],
+  ]);
+  if (errs.length) throw new Error("health answer: " + errs.join("; "));
+  answered("health");
+}
+function showClock(h) {
   const clock = $("#clock");
   clock.textContent = h.clock_synchronised === false ? "clock NOT synchronised" :
       (h.clock_synchronised ? "clock synchronised" : "clock unknown");
   clock.className = "pill " + (h.clock_synchronised === false ? "warn" : "ok");
+}
+function showConfigError(h) {
   const ce = $("#config-error");
   ce.hidden = !h.config_error;
   ce.querySelector("pre").textContent = h.config_error ?
       "kelvinpi.toml on the SD card was rejected; the last good configuration is running:\n" + h.config_error : "";
+}
+function showStore(h) {
   const st = h.store;
   const store = $("#store");
   store.textContent = `store ${(st.file_bytes / 1048576).toFixed(1)} MB · ${st.written} samples` +
@@ -221,6 +298,8 @@ async function refreshHealth() {
         (ps.write_bytes_per_day !== null ? ` · wear ${(ps.write_bytes_per_day / 1048576).toFixed(1)} MB/day` :
          " · wear: measuring");
   }
+}
+function showInstruments(h) {
   fillCards($("#instruments"), h.instruments, "node", (i) => {
     const errs = Object.entries(i.errors).map(([k, v]) => `${k} ${v}`).join(", ");
     const scan = i.scan ? ` · scanner ${i.scan.autoscan ? "on" : "held"} at ${i.scan.channel}` :
@@ -229,6 +308,8 @@ async function refreshHealth() {
         (i.identity ? ` · ${i.identity}` : "") + ` · cycle ${(i.cycle_seconds * 1000).toFixed(0)} ms` + scan +
         ` · errors: ${errs || "none"}`;
   }, instrumentExtras);
+}
+function showUplinks(h) {
   // notification targets sit with the uplinks: "connected" while nothing waits or fails
   const targets = (h.alarms ? h.alarms.targets : []).map((t) => Object.assign({}, t, {
     connected: !t.error && !t.last_error, last_error: t.error || t.last_error}));
@@ -237,8 +318,6 @@ async function refreshHealth() {
                         ` · waiting ${u.backlog || 0} · sent ${u.sent || 0}` +
                         (u.failures ? ` · failures ${u.failures}` : "") :
           `uplink ${u.name} (${u.kind}) ` + (u.connected ? "connected" : "DOWN") + ` · backlog ${u.backlog}`);
-  showAlarms(h.alarms ? h.alarms.active : []);
-  showUnmatched(h.alarms && h.alarms.unmatched ? h.alarms.unmatched : []);
 }
 
 // A rule whose field never appeared cannot fire: say so, with the fields its instrument does have.
@@ -271,7 +350,7 @@ function showAlarms(active) {
     d.className = `alarm-row ${a.severity}` + (a.acked ? " acked" : "");
     d.dataset.alarm = a.name;
     const text = document.createElement("span");
-    const since = a.since ? new Date(a.since * 1000).toLocaleTimeString() : "";
+    const since = a.since ? hhmmss(a.since * 1000) : "";  // 24-hour, as the header
     text.textContent = `${a.severity.toUpperCase()} · ${a.name} · ${a.target || ""} · ${a.detail} · since ${since}` +
         (a.acked ? ` · acknowledged${a.acked_by ? " by " + a.acked_by : ""}` : "");
     d.appendChild(text);
@@ -396,7 +475,7 @@ function rangeSeconds() {
 async function seriesData(names, start, stride) {
   if (!names.length) return {};
   const q = names.map((n) => "field=" + encodeURIComponent(n)).join("&");
-  return (await getJSON(`/api/v1/data?${q}&start=${start}&end=0&min_stride=${stride}`)).fields;
+  return (await getJSON(`/api/v1/data?${q}&start=${start}&end=0&min_stride=${stride}`, null, DATA_DEADLINE_MS)).fields;
 }
 
 // A silence longer than the readings' expected spacing is a gap, drawn as one: a null point in it
@@ -460,17 +539,27 @@ function drawCombined(key, names, labels, fields, fmt, title, gaps, stride) {
 async function refreshPlots() {
   if (!panelInfo) await refreshPanel();
   const span = rangeSeconds();
-  const now = Date.now() / 1000;
+  if (!contact.serverKnown) await getJSON("/api/v1/latest");  // its X-Kelvinpi-Now: the Pi's clock
+  const now = serverNowS();  // the Pi's "now": the data are stamped by its clock, not the browser's
   const start = span === null ? 1 : -span;
   const stride = span === null ? 3600 : Math.max(1, span / 600);
   const chans = panelInfo.channels;
   const temps = chans.filter((c) => c.kelvin && fields[c.kelvin]);
   const ohms = chans.filter((c) => c.sensor && c.sensor_units === "Ohm" && fields[c.sensor]);
   const label = (c) => `${c.name} (${c.node})`;
-  const [tf, rf, ev] = await Promise.all([
-    seriesData(temps.map((c) => c.kelvin), start, stride),
-    seriesData(ohms.map((c) => c.sensor), start, stride),
-    getJSON(`/api/v1/events?since=${start}`)]);
+  const note = $("#plots-note");
+  note.textContent = "loading…";
+  let tf, rf, ev;
+  try {
+    [tf, rf, ev] = await Promise.all([
+      seriesData(temps.map((c) => c.kelvin), start, stride),
+      seriesData(ohms.map((c) => c.sensor), start, stride),
+      getJSON(`/api/v1/events?since=${start}`, null, DATA_DEADLINE_MS)]);
+    note.textContent = "";
+  } catch (e) {
+    note.textContent = "plot not loaded: " + e.message;
+    throw e;
+  }
   shownEvents = ev.events;
   // the chosen range, from where the store begins if it is younger (a new appliance is not a sliver)
   const oldest = panelInfo && panelInfo.store.oldest ? panelInfo.store.oldest : 0;
@@ -501,18 +590,29 @@ function csvUrl() {
 function downloadCsv() { const u = csvUrl(); if (u) window.location.href = u; }
 window.kelvinpi.csvUrl = csvUrl;
 window.kelvinpi.contact = contact;
+window.kelvinpi.serverNow = serverNowS;
 window.kelvinpi.refreshPlots = refreshPlots;
 
-async function tick(fn, ms) {
-  try { await fn(); } catch (e) { showContact(); }  // getJSON has counted it
-  setTimeout(() => tick(fn, ms), ms);
+// One refresh; any exception counts as a failure of its endpoint (a request's own failure is already
+// counted by getJSON) and a drawing error is shown as a "panel error" line: never a silent freeze.
+async function tick(name, fn, ms) {
+  try {
+    await fn();
+    if (name) { contact.panelError = ""; showContact(); }
+  } catch (e) {
+    if (!(e instanceof Counted)) {
+      contact.panelError = e.message || String(e);
+      if (name) fail(name, "panel error: " + contact.panelError); else showContact();
+    }
+  }
+  setTimeout(() => tick(name, fn, ms), ms);
 }
 async function start() {
   try { await refreshFields(); await refreshPanel(); } catch (e) { /* retried below */ }
-  tick(refreshLatest, 2000);
-  tick(refreshHealth, 3000);
+  tick("latest", refreshLatest, CONTACT.latest.period);
+  tick("health", refreshHealth, CONTACT.health.period);
   setInterval(everySecond, 1000);
-  setTimeout(() => tick(async () => { await refreshFields(); await refreshPanel(); await refreshPlots(); }, 30000), 300);
+  setTimeout(() => tick(null, async () => { await refreshFields(); await refreshPanel(); await refreshPlots(); }, 30000), 300);
   $("#range").addEventListener("change", refreshPlots);
   $("#csv").addEventListener("click", downloadCsv);
   setupPad();

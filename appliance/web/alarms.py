@@ -15,6 +15,7 @@ Either way the acknowledgement is audited with the socket's peer (a proxy's head
 from __future__ import annotations
 
 import hmac
+import math
 import logging
 import re
 import threading
@@ -40,6 +41,15 @@ PEER_LOCK = 60.0  # seconds of the first lockout; each further one doubles, up t
 PEER_LOCK_MAX = 900.0
 ALL_WRONG = 20  # wrong PINs from everyone within ALL_WINDOW seconds before PIN acks stop for everyone
 ALL_WINDOW = 600.0
+OWN_SCREEN = frozenset({"127.0.0.1", "::1"})  # the Pi's own display: never stopped by others' guesses
+
+
+class PinLocked(ControlRefused):
+    """A PIN refused for a while: ``retry_after`` whole seconds, the same number the message gives."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(429, message.format(s=retry_after))
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -58,7 +68,9 @@ class AckPin:
     Guessing is bounded: after ``PEER_WRONG`` wrong PINs an address is refused (429, even with the
     right PIN) for ``PEER_LOCK`` seconds, doubling per lockout; ``ALL_WRONG`` wrong PINs in
     ``ALL_WINDOW`` seconds from anyone stop PIN acknowledgements for that window (the control token
-    still works), so many addresses cannot share the guessing. Monotonic time throughout.
+    still works), so many addresses cannot share the guessing, except from the Pi's own screen
+    (``OWN_SCREEN``, loopback): anyone on the network could otherwise lock the kiosk out of
+    acknowledging with 20 wrong PINs. Loopback keeps its own per-address limit. Monotonic time throughout.
     """
 
     pin: str | None = None
@@ -91,10 +103,10 @@ class AckPin:
             self.recent = [t for t in self.recent if now - t < ALL_WINDOW]
             tries = self.peers.setdefault(peer, PeerTries())
             if tries.locked_until > now:
-                raise ControlRefused(429, f"too many wrong PINs: try again in {tries.locked_until - now:.0f} s")
-            if len(self.recent) >= ALL_WRONG:
+                raise PinLocked("too many wrong PINs: try again in {s} s", math.ceil(tries.locked_until - now))
+            if len(self.recent) >= ALL_WRONG and peer not in OWN_SCREEN:
                 wait = ALL_WINDOW - (now - self.recent[0])
-                raise ControlRefused(429, f"too many wrong PINs on this appliance: try again in {wait:.0f} s")
+                raise PinLocked("too many wrong PINs on this appliance: try again in {s} s", math.ceil(wait))
             if hmac.compare_digest(given.strip().encode(), self.pin.encode()):
                 self.peers.pop(peer, None)
                 return
@@ -132,7 +144,8 @@ def install(app: Bottle, *, alarms: AlarmService, access: ControlAccess, pin: Ac
         except ControlRefused as exc:
             if exc.status == 429:  # the one error shape (common.py has no handler for 429)
                 response.status = 429
-                response.set_header("Retry-After", "60")
+                retry = exc.retry_after if isinstance(exc, PinLocked) else 60
+                response.set_header("Retry-After", str(retry))  # the seconds the message gives
                 return {"error": {"status": 429, "message": str(exc)}}
             raise HTTPError(exc.status, str(exc)) from None
         try:

@@ -80,8 +80,14 @@ def install(
 
     health_snap = Snapshot(lambda: json.dumps(health()).encode(), changed, SNAPSHOT_MAX_AGE)
 
+    def stamp_now() -> None:
+        """The appliance's own time on the answer (not in the cached body): the panel checks that it
+        moves (a replayed answer does not) and plots on the Pi's clock, not the browser's."""
+        response.set_header("X-Kelvinpi-Now", f"{time.time():.3f}")
+
     @app.get(f"{API}/health")
     def health_route():
+        stamp_now()
         return json_bytes(health_snap.get())
 
     @app.get(f"{API}/instruments")
@@ -145,6 +151,7 @@ def install(
 
     @app.get(f"{API}/latest")
     def latest():
+        stamp_now()
         return json_bytes(latest_snap.get())
 
     def stream_data(names: list[str], start: float, end: float, stride: float, points: int) -> Iterator[bytes]:
