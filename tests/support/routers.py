@@ -26,7 +26,7 @@ from autobahn.wamp.types import SubscribeOptions
 
 from ..conftest import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file is tests/support/routers.py)
 CROSSBAR = ROOT / ".venv-crossbar" / "bin" / "crossbar"
 TEMPLATE = ROOT / "images" / "server" / "crossbar" / "config.json"
 RENDER = ROOT / "images" / "server" / "crossbar" / "render_config.py"
