@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from drivers import InstrumentError
+from drivers.base import quote_name, text_problem
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
 
 from .control import Control, ControlRefused
@@ -52,7 +53,7 @@ class Arg:
         if self.kind == "channel":
             return f"{self.name} is a channel 1-16 or A"
         if self.kind == "text":
-            return f'{self.name} is at most {int(hi)} ASCII characters, without , ; or "'
+            return f'{self.name} is at most {int(hi)} printable ASCII characters (0x20-0x7E), without , ; or "'
         what = "an integer" if self.kind == "int" else "a number"
         return f"{self.name} is {what} from {self.lo:g} to {hi:g}" + (f" ({self.doc})" if self.doc else "")
 
@@ -61,8 +62,11 @@ class Arg:
         hi = self.hi_for.get(target, self.hi)
         bad = ValueError(f"{self.limit(target)}, not {value!r}")
         if self.kind == "text":
-            if not isinstance(value, str) or len(value) > hi or not value.isascii() or any(c in value for c in ',;"'):
+            if not isinstance(value, str):
                 raise bad
+            problem = text_problem(value, int(hi))
+            if problem:
+                raise ValueError(f"{self.limit(target)}: {value!r} {problem}")
             return value
         if self.kind == "channel":
             ch = str(value).upper().lstrip("0") if not isinstance(value, bool) else ""
@@ -408,7 +412,7 @@ def _intype240_write(inst, ch: str, v: dict) -> None:
 
 
 def _name240_write(inst, ch: str, v: dict) -> None:
-    inst.write(f'INNAME {int(ch)},"{v["name"]}"')
+    inst.write(f"INNAME {int(ch)},{quote_name(v['name'], 15)}")
 
 
 M240 = "Model 240 manual"
