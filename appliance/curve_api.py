@@ -33,7 +33,8 @@ import hashlib
 import threading
 import time
 
-from drivers import DriverError, InstrumentError
+from drivers import InstrumentError
+from drivers.base import text_problem
 from drivers.curves import Curve, CurveError, parse_340, write_340
 from drivers.curve_commands import CurveCommands
 from drivers.errors import ConnectionLost, InstrumentTimeout
@@ -146,6 +147,13 @@ class CurveService:
                     f"the {what} {value!r} is {len(value)} characters; the instrument holds at most {limit} "
                     "(CRVHDR): shorten it in the file, it is not cut",
                 )
+            problem = text_problem(value, limit)
+            if problem:
+                raise ControlRefused(
+                    400,
+                    f'the {what} {value!r} {problem}: CRVHDR holds printable ASCII without , ; or " '
+                    "(change it in the file; nothing was sent)",
+                )
         return curve
 
     # -- what the appliance remembers about a slot -------------------------------------
@@ -200,7 +208,7 @@ class CurveService:
                 else:
                     inst.upload_curve(number, old, verify=True)
                 return f"curve {number}: the old curve was put back" if old else f"curve {number} emptied again"
-            except DriverError as again:
+            except Exception as again:  # noqa: BLE001 - any failure leaves the slot marked below
                 exc = again
         why = f"an upload stopped part way ({exc}); {kept}"
         self._incomplete(poller, number, why)
@@ -290,9 +298,9 @@ class CurveService:
                 diff = first_difference(inst, curve, got)
                 if diff:
                     raise InstrumentError(f"curve {n} read back wrong, {diff}")
-            except DriverError as exc:
+            except Exception as exc:  # whatever stopped it, the slot is put back or marked incomplete
                 state = self._recover(poller, inst, n, old, exc)
-                status = 409 if isinstance(exc, InstrumentError) else 503
+                status = 409 if isinstance(exc, (InstrumentError, ValueError)) else 503
                 raise PartFailed(f"curve {n} upload failed: {exc}", state, status) from None
             finally:
                 poller.snapshot_due = True  # the next configuration snapshot names what the slot holds

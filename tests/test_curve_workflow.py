@@ -364,3 +364,32 @@ def test_a_name_longer_than_the_instrument_holds_is_refused_not_cut(app, emu372)
     status, body = put_curve(app, 25, small(RX, 5, "KP-A-VERY-LONG-NAME"))
     assert status == 400 and "holds at most 15" in body["error"]["message"], body
     assert slot(emu372, 25) is None
+
+
+@pytest.mark.parametrize(
+    "name, serial", [("RT22,BAD", "SN-1"), ("RT22-Ωcal", "SN-2"), ("RT22", 'S"N'), ("RT22;CRVDEL 21", "SN-3")]
+)
+def test_a_name_or_serial_the_header_cannot_hold_is_400_before_anything_is_sent(app, emu372, monkeypatch, name, serial):
+    """Issue 22 red team, finding 2: such a name emptied the slot (CRVDEL went first) with no trace."""
+    fast(app, monkeypatch)
+    assert put_curve(app, 26, small(RX, 8, "KP-KEEP08"))[0] == 200
+    heard = len(emu372.ledger.heard)
+    c = small(RX, 10, "x")
+    status, body = put_curve(app, 26, Curve(name, serial, c.data_format, c.limit, c.coefficient, c.points))
+    assert status == 400, body
+    assert "nothing was sent" in body["error"]["message"], body
+    sent = [line for line in list(emu372.ledger.heard)[heard:] if line.startswith("CRV")]
+    assert not [line for line in sent if not line.startswith(("CRVHDR?", "CRVPT?"))], sent
+    assert slot(emu372, 26) == ("KP-KEEP08", 8)
+
+
+def test_the_driver_refuses_a_bad_name_before_it_deletes_the_slot(app, emu372, monkeypatch):
+    """The driver's own check comes before CRVDEL: a ValueError there never empties the slot."""
+    fast(app, monkeypatch)
+    assert put_curve(app, 27, small(RX, 8, "KP-KEEP08"))[0] == 200
+    c = small(RX, 10, "x")
+    for name in ("A-NAME-OF-SIXTEEN", "RT22,BAD"):
+        bad = Curve(name, "SN", c.data_format, c.limit, c.coefficient, c.points)
+        with pytest.raises(ValueError):
+            app.pollers[0].call(lambda inst: inst.upload_curve(27, bad), "test upload", 30)
+    assert slot(emu372, 27) == ("KP-KEEP08", 8)
