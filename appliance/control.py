@@ -105,6 +105,9 @@ class Control:
         self.audit = Audit(store)
         # what each setting last read as, by (node, setting, target): the "was" of the next request
         self.last_read: dict[tuple[str, str, str], Any] = {}
+        # the curve slots marked incomplete, per node, as stored (curve_api.py; reloaded at start)
+        self.curve_marks: dict[str, dict] = {}
+        self.curve_marks_lock = threading.Lock()
 
     def authorize(self, header: str | None) -> None:
         if not self.cfg.enabled:

@@ -31,7 +31,6 @@ from dataclasses import asdict
 
 import hashlib
 import threading
-import time
 
 from drivers import InstrumentError
 from drivers.base import text_problem
@@ -44,7 +43,8 @@ from .control import ControlRefused, PartFailed
 log = logging.getLogger("kelvinpi.curves")
 
 UPLOAD_TIMEOUT = 120.0  # 200 points at the 372's 65 ms pacing, read back: about 40 s
-RESTORE_WAIT = 120.0  # how long a slot left part written waits for the link to put its old curve back
+RESTORE_FIRST_RETRY, RESTORE_MAX_RETRY = 1.0, 60.0  # the backoff between tries to put an old curve back
+
 NAME_CHARS, SERIAL_CHARS = 15, 10  # what CRVHDR holds (both manuals): longer is refused, never cut
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 
@@ -168,13 +168,66 @@ class CurveService:
         )
         return h
 
-    def _incomplete(self, poller, number: int, why: str) -> None:
+    def _incomplete(self, poller, number: int, why: str, old: Curve | None = None) -> None:
         poller.health.incomplete_curves[str(number)] = why
+        self._persist(poller, number, {"why": why, "hash": curve_hash(old) if old is not None else None})
         self.control.store.event("curve", poller.cfg.name, f"curve {number} marked incomplete: {why}")
 
     def _complete(self, poller, number: int, how: str) -> None:
         if poller.health.incomplete_curves.pop(str(number), None) is not None:
+            self._persist(poller, number, None)
             self.control.store.event("curve", poller.cfg.name, f"curve {number} no longer incomplete: {how}")
+
+    # -- the incomplete marks outlive a restart ------------------------------------------
+    @staticmethod
+    def _marks_key(node: str) -> str:
+        return f"{node}/incomplete curves"
+
+    def _marks(self, node: str) -> dict:
+        """The slots marked incomplete as last stored: {slot: {"why": ..., "hash": the old curve's or None}}."""
+        kept = self.control.store.snapshots(self._marks_key(node))
+        return dict(kept[-1][1].get("incomplete", {})) if kept else {}
+
+    def _persist(self, poller, number: int, mark: dict | None) -> None:
+        """Store the set of incomplete slots (a snapshot record the appliance reloads at start)."""
+        node = poller.cfg.name
+        with self.control.curve_marks_lock:
+            if node not in self.control.curve_marks:
+                self.control.curve_marks[node] = self._marks(node)
+            marks = self.control.curve_marks[node]
+            if mark is None:
+                marks.pop(str(number), None)
+            else:
+                marks[str(number)] = mark
+            self.control.store.snapshot(self._marks_key(node), {"node": node, "incomplete": dict(marks)})
+
+    def _kept(self, node: str, number: int, h: str | None) -> Curve | None:
+        """The kept copy of slot ``number``'s curve with content hash ``h``."""
+        for _, rec in reversed(self.control.store.snapshots(f"{node}/curve {number}")):
+            if h and rec.get("hash") == h:
+                c = rec["curve"]
+                return Curve(
+                    c["name"], c["serial"], c["format"], c["limit"], c["coefficient"], [tuple(p) for p in c["points"]]
+                )
+        return None
+
+    def reconcile(self) -> None:
+        """At start: every slot still marked incomplete is marked again and its restore scheduled."""
+        for poller in self.control.pollers.values():
+            node = poller.cfg.name
+            for slot, mark in sorted(self._marks(node).items()):
+                number, why = int(slot), f"{mark.get('why')} (still incomplete after a restart)"
+                poller.health.incomplete_curves[slot] = why
+                self._persist(poller, number, {**mark, "why": why})
+                self.control.store.event("curve", node, f"curve {number} still marked incomplete at start: {why}")
+                old = self._kept(node, number, mark.get("hash"))
+                if old is not None:
+                    self._schedule_restore(poller, number, old, why)
+
+    def _schedule_restore(self, poller, number: int, old: Curve, why: str) -> None:
+        threading.Thread(
+            target=self._restore_later, args=(poller, number, old, why), daemon=True, name=f"restore-{number}"
+        ).start()
 
     def _was(self, node: str, number: int) -> str:
         """The slot as last read: by this service, else the latest kept copy or configuration snapshot."""
@@ -211,44 +264,50 @@ class CurveService:
             except Exception as again:  # noqa: BLE001 - any failure leaves the slot marked below
                 exc = again
         why = f"an upload stopped part way ({exc}); {kept}"
-        self._incomplete(poller, number, why)
+        self._incomplete(poller, number, why, old)
         if old is not None:
-            threading.Thread(
-                target=self._restore_later,
-                args=(poller, number, old, why, poller.health.reconnects),
-                daemon=True,
-                name=f"restore-{number}",
-            ).start()
+            self._schedule_restore(poller, number, old, why)
         return f"curve {number} marked incomplete: {kept}; it is put back once the link is up again"
 
-    def _restore_later(self, poller, number: int, old: Curve, why: str, reconnects: int) -> None:
-        """Put the old curve back once the poller has reconnected, unless the slot was settled since."""
-        until = time.monotonic() + RESTORE_WAIT
-        while not (poller.health.reconnects > reconnects and poller.connected_event.is_set()):
-            if time.monotonic() > until or not poller.is_alive():
-                return  # still down: the slot stays marked incomplete
-            time.sleep(0.2)
+    def _restore_later(self, poller, number: int, old: Curve, why: str) -> None:
+        """Put the old curve back once the link answers, retrying with backoff, unless the slot was settled since.
+
+        A user upload or verify of the slot clears its mark (``_complete``), which ends the retries;
+        so does the appliance stopping (the mark is stored: the next start schedules this again).
+        """
+        backoff = RESTORE_FIRST_RETRY
+
+        def still_needed() -> bool:
+            return poller.health.incomplete_curves.get(str(number)) == why
 
         def restore(inst) -> str:
-            if poller.health.incomplete_curves.get(str(number)) != why:
+            if not still_needed():
                 return "not needed: the slot was uploaded or verified since"
             inst.upload_curve(number, old, verify=True)
             poller.snapshot_due = True
             self._complete(poller, number, f"the old curve {old.name} {old.serial} was put back")
             return f"{old.name} {old.serial} put back and read back"
 
-        try:
-            self.control.audited(
-                poller,
-                "the appliance",
-                f"curve {number} restore of {old.name} {old.serial} after a failed upload",
-                "incomplete",
-                restore,
-                UPLOAD_TIMEOUT,
-                applied=lambda done: done,
-            )
-        except ControlRefused:
-            pass  # on record through the audit; the slot stays marked incomplete
+        while still_needed() and not poller.stop_event.is_set():
+            # wait for the link (a fresh connection after the one the upload lost)
+            if not (poller.connected_event.is_set() and poller.health.connected):
+                poller.stop_event.wait(0.2)
+                continue
+            try:
+                self.control.audited(
+                    poller,
+                    "the appliance",
+                    f"curve {number} restore of {old.name} {old.serial} after a failed upload",
+                    "incomplete",
+                    restore,
+                    UPLOAD_TIMEOUT,
+                    applied=lambda done: done,
+                )
+                return
+            except ControlRefused:
+                pass  # on record through the audit; tried again after the backoff
+            poller.stop_event.wait(backoff)
+            backoff = min(backoff * 2, RESTORE_MAX_RETRY)
 
     # -- operations ---------------------------------------------------------------------
     def list(self, node: str) -> dict:

@@ -25,11 +25,9 @@ DT = ROOT / "firmware_host/curves/DT-670.340"
 @pytest.fixture
 def app(tmp_path, emu372, emu240):
     tok = secret_file(tmp_path / "token", TOKEN)
-    a = Appliance(
-        _config.parse(
-            appliance_config(tmp_path, emu372, emu240, extra=(f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'))
-        )
-    )
+    control_toml = f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'
+    a = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240, extra=control_toml)))
+    a.tmp_path, a.control_toml = tmp_path, control_toml
     a.start()
     a.base_url = f"http://127.0.0.1:{a.web_address[1]}"
     a.token_file = tok
@@ -393,3 +391,42 @@ def test_the_driver_refuses_a_bad_name_before_it_deletes_the_slot(app, emu372, m
         with pytest.raises(ValueError):
             app.pollers[0].call(lambda inst: inst.upload_curve(27, bad), "test upload", 30)
     assert slot(emu372, 27) == ("KP-KEEP08", 8)
+
+
+def test_an_incomplete_slot_stays_marked_across_a_restart_and_is_restored_when_the_link_is_back(
+    app, emu372, monkeypatch
+):
+    """Issue 22 red team, finding 3: the mark and the restore lived only in memory and were tried once."""
+    fast(app, monkeypatch)
+    old = small(RX, 12, "KP-OLD12")
+    assert put_curve(app, 28, old)[0] == 200
+    mem = emu372.device.curves
+    orig_point = mem.set_point
+    fired: list[int] = []
+
+    def point(n, i, u, t):
+        orig_point(n, i, u, t)
+        if n == 28 and i == 5 and not fired:
+            fired.append(i)
+            emu372.control("mute on")  # the link stays down: the appliance cannot reconnect
+            emu372.control("drop")
+
+    monkeypatch.setattr(mem, "set_point", point)
+    status, body = put_curve(app, 28, small(RX, 30, "KP-NEW30"))
+    assert status == 503 and fired, body
+    assert "28" in app.pollers[0].health.incomplete_curves
+    app.stop()  # before the link is back
+
+    b = Appliance(_config.parse(appliance_config(app.tmp_path, emu372, None, extra=app.control_toml)))
+    b.start()
+    try:
+        assert "28" in b.pollers[0].health.incomplete_curves  # marked again at start, link still down
+        assert slot(emu372, 28) != ("KP-OLD12", 12)
+        emu372.control("mute off")
+        wait_for(lambda: "28" not in b.pollers[0].health.incomplete_curves, 60, what="the old curve put back")
+        assert slot(emu372, 28) == ("KP-OLD12", 12)
+        events = [e["detail"] for e in b.store.events(limit=2000) if e["kind"] in ("curve", "control")]
+        assert any("curve 28 still marked incomplete at start" in d for d in events), events
+        assert any("curve 28 no longer incomplete" in d for d in events), events
+    finally:
+        b.stop()
