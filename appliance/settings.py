@@ -31,6 +31,9 @@ from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, O
 from .control import Control, ControlRefused
 
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
+# settings that change which inputs are read, how long their pause is or their units: the poller
+# plans its acquisition again after one of them takes (as on connect)
+REPLAN_AFTER = {"input", "input_type", "scanner"}
 
 
 @dataclass(frozen=True)
@@ -595,6 +598,8 @@ class SettingService:
                         f"{node} {s.name} {where}did not take {key}: set {want[key]!r}, the instrument reads "
                         f"{after[key]!r}",
                     )
+            if s.name in REPLAN_AFTER and hasattr(poller, "replan"):
+                poller.replan(f"{s.name} {where}changed to {after}: inputs planned again")
             return before, after
 
         before, after = self.control.audited(
