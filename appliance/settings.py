@@ -47,6 +47,14 @@ class Arg:
     doc: str = ""
     hi_for: Mapping[str, float] = field(default_factory=dict)  # a target with another upper limit
     only_for: tuple[str, ...] = ()  # the targets this argument applies to (empty: all)
+    # the step the instrument keeps the value at (its reply's printed precision); 0: six significant digits
+    resolution: float = 0.0
+
+    def same(self, wrote: Any, read: Any) -> bool:
+        """The read-back equals what was written, at the resolution the instrument keeps it at."""
+        if self.resolution and isinstance(wrote, (int, float)) and isinstance(read, (int, float)):
+            return abs(wrote - read) <= self.resolution / 2 * (1 + 1e-6)
+        return same(wrote, read)
 
     def limit(self, target: str = "") -> str:
         """The limit in words, as a 400 names it."""
@@ -318,9 +326,9 @@ SETTINGS_372 = (
         "output",
         _outputs(0, 1),
         (
-            Arg("resistance", "float", 1, 2000, "ohms"),
+            Arg("resistance", "float", 1, 2000, "ohms", resolution=0.001),  # HTRSET? +nnnn.nnn
             Arg("max_current", "int", 0, 4, "index, 0 the user limit"),
-            Arg("max_user_current", "float", 0, 2, "amperes"),
+            Arg("max_user_current", "float", 0, 2, "amperes", resolution=0.01),  # HTRSET? +nnnn.nn
             Arg("display", "int", 1, 2, "1 current, 2 power"),
         ),
         _htrset_read,
@@ -358,7 +366,12 @@ SETTINGS_372 = (
         "a heater output's control loop",
         "output",
         _outputs(0, 1),
-        (Arg("p", "float", 0, 1000, "gain"), Arg("i", "float", 0, 10000, "seconds"), Arg("d", "float", 0, 2500, "s")),
+        # PID? answers +nnnn.n for each (the emulator, as socs' recorded replies): kept at 0.1
+        (
+            Arg("p", "float", 0, 1000, "gain", resolution=0.1),
+            Arg("i", "float", 0, 10000, "seconds", resolution=0.1),
+            Arg("d", "float", 0, 2500, "s", resolution=0.1),
+        ),
         lambda inst, out: (lambda p: {"p": p.p, "i": p.i, "d": p.d})(inst.pid(int(out))),
         _pid_write,
     ),
@@ -370,7 +383,7 @@ SETTINGS_372 = (
         "a heater output's manual (open loop) value",
         "output",
         _outputs(0, 1, 2),
-        (Arg("value", "float", 0, 100, "percent"),),
+        (Arg("value", "float", 0, 100, "percent", resolution=0.001),),  # MOUT? +nnn.nnn
         lambda inst, out: {"value": inst.manual_output(int(out))},
         lambda inst, out, v: inst.set_manual_output(int(out), v["value"]),
     ),
@@ -382,7 +395,10 @@ SETTINGS_372 = (
         "a heater output's setpoint ramp",
         "output",
         _outputs(0, 1, 2),
-        (Arg("enabled", "bool", doc="1 ramps the setpoint"), Arg("rate", "float", 0, 100, "K/min, 0 unlimited")),
+        (
+            Arg("enabled", "bool", doc="1 ramps the setpoint"),
+            Arg("rate", "float", 0, 100, "K/min, 0 unlimited", resolution=0.001),
+        ),
         _ramp_read,
         _ramp_write,
     ),
@@ -458,6 +474,12 @@ SETTINGS: dict[str, dict[str, Setting]] = {
     "372": {s.name: s for s in SETTINGS_372},
     "240": {s.name: s for s in SETTINGS_240},
 }
+
+
+class DidNotTake(ControlRefused):
+    """Written, but the read-back differs beyond the instrument's resolution: audited as such, not "refused"."""
+
+    outcome = "did not take"
 
 
 def same(a: Any, b: Any) -> bool:
@@ -591,9 +613,12 @@ class SettingService:
             except InstrumentError as exc:
                 raise ControlRefused(409, f"{node} {s.name} {where}refused {', '.join(want)}: {exc}") from None
             after = s.read(inst, t)
+            # the write happened: whatever it reads now is the last read, and the snapshot names it
+            self.control.last_read[(node, s.name, t)] = after
+            poller.snapshot_due = True
             for key in want:
-                if key not in s.unchecked(full) and not same(after[key], want[key]):
-                    raise ControlRefused(
+                if key not in s.unchecked(full) and not s.arg(key).same(want[key], after[key]):
+                    raise DidNotTake(
                         409,
                         f"{node} {s.name} {where}did not take {key}: set {want[key]!r}, the instrument reads "
                         f"{after[key]!r}",
