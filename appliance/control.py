@@ -196,7 +196,7 @@ class Control:
         if (
             isinstance(kelvin, bool)
             or not isinstance(kelvin, (int, float))
-            or not math.isfinite(kelvin)
+            or not _finite(kelvin)
             or not 0 <= kelvin <= self.cfg.max_setpoint_kelvin
         ):
             raise ControlRefused(
@@ -222,6 +222,14 @@ class Control:
         )
         self.last_read[key] = {"kelvin": after}
         return {"node": node, "output": output, "before": before, "setpoint": after}
+
+
+def _finite(value: int | float) -> bool:
+    """Finite and within a float's range (math.isfinite raises OverflowError for a 400-digit integer)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def refusal(poller, exc: BaseException) -> ControlRefused:

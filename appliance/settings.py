@@ -88,7 +88,7 @@ class Arg:
             if value not in (0, 1) or isinstance(value, float):
                 raise bad
             return int(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):
             raise bad
         if self.kind == "int" and value != int(value):
             raise bad
@@ -474,6 +474,14 @@ SETTINGS: dict[str, dict[str, Setting]] = {
     "372": {s.name: s for s in SETTINGS_372},
     "240": {s.name: s for s in SETTINGS_240},
 }
+
+
+def finite(value: int | float) -> bool:
+    """A finite number that fits a float (a JSON integer of 400 digits does not: math.isfinite raises)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 class DidNotTake(ControlRefused):

@@ -385,3 +385,15 @@ def test_a_value_finer_than_the_instrument_keeps_is_applied_at_its_resolution(ap
     assert len(events) == 2 and "applied" in events[1], events
     status, body = put(app, "LSA23JD", "manual_output", "0", {"value": 12.34567})
     assert status == 200 and body["values"]["value"] == 12.346, body
+
+
+def test_a_huge_json_integer_is_400_naming_the_field(app, emu372):
+    """Issue 22 red team, finding 6: 10**400 made math.isfinite raise OverflowError, a 500."""
+    huge = 10**400
+    status, body = put(app, "LSA23JD", "pid", "0", {"p": huge})
+    assert status == 400 and "p is a number from 0 to 1000" in message(body), body
+    status, body = put(app, "LSA23JD", "input", "5", {"dwell": huge})
+    assert status == 400 and "dwell is an integer" in message(body), body
+    status, _, text = call(f"{app.base_url}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": huge}, AUTH)
+    assert status == 400 and "kelvin must be a number" in text, text
+    assert emu372.device.outputs[0].p == 10.0
