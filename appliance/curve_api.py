@@ -329,7 +329,9 @@ class CurveService:
     def show(self, node: str, number: int) -> dict:
         poller = self._poller(node)
         n = self._number(poller, number, write=False)
-        curve = self._run(poller, lambda inst: inst.download_curve(n), f"curve {n} download", 60.0)
+        curve = self._run(poller, lambda inst: stored_curve(inst, n), f"curve {n} download", 60.0)
+        if curve is None:  # not a malformed curve: an empty slot, said plainly
+            raise ControlRefused(404, f"{node}: curve {n} is empty (no breakpoints)")
         return {"node": node, "number": n, "curve": _curve_dict(curve), "text": write_340(curve)}
 
     def upload(self, node: str, number: int, body: dict, who: str) -> dict:

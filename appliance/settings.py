@@ -215,7 +215,8 @@ def _ramp_write(inst, out: str, v: dict) -> None:
 
 def _scan_read(inst, _: str) -> dict:
     s = inst.scan()
-    return {"channel": s.channel, "autoscan": int(s.autoscan)}
+    # an integer, as PUT takes it (SCAN reaches channels 1-16 only): GET's values PUT back unchanged
+    return {"channel": int(s.channel), "autoscan": int(s.autoscan)}
 
 
 def _channels(inst) -> list[str]:
@@ -350,7 +351,8 @@ SETTINGS_372 = (
         "setpoint",
         "372",
         "SETP",
-        M372_HEATER + ": SETP <out>,<value> in the control input's units; bounded by control.max_setpoint_kelvin",
+        M372_HEATER + ": SETP <out>,<value> in the control input's units; bounded by control.max_setpoint_kelvin "
+        "(the appliance takes a setpoint only while the control input reads in kelvin)",
         "a heater output's setpoint",
         "output",
         _outputs(0, 1, 2),
@@ -603,17 +605,13 @@ class SettingService:
                 raise ControlRefused(
                     400, f"{node} {s.name} {s.target} {t}: {exc} ({s.manual})".replace("  ", " ")
                 ) from None
-        if s.name == "setpoint" and want["value"] > self.control.cfg.max_setpoint_kelvin:
-            raise ControlRefused(
-                400,
-                f"value is at most {self.control.cfg.max_setpoint_kelvin:g} (control.max_setpoint_kelvin), "
-                f"not {want['value']:g}",
-            )
         where = f"{s.target} {t} " if s.target else ""
         what = f"{s.name} ({s.command}) {where}set {want}"
         old = self.control.last_read.get((node, s.name, t)) or self._snapshotted(node, s, t)
 
         def change(inst) -> tuple[dict, dict]:
+            if s.name == "setpoint":
+                self.control.check_setpoint(node, inst, int(t), want["value"])
             before = s.read(inst, t)
             full = {**before, **want}
             try:
