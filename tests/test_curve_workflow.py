@@ -430,3 +430,34 @@ def test_an_incomplete_slot_stays_marked_across_a_restart_and_is_restored_when_t
         assert any("curve 28 no longer incomplete" in d for d in events), events
     finally:
         b.stop()
+
+
+def test_a_failed_restore_is_tried_again_until_the_old_curve_is_back(app, emu372, monkeypatch):
+    """Issue 22 red team, finding 3: the restore was tried once ('except ControlRefused: pass')."""
+    from firmware_host.protocol import ExecutionError
+
+    fast(app, monkeypatch)
+    assert put_curve(app, 29, small(RX, 12, "KP-OLD12"))[0] == 200
+    mem = emu372.device.curves
+    orig_point, orig_header = mem.set_point, mem.set_header
+    fired: list[str] = []
+
+    def point(n, i, u, t):
+        orig_point(n, i, u, t)
+        if n == 29 and i == 5 and not fired:
+            fired.append("drop")
+            emu372.control("drop")
+
+    def header(n, name, *rest):
+        if n == 29 and name == "KP-OLD12" and fired.count("refused") < 2:
+            fired.append("refused")  # the first two restores are refused by the instrument (ESR 16)
+            raise ExecutionError("refused for the test")
+        orig_header(n, name, *rest)
+
+    monkeypatch.setattr(mem, "set_point", point)
+    monkeypatch.setattr(mem, "set_header", header)
+    status, body = put_curve(app, 29, small(RX, 30, "KP-NEW30"))
+    assert status == 503 and fired, body
+    poller = app.pollers[0]
+    wait_for(lambda: "29" not in poller.health.incomplete_curves, 30, what="the old curve put back at last")
+    assert fired.count("refused") == 2 and slot(emu372, 29) == ("KP-OLD12", 12)
