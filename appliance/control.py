@@ -20,7 +20,7 @@ import itertools
 import logging
 import math
 import threading
-import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -81,7 +81,8 @@ class Audit:
 
     def __init__(self, store) -> None:
         self.store = store
-        self._prefix = f"{int(time.time()) % 100000:05d}"  # ids stay distinct across restarts in one log
+        # a random prefix per run: ids stay distinct across restarts (a time modulo repeated every 27.8 h)
+        self._prefix = uuid.uuid4().hex[:12]
 
     def begin(self, node: str, who: str, what: str, old: str) -> AuditedRequest:
         req = AuditedRequest(f"{self._prefix}-{next(self._ids)}", node, who, what)
@@ -105,6 +106,9 @@ class Control:
         self.audit = Audit(store)
         # what each setting last read as, by (node, setting, target): the "was" of the next request
         self.last_read: dict[tuple[str, str, str], Any] = {}
+        # the curve slots marked incomplete, per node, as stored (curve_api.py; reloaded at start)
+        self.curve_marks: dict[str, dict] = {}
+        self.curve_marks_lock = threading.Lock()
 
     def authorize(self, header: str | None) -> None:
         if not self.cfg.enabled:
@@ -181,6 +185,26 @@ class Control:
         except BaseException as exc:
             raise refusal(poller, exc) from None
 
+    def check_setpoint(self, node: str, inst, output: int, value: float) -> None:
+        """Refuse a setpoint the kelvin cap cannot judge, or one above it (run on the poller, before SETP).
+
+        The 372 takes SETP in the control input's units: ``max_setpoint_kelvin`` bounds a kelvin
+        value only, so while that input reads in ohms the appliance refuses the setpoint outright.
+        """
+        ch = inst.output_mode(output).input
+        if inst.input_type(ch).units != 1:
+            raise ControlRefused(
+                400,
+                f"{node} output {output} controls from input {ch}, which reads in ohms: the appliance bounds "
+                "setpoints in kelvin only (control.max_setpoint_kelvin), so it does not set one in ohms; "
+                f"set input {ch}'s units to kelvin (input_type units=1) first",
+            )
+        if value > self.cfg.max_setpoint_kelvin:
+            raise ControlRefused(
+                400,
+                f"value is at most {self.cfg.max_setpoint_kelvin:g} K (control.max_setpoint_kelvin), not {value:g}",
+            )
+
     def set_setpoint(self, node: str, body: dict, who: str) -> dict:
         poller = self.poller(node)
         inst = poller.instrument
@@ -190,12 +214,7 @@ class Control:
         output, kelvin = body.get("output", 0), body.get("kelvin")
         if isinstance(output, bool) or output not in outputs:
             raise ControlRefused(400, "output must be 0 (sample heater) or 1 (warm-up heater)")
-        if (
-            isinstance(kelvin, bool)
-            or not isinstance(kelvin, (int, float))
-            or not math.isfinite(kelvin)
-            or not 0 <= kelvin <= self.cfg.max_setpoint_kelvin
-        ):
+        if isinstance(kelvin, bool) or not isinstance(kelvin, (int, float)) or not _finite(kelvin) or not 0 <= kelvin:
             raise ControlRefused(
                 400,
                 f"kelvin must be a number from 0 to {self.cfg.max_setpoint_kelvin:g} "
@@ -203,6 +222,7 @@ class Control:
             )
 
         def change(inst: Model372) -> tuple[float, float]:
+            self.check_setpoint(node, inst, output, float(kelvin))
             before = inst.setpoint(output)
             inst.set_setpoint(output, float(kelvin))
             return before, inst.setpoint(output)
@@ -219,6 +239,14 @@ class Control:
         )
         self.last_read[key] = {"kelvin": after}
         return {"node": node, "output": output, "before": before, "setpoint": after}
+
+
+def _finite(value: int | float) -> bool:
+    """Finite and within a float's range (math.isfinite raises OverflowError for a 400-digit integer)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def refusal(poller, exc: BaseException) -> ControlRefused:

@@ -31,9 +31,9 @@ from dataclasses import asdict
 
 import hashlib
 import threading
-import time
 
-from drivers import DriverError, InstrumentError
+from drivers import InstrumentError
+from drivers.base import text_problem
 from drivers.curves import Curve, CurveError, parse_340, write_340
 from drivers.curve_commands import CurveCommands
 from drivers.errors import ConnectionLost, InstrumentTimeout
@@ -43,7 +43,8 @@ from .control import ControlRefused, PartFailed
 log = logging.getLogger("kelvinpi.curves")
 
 UPLOAD_TIMEOUT = 120.0  # 200 points at the 372's 65 ms pacing, read back: about 40 s
-RESTORE_WAIT = 120.0  # how long a slot left part written waits for the link to put its old curve back
+RESTORE_FIRST_RETRY, RESTORE_MAX_RETRY = 1.0, 60.0  # the backoff between tries to put an old curve back
+
 NAME_CHARS, SERIAL_CHARS = 15, 10  # what CRVHDR holds (both manuals): longer is refused, never cut
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 
@@ -146,6 +147,13 @@ class CurveService:
                     f"the {what} {value!r} is {len(value)} characters; the instrument holds at most {limit} "
                     "(CRVHDR): shorten it in the file, it is not cut",
                 )
+            problem = text_problem(value, limit)
+            if problem:
+                raise ControlRefused(
+                    400,
+                    f'the {what} {value!r} {problem}: CRVHDR holds printable ASCII without , ; or " '
+                    "(change it in the file; nothing was sent)",
+                )
         return curve
 
     # -- what the appliance remembers about a slot -------------------------------------
@@ -160,13 +168,66 @@ class CurveService:
         )
         return h
 
-    def _incomplete(self, poller, number: int, why: str) -> None:
+    def _incomplete(self, poller, number: int, why: str, old: Curve | None = None) -> None:
         poller.health.incomplete_curves[str(number)] = why
+        self._persist(poller, number, {"why": why, "hash": curve_hash(old) if old is not None else None})
         self.control.store.event("curve", poller.cfg.name, f"curve {number} marked incomplete: {why}")
 
     def _complete(self, poller, number: int, how: str) -> None:
         if poller.health.incomplete_curves.pop(str(number), None) is not None:
+            self._persist(poller, number, None)
             self.control.store.event("curve", poller.cfg.name, f"curve {number} no longer incomplete: {how}")
+
+    # -- the incomplete marks outlive a restart ------------------------------------------
+    @staticmethod
+    def _marks_key(node: str) -> str:
+        return f"{node}/incomplete curves"
+
+    def _marks(self, node: str) -> dict:
+        """The slots marked incomplete as last stored: {slot: {"why": ..., "hash": the old curve's or None}}."""
+        kept = self.control.store.snapshots(self._marks_key(node))
+        return dict(kept[-1][1].get("incomplete", {})) if kept else {}
+
+    def _persist(self, poller, number: int, mark: dict | None) -> None:
+        """Store the set of incomplete slots (a snapshot record the appliance reloads at start)."""
+        node = poller.cfg.name
+        with self.control.curve_marks_lock:
+            if node not in self.control.curve_marks:
+                self.control.curve_marks[node] = self._marks(node)
+            marks = self.control.curve_marks[node]
+            if mark is None:
+                marks.pop(str(number), None)
+            else:
+                marks[str(number)] = mark
+            self.control.store.snapshot(self._marks_key(node), {"node": node, "incomplete": dict(marks)})
+
+    def _kept(self, node: str, number: int, h: str | None) -> Curve | None:
+        """The kept copy of slot ``number``'s curve with content hash ``h``."""
+        for _, rec in reversed(self.control.store.snapshots(f"{node}/curve {number}")):
+            if h and rec.get("hash") == h:
+                c = rec["curve"]
+                return Curve(
+                    c["name"], c["serial"], c["format"], c["limit"], c["coefficient"], [tuple(p) for p in c["points"]]
+                )
+        return None
+
+    def reconcile(self) -> None:
+        """At start: every slot still marked incomplete is marked again and its restore scheduled."""
+        for poller in self.control.pollers.values():
+            node = poller.cfg.name
+            for slot, mark in sorted(self._marks(node).items()):
+                number, why = int(slot), f"{mark.get('why')} (still incomplete after a restart)"
+                poller.health.incomplete_curves[slot] = why
+                self._persist(poller, number, {**mark, "why": why})
+                self.control.store.event("curve", node, f"curve {number} still marked incomplete at start: {why}")
+                old = self._kept(node, number, mark.get("hash"))
+                if old is not None:
+                    self._schedule_restore(poller, number, old, why)
+
+    def _schedule_restore(self, poller, number: int, old: Curve, why: str) -> None:
+        threading.Thread(
+            target=self._restore_later, args=(poller, number, old, why), daemon=True, name=f"restore-{number}"
+        ).start()
 
     def _was(self, node: str, number: int) -> str:
         """The slot as last read: by this service, else the latest kept copy or configuration snapshot."""
@@ -200,47 +261,53 @@ class CurveService:
                 else:
                     inst.upload_curve(number, old, verify=True)
                 return f"curve {number}: the old curve was put back" if old else f"curve {number} emptied again"
-            except DriverError as again:
+            except Exception as again:  # noqa: BLE001 - any failure leaves the slot marked below
                 exc = again
         why = f"an upload stopped part way ({exc}); {kept}"
-        self._incomplete(poller, number, why)
+        self._incomplete(poller, number, why, old)
         if old is not None:
-            threading.Thread(
-                target=self._restore_later,
-                args=(poller, number, old, why, poller.health.reconnects),
-                daemon=True,
-                name=f"restore-{number}",
-            ).start()
+            self._schedule_restore(poller, number, old, why)
         return f"curve {number} marked incomplete: {kept}; it is put back once the link is up again"
 
-    def _restore_later(self, poller, number: int, old: Curve, why: str, reconnects: int) -> None:
-        """Put the old curve back once the poller has reconnected, unless the slot was settled since."""
-        until = time.monotonic() + RESTORE_WAIT
-        while not (poller.health.reconnects > reconnects and poller.connected_event.is_set()):
-            if time.monotonic() > until or not poller.is_alive():
-                return  # still down: the slot stays marked incomplete
-            time.sleep(0.2)
+    def _restore_later(self, poller, number: int, old: Curve, why: str) -> None:
+        """Put the old curve back once the link answers, retrying with backoff, unless the slot was settled since.
+
+        A user upload or verify of the slot clears its mark (``_complete``), which ends the retries;
+        so does the appliance stopping (the mark is stored: the next start schedules this again).
+        """
+        backoff = RESTORE_FIRST_RETRY
+
+        def still_needed() -> bool:
+            return poller.health.incomplete_curves.get(str(number)) == why
 
         def restore(inst) -> str:
-            if poller.health.incomplete_curves.get(str(number)) != why:
+            if not still_needed():
                 return "not needed: the slot was uploaded or verified since"
             inst.upload_curve(number, old, verify=True)
             poller.snapshot_due = True
             self._complete(poller, number, f"the old curve {old.name} {old.serial} was put back")
             return f"{old.name} {old.serial} put back and read back"
 
-        try:
-            self.control.audited(
-                poller,
-                "the appliance",
-                f"curve {number} restore of {old.name} {old.serial} after a failed upload",
-                "incomplete",
-                restore,
-                UPLOAD_TIMEOUT,
-                applied=lambda done: done,
-            )
-        except ControlRefused:
-            pass  # on record through the audit; the slot stays marked incomplete
+        while still_needed() and not poller.stop_event.is_set():
+            # wait for the link (a fresh connection after the one the upload lost)
+            if not (poller.connected_event.is_set() and poller.health.connected):
+                poller.stop_event.wait(0.2)
+                continue
+            try:
+                self.control.audited(
+                    poller,
+                    "the appliance",
+                    f"curve {number} restore of {old.name} {old.serial} after a failed upload",
+                    "incomplete",
+                    restore,
+                    UPLOAD_TIMEOUT,
+                    applied=lambda done: done,
+                )
+                return
+            except ControlRefused:
+                pass  # on record through the audit; tried again after the backoff
+            poller.stop_event.wait(backoff)
+            backoff = min(backoff * 2, RESTORE_MAX_RETRY)
 
     # -- operations ---------------------------------------------------------------------
     def list(self, node: str) -> dict:
@@ -262,7 +329,9 @@ class CurveService:
     def show(self, node: str, number: int) -> dict:
         poller = self._poller(node)
         n = self._number(poller, number, write=False)
-        curve = self._run(poller, lambda inst: inst.download_curve(n), f"curve {n} download", 60.0)
+        curve = self._run(poller, lambda inst: stored_curve(inst, n), f"curve {n} download", 60.0)
+        if curve is None:  # not a malformed curve: an empty slot, said plainly
+            raise ControlRefused(404, f"{node}: curve {n} is empty (no breakpoints)")
         return {"node": node, "number": n, "curve": _curve_dict(curve), "text": write_340(curve)}
 
     def upload(self, node: str, number: int, body: dict, who: str) -> dict:
@@ -290,9 +359,9 @@ class CurveService:
                 diff = first_difference(inst, curve, got)
                 if diff:
                     raise InstrumentError(f"curve {n} read back wrong, {diff}")
-            except DriverError as exc:
+            except Exception as exc:  # whatever stopped it, the slot is put back or marked incomplete
                 state = self._recover(poller, inst, n, old, exc)
-                status = 409 if isinstance(exc, InstrumentError) else 503
+                status = 409 if isinstance(exc, (InstrumentError, ValueError)) else 503
                 raise PartFailed(f"curve {n} upload failed: {exc}", state, status) from None
             finally:
                 poller.snapshot_due = True  # the next configuration snapshot names what the slot holds

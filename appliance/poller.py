@@ -247,6 +247,17 @@ class Poller(threading.Thread):
             self.store.event("interval", node, why)
         self.plans = {ch: self._plan_for(ch, names[ch], i.sensor_units, i.config) for ch, i in found.items()}
 
+    def replan(self, why: str) -> None:
+        """Plan again after a setting changed the inputs (enable, pause, units, the scanner).
+
+        Runs on the poller's thread (inside the request that changed them): the acquisition
+        learns the inputs only here and on connect, and with an old plan a newly enabled input was
+        never read and a longer pause let the 372's held value through as fresh readings.
+        """
+        self._plan()
+        self.acquisition.connected()  # the scanner position is seen afresh: its pause counts from now
+        self.store.event("replanned", self.cfg.name, why)
+
     def _plan_for(self, ch: str, name: str, sensor_units: str, c) -> ChannelPlan:
         keep = c.keep if c is not None else ["kelvin", "sensor"]
         stem, node = slug(name), self.cfg.name

@@ -194,6 +194,10 @@ class Appliance:
         finally:
             self.store.retention_held = False
         self.alarms.start()
+        if self.control is not None:  # curve slots a failed upload left marked: marked again, restore scheduled
+            from .curve_api import CurveService
+
+            CurveService(self.control).reconcile()
         # waitress under a request deadline and connection limits (why not cheroot: appliance/web/server.py)
         app = make_app(
             store=self.store,

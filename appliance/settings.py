@@ -25,11 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from drivers import InstrumentError
+from drivers.base import quote_name, text_problem
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
 
 from .control import Control, ControlRefused
 
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
+# settings that change which inputs are read, how long their pause is or their units: the poller
+# plans its acquisition again after one of them takes (as on connect)
+REPLAN_AFTER = {"input", "input_type", "scanner"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,14 @@ class Arg:
     doc: str = ""
     hi_for: Mapping[str, float] = field(default_factory=dict)  # a target with another upper limit
     only_for: tuple[str, ...] = ()  # the targets this argument applies to (empty: all)
+    # the step the instrument keeps the value at (its reply's printed precision); 0: six significant digits
+    resolution: float = 0.0
+
+    def same(self, wrote: Any, read: Any) -> bool:
+        """The read-back equals what was written, at the resolution the instrument keeps it at."""
+        if self.resolution and isinstance(wrote, (int, float)) and isinstance(read, (int, float)):
+            return abs(wrote - read) <= self.resolution / 2 * (1 + 1e-6)
+        return same(wrote, read)
 
     def limit(self, target: str = "") -> str:
         """The limit in words, as a 400 names it."""
@@ -52,7 +64,7 @@ class Arg:
         if self.kind == "channel":
             return f"{self.name} is a channel 1-16 or A"
         if self.kind == "text":
-            return f'{self.name} is at most {int(hi)} ASCII characters, without , ; or "'
+            return f'{self.name} is at most {int(hi)} printable ASCII characters (0x20-0x7E), without , ; or "'
         what = "an integer" if self.kind == "int" else "a number"
         return f"{self.name} is {what} from {self.lo:g} to {hi:g}" + (f" ({self.doc})" if self.doc else "")
 
@@ -61,8 +73,11 @@ class Arg:
         hi = self.hi_for.get(target, self.hi)
         bad = ValueError(f"{self.limit(target)}, not {value!r}")
         if self.kind == "text":
-            if not isinstance(value, str) or len(value) > hi or not value.isascii() or any(c in value for c in ',;"'):
+            if not isinstance(value, str):
                 raise bad
+            problem = text_problem(value, int(hi))
+            if problem:
+                raise ValueError(f"{self.limit(target)}: {value!r} {problem}")
             return value
         if self.kind == "channel":
             ch = str(value).upper().lstrip("0") if not isinstance(value, bool) else ""
@@ -73,7 +88,7 @@ class Arg:
             if value not in (0, 1) or isinstance(value, float):
                 raise bad
             return int(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):
             raise bad
         if self.kind == "int" and value != int(value):
             raise bad
@@ -200,7 +215,8 @@ def _ramp_write(inst, out: str, v: dict) -> None:
 
 def _scan_read(inst, _: str) -> dict:
     s = inst.scan()
-    return {"channel": s.channel, "autoscan": int(s.autoscan)}
+    # an integer, as PUT takes it (SCAN reaches channels 1-16 only): GET's values PUT back unchanged
+    return {"channel": int(s.channel), "autoscan": int(s.autoscan)}
 
 
 def _channels(inst) -> list[str]:
@@ -311,9 +327,9 @@ SETTINGS_372 = (
         "output",
         _outputs(0, 1),
         (
-            Arg("resistance", "float", 1, 2000, "ohms"),
+            Arg("resistance", "float", 1, 2000, "ohms", resolution=0.001),  # HTRSET? +nnnn.nnn
             Arg("max_current", "int", 0, 4, "index, 0 the user limit"),
-            Arg("max_user_current", "float", 0, 2, "amperes"),
+            Arg("max_user_current", "float", 0, 2, "amperes", resolution=0.01),  # HTRSET? +nnnn.nn
             Arg("display", "int", 1, 2, "1 current, 2 power"),
         ),
         _htrset_read,
@@ -335,7 +351,8 @@ SETTINGS_372 = (
         "setpoint",
         "372",
         "SETP",
-        M372_HEATER + ": SETP <out>,<value> in the control input's units; bounded by control.max_setpoint_kelvin",
+        M372_HEATER + ": SETP <out>,<value> in the control input's units; bounded by control.max_setpoint_kelvin "
+        "(the appliance takes a setpoint only while the control input reads in kelvin)",
         "a heater output's setpoint",
         "output",
         _outputs(0, 1, 2),
@@ -351,7 +368,12 @@ SETTINGS_372 = (
         "a heater output's control loop",
         "output",
         _outputs(0, 1),
-        (Arg("p", "float", 0, 1000, "gain"), Arg("i", "float", 0, 10000, "seconds"), Arg("d", "float", 0, 2500, "s")),
+        # PID? answers +nnnn.n for each (the emulator, as socs' recorded replies): kept at 0.1
+        (
+            Arg("p", "float", 0, 1000, "gain", resolution=0.1),
+            Arg("i", "float", 0, 10000, "seconds", resolution=0.1),
+            Arg("d", "float", 0, 2500, "s", resolution=0.1),
+        ),
         lambda inst, out: (lambda p: {"p": p.p, "i": p.i, "d": p.d})(inst.pid(int(out))),
         _pid_write,
     ),
@@ -363,7 +385,7 @@ SETTINGS_372 = (
         "a heater output's manual (open loop) value",
         "output",
         _outputs(0, 1, 2),
-        (Arg("value", "float", 0, 100, "percent"),),
+        (Arg("value", "float", 0, 100, "percent", resolution=0.001),),  # MOUT? +nnn.nnn
         lambda inst, out: {"value": inst.manual_output(int(out))},
         lambda inst, out, v: inst.set_manual_output(int(out), v["value"]),
     ),
@@ -375,7 +397,10 @@ SETTINGS_372 = (
         "a heater output's setpoint ramp",
         "output",
         _outputs(0, 1, 2),
-        (Arg("enabled", "bool", doc="1 ramps the setpoint"), Arg("rate", "float", 0, 100, "K/min, 0 unlimited")),
+        (
+            Arg("enabled", "bool", doc="1 ramps the setpoint"),
+            Arg("rate", "float", 0, 100, "K/min, 0 unlimited", resolution=0.001),
+        ),
         _ramp_read,
         _ramp_write,
     ),
@@ -408,7 +433,7 @@ def _intype240_write(inst, ch: str, v: dict) -> None:
 
 
 def _name240_write(inst, ch: str, v: dict) -> None:
-    inst.write(f'INNAME {int(ch)},"{v["name"]}"')
+    inst.write(f"INNAME {int(ch)},{quote_name(v['name'], 15)}")
 
 
 M240 = "Model 240 manual"
@@ -451,6 +476,20 @@ SETTINGS: dict[str, dict[str, Setting]] = {
     "372": {s.name: s for s in SETTINGS_372},
     "240": {s.name: s for s in SETTINGS_240},
 }
+
+
+def finite(value: int | float) -> bool:
+    """A finite number that fits a float (a JSON integer of 400 digits does not: math.isfinite raises)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+class DidNotTake(ControlRefused):
+    """Written, but the read-back differs beyond the instrument's resolution: audited as such, not "refused"."""
+
+    outcome = "did not take"
 
 
 def same(a: Any, b: Any) -> bool:
@@ -566,17 +605,13 @@ class SettingService:
                 raise ControlRefused(
                     400, f"{node} {s.name} {s.target} {t}: {exc} ({s.manual})".replace("  ", " ")
                 ) from None
-        if s.name == "setpoint" and want["value"] > self.control.cfg.max_setpoint_kelvin:
-            raise ControlRefused(
-                400,
-                f"value is at most {self.control.cfg.max_setpoint_kelvin:g} (control.max_setpoint_kelvin), "
-                f"not {want['value']:g}",
-            )
         where = f"{s.target} {t} " if s.target else ""
         what = f"{s.name} ({s.command}) {where}set {want}"
         old = self.control.last_read.get((node, s.name, t)) or self._snapshotted(node, s, t)
 
         def change(inst) -> tuple[dict, dict]:
+            if s.name == "setpoint":
+                self.control.check_setpoint(node, inst, int(t), want["value"])
             before = s.read(inst, t)
             full = {**before, **want}
             try:
@@ -584,13 +619,18 @@ class SettingService:
             except InstrumentError as exc:
                 raise ControlRefused(409, f"{node} {s.name} {where}refused {', '.join(want)}: {exc}") from None
             after = s.read(inst, t)
+            # the write happened: whatever it reads now is the last read, and the snapshot names it
+            self.control.last_read[(node, s.name, t)] = after
+            poller.snapshot_due = True
             for key in want:
-                if key not in s.unchecked(full) and not same(after[key], want[key]):
-                    raise ControlRefused(
+                if key not in s.unchecked(full) and not s.arg(key).same(want[key], after[key]):
+                    raise DidNotTake(
                         409,
                         f"{node} {s.name} {where}did not take {key}: set {want[key]!r}, the instrument reads "
                         f"{after[key]!r}",
                     )
+            if s.name in REPLAN_AFTER and hasattr(poller, "replan"):
+                poller.replan(f"{s.name} {where}changed to {after}: inputs planned again")
             return before, after
 
         before, after = self.control.audited(

@@ -33,8 +33,12 @@ class SettingClient(CurveClient):
         return self._call("PUT", f"/{name}", {"target": target, "values": values})
 
 
-def _value(text: str):
-    """``7.5`` -> 7.5, ``3`` -> 3, anything else as text (a name, a channel ``A``)."""
+def _value(text: str, name: str = "", key: str = ""):
+    """The value as the field's declared type takes it: a text or channel field keeps the text
+    (a name ``100`` stays a name); a number field ``7.5`` -> 7.5, ``3`` -> 3."""
+    kinds = {a.kind for per in SETTINGS.values() if name in per for a in per[name].args if a.name == key}
+    if kinds and kinds <= {"text", "channel"}:
+        return text
     try:
         return json.loads(text)
     except ValueError:
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 if not eq:
                     print(f"kelvinpi setting: give FIELD=VALUE, not {word!r}", file=sys.stderr)
                     return 2
-                values[key] = _value(text)
+                values[key] = _value(text, args.name, key)
             r = client.set(args.name, target, values)
             print(f"{args.name} {r['target']}: {_show(r['values'])} (read back)")
     except (CurveClientError, OSError) as exc:

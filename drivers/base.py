@@ -133,8 +133,16 @@ class Instrument:
             time.sleep(start - now)
         self._last_start = time.monotonic()
 
+    @staticmethod
+    def _one_line(message: str) -> str:
+        """A message is one line: a line feed or carriage return inside it would run a second command."""
+        if "\n" in message or "\r" in message:
+            raise ValueError(f"refused to send {message!r}: a message must not hold a line feed or carriage return")
+        return message
+
     def query_raw(self, message: str) -> bytes:
         """Send a query, return the reply line (without terminator) as bytes."""
+        self._one_line(message)
         with self._lock:
             self._wait_turn()
             try:
@@ -160,6 +168,7 @@ class Instrument:
 
     def write(self, message: str) -> None:
         """Send a command that has no reply."""
+        self._one_line(message)
         with self._lock:
             self._wait_turn()
             try:
@@ -197,8 +206,31 @@ def _chan_key(c: str) -> tuple[int, str]:
     return (0, c) if not c.isdigit() else (1, f"{int(c):03d}")
 
 
+FORBIDDEN_IN_TEXT = ',;"'  # the instrument's own: they would break its reply framing
+
+
+def text_problem(value: str, limit: int) -> str | None:
+    """Why ``value`` cannot be sent as an instrument string, or None when it can.
+
+    Only printable ASCII (0x20-0x7E) without ``,`` ``;`` ``"`` is sent: a line feed or carriage
+    return would end the message and run the rest as a second command (issue 22's red team set a
+    300 K setpoint through a name), and a control character or DEL has no place on the wire.
+    """
+    if len(value) > limit:
+        return f"is {len(value)} characters, at most {limit}"
+    for c in value:
+        if not 0x20 <= ord(c) <= 0x7E:
+            return f"holds the character {c!r} (only printable ASCII, 0x20-0x7E, is sent)"
+        if c in FORBIDDEN_IN_TEXT:
+            return f'holds the character {c!r} (the instrument forbids , ; and ")'
+    return None
+
+
 def quote_name(name: str, limit: int) -> str:
-    """Quote an instrument string; ``,`` ``;`` and ``"`` would break the reply framing."""
-    if any(c in name for c in ',;"') or len(name) > limit or not name.isascii():
-        raise ValueError(f'name {name!r} must be ASCII, at most {limit} characters, without , ; or "')
+    """Quote an instrument string; refuse what could break the message (the last line of defence)."""
+    problem = text_problem(name, limit) if isinstance(name, str) else "is not text"
+    if problem:
+        raise ValueError(
+            f'name {name!r} {problem}: an instrument string is printable ASCII, at most {limit} characters, without , ; or "'
+        )
     return f'"{name}"'

@@ -117,10 +117,16 @@ class CurveCommands:
 
     # -- whole curves --------------------------------------------------------
     def upload_curve(self, number: int, curve: Curve, verify: bool = True) -> None:
-        """Write a whole curve (delete, header, every point), then read every point back."""
+        """Write a whole curve (delete, header, every point), then read every point back.
+
+        The name (15 characters) and serial (10) are checked before anything is sent: one the
+        header cannot hold raises ValueError naming the limit (never cut, never a slot emptied first).
+        """
+        quote_name(curve.name, 15)
+        quote_name(curve.serial, 10)
         self.delete_curve(number)
         self.set_curve_header(
-            number, CurveHeader(curve.name[:15], curve.serial[:10], curve.data_format, curve.limit, curve.coefficient)
+            number, CurveHeader(curve.name, curve.serial, curve.data_format, curve.limit, curve.coefficient)
         )
         for i, (u, t) in enumerate(curve.points, 1):
             self.set_curve_point(number, i, u, t)

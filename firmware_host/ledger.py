@@ -12,7 +12,7 @@ import threading
 from array import array
 from collections import deque
 
-from .protocol import parse_message
+from .protocol import ExecutionError, parse_message
 
 QUANTITY = {"KRDG?": "kelvin", "RDGK?": "kelvin", "RDGR?": "sensor", "SRDG?": "sensor"}
 
@@ -35,7 +35,10 @@ class Ledger:
 
     def note(self, line: str, reply: str, delivered: bool, late: bool) -> None:
         """Record the reading queries of one answered line; ``reply`` is the full reply text."""
-        parts = [parse_message(p) for p in line.split(";")]
+        try:
+            parts = [parse_message(p) for p in line.split(";")]
+        except ExecutionError:  # a malformed part: the firmware refused it, the reply cannot be lined up
+            return
         parts = [(n, a) for n, a in parts if n]
         if not any(n in QUANTITY for n, _ in parts):
             return

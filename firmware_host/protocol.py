@@ -221,11 +221,13 @@ class Dispatcher:
             return None
         answers: list[str] = []
         for part in line.split(";"):
-            name, args = parse_message(part)
-            if not name:
-                continue
-            handler = self.table.get(name)
             try:
+                # a malformed message (an unterminated string) is refused like any other bad one:
+                # the firmware sets its error bit and goes on answering (a raise here ended the session)
+                name, args = parse_message(part)
+                if not name:
+                    continue
+                handler = self.table.get(name)
                 if handler is None:
                     raise CommandError(f"unknown command {name!r}")
                 reply = handler(args)

@@ -25,11 +25,9 @@ DT = ROOT / "firmware_host/curves/DT-670.340"
 @pytest.fixture
 def app(tmp_path, emu372, emu240):
     tok = secret_file(tmp_path / "token", TOKEN)
-    a = Appliance(
-        _config.parse(
-            appliance_config(tmp_path, emu372, emu240, extra=(f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'))
-        )
-    )
+    control_toml = f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'
+    a = Appliance(_config.parse(appliance_config(tmp_path, emu372, emu240, extra=control_toml)))
+    a.tmp_path, a.control_toml = tmp_path, control_toml
     a.start()
     a.base_url = f"http://127.0.0.1:{a.web_address[1]}"
     a.token_file = tok
@@ -364,3 +362,102 @@ def test_a_name_longer_than_the_instrument_holds_is_refused_not_cut(app, emu372)
     status, body = put_curve(app, 25, small(RX, 5, "KP-A-VERY-LONG-NAME"))
     assert status == 400 and "holds at most 15" in body["error"]["message"], body
     assert slot(emu372, 25) is None
+
+
+@pytest.mark.parametrize(
+    "name, serial", [("RT22,BAD", "SN-1"), ("RT22-Ωcal", "SN-2"), ("RT22", 'S"N'), ("RT22;CRVDEL 21", "SN-3")]
+)
+def test_a_name_or_serial_the_header_cannot_hold_is_400_before_anything_is_sent(app, emu372, monkeypatch, name, serial):
+    """Issue 22 red team, finding 2: such a name emptied the slot (CRVDEL went first) with no trace."""
+    fast(app, monkeypatch)
+    assert put_curve(app, 26, small(RX, 8, "KP-KEEP08"))[0] == 200
+    heard = len(emu372.ledger.heard)
+    c = small(RX, 10, "x")
+    status, body = put_curve(app, 26, Curve(name, serial, c.data_format, c.limit, c.coefficient, c.points))
+    assert status == 400, body
+    assert "nothing was sent" in body["error"]["message"], body
+    sent = [line for line in list(emu372.ledger.heard)[heard:] if line.startswith("CRV")]
+    assert not [line for line in sent if not line.startswith(("CRVHDR?", "CRVPT?"))], sent
+    assert slot(emu372, 26) == ("KP-KEEP08", 8)
+
+
+def test_the_driver_refuses_a_bad_name_before_it_deletes_the_slot(app, emu372, monkeypatch):
+    """The driver's own check comes before CRVDEL: a ValueError there never empties the slot."""
+    fast(app, monkeypatch)
+    assert put_curve(app, 27, small(RX, 8, "KP-KEEP08"))[0] == 200
+    c = small(RX, 10, "x")
+    for name in ("A-NAME-OF-SIXTEEN", "RT22,BAD"):
+        bad = Curve(name, "SN", c.data_format, c.limit, c.coefficient, c.points)
+        with pytest.raises(ValueError):
+            app.pollers[0].call(lambda inst: inst.upload_curve(27, bad), "test upload", 30)
+    assert slot(emu372, 27) == ("KP-KEEP08", 8)
+
+
+def test_an_incomplete_slot_stays_marked_across_a_restart_and_is_restored_when_the_link_is_back(
+    app, emu372, monkeypatch
+):
+    """Issue 22 red team, finding 3: the mark and the restore lived only in memory and were tried once."""
+    fast(app, monkeypatch)
+    old = small(RX, 12, "KP-OLD12")
+    assert put_curve(app, 28, old)[0] == 200
+    mem = emu372.device.curves
+    orig_point = mem.set_point
+    fired: list[int] = []
+
+    def point(n, i, u, t):
+        orig_point(n, i, u, t)
+        if n == 28 and i == 5 and not fired:
+            fired.append(i)
+            emu372.control("mute on")  # the link stays down: the appliance cannot reconnect
+            emu372.control("drop")
+
+    monkeypatch.setattr(mem, "set_point", point)
+    status, body = put_curve(app, 28, small(RX, 30, "KP-NEW30"))
+    assert status == 503 and fired, body
+    assert "28" in app.pollers[0].health.incomplete_curves
+    app.stop()  # before the link is back
+
+    b = Appliance(_config.parse(appliance_config(app.tmp_path, emu372, None, extra=app.control_toml)))
+    b.start()
+    try:
+        assert "28" in b.pollers[0].health.incomplete_curves  # marked again at start, link still down
+        assert slot(emu372, 28) != ("KP-OLD12", 12)
+        emu372.control("mute off")
+        wait_for(lambda: "28" not in b.pollers[0].health.incomplete_curves, 60, what="the old curve put back")
+        assert slot(emu372, 28) == ("KP-OLD12", 12)
+        events = [e["detail"] for e in b.store.events(limit=2000) if e["kind"] in ("curve", "control")]
+        assert any("curve 28 still marked incomplete at start" in d for d in events), events
+        assert any("curve 28 no longer incomplete" in d for d in events), events
+    finally:
+        b.stop()
+
+
+def test_a_failed_restore_is_tried_again_until_the_old_curve_is_back(app, emu372, monkeypatch):
+    """Issue 22 red team, finding 3: the restore was tried once ('except ControlRefused: pass')."""
+    from firmware_host.protocol import ExecutionError
+
+    fast(app, monkeypatch)
+    assert put_curve(app, 29, small(RX, 12, "KP-OLD12"))[0] == 200
+    mem = emu372.device.curves
+    orig_point, orig_header = mem.set_point, mem.set_header
+    fired: list[str] = []
+
+    def point(n, i, u, t):
+        orig_point(n, i, u, t)
+        if n == 29 and i == 5 and not fired:
+            fired.append("drop")
+            emu372.control("drop")
+
+    def header(n, name, *rest):
+        if n == 29 and name == "KP-OLD12" and fired.count("refused") < 2:
+            fired.append("refused")  # the first two restores are refused by the instrument (ESR 16)
+            raise ExecutionError("refused for the test")
+        orig_header(n, name, *rest)
+
+    monkeypatch.setattr(mem, "set_point", point)
+    monkeypatch.setattr(mem, "set_header", header)
+    status, body = put_curve(app, 29, small(RX, 30, "KP-NEW30"))
+    assert status == 503 and fired, body
+    poller = app.pollers[0]
+    wait_for(lambda: "29" not in poller.health.incomplete_curves, 30, what="the old curve put back at last")
+    assert fired.count("refused") == 2 and slot(emu372, 29) == ("KP-OLD12", 12)

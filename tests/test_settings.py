@@ -232,7 +232,9 @@ def test_a_setting_the_instrument_does_not_take_is_409_naming_it(app, emu240):
     status, body = put(app, "LSA24AZ", "input_type", "1", {"sensor": 1, "autorange": 0, "range": 3})
     assert status == 409 and "did not take range" in message(body), body
     events = pair(app, "input_type (INTYPE) input 1")
-    assert len(events) == 2 and "refused" in events[1], events
+    # the write happened: "did not take", not "refused"; the read value is the last read
+    assert len(events) == 2 and "did not take" in events[1] and "refused" not in events[1], events
+    assert app.control.last_read[("LSA24AZ", "input_type", "1")]["range"] == 0
     # the 372 flags it in ESR: the control input A is current excitation only
     status, body = put(app, "LSA23JD", "input_type", "A", {"mode": 0})
     assert status == 409 and "refused mode" in message(body), body
@@ -372,3 +374,26 @@ def test_the_request_event_names_the_value_as_last_read(app):
     assert put(app, "LSA23JD", "pid", "0", {"p": 34.0})[0] == 200
     events = [e for e in control_events(app) if "requested by" in e and "pid (PID) output 0" in e]
     assert "'p': 33.0" in events[-1], events
+
+
+def test_a_value_finer_than_the_instrument_keeps_is_applied_at_its_resolution(app, emu372):
+    """Issue 22 red team, finding 5: PID P 12.3456789 took (the 372 keeps 12.3) but answered 409 "refused"."""
+    status, body = put(app, "LSA23JD", "pid", "0", {"p": 12.3456789, "i": 45.67, "d": 2.04})
+    assert status == 200, body
+    assert body["values"]["p"] == 12.3 and body["values"]["i"] == 45.7, body
+    events = pair(app, "pid (PID) output 0")
+    assert len(events) == 2 and "applied" in events[1], events
+    status, body = put(app, "LSA23JD", "manual_output", "0", {"value": 12.34567})
+    assert status == 200 and body["values"]["value"] == 12.346, body
+
+
+def test_a_huge_json_integer_is_400_naming_the_field(app, emu372):
+    """Issue 22 red team, finding 6: 10**400 made math.isfinite raise OverflowError, a 500."""
+    huge = 10**400
+    status, body = put(app, "LSA23JD", "pid", "0", {"p": huge})
+    assert status == 400 and "p is a number from 0 to 1000" in message(body), body
+    status, body = put(app, "LSA23JD", "input", "5", {"dwell": huge})
+    assert status == 400 and "dwell is an integer" in message(body), body
+    status, _, text = call(f"{app.base_url}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": huge}, AUTH)
+    assert status == 400 and "kelvin must be a number" in text, text
+    assert emu372.device.outputs[0].p == 10.0
