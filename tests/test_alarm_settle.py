@@ -39,7 +39,10 @@ def test_a_real_raise_after_flapping_past_the_cap_is_told_within_the_settle_peri
     _states, notices = store.alarm_load()
     store.close()
     before = [n for n in notices if n["t"] - base < warm_at]
-    assert len(before) >= NOTICES_PER_HOUR  # the flapping did use up the cap
+    # the flapping did use up all the hour's notices it may (reminders and summaries stop short of
+    # the cap since the settled state counts too; this asserted the whole cap while it bypassed it)
+    assert len(before) >= NoticeGate(60).limit("summary")
+    assert len(notices) <= NOTICES_PER_HOUR  # and the settled "raised" fits in the hour's cap
     after = [n for n in notices if n["t"] - base >= warm_at]
     assert after, [(n["t"] - base, n["kind"]) for n in notices]
     first = after[0]
