@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule

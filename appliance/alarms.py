@@ -40,7 +40,6 @@ from typing import ClassVar
 
 from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm
 
-
 NOTICES_PER_HOUR = 12  # per rule, every kind of notice (the README states it)
 FLAP_RAISES = 3  # raised this many times within the last hour: the rule is flapping
 FLAP_QUIET = 120.0  # seconds without a transition before a flapping (or capped) rule counts as settled
