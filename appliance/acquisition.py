@@ -20,8 +20,9 @@ class and a new row there.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from drivers.base import Instrument
 from drivers.ls240 import SENSOR_UNITS, Model240

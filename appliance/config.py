@@ -17,7 +17,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
@@ -59,7 +59,7 @@ class Strict(BaseModel):
 class ChannelConfig(Strict):
     """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
-    number: Union[int, str] = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
+    number: int | str = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
     name: str | None = Field(
         None,
         description="overrides the instrument's own input name (INNAME?) in field names; 1-40 characters without '::'",
@@ -264,7 +264,7 @@ class ControlConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _token(self) -> "ControlConfig":
+    def _token(self) -> ControlConfig:
         if self.enabled and not self.token_file:
             raise ValueError("control.enabled needs token_file (a 0600 file holding the token)")
         return self
@@ -327,7 +327,7 @@ class InfluxUplink(UplinkModel):
     batch: int = Field(5000, ge=1, le=100000, description="samples per HTTP write")
 
     @model_validator(mode="after")
-    def _version(self) -> "InfluxUplink":
+    def _version(self) -> InfluxUplink:
         if bool(self.database) == bool(self.bucket):
             raise ValueError("give database (InfluxDB 1.x) or bucket + org (2.x), not both or neither")
         if self.bucket and not (self.org and self.token_file):
@@ -387,7 +387,7 @@ class RemoteWriteUplink(UplinkModel):
         return v
 
     @model_validator(mode="after")
-    def _auth(self) -> "RemoteWriteUplink":
+    def _auth(self) -> RemoteWriteUplink:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         if self.password_file and not self.username:
@@ -403,7 +403,7 @@ UPLINK_MODELS: tuple[type[UplinkModel], ...] = (SisockUplink, OcsUplink, InfluxU
 if TYPE_CHECKING:
     Uplink = UplinkModel  # to the type checker, any one of them
 else:
-    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]
+    Uplink = Annotated[UPLINK_MODELS, Field(discriminator="kind")]
 
 
 # -- alarms and notifications --------------------------------------------------
@@ -501,7 +501,10 @@ ALARM_MODELS: tuple[type[_AlarmBase], ...] = (
     StoreAlarm,
     BacklogAlarm,
 )
-AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    AlarmRule = _AlarmBase  # to the type checker, any one of them
+else:
+    AlarmRule = Annotated[ALARM_MODELS, Field(discriminator="kind")]
 
 
 class _NotifyBase(Strict):
@@ -539,7 +542,7 @@ class EmailNotify(_NotifyBase):
     to: list[str] = Field(min_length=1, description="recipients")
 
     @model_validator(mode="after")
-    def _login(self) -> "EmailNotify":
+    def _login(self) -> EmailNotify:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         return self
@@ -547,7 +550,10 @@ class EmailNotify(_NotifyBase):
 
 # Every [[notify]] model, once (``appliance.notify.SENDERS`` maps each kind to its sender).
 NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
-NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    NotifyTarget = _NotifyBase  # to the type checker, any one of them
+else:
+    NotifyTarget = Annotated[NOTIFY_MODELS, Field(discriminator="kind")]
 
 
 def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
@@ -613,9 +619,9 @@ def line_map(text: str) -> dict[tuple, int]:
             current = path
             lines.setdefault(current, no)
             continue
-        k = _KEY.match(raw)
-        if k:
-            key = tuple(p.strip('"') for p in k.group(1).split("."))
+        km = _KEY.match(raw)
+        if km:
+            key = tuple(p.strip('"') for p in km.group(1).split("."))
             lines.setdefault(current + key, no)
     return lines
 
@@ -737,7 +743,8 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if name in names:
                 problems.append((loc + ("name",), f"data node name {name!r} already used by instrument[{names[name]}]"))
             names.setdefault(name, i)
-        need = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}.get(transport, ())
+        needs = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}
+        need = needs.get(transport, ()) if transport else ()
         if need and not any(inst.get(k) for k in need):
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
         if transport == "tcp" and model == "240":
@@ -856,16 +863,22 @@ class Suggestions:
         return f" (instruments: {self.closest(name, instruments)})" if instruments else ""
 
 
+def _tables(data: dict, key: str) -> list:
+    """The array of tables ``[[key]]`` of the raw config, or [] when it is missing or not an array (a wrong
+    type is the schema's to report)."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
     suggest = Suggestions()
-    sections = data.get("instrument") if isinstance(data.get("instrument"), list) else []
+    sections = _tables(data, "instrument")
     known = {  # a name of the wrong type is pydantic's to report
         i["name"]: configured_fields(i) for i in sections if isinstance(i, dict) and isinstance(i.get("name"), str)
     }
     instruments = set(known)
-    uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
-    targets = data.get("notify") if isinstance(data.get("notify"), list) else []
+    uplinks, targets = _tables(data, "uplink"), _tables(data, "notify")
     target_names: dict[str, int] = {}
     for j, t in enumerate(targets):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
@@ -877,7 +890,7 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
                     )
                 )
             target_names.setdefault(t["name"], j)
-    rules = data.get("alarm") if isinstance(data.get("alarm"), list) else []
+    rules = _tables(data, "alarm")
     names: dict[str, int] = {}
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):

@@ -27,7 +27,7 @@ import smtplib
 import ssl
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import ClassVar
 
@@ -70,7 +70,7 @@ def failure_text(exc: BaseException) -> str:
 
 
 def iso_time(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def summary(body: dict) -> str:

@@ -49,7 +49,9 @@ def open_instrument(
             return Model372(TcpTransport(host, port), timeout=timeout)
         if device:
             return Model372.serial(device, timeout=timeout)
-        return Model372.visa(resource, timeout=timeout)
+        if resource:
+            return Model372.visa(resource, timeout=timeout)
+        raise ValueError("a Model 372 is reached through --host, --device or --resource")
     if device:
         return Model240.serial(device, timeout=timeout)
     if resource:

@@ -21,8 +21,9 @@ and 2); where the manual page was not reached, the field order of Lake Shore's o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from drivers import InstrumentError
 from drivers.base import quote_name, text_problem

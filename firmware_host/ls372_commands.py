@@ -8,8 +8,9 @@ and leaves state and physics to ``LS372Device``. What each answer is based on is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from . import ls372_panel_commands
 from .curve_memory import POINTS

@@ -26,10 +26,7 @@ def test_a_real_raise_after_flapping_past_the_cap_is_told_within_the_settle_peri
     warm_at = 845  # 14 minutes of a noisy crossing (20 s warm, 20 s cold), 5 s cold, then really warm
     settle = min(FLAP_QUIET, 60)  # the rule repeats every minute
     for s in range(warm_at + int(settle) + 30):
-        if s < 840:
-            v = 0.06 if (s // 20) % 2 == 0 else 0.04
-        else:
-            v = 0.04 if s < warm_at else 0.06
+        v = (0.06 if s // 20 % 2 == 0 else 0.04) if s < 840 else 0.04 if s < warm_at else 0.06
         latest.update([Sample(MXC, clock.wall(), v, 0)])
         svc.tick(svc.observe())
         if s % 10 == 0:

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # see below
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance  # see below
 
 from appliance import config as _config
 from appliance.service import Appliance
 from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config, wait_for
-
 
 pytestmark = pytest.mark.slow  # schemathesis and hypothesis campaigns
 

@@ -13,7 +13,8 @@ import pytest
 from appliance import config as _config
 from appliance.service import Appliance
 from appliance.settings import SETTINGS
-from tests.conftest import appliance_config, run_with_timeout as within, wait_for
+from tests.conftest import appliance_config, wait_for
+from tests.conftest import run_with_timeout as within
 from tests.test_security import TOKEN, call, secret_file
 
 pytestmark = pytest.mark.slow  # each test runs an appliance against the emulators (1-2 s)
@@ -189,8 +190,9 @@ def test_240_settings_round_trip_and_lake_shores_driver_reads_them(app, emu240, 
     assert status == 200, body
     assert len(pair(app, "name (INNAME) input 1")) == 2
     app.stop()  # the 240's one USB port: Lake Shore's driver reads it once the appliance let go
-    import lakeshore.generic_instrument as generic
     from types import SimpleNamespace
+
+    import lakeshore.generic_instrument as generic
 
     monkeypatch.setattr(
         generic,
@@ -326,9 +328,8 @@ def test_heater_settings_force_a_snapshot_that_names_them(app):
 
 def test_every_372_declaration_round_trips_over_a_pty(emu372_pty):
     """The same declarations over the USB serial framing (a pty), on the driver the poller uses."""
-    from drivers.ls372 import Model372
-
     from appliance.settings import SETTINGS
+    from drivers.ls372 import Model372
 
     m = Model372.serial(emu372_pty.pty.link, timeout=2)
     m.connect()

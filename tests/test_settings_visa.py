@@ -9,10 +9,10 @@ import pytest
 
 from appliance import config as _config
 from appliance.service import Appliance
+from tests.conftest import run_with_timeout as within
 from tests.conftest import wait_for
 from tests.test_security import TOKEN, call, secret_file
 from tests.test_settings import AUTH, CASES_372, oracle372, pair, put  # noqa: F401 - oracle372 is a fixture
-from tests.conftest import run_with_timeout as within
 
 pytestmark = pytest.mark.slow  # each case runs an appliance against the emulator (1-2 s)
 

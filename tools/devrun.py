@@ -16,10 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "appliance" / "demo.toml"
@@ -118,7 +118,7 @@ class Receiver:
             f"{body.get('event')}{by}: {what}{val} · {body.get('detail') or ''} · {body.get('time') or ''}"
         )
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         self.thread.start()
         return self
 

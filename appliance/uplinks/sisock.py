@@ -88,7 +88,7 @@ class DataNode:
             if not times:
                 continue
             for f, d in series.items():
-                lookup = dict(zip(d.t, d.value)) if d else {}
+                lookup = dict(zip(d.t, d.value, strict=False)) if d else {}
                 data[f] = [_finite(lookup.get(t)) for t in times]
             timelines[tl] = {"t": times, "finalized_until": min(t1, now)}
         return {"data": data, "timeline": timelines}

@@ -9,6 +9,7 @@ secret file is configured. Failures are logged loudly, never in a tight loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import threading
@@ -142,9 +143,7 @@ class WampRuntime:
                     pass
 
         if self.thread.is_alive():
-            try:
+            with contextlib.suppress(Exception):
                 self.submit(_stop()).result(timeout + 1)
-            except Exception:
-                pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout)

@@ -7,8 +7,9 @@ exposition is serialised once per store commit (cache.Snapshot), so many scraper
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from bottle import Bottle, response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
