@@ -17,7 +17,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
@@ -403,7 +403,7 @@ UPLINK_MODELS: tuple[type[UplinkModel], ...] = (SisockUplink, OcsUplink, InfluxU
 if TYPE_CHECKING:
     Uplink = UplinkModel  # to the type checker, any one of them
 else:
-    Uplink = Annotated[UPLINK_MODELS, Field(discriminator="kind")]
+    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 # -- alarms and notifications --------------------------------------------------
@@ -504,7 +504,7 @@ ALARM_MODELS: tuple[type[_AlarmBase], ...] = (
 if TYPE_CHECKING:
     AlarmRule = _AlarmBase  # to the type checker, any one of them
 else:
-    AlarmRule = Annotated[ALARM_MODELS, Field(discriminator="kind")]
+    AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 class _NotifyBase(Strict):
@@ -553,7 +553,7 @@ NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
 if TYPE_CHECKING:
     NotifyTarget = _NotifyBase  # to the type checker, any one of them
 else:
-    NotifyTarget = Annotated[NOTIFY_MODELS, Field(discriminator="kind")]
+    NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
