@@ -327,21 +327,32 @@ def test_heater_settings_force_a_snapshot_that_names_them(app):
 
 
 def test_every_372_declaration_round_trips_over_a_pty(emu372_pty):
-    """The same declarations over the USB serial framing (a pty), on the driver the poller uses."""
+    """The same declarations over the USB serial framing (a pty), on the driver the poller uses; Lake Shore's
+    own driver reads each value back on the emulator's TCP port (the API over a pty is tests/test_settings_visa.py's
+    ASRL resource)."""
     from appliance.settings import SETTINGS
     from drivers.ls372 import Model372
 
     m = Model372.serial(emu372_pty.pty.link, timeout=2)
     m.connect()
+    host, port = emu372_pty.tcp.address
+    oracle = within(lambda: lakeshore.Model372(baud_rate=None, ip_address=host, tcp_port=port, timeout=2))
     try:
-        for name, target, values, _ in CASES_372:
+        for name, target, values, vendor in CASES_372:
             s = SETTINGS["372"][name]
             t = target or ""
             full = {**s.read(m, t), **{k: s.arg(k).check(v, t) for k, v in values.items()}}
             s.write(m, t, full)
             got = s.read(m, t)
             assert all(str(got[k]) == str(full[k]) or got[k] == pytest.approx(full[k]) for k in values), (name, got)
+            theirs = within(lambda vendor=vendor: vendor(oracle))
+            assert (
+                theirs == pytest.approx(list(values.values()))
+                if all(isinstance(v, (int, float)) for v in values.values())
+                else [str(x) for x in theirs] == [str(v) for v in values.values()]
+            ), (name, theirs)
     finally:
+        within(lambda: oracle.disconnect_tcp())
         m.close()
 
 
