@@ -213,3 +213,24 @@ def test_240_settings_and_curve_round_trip_over_visa_and_lake_shores_driver_read
             within(lambda: oracle.disconnect_usb())
     finally:
         emu.stop()
+
+
+@pytest.mark.parametrize("rig", ["TCPIP"], indirect=True)
+def test_a_slow_upload_over_visa_that_outlives_its_answer_still_records_its_outcome(rig, monkeypatch):
+    """As tests/test_curve_workflow.py's slow upload, the appliance's link a VISA TCPIP SOCKET resource."""
+    app, emu = rig.app, rig.emu
+    fast(app, monkeypatch)
+    monkeypatch.setattr("appliance.curve_api.UPLOAD_TIMEOUT", 1.0)
+    emu.control("slow 0.08 CRVPT")
+    try:
+        status, body = put_curve(app, 24, small(RX, 15, "KP-SLOW15"))
+        assert status == 503 and "did not finish within 1 s" in body["error"]["message"], body
+        events = wait_for(
+            lambda: (lambda ev: ev if len(ev) == 2 else None)(request_events(app, "curve 24 upload: KP-SLOW15")),
+            60,
+            what="the outcome of the slow upload",
+        )
+        assert "applied after its answer" in events[1], events
+    finally:
+        emu.control("clear")
+    assert slot(emu, 24) == ("KP-SLOW15", 15)
