@@ -6,11 +6,15 @@ import argparse
 import sys
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from . import config
 
-def _load(path: str):
+
+def _load(path: str) -> config.Config | None:
     """The start-up validation; prints every problem (key path and line) and returns None on error."""
     from . import config
 

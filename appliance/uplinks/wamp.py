@@ -14,9 +14,13 @@ import logging
 import ssl
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from autobahn.asyncio.component import Component
+
+if TYPE_CHECKING:
+    from ..health import UplinkHealth
 
 log = logging.getLogger("kelvinpi.wamp")
 
@@ -43,7 +47,7 @@ def make_component(
     secret: str | None = None,
     ca_file: Path | None = None,
     label: str = "",
-    health=None,
+    health: UplinkHealth | None = None,
 ) -> Component:
     """``health`` (an UplinkHealth) gets every connect failure, so the front panel says why."""
     parsed = urlparse(url)

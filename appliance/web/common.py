@@ -187,7 +187,7 @@ def read_json() -> dict:
     return body
 
 
-def as_json(value) -> str:
+def as_json(value: object) -> str:
     response.content_type = "application/json"
     return json.dumps(value)
 
