@@ -1,0 +1,197 @@
+"""The Pfeiffer driver against the emulated TPG 366 (TCP) and TPG 256 A (pty, VISA ASRL).
+
+Every value the driver returns is checked against what the emulator's state holds; a gauge that
+is off reads as no pressure with its SENSOR_OFF bit, never as a number; a refused mnemonic is an
+``InstrumentError`` naming it and the controller's error word; garbled, muted and dropped links
+are the typed errors the poller counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from drivers.errors import BadReply, ConnectionLost, InstrumentError, InstrumentTimeout
+from drivers.pfeiffer import PFEIFFER_STATUS_BITS, TPG256A, TPG366, parse_gauge
+from drivers.transport import TcpTransport
+from firmware_host.pfeiffer_device import PfeifferDevice, fmt_pressure
+from firmware_host.pfeiffer_emulator import PfeifferEmulator
+from firmware_host.sim_clock import SimClock
+
+FROZEN = 1e-9  # simulated seconds per real second: the emulator's state does not move during a test
+
+
+@pytest.fixture
+def tpg366():
+    emu = PfeifferEmulator.tpg366(time_scale=FROZEN, seed=3)
+    emu.listen_tcp("127.0.0.1", 0)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def maxigauge(tmp_path):
+    emu = PfeifferEmulator.maxigauge(time_scale=FROZEN, seed=4)
+    emu.listen_pty(str(tmp_path / "maxigauge"))
+    yield emu
+    emu.stop()
+
+
+def gauge366(emu, timeout: float = 1.0) -> TPG366:
+    host, port = emu.tcp.address
+    g = TPG366(TcpTransport(host, port), timeout=timeout)
+    g.connect()
+    return g
+
+
+def on_wire(emu, channel: int) -> tuple[int, float]:
+    """What the emulator's state says gauge ``channel`` reads now, as the wire rounds it."""
+    r = emu.device.reading(channel)
+    return r.code, float(fmt_pressure(r.value))
+
+
+def test_tpg366_reads_what_the_emulator_holds(tpg366):
+    g = gauge366(tpg366)
+    try:
+        assert g.identity.model == "TPG 366" and g.identity.serial == "44990000"
+        assert g.gauge_ids == tuple(tpg366.device.gauges) and g.units == "mbar"
+        readings = g.read_all()
+        assert [r.channel for r in readings] == [1, 2, 3, 4, 5, 6]
+        for r in readings:
+            code, value = on_wire(tpg366, r.channel)
+            assert (r.code, r.pressure, r.status_bits) == (code, value, ())
+        assert g.read(3).pressure == on_wire(tpg366, 3)[1]
+        assert g.sensor_states() == (2, 2, 2, 2, 2, 2)
+    finally:
+        g.close()
+
+
+def test_sensor_off_reads_as_no_pressure_with_its_status(tpg366):
+    g = gauge366(tpg366)
+    try:
+        assert tpg366.control("sensor off 2") == "ok"
+        r = g.read_all()[1]
+        assert r.pressure is None and r.code == 4 and r.status_bits == ("SENSOR_OFF",)
+        assert r.status == 8 and PFEIFFER_STATUS_BITS[r.status] == "SENSOR_OFF"
+        assert g.read(2).pressure is None and g.sensor_states()[1] == 1
+        assert tpg366.control("sensor on 2") == "ok"
+        assert g.read(2).pressure == on_wire(tpg366, 2)[1]
+    finally:
+        g.close()
+
+
+def test_refused_mnemonic_names_itself_and_the_error_word(tpg366):
+    g = gauge366(tpg366)
+    try:
+        with pytest.raises(InstrumentError, match=r"PR7 refused \(NAK\): error word 0001 \(syntax error\)"):
+            g.ask("PR7")
+        with pytest.raises(InstrumentError, match=r"SEN,3 refused \(NAK\): error word 0010 \(inadmissible"):
+            g.ask("SEN,3")
+        assert g.read(1).code == 0  # the link is fine afterwards; reading ERR cleared the word
+        assert g.ask("ERR") == "0000"
+    finally:
+        g.close()
+
+
+def test_garbled_muted_and_dropped_links_are_typed_errors(tpg366):
+    g = gauge366(tpg366, timeout=0.3)
+    try:
+        tpg366.control("garble 1")
+        with pytest.raises(BadReply, match="ACK"):
+            g.read_all()
+        assert tpg366.control("mute on") == "ok"
+        with pytest.raises(InstrumentTimeout):
+            g.read(1)
+        tpg366.control("mute off")
+        assert g.read(1).code == 0  # after a timeout the driver opens a fresh connection first
+        tpg366.control("drop")
+        with pytest.raises(ConnectionLost):
+            g.read(1)
+        # only the answer that left whole counts: the faults hit acknowledgements, not readings
+        assert tpg366.ledger.counts() == {"1/pressure": 1} and tpg366.ledger.faulted == 0
+    finally:
+        g.close()
+
+
+def test_soft_vacuum_raises_p1_in_simulated_time(tpg366):
+    g = gauge366(tpg366)
+    try:
+        before = g.read(1).pressure
+        assert tpg366.control("soft 60") == "ok"
+        tpg366.control("advance 600")  # ten time constants: e^10 times the base pressure
+        after = g.read(1).pressure
+        assert before is not None and after is not None and after > 1e3 * before
+        assert g.read(2).pressure == on_wire(tpg366, 2)[1]  # the other gauges hold
+        tpg366.control("soft 0")
+        assert g.read(1).pressure < 1e-5
+    finally:
+        g.close()
+
+
+def test_fault_words_refuse_bad_input_by_name(tpg366):
+    assert tpg366.control("sensor off 9") == "error: sensor: gauge 9 is not 1-6"
+    assert tpg366.control("sensor sideways 1") == "error: sensor: usage: sensor off|on N"
+    assert tpg366.control("soft -1") == "error: soft: time constant -1.0 is not a positive number of seconds"
+    assert tpg366.control("warm").startswith("error: 'warm' is a thermometry word")
+    assert tpg366.control("frobnicate") == "error: unknown command 'frobnicate'"
+    status = json.loads(tpg366.control("status"))
+    assert status["gauges"]["1"]["code"] == 0 and status["gauges"]["1"]["kind"] == "PKR"
+    assert all(g["code"] == 0 for g in status["gauges"].values())  # nothing changed by the refusals
+
+
+def test_emulator_refuses_bad_construction():
+    with pytest.raises(ValueError, match="unknown Pfeiffer model 'tpg999'"):
+        PfeifferDevice("tpg999", SimClock())
+    with pytest.raises(ValueError, match="gauges must be 6"):
+        PfeifferDevice("tpg366", SimClock(), gauges=("PKR",))
+
+
+def test_out_of_range_and_missing_gauges_carry_their_status():
+    dev = PfeifferDevice("tpg366", SimClock(FROZEN), gauges=("PKR", "TPR", "CMR", "TPR", "noSen", "IKR"))
+    dev.vacuum.base.update({2: 1e-6, 6: 1.0})  # below a Pirani's range; above a cold cathode's
+    assert (dev.reading(2).code, dev.reading(2).value) == (1, 5e-4)
+    assert dev.reading(5).code == 5 and dev.reading(5).value == 2.0e-2
+    assert (dev.reading(6).code, dev.reading(6).value) == (2, 1e-2)
+    with pytest.raises(ValueError, match="gauge 5: no sensor connected"):
+        dev.set_sensor(5, True)
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("0", "expected 'status,pressure'"),
+        ("7,+1.0000E-03", "status 7 is not 0-6"),
+        ("x,+1.0000E-03", "expected 'status,pressure'"),
+        ("0,nan", "expected a number"),
+        ("0,-1.0000E-03", "negative pressure"),
+    ],
+)
+def test_garbled_gauge_fields_are_bad_replies(text, why):
+    with pytest.raises(BadReply, match=why):
+        parse_gauge(text, 1, "PR1", text.encode(), 0.0)
+
+
+def test_maxigauge_over_a_real_pty(maxigauge):
+    g = TPG256A.serial(maxigauge.pty.link, timeout=1.0)
+    try:
+        assert g.connect().firmware == "BG5930-E"
+        readings = g.read_gauges()
+        assert [(r.code, r.pressure) for r in readings] == [on_wire(maxigauge, n) for n in range(1, 7)]
+        with pytest.raises(InstrumentError, match="PRX refused"):  # PR1-PR6 are the 256 A's mnemonics
+            g.read_all()
+        maxigauge.control("sensor off 1")
+        assert g.read(1).status_bits == ("SENSOR_OFF",) and g.read(1).pressure is None
+    finally:
+        g.close()
+
+
+def test_maxigauge_over_visa_asrl(maxigauge):
+    g = TPG256A.visa(f"ASRL{os.path.realpath(maxigauge.pty.link)}::INSTR", timeout=1.0)
+    try:
+        g.connect()
+        assert g.read(4).pressure == on_wire(maxigauge, 4)[1]
+        assert g.transport.serial_settings["baud_rate"] == 9600
+    finally:
+        g.close()
