@@ -264,6 +264,7 @@ class PfeifferGauge(Instrument):
     # -- what the appliance reads about this model (appliance.models) --------------
     STATUS_BITS = PFEIFFER_STATUS_BITS
     OCS_AGENT_CLASS = "PfeifferAgent"  # socs agents/pfeiffer_tpg366/agent.py:135
+    OCS_FEED = "pressures"  # socs agents/pfeiffer_tpg366/agent.py:28
 
     @staticmethod
     def ocs_names(channel: str, name: str) -> tuple[str, str]:

@@ -169,17 +169,18 @@ class PfeifferProtocol:
     # -- answers ---------------------------------------------------------------------------
     def _pr(self, n: int) -> Callable[[list[str]], Answer]:
         def answer(args: list[str]) -> Answer:
-            r = self.device.reading(n)
-            return f"{r.code},{fmt_pressure(self._in_units(r.value))}", [r]
+            r = self._on_wire(self.device.reading(n))
+            return f"{r.code},{fmt_pressure(r.value)}", [r]
 
         return answer
 
-    def _in_units(self, mbar: float) -> float:
-        return mbar * (1.0, 0.750062, 100.0)[self.device.units]
+    def _on_wire(self, r: Reading) -> Reading:
+        """The reading in the current unit, rounded as the wire carries it (what the ledger keeps)."""
+        return Reading(r.channel, r.code, float(fmt_pressure(r.value * (1.0, 0.750062, 100.0)[self.device.units])))
 
     def _prx(self, args: list[str]) -> Answer:
-        rs = [self.device.reading(n) for n in range(1, CHANNELS + 1)]
-        return ",".join(f"{r.code},{fmt_pressure(self._in_units(r.value))}" for r in rs), rs
+        rs = [self._on_wire(self.device.reading(n)) for n in range(1, CHANNELS + 1)]
+        return ",".join(f"{r.code},{fmt_pressure(r.value)}" for r in rs), rs
 
     def _tid(self, args: list[str]) -> Answer:
         return ",".join(self.device.gauges), []
