@@ -47,7 +47,7 @@ STATUS_NAMES = {
 # code n > 0 is bit 1 << (n - 1); code 0 (a good measurement) sets none.
 PFEIFFER_STATUS_BITS: dict[int, str] = {1 << (code - 1): name for code, name in STATUS_NAMES.items() if code}
 
-# The ERR word after a NAK (256 A manual p.98): four flags.
+# The error status after a NAK, read with ERR. TPG 366 (TPG 26x/300/36x family): a four-flag word.
 ERROR_WORD = {
     "1000": "controller error",
     "0100": "no hardware",
@@ -55,6 +55,25 @@ ERROR_WORD = {
     "0001": "syntax error",
     "0000": "no error",
 }
+# TPG 256 A (manual p.97): "system,gauge", each a sum of bits; the system bits that a refusal sets.
+SYSTEM_ERRORS = {4096: "syntax error", 8192: "inadmissible parameter", 16384: "no hardware", 32768: "fatal error"}
+
+
+def describe_error(word: str) -> str:
+    """What an ERR answer says, in words (either model's form); an unknown form is said as unknown."""
+    if word in ERROR_WORD:
+        return ERROR_WORD[word]
+    system, sep, gauge = word.partition(",")
+    if sep and system.strip().isdigit() and gauge.strip().isdigit():
+        bits = int(system)
+        said = [text for bit, text in SYSTEM_ERRORS.items() if bits & bit]
+        if bits & ~sum(SYSTEM_ERRORS) & 0xFFFF:
+            said.append(f"system error bits {bits & ~sum(SYSTEM_ERRORS) & 0xFFFF}")
+        if int(gauge):
+            said.append(f"gauge error bits {int(gauge)}")
+        return ", ".join(said) or "no error"
+    return "unknown"
+
 
 UNITS = {"0": "mbar", "1": "Torr", "2": "Pa", "3": "micron", "4": "hPa", "5": "V"}  # UNI (TPG 366: 0-5; 256 A: 0-2)
 
@@ -216,7 +235,7 @@ class PfeifferGauge(Instrument):
             word = decode(self._send_read(ENQ, "ERR"), "ERR").strip()
         except BadReply as exc:
             return f"ERR unreadable ({exc})"
-        return f"error word {word} ({ERROR_WORD.get(word, 'unknown')})"
+        return f"error word {word} ({describe_error(word)})"
 
     # -- readings ------------------------------------------------------------------
     def read(self, channel: int) -> PressureReading:

@@ -27,10 +27,14 @@ NO_SENSOR_VALUE = 2.0e-2  # TPG 261 manual p.71: "5 -> No sensor (output: 5,2.00
 OFF_VALUE = 0.0  # what a switched-off gauge reports beside status 4: UNVERIFIED
 DEFAULT_GAUGES = ("PKR", "PKR", "CMR", "TPR", "CMR", "TPR")  # a plausible Bluefors set: UNVERIFIED
 
-# ERR word flags (256 A manual p.98): the first refusal since the last ERR sets them.
-SYNTAX_ERROR = "0001"
-BAD_PARAMETER = "0010"
-NO_ERROR = "0000"
+# The error status a refusal leaves, read with ERR. TPG 366: a four-flag word (the TPG 26x/300/36x
+# family's: 0001 syntax error, 0010 inadmissible parameter). TPG 256 A: "system,gauge" error
+# bit sums (256 A manual p.97: 4096 syntax error, 8192 inadmissible parameter), which it also
+# sends at the ENQ after a NAK (as PyMaxiGauge, written against a 256 A, reads it).
+ERRORS = {
+    "tpg366": {"syntax": "0001", "parameter": "0010", "none": "0000"},
+    "maxigauge": {"syntax": "4096,0", "parameter": "8192,0", "none": "0,0"},
+}
 
 
 def fmt_pressure(value: float) -> str:
@@ -113,7 +117,8 @@ class PfeifferProtocol:
     def __init__(self, device: PfeifferDevice) -> None:
         self.device = device
         self.pending: tuple[str, list[str]] | None = None
-        self.error = NO_ERROR
+        self.words = ERRORS[device.model]
+        self.error = self.words["none"]
         self.commands: dict[str, Callable[[list[str]], Answer]] = {f"PR{n}": self._pr(n) for n in range(1, 7)}
         self.commands.update({"TID": self._tid, "SEN": self._sen, "UNI": self._uni, "ERR": self._err})
         if device.model == "tpg366":
@@ -131,15 +136,19 @@ class PfeifferProtocol:
         name = name.strip().upper()
         args = [a.strip() for a in rest.split(",")] if rest else []
         if name not in self.commands:
-            self.pending, self.error = None, SYNTAX_ERROR
-            return False
+            return self._refuse("syntax")
         try:
             self._check(name, args)
         except ValueError:
-            self.pending, self.error = None, BAD_PARAMETER
-            return False
+            return self._refuse("parameter")
         self.pending = (name, args)
         return True
+
+    def _refuse(self, why: str) -> bool:
+        """A NAK: the error status is set; on the 256 A the next ENQ answers it."""
+        self.error = self.words[why]
+        self.pending = ("ERR", []) if self.device.model == "maxigauge" else None
+        return False
 
     def enquiry(self) -> Answer | None:
         """ENQ: the answer to the acknowledged mnemonic, measured now (again at each ENQ)."""
@@ -194,7 +203,7 @@ class PfeifferProtocol:
         return str(self.device.units), []
 
     def _err(self, args: list[str]) -> Answer:
-        word, self.error = self.error, NO_ERROR
+        word, self.error = self.error, self.words["none"]
         return word, []
 
     def _ayt(self, args: list[str]) -> Answer:

@@ -14,11 +14,12 @@ import os
 import pytest
 
 from drivers.errors import BadReply, ConnectionLost, InstrumentError, InstrumentTimeout
-from drivers.pfeiffer import PFEIFFER_STATUS_BITS, TPG256A, TPG366, parse_gauge
+from drivers.pfeiffer import PFEIFFER_STATUS_BITS, TPG256A, TPG366, describe_error, parse_gauge
 from drivers.transport import TcpTransport
 from firmware_host.pfeiffer_device import PfeifferDevice, fmt_pressure
 from firmware_host.pfeiffer_emulator import PfeifferEmulator
 from firmware_host.sim_clock import SimClock
+from tests.conftest import wait_for
 
 FROZEN = 1e-9  # simulated seconds per real second: the emulator's state does not move during a test
 
@@ -110,7 +111,9 @@ def test_garbled_muted_and_dropped_links_are_typed_errors(tpg366):
         with pytest.raises(ConnectionLost):
             g.read(1)
         # only the answer that left whole counts: the faults hit acknowledgements, not readings
-        assert tpg366.ledger.counts() == {"1/pressure": 1} and tpg366.ledger.faulted == 0
+        # (the emulator notes an answer just after sending it: wait for that, bounded)
+        wait_for(lambda: tpg366.ledger.counts() == {"1/pressure": 1}, 2, 0.01, what="the answer in the ledger")
+        assert tpg366.ledger.faulted == 0
     finally:
         g.close()
 
@@ -179,12 +182,43 @@ def test_maxigauge_over_a_real_pty(maxigauge):
         assert g.connect().firmware == "BG5930-E"
         readings = g.read_gauges()
         assert [(r.code, r.pressure) for r in readings] == [on_wire(maxigauge, n) for n in range(1, 7)]
-        with pytest.raises(InstrumentError, match="PRX refused"):  # PR1-PR6 are the 256 A's mnemonics
-            g.read_all()
+        with pytest.raises(InstrumentError, match=r"PRX refused \(NAK\): error word 4096,0 \(syntax error\)"):
+            g.read_all()  # PR1-PR6 are the 256 A's measurement mnemonics (its list has no PRX)
+        assert g.ask("ERR") == "0,0"  # reading the error status cleared it
         maxigauge.control("sensor off 1")
         assert g.read(1).status_bits == ("SENSOR_OFF",) and g.read(1).pressure is None
     finally:
         g.close()
+
+
+def test_maxigauge_answers_the_error_status_at_the_enq_after_a_nak(maxigauge):
+    """As PyMaxiGauge (written against a 256 A) reads a refusal: NAK, then ENQ gives 'system,gauge'."""
+    import serial
+
+    with serial.Serial(maxigauge.pty.link, 9600, timeout=0.5) as port:
+        port.write(b"PR9\r\n")
+        assert port.read_until(b"\n") == b"\x15\r\n"
+        port.write(b"\x05")
+        assert port.read_until(b"\n") == b"4096,0\r\n"
+        port.write(b"SEN,1,1\r\n")
+        assert port.read_until(b"\n") == b"\x15\r\n"
+        port.write(b"\x05")
+        assert port.read_until(b"\n") == b"8192,0\r\n"
+
+
+@pytest.mark.parametrize(
+    "word, said",
+    [
+        ("0001", "syntax error"),
+        ("4096,0", "syntax error"),
+        ("12288,0", "syntax error, inadmissible parameter"),
+        ("0,2", "gauge error bits 2"),
+        ("0,0", "no error"),
+        ("zz", "unknown"),
+    ],
+)
+def test_error_words_are_described(word, said):
+    assert describe_error(word) == said
 
 
 def test_maxigauge_over_visa_asrl(maxigauge):
