@@ -114,7 +114,8 @@ class InstrumentConfig(Strict):
         " 1-64 letters, digits, '_', '.', '-'"
     )
     description: str = Field(
-        "", description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>")'
+        "",
+        description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>", a gauge controller "Pfeiffer <model> <name>")',
     )
     transport: Literal["tcp", "serial", "visa"] = Field(
         description='"tcp" (the 372\'s Ethernet port, needs host),'

@@ -229,3 +229,57 @@ def test_maxigauge_over_visa_asrl(maxigauge):
         assert g.transport.serial_settings["baud_rate"] == 9600
     finally:
         g.close()
+
+
+def test_probe_reports_the_gauges_and_changes_nothing(tpg366, maxigauge):
+    from appliance.probe import open_instrument, probe
+
+    tpg366.control("sensor off 5")
+    host, port = tpg366.tcp.address
+    text = probe(open_instrument("tpg366", host=host, port=port, timeout=1.0)).text()
+    assert "gauges (TID): PKR,PKR,CMR,TPR,CMR,TPR; unit (UNI): mbar" in text
+    assert "sensor states (SEN, 0 none/fixed 1 off 2 on): 2,2,2,2,1,2" in text
+    assert "  5 0.0 mbar  status 4 SENSOR_OFF" in text and "problems" not in text
+    assert all("," not in line for line in tpg366.ledger.heard), "the probe sent a setting"
+    assert tpg366.device.on == [True, True, True, True, False, True]
+    text = probe(open_instrument("maxigauge", device=maxigauge.pty.link, timeout=1.0)).text()
+    assert "identity: Pfeiffer Vacuum,TPG 256 A,,BG5930-E" in text and "problems" not in text
+    with pytest.raises(ValueError, match="TPG 256 A is reached through --device or --resource"):
+        open_instrument("maxigauge", host="127.0.0.1")
+
+
+@pytest.mark.slow  # two emulator processes
+def test_kelvinpi_emulate_tpg366_and_maxigauge(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "emulate", "tpg366", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "emulate", "maxigauge", "--serial-link", str(tmp_path / "mg")],
+            stdout=subprocess.PIPE,
+            text=True,
+        ),
+    ]
+    try:
+        ready = [p.stdout.readline() for p in procs]  # type: ignore[union-attr]
+        assert ready[0].startswith("emulated TPG 366 ready: tcp 127.0.0.1:")
+        assert ready[1] == f"emulated MaxiGauge TPG 256 A ready: serial {tmp_path / 'mg'}\n"
+        port = int(ready[0].rsplit(":", 1)[1])
+        g = TPG366(TcpTransport("127.0.0.1", port), timeout=2.0)
+        m = TPG256A.serial(str(tmp_path / "mg"), timeout=2.0)
+        try:
+            assert g.connect().model == "TPG 366" and len(g.read_all()) == 6
+            assert m.connect().model == "TPG 256 A" and m.read(1).code == 0
+        finally:
+            g.close()
+            m.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(10) for p in procs] == [0, 0]
