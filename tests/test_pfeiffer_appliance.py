@@ -26,13 +26,10 @@ def get(url: str):
         return json.load(r)
 
 
-@pytest.fixture
-def gauges(tmp_path):
-    tpg = PfeifferEmulator.tpg366(seed=5)
-    host, port = tpg.listen_tcp("127.0.0.1", 0)
-    mg = PfeifferEmulator.maxigauge(seed=6)
-    link = mg.listen_pty(str(tmp_path / "maxigauge"))
-    cfg = f"""
+def gauge_config(tmp_path, tpg, mg) -> str:
+    host, port = tpg.tcp.address
+    link = mg.pty.link
+    return f"""
 [[instrument]]
 model = "tpg366"
 name = "TPG366A"
@@ -71,15 +68,31 @@ threshold = 1e-4
 hysteresis = 2e-5
 hold = 0
 """
-    app = Appliance(_config.parse(cfg))
+
+
+@pytest.fixture
+def emulators(tmp_path):
+    tpg = PfeifferEmulator.tpg366(seed=5)
+    tpg.listen_tcp("127.0.0.1", 0)
+    mg = PfeifferEmulator.maxigauge(seed=6)
+    mg.listen_pty(str(tmp_path / "maxigauge"))
+    try:
+        yield tpg, mg
+    finally:
+        tpg.stop()
+        mg.stop()
+
+
+@pytest.fixture
+def gauges(tmp_path, emulators):
+    tpg, mg = emulators
+    app = Appliance(_config.parse(gauge_config(tmp_path, tpg, mg)))
     app.start()
     app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
     try:
         yield app, tpg, mg
     finally:
         app.stop()
-        tpg.stop()
-        mg.stop()
 
 
 def stored(app, name: str) -> list[tuple[float, float | None, int]]:
@@ -167,3 +180,52 @@ def test_config_checks_the_gauge_models_transports_and_gauges(tmp_path):
         'field = "g::P1"\nthreshold = 1'
     )
     assert "g::P1 matches no series; g has" in unknown and "p1" in unknown
+
+
+def test_gauges_on_the_uplinks_as_socs_names_them(tmp_path, emulators, router, hub, consumer, wamp_loop):
+    """sisock serves p1-p6 (a NULL as None), the OCS feed is socs' PfeifferAgent's "pressures" with
+    pressure_ch<n>, a gauge that is off is left out of it (never sent as a number), and what was
+    produced is stored and served on both paths."""
+    from tests.conftest import start_appliance
+    from tests.support.routers import FeedListener
+    from tests.test_uplinks import node_names, uplink_config
+
+    tpg, mg = emulators
+    listener = FeedListener(wamp_loop, router, feed="pressures")
+    assert listener.joined.wait(20)
+    app = start_appliance(gauge_config(tmp_path, tpg, mg) + uplink_config(router, tmp_path))
+    try:
+        wait_for(lambda: {"TPG366A", "maxigauge"} <= node_names(consumer), 30, what="gauge data nodes")
+        fields, timelines = consumer.get_fields("TPG366A", 1, 0)
+        assert {f"p{n}" for n in range(1, 7)} <= set(fields) and "p1" in timelines
+        wait_for(lambda: listener.samples().get("observatory.TPG366A.pressure_ch2"), 30, what="OCS pressures")
+        blocks, feed = listener.messages[-1]
+        assert (feed["feed_name"], feed["agent_class"]) == ("pressures", "PfeifferAgent")
+        assert feed["address"] == f"{feed['agent_address']}.feeds.pressures"
+        tpg.control("sensor off 2")
+        wait_for(lambda: sum(1 for *_, st in stored(app, "TPG366A::p2") if st & SENSOR_OFF) >= 3, 20, what="off")
+        for emu in (tpg, mg):
+            emu.stop()
+        emus = {"TPG366A": tpg, "maxigauge": mg}
+
+        def balanced():
+            t = reconcile(app.store, emus, consumer=consumer, http_base=app.base_url)
+            return t if t.produced and t.produced == t.stored == t.served_wamp == t.served_http else None
+
+        tally = wait_for(balanced, 30, 0.5, what="produced = stored = served (sisock and HTTP)")
+        assert tally.lost == 0 and tally.foreign == 0, tally.line()
+        rows = stored(app, "TPG366A::p2")
+        off_times = {round(t, 3) for t, v, st in rows if st & SENSOR_OFF}
+        got = consumer.get_data("TPG366A", ["p2"], rows[0][0] - 1, rows[-1][0] + 1)
+        served = dict(zip(got["timeline"]["p2"]["t"], got["data"]["p2"], strict=True))
+        assert all(served[t] is None for t in served if round(t, 3) in off_times) and off_times
+        good = [round(t, 3) for t, v, st in rows if v is not None]
+
+        def ocs_caught_up():
+            sent = [round(t, 3) for t, _ in listener.samples().get("observatory.TPG366A.pressure_ch2", [])]
+            return sorted(set(sent)) == good and sent
+
+        sent = wait_for(ocs_caught_up, 30, 0.3, what="the OCS feed carrying every good p2 reading")
+        assert not off_times & set(sent)  # the readings of a gauge that was off are not on the feed
+    finally:
+        app.stop()
