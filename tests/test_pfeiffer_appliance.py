@@ -5,6 +5,7 @@ in between stored as NULL with its status and served as null (never as a number)
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 
 import pytest
@@ -229,3 +230,40 @@ def test_gauges_on_the_uplinks_as_socs_names_them(tmp_path, emulators, router, h
         assert not off_times & set(sent)  # the readings of a gauge that was off are not on the feed
     finally:
         app.stop()
+
+
+@pytest.mark.chromium
+def test_panel_shows_pressures_on_a_log_axis_and_an_off_gauge_as_a_dash(gauges):
+    """The front panel: a card per gauge (``p2`` off: a dash and SENSOR_OFF, never a number) and
+    the pressures plot, log axis, one line per gauge."""
+    import shutil
+
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (`make ci-deps` as root installs it)")
+    from tests.test_front_panel import ARGS, CHROMIUM
+
+    app, tpg, _mg = gauges
+    tpg.control("sensor off 2")
+    wait_for(lambda: sum(1 for *_, st in stored(app, "TPG366A::p2") if st & SENSOR_OFF) >= 2, 20, what="off rows")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(app.base_url + "/")
+            page.wait_for_selector('.plot[data-plot="pressures"] canvas', timeout=15000)
+            off = page.locator('[data-channel="TPG366A::p2"]')
+            off.locator(".status").filter(has_text="SENSOR_OFF").wait_for(timeout=10000)
+            assert off.locator(".kelvin").inner_text() == "—" and off.get_attribute("data-value") == ""
+            on = page.locator('[data-channel="TPG366A::p1"]').locator(".kelvin").inner_text()
+            assert re.fullmatch(r"\d\.\d\de-\d mbar", on), on
+            plot = page.evaluate(
+                """() => { const u = window.kelvinpi.pressures;
+                   return {labels: u.series.slice(1).map(s => s.label), distr: u.scales.y.distr}; }"""
+            )
+            assert plot["distr"] == 3  # uPlot's log scale
+            assert "P1 (TPG366A)" in plot["labels"] and "P6 (maxigauge)" in plot["labels"]
+            assert len(plot["labels"]) == 12
+        finally:
+            browser.close()
