@@ -283,3 +283,55 @@ def test_kelvinpi_emulate_tpg366_and_maxigauge(tmp_path):
         for p in procs:
             p.send_signal(signal.SIGTERM)
         assert [p.wait(10) for p in procs] == [0, 0]
+
+
+def test_slow_answers_arrive_late_and_are_counted_late(tpg366):
+    g = gauge366(tpg366, timeout=1.0)
+    try:
+        tpg366.control("slow 0.05 PR1")  # the ACK and the answer to PR1 each held 50 ms
+        assert g.read(1).pressure == on_wire(tpg366, 1)[1]
+        assert g.read(2).code == 0  # not held
+        wait_for(lambda: tpg366.ledger.late_total() == 1, 2, 0.01, what="the late answer counted")
+        assert tpg366.ledger.counts() == {"2/pressure": 1}
+    finally:
+        g.close()
+
+
+def test_acquisition_reads_the_configured_gauges_as_p_fields(tpg366, tmp_path):
+    """Only the listed gauges, under p<n> (the name labels them), pressures as samples; a gauge that
+    is off is a sample with no value and its SENSOR_OFF bit; an empty port is left out unless listed."""
+    from appliance import config as _config
+    from appliance.acquisition import ACQUISITIONS
+    from appliance.health import InstrumentHealth
+
+    tpg366.device.gauges[5] = "noSen"
+    tpg366.device.power_on()
+    host, port = tpg366.tcp.address
+    text = (
+        f'[[instrument]]\nmodel = "tpg366"\nname = "G"\ntransport = "tcp"\nhost = "{host}"\nport = {port}\n'
+        f'[store]\npath = "{tmp_path / "k.db"}"\n'
+    )
+    listed = text.replace(
+        "[store]", '[[instrument.channel]]\nnumber = 1\nname = "OVC"\n[[instrument.channel]]\nnumber = 4\n[store]'
+    )
+    every = ACQUISITIONS["tpg366"](_config.parse(text).instrument[0], InstrumentHealth("G", "tpg366", "tcp"))
+    acq = ACQUISITIONS["tpg366"](_config.parse(listed).instrument[0], InstrumentHealth("G", "tpg366", "tcp"))
+    try:
+        every.instrument.connect()
+        assert list(every.discover_inputs()) == ["1", "2", "3", "4", "5"]  # port 6 has no sensor
+        acq.instrument.connect()
+        found = acq.discover_inputs()
+        assert {ch: i.name for ch, i in found.items()} == {"1": "OVC", "4": "P4"}
+        plans = {ch: acq.plan_for(ch, i.name, i.sensor_units) for ch, i in found.items()}
+        key = plans["1"].sensor
+        assert (key.name, key.units, key.ocs, plans["1"].kelvin) == ("G::p1", "mbar", "pressure_ch1", None)
+        tpg366.control("sensor off 4")
+        out: list = []
+        acq.cycle(plans, 0, out)
+        assert [(s.series.field, s.value, s.status) for s in out] == [
+            ("p1", on_wire(tpg366, 1)[1], 0),
+            ("p4", None, 8),
+        ]
+    finally:
+        every.instrument.close()
+        acq.instrument.close()
