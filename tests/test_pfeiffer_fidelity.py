@@ -142,3 +142,56 @@ def test_our_driver_reads_socs_recorded_answers():
     assert [r.pressure for r in readings] == [12.345, 23.456, 34.567, 45.678, 56.789, 67.891]
     assert all(r.code == 0 and r.status_bits == () for r in readings)
     assert PRX_SHAPE.fullmatch(SOCS_FIXTURE[b"\x05"])  # the emulator's answer shape is the recorded one
+
+
+# -- the TPG 256 A against PyMaxiGauge (pklaus/MaxiGauge @ 5d48e32, PfeifferVacuum.py), a driver
+# written against a real 256 A; its exchange written out over the emulator's real pty.
+PYMAXIGAUGE_SYSTEM = {
+    0: "No error",
+    4096: "Syntax error",
+    8192: "Inadmissible parameter",
+}  # lines 296-311 (ERR_CODES[0], p.97)
+PYMAXIGAUGE_GAUGE = {0: "No error"}  # lines 312-326 (ERR_CODES[1])
+
+
+def pymaxigauge_send(port, mnemonic: bytes, enquiries: int) -> list[bytes]:
+    """PfeifferVacuum.py:161-171 send(): flushInput, mnemonic + CR LF, getACQorNAK (190-206:
+    readline; on NAK, ENQ and read the 'system,gauge' error, looked up in ERR_CODES), then per
+    enquiry ENQ and read up to CR LF (177-188)."""
+    port.reset_input_buffer()
+    port.write(mnemonic + b"\r\n")
+    returncode = port.readline()
+    if len(returncode) > 2 and returncode[-3:-2] == b"\x15":
+        port.write(b"\x05")
+        error = port.read_until(b"\r\n")[:-2].decode().split(",", 1)
+        raise LookupError(PYMAXIGAUGE_SYSTEM[int(error[0])], PYMAXIGAUGE_GAUGE[int(error[1])])
+    assert len(returncode) > 2 and returncode[-3:-2] == b"\x06", returncode
+    out = []
+    for _ in range(enquiries):
+        port.write(b"\x05")
+        out.append(port.read_until(b"\r\n")[:-2])
+    return out
+
+
+def test_pymaxigauge_reads_the_emulated_256a(tmp_path):
+    import serial
+
+    emu = PfeifferEmulator.maxigauge(time_scale=1e-9, seed=9)
+    link = emu.listen_pty(str(tmp_path / "mg"))
+    try:
+        emu.control("sensor off 6")
+        with serial.Serial(link, baudrate=9600, timeout=1.0) as port:  # PfeifferVacuum.py:34-37: 9600 baud
+            for sensor in range(1, 7):  # pressure(), lines 65-74: status int(r[0]), pressure float(r[-1])
+                r = pymaxigauge_send(port, b"PR%d" % sensor, 1)[0].decode().split(",")
+                assert (int(r[0]), float(r[-1])) == wire(emu, sensor)
+            assert int(r[0]) == 4  # gauge 6 is off: PRESSURE_READING_STATUS[4] 'Sensor off' (line 335)
+            assert pymaxigauge_send(port, b"TID", 0) == []  # send(mnemonic, 0): the ACK only, no enquiry
+            with pytest.raises(LookupError) as e:
+                pymaxigauge_send(port, b"PR7", 1)
+            assert e.value.args == ("Syntax error", "No error")
+            with pytest.raises(LookupError) as e:
+                pymaxigauge_send(port, b"SEN,9,9,9,9,9,9", 1)
+            assert e.value.args == ("Inadmissible parameter", "No error")
+            assert pymaxigauge_send(port, b"PR1", 1)[0].startswith(b"0,")  # the link is fine after refusals
+    finally:
+        emu.stop()
