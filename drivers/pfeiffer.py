@@ -212,7 +212,9 @@ class PfeifferGauge(Instrument):
 
     def ask(self, mnemonic: str) -> str:
         """Send ``mnemonic``, expect ACK, send ENQ, return the answer line as text."""
-        self._one_line(mnemonic)
+        if not mnemonic or any(not 0x20 <= ord(c) <= 0x7E for c in mnemonic):
+            # a CR/LF would end it early, an ENQ (0x05) or ETX (0x03) inside would act on the controller
+            raise ValueError(f"refused to send {mnemonic!r}: a mnemonic is printable ASCII (0x20-0x7E)")
         with self._lock:
             ack = self._send_read(mnemonic.encode("ascii") + EOL, mnemonic)
             if ack == NAK:

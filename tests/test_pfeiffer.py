@@ -92,6 +92,12 @@ def test_refused_mnemonic_names_itself_and_the_error_word(tpg366):
             g.ask("SEN,3")
         assert g.read(1).code == 0  # the link is fine afterwards; reading ERR cleared the word
         assert g.ask("ERR") == "0000"
+        with pytest.raises(ValueError, match=r"refused to send 'PR1\\x05': a mnemonic is printable ASCII"):
+            g.ask("PR1\x05")
+        with pytest.raises(ValueError, match="gauge 7 is not 1-6"):
+            g.read(7)
+        heard = list(tpg366.ledger.heard)
+        assert g.read(2).code == 0 and list(tpg366.ledger.heard)[len(heard) :] == ["PR2", "<ENQ>"]
     finally:
         g.close()
 
@@ -335,3 +341,18 @@ def test_acquisition_reads_the_configured_gauges_as_p_fields(tpg366, tmp_path):
     finally:
         every.instrument.close()
         acq.instrument.close()
+
+
+def test_emulate_cli_names_a_bad_listen_address_or_link(tmp_path, capsys):
+    import argparse
+
+    from firmware_host import pfeiffer_emulator
+
+    parser = argparse.ArgumentParser()
+    pfeiffer_emulator.add_parsers(parser.add_subparsers(dest="model"))
+    args = parser.parse_args(["tpg366", "--listen", "127.0.0.1:notaport"])
+    assert pfeiffer_emulator.run(args) == 2
+    assert "kelvinpi emulate tpg366: cannot listen on 127.0.0.1:notaport" in capsys.readouterr().err
+    args = parser.parse_args(["maxigauge", "--serial-link", str(tmp_path / "no" / "such" / "dir" / "mg")])
+    assert pfeiffer_emulator.run(args) == 2
+    assert f"kelvinpi emulate maxigauge: cannot make {tmp_path / 'no'}" in capsys.readouterr().err
