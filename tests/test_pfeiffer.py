@@ -356,3 +356,20 @@ def test_emulate_cli_names_a_bad_listen_address_or_link(tmp_path, capsys):
     args = parser.parse_args(["maxigauge", "--serial-link", str(tmp_path / "no" / "such" / "dir" / "mg")])
     assert pfeiffer_emulator.run(args) == 2
     assert f"kelvinpi emulate maxigauge: cannot make {tmp_path / 'no'}" in capsys.readouterr().err
+
+
+def test_tpg366_over_a_visa_socket_and_the_control_socket(tpg366, tmp_path):
+    from drivers.transport import VisaTransport
+    from firmware_host.emulator import send_control
+
+    ctl = tpg366.listen_control(str(tmp_path / "tpg.ctl"))
+    assert send_control(ctl, "sensor off 3") == "ok"  # what `kelvinpi emulate ctl` sends
+    assert send_control(ctl, "sensor off 0") == "error: sensor: gauge 0 is not 1-6"
+    host, port = tpg366.tcp.address
+    g = TPG366(VisaTransport(f"TCPIP::{host}::{port}::SOCKET"), timeout=1.0)
+    try:
+        assert g.connect().serial == "44990000"
+        codes = [r.code for r in g.read_all()]
+        assert codes == [0, 0, 4, 0, 0, 0]
+    finally:
+        g.close()
