@@ -53,7 +53,9 @@ def open_instrument(
             return cls(TcpTransport(host, port), timeout=timeout)
         if device:
             return cls.serial(device, timeout=timeout)
-        return cls.visa(resource, timeout=timeout)
+        if resource:
+            return cls.visa(resource, timeout=timeout)
+        raise ValueError(f"a {cls.MODEL} is reached through --host, --device or --resource")
     if model == "372":
         if host:
             return Model372(TcpTransport(host, port), timeout=timeout)

@@ -252,6 +252,8 @@ def test_probe_reports_the_gauges_and_changes_nothing(tpg366, maxigauge):
     assert "identity: Pfeiffer Vacuum,TPG 256 A,,BG5930-E" in text and "problems" not in text
     with pytest.raises(ValueError, match="TPG 256 A is reached through --device or --resource"):
         open_instrument("maxigauge", host="127.0.0.1")
+    with pytest.raises(ValueError, match="a TPG 366 is reached through --host, --device or --resource"):
+        open_instrument("tpg366")
 
 
 @pytest.mark.slow  # two emulator processes
