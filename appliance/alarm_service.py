@@ -181,10 +181,9 @@ class AlarmService:
             if d.mono is not None:
                 obs.age[name] = m - d.mono
             limits = limit_bits(self.models.get(d.node))
-            if d.units == "K" and d.status & limits.over:
-                obs.beyond[name] = "above"
-            elif d.units == "K" and d.status & limits.under:
-                obs.beyond[name] = "below"
+            beyond = limits.beyond(d.units, d.status)
+            if beyond is not None:
+                obs.beyond[name] = beyond
         for p in self.pollers:
             if p.health.connected or p.health.errors or p.health.cycles:  # not before its first attempt
                 obs.connected[p.cfg.name] = bool(p.health.connected)

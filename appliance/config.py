@@ -99,16 +99,23 @@ class ChannelConfig(Strict):
         return v
 
 
+GAUGE_MODELS = ("tpg366", "maxigauge")  # Pfeiffer controllers: six gauges, fields p1-p6
+
+
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240"] = Field(description='"372" (AC resistance bridge) or "240" (input module)')
+    model: Literal["372", "240", "tpg366", "maxigauge"] = Field(
+        description='"372" (AC resistance bridge), "240" (input module), "tpg366" (Pfeiffer TPG 366 gauge'
+        ' controller, Ethernet) or "maxigauge" (Pfeiffer MaxiGauge TPG 256 A, RS-232)'
+    )
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
     )
     description: str = Field(
-        "", description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>")'
+        "",
+        description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>", a gauge controller "Pfeiffer <model> <name>")',
     )
     transport: Literal["tcp", "serial", "visa"] = Field(
         description='"tcp" (the 372\'s Ethernet port, needs host),'
@@ -116,7 +123,7 @@ class InstrumentConfig(Strict):
         ' or "visa" (needs resource)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
-    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
+    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port (a tpg366 unset: 8000)")
     device: str | None = Field(
         None,
         description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
@@ -749,6 +756,12 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
         if transport == "tcp" and model == "240":
             problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
+        if transport == "tcp" and model == "maxigauge":
+            problems.append(
+                (loc + ("transport",), "the MaxiGauge TPG 256 A has no Ethernet port: use transport 'serial' or 'visa'")
+            )
+        if transport == "serial" and model == "tpg366":
+            problems.append((loc + ("transport",), "the TPG 366 is read over Ethernet: use transport 'tcp' or 'visa'"))
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -761,6 +774,8 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             seen.add(key)
             if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
                 problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
+            if model in GAUGE_MODELS and not (isinstance(number, int) and 1 <= number <= 6):
+                problems.append((loc + ("channel", j, "number"), f"a Pfeiffer controller has gauges 1-6, not {number}"))
     return problems
 
 
@@ -808,6 +823,13 @@ def configured_fields(inst: dict) -> set[str] | None:
     from .naming import slug
 
     model, channels = inst.get("model"), inst.get("channel")
+    if model in GAUGE_MODELS:
+        # a gauge's field is p<n> whatever its name (the Bluefors and socs names); none listed: all six
+        channels = [] if channels is None else channels
+        if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
+            return None
+        listed = [c.get("number") for c in channels if c.get("enabled", True) is not False]
+        return {f"p{n}" for n in (listed if channels else range(1, 7))}
     if model not in ("372", "240") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False

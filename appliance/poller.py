@@ -257,6 +257,9 @@ class Poller(threading.Thread):
         self.store.event("replanned", self.cfg.name, why)
 
     def _plan_for(self, ch: str, name: str, sensor_units: str, c) -> ChannelPlan:
+        own = getattr(self.acquisition, "plan_for", None)  # a model naming its own series (gauges: p1-p6)
+        if own is not None:
+            return own(ch, name, sensor_units)
         keep = c.keep if c is not None else ["kelvin", "sensor"]
         stem, node = slug(name), self.cfg.name
         desc = f"{self.cfg.model} input {ch} ({name})"

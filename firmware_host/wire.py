@@ -127,6 +127,8 @@ class LineSession:
 class TcpInterface:
     """TCP server; at most ``max_clients`` at once, further connections are refused (reset)."""
 
+    session_class: Callable[..., LineSession] = LineSession  # how bytes become exchanges (Pfeiffer: ENQ)
+
     def __init__(
         self,
         host: str,
@@ -181,7 +183,7 @@ class TcpInterface:
             except OSError:
                 return False
 
-        session = LineSession(self.make_dispatcher(), self.lock, self.faults, send, self.ledger)
+        session = self.session_class(self.make_dispatcher(), self.lock, self.faults, send, self.ledger)
         try:
             while not self._stop.is_set():
                 try:
@@ -227,6 +229,8 @@ class PtyInterface:
     8N1, its replies arrive with the parity bit in bit 7, as on the real link.
     """
 
+    session_class: Callable[..., LineSession] = LineSession  # how bytes become exchanges (Pfeiffer: ENQ)
+
     def __init__(
         self,
         link: str,
@@ -257,7 +261,7 @@ class PtyInterface:
             os.unlink(tmp)
         os.symlink(name, tmp)
         os.replace(tmp, self.link)
-        self._session = LineSession(self.make_dispatcher(), self.lock, self.faults, self._send, self.ledger)
+        self._session = self.session_class(self.make_dispatcher(), self.lock, self.faults, self._send, self.ledger)
         self._plugged.set()
 
     def _unplug(self) -> None:

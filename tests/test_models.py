@@ -11,10 +11,11 @@ from appliance.web.common import status_names
 from drivers import errors
 from drivers.ls240 import Model240
 from drivers.ls372 import Model372
+from drivers.pfeiffer import TPG256A, TPG366
 
 
 def test_the_models_table_finds_the_driver_classes_and_their_facts():
-    assert {"372": Model372, "240": Model240} == models.MODELS
+    assert {"372": Model372, "240": Model240, "tpg366": TPG366, "maxigauge": TPG256A} == models.MODELS
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
     assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
     assert models.limit_bits("240") == models.LimitBits(over=32, under=16)

@@ -167,8 +167,9 @@ def main() -> int:
             "--control",
             str(var / "ls240.ctl"),
         )
+        spawn("emulate", "maxigauge", "--serial-link", str(var / "maxigauge"), "--control", str(var / "maxigauge.ctl"))
         deadline = time.monotonic() + 15
-        while not (var / "ls240").exists() and time.monotonic() < deadline:
+        while not ((var / "ls240").exists() and (var / "maxigauge").exists()) and time.monotonic() < deadline:
             time.sleep(0.1)
         app = spawn("run", "--config", str(demo.config))
         time.sleep(1.5)

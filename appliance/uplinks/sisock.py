@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from autobahn.wamp.exception import ApplicationError
 
-from ..config import InstrumentConfig, SisockUplink, read_secret
+from ..config import GAUGE_MODELS, InstrumentConfig, SisockUplink, read_secret
 from ..health import UplinkHealth
 from ..store import Store, resolve_time
 from .wamp import WampRuntime, make_component
@@ -110,7 +110,12 @@ class SisockUplinkRunner:
         self.instruments = instruments
         self.sessions: dict[str, object] = {}
         self.nodes = {
-            i.name: DataNode(store, i.name, i.description or f"Lake Shore {i.model} {i.name}") for i in instruments
+            i.name: DataNode(
+                store,
+                i.name,
+                i.description or f"{'Pfeiffer' if i.model in GAUGE_MODELS else 'Lake Shore'} {i.model} {i.name}",
+            )
+            for i in instruments
         }
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from appliance.store import MAX_TIME, Store, StoreReader
 
 DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
+GAUGE = re.compile(r"p\d")
 
 
 @dataclass
@@ -59,6 +60,9 @@ def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, 
         if name in ids and (name.endswith("_t") or name.endswith("_r")):
             sid, _, fld = ids[name]
             out[(node, ch, "kelvin" if name.endswith("_t") else "sensor")] = (sid, name, fld)
+        elif name in ids and GAUGE.fullmatch(ids[name][2]):  # a gauge controller's p<n>
+            sid, _, fld = ids[name]
+            out[(node, ch, "pressure")] = (sid, name, fld)
 
     for _sid, name, node, _fld, desc in db.execute("SELECT id, name, node, field, description FROM series"):
         m = DESC.match(desc)
