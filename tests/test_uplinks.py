@@ -203,7 +203,7 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
         counts = {o: len([1 for t, _ in listener.samples()[o] if t_down - 5 <= t < t_end]) for _, o in pairs}
         assert min(counts.values()) >= 10, counts
         # the ledger: everything the instruments delivered is stored and served over WAMP and HTTP
-        quiesce(emu372, emu240)
+        quiesce(emu372, emu240, app=app)
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=app.base_url)
         print("router outage:", tally.line())
         assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
