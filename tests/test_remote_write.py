@@ -244,7 +244,7 @@ def test_samples_too_old_for_prometheus_are_counted_reported_and_skipped(tmp_pat
 def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_live_data(tmp_path, stores, runners):
     """No out-of-order window (Prometheus' default): after an outage longer than one batch, the first
     request carries the oldest backlog and the newest rows; once those are in, the rest of the backlog
-    is older than them, "out of order sample" (a 400): counted, reported, skipped, as the README warns.
+    is older than them, "out of order sample" (a 400): counted, reported, skipped, as docs/uplinks.md warns.
     Nothing is retried forever and live data keeps flowing."""
     if not Prometheus.available():
         pytest.skip("Debian's prometheus is not installed")

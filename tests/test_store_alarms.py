@@ -27,7 +27,7 @@ K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")
 R = SeriesKey("LSA23JD", "mxc_r", "Ohm", "mxc")
 RULES = [f"flap-{i:02d}" for i in range(80)]
 TARGETS = ["hook", "phone"]
-HISTORY_MAX = 10_000  # delivered notices kept at most, as the README and the store state (with 30 days)
+HISTORY_MAX = 10_000  # delivered notices kept at most, as docs/alarms.md and the store state (with 30 days)
 
 
 def body(rule: str, event: str, t: float) -> str:
