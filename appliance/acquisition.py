@@ -13,14 +13,13 @@ backoff, health counters. What differs between a 372 and a 240 lives here, behin
   is on (once past the change pause), the control input A and the sample heater, and keeps the
   scanner's state in ``InstrumentHealth.scan`` for the front panel and the alarms.
 
-The poller picks its strategy once, from ``cfg.model``, in ``ACQUISITIONS``; a new model is a new
-class and a new row there.
+The poller picks its strategy once, from ``cfg.model``, through the model registry
+(``appliance.models.REGISTRY``: each model's spec names its acquisition class).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -321,12 +320,3 @@ class PfeifferAcquisition:
             plan = plans.get(str(r.channel))
             if plan is not None and plan.sensor is not None:
                 out.append(Sample(plan.sensor, r.t, r.pressure, r.status | flags))
-
-
-# The one place a model's name picks its code.
-ACQUISITIONS: dict[str, Callable[[InstrumentConfig, InstrumentHealth], Acquisition]] = {
-    "372": Ls372Acquisition,
-    "240": Ls240Acquisition,
-    "tpg366": PfeifferAcquisition,
-    "maxigauge": PfeifferAcquisition,
-}

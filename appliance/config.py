@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
 
+from .models import MODEL_NAMES, REGISTRY, TRANSPORTS
+
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the whole name (re.fullmatch: "$" let a final newline in)
 
 # Every table is strict about types (Strict below): a port written as "8080" or a flag as "yes" is
@@ -99,16 +101,16 @@ class ChannelConfig(Strict):
         return v
 
 
-GAUGE_MODELS = ("tpg366", "maxigauge")  # Pfeiffer controllers: six gauges, fields p1-p6
+if TYPE_CHECKING:
+    ModelName = str
+else:  # the choices are the model registry's (appliance.models.REGISTRY): a new model is one line there
+    ModelName = Literal[MODEL_NAMES]
 
 
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240", "tpg366", "maxigauge"] = Field(
-        description='"372" (AC resistance bridge), "240" (input module), "tpg366" (Pfeiffer TPG 366 gauge'
-        ' controller, Ethernet) or "maxigauge" (Pfeiffer MaxiGauge TPG 256 A, RS-232)'
-    )
+    model: ModelName = Field(description="; ".join(f'"{name}": {s.title}' for name, s in REGISTRY.items()))
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
@@ -754,14 +756,10 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
         need = needs.get(transport, ()) if transport else ()
         if need and not any(inst.get(k) for k in need):
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
-        if transport == "tcp" and model == "240":
-            problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
-        if transport == "tcp" and model == "maxigauge":
-            problems.append(
-                (loc + ("transport",), "the MaxiGauge TPG 256 A has no Ethernet port: use transport 'serial' or 'visa'")
-            )
-        if transport == "serial" and model == "tpg366":
-            problems.append((loc + ("transport",), "the TPG 366 is read over Ethernet: use transport 'tcp' or 'visa'"))
+        spec = REGISTRY.get(model) if model else None
+        refused = spec.refuses(transport) if spec and transport in TRANSPORTS else None
+        if refused:
+            problems.append((loc + ("transport",), refused))
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -772,11 +770,22 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if key in seen:
                 problems.append((loc + ("channel", j, "number"), f"channel {number} listed twice"))
             seen.add(key)
-            if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
-                problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
-            if model in GAUGE_MODELS and not (isinstance(number, int) and 1 <= number <= 6):
-                problems.append((loc + ("channel", j, "number"), f"a Pfeiffer controller has gauges 1-6, not {number}"))
+            if spec and spec.channels and key not in spec.channels and isinstance(number, (int, str)):
+                problems.append(
+                    (
+                        loc + ("channel", j, "number"),
+                        f"a {spec.title} has {spec.channel_noun} {_span(spec.channels)}, not {number}",
+                    )
+                )
     return problems
+
+
+def _span(numbers: tuple[str, ...]) -> str:
+    """``("1", ..., "8")`` -> "1-8"; ``("A", "1", ..., "16")`` -> "A, 1-16"."""
+    digits = [int(n) for n in numbers if n.isdigit()]
+    words = [n for n in numbers if not n.isdigit()]
+    run = [f"{min(digits)}-{max(digits)}"] if digits and len(digits) == max(digits) - min(digits) + 1 else []
+    return ", ".join(words + (run or [str(d) for d in digits]))
 
 
 def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
@@ -823,13 +832,14 @@ def configured_fields(inst: dict) -> set[str] | None:
     from .naming import slug
 
     model, channels = inst.get("model"), inst.get("channel")
-    if model in GAUGE_MODELS:
-        # a gauge's field is p<n> whatever its name (the Bluefors and socs names); none listed: all six
+    spec = REGISTRY.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.channel_field:
+        # a fixed field per channel whatever its name (a gauge's p<n>: the Bluefors and socs names); none listed: all
         channels = [] if channels is None else channels
         if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
             return None
         listed = [c.get("number") for c in channels if c.get("enabled", True) is not False]
-        return {f"p{n}" for n in (listed if channels else range(1, 7))}
+        return {spec.channel_field.format(n=n) for n in (listed if channels else spec.channels)}
     if model not in ("372", "240") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False

@@ -31,10 +31,11 @@ from drivers import DriverError
 from drivers.errors import ConnectionLost, InstrumentTimeout
 from drivers.transport import TcpTransport
 
-from .acquisition import ACQUISITIONS, ChannelPlan
+from .acquisition import ChannelPlan
 from .clock import clock_synchronised
 from .config import InstrumentConfig, PollingConfig
 from .health import InstrumentHealth
+from .models import acquisition_for
 from .naming import SeriesKey, ocs_names, slug, unique_names
 from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue
 
@@ -73,7 +74,7 @@ class Poller(threading.Thread):
         self.cfg, self.polling, self.queue, self.store, self.stop_event = cfg, polling, queue, store, stop
         self.watchdog_pinger = watchdog_pinger  # health.SystemdWatchdogPinger, or None (no systemd watchdog)
         self.health = InstrumentHealth(cfg.name, cfg.model, cfg.transport)
-        self.acquisition = ACQUISITIONS[cfg.model](cfg, self.health)  # what differs between models
+        self.acquisition = acquisition_for(cfg, self.health)  # what differs between models
         self.instrument = self.acquisition.instrument
         self.plans: dict[str, ChannelPlan] = {}
         self._last_snapshot = 0.0

@@ -20,6 +20,8 @@ from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.pfeiffer import STATUS_NAMES, TPG256A, TPG366, PfeifferGauge
 from drivers.transport import TcpTransport
 
+from .models import MODEL_NAMES, REGISTRY
+
 
 @dataclass
 class Report:
@@ -202,19 +204,19 @@ def _fields(x) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="read-only check of a real instrument, printed as a report")
-    p.add_argument("--model", choices=("372", "240", "tpg366", "maxigauge"), required=True)
+    p.add_argument("--model", choices=MODEL_NAMES, required=True)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="372 over Ethernet (TCP port --port)")
     where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0")
     where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR")
-    p.add_argument("--port", type=int, default=None, help="TCP port (default 7777; a tpg366: 8000)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: the model's own, 7777 for a Lake Shore)")
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        port = args.port if args.port is not None else (TPG366.DEFAULT_PORT if args.model == "tpg366" else 7777)
+        port = args.port if args.port is not None else REGISTRY[args.model].port
         inst = open_instrument(args.model, args.host, port, args.device, args.resource, args.timeout)
         report = probe(inst)
     except (DriverError, ValueError) as exc:

@@ -309,8 +309,8 @@ def test_acquisition_reads_the_configured_gauges_as_p_fields(tpg366, tmp_path):
     """Only the listed gauges, under p<n> (the name labels them), pressures as samples; a gauge that
     is off is a sample with no value and its SENSOR_OFF bit; an empty port is left out unless listed."""
     from appliance import config as _config
-    from appliance.acquisition import ACQUISITIONS
     from appliance.health import InstrumentHealth
+    from appliance.models import acquisition_for
 
     tpg366.device.gauges[5] = "noSen"
     tpg366.device.power_on()
@@ -322,8 +322,8 @@ def test_acquisition_reads_the_configured_gauges_as_p_fields(tpg366, tmp_path):
     listed = text.replace(
         "[store]", '[[instrument.channel]]\nnumber = 1\nname = "OVC"\n[[instrument.channel]]\nnumber = 4\n[store]'
     )
-    every = ACQUISITIONS["tpg366"](_config.parse(text).instrument[0], InstrumentHealth("G", "tpg366", "tcp"))
-    acq = ACQUISITIONS["tpg366"](_config.parse(listed).instrument[0], InstrumentHealth("G", "tpg366", "tcp"))
+    every = acquisition_for(_config.parse(text).instrument[0], InstrumentHealth("G", "tpg366", "tcp"))
+    acq = acquisition_for(_config.parse(listed).instrument[0], InstrumentHealth("G", "tpg366", "tcp"))
     try:
         every.instrument.connect()
         assert list(every.discover_inputs()) == ["1", "2", "3", "4", "5"]  # port 6 has no sensor

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from autobahn.wamp.exception import ApplicationError
 
-from ..config import GAUGE_MODELS, InstrumentConfig, SisockUplink, read_secret
+from ..config import InstrumentConfig, SisockUplink, read_secret
 from ..health import UplinkHealth
+from ..models import REGISTRY
 from ..store import Store, resolve_time
 from .wamp import WampRuntime, make_component
 
@@ -113,7 +114,7 @@ class SisockUplinkRunner:
             i.name: DataNode(
                 store,
                 i.name,
-                i.description or f"{'Pfeiffer' if i.model in GAUGE_MODELS else 'Lake Shore'} {i.model} {i.name}",
+                i.description or f"{REGISTRY[i.model].vendor} {i.model} {i.name}",
             )
             for i in instruments
         }
