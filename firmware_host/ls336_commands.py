@@ -99,8 +99,15 @@ def intype_set(d: LS336Device, ch: str, sensor: int, autorange: int, rng: int, c
     d.forget_readings()
 
 
+# the curve formats each sensor type can use: mV/K, V/K for a diode; ohm/K, log ohm/K for an RTD; mV/K for a thermocouple
+FORMATS = {1: (1, 2), 2: (3, 4), 3: (3, 4), 4: (1,)}
+
+
 def incrv_set(d: LS336Device, ch: str, curve: int) -> None:
-    d.ins[fitted(d, ch)].curve = curve
+    """The manual (INCRV): a curve whose format does not suit the input's sensor makes the curve number 0."""
+    c = d.ins[fitted(d, ch)]
+    fits = curve == 0 or d.curves.slot(curve).data_format in FORMATS.get(c.sensor_type, ())
+    c.curve = curve if fits else 0
     d.forget_readings()
 
 
