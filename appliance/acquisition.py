@@ -268,3 +268,7 @@ ACQUISITIONS: dict[str, Callable[[InstrumentConfig, InstrumentHealth], Acquisiti
     "372": Ls372Acquisition,
     "240": Ls240Acquisition,
 }
+
+from .ls336_acquisition import Ls336Acquisition  # noqa: E402 (it builds on the names above)
+
+ACQUISITIONS.update({"336": Ls336Acquisition, "350": Ls336Acquisition})

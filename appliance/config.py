@@ -56,10 +56,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+LETTERED_INPUTS = ("A", "B", "C", "D", "D1", "D2", "D3", "D4", "D5")  # "A" on a 372; all of them on a 336/350
+
+
 class ChannelConfig(Strict):
     """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
-    number: Union[int, str] = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
+    number: Union[int, str] = Field(
+        description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240, "A"-"D" ("D2"-"D5" with'
+        " the 3062 option) on a 336 or 350"
+    )
     name: str | None = Field(
         None,
         description="overrides the instrument's own input name (INNAME?) in field names; 1-40 characters without '::'",
@@ -84,9 +90,9 @@ class ChannelConfig(Strict):
     @classmethod
     def _number(cls, v: int | str) -> int | str:
         if isinstance(v, str):
-            if v.upper() == "A":
-                return "A"
-            raise ValueError("channel number must be an integer or 'A'")
+            if v.upper() in LETTERED_INPUTS:
+                return "D" if v.upper() == "D1" else v.upper()
+            raise ValueError("channel number must be an integer, 'A', or a 336/350 input 'A'-'D', 'D1'-'D5'")
         if not 1 <= v <= 16:
             raise ValueError(f"channel number must be 1-16 (or 'A'), got {v}")
         return v
@@ -102,7 +108,9 @@ class ChannelConfig(Strict):
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240"] = Field(description='"372" (AC resistance bridge) or "240" (input module)')
+    model: Literal["372", "240", "336", "350"] = Field(
+        description='"372" (AC resistance bridge), "240" (input module), "336" or "350" (temperature controllers)'
+    )
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
@@ -754,6 +762,17 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             seen.add(key)
             if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
                 problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
+            if model == "372" and isinstance(number, str) and key != "A":
+                problems.append(
+                    (loc + ("channel", j, "number"), f'a Model 372 has channels 1-16 and "A", not {number!r}')
+                )
+            if model in ("336", "350") and (isinstance(number, int) or key not in LETTERED_INPUTS):
+                problems.append(
+                    (
+                        loc + ("channel", j, "number"),
+                        f'a Model {model} has inputs "A"-"D" and "D2"-"D5", not {number!r}',
+                    )
+                )
     return problems
 
 

@@ -1,0 +1,89 @@
+"""The appliance and a Model 336 / 350: registered like the 372 (config, models, acquisition, naming),
+and end to end over TCP: produced (the emulator's ledger) = stored = served (HTTP), through a dropped
+connection and a garbled reply."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from appliance import config
+from appliance.acquisition import ACQUISITIONS
+from appliance.models import facts, limit_bits
+from appliance.naming import ocs_names
+from firmware_host.emulator import Emulator
+
+from .conftest import start_appliance, wait_for
+from .support.reconcile import reconcile
+from .test_campaign import quiesce
+
+
+def instrument_toml(model: str = "336", extra: str = "", **keys: object) -> str:
+    base = {"model": model, "name": "LSA336A", "transport": "tcp", "host": "127.0.0.1", **keys}
+    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in base.items())
+    return f"[[instrument]]\n{body}{extra}"
+
+
+def test_registered_in_every_registry():
+    for model in ("336", "350"):
+        assert model in ACQUISITIONS and facts(model).STATUS_BITS[32] == "T_OVER"
+        assert (limit_bits(model).over, limit_bits(model).under) == (32, 16)
+    assert ocs_names("336", "C", "Still Plate") == ("Still_Plate_T", "Still_Plate_V")  # socs' LS336_Agent
+    assert facts("336").OCS_AGENT_CLASS == "LS336_Agent"
+
+
+def test_config_takes_a_336_and_its_lettered_inputs():
+    cfg = config.parse(
+        instrument_toml(extra='[[instrument.channel]]\nnumber = "c"\n[[instrument.channel]]\nnumber = "D2"\n')
+    )
+    assert cfg.instrument[0].model == "336" and [c.number for c in cfg.instrument[0].channel] == ["C", "D2"]
+    config.parse(
+        instrument_toml("350", transport="serial", serial_number="LSA350A", host=None).replace("host = null\n", "")
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "number", "message"),
+    [
+        ("336", 5, 'a Model 336 has inputs "A"-"D" and "D2"-"D5", not 5'),
+        ("350", "E", "channel number must be"),
+        ("372", "B", "a Model 372 has channels 1-16 and \"A\", not 'B'"),
+    ],
+)
+def test_config_refuses_inputs_the_model_lacks(model, number, message):
+    with pytest.raises(config.ConfigError, match=message.replace('"', ".").replace("'", ".")):
+        config.parse(instrument_toml(model, extra=f"[[instrument.channel]]\nnumber = {json.dumps(number)}\n"))
+
+
+@pytest.mark.slow
+def test_appliance_polls_336_and_reconciles_through_faults(tmp_path):
+    emu = Emulator.ls336(seed=31)
+    host, port = emu.listen_tcp("127.0.0.1", 0)
+    cfg = (
+        instrument_toml(host=host, port=port, timeout=0.5, interval=0.2, read_heater=True)
+        + "[polling]\nbackoff_initial = 0.2\nbackoff_max = 0.5\n"
+        + f'[store]\npath = "{tmp_path / "kelvinpi.db"}"\ncommit_interval = 0.2\n'
+        + '[web]\nbind = "127.0.0.1"\nport = 0\n'
+    )
+    app = start_appliance(cfg)
+    try:
+        led = emu.ledger
+        wait_for(lambda: led.total() >= 16, 20, what="first readings")
+        emu.control("garbage 1")
+        wait_for(lambda: emu.faults.garbage == 0, 10, what="a garbled reply sent")
+        emu.control("drop")
+        n = led.total()
+        wait_for(lambda: led.total() >= n + 16, 20, what="readings after the drop")
+        quiesce(emu, settle=1.5)
+        with urllib.request.urlopen(f"{app.base_url}/api/v1/latest", timeout=10) as r:
+            latest = json.load(r)
+        tally = reconcile(app.store, {"LSA336A": emu}, http_base=app.base_url)
+        print("336 over TCP:", tally.line())
+        assert tally.produced >= 32 and tally.lost == 0 and tally.foreign == 0, tally.per_series
+        assert tally.produced == tally.stored == tally.served_http
+        assert {"LSA336A::still_t", "LSA336A::still_r", "LSA336A::heater_1"} <= set(json.dumps(latest).split('"'))
+    finally:
+        app.stop()
+        emu.stop()
