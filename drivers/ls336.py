@@ -21,14 +21,17 @@ from .curve_commands import CurveAccess, CurveCommands
 from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
 from .errors import BadReply
 from .esr import EsrCommands
+from .ls372 import TCP_PACING
+from .ls372 import USB_PACING as LS372_USB_PACING
 from .parse import decode, parse_float, parse_int, split_fields
 from .readings import Reading, decode_status
 from .transport import SerialFraming, SerialTransport, TcpTransport, Transport, VisaTransport, visa_serial_settings
 
 SERIAL_FRAMING = SerialFraming(baudrate=57600, bytesize=7, parity="O", stopbits=1)  # USB: 57600 7O1, as the 372
 TCP_PORT = 7777  # the 336 and 350 fix their Ethernet port at 7777 (lakeshore package, socs)
-# 336 manual 6.2: 50 ms between commands (socs waits 100 ms "manual says 50ms"; Lakeshore336.py:183)
-PACING = Pacing(after_command=0.05, min_interval=0.05, after_query=0.05)
+# the 372's pacing, which the 336 shares: 50 ms after a command (socs waits 100 ms, "manual says 50ms",
+# Lakeshore336.py:183); on USB also 50 ms between messages and after a reply
+PACING, USB_PACING = TCP_PACING, LS372_USB_PACING
 
 INPUTS = ("A", "B", "C", "D")
 SCANNER_INPUTS = ("D2", "D3", "D4", "D5")  # with the 3062 option; D1 is another name for D
@@ -163,7 +166,9 @@ class Model336(EsrCommands, CurveCommands, Instrument):
         pacing: Pacing | None = None,
         expected_serial: str | None = None,
     ) -> None:
-        super().__init__(transport, timeout, pacing or PACING, expected_serial)
+        if pacing is None:
+            pacing = USB_PACING if isinstance(transport, SerialTransport) else PACING
+        super().__init__(transport, timeout, pacing, expected_serial)
         self.inputs: tuple[str, ...] = INPUTS  # D2-D5 join once KRDG? 0 shows the 3062 (``find_scanner``)
 
     @classmethod
