@@ -144,7 +144,10 @@ class InstrumentConfig(Strict):
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for one reply")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between poll cycles")
     read_control_input: bool = Field(True, description="372: also read the control input A every cycle")
-    read_heater: bool = Field(False, description="372: also record the sample heater output (HTR?, %)")
+    read_heater: bool = Field(
+        False,
+        description="also record the heater output (%): the 372's sample heater, a 336's or 350's heaters 1 and 2",
+    )
     enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
     channel: list[ChannelConfig] = Field(
         [], description="the inputs to read ([[instrument.channel]]); none listed: every enabled input"

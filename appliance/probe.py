@@ -16,8 +16,11 @@ from dataclasses import asdict, dataclass, field
 
 from drivers import DriverError
 from drivers.ls240 import Model240
+from drivers.ls336 import Model336
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.transport import TcpTransport
+
+from .ls336_probe import open_ls336, probe_ls336
 
 
 @dataclass
@@ -44,6 +47,8 @@ def open_instrument(
     timeout: float = 2.0,
 ):
     """The driver object for the given link (not yet connected)."""
+    if model in ("336", "350"):
+        return open_ls336(model, host, port, device, resource, timeout)
     if model == "372":
         if host:
             return Model372(TcpTransport(host, port), timeout=timeout)
@@ -89,7 +94,9 @@ def probe(inst) -> Report:
             f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
             f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s"
         )
-        if isinstance(inst, Model372):
+        if isinstance(inst, Model336):
+            probe_ls336(inst, r)
+        elif isinstance(inst, Model372):
             _probe_372(inst, r)
         else:
             _probe_240(inst, r)
@@ -174,9 +181,9 @@ def _fields(x) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="read-only check of a real instrument, printed as a report")
-    p.add_argument("--model", choices=("372", "240"), required=True)
+    p.add_argument("--model", choices=("372", "240", "336", "350"), required=True)
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--host", help="372 over Ethernet (TCP port --port)")
+    where.add_argument("--host", help="372, 336 or 350 over Ethernet (TCP port --port)")
     where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0")
     where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR")
     p.add_argument("--port", type=int, default=7777)

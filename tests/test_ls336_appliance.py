@@ -87,3 +87,43 @@ def test_appliance_polls_336_and_reconciles_through_faults(tmp_path):
     finally:
         app.stop()
         emu.stop()
+
+
+@pytest.mark.parametrize("model", ["336", "350"])
+def test_probe_reports_a_336_and_sends_only_queries(model, capsys):
+    import argparse
+
+    from appliance.probe import run
+    from firmware_host.protocol import parse_message
+
+    emu = Emulator.ls336(seed=51, model=model)
+    host, port = emu.listen_tcp("127.0.0.1", 0)
+    try:
+        args = argparse.Namespace(model=model, host=host, port=port, device=None, resource=None, timeout=2.0)
+        assert run(args) == 0
+        out = capsys.readouterr().out
+        assert f"LSCI,MODEL{model},LSA336A" in out and "'Still'" in out and "outputs (OUTMODE?" in out
+        assert "  C " in out and "ohm  status 000 ok" in out
+        for line in emu.ledger.heard:
+            for part in line.split(";"):
+                name, _ = parse_message(part)
+                assert not name or name.endswith("?"), f"probe sent a command: {line!r}"
+    finally:
+        emu.stop()
+
+
+def test_image_udev_rule_names_the_336_and_350_by_their_usb_ids():
+    from pathlib import Path
+
+    from drivers.ls336 import Model336, Model350
+
+    rules = (Path(__file__).parent.parent / "images/sd/overlay/etc/udev/rules.d/99-lakeshore.rules").read_text()
+    for model, cls in (("336", Model336), ("350", Model350)):
+        pid = f"{cls.usb_product_id:04x}"
+        assert f'ATTRS{{idProduct}}=="{pid}", SYMLINK+="lakeshore/{model}-$env{{ID_SERIAL_SHORT}}"' in rules
+        assert f"kelvinpi-usb-bind 1fb9 {pid}" in rules
+    # the link the config defaults to for a serial 336
+    cfg = config.parse(
+        instrument_toml(transport="serial", serial_number="LSA336A", host="x").replace('host = "x"\n', "")
+    )
+    assert cfg.instrument[0].serial_device() == "/dev/lakeshore/336-LSA336A"
