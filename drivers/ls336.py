@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 from .base import Identity, Instrument, Pacing, quote_name
 from .commands import Query, flag, record, text
-from .curve_commands import CurveAccess, CurveCommands
+from .curve_commands import CurveCommands
 from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
 from .errors import BadReply
 from .esr import EsrCommands
+from .ls372 import PID as PID  # the same PID record (part of this module's API)
 from .ls372 import TCP_PACING
 from .ls372 import USB_PACING as LS372_USB_PACING
+from .ls372 import _close as same_to_six_significant_digits
 from .parse import decode, parse_float, parse_int, split_fields
 from .readings import Reading, decode_status
 from .transport import SerialFraming, SerialTransport, TcpTransport, Transport, VisaTransport, visa_serial_settings
@@ -111,13 +113,6 @@ class HeaterSetup:
     max_current: int
     max_user_current: float
     display: int  # 1 current, 2 power
-
-
-@dataclass(frozen=True)
-class PID:
-    p: float
-    i: float
-    d: float
 
 
 def input_name_of(number: int) -> str:
@@ -283,19 +278,10 @@ class Model336(EsrCommands, CurveCommands, Instrument):
         self.command(f"TLIMIT {self._input(channel)},{kelvin:g}")
 
     # -- curves (commands in CurveCommands) ------------------------------------------
-    def _curve_number(self, number: int, access: CurveAccess) -> int:
-        if access == "header" and number not in self.curve_slots:
-            raise ValueError(f"curve number {number} is not 1-59")
-        if access == "user" and number not in self.user_curve_slots:
-            raise ValueError(f"user curves are 21-59, not {number}")
-        return number
-
     def _after_curve_point(self) -> None:
         time.sleep(self.pacing.after_command)
 
-    @staticmethod
-    def _same_curve_value(a: float, b: float) -> bool:
-        return abs(a - b) <= 1e-5 * max(1.0, abs(a), abs(b))
+    _same_curve_value = staticmethod(same_to_six_significant_digits)
 
     # -- outputs ----------------------------------------------------------------
     output_mode = Query(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .base import Instrument, Pacing, check_channel, quote_name
 from .commands import Query, fields, flag, record, text
-from .curve_commands import CurveAccess, CurveCommands
+from .curve_commands import CurveCommands
 from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
 from .errors import BadReply
 from .esr import ESR_ERRORS as ESR_ERRORS  # part of this module's API (now declared in drivers.esr)
@@ -139,15 +139,15 @@ class Model372(EsrCommands, CurveCommands, Instrument):
         super().__init__(transport, timeout, pacing, expected_serial)
 
     @classmethod
-    def tcp(cls, host: str, port: int = 7777, **kw) -> "Model372":
+    def tcp(cls, host: str, port: int = 7777, **kw) -> Model372:
         return cls(TcpTransport(host, port), **kw)
 
     @classmethod
-    def serial(cls, device: str, **kw) -> "Model372":
+    def serial(cls, device: str, **kw) -> Model372:
         return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
 
     @classmethod
-    def visa(cls, resource: str, **kw) -> "Model372":
+    def visa(cls, resource: str, **kw) -> Model372:
         """Any VISA resource; an ``ASRL`` one is opened 57600 7O1 like the USB port it is."""
         transport = VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING))
         if resource.upper().startswith("ASRL"):
@@ -259,13 +259,6 @@ class Model372(EsrCommands, CurveCommands, Instrument):
         self.command(f"TLIMIT {self._ch(channel)},{kelvin:g}")
 
     # -- curves (commands in CurveCommands) ------------------------------------------
-    def _curve_number(self, number: int, access: CurveAccess) -> int:
-        if access == "header" and number not in self.curve_slots:
-            raise ValueError(f"curve number {number} is not 1-59")
-        if access == "user" and number not in self.user_curve_slots:
-            raise ValueError(f"user curves are 21-59, not {number}")
-        return number
-
     def _after_curve_point(self) -> None:
         time.sleep(CURVE_POINT_GAP)
 

@@ -19,10 +19,10 @@ from drivers.curves import Curve
 
 from . import ls336_commands
 from . import standard_curves as std
+from .controller import ESR_PON, TICK_SLACK, EventRegisters, SteppedLoop, TickedReadings
 from .curve_memory import CurveMemory, CurveSlot
-from .ls372_device import ESR_CMD, ESR_EXEC, ESR_PON, ESR_QUERY
 from .physics import Fridge, Noise
-from .protocol import CommandError, Dispatcher, ExecutionError
+from .protocol import Dispatcher
 from .sim_clock import SimClock
 
 INPUTS = ("A", "B", "C", "D")
@@ -45,9 +45,6 @@ RESISTANCE = {1: 25.0, 2: 50.0}
 STAGE_OF_OUTPUT = {1: "still", 2: "mxc"}
 # Diode range 0 (2.5 V): a reading past it sets "sensor units overrange"
 DIODE_FULL_SCALE = {0: 2.5, 1: 10.0}
-HEATER_STEP = 0.1  # simulated seconds per loop step: the 336 reads each input 10 times a second
-HEATER_MAX_STEPS = 20000  # a longer fast-forward takes coarser steps
-TICK_SLACK = 1e-6
 
 
 @dataclass
@@ -96,7 +93,7 @@ def empty_curve_slot() -> CurveSlot:
     return CurveSlot("User Curve", "", 2, 375.0, 1)
 
 
-class LS336Device:
+class LS336Device(EventRegisters, TickedReadings, SteppedLoop):
     """A 336's (or 350's) state. Times are simulated seconds from ``clock``."""
 
     def __init__(
@@ -137,25 +134,6 @@ class LS336Device:
             self._heater_origin = self._heater_t = self.clock.now()
             self._heater_n = 0
 
-    def reset_settings(self) -> None:
-        """``*RST``: factory settings without the power-on flag; the status registers are left alone."""
-        with self.lock:
-            esr, ese = self.esr, self.ese
-            self.power_on()
-            self.esr, self.ese = esr, ese
-
-    def error(self, exc: Exception) -> None:
-        with self.lock:
-            self.esr |= (
-                ESR_CMD if isinstance(exc, CommandError) else ESR_EXEC if isinstance(exc, ExecutionError) else ESR_QUERY
-            )
-
-    def read_esr(self) -> int:
-        """``*ESR?``: the Standard Event Register, cleared by reading it."""
-        with self.lock:
-            v, self.esr = self.esr, 0
-        return v
-
     # -- physics -----------------------------------------------------------------
     def _physical_curve(self, ch: str) -> Curve | None:
         w = WIRING.get(ch)
@@ -195,39 +173,12 @@ class LS336Device:
                     o.range = 0
         return Measured(kelvin, sensor, status)
 
-    def _reading_at(self, ch: str, t: float) -> Measured:
-        """An input updates 10 times a second; repeated queries in one tick agree."""
-        tick = int(t * 10 + TICK_SLACK)
-        cached = self._tick_cache.get(ch)
-        if cached and cached[0] == tick:
-            return cached[1]
-        m = self._measure(ch, tick / 10)
-        self._tick_cache[ch] = (tick, m)
-        return m
-
     def input_number(self, ch: str) -> int:
         return (*INPUTS, *SCANNER_INPUTS).index(ch) + 1
 
     def input_of(self, number: int) -> str | None:
         names = (*INPUTS, *SCANNER_INPUTS)
         return names[number - 1] if 1 <= number <= len(names) and names[number - 1] in self.ins else None
-
-    def _advance_heaters(self, t: float) -> None:
-        """Run the control loops up to simulated time ``t`` in fixed steps of the clock, whoever polls."""
-        gap = t - self._heater_t
-        if gap <= 0:
-            return
-        if gap > HEATER_STEP * HEATER_MAX_STEPS:  # a long fast-forward: coarse steps, then a new grid
-            step, start = gap / HEATER_MAX_STEPS, self._heater_t
-            for k in range(1, HEATER_MAX_STEPS + 1):
-                self._heater_step(start + k * step, step)
-            self._heater_t = self._heater_origin = t
-            self._heater_n = 0
-            return
-        while (nxt := self._heater_origin + (self._heater_n + 1) * HEATER_STEP) <= t + TICK_SLACK:
-            self._heater_n += 1
-            self._heater_t = nxt
-            self._heater_step(nxt, HEATER_STEP)
 
     def _heater_step(self, t: float, dt: float) -> None:
         self.fridge.advance_to(t)  # the fridge runs to this step under the power set at the last one
@@ -262,14 +213,14 @@ class LS336Device:
     def force_heater(self, watts: float | None) -> None:
         """Fault control: hold the mixing-chamber heater at ``watts`` (None: output 2's loop again)."""
         with self.lock:
-            self._advance_heaters(self.clock.now())
+            self._advance_heater(self.clock.now())
             self.forced_heater_w = watts
 
     # -- what the command table reads -------------------------------------------
     def reading(self, ch: str) -> Measured:
         with self.lock:
             t = self.clock.now()
-            self._advance_heaters(t)
+            self._advance_heater(t)
             return self._reading_at(ch, t)
 
     def forget_readings(self) -> None:
@@ -279,7 +230,7 @@ class LS336Device:
 
     def output_percent(self, n: int) -> float:
         with self.lock:
-            self._advance_heaters(self.clock.now())
+            self._advance_heater(self.clock.now())
             return self.outputs[n].output_pct
 
     def dispatcher(self) -> Dispatcher:
