@@ -21,12 +21,13 @@ from .curve_commands import CurveCommands
 from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
 from .errors import BadReply
 from .esr import EsrCommands
+from .ls240 import read_input
 from .ls372 import PID as PID  # the same PID record (part of this module's API)
 from .ls372 import TCP_PACING
 from .ls372 import USB_PACING as LS372_USB_PACING
 from .ls372 import _close as same_to_six_significant_digits
 from .parse import decode, parse_float, parse_int, split_fields
-from .readings import Reading, decode_status
+from .readings import Reading
 from .transport import SerialFraming, SerialTransport, TcpTransport, Transport, VisaTransport, visa_serial_settings
 
 SERIAL_FRAMING = SerialFraming(baudrate=57600, bytesize=7, parity="O", stopbits=1)  # USB: 57600 7O1, as the 372
@@ -49,8 +50,6 @@ LS336_STATUS_BITS: dict[int, str] = {
     64: "S_ZERO",  # sensor units zero
     128: "S_OVER",  # sensor units overrange
 }
-SENSOR_BAD = 1 | 64 | 128
-KELVIN_BAD = SENSOR_BAD | 16 | 32
 
 
 class SensorType(enum.IntEnum):
@@ -228,18 +227,7 @@ class Model336(EsrCommands, CurveCommands, Instrument):
 
     def read(self, channel: str, sensor_units: str = "V") -> Reading:
         """Kelvin, sensor units and status of one input in a single exchange, timed at the reply."""
-        ch = self._input(channel)
-        q = f"KRDG? {ch};SRDG? {ch};RDGST? {ch}"
-        raw = self.query_raw(q)
-        t = time.time()
-        k, s, st = split_fields(raw, 3, q, sep=";")
-        kelvin, sensor, status = parse_float(k, q), parse_float(s, q), parse_int(st, q)
-        if not 0 <= status <= 255:
-            raise BadReply("reading status out of range 0-255", raw, q)
-        sensor_bad = bool(status & SENSOR_BAD)
-        kelvin_bad = bool(status & KELVIN_BAD) or kelvin <= 0.0
-        bits = decode_status(status, LS336_STATUS_BITS)
-        return Reading(ch, kelvin, sensor, sensor_units, status, bits, t, not kelvin_bad, not sensor_bad)
+        return read_input(self, self._input(channel), sensor_units, LS336_STATUS_BITS)
 
     # -- inputs ---------------------------------------------------------------
     input_type = Query(
