@@ -32,6 +32,9 @@ def test_registered_in_every_registry():
         assert (limit_bits(model).over, limit_bits(model).under) == (32, 16)
     assert ocs_names("336", "C", "Still Plate") == ("Still_Plate_T", "Still_Plate_V")  # socs' LS336_Agent
     assert facts("336").OCS_AGENT_CLASS == "LS336_Agent"
+    from appliance.web.common import status_names
+
+    assert status_names(16 | 64, "350") == ["T_UNDER", "S_ZERO"]  # the panel's and the API's names
 
 
 def test_config_takes_a_336_and_its_lettered_inputs():

@@ -104,11 +104,6 @@ def test_driver_against_emulator(emu):
         m.set_heater_setup(1, HeaterSetup(2, 0, 0.5, 2))
         assert m.heater_setup(1) == HeaterSetup(2, 0, 0.5, 2)
         m.set_output_mode(1, OutputSetup(OutputMode.CLOSED_LOOP, "C", 0))
-        m.set_pid(1, PID(50, 20, 0))
-        m.set_setpoint(1, 1.0)
-        m.set_heater_range(1, 1 if cls is Model336 else 3)  # 125 mW full scale on either
-        emu.clock.advance(600)
-        assert m.heater_output(1) > 0 and m.kelvin("C") == pytest.approx(1.0, abs=0.02)
         with pytest.raises(InstrumentError, match="command error"):
             m.command("NOSUCH 1")
         with pytest.raises(InstrumentError, match="execution error"):
@@ -122,6 +117,24 @@ def test_driver_against_emulator(emu):
         assert h.name == "DT-670" and h.data_format == 2
         snap = m.configuration(["A", "C"])
         assert snap["channels"]["C"]["curve"] == 8 and snap["outputs"]["1"]["outmode"]["input"] == "C"
+    finally:
+        m.close()
+
+
+@pytest.mark.slow  # ten simulated minutes of the loop: about a second of CPU
+def test_closed_loop_holds_the_still_at_its_setpoint(emu):
+    cls = Model350 if emu.device.model == "350" else Model336
+    m = cls(TcpTransport(*emu.tcp.address), timeout=2)
+    m.pacing = type(m.pacing)(0, 0, 0)
+    m.connect()
+    try:
+        m.set_heater_setup(1, HeaterSetup(2, 0, 0.5, 2))  # 50 ohm, 0.5 A: 12.5 W at the top range
+        m.set_output_mode(1, OutputSetup(OutputMode.CLOSED_LOOP, "C", 0))
+        m.set_pid(1, PID(50, 20, 0))
+        m.set_setpoint(1, 1.0)
+        m.set_heater_range(1, 1 if cls is Model336 else 3)  # 125 mW full scale on either
+        emu.clock.advance(600)
+        assert m.heater_output(1) > 0 and m.kelvin("C") == pytest.approx(1.0, abs=0.02)
     finally:
         m.close()
 

@@ -12,7 +12,8 @@ import pytest
 from appliance import config as _config
 from appliance.service import Appliance
 from firmware_host.emulator import Emulator
-from tests.conftest import run_with_timeout as within, wait_for
+from tests.conftest import run_with_timeout as within
+from tests.conftest import wait_for
 from tests.test_security import TOKEN, call, secret_file
 
 pytestmark = pytest.mark.slow  # one appliance against the emulator for the module (about 2 s)
