@@ -87,6 +87,10 @@ def test_appliance_polls_336_and_reconciles_through_faults(tmp_path):
         assert tally.produced >= 32 and tally.lost == 0 and tally.foreign == 0, tally.per_series
         assert tally.produced == tally.stored == tally.served_http
         assert {"LSA336A::still_t", "LSA336A::still_r", "LSA336A::heater_1"} <= set(json.dumps(latest).split('"'))
+        # the OCS names of the series, as socs' LS336_Agent writes its fields
+        poller = app.pollers[0]
+        assert poller.acquisition.heater_keys[1].ocs == "Heater_1_Percent"
+        assert {p.kelvin.ocs for p in poller.plans.values() if p.kelvin} >= {"Still_T", "4K_Plate_T", "50K_Plate_T"}
     finally:
         app.stop()
         emu.stop()

@@ -13,6 +13,7 @@ import pytest
 from firmware_host.emulator import Emulator
 
 from .conftest import run_with_timeout as within
+from .test_oracle import fake_usb  # noqa: F401 (a fixture)
 
 M = lakeshore.Model336
 
@@ -126,5 +127,23 @@ def test_model_350_generic_client():
         assert within(lambda: ls.query("RANGE? 1")) == "5" and e.device.outputs[1].range == 5
         assert float(within(lambda: ls.query("KRDG? B"))) == pytest.approx(e.device.reading("B").kelvin, rel=1e-3)
         within(lambda: ls.disconnect_tcp())
+    finally:
+        e.stop()
+
+
+@pytest.mark.parametrize(("model", "pid"), [("336", 0x0301), ("350", 0x0302)])
+def test_vendor_client_over_the_usb_pty(tmp_path, request, model, pid):
+    """The package's USB path (57600 7O1, found by VID/PID) on the emulator's pty."""
+    e = Emulator.ls336(seed=13, model=model, serial=f"LSA{model}U")
+    link = e.listen_pty(str(tmp_path / f"ls{model}"))
+    request.getfixturevalue("fake_usb")(link, pid, f"LSA{model}U")  # test_oracle's port-scan stand-in
+    try:
+        cls = lakeshore.Model336 if model == "336" else lakeshore.Model350
+        ls = within(lambda: cls(com_port=link, timeout=1))
+        assert ls.serial_number == f"LSA{model}U"
+        assert float(within(lambda: ls.query("KRDG? C"))) == pytest.approx(e.device.reading("C").kelvin, rel=1e-3)
+        within(lambda: ls.command('INNAME A,"Over USB"'))  # the 350's generic command() only writes
+        assert within(lambda: ls.query("INNAME? A")) == "Over USB" == e.device.ins["A"].name
+        within(lambda: ls.disconnect_usb())
     finally:
         e.stop()
