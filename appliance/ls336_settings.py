@@ -13,7 +13,10 @@ from drivers.ls336 import INPUT_NUMBER, PID, HeaterSetup, InputType, OutputMode,
 
 from .settings import Arg, Setting
 
-M336 = "Model 336 manual, command summary; field order as Lake Shore's lakeshore model_336.py sends it"
+M336 = (
+    "336 manual §6 (the command's own page not at hand, UNVERIFIED; field order and limits as Lake Shore's"
+    " lakeshore model_336.py and socs' Lakeshore336.py send them)"
+)
 
 
 def _inputs(inst: Any) -> list[str]:
@@ -129,7 +132,8 @@ def settings_for(model: str) -> tuple[Setting, ...]:
             "heater_range",
             model,
             "RANGE",
-            M336 + f": RANGE <output>,<range> (outputs 1, 2: 0 off, 1-{top}; outputs 3, 4: 0 off, 1 on)",
+            M336 + f": RANGE <output>,<range> (outputs 1, 2: 0 off, 1-{top}; outputs 3, 4: 0 off, 1 on);"
+            " 350 manual p.154 (RANGE: outputs 1, 2 take 0-5 on a 350)",
             "an output's range (0 off)",
             "output",
             _outputs(1, 2, 3, 4),
