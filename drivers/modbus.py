@@ -47,7 +47,7 @@ class ModbusTcpLink:
         what = f"read input registers {address}..{address + count - 1}"
         try:
             rr = self._live().read_input_registers(address, count=count, device_id=self.device_id)
-        except ConnectionException as exc:
+        except (ConnectionException, OSError) as exc:  # pymodbus lets a reset socket's OSError through
             self.close()
             raise ConnectionLost(f"{self.description}: {what}: {exc}") from exc
         except ModbusIOException as exc:
@@ -71,7 +71,7 @@ class ModbusTcpLink:
         what = f"write holding register {address} = {value:#06x}"
         try:
             rr = self._live().write_register(address, value, device_id=self.device_id)
-        except ConnectionException as exc:
+        except (ConnectionException, OSError) as exc:  # pymodbus lets a reset socket's OSError through
             self.close()
             raise ConnectionLost(f"{self.description}: {what}: {exc}") from exc
         except ModbusIOException as exc:
