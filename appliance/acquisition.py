@@ -30,6 +30,7 @@ from drivers.readings import Reading
 from drivers.transport import TcpTransport
 
 from .config import ChannelConfig, InstrumentConfig
+from .cpa_acquisition import CpaAcquisition
 from .health import InstrumentHealth
 from .naming import SeriesKey
 from .samples import Sample
@@ -267,4 +268,5 @@ class Ls240Acquisition:
 ACQUISITIONS: dict[str, Callable[[InstrumentConfig, InstrumentHealth], Acquisition]] = {
     "372": Ls372Acquisition,
     "240": Ls240Acquisition,
+    "cpa": CpaAcquisition,  # type: ignore[dict-item]  # its instrument is a Modbus device, not a Lake Shore one
 }

@@ -102,7 +102,9 @@ class ChannelConfig(Strict):
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240"] = Field(description='"372" (AC resistance bridge) or "240" (input module)')
+    model: Literal["372", "240", "cpa"] = Field(
+        description='"372" (AC resistance bridge), "240" (input module) or "cpa" (Cryomech CPA compressor, Modbus TCP)'
+    )
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
@@ -116,7 +118,7 @@ class InstrumentConfig(Strict):
         ' or "visa" (needs resource)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
-    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
+    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port (a cpa's default: 502)")
     device: str | None = Field(
         None,
         description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
@@ -151,6 +153,14 @@ class InstrumentConfig(Strict):
                 "letter or digit (no spaces, no '::')"
             )
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _modbus_port(cls, data: Any) -> Any:
+        """A CPA answers Modbus TCP on port 502 (socs agent.py:192): its default, unless the file gives one."""
+        if isinstance(data, dict) and data.get("model") == "cpa" and "port" not in data:
+            return {**data, "port": 502}
+        return data
 
     def serial_device(self) -> str:
         """The device path: explicit, or the stable udev link named after the USB serial number."""
@@ -742,6 +752,17 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
         if transport == "tcp" and model == "240":
             problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
+        if model == "cpa" and transport not in (None, "tcp"):
+            problems.append(
+                (
+                    loc + ("transport",),
+                    f"a CPA compressor is read over Modbus TCP: use transport 'tcp', not {transport!r}",
+                )
+            )
+        if model == "cpa" and inst.get("channel"):
+            problems.append(
+                (loc + ("channel",), "a CPA compressor has no inputs to list: its fields are fixed (cpatempwi, ...)")
+            )
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -801,6 +822,10 @@ def configured_fields(inst: dict) -> set[str] | None:
     from .naming import slug
 
     model, channels = inst.get("model"), inst.get("channel")
+    if model == "cpa":
+        from drivers.cpa import FIELDS
+
+        return set(FIELDS)
     if model not in ("372", "240") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False

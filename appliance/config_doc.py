@@ -114,6 +114,13 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "transport": "serial",
         "serial_number": "LSA24AZ",
     },
+    {
+        "model": "cpa",
+        "name": "ptc1",
+        "description": "pulse tube compressor",
+        "transport": "tcp",
+        "host": "192.168.1.60",
+    },
 ]
 
 SAMPLE_HEADER = """\

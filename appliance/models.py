@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls372 import Model372
 
@@ -27,7 +28,7 @@ class ModelFacts(Protocol):
 
 # The registry: model name -> driver class. A new model is its driver class and one line here
 # (and its acquisition in ACQUISITIONS).
-MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240}
+MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240, "cpa": CryomechCPA}
 DEFAULT_MODEL = "372"  # what an unknown model's readings are decoded as (as before: the 372's bits)
 
 
@@ -54,4 +55,6 @@ def bit_named(table: dict[int, str], name: str) -> int:
 
 def limit_bits(model: str | None) -> LimitBits:
     table = facts(model).STATUS_BITS
+    if "T_OVER" not in table.values():  # a plant model (a compressor) has no sensor curve to run past
+        return LimitBits(0, 0)
     return LimitBits(bit_named(table, "T_OVER"), bit_named(table, "T_UNDER"))

@@ -238,6 +238,8 @@ class CryomechCPA:
         self.transport = transport
         self.expected_serial = expected_serial
         self.identity: Identity | None = None
+        self.last: CpaReading | None = None  # the latest reading, the one connect took included
+        self.connect_reading: CpaReading | None = None  # connect's reading, until a caller takes it
         self.connected = False
         self._lock = threading.RLock()
 
@@ -257,6 +259,7 @@ class CryomechCPA:
             self.transport.open()
             try:
                 regs = self.transport.read_input_registers(FIRST_REGISTER, REGISTER_COUNT)
+                self.last = self.connect_reading = decode_block(regs, time.time())  # garbled: refused here
                 self.identity = self._identity(regs)
                 if self.expected_serial and self.identity.serial != self.expected_serial:
                     raise WrongInstrument(
@@ -271,7 +274,6 @@ class CryomechCPA:
 
     @staticmethod
     def _identity(regs: list[int]) -> Identity:
-        decode_block(regs, time.time())  # a garbled first answer is refused here, not named as a model
         sw = regs[SOFTWARE_REGISTER - FIRST_REGISTER]
         return Identity(
             "Cryomech",
@@ -291,10 +293,16 @@ class CryomechCPA:
             regs = self.transport.read_input_registers(FIRST_REGISTER, REGISTER_COUNT)
             t = time.time()
             try:
-                return decode_block(regs, t)
+                self.last = decode_block(regs, t)
             except BadReply:
                 self.transport.close()  # what else it sent on this connection is suspect too
                 raise
+            return self.last
+
+    def take_connect_reading(self) -> CpaReading | None:
+        """The reading ``connect`` took (a real reading: it is stored, not thrown away), once."""
+        r, self.connect_reading = self.connect_reading, None
+        return r
 
     def power(self, on: bool) -> None:
         """Start (``True``) or stop the compressor: holding register 1, as socs' ``power_ptc`` writes it."""
@@ -304,8 +312,9 @@ class CryomechCPA:
             self.transport.write_register(ENABLE_REGISTER, START if on else STOP)
 
     def configuration(self) -> dict:
-        """What the snapshot records: identity and units (the panel has no other settings on Modbus)."""
-        r = self.read()
+        """What the snapshot records: identity and units (the panel has no other settings on Modbus).
+        From the latest reading: a read here would be a reading delivered and never stored."""
+        r = self.last or self.read()
         ident = self.identity
         return {
             "model": ident.model if ident else None,

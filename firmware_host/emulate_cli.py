@@ -1,4 +1,4 @@
-"""``kelvinpi emulate ls372|ls240|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
+"""``kelvinpi emulate ls372|ls240|cpa|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from . import cpa_cli
 from .emulator import Emulator, send_control
 
 
@@ -27,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--seed", type=int, default=None, help="noise seed for reproducible readings")
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
         q.add_argument("--control", help="unix socket path for fault injection (see `kelvinpi emulate ctl`)")
+    cpa_cli.add_parser(esub)
     c = esub.add_parser("ctl", help="send one fault-control command to a running emulator")
     c.add_argument("socket")
     c.add_argument("words", nargs="+", help="e.g. mute on | slow 3 | garbage 2 | unplug 5 | reset | status")
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         reply = send_control(args.socket, " ".join(args.words))
         print(reply)
         return 0 if not reply.startswith("error") else 1
+    if args.model == "cpa":
+        return cpa_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.model == "ls372":
         emu = Emulator.ls372(args.serial_number, args.time_scale, args.seed, args.warm)

@@ -203,3 +203,32 @@ def test_bad_control_words_are_refused_by_name(line, message):
     emu = CpaEmulator()
     assert message in emu.control(line)
     assert emu.device.state.running  # nothing changed
+
+
+CPA_SECTION = '[[instrument]]\nmodel = "cpa"\nname = "ptc1"\ntransport = "{transport}"\nhost = "10.0.0.9"\n'
+
+
+def test_config_a_cpa_defaults_to_modbus_port_502_and_keeps_a_given_port():
+    from appliance import config
+
+    assert config.parse(CPA_SECTION.format(transport="tcp")).instrument[0].port == 502
+    assert config.parse(CPA_SECTION.format(transport="tcp") + "port = 1502\n").instrument[0].port == 1502
+
+
+@pytest.mark.parametrize(
+    "extra, transport, message",
+    [
+        ("", "serial", "use transport 'tcp', not 'serial'"),
+        ('[[instrument.channel]]\nnumber = 1\nname = "x"\n', "tcp", "a CPA compressor has no inputs to list"),
+        (
+            '[[alarm]]\nkind = "above"\nname = "w"\nfield = "ptc1::cpatempwx"\nthreshold = 1.0\n',
+            "tcp",
+            "cpatempwx",
+        ),
+    ],
+)
+def test_config_refuses_what_a_cpa_cannot_do_by_name(extra, transport, message):
+    from appliance import config
+
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(CPA_SECTION.format(transport=transport) + extra)

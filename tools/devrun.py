@@ -167,6 +167,7 @@ def main() -> int:
             "--control",
             str(var / "ls240.ctl"),
         )
+        spawn("emulate", "cpa", "--listen", "127.0.0.1:15020", "--control", str(var / "cpa.ctl"))
         deadline = time.monotonic() + 15
         while not (var / "ls240").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
