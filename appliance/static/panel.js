@@ -172,7 +172,8 @@ async function refreshLatest() {
     const age = Math.min(...[g.t, g.r, g.other].filter(Boolean).map((x) => x.age));
     const stale = [g.t, g.r, g.other].filter(Boolean).every((x) => x.stale);
     const scan = [g.t, g.r].filter(Boolean).map((x) => x.scan).find(Boolean);
-    const allBits = [...new Set([g.t, g.r].filter(Boolean).flatMap((x) => x.status_bits))];
+    // a plant field's bits too (a compressor's WARNING, ALARM, STOPPED)
+    const allBits = [...new Set([g.t, g.r, g.other].filter(Boolean).flatMap((x) => x.status_bits))];
     // An unsynchronised clock is shown once in the header; it does not make a reading suspect.
     const bits = allBits.filter((b) => b !== "CLOCK_UNSYNCED");
     card.querySelector(".kelvin").textContent = g.t ? fmtKelvin(g.t.value) :
@@ -184,7 +185,8 @@ async function refreshLatest() {
     card.kp = {age, stale, scan, at: performance.now()};
     showAge(card);
     card.classList.toggle("scanned", !!scan);
-    card.classList.toggle("alarm", alarmedFields.has(g.key + "_t") || alarmedFields.has(g.key + "_r"));
+    card.classList.toggle("alarm", alarmedFields.has(g.key + "_t") || alarmedFields.has(g.key + "_r") ||
+                                   alarmedFields.has(g.key));
     card.classList.toggle("flagged", bits.length > 0);
     card.dataset.value = main && main.value !== null ? String(main.value) : "";
     card.dataset.t = main ? String(main.t) : "";
