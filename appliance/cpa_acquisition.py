@@ -61,10 +61,11 @@ class CpaAcquisition:
         pass
 
     def cycle(self, plans: dict[str, ChannelPlan], flags: int, out: list[Sample]) -> None:
-        first = self.instrument.take_connect_reading()  # the panel delivered it: it is kept like any other
-        if first is not None:
-            self._samples(first, flags, out)
-        self._samples(self.instrument.read(), flags, out)
+        # The first cycle after a connect keeps the reading connect took (the panel delivered it: it is
+        # stored like any other) rather than reading again a millisecond later: two readings of one
+        # series within a millisecond would be two rows the HTTP readers serve as one.
+        r = self.instrument.take_connect_reading() or self.instrument.read()
+        self._samples(r, flags, out)
 
     def _samples(self, r: CpaReading, flags: int, out: list[Sample]) -> None:
         status = status_of(r) | flags
