@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from drivers import DriverError
+from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.transport import TcpTransport
@@ -44,6 +45,10 @@ def open_instrument(
     timeout: float = 2.0,
 ):
     """The driver object for the given link (not yet connected)."""
+    if model == "cpa":
+        if not host:
+            raise ValueError("a CPA compressor is reached through --host (Modbus TCP, port 502)")
+        return CryomechCPA.tcp(host, port, timeout=timeout)
     if model == "372":
         if host:
             return Model372(TcpTransport(host, port), timeout=timeout)
@@ -84,6 +89,9 @@ def probe(inst) -> Report:
         r.add(f"kelvinpi probe, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         r.add(f"link: {inst.transport.description}")
         r.add(f"identity: {ident.manufacturer},{ident.model},{ident.serial},{ident.firmware}")
+        if isinstance(inst, CryomechCPA):  # no *IDN?: the whole register block is its one query
+            _probe_cpa(inst, r, connect_s)
+            return r
         times, _ = _timed(inst.identify)
         r.add(
             f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
@@ -141,6 +149,21 @@ def _probe_372(inst: Model372, r: Report) -> None:
             )
 
 
+def _probe_cpa(inst: CryomechCPA, r: Report, connect_s: float) -> None:
+    times, rd = _timed(inst.read)
+    r.add(
+        f"round trip (registers 1-53, 5 times): min {min(times) * 1e3:.1f} ms, median "
+        f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s"
+    )
+    if rd is None:
+        return
+    r.add(f"state: {rd.state_name}, {'running' if rd.running else 'not running'}; units {rd.pressure_unit}, "
+          f"{rd.temperature_unit}")  # fmt: skip
+    r.add(f"warnings: {', '.join(rd.warnings) or 'none'}; alarms: {', '.join(rd.alarms) or 'none'}")
+    for name, value in rd.values.items():
+        r.add(f"  {name:<11} {value!r}")
+
+
 def _probe_240(inst: Model240, r: Report) -> None:
     r.add(f"module name: {_try(r, 'MODNAME?', inst.module_name)!r}")
     r.add("")
@@ -174,19 +197,20 @@ def _fields(x) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="read-only check of a real instrument, printed as a report")
-    p.add_argument("--model", choices=("372", "240"), required=True)
+    p.add_argument("--model", choices=("372", "240", "cpa"), required=True)
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--host", help="372 over Ethernet (TCP port --port)")
+    where.add_argument("--host", help="372 or CPA over Ethernet (TCP port --port)")
     where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0")
     where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR")
-    p.add_argument("--port", type=int, default=7777)
+    p.add_argument("--port", type=int, default=None, help="default: 7777 (372), 502 (cpa)")
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        inst = open_instrument(args.model, args.host, args.port, args.device, args.resource, args.timeout)
+        port = args.port if args.port is not None else (502 if args.model == "cpa" else 7777)
+        inst = open_instrument(args.model, args.host, port, args.device, args.resource, args.timeout)
         report = probe(inst)
     except (DriverError, ValueError) as exc:
         print(f"kelvinpi probe: {exc}", file=sys.stderr)

@@ -232,3 +232,16 @@ def test_config_refuses_what_a_cpa_cannot_do_by_name(extra, transport, message):
 
     with pytest.raises(config.ConfigError, match=message):
         config.parse(CPA_SECTION.format(transport=transport) + extra)
+
+
+def test_probe_reports_a_cpa_read_only(cpa):
+    from appliance.probe import open_instrument, probe
+
+    running = cpa.device.state.running
+    report = probe(open_instrument("cpa", cpa.address[0], cpa.address[1], timeout=1.0))
+    text = report.text()
+    assert "identity: Cryomech,CPA1114,10556,2.154" in text and "state: running" in text
+    assert "cpatempwi" in text and not report.problems
+    assert cpa.device.state.running == running  # nothing written
+    with pytest.raises(ValueError, match="--host"):
+        open_instrument("cpa", None)
