@@ -245,3 +245,23 @@ def test_probe_reports_a_cpa_read_only(cpa):
     assert cpa.device.state.running == running  # nothing written
     with pytest.raises(ValueError, match="--host"):
         open_instrument("cpa", None)
+
+
+@pytest.mark.slow  # waits out a held answer (0.3 s)
+def test_slow_answers_time_out_and_are_counted_late_not_delivered(cpa):
+    import time
+
+    d = CryomechCPA.tcp(*cpa.address, timeout=0.1)
+    d.connect()
+    delivered = cpa.ledger.counts()["cpatempwi"]
+    cpa.control("slow 0.3")
+    with pytest.raises(InstrumentTimeout):
+        d.read()
+    deadline = time.monotonic() + 5
+    while not cpa.ledger.late and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cpa.ledger.late.get("cpatempwi") == 1 and cpa.ledger.counts()["cpatempwi"] == delivered
+    cpa.control("slow 0")
+    d.connect()
+    assert d.read().running
+    d.close()
