@@ -233,6 +233,19 @@ class CryomechCPA:
     STATUS_BITS: ClassVar[dict[int, str]] = {1: "WARNING", 2: "ALARM", 4: "STOPPED"}
     OCS_AGENT_CLASS: ClassVar[str] = "CryomechCPAAgent"
     OCS_FEED: ClassVar[str] = "ptc_status"
+    # The front panel's one card for the whole compressor (appliance/web/panel.py ships it, panel.js
+    # draws it): its state, the values a person checks first, and the tables that name the state
+    # and the bits of the warning and alarm words (a word is minus the sum of its bits).
+    PANEL: ClassVar[dict] = {
+        "title": "compressor",
+        "state": "cpastate",
+        "running": "cparun",
+        "warnings": "cpawarn",
+        "alarms": "cpaerr",
+        "show": [["in", "cpatempwi"], ["out", "cpatempwo"], ["He", "cpatemph"], ["HP", "cpahp"], ["LP", "cpalp"]],
+        "states": {str(k): v for k, v in OPERATING_STATES.items()},
+        "bits": {str(k): v for k, v in CPA_BITS.items()},
+    }
 
     def __init__(self, transport: ModbusTcpLink, expected_serial: str | None = None) -> None:
         self.transport = transport
