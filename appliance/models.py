@@ -14,6 +14,7 @@ from typing import Protocol
 from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls372 import Model372
+from drivers.pfeiffer import TPG256A, TPG366
 
 
 class ModelFacts(Protocol):
@@ -28,7 +29,13 @@ class ModelFacts(Protocol):
 
 # The registry: model name -> driver class. A new model is its driver class and one line here
 # (and its acquisition in ACQUISITIONS).
-MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240, "cpa": CryomechCPA}
+MODELS: dict[str, ModelFacts] = {
+    "372": Model372,
+    "240": Model240,
+    "tpg366": TPG366,
+    "maxigauge": TPG256A,
+    "cpa": CryomechCPA,
+}
 DEFAULT_MODEL = "372"  # what an unknown model's readings are decoded as (as before: the 372's bits)
 
 
@@ -43,6 +50,13 @@ class LimitBits:
 
     over: int  # T_OVER: warmer than the curve reaches
     under: int  # T_UNDER: colder than the curve reaches
+    units: str | None = "K"  # the series they speak of (a 372's T_OVER is not about its ohms); None: all
+
+    def beyond(self, units: str, status: int) -> str | None:
+        """``"above"`` / ``"below"`` when the status says the value is past the sensor's range."""
+        if self.units is not None and units != self.units:
+            return None
+        return "above" if status & self.over else "below" if status & self.under else None
 
 
 def bit_named(table: dict[int, str], name: str) -> int:
@@ -54,7 +68,15 @@ def bit_named(table: dict[int, str], name: str) -> int:
 
 
 def limit_bits(model: str | None) -> LimitBits:
+    """A gauge's OVERRANGE / UNDERRANGE speak of every series it writes (its pressures)."""
     table = facts(model).STATUS_BITS
+    if "OVERRANGE" in table.values():
+        return LimitBits(bit_named(table, "OVERRANGE"), bit_named(table, "UNDERRANGE"), None)
     if "T_OVER" not in table.values():  # a plant model (a compressor) has no sensor curve to run past
         return LimitBits(0, 0)
     return LimitBits(bit_named(table, "T_OVER"), bit_named(table, "T_UNDER"))
+
+
+def ocs_feed(model: str | None) -> str:
+    """The OCS feed a model's readings go to, as its socs agent names it (a driver's ``OCS_FEED``)."""
+    return getattr(MODELS.get(model or ""), "OCS_FEED", "temperatures")

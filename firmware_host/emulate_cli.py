@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from . import cpa_cli
+from . import cpa_cli, pfeiffer_emulator
 from .emulator import Emulator, send_control
 
 
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--seed", type=int, default=None, help="noise seed for reproducible readings")
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
         q.add_argument("--control", help="unix socket path for fault injection (see `kelvinpi emulate ctl`)")
+    pfeiffer_emulator.add_parsers(esub)
     cpa_cli.add_parser(esub)
     c = esub.add_parser("ctl", help="send one fault-control command to a running emulator")
     c.add_argument("socket")
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         reply = send_control(args.socket, " ".join(args.words))
         print(reply)
         return 0 if not reply.startswith("error") else 1
+    if args.model in ("tpg366", "maxigauge"):
+        return pfeiffer_emulator.run(args)
     if args.model == "cpa":
         return cpa_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
