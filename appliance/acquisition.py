@@ -29,6 +29,7 @@ from drivers.ls372 import MEASUREMENT_CHANNELS, InputSetup, Model372
 from drivers.readings import Reading
 from drivers.transport import TcpTransport
 
+from .bluefors.acquisition import BlueforsAcquisition
 from .config import ChannelConfig, InstrumentConfig
 from .health import InstrumentHealth
 from .naming import SeriesKey
@@ -267,4 +268,5 @@ class Ls240Acquisition:
 ACQUISITIONS: dict[str, Callable[[InstrumentConfig, InstrumentHealth], Acquisition]] = {
     "372": Ls372Acquisition,
     "240": Ls240Acquisition,
+    "bluefors-logs": BlueforsAcquisition,
 }

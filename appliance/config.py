@@ -102,7 +102,10 @@ class ChannelConfig(Strict):
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240"] = Field(description='"372" (AC resistance bridge) or "240" (input module)')
+    model: Literal["372", "240", "bluefors-logs"] = Field(
+        description='"372" (AC resistance bridge), "240" (input module) or "bluefors-logs" (the Bluefors'
+        " control software's log folder, read through a mount of its PC's share)"
+    )
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
@@ -110,10 +113,10 @@ class InstrumentConfig(Strict):
     description: str = Field(
         "", description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>")'
     )
-    transport: Literal["tcp", "serial", "visa"] = Field(
+    transport: Literal["tcp", "serial", "visa", "folder"] = Field(
         description='"tcp" (the 372\'s Ethernet port, needs host),'
-        ' "serial" (USB, needs device or serial_number)'
-        ' or "visa" (needs resource)'
+        ' "serial" (USB, needs device or serial_number),'
+        ' "visa" (needs resource) or "folder" (bluefors-logs: needs log_dir and timezone)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
     port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
@@ -137,6 +140,26 @@ class InstrumentConfig(Strict):
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between poll cycles")
     read_control_input: bool = Field(True, description="372: also read the control input A every cycle")
     read_heater: bool = Field(False, description="372: also record the sample heater output (HTR?, %)")
+    log_dir: ConfigPath | None = Field(
+        None,
+        description="bluefors-logs: the folder holding the YY-MM-DD day folders (where the share is mounted)",
+        examples=["/mnt/bluefors"],
+    )
+    share: str | None = Field(
+        None,
+        description="bluefors-logs: the Bluefors PC's share, //HOST/NAME (for the mount: docs/operations.md)",
+        examples=["//bluefors-pc/logs"],
+    )
+    credentials_file: ConfigPath | None = Field(
+        None,
+        description="bluefors-logs: a 0600 CIFS credentials file (username=, password=) for the share",
+        examples=["/data/secrets/bluefors-share"],
+    )
+    timezone: str | None = Field(
+        None,
+        description="bluefors-logs: the Bluefors PC's IANA time zone (its logs' times are local, zoneless)",
+        examples=["Europe/Helsinki"],
+    )
     enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
     channel: list[ChannelConfig] = Field(
         [], description="the inputs to read ([[instrument.channel]]); none listed: every enabled input"
@@ -150,6 +173,18 @@ class InstrumentConfig(Strict):
                 "data node name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
                 "letter or digit (no spaces, no '::')"
             )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from zoneinfo import ZoneInfo
+
+            try:
+                ZoneInfo(v)
+            except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
+                raise ValueError(f"unknown time zone {v!r} (an IANA name such as 'Europe/Helsinki'): {exc}") from None
         return v
 
     def serial_device(self) -> str:
@@ -737,11 +772,20 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if name in names:
                 problems.append((loc + ("name",), f"data node name {name!r} already used by instrument[{names[name]}]"))
             names.setdefault(name, i)
-        need = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}.get(transport, ())
+        need = {
+            "tcp": ("host",),
+            "serial": ("device", "serial_number"),
+            "visa": ("resource",),
+            "folder": ("log_dir",),
+        }.get(transport, ())
         if need and not any(inst.get(k) for k in need):
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
         if transport == "tcp" and model == "240":
             problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
+        if model is not None and transport is not None and (model == "bluefors-logs") != (transport == "folder"):
+            problems.append((loc + ("transport",), "model 'bluefors-logs' goes with transport 'folder', and only it"))
+        if model == "bluefors-logs" and not inst.get("timezone"):
+            problems.append((loc + ("timezone",), "model 'bluefors-logs' needs timezone (the Bluefors PC's)"))
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -1101,6 +1145,13 @@ def referenced_files(cfg: Config) -> list[FileRef]:
     if cfg.control.enabled:  # control reads its token only when enabled
         add("control.token_file", ("control", "token_file"), cfg.control.token_file, "instrument control")
     add("control.ack_pin_file", ("control", "ack_pin_file"), cfg.control.ack_pin_file, "acknowledging with the PIN")
+    for i, inst in enumerate(cfg.instrument):
+        add(
+            f"instrument[{i}].credentials_file",
+            ("instrument", i, "credentials_file"),
+            inst.credentials_file,
+            f"the mount of instrument {inst.name}'s share",
+        )
     for i, u in enumerate(cfg.uplink):
         what = f"uplink {i} ({u.kind})"
         for key in ("secret_file", "password_file", "token_file", "ca_file"):

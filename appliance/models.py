@@ -14,6 +14,8 @@ from typing import Protocol
 from drivers.ls240 import Model240
 from drivers.ls372 import Model372
 
+from .bluefors.facts import BlueforsLogs
+
 
 class ModelFacts(Protocol):
     """The class attributes a driver class declares for the appliance."""
@@ -27,7 +29,7 @@ class ModelFacts(Protocol):
 
 # The registry: model name -> driver class. A new model is its driver class and one line here
 # (and its acquisition in ACQUISITIONS).
-MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240}
+MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240, "bluefors-logs": BlueforsLogs}
 DEFAULT_MODEL = "372"  # what an unknown model's readings are decoded as (as before: the 372's bits)
 
 
@@ -54,4 +56,6 @@ def bit_named(table: dict[int, str], name: str) -> int:
 
 def limit_bits(model: str | None) -> LimitBits:
     table = facts(model).STATUS_BITS
+    if not table:  # a model whose readings carry no status word (a log folder)
+        return LimitBits(0, 0)
     return LimitBits(bit_named(table, "T_OVER"), bit_named(table, "T_UNDER"))

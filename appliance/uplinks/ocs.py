@@ -160,7 +160,9 @@ class OcsUplinkRunner:
         fields = await loop.run_in_executor(None, self.outbox.fields)
         try:
             for node, blocks in blocks_for(batch, fields).items():
-                feed = feed_info(root, node, self.models.get(node, ""), "temperatures", self.session_id)
+                kind = self.models.get(node) or ""
+                name = getattr(MODELS.get(kind), "OCS_FEED", "temperatures")  # socs' feed name for the model
+                feed = feed_info(root, node, kind, name, self.session_id)
                 await session.publish(feed["address"], [blocks, feed], options=PublishOptions(acknowledge=True))
         except Exception as exc:  # not acknowledged: keep the cursor, retry after reconnect
             self.health.errors["publish"] += 1
