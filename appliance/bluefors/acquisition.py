@@ -5,11 +5,12 @@ share not mounted is "disconnected", with the poller's backoff and the ``disconn
 a cycle is one ``Follower.poll``, and a lost share is a lost link. Readings are timed by their
 log line (the Bluefors PC's clock, converted from its zone), not by when they were read.
 
-Positions go to the store (``Store.save_file_cursor``) only for lines whose samples the poller
-already queued: at the start of a cycle, the positions reached by the cycles before it (whose
-samples the poller put in the queue when they ended) are saved, at most every ``SAVE_EVERY``
-seconds. The writer journals a record with the samples drained before it, so a saved position
-is never ahead of what is stored; after a crash the few lines read again are below the floor.
+Positions go to the store (``Store.save_file_cursor``) only once the samples of the lines before
+them are written: each position waits with the (field, time) of the last sample its file gave,
+and is saved (at most every ``SAVE_EVERY`` seconds, at the start of a cycle) when the store's
+newest reading of that field has reached that time. A saved position is so never ahead of what
+is stored, whatever the writer thread is doing; after a crash the lines read again (those after
+the saved position) are below the floor and left out.
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ class BlueforsAcquisition:
         self.folder = LogFolder(cfg, self.follower)
         self.instrument = cast(Instrument, self.folder)
         self.store = None
-        self._queued: dict[str, Position] = {}  # positions whose lines' samples the poller has queued
-        self._pending: list[Position] = []  # positions reached in the cycle running now
+        # positions to save, each with the (field, time) of the last sample its file gave before it
+        self._queued: dict[str, tuple[Position, tuple[str, float] | None]] = {}
+        self._last: dict[str, tuple[str, float]] = {}  # file -> (field, time) of its last sample
         self._saved = 0.0
+        self.save_every = SAVE_EVERY
         self._keys: dict[str, SeriesKey] = {}
         self.problems_recorded = 0
 
@@ -127,15 +130,14 @@ class BlueforsAcquisition:
         def emit(line: Line) -> None:
             for fld, v in line.values:
                 out.append(Sample(self._key(node, fld), line.t, v, flags))
+            self._last[line.path] = (line.values[-1][0].name, line.t)
 
         try:
             self.follower.poll(emit)
         finally:
-            self._pending = self.follower.take_changed()
             self._record_problems()
-            # the poller queues ``out`` when this returns (or raises): the next cycle may save these
-            for p in self._pending:
-                self._queued[p.path] = p
+            for p in self.follower.take_changed():  # saved once their samples are written
+                self._queued[p.path] = (p, self._last.get(p.path))
 
     def _key(self, node: str, fld: Field) -> SeriesKey:
         key = self._keys.get(fld.name)
@@ -149,12 +151,17 @@ class BlueforsAcquisition:
         if self.store is None or not self._queued:
             return
         now = time.monotonic()
-        if not force and now - self._saved < SAVE_EVERY:
+        if not force and now - self._saved < self.save_every:
             return
-        for p in self._queued.values():
-            self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t)
-        self._queued.clear()
         self._saved = now
+        written = {d["name"]: d["t"] for d in self.store.latest() if d["node"] == self.cfg.name}
+        for path, (p, last) in list(self._queued.items()):
+            if last is not None and written.get(last[0], float("-inf")) < last[1]:
+                continue  # its samples are still on their way to the store
+            self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t)
+            del self._queued[path]
+            if p.inode < 0:
+                self._last.pop(path, None)
 
     def _record_problems(self) -> None:
         problems, self.follower.problems = self.follower.problems, []
