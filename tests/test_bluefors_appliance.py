@@ -82,8 +82,8 @@ def test_crashes_between_every_step_lose_and_double_nothing(tmp_path):
     store = Store(db)
     p = Poll(store, cfg)
     crashes = 0
-    for i in range(40):  # through midnight and into the repeated hour of 2026-10-25
-        w.advance(331 if i < 30 else 120)
+    for i in range(40):  # through midnight and into the repeated hour of 2026-10-25 (its second pass)
+        w.advance(421)
         if i % 7 == 3:  # crash with two cycles' samples still in the queue, the writer having taken the records
             p.cycle(commit=False)
             w.advance(61)
@@ -102,7 +102,8 @@ def test_crashes_between_every_step_lose_and_double_nothing(tmp_path):
     p.cycle()
     p.cycle()
     assert crashes >= 8
-    assert stored(store) == produced(w), diff(produced(w), stored(store))
+    repeated = (logs / "26-10-25" / "maxigauge 26-10-25.log").read_text().count("25-10-26,03:10:")
+    assert repeated == 2  # the writer went through the repeated hour twice    assert stored(store) == produced(w), diff(produced(w), stored(store))
     store.close()
     assert stored(Store(db)) == produced(w)  # and after a clean stop, from SQLite alone
 
