@@ -49,14 +49,9 @@ THERMOMETERS = {1: 45.0, 2: 3.2, 5: 0.9, 6: 0.011}  # channel -> base temperatur
 
 
 def bf_number(v: float) -> str:
-    """A number as the Bluefors logs write it: six decimals and a bare exponent (``1.016890E+1``)."""
-    if v == 0 or not math.isfinite(v):
-        return "0.000000E+0"
-    e = math.floor(math.log10(abs(v)))
-    m = v / 10**e
-    if round(abs(m), 6) >= 10:
-        m, e = m / 10, e + 1
-    return f"{m:.6f}E{e:+d}"
+    """A number as the Bluefors logs write it: C's ``%e`` (``1.859667e+01``), as the lines of a
+    2024 log folder quoted in public notes show (FIDELITY.md, Bluefors rows 4-5)."""
+    return f"{v:.6e}"
 
 
 def published(values: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
@@ -187,8 +182,8 @@ class BlueforsWriter:
     def _write(self, log: Log, t: float) -> int:
         values = self._values(log.stem, t)
         text = f"{self.local(t).strftime(LINE_TIME)},{self._body(log.stem, values)}"
-        if log.stem.startswith("CH") or log.stem == "Flowmeter":
-            text = " " + text  # UNVERIFIED: a leading space, as in the log samples we have seen quoted
+        if log.stem.startswith("CH"):
+            text = " " + text  # a space before the day (QCoDeS' BlueFors driver parses ' %d-%m-%y')
         data = (text + "\r\n").encode()
         path = self.path_of(log.stem, t)
         if not path.parent.is_dir():
@@ -245,6 +240,8 @@ class BlueforsWriter:
     def _text(stem: str, name: str, v: float) -> str:
         if stem == "Channels" or name.endswith("_state"):
             return str(int(v))
+        if stem == "Flowmeter":
+            return f"{v:.6f}"  # plain decimals (the quoted 2024 line: 0.242708)
         return bf_number(v)
 
     def _body(self, stem: str, values: list[tuple[str, float]]) -> str:
@@ -258,5 +255,5 @@ class BlueforsWriter:
                 parts.append(f"CH{n},       ,{int(state)},{bf_number(p)},0,1")
             return ",".join(parts) + ","
         if stem == "Channels":
-            return "1," + ",".join(f"{n},{int(v)}" for n, v in values)
+            return "0," + ",".join(f"{n},{int(v)}" for n, v in values)
         return ",".join(f"{n},{self._text(stem, n, v)}" for n, v in values)

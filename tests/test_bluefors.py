@@ -206,7 +206,7 @@ def test_formats_identify_and_refuse():
         ("hs_still", 1.0),
         ("v1", 0.0),
     ]
-    assert bf_number(10.1689) == "1.016890E+1" and bf_number(0.011) == "1.100000E-2"
+    assert bf_number(18.59667) == "1.859667e+01" and bf_number(0.011) == "1.100000e-02"
 
 
 def test_first_start_reads_only_the_newest_day(tmp_path):

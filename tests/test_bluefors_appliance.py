@@ -103,7 +103,9 @@ def test_crashes_between_every_step_lose_and_double_nothing(tmp_path):
     p.cycle()
     assert crashes >= 8
     repeated = (logs / "26-10-25" / "maxigauge 26-10-25.log").read_text().count("25-10-26,03:10:")
-    assert repeated == 2  # the writer went through the repeated hour twice    assert stored(store) == produced(w), diff(produced(w), stored(store))
+    assert (
+        repeated == 2
+    )  # the writer went through the repeated hour twice    assert stored(store) == produced(w), diff(produced(w), stored(store))
     store.close()
     assert stored(Store(db)) == produced(w)  # and after a clean stop, from SQLite alone
 
