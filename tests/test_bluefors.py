@@ -194,6 +194,7 @@ def test_bad_line_is_named_and_skipped(tmp_path):
 
 def test_formats_identify_and_refuse():
     assert identify("CH6 T 26-12-06.log").channel == 6
+    assert identify("Status_24-12-03.log").kind == "status"
     assert identify("Errors 26-12-06.log") is None and identify("notes.txt") is None
     assert identify("maxigauge 26-12-06.log.1") is None
     log = identify("maxigauge 26-12-06.log")

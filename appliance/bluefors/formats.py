@@ -21,14 +21,15 @@ LINE_TIME = "%d-%m-%y,%H:%M:%S"  # socs LogParser.timestamp_from_str
 
 # socs LogParser.identify_log's patterns (case-insensitive, first match wins), and our kind for each
 _KINDS: list[tuple[str, re.Pattern[str]]] = [
-    ("lakeshore", re.compile(r"^CH([0-9]+) ([TRP]) ", re.I)),
-    ("flowmeter", re.compile(r"^Flowmeter ", re.I)),
-    ("maxigauge", re.compile(r"^maxigauge ", re.I)),
-    ("channels", re.compile(r"^Channels ", re.I)),
-    ("status", re.compile(r"^Status ", re.I)),
-    ("heaters", re.compile(r"^Heaters ", re.I)),
+    ("lakeshore", re.compile(r"^CH([0-9]+) ([TRP])[ _]", re.I)),
+    ("flowmeter", re.compile(r"^Flowmeter[ _]", re.I)),
+    ("maxigauge", re.compile(r"^maxigauge[ _]", re.I)),
+    ("channels", re.compile(r"^Channels[ _]", re.I)),
+    ("status", re.compile(r"^Status[ _]", re.I)),
+    ("heaters", re.compile(r"^Heaters[ _]", re.I)),
 ]
-FILE_DATE = re.compile(r" ([0-9]{2}-[0-9]{2}-[0-9]{2})\.log$")
+# "Status_24-12-03.log" is quoted too (FIDELITY.md): a space or an underscore before the date
+FILE_DATE = re.compile(r"[ _]([0-9]{2}-[0-9]{2}-[0-9]{2})\.log$")
 
 # units of the fields whose units the logs imply (UNVERIFIED for Status and Heaters: left blank)
 _LAKESHORE_UNITS = {"T": "K", "R": "Ohm", "P": "W"}
