@@ -93,3 +93,28 @@ def test_emulate_cli_writes_todays_folder_until_sigterm(tmp_path):
         timeout=30,
     )
     assert bad.returncode == 2 and "bad --zone 'Nowhere'" in bad.stderr
+
+
+def test_feeds_are_named_as_socs_bluefors_agent_names_its_own():
+    from appliance.models import MODELS
+    from appliance.store import FieldInfo
+    from appliance.uplinks.influxdb import line_protocol
+    from appliance.uplinks.ocs import blocks_for, feed_info
+    from appliance.uplinks.outbox import Batch
+
+    facts = MODELS["bluefors-logs"]
+    assert facts.OCS_AGENT_CLASS == "BlueforsAgent" and getattr(facts, "OCS_FEED", None) == "bluefors"
+    info = feed_info("observatory", "bluefors", "bluefors-logs", "bluefors", "1")
+    assert info["address"] == "observatory.bluefors.feeds.bluefors" and info["agent_class"] == "BlueforsAgent"
+    fields = {
+        1: FieldInfo(1, "bluefors::p1", "bluefors", "p1", "mbar", "p1", "", ocs="pressure_ch1"),
+        2: FieldInfo(2, "LSA23JD::mxc_t", "LSA23JD", "mxc_t", "K", "mxc", "", ocs="MXC_T"),
+    }
+    batch = Batch()
+    batch.rows = {1: [(1000, 0.012, 0)], 2: [(1000, 0.011, 0)]}
+    assert blocks_for(batch, fields)["bluefors"] == {
+        "pressure_ch1": {"block_name": "pressure_ch1", "timestamps": [1.0], "data": {"pressure_ch1": [0.012]}}
+    }
+    lines = line_protocol(batch, fields, feeds={"bluefors": "bluefors"})
+    assert "observatory.bluefors,feed=bluefors pressure_ch1=0.012 1000" in lines
+    assert "observatory.LSA23JD,feed=temperatures MXC_T=0.011 1000" in lines

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from ..config import InfluxUplink, InstrumentConfig, read_secret
+from ..models import MODELS
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .push import PushUplink, error_body, post_once
@@ -67,9 +68,14 @@ def _escape(s: str, extra: str = "") -> str:
 
 
 def line_protocol(
-    batch: Batch, fields: dict[int, FieldInfo], root: str = "observatory", feed: str = "temperatures"
+    batch: Batch,
+    fields: dict[int, FieldInfo],
+    root: str = "observatory",
+    feed: str = "temperatures",
+    feeds: dict[str, str] | None = None,
 ) -> list[str]:
-    """One line per (instrument, time): ``observatory.LSA23JD,feed=temperatures control_T=0.0115 <ms>``."""
+    """One line per (instrument, time): ``observatory.LSA23JD,feed=temperatures control_T=0.0115 <ms>``;
+    ``feeds`` names a node's feed where its socs agent's is not ``feed`` (``bluefors``)."""
     points: dict[tuple[str, int], dict[str, float]] = {}
     for sid, rows in batch.rows.items():
         f = fields.get(sid)
@@ -81,7 +87,8 @@ def line_protocol(
     lines = []
     for (node, t), values in sorted(points.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         fields_txt = ",".join(f"{_escape(k, '=')}={v!r}" for k, v in sorted(values.items()))
-        lines.append(f"{_escape(f'{root}.{node}')},feed={_escape(feed, '=')} {fields_txt} {t}")
+        name = (feeds or {}).get(node, feed)
+        lines.append(f"{_escape(f'{root}.{node}')},feed={_escape(name, '=')} {fields_txt} {t}")
     return lines
 
 
@@ -112,6 +119,8 @@ class InfluxUplinkRunner(PushUplink):
         self.outbox = Outbox(
             store, f"influx:{cfg.url}:{cfg.database or cfg.bucket}", {i.name for i in instruments}, limit=cfg.batch
         )
+        # the feed tag socs' agent for the model writes (``bluefors``), where it is not "temperatures"
+        self.feeds = {i.name: f for i in instruments if (f := getattr(MODELS.get(i.model), "OCS_FEED", None))}
 
     def post(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
@@ -122,7 +131,7 @@ class InfluxUplinkRunner(PushUplink):
                 raise http.client.HTTPException(f"InfluxDB answered {r.status} {said[:200]!r}, not 204: not written")
 
     def deliver(self, batch: Batch) -> None:
-        lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root)
+        lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root, feeds=self.feeds)
         if lines:
             self.refuse(self.post_isolating(lines))
 
