@@ -228,3 +228,15 @@ def test_old_days_read_to_their_end_are_forgotten(tmp_path):
     f.poll(taken)
     assert not any(p.startswith("26-12-05/") for p in f.positions)
     assert any(p.inode == -1 and p.path.startswith("26-12-05/") for p in f.take_changed())
+
+
+def test_pc_clock_set_back_while_following_loses_no_line(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 600)
+    path = tmp_path / "26-12-06" / "CH6 T 26-12-06.log"
+    with open(path, "ab") as fh:  # the PC's clock stepped back 5 minutes: a line earlier than the last
+        fh.write(b" 06-12-26,10:05:00,1.000000e-02\r\n")
+    n = len(taken.lines)
+    f.poll(taken)
+    assert [(ln.t, ln.values[0][1]) for ln in taken.lines[n:]] == [(at(2026, 12, 6, 10, 5), 0.01)]

@@ -101,9 +101,7 @@ class BlueforsAcquisition:
         node = self.cfg.name
         positions = {p: Position(p, i, o, t) for p, (i, o, t) in store.load_file_cursors(node).items()}
         floor = {d["name"]: d["t"] for d in store.latest() if d["node"] == node}
-        self.follower.positions.update(positions)
-        self.follower.floor.update(floor)
-        self.follower.last_t = max([p.last_t for p in positions.values() if p.last_t] or [0.0]) or None
+        self.follower.restore(positions, floor)
 
     # -- the Acquisition protocol ---------------------------------------------------
     def discover_inputs(self) -> dict:

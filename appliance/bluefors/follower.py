@@ -18,8 +18,12 @@ lines (up to a newline: a line being written waits for its end). What it is buil
   the samples (``Position`` saved only once its lines' samples are queued before it), never ahead,
   so a crash re-reads at most a few lines and the floor drops them: none lost, none doubled.
 
-Lines of one file are written in time order (each log is appended by one writer); two lines of
-one field with the same second are taken as one (the second is taken as a repeat).
+Lines of one file are written in time order (each log is appended by one writer). The floor is
+applied only where lines may have been taken before: every file after a start, a file read again
+from its start, a rotated file's tail; once a line of the file is past it, the file is read as
+new again. So a PC clock set back while the follower runs costs no line (its lines are taken with
+the times they say); only lines re-read after a start or a replacement are compared, and there
+two lines of one field with the same second are taken as one.
 """
 
 from __future__ import annotations
@@ -80,10 +84,20 @@ class Follower:
         self.tz = tz
         self.positions: dict[str, Position] = dict(positions or {})
         self.floor: dict[str, float] = dict(floor or {})  # field -> newest time taken (or stored)
+        # files whose next lines may have been taken already (every known file after a start)
+        self.recheck: set[str] = set(self.positions)
         self.changed: dict[str, Position] = {}  # positions moved since the caller last took them
         self.problems: list[str] = []  # bad lines, each named with its file and offset
         self.last_t: float | None = max((p.last_t for p in self.positions.values() if p.last_t), default=None)
         self.files_seen = 0
+
+    def restore(self, positions: dict[str, Position], floor: dict[str, float]) -> None:
+        """Where a previous run got to (the store's positions and newest stored times): every file
+        known is read on from its position, its lines compared with the floor until past it."""
+        self.positions.update(positions)
+        self.floor.update(floor)
+        self.recheck |= set(positions)
+        self.last_t = max([p.last_t for p in self.positions.values() if p.last_t] or [0.0]) or None
 
     # -- the folder -----------------------------------------------------------------
     def days(self) -> list[tuple[dt.date, Path]]:
@@ -119,12 +133,14 @@ class Follower:
                     names = sorted(e.name for e in it if e.is_file())
             except OSError as exc:
                 raise FolderGone(f"day folder {folder} cannot be read: {exc}") from None
+            past = day < newest - dt.timedelta(days=1)
             for name in names:
                 log = identify(name)
-                if log is None:
-                    continue
-                taken += self._read(f"{folder.name}/{name}", folder / name, log, emit)
-            if day < newest - dt.timedelta(days=1):
+                rel = f"{folder.name}/{name}"
+                if log is None or (past and rel not in self.positions):
+                    continue  # an old day's file not followed (or no longer: read to its end)
+                taken += self._read(rel, folder / name, log, emit)
+            if past:
                 self._forget_read(folder)
         return taken
 
@@ -153,6 +169,7 @@ class Follower:
                     # rotated aside (its inode under another name: its tail first), replaced under its
                     # name, or cut: from the start; lines already taken are below the floor
                     taken_before = self._read_rotated(pos, path.parent, log, emit) if pos.inode != st.st_ino else 0
+                    self.recheck.add(rel)  # the file under the name may begin with lines taken before
                     pos = Position(rel, st.st_ino, 0, None)
                     return taken_before + self._read_from(pos, f, st.st_size, log, emit)
                 return self._read_from(pos, f, st.st_size, log, emit)
@@ -207,11 +224,15 @@ class Follower:
             t = to_unix(local, self.tz, last_t if last_t is not None else self.last_t)
             last_t = t
             self.last_t = t if self.last_t is None else max(self.last_t, t)
-            fresh = [(fld, v) for fld, v in values if t > self.floor.get(fld.name, float("-inf"))]
-            if not fresh:
-                continue  # taken before (a restart, a replaced file): stored already
+            if rel in self.recheck:
+                fresh = [(fld, v) for fld, v in values if t > self.floor.get(fld.name, float("-inf"))]
+                if not fresh:
+                    continue  # taken before (a restart, a replaced file): stored already
+                self.recheck.discard(rel)  # past what was taken: the rest of the file is new
+            else:
+                fresh = values
             for fld, _ in fresh:
-                self.floor[fld.name] = t
+                self.floor[fld.name] = max(t, self.floor.get(fld.name, t))
             emit(Line(rel, t, fresh))
             taken += 1
         if keep:
