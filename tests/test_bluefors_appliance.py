@@ -174,3 +174,25 @@ def test_appliance_follows_the_folder_produced_stored_served(tmp_path):
         assert "compressor-off" in active and "flow-low" not in active
     finally:
         app.stop()
+
+
+def test_bad_lines_become_few_events_and_the_good_lines_are_stored(tmp_path):
+    logs, db = tmp_path / "logs", tmp_path / "k.db"
+    logs.mkdir()
+    cfg = config.parse(section(logs) + f'[store]\npath = "{db}"\n').instrument[0]
+    w = BlueforsWriter(logs, TZ, dt.datetime(2026, 12, 6, 10, 0, tzinfo=TZ).timestamp(), periods=LIGHT)
+    w.advance(300)
+    with open(logs / "26-12-06" / "Flowmeter 26-12-06.log", "ab") as f:
+        f.write(b"".join(b"06-12-26,10:0%d:30,garbage\r\n" % i for i in range(5, 10)))
+    w.advance(600)
+    store = Store(db)
+    try:
+        p = Poll(store, cfg)
+        p.cycle()
+        assert p.acq.problems_recorded == 5
+        events = [e["detail"] for e in store.events() if e["kind"] == "bad_line"]
+        assert len(events) == 4 and "and 2 more bad lines" in events
+        assert any("Flowmeter 26-12-06.log at byte" in e and "garbage" in e for e in events)
+        assert stored(store) == produced(w)
+    finally:
+        store.close()

@@ -32,6 +32,7 @@ from .follower import Follower, Line, Position
 from .formats import Field
 from .localtime import zone
 
+PROBLEMS_SHOWN = 3  # bad lines recorded one by one per cycle; the rest in one event
 SAVE_EVERY = 10.0  # seconds between position saves (a restart re-reads at most this much, below the floor)
 
 
@@ -162,11 +163,16 @@ class BlueforsAcquisition:
                 self._last.pop(path, None)
 
     def _record_problems(self) -> None:
+        """Bad lines as events, the first few of a cycle each and the rest counted in one: a file in a
+        format this build does not know must not flood the store with an event (a flush) per line."""
         problems, self.follower.problems = self.follower.problems, []
-        for detail in problems:
-            self.problems_recorded += 1
-            if self.store is not None:
-                self.store.event("bad_line", self.cfg.name, detail)
+        self.problems_recorded += len(problems)
+        if self.store is None or not problems:
+            return
+        for detail in problems[:PROBLEMS_SHOWN]:
+            self.store.event("bad_line", self.cfg.name, detail)
+        if len(problems) > PROBLEMS_SHOWN:
+            self.store.event("bad_line", self.cfg.name, f"and {len(problems) - PROBLEMS_SHOWN} more bad lines")
 
 
 __all__ = ["BlueforsAcquisition", "ConnectionLost", "LogFolder", "timeline"]
