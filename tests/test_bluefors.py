@@ -240,3 +240,23 @@ def test_pc_clock_set_back_while_following_loses_no_line(tmp_path):
     n = len(taken.lines)
     f.poll(taken)
     assert [(ln.t, ln.values[0][1]) for ln in taken.lines[n:]] == [(at(2026, 12, 6, 10, 5), 0.01)]
+
+
+def test_a_long_backlog_is_taken_in_steps_in_order(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 20, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    w.advance(60)
+    f.poll(taken)
+    w.advance(6 * 3600)  # six hours behind (an outage), through midnight
+    f.values_per_poll = 500
+    sizes = []
+    for _ in range(100):
+        n = sum(taken.values.values())
+        f.poll(taken)
+        sizes.append(sum(taken.values.values()) - n)
+        if sizes[-1] == 0:
+            break
+    assert max(sizes) < 500 + 60 and len(sizes) > 5  # a step may end one line past the share
+    assert_same(w, taken)
+    days = [ln.path[:8] for ln in taken.lines]
+    assert days == sorted(days)  # yesterday's lines all before today's

@@ -42,6 +42,9 @@ from .formats import BadLine, Field, LogFile, folder_date, identify, parse_line
 from .localtime import to_unix
 
 READ_MAX = 4 << 20  # bytes read from one file per poll: a day-long backlog comes in steps
+# values taken per poll: a day's backlog (a first start, a long outage) is some 300 000 of them, more
+# than the queue to the store holds (store.queue_size); taken in steps, none is dropped on the way
+VALUES_PER_POLL = 20_000
 
 
 class FolderGone(ConnectionLost):
@@ -90,6 +93,8 @@ class Follower:
         self.problems: list[str] = []  # bad lines, each named with its file and offset
         self.last_t: float | None = max((p.last_t for p in self.positions.values() if p.last_t), default=None)
         self.files_seen = 0
+        self.values_per_poll = VALUES_PER_POLL
+        self._left = 0  # values this poll may still take
 
     def restore(self, positions: dict[str, Position], floor: dict[str, float]) -> None:
         """Where a previous run got to (the store's positions and newest stored times): every file
@@ -127,7 +132,10 @@ class Follower:
         days = self.days()
         newest = days[-1][0]
         taken = 0
+        self._left = self.values_per_poll
         for day, folder in self.followed(days):
+            if self._left <= 0:
+                break  # the rest next poll, in the same order
             try:
                 with os.scandir(folder) as it:
                     names = sorted(e.name for e in it if e.is_file())
@@ -139,8 +147,10 @@ class Follower:
                 rel = f"{folder.name}/{name}"
                 if log is None or (past and rel not in self.positions):
                     continue  # an old day's file not followed (or no longer: read to its end)
+                if self._left <= 0:
+                    break
                 taken += self._read(rel, folder / name, log, emit)
-            if past:
+            if past and self._left > 0:
                 self._forget_read(folder)
         return taken
 
@@ -211,6 +221,8 @@ class Follower:
         taken = 0
         offset, last_t = pos.offset, pos.last_t
         for raw in data[: end + 1].split(b"\n")[:-1]:
+            if keep and self._left <= 0:
+                break  # this poll's share is taken: the position stays before this line (a moved-aside tail is read whole)
             line_at = offset
             offset += len(raw) + 1
             text = raw.decode("utf-8", "replace").strip()
@@ -234,6 +246,7 @@ class Follower:
             for fld, _ in fresh:
                 self.floor[fld.name] = max(t, self.floor.get(fld.name, t))
             emit(Line(rel, t, fresh))
+            self._left -= len(fresh)
             taken += 1
         if keep:
             self._move(Position(rel, pos.inode, offset, last_t))
