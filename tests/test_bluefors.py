@@ -260,3 +260,12 @@ def test_a_long_backlog_is_taken_in_steps_in_order(tmp_path):
     assert_same(w, taken)
     days = [ln.path[:8] for ln in taken.lines]
     assert days == sorted(days)  # yesterday's lines all before today's
+
+
+def test_restart_before_any_position_was_saved_doubles_nothing(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 1200)
+    again = Follower(tmp_path, TZ, {}, dict(f.floor))  # no position in the store yet, the samples are
+    run(w, again, taken, 600)
+    assert_same(w, taken)

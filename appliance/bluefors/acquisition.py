@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -56,8 +57,8 @@ class FolderTransport:
 class LogFolder:
     """The "instrument": the mounted folder. Nothing is ever sent to the Bluefors PC."""
 
-    def __init__(self, cfg: InstrumentConfig, follower: Follower) -> None:
-        self.cfg, self.follower = cfg, follower
+    def __init__(self, cfg: InstrumentConfig, follower: Follower, on_close: Callable[[], None]) -> None:
+        self.cfg, self.follower, self.on_close = cfg, follower, on_close
         self.transport = FolderTransport(follower.root, cfg.share)
 
     def connect(self) -> FolderIdentity:
@@ -65,7 +66,8 @@ class LogFolder:
         return FolderIdentity("Bluefors", "log folder", self.cfg.name, f"newest day {days[-1][1].name}")
 
     def close(self) -> None:
-        pass
+        """The poller is stopping or lost the share: positions whose samples are written are saved now."""
+        self.on_close()
 
 
 def timeline(field: str) -> str:
@@ -85,7 +87,7 @@ class BlueforsAcquisition:
         # The poller calls only connect, close and transport.description on its "instrument"; the
         # Acquisition protocol types it as a driver, which a folder is not (control requests to
         # this node fail as they should: a log folder has no settings).
-        self.folder = LogFolder(cfg, self.follower)
+        self.folder = LogFolder(cfg, self.follower, lambda: self._save_queued(force=True))
         self.instrument = cast(Instrument, self.folder)
         self.store = None
         # positions to save, each with the (field, time) of the last sample its file gave before it

@@ -19,9 +19,9 @@ lines (up to a newline: a line being written waits for its end). What it is buil
   so a crash re-reads at most a few lines and the floor drops them: none lost, none doubled.
 
 Lines of one file are written in time order (each log is appended by one writer). The floor is
-applied only where lines may have been taken before: every file after a start, a file read again
-from its start, a rotated file's tail; once a line of the file is past it, the file is read as
-new again. So a PC clock set back while the follower runs costs no line (its lines are taken with
+applied only where lines may have been taken before: every file after a start, a file met for the
+first time (a start whose positions were not saved yet), a file read again from its start, a
+rotated file's tail; once a line of the file is past it, the file is read as new again. So a PC clock set back while the follower runs costs no line (its lines are taken with
 the times they say); only lines re-read after a start or a replacement are compared, and there
 two lines of one field with the same second are taken as one.
 """
@@ -172,8 +172,9 @@ class Follower:
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
-                if pos is None:
+                if pos is None:  # new to us; on a first start (or a lost position) perhaps read before
                     pos = Position(rel, st.st_ino, 0, None)
+                    self.recheck.add(rel)
                     self.files_seen += 1
                 elif pos.inode != st.st_ino or st.st_size < pos.offset:
                     # rotated aside (its inode under another name: its tail first), replaced under its
