@@ -59,7 +59,7 @@ class Strict(BaseModel):
 class ChannelConfig(Strict):
     """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
-    number: Union[int, str] = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
+    number: int | str = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
     name: str | None = Field(
         None,
         description="overrides the instrument's own input name (INNAME?) in field names; 1-40 characters without '::'",
@@ -99,19 +99,24 @@ class ChannelConfig(Strict):
         return v
 
 
+GAUGE_MODELS = ("tpg366", "maxigauge")  # Pfeiffer controllers: six gauges, fields p1-p6
+
+
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240", "bluefors-logs"] = Field(
-        description='"372" (AC resistance bridge), "240" (input module) or "bluefors-logs" (the Bluefors'
-        " control software's log folder, read through a mount of its PC's share)"
+    model: Literal["372", "240", "tpg366", "maxigauge", "bluefors-logs"] = Field(
+        description='"372" (AC resistance bridge), "240" (input module), "tpg366" (Pfeiffer TPG 366 gauge'
+        ' controller, Ethernet), "maxigauge" (Pfeiffer MaxiGauge TPG 256 A, RS-232) or "bluefors-logs" (the'
+        " Bluefors control software's log folder, read through a mount of its PC's share)"
     )
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
     )
     description: str = Field(
-        "", description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>")'
+        "",
+        description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>", a gauge controller "Pfeiffer <model> <name>")',
     )
     transport: Literal["tcp", "serial", "visa", "folder"] = Field(
         description='"tcp" (the 372\'s Ethernet port, needs host),'
@@ -119,7 +124,7 @@ class InstrumentConfig(Strict):
         ' "visa" (needs resource) or "folder" (bluefors-logs: needs log_dir and timezone)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
-    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
+    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port (a tpg366 unset: 8000)")
     device: str | None = Field(
         None,
         description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
@@ -299,7 +304,7 @@ class ControlConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _token(self) -> "ControlConfig":
+    def _token(self) -> ControlConfig:
         if self.enabled and not self.token_file:
             raise ValueError("control.enabled needs token_file (a 0600 file holding the token)")
         return self
@@ -362,7 +367,7 @@ class InfluxUplink(UplinkModel):
     batch: int = Field(5000, ge=1, le=100000, description="samples per HTTP write")
 
     @model_validator(mode="after")
-    def _version(self) -> "InfluxUplink":
+    def _version(self) -> InfluxUplink:
         if bool(self.database) == bool(self.bucket):
             raise ValueError("give database (InfluxDB 1.x) or bucket + org (2.x), not both or neither")
         if self.bucket and not (self.org and self.token_file):
@@ -422,7 +427,7 @@ class RemoteWriteUplink(UplinkModel):
         return v
 
     @model_validator(mode="after")
-    def _auth(self) -> "RemoteWriteUplink":
+    def _auth(self) -> RemoteWriteUplink:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         if self.password_file and not self.username:
@@ -438,7 +443,7 @@ UPLINK_MODELS: tuple[type[UplinkModel], ...] = (SisockUplink, OcsUplink, InfluxU
 if TYPE_CHECKING:
     Uplink = UplinkModel  # to the type checker, any one of them
 else:
-    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]
+    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 # -- alarms and notifications --------------------------------------------------
@@ -536,7 +541,10 @@ ALARM_MODELS: tuple[type[_AlarmBase], ...] = (
     StoreAlarm,
     BacklogAlarm,
 )
-AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    AlarmRule = _AlarmBase  # to the type checker, any one of them
+else:
+    AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 class _NotifyBase(Strict):
@@ -574,7 +582,7 @@ class EmailNotify(_NotifyBase):
     to: list[str] = Field(min_length=1, description="recipients")
 
     @model_validator(mode="after")
-    def _login(self) -> "EmailNotify":
+    def _login(self) -> EmailNotify:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         return self
@@ -582,7 +590,10 @@ class EmailNotify(_NotifyBase):
 
 # Every [[notify]] model, once (``appliance.notify.SENDERS`` maps each kind to its sender).
 NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
-NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    NotifyTarget = _NotifyBase  # to the type checker, any one of them
+else:
+    NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
@@ -648,9 +659,9 @@ def line_map(text: str) -> dict[tuple, int]:
             current = path
             lines.setdefault(current, no)
             continue
-        k = _KEY.match(raw)
-        if k:
-            key = tuple(p.strip('"') for p in k.group(1).split("."))
+        km = _KEY.match(raw)
+        if km:
+            key = tuple(p.strip('"') for p in km.group(1).split("."))
             lines.setdefault(current + key, no)
     return lines
 
@@ -772,16 +783,18 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if name in names:
                 problems.append((loc + ("name",), f"data node name {name!r} already used by instrument[{names[name]}]"))
             names.setdefault(name, i)
-        need = {
-            "tcp": ("host",),
-            "serial": ("device", "serial_number"),
-            "visa": ("resource",),
-            "folder": ("log_dir",),
-        }.get(transport, ())
+        needs = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",), "folder": ("log_dir",)}
+        need = needs.get(transport, ()) if transport else ()
         if need and not any(inst.get(k) for k in need):
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
         if transport == "tcp" and model == "240":
             problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
+        if transport == "tcp" and model == "maxigauge":
+            problems.append(
+                (loc + ("transport",), "the MaxiGauge TPG 256 A has no Ethernet port: use transport 'serial' or 'visa'")
+            )
+        if transport == "serial" and model == "tpg366":
+            problems.append((loc + ("transport",), "the TPG 366 is read over Ethernet: use transport 'tcp' or 'visa'"))
         if model is not None and transport is not None and (model == "bluefors-logs") != (transport == "folder"):
             problems.append((loc + ("transport",), "model 'bluefors-logs' goes with transport 'folder', and only it"))
         if model == "bluefors-logs" and not inst.get("timezone"):
@@ -798,6 +811,8 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             seen.add(key)
             if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
                 problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
+            if model in GAUGE_MODELS and not (isinstance(number, int) and 1 <= number <= 6):
+                problems.append((loc + ("channel", j, "number"), f"a Pfeiffer controller has gauges 1-6, not {number}"))
     return problems
 
 
@@ -845,6 +860,13 @@ def configured_fields(inst: dict) -> set[str] | None:
     from .naming import slug
 
     model, channels = inst.get("model"), inst.get("channel")
+    if model in GAUGE_MODELS:
+        # a gauge's field is p<n> whatever its name (the Bluefors and socs names); none listed: all six
+        channels = [] if channels is None else channels
+        if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
+            return None
+        listed = [c.get("number") for c in channels if c.get("enabled", True) is not False]
+        return {f"p{n}" for n in (listed if channels else range(1, 7))}
     if model not in ("372", "240") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False
@@ -900,16 +922,22 @@ class Suggestions:
         return f" (instruments: {self.closest(name, instruments)})" if instruments else ""
 
 
+def _tables(data: dict, key: str) -> list:
+    """The array of tables ``[[key]]`` of the raw config, or [] when it is missing or not an array (a wrong
+    type is the schema's to report)."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
     suggest = Suggestions()
-    sections = data.get("instrument") if isinstance(data.get("instrument"), list) else []
+    sections = _tables(data, "instrument")
     known = {  # a name of the wrong type is pydantic's to report
         i["name"]: configured_fields(i) for i in sections if isinstance(i, dict) and isinstance(i.get("name"), str)
     }
     instruments = set(known)
-    uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
-    targets = data.get("notify") if isinstance(data.get("notify"), list) else []
+    uplinks, targets = _tables(data, "uplink"), _tables(data, "notify")
     target_names: dict[str, int] = {}
     for j, t in enumerate(targets):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
@@ -921,7 +949,7 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
                     )
                 )
             target_names.setdefault(t["name"], j)
-    rules = data.get("alarm") if isinstance(data.get("alarm"), list) else []
+    rules = _tables(data, "alarm")
     names: dict[str, int] = {}
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from drivers.ls240 import Model240
 from drivers.ls372 import Model372
+from drivers.pfeiffer import TPG256A, TPG366
 
 from .bluefors.facts import BlueforsLogs
 
@@ -29,7 +30,13 @@ class ModelFacts(Protocol):
 
 # The registry: model name -> driver class. A new model is its driver class and one line here
 # (and its acquisition in ACQUISITIONS).
-MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240, "bluefors-logs": BlueforsLogs}
+MODELS: dict[str, ModelFacts] = {
+    "372": Model372,
+    "240": Model240,
+    "tpg366": TPG366,
+    "maxigauge": TPG256A,
+    "bluefors-logs": BlueforsLogs,
+}
 DEFAULT_MODEL = "372"  # what an unknown model's readings are decoded as (as before: the 372's bits)
 
 
@@ -44,6 +51,13 @@ class LimitBits:
 
     over: int  # T_OVER: warmer than the curve reaches
     under: int  # T_UNDER: colder than the curve reaches
+    units: str | None = "K"  # the series they speak of (a 372's T_OVER is not about its ohms); None: all
+
+    def beyond(self, units: str, status: int) -> str | None:
+        """``"above"`` / ``"below"`` when the status says the value is past the sensor's range."""
+        if self.units is not None and units != self.units:
+            return None
+        return "above" if status & self.over else "below" if status & self.under else None
 
 
 def bit_named(table: dict[int, str], name: str) -> int:
@@ -55,7 +69,15 @@ def bit_named(table: dict[int, str], name: str) -> int:
 
 
 def limit_bits(model: str | None) -> LimitBits:
+    """A gauge's OVERRANGE / UNDERRANGE speak of every series it writes (its pressures)."""
     table = facts(model).STATUS_BITS
     if not table:  # a model whose readings carry no status word (a log folder)
         return LimitBits(0, 0)
+    if "OVERRANGE" in table.values():
+        return LimitBits(bit_named(table, "OVERRANGE"), bit_named(table, "UNDERRANGE"), None)
     return LimitBits(bit_named(table, "T_OVER"), bit_named(table, "T_UNDER"))
+
+
+def ocs_feed(model: str | None) -> str:
+    """The OCS feed a model's readings go to, as its socs agent names it (a driver's ``OCS_FEED``)."""
+    return getattr(MODELS.get(model or ""), "OCS_FEED", "temperatures")

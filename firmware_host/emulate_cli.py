@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from . import pfeiffer_emulator
 from .emulator import Emulator, send_control
 
 
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bf.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
     bf.add_argument("--seed", type=int, default=0, help="seed for reproducible values")
     bf.add_argument("--control", help="unix socket path for faults (stall, rotate, replace, half, set, advance)")
+    pfeiffer_emulator.add_parsers(esub)
     c = esub.add_parser("ctl", help="send one fault-control command to a running emulator")
     c.add_argument("socket")
     c.add_argument("words", nargs="+", help="e.g. mute on | slow 3 | garbage 2 | unplug 5 | reset | status")
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         reply = send_control(args.socket, " ".join(args.words))
         print(reply)
         return 0 if not reply.startswith("error") else 1
+    if args.model in ("tpg366", "maxigauge"):
+        return pfeiffer_emulator.run(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.model == "bluefors-logs":
         from .bluefors_emulate import run_live

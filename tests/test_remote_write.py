@@ -24,9 +24,9 @@ from appliance import config as _config
 from appliance.config import RemoteWriteUplink
 from appliance.naming import SeriesKey
 from appliance.samples import Sample, SampleQueue
-from appliance.uplinks.remote_write import RemoteWriteUplinkRunner, Sender, points
 from appliance.store import Store
 from appliance.uplinks import FailedUplink, build_uplinks
+from appliance.uplinks.remote_write import RemoteWriteUplinkRunner, Sender, points
 
 from .conftest import appliance_config, start_appliance, wait_for
 from .support.receivers import Prometheus, VictoriaMetrics, differences, expected
@@ -697,8 +697,8 @@ def test_config_errors_name_key_and_line():
 
 def test_points_follow_the_status_rule():
     """A NULL (flagged) reading: no value sample, a status sample; send_status=false: values only."""
-    from appliance.uplinks.outbox import Batch
     from appliance.store import FieldInfo
+    from appliance.uplinks.outbox import Batch
 
     f = FieldInfo(1, "N::a_t", "N", "a_t", "K", "", "")
     b = Batch(rows={1: [(1000, 0.5, 0), (2000, None, 0x81)]})

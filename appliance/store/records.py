@@ -12,7 +12,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from ..blocks import Row
 from ..journal import Frame
@@ -187,7 +187,7 @@ class FileCursor:
     flushes_now: ClassVar[bool] = False
 
 
-Record = Union[Event, Snapshot, Cursor, AlarmRecord, FileCursor]
+Record = Event | Snapshot | Cursor | AlarmRecord | FileCursor
 
 
 def storable(rec: Record) -> Record:

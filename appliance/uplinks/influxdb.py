@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from ..config import InfluxUplink, InstrumentConfig, read_secret
-from ..models import MODELS
+from ..models import ocs_feed
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .push import PushUplink, error_body, post_once
@@ -74,8 +74,7 @@ def line_protocol(
     feed: str = "temperatures",
     feeds: dict[str, str] | None = None,
 ) -> list[str]:
-    """One line per (instrument, time): ``observatory.LSA23JD,feed=temperatures control_T=0.0115 <ms>``;
-    ``feeds`` names a node's feed where its socs agent's is not ``feed`` (``bluefors``)."""
+    """One line per (instrument, time): ``observatory.LSA23JD,feed=temperatures control_T=0.0115 <ms>``."""
     points: dict[tuple[str, int], dict[str, float]] = {}
     for sid, rows in batch.rows.items():
         f = fields.get(sid)
@@ -87,8 +86,8 @@ def line_protocol(
     lines = []
     for (node, t), values in sorted(points.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         fields_txt = ",".join(f"{_escape(k, '=')}={v!r}" for k, v in sorted(values.items()))
-        name = (feeds or {}).get(node, feed)
-        lines.append(f"{_escape(f'{root}.{node}')},feed={_escape(name, '=')} {fields_txt} {t}")
+        tag = (feeds or {}).get(node, feed)  # a node's own feed (a gauge's "pressures")
+        lines.append(f"{_escape(f'{root}.{node}')},feed={_escape(tag, '=')} {fields_txt} {t}")
     return lines
 
 
@@ -102,6 +101,7 @@ class InfluxUplinkRunner(PushUplink):
     def __init__(self, cfg: InfluxUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig]) -> None:
         super().__init__("influx", index, cfg.url, store)
         self.cfg = cfg
+        self.feeds = {i.name: ocs_feed(i.model) for i in instruments}  # as the OCS feed of each node
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         base = cfg.url.rstrip("/")
         if cfg.database:
@@ -119,8 +119,6 @@ class InfluxUplinkRunner(PushUplink):
         self.outbox = Outbox(
             store, f"influx:{cfg.url}:{cfg.database or cfg.bucket}", {i.name for i in instruments}, limit=cfg.batch
         )
-        # the feed tag socs' agent for the model writes (``bluefors``), where it is not "temperatures"
-        self.feeds = {i.name: f for i in instruments if (f := getattr(MODELS.get(i.model), "OCS_FEED", None))}
 
     def post(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
