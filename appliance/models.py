@@ -22,6 +22,8 @@ from drivers.ls336 import Model336, Model350
 from drivers.ls372 import Model372
 from drivers.pfeiffer import TPG256A, TPG366
 
+from .bluefors.facts import BlueforsLogs
+
 if TYPE_CHECKING:
     from .acquisition import Acquisition
     from .config import InstrumentConfig
@@ -38,7 +40,7 @@ class ModelFacts(Protocol):
     def ocs_names(channel: str, name: str) -> tuple[str, str]: ...
 
 
-TRANSPORTS = ("tcp", "serial", "visa")
+TRANSPORTS = ("tcp", "serial", "visa", "folder")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class ModelSpec:
     acquisition: str  # "module:Class" of its acquisition strategy, imported when an instrument is polled
     title: str  # what the config's documentation calls it
     vendor: str = "Lake Shore"  # the default description: "<vendor> <model> <name>"
-    transports: tuple[str, ...] = TRANSPORTS  # the links it has
+    transports: tuple[str, ...] = ("tcp", "serial", "visa")  # the links it has
     transport_hint: str = ""  # why another transport is refused ("the Model 240 has no Ethernet port")
     port: int = 7777  # its TCP port when the config sets none
     channels: tuple[str, ...] = ()  # the numbers [[instrument.channel]] may give (as text); () = any the schema takes
@@ -105,6 +107,14 @@ REGISTRY: dict[str, ModelSpec] = {
         transport_hint="a CPA compressor is read over Modbus TCP",
         port=502,  # socs agent.py:192
         fields=FIELDS,
+    ),
+    "bluefors-logs": ModelSpec(
+        BlueforsLogs,
+        "appliance.bluefors.acquisition:BlueforsAcquisition",
+        "Bluefors control software's log folder (a mount of its PC's share)",
+        vendor="Bluefors",
+        transports=("folder",),
+        transport_hint="a Bluefors log folder is read from a folder (needs log_dir and timezone)",
     ),
     "tpg366": ModelSpec(
         TPG366,
@@ -175,6 +185,8 @@ def bit_named(table: dict[int, str], name: str) -> int:
 def limit_bits(model: str | None) -> LimitBits:
     """A gauge's OVERRANGE / UNDERRANGE speak of every series it writes (its pressures)."""
     table = facts(model).STATUS_BITS
+    if not table:  # a model whose readings carry no status word (a log folder)
+        return LimitBits(0, 0)
     if "OVERRANGE" in table.values():
         return LimitBits(bit_named(table, "OVERRANGE"), bit_named(table, "UNDERRANGE"), None)
     if "T_OVER" not in table.values():  # a plant model (a compressor) has no sensor curve to run past

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance import models
+from appliance.bluefors.facts import BlueforsLogs
 from appliance.health import ERROR_KINDS
 from appliance.naming import OTHER_UNITS_METRIC, UNITS_METRICS, ocs_names
 from appliance.web.common import status_names
@@ -22,6 +23,7 @@ def test_the_models_table_finds_the_driver_classes_and_their_facts():
         "tpg366": TPG366,
         "maxigauge": TPG256A,
     }.items() <= models.MODELS.items()  # others add their own
+    assert models.MODELS["bluefors-logs"] is BlueforsLogs
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
     assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
     assert models.limit_bits("240") == models.LimitBits(over=32, under=16)
