@@ -15,7 +15,7 @@ import random
 from bisect import bisect_left
 
 from appliance import config
-from appliance.alarm_service import REMOVED_DETAIL, AlarmService
+from appliance.alarm_service import AlarmService
 from appliance.alarms import FLAP_RAISES, HOUR, NOTICES_PER_HOUR, NoticeGate
 from appliance.latest import LatestReadings
 from appliance.samples import Sample
@@ -94,7 +94,8 @@ RULE = CFG.replace("hold = 30", "hold = 0")  # "mxc-warm": above 0.05 K, repeat 
 def _start(clock: SteppedClock, path, rule: str = RULE, boot: str | None = None):
     store = Store(path)
     latest = LatestReadings(clock.mono)
-    svc = AlarmService(config.parse(rule), store, latest=latest, wall=clock.wall, mono=clock.mono, boot=boot)
+    boot_kw = {} if boot is None else {"boot": boot}  # none: the injected clock's line is unknown
+    svc = AlarmService(config.parse(rule), store, latest=latest, wall=clock.wall, mono=clock.mono, **boot_kw)
     return store, latest, svc
 
 
@@ -311,31 +312,27 @@ def test_a_restart_in_the_same_boot_carries_the_times_exactly():
     assert int(told.split("@")[1]) - 700 <= HOUR, told
 
 
-def test_a_restart_with_the_wall_clock_behind_keeps_the_budget_on_the_service(tmp_path):
-    """Fault 4 on the real service: killed mid-storm, started again in the same boot with the wall
-    clock stepped 2 h back (NTP not yet synced): the hour's notices before and after still number
-    at most the cap (on main the saved wall times counted as "now" or were lost)."""
+def test_a_restart_after_the_wall_clock_was_behind_keeps_the_budget_on_the_service(tmp_path):
+    """Fault 4 (a) on the real service: a storm run while the wall clock was 2 h behind (no clock
+    chip, NTP not synced), killed, started again (another boot: no boot id) once the clock is
+    right. On main the saved wall times were two hours old and forgotten: more than the cap went
+    out in one hour. Counted on the monotonic line (downtime zero)."""
     clock = SteppedClock()
-    store, latest, svc = _start(clock, tmp_path / "k.db", boot="b")
-    _run(clock, svc, store, latest, 900, _settling_flap)
-    store.write([])
-    store.close()
-    before = svc.gates["mxc-warm"].sent.copy()
     clock.offset -= 7200
-    clock.mono_t += 60
-    store, latest, svc = _start(clock, tmp_path / "k.db", boot="b")
-    assert list(svc.gates["mxc-warm"].sent) == list(before)
-    monos: list[float] = [float(x) for x in before]
-    n0 = len(store.alarm_load()[1])
-    for s in range(0, 1800, STEP):
-        latest.update([Sample(MXC, clock.wall(), _settling_flap(s), 0)])
-        svc.tick(svc.observe())
-        clock.mono_t += STEP
+    store, latest, svc = _start(clock, tmp_path / "k.db")
+    _run(clock, svc, store, latest, 600, _settling_flap)
+    store.write([])
+    _s, first = store.alarm_load()
+    store.close()
+    monos = [n["t"] - clock.offset for n in first]
+    clock.offset += 7200
+    store, latest, svc = _start(clock, tmp_path / "k.db")
+    _run(clock, svc, store, latest, 1800, _settling_flap)
     store.write([])
     _s, notices = store.alarm_load()
     store.close()
-    monos += [n["t"] - clock.offset for n in notices[n0:]]  # this run's notices on the monotonic line
-    assert most_in_any_hour(monos) <= NOTICES_PER_HOUR, len(monos)
+    monos += [n["t"] - clock.offset for n in notices[len(first) :]]
+    assert len(first) >= 8 and most_in_any_hour(monos) <= NOTICES_PER_HOUR, (len(first), most_in_any_hour(monos))
 
 
 def test_an_active_alarm_of_a_removed_rule_is_told_cleared_once_after_the_restart(tmp_path):
@@ -356,6 +353,6 @@ def test_an_active_alarm_of_a_removed_rule_is_told_cleared_once_after_the_restar
         store.close()
     told = [n for n in notices if n["alarm"] == "mxc-warm" and n["kind"] == "cleared"]
     assert len(told) == 1, [(n["alarm"], n["kind"]) for n in notices]
-    assert told[0]["body"]["detail"] == REMOVED_DETAIL == "cleared (rule removed from the configuration)"
+    assert told[0]["body"]["detail"] == "cleared (rule removed from the configuration)"
     assert not states["mxc-warm"]["active"]
     assert sum(1 for e in events if e["kind"] == "alarm_cleared" and "mxc-warm" in e["detail"]) == 1
