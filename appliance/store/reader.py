@@ -499,7 +499,8 @@ class StoreReader:
     ) -> list[dict]:
         """Events in SQLite, newest first; only ``node``'s and only of ``kinds`` when given (the
         filter is in the query, so the newest ``limit`` of those are found however many others came after)."""
-        where, args = "t>=?", [since]
+        where = "t>=?"
+        args: list[object] = [since]
         if node is not None:
             where += " AND node=?"
             args.append(node)
