@@ -53,6 +53,7 @@ class LinkRequest:
     what: str
     future: Future
     deadline: float = 0.0  # monotonic time the caller stops waiting
+    long: bool = True  # may run long (a curve upload): the watchdog is kicked while it runs
 
 
 class Poller(threading.Thread):
@@ -110,7 +111,8 @@ class Poller(threading.Thread):
     def nudge(self, fn: Callable[[Any], Any], what: str) -> bool:
         """Queue ``fn(instrument)`` on the poller without waiting for it (a share's turn); False when full."""
         try:
-            self._requests.put_nowait(LinkRequest(fn, what, Future(), time.monotonic() + 30.0))
+            # a share's turn ends before the next cycle is due: no watchdog kicker thread for it
+            self._requests.put_nowait(LinkRequest(fn, what, Future(), time.monotonic() + 30.0, long=False))
         except _queue.Full:
             return False
         return True
@@ -137,7 +139,7 @@ class Poller(threading.Thread):
             if not req.future.set_running_or_notify_cancel():
                 continue
             done = threading.Event()
-            if self.watchdog_pinger is not None:
+            if self.watchdog_pinger is not None and req.long:
                 threading.Thread(
                     target=self._kick_while, args=(done, req.deadline), daemon=True, name=f"kick-{self.cfg.name}"
                 ).start()

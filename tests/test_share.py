@@ -21,9 +21,8 @@ import pytest
 from appliance import config
 from appliance.service import Appliance
 from appliance.share.lines import parse_line
-from firmware_host.ledger import QUANTITY
 from tests.conftest import run_with_timeout, wait_for
-from tests.support.reconcile import reconcile
+from tests.support.reconcile import ShareClientsLeftOut, reconcile
 
 pytestmark = pytest.mark.slow
 
@@ -307,40 +306,10 @@ def test_a_client_switching_the_scanner_keeps_the_log_whole(tmp_path, emu372):
         for ch, value in reads:
             assert float(value) in readings_delivered(emu372.ledger, ch.lstrip("0"), "kelvin")
         app.stop()  # everything the pollers took is written
-        tally = reconcile(app.store.path, {NODE: ClientReadingsLeftOut(emu372.ledger)})
+        tally = reconcile(app.store.path, {NODE: ShareClientsLeftOut(emu372.ledger)})
         assert tally.produced > 0 and tally.lost == 0 and tally.foreign == 0, tally.line()
         assert tally.stored == tally.produced, tally.line()
         mover.close(), reader.close()
-
-
-class ClientReadingsLeftOut:
-    """The emulator, as reconcile sees it, without the readings the share's clients were given: those
-    lines end with the share's ``;*ESR?`` (the poller's own reading lines never do)."""
-
-    def __init__(self, ledger) -> None:
-        self.ledger = _Filtered(ledger)
-
-
-class _Filtered:
-    def __init__(self, ledger) -> None:
-        self._lock, self.late = ledger._lock, ledger.late
-        self._ledger = ledger
-
-    def snapshot(self):
-        snap = self._ledger.snapshot()
-        for line, reply in list(self._ledger.exchanges):
-            if not line.upper().endswith(";*ESR?"):
-                continue
-            parts, answers = parse_line(line), reply.split(";")
-            if len(parts) != len(answers):
-                continue
-            for p, a in zip(parts, answers, strict=True):
-                q = QUANTITY.get(p.mnemonic)
-                if q and p.args:
-                    values = snap.get((p.args[0].upper().lstrip("0") or "0", q), [])
-                    with contextlib.suppress(ValueError):
-                        values.remove(float(a))
-        return snap
 
 
 def test_bounds_refused_idle_flood_garbage_and_a_client_killed_mid_answer(tmp_path, emu372):

@@ -85,6 +85,8 @@ class Exchanger:
         self._cache: dict[str, str] = {}  # part key -> the poller's answer in the newest cycle
         self._recording = False
         self._served = 0  # lines served since the last cycle ended
+        self._cycle_start = 0.0
+        self._overran = False  # the last cycle ran into the next one's time
         self.line_seconds = 0.002  # a line's link time (moving average): does one more fit before the cycle?
         self._displacing: tuple[float, str, str] | None = None  # (until, who, what) after a scanner move
         self._displaced_now = 0
@@ -122,10 +124,13 @@ class Exchanger:
     def cycle_started(self) -> None:
         self._cache.clear()  # "this cycle": the last one's readings are no answer any more
         self._recording = True
+        self._cycle_start = time.monotonic()
 
     def cycle_ended(self, samples: list) -> None:
         self._recording = False
         self._served = 0
+        # the cycle left no time before the next one: clients still get one line, so they progress
+        self._overran = time.monotonic() - self._cycle_start >= self.poller.interval
         self._count_displaced(samples)
         self.health.client_list = self.client_list()
         if any(s.pending() for s in list(self.sessions)):
@@ -183,7 +188,7 @@ class Exchanger:
             if self.poller.requests_waiting():
                 self.wake()  # behind the control request, in the queue's order
                 return
-            if self._served and time.monotonic() + self.line_seconds > until:
+            if time.monotonic() + self.line_seconds > until and (self._served or not self._overran):
                 return  # no time left before the cycle: the cycle's end wakes us again
             s = self._pick()
             if s is None:
