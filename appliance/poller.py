@@ -108,14 +108,17 @@ class Poller(threading.Thread):
             req.future.cancel()
             raise LinkUnavailable(f"{self.cfg.name}: {what} did not finish within {timeout:g} s") from None
 
-    def nudge(self, fn: Callable[[Any], Any], what: str) -> bool:
-        """Queue ``fn(instrument)`` on the poller without waiting for it (a share's turn); False when full."""
+    def nudge(self, fn: Callable[[Any], Any], what: str) -> Future | None:
+        """Queue ``fn(instrument)`` on the poller without waiting for it (a share's turn); None when full.
+
+        The future ends when ``fn`` has run, or with ``LinkUnavailable`` when the link went down first."""
+        req = LinkRequest(fn, what, Future(), time.monotonic() + 30.0, long=False)
         try:
             # a share's turn ends before the next cycle is due: no watchdog kicker thread for it
-            self._requests.put_nowait(LinkRequest(fn, what, Future(), time.monotonic() + 30.0, long=False))
+            self._requests.put_nowait(req)
         except _queue.Full:
-            return False
-        return True
+            return None
+        return req.future
 
     def requests_waiting(self) -> bool:
         return not self._requests.empty()

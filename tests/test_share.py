@@ -270,7 +270,7 @@ def test_read_refuses_a_setting_as_the_instrument_refuses_an_unknown_command(tmp
 
 def test_a_client_switching_the_scanner_keeps_the_log_whole(tmp_path, emu372):
     """produced = stored = served (HTTP) with lost = 0, while a client (policy full) moves the scanner every
-    2 s the way socs does (LS372.set_active_channel, Lakeshore372.py:328-339: SCAN? then SCAN <ch>,<auto>)
+    1.5 s the way socs does (LS372.set_active_channel, Lakeshore372.py:328-339: SCAN? then SCAN <ch>,<auto>)
     and another reads through the share."""
     emu372.device.channels["2"].pause = 3  # short pauses: readings come back within the test
     with sharing(tmp_path, emu372, share='policy = "full"') as app:
@@ -291,7 +291,7 @@ def test_a_client_switching_the_scanner_keeps_the_log_whole(tmp_path, emu372):
             auto = mover.msg("SCAN?").split(",")[1]
             mover.msg(f"SCAN {ch},{auto}")
             assert mover.msg("SCAN?").startswith(f"{ch:02d},")
-            time.sleep(2.0)
+            time.sleep(1.5)
         stop.set()
         t.join(5)
         time.sleep(0.6)  # the last cycle's readings committed
@@ -410,3 +410,28 @@ def test_the_240_through_the_share_vendor_and_socs(tmp_path, emu240_8p):
             assert value in readings_delivered(emu240_8p.ledger, ch, "kelvin")
         assert check_against_ledger(emu240_8p.ledger, got["socs"].got) >= 2 + 16 + 10
         res.close(), rm.close(), got["socs"].close()
+
+
+def test_a_late_answer_reaches_neither_another_client_nor_the_poller(tmp_path, emu372):
+    """A client's question the instrument answers after the link's timeout: that client gets silence, the
+    link is reset (a new connection), the late reply lands on the closed one; the next client's answer
+    is its own and the poller's readings stay right."""
+    emu372.device.channels["4"].name = "quick one"
+    with sharing(tmp_path, emu372) as app:
+        port, h = port_of(app), app.pollers[0].health
+        late, other = LineClient(port, timeout=3), LineClient(port)
+        emu372.control("slow 1.5 QRDG?")  # a query the poller never sends
+        late.sock.sendall(b"QRDG? 3\r\n")
+        time.sleep(0.2)
+        assert other.msg("INNAME? 4") == "quick one"  # waited behind the late one, then its own answer
+        emu372.control("clear")
+        assert other.msg("INNAME? 4;INNAME? 4") == "quick one;quick one"
+        late.sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            late.sock.recv(100)  # silence, as from the instrument: never another's answer
+        assert h.errors["timeout"] == 1 and h.connected
+        cycles = h.cycles
+        wait_for(lambda: h.cycles > cycles + 3, 5, 0.05, "the poller cycles on")
+        assert not h.errors.get("bad_reply"), h.errors
+        assert check_against_ledger(emu372.ledger, other.got) == 3
+        late.close(), other.close()

@@ -166,9 +166,18 @@ class Exchanger:
             if self._token:
                 return
             self._token = True
-        if not self.poller.nudge(self._turn, "share clients"):
+        turn = self.poller.nudge(self._turn, "share clients")
+        if turn is None:
             with self.lock:
                 self._token = False  # the request queue is full: the next cycle's end wakes again
+        else:
+            turn.add_done_callback(self._turn_ended)
+
+    def _turn_ended(self, turn: Any) -> None:
+        """A turn refused before it ran (the link went down): the next one may be queued."""
+        if turn.cancelled() or turn.exception() is not None:
+            with self.lock:
+                self._token = False
 
     def _pick(self) -> ClientSession | None:
         with self.lock:
