@@ -229,6 +229,7 @@ def test_three_drivers_at_once_each_answer_is_the_one_its_question_got(tmp_path,
         share = h.share
         assert share.accepted == 3 and share.commands >= 74 + 15 * 4 + 15 * 2
         assert share.settings == 0 and share.settings_refused == 0  # lakeshore's EMUL 0 changed nothing: it passed
+        assert share.cached > 0  # some were answered from the poller's reading of that cycle
 
 
 def test_two_at_once_socs_and_the_vendor_package(tmp_path, emu372):
@@ -435,3 +436,24 @@ def test_a_late_answer_reaches_neither_another_client_nor_the_poller(tmp_path, e
         assert not h.errors.get("bad_reply"), h.errors
         assert check_against_ledger(emu372.ledger, other.got) == 3
         late.close(), other.close()
+
+
+def test_allow_lets_listed_settings_through_from_listed_addresses_and_metrics_show_it(tmp_path, emu372):
+    import urllib.request
+
+    share = 'policy = "allow"\nallow_commands = ["SCAN"]\nallow_clients = ["127.0.0.0/8"]'
+    with sharing(tmp_path, emu372, share=share) as app:
+        c = LineClient(port_of(app))
+        assert c.msg("SCAN 3,0;*ESR?") == "0" and c.msg("SCAN?") == "03,0"  # listed: carried out, read back
+        assert c.msg("SETP 0,0.02;*ESR?") == "32"  # not listed: refused as an unknown command
+        assert emu372.device.outputs[0].setp != 0.02
+        events = [e["detail"] for e in app.store.events(limit=100) if e["kind"] == "control"]
+        me = "share client {}:{}".format(*c.sock.getsockname())
+        assert any(f"requested by {me}: SCAN 3,0" in d and "(was 01," in d for d in events), events
+        assert any("applied: SCAN 3,0" in d and "now 03,0" in d and me in d for d in events), events
+        with urllib.request.urlopen(app.base_url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert 'kelvinpi_share_settings_total{node="LSA23JD"} 1.0' in text
+        assert 'kelvinpi_share_settings_refused_total{node="LSA23JD"} 1.0' in text
+        assert 'kelvinpi_share_clients{node="LSA23JD"} 1.0' in text
+        c.close()
