@@ -233,11 +233,10 @@ class Exchanger:
         for p in parse_line(line):
             if d.has_esr and p.mnemonic == "*ESR?":
                 self._flush(inst, s, batch, answers, touched)
-                answers.append(d.esr_reply(s.esr))
-                s.esr = 0
+                answers.append(d.esr_reply(s.read_esr()))
             elif d.has_esr and p.mnemonic == "*CLS":
                 self._flush(inst, s, batch, answers, touched)
-                s.esr = 0
+                s.read_esr()
             elif not p.is_query:
                 self._flush(inst, s, batch, answers, touched)
                 touched[0] = True
@@ -272,7 +271,7 @@ class Exchanger:
         else:
             touched[0] = True
             got, esr = self._exchange(inst, ";".join(p.text for p in batch))
-            s.esr |= esr
+            s.raise_esr(esr)
             answers.extend(got)
         batch.clear()
 
@@ -291,7 +290,7 @@ class Exchanger:
             n = d.readback.get(p.mnemonic, 0)
             if old is not None and same_value(old, p.args[n:]):
                 return
-            s.esr |= ESR_COMMAND_ERROR
+            s.raise_esr(ESR_COMMAND_ERROR)
             s.stats.refused += 1
             self.health.settings_refused += 1
             log.info(
@@ -305,7 +304,7 @@ class Exchanger:
         try:
             if d.has_esr:
                 _, esr = self._exchange(inst, p.text)
-                s.esr |= esr
+                s.raise_esr(esr)
             else:
                 inst.write(p.text)
                 esr = 0

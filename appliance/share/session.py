@@ -50,7 +50,8 @@ class ClientStats:
     def rate(self, now: float | None = None) -> float:
         """Lines per second over the last ``RATE_WINDOW`` seconds."""
         now = time.monotonic() if now is None else now
-        return sum(1 for t in self.times if now - t <= RATE_WINDOW) / RATE_WINDOW
+        times = tuple(self.times)  # a copy: the poller's thread appends while the health reads
+        return sum(1 for t in times if now - t <= RATE_WINDOW) / RATE_WINDOW
 
     def as_dict(self, queued: int) -> dict:
         return {
@@ -108,6 +109,17 @@ class ClientSession:
     def next_line(self) -> tuple[str, float] | None:
         with self.lock:
             return self.lines.popleft() if self.lines and self.open else None
+
+    def raise_esr(self, bits: int) -> None:
+        """Set bits of this client's event status register (from the instrument's, or the share's refusal)."""
+        with self.lock:
+            self.esr |= bits
+
+    def read_esr(self) -> int:
+        """``*ESR?``: the register's value, and the register cleared (IEEE 488.2)."""
+        with self.lock:
+            value, self.esr = self.esr, 0
+        return value
 
     def pending(self) -> int:
         with self.lock:
