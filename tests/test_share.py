@@ -41,7 +41,7 @@ SOCS_372_CONNECT = (
 )
 
 
-def share_config(tmp_path, emu372=None, emu240=None, share: str = "", interval: float = 0.2) -> str:
+def share_config(tmp_path, emu372=None, emu240=None, share: str = "", interval: float = 0.2, extra: str = "") -> str:
     parts = []
     if emu372 is not None:
         host, port = emu372.tcp.address
@@ -59,12 +59,12 @@ def share_config(tmp_path, emu372=None, emu240=None, share: str = "", interval: 
     parts.append("[polling]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n")
     parts.append(f'[store]\npath = "{tmp_path / "kelvinpi.db"}"\ncommit_interval = 0.2\n')
     parts.append('[web]\nbind = "127.0.0.1"\nport = 0\n')
-    return "\n".join(parts)
+    return "\n".join(parts) + extra
 
 
 @contextlib.contextmanager
-def sharing(tmp_path, emu372=None, emu240=None, share: str = "", interval: float = 0.2):
-    app = Appliance(config.parse(share_config(tmp_path, emu372, emu240, share, interval)))
+def sharing(tmp_path, emu372=None, emu240=None, share: str = "", interval: float = 0.2, extra: str = ""):
+    app = Appliance(config.parse(share_config(tmp_path, emu372, emu240, share, interval, extra)))
     app.start()
     try:
         for p in app.pollers:
@@ -456,4 +456,22 @@ def test_allow_lets_listed_settings_through_from_listed_addresses_and_metrics_sh
         assert 'kelvinpi_share_settings_total{node="LSA23JD"} 1.0' in text
         assert 'kelvinpi_share_settings_refused_total{node="LSA23JD"} 1.0' in text
         assert 'kelvinpi_share_clients{node="LSA23JD"} 1.0' in text
+        c.close()
+
+
+def test_a_reading_of_this_cycle_answers_until_a_change_through_the_api(tmp_path, emu372):
+    """SCAN? the poller asked this cycle is answered from its reply; a scanner change through the control
+    API between two cycles makes that answer stale, and the next client asking gets the instrument's."""
+    from tests.test_security import TOKEN, secret_file
+    from tests.test_settings import put
+
+    tok = secret_file(tmp_path / "token", TOKEN)
+    control = f'\n[control]\nenabled = true\ntoken_file = "{tok}"\n'
+    with sharing(tmp_path, emu372, interval=3.0, extra=control) as app:
+        h = app.pollers[0].health
+        c = LineClient(port_of(app))
+        assert c.msg("SCAN?") == "01,1" and h.share.cached == 1  # the poller asked it this cycle
+        assert put(app, NODE, "scanner", None, {"channel": 4, "autoscan": 0})[0] == 200
+        assert h.cycles == 1, "the test needs the change between two cycles"
+        assert c.msg("SCAN?") == "04,0" and h.share.cached == 1  # from the instrument, not the old reading
         c.close()

@@ -84,6 +84,7 @@ class Exchanger:
         self._token = False  # a turn is queued on the poller
         self._cache: dict[str, str] = {}  # part key -> the poller's answer in the newest cycle
         self._recording = False
+        self._in_turn = False  # the exchanges now are the share's own
         self._served = 0  # lines served since the last cycle ended
         self._cycle_start = 0.0
         self._overran = False  # the last cycle ran into the next one's time
@@ -112,6 +113,10 @@ class Exchanger:
     def observe(self, message: str, reply: bytes) -> None:
         """Every exchange of the driver (``Instrument.observer``): the cycle's readings are kept."""
         if not self._recording:
+            if not self._in_turn:
+                # a control request between cycles (the API's settings read back after writing): what
+                # this cycle read may have changed, so it answers nobody any more
+                self._cache.clear()
             return
         parts = parse_line(message)
         answers = reply.decode("ascii", "replace").split(";")
@@ -192,6 +197,13 @@ class Exchanger:
     def _turn(self, inst: Any) -> None:
         with self.lock:
             self._token = False
+        self._in_turn = True
+        try:
+            self._serve_lines(inst)
+        finally:
+            self._in_turn = False
+
+    def _serve_lines(self, inst: Any) -> None:
         until = getattr(self.poller, "serve_until", 0.0)
         while not self.poller.stop_event.is_set():
             if self.poller.requests_waiting():
