@@ -121,7 +121,9 @@ class ShareConfig(Strict):
         description='"allow": the client addresses or networks allowed to change settings, e.g. ["10.0.0.5", "10.0.1.0/24"]',
     )
     max_clients: int = Field(4, ge=1, le=32, description="clients at once; the next is refused and logged")
-    idle_timeout: float = Field(300.0, gt=0, le=86400, description="seconds a silent client keeps its connection")
+    idle_timeout: float = Field(
+        3600.0, gt=0, le=86400, description="seconds a silent client keeps its connection (and its place)"
+    )
     max_queued: int = Field(
         16, ge=1, le=1000, description="lines a client may have waiting; further lines are dropped and counted"
     )

@@ -44,6 +44,7 @@ class Share:
         self.listener = Listener(cfg.bind, cfg.port, self.name, self._admit)
         self.address = self.listener.address
         self.health.port = self.address[1]
+        self._refusal_logged = -1e9
         poller.share = self.exchanger
         poller.health.share = self.health
 
@@ -61,12 +62,16 @@ class Share:
         ex = self.exchanger
         if len(ex.sessions) >= self.cfg.max_clients:
             self.health.refused += 1
-            log.warning(
-                "%s: share refused %s:%d: %d clients connected (max_clients)",
-                self.name,
-                *peer[:2],
-                self.cfg.max_clients,
-            )
+            now = time.monotonic()
+            if now - self._refusal_logged >= 10.0:  # a storm of connections is one line in 10 s, with its count
+                log.warning(
+                    "%s: share refused %s:%d: %d clients connected (max_clients); %d refused so far",
+                    self.name,
+                    *peer[:2],
+                    self.cfg.max_clients,
+                    self.health.refused,
+                )
+                self._refusal_logged = now
             return False
         s = ClientSession(conn, peer, self.cfg.max_queued, self.cfg.idle_timeout, ex.wake, self._closed, self.health)
         ex.add(s)
