@@ -49,3 +49,46 @@ def test_each_model_reads_its_settings_back():
     assert LS372.readback_query("CRVPT", ["21", "3", "1", "2"]) == "CRVPT? 21,3"
     assert LS372.readback_query("NOSUCH", ["1"]) is None and LS240.readback_query("INTYPE", []) is None
     assert LS372.has_esr and not LS240.has_esr and dialect_for("336") is GENERIC and "SCAN" in LS372.replan
+
+
+class _Link:
+    """The instrument end of the poller's link, as the exchanger uses it: every line it was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.observer = None
+
+    def query_raw(self, message: str) -> bytes:
+        self.sent.append(message)
+        return b"LSCI,MODEL372,LSA23JD,1.3;0"
+
+
+def test_a_line_that_waited_through_an_outage_is_dropped_not_answered_late():
+    import socket
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from appliance.share.exchanger import Exchanger
+    from appliance.share.session import ClientSession
+
+    link = _Link()
+    poller = SimpleNamespace(
+        cfg=SimpleNamespace(name="LSA23JD", timeout=1.0),
+        instrument=link,
+        stop_event=threading.Event(),
+        requests_waiting=lambda: False,
+        serve_until=time.monotonic() + 60,
+    )
+    ex = Exchanger(poller, ShareConfig(enabled=True), LS372, audit=None, store=None)
+    ours, theirs = socket.socketpair()
+    s = ClientSession(ours, ("127.0.0.1", 5), 16, 60, lambda: None, lambda *a: None, ex.health)
+    ex.add(s)
+    s.lines.append(("*IDN?", time.monotonic() - 11))  # queued 11 s ago: the link was down since
+    s.lines.append(("*IDN?", time.monotonic()))
+    ex._turn(link)
+    assert link.sent == ["*IDN?;*ESR?"]  # only the fresh one went to the instrument
+    assert s.stats.dropped == 1 and ex.health.dropped == 1
+    theirs.settimeout(1)
+    assert theirs.recv(100) == b"LSCI,MODEL372,LSA23JD,1.3\r\n"
+    ours.close(), theirs.close()

@@ -89,6 +89,8 @@ class Exchanger:
         self._cycle_start = 0.0
         self._overran = False  # the last cycle ran into the next one's time
         self.line_seconds = 0.002  # a line's link time (moving average): does one more fit before the cycle?
+        # a line that waited longer than this (the link was down) is dropped, not answered late
+        self.stale_after = max(10.0, 4 * poller.cfg.timeout)
         self._displacing: tuple[float, str, str] | None = None  # (until, who, what) after a scanner move
         self._displaced_now = 0
         poller.instrument.observer = self.observe
@@ -219,6 +221,12 @@ class Exchanger:
                 continue
             line, received = item
             started = time.monotonic()
+            if started - received > self.stale_after:
+                # waited through an outage: its client gave up long ago, and an answer now would be read
+                # as the answer to a later question (a real instrument loses its input when it goes away)
+                s.stats.dropped += 1
+                self.health.dropped += 1
+                continue
             touched = [False]
             try:
                 text = self.run_line(inst, s, line, touched)
