@@ -264,9 +264,14 @@ class ShareHealth:
     )
     # one entry per connected client: address, since, commands, rate (lines/s), wait_ms, queued, ...
     client_list: list = field(default_factory=list)
+    # the share's own account of its clients now (read when the health is: a poll interval may be an hour)
+    clients_now: Any = stat(health=False, default=None)
 
     def as_dict(self) -> dict:
-        return health_dict(self)
+        d = health_dict(self)
+        if self.clients_now is not None:
+            d["client_list"] = self.clients_now()
+        return d
 
 
 _UPLINK = (("uplink", "name"), ("kind", "kind"))

@@ -78,6 +78,7 @@ class Exchanger:
         self.node = poller.cfg.name
         self.policy = Policy(cfg)
         self.health = ShareHealth(self.node, policy=cfg.policy)
+        self.health.clients_now = self.client_list
         self.sessions: list[ClientSession] = []
         self.lock = threading.Lock()
         self._next = 0  # the rotation's position
