@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
 
+from .models import MODEL_NAMES, REGISTRY, TRANSPORTS
+
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the whole name (re.fullmatch: "$" let a final newline in)
 
 # Every table is strict about types (Strict below): a port written as "8080" or a flag as "yes" is
@@ -56,10 +58,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+LETTERED_INPUTS = ("A", "B", "C", "D", "D1", "D2", "D3", "D4", "D5")  # "A" on a 372; all of them on a 336/350
+
+
 class ChannelConfig(Strict):
     """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
-    number: Union[int, str] = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
+    number: int | str = Field(
+        description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240, "A"-"D" ("D2"-"D5" with'
+        " the 3062 option) on a 336 or 350"
+    )
     name: str | None = Field(
         None,
         description="overrides the instrument's own input name (INNAME?) in field names; 1-40 characters without '::'",
@@ -84,9 +92,9 @@ class ChannelConfig(Strict):
     @classmethod
     def _number(cls, v: int | str) -> int | str:
         if isinstance(v, str):
-            if v.upper() == "A":
-                return "A"
-            raise ValueError("channel number must be an integer or 'A'")
+            if v.upper() in LETTERED_INPUTS:
+                return "D" if v.upper() == "D1" else v.upper()
+            raise ValueError("channel number must be an integer, 'A', or a 336/350 input 'A'-'D', 'D1'-'D5'")
         if not 1 <= v <= 16:
             raise ValueError(f"channel number must be 1-16 (or 'A'), got {v}")
         return v
@@ -157,16 +165,23 @@ class ShareConfig(Strict):
         return self
 
 
+if TYPE_CHECKING:
+    ModelName = str
+else:  # the choices are the model registry's (appliance.models.REGISTRY): a new model is one line there
+    ModelName = Literal[MODEL_NAMES]
+
+
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240"] = Field(description='"372" (AC resistance bridge) or "240" (input module)')
+    model: ModelName = Field(description="; ".join(f'"{name}": {s.title}' for name, s in REGISTRY.items()))
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
     )
     description: str = Field(
-        "", description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>")'
+        "",
+        description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>", a gauge controller "Pfeiffer <model> <name>")',
     )
     transport: Literal["tcp", "serial", "visa"] = Field(
         description='"tcp" (the 372\'s Ethernet port, needs host),'
@@ -174,7 +189,7 @@ class InstrumentConfig(Strict):
         ' or "visa" (needs resource)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
-    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
+    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port (a tpg366 unset: 8000)")
     device: str | None = Field(
         None,
         description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
@@ -194,7 +209,10 @@ class InstrumentConfig(Strict):
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for one reply")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between poll cycles")
     read_control_input: bool = Field(True, description="372: also read the control input A every cycle")
-    read_heater: bool = Field(False, description="372: also record the sample heater output (HTR?, %)")
+    read_heater: bool = Field(
+        False,
+        description="also record the heater output (%): the 372's sample heater, a 336's or 350's heaters 1 and 2",
+    )
     enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
     channel: list[ChannelConfig] = Field(
         [], description="the inputs to read ([[instrument.channel]]); none listed: every enabled input"
@@ -325,7 +343,7 @@ class ControlConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _token(self) -> "ControlConfig":
+    def _token(self) -> ControlConfig:
         if self.enabled and not self.token_file:
             raise ValueError("control.enabled needs token_file (a 0600 file holding the token)")
         return self
@@ -388,7 +406,7 @@ class InfluxUplink(UplinkModel):
     batch: int = Field(5000, ge=1, le=100000, description="samples per HTTP write")
 
     @model_validator(mode="after")
-    def _version(self) -> "InfluxUplink":
+    def _version(self) -> InfluxUplink:
         if bool(self.database) == bool(self.bucket):
             raise ValueError("give database (InfluxDB 1.x) or bucket + org (2.x), not both or neither")
         if self.bucket and not (self.org and self.token_file):
@@ -448,7 +466,7 @@ class RemoteWriteUplink(UplinkModel):
         return v
 
     @model_validator(mode="after")
-    def _auth(self) -> "RemoteWriteUplink":
+    def _auth(self) -> RemoteWriteUplink:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         if self.password_file and not self.username:
@@ -464,7 +482,7 @@ UPLINK_MODELS: tuple[type[UplinkModel], ...] = (SisockUplink, OcsUplink, InfluxU
 if TYPE_CHECKING:
     Uplink = UplinkModel  # to the type checker, any one of them
 else:
-    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]
+    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 # -- alarms and notifications --------------------------------------------------
@@ -562,7 +580,10 @@ ALARM_MODELS: tuple[type[_AlarmBase], ...] = (
     StoreAlarm,
     BacklogAlarm,
 )
-AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    AlarmRule = _AlarmBase  # to the type checker, any one of them
+else:
+    AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 class _NotifyBase(Strict):
@@ -600,7 +621,7 @@ class EmailNotify(_NotifyBase):
     to: list[str] = Field(min_length=1, description="recipients")
 
     @model_validator(mode="after")
-    def _login(self) -> "EmailNotify":
+    def _login(self) -> EmailNotify:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         return self
@@ -608,7 +629,10 @@ class EmailNotify(_NotifyBase):
 
 # Every [[notify]] model, once (``appliance.notify.SENDERS`` maps each kind to its sender).
 NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
-NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    NotifyTarget = _NotifyBase  # to the type checker, any one of them
+else:
+    NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
@@ -674,9 +698,9 @@ def line_map(text: str) -> dict[tuple, int]:
             current = path
             lines.setdefault(current, no)
             continue
-        k = _KEY.match(raw)
-        if k:
-            key = tuple(p.strip('"') for p in k.group(1).split("."))
+        km = _KEY.match(raw)
+        if km:
+            key = tuple(p.strip('"') for p in km.group(1).split("."))
             lines.setdefault(current + key, no)
     return lines
 
@@ -793,6 +817,16 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
         loc = ("instrument", i)
         share = inst.get("share")
         if isinstance(share, dict) and share.get("enabled") is True:
+            from .share.dialect import DIALECTS  # here: the share's package imports this module
+
+            if isinstance(inst.get("model"), str) and inst["model"] not in DIALECTS:
+                problems.append(
+                    (
+                        loc + ("share", "enabled"),
+                        f"model {inst['model']!r} has no share: [instrument.share] serves the protocol of "
+                        f"{', '.join(DIALECTS)} (appliance/share/dialect.py)",
+                    )
+                )
             port = share.get("port", 7777)
             if isinstance(port, int) and not isinstance(port, bool) and port:
                 if port in share_ports:
@@ -812,11 +846,14 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if name in names:
                 problems.append((loc + ("name",), f"data node name {name!r} already used by instrument[{names[name]}]"))
             names.setdefault(name, i)
-        need = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}.get(transport, ())
+        needs = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}
+        need = needs.get(transport, ()) if transport else ()
         if need and not any(inst.get(k) for k in need):
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
-        if transport == "tcp" and model == "240":
-            problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
+        spec = REGISTRY.get(model) if model else None
+        refused = spec.refuses(transport) if spec and transport in TRANSPORTS else None
+        if refused:
+            problems.append((loc + ("transport",), refused))
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -827,9 +864,22 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if key in seen:
                 problems.append((loc + ("channel", j, "number"), f"channel {number} listed twice"))
             seen.add(key)
-            if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
-                problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
+            if spec and spec.channels and key not in spec.channels and isinstance(number, (int, str)):
+                problems.append(
+                    (
+                        loc + ("channel", j, "number"),
+                        f"a {spec.title} has {spec.channel_noun} {_span(spec.channels)}, not {number}",
+                    )
+                )
     return problems
+
+
+def _span(numbers: tuple[str, ...]) -> str:
+    """``("1", ..., "8")`` -> "1-8"; ``("A", "1", ..., "16")`` -> "A, 1-16"."""
+    digits = [int(n) for n in numbers if n.isdigit()]
+    words = [n for n in numbers if not n.isdigit()]
+    run = [f"{min(digits)}-{max(digits)}"] if digits and len(digits) == max(digits) - min(digits) + 1 else []
+    return ", ".join(words + (run or [str(d) for d in digits]))
 
 
 def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
@@ -876,6 +926,14 @@ def configured_fields(inst: dict) -> set[str] | None:
     from .naming import slug
 
     model, channels = inst.get("model"), inst.get("channel")
+    spec = REGISTRY.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.channel_field:
+        # a fixed field per channel whatever its name (a gauge's p<n>: the Bluefors and socs names); none listed: all
+        channels = [] if channels is None else channels
+        if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
+            return None
+        listed = [c.get("number") for c in channels if c.get("enabled", True) is not False]
+        return {spec.channel_field.format(n=n) for n in (listed if channels else spec.channels)}
     if model not in ("372", "240") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False
@@ -931,16 +989,22 @@ class Suggestions:
         return f" (instruments: {self.closest(name, instruments)})" if instruments else ""
 
 
+def _tables(data: dict, key: str) -> list:
+    """The array of tables ``[[key]]`` of the raw config, or [] when it is missing or not an array (a wrong
+    type is the schema's to report)."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
     suggest = Suggestions()
-    sections = data.get("instrument") if isinstance(data.get("instrument"), list) else []
+    sections = _tables(data, "instrument")
     known = {  # a name of the wrong type is pydantic's to report
         i["name"]: configured_fields(i) for i in sections if isinstance(i, dict) and isinstance(i.get("name"), str)
     }
     instruments = set(known)
-    uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
-    targets = data.get("notify") if isinstance(data.get("notify"), list) else []
+    uplinks, targets = _tables(data, "uplink"), _tables(data, "notify")
     target_names: dict[str, int] = {}
     for j, t in enumerate(targets):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
@@ -952,7 +1016,7 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
                     )
                 )
             target_names.setdefault(t["name"], j)
-    rules = data.get("alarm") if isinstance(data.get("alarm"), list) else []
+    rules = _tables(data, "alarm")
     names: dict[str, int] = {}
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):

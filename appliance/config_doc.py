@@ -97,7 +97,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 
-# The live part of the sample: two instruments (the first shows every key, the others only theirs).
+# The live part of the sample: three instruments (the first shows every key, the others only theirs).
 SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
     {
         "model": "372",
@@ -113,6 +113,15 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "description": "50 K and 4 K diodes",
         "transport": "serial",
         "serial_number": "LSA24AZ",
+    },
+    {
+        "model": "336",
+        "name": "LSA336A",
+        "description": "still and 4 K stages, 336 controller",
+        "transport": "tcp",
+        "host": "192.168.1.51",
+        "read_heater": True,
+        "channel": [{"number": "C", "name": "Still"}, {"number": "B", "name": "4K plate"}],
     },
 ]
 

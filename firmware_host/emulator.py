@@ -24,15 +24,17 @@ to its action)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .ledger import Ledger
 from .ls240_device import LS240Device
+from .ls336_device import LS336Device
 from .ls372_device import LS372Device
 from .physics import BASE, STAGES, Fridge
 from .sim_clock import SimClock
@@ -56,7 +58,7 @@ class Emulator:
     @classmethod
     def ls372(
         cls, serial: str = "LSA23JD", time_scale: float = 1.0, seed: int | None = None, warm: bool = False
-    ) -> "Emulator":
+    ) -> Emulator:
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS372Device(clock, fridge, serial=serial, seed=seed), clock, fridge)
@@ -69,10 +71,19 @@ class Emulator:
         time_scale: float = 1.0,
         seed: int | None = None,
         warm: bool = False,
-    ) -> "Emulator":
+    ) -> Emulator:
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS240Device(clock, fridge, channels=channels, serial=serial, seed=seed), clock, fridge)
+
+    @classmethod
+    def ls336(
+        cls, serial: str = "LSA336A", time_scale: float = 1.0, seed: int | None = None, warm: bool = False, **kw
+    ) -> Emulator:
+        """A Model 336 (``model="350"``: a 350; ``scanner=True``: with the 3062's inputs D2-D5)."""
+        clock = SimClock(time_scale)
+        fridge = Fridge.warm() if warm else Fridge()
+        return cls(LS336Device(clock, fridge, serial=serial, seed=seed, **kw), clock, fridge)
 
     def listen_tcp(self, host: str = "127.0.0.1", port: int = 7777) -> tuple[str, int]:
         self.tcp = TcpInterface(host, port, self.device.dispatcher, self.device.lock, self.faults, ledger=self.ledger)
@@ -80,7 +91,7 @@ class Emulator:
         return self.tcp.address
 
     def listen_pty(self, link: str) -> str:
-        framing = "7O1" if isinstance(self.device, LS372Device) else "8N1"
+        framing = "7O1" if isinstance(self.device, (LS372Device, LS336Device)) else "8N1"
         self.pty = PtyInterface(
             link, self.device.dispatcher, self.device.lock, self.faults, framing, ledger=self.ledger
         )
@@ -88,10 +99,8 @@ class Emulator:
         return self.pty.link
 
     def listen_control(self, path: str) -> str:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(path)
         s.listen(4)
@@ -219,10 +228,8 @@ class Emulator:
         if self._control_sock:
             self._control_sock.close()
             if self._control_path:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(self._control_path)
-                except OSError:
-                    pass
 
 
 # The fault-control words (the module docstring says what each does). An action returns None for

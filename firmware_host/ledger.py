@@ -18,8 +18,9 @@ QUANTITY = {"KRDG?": "kelvin", "RDGK?": "kelvin", "RDGR?": "sensor", "SRDG?": "s
 
 
 def _channel(arg: str) -> str:
+    """A numbered channel without its zeros (``05`` -> ``5``); a lettered input as named (``A``, ``D2``)."""
     a = arg.strip().upper()
-    return a if a == "A" else str(int(a))
+    return str(int(a)) if a.isdigit() else a
 
 
 class Ledger:
@@ -49,7 +50,7 @@ class Ledger:
         if len(answers) != len(parts):  # some part failed: the reply cannot be lined up, skip it
             return
         with self._lock:
-            for (name, args), value in zip(parts, answers):
+            for (name, args), value in zip(parts, answers, strict=False):
                 q = QUANTITY.get(name)
                 if q is None or not args:
                     continue

@@ -47,3 +47,12 @@ def test_two_instruments_cannot_share_one_port():
     with pytest.raises(config.ConfigError) as err:
         config.parse(text)
     assert "port 7000 already shared by instrument[0]" in err.value.render()
+
+
+def test_a_share_on_a_model_without_a_lake_shore_dialect_is_refused():
+    text = BASE.replace('model = "372"', 'model = "tpg366"').replace(
+        'host = "127.0.0.1"', 'host = "127.0.0.1"\nport = 8000'
+    )
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(text.format(share=""))
+    assert "model 'tpg366' has no share" in err.value.render()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.config import ShareConfig
-from appliance.share.dialect import GENERIC, LS240, LS372, dialect_for
+from appliance.share.dialect import LS240, LS372, dialect_for
 from appliance.share.exchanger import Policy
 from appliance.share.lines import parse_line, printable, same_value
 
@@ -48,7 +48,7 @@ def test_each_model_reads_its_settings_back():
     assert LS372.readback_query("INSET", ["5", "1", "3", "3", "0", "1"]) == "INSET? 5"
     assert LS372.readback_query("CRVPT", ["21", "3", "1", "2"]) == "CRVPT? 21,3"
     assert LS372.readback_query("NOSUCH", ["1"]) is None and LS240.readback_query("INTYPE", []) is None
-    assert LS372.has_esr and not LS240.has_esr and dialect_for("336") is GENERIC and "SCAN" in LS372.replan
+    assert LS372.has_esr and not LS240.has_esr and dialect_for("372") is LS372 and "SCAN" in LS372.replan
 
 
 class _Link:

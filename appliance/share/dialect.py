@@ -4,8 +4,8 @@ The share forwards clients' lines unchanged; it only needs to know which parts i
 itself or look at: the status register (``*ESR?``, kept per client), which queries are readings
 the poller may already have answered this cycle, how to read a setting back for the audit, and
 which settings change what the acquisition reads (the 372's scanner and inputs). A new model
-is one ``Dialect`` and one row in ``DIALECTS``; a model without a row is shared with
-``GENERIC``: lines forwarded, settings audited without a read-back, no cache.
+is one ``Dialect`` and one row in ``DIALECTS``; the config refuses a share on a model without one
+(a gauge controller's protocol is not a Lake Shore line protocol).
 """
 
 from __future__ import annotations
@@ -88,10 +88,38 @@ LS240 = Dialect(
     replan=frozenset({"INTYPE"}),
 )
 
-GENERIC = Dialect("?", has_esr=False)
+# the 336 and 350 speak one dialect (drivers/ls336.py): inputs A-D (D1-D5 with the 3062), outputs 1-4
+_LS336_READBACK = {
+    "SETP": 1,
+    "RANGE": 1,
+    "PID": 1,
+    "MOUT": 1,
+    "OUTMODE": 1,
+    "HTRSET": 1,
+    "RAMP": 1,
+    "INTYPE": 1,
+    "INNAME": 1,
+    "INCRV": 1,
+    "FILTER": 1,
+    "TLIMIT": 1,
+    "DISPLAY": 0,
+    "MODE": 0,
+    "*ESE": 0,
+    "CRVHDR": 1,
+    "CRVPT": 2,
+}
+LS336 = Dialect(
+    "336",
+    has_esr=True,
+    readings=frozenset({"KRDG?", "SRDG?", "CRDG?", "RDGST?", "HTR?", "AOUT?"}),
+    readback=_LS336_READBACK,
+    replan=frozenset({"INTYPE", "*RST"}),
+)
+LS350 = Dialect("350", LS336.has_esr, readings=LS336.readings, readback=_LS336_READBACK, replan=LS336.replan)
 
-DIALECTS: dict[str, Dialect] = {"372": LS372, "240": LS240}
+DIALECTS: dict[str, Dialect] = {"372": LS372, "240": LS240, "336": LS336, "350": LS350}
 
 
 def dialect_for(model: str) -> Dialect:
-    return DIALECTS.get(model, GENERIC)
+    """The model's dialect; the config refuses ``[instrument.share]`` on a model without one."""
+    return DIALECTS[model]
