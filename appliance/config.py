@@ -189,7 +189,12 @@ class InstrumentConfig(Strict):
         ' or "visa" (needs resource)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
-    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port (a tpg366 unset: 8000)")
+    port: int = Field(
+        7777,
+        ge=1,
+        le=65535,
+        description="tcp: the instrument's TCP port; unset, the model's own (7777 for a Lake Shore, 8000 for a tpg366, 502 for a cpa)",
+    )
     device: str | None = Field(
         None,
         description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
@@ -230,6 +235,18 @@ class InstrumentConfig(Strict):
                 "letter or digit (no spaces, no '::')"
             )
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_port(cls, data: Any) -> Any:
+        """The model's own TCP port (its ``ModelSpec.port``: 7777 for a Lake Shore, 8000 for a TPG 366, 502
+        for a CPA's Modbus) unless the file gives one."""
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, str) and "port" not in data:
+            spec = REGISTRY.get(model)
+            if spec is not None:
+                return {**data, "port": spec.port}
+        return data
 
     def serial_device(self) -> str:
         """The device path: explicit, or the stable udev link named after the USB serial number."""
@@ -854,6 +871,11 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
         refused = spec.refuses(transport) if spec and transport in TRANSPORTS else None
         if refused:
             problems.append((loc + ("transport",), refused))
+        if spec and spec.fields and inst.get("channel"):
+            fixed = ", ".join(spec.fields[:3])
+            problems.append(
+                (loc + ("channel",), f"a {spec.title} has no inputs to list: its fields are fixed ({fixed}, ...)")
+            )
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -927,6 +949,8 @@ def configured_fields(inst: dict) -> set[str] | None:
 
     model, channels = inst.get("model"), inst.get("channel")
     spec = REGISTRY.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.fields:
+        return set(spec.fields)
     if spec is not None and spec.channel_field:
         # a fixed field per channel whatever its name (a gauge's p<n>: the Bluefors and socs names); none listed: all
         channels = [] if channels is None else channels

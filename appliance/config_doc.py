@@ -123,6 +123,13 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "read_heater": True,
         "channel": [{"number": "C", "name": "Still"}, {"number": "B", "name": "4K plate"}],
     },
+    {
+        "model": "cpa",
+        "name": "ptc1",
+        "description": "pulse tube compressor",
+        "transport": "tcp",
+        "host": "192.168.1.60",
+    },
 ]
 
 SAMPLE_HEADER = """\

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from drivers.cpa import FIELDS, CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls336 import Model336, Model350
 from drivers.ls372 import Model372
@@ -54,6 +55,7 @@ class ModelSpec:
     channels: tuple[str, ...] = ()  # the numbers [[instrument.channel]] may give (as text); () = any the schema takes
     channel_noun: str = "inputs"  # "a Model 240 has inputs 1-8"
     channel_field: str | None = None  # a fixed field per channel ("p{n}"), else the channel's name decides
+    fields: tuple[str, ...] = ()  # fields fixed by the model (a compressor's): no [[instrument.channel]] to list
 
     def acquisition_class(self) -> Callable[[InstrumentConfig, InstrumentHealth], Acquisition]:
         module, _, name = self.acquisition.partition(":")
@@ -93,6 +95,16 @@ REGISTRY: dict[str, ModelSpec] = {
         "appliance.ls336_acquisition:Ls336Acquisition",
         "Lake Shore 350 temperature controller",
         channels=_INPUTS_336,
+    ),
+    "cpa": ModelSpec(
+        CryomechCPA,
+        "appliance.cpa_acquisition:CpaAcquisition",
+        "Cryomech CPA compressor (Modbus TCP)",
+        vendor="Cryomech",
+        transports=("tcp",),
+        transport_hint="a CPA compressor is read over Modbus TCP",
+        port=502,  # socs agent.py:192
+        fields=FIELDS,
     ),
     "tpg366": ModelSpec(
         TPG366,
@@ -165,6 +177,8 @@ def limit_bits(model: str | None) -> LimitBits:
     table = facts(model).STATUS_BITS
     if "OVERRANGE" in table.values():
         return LimitBits(bit_named(table, "OVERRANGE"), bit_named(table, "UNDERRANGE"), None)
+    if "T_OVER" not in table.values():  # a plant model (a compressor) has no sensor curve to run past
+        return LimitBits(0, 0)
     return LimitBits(bit_named(table, "T_OVER"), bit_named(table, "T_UNDER"))
 
 

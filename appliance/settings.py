@@ -507,9 +507,30 @@ SETTINGS_240 = (
     ),
 )
 
+# -- the Cryomech CPA ------------------------------------------------------------------------
+SETTINGS_CPA = (
+    Setting(
+        "compressor",
+        "cpa",
+        "holding register 1",
+        "CPAxxxx Digital Panel User Manual, Modbus register 40,001 Enable / Disable (page not at hand: the"
+        " register list as ograsdijk/CPA1110 quotes it); the values as socs cryomech_cpa drivers.py:81-91"
+        " writes them (0x0001 starts, 0x00FF stops) and Cryomech's SampleCode (0xFFFF stops)",
+        "start (1) or stop (0) the compressor",
+        "",
+        _none,
+        (Arg("running", "bool", doc="1 start, 0 stop"),),
+        lambda inst, _: {"running": int(inst.read().running)},
+        lambda inst, _, v: inst.power(bool(v["running"])),
+        # a compressor takes seconds to start or stop (UNVERIFIED how many): the read-back may lag
+        lambda v: {"running"},
+    ),
+)
+
 SETTINGS: dict[str, dict[str, Setting]] = {
     "372": {s.name: s for s in SETTINGS_372},
     "240": {s.name: s for s in SETTINGS_240},
+    "cpa": {s.name: s for s in SETTINGS_CPA},
 }
 
 from .ls336_settings import settings_for  # noqa: E402 (it builds on Setting and Arg above)

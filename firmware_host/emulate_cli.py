@@ -1,4 +1,4 @@
-"""``kelvinpi emulate ls372|ls336|ls350|ls240|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
+"""``kelvinpi emulate ls372|ls336|ls350|ls240|cpa|tpg366|maxigauge|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from . import pfeiffer_emulator
+from . import cpa_cli, pfeiffer_emulator
 from .emulator import Emulator, send_control
 
 
@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
         q.add_argument("--control", help="unix socket path for fault injection (see `kelvinpi emulate ctl`)")
     pfeiffer_emulator.add_parsers(esub)
+    cpa_cli.add_parser(esub)
     c = esub.add_parser("ctl", help="send one fault-control command to a running emulator")
     c.add_argument("socket")
     c.add_argument("words", nargs="+", help="e.g. mute on | slow 3 | garbage 2 | unplug 5 | reset | status")
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if not reply.startswith("error") else 1
     if args.model in ("tpg366", "maxigauge"):
         return pfeiffer_emulator.run(args)
+    if args.model == "cpa":
+        return cpa_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.model in ("ls372", "ls336", "ls350"):
         if args.model == "ls372":
