@@ -223,9 +223,9 @@ class InstrumentConfig(Strict):
         description="bluefors-logs: the folder holding the YY-MM-DD day folders (where the share is mounted)",
         examples=["/mnt/bluefors"],
     )
-    share: str | None = Field(
+    cifs_share: str | None = Field(
         None,
-        description="bluefors-logs: the Bluefors PC's share, //HOST/NAME (for the mount: docs/operations.md)",
+        description="bluefors-logs: the Bluefors PC's Windows share, //HOST/NAME (for the mount: docs/operations.md)",
         examples=["//bluefors-pc/logs"],
     )
     credentials_file: ConfigPath | None = Field(

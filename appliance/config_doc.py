@@ -136,7 +136,7 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "description": "Bluefors control software's logs (pressures, flow, valves, compressor)",
         "transport": "folder",
         "log_dir": "/mnt/bluefors",
-        "share": "//bluefors-pc/logs",
+        "cifs_share": "//bluefors-pc/logs",
         "credentials_file": "/data/secrets/bluefors-share",
         "timezone": "Europe/Helsinki",
     },
