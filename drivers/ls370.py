@@ -19,13 +19,14 @@ import enum
 import time
 from dataclasses import dataclass
 
-from .base import Instrument, Pacing, check_channel
-from .commands import Query, flag, record
+from .base import Pacing, check_channel
+from .commands import Query, record
 from .curve_commands import CurveAccess, CurveCommands
 from .errors import BadReply, InstrumentError
-from .ls372 import ESR_ERRORS, PID, InputSetup, ScanState
+from .ls372 import ESR_ERRORS, PID, ScanState
 from .parse import parse_float, parse_int, split_fields
 from .readings import LS370_STATUS_BITS, Reading, decode_status
+from .scanner import ScannedInputs
 from .transport import SerialFraming, SerialTransport, Transport, VisaTransport, visa_serial_settings
 
 SERIAL_FRAMING = SerialFraming(baudrate=9600, bytesize=7, parity="O", stopbits=1)  # 370 manual 6.2.4
@@ -74,7 +75,7 @@ def _channel_field(field: str, query: str) -> str:
     return str(parse_int(field, query))
 
 
-class Model370(CurveCommands, Instrument):
+class Model370(CurveCommands, ScannedInputs):
     expected_model_prefix = "MODEL370"
     has_control_input = False  # no input A: every reading comes through the scanner
     curve_point_shape = "expected units,temperature"
@@ -83,6 +84,7 @@ class Model370(CurveCommands, Instrument):
     curve_slots = range(1, 21)  # 1-20, all user curves (the 372 manual, 5.8: "in 370 emulation ... 1 to 20")
     user_curve_slots = range(1, 21)
     heater_outputs = (0,)  # the sample heater
+    max_curve = 20  # INSET's curve field: 0 none, 1-20
 
     def __init__(
         self,
@@ -154,18 +156,6 @@ class Model370(CurveCommands, Instrument):
 
     def set_scan(self, channel: str | int, autoscan: bool) -> None:
         self.command(f"SCAN {self._ch(channel)},{int(autoscan)}")
-
-    input_setup = Query(
-        "INSET? {}",
-        record(InputSetup, flag, parse_int, parse_int, parse_int, parse_int),
-        "Get a channel's INSET: enabled, dwell, pause, curve, tempco.",
-        _ch,
-    )
-
-    def set_input_setup(self, channel: str | int, s: InputSetup) -> None:
-        if not (1 <= s.dwell <= 200 and 3 <= s.pause <= 200 and 0 <= s.curve <= 20 and s.tempco in (1, 2)):
-            raise ValueError(f"INSET values out of range (dwell 1-200, pause 3-200, curve 0-20, tempco 1-2): {s}")
-        self.command(f"INSET {self._ch(channel)},{int(s.enabled)},{s.dwell},{s.pause},{s.curve},{s.tempco}")
 
     reading_range = Query(
         "RDGRNG? {}",

@@ -22,7 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--serial-link", required=True, help="path of the symlink to the pty")
     b.add_argument("--channels", type=int, choices=(2, 8), default=2)
     b.add_argument("--serial-number", default="LSA24AZ")
-    for q in (a, b):
+    m = esub.add_parser("ls370", help="Model 370 on a serial pty (RS-232, 9600 7O1), and optionally TCP")
+    m.add_argument("--serial-link", required=True, help="path of the symlink to the pty")
+    m.add_argument("--listen", help="HOST:PORT: also answer on TCP (a test convenience; a real 370 has no Ethernet)")
+    m.add_argument("--serial-number", default="370A1B")
+    for q in (a, b, m):
         q.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
         q.add_argument("--seed", type=int, default=None, help="noise seed for reproducible readings")
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
@@ -39,15 +43,19 @@ def run(args: argparse.Namespace) -> int:
         print(reply)
         return 0 if not reply.startswith("error") else 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.model == "ls372":
-        emu = Emulator.ls372(args.serial_number, args.time_scale, args.seed, args.warm)
+    if args.model in ("ls372", "ls370") and args.listen:
+        make = Emulator.ls372 if args.model == "ls372" else Emulator.ls370
+        emu = make(args.serial_number, args.time_scale, args.seed, args.warm)
         host, _, port = args.listen.rpartition(":")
         try:
             addr = emu.listen_tcp(host or "127.0.0.1", int(port))
         except (OSError, ValueError) as exc:
-            print(f"kelvinpi emulate ls372: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+            print(f"kelvinpi emulate {args.model}: cannot listen on {args.listen}: {exc}", file=sys.stderr)
             return 2
         where = [f"tcp {addr[0]}:{addr[1]}"]
+    elif args.model == "ls370":
+        emu = Emulator.ls370(args.serial_number, args.time_scale, args.seed, args.warm)
+        where = []
     else:
         emu = Emulator.ls240(args.channels, args.serial_number, args.time_scale, args.seed, args.warm)
         where = []
@@ -58,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    name = "Model 372" if args.model == "ls372" else f"Model 240-{args.channels}P"
+    name = {"ls372": "Model 372", "ls370": "Model 370"}.get(args.model) or f"Model 240-{args.channels}P"
     print(f"emulated {name} {args.serial_number} ready: {', '.join(where)}", flush=True)
     while not stop.wait(0.5):
         pass

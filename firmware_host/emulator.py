@@ -33,6 +33,7 @@ from typing import Callable
 
 from .ledger import Ledger
 from .ls240_device import LS240Device
+from .ls370_device import LS370Device
 from .ls372_device import LS372Device
 from .physics import BASE, STAGES, Fridge
 from .sim_clock import SimClock
@@ -60,6 +61,14 @@ class Emulator:
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS372Device(clock, fridge, serial=serial, seed=seed), clock, fridge)
+
+    @classmethod
+    def ls370(
+        cls, serial: str = "370A1B", time_scale: float = 1.0, seed: int | None = None, warm: bool = False
+    ) -> Emulator:
+        clock = SimClock(time_scale)
+        fridge = Fridge.warm() if warm else Fridge()
+        return cls(LS370Device(clock, fridge, serial=serial, seed=seed), clock, fridge)
 
     @classmethod
     def ls240(
