@@ -102,7 +102,9 @@ class ChannelConfig(Strict):
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240"] = Field(description='"372" (AC resistance bridge) or "240" (input module)')
+    model: Literal["372", "240", "370"] = Field(
+        description='"372" (AC resistance bridge), "240" (input module) or "370" (the 372\'s predecessor)'
+    )
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
@@ -742,6 +744,10 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
         if transport == "tcp" and model == "240":
             problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
+        if transport == "tcp" and model == "370":
+            problems.append(
+                (loc + ("transport",), "the Model 370 has no Ethernet port: use 'serial' (RS-232) or 'visa'")
+            )
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -754,6 +760,8 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             seen.add(key)
             if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
                 problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
+            if model == "370" and key == "A":
+                problems.append((loc + ("channel", j, "number"), "a Model 370 has channels 1-16 and no input A"))
     return problems
 
 
@@ -801,7 +809,7 @@ def configured_fields(inst: dict) -> set[str] | None:
     from .naming import slug
 
     model, channels = inst.get("model"), inst.get("channel")
-    if model not in ("372", "240") or not isinstance(channels, list) or not channels:
+    if model not in ("372", "240", "370") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False
     fields: set[str] = set()
@@ -821,7 +829,7 @@ def configured_fields(inst: dict) -> set[str] | None:
         fields.update(f"{stem}_{s}" for k, s in (("kelvin", "t"), ("sensor", "r")) if k in keep)
     if reads_a and not listed_a:
         return None
-    if model == "372" and inst.get("read_heater") is True:
+    if model in ("372", "370") and inst.get("read_heater") is True:
         fields.add("sample_heater")
     return fields
 

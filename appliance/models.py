@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers.ls240 import Model240
+from drivers.ls370 import Model370
 from drivers.ls372 import Model372
 
 
@@ -27,7 +28,7 @@ class ModelFacts(Protocol):
 
 # The registry: model name -> driver class. A new model is its driver class and one line here
 # (and its acquisition in ACQUISITIONS).
-MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240}
+MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240, "370": Model370}
 DEFAULT_MODEL = "372"  # what an unknown model's readings are decoded as (as before: the 372's bits)
 
 

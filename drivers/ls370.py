@@ -252,6 +252,11 @@ class Model370(CurveCommands, ScannedInputs):
 
     sample_heater_output = Query("HTR?", parse_float, "Measure the sample heater output (% of range).")
 
+    def setpoint_units(self, output: int = 0) -> int:
+        """The units ``SETP`` takes: CSET's setpoint units (1 kelvin, 2 ohms)."""
+        self._output(output)
+        return self.control_setup().units
+
     def output_configuration(self, output: int = 0) -> dict:
         """The sample heater as set remotely (mode, control setup, range, PID, setpoint, manual value)."""
         self._output(output)

@@ -121,6 +121,7 @@ class Model372(CurveCommands, ScannedInputs):
     curve_slots = range(1, 60)  # 1-20 standard, read-only
     user_curve_slots = range(21, 60)
     heater_outputs = (0, 1)  # sample and warm-up heater: what control may set
+    has_control_input = True  # input A, read apart from the scanner
     max_curve = 59  # INSET's curve field: 0 none, 1-59
 
     def __init__(
@@ -365,6 +366,10 @@ class Model372(CurveCommands, ScannedInputs):
 
     def set_ramp(self, output: int, on: bool, rate: float) -> None:
         self.command(f"RAMP {output},{int(on)},{rate:g}")
+
+    def setpoint_units(self, output: int) -> int:
+        """The units ``SETP`` takes on ``output``: its control input's (1 kelvin, 2 ohms)."""
+        return self.input_type(self.output_mode(output).input).units
 
     def output_configuration(self, output: int) -> dict:
         """A heater output's setup as set remotely (mode, heater, range, PID, setpoint, manual value, ramp)."""

@@ -187,16 +187,28 @@ def test_an_8n1_client_sees_parity_bits(emu370):
         os.close(fd)
 
 
-def test_ledger_counts_delivered_readings(emu370, link):
-    def counts() -> dict:
-        return json.loads(emu370.control("ledger"))["delivered"]
+def test_ledger_counts_a_reading_once_its_status_left_whole(emu370, link):
+    """A 370 reading is three replies (RDGK?, RDGR?, RDGST?): the ledger counts it when the third
+    leaves whole, and not when a garbled reply or a missing RDGST? spoils the group."""
 
-    before = counts()
+    def delta(before: dict) -> list[int]:
+        ask(link, b"*OPC?")  # the reply before it has been noted (the ledger notes after sending)
+        after = json.loads(emu370.control("ledger"))["delivered"]
+        return [after.get(k, 0) - before.get(k, 0) for k in ("1/kelvin", "1/sensor")]
+
+    before = json.loads(emu370.control("ledger"))["delivered"]
+    for q in (b"RDGK? 1", b"RDGR? 1", b"RDGST? 1"):
+        ask(link, q)
+    assert delta(before) == [1, 1]
     ask(link, b"RDGK? 1")
-    ask(link, b"RDGR? 1")
-    ask(link, b"RDGK? 1;RDGR? 1")  # two queries in one message: one answer, not lined up, not counted
-    after = counts()
-    assert [after[k] - before.get(k, 0) for k in ("1/kelvin", "1/sensor")] == [1, 1]
+    ask(link, b"RDGR? 1")  # no RDGST?: the next reading's RDGK? starts a new group
+    emu370.control("garbage 1")
+    for q in (b"RDGK? 1", b"RDGR? 1", b"RDGST? 1"):
+        ask(link, q)  # the kelvin reply garbled: the whole reading is spoiled
+    assert delta(before) == [1, 1]
+    ask(link, b"RDGK? 1;RDGR? 1")  # two queries in one message: only RDGR? is answered, no group begun
+    ask(link, b"RDGST? 1")
+    assert delta(before) == [1, 1]
 
 
 @pytest.mark.slow

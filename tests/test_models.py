@@ -14,7 +14,7 @@ from drivers.ls372 import Model372
 
 
 def test_the_models_table_finds_the_driver_classes_and_their_facts():
-    assert models.MODELS == {"372": Model372, "240": Model240}
+    assert models.MODELS["372"] is Model372 and models.MODELS["240"] is Model240  # the 370: test_ls370_models
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
     assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
     assert models.limit_bits("240") == models.LimitBits(over=32, under=16)
