@@ -97,7 +97,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 
-# The live part of the sample: two instruments (the first shows every key, the others only theirs).
+# The live part of the sample: three instruments (the first shows every key, the others only theirs).
 SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
     {
         "model": "372",
@@ -113,6 +113,13 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "description": "50 K and 4 K diodes",
         "transport": "serial",
         "serial_number": "LSA24AZ",
+    },
+    {
+        "model": "370",
+        "name": "LS370A",
+        "description": "fridge 2, 370 bridge on RS-232",
+        "transport": "serial",
+        "device": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0",
     },
 ]
 

@@ -1,6 +1,7 @@
 """``kelvinpi probe``: a read-only check of a real instrument, printed as a report for a bug report.
 
 Only queries are sent (``*IDN?``, ``SCAN?``, ``INSET?``, ``INTYPE?``, ``INNAME?``, ``FILTER?``,
+on a 370 ``RDGRNG?``, ``CMODE?``, ``CSET?``, ``HTRRNG?``,
 ``CRVHDR?``, readings): no setting is changed, and ``*ESR?`` is not sent either, since reading
 the 372's event register clears it. Run it with the appliance stopped (or on another of the 372's
 two TCP slots): a serial port has room for one program only.
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from drivers import DriverError
 from drivers.ls240 import Model240
+from drivers.ls370 import Model370
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.transport import TcpTransport
 
@@ -44,6 +46,14 @@ def open_instrument(
     timeout: float = 2.0,
 ):
     """The driver object for the given link (not yet connected)."""
+    if model == "370":
+        if device:
+            return Model370.serial(device, timeout=timeout)
+        if resource:
+            return Model370.visa(resource, timeout=timeout)
+        raise ValueError(
+            "a Model 370 is reached through --device (RS-232) or --resource (GPIB): it has no Ethernet port"
+        )
     if model == "372":
         if host:
             return Model372(TcpTransport(host, port), timeout=timeout)
@@ -89,7 +99,9 @@ def probe(inst) -> Report:
             f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
             f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s"
         )
-        if isinstance(inst, Model372):
+        if isinstance(inst, Model370):
+            _probe_370(inst, r)
+        elif isinstance(inst, Model372):
             _probe_372(inst, r)
         else:
             _probe_240(inst, r)
@@ -141,6 +153,49 @@ def _probe_372(inst: Model372, r: Report) -> None:
             )
 
 
+def _probe_370(inst: Model370, r: Report) -> None:
+    """As the 372's, with RDGRNG? for the excitation and range, curves 1-20, and the heater's CMODE/CSET."""
+    scan = _try(r, "SCAN?", inst.scan)
+    if scan is not None:
+        r.add(f"scanner: channel {scan.channel}, autoscan {'on' if scan.autoscan else 'off'}")
+    r.add("")
+    r.add("channels (INSET? enabled/dwell/pause/curve/tempco; RDGRNG? mode/excitation/range/autorange/cs off):")
+    curves: set[int] = set()
+    enabled: list[str] = []
+    for ch in MEASUREMENT_CHANNELS:
+        s = _try(r, f"INSET? {ch}", lambda: inst.input_setup(ch))
+        g = _try(r, f"RDGRNG? {ch}", lambda: inst.reading_range(ch))
+        if s is not None and s.curve:
+            curves.add(s.curve)
+        if s is not None and s.enabled:
+            enabled.append(ch)
+        r.add(f"  {ch:>2} inset {_fields(s)}  rdgrng {_fields(g)}")
+    r.add("")
+    r.add("curve headers (CRVHDR? name/serial/format/limit/coefficient):")
+    for n in inst.curve_slots:
+        h = _try(r, f"CRVHDR? {n}", lambda: inst.curve_header(n))
+        if h is not None and (h.data_format or n in curves):
+            r.add(
+                f"  {n:2d} {h.name!r} {h.serial!r} format {h.data_format} limit {h.limit:g} K"
+                + ("  (in use)" if n in curves else "")
+            )
+    r.add("")
+    mode = _try(r, "CMODE?", inst.control_mode)
+    cset = _try(r, "CSET?", inst.control_setup)
+    rng = _try(r, "HTRRNG?", inst.heater_range_index)
+    r.add(f"sample heater: CMODE {mode!r}  CSET {_fields(cset)}  HTRRNG {rng}")
+    r.add("")
+    r.add("one reading per enabled channel (a channel the scanner is not on repeats its last value):")
+    for ch in enabled:
+        rd = _try(r, f"reading {ch}", lambda: inst.read(ch))
+        if rd is not None:
+            active = " (scanner here)" if scan is not None and scan.channel == ch else ""
+            r.add(
+                f"  {ch:>2} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} ohm  status {rd.status:03d} "
+                f"{','.join(rd.status_bits) or 'ok'}{active}"
+            )
+
+
 def _probe_240(inst: Model240, r: Report) -> None:
     r.add(f"module name: {_try(r, 'MODNAME?', inst.module_name)!r}")
     r.add("")
@@ -174,11 +229,11 @@ def _fields(x) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="read-only check of a real instrument, printed as a report")
-    p.add_argument("--model", choices=("372", "240"), required=True)
+    p.add_argument("--model", choices=("372", "240", "370"), required=True)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="372 over Ethernet (TCP port --port)")
-    where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0")
-    where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR")
+    where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0 (a 370's RS-232 adapter too)")
+    where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR or GPIB0::12::INSTR")
     p.add_argument("--port", type=int, default=7777)
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=run)
