@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from .ls370_device import LS370Device
 
 QUIET_S = 0.05  # the manual's quiet time after a reply or a command
+# CMODE (370: 1 closed loop, 2 zone, 3 open loop, 4 off) <-> the 372 loop's OUTMODE mode it runs as
+MODE_372 = {1: 5, 2: 3, 3: 2, 4: 0}
+MODE_370 = {v: k for k, v in MODE_372.items()}
 CHANNEL = Input(allow_a=False)  # 1-16: the 370 has no control input A
 CURVE = Int(1, 20)
 FLAG = Int(0, 1)
@@ -62,14 +65,10 @@ def inset_set(d: LS370Device, ch: str, enabled: int, dwell: int, pause: int, cur
 
 
 def cmode_q(d: LS370Device) -> str:
-    from .ls370_device import MODE_370
-
     return str(MODE_370.get(d.outputs[0].mode, 4))
 
 
 def cmode_set(d: LS370Device, mode: int) -> None:
-    from .ls370_device import MODE_372
-
     with d.lock:
         d.heater_output()  # the loop runs up to now under the old mode
         d.outputs[0].mode = MODE_372[mode]
@@ -118,10 +117,6 @@ def ieee_set(d: LS370Device, terminator: int, eoi: int, address: int | None = No
     d.ieee = (terminator, eoi, d.ieee[2] if address is None else address)
 
 
-def curve_slot_q(d: LS370Device, n: int) -> str:
-    return c372.crvhdr_q(d, n)  # type: ignore[arg-type]
-
-
 COMMANDS: tuple[Command, ...] = (
     # IEEE 488.2 common commands (manual pp.6-20, 6-21); *WAI is "not supported in the Model 370"
     Command("*IDN?", idn, counts=ANY),
@@ -151,7 +146,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("RDGRNG?", rdgrng_q, (CHANNEL,)),
     Command("RDGRNG", rdgrng_set, (CHANNEL, FLAG, Int(1, 22), Int(1, 22), FLAG, FLAG)),
     # curves 1-20, formats 3 and 4
-    Command("CRVHDR?", curve_slot_q, (CURVE,)),
+    Command("CRVHDR?", c372.crvhdr_q, (CURVE,)),
     Command("CRVHDR", c372.crvhdr_set, (CURVE, Text(15), Text(10), Int(3, 4), Float(), Int(1, 2))),
     Command("CRVPT?", c372.crvpt_q, (CURVE, Int(1, POINTS))),
     Command("CRVPT", c372.crvpt_set, (CURVE, Int(1, POINTS), Float(), Float())),

@@ -24,9 +24,6 @@ from .sim_clock import SimClock
 CURVE_SLOTS = range(1, 21)  # all user curves (the 372 manual, 5.8: in 370 emulation, user curves 1-20)
 CURVE_OF_372 = {21: 1, 22: 2}  # the 372 wiring's factory curves, as the 370 numbers them
 CONTROL_CHANNEL = "5"  # the mixing-chamber thermometer (the 372 controls from A, which the 370 lacks)
-# CMODE (370: 1 closed loop, 2 zone, 3 open loop, 4 off) <-> the 372 loop's OUTMODE mode
-MODE_372 = {1: 5, 2: 3, 3: 2, 4: 0}
-MODE_370 = {v: k for k, v in MODE_372.items()}
 
 
 @dataclass
@@ -68,7 +65,7 @@ class LS370Device(LS372Device):
                 c.curve = CURVE_OF_372.get(c.curve, 0)
             self.channels["A"].enabled = 0
             self.outputs[0].input = CONTROL_CHANNEL
-            self.outputs[0].mode = MODE_372[4]
+            self.outputs[0].mode = ls370_commands.MODE_372[4]  # CMODE 4: off
             self.control = Control370()
             self.ieee = (0, 0, 12)  # terminator, EOI, address (UNVERIFIED defaults)
             self.paced_drops = 0  # messages ignored for breaking the 50 ms rule
