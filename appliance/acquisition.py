@@ -116,6 +116,7 @@ class Ls372Acquisition:
     """
 
     driver: type[Model372] | type[Model370] = Model372
+    heater_ocs = "sample_heater"  # the OCS field name of the sample heater series
 
     def __init__(self, cfg: InstrumentConfig, health: InstrumentHealth) -> None:
         self.cfg, self.health = cfg, health
@@ -165,7 +166,7 @@ class Ls372Acquisition:
                 self.rotation.append([ch, setup.pause, setup.dwell])
         if cfg.read_heater:
             self.heater_key = SeriesKey(
-                cfg.name, "sample_heater", "%", "sample_heater", "sample heater output", ocs="sample_heater"
+                cfg.name, "sample_heater", "%", "sample_heater", "sample heater output", ocs=self.heater_ocs
             )
         return found
 
@@ -232,6 +233,7 @@ class Ls370Acquisition(Ls372Acquisition):
     input A, over RS-232 or GPIB."""
 
     driver = Model370
+    heater_ocs = "sample_heater_out"  # socs' LS370_Agent: '{heater}_heater_out' (agent.py l.636-637)
 
 
 class Ls240Acquisition:

@@ -181,11 +181,17 @@ class Dispatcher370(Dispatcher):
         super().__init__(bind_table(COMMANDS, device), device.error)
         self.device = device
         self._quiet_until = 0.0
+        self._arrival: float | None = None
+
+    def arrived(self, t: float) -> None:
+        """The wire's note of when bytes came: a message is judged by its arrival, not by when
+        this thread got to it (a busy host must not turn an early message into a timely one)."""
+        self._arrival = t
 
     def handle_line(self, line: str) -> str | None:
         if not line.strip():
             return None
-        now = time.monotonic()
+        now = self._arrival if self._arrival is not None else time.monotonic()
         if self.device.strict_pacing and now < self._quiet_until:
             self.device.paced_drops += 1  # the 370 was not ready: the message is lost, nothing is flagged
             return None

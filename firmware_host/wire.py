@@ -93,6 +93,9 @@ class LineSession:
         self.buf = bytearray()
 
     def feed(self, data: bytes) -> None:
+        arrived = getattr(self.dispatcher, "arrived", None)
+        if arrived is not None:  # a dispatcher that paces by when a message came (the 370's)
+            arrived(time.monotonic())
         self.buf.extend(data)
         while True:
             idx = self.buf.find(b"\n")

@@ -71,5 +71,6 @@ def test_appliance_reconciles_a_370_through_a_garbled_reply_and_an_unplug(tmp_pa
     # naming: the 370 keeps no channel names: "Channel 5" -> channel_5_t/_r; socs' LS370_Agent names
     assert {"LS370X::channel_5_t", "LS370X::channel_5_r", "LS370X::sample_heater"} <= set(fields)
     assert ocs["LS370X::channel_5_t"] == "Channel_5_T" and ocs["LS370X::channel_5_r"] == "Channel_5_R"
+    assert ocs["LS370X::sample_heater"] == "sample_heater_out"
     assert set(latest["LS370X::channel_5_t"]["status_bits"]) <= {"CLOCK_UNSYNCED"}  # the host's, not the 370's
     assert "disconnected" in events or "reconnected" in events or events.count("connected") >= 2, events

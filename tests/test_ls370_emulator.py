@@ -123,7 +123,7 @@ def test_heater_loop_in_simulated_time(emu370, link):
     link.sendall(b"SCAN 5,0;CSET 5,0,1,1,1,8,120;PID 20,100,0;SETP 0.015;HTRRNG 4;CMODE 1\r\n")
     assert ask(link, b"*ESR?") == b"128"
     emu370.clock.advance(300)
-    assert 0.0125 < float(ask(link, b"RDGK? 5", timeout=3)) < 0.015
+    assert 0.0125 < float(ask(link, b"RDGK? 5", timeout=10)) < 0.015  # 3000 loop steps: bounded, not slept
     assert 0 < float(ask(link, b"HTR?")) < 100
     assert ask(link, b"CMODE 4;*OPC?") == b"1"
     emu370.clock.advance(1)
