@@ -39,19 +39,25 @@ run: $(STAMP) $(STATIC)
 # outside program (crossbar, influxd, prometheus, victoria-metrics, chromium, the image tools) or as slow;
 # `make test` runs `make check` first, then exactly those. Markers: pyproject.toml; set from fixtures in
 # tests/conftest.py; tests/test_tiers.py checks the split. Exit 5 (nothing selected, e.g. with -k) is no failure.
+# Both tiers run in parallel processes (pytest-xdist): the fast tier on one per core, the rest on more,
+# since its tests mostly wait on servers, browsers and emulated time rather than compute. Every test
+# keeps its own ports (port 0), folders (tmp_path) and servers, so order and neighbours do not matter.
+# PYTEST_ARGS="-n 0" runs them in one process.
 OUTSIDE := slow or crossbar or influxd or prometheus or victoria or chromium or image
+CHECK_WORKERS ?= 2
+REST_WORKERS ?= 4
 PYTEST_ARGS ?=
 .PHONY: check
 check: $(STAMP) $(STATIC)
-	$(BIN)/python -m pytest -q --durations=5 -m "not ($(OUTSIDE))" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q --durations=5 -n $(CHECK_WORKERS) -m "not ($(OUTSIDE))" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
 
 test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 	$(MAKE) --no-print-directory check
-	$(BIN)/python -m pytest -q -m "$(OUTSIDE)" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q --durations=15 -n $(REST_WORKERS) -m "$(OUTSIDE)" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
 
-# ruff check (its default rules) and ruff format --check (`ruff format .` fixes it) over the tree;
-# mypy (pydantic plugin) on drivers/, appliance/, firmware_host/;
-# both configured in pyproject.toml (mypy's baseline of modules not yet clean is listed there)
+# ruff check (pyflakes, pycodestyle's errors, bugbear, simplify, pyupgrade, isort) and ruff format --check
+# (`ruff format .` fixes it) over the tree; mypy (pydantic plugin) on drivers/, appliance/, firmware_host/,
+# every module checked (no baseline); both configured in pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -13,20 +13,22 @@ backoff, health counters. What differs between a 372 and a 240 lives here, behin
   is on (once past the change pause), the control input A and the sample heater, and keeps the
   scanner's state in ``InstrumentHealth.scan`` for the front panel and the alarms.
 
-The poller picks its strategy once, from ``cfg.model``, in ``ACQUISITIONS``; a new model is a new
-class and a new row there.
+The poller picks its strategy once, from ``cfg.model``, through the model registry
+(``appliance.models.REGISTRY``: each model's spec names its acquisition class).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from drivers.base import Instrument
 from drivers.ls240 import SENSOR_UNITS, Model240
 from drivers.ls370 import Model370
 from drivers.ls372 import MEASUREMENT_CHANNELS, InputSetup, Model372
+from drivers.pfeiffer import CHANNELS as GAUGES
+from drivers.pfeiffer import TPG256A, TPG366, PfeifferGauge
 from drivers.readings import Reading
 from drivers.transport import TcpTransport
 
@@ -278,9 +280,58 @@ class Ls240Acquisition:
             out.extend(samples_of(plan, inst.read(int(plan.number), plan.sensor.units if plan.sensor else "V"), flags))
 
 
-# The one place a model's name picks its code.
-ACQUISITIONS: dict[str, Callable[[InstrumentConfig, InstrumentHealth], Acquisition]] = {
-    "372": Ls372Acquisition,
-    "240": Ls240Acquisition,
-    "370": Ls370Acquisition,
-}
+class PfeifferAcquisition:
+    """A Pfeiffer gauge controller (TPG 366 over TCP or VISA; TPG 256 A over serial or VISA ASRL):
+    six gauges, read together each cycle, each into ``<node>::p<n>`` (the Bluefors and socs names).
+
+    A gauge without a sensor (``TID`` says ``noSen``) is read only when the config lists it. A
+    reading that is not a measurement (underrange, overrange, sensor error or off, ...) is a
+    sample with value None and the status code's bit: stored as NULL with its status.
+    """
+
+    def __init__(self, cfg: InstrumentConfig, health: InstrumentHealth) -> None:
+        self.cfg, self.health = cfg, health
+        cls: type[PfeifferGauge] = TPG366 if cfg.model == "tpg366" else TPG256A
+        if cfg.transport == "tcp":
+            port = cfg.port if "port" in cfg.model_fields_set else cls.DEFAULT_PORT
+            self.instrument: PfeifferGauge = cls(TcpTransport(required(cfg, "host"), port), timeout=cfg.timeout)
+        elif cfg.transport == "serial":
+            self.instrument = cls.serial(cfg.serial_device(), timeout=cfg.timeout)
+        else:
+            self.instrument = cls.visa(required(cfg, "resource"), timeout=cfg.timeout)
+
+    def discover_inputs(self) -> dict[str, Input]:
+        configured = configured_channels(self.cfg)
+        found: dict[str, Input] = {}
+        for n in range(1, GAUGES + 1):
+            ch, c = str(n), configured.get(str(n))
+            if (c is not None and not c.enabled) or (configured and c is None):
+                continue
+            kind = self.instrument.gauge_ids[n - 1] if self.instrument.gauge_ids else ""
+            if c is None and kind.lower() == "nosen":
+                continue
+            name = (c.name if c is not None and c.name else None) or f"P{n}"
+            found[ch] = Input(name, self.instrument.units, c)
+        return found
+
+    def plan_for(self, ch: str, name: str, units: str) -> ChannelPlan:
+        """``p<n>`` whatever the gauge's name (the name labels it); OCS: socs' ``pressure_ch<n>``."""
+        _, ocs = self.instrument.ocs_names(ch, name)
+        kind = self.instrument.gauge_ids[int(ch) - 1] if self.instrument.gauge_ids else "gauge"
+        desc = f"{self.cfg.model} gauge {ch} ({name}, {kind})"
+        return ChannelPlan(ch, name, None, SeriesKey(self.cfg.name, f"p{ch}", units, f"p{ch}", desc, ocs=ocs))
+
+    def poll_interval(self) -> tuple[float, str | None]:
+        return self.cfg.interval, None
+
+    def configuration(self, channels: list[str]) -> dict:
+        return self.instrument.configuration(channels)
+
+    def connected(self) -> None:
+        pass
+
+    def cycle(self, plans: dict[str, ChannelPlan], flags: int, out: list[Sample]) -> None:
+        for r in self.instrument.read_gauges():
+            plan = plans.get(str(r.channel))
+            if plan is not None and plan.sensor is not None:
+                out.append(Sample(plan.sensor, r.t, r.pressure, r.status | flags))

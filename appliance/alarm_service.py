@@ -4,9 +4,10 @@ turned into durable notices.
 ``AlarmService`` evaluates the rules (``appliance.alarms``) on the readings as the pollers
 delivered them (``appliance.latest``), not on what the store has managed to write. For every
 transition it records the alarm's state and an event; a ``NoticeGate`` per rule decides which
-transitions become *notices* (raised, repeat, flapping, acknowledged, cleared: bounded, see
-``appliance.alarms``), recorded through the store's write path (``Store.alarm_record``) and
-handed to each target's delivery ``Lane`` (``appliance.notify``).
+transitions become *notices* (raised, repeat, flapping, acknowledged, cleared: at most
+``NOTICES_PER_HOUR`` in any hour, every kind counted, see ``appliance.alarms``), recorded through
+the store's write path (``Store.alarm_record``) and handed to each target's delivery ``Lane``
+(``appliance.notify``).
 
 Clocks are injected (``wall``, ``mono``) so a test can step the wall clock: timers run on the
 monotonic one.
@@ -18,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
@@ -180,10 +181,9 @@ class AlarmService:
             if d.mono is not None:
                 obs.age[name] = m - d.mono
             limits = limit_bits(self.models.get(d.node))
-            if d.units == "K" and d.status & limits.over:
-                obs.beyond[name] = "above"
-            elif d.units == "K" and d.status & limits.under:
-                obs.beyond[name] = "below"
+            beyond = limits.beyond(d.units, d.status)
+            if beyond is not None:
+                obs.beyond[name] = beyond
         for p in self.pollers:
             if p.health.connected or p.health.errors or p.health.cycles:  # not before its first attempt
                 obs.connected[p.cfg.name] = bool(p.health.connected)
@@ -385,9 +385,10 @@ class AlarmService:
                 self.engine.ack(name, who)
                 now = self.wall()
                 rule = self.rules[name]
-                self.gates[name].acknowledged(self.mono())
+                told = self.gates[name].acknowledged(self.mono())  # within the rule's hourly budget
                 self.store.event("alarm_acknowledged", _node(rule), f"{name} by {who}", t=now)
-                self._notice(rule, st, "acknowledged", now)
+                if told:
+                    self._notice(rule, st, "acknowledged", now)
                 self._save(st, now)
             return self.view(st)
 

@@ -40,8 +40,14 @@ from typing import ClassVar
 
 from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm
 
-
-NOTICES_PER_HOUR = 12  # per rule, every kind of notice (the README states it)
+NOTICES_PER_HOUR = 12  # per rule, in any hour, every kind of notice counted (the README states it)
+# The hour's budget is shared out so the cap never delays what matters most: reminders and flapping
+# summaries stop at cap - KEEP_FOR_STATE - KEEP_FOR_RAISE (8), the plain state (cleared, the settled
+# state, an acknowledgement) at cap - KEEP_FOR_RAISE (10), and the last two are for a raise of a rule
+# that is not flapping. A rule not flapping has at most two raises in any hour, so such a raise
+# always finds room: it never waits.
+KEEP_FOR_STATE = 2
+KEEP_FOR_RAISE = 2
 FLAP_RAISES = 3  # raised this many times within the last hour: the rule is flapping
 FLAP_QUIET = 120.0  # seconds without a transition before a flapping (or capped) rule counts as settled
 HOUR = 3600.0
@@ -386,18 +392,22 @@ def target_of(rule) -> str | None:
 class NoticeGate:
     """Which notices one rule sends: every transition is an event, but notices are bounded.
 
-    * A rule raised ``FLAP_RAISES`` times within the last hour is *flapping*: its raised/cleared
-      notices are coalesced into one "flapping: raised N times in the last hour" notice per
+    * At most ``cap`` notices in any hour (``NOTICES_PER_HOUR``), every kind counted, none exempt.
+      The budget has three tiers (``limit``): reminders ("repeat") and flapping summaries may use
+      the first ``cap - KEEP_FOR_STATE - KEEP_FOR_RAISE``; the plain state ("cleared", the settled
+      state, "acknowledged") up to ``cap - KEEP_FOR_RAISE``; a raise of a rule that is not flapping
+      the whole ``cap``. Such a raise is one of at most ``FLAP_RAISES - 1`` in the hour (the next
+      makes the rule flapping), so it always finds room and is never delayed.
+    * A rule raised ``FLAP_RAISES`` times within the last hour is *flapping*: the raise that makes
+      it so goes at once as "flapping: raised N times in the last hour" (a raise after quiet
+      wakes a person), then its raised/cleared notices are coalesced into one such notice per
       ``interval`` (the rule's ``repeat``, an hour when it repeats never) while it goes on.
     * Once it has been quiet for ``settle`` s (``FLAP_QUIET``, or ``interval`` if shorter) the
-      current state ("raised"/"cleared") goes out plainly; and whenever a notice was held back by
-      the cap, the state a person was last told is compared with the alarm's and, if they differ,
-      the current one goes out at once if the cap allows, else once the rule has been quiet for
-      ``settle`` s: the last word is always the truth, within ``settle`` s plus a tick.
-    * At most ``cap`` notices per rolling hour (``NOTICES_PER_HOUR``), with two exceptions that
-      are counted but never held back: the settled state when it differs from what a person was
-      last told (bounded anyway, one per quiet period: a raise after flapping must wake someone),
-      and an acknowledgement (a person's own action).
+      current state ("raised"/"cleared") goes out plainly, and whenever what a person was last
+      told is not the alarm's state (a notice held back by the budget) the current one goes out
+      as soon as the plain-state tier has room. When the budget is spent the settle period is
+      thereby lengthened, never skipped: nothing else is sent meanwhile, so the tier has room at
+      the latest an hour after the last transition. The last word is always the truth.
 
     All times are monotonic seconds. Pure: ``AlarmService`` asks it and sends what it says.
     """
@@ -414,15 +424,24 @@ class NoticeGate:
         self.last_notice: float | None = None
         self.told_active: bool | None = None  # what the last notice told (None: nothing yet)
         self.owe_state = False  # flapping has settled: the plain state is still to be told
-        self.suppressed = 0  # notices coalesced or capped (shown in health)
+        self.suppressed = 0  # notices coalesced or held by the budget (shown in health)
 
     def _prune(self, mono: float) -> None:
         for q in (self.raises, self.sent):
             while q and q[0] <= mono - HOUR:
                 q.popleft()
 
-    def _allow(self, mono: float) -> bool:
-        if len(self.sent) >= self.cap:
+    def limit(self, tier: str) -> int:
+        """How many of the hour's notices a tier may bring the count to ("summary", "state", "raise")."""
+        keep = {"summary": KEEP_FOR_STATE + KEEP_FOR_RAISE, "state": KEEP_FOR_RAISE, "raise": 0}[tier]
+        return max(1, self.cap - keep)
+
+    def room(self, tier: str) -> bool:
+        return len(self.sent) < self.limit(tier)
+
+    def _allow(self, mono: float, tier: str) -> bool:
+        """Count a notice of ``tier`` if the hour's budget has room for it (else count it held)."""
+        if not self.room(tier):
             self.suppressed += 1
             return False
         self.sent.append(mono)
@@ -437,11 +456,6 @@ class NoticeGate:
     def settled(self, mono: float) -> bool:
         return self.last_transition is None or mono - self.last_transition >= self.settle
 
-    def _count(self, mono: float) -> None:
-        """A notice that goes out whatever the cap: it still counts towards it."""
-        self.sent.append(mono)
-        self.last_notice = mono
-
     def raised_in_hour(self) -> int:
         return len(self.raises)
 
@@ -449,26 +463,30 @@ class NoticeGate:
         """A transition happened: the notice kind to send now ("raised", "cleared", "flapping"), or None."""
         self._prune(mono)
         self.last_transition = mono
+        was_flapping = self.flapping
         if kind == "raised":
             self.raises.append(mono)
             if len(self.raises) >= FLAP_RAISES:
                 self.flapping = True
         if self.flapping:
-            if kind == "raised" and (self.last_flap_notice is None or mono - self.last_flap_notice >= self.interval):
-                if self._allow(mono):
+            if kind == "raised" and (
+                not was_flapping or self.last_flap_notice is None or mono - self.last_flap_notice >= self.interval
+            ):
+                # the raise that starts a flapping spell uses the plain-state tier, later summaries theirs
+                if self._allow(mono, "summary" if was_flapping else "state"):
                     self.last_flap_notice, self.told_active = mono, True
                     return "flapping"
                 return None
             self.suppressed += 1
             return None
-        if self._allow(mono):
+        if self._allow(mono, "raise" if kind == "raised" else "state"):
             self.told_active = kind == "raised"
             return kind
         return None
 
     def tick(self, active: bool, acked: bool, mono: float) -> str | None:
         """Once a tick: a notice that is due without a transition ("repeat", "flapping", or the
-        current state after flapping or a capped notice), or None."""
+        current state after flapping or a held notice), or None."""
         self._prune(mono)
         if self.flapping:
             if self.settled(mono):  # settled: the state is told once more, plainly ("cleared" or "raised")
@@ -478,22 +496,20 @@ class NoticeGate:
                 and mono - self.last_flap_notice >= self.interval
                 and self.last_transition is not None
                 and self.last_transition > self.last_flap_notice
-                and len(self.sent) < self.cap
+                and self.room("summary")
             ):
-                self._allow(mono)
+                self._allow(mono, "summary")
                 self.last_flap_notice, self.told_active = mono, active
                 return "flapping"
             else:
                 return None
         if self.owe_state or (self.told_active is not None and self.told_active != active):
-            # what a person was last told is not the truth: told at once if the cap allows, and
-            # whatever the cap once the rule has settled (one per quiet period at most)
-            if len(self.sent) < self.cap or self.settled(mono):
-                self._count(mono)
+            # what a person was last told is not the truth: told as soon as the plain-state tier has
+            # room (nothing else goes out meanwhile, so at the latest an hour after the last transition)
+            if self.room("state"):
+                self._allow(mono, "state")
                 self.told_active, self.owe_state = active, False
                 return "raised" if active else "cleared"
-            return None
-        if len(self.sent) >= self.cap:  # nothing more this hour (not counted again each tick)
             return None
         if (
             active
@@ -501,8 +517,9 @@ class NoticeGate:
             and self.repeat > 0
             and self.last_notice is not None
             and mono - self.last_notice >= self.repeat
+            and self.room("summary")  # not counted as held each tick
         ):
-            self._allow(mono)
+            self._allow(mono, "summary")
             return "repeat"
         return None
 
@@ -545,7 +562,9 @@ class NoticeGate:
         self.suppressed = int(d.get("suppressed", 0))
         self._prune(mono)
 
-    def acknowledged(self, mono: float) -> None:
-        """An acknowledgement notice goes out whatever the cap (a person asked for it); it counts."""
+    def acknowledged(self, mono: float) -> bool:
+        """Whether an acknowledgement goes out as a notice: from the plain-state tier like a
+        "cleared" (the acknowledgement itself is always an event, and the API answers the person
+        who gave it); a rule acknowledged after its budget is spent tells no one else."""
         self._prune(mono)
-        self._count(mono)
+        return self._allow(mono, "state")

@@ -56,7 +56,9 @@ class Columns:
         for i in np.flatnonzero(self.null).tolist():
             vals[i] = None
         n = len(vals)
-        return list(map(Row._make, zip(self.seq.tolist(), [sid] * n, self.t.tolist(), vals, self.status.tolist())))
+        return list(
+            map(Row._make, zip(self.seq.tolist(), [sid] * n, self.t.tolist(), vals, self.status.tolist(), strict=False))
+        )
 
     def cut(self, lo: int, hi: int) -> Columns:
         """The samples with lo <= t < hi (ms)."""
@@ -150,5 +152,6 @@ def summaries(c: Columns, width: int) -> list[tuple[int, int, float, float, floa
             np.add.reduceat(v, starts).tolist(),
             np.minimum.reduceat(v, starts).tolist(),
             np.maximum.reduceat(v, starts).tolist(),
+            strict=False,
         )
     )

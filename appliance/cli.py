@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from . import config
 
-def _load(path: str):
+
+def _load(path: str) -> config.Config | None:
     """The start-up validation; prints every problem (key path and line) and returns None on error."""
     from . import config
 
@@ -33,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("kelvinpi")
     problems = config.file_problems(cfg)
     rendered = config.file_error(args.config, problems).render().splitlines() if problems else []
-    for line, problem in zip(rendered, problems):  # one line per problem, in order
+    for line, problem in zip(rendered, problems, strict=False):  # one line per problem, in order
         log.error("%s: %s %s", line, problem.ref.disables, "starts disabled" if problem.ref.secret else "cannot work")
     return service.run(cfg, args.config)
 
@@ -74,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     CSV holds them, as ``GET /api/v1/export.csv`` does.
     """
     import csv
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from .store import StoreReader, resolve_time
 
@@ -95,7 +100,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             [
                 name,
                 f"{t:.3f}",
-                datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds"),
+                datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds"),
                 "" if v is None else repr(v),
                 st,
             ]

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
 
+from .models import MODEL_NAMES, REGISTRY, TRANSPORTS
+
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the whole name (re.fullmatch: "$" let a final newline in)
 
 # Every table is strict about types (Strict below): a port written as "8080" or a flag as "yes" is
@@ -59,7 +61,7 @@ class Strict(BaseModel):
 class ChannelConfig(Strict):
     """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
-    number: Union[int, str] = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
+    number: int | str = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
     name: str | None = Field(
         None,
         description="overrides the instrument's own input name (INNAME?) in field names; 1-40 characters without '::'",
@@ -99,18 +101,23 @@ class ChannelConfig(Strict):
         return v
 
 
+if TYPE_CHECKING:
+    ModelName = str
+else:  # the choices are the model registry's (appliance.models.REGISTRY): a new model is one line there
+    ModelName = Literal[MODEL_NAMES]
+
+
 class InstrumentConfig(Strict):
     """One Lake Shore instrument: how to reach it and what to read. Its poller is the one owner of the link."""
 
-    model: Literal["372", "240", "370"] = Field(
-        description='"372" (AC resistance bridge), "240" (input module) or "370" (the 372\'s predecessor)'
-    )
+    model: ModelName = Field(description="; ".join(f'"{name}": {s.title}' for name, s in REGISTRY.items()))
     name: str = Field(
         description="data node name, e.g. the serial LSA23JD: fields are <name>::<channel>_t/_r;"
         " 1-64 letters, digits, '_', '.', '-'"
     )
     description: str = Field(
-        "", description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>")'
+        "",
+        description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>", a gauge controller "Pfeiffer <model> <name>")',
     )
     transport: Literal["tcp", "serial", "visa"] = Field(
         description='"tcp" (the 372\'s Ethernet port, needs host),'
@@ -118,7 +125,7 @@ class InstrumentConfig(Strict):
         ' or "visa" (needs resource)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
-    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port")
+    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port (a tpg366 unset: 8000)")
     device: str | None = Field(
         None,
         description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
@@ -266,7 +273,7 @@ class ControlConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _token(self) -> "ControlConfig":
+    def _token(self) -> ControlConfig:
         if self.enabled and not self.token_file:
             raise ValueError("control.enabled needs token_file (a 0600 file holding the token)")
         return self
@@ -329,7 +336,7 @@ class InfluxUplink(UplinkModel):
     batch: int = Field(5000, ge=1, le=100000, description="samples per HTTP write")
 
     @model_validator(mode="after")
-    def _version(self) -> "InfluxUplink":
+    def _version(self) -> InfluxUplink:
         if bool(self.database) == bool(self.bucket):
             raise ValueError("give database (InfluxDB 1.x) or bucket + org (2.x), not both or neither")
         if self.bucket and not (self.org and self.token_file):
@@ -389,7 +396,7 @@ class RemoteWriteUplink(UplinkModel):
         return v
 
     @model_validator(mode="after")
-    def _auth(self) -> "RemoteWriteUplink":
+    def _auth(self) -> RemoteWriteUplink:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         if self.password_file and not self.username:
@@ -405,7 +412,7 @@ UPLINK_MODELS: tuple[type[UplinkModel], ...] = (SisockUplink, OcsUplink, InfluxU
 if TYPE_CHECKING:
     Uplink = UplinkModel  # to the type checker, any one of them
 else:
-    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]
+    Uplink = Annotated[Union[UPLINK_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 # -- alarms and notifications --------------------------------------------------
@@ -503,7 +510,10 @@ ALARM_MODELS: tuple[type[_AlarmBase], ...] = (
     StoreAlarm,
     BacklogAlarm,
 )
-AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    AlarmRule = _AlarmBase  # to the type checker, any one of them
+else:
+    AlarmRule = Annotated[Union[ALARM_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 class _NotifyBase(Strict):
@@ -541,7 +551,7 @@ class EmailNotify(_NotifyBase):
     to: list[str] = Field(min_length=1, description="recipients")
 
     @model_validator(mode="after")
-    def _login(self) -> "EmailNotify":
+    def _login(self) -> EmailNotify:
         if self.username and not self.password_file:
             raise ValueError("username needs password_file")
         return self
@@ -549,7 +559,10 @@ class EmailNotify(_NotifyBase):
 
 # Every [[notify]] model, once (``appliance.notify.SENDERS`` maps each kind to its sender).
 NOTIFY_MODELS: tuple[type[_NotifyBase], ...] = (WebhookNotify, EmailNotify)
-NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]
+if TYPE_CHECKING:
+    NotifyTarget = _NotifyBase  # to the type checker, any one of them
+else:
+    NotifyTarget = Annotated[Union[NOTIFY_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a union of the tuple's members)
 
 
 def kinds_of(model: type[BaseModel]) -> tuple[str, ...]:
@@ -615,9 +628,9 @@ def line_map(text: str) -> dict[tuple, int]:
             current = path
             lines.setdefault(current, no)
             continue
-        k = _KEY.match(raw)
-        if k:
-            key = tuple(p.strip('"') for p in k.group(1).split("."))
+        km = _KEY.match(raw)
+        if km:
+            key = tuple(p.strip('"') for p in km.group(1).split("."))
             lines.setdefault(current + key, no)
     return lines
 
@@ -739,15 +752,14 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if name in names:
                 problems.append((loc + ("name",), f"data node name {name!r} already used by instrument[{names[name]}]"))
             names.setdefault(name, i)
-        need = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}.get(transport, ())
+        needs = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}
+        need = needs.get(transport, ()) if transport else ()
         if need and not any(inst.get(k) for k in need):
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
-        if transport == "tcp" and model == "240":
-            problems.append((loc + ("transport",), "the Model 240 has no Ethernet port: use transport 'serial'"))
-        if transport == "tcp" and model == "370":
-            problems.append(
-                (loc + ("transport",), "the Model 370 has no Ethernet port: use 'serial' (RS-232) or 'visa'")
-            )
+        spec = REGISTRY.get(model) if model else None
+        refused = spec.refuses(transport) if spec and transport in TRANSPORTS else None
+        if refused:
+            problems.append((loc + ("transport",), refused))
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -758,11 +770,22 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if key in seen:
                 problems.append((loc + ("channel", j, "number"), f"channel {number} listed twice"))
             seen.add(key)
-            if model == "240" and (key == "A" or (isinstance(number, int) and not 1 <= number <= 8)):
-                problems.append((loc + ("channel", j, "number"), f"a Model 240 has inputs 1-8, not {number}"))
-            if model == "370" and key == "A":
-                problems.append((loc + ("channel", j, "number"), "a Model 370 has channels 1-16 and no input A"))
+            if spec and spec.channels and key not in spec.channels and isinstance(number, (int, str)):
+                problems.append(
+                    (
+                        loc + ("channel", j, "number"),
+                        f"a {spec.title} has {spec.channel_noun} {_span(spec.channels)}, not {number}",
+                    )
+                )
     return problems
+
+
+def _span(numbers: tuple[str, ...]) -> str:
+    """``("1", ..., "8")`` -> "1-8"; ``("A", "1", ..., "16")`` -> "A, 1-16"."""
+    digits = [int(n) for n in numbers if n.isdigit()]
+    words = [n for n in numbers if not n.isdigit()]
+    run = [f"{min(digits)}-{max(digits)}"] if digits and len(digits) == max(digits) - min(digits) + 1 else []
+    return ", ".join(words + (run or [str(d) for d in digits]))
 
 
 def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
@@ -809,6 +832,14 @@ def configured_fields(inst: dict) -> set[str] | None:
     from .naming import slug
 
     model, channels = inst.get("model"), inst.get("channel")
+    spec = REGISTRY.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.channel_field:
+        # a fixed field per channel whatever its name (a gauge's p<n>: the Bluefors and socs names); none listed: all
+        channels = [] if channels is None else channels
+        if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
+            return None
+        listed = [c.get("number") for c in channels if c.get("enabled", True) is not False]
+        return {spec.channel_field.format(n=n) for n in (listed if channels else spec.channels)}
     if model not in ("372", "240", "370") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False
@@ -864,16 +895,22 @@ class Suggestions:
         return f" (instruments: {self.closest(name, instruments)})" if instruments else ""
 
 
+def _tables(data: dict, key: str) -> list:
+    """The array of tables ``[[key]]`` of the raw config, or [] when it is missing or not an array (a wrong
+    type is the schema's to report)."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
     """Alarm names unique; fields, instruments, uplinks and notify targets that exist."""
     suggest = Suggestions()
-    sections = data.get("instrument") if isinstance(data.get("instrument"), list) else []
+    sections = _tables(data, "instrument")
     known = {  # a name of the wrong type is pydantic's to report
         i["name"]: configured_fields(i) for i in sections if isinstance(i, dict) and isinstance(i.get("name"), str)
     }
     instruments = set(known)
-    uplinks = data.get("uplink") if isinstance(data.get("uplink"), list) else []
-    targets = data.get("notify") if isinstance(data.get("notify"), list) else []
+    uplinks, targets = _tables(data, "uplink"), _tables(data, "notify")
     target_names: dict[str, int] = {}
     for j, t in enumerate(targets):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
@@ -885,7 +922,7 @@ def _cross_check_alarms(data: dict, problems: list[tuple[tuple, str]]) -> None:
                     )
                 )
             target_names.setdefault(t["name"], j)
-    rules = data.get("alarm") if isinstance(data.get("alarm"), list) else []
+    rules = _tables(data, "alarm")
     names: dict[str, int] = {}
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):

@@ -21,8 +21,9 @@ import logging
 import math
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from drivers import DriverError, InstrumentError
 from drivers.curves import CurveError
@@ -69,7 +70,7 @@ def outcome_of(exc: BaseException) -> str:
     named = getattr(exc, "outcome", None)
     if isinstance(named, str):
         return named
-    if isinstance(exc, ControlRefused) or isinstance(exc, (InstrumentError, ValueError, CurveError)):
+    if isinstance(exc, (ControlRefused, InstrumentError, ValueError, CurveError)):
         return "refused"
     return "failed"
 
@@ -102,7 +103,8 @@ class Control:
     def __init__(self, cfg: ControlConfig, pollers, store) -> None:
         self.cfg, self.store = cfg, store
         self.pollers = {p.cfg.name: p for p in pollers}
-        self.token = read_secret(cfg.token_file, "control.token_file") if cfg.enabled else None
+        # the config refuses control.enabled without token_file
+        self.token = read_secret(cfg.token_file, "control.token_file") if cfg.enabled and cfg.token_file else None
         self.audit = Audit(store)
         # what each setting last read as, by (node, setting, target): the "was" of the next request
         self.last_read: dict[tuple[str, str, str], Any] = {}
@@ -213,7 +215,7 @@ class Control:
         output, kelvin = body.get("output", 0), body.get("kelvin")
         if isinstance(output, bool) or output not in outputs:
             raise ControlRefused(400, "output must be 0 (sample heater) or 1 (warm-up heater)")
-        if isinstance(kelvin, bool) or not isinstance(kelvin, (int, float)) or not _finite(kelvin) or not 0 <= kelvin:
+        if isinstance(kelvin, bool) or not isinstance(kelvin, (int, float)) or not _finite(kelvin) or not kelvin >= 0:
             raise ControlRefused(
                 400,
                 f"kelvin must be a number from 0 to {self.cfg.max_setpoint_kelvin:g} "

@@ -26,16 +26,15 @@ the event log) until a verify or upload of that slot succeeds. Every change is a
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict
-
 import hashlib
+import logging
 import threading
+from dataclasses import asdict
 
 from drivers import InstrumentError
 from drivers.base import text_problem
-from drivers.curves import Curve, CurveError, parse_340, write_340
 from drivers.curve_commands import CurveCommands
+from drivers.curves import Curve, CurveError, parse_340, write_340
 from drivers.errors import ConnectionLost, InstrumentTimeout
 
 from .control import ControlRefused, PartFailed
@@ -51,7 +50,7 @@ CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 
 def same_point(inst: CurveCommands, wrote: tuple[float, float], got: tuple[float, float]) -> bool:
     """Equal at the instrument's resolution (the 240 keeps six digits, integer digits included)."""
-    return all(inst.same_curve_value(a, b) for a, b in zip(wrote, got))
+    return all(inst.same_curve_value(a, b) for a, b in zip(wrote, got, strict=False))
 
 
 def first_difference(inst, want: Curve, got: Curve) -> str | None:
@@ -60,7 +59,7 @@ def first_difference(inst, want: Curve, got: Curve) -> str | None:
     have = (got.name, got.serial, got.data_format, round(got.limit, 3))
     if wanted != have:
         return f"header differs: file {wanted}, instrument {have}"
-    for i, (w, g) in enumerate(zip(want.points, got.points), 1):
+    for i, (w, g) in enumerate(zip(want.points, got.points, strict=False), 1):
         if not same_point(inst, w, g):
             return f"point {i} differs: file ({w[0]:.6g}, {w[1]:.6g}), instrument ({g[0]:.6g}, {g[1]:.6g})"
     if len(want.points) != len(got.points):

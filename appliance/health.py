@@ -3,7 +3,7 @@
 One source for both views: a field that is also a Prometheus metric says so where it is declared
 (``stat(...)``: the metric's name, help, counter or gauge, and its labels), and
 ``appliance.web.metrics`` exposes every such field of the stats records (``StoreStats``,
-``InstrumentHealth``, ``UplinkHealth``, ``TargetStats``) in field order, while ``/api/v1/health``
+``InstrumentHealth``, ``UplinkHealth``, ``TargetStats``, ``AlarmStats``) in field order, while ``/api/v1/health``
 is their ``as_dict``. A new health field is one declaration here.
 """
 
@@ -237,6 +237,30 @@ class TargetStats:
     last_error: str | None = None
     last_success: float | None = None
     next_retry: float | None = None
+
+    def as_dict(self) -> dict:
+        return health_dict(self)
+
+
+@dataclass
+class AlarmStats:
+    """One alarm rule as /metrics shows it, read from the rule's view (``AlarmService.alarms()``,
+    the same records ``/api/v1/alarms`` and the health's ``alarms.active`` list are made of)."""
+
+    name: str
+    severity: str
+    active: bool = stat(
+        "kelvinpi_alarm_active", "1 while the alarm is raised", labels=(("name", "name"), ("severity", "severity"))
+    )
+    acknowledged: bool = stat(
+        "kelvinpi_alarm_acknowledged", "1 while the raised alarm is acknowledged", labels=(("name", "name"),)
+    )
+
+    @classmethod
+    def of(cls, view: dict) -> AlarmStats:
+        """An acknowledgement counts only while the alarm is raised (a cleared one keeps its ``acked``)."""
+        active = bool(view["active"])
+        return cls(view["name"], view["severity"], active, active and bool(view["acked"]))
 
     def as_dict(self) -> dict:
         return health_dict(self)

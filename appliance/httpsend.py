@@ -16,6 +16,7 @@ directly.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.client
 import socket
@@ -124,10 +125,10 @@ class Deadline:
 
     def _shutdown(self) -> None:
         if self._sock is not None:
-            try:  # the plain socket's shutdown, also under TLS: a blocked read sees the end at once
+            # the plain socket's shutdown, also under TLS: a blocked read sees the end at once;
+            # closed or not connected yet: nothing to wake
+            with contextlib.suppress(OSError):
                 socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-            except OSError:
-                pass  # closed or not connected yet: nothing to wake
 
     def finish(self) -> None:
         with self._lock:

@@ -111,7 +111,7 @@ def _rows(payload: bytes, compact: bool) -> tuple[list[Row], int]:
             pos += size
         rows = [
             Row(seq0 + i, sid, t0 + d, None if math.isnan(v) else v, st)
-            for i, (sid, d, v, st) in enumerate(zip(cols["sid"], cols["dt"], cols["v"], cols["st"]))
+            for i, (sid, d, v, st) in enumerate(zip(cols["sid"], cols["dt"], cols["v"], cols["st"], strict=False))
         ]
         return rows, len(payload) - len(z.unused_data)
     (n,) = _COUNT.unpack_from(payload)
@@ -143,7 +143,7 @@ class Journal:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._f = open(self.path, "ab", buffering=0)
+        self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115 (open for the journal's life; close() closes it)
         self.size = self._f.tell()
         self._leftover = False  # a failed append's bytes are still past self.size (its cut-back failed)
 

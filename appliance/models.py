@@ -1,19 +1,30 @@
-"""The instrument models the appliance knows, by the name ``[[instrument]] model`` gives.
+"""The instrument models the appliance knows, by the name ``[[instrument]] model`` gives: declared once.
 
-What a model *is* (its status bits, its OCS agent class and field names) lives on its driver
-class (``drivers.ls372.Model372``, ``drivers.ls240.Model240``); this table only finds the class
-by name, so the web's status names, the alarms' T_OVER/T_UNDER, the OCS feeds and the series
-names all read one fact from one place. How a model is polled is ``acquisition.ACQUISITIONS``.
+A model is one ``ModelSpec`` line in ``REGISTRY``. What a model *is* (its status bits, its OCS agent
+class, feed and field names) lives on its driver class (``drivers.ls372.Model372`` ...); how it is
+reached and polled (the transports it has, its TCP port, the channel numbers it takes, its
+acquisition strategy) lives in its spec. The config's ``model`` choices and their documentation,
+the poller's strategy, ``kelvinpi probe --model``, the web's status names, the alarms' limit bits,
+the OCS feeds and the series names all read these, so a new model is a driver module, an
+acquisition class and one line here.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.ls240 import Model240
 from drivers.ls370 import Model370
 from drivers.ls372 import Model372
+from drivers.pfeiffer import TPG256A, TPG366
+
+if TYPE_CHECKING:
+    from .acquisition import Acquisition
+    from .config import InstrumentConfig
+    from .health import InstrumentHealth
 
 
 class ModelFacts(Protocol):
@@ -26,10 +37,95 @@ class ModelFacts(Protocol):
     def ocs_names(channel: str, name: str) -> tuple[str, str]: ...
 
 
-# The registry: model name -> driver class. A new model is its driver class and one line here
-# (and its acquisition in ACQUISITIONS).
-MODELS: dict[str, ModelFacts] = {"372": Model372, "240": Model240, "370": Model370}
+TRANSPORTS = ("tcp", "serial", "visa")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One instrument model, as the appliance reaches and polls it."""
+
+    driver: Any  # the driver class (a ``ModelFacts``): status bits, OCS names, feed
+    acquisition: str  # "module:Class" of its acquisition strategy, imported when an instrument is polled
+    title: str  # what the config's documentation calls it
+    vendor: str = "Lake Shore"  # the default description: "<vendor> <model> <name>"
+    transports: tuple[str, ...] = TRANSPORTS  # the links it has
+    transport_hint: str = ""  # why another transport is refused ("the Model 240 has no Ethernet port")
+    port: int = 7777  # its TCP port when the config sets none
+    channels: tuple[str, ...] = ()  # the numbers [[instrument.channel]] may give (as text); () = any the schema takes
+    channel_noun: str = "inputs"  # "a Model 240 has inputs 1-8"
+    channel_field: str | None = None  # a fixed field per channel ("p{n}"), else the channel's name decides
+
+    def acquisition_class(self) -> Callable[[InstrumentConfig, InstrumentHealth], Acquisition]:
+        module, _, name = self.acquisition.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def refuses(self, transport: str) -> str | None:
+        """Why this model cannot be reached over ``transport``; None when it can."""
+        if transport in self.transports:
+            return None
+        other = " or ".join(repr(t) for t in self.transports)
+        return f"{self.transport_hint or f'a {self.title} has no {transport!r} link'}: use transport {other}"
+
+
+_ACQ = "appliance.acquisition:"
+_INPUTS_372 = ("A", *(str(n) for n in range(1, 17)))
+
+# The registry: one line per model.
+REGISTRY: dict[str, ModelSpec] = {
+    "372": ModelSpec(Model372, _ACQ + "Ls372Acquisition", "Lake Shore 372 AC resistance bridge", channels=_INPUTS_372),
+    "240": ModelSpec(
+        Model240,
+        _ACQ + "Ls240Acquisition",
+        "Lake Shore 240 input module",
+        transports=("serial", "visa"),
+        transport_hint="the Model 240 has no Ethernet port",
+        channels=tuple(str(n) for n in range(1, 9)),
+    ),
+    "370": ModelSpec(
+        Model370,
+        _ACQ + "Ls370Acquisition",
+        "Lake Shore 370 AC resistance bridge (the 372's predecessor)",
+        transports=("serial", "visa"),
+        transport_hint="the Model 370 has no Ethernet port (RS-232 or GPIB)",
+        channels=tuple(str(n) for n in range(1, 17)),
+        channel_noun="channels",
+    ),
+    "tpg366": ModelSpec(
+        TPG366,
+        _ACQ + "PfeifferAcquisition",
+        "Pfeiffer TPG 366 gauge controller (Ethernet)",
+        vendor="Pfeiffer",
+        transports=("tcp", "visa"),
+        transport_hint="the TPG 366 is read over Ethernet",
+        port=TPG366.DEFAULT_PORT,
+        channels=tuple(str(n) for n in range(1, 7)),
+        channel_noun="gauges",
+        channel_field="p{n}",
+    ),
+    "maxigauge": ModelSpec(
+        TPG256A,
+        _ACQ + "PfeifferAcquisition",
+        "Pfeiffer MaxiGauge TPG 256 A (RS-232)",
+        vendor="Pfeiffer",
+        transports=("serial", "visa"),
+        transport_hint="the MaxiGauge TPG 256 A has no Ethernet port",
+        channels=tuple(str(n) for n in range(1, 7)),
+        channel_noun="gauges",
+        channel_field="p{n}",
+    ),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
+MODELS: dict[str, ModelFacts] = {name: spec.driver for name, spec in REGISTRY.items()}  # model -> driver class
 DEFAULT_MODEL = "372"  # what an unknown model's readings are decoded as (as before: the 372's bits)
+
+
+def spec(model: str) -> ModelSpec:
+    return REGISTRY[model]
+
+
+def acquisition_for(cfg: InstrumentConfig, health: InstrumentHealth) -> Acquisition:
+    """The polling strategy of ``cfg.model`` (what differs between models), built for one instrument."""
+    return REGISTRY[cfg.model].acquisition_class()(cfg, health)
 
 
 def facts(model: str | None) -> ModelFacts:
@@ -43,6 +139,13 @@ class LimitBits:
 
     over: int  # T_OVER: warmer than the curve reaches
     under: int  # T_UNDER: colder than the curve reaches
+    units: str | None = "K"  # the series they speak of (a 372's T_OVER is not about its ohms); None: all
+
+    def beyond(self, units: str, status: int) -> str | None:
+        """``"above"`` / ``"below"`` when the status says the value is past the sensor's range."""
+        if self.units is not None and units != self.units:
+            return None
+        return "above" if status & self.over else "below" if status & self.under else None
 
 
 def bit_named(table: dict[int, str], name: str) -> int:
@@ -54,5 +157,13 @@ def bit_named(table: dict[int, str], name: str) -> int:
 
 
 def limit_bits(model: str | None) -> LimitBits:
+    """A gauge's OVERRANGE / UNDERRANGE speak of every series it writes (its pressures)."""
     table = facts(model).STATUS_BITS
+    if "OVERRANGE" in table.values():
+        return LimitBits(bit_named(table, "OVERRANGE"), bit_named(table, "UNDERRANGE"), None)
     return LimitBits(bit_named(table, "T_OVER"), bit_named(table, "T_UNDER"))
+
+
+def ocs_feed(model: str | None) -> str:
+    """The OCS feed a model's readings go to, as its socs agent names it (a driver's ``OCS_FEED``)."""
+    return getattr(MODELS.get(model or ""), "OCS_FEED", "temperatures")

@@ -16,7 +16,8 @@ and of ``/metrics``. They stay as users know them; in code, ``field`` is only ev
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 from .models import facts
 

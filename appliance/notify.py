@@ -27,13 +27,16 @@ import smtplib
 import ssl
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import httpsend
-from .config import EmailNotify, WebhookNotify, read_secret
+from .config import EmailNotify, NotifyTarget, WebhookNotify, read_secret
 from .health import TargetStats
+
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logging.getLogger("kelvinpi.alarms")
 
@@ -70,7 +73,7 @@ def failure_text(exc: BaseException) -> str:
 
 
 def iso_time(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def summary(body: dict) -> str:
@@ -91,8 +94,8 @@ class NoticeSender:
 
     kind: ClassVar[str]
 
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: NotifyTarget) -> None:
+        self.cfg: Any = cfg  # each sender reads its own kind's fields
         self.name = cfg.name
 
     def send(self, notice: dict) -> None:
@@ -174,7 +177,7 @@ class _WatchedSMTP(smtplib.SMTP):
         self._deadline = deadline
         super().__init__(timeout=timeout)  # no host: nothing is connected yet
 
-    def connect(self, host: str = "localhost", port: int = 0, source_address=None):
+    def connect(self, host: str = "localhost", port: int = 0, source_address: Any = None) -> tuple[int, bytes]:
         self._host = host  # what STARTTLS checks the certificate against (set only by __init__'s host)
         return super().connect(host, port, source_address)
 
@@ -244,18 +247,19 @@ class EmailSender(NoticeSender):
 SENDERS: dict[str, type[NoticeSender]] = {c.kind: c for c in (WebhookSender, SlackSender, NtfySender, EmailSender)}
 
 
-def sender_for(cfg) -> NoticeSender:
+def sender_for(cfg: NotifyTarget) -> NoticeSender:
     """The sender of one ``[[notify]]`` target (its secrets read now)."""
-    cls = SENDERS.get(cfg.kind)
+    kind = getattr(cfg, "kind", None)  # every [[notify]] model narrows it to its own Literal
+    cls = SENDERS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise TypeError(f"unknown notify kind {cfg.kind!r}")
+        raise TypeError(f"unknown notify kind {kind!r}")
     return cls(cfg)
 
 
 class Lane(threading.Thread):
     """One target's notices, delivered in order; the head is retried with backoff until it goes."""
 
-    def __init__(self, sender: NoticeSender, store, stop: threading.Event) -> None:
+    def __init__(self, sender: NoticeSender, store: Store, stop: threading.Event) -> None:
         super().__init__(name=f"notify-{sender.name}", daemon=True)
         self.sender, self.store, self.stop_event = sender, store, stop
         self._pending: list[dict] = []

@@ -15,24 +15,27 @@ control request resets the link (through a reconnect) like a timeout in a cycle 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue as _queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from drivers import DriverError
 from drivers.errors import ConnectionLost, InstrumentTimeout
 from drivers.transport import TcpTransport
 
-from .acquisition import ACQUISITIONS, ChannelPlan
+from .acquisition import ChannelPlan
 from .clock import clock_synchronised
 from .config import InstrumentConfig, PollingConfig
 from .health import InstrumentHealth
+from .models import acquisition_for
 from .naming import SeriesKey, ocs_names, slug, unique_names
 from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue
 
@@ -71,7 +74,7 @@ class Poller(threading.Thread):
         self.cfg, self.polling, self.queue, self.store, self.stop_event = cfg, polling, queue, store, stop
         self.watchdog_pinger = watchdog_pinger  # health.SystemdWatchdogPinger, or None (no systemd watchdog)
         self.health = InstrumentHealth(cfg.name, cfg.model, cfg.transport)
-        self.acquisition = ACQUISITIONS[cfg.model](cfg, self.health)  # what differs between models
+        self.acquisition = acquisition_for(cfg, self.health)  # what differs between models
         self.instrument = self.acquisition.instrument
         self.plans: dict[str, ChannelPlan] = {}
         self._last_snapshot = 0.0
@@ -176,10 +179,8 @@ class Poller(threading.Thread):
             self.stop_event.wait(delay)
             backoff = min(backoff * 2, self.polling.backoff_max)
         self._refuse_pending("the poller is stopping")
-        try:
+        with contextlib.suppress(Exception):
             self.instrument.close()
-        except Exception:
-            pass
 
     def _kick(self) -> None:
         """This poller made progress (a cycle, a connection attempt): systemd's watchdog may be pinged."""
@@ -206,10 +207,8 @@ class Poller(threading.Thread):
         # A fresh socket after any failure: a late reply can then never answer a later query. (After a
         # timeout a serial port stays open: the driver waits for a quiet line before the next exchange.)
         if isinstance(exc, ConnectionLost) or isinstance(self.instrument.transport, TcpTransport):
-            try:
+            with contextlib.suppress(Exception):
                 self.instrument.close()
-            except Exception:
-                pass
 
     def _connect(self) -> None:
         ident = self.instrument.connect()
@@ -259,6 +258,9 @@ class Poller(threading.Thread):
         self.store.event("replanned", self.cfg.name, why)
 
     def _plan_for(self, ch: str, name: str, sensor_units: str, c) -> ChannelPlan:
+        own = getattr(self.acquisition, "plan_for", None)  # a model naming its own series (gauges: p1-p6)
+        if own is not None:
+            return own(ch, name, sensor_units)
         keep = c.keep if c is not None else ["kelvin", "sensor"]
         stem, node = slug(name), self.cfg.name
         desc = f"{self.cfg.model} input {ch} ({name})"

@@ -19,7 +19,10 @@ from drivers import DriverError
 from drivers.ls240 import Model240
 from drivers.ls370 import Model370
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
+from drivers.pfeiffer import STATUS_NAMES, TPG256A, TPG366, PfeifferGauge
 from drivers.transport import TcpTransport
+
+from .models import MODEL_NAMES, REGISTRY
 
 
 @dataclass
@@ -54,12 +57,25 @@ def open_instrument(
         raise ValueError(
             "a Model 370 is reached through --device (RS-232) or --resource (GPIB): it has no Ethernet port"
         )
+    if model in ("tpg366", "maxigauge"):
+        cls: type[PfeifferGauge] = TPG366 if model == "tpg366" else TPG256A
+        if host:
+            if model == "maxigauge":
+                raise ValueError("a MaxiGauge TPG 256 A is reached through --device or --resource (RS-232 only)")
+            return cls(TcpTransport(host, port), timeout=timeout)
+        if device:
+            return cls.serial(device, timeout=timeout)
+        if resource:
+            return cls.visa(resource, timeout=timeout)
+        raise ValueError(f"a {cls.MODEL} is reached through --host, --device or --resource")
     if model == "372":
         if host:
             return Model372(TcpTransport(host, port), timeout=timeout)
         if device:
             return Model372.serial(device, timeout=timeout)
-        return Model372.visa(resource, timeout=timeout)
+        if resource:
+            return Model372.visa(resource, timeout=timeout)
+        raise ValueError("a Model 372 is reached through --host, --device or --resource")
     if device:
         return Model240.serial(device, timeout=timeout)
     if resource:
@@ -103,11 +119,25 @@ def probe(inst) -> Report:
             _probe_370(inst, r)
         elif isinstance(inst, Model372):
             _probe_372(inst, r)
+        elif isinstance(inst, PfeifferGauge):
+            _probe_gauges(inst, r)
         else:
             _probe_240(inst, r)
     finally:
         inst.close()
     return r
+
+
+def _probe_gauges(inst: PfeifferGauge, r: Report) -> None:
+    """A Pfeiffer controller: its gauges, their on/off states and one reading each (queries only)."""
+    r.add(f"gauges (TID): {','.join(inst.gauge_ids)}; unit (UNI): {inst.units}")
+    states = _try(r, "SEN", inst.sensor_states)
+    r.add(f"sensor states (SEN, 0 none/fixed 1 off 2 on): {','.join(map(str, states)) if states else '?'}")
+    r.add("one reading per gauge:")
+    for n in range(1, 7):
+        rd = _try(r, f"PR{n}", lambda n=n: inst.read(n))
+        if rd is not None:
+            r.add(f"  {n} {rd.raw_pressure!r} {rd.units}  status {rd.code} {STATUS_NAMES[rd.code]}")
 
 
 def _probe_372(inst: Model372, r: Report) -> None:
@@ -229,19 +259,20 @@ def _fields(x) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="read-only check of a real instrument, printed as a report")
-    p.add_argument("--model", choices=("372", "240", "370"), required=True)
+    p.add_argument("--model", choices=MODEL_NAMES, required=True)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="372 over Ethernet (TCP port --port)")
     where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0 (a 370's RS-232 adapter too)")
     where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR or GPIB0::12::INSTR")
-    p.add_argument("--port", type=int, default=7777)
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: the model's own, 7777 for a Lake Shore)")
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        inst = open_instrument(args.model, args.host, args.port, args.device, args.resource, args.timeout)
+        port = args.port if args.port is not None else REGISTRY[args.model].port
+        inst = open_instrument(args.model, args.host, port, args.device, args.resource, args.timeout)
         report = probe(inst)
     except (DriverError, ValueError) as exc:
         print(f"kelvinpi probe: {exc}", file=sys.stderr)

@@ -32,6 +32,11 @@ LEVEL_PREFIX = {
 }
 
 
+def _still_migrating() -> None:
+    """Tell systemd the service is still starting (a migration of a big store can take minutes), not hung."""
+    sdnotify.notify("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating the store")
+
+
 class JournalFormatter(logging.Formatter):
     """Plain lines for journald (which adds the time), with sd-daemon(3) level prefixes."""
 
@@ -71,7 +76,7 @@ class Appliance:
             sc.rollup_retention_days,
             sc.max_size_mb,
             sc.commit_interval,
-            progress=lambda: sdnotify.notify("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating the store"),
+            progress=_still_migrating,
         )
         # readings as the pollers hand them on: the alarms see them before (and whether or not) they are written
         self.latest = LatestReadings()
@@ -110,7 +115,7 @@ class Appliance:
         )
         self.server: Server | None = None
         self._web_thread: threading.Thread | None = None
-        self._clock = (None, 0.0)
+        self._clock: tuple[bool | None, float] = (None, 0.0)
         self.clock_steps = 0
 
     def clock_synced(self) -> bool | None:

@@ -21,8 +21,9 @@ and 2); where the manual page was not reached, the field order of Lake Shore's o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from drivers import InstrumentError
 from drivers.base import quote_name, text_problem
@@ -232,15 +233,20 @@ def _none(inst) -> list[str]:
     return [""]
 
 
-M372 = "Model 372 manual, command summary; field order and limits as in the project notes (lakeshore.md 1.6)"
-M372_HEATER = "Model 372 manual (heater commands); field order as Lake Shore's lakeshore model_372.py sends it"
+# Manual references. "372 manual" is the Model 372 user's manual rev. 1.7 (P/N 119-372, 18 October 2017), printed
+# page N, as read from its published page text (firmware_host/FIDELITY.md names where); "§6.6.1" is its interface
+# command list. Where the command's own page was not at hand the reference says so (UNVERIFIED), and the limits
+# are the project notes' (lakeshore.md 1.6), on which socs, Lake Shore's lakeshore and QCoDeS agree.
+M372 = "372 manual rev. 1.7"
+NOT_AT_HAND = "page not at hand, UNVERIFIED; limits from lakeshore.md 1.6, where socs, lakeshore and QCoDeS agree"
 
 SETTINGS_372 = (
     Setting(
         "input",
         "372",
         "INSET",
-        M372 + ": INSET <ch>,<enable>,<dwell 1-200 s>,<pause 3-200 s>,<curve 0-59>,<tempco 1|2>",
+        M372 + f" §6.6.1 INSET ({NOT_AT_HAND}): INSET <ch>,<enable>,<dwell 1-200 s>,<pause 3-200 s>,<curve 0-59>,"
+        "<tempco 1|2>",
         "an input's scanner setup and curve",
         "input",
         _channels,
@@ -258,7 +264,8 @@ SETTINGS_372 = (
         "input_type",
         "372",
         "INTYPE",
-        M372 + ": INTYPE <ch>,<mode>,<excitation>,<autorange>,<range>,<cs shunt>,<units>",
+        M372 + f" §6.6.1 INTYPE ({NOT_AT_HAND}): INTYPE <ch>,<mode>,<excitation>,<autorange>,<range>,<cs shunt>,"
+        "<units>; input A is current excitation only, its range field ignored (FIDELITY.md 372 row 22)",
         "an input's excitation, range and units",
         "input",
         _channels,
@@ -279,7 +286,7 @@ SETTINGS_372 = (
         "name",
         "372",
         "INNAME",
-        M372 + ': INNAME <ch>,"<name, 15 characters>"',
+        M372 + f' §6.6.1 INNAME ({NOT_AT_HAND}): INNAME <ch>,"<name, 15 characters>"',
         "an input's name",
         "input",
         _channels,
@@ -291,7 +298,7 @@ SETTINGS_372 = (
         "scanner",
         "372",
         "SCAN",
-        M372 + ": SCAN <ch 1-16>,<autoscan 0|1>",
+        M372 + f" §6.6.1 SCAN ({NOT_AT_HAND}): SCAN <ch 1-16>,<autoscan 0|1>",
         "the scanner's channel and autoscan",
         "",
         _none,
@@ -303,7 +310,9 @@ SETTINGS_372 = (
         "output_mode",
         "372",
         "OUTMODE",
-        M372_HEATER + ": OUTMODE <out>,<mode>,<input>,<powerup>,<polarity>,<filter>,<delay 1-255 s>",
+        M372 + f" §6.6.1 OUTMODE ({NOT_AT_HAND}): OUTMODE <out>,<mode>,<input>,<powerup>,<polarity>,<filter>,"
+        "<delay 1-255 s>; §4.6.1.5.1 p.95 (control input: none, A or 1-16), §4.6.1.5.10-11 p.100 (polarity, "
+        "control filter)",
         "a heater output's mode and the input it controls from",
         "output",
         _outputs(0, 1, 2),
@@ -322,15 +331,35 @@ SETTINGS_372 = (
         "heater_setup",
         "372",
         "HTRSET",
-        M372_HEATER + ": HTRSET <0|1>,<resistance>,<max current>,<max user current>,<display 1|2> (outputs 0-1); "
-        "the resistance and current bounds are the emulator's, UNVERIFIED against a manual page",
+        M372 + " §6.6.1 HTRSET p.163: HTRSET <0|1>,<resistance>,<max current>,<max user current>,<display 1|2>; "
+        "output 0 (sample heater) 1-2000 ohm (also §4.6.1.1 p.91), output 1 (warm-up) a code 1 = 25 ohm, 2 = 50 ohm, "
+        "max current 0 user, 1 0.45 A, 2 0.63 A; the max user current is the warm-up heater's (the manual passes 0 "
+        "for the sample heater): 0-0.63 A INFERRED, the sample heater's 0-2 A and max current 0-4 the appliance's "
+        "own (UNVERIFIED)",
         "a heater's load resistance, current limit and display",
         "output",
         _outputs(0, 1),
         (
-            Arg("resistance", "float", 1, 2000, "ohms", resolution=0.001),  # HTRSET? +nnnn.nnn
-            Arg("max_current", "int", 0, 4, "index, 0 the user limit"),
-            Arg("max_user_current", "float", 0, 2, "amperes", resolution=0.01),  # HTRSET? +nnnn.nn
+            # output 1 (the warm-up heater) takes codes (manual p.163): its upper limits differ (hi_for)
+            Arg(
+                "resistance",
+                "float",
+                1,
+                2000,
+                "ohms; output 1: code 1 = 25 ohm, 2 = 50 ohm",
+                hi_for={"1": 2},
+                resolution=0.001,  # HTRSET? +nnnn.nnn
+            ),
+            Arg("max_current", "int", 0, 4, "index, 0 the user limit; output 1: 1 0.45 A, 2 0.63 A", hi_for={"1": 2}),
+            Arg(
+                "max_user_current",
+                "float",
+                0,
+                2,
+                "amperes",
+                hi_for={"1": 0.63},
+                resolution=0.01,  # HTRSET? +nnnn.nn (output 1: +nnn.nnn)
+            ),
             Arg("display", "int", 1, 2, "1 current, 2 power"),
         ),
         _htrset_read,
@@ -340,7 +369,8 @@ SETTINGS_372 = (
         "heater_range",
         "372",
         "RANGE",
-        M372_HEATER + ": RANGE <out>,<range> (output 0: 0 off, 1-8 31.6 uA-100 mA; outputs 1, 2: 0 off, 1 on)",
+        M372 + " §6.6.1 RANGE p.173: RANGE <out>,<range> (output 0: 0 off, 1-8 31.6 uA-100 mA; outputs 1, 2: 0 off, "
+        "1 on); §4.6.1.5.9 p.100",
         "a heater output's range (0 off)",
         "output",
         _outputs(0, 1, 2),
@@ -352,8 +382,9 @@ SETTINGS_372 = (
         "setpoint",
         "372",
         "SETP",
-        M372_HEATER + ": SETP <out>,<value> in the control input's units; bounded by control.max_setpoint_kelvin "
-        "(the appliance takes a setpoint only while the control input reads in kelvin)",
+        M372 + " §6.6.1 SETP (page not at hand: the firmware's bound is UNVERIFIED): SETP <out>,<value> in the "
+        "control input's units; bounded by control.max_setpoint_kelvin (the appliance takes a setpoint only while "
+        "the control input reads in kelvin)",
         "a heater output's setpoint",
         "output",
         _outputs(0, 1, 2),
@@ -365,7 +396,8 @@ SETTINGS_372 = (
         "pid",
         "372",
         "PID",
-        M372 + ": PID <out>,<P 0-1000>,<I 0-10000>,<D 0-2500>",
+        M372 + " §6.6.1 PID (page not at hand): PID <out>,<P 0-1000>,<I 0-10000>,<D 0-2500> as §6.6.1 ZONE p.178 "
+        "states them; §4.6.1.5.2-4 pp.95-96 give the panel's P 0.001-1000 and D 1-2500 s (0 off)",
         "a heater output's control loop",
         "output",
         _outputs(0, 1),
@@ -382,7 +414,8 @@ SETTINGS_372 = (
         "manual_output",
         "372",
         "MOUT",
-        M372_HEATER + ": MOUT <out>,<value> (percent of the range)",
+        M372 + " §6.6.1 MOUT (page not at hand): MOUT <out>,<value>; §4.6.1.5.5 p.96: 0-100 % of the range, "
+        "resolution 0.01 % (ZONE p.178: 0-100 %)",
         "a heater output's manual (open loop) value",
         "output",
         _outputs(0, 1, 2),
@@ -394,13 +427,14 @@ SETTINGS_372 = (
         "ramp",
         "372",
         "RAMP",
-        M372_HEATER + ": RAMP <out>,<off/on>,<rate 0-100 K/min, 0 unlimited> (FIDELITY.md 11)",
+        M372 + " §6.6.1 RAMP p.173: RAMP <out 0|1>,<off/on>,<rate 0.001-100 K/min; 0 a step change>",
         "a heater output's setpoint ramp",
         "output",
-        _outputs(0, 1, 2),
+        _outputs(0, 1),  # the manual's RAMP takes outputs 0 and 1 (p.173)
         (
             Arg("enabled", "bool", doc="1 ramps the setpoint"),
-            Arg("rate", "float", 0, 100, "K/min, 0 unlimited", resolution=0.001),
+            # 0 or 0.001-100: a rate between 0 and 0.001 is refused by the 372 (409 naming it)
+            Arg("rate", "float", 0, 100, "K/min; 0 a step change, else at least 0.001", resolution=0.001),
         ),
         _ramp_read,
         _ramp_write,
@@ -443,7 +477,8 @@ SETTINGS_240 = (
         "input_type",
         "240",
         "INTYPE",
-        M240 + " p.47: INTYPE <input>,<sensor 1-3>,<autorange>,<range 0-8>,<current reversal>,<units 1-4>,<enabled>",
+        M240
+        + " p.47 (as the project notes cite it, lakeshore.md 2): INTYPE <input>,<sensor 1-3>,<autorange>,<range 0-8>,<current reversal>,<units 1-4>,<enabled>",
         "an input's sensor type, range, units and enable (curve N is input N's: the 240 has no INCRV, p.42)",
         "input",
         _inputs_240,
@@ -463,7 +498,7 @@ SETTINGS_240 = (
         "name",
         "240",
         "INNAME",
-        M240 + ' p.46: INNAME <input>,"<name, 15 characters>"',
+        M240 + ' p.46 (as the project notes cite it): INNAME <input>,"<name, 15 characters>"',
         "an input's name",
         "input",
         _inputs_240,
@@ -888,3 +923,42 @@ def openapi_paths(ok, errors, api: str) -> dict:
         },
     }
     return paths
+
+
+def reference() -> str:
+    """docs/settings.md: every declared setting with its command, target, manual reference and limits.
+
+    Written from the declarations (``python -m tools.gen_docs``), so the page and the API's 400s state
+    the same limits; tests/test_settings_docs.py fails when the committed page is stale.
+    """
+    out = [
+        "# Instrument settings",
+        "",
+        "<!-- generated from appliance/settings.py by `python -m tools.gen_docs`: do not edit -->",
+        "",
+        "Each setting is declared once in `appliance/settings.py` and reaches the control API",
+        "(`PUT /api/v1/control/<node>/settings/<name>`, see [api.md](api.md)), `kelvinpi setting` and the",
+        "OpenAPI document from that declaration. A value outside a limit below is refused with a 400 naming",
+        "the limit before anything is sent; a value the instrument does not take is a 409 naming the field.",
+        "Where a limit differs by target, the target is named. UNVERIFIED marks what no manual page at hand",
+        "states (firmware_host/FIDELITY.md gives the evidence for each command).",
+        "",
+    ]
+    for model, per in SETTINGS.items():
+        out += [f"## Model {model}", ""]
+        for s in per.values():
+            targets = "the instrument" if not s.target else f"{s.target}"
+            out += [
+                f"### `{s.name}` ({s.command})",
+                "",
+                f"{s.summary[0].upper()}{s.summary[1:]}; target: {targets}.",
+                "",
+            ]
+            out += [f"Manual: {s.manual}.", ""]
+            out += ["| field | limit |", "|---|---|"]
+            for a in s.args:
+                limit = a.limit()
+                extra = "".join(f"; {s.target} {t}: up to {h:g}" for t, h in a.hi_for.items())
+                out.append(f"| `{a.name}` | {limit}{extra} |")
+            out.append("")
+    return "\n".join(out)

@@ -33,7 +33,7 @@ class SettingClient(CurveClient):
         return self._call("PUT", f"/{name}", {"target": target, "values": values})
 
 
-def _value(text: str, name: str = "", key: str = ""):
+def _value(text: str, name: str = "", key: str = "") -> str | int | float:
     """The value as the field's declared type takes it: a text or channel field keeps the text
     (a name ``100`` stays a name); a number field ``7.5`` -> 7.5, ``3`` -> 3."""
     kinds = {a.kind for per in SETTINGS.values() if name in per for a in per[name].args if a.name == key}

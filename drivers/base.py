@@ -27,7 +27,7 @@ class Identity:
     firmware: str
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Identity":
+    def parse(cls, raw: bytes) -> Identity:
         parts = decode(raw, "*IDN?").split(",")
         if len(parts) != 4 or not all(p.strip() for p in parts):
             raise BadReply("*IDN? reply is not 4 comma-separated fields", raw, "*IDN?")

@@ -26,7 +26,8 @@ setter is already one statement (``self.command(f"SETP {output},{value:g}")``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Concatenate, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from .base import Instrument
 from .parse import decode, parse_float, parse_int, split_fields
@@ -72,7 +73,7 @@ def record(cls: Callable[..., R], *parsers: FieldParser[Any], sep: str = ",") ->
 
     def parse(raw: bytes, query: str) -> R:
         parts = split_fields(raw, len(parsers), query, sep=sep)
-        return cls(*(p(part, query) for p, part in zip(parsers, parts)))
+        return cls(*(p(part, query) for p, part in zip(parsers, parts, strict=False)))
 
     return parse
 
@@ -130,7 +131,7 @@ class Query(Generic[I, P, T]):
 
         method.__doc__ = doc
         # help() and inspect show the spec's parameters, not *args/**kwargs
-        setattr(method, "__signature__", inspect.signature(spec).replace(return_annotation=inspect.Signature.empty))
+        method.__signature__ = inspect.signature  # type: ignore[attr-defined]  # functions take it; typeshed has no such field(spec).replace(return_annotation=inspect.Signature.empty)
         self._method = method
 
     def __set_name__(self, owner: type, name: str) -> None:

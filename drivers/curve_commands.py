@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from .base import quote_name
+from .commands import record, text
 from .curves import Curve
 from .errors import BadReply, InstrumentError
-from .commands import record, text
 from .parse import decode, parse_float, parse_int
 
 # "header": reading a header (any curve); "user": writing or deleting one; "point": a breakpoint

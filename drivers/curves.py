@@ -137,9 +137,13 @@ def parse_340(text: str, source: str = "<curve>") -> Curve:
         return m.group(0)
 
     declared = header.get("number of breakpoints")
-    if declared is not None and declared.split() and declared.split()[0].isdigit():
-        if int(declared.split()[0]) != len(points):
-            raise CurveError(f"{source}: header says {declared.split()[0]} breakpoints, file has {len(points)}")
+    if (
+        declared is not None
+        and declared.split()
+        and declared.split()[0].isdigit()
+        and int(declared.split()[0]) != len(points)
+    ):
+        raise CurveError(f"{source}: header says {declared.split()[0]} breakpoints, file has {len(points)}")
     try:
         return Curve(
             name=need("sensor model").strip(),

@@ -8,8 +8,8 @@ read returns ``reply``; a ``reply`` of None means the command expects no reply.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .errors import InstrumentTimeout
 

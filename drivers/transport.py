@@ -8,13 +8,14 @@ replies merged in one segment, are framed correctly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import socket
 import termios
 import time
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from .errors import ConnectionLost, InstrumentTimeout
 
@@ -214,10 +215,8 @@ class SerialTransport:
 
     def close(self) -> None:
         if self._port is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a vanished device may itself fail
                 self._port.close()
-            except Exception:  # closing a vanished device may itself fail
-                pass
             self._port = None
 
     def _require(self):
@@ -348,8 +347,8 @@ class VisaTransport:
         self.serial_settings = serial_settings or {}
         self.description = f"visa://{resource}"
         self._on_pty = False
-        self._rm = None
-        self._res = None
+        self._rm: Any = None  # pyvisa's ResourceManager, imported only when a VISA link opens
+        self._res: Any = None
 
     def open(self) -> None:
         import pyvisa
@@ -487,7 +486,5 @@ class VisaTransport:
             raise ConnectionLost(f"{self.description}: flush failed: {exc}") from None
         finally:
             if self._res is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self._set(res, "timeout", old)
-                except Exception:
-                    pass

@@ -9,8 +9,8 @@ its physics converts through the curve the cells describe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from drivers.curves import FORMAT_NAMES, Curve
 

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from . import pfeiffer_emulator
 from .emulator import Emulator, send_control
 
 
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--seed", type=int, default=None, help="noise seed for reproducible readings")
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
         q.add_argument("--control", help="unix socket path for fault injection (see `kelvinpi emulate ctl`)")
+    pfeiffer_emulator.add_parsers(esub)
     c = esub.add_parser("ctl", help="send one fault-control command to a running emulator")
     c.add_argument("socket")
     c.add_argument("words", nargs="+", help="e.g. mute on | slow 3 | garbage 2 | unplug 5 | reset | status")
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         reply = send_control(args.socket, " ".join(args.words))
         print(reply)
         return 0 if not reply.startswith("error") else 1
+    if args.model in ("tpg366", "maxigauge"):
+        return pfeiffer_emulator.run(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.model in ("ls372", "ls370") and args.listen:
         make = Emulator.ls372 if args.model == "ls372" else Emulator.ls370

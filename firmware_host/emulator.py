@@ -24,12 +24,13 @@ to its action)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .ledger import Ledger
 from .ls240_device import LS240Device
@@ -58,7 +59,7 @@ class Emulator:
     @classmethod
     def ls372(
         cls, serial: str = "LSA23JD", time_scale: float = 1.0, seed: int | None = None, warm: bool = False
-    ) -> "Emulator":
+    ) -> Emulator:
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS372Device(clock, fridge, serial=serial, seed=seed), clock, fridge)
@@ -81,7 +82,7 @@ class Emulator:
         time_scale: float = 1.0,
         seed: int | None = None,
         warm: bool = False,
-    ) -> "Emulator":
+    ) -> Emulator:
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS240Device(clock, fridge, channels=channels, serial=serial, seed=seed), clock, fridge)
@@ -100,10 +101,8 @@ class Emulator:
         return self.pty.link
 
     def listen_control(self, path: str) -> str:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(path)
         s.listen(4)
@@ -233,10 +232,8 @@ class Emulator:
         if self._control_sock:
             self._control_sock.close()
             if self._control_path:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(self._control_path)
-                except OSError:
-                    pass
 
 
 # The fault-control words (the module docstring says what each does). An action returns None for

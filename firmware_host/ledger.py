@@ -46,7 +46,7 @@ class Ledger:
         if len(answers) != len(parts):  # some part failed: the reply cannot be lined up, skip it
             return
         with self._lock:
-            for (name, args), value in zip(parts, answers):
+            for (name, args), value in zip(parts, answers, strict=False):
                 q = QUANTITY.get(name)
                 if q is None or not args:
                     continue

@@ -8,7 +8,8 @@ argument's range depends on the module (1-2 or 1-8), so the table is built per d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .curve_memory import POINTS
 from .protocol import ANY, Choice, Command, Dispatcher, ExecutionError, Float, Int, Text, bind_table, fmt_240

@@ -8,8 +8,9 @@ and leaves state and physics to ``LS372Device``. What each answer is based on is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from . import ls372_panel_commands
 from .curve_memory import POINTS
@@ -283,7 +284,12 @@ def ramp_q(d: LS372Device, out: int) -> str:
     return f"{on},{rate:+07.3f}"
 
 
+RAMP_MIN_RATE = 0.001  # K/min: manual p.173, "from 0.001 to 100"; 0 is a step change
+
+
 def ramp_set(d: LS372Device, out: int, on: int, rate: float) -> None:
+    if 0 < rate < RAMP_MIN_RATE:  # it would print as +0.000, a step change: refused (FIDELITY.md 372 row 50)
+        raise ExecutionError(f"ramp rate {rate:g} K/min is below 0.001 and not 0")
     d.ramps[out] = (on, rate)
 
 
@@ -382,7 +388,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("HTR?", htr_q, counts=(0, 1)),  # the sample heater's output, whatever the argument (FIDELITY.md 5a)
     Command("HTRST?", lambda d: "0", counts=(0, 1)),  # heater status: no error (1 would be heater open, 2 short)
     Command("RAMP?", ramp_q, (OUTPUT,)),
-    Command("RAMP", ramp_set, (OUTPUT, FLAG, Float(0, 100))),  # K/min; 0 means an infinite rate (QCoDeS docstring)
+    # K/min: 0 (a step change) or 0.001-100 (manual p.173); output 2 is accepted as QCoDeS sends it (FIDELITY.md 11)
+    Command("RAMP", ramp_set, (OUTPUT, FLAG, Float(0, 100))),
     Command("RAMPST?", lambda d, out: "0", (OUTPUT,)),  # the setpoint is not ramped in simulation: it changes at once
     Command("STILL?", lambda d: f"{d.still:+06.2f}", counts=ANY),
     Command("STILL", still_set, (PERCENT,)),

@@ -114,7 +114,7 @@ def alarm_set(d: LS372Device, ch: str, enabled: int, *rest: float) -> None:
     """
     names = ("source", "high", "low", "deadband", "latch", "audible", "visible")
     checks = {"source": (0, 4), "latch": (0, 1), "audible": (0, 1), "visible": (0, 1)}
-    values = dict(zip(names, rest))
+    values = dict(zip(names, rest, strict=False))
     for name, (lo, hi) in checks.items():
         if name in values and (values[name] != int(values[name]) or not lo <= values[name] <= hi):
             raise ExecutionError(f"ALARM {name} {values[name]:g} outside {lo}-{hi}")

@@ -35,7 +35,7 @@ class Fridge:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def warm(cls) -> "Fridge":
+    def warm(cls) -> Fridge:
         return cls(temps={s: ROOM for s in STAGES})
 
     def _targets(self) -> dict[str, float]:

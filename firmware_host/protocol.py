@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, Protocol
+from typing import Any, Protocol
 
 Handler = Callable[[list[str]], "str | None"]
 
@@ -199,7 +200,7 @@ class Command:
         def handler(raw: list[str]) -> str | None:
             if len(raw) not in accepted:
                 raise ExecutionError(f"{self.mnemonic}: {len(raw)} arguments")
-            return self.run(device, *(spec.parse(s) for spec, s in zip(self.args, raw)))
+            return self.run(device, *(spec.parse(s) for spec, s in zip(self.args, raw, strict=False)))
 
         return handler
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from drivers.curves import Curve, parse_340
 
 
-@lru_cache(maxsize=None)
+@cache
 def standard(name: str) -> Curve:
     text = resources.files("firmware_host").joinpath("curves", f"{name}.340").read_text(encoding="ascii")
     return parse_340(text, f"{name}.340")
@@ -23,7 +23,7 @@ def dt670() -> Curve:
     return standard("DT-670")
 
 
-@lru_cache(maxsize=None)
+@cache
 def rx102a_calibrated(serial: str = "EMU-MXC") -> Curve:
     """A calibrated-RuOx curve reaching 8 mK, as a mixing-chamber thermometer has.
 

@@ -6,6 +6,7 @@ dispatcher. Faults act here, on the bytes, never inside the device model.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -17,8 +18,8 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .ledger import Ledger
 from .protocol import Dispatcher
@@ -130,6 +131,8 @@ class LineSession:
 class TcpInterface:
     """TCP server; at most ``max_clients`` at once, further connections are refused (reset)."""
 
+    session_class: Callable[..., LineSession] = LineSession  # how bytes become exchanges (Pfeiffer: ENQ)
+
     def __init__(
         self,
         host: str,
@@ -184,7 +187,7 @@ class TcpInterface:
             except OSError:
                 return False
 
-        session = LineSession(self.make_dispatcher(), self.lock, self.faults, send, self.ledger)
+        session = self.session_class(self.make_dispatcher(), self.lock, self.faults, send, self.ledger)
         try:
             while not self._stop.is_set():
                 try:
@@ -203,28 +206,22 @@ class TcpInterface:
         finally:
             with self.clients_lock:
                 self.clients.discard(conn)
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def drop_all(self) -> None:
         """Close every client connection (as a network drop or reboot does)."""
         with self.clients_lock:
             clients = list(self.clients)
         for c in clients:
-            try:
+            with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def stop(self) -> None:
         self._stop.set()
         self.drop_all()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
         self.thread.join(timeout=2)
 
 
@@ -235,6 +232,8 @@ class PtyInterface:
     bits, so we read the client's termios: if a 7O1 instrument is opened as
     8N1, its replies arrive with the parity bit in bit 7, as on the real link.
     """
+
+    session_class: Callable[..., LineSession] = LineSession  # how bytes become exchanges (Pfeiffer: ENQ)
 
     def __init__(
         self,
@@ -262,13 +261,11 @@ class PtyInterface:
         termios.tcsetattr(self.slave, termios.TCSANOW, attrs)
         name = os.ttyname(self.slave)
         tmp = f"{self.link}.tmp{os.getpid()}"
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         os.symlink(name, tmp)
         os.replace(tmp, self.link)
-        self._session = LineSession(self.make_dispatcher(), self.lock, self.faults, self._send, self.ledger)
+        self._session = self.session_class(self.make_dispatcher(), self.lock, self.faults, self._send, self.ledger)
         self._plugged.set()
 
     def _unplug(self) -> None:
@@ -280,10 +277,8 @@ class PtyInterface:
             pass
         for fd in (self.master, self.slave):
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self.master = self.slave = -1
 
     def start(self) -> None:

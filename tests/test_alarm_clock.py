@@ -75,7 +75,7 @@ def test_a_backward_clock_step_neither_delays_the_hold_nor_the_repeats(tmp_path)
     kinds = [k for _t, k in notices]
     times = [t for t, _k in notices]
     assert kinds[0] == "raised" and set(kinds[1:]) == {"repeat"}, notices
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps and all(g == 60 for g in gaps), notices  # every reminder 60 s after the last, across both steps
     assert len(notices) == 1 + (399 - 30) // 60
     # what a person reads is still the wall clock: "since" is when it was raised on the (stepped) clock

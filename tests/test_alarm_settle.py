@@ -26,10 +26,7 @@ def test_a_real_raise_after_flapping_past_the_cap_is_told_within_the_settle_peri
     warm_at = 845  # 14 minutes of a noisy crossing (20 s warm, 20 s cold), 5 s cold, then really warm
     settle = min(FLAP_QUIET, 60)  # the rule repeats every minute
     for s in range(warm_at + int(settle) + 30):
-        if s < 840:
-            v = 0.06 if (s // 20) % 2 == 0 else 0.04
-        else:
-            v = 0.04 if s < warm_at else 0.06
+        v = (0.06 if s // 20 % 2 == 0 else 0.04) if s < 840 else 0.04 if s < warm_at else 0.06
         latest.update([Sample(MXC, clock.wall(), v, 0)])
         svc.tick(svc.observe())
         if s % 10 == 0:
@@ -39,7 +36,10 @@ def test_a_real_raise_after_flapping_past_the_cap_is_told_within_the_settle_peri
     _states, notices = store.alarm_load()
     store.close()
     before = [n for n in notices if n["t"] - base < warm_at]
-    assert len(before) >= NOTICES_PER_HOUR  # the flapping did use up the cap
+    # the flapping did use up all the hour's notices it may (reminders and summaries stop short of
+    # the cap since the settled state counts too; this asserted the whole cap while it bypassed it)
+    assert len(before) >= NoticeGate(60).limit("summary")
+    assert len(notices) <= NOTICES_PER_HOUR  # and the settled "raised" fits in the hour's cap
     after = [n for n in notices if n["t"] - base >= warm_at]
     assert after, [(n["t"] - base, n["kind"]) for n in notices]
     first = after[0]

@@ -15,20 +15,29 @@ from tests.conftest import appliance_config, fill_disk, sisock_uplink, start_app
 from tests.support.reconcile import forwarded, forwarding_gaps, reconcile, rollup_mismatches, stored
 from tests.support.routers import FeedListener
 
-
 pytestmark = pytest.mark.slow  # whole-stack fault campaigns, 15-45 s each
 
 
-def quiesce(*emus: Emulator, settle: float = 2.5) -> None:
-    """Stop the instruments answering, so nothing is in flight when the appliance stops."""
+def quiesce(*emus: Emulator, settle: float = 2.5, app=None) -> None:
+    """Stop the instruments answering, so nothing is in flight when the appliance stops; with ``app``,
+    also wait until every reading the pollers handed on is written (a loaded machine's writer lags)."""
     for e in emus:
         e.control("mute on")
     time.sleep(settle)  # past a timeout (1 s) and a backoff: every exchange has been answered or given up
+    if app is not None:
+        deadline = time.monotonic() + 30
+        last = -1
+        while time.monotonic() < deadline:  # the queue empty and the writer's count still for 0.5 s
+            if len(app.queue) == 0 and app.store.written == last:
+                return
+            last = app.store.written
+            time.sleep(0.5)
+        raise AssertionError("the store kept writing for 30 s after the instruments went quiet")
 
 
 def _max_gap(db_path, name: str, t0: float, t1: float) -> float:
     ts = [t for t, _ in stored(db_path, name, t0, t1)]
-    return max((b - a for a, b in zip(ts, ts[1:])), default=float("inf"))
+    return max((b - a for a, b in zip(ts, ts[1:], strict=False)), default=float("inf"))
 
 
 def push_uplinks(router, influx) -> str:
@@ -60,7 +69,7 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
         wait_nodes(consumer)
         cycles = [p.health.cycles for p in app.pollers]
         wait_for(
-            lambda: all(p.health.cycles > n + 5 for p, n in zip(app.pollers, cycles)),
+            lambda: all(p.health.cycles > n + 5 for p, n in zip(app.pollers, cycles, strict=False)),
             20,
             what="both instruments polling steadily before the faults",
         )
@@ -98,7 +107,7 @@ def test_instrument_faults_lose_nothing_delivered(tmp_path, emu372, emu240, rout
         print("recovery after each fault cleared (s):", {k: round(v, 2) for k, v in recovery.items()})
         # backoff_max 1 s (+20 % jitter) + a 1 s timeout for the exchange the fault spoiled + one cycle
         assert max(recovery.values()) < 1.2 + 1.0 + 0.2 + 1.0, recovery
-        quiesce(emu372, emu240)
+        quiesce(emu372, emu240, app=app)
         db = str(tmp_path / "kelvinpi.db")
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
         pushed = wait_forwarded(app.store, listener, influx, "instrument faults")
@@ -281,9 +290,9 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
     ledger = emu240.ledger.snapshot()[("1", "kelvin")]
     got = stored(app.store, "LSA24AZ::50k_plate_t")
     rows, ts = [v for _, v in got], [t for t, _ in got]
-    b = [v for v, t in zip(rows, ts) if t < t_start - 1000]
-    a = [v for v, t in zip(rows, ts) if t_start - 1000 <= t < t_start + 43200]
-    c = [v for v, t in zip(rows, ts) if t >= t_start + 43200]
+    b = [v for v, t in zip(rows, ts, strict=False) if t < t_start - 1000]
+    a = [v for v, t in zip(rows, ts, strict=False) if t_start - 1000 <= t < t_start + 43200]
+    c = [v for v, t in zip(rows, ts, strict=False) if t >= t_start + 43200]
     assert a and b and c and a + b + c == ledger
     # what readers get at every rollup tier is the exact aggregate of the stored samples,
     # whatever order they arrived in (and whether the forward step got them sealed already)
@@ -380,8 +389,8 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
         for t in threads:
             t.join(60)
         t_done = time.time()
-        overruns = [p.health.overruns - o for p, o in zip(app.pollers, over0)]
-        quiesce(emu372, emu240)
+        overruns = [p.health.overruns - o for p, o in zip(app.pollers, over0, strict=False)]
+        quiesce(emu372, emu240, app=app)
         tally = reconcile(
             app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, since=now, http_base=f"http://127.0.0.1:{port}"
         )

@@ -185,8 +185,8 @@ def test_suggestions_for_unknown_names_are_bounded(monkeypatch):
         return original(self, a)
 
     monkeypatch.setattr(difflib.SequenceMatcher, "set_seq1", counting)
-    text = "".join(f'[[instrument]]\nname="{("n%05d" % i).ljust(64, "q")}"\n' for i in range(200))
-    text += "".join(f'[[alarm]]\ninstrument="{("z%05d" % j).ljust(64, "q")}"\n' for j in range(300))
+    text = "".join(f'[[instrument]]\nname="{f"n{i:05d}".ljust(64, "q")}"\n' for i in range(200))
+    text += "".join(f'[[alarm]]\ninstrument="{f"z{j:05d}".ljust(64, "q")}"\n' for j in range(300))
     with pytest.raises(config.ConfigError) as e:
         config.parse(text, "k.toml")
     unknown = [p for p in e.value.problems if "no instrument named" in p[2]]

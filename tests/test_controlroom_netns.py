@@ -20,6 +20,7 @@ torn down in ``finally``: the processes the test started (by pid), the namespace
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -37,8 +38,8 @@ from firmware_host.emulator import Emulator
 
 from .conftest import wait_for
 from .support.routers import (
-    CROSSBAR,
     COMPOSE,
+    CROSSBAR,
     Consumer,
     FeedListener,
     Hub,
@@ -146,10 +147,8 @@ async def shutdown(sessions: list, servers: list[asyncio.AbstractServer], copies
     """On the server's loop, before it stops: the WAMP sessions leave (no reconnect), the published ports close
     and the copies still running end."""
     for comp in sessions:
-        try:
+        with contextlib.suppress(Exception):  # a session that never joined has nothing to leave
             await asyncio.wait_for(asyncio.ensure_future(comp.stop()), 5)
-        except Exception:  # a session that never joined has nothing to leave
-            pass
     for server in servers:
         server.close()
     for task in list(copies):
@@ -165,7 +164,7 @@ def connects(address: str, port: int) -> bool:
             s.settimeout(0.5)
             try:
                 return s.recv(1) != b""
-            except socket.timeout:
+            except TimeoutError:
                 return True  # open and waiting for us to speak
     except OSError:
         return False

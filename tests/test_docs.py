@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,33 @@ def test_links_reach_a_page_and_a_heading(page: Path):
         if anchor and dest.suffix == ".md":
             anchors = _anchors(_strip_code(dest.read_text(encoding="utf-8")))
             assert anchor in anchors, f"{page.name}: link to {target}: no such heading in {dest.name}"
+
+
+README = ROOT / "README.md"
+
+
+def test_readme_first_screen_shows_how_to_try_it():
+    """A new lab's first screen (the first 25 lines) says how to try it and how to test it."""
+    first = "\n".join(README.read_text(encoding="utf-8").splitlines()[:25])
+    for command in ("make run", "make test"):
+        assert re.search(rf"\b{command}\b", first), f"`{command}` has left the README's first screen"
+
+
+def test_readme_configuration_examples_are_one_valid_config():
+    """The README's TOML blocks (the first config, the alarm and its target, the uplinks) are what a lab
+    copies: together they must pass the start-up validation as written (secret files not read)."""
+    from appliance import config
+
+    text = README.read_text(encoding="utf-8")
+    blocks = [textwrap.dedent(b) for _, b in re.findall(r"^( *)```toml\n(.*?)^\1```", text, re.M | re.S)]
+    assert len(blocks) >= 3, "the README lost a configuration example"
+    cfg = config.parse("\n".join(blocks), "README.md")
+    assert cfg.instrument and cfg.uplink and cfg.alarm and cfg.notify
+
+
+def test_every_docs_page_is_in_the_index():
+    """docs/README.md lists every page of docs/, so a moved section is never an orphan page."""
+    index = _page("README.md")
+    for page in sorted(DOCS.glob("*.md")):
+        if page.name != "README.md":
+            assert f"]({page.name})" in index, f"docs/{page.name} is missing from docs/README.md"

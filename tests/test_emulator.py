@@ -172,7 +172,7 @@ def test_ledger_counts_only_readings_delivered_whole(emu372):
                     if not chunk:
                         break
                     data += chunk
-            except _socket.timeout:
+            except TimeoutError:
                 pass
             return data
 
@@ -241,9 +241,9 @@ def test_autoscan_snapshots_are_stored_only_when_the_configuration_changes(tmp_p
 
 
 def _closed_loop_device():
-    from firmware_host.sim_clock import SimClock
     from firmware_host.ls372_device import LS372Device
     from firmware_host.physics import Fridge
+    from firmware_host.sim_clock import SimClock
 
     clock = SimClock(scale=1e-9)  # frozen: only advance() moves simulated time
     dev = LS372Device(clock, Fridge(), seed=11)

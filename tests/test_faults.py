@@ -150,7 +150,7 @@ def test_late_reply_never_answers_a_later_query(emu372_pty, link):
     elif link == "pty":
         m = Model372.serial(emu.pty.link, timeout=TIMEOUT)
     elif link == "visa-socket":
-        m = Model372.visa("TCPIP::%s::%d::SOCKET" % emu.tcp.address, timeout=TIMEOUT)
+        m = Model372.visa("TCPIP::{}::{}::SOCKET".format(*emu.tcp.address), timeout=TIMEOUT)
     else:
         m = Model372.visa(f"ASRL{emu.pty.link}::INSTR", timeout=TIMEOUT)
     m.connect()

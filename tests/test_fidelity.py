@@ -9,6 +9,7 @@ used), and every reply is checked the way socs parses it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -34,10 +35,8 @@ def _ask_tcp(sock: socket.socket, line: bytes, timeout: float = 2.0) -> bytes:
     while not buf.endswith(b"\r\n"):
         assert time.monotonic() < deadline, f"no reply to {line!r} (got {buf!r})"
         sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
+        with contextlib.suppress(TimeoutError):
             buf += sock.recv(4096)
-        except TimeoutError:
-            pass
     return buf[:-2]
 
 

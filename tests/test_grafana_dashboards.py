@@ -173,7 +173,7 @@ def fridge(tmp_path_factory):
     try:
         # the 372 scans its inputs one after the other: until each has been read once
         wait_for(
-            lambda: DEMO_FIELDS <= set(app.store.field_map()), 90, step=0.5, what=f"readings of {sorted(DEMO_FIELDS)}"
+            lambda: set(app.store.field_map()) >= DEMO_FIELDS, 90, step=0.5, what=f"readings of {sorted(DEMO_FIELDS)}"
         )
         yield app, influx
     finally:
@@ -402,7 +402,7 @@ def test_simpod_dashboard_variables_and_panels_read_the_pi(fridge):
     import datetime
 
     def iso(t: float) -> str:  # as Grafana sends the range
-        return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat().replace("+00:00", "Z")
 
     rng = {"from": iso(time.time() - 600), "to": iso(time.time() + 1)}
     values = {}

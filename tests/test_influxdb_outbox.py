@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from types import SimpleNamespace
 
 import pytest
@@ -23,8 +23,8 @@ import pytest
 from appliance.config import InfluxUplink
 from appliance.naming import SeriesKey
 from appliance.samples import Sample, SampleQueue
-from appliance.uplinks.influxdb import InfluxUplinkRunner
 from appliance.store import Store
+from appliance.uplinks.influxdb import InfluxUplinkRunner
 
 from .conftest import fill_disk, free_port, wait_for
 
@@ -135,7 +135,7 @@ class Gate:
                     return
             try:
                 conn, _ = s.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -160,10 +160,8 @@ class Gate:
         except OSError:
             pass
         finally:
-            try:
+            with suppress(OSError):
                 src.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
 
 
 class Garbage:
@@ -183,7 +181,7 @@ class Garbage:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             with conn:
                 conn.settimeout(2)

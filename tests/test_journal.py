@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance import journal
 from appliance.naming import SeriesKey
@@ -48,7 +49,7 @@ def test_frames_round_trip(rows, records):
     assert used == len(data) and len(frames) == 2
     for f in frames:
         assert f.number == 7 and len(f.rows) == len(rows) and [tuple(r) for r in f.records] == records
-        for a, b in zip(rows, f.rows):
+        for a, b in zip(rows, f.rows, strict=False):
             assert a[:3] == b[:3] and a[4] == b[4]
             assert (a[3] is None and b[3] is None) or np.float64(a[3]).tobytes() == np.float64(b[3]).tobytes()
 
@@ -75,7 +76,7 @@ def test_a_commits_usual_shape_takes_the_compact_layout_and_round_trips(seq0, t0
     frames, _ = journal.decode_all(data + journal.encode(journal.Frame(4, [], [])))
     frame = frames[0]
     assert len(frames) == 2 and frame.number == 3 and frame.records == [["event", "x", 1.0]]
-    for a, b in zip(rows, frame.rows):
+    for a, b in zip(rows, frame.rows, strict=False):
         assert a[:3] == b[:3] and a[4] == b[4]
         assert (a[3] is None and b[3] is None) or np.float64(a[3]).tobytes() == np.float64(b[3]).tobytes()
 

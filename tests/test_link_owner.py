@@ -15,7 +15,6 @@ from appliance.service import Appliance
 from tests.conftest import appliance_config, wait_for
 from tests.test_security import TOKEN, call, secret_file
 
-
 pytestmark = pytest.mark.slow  # the appliance lending its links, 2-4 s each
 
 

@@ -7,13 +7,13 @@ from drivers.curves import Curve
 from drivers.ls372 import (
     PID,
     FilterSetup,
-    ScanState,
     HeaterSetup,
     InputSetup,
     InputType,
     Model372,
     OutputMode,
     OutputSetup,
+    ScanState,
 )
 from drivers.testing import expected_protocol
 
@@ -58,9 +58,8 @@ def test_read_zero_kelvin_without_curve_is_not_a_temperature():
 
 @pytest.mark.parametrize("reply", ["+1.0E+00;+2.0E+00", "+1.0E+00;garbage;000", "nan;+1;000", "+1;+1;999"])
 def test_read_garbled_reply_raises_bad_reply(reply):
-    with pytest.raises(BadReply):
-        with expected_protocol(Model372, [("KRDG? 1;RDGR? 1;RDGST? 1", reply)]) as m:
-            m.read(1)
+    with pytest.raises(BadReply), expected_protocol(Model372, [("KRDG? 1;RDGR? 1;RDGST? 1", reply)]) as m:
+        m.read(1)
 
 
 def test_single_readings():
@@ -191,8 +190,9 @@ def test_curve_upload_reads_back_and_download():
 
 def test_curve_upload_mismatch_raises():
     curve = Curve("X", "Y", 3, 10.0, 1, [(100.0, 10.0)])
-    with pytest.raises(InstrumentError, match="read back"):
-        with expected_protocol(
+    with (
+        pytest.raises(InstrumentError, match="read back"),
+        expected_protocol(
             Model372,
             [
                 ("CRVDEL 21;*ESR?", "0"),
@@ -200,8 +200,9 @@ def test_curve_upload_mismatch_raises():
                 ("CRVPT 21,1,100,10;*ESR?", "0"),
                 ("CRVPT? 21,1", "+0.00000,+0.00000"),
             ],
-        ) as m:
-            m.upload_curve(21, curve)
+        ) as m,
+    ):
+        m.upload_curve(21, curve)
 
 
 def test_status_commands():

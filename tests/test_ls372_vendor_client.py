@@ -7,7 +7,8 @@ Every call into the vendor's driver has an outer timeout: it can spin if a socke
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lakeshore
 import pytest

@@ -10,11 +10,13 @@ from appliance.naming import OTHER_UNITS_METRIC, UNITS_METRICS, ocs_names
 from appliance.web.common import status_names
 from drivers import errors
 from drivers.ls240 import Model240
+from drivers.ls370 import Model370
 from drivers.ls372 import Model372
+from drivers.pfeiffer import TPG256A, TPG366
 
 
 def test_the_models_table_finds_the_driver_classes_and_their_facts():
-    assert models.MODELS["372"] is Model372 and models.MODELS["240"] is Model240  # the 370: test_ls370_models
+    assert {"372": Model372, "240": Model240, "370": Model370, "tpg366": TPG366, "maxigauge": TPG256A} == models.MODELS
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
     assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
     assert models.limit_bits("240") == models.LimitBits(over=32, under=16)
@@ -43,7 +45,7 @@ def test_units_metrics_and_error_kinds_are_one_table_each():
     """Remote write sends a series under the name /metrics exposes it; /metrics lists every driver error kind."""
     from appliance.uplinks import remote_write
 
-    assert remote_write.METRIC_BY_UNITS == {u: m.name for u, m in UNITS_METRICS.items()}
-    assert remote_write.OTHER_METRIC == OTHER_UNITS_METRIC.name
+    assert {u: m.name for u, m in UNITS_METRICS.items()} == remote_write.METRIC_BY_UNITS
+    assert OTHER_UNITS_METRIC.name == remote_write.OTHER_METRIC
     kinds = {c.kind for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.DriverError)}
     assert set(ERROR_KINDS) == (kinds - {"error"}) | {"internal"}

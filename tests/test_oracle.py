@@ -12,7 +12,8 @@ import lakeshore.generic_instrument as generic
 import pytest
 
 from drivers.ls240 import Model240 as Our240
-from drivers.ls372 import PID, Model372 as Our372
+from drivers.ls372 import PID
+from drivers.ls372 import Model372 as Our372
 from drivers.transport import TcpTransport
 
 from .conftest import run_with_timeout as within

@@ -9,8 +9,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from .test_front_panel import (
     page,  # noqa: F401 - the Chromium fixture
@@ -158,9 +158,9 @@ def test_an_outage_is_a_gap_in_the_plot(running_appliance, emu372, page, tmp_pat
     assert got["i"] > 0 and got["span"] is False
     x, y = got["x"], got["y"]
     own = [k for k, v in enumerate(y) if _num(v)]  # this series' readings among every series' times
-    silences = [(a, b) for a, b in zip(own, own[1:]) if x[b] - x[a] > 2.6]
+    silences = [(a, b) for a, b in zip(own, own[1:], strict=False) if x[b] - x[a] > 2.6]
     assert any(x[b] - x[a] >= 5 for a, b in silences), "the outage is not in the data"
-    for a, b in zip(own, own[1:]):
+    for a, b in zip(own, own[1:], strict=False):
         between = y[a + 1 : b]
         if x[b] - x[a] > 2.6:  # a silence: blank all the way across (null), never bridged (undefined)
             assert between and all(v is None for v in between), (x[a], x[b], between)

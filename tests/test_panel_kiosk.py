@@ -129,6 +129,8 @@ def test_kiosk_800x480_holds_every_demo_card_with_an_alarm_and_an_instrument_dow
         assert not outside, outside
 
         def on_screen(sel: str) -> None:
+            # the panel redraws its cards each refresh: measure the element once it is drawn again
+            page.wait_for_selector(sel, state="visible", timeout=10000)
             box = page.locator(sel).first.bounding_box()
             assert box and box["y"] >= 0 and box["y"] + box["height"] <= 480 and box["x"] + box["width"] <= 800, sel
             assert page.locator(sel).first.is_visible(), sel

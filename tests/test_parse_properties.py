@@ -4,12 +4,14 @@ import math
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers import BadReply
 from drivers.base import Identity
 from drivers.curve_commands import CurveHeader
-from drivers.ls240 import InputType as InputType240, Model240
+from drivers.ls240 import InputType as InputType240
+from drivers.ls240 import Model240
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, Model372, ScanState
 from drivers.parse import parse_float, parse_int
 from drivers.testing import TranscriptTransport

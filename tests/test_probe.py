@@ -11,7 +11,6 @@ import pytest
 
 from firmware_host.protocol import parse_message
 
-
 pytestmark = pytest.mark.slow  # the probe CLI in subprocesses
 
 

@@ -24,9 +24,9 @@ from appliance import config as _config
 from appliance.config import RemoteWriteUplink
 from appliance.naming import SeriesKey
 from appliance.samples import Sample, SampleQueue
-from appliance.uplinks.remote_write import RemoteWriteUplinkRunner, Sender, points
 from appliance.store import Store
 from appliance.uplinks import FailedUplink, build_uplinks
+from appliance.uplinks.remote_write import RemoteWriteUplinkRunner, Sender, points
 
 from .conftest import appliance_config, start_appliance, wait_for
 from .support.receivers import Prometheus, VictoriaMetrics, differences, expected
@@ -244,7 +244,7 @@ def test_samples_too_old_for_prometheus_are_counted_reported_and_skipped(tmp_pat
 def test_prometheus_without_an_out_of_order_window_refuses_the_backfill_behind_live_data(tmp_path, stores, runners):
     """No out-of-order window (Prometheus' default): after an outage longer than one batch, the first
     request carries the oldest backlog and the newest rows; once those are in, the rest of the backlog
-    is older than them, "out of order sample" (a 400): counted, reported, skipped, as the README warns.
+    is older than them, "out of order sample" (a 400): counted, reported, skipped, as docs/uplinks.md warns.
     Nothing is retried forever and live data keeps flowing."""
     if not Prometheus.available():
         pytest.skip("Debian's prometheus is not installed")
@@ -697,8 +697,8 @@ def test_config_errors_name_key_and_line():
 
 def test_points_follow_the_status_rule():
     """A NULL (flagged) reading: no value sample, a status sample; send_status=false: values only."""
-    from appliance.uplinks.outbox import Batch
     from appliance.store import FieldInfo
+    from appliance.uplinks.outbox import Batch
 
     f = FieldInfo(1, "N::a_t", "N", "a_t", "K", "", "")
     b = Batch(rows={1: [(1000, 0.5, 0), (2000, None, 0x81)]})

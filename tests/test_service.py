@@ -13,10 +13,8 @@ import urllib.request
 
 import pytest
 
-
 from .conftest import appliance_config, wait_for
 from .support.reconcile import stored, stored_count
-
 
 pytestmark = pytest.mark.slow  # `kelvinpi run` in its own process, up to a minute
 
@@ -139,7 +137,7 @@ def test_unplug_replug_gap_and_recovery(tmp_path, emu372, emu240):
     assert proc.returncode == 0 and "Traceback" not in out, out
     # the gap is visible: no 240 samples while it was unplugged, and none stored as numbers from garbage
     ts = [t for t, _ in stored(tmp_path / "kelvinpi.db", "LSA24AZ::50k_plate_t")]
-    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
     assert max(gaps) >= 2.0
 
 
@@ -207,9 +205,9 @@ def test_power_loss_campaign_kill_9_while_writing(tmp_path):
         expected_min = expected_max = rows
     print(f"power loss: {POWER_LOSS_TRIALS} kills, {rows} samples committed and all present")
     assert rows > POWER_LOSS_TRIALS * 24 * 10
-    from appliance.store import Store
     from appliance.naming import SeriesKey
     from appliance.samples import Sample
+    from appliance.store import Store
 
     Store(db).write([Sample(SeriesKey("N", "c0_t", "K", "c0"), time.time() + 100, 1.0, 0)])
 

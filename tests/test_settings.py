@@ -13,7 +13,8 @@ import pytest
 from appliance import config as _config
 from appliance.service import Appliance
 from appliance.settings import SETTINGS
-from tests.conftest import appliance_config, run_with_timeout as within, wait_for
+from tests.conftest import appliance_config, wait_for
+from tests.conftest import run_with_timeout as within
 from tests.test_security import TOKEN, call, secret_file
 
 pytestmark = pytest.mark.slow  # each test runs an appliance against the emulators (1-2 s)
@@ -189,8 +190,9 @@ def test_240_settings_round_trip_and_lake_shores_driver_reads_them(app, emu240, 
     assert status == 200, body
     assert len(pair(app, "name (INNAME) input 1")) == 2
     app.stop()  # the 240's one USB port: Lake Shore's driver reads it once the appliance let go
-    import lakeshore.generic_instrument as generic
     from types import SimpleNamespace
+
+    import lakeshore.generic_instrument as generic
 
     monkeypatch.setattr(
         generic,
@@ -325,22 +327,32 @@ def test_heater_settings_force_a_snapshot_that_names_them(app):
 
 
 def test_every_372_declaration_round_trips_over_a_pty(emu372_pty):
-    """The same declarations over the USB serial framing (a pty), on the driver the poller uses."""
-    from drivers.ls372 import Model372
-
+    """The same declarations over the USB serial framing (a pty), on the driver the poller uses; Lake Shore's
+    own driver reads each value back on the emulator's TCP port (the API over a pty is tests/test_settings_visa.py's
+    ASRL resource)."""
     from appliance.settings import SETTINGS
+    from drivers.ls372 import Model372
 
     m = Model372.serial(emu372_pty.pty.link, timeout=2)
     m.connect()
+    host, port = emu372_pty.tcp.address
+    oracle = within(lambda: lakeshore.Model372(baud_rate=None, ip_address=host, tcp_port=port, timeout=2))
     try:
-        for name, target, values, _ in CASES_372:
+        for name, target, values, vendor in CASES_372:
             s = SETTINGS["372"][name]
             t = target or ""
             full = {**s.read(m, t), **{k: s.arg(k).check(v, t) for k, v in values.items()}}
             s.write(m, t, full)
             got = s.read(m, t)
             assert all(str(got[k]) == str(full[k]) or got[k] == pytest.approx(full[k]) for k in values), (name, got)
+            theirs = within(lambda vendor=vendor: vendor(oracle))
+            assert (
+                theirs == pytest.approx(list(values.values()))
+                if all(isinstance(v, (int, float)) for v in values.values())
+                else [str(x) for x in theirs] == [str(v) for v in values.values()]
+            ), (name, theirs)
     finally:
+        within(lambda: oracle.disconnect_tcp())
         m.close()
 
 
@@ -397,3 +409,30 @@ def test_a_huge_json_integer_is_400_naming_the_field(app, emu372):
     status, _, text = call(f"{app.base_url}/api/v1/control/LSA23JD/setpoint", "POST", {"kelvin": huge}, AUTH)
     assert status == 400 and "kelvin must be a number" in text, text
     assert emu372.device.outputs[0].p == 10.0
+
+
+def test_the_warm_up_heater_and_the_ramp_take_what_the_manual_states(app, emu372, oracle372):
+    """372 manual p.163 (HTRSET: output 1 takes a resistance code 1|2, max current 0-2, a user current up to
+    0.63 A) and p.173 (RAMP: outputs 0 and 1, a rate of 0 or 0.001-100 K/min)."""
+    warm = {"resistance": 2, "max_current": 0, "max_user_current": 0.5, "display": 2}
+    status, body = put(app, "LSA23JD", "heater_setup", "1", warm)
+    assert status == 200 and body["values"] == warm, body
+    w = within(lambda: oracle372.get_warmup_heater_setup())  # Lake Shore's driver reads the codes back
+    assert (int(w["resistance"]), w["max_current"], int(w["units"])) == (2, 0.5, 2), w
+    for target, values, limit in (
+        ("1", {"resistance": 25}, "resistance is a number from 1 to 2"),
+        ("1", {"max_current": 3}, "max_current is an integer from 0 to 2"),
+        ("1", {"max_user_current": 0.7}, "max_user_current is a number from 0 to 0.63"),
+        ("0", {"max_user_current": 2.5}, "max_user_current is a number from 0 to 2 "),
+        ("0", {"resistance": 2001}, "resistance is a number from 1 to 2000"),
+    ):
+        status, body = put(app, "LSA23JD", "heater_setup", target, values)
+        assert status == 400 and limit in message(body) and "p.163" in message(body), (values, body)
+    status, body = put(app, "LSA23JD", "ramp", "2", {"rate": 1})
+    assert status == 400 and "one of 0, 1" in message(body), body
+    before = emu372.device.ramps[0]
+    status, body = put(app, "LSA23JD", "ramp", "0", {"enabled": 1, "rate": 0.0005})
+    assert status == 409 and "refused" in message(body) and "rate" in message(body), body
+    assert emu372.device.ramps[0] == before
+    events = pair(app, "ramp (RAMP) output 0")
+    assert len(events) == 2 and "refused" in events[1], events

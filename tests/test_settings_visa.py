@@ -1,26 +1,43 @@
-"""The declared 372 settings (issue 22) over VISA too: the appliance's 372 configured with
-``transport = "visa"`` (pyvisa-py, a serial resource on the emulator's pty as the 372's USB port is,
-and a TCPIP SOCKET resource as its Ethernet port is), each setting set through the control API and
-read back by Lake Shore's own ``lakeshore`` package on the emulator's other link as the value set."""
+"""The declared settings and curve uploads (issue 22) over VISA too.
+
+The appliance's instrument is configured with ``transport = "visa"`` (pyvisa-py): for the 372 a
+serial resource on the emulator's pty, as its USB port is, and a TCPIP SOCKET resource, as its
+Ethernet port is; for the 240 a serial resource on its pty (its one port, USB). Each setting and
+each curve is set through the control API and read back by Lake Shore's own ``lakeshore`` package
+as the value set: on the 372 emulator's other TCP link, and on the 240's port once the appliance
+let go of it. A link dropped at each step of an upload is tried over the TCPIP SOCKET resource.
+
+One emulator and one appliance serve every case of a transport (``rig``, module scope): the
+cases touch different settings, targets and curve slots, and each transport has its own
+emulator, so every value is written onto a default it differs from.
+"""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import lakeshore
 import pytest
 
 from appliance import config as _config
 from appliance.service import Appliance
-from tests.conftest import wait_for
-from tests.test_security import TOKEN, call, secret_file
-from tests.test_settings import AUTH, CASES_372, oracle372, pair, put  # noqa: F401 - oracle372 is a fixture
+from drivers.base import Pacing
+from drivers.curves import write_340
+from firmware_host.emulator import Emulator
 from tests.conftest import run_with_timeout as within
+from tests.conftest import wait_for
+from tests.test_curve_workflow import DT, RX, fast, put_curve, request_events, slot, small
+from tests.test_security import TOKEN, call, secret_file
+from tests.test_settings import AUTH, CASES_372, pair, put
 
-pytestmark = pytest.mark.slow  # each case runs an appliance against the emulator (1-2 s)
+pytestmark = pytest.mark.slow  # an appliance against the emulator over pyvisa (a few seconds per transport)
 
 
-def visa_config(tmp_path, resource: str, token) -> str:
+def visa_config(tmp_path, model: str, name: str, resource: str, token) -> str:
+    heater = "read_heater = true\n" if model == "372" else ""
     return (
-        f'[[instrument]]\nmodel = "372"\nname = "LSA23JD"\ntransport = "visa"\nresource = "{resource}"\n'
-        "timeout = 1.0\ninterval = 0.2\nread_heater = true\n"
+        f'[[instrument]]\nmodel = "{model}"\nname = "{name}"\ntransport = "visa"\nresource = "{resource}"\n'
+        f"timeout = 1.0\ninterval = 0.2\n{heater}"
         "[polling]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n"
         f'[store]\npath = "{tmp_path / "kelvinpi.db"}"\ncommit_interval = 0.2\n'
         '[web]\nbind = "127.0.0.1"\nport = 0\n'
@@ -28,40 +45,51 @@ def visa_config(tmp_path, resource: str, token) -> str:
     )
 
 
-@pytest.fixture(params=["ASRL", "TCPIP"])
-def app(request, tmp_path, emu372_pty):
-    """The appliance's 372 over VISA; ``emu372`` (for the ``lakeshore`` oracle) is the same emulator."""
-    host, port = emu372_pty.tcp.address
-    resource = f"ASRL{emu372_pty.pty.link}::INSTR" if request.param == "ASRL" else f"TCPIP::{host}::{port}::SOCKET"
+def start(tmp_path, model: str, name: str, resource: str) -> Appliance:
     tok = secret_file(tmp_path / "token", TOKEN)
-    a = Appliance(_config.parse(visa_config(tmp_path, resource, tok)))
+    a = Appliance(_config.parse(visa_config(tmp_path, model, name, resource, tok)))
     a.start()
     a.base_url = f"http://127.0.0.1:{a.web_address[1]}"
+    return a
+
+
+@pytest.fixture(scope="module", params=["ASRL", "TCPIP"])
+def rig(request, tmp_path_factory):
+    """A fresh 372 emulator, the appliance's 372 on it over VISA, and the vendor's driver on its TCP port."""
+    tmp = tmp_path_factory.mktemp(f"visa-{request.param}")
+    emu = Emulator.ls372(seed=2)
+    host, port = emu.listen_tcp("127.0.0.1", 0)
+    emu.listen_pty(str(tmp / "ls372"))
+    resource = f"ASRL{emu.pty.link}::INSTR" if request.param == "ASRL" else f"TCPIP::{host}::{port}::SOCKET"
+    a = start(tmp, "372", "LSA23JD", resource)
+    oracle = None
     try:
         wait_for(lambda: a.pollers[0].health.connected, 20, what=f"the 372 over VISA {resource}")
         assert a.pollers[0].health.transport == "visa"
-        yield a
+        # the 100 ms per message a real 372's USB port needs (drivers.ls372.USB_PACING), which the emulator
+        # does not (as test_curve_workflow.fast): with it the snapshot each change forces took seconds on ASRL
+        a.pollers[0].instrument.pacing = Pacing(0.0, 0.0, 0.0)
+        oracle = within(lambda: lakeshore.Model372(baud_rate=None, ip_address=host, tcp_port=port, timeout=2))
+        yield SimpleNamespace(app=a, emu=emu, oracle=oracle, transport=request.param)
     finally:
+        if oracle is not None:
+            within(lambda: oracle.disconnect_tcp())
         a.stop()
-
-
-@pytest.fixture
-def emu372(emu372_pty):
-    return emu372_pty  # the oracle (test_settings.oracle372) opens the emulator's TCP socket
+        emu.stop()
 
 
 @pytest.mark.parametrize("name,target,values,vendor", CASES_372, ids=[c[0] for c in CASES_372])
-def test_372_setting_round_trips_over_visa_and_lake_shores_driver_reads_it(
-    app,
-    oracle372,  # noqa: F811 - the fixture imported above
-    name,
-    target,
-    values,
-    vendor,
-):
+def test_372_setting_round_trips_over_visa_and_lake_shores_driver_reads_it(rig, name, target, values, vendor):
+    app = rig.app
+    before = within(lambda: vendor(rig.oracle))
+    assert (
+        before != pytest.approx(list(values.values()))
+        if all(isinstance(v, (int, float)) for v in values.values())
+        else [str(x) for x in before] != [str(v) for v in values.values()]
+    ), (name, "already set", before)
     status, body = put(app, "LSA23JD", name, target, values)
     assert status == 200, body
-    got = within(lambda: vendor(oracle372))
+    got = within(lambda: vendor(rig.oracle))
     assert (
         got == pytest.approx(list(values.values()))
         if all(isinstance(v, (int, float)) for v in values.values())
@@ -72,3 +100,137 @@ def test_372_setting_round_trips_over_visa_and_lake_shores_driver_reads_it(
     assert status == 200, raw
     events = pair(app, f"{name} (")
     assert len(events) == 2 and "applied" in events[1], events
+
+
+def test_372_curve_upload_over_visa_is_read_back_by_lake_shores_driver(rig, monkeypatch):
+    fast(rig.app, monkeypatch)
+    curve = small(RX, 20, "KP-VISA20")
+    status, body = put_curve(rig.app, 30, curve)
+    assert status == 200 and body["points"] == 20, body
+    header = within(lambda: rig.oracle.get_curve_header(30))
+    assert (header.curve_name, header.serial_number) == ("KP-VISA20", curve.serial)
+    for i in (1, 7, 20):
+        got = within(lambda i=i: rig.oracle.get_curve_data_point(30, i))
+        assert got == pytest.approx(curve.points[i - 1], rel=1e-5), (i, got)
+    assert within(lambda: rig.oracle.get_curve_data_point(30, 21)) == (0.0, 0.0)  # nothing past the end
+    events = request_events(rig.app, "curve 30 upload: KP-VISA20")
+    assert len(events) == 2 and "applied" in events[1], events
+
+
+@pytest.mark.parametrize("rig", ["TCPIP"], indirect=True)
+@pytest.mark.parametrize("step", ["before the delete", "after the header", "after point 5"])
+def test_a_link_drop_during_an_upload_over_visa_leaves_new_old_or_incomplete_and_two_events(rig, monkeypatch, step):
+    """As tests/test_curve_workflow.py's drop test, the appliance's link a VISA TCPIP SOCKET resource."""
+    app, emu = rig.app, rig.emu
+    fast(app, monkeypatch)
+    assert put_curve(app, 23, small(RX, 12, "KP-OLD12"))[0] == 200
+    mem = emu.device.curves
+    fired: list[str] = []
+
+    def once() -> bool:
+        if fired:
+            return False
+        fired.append(step)
+        emu.control("drop")
+        return True
+
+    if step == "before the delete":
+        orig_delete = mem.delete
+        monkeypatch.setattr(mem, "delete", lambda n: None if n == 23 and once() else orig_delete(n))
+    elif step == "after the header":
+        orig_header = mem.set_header
+        monkeypatch.setattr(mem, "set_header", lambda n, *a: (orig_header(n, *a), n == 23 and once()))
+    else:
+        orig_point = mem.set_point
+        monkeypatch.setattr(
+            mem, "set_point", lambda n, i, u, t: (orig_point(n, i, u, t), n == 23 and i == 5 and once())
+        )
+    status, body = put_curve(app, 23, small(RX, 30, "KP-NEW30"))
+    assert status == 503 and fired, body
+    assert "curve 23" in body["error"]["message"], body
+    events = request_events(app, "curve 23 upload: KP-NEW30")
+    assert len(events) == 2 and "failed part way" in events[1], events
+    poller = app.pollers[0]
+
+    def settled():
+        got = slot(emu, 23)
+        ok = got in (("KP-OLD12", 12), ("KP-NEW30", 30)) and "23" not in poller.health.incomplete_curves
+        return got if ok else None
+
+    got = wait_for(settled, 30, what="the slot settled after the VISA link came back")
+    assert got in (("KP-OLD12", 12), ("KP-NEW30", 30))
+    kept = [c for _, c in app.store.snapshots("LSA23JD/curve 23")]
+    assert any(k["curve"]["name"] == "KP-OLD12" and len(k["curve"]["points"]) == 12 for k in kept), kept
+    wait_for(lambda: app.pollers[0].health.connected, 20, what="reconnected over VISA")
+
+
+def test_240_settings_and_curve_round_trip_over_visa_and_lake_shores_driver_reads_them(tmp_path, monkeypatch):
+    """The 240's input setup, its curve (curve N is input N's: the 240 has no INCRV) and name, over an ASRL resource."""
+    emu = Emulator.ls240(channels=2, seed=3)
+    emu.listen_pty(str(tmp_path / "ls240"))
+    app = start(tmp_path, "240", "LSA24AZ", f"ASRL{emu.pty.link}::INSTR")
+    try:
+        wait_for(lambda: app.pollers[0].health.connected, 20, what="the 240 over VISA")
+        assert app.pollers[0].health.transport == "visa"
+        intype = {"sensor": 3, "autorange": 0, "range": 5, "current_reversal": 1, "units": 3, "enabled": 1}
+        assert emu.device.inputs[2].sensor != 3  # written onto a default it differs from
+        status, body = put(app, "LSA24AZ", "input_type", "2", intype)
+        assert status == 200 and body["values"] == intype, body
+        status, body = put(app, "LSA24AZ", "name", "1", {"name": "Pulse tube 1"})
+        assert status == 200 and body["values"] == {"name": "Pulse tube 1"}, body
+        curve = small(DT, 20, "KP-DT20")
+        status, _, text = call(
+            f"{app.base_url}/api/v1/control/LSA24AZ/curves/2", "PUT", {"text": write_340(curve), "force": True}, AUTH
+        )
+        assert status == 200, text
+        assert len(pair(app, "input_type (INTYPE) input 2")) == 2
+        assert len(pair(app, "name (INNAME) input 1")) == 2
+        upload = request_events(app, "curve 2 upload: KP-DT20")
+        assert len(upload) == 2 and "applied" in upload[1], upload
+    finally:
+        app.stop()  # the 240's one USB port: Lake Shore's driver reads it once the appliance let go
+    import lakeshore.generic_instrument as generic
+
+    monkeypatch.setattr(
+        generic,
+        "comports",
+        lambda: [SimpleNamespace(device=emu.pty.link, vid=0x1FB9, pid=0x0205, serial_number="LSA24AZ")],
+    )
+    try:
+        oracle = within(lambda: lakeshore.Model240(com_port=emu.pty.link, timeout=1))
+        try:
+            p = within(lambda: oracle.get_input_parameter(2))
+            assert (int(p.sensor_type), int(p.input_range), int(p.temperature_unit)) == (3, 5, 3)
+            # its flags are bool("0") (always True), so those are read from its raw reply
+            assert [int(f) for f in within(lambda: oracle.query("INTYPE? 2")).split(",")] == [3, 0, 5, 1, 3, 1]
+            assert within(lambda: oracle.get_sensor_name(1)).strip() == "Pulse tube 1"
+            header = within(lambda: oracle.get_curve_header(2))
+            assert (header.curve_name, header.serial_number) == ("KP-DT20", curve.serial)
+            for i in (1, 20):
+                u, t = (float(x) for x in within(lambda i=i: oracle.get_curve_data_point(2, i)).split(","))
+                assert (u, t) == pytest.approx(curve.points[i - 1], rel=1e-5), (i, u, t)
+        finally:
+            within(lambda: oracle.disconnect_usb())
+    finally:
+        emu.stop()
+
+
+@pytest.mark.parametrize("rig", ["TCPIP"], indirect=True)
+def test_a_slow_upload_over_visa_that_outlives_its_answer_still_records_its_outcome(rig, monkeypatch):
+    """As tests/test_curve_workflow.py's slow upload, the appliance's link a VISA TCPIP SOCKET resource."""
+    app, emu = rig.app, rig.emu
+    fast(app, monkeypatch)
+    monkeypatch.setattr("appliance.curve_api.UPLOAD_TIMEOUT", 1.0)
+    emu.control("slow 0.08 CRVPT")
+    try:
+        status, body = put_curve(app, 24, small(RX, 15, "KP-SLOW15"))
+        assert status == 503 and "did not finish within 1 s" in body["error"]["message"], body
+        events = wait_for(
+            lambda: (lambda ev: ev if len(ev) == 2 else None)(request_events(app, "curve 24 upload: KP-SLOW15")),
+            60,
+            what="the outcome of the slow upload",
+        )
+        assert "applied after its answer" in events[1], events
+    finally:
+        emu.control("clear")
+    assert slot(emu, 24) == ("KP-SLOW15", 15)

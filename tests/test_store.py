@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance import blocks
 from appliance.naming import SeriesKey
@@ -68,9 +69,9 @@ def test_min_stride_semantics(tmp_path):
     fill(s, now - 600, 600)
     d = s.data([K.name], now - 600, now, min_stride=60, now=now)[K.name]
     assert len(d.t) in (10, 11)
-    assert all(b - a >= 60 for a, b in zip(d.t, d.t[1:]))
+    assert all(b - a >= 60 for a, b in zip(d.t, d.t[1:], strict=False))
     d5 = s.data([K.name], now - 600, now, min_stride=5, now=now)[K.name]
-    assert d5.tier == 0 and all(b - a >= 5 for a, b in zip(d5.t, d5.t[1:]))
+    assert d5.tier == 0 and all(b - a >= 5 for a, b in zip(d5.t, d5.t[1:], strict=False))
 
 
 @pytest.mark.slow
@@ -97,7 +98,7 @@ def test_queries_are_the_same_before_and_after_sealing(tmp_path):
         s.seal(now=end + 7200, budget=60) == 10 and count(s) == 0
     )  # 5 hours (t0 is mid-hour) x 2 series, none left hot
     after = [s.data([K.name, R.name], t0 - 10, end + 10, now=end + 10, **q) for q in queries]
-    for q, b, a in zip(queries, before, after):
+    for q, b, a in zip(queries, before, after, strict=False):
         for name in (K.name, R.name):
             assert a[name].t == b[name].t, q
             assert a[name].value == pytest.approx(b[name].value, rel=1e-12), q
@@ -123,7 +124,7 @@ def test_rollups_equal_group_by_over_samples(tmp_path):
             e[2], e[3] = min(e[2], v), max(e[3], v)
         d = s.data([K.name], t0 - tier, t0 + 14000 + tier, min_stride=tier, now=t0 + 86400, max_points=None)[K.name]
         assert d.tier == tier
-        got = dict(zip(d.t, zip(d.value, d.min, d.max)))
+        got = dict(zip(d.t, zip(d.value, d.min, d.max, strict=False), strict=False))
         inner = {b: e for b, e in expect.items() if b >= t0 - tier}
         assert sorted(got) == sorted(float(b) for b in inner)
         for b, (n, total, lo, hi) in inner.items():
@@ -139,7 +140,7 @@ def test_long_range_reads_rollups_with_bounded_points(tmp_path):
     s.seal(now=t0 + 4 * 86400, budget=60)
     d = s.data([K.name], t0, t0 + 3 * 86400, min_stride=600, now=t0 + 3 * 86400)[K.name]
     assert d.tier == 600 and 400 <= len(d.t) <= 433
-    assert all(lo <= v <= hi for v, lo, hi in zip(d.value, d.min, d.max))
+    assert all(lo <= v <= hi for v, lo, hi in zip(d.value, d.min, d.max, strict=False))
     # no stride given: max_points caps the answer
     d2 = s.data([K.name], t0, t0 + 3 * 86400, now=t0 + 3 * 86400, max_points=1000)[K.name]
     assert len(d2.t) <= 1000 and d2.tier > 0
@@ -149,7 +150,7 @@ def test_invalid_reading_is_null_and_flagged(tmp_path):
     s = Store(tmp_path / "k.db")
     now = time.time()
     s.write([Sample(K, now, None, 64), Sample(K, now + 1, float("nan"), 0), Sample(K, now + 2, 0.01, 0)])
-    for sealed in (False, True):
+    for _sealed in (False, True):  # read before the seal, then after it
         d = s.data([K.name], now - 1, now + 3, now=now + 3)[K.name]
         assert d.value == [None, None, 0.01]
         assert d.status[0] == 64 | FLAG_INVALID and d.status[1] & FLAG_INVALID and d.status[2] == 0
@@ -178,7 +179,7 @@ def test_block_codec_is_lossless(rows):
     back = blocks.decode(blocks.encode(c)).rows(7)
     expect = sorted(numbered, key=lambda r: (r.t, r.seq))
     assert len(back) == len(expect)
-    for (q, _, t, v, s), (q2, sid2, t2, v2, s2) in zip(expect, back):
+    for (q, _, t, v, s), (q2, sid2, t2, v2, s2) in zip(expect, back, strict=False):
         assert (t, s, q, 7) == (t2, s2, q2, sid2)
         assert (v is None and v2 is None) or (np.float64(v).tobytes() == np.float64(v2).tobytes())
 

@@ -27,7 +27,7 @@ K = SeriesKey("LSA23JD", "mxc_t", "K", "mxc")
 R = SeriesKey("LSA23JD", "mxc_r", "Ohm", "mxc")
 RULES = [f"flap-{i:02d}" for i in range(80)]
 TARGETS = ["hook", "phone"]
-HISTORY_MAX = 10_000  # delivered notices kept at most, as the README and the store state (with 30 days)
+HISTORY_MAX = 10_000  # delivered notices kept at most, as docs/alarms.md and the store state (with 30 days)
 
 
 def body(rule: str, event: str, t: float) -> str:
@@ -172,8 +172,8 @@ def test_delivered_notices_beyond_the_history_are_pruned_and_undelivered_ones_ke
     s.alarm_record("sent", 99_999, "hook", now)  # a lane delivered a notice the size cap had taken
     s.write([])
     s.flush()
-    delivered = [nid for nid, (_, tg, sent) in zip(ids, specs) if set(sent) >= set(tg)]
-    undelivered = [nid for nid, (_, tg, sent) in zip(ids, specs) if not set(sent) >= set(tg)]
+    delivered = [nid for nid, (_, tg, sent) in zip(ids, specs, strict=False) if set(sent) >= set(tg)]
+    undelivered = [nid for nid, (_, tg, sent) in zip(ids, specs, strict=False) if not set(sent) >= set(tg)]
     assert len(undelivered) == 300 + 210 and len(rows(s, "SELECT id FROM notice")) == 11_301
 
     out = s.enforce_retention(now)

@@ -32,7 +32,7 @@ def version(path) -> int:
 def test_migrations_are_registered_in_order_one_version_apart():
     versions = [m.version for m in MIGRATIONS]
     assert versions == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == versions[-1]
+    assert versions[-1] == SCHEMA_VERSION
     assert SCHEMA_VERSION >= 4  # the alarm tables are a version of their own
 
 

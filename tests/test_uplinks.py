@@ -12,8 +12,8 @@ from appliance.uplinks.sisock import SisockUplinkRunner
 
 from .conftest import CONSUMER_SECRET, SERVER_SECRET, appliance_config, start_appliance, wait_for
 from .support.reconcile import reconcile
-from .test_campaign import quiesce
 from .support.routers import CROSSBAR, Crossbar, FeedListener
+from .test_campaign import quiesce
 
 pytestmark = [
     pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`"),
@@ -80,7 +80,7 @@ def test_data_node_serves_the_store(appliance, consumer):
     assert abs(len(rel["timeline"]["mxc_control"]["t"]) - len(t)) <= 3
     strided = consumer.get_data("LSA23JD", ["mxc_control_t"], -30, 0, min_stride=2.0)
     ts = strided["timeline"]["mxc_control"]["t"]
-    assert ts and all(b - a >= 2.0 for a, b in zip(ts, ts[1:]))
+    assert ts and all(b - a >= 2.0 for a, b in zip(ts, ts[1:], strict=False))
     empty = consumer.get_data("LSA24AZ", ["unknown_field"], -30, 0)
     assert empty == {"data": {"unknown_field": []}, "timeline": {}}
 
@@ -190,7 +190,9 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
 
         def delivered():
             for series, ocs_name in pairs:
-                want = [round(t, 3) for t, v in zip(*_raw(app, series, t_down - 5, t_end)) if v is not None]
+                want = [
+                    round(t, 3) for t, v in zip(*_raw(app, series, t_down - 5, t_end), strict=False) if v is not None
+                ]
                 got = [round(t, 3) for t, _ in listener.samples().get(ocs_name, []) if t_down - 5 <= t < t_end]
                 if sorted(got) != want:
                     return False
@@ -201,7 +203,7 @@ def test_router_outage_nothing_lost(tmp_path, emu372, emu240, router, hub, consu
         counts = {o: len([1 for t, _ in listener.samples()[o] if t_down - 5 <= t < t_end]) for _, o in pairs}
         assert min(counts.values()) >= 10, counts
         # the ledger: everything the instruments delivered is stored and served over WAMP and HTTP
-        quiesce(emu372, emu240)
+        quiesce(emu372, emu240, app=app)
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=app.base_url)
         print("router outage:", tally.line())
         assert tally.produced > 100 and tally.lost == 0 and tally.foreign == 0, tally.per_series
@@ -375,7 +377,9 @@ def test_influxdb_layout_and_outage_backfill(tmp_path, emu372, emu240, influx):
 
         def delivered():
             want = [
-                round(t, 3) for t, v in zip(*_raw(app, "LSA23JD::mxc_control_t", t_down - 5, t_end)) if v is not None
+                round(t, 3)
+                for t, v in zip(*_raw(app, "LSA23JD::mxc_control_t", t_down - 5, t_end), strict=False)
+                if v is not None
             ]
             res = influx.query(q)["results"][0].get("series")
             got = [round(r[0] / 1000, 3) for r in res[0]["values"] if r[1] is not None] if res else []

@@ -173,7 +173,7 @@ class TimedLock:
                 self.longest, self.where = held, self._who
         self._lock.release()
 
-    def __enter__(self) -> "TimedLock":
+    def __enter__(self) -> TimedLock:
         self.acquire()
         return self
 
@@ -450,7 +450,7 @@ port = {self.web_port}
             lines, points = [], {}
             for name, d in got.items():
                 node, field = fields[name]
-                for t, v, st in zip(d["t"], d["value"], d["status"]):
+                for t, v, st in zip(d["t"], d["value"], d["status"], strict=False):
                     t_ms = int(round(t * 1000))
                     per_second[t_ms // 1000] += 1
                     lines.append((t_ms, f"{name} {t_ms} {v!r} {st}\n"))
@@ -764,7 +764,7 @@ def query(store: Store, bare: Bare, keys, start: float, end: float) -> tuple[flo
         want.setdefault(sid, {})[float(g * group)] = mean
     worst, mismatched = 0.0, []
     for i, name in enumerate(names):
-        got = dict(zip(ours[name].t, ours[name].value)) if name in ours else {}
+        got = dict(zip(ours[name].t, ours[name].value, strict=False)) if name in ours else {}
         exp = want.get(i + 1, {})
         if got.keys() != exp.keys():
             mismatched.append(f"{name}: {len(got)} points, GROUP BY {len(exp)}")

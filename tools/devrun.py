@@ -16,10 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "appliance" / "demo.toml"
@@ -118,7 +118,7 @@ class Receiver:
             f"{body.get('event')}{by}: {what}{val} · {body.get('detail') or ''} · {body.get('time') or ''}"
         )
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         self.thread.start()
         return self
 
@@ -167,8 +167,9 @@ def main() -> int:
             "--control",
             str(var / "ls240.ctl"),
         )
+        spawn("emulate", "maxigauge", "--serial-link", str(var / "maxigauge"), "--control", str(var / "maxigauge.ctl"))
         deadline = time.monotonic() + 15
-        while not (var / "ls240").exists() and time.monotonic() < deadline:
+        while not ((var / "ls240").exists() and (var / "maxigauge").exists()) and time.monotonic() < deadline:
             time.sleep(0.1)
         app = spawn("run", "--config", str(demo.config))
         time.sleep(1.5)

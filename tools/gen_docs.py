@@ -2,9 +2,10 @@
 
 Each page is rendered by the module that owns its source: the configuration reference from the
 pydantic models (appliance/config_doc.py), the command line from the argparse parsers
-(appliance/cli_doc.py), the HTTP API from the OpenAPI document (appliance/api_doc.py).
-tests/test_config.py and tests/test_docs.py fail when a committed page differs from what its
-module writes now; this runs all three at once.
+(appliance/cli_doc.py), the HTTP API from the OpenAPI document (appliance/api_doc.py), the
+instrument settings from their declarations (appliance/settings.py). tests/test_config.py,
+tests/test_docs.py and tests/test_settings_docs.py fail when a committed page differs from what
+its module writes now; this runs them all at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance import api_doc, cli_doc, config_doc
+from appliance import api_doc, cli_doc, config_doc, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +24,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "docs/config.md": config_doc.reference,
     "docs/cli.md": cli_doc.reference,
     "docs/api.md": api_doc.reference,
+    "docs/settings.md": settings.reference,  # the declared instrument settings, manual references and limits
 }
 
 

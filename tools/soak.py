@@ -16,6 +16,7 @@ and the appliance's RSS grew by less than --rss-bound MB between the first minut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -269,10 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         for comp in (consumer.comp, hub.comp, listener.comp):  # leave quietly before the router goes
-            try:
+            with contextlib.suppress(Exception):
                 loop.run(_stopped(comp), timeout=10)
-            except Exception:
-                pass
         loop.stop()
         router.stop()
         if influx is not None:

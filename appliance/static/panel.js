@@ -17,8 +17,10 @@ function fmtSensor(v, units) {
     if (v >= 1e3) return (v / 1e3).toPrecision(5) + " kΩ";
     return v.toPrecision(5) + " Ω";
   }
+  if (PRESSURE_UNITS.has(units)) return v.toExponential(2) + " " + units;
   return v.toPrecision(5) + " " + units;
 }
+const PRESSURE_UNITS = new Set(["mbar", "Torr", "Pa", "hPa", "micron"]);  // a gauge's p<n>: decades, not digits
 function fmtAge(s) {
   if (s < 90) return s.toFixed(0) + " s ago";
   if (s < 5400) return (s / 60).toFixed(0) + " min ago";
@@ -165,14 +167,15 @@ async function refreshLatest() {
     }
     // the fridge from top to bottom: cards in config order (instruments, then their channels)
     if (panelInfo) {
-      const i = panelInfo.channels.findIndex((c) => c.kelvin === g.key + "_t" || c.sensor === g.key + "_r");
+      const i = panelInfo.channels.findIndex((c) => c.kelvin === g.key + "_t" || c.sensor === g.key + "_r" ||
+                                                   c.sensor === g.key);
       card.style.order = i < 0 ? 999 : i;
     }
     const main = g.t || g.r || g.other;
     const age = Math.min(...[g.t, g.r, g.other].filter(Boolean).map((x) => x.age));
     const stale = [g.t, g.r, g.other].filter(Boolean).every((x) => x.stale);
     const scan = [g.t, g.r].filter(Boolean).map((x) => x.scan).find(Boolean);
-    const allBits = [...new Set([g.t, g.r].filter(Boolean).flatMap((x) => x.status_bits))];
+    const allBits = [...new Set([g.t, g.r, g.other].filter(Boolean).flatMap((x) => x.status_bits))];
     // An unsynchronised clock is shown once in the header; it does not make a reading suspect.
     const bits = allBits.filter((b) => b !== "CLOCK_UNSYNCED");
     card.querySelector(".kelvin").textContent = g.t ? fmtKelvin(g.t.value) :
@@ -184,7 +187,8 @@ async function refreshLatest() {
     card.kp = {age, stale, scan, at: performance.now()};
     showAge(card);
     card.classList.toggle("scanned", !!scan);
-    card.classList.toggle("alarm", alarmedFields.has(g.key + "_t") || alarmedFields.has(g.key + "_r"));
+    card.classList.toggle("alarm", alarmedFields.has(g.key + "_t") || alarmedFields.has(g.key + "_r") ||
+                                   alarmedFields.has(g.key));
     card.classList.toggle("flagged", bits.length > 0);
     card.dataset.value = main && main.value !== null ? String(main.value) : "";
     card.dataset.t = main ? String(main.t) : "";
@@ -446,6 +450,7 @@ window.kelvinpi = {};
 async function refreshPanel() { panelInfo = await getJSON("/api/v1/panel"); }
 
 function fmtAxisK(u, vals) { return vals.map((v) => v === null ? "" : (v < 1 ? +(v * 1000).toPrecision(3) + " mK" : +v.toPrecision(3) + " K")); }
+function fmtAxisP(u, vals) { return vals.map((v) => v === null ? "" : +v.toPrecision(2) + ""); }
 function fmtAxisOhm(u, vals) { return vals.map((v) => v === null ? "" : fmtSensor(v, "Ohm").replace(/\.?0+ /, " ")); }
 
 function eventMarks() {
@@ -546,14 +551,17 @@ async function refreshPlots() {
   const chans = panelInfo.channels;
   const temps = chans.filter((c) => c.kelvin && fields[c.kelvin]);
   const ohms = chans.filter((c) => c.sensor && c.sensor_units === "Ohm" && fields[c.sensor]);
+  // a gauge controller's pressures (p1-p6), on their own log axis: a gauge that is off is a gap
+  const press = chans.filter((c) => c.sensor && PRESSURE_UNITS.has(c.sensor_units) && fields[c.sensor]);
   const label = (c) => `${c.name} (${c.node})`;
   const note = $("#plots-note");
   note.textContent = "loading…";
-  let tf, rf, ev;
+  let tf, rf, pf, ev;
   try {
-    [tf, rf, ev] = await Promise.all([
+    [tf, rf, pf, ev] = await Promise.all([
       seriesData(temps.map((c) => c.kelvin), start, stride),
       seriesData(ohms.map((c) => c.sensor), start, stride),
+      seriesData(press.map((c) => c.sensor), start, stride),
       getJSON(`/api/v1/events?since=${start}`, null, DATA_DEADLINE_MS)]);
     note.textContent = "";
   } catch (e) {
@@ -565,11 +573,17 @@ async function refreshPlots() {
   const oldest = panelInfo && panelInfo.store.oldest ? panelInfo.store.oldest : 0;
   shownX = span === null ? null : {min: Math.max(now - span, Math.min(oldest, now - 60)), max: now};
   window.kelvinpi.events = shownEvents;
-  shownRange = {start: span === null ? 0 : now - span, end: now, fields: temps.map((c) => c.kelvin).concat(ohms.map((c) => c.sensor))};
+  shownRange = {start: span === null ? 0 : now - span, end: now,
+                fields: temps.map((c) => c.kelvin).concat(ohms.map((c) => c.sensor), press.map((c) => c.sensor))};
   drawCombined("temperatures", temps.map((c) => c.kelvin), temps.map(label), tf, fmtAxisK, "Temperatures [log]",
                temps.map((c) => c.gap), stride);
   drawCombined("resistances", ohms.map((c) => c.sensor), ohms.map(label), rf, fmtAxisOhm, "Sensor resistances [log]",
                ohms.map((c) => c.gap), stride);
+  if (press.length) {
+    const units = [...new Set(press.map((c) => c.sensor_units))].join(", ");
+    drawCombined("pressures", press.map((c) => c.sensor), press.map(label), pf, fmtAxisP, `Pressures [${units}, log]`,
+                 press.map((c) => c.gap), stride);
+  }
   window.kelvinpi.drawn = {start, stride};
   const list = $("#events");
   list.innerHTML = "";

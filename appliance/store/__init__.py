@@ -63,6 +63,7 @@ aggregates over rollups and decoded blocks, and the export command streams decod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -89,8 +90,8 @@ from .maintenance import (
 from .reader import DEFAULT_MAX_POINTS, FieldInfo, SeriesData, StoreReader, latest_dicts, resolve_time
 from .records import AlarmRecord, Cursor, Event, Record, Snapshot, merge_ranges, snapshot_digest, unapplied
 from .rollup import BLOCK_MS, PACK_DT, STORED_TIERS, TIERS
-from .stats import StoreStats
 from .schema import DAY, MAX_TIME, MIGRATIONS, SCHEMA_VERSION, Migration, connect, open_db, transaction
+from .stats import StoreStats
 from .writer import (
     BULK_MIN,
     FLUSH_RECORDS,
@@ -378,10 +379,8 @@ class Store(Writer, Maintenance):
         except (sqlite3.Error, OSError) as exc:
             log.error("store: closing without moving the journal into SQLite (kept for the next start): %s", exc)
         self._journal.close()
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._wconn.close()
-        except sqlite3.Error:
-            pass
         if self._lock_fd >= 0:  # the next writer may come
             os.close(self._lock_fd)
             self._lock_fd = -1

@@ -235,9 +235,9 @@ class Maintenance:
 
     def _give_back(self, p: RetentionPass) -> None:
         """Freed pages back to the card when this pass deleted anything (or many are free anyway)."""
-        if any(v for k, v in p.deleted.items() if k != "more") or self._freelist_w() > SHRINK_MIN_PAGES:
-            if not self._shrink(p.deadline):
-                p.deleted["more"] = True
+        deleted = any(v for k, v in p.deleted.items() if k != "more")
+        if (deleted or self._freelist_w() > SHRINK_MIN_PAGES) and not self._shrink(p.deadline):
+            p.deleted["more"] = True
 
     def _age_pass(self, p: RetentionPass, now: float) -> None:
         """Blocks past ``raw_retention_days`` no uplink needs and whose clock was synchronised."""

@@ -10,6 +10,7 @@ the ``fresh`` table plus the journaled ones not flushed yet; older ones are seal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -105,10 +106,8 @@ class StoreReader:
     def file_bytes(self) -> int:
         total = 0
         for suffix in ("", "-wal", "-shm", "-log"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += os.stat(f"{self.path}{suffix}").st_size
-            except FileNotFoundError:
-                pass
         return total
 
     def oldest_time(self) -> float | None:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from ..blocks import Row
 from ..journal import Frame
@@ -153,7 +153,7 @@ class AlarmRecord:
     flushes_now: ClassVar[bool] = False
 
 
-Record = Union[Event, Snapshot, Cursor, AlarmRecord]
+Record = Event | Snapshot | Cursor | AlarmRecord
 
 
 def storable(rec: Record) -> Record:

@@ -469,7 +469,7 @@ class Writer:
             return self._write(samples)
         except (ValueError, OverflowError, TypeError, struct.error):
             why = [unstorable(s) for s in samples]
-            bad = [(s, w) for s, w in zip(samples, why) if w]
+            bad = [(s, w) for s, w in zip(samples, why, strict=False) if w]
             if not bad:
                 raise
             self.rejected += len(bad)
@@ -477,7 +477,7 @@ class Writer:
             detail = f"{len(bad)} reading(s) the store cannot hold, dropped; the first: {s.series.name}: {first}"
             log.error("store: %s", detail)
             self.event("rejected", s.series.node, detail)
-            return self._write([s for s, w in zip(samples, why) if not w])
+            return self._write([s for s, w in zip(samples, why, strict=False) if not w])
 
     def _write(self, samples: list[Sample]) -> int:
         """``write`` without the check of its readings.
@@ -586,7 +586,7 @@ class Writer:
         cutoff = seal_cutoff_ms()
         conn = self._wconn
         with transaction(conn):
-            for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=False):
                 c = blocks.Columns(t[a:b], seq[a:b], status[a:b], val[a:b], null[a:b])
                 sealed = int(hour[a]) < cutoff
                 insert_block(conn, int(sid[a]), int(hour[a]), c, table="block" if sealed else "fresh")
@@ -596,7 +596,7 @@ class Writer:
         by_seq = np.argsort(seq)  # the newest reading of each series, in insertion order
         series, back = np.unique(sid[by_seq][::-1], return_index=True)
         with self._latest_lock:
-            for k, i in zip(series.tolist(), by_seq[n - 1 - back].tolist()):
+            for k, i in zip(series.tolist(), by_seq[n - 1 - back].tolist(), strict=False):
                 self._latest[k] = Row(int(seq[i]), k, int(t[i]), None if null[i] else float(val[i]), int(status[i]))
         self.written += n
         return self._next_seq + n

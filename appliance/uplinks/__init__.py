@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 from ..config import (
     UPLINK_MODELS,
     InfluxUplink,
-    kinds_of,
     InstrumentConfig,
     OcsUplink,
     RemoteWriteUplink,
     SisockUplink,
     Uplink,
+    kinds_of,
 )
 from ..store import Store
 from .runner import FailedUplink, UplinkRunner

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from ..config import InfluxUplink, InstrumentConfig, read_secret
+from ..models import ocs_feed
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .push import PushUplink, error_body, post_once
@@ -67,7 +68,11 @@ def _escape(s: str, extra: str = "") -> str:
 
 
 def line_protocol(
-    batch: Batch, fields: dict[int, FieldInfo], root: str = "observatory", feed: str = "temperatures"
+    batch: Batch,
+    fields: dict[int, FieldInfo],
+    root: str = "observatory",
+    feed: str = "temperatures",
+    feeds: dict[str, str] | None = None,
 ) -> list[str]:
     """One line per (instrument, time): ``observatory.LSA23JD,feed=temperatures control_T=0.0115 <ms>``."""
     points: dict[tuple[str, int], dict[str, float]] = {}
@@ -81,7 +86,8 @@ def line_protocol(
     lines = []
     for (node, t), values in sorted(points.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         fields_txt = ",".join(f"{_escape(k, '=')}={v!r}" for k, v in sorted(values.items()))
-        lines.append(f"{_escape(f'{root}.{node}')},feed={_escape(feed, '=')} {fields_txt} {t}")
+        tag = (feeds or {}).get(node, feed)  # a node's own feed (a gauge's "pressures")
+        lines.append(f"{_escape(f'{root}.{node}')},feed={_escape(tag, '=')} {fields_txt} {t}")
     return lines
 
 
@@ -95,6 +101,7 @@ class InfluxUplinkRunner(PushUplink):
     def __init__(self, cfg: InfluxUplink, index: int, store: Store, instruments: Sequence[InstrumentConfig]) -> None:
         super().__init__("influx", index, cfg.url, store)
         self.cfg = cfg
+        self.feeds = {i.name: ocs_feed(i.model) for i in instruments}  # as the OCS feed of each node
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         base = cfg.url.rstrip("/")
         if cfg.database:
@@ -122,7 +129,7 @@ class InfluxUplinkRunner(PushUplink):
                 raise http.client.HTTPException(f"InfluxDB answered {r.status} {said[:200]!r}, not 204: not written")
 
     def deliver(self, batch: Batch) -> None:
-        lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root)
+        lines = line_protocol(batch, self.outbox.fields(), self.cfg.address_root, feeds=self.feeds)
         if lines:
             self.refuse(self.post_isolating(lines))
 

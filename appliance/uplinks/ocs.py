@@ -18,7 +18,7 @@ from autobahn.wamp.types import PublishOptions
 
 from ..config import InstrumentConfig, OcsUplink, read_secret
 from ..health import UplinkHealth
-from ..models import MODELS
+from ..models import MODELS, ocs_feed
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .wamp import WampRuntime, make_component
@@ -160,7 +160,8 @@ class OcsUplinkRunner:
         fields = await loop.run_in_executor(None, self.outbox.fields)
         try:
             for node, blocks in blocks_for(batch, fields).items():
-                feed = feed_info(root, node, self.models.get(node, ""), "temperatures", self.session_id)
+                kind: str = self.models.get(node) or ""
+                feed = feed_info(root, node, kind, ocs_feed(kind), self.session_id)
                 await session.publish(feed["address"], [blocks, feed], options=PublishOptions(acknowledge=True))
         except Exception as exc:  # not acknowledged: keep the cursor, retry after reconnect
             self.health.errors["publish"] += 1

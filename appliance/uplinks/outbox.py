@@ -109,7 +109,7 @@ class Outbox:
                 if live:
                     batch.covered.append([live_from + 1 if len(live) < n_live else live[0][0], live[-1][0]])
                     got.extend(live)
-            for seq, sid, t, v, st in got:
+            for _seq, sid, t, v, st in got:
                 batch.rows.setdefault(sid, []).append((t, v, st))
             if not got and batch.covered:
                 # only other instruments' readings there: nothing to deliver, so step over them now

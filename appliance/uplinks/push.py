@@ -15,9 +15,9 @@ import http.client
 import io
 import logging
 import random
+import ssl
 import threading
 import time
-import ssl
 import urllib.error
 import urllib.request
 from typing import ClassVar

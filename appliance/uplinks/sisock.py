@@ -17,6 +17,7 @@ from autobahn.wamp.exception import ApplicationError
 
 from ..config import InstrumentConfig, SisockUplink, read_secret
 from ..health import UplinkHealth
+from ..models import REGISTRY
 from ..store import Store, resolve_time
 from .wamp import WampRuntime, make_component
 
@@ -25,7 +26,7 @@ RETRY_SECONDS = 2.0
 MAX_POINTS = 20000
 
 
-def _number(name: str, v, allow_none: bool = False) -> float | None:
+def _number(name: str, v: object, allow_none: bool = False) -> float | None:
     if v is None and allow_none:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -41,7 +42,7 @@ class DataNode:
     def __init__(self, store: Store, node: str, description: str) -> None:
         self.store, self.node, self.description = store, node, description
 
-    def get_fields(self, start=1, end=0) -> list:
+    def get_fields(self, start: object = 1, end: object = 0) -> list:  # as sent over WAMP: checked here
         _number("start", start)
         _number("end", end)
         fields: dict[str, dict] = {}
@@ -62,7 +63,7 @@ class DataNode:
     def _timeline(name: str) -> str:
         return "tl_group0" if name == "group0" else name  # a timeline named group0 derails sisock's glue
 
-    def get_data(self, field, start, end, min_stride=None) -> dict:
+    def get_data(self, field: object, start: object, end: object, min_stride: object = None) -> dict:
         if isinstance(field, str):
             field = [field]
         if not isinstance(field, (list, tuple)) or not all(isinstance(f, str) for f in field):
@@ -88,7 +89,7 @@ class DataNode:
             if not times:
                 continue
             for f, d in series.items():
-                lookup = dict(zip(d.t, d.value)) if d else {}
+                lookup = dict(zip(d.t, d.value, strict=False)) if d else {}
                 data[f] = [_finite(lookup.get(t)) for t in times]
             timelines[tl] = {"t": times, "finalized_until": min(t1, now)}
         return {"data": data, "timeline": timelines}
@@ -110,7 +111,12 @@ class SisockUplinkRunner:
         self.instruments = instruments
         self.sessions: dict[str, object] = {}
         self.nodes = {
-            i.name: DataNode(store, i.name, i.description or f"Lake Shore {i.model} {i.name}") for i in instruments
+            i.name: DataNode(
+                store,
+                i.name,
+                i.description or f"{REGISTRY[i.model].vendor} {i.model} {i.name}",
+            )
+            for i in instruments
         }
 
     def start(self) -> None:

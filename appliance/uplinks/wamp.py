@@ -9,13 +9,18 @@ secret file is configured. Failures are logged loudly, never in a tight loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from autobahn.asyncio.component import Component
+
+if TYPE_CHECKING:
+    from ..health import UplinkHealth
 
 log = logging.getLogger("kelvinpi.wamp")
 
@@ -42,7 +47,7 @@ def make_component(
     secret: str | None = None,
     ca_file: Path | None = None,
     label: str = "",
-    health=None,
+    health: UplinkHealth | None = None,
 ) -> Component:
     """``health`` (an UplinkHealth) gets every connect failure, so the front panel says why."""
     parsed = urlparse(url)
@@ -142,9 +147,7 @@ class WampRuntime:
                     pass
 
         if self.thread.is_alive():
-            try:
+            with contextlib.suppress(Exception):
                 self.submit(_stop()).result(timeout + 1)
-            except Exception:
-                pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout)

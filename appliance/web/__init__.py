@@ -41,11 +41,14 @@ a few seconds for the same reason.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from bottle import Bottle
 
-from . import alarms as alarm_routes, api, common, control as control_routes, curves, grafana, metrics, panel
+from . import alarms as alarm_routes
+from . import api, common, curves, grafana, metrics, panel
+from . import control as control_routes
 from .cache import AnswerCache, store_changed
 from .common import CACHE_BUDGET, CACHE_ITEM
 from .server import Server
@@ -53,9 +56,9 @@ from .server import Server
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
+    from ..alarm_service import AlarmService
     from ..config import Config
     from ..control import Control
-    from ..alarm_service import AlarmService
     from ..poller import Poller
     from ..store import Store
 

@@ -15,8 +15,8 @@ Either way the acknowledgement is audited with the socket's peer (a proxy's head
 from __future__ import annotations
 
 import hmac
-import math
 import logging
+import math
 import re
 import threading
 import time
@@ -80,7 +80,7 @@ class AckPin:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def load(cls, path: Path | None) -> "AckPin":
+    def load(cls, path: Path | None) -> AckPin:
         """The PIN from its 0600 file; a missing, open or malformed file keeps the reason, not the PIN."""
         if path is None:
             return cls(error="no acknowledge PIN is configured (control.ack_pin_file)")

@@ -12,8 +12,9 @@ import csv
 import io
 import json
 import time
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bottle import Bottle, HTTPError, request, response
 
@@ -27,8 +28,8 @@ from .common import (
     SNAPSHOT_MAX_AGE,
     clean,
     json_bytes,
-    parse_float,
     one_param,
+    parse_float,
     parse_time,
     points_per_series,
     read_series,
@@ -218,20 +219,18 @@ def install(
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
             w.writerow(["field", "t_unix", "time_utc", "value", "units", "status", "status_bits", "curve"])
-            n = 0
-            for name, t, v, st in store.iter_raw(names, start, end):
+            for n, (name, t, v, st) in enumerate(store.iter_raw(names, start, end)):
                 if n >= MAX_EXPORT_ROWS:
                     buf.write(
                         f"# truncated at {MAX_EXPORT_ROWS} rows (MAX_EXPORT_ROWS): ask again from start={t:.3f}\n"
                     )
                     break
-                n += 1
                 info = fmap[name]
                 w.writerow(
                     [
                         name,
                         f"{t:.3f}",
-                        datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds"),
+                        datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds"),
                         "" if v is None else repr(v),
                         info.units,
                         st,

@@ -15,8 +15,9 @@ import ipaddress
 import json
 import logging
 import math
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bottle import Bottle, HTTPError, request, response
 
@@ -145,7 +146,7 @@ def parse_time(name: str, raw: str | None, default: float) -> float:
             400, f"{name}={raw!r} is not a time: give UNIX seconds, seconds before now (<= 0), or ISO 8601"
         ) from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     t = dt.timestamp()
     if t <= 0:
         raise HTTPError(
@@ -186,7 +187,7 @@ def read_json() -> dict:
     return body
 
 
-def as_json(value) -> str:
+def as_json(value: object) -> str:
     response.content_type = "application/json"
     return json.dumps(value)
 
@@ -239,7 +240,7 @@ def read_series(
         d = store.data([name], a, b, stride, max_points=None).get(name)
         if d is None:
             return None
-        for ti, vi, si in zip(d.t, d.value, d.status):
+        for ti, vi, si in zip(d.t, d.value, d.status, strict=False):
             if t and ti - t[-1] < stride - 0.001:  # (the store spaces them in whole ms)
                 continue  # the seam: keep successive points at least the stride apart
             t.append(ti)

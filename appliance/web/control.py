@@ -8,10 +8,11 @@ alarm-acknowledge routes go through the same gate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import html
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bottle import Bottle, HTTPError, request, response
 

@@ -10,7 +10,8 @@ from bottle import Bottle, HTTPError, request
 
 from ..control import ControlRefused
 from ..curve_api import CurveService
-from .common import API as V1, read_json
+from .common import API as V1
+from .common import read_json
 from .control import ControlAccess
 
 API = f"{V1}/control"

@@ -28,7 +28,8 @@ import io
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from bottle import Bottle, HTTPError, request, response
 
@@ -38,8 +39,8 @@ from .common import (
     MAX_SEARCH,
     as_json,
     clean,
-    parse_float,
     one_param,
+    parse_float,
     parse_time,
     points_per_series,
     read_json,
@@ -74,11 +75,11 @@ def table(
     columns = columns or names
     result = store.data(names, start, end, stride, max_points=max_points)
     rows: dict[int, dict] = {}
-    for n, col in zip(names, columns):
+    for n, col in zip(names, columns, strict=False):
         d = result.get(n)
         if d is None:
             continue
-        for t, v in zip(d.t, d.value):
+        for t, v in zip(d.t, d.value, strict=False):
             ms = int(round(t * 1000))
             row = rows.get(ms)
             if row is None:
@@ -178,7 +179,7 @@ def install(app: Bottle, *, store: Store, version: str, answers: AnswerCache) ->
             yield b"["
             for i, n in enumerate(names):
                 d = read_series(store, n, start, end, stride, points)
-                pts = [] if d is None else [[clean(v), t * 1000.0] for t, v in zip(d.t, d.value)]
+                pts = [] if d is None else [[clean(v), t * 1000.0] for t, v in zip(d.t, d.value, strict=False)]
                 yield (b", " if i else b"") + json.dumps({"target": n, "datapoints": pts}).encode()
             yield b"]"
 

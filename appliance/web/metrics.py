@@ -7,15 +7,16 @@ exposition is serialised once per store commit (cache.Snapshot), so many scraper
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from bottle import Bottle, response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from ..health import InstrumentHealth, StoreStats, TargetStats, UplinkHealth, metric_fields
+from ..health import AlarmStats, InstrumentHealth, StoreStats, TargetStats, UplinkHealth, metric_fields
 from ..naming import OTHER_UNITS_METRIC, UNITS_METRICS
 from .cache import Snapshot
 from .common import SNAPSHOT_MAX_AGE
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 class ApplianceCollector:
     """What a scrape reads: the store, the pollers' health, the sample queue, the clock, the
     uplinks' health (a callable: uplinks start after the registry is made) and the alarms.
-    Everything but the latest readings and the alarm states comes from the stats records of
-    ``appliance.health``, the same ones ``/api/v1/health`` shows."""
+    Everything but the latest readings comes from the stats records of ``appliance.health``, the
+    same ones ``/api/v1/health`` shows (the alarms' ``AlarmStats`` from the rules' views)."""
 
     store: Store
     pollers: Sequence[Poller]
@@ -76,16 +77,7 @@ class ApplianceCollector:
 
         alarms = self.alarms
         if alarms is not None:
-            active = GaugeMetricFamily(
-                "kelvinpi_alarm_active", "1 while the alarm is raised", labels=["name", "severity"]
-            )
-            acked = GaugeMetricFamily(
-                "kelvinpi_alarm_acknowledged", "1 while the raised alarm is acknowledged", labels=["name"]
-            )
-            for a in alarms.alarms():
-                active.add_metric([a["name"], a["severity"]], 1 if a["active"] else 0)
-                acked.add_metric([a["name"]], 1 if a["active"] and a["acked"] else 0)
-            yield from (active, acked)
+            yield from stats_families(AlarmStats, [AlarmStats.of(a) for a in alarms.alarms()])
             yield from stats_families(TargetStats, [lane.stats() for lane in alarms.lanes.values()])
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .. import __version__
-from .. import settings
+from .. import __version__, settings
 from . import common, control, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}

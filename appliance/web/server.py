@@ -13,6 +13,7 @@ and its own errors in the JSON shape. It is pure Python and packaged by Debian.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -164,10 +165,8 @@ class Server(TcpWSGIServer):
 
         def close_all(_=None) -> None:
             for ch in list(self.active_channels.values()):
-                try:
+                with contextlib.suppress(OSError):
                     ch.handle_close()
-                except OSError:
-                    pass
             self.close()
             done.set()
 

@@ -8,6 +8,7 @@ query_range; VictoriaMetrics: /api/v1/export), keyed by (metric name, field labe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -154,7 +155,7 @@ class VictoriaMetrics(Receiver):
             if line.strip():
                 s = json.loads(line)
                 key = (s["metric"]["__name__"], s["metric"].get("field", ""))
-                out[key].extend(zip(s["timestamps"], (float(v) for v in s["values"])))
+                out[key].extend(zip(s["timestamps"], (float(v) for v in s["values"]), strict=False))
         return {k: sorted(v) for k, v in out.items()}
 
 
@@ -242,13 +243,12 @@ class _RawServer:
         self._threads.append(t)
 
     def _accept(self) -> None:
-        import socket
         import threading
 
         while not self.stopping.is_set():
             try:
                 conn, _ = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -283,10 +283,8 @@ class _RawServer:
         self._listener.close()
         with self.lock:
             for c in self._conns:
-                try:
+                with contextlib.suppress(OSError):
                     c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
         for t in self._threads:
             t.join(timeout=5)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from appliance.store import MAX_TIME, Store, StoreReader
 
 DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
+GAUGE = re.compile(r"p\d")
 
 
 @dataclass
@@ -59,8 +60,11 @@ def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, 
         if name in ids and (name.endswith("_t") or name.endswith("_r")):
             sid, _, fld = ids[name]
             out[(node, ch, "kelvin" if name.endswith("_t") else "sensor")] = (sid, name, fld)
+        elif name in ids and GAUGE.fullmatch(ids[name][2]):  # a gauge controller's p<n>
+            sid, _, fld = ids[name]
+            out[(node, ch, "pressure")] = (sid, name, fld)
 
-    for sid, name, node, fld, desc in db.execute("SELECT id, name, node, field, description FROM series"):
+    for _sid, name, node, _fld, desc in db.execute("SELECT id, name, node, field, description FROM series"):
         m = DESC.match(desc)
         if m:
             add(node, m["ch"], name)
@@ -193,7 +197,7 @@ def rollup_mismatches(store, tiers=(10, 60, 600, 3600)) -> list[str]:
                 e[2], e[3] = min(e[2], v), max(e[3], v)
             start = lo // tier * tier
             d = reader.data([f.name], start, hi + tier, min_stride=tier, max_points=None, now=hi + tier)[f.name]
-            got = {int(t): (v, mn, mx) for t, v, mn, mx in zip(d.t, d.value, d.min or [], d.max or [])}
+            got = {int(t): (v, mn, mx) for t, v, mn, mx in zip(d.t, d.value, d.min or [], d.max or [], strict=False)}
             for b, (n, total, mn, mx) in expect.items():
                 g = got.get(b)
                 if g is None or g[1] != mn or g[2] != mx or abs(g[0] - total / n) > 1e-9 * max(1.0, abs(g[0])):

@@ -49,15 +49,16 @@ def compose_setup_commands(compose: Path = COMPOSE) -> str:
 
 def make_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
     """A self-signed certificate with SAN localhost/127.0.0.1 (service_identity ignores the CN)."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -363,7 +364,7 @@ class FeedListener:
             for b in blocks.values():
                 for fname, values in b["data"].items():
                     key = f"{feed['agent_address']}.{fname}"
-                    out.setdefault(key, []).extend(zip(b["timestamps"], values))
+                    out.setdefault(key, []).extend(zip(b["timestamps"], values, strict=False))
         return out
 
 
