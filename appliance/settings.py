@@ -535,9 +535,9 @@ def _cset_write(inst, _: str, v: dict) -> None:
     )
 
 
-M370 = (
-    "Model 370 manual (chapter 6) where at hand, else the field order socs' Lakeshore370.py sends "
-    "(firmware_host/FIDELITY.md, Model 370)"
+M370 = "Model 370 manual"
+M370_NOT_AT_HAND = (
+    M370 + " §6.3 (the command page not at hand: the field order socs' Lakeshore370.py sends; FIDELITY.md, Model 370)"
 )
 
 SETTINGS_370 = (
@@ -545,7 +545,8 @@ SETTINGS_370 = (
         "input",
         "370",
         "INSET",
-        M370 + ": INSET <ch 1-16>,<enable>,<dwell 1-200 s>,<pause 3-200 s>,<curve 0-20>,<tempco 1|2>",
+        M370
+        + " p.6-29 (as socs cites it; page not at hand): INSET <ch 1-16>,<enable>,<dwell 1-200 s>,<pause 3-200 s>,<curve 0-20>,<tempco 1|2>",
         "a channel's scanner setup and curve",
         "input",
         _channels_370,
@@ -563,7 +564,8 @@ SETTINGS_370 = (
         "input_range",
         "370",
         "RDGRNG",
-        M370 + ": RDGRNG <ch>,<mode>,<excitation>,<range>,<autorange>,<cs off> (p.6-34: n,nn,nn,n,n)",
+        M370
+        + " p.6-34 (the query; the command page not at hand): RDGRNG <ch>,<mode>,<excitation>,<range>,<autorange>,<cs off>",
         "a channel's excitation and resistance range",
         "input",
         _channels_370,
@@ -582,7 +584,7 @@ SETTINGS_370 = (
         "scanner",
         "370",
         "SCAN",
-        M370 + ": SCAN <ch 1-16>,<autoscan 0|1>",
+        M370_NOT_AT_HAND + ": SCAN <ch 1-16>,<autoscan 0|1>",
         "the scanner's channel and autoscan",
         "",
         _none,
@@ -594,7 +596,7 @@ SETTINGS_370 = (
         "control_mode",
         "370",
         "CMODE",
-        M370 + ": CMODE <mode> (socs: 1 closed loop, 2 zone, 3 open loop, 4 off)",
+        M370 + " p.6-24 (as socs cites it; page not at hand): CMODE <mode> (1 closed loop, 2 zone, 3 open loop, 4 off)",
         "the sample heater's control mode",
         "",
         _none,
@@ -606,7 +608,7 @@ SETTINGS_370 = (
         "control_setup",
         "370",
         "CSET",
-        M370 + ": CSET <ch>,<filter>,<units>,<delay>,<display>,<heater limit>,<heater resistance> (socs' order)",
+        M370_NOT_AT_HAND + ": CSET <ch>,<filter>,<units>,<delay>,<display>,<heater limit>,<heater resistance>",
         "the control channel, setpoint units, heater limit and load",
         "",
         _none,
@@ -626,7 +628,7 @@ SETTINGS_370 = (
         "heater_range",
         "370",
         "HTRRNG",
-        M370 + ": HTRRNG <range> (0 off, 1-8 31.6 uA-100 mA)",
+        M370_NOT_AT_HAND + ": HTRRNG <range> (0 off, 1-8 31.6 uA-100 mA)",
         "the sample heater's range (0 off)",
         "output",
         _outputs(0),
@@ -638,7 +640,7 @@ SETTINGS_370 = (
         "setpoint",
         "370",
         "SETP",
-        M370 + ": SETP <value> in CSET's units; bounded by control.max_setpoint_kelvin (kelvin only)",
+        M370_NOT_AT_HAND + ": SETP <value> in CSET's units; bounded by control.max_setpoint_kelvin (kelvin only)",
         "the sample heater's setpoint",
         "output",
         _outputs(0),
@@ -650,7 +652,7 @@ SETTINGS_370 = (
         "pid",
         "370",
         "PID",
-        M370 + ": PID <P 0-1000>,<I 0-10000>,<D 0-2500> (socs' bounds)",
+        M370_NOT_AT_HAND + ": PID <P 0-1000>,<I 0-10000>,<D 0-2500> (socs' bounds)",
         "the sample heater's control loop",
         "output",
         _outputs(0),
@@ -666,7 +668,7 @@ SETTINGS_370 = (
         "manual_output",
         "370",
         "MOUT",
-        M370 + ": MOUT <value> (percent)",
+        M370_NOT_AT_HAND + ": MOUT <value> (percent)",
         "the sample heater's manual (open loop) output",
         "output",
         _outputs(0),
