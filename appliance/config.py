@@ -58,10 +58,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+LETTERED_INPUTS = ("A", "B", "C", "D", "D1", "D2", "D3", "D4", "D5")  # "A" on a 372; all of them on a 336/350
+
+
 class ChannelConfig(Strict):
     """One input of an instrument. With none listed, every enabled input of the instrument is read."""
 
-    number: int | str = Field(description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240')
+    number: int | str = Field(
+        description='the input: 1-16 or "A" (the control input) on a 372, 1-8 on a 240, "A"-"D" ("D2"-"D5" with'
+        " the 3062 option) on a 336 or 350"
+    )
     name: str | None = Field(
         None,
         description="overrides the instrument's own input name (INNAME?) in field names; 1-40 characters without '::'",
@@ -86,9 +92,9 @@ class ChannelConfig(Strict):
     @classmethod
     def _number(cls, v: int | str) -> int | str:
         if isinstance(v, str):
-            if v.upper() == "A":
-                return "A"
-            raise ValueError("channel number must be an integer or 'A'")
+            if v.upper() in LETTERED_INPUTS:
+                return "D" if v.upper() == "D1" else v.upper()
+            raise ValueError("channel number must be an integer, 'A', or a 336/350 input 'A'-'D', 'D1'-'D5'")
         if not 1 <= v <= 16:
             raise ValueError(f"channel number must be 1-16 (or 'A'), got {v}")
         return v
@@ -145,7 +151,10 @@ class InstrumentConfig(Strict):
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for one reply")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between poll cycles")
     read_control_input: bool = Field(True, description="372: also read the control input A every cycle")
-    read_heater: bool = Field(False, description="372: also record the sample heater output (HTR?, %)")
+    read_heater: bool = Field(
+        False,
+        description="also record the heater output (%): the 372's sample heater, a 336's or 350's heaters 1 and 2",
+    )
     enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
     channel: list[ChannelConfig] = Field(
         [], description="the inputs to read ([[instrument.channel]]); none listed: every enabled input"

@@ -115,6 +115,15 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "serial_number": "LSA24AZ",
     },
     {
+        "model": "336",
+        "name": "LSA336A",
+        "description": "still and 4 K stages, 336 controller",
+        "transport": "tcp",
+        "host": "192.168.1.51",
+        "read_heater": True,
+        "channel": [{"number": "C", "name": "Still"}, {"number": "B", "name": "4K plate"}],
+    },
+    {
         "model": "370",
         "name": "LS370A",
         "description": "fridge 2, 370 bridge on RS-232",

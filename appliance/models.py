@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.ls240 import Model240
 from drivers.ls370 import Model370
+from drivers.ls336 import Model336, Model350
 from drivers.ls372 import Model372
 from drivers.pfeiffer import TPG256A, TPG366
 
@@ -69,6 +70,7 @@ class ModelSpec:
 
 _ACQ = "appliance.acquisition:"
 _INPUTS_372 = ("A", *(str(n) for n in range(1, 17)))
+_INPUTS_336 = ("A", "B", "C", "D", "D2", "D3", "D4", "D5")  # D2-D5: the 3062 scanner option
 
 # The registry: one line per model.
 REGISTRY: dict[str, ModelSpec] = {
@@ -80,6 +82,18 @@ REGISTRY: dict[str, ModelSpec] = {
         transports=("serial", "visa"),
         transport_hint="the Model 240 has no Ethernet port",
         channels=tuple(str(n) for n in range(1, 9)),
+    ),
+    "336": ModelSpec(
+        Model336,
+        "appliance.ls336_acquisition:Ls336Acquisition",
+        "Lake Shore 336 temperature controller",
+        channels=_INPUTS_336,
+    ),
+    "350": ModelSpec(
+        Model350,
+        "appliance.ls336_acquisition:Ls336Acquisition",
+        "Lake Shore 350 temperature controller",
+        channels=_INPUTS_336,
     ),
     "370": ModelSpec(
         Model370,

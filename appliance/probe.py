@@ -18,10 +18,12 @@ from dataclasses import asdict, dataclass, field
 from drivers import DriverError
 from drivers.ls240 import Model240
 from drivers.ls370 import Model370
+from drivers.ls336 import Model336
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.pfeiffer import STATUS_NAMES, TPG256A, TPG366, PfeifferGauge
 from drivers.transport import TcpTransport
 
+from .ls336_probe import open_ls336, probe_ls336
 from .models import MODEL_NAMES, REGISTRY
 
 
@@ -57,6 +59,8 @@ def open_instrument(
         raise ValueError(
             "a Model 370 is reached through --device (RS-232) or --resource (GPIB): it has no Ethernet port"
         )
+    if model in ("336", "350"):
+        return open_ls336(model, host, port, device, resource, timeout)
     if model in ("tpg366", "maxigauge"):
         cls: type[PfeifferGauge] = TPG366 if model == "tpg366" else TPG256A
         if host:
@@ -117,6 +121,8 @@ def probe(inst) -> Report:
         )
         if isinstance(inst, Model370):
             _probe_370(inst, r)
+        elif isinstance(inst, Model336):
+            probe_ls336(inst, r)
         elif isinstance(inst, Model372):
             _probe_372(inst, r)
         elif isinstance(inst, PfeifferGauge):
@@ -261,7 +267,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="read-only check of a real instrument, printed as a report")
     p.add_argument("--model", choices=MODEL_NAMES, required=True)
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--host", help="372 over Ethernet (TCP port --port)")
+    where.add_argument("--host", help="372, 336 or 350 over Ethernet (TCP port --port)")
     where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0 (a 370's RS-232 adapter too)")
     where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR or GPIB0::12::INSTR")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: the model's own, 7777 for a Lake Shore)")

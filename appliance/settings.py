@@ -684,6 +684,10 @@ SETTINGS: dict[str, dict[str, Setting]] = {
     "370": {s.name: s for s in SETTINGS_370},
 }
 
+from .ls336_settings import settings_for  # noqa: E402 (it builds on Setting and Arg above)
+
+SETTINGS.update({m: {s.name: s for s in settings_for(m)} for m in ("336", "350")})
+
 
 def finite(value: int | float) -> bool:
     """A finite number that fits a float (a JSON integer of 400 digits does not: math.isfinite raises)."""

@@ -76,7 +76,13 @@ class CurveCommands:
         def _send_setting(self, message: str) -> None: ...
 
     def _curve_number(self, number: int, access: CurveAccess) -> int | str:
-        raise NotImplementedError
+        """A controller's numbering (372, 336, 350): any slot's header may be read, user slots written."""
+        slots, user = self.curve_slots, self.user_curve_slots
+        if access == "header" and number not in slots:
+            raise ValueError(f"curve number {number} is not {slots[0]}-{slots[-1]}")
+        if access == "user" and number not in user:
+            raise ValueError(f"user curves are {user[0]}-{user[-1]}, not {number}")
+        return number
 
     def _after_curve_point(self) -> None:
         """Pause after writing a breakpoint, if the model needs one."""

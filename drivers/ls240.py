@@ -48,6 +48,25 @@ class InputType:
 
 T = TypeVar("T")
 
+# RDGST? bits that void a reading, on the 240 and on the 336/350 alike (240 manual p.49; 350 manual p.154)
+SENSOR_BAD = 1 | 64 | 128  # invalid reading, sensor units zero (240: under range), sensor units over range
+KELVIN_BAD = SENSOR_BAD | 16 | 32  # and past either end of the curve
+
+
+def read_input(inst: Instrument, ch: str, sensor_units: str, bits_table: dict[int, str]) -> Reading:
+    """``KRDG?;SRDG?;RDGST?`` of one input in one exchange, timed at the reply (a 240, 336 or 350)."""
+    q = f"KRDG? {ch};SRDG? {ch};RDGST? {ch}"
+    raw = inst.query_raw(q)
+    t = time.time()
+    k, s, st = split_fields(raw, 3, q, sep=";")
+    kelvin, sensor, status = parse_float(k, q), parse_float(s, q), parse_int(st, q)
+    if not 0 <= status <= 255:
+        raise BadReply("reading status out of range 0-255", raw, q)
+    sensor_bad = bool(status & SENSOR_BAD)
+    kelvin_bad = bool(status & KELVIN_BAD) or kelvin <= 0.0
+    bits = decode_status(status, bits_table)
+    return Reading(ch, kelvin, sensor, sensor_units, status, bits, t, not kelvin_bad, not sensor_bad)
+
 
 def _profibus_status(raw: bytes, query: str) -> int:
     """``PROFISTAT?`` answers ``0,``: one integer and a trailing comma."""
@@ -101,18 +120,7 @@ class Model240(CurveCommands, Instrument):
 
     def read(self, channel: int, sensor_units: str = "V") -> Reading:
         """Kelvin, sensor units and status of one input in one exchange, timed at the reply."""
-        ch = self._ch(channel)
-        q = f"KRDG? {ch};SRDG? {ch};RDGST? {ch}"
-        raw = self.query_raw(q)
-        t = time.time()
-        k, s, st = split_fields(raw, 3, q, sep=";")
-        kelvin, sensor, status = parse_float(k, q), parse_float(s, q), parse_int(st, q)
-        if not 0 <= status <= 255:
-            raise BadReply("reading status out of range 0-255", raw, q)
-        bits = decode_status(status, LS240_STATUS_BITS)
-        sensor_bad = bool(status & (1 | 64 | 128))
-        kelvin_bad = sensor_bad or bool(status & (16 | 32)) or kelvin <= 0.0
-        return Reading(str(ch), kelvin, sensor, sensor_units, status, bits, t, not kelvin_bad, not sensor_bad)
+        return read_input(self, str(self._ch(channel)), sensor_units, LS240_STATUS_BITS)
 
     # -- settings: the 240 is silent when it ignores one, so each is read back ------
     def _write_checked(

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from .base import Pacing, check_channel
 from .commands import Query, record
 from .curve_commands import CurveAccess, CurveCommands
-from .errors import BadReply, InstrumentError
-from .ls372 import ESR_ERRORS, PID, ScanState
+from .errors import BadReply
+from .esr import EsrCommands
+from .ls372 import PID, ScanState
 from .parse import parse_float, parse_int, split_fields
 from .readings import LS370_STATUS_BITS, Reading, decode_status
 from .scanner import ScannedInputs
@@ -75,8 +76,9 @@ def _channel_field(field: str, query: str) -> str:
     return str(parse_int(field, query))
 
 
-class Model370(CurveCommands, ScannedInputs):
+class Model370(EsrCommands, CurveCommands, ScannedInputs):
     expected_model_prefix = "MODEL370"
+    model_label = "370"  # a refused setting: "370 refused 'HTRRNG 9': execution error (ESR=16)"
     has_control_input = False  # no input A: every reading comes through the scanner
     curve_point_shape = "expected units,temperature"
     curve_formats = (3, 4)  # ohm/K, log ohm/K (socs' 370 format_key)
@@ -104,20 +106,6 @@ class Model370(CurveCommands, ScannedInputs):
     def visa(cls, resource: str, **kw) -> Model370:
         """A VISA resource: ``GPIB0::12::INSTR``, or ``ASRL...`` opened 9600 7O1."""
         return cls(VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING)), **kw)
-
-    # -- status register ----------------------------------------------------
-    esr = Query("*ESR?", parse_int, "Get (and clear) the Standard Event Status Register.")
-
-    def command(self, message: str) -> None:
-        """Send a setting with ``*ESR?`` behind it and raise if the bridge flags it."""
-        q = f"{message};*ESR?"
-        esr = parse_int(self.query_raw(q), q)
-        errors = [name for bit, name in ESR_ERRORS.items() if esr & bit]
-        if errors:
-            raise InstrumentError(f"370 refused {message!r}: {', '.join(errors)} (ESR={esr})", esr)
-
-    def _send_setting(self, message: str) -> None:
-        self.command(message)
 
     # -- argument specs -------------------------------------------------------
     def _ch(self, channel: str | int) -> str:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from .base import Pacing, check_channel, quote_name
 from .commands import Query, fields, flag, record, text
-from .curve_commands import CurveAccess, CurveCommands
+from .curve_commands import CurveCommands
 from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
-from .errors import BadReply, InstrumentError
+from .errors import BadReply
+from .esr import ESR_ERRORS as ESR_ERRORS  # part of this module's API (now declared in drivers.esr)
+from .esr import EsrCommands
 from .parse import parse_float, parse_int, split_fields
 from .readings import LS372_STATUS_BITS, Reading, decode_status
 from .scanner import InputSetup as InputSetup  # part of this module's API (INSET)
@@ -28,13 +30,6 @@ SERIAL_FRAMING = SerialFraming(baudrate=57600, bytesize=7, parity="O", stopbits=
 CHANNELS = {"A"} | {str(i) for i in range(1, 17)}
 MEASUREMENT_CHANNELS = [str(i) for i in range(1, 17)]
 
-# *ESR? bits (IEEE 488.2; lakeshore StandardEventRegister).
-ESR_OPC, ESR_QUERY_ERROR, ESR_EXECUTION_ERROR, ESR_COMMAND_ERROR, ESR_POWER_ON = 1, 4, 16, 32, 128
-ESR_ERRORS = {
-    ESR_QUERY_ERROR: "query error",
-    ESR_EXECUTION_ERROR: "execution error",
-    ESR_COMMAND_ERROR: "command error (invalid command or query)",
-}
 
 TCP_PACING = Pacing(after_command=0.05)
 USB_PACING = Pacing(after_command=0.05, min_interval=0.05, after_query=0.05)
@@ -113,7 +108,8 @@ def _input_channel(field: str, query: str) -> str:
     return inp if inp == "A" else str(parse_int(inp, query))
 
 
-class Model372(CurveCommands, ScannedInputs):
+class Model372(EsrCommands, CurveCommands, ScannedInputs):
+    model_label = "372"
     expected_model_prefix = "MODEL372"
     curve_point_shape = "expected units,temperature[,curvature]"
     curve_formats = (3, 4, 7)  # ohm/K, log ohm/K, ohm/K cubic spline (372 manual, CRVHDR)
@@ -150,34 +146,6 @@ class Model372(CurveCommands, ScannedInputs):
         if resource.upper().startswith("ASRL"):
             kw.setdefault("pacing", USB_PACING)
         return cls(transport, **kw)
-
-    # -- status register ----------------------------------------------------
-    esr = Query("*ESR?", parse_int, "Get (and clear) the Standard Event Status Register.")
-
-    @staticmethod
-    def _raise_for_esr(esr: int, message: str) -> None:
-        errors = [name for bit, name in ESR_ERRORS.items() if esr & bit]
-        if errors:
-            raise InstrumentError(f"372 refused {message!r}: {', '.join(errors)} (ESR={esr})", esr)
-
-    def command(self, message: str) -> None:
-        """Send a configuration command and raise if the bridge flags it in ESR."""
-        q = f"{message};*ESR?"
-        esr = parse_int(self.query_raw(q), q)
-        self._raise_for_esr(esr, message)
-        time.sleep(self.pacing.after_command)
-
-    def _send_setting(self, message: str) -> None:
-        """Curve commands go through the ESR check like every other setting."""
-        self.command(message)
-
-    def clear_status(self) -> None:
-        self.write("*CLS")
-
-    def reset(self) -> None:
-        self.write("*RST")
-
-    operation_complete = Query("*OPC?", flag, "Get whether pending operations are complete (``*OPC?`` is 1).")
 
     # -- argument specs: the signatures of the declared queries below -----------
     def _ch(self, channel: str | int) -> str:
@@ -272,13 +240,6 @@ class Model372(CurveCommands, ScannedInputs):
         self.command(f"TLIMIT {self._ch(channel)},{kelvin:g}")
 
     # -- curves (commands in CurveCommands) ------------------------------------------
-    def _curve_number(self, number: int, access: CurveAccess) -> int:
-        if access == "header" and number not in self.curve_slots:
-            raise ValueError(f"curve number {number} is not 1-59")
-        if access == "user" and number not in self.user_curve_slots:
-            raise ValueError(f"user curves are 21-59, not {number}")
-        return number
-
     def _after_curve_point(self) -> None:
         time.sleep(CURVE_POINT_GAP)
 

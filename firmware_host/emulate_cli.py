@@ -1,4 +1,4 @@
-"""``kelvinpi emulate ls372|ls240|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
+"""``kelvinpi emulate ls372|ls336|ls350|ls370|ls240|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from .emulator import Emulator, send_control
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emulate", help="run an emulated Lake Shore 372 or 240 (no hardware needed)")
+    p = sub.add_parser("emulate", help="run an emulated Lake Shore 372, 336, 350, 370 or 240 (no hardware needed)")
     esub = p.add_subparsers(dest="model", required=True)
     a = esub.add_parser("ls372", help="Model 372 on TCP (and optionally a serial pty)")
     a.add_argument("--listen", default="127.0.0.1:7777", help="HOST:PORT for the TCP interface (default %(default)s)")
     a.add_argument("--serial-link", help="also expose the USB serial interface as a pty symlinked here")
     a.add_argument("--serial-number", default="LSA23JD")
+    m336 = [esub.add_parser(m, help=f"Model {m[2:]} on TCP (and optionally a serial pty)") for m in ("ls336", "ls350")]
     b = esub.add_parser("ls240", help="Model 240 on a serial pty")
     b.add_argument("--serial-link", required=True, help="path of the symlink to the pty")
     b.add_argument("--channels", type=int, choices=(2, 8), default=2)
@@ -27,7 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--serial-link", required=True, help="path of the symlink to the pty")
     m.add_argument("--listen", help="HOST:PORT: also answer on TCP (a test convenience; a real 370 has no Ethernet)")
     m.add_argument("--serial-number", default="370A1B")
-    for q in (a, b, m):
+    for q in m336:
+        q.add_argument(
+            "--listen", default="127.0.0.1:7777", help="HOST:PORT for the TCP interface (default %(default)s)"
+        )
+        q.add_argument("--serial-link", help="also expose the USB serial interface as a pty symlinked here")
+        q.add_argument("--serial-number", default="LSA336A")
+        q.add_argument("--scanner", action="store_true", help="with the 3062 scanner option (inputs D2-D5)")
+    for q in (a, b, m, *m336):
         q.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
         q.add_argument("--seed", type=int, default=None, help="noise seed for reproducible readings")
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
@@ -47,9 +55,15 @@ def run(args: argparse.Namespace) -> int:
     if args.model in ("tpg366", "maxigauge"):
         return pfeiffer_emulator.run(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.model in ("ls372", "ls370") and args.listen:
-        make = Emulator.ls372 if args.model == "ls372" else Emulator.ls370
-        emu = make(args.serial_number, args.time_scale, args.seed, args.warm)
+    if args.model in ("ls372", "ls336", "ls350") or (args.model == "ls370" and args.listen):
+        if args.model in ("ls372", "ls370"):
+            make = Emulator.ls372 if args.model == "ls372" else Emulator.ls370
+            emu = make(args.serial_number, args.time_scale, args.seed, args.warm)
+        else:
+            model, scanner = args.model[2:], args.scanner
+            emu = Emulator.ls336(
+                args.serial_number, args.time_scale, args.seed, args.warm, model=model, scanner=scanner
+            )
         host, _, port = args.listen.rpartition(":")
         try:
             addr = emu.listen_tcp(host or "127.0.0.1", int(port))
@@ -70,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    name = {"ls372": "Model 372", "ls370": "Model 370"}.get(args.model) or f"Model 240-{args.channels}P"
+    name = f"Model {args.model[2:]}" if args.model != "ls240" else f"Model 240-{args.channels}P"
     print(f"emulated {name} {args.serial_number} ready: {', '.join(where)}", flush=True)
     while not stop.wait(0.5):
         pass

@@ -36,6 +36,7 @@ from .ledger import Ledger
 from .ls240_device import LS240Device
 from .ls370_device import LS370Device
 from .ls370_ledger import ReadingLedger
+from .ls336_device import LS336Device
 from .ls372_device import LS372Device
 from .physics import BASE, STAGES, Fridge
 from .sim_clock import SimClock
@@ -87,13 +88,22 @@ class Emulator:
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS240Device(clock, fridge, channels=channels, serial=serial, seed=seed), clock, fridge)
 
+    @classmethod
+    def ls336(
+        cls, serial: str = "LSA336A", time_scale: float = 1.0, seed: int | None = None, warm: bool = False, **kw
+    ) -> Emulator:
+        """A Model 336 (``model="350"``: a 350; ``scanner=True``: with the 3062's inputs D2-D5)."""
+        clock = SimClock(time_scale)
+        fridge = Fridge.warm() if warm else Fridge()
+        return cls(LS336Device(clock, fridge, serial=serial, seed=seed, **kw), clock, fridge)
+
     def listen_tcp(self, host: str = "127.0.0.1", port: int = 7777) -> tuple[str, int]:
         self.tcp = TcpInterface(host, port, self.device.dispatcher, self.device.lock, self.faults, ledger=self.ledger)
         self.tcp.start()
         return self.tcp.address
 
     def listen_pty(self, link: str) -> str:
-        framing = "7O1" if isinstance(self.device, LS372Device) else "8N1"
+        framing = "7O1" if isinstance(self.device, (LS372Device, LS336Device)) else "8N1"
         self.pty = PtyInterface(
             link, self.device.dispatcher, self.device.lock, self.faults, framing, ledger=self.ledger
         )

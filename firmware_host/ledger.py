@@ -18,8 +18,9 @@ QUANTITY = {"KRDG?": "kelvin", "RDGK?": "kelvin", "RDGR?": "sensor", "SRDG?": "s
 
 
 def _channel(arg: str) -> str:
+    """A numbered channel without its zeros (``05`` -> ``5``); a lettered input as named (``A``, ``D2``)."""
     a = arg.strip().upper()
-    return a if a == "A" else str(int(a))
+    return str(int(a)) if a.isdigit() else a
 
 
 class Ledger:

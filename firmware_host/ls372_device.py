@@ -13,9 +13,21 @@ from dataclasses import dataclass
 
 from . import ls372_commands
 from . import standard_curves as std
+from .controller import (  # noqa: F401 (ESR_* and the loop's constants were defined here before)
+    ESR_CMD,
+    ESR_EXEC,
+    ESR_PON,
+    ESR_QUERY,
+    HEATER_MAX_STEPS,
+    HEATER_STEP,
+    TICK_SLACK,
+    EventRegisters,
+    SteppedLoop,
+    TickedReadings,
+)
 from .curve_memory import CurveMemory, CurveSlot
 from .physics import Fridge, Noise
-from .protocol import CommandError, Dispatcher, ExecutionError
+from .protocol import Dispatcher
 from .sim_clock import SimClock
 
 CHANNELS = ["A"] + [str(i) for i in range(1, 17)]
@@ -34,10 +46,6 @@ WIRING = {
     "3": ("cold_plate", "Cold Plate", 21),
     "5": ("mxc", "MXC", 22),
 }
-ESR_QUERY, ESR_EXEC, ESR_CMD, ESR_PON = 4, 16, 32, 128
-HEATER_STEP = 0.1  # simulated seconds per control-loop step (the 372 reads 10 times a second)
-HEATER_MAX_STEPS = 20000  # a longer fast-forward takes coarser steps
-TICK_SLACK = 1e-6  # a step time summed from 0.1 s steps may fall a hair short of its tick
 
 
 @dataclass
@@ -198,7 +206,7 @@ class Measured:
     quad: float = 0.0
 
 
-class LS372Device:
+class LS372Device(EventRegisters, TickedReadings, SteppedLoop):
     """The 372's state. Times are simulated seconds from ``clock``."""
 
     def __init__(self, clock: SimClock, fridge: Fridge, serial: str = "LSA23JD", seed: int | None = None) -> None:
@@ -251,19 +259,6 @@ class LS372Device:
                 self.forced_heater_w: float | None = None
             for ch in CHANNELS:
                 self.last[ch] = self._measure(ch, now)
-
-    def reset_settings(self) -> None:
-        """``*RST``: factory settings without the power-on flag."""
-        with self.lock:
-            esr, ese = self.esr, self.ese
-            self.power_on()
-            self.esr, self.ese = esr, ese  # IEEE 488.2: *RST leaves the status registers alone
-
-    def error(self, exc: Exception) -> None:
-        with self.lock:
-            self.esr |= (
-                ESR_CMD if isinstance(exc, CommandError) else ESR_EXEC if isinstance(exc, ExecutionError) else ESR_QUERY
-            )
 
     # -- physics -----------------------------------------------------------------
     def _stage_temperature(self, ch: str, t: float) -> float | None:
@@ -324,16 +319,6 @@ class LS372Device:
             self.noise.apply_at(1e-3 * ohms, ch, tick, "q") - 1e-3 * ohms,
         )
 
-    def _reading_at(self, ch: str, t: float) -> Measured:
-        """The 372 updates a reading 10 times a second; repeated queries in one tick agree."""
-        tick = int(t * 10 + TICK_SLACK)
-        cached = self._tick_cache.get(ch)
-        if cached and cached[0] == tick:
-            return cached[1]
-        m = self._measure(ch, tick / 10)
-        self._tick_cache[ch] = (tick, m)
-        return m
-
     def _next_enabled(self, ch: str) -> str:
         order = [str(i) for i in range(1, 17)]
         i = order.index(ch)
@@ -358,32 +343,6 @@ class LS372Device:
             self.switched_at = end
         # A long fast-forward: restart the cycle at "now" rather than replaying it.
         self.switched_at = t
-
-    def _advance_heater(self, t: float) -> None:
-        """Run the sample-heater loop up to simulated time ``t`` in fixed steps.
-
-        The loop is a function of simulated time only: however often (or seldom) ``HTR?``
-        or a reading is queried, the same simulated interval runs the same steps. A long
-        fast-forward takes at most ``HEATER_MAX_STEPS`` coarser steps, so it stays cheap.
-        """
-        gap = t - self._heater_t
-        if gap <= 0:
-            return
-        if gap > HEATER_STEP * HEATER_MAX_STEPS:  # a long fast-forward: coarse steps, then a new grid
-            step = gap / HEATER_MAX_STEPS
-            start = self._heater_t
-            for k in range(1, HEATER_MAX_STEPS + 1):
-                self._heater_step(start + k * step, step)
-            self._heater_t = self._heater_origin = t
-            self._heater_n = 0
-            return
-        # Step k runs at origin + k * 0.1 s, computed rather than summed, and runs once ``t`` has
-        # reached it to within TICK_SLACK: a time summed from many small clock advances (a client
-        # polling at 10 Hz) and the same time reached in one advance run the same steps.
-        while (nxt := self._heater_origin + (self._heater_n + 1) * HEATER_STEP) <= t + TICK_SLACK:
-            self._heater_n += 1
-            self._heater_t = nxt
-            self._heater_step(nxt, HEATER_STEP)
 
     def _control_reading(self, inp: str, t: float) -> Measured:
         """What the loop controls from at ``t``: the instrument's own reading, whoever polls it.
@@ -452,12 +411,6 @@ class LS372Device:
             return self.outputs[0].output_pct
 
     # -- what the command table drives ------------------------------------------------
-    def read_esr(self) -> int:
-        """``*ESR?``: the Standard Event Register, cleared by reading it."""
-        with self.lock:
-            v, self.esr = self.esr, 0
-        return v
-
     def scan(self) -> tuple[str, int]:
         """The scanner's channel now and whether it autoscans."""
         with self.lock:

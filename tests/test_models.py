@@ -16,7 +16,13 @@ from drivers.pfeiffer import TPG256A, TPG366
 
 
 def test_the_models_table_finds_the_driver_classes_and_their_facts():
-    assert {"372": Model372, "240": Model240, "370": Model370, "tpg366": TPG366, "maxigauge": TPG256A} == models.MODELS
+    assert {
+        "372": Model372,
+        "240": Model240,
+        "tpg366": TPG366,
+        "maxigauge": TPG256A,
+        "370": Model370,
+    }.items() <= models.MODELS.items()  # others add their own
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
     assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
     assert models.limit_bits("240") == models.LimitBits(over=32, under=16)

@@ -170,7 +170,7 @@ def test_config_checks_the_gauge_models_transports_and_gauges(tmp_path):
     assert "TPG 256 A has no Ethernet port" in problems('model = "maxigauge"\ntransport = "tcp"\nhost = "h"')
     assert "TPG 366 is read over Ethernet" in problems('model = "tpg366"\ntransport = "serial"\ndevice = "/dev/x"')
     msg = problems('model = "tpg366"\ntransport = "tcp"\nhost = "h"\n[[instrument.channel]]\nnumber = 7')
-    assert "a Pfeiffer controller has gauges 1-6, not 7" in msg
+    assert "a Pfeiffer TPG 366 gauge controller (Ethernet) has gauges 1-6, not 7" in msg
     ok = _config.parse(
         f'[[instrument]]\nname = "g"\nmodel = "tpg366"\ntransport = "tcp"\nhost = "h"\n'
         f'[store]\npath = "{tmp_path / "k.db"}"\n'
