@@ -328,10 +328,6 @@ class Model372(EsrCommands, CurveCommands, ScannedInputs):
     def set_ramp(self, output: int, on: bool, rate: float) -> None:
         self.command(f"RAMP {output},{int(on)},{rate:g}")
 
-    def setpoint_units(self, output: int) -> int:
-        """The units ``SETP`` takes on ``output``: its control input's (1 kelvin, 2 ohms)."""
-        return self.input_type(self.output_mode(output).input).units
-
     def output_configuration(self, output: int) -> dict:
         """A heater output's setup as set remotely (mode, heater, range, PID, setpoint, manual value, ramp)."""
         mode = self.output_mode(output)
