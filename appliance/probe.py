@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 from drivers import DriverError
 from drivers.ls240 import Model240
-from drivers.ls370 import Model370
 from drivers.ls336 import Model336
+from drivers.ls370 import Model370
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.pfeiffer import STATUS_NAMES, TPG256A, TPG366, PfeifferGauge
 from drivers.transport import TcpTransport
@@ -178,7 +178,12 @@ def _probe_372(inst: Model372, r: Report) -> None:
                 f"coefficient {h.coefficient}" + ("  (in use)" if n in curves else "")
             )
     r.add("")
-    r.add("one reading per enabled input (a channel the scanner is not on repeats its last value):")
+    _scanned_readings(inst, r, enabled, scan, "input")
+
+
+def _scanned_readings(inst: Model372 | Model370, r: Report, enabled: list[str], scan, noun: str) -> None:
+    """One reading per enabled input of a scanning bridge (372 or 370), the scanner's channel marked."""
+    r.add(f"one reading per enabled {noun} (a channel the scanner is not on repeats its last value):")
     for ch in enabled:
         rd = _try(r, f"reading {ch}", lambda: inst.read(ch))
         if rd is not None:
@@ -221,15 +226,7 @@ def _probe_370(inst: Model370, r: Report) -> None:
     rng = _try(r, "HTRRNG?", inst.heater_range_index)
     r.add(f"sample heater: CMODE {mode!r}  CSET {_fields(cset)}  HTRRNG {rng}")
     r.add("")
-    r.add("one reading per enabled channel (a channel the scanner is not on repeats its last value):")
-    for ch in enabled:
-        rd = _try(r, f"reading {ch}", lambda: inst.read(ch))
-        if rd is not None:
-            active = " (scanner here)" if scan is not None and scan.channel == ch else ""
-            r.add(
-                f"  {ch:>2} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} ohm  status {rd.status:03d} "
-                f"{','.join(rd.status_bits) or 'ok'}{active}"
-            )
+    _scanned_readings(inst, r, enabled, scan, "channel")
 
 
 def _probe_240(inst: Model240, r: Report) -> None:
