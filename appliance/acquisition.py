@@ -293,7 +293,7 @@ class PfeifferAcquisition:
         self.cfg, self.health = cfg, health
         cls: type[PfeifferGauge] = TPG366 if cfg.model == "tpg366" else TPG256A
         if cfg.transport == "tcp":
-            port = cfg.port if "port" in cfg.model_fields_set else cls.DEFAULT_PORT
+            port = cfg.port  # the model's own (8000) when the file gives none: InstrumentConfig._model_port
             self.instrument: PfeifferGauge = cls(TcpTransport(required(cfg, "host"), port), timeout=cfg.timeout)
         elif cfg.transport == "serial":
             self.instrument = cls.serial(cfg.serial_device(), timeout=cfg.timeout)

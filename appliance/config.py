@@ -125,13 +125,18 @@ class InstrumentConfig(Strict):
         "",
         description='shown on the front panel and announced to sisock (default: "Lake Shore <model> <name>", a gauge controller "Pfeiffer <model> <name>")',
     )
-    transport: Literal["tcp", "serial", "visa"] = Field(
+    transport: Literal["tcp", "serial", "visa", "folder"] = Field(
         description='"tcp" (the 372\'s Ethernet port, needs host),'
-        ' "serial" (USB, needs device or serial_number)'
-        ' or "visa" (needs resource)'
+        ' "serial" (USB, needs device or serial_number),'
+        ' "visa" (needs resource) or "folder" (bluefors-logs: needs log_dir and timezone)'
     )
     host: str | None = Field(None, description="tcp: the instrument's IP address or host name")
-    port: int = Field(7777, ge=1, le=65535, description="tcp: the instrument's TCP port (a tpg366 unset: 8000)")
+    port: int = Field(
+        7777,
+        ge=1,
+        le=65535,
+        description="tcp: the instrument's TCP port; unset, the model's own (7777 for a Lake Shore, 8000 for a tpg366, 502 for a cpa)",
+    )
     device: str | None = Field(
         None,
         description="serial: the device path; default /dev/lakeshore/<model>-<serial_number> (the image's udev link)",
@@ -155,6 +160,26 @@ class InstrumentConfig(Strict):
         False,
         description="also record the heater output (%): the 372's sample heater, a 336's or 350's heaters 1 and 2",
     )
+    log_dir: ConfigPath | None = Field(
+        None,
+        description="bluefors-logs: the folder holding the YY-MM-DD day folders (where the share is mounted)",
+        examples=["/mnt/bluefors"],
+    )
+    share: str | None = Field(
+        None,
+        description="bluefors-logs: the Bluefors PC's share, //HOST/NAME (for the mount: docs/operations.md)",
+        examples=["//bluefors-pc/logs"],
+    )
+    credentials_file: ConfigPath | None = Field(
+        None,
+        description="bluefors-logs: a 0600 CIFS credentials file (username=, password=) for the share",
+        examples=["/data/secrets/bluefors-share"],
+    )
+    timezone: str | None = Field(
+        None,
+        description="bluefors-logs: the Bluefors PC's IANA time zone (its logs' times are local, zoneless)",
+        examples=["Europe/Helsinki"],
+    )
     enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
     channel: list[ChannelConfig] = Field(
         [], description="the inputs to read ([[instrument.channel]]); none listed: every enabled input"
@@ -168,6 +193,30 @@ class InstrumentConfig(Strict):
                 "data node name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
                 "letter or digit (no spaces, no '::')"
             )
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_port(cls, data: Any) -> Any:
+        """The model's own TCP port (its ``ModelSpec.port``: 7777 for a Lake Shore, 8000 for a TPG 366, 502
+        for a CPA's Modbus) unless the file gives one."""
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, str) and "port" not in data:
+            spec = REGISTRY.get(model)
+            if spec is not None:
+                return {**data, "port": spec.port}
+        return data
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from zoneinfo import ZoneInfo
+
+            try:
+                ZoneInfo(v)
+            except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
+                raise ValueError(f"unknown time zone {v!r} (an IANA name such as 'Europe/Helsinki'): {exc}") from None
         return v
 
     def serial_device(self) -> str:
@@ -761,7 +810,7 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             if name in names:
                 problems.append((loc + ("name",), f"data node name {name!r} already used by instrument[{names[name]}]"))
             names.setdefault(name, i)
-        needs = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",)}
+        needs = {"tcp": ("host",), "serial": ("device", "serial_number"), "visa": ("resource",), "folder": ("log_dir",)}
         need = needs.get(transport, ()) if transport else ()
         if need and not any(inst.get(k) for k in need):
             problems.append((loc + ("transport",), f"transport {transport!r} needs {' or '.join(need)}"))
@@ -769,6 +818,13 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
         refused = spec.refuses(transport) if spec and transport in TRANSPORTS else None
         if refused:
             problems.append((loc + ("transport",), refused))
+        if spec and spec.fields and inst.get("channel"):
+            fixed = ", ".join(spec.fields[:3])
+            problems.append(
+                (loc + ("channel",), f"a {spec.title} has no inputs to list: its fields are fixed ({fixed}, ...)")
+            )
+        if spec and spec.transports == ("folder",) and not inst.get("timezone"):
+            problems.append((loc + ("timezone",), f"model {model!r} needs timezone (the Bluefors PC's)"))
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -842,6 +898,8 @@ def configured_fields(inst: dict) -> set[str] | None:
 
     model, channels = inst.get("model"), inst.get("channel")
     spec = REGISTRY.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.fields:
+        return set(spec.fields)
     if spec is not None and spec.channel_field:
         # a fixed field per channel whatever its name (a gauge's p<n>: the Bluefors and socs names); none listed: all
         channels = [] if channels is None else channels
@@ -1155,6 +1213,13 @@ def referenced_files(cfg: Config) -> list[FileRef]:
     if cfg.control.enabled:  # control reads its token only when enabled
         add("control.token_file", ("control", "token_file"), cfg.control.token_file, "instrument control")
     add("control.ack_pin_file", ("control", "ack_pin_file"), cfg.control.ack_pin_file, "acknowledging with the PIN")
+    for i, inst in enumerate(cfg.instrument):
+        add(
+            f"instrument[{i}].credentials_file",
+            ("instrument", i, "credentials_file"),
+            inst.credentials_file,
+            f"the mount of instrument {inst.name}'s share",
+        )
     for i, u in enumerate(cfg.uplink):
         what = f"uplink {i} ({u.kind})"
         for key in ("secret_file", "password_file", "token_file", "ca_file"):

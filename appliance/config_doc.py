@@ -124,6 +124,23 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "channel": [{"number": "C", "name": "Still"}, {"number": "B", "name": "4K plate"}],
     },
     {
+        "model": "cpa",
+        "name": "ptc1",
+        "description": "pulse tube compressor",
+        "transport": "tcp",
+        "host": "192.168.1.60",
+    },
+    {
+        "model": "bluefors-logs",
+        "name": "bluefors",
+        "description": "Bluefors control software's logs (pressures, flow, valves, compressor)",
+        "transport": "folder",
+        "log_dir": "/mnt/bluefors",
+        "share": "//bluefors-pc/logs",
+        "credentials_file": "/data/secrets/bluefors-share",
+        "timezone": "Europe/Helsinki",
+    },
+    {
         "model": "370",
         "name": "LS370A",
         "description": "fridge 2, 370 bridge on RS-232",
@@ -131,6 +148,30 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "device": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0",
     },
 ]
+
+# The classic plant trips, on the Bluefors log folder's fields (appended to the sample, commented).
+SAMPLE_PLANT_ALARMS = """
+## Plant alarms on the Bluefors logs (fields named as the Bluefors software and socs name them:
+## p1..p6 in mbar, flow in mmol/s, Channels' valves/pumps/compressor/pulsetube 1 on, 0 off):
+# [[alarm]]
+# kind = "below"
+# name = "flow-below-floor"
+# field = "bluefors::flow"
+# threshold = 0.1
+# hold = 60.0
+# [[alarm]]
+# kind = "below"
+# name = "compressor-off"
+# severity = "critical"
+# field = "bluefors::compressor"
+# threshold = 0.5
+# [[alarm]]
+# kind = "below"
+# name = "pulse-tube-off"
+# severity = "critical"
+# field = "bluefors::pulsetube"
+# threshold = 0.5
+"""
 
 SAMPLE_HEADER = """\
 ## kelvinpi.toml: the one configuration file of a Kelvinpi appliance (`kelvinpi sample-config` prints this).
@@ -349,7 +390,7 @@ def sample() -> str:
             out += _wrap(f"[{s.path}]: {_doc(s.model)}")
             out.append(f"[{s.path}]")
             out += _key_lines(s, {}, True)
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + SAMPLE_PLANT_ALARMS
 
 
 def _doc(model: type[BaseModel]) -> str:

@@ -271,8 +271,9 @@ def refusal(poller, exc: BaseException) -> ControlRefused:
         return ControlRefused(exc.status, f"{name}: {exc}; {exc.state}")
     if isinstance(exc, InstrumentError):
         return ControlRefused(409, f"{name}: {exc}")
-    if isinstance(exc, DriverError):
-        return ControlRefused(503, f"{name}: {exc}")
+    if isinstance(exc, DriverError):  # a lost link after a write says what was done (``state``)
+        state = getattr(exc, "state", None)
+        return ControlRefused(503, f"{name}: {exc}" + (f"; {state}" if state else ""))
     if isinstance(exc, (ValueError, CurveError)):
         return ControlRefused(400, f"{name}: {exc}")
     raise exc

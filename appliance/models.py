@@ -16,11 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from drivers.cpa import FIELDS, CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls370 import Model370
 from drivers.ls336 import Model336, Model350
 from drivers.ls372 import Model372
 from drivers.pfeiffer import TPG256A, TPG366
+
+from .bluefors.facts import BlueforsLogs
 
 if TYPE_CHECKING:
     from .acquisition import Acquisition
@@ -38,7 +41,7 @@ class ModelFacts(Protocol):
     def ocs_names(channel: str, name: str) -> tuple[str, str]: ...
 
 
-TRANSPORTS = ("tcp", "serial", "visa")
+TRANSPORTS = ("tcp", "serial", "visa", "folder")
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,13 @@ class ModelSpec:
     acquisition: str  # "module:Class" of its acquisition strategy, imported when an instrument is polled
     title: str  # what the config's documentation calls it
     vendor: str = "Lake Shore"  # the default description: "<vendor> <model> <name>"
-    transports: tuple[str, ...] = TRANSPORTS  # the links it has
+    transports: tuple[str, ...] = ("tcp", "serial", "visa")  # the links it has
     transport_hint: str = ""  # why another transport is refused ("the Model 240 has no Ethernet port")
     port: int = 7777  # its TCP port when the config sets none
     channels: tuple[str, ...] = ()  # the numbers [[instrument.channel]] may give (as text); () = any the schema takes
     channel_noun: str = "inputs"  # "a Model 240 has inputs 1-8"
     channel_field: str | None = None  # a fixed field per channel ("p{n}"), else the channel's name decides
+    fields: tuple[str, ...] = ()  # fields fixed by the model (a compressor's): no [[instrument.channel]] to list
 
     def acquisition_class(self) -> Callable[[InstrumentConfig, InstrumentHealth], Acquisition]:
         module, _, name = self.acquisition.partition(":")
@@ -103,6 +107,24 @@ REGISTRY: dict[str, ModelSpec] = {
         transport_hint="the Model 370 has no Ethernet port (RS-232 or GPIB)",
         channels=tuple(str(n) for n in range(1, 17)),
         channel_noun="channels",
+    ),
+    "cpa": ModelSpec(
+        CryomechCPA,
+        "appliance.cpa_acquisition:CpaAcquisition",
+        "Cryomech CPA compressor (Modbus TCP)",
+        vendor="Cryomech",
+        transports=("tcp",),
+        transport_hint="a CPA compressor is read over Modbus TCP",
+        port=502,  # socs agent.py:192
+        fields=FIELDS,
+    ),
+    "bluefors-logs": ModelSpec(
+        BlueforsLogs,
+        "appliance.bluefors.acquisition:BlueforsAcquisition",
+        "Bluefors control software's log folder (a mount of its PC's share)",
+        vendor="Bluefors",
+        transports=("folder",),
+        transport_hint="a Bluefors log folder is read from a folder (needs log_dir and timezone)",
     ),
     "tpg366": ModelSpec(
         TPG366,
@@ -173,8 +195,12 @@ def bit_named(table: dict[int, str], name: str) -> int:
 def limit_bits(model: str | None) -> LimitBits:
     """A gauge's OVERRANGE / UNDERRANGE speak of every series it writes (its pressures)."""
     table = facts(model).STATUS_BITS
+    if not table:  # a model whose readings carry no status word (a log folder)
+        return LimitBits(0, 0)
     if "OVERRANGE" in table.values():
         return LimitBits(bit_named(table, "OVERRANGE"), bit_named(table, "UNDERRANGE"), None)
+    if "T_OVER" not in table.values():  # a plant model (a compressor) has no sensor curve to run past
+        return LimitBits(0, 0)
     return LimitBits(bit_named(table, "T_OVER"), bit_named(table, "T_UNDER"))
 
 

@@ -76,6 +76,9 @@ class Poller(threading.Thread):
         self.health = InstrumentHealth(cfg.name, cfg.model, cfg.transport)
         self.acquisition = acquisition_for(cfg, self.health)  # what differs between models
         self.instrument = self.acquisition.instrument
+        attach = getattr(self.acquisition, "attach_store", None)
+        if attach is not None:  # an acquisition that keeps state in the store (a log follower's positions)
+            attach(store)
         self.plans: dict[str, ChannelPlan] = {}
         self._last_snapshot = 0.0
         self._down_since: float | None = None

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from drivers import DriverError
+from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls336 import Model336
 from drivers.ls370 import Model370
@@ -61,6 +62,10 @@ def open_instrument(
         )
     if model in ("336", "350"):
         return open_ls336(model, host, port, device, resource, timeout)
+    if model == "cpa":
+        if not host:
+            raise ValueError("a CPA compressor is reached through --host (Modbus TCP, port 502)")
+        return CryomechCPA.tcp(host, port, timeout=timeout)
     if model in ("tpg366", "maxigauge"):
         cls: type[PfeifferGauge] = TPG366 if model == "tpg366" else TPG256A
         if host:
@@ -114,6 +119,9 @@ def probe(inst) -> Report:
         r.add(f"kelvinpi probe, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         r.add(f"link: {inst.transport.description}")
         r.add(f"identity: {ident.manufacturer},{ident.model},{ident.serial},{ident.firmware}")
+        if isinstance(inst, CryomechCPA):  # no *IDN?: the whole register block is its one query
+            _probe_cpa(inst, r, connect_s)
+            return r
         times, _ = _timed(inst.identify)
         r.add(
             f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
@@ -227,6 +235,22 @@ def _probe_370(inst: Model370, r: Report) -> None:
     r.add(f"sample heater: CMODE {mode!r}  CSET {_fields(cset)}  HTRRNG {rng}")
     r.add("")
     _scanned_readings(inst, r, enabled, scan, "channel")
+
+
+def _probe_cpa(inst: CryomechCPA, r: Report, connect_s: float) -> None:
+    times, _ = _timed(inst.read)
+    rd = inst.last  # the last of those reads
+    r.add(
+        f"round trip (registers 1-53, 5 times): min {min(times) * 1e3:.1f} ms, median "
+        f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s"
+    )
+    if rd is None:
+        return
+    r.add(f"state: {rd.state_name}, {'running' if rd.running else 'not running'}; units {rd.pressure_unit}, "
+          f"{rd.temperature_unit}")  # fmt: skip
+    r.add(f"warnings: {', '.join(rd.warnings) or 'none'}; alarms: {', '.join(rd.alarms) or 'none'}")
+    for name, value in rd.values.items():
+        r.add(f"  {name:<11} {value!r}")
 
 
 def _probe_240(inst: Model240, r: Report) -> None:

@@ -28,9 +28,10 @@ from typing import Any
 from drivers import InstrumentError
 from drivers.base import quote_name, text_problem
 from drivers.ls370 import ControlMode, ControlSetup, ReadingRange
+from drivers.errors import ConnectionLost, DriverError, InstrumentTimeout
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
 
-from .control import Control, ControlRefused
+from .control import Control, ControlRefused, PartFailed
 
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 # settings that change which inputs are read, how long their pause is or their units: the poller
@@ -678,10 +679,32 @@ SETTINGS_370 = (
     ),
 )
 
+
+# -- the Cryomech CPA ------------------------------------------------------------------------
+SETTINGS_CPA = (
+    Setting(
+        "compressor",
+        "cpa",
+        "holding register 1",
+        "CPAxxxx Digital Panel User Manual, Modbus register 40,001 Enable / Disable (page not at hand: the"
+        " register list as ograsdijk/CPA1110 quotes it); the values as socs cryomech_cpa drivers.py:81-91"
+        " writes them (0x0001 starts, 0x00FF stops) and Cryomech's SampleCode (0xFFFF stops)",
+        "start (1) or stop (0) the compressor",
+        "",
+        _none,
+        (Arg("running", "bool", doc="1 start, 0 stop"),),
+        lambda inst, _: {"running": int(inst.read().running)},
+        lambda inst, _, v: inst.power(bool(v["running"])),
+        # a compressor takes seconds to start or stop (UNVERIFIED how many): the read-back may lag
+        lambda v: {"running"},
+    ),
+)
+
 SETTINGS: dict[str, dict[str, Setting]] = {
     "372": {s.name: s for s in SETTINGS_372},
     "240": {s.name: s for s in SETTINGS_240},
     "370": {s.name: s for s in SETTINGS_370},
+    "cpa": {s.name: s for s in SETTINGS_CPA},
 }
 
 from .ls336_settings import settings_for  # noqa: E402 (it builds on Setting and Arg above)
@@ -701,6 +724,29 @@ class DidNotTake(ControlRefused):
     """Written, but the read-back differs beyond the instrument's resolution: audited as such, not "refused"."""
 
     outcome = "did not take"
+
+
+def written_not_read_back(
+    control: Control, poller, key: tuple[str, str, str], written: dict | None, exc: DriverError
+) -> DriverError:
+    """A setting sent whose acknowledgement (``written`` None) or read-back did not come: audited
+    "failed part way", not "failed", since the instrument may well hold it. What was written and
+    acknowledged becomes the last read (the next request's "was"); one never acknowledged is
+    forgotten, so the "was" comes from the next snapshot, which reads what the instrument holds.
+    A lost link or a timeout stays one (the poller reconnects on it), carrying the outcome; an
+    error answer becomes a ``PartFailed``."""
+    if written is None:
+        control.last_read.pop(key, None)
+        state = f"sent, not acknowledged ({exc}): the instrument may hold it; the next snapshot reads what it holds"
+    else:
+        control.last_read[key] = dict(written)
+        state = f"written, not read back ({exc}); the next snapshot reads what the instrument holds"
+    poller.snapshot_due = True
+    if isinstance(exc, (ConnectionLost, InstrumentTimeout)):
+        exc.outcome = PartFailed.outcome  # type: ignore[union-attr]
+        exc.state = state  # type: ignore[union-attr]
+        return exc
+    return PartFailed(str(exc), state, 409)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -829,7 +875,12 @@ class SettingService:
                 s.write(inst, t, full)
             except InstrumentError as exc:
                 raise ControlRefused(409, f"{node} {s.name} {where}refused {', '.join(want)}: {exc}") from None
-            after = s.read(inst, t)
+            except (ConnectionLost, InstrumentTimeout) as exc:  # sent, but its acknowledgement never came
+                raise written_not_read_back(self.control, poller, (node, s.name, t), None, exc) from None
+            try:
+                after = s.read(inst, t)
+            except DriverError as exc:
+                raise written_not_read_back(self.control, poller, (node, s.name, t), full, exc) from None
             # the write happened: whatever it reads now is the last read, and the snapshot names it
             self.control.last_read[(node, s.name, t)] = after
             poller.snapshot_due = True

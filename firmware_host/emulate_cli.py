@@ -1,4 +1,4 @@
-"""``kelvinpi emulate ls372|ls336|ls350|ls370|ls240|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
+"""``kelvinpi emulate ls372|ls336|ls350|ls370|ls240|cpa|tpg366|maxigauge|bluefors-logs|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from . import pfeiffer_emulator
+from . import cpa_cli, pfeiffer_emulator
 from .emulator import Emulator, send_control
 
 
@@ -40,7 +40,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--seed", type=int, default=None, help="noise seed for reproducible readings")
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
         q.add_argument("--control", help="unix socket path for fault injection (see `kelvinpi emulate ctl`)")
+    bf = esub.add_parser("bluefors-logs", help="the Bluefors control software's log folder, written live")
+    bf.add_argument("--dir", required=True, help="the folder to write the YY-MM-DD day folders into")
+    bf.add_argument("--zone", default="Europe/Helsinki", help="the emulated PC's time zone (default %(default)s)")
+    bf.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
+    bf.add_argument("--seed", type=int, default=0, help="seed for reproducible values")
+    bf.add_argument("--control", help="unix socket path for faults (stall, rotate, replace, half, set, advance)")
     pfeiffer_emulator.add_parsers(esub)
+    cpa_cli.add_parser(esub)
     c = esub.add_parser("ctl", help="send one fault-control command to a running emulator")
     c.add_argument("socket")
     c.add_argument("words", nargs="+", help="e.g. mute on | slow 3 | garbage 2 | unplug 5 | reset | status")
@@ -54,7 +61,13 @@ def run(args: argparse.Namespace) -> int:
         return 0 if not reply.startswith("error") else 1
     if args.model in ("tpg366", "maxigauge"):
         return pfeiffer_emulator.run(args)
+    if args.model == "cpa":
+        return cpa_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.model == "bluefors-logs":
+        from .bluefors_emulate import run_live
+
+        return run_live(args)
     if args.model in ("ls372", "ls336", "ls350") or (args.model == "ls370" and args.listen):
         if args.model in ("ls372", "ls370"):
             make = Emulator.ls372 if args.model == "ls372" else Emulator.ls370

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from appliance import models
+from appliance.bluefors.facts import BlueforsLogs
 from appliance.health import ERROR_KINDS
 from appliance.naming import OTHER_UNITS_METRIC, UNITS_METRICS, ocs_names
 from appliance.web.common import status_names
 from drivers import errors
+from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls370 import Model370
 from drivers.ls372 import Model372
@@ -23,6 +25,7 @@ def test_the_models_table_finds_the_driver_classes_and_their_facts():
         "maxigauge": TPG256A,
         "370": Model370,
     }.items() <= models.MODELS.items()  # others add their own
+    assert models.MODELS["bluefors-logs"] is BlueforsLogs
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
     assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
     assert models.limit_bits("240") == models.LimitBits(over=32, under=16)
@@ -30,6 +33,10 @@ def test_the_models_table_finds_the_driver_classes_and_their_facts():
     assert status_names(32 | 1, "240") == ["INVALID", "T_OVER"]
     assert status_names(64, "372") == ["T_OVER"] and status_names(64, None) == ["T_OVER"]
     assert Model372.OCS_AGENT_CLASS == "Lakeshore372Agent" and Model240.OCS_AGENT_CLASS == "Lakeshore240Agent"
+    # a compressor has no curve to run past; its status bits say warning, alarm, stopped
+    assert models.limit_bits("cpa") == models.LimitBits(over=0, under=0)
+    assert status_names(2 | 4, "cpa") == ["ALARM", "STOPPED"]
+    assert CryomechCPA.OCS_AGENT_CLASS == "CryomechCPAAgent"  # socs agent.py:204
 
 
 @pytest.mark.parametrize(
@@ -41,6 +48,7 @@ def test_the_models_table_finds_the_driver_classes_and_their_facts():
         ("372", "7", "4K", ("Channel_4K_T", "Channel_4K_R")),
         ("372", "9", "§§", ("Channel_09_T", "Channel_09_R")),
         ("240", "2", "anything", ("Channel_2_T", "Channel_2_V")),
+        ("cpa", "cpatempwi", "cpatempwi", ("Coolant_In_Temp", "Coolant_In_Temp")),  # socs drivers.py:118
     ],
 )
 def test_ocs_names_come_from_the_driver_class(model, channel, name, want):

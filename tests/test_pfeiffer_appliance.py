@@ -175,7 +175,7 @@ def test_config_checks_the_gauge_models_transports_and_gauges(tmp_path):
         f'[[instrument]]\nname = "g"\nmodel = "tpg366"\ntransport = "tcp"\nhost = "h"\n'
         f'[store]\npath = "{tmp_path / "k.db"}"\n'
     )
-    assert ok.instrument[0].port == 7777 and "port" not in ok.instrument[0].model_fields_set  # acquisition: 8000
+    assert ok.instrument[0].port == 8000  # the TPG 366's own port when the file gives none
     unknown = problems(
         'model = "tpg366"\ntransport = "tcp"\nhost = "h"\n[[alarm]]\nkind = "above"\nname = "a"\n'
         'field = "g::P1"\nthreshold = 1'

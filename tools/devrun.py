@@ -168,6 +168,7 @@ def main() -> int:
             str(var / "ls240.ctl"),
         )
         spawn("emulate", "maxigauge", "--serial-link", str(var / "maxigauge"), "--control", str(var / "maxigauge.ctl"))
+        spawn("emulate", "cpa", "--listen", "127.0.0.1:15020", "--control", str(var / "cpa.ctl"))
         deadline = time.monotonic() + 15
         while not ((var / "ls240").exists() and (var / "maxigauge").exists()) and time.monotonic() < deadline:
             time.sleep(0.1)

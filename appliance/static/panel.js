@@ -143,17 +143,67 @@ async function refreshFields() {
   for (const x of f.fields) fields[x.field] = x;
 }
 
+// A word of a plant instrument's warning or alarm bits (minus their sum, as a CPA sends it) as names.
+function bitNames(value, table) {
+  const bits = Math.round(-(value || 0));
+  const out = [];
+  for (let n = 0; n < 32; n++) { const b = 2 ** n; if (Math.floor(bits / b) % 2) out.push(table[String(b)] || "BIT" + b); }
+  return out;
+}
+// One card for a whole plant instrument (panelInfo.plant[node], declared by its driver class).
+function plantCard(box, node, spec, byField) {
+  let card = box.querySelector(`[data-channel="${CSS.escape(node)}"]`);
+  if (!card) {
+    card = document.createElement("div");
+    card.className = "chan plant";
+    card.dataset.channel = node;
+    card.innerHTML = '<div class="name"></div><div class="kelvin"></div><div class="sensor"></div>' +
+                     '<div class="status"></div><div class="age"></div>';
+    card.querySelector(".name").textContent = node + " · " + spec.title;
+    box.appendChild(card);
+  }
+  card.style.order = 998;
+  const its = Object.values(byField);
+  const get = (f) => byField[node + "::" + f];
+  const state = get(spec.state), run = get(spec.running);
+  card.querySelector(".kelvin").textContent = state && state.value !== null ?
+      (spec.states[String(state.value)] || "state " + state.value) : "";
+  card.querySelector(".sensor").textContent = spec.show.map(([label, f]) => {
+    const it = get(f);
+    return it && it.value !== null ? `${label} ${it.value.toFixed(1)} ${it.units}`.trim() : null;
+  }).filter(Boolean).join(" · ");
+  const warn = get(spec.warnings), alarm = get(spec.alarms);
+  const names = [...(alarm ? bitNames(alarm.value, spec.bits).map((n) => "ALARM " + n) : []),
+                 ...(warn ? bitNames(warn.value, spec.bits).map((n) => "warning " + n) : [])];
+  const stopped = run && run.value === 0;
+  card.querySelector(".status").textContent = names.length ? names.join(" ") : (stopped ? "STOPPED" : "ok");
+  card.kp = {age: Math.min(...its.map((x) => x.age)), stale: its.every((x) => x.stale), scan: null,
+             at: performance.now()};
+  showAge(card);
+  card.classList.toggle("flagged", names.length > 0 || stopped);
+  card.classList.toggle("alarm", its.some((x) => alarmedFields.has(x.field)));
+  card.dataset.value = state && state.value !== null ? String(state.value) : "";
+}
+
 async function refreshLatest() {
   const items = await getJSON("/api/v1/latest", "latest");
   const groups = new Map();
+  const plant = new Map();  // node -> {field: item} of the plant instruments' fields
   for (const it of items) {
+    const node = it.field.split("::")[0];
+    if (panelInfo && panelInfo.plant && panelInfo.plant[node]) {
+      if (!plant.has(node)) plant.set(node, {});
+      plant.get(node)[it.field] = it;
+      continue;
+    }
     const key = stemOf(it.field);
     if (!groups.has(key)) groups.set(key, {key});
     const g = groups.get(key);
     if (it.field.endsWith("_t")) g.t = it; else if (it.field.endsWith("_r")) g.r = it; else g.other = it;
   }
   const box = $("#channels");
-  if (groups.size && box.querySelector("p")) box.innerHTML = "";
+  if ((groups.size || plant.size) && box.querySelector("p")) box.innerHTML = "";
+  for (const [node, byField] of plant) plantCard(box, node, panelInfo.plant[node], byField);
   for (const g of groups.values()) {
     let card = box.querySelector(`[data-channel="${CSS.escape(g.key)}"]`);
     if (!card) {
@@ -175,6 +225,7 @@ async function refreshLatest() {
     const age = Math.min(...[g.t, g.r, g.other].filter(Boolean).map((x) => x.age));
     const stale = [g.t, g.r, g.other].filter(Boolean).every((x) => x.stale);
     const scan = [g.t, g.r].filter(Boolean).map((x) => x.scan).find(Boolean);
+    // a plant field's bits too (a compressor's WARNING, ALARM, STOPPED)
     const allBits = [...new Set([g.t, g.r, g.other].filter(Boolean).flatMap((x) => x.status_bits))];
     // An unsynchronised clock is shown once in the header; it does not make a reading suspect.
     const bits = allBits.filter((b) => b !== "CLOCK_UNSYNCED");

@@ -21,6 +21,7 @@ __all__ = [
     "AlarmRecord",
     "Cursor",
     "Event",
+    "FileCursor",
     "Record",
     "Row",
     "Snapshot",
@@ -153,7 +154,40 @@ class AlarmRecord:
     flushes_now: ClassVar[bool] = False
 
 
-Record = Event | Snapshot | Cursor | AlarmRecord
+@dataclass(frozen=True)
+class FileCursor:
+    """How far a log follower (``appliance.bluefors``) has read one file: its ``path`` under the
+    followed folder, the ``inode`` it had and the byte ``offset`` of the first line not taken yet;
+    ``last_t`` is the UNIX time of the line before it (the repeated hour's fold is decided from it).
+    ``inode`` -1 forgets the file (its folder is past following). Written only after the samples
+    of the lines before ``offset`` were handed to the writer, so it is never ahead of them."""
+
+    kind_tag: ClassVar[str] = "file_cursor"
+    follower: str
+    path: str
+    inode: int
+    offset: int
+    last_t: float | None
+    updated: float
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        if self.inode < 0:
+            conn.execute("DELETE FROM file_cursor WHERE follower=? AND path=?", (self.follower, self.path))
+            return
+        conn.execute(
+            "INSERT INTO file_cursor(follower, path, inode, offset, last_t, updated) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT(follower, path) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,"
+            " last_t=excluded.last_t, updated=excluded.updated",
+            (self.follower, self.path, self.inode, self.offset, self.last_t, self.updated),
+        )
+
+    def journal(self) -> list:
+        return ["file_cursor", self.follower, self.path, self.inode, self.offset, self.last_t, self.updated]
+
+    flushes_now: ClassVar[bool] = False
+
+
+Record = Event | Snapshot | Cursor | AlarmRecord | FileCursor
 
 
 def storable(rec: Record) -> Record:
@@ -180,6 +214,8 @@ def from_journal(r: list) -> Record:
         return Cursor(*rest)
     if tag == "alarm":
         return AlarmRecord(rest[0], tuple(rest[1:]))
+    if tag == "file_cursor":
+        return FileCursor(*rest)
     raise ValueError(f"journal record of unknown kind {tag!r}: {r!r}")
 
 

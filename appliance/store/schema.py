@@ -104,6 +104,13 @@ CREATE TABLE IF NOT EXISTS notice_sent (
     id INTEGER NOT NULL, target TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (id, target)
 ) WITHOUT ROWID;
 """
+# Log followers' cursors (v5): one row per followed file (appliance.bluefors).
+FILE_CURSOR_TABLE = """
+CREATE TABLE IF NOT EXISTS file_cursor (
+    follower TEXT NOT NULL, path TEXT NOT NULL, inode INTEGER NOT NULL, offset INTEGER NOT NULL,
+    last_t REAL, updated REAL NOT NULL, PRIMARY KEY (follower, path)
+) WITHOUT ROWID;
+"""
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -191,6 +198,11 @@ def _add_alarms(conn: sqlite3.Connection, progress: Progress | None) -> None:
     script(conn, ALARM_TABLES)
 
 
+def _add_file_cursors(conn: sqlite3.Connection, progress: Progress | None) -> None:
+    """v4 -> v5: where each followed log file has been read to (the Bluefors log folder)."""
+    script(conn, FILE_CURSOR_TABLE)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema change: ``apply`` runs inside the transaction that also sets ``version``."""
@@ -208,6 +220,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, _migrate_v1),
     Migration(3, _add_packs),
     Migration(4, _add_alarms, deferrable=True),
+    Migration(5, _add_file_cursors),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

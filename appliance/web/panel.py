@@ -16,6 +16,7 @@ import bottle
 from bottle import Bottle
 
 from ..freshness import schedule
+from ..models import MODELS
 from .common import API
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ def install(
                         "gap": max(d.gap if d is not None else 0.0, p.health.cycle_seconds or 0.0, p.cfg.interval),
                     }
                 )
+        plant = {}  # one card per plant instrument (a compressor), as its driver class declares it
+        for p in pollers:
+            spec = getattr(MODELS.get(p.cfg.model), "PANEL", None)
+            if spec is not None:
+                plant[p.cfg.name] = spec
         return {
             "store": {
                 "oldest": oldest_t,
@@ -96,6 +102,7 @@ def install(
                 "write_bytes_per_day": wear_per_day(now),
             },
             "channels": order,
+            "plant": plant,
             "stale_after": stale_after,
             "ack": ack or {"pin": False, "token": False},
         }

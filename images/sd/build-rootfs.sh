@@ -32,7 +32,8 @@ mmdebstrap --mode=root --arch=arm64 --variant=minbase \
   --dpkgopt='path-exclude=/usr/share/info/*' \
   --include=systemd-sysv,udev,dbus,kmod,iproute2,netbase,libpam-systemd,systemd-timesyncd,systemd-resolved,\
 $KERNEL_PKG,initramfs-tools,zstd,raspi-firmware,firmware-brcm80211,wireless-regdb,wpasupplicant,\
-openssh-server,ca-certificates,e2fsprogs,dosfstools,fdisk,cloud-guest-utils,util-linux,python3,python3-venv \
+openssh-server,ca-certificates,e2fsprogs,dosfstools,fdisk,cloud-guest-utils,util-linux,python3,python3-venv,\
+cifs-utils \
   --setup-hook='mkdir -p "$1/boot/firmware"' --setup-hook="$BACKPORTS_HOOK" \
   --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -s /bin/true "$1/usr/sbin/update-initramfs"' \
   --customize-hook='"$HERE/customize.sh" "$1"' \

@@ -1,0 +1,180 @@
+"""The Bluefors log folder as an instrument the poller runs: each cycle takes the new lines.
+
+The poller's life cycle fits as it is: "connect" is finding the folder with its day folders (a
+share not mounted is "disconnected", with the poller's backoff and the ``disconnected`` alarm),
+a cycle is one ``Follower.poll``, and a lost share is a lost link. Readings are timed by their
+log line (the Bluefors PC's clock, converted from its zone), not by when they were read.
+
+Positions go to the store (``Store.save_file_cursor``) only once the samples of the lines before
+them are written: each position waits with the (field, time) of the last sample its file gave,
+and is saved (at most every ``SAVE_EVERY`` seconds, at the start of a cycle) when the store's
+newest reading of that field has reached that time. A saved position is so never ahead of what
+is stored, whatever the writer thread is doing; after a crash the lines read again (those after
+the saved position) are below the floor and left out.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from drivers.base import Instrument
+from drivers.errors import ConnectionLost
+
+from ..config import InstrumentConfig
+from ..health import InstrumentHealth
+from ..naming import SeriesKey
+from ..samples import Sample
+from .follower import Follower, Line, Position
+from .formats import Field
+from .localtime import zone
+
+PROBLEMS_SHOWN = 3  # bad lines recorded one by one per cycle; the rest in one event
+SAVE_EVERY = 10.0  # seconds between position saves (a restart re-reads at most this much, below the floor)
+
+
+@dataclass(frozen=True)
+class FolderIdentity:
+    """What ``connect`` found, in the shape the poller shows an instrument's ``*IDN?``."""
+
+    manufacturer: str
+    model: str
+    serial: str
+    firmware: str
+
+
+class FolderTransport:
+    """Only the description the poller logs (``transport.description``)."""
+
+    def __init__(self, path: Path, share: str | None) -> None:
+        self.description = f"folder {path}" + (f" (share {share})" if share else "")
+
+
+class LogFolder:
+    """The "instrument": the mounted folder. Nothing is ever sent to the Bluefors PC."""
+
+    def __init__(self, cfg: InstrumentConfig, follower: Follower, on_close: Callable[[], None]) -> None:
+        self.cfg, self.follower, self.on_close = cfg, follower, on_close
+        self.transport = FolderTransport(follower.root, cfg.share)
+
+    def connect(self) -> FolderIdentity:
+        days = self.follower.days()  # FolderGone (a ConnectionLost) when the share is not there
+        return FolderIdentity("Bluefors", "log folder", self.cfg.name, f"newest day {days[-1][1].name}")
+
+    def close(self) -> None:
+        """The poller is stopping or lost the share: positions whose samples are written are saved now."""
+        self.on_close()
+
+
+def timeline(field: str) -> str:
+    """Fields of one sensor share a timeline (``ch6_t``/``ch6_r`` -> ``ch6``; ``p1``/``p1_state`` -> ``p1``)."""
+    m = re.fullmatch(r"(ch[0-9]+)_[trp]|(p[0-9]+)(_state)?", field)
+    return (m.group(1) or m.group(2)) if m else field
+
+
+class BlueforsAcquisition:
+    """``bluefors-logs``: the new lines of the Bluefors PC's log folder, as samples."""
+
+    def __init__(self, cfg: InstrumentConfig, health: InstrumentHealth) -> None:
+        if cfg.log_dir is None or cfg.timezone is None:
+            raise ValueError(f"instrument {cfg.name}: bluefors-logs needs log_dir and timezone")
+        self.cfg, self.health = cfg, health
+        self.follower = Follower(cfg.log_dir, zone(cfg.timezone))
+        # The poller calls only connect, close and transport.description on its "instrument"; the
+        # Acquisition protocol types it as a driver, which a folder is not (control requests to
+        # this node fail as they should: a log folder has no settings).
+        self.folder = LogFolder(cfg, self.follower, lambda: self._save_queued(force=True))
+        self.instrument = cast(Instrument, self.folder)
+        self.store = None
+        # positions to save, each with the (field, time) of the last sample its file gave before it
+        self._queued: dict[str, tuple[Position, tuple[str, float] | None]] = {}
+        self._last: dict[str, tuple[str, float]] = {}  # file -> (field, time) of its last sample
+        self._saved = 0.0
+        self.save_every = SAVE_EVERY
+        self._keys: dict[str, SeriesKey] = {}
+        self.problems_recorded = 0
+
+    def attach_store(self, store) -> None:
+        """The poller's store: where the positions are kept, and the floor below which lines are stored."""
+        self.store = store
+        node = self.cfg.name
+        positions = {p: Position(p, i, o, t) for p, (i, o, t) in store.load_file_cursors(node).items()}
+        floor = {d["name"]: d["t"] for d in store.latest() if d["node"] == node}
+        self.follower.restore(positions, floor)
+
+    # -- the Acquisition protocol ---------------------------------------------------
+    def discover_inputs(self) -> dict:
+        return {}  # no channel plans: a line names its own fields
+
+    def poll_interval(self) -> tuple[float, str | None]:
+        return self.cfg.interval, None
+
+    def configuration(self, channels: list[str]) -> dict:
+        return {
+            "log_dir": str(self.follower.root),
+            "share": self.cfg.share,
+            "timezone": self.cfg.timezone,
+            "files": sorted(self.follower.positions),
+        }
+
+    def connected(self) -> None:
+        pass
+
+    def cycle(self, plans: dict, flags: int, out: list[Sample]) -> None:
+        self._save_queued()
+        node = self.cfg.name
+
+        def emit(line: Line) -> None:
+            for fld, v in line.values:
+                out.append(Sample(self._key(node, fld), line.t, v, flags))
+            self._last[line.path] = (line.values[-1][0].name, line.t)
+
+        try:
+            self.follower.poll(emit)
+        finally:
+            self._record_problems()
+            for p in self.follower.take_changed():  # saved once their samples are written
+                self._queued[p.path] = (p, self._last.get(p.path))
+
+    def _key(self, node: str, fld: Field) -> SeriesKey:
+        key = self._keys.get(fld.name)
+        if key is None:
+            key = self._keys[fld.name] = SeriesKey(
+                node, fld.name, fld.units, timeline(fld.name), f"Bluefors log {fld.ocs}", ocs=fld.ocs
+            )
+        return key
+
+    def _save_queued(self, force: bool = False) -> None:
+        if self.store is None or not self._queued:
+            return
+        now = time.monotonic()
+        if not force and now - self._saved < self.save_every:
+            return
+        self._saved = now
+        written = {d["name"]: d["t"] for d in self.store.latest() if d["node"] == self.cfg.name}
+        for path, (p, last) in list(self._queued.items()):
+            if last is not None and written.get(last[0], float("-inf")) < last[1]:
+                continue  # its samples are still on their way to the store
+            self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t)
+            del self._queued[path]
+            if p.inode < 0:
+                self._last.pop(path, None)
+
+    def _record_problems(self) -> None:
+        """Bad lines as events, the first few of a cycle each and the rest counted in one: a file in a
+        format this build does not know must not flood the store with an event (a flush) per line."""
+        problems, self.follower.problems = self.follower.problems, []
+        self.problems_recorded += len(problems)
+        if self.store is None or not problems:
+            return
+        for detail in problems[:PROBLEMS_SHOWN]:
+            self.store.event("bad_line", self.cfg.name, detail)
+        if len(problems) > PROBLEMS_SHOWN:
+            self.store.event("bad_line", self.cfg.name, f"and {len(problems) - PROBLEMS_SHOWN} more bad lines")
+
+
+__all__ = ["BlueforsAcquisition", "ConnectionLost", "LogFolder", "timeline"]
