@@ -992,7 +992,7 @@ def configured_fields(inst: dict) -> set[str] | None:
             return None
         listed = [c.get("number") for c in channels if c.get("enabled", True) is not False]
         return {spec.channel_field.format(n=n) for n in (listed if channels else spec.channels)}
-    if model not in ("372", "240") or not isinstance(channels, list) or not channels:
+    if model not in ("372", "240", "370") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False
     fields: set[str] = set()
@@ -1012,7 +1012,7 @@ def configured_fields(inst: dict) -> set[str] | None:
         fields.update(f"{stem}_{s}" for k, s in (("kelvin", "t"), ("sensor", "r")) if k in keep)
     if reads_a and not listed_a:
         return None
-    if model == "372" and inst.get("read_heater") is True:
+    if model in ("372", "370") and inst.get("read_heater") is True:
         fields.add("sample_heater")
     return fields
 

@@ -140,6 +140,13 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "credentials_file": "/data/secrets/bluefors-share",
         "timezone": "Europe/Helsinki",
     },
+    {
+        "model": "370",
+        "name": "LS370A",
+        "description": "fridge 2, 370 bridge on RS-232",
+        "transport": "serial",
+        "device": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0",
+    },
 ]
 
 # The classic plant trips, on the Bluefors log folder's fields (appended to the sample, commented).

@@ -89,8 +89,9 @@ def inputs_using(inst, number: int) -> list[str]:
     The 372 assigns curves with INSET's curve field; a 240's curve N belongs to its input N (it
     has no INCRV, 240 manual p.42), which uses it while enabled.
     """
-    if hasattr(inst, "input_setup"):
-        return [ch for ch in CHANNELS_372 if inst.input_setup(ch).curve == number]
+    if hasattr(inst, "input_setup"):  # a 372, or a 370 (no input A)
+        chans = [ch for ch in CHANNELS_372 if ch != "A" or getattr(inst, "has_control_input", True)]
+        return [ch for ch in chans if inst.input_setup(ch).curve == number]
     return [str(number)] if inst.input_type(number).enabled else []
 
 
