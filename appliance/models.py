@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.cpa import FIELDS, CryomechCPA
 from drivers.ls240 import Model240
-from drivers.ls370 import Model370
 from drivers.ls336 import Model336, Model350
+from drivers.ls370 import Model370
 from drivers.ls372 import Model372
 from drivers.pfeiffer import TPG256A, TPG366
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from drivers import InstrumentError
 from drivers.base import quote_name, text_problem
-from drivers.ls370 import ControlMode, ControlSetup, ReadingRange
 from drivers.errors import ConnectionLost, DriverError, InstrumentTimeout
+from drivers.ls370 import ControlMode, ControlSetup, ReadingRange
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
 
 from .control import Control, ControlRefused, PartFailed

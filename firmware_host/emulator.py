@@ -34,9 +34,9 @@ from collections.abc import Callable
 
 from .ledger import Ledger
 from .ls240_device import LS240Device
+from .ls336_device import LS336Device
 from .ls370_device import LS370Device
 from .ls370_ledger import ReadingLedger
-from .ls336_device import LS336Device
 from .ls372_device import LS372Device
 from .physics import BASE, STAGES, Fridge
 from .sim_clock import SimClock
