@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .base import Pacing, check_channel
 from .commands import Query, record
@@ -98,12 +99,12 @@ class Model370(EsrCommands, CurveCommands, ScannedInputs):
         super().__init__(transport, timeout, pacing or PACING, expected_serial)
 
     @classmethod
-    def serial(cls, device: str, **kw) -> Model370:
+    def serial(cls, device: str, **kw: Any) -> Model370:
         """The RS-232 port (a USB adapter, or an emulator's pty), 9600 7O1."""
         return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
 
     @classmethod
-    def visa(cls, resource: str, **kw) -> Model370:
+    def visa(cls, resource: str, **kw: Any) -> Model370:
         """A VISA resource: ``GPIB0::12::INSTR``, or ``ASRL...`` opened 9600 7O1."""
         return cls(VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING)), **kw)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .base import Pacing, check_channel, quote_name
 from .commands import Query, fields, flag, record, text
@@ -132,15 +133,15 @@ class Model372(EsrCommands, CurveCommands, ScannedInputs):
         super().__init__(transport, timeout, pacing, expected_serial)
 
     @classmethod
-    def tcp(cls, host: str, port: int = 7777, **kw) -> Model372:
+    def tcp(cls, host: str, port: int = 7777, **kw: Any) -> Model372:
         return cls(TcpTransport(host, port), **kw)
 
     @classmethod
-    def serial(cls, device: str, **kw) -> Model372:
+    def serial(cls, device: str, **kw: Any) -> Model372:
         return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
 
     @classmethod
-    def visa(cls, resource: str, **kw) -> Model372:
+    def visa(cls, resource: str, **kw: Any) -> Model372:
         """Any VISA resource; an ``ASRL`` one is opened 57600 7O1 like the USB port it is."""
         transport = VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING))
         if resource.upper().startswith("ASRL"):
