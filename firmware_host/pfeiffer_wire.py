@@ -19,6 +19,8 @@ from .pfeiffer_ledger import PfeifferLedger
 from .wire import Faults, PtyInterface, TcpInterface
 
 ACK, NAK, ENQ, ETX, CR, LF = 0x06, 0x15, 0x05, 0x03, 0x0D, 0x0A
+ANNOUNCE_EVERY = 1.0  # seconds between unasked readings after power-up (TPG 261 manual p.65)
+ANNOUNCE_MAX = 30
 MAX_MNEMONIC = 256  # a longer "line" is junk: dropped like an overflowing input buffer
 
 
@@ -34,10 +36,37 @@ class EnqSession:
         ledger: PfeifferLedger | None = None,
     ) -> None:
         self.protocol, self.lock, self.faults, self.send, self.ledger = protocol, lock, faults, send, ledger
+        self._heard = threading.Event()
         self.buf = bytearray()
         self.last = ""  # the mnemonic the ENQ answers (for ``slow MNEMONIC``)
+        self.announced = 0  # unasked lines this connection carried (after power-up, before a character)
+        self.announce()
+
+    def announce(self) -> None:
+        """After power-up, until a character arrives: an unasked reading now, then every second.
+
+        The first is sent before this connection reads a byte, so a client always meets one. At
+        most ``ANNOUNCE_MAX`` per connection, so an unread pty (4 KiB of buffer) never blocks us.
+        Not noted in the ledger: they answer no request, and a host swallows them."""
+        if not self._announce_once():
+            return
+        threading.Thread(target=self._announce_loop, name="pfeiffer-announce", daemon=True).start()
+
+    def _announce_once(self) -> bool:
+        line = self.protocol.device.announcement()
+        if line is None or self.announced >= ANNOUNCE_MAX or not self.send(line.encode("ascii") + b"\r\n"):
+            return False
+        self.announced += 1
+        return True
+
+    def _announce_loop(self) -> None:
+        while not self._heard.wait(ANNOUNCE_EVERY) and self._announce_once():
+            pass
 
     def feed(self, data: bytes) -> None:
+        if data and not self._heard.is_set():
+            self._heard.set()
+            self.protocol.device.heard()
         for b in data:
             if b == ENQ:
                 self._enquiry()
