@@ -36,6 +36,7 @@ class EnqSession:
         ledger: PfeifferLedger | None = None,
     ) -> None:
         self.protocol, self.lock, self.faults, self.send, self.ledger = protocol, lock, faults, send, ledger
+        self.own = ledger.connection() if ledger is not None else None  # this connection's ledger
         self._heard = threading.Event()
         self.buf = bytearray()
         self.last = ""  # the mnemonic the ENQ answers (for ``slow MNEMONIC``)
@@ -85,16 +86,18 @@ class EnqSession:
                     self.buf.clear()
 
     def _mnemonic(self, line: str) -> None:
-        if self.ledger is not None:
-            self.ledger.hear(line)
+        for ledger in (self.ledger, self.own):
+            if ledger is not None:
+                ledger.hear(line)
         with self.lock:
             ok = self.protocol.mnemonic(line)
         self.last = line
         self._reply(bytes([ACK if ok else NAK]), line, [])
 
     def _enquiry(self) -> None:
-        if self.ledger is not None:
-            self.ledger.hear("<ENQ>")
+        for ledger in (self.ledger, self.own):
+            if ledger is not None:
+                ledger.hear("<ENQ>")
         with self.lock:
             answer = self.protocol.enquiry()
         if answer is None:
@@ -106,15 +109,18 @@ class EnqSession:
         whole = body + b"\r\n"
         out = self.faults.shape(whole)
         if out is None:
-            if self.ledger is not None:
-                self.ledger.note(readings, delivered=False, late=False)
+            self._note(readings, delivered=False, late=False)
             return
         delay = self.faults.delay_for(line)
         if delay > 0:
             time.sleep(delay)
         sent = self.send(out)
-        if self.ledger is not None:
-            self.ledger.note(readings, delivered=sent and out == whole, late=delay > 0)
+        self._note(readings, delivered=sent and out == whole, late=delay > 0)
+
+    def _note(self, readings: list[Reading], delivered: bool, late: bool) -> None:
+        for ledger in (self.ledger, self.own):
+            if ledger is not None:
+                ledger.note(readings, delivered=delivered, late=late)
 
 
 class PfeifferTcp(TcpInterface):

@@ -267,3 +267,23 @@ def test_a_flagged_gauge_sample_carries_its_limit_in_mbar(tmp_path, tpg366):
     latest = LatestReadings()
     latest.update(out)
     assert latest.snapshot()[out[0].series.name].limit == pytest.approx(0.1)
+
+
+def test_the_ledger_tells_connections_apart(tpg366):
+    """A second client's readings are its connection's, so the appliance's can be reconciled alone."""
+    a = TPG366(TcpTransport(*tpg366.tcp.address), timeout=1.0)
+    b = TPG366(TcpTransport(*tpg366.tcp.address), timeout=1.0)
+    a.connect()
+    b.connect()
+    try:
+        a.read_all()
+        a.read(1)
+        b.read(2)
+    finally:
+        a.close()
+        b.close()
+    first, second = tpg366.ledger.connections
+    want = {"1/pressure": 2, "2/pressure": 1, "3/pressure": 1, "4/pressure": 1, "5/pressure": 1, "6/pressure": 1}
+    wait_for(lambda: first.counts() == want, 2, 0.01, what="the first connection's readings")
+    wait_for(lambda: second.counts() == {"2/pressure": 1}, 2, 0.01, what="the second's")
+    assert tpg366.ledger.total() == first.total() + second.total()
