@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 ACK, NAK, ENQ, ETX = b"\x06", b"\x15", b"\x05", b"\x03"
 EOL = b"\r\n"  # the controller takes CR, LF or CR LF after a mnemonic (256 A manual p.82); we send CR LF
 CHANNELS = 6
+DRAIN_WAIT, DRAIN_LINES = 1.0, 20  # at connect: lines dropped up to the error word (bounded)
+_ERROR_WORD = re.compile(rb"\s*(?:[01]{4}|\d+,\d+)\s*")  # the TPG 36x word, or the 256 A's "system,gauge"
 
 # Status code of a gauge reading (TPG 256 A manual p.87; TPG 261 manual p.71; TPG 366 protocol p.11).
 STATUS_NAMES = {
@@ -207,8 +209,19 @@ class PfeifferGauge(Instrument):
                 self._stale = False
                 # ETX resets the interface (256 A manual p.81): a half-sent mnemonic is forgotten, and
                 # an ENQ stops a continuous output a TPG 366 may start in (socs drivers.py:37-38).
+                # A controller fresh from power-up sends a reading every second until it hears a
+                # character (TPG 261 manual p.65); the ENQ is answered by the error word (p.67), which
+                # comes after any reading already on its way: read lines up to it, so a reading still
+                # arriving (90 bytes take 94 ms at 9600 baud) is not taken for the next ACK. A
+                # controller that answers a bare ENQ with nothing costs one DRAIN_WAIT here.
                 self.transport.write(ETX + ENQ)
-                time.sleep(0.1)
+                for _ in range(DRAIN_LINES):
+                    try:
+                        line = self.transport.read_line(min(self.timeout, DRAIN_WAIT))
+                    except InstrumentTimeout:
+                        break
+                    if _ERROR_WORD.fullmatch(line):
+                        break
                 self.transport.flush_input()
                 self.identity = self.identify()
             except InstrumentTimeout:

@@ -147,11 +147,13 @@ def canned_server(answer: bytes):
             conn, _ = srv.accept()
             with conn:
                 conn.settimeout(2)
+                asked = False  # an ENQ without a request is answered by the error word (TPG 261 p.67)
                 while data := conn.recv(4096):
                     for line in data.replace(b"\x05", b"\x05\n").split(b"\n"):
                         if line.endswith(b"\x05"):
-                            conn.sendall(answer + b"\r\n")
+                            conn.sendall((answer if asked else b"0000") + b"\r\n")
                         elif line.strip(b"\r\x03"):
+                            asked = True
                             conn.sendall(b"\x06\r\n")
 
     threading.Thread(target=serve, daemon=True).start()
@@ -164,7 +166,7 @@ def test_one_gauges_bad_field_blinds_only_that_gauge(third):
     host, port = canned_server(b",".join([good, good, third, good, good, good]))
     g = TPG366(TcpTransport(host, port), timeout=1.0)
     try:
-        g.transport.open()
+        g.transport.open()  # no identify: this controller knows one answer
         rs = g.read_all()
     finally:
         g.close()
