@@ -19,6 +19,7 @@ The poller picks its strategy once, from ``cfg.model``, through the model regist
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,8 +28,19 @@ from drivers.base import Instrument
 from drivers.ls240 import SENSOR_UNITS, Model240
 from drivers.ls370 import Model370
 from drivers.ls372 import MEASUREMENT_CHANNELS, InputSetup, Model372
+from drivers.pfeiffer import (
+    BAD_FIELD,
+    OVERRANGE,
+    STORED_UNIT,
+    TPG256A,
+    TPG366,
+    UNDERRANGE,
+    PfeifferGauge,
+    UnitChanged,
+    status_bit,
+    to_mbar,
+)
 from drivers.pfeiffer import CHANNELS as GAUGES
-from drivers.pfeiffer import TPG256A, TPG366, PfeifferGauge
 from drivers.readings import Reading
 from drivers.transport import TcpTransport
 
@@ -284,6 +296,14 @@ class PfeifferAcquisition:
     """A Pfeiffer gauge controller (TPG 366 over TCP or VISA; TPG 256 A over serial or VISA ASRL):
     six gauges, read together each cycle, each into ``<node>::p<n>`` (the Bluefors and socs names).
 
+    Units: every pressure is stored in mbar (``STORED_UNIT``), whatever unit the controller is set
+    to: a series keeps one unit for its whole life, across restarts and whoever changes ``UNI``
+    (the front panel, another client). The controller's unit is read at connect and again after
+    each cycle's readings; when it differs from the unit the readings were converted from, that
+    cycle's readings are dropped (in which unit they were sent is not known) and the cycle fails
+    with a ``UnitChanged`` error, which the poller records as an event before it reconnects.
+    A unit that is not a pressure (V) gives readings with no value and the BAD_FIELD bit.
+
     A gauge without a sensor (``TID`` says ``noSen``) is read only when the config lists it. A
     reading that is not a measurement (underrange, overrange, sensor error or off, ...) is a
     sample with value None and the status code's bit: stored as NULL with its status.
@@ -311,7 +331,7 @@ class PfeifferAcquisition:
             if c is None and kind.lower() == "nosen":
                 continue
             name = (c.name if c is not None and c.name else None) or f"P{n}"
-            found[ch] = Input(name, self.instrument.units, c)
+            found[ch] = Input(name, STORED_UNIT, c)
         return found
 
     def plan_for(self, ch: str, name: str, units: str) -> ChannelPlan:
@@ -331,7 +351,23 @@ class PfeifferAcquisition:
         pass
 
     def cycle(self, plans: dict[str, ChannelPlan], flags: int, out: list[Sample]) -> None:
-        for r in self.instrument.read_gauges():
+        inst = self.instrument
+        start, units = len(out), inst.units
+        for r in inst.iter_gauges():  # each kept as it is read: a later timeout keeps the earlier
             plan = plans.get(str(r.channel))
             if plan is not None and plan.sensor is not None:
-                out.append(Sample(plan.sensor, r.t, r.pressure, r.status | flags))
+                value = r.mbar
+                status = r.status if value is not None or r.code != 0 else status_bit(BAD_FIELD)
+                limit = to_mbar(r.raw_pressure, r.units) if r.code in (UNDERRANGE, OVERRANGE) else None
+                if limit is not None and not math.isfinite(limit):
+                    limit = None
+                out.append(Sample(plan.sensor, r.t, value, status | flags, limit))
+        now = inst.read_unit()
+        if now != units:
+            dropped = len(out) - start
+            del out[start:]
+            raise UnitChanged(
+                f"{self.cfg.name}: the controller's pressure unit changed from {units} to {now}; "
+                f"{dropped} readings of this cycle dropped (their unit is unknown); stored pressures stay in "
+                f"{STORED_UNIT}, converted from {now}"
+            )

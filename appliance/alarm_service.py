@@ -191,6 +191,8 @@ class AlarmService:
             beyond = limits.beyond(d.units, d.status)
             if beyond is not None:
                 obs.beyond[name] = beyond
+                if d.limit is not None:
+                    obs.limit[name] = d.limit
         for p in self.pollers:
             if p.health.connected or p.health.errors or p.health.cycles:  # not before its first attempt
                 obs.connected[p.cfg.name] = bool(p.health.connected)

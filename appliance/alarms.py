@@ -19,10 +19,19 @@ Rules (``appliance.config``). A rule's ``field`` (a public config key) is the wh
 and ``field`` alone is the short part (``appliance.naming``).
 
 * ``above`` / ``below``: the field past ``threshold`` for ``hold`` s; cleared once back past it
-  by ``hysteresis``. A reading flagged T_OVER (T_UNDER) counts as above (below): a stage warmed
-  past its sensor's curve is the alarm, not a gap. Otherwise a flagged reading is no reading.
+  by ``hysteresis``. Limit bits (``models.LimitBits``): a reading past the end of its range, a
+  Lake Shore curve's T_OVER / T_UNDER or a gauge's OVERRANGE / UNDERRANGE, has no value but says
+  on which side the truth lies. When the instrument sent the limit it ran past (a gauge's number
+  beside the flag, ``Observation.limit``), the limit decides: OVERRANGE at 1e-2 mbar is above a
+  1e-3 threshold and says nothing of a 100 mbar one; UNDERRANGE at 5e-9 clears an ``above`` rule
+  whose clearing level is above 5e-9 (OVERRANGE likewise clears a ``below``). Without a limit (a
+  curve's end: no number is sent) the flag still raises its own side, since a stage warmed past
+  its curve is the alarm, not a gap, but never clears the other side: raising on a flagged reading
+  errs towards telling, clearing would err towards silence. Otherwise a flagged reading is no reading.
 * ``rate``: the least-squares slope over the last ``window`` seconds, in units per minute,
   beyond ``threshold`` in ``direction`` (with at least three readings spanning half the window).
+  A flagged reading (overrange and underrange included) is not in the window: a jump from a good
+  reading to OVERRANGE is no rate; an ``above`` rule is the one that sees it.
 * ``no_data``: the latest reading older than the expected gap (a scanned 372 channel's revisit
   time, else the poll interval) plus ``seconds``. Scanner-aware, so a channel the autoscan
   reaches every 90 s is not "silent" after 30 s.
@@ -68,7 +77,9 @@ class Observation:
     latest: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # -> (t, value or None)
     expected_gap: dict[str, float] = field(default_factory=dict)  # -> seconds between readings
     beyond: dict[str, str] = field(default_factory=dict)  # -> "above"/"below": the latest reading is
-    # flagged T_OVER / T_UNDER (no value, but surely past any threshold inside the curve)
+    # flagged past its range's end (T_OVER / T_UNDER, OVERRANGE / UNDERRANGE): no value, but a side
+    limit: dict[str, float] = field(default_factory=dict)  # -> the range's end the instrument sent beside
+    # that flag (a gauge's limit), in the series' units; absent: not sent (a sensor curve's end)
     connected: dict[str, bool] = field(default_factory=dict)  # instrument -> answers
     last_commit: float | None = None  # on the ``clock`` time line; None: not committed yet (just started)
     backlog: dict[int, int] = field(default_factory=dict)  # uplink index -> samples not acknowledged
@@ -227,8 +238,8 @@ class ThresholdCondition(RuleCondition):
         _t, v = obs.latest.get(c.field, (None, None))
         u = obs.units.get(c.field, "")
         beyond = obs.beyond.get(c.field)
-        if beyond == c.kind:  # past the end of the sensor's curve (T_OVER / T_UNDER): surely past the threshold
-            return Condition(True, False, None, f"{'over' if beyond == 'above' else 'under'} the sensor curve's range")
+        if beyond is not None:
+            return self._past_range(beyond, obs.limit.get(c.field), u)
         if v is None or not math.isfinite(v):
             return Condition(False, False, None, "no valid reading")
         if c.kind == "above":
@@ -248,6 +259,25 @@ class ThresholdCondition(RuleCondition):
             _units(f"{_distinct(v, c.threshold, 6)} {u} < {c.threshold:g} {u}"),
             _units(f"back above {level:g} {u}: {_distinct(v, level, 3)} {u}"),
         )
+
+    def _past_range(self, beyond: str, limit: float | None, u: str) -> Condition:
+        """A reading flagged past its range's end: raise, clear or hold (see the module's docstring)."""
+        c = self.cfg
+        what = "the sensor curve's range" if u == "K" else "the gauge's range"
+        said = f"{'over' if beyond == 'above' else 'under'} {what}"
+        if limit is not None:
+            said += " " + _units(f"({'>' if beyond == 'above' else '<'} {limit:g} {u})")
+        sign = 1.0 if c.kind == "above" else -1.0
+        if beyond == c.kind:  # past the end on the rule's side: past the threshold unless the end is short of it
+            if limit is None or sign * (limit - c.threshold) >= 0:
+                return Condition(True, False, None, said)
+            return Condition(False, False, None, f"{said}, short of {c.threshold:g} {u}: unknown")
+        level = c.threshold - sign * c.hysteresis
+        if limit is not None and sign * (limit - level) <= 0:  # the other side, beyond the clearing level
+            return Condition(
+                False, True, None, said, _units(f"back {'below' if sign > 0 else 'above'} {level:g} {u}: {said}")
+            )
+        return Condition(False, False, None, said)
 
 
 class RateCondition(RuleCondition):

@@ -28,6 +28,7 @@ class Delivered:
     value: float | None  # None: the instrument flagged it
     status: int
     mono: float | None
+    limit: float | None = None  # Sample.limit: the range's end a flagged reading ran past, when sent
 
 
 class LatestReadings:
@@ -45,7 +46,7 @@ class LatestReadings:
         with self._lock:
             for s in samples:
                 k = s.series
-                self._latest[k.name] = Delivered(k.node, k.units, s.t, s.value, s.status, now)
+                self._latest[k.name] = Delivered(k.node, k.units, s.t, s.value, s.status, now, s.limit)
         self.updated.set()
 
     def seed(self, rows: Iterable[dict]) -> None:

@@ -151,7 +151,9 @@ def _probe_gauges(inst: PfeifferGauge, r: Report) -> None:
     for n in range(1, 7):
         rd = _try(r, f"PR{n}", lambda n=n: inst.read(n))
         if rd is not None:
-            r.add(f"  {n} {rd.raw_pressure!r} {rd.units}  status {rd.code} {STATUS_NAMES[rd.code]}")
+            # only a measurement is a pressure: a flagged gauge's number (a limit, a placeholder) is not printed as one
+            shown = f"{rd.pressure!r} {rd.units}" if rd.pressure is not None else "no pressure"
+            r.add(f"  {n} {shown}  status {rd.code} {STATUS_NAMES[rd.code]}")
 
 
 def _probe_372(inst: Model372, r: Report) -> None:

@@ -20,6 +20,9 @@ class Sample:
     t: float  # UNIX seconds, taken when the reply arrived
     value: float | None  # None when the instrument flagged the reading
     status: int
+    # a reading flagged past its range's end (a gauge's OVERRANGE / UNDERRANGE): the end the instrument
+    # sent, in the series' units, for the alarms only (never stored as a value)
+    limit: float | None = None
 
 
 class SampleQueue:

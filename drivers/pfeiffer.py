@@ -17,12 +17,14 @@ named bit (``STATUS_BITS``), so a gauge that is off is never stored as a pressur
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .base import Identity, Instrument, Pacing
-from .errors import BadReply, ConnectionLost, InstrumentError, InstrumentTimeout, WrongInstrument
+from .errors import BadReply, ConnectionLost, DriverError, InstrumentError, InstrumentTimeout, WrongInstrument
 from .parse import decode, parse_float
 from .readings import decode_status
 from .transport import SerialFraming, SerialTransport, Transport, VisaTransport, visa_serial_settings
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 ACK, NAK, ENQ, ETX = b"\x06", b"\x15", b"\x05", b"\x03"
 EOL = b"\r\n"  # the controller takes CR, LF or CR LF after a mnemonic (256 A manual p.82); we send CR LF
 CHANNELS = 6
+DRAIN_WAIT, DRAIN_LINES = 1.0, 20  # at connect: lines dropped up to the error word (bounded)
+_ERROR_WORD = re.compile(rb"\s*(?:[01]{4}|\d+,\d+)\s*")  # the TPG 36x word, or the 256 A's "system,gauge"
 
 # Status code of a gauge reading (TPG 256 A manual p.87; TPG 261 manual p.71; TPG 366 protocol p.11).
 STATUS_NAMES = {
@@ -42,7 +46,10 @@ STATUS_NAMES = {
     4: "SENSOR_OFF",
     5: "NO_SENSOR",
     6: "ID_ERROR",
+    7: "BAD_FIELD",  # not the controller's: its field for this gauge did not parse (status outside 0-6, no number)
 }
+BAD_FIELD = 7
+UNDERRANGE, OVERRANGE = 1, 2
 # The status code as a bit, so it sits in the store's status word like a Lake Shore RDGST bit:
 # code n > 0 is bit 1 << (n - 1); code 0 (a good measurement) sets none.
 PFEIFFER_STATUS_BITS: dict[int, str] = {1 << (code - 1): name for code, name in STATUS_NAMES.items() if code}
@@ -60,9 +67,14 @@ SYSTEM_ERRORS = {4096: "syntax error", 8192: "inadmissible parameter", 16384: "n
 
 
 def describe_error(word: str) -> str:
-    """What an ERR answer says, in words (either model's form); an unknown form is said as unknown."""
+    """What an ERR answer says, in words (either model's form); an unknown form is said as unknown.
+
+    The TPG 36x word is four flags that may be set together (``0011``: syntax error and
+    inadmissible parameter), so each set flag is named."""
     if word in ERROR_WORD:
         return ERROR_WORD[word]
+    if len(word) == 4 and set(word) <= {"0", "1"}:
+        return ", ".join(text for flag, text in ERROR_WORD.items() if int(flag, 2) & int(word, 2) and flag != "0000")
     system, sep, gauge = word.partition(",")
     if sep and system.strip().isdigit() and gauge.strip().isdigit():
         bits = int(system)
@@ -76,9 +88,27 @@ def describe_error(word: str) -> str:
 
 
 UNITS = {"0": "mbar", "1": "Torr", "2": "Pa", "3": "micron", "4": "hPa", "5": "V"}  # UNI (TPG 366: 0-5; 256 A: 0-2)
+# One pressure unit in mbar. "V" (the TPG 366's measurement voltage) is not a pressure: no factor.
+MBAR_PER = {"mbar": 1.0, "Torr": 1.0 / 0.750062, "Pa": 0.01, "micron": 1e-3 / 0.750062, "hPa": 1.0}
+STORED_UNIT = "mbar"  # the one unit the appliance stores pressures in, whatever the controller's UNI
+
+
+def to_mbar(value: float, units: str) -> float | None:
+    """``value`` in ``units`` as mbar; None when ``units`` is not a pressure unit (V)."""
+    factor = MBAR_PER.get(units)
+    return None if factor is None else value * factor
+
 
 SERIAL_FRAMING = SerialFraming(baudrate=9600, bytesize=8, parity="N", stopbits=1)  # 256 A factory setting
 _STATUS = re.compile(r"[0-9]")
+
+
+class UnitChanged(BadReply):
+    """The controller's pressure unit (UNI) changed while readings were taken: their unit is unknown."""
+
+    def __init__(self, message: str) -> None:
+        DriverError.__init__(self, message)
+        self.raw, self.query = b"", "UNI"
 
 
 def status_bit(code: int) -> int:
@@ -117,19 +147,33 @@ class PressureReading:
     def valid(self) -> bool:
         return self.code == 0
 
+    @property
+    def mbar(self) -> float | None:
+        """The measurement converted to mbar (the appliance's one stored unit), or None."""
+        p = self.pressure
+        return None if p is None else to_mbar(p, self.units)
+
 
 def parse_gauge(text: str, channel: int, query: str, raw: bytes, t: float, units: str = "mbar") -> PressureReading:
-    """``s,sx.xxxxEsxx``: a status digit and a number, or BadReply."""
+    """``s,sx.xxxxEsxx``: a status digit and a signed number (TPG 261 manual p.71; an offset-corrected
+    gauge can read below zero). A status other than 0 is not a measurement, so its number is not
+    needed; a field that does not parse (a status outside 0-6, a measurement without a number) is
+    this gauge's ``BAD_FIELD`` reading, and never blinds the other gauges of a PRX answer."""
     status, sep, value = text.partition(",")
     status = status.strip()
-    if not sep or not _STATUS.fullmatch(status):
+    if not sep:
         raise BadReply(f"gauge {channel}: expected 'status,pressure'", raw, query)
-    code = int(status)
-    if code not in STATUS_NAMES:
-        raise BadReply(f"gauge {channel}: status {code} is not 0-6", raw, query)
-    pressure = parse_float(value, query)
-    if pressure < 0:
-        raise BadReply(f"gauge {channel}: negative pressure", raw, query)
+    code = int(status) if _STATUS.fullmatch(status) else BAD_FIELD
+    if code not in STATUS_NAMES or code == BAD_FIELD:
+        log.warning("gauge %d: status %r is not 0-6 in %r (reply to %s)", channel, status, raw, query)
+        return PressureReading(channel, math.nan, BAD_FIELD, t, units)
+    try:
+        pressure = parse_float(value, query)
+    except BadReply:
+        if code == 0:
+            log.warning("gauge %d: a measurement without a number in %r (reply to %s)", channel, raw, query)
+            return PressureReading(channel, math.nan, BAD_FIELD, t, units)
+        pressure = math.nan  # a flagged gauge's number is not a pressure: it may be anything
     return PressureReading(channel, pressure, code, t, units)
 
 
@@ -165,8 +209,19 @@ class PfeifferGauge(Instrument):
                 self._stale = False
                 # ETX resets the interface (256 A manual p.81): a half-sent mnemonic is forgotten, and
                 # an ENQ stops a continuous output a TPG 366 may start in (socs drivers.py:37-38).
+                # A controller fresh from power-up sends a reading every second until it hears a
+                # character (TPG 261 manual p.65); the ENQ is answered by the error word (p.67), which
+                # comes after any reading already on its way: read lines up to it, so a reading still
+                # arriving (90 bytes take 94 ms at 9600 baud) is not taken for the next ACK. A
+                # controller that answers a bare ENQ with nothing costs one DRAIN_WAIT here.
                 self.transport.write(ETX + ENQ)
-                time.sleep(0.1)
+                for _ in range(DRAIN_LINES):
+                    try:
+                        line = self.transport.read_line(min(self.timeout, DRAIN_WAIT))
+                    except InstrumentTimeout:
+                        break
+                    if _ERROR_WORD.fullmatch(line):
+                        break
                 self.transport.flush_input()
                 self.identity = self.identify()
             except InstrumentTimeout:
@@ -184,10 +239,7 @@ class PfeifferGauge(Instrument):
         if len(ids) != CHANNELS or not all(ids):
             raise BadReply(f"TID: expected {CHANNELS} gauge identifiers", ",".join(ids).encode(), "TID")
         self.gauge_ids = tuple(ids)
-        unit = self.ask("UNI").strip()
-        if unit not in UNITS:
-            raise BadReply(f"UNI: expected one of {sorted(UNITS)}", unit.encode(), "UNI")
-        self.units = UNITS[unit]
+        self.read_unit()
         serial, firmware = self._firmware()
         return Identity("Pfeiffer Vacuum", self.MODEL, serial, firmware)
 
@@ -198,9 +250,11 @@ class PfeifferGauge(Instrument):
     # -- the mnemonic exchange ---------------------------------------------------
     def _send_read(self, data: bytes, what: str) -> bytes:
         """Write ``data`` and read one line, with the link discipline of ``Instrument.query_raw``."""
-        self._wait_turn()
+        if data:
+            self._wait_turn()
         try:
-            self.transport.write(data)
+            if data:
+                self.transport.write(data)
             return self.transport.read_line(self.timeout)
         except InstrumentTimeout:
             self._stale = True
@@ -216,17 +270,30 @@ class PfeifferGauge(Instrument):
             # a CR/LF would end it early, an ENQ (0x05) or ETX (0x03) inside would act on the controller
             raise ValueError(f"refused to send {mnemonic!r}: a mnemonic is printable ASCII (0x20-0x7E)")
         with self._lock:
-            ack = self._send_read(mnemonic.encode("ascii") + EOL, mnemonic)
-            if ack == NAK:
-                word = self._error_word()
-                raise InstrumentError(f"{self.transport.description}: {mnemonic} refused (NAK): {word}")
-            if ack != ACK:
-                raise BadReply("expected ACK (0x06) or NAK (0x15)", ack, mnemonic)
-            raw = self._send_read(ENQ, mnemonic)
-            log.debug("%s %r -> %r", self.transport.description, mnemonic, raw)
-            if raw in (ACK, NAK):
-                raise BadReply("expected an answer line after ENQ", raw, mnemonic)
-            return decode(raw, mnemonic)
+            try:
+                return self._exchange(mnemonic)
+            except BadReply:
+                # The bytes are out of step with the exchange (a stray line, a garbled ACK): the
+                # next exchange starts on a fresh link, so one stray line costs one reading, not all.
+                self._stale = True
+                raise
+
+    def _exchange(self, mnemonic: str) -> str:
+        ack = self._send_read(mnemonic.encode("ascii") + EOL, mnemonic)
+        for _ in range(3):  # a stray CR LF (an empty line) before the ACK is not the ACK
+            if ack:
+                break
+            ack = self._send_read(b"", mnemonic)
+        if ack == NAK:
+            word = self._error_word()
+            raise InstrumentError(f"{self.transport.description}: {mnemonic} refused (NAK): {word}")
+        if ack != ACK:
+            raise BadReply("expected ACK (0x06) or NAK (0x15)", ack, mnemonic)
+        raw = self._send_read(ENQ, mnemonic)
+        log.debug("%s %r -> %r", self.transport.description, mnemonic, raw)
+        if raw in (ACK, NAK):
+            raise BadReply("expected an answer line after ENQ", raw, mnemonic)
+        return decode(raw, mnemonic)
 
     def _error_word(self) -> str:
         """After a NAK: the controller's ERR word, described (reading it clears it)."""
@@ -262,7 +329,19 @@ class PfeifferGauge(Instrument):
 
     def read_gauges(self) -> list[PressureReading]:
         """The six gauges, in as few exchanges as the model allows."""
+        return list(self.iter_gauges())
+
+    def iter_gauges(self) -> Iterator[PressureReading]:
+        """The six gauges, each as soon as it is read: a failure later in the cycle keeps the earlier."""
         raise NotImplementedError
+
+    def read_unit(self) -> str:
+        """``UNI``: the controller's pressure unit now (another client or the front panel may change it)."""
+        unit = self.ask("UNI").strip()
+        if unit not in UNITS:
+            raise BadReply(f"UNI: expected one of {sorted(UNITS)}", unit.encode(), "UNI")
+        self.units = UNITS[unit]
+        return self.units
 
     def sensor_states(self) -> tuple[int, ...]:
         """``SEN``: each gauge 0 (cannot be switched), 1 off, 2 on."""
@@ -305,9 +384,9 @@ class TPG366(PfeifferGauge):
             raise WrongInstrument(f"{self.transport.description}: AYT says {','.join(parts)!r}, not a TPG 36x")
         return parts[2], parts[3]
 
-    def read_gauges(self) -> list[PressureReading]:
+    def iter_gauges(self) -> Iterator[PressureReading]:
         """The six gauges: one ``PRX`` exchange."""
-        return self.read_all()
+        yield from self.read_all()
 
 
 class TPG256A(PfeifferGauge):
@@ -319,6 +398,7 @@ class TPG256A(PfeifferGauge):
         """``PNR``: the firmware's program number (256 A manual ch. 8.2.5)."""
         return "", self.ask("PNR").strip()
 
-    def read_gauges(self) -> list[PressureReading]:
+    def iter_gauges(self) -> Iterator[PressureReading]:
         """The six gauges, one ``PRn`` exchange each (PR1-PR6 are the 256 A's measurement mnemonics)."""
-        return [self.read(n) for n in range(1, CHANNELS + 1)]
+        for n in range(1, CHANNELS + 1):
+            yield self.read(n)

@@ -37,6 +37,13 @@ ERRORS = {
 }
 
 
+# UNI codes each model takes: 0 mbar, 1 Torr, 2 Pa (256 A manual 8.2.4); the TPG 366 also 3 micron,
+# 4 hPa (TPG 36x protocol BG 5511). 5 (V, the measurement voltage) is refused here: what the controller
+# sends in V is UNVERIFIED.
+UNIT_CODES = {"tpg366": ("0", "1", "2", "3", "4"), "maxigauge": ("0", "1", "2")}
+FROM_MBAR = (1.0, 0.750062, 100.0, 750.062, 1.0)  # one mbar in each UNI unit
+
+
 def fmt_pressure(value: float) -> str:
     """``+1.2345E-03``: sign, 4 decimals, 2-digit signed exponent (socs' TPG 366 fixture; TPG 261 p.71)."""
     return f"{value:+.4E}"
@@ -73,10 +80,27 @@ class PfeifferDevice:
         self.power_on()
 
     def power_on(self) -> None:
-        """Power cycle: every present gauge on, units mbar, leaks kept (they are the fridge's)."""
+        """Power cycle: every present gauge on, units mbar, leaks kept (they are the fridge's); the
+        interface sends a reading every second, unasked, until it receives a character (TPG 261
+        manual p.65; socs says the same of the TPG 366, drivers.py:37-38)."""
         with self.lock:
             self.on = [g != NO_SENSOR for g in self.gauges]
             self.units = 0
+            self.announcing = True
+
+    def heard(self) -> None:
+        """A character arrived on the interface: the unasked readings after power-up stop."""
+        with self.lock:
+            self.announcing = False
+
+    def announcement(self) -> str | None:
+        """The unasked line sent every second after power-up (the six gauges, as ``PRX`` answers
+        them: the six-gauge form of the continuous output is UNVERIFIED), or None once a character came."""
+        with self.lock:
+            if not self.announcing:
+                return None
+            p = PfeifferProtocol(self)
+            return p._prx([])[0]
 
     def set_sensor(self, channel: int, on: bool) -> None:
         """Switch a gauge on or off (the front panel's key, or ``SEN``)."""
@@ -153,7 +177,9 @@ class PfeifferProtocol:
     def enquiry(self) -> Answer | None:
         """ENQ: the answer to the acknowledged mnemonic, measured now (again at each ENQ)."""
         if self.pending is None:
-            return None  # no mnemonic acknowledged: UNVERIFIED what the firmware sends; we send nothing
+            # "If <ENQ> is received without a valid request, the ERROR word is transmitted" (TPG 261
+            # manual p.67): the error status as ERR answers it. Whether it is cleared then: UNVERIFIED (kept).
+            return self.error, []
         name, args = self.pending
         with self.device.lock:
             return self.commands[name](args)
@@ -171,8 +197,9 @@ class PfeifferProtocol:
                     if a != "0":
                         self.device.set_sensor(ch, a == "2")
         elif name == "UNI" and args:
-            if len(args) != 1 or args[0] not in ("0", "1", "2"):
-                raise ValueError("UNI takes 0 (mbar), 1 (Torr) or 2 (Pa)")
+            allowed = UNIT_CODES[self.device.model]
+            if len(args) != 1 or args[0] not in allowed:
+                raise ValueError(f"UNI takes one of {allowed}")
             self.device.units = int(args[0])
 
     # -- answers ---------------------------------------------------------------------------
@@ -185,7 +212,7 @@ class PfeifferProtocol:
 
     def _on_wire(self, r: Reading) -> Reading:
         """The reading in the current unit, rounded as the wire carries it (what the ledger keeps)."""
-        return Reading(r.channel, r.code, float(fmt_pressure(r.value * (1.0, 0.750062, 100.0)[self.device.units])))
+        return Reading(r.channel, r.code, float(fmt_pressure(r.value * FROM_MBAR[self.device.units])))
 
     def _prx(self, args: list[str]) -> Answer:
         rs = [self._on_wire(self.device.reading(n)) for n in range(1, CHANNELS + 1)]

@@ -82,12 +82,20 @@ class PfeifferEmulator(Emulator):
         self.device.vacuum.go_soft(gauge, float(args[0]), self.clock.now())
 
     def _garble(self, args: list[str]) -> None:
-        self.faults.garbage = int(args[0]) if args else 1
+        n = int(args[0]) if args else 1
+        if n < 0:
+            raise ValueError(f"garble {n}: the count of replies to garble is 0 or more")
+        self.faults.garbage = n
 
     def _reset_gauges(self, args: list[str]) -> None:
         self.device.power_on()
         if self.tcp:
             self.tcp.drop_all()
+        session = getattr(self.pty, "_session", None)
+        if session is not None:  # a serial line stays: the power-up readings come down it
+            session._heard.clear()
+            session.announced = 0
+            session.announce()
 
     def _gauge_status(self, args: list[str]) -> str:
         gauges = {}

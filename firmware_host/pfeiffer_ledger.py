@@ -4,6 +4,10 @@ The same contract as ``ledger.Ledger`` (what ``tests/support/reconcile.py`` read
 readings per (channel, quantity) in ``values``, late ones counted in ``late``, faulted ones in
 ``faulted``. A reading that is not a measurement (status 1-6) is kept as NaN, with its status
 code beside it in ``codes``: it was delivered, and must be stored, as NULL with its status.
+
+Each connection also has its own ledger (``connections``, the newest 64 in the order they opened), so a second
+client (a probe, socs beside the appliance) is told apart: reconcile the appliance's connection
+alone, and the other client's readings are not counted as lost.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from array import array
 from collections import deque
 
 QUANTITY = "pressure"
+CONNECTIONS_KEPT = 64  # the newest connections' own ledgers (an emulator running for days reconnects often)
 
 
 class PfeifferLedger:
@@ -24,6 +29,14 @@ class PfeifferLedger:
         self.late: dict[tuple[str, str], int] = {}
         self.faulted = 0
         self.heard: deque[str] = deque(maxlen=20000)
+        self.connections: deque[PfeifferLedger] = deque(maxlen=CONNECTIONS_KEPT)
+
+    def connection(self) -> PfeifferLedger:
+        """A new connection's own ledger: what is noted there is noted here too."""
+        child = PfeifferLedger()
+        with self._lock:
+            self.connections.append(child)
+        return child
 
     def hear(self, line: str) -> None:
         self.heard.append(line)

@@ -351,3 +351,57 @@ def test_a_backlog_rule_finds_its_uplink_by_position_not_by_display_name(tmp_pat
         assert svc.observe().backlog == {0: 500, 1: 7}
     finally:
         store.close()
+
+
+# -- limit bits: a gauge's OVERRANGE / UNDERRANGE with the limit it sent (red team pf, fault 5) ---------
+GAUGE_RULES = (
+    '[[alarm]]\nkind = "above"\nname = "p-above"\nfield = "N::p2"\nthreshold = 100\nhysteresis = 10\n'
+    '[[alarm]]\nkind = "above"\nname = "p-low-above"\nfield = "N::p2"\nthreshold = 1e-3\n'
+    '[[alarm]]\nkind = "below"\nname = "p-below"\nfield = "N::p2"\nthreshold = 1e-6\n'
+)
+
+
+def gauge_obs(t: float, value: float | None, beyond: str | None = None, limit: float | None = None) -> Observation:
+    obs = Observation(now=t, latest={"N::p2": (t, value)}, units={"N::p2": "mbar"})
+    if beyond is not None:
+        obs.beyond["N::p2"] = beyond
+    if limit is not None:
+        obs.limit["N::p2"] = limit
+    return obs
+
+
+def test_overrange_is_above_only_a_threshold_its_limit_reaches():
+    """An IKR at its 1e-2 mbar limit is above 1e-3 mbar, and says nothing of 100 mbar."""
+    eng = AlarmEngine(rules(GAUGE_RULES))
+    got = run(eng, [gauge_obs(0, 1e-5), gauge_obs(1, None, "above", 1e-2)])
+    assert got == [(1, "p-low-above", "raised")]
+    assert eng.states["p-low-above"].detail == "over the gauge's range (> 0.01 mbar)"
+
+
+def test_the_opposite_limit_bit_clears_a_rule_when_its_limit_proves_it():
+    eng = AlarmEngine(rules(GAUGE_RULES))
+    seq = [
+        gauge_obs(0, 500.0),  # p-above and p-low-above raised
+        gauge_obs(1, None, "below", 5e-9),  # UNDERRANGE at 5e-9: below both clearing levels, and below 1e-6
+        gauge_obs(2, 5e-7),
+        gauge_obs(3, None, "above", 1000.0),  # OVERRANGE at 1000: p-below cleared, the above rules raised
+    ]
+    assert run(eng, seq) == [
+        (0, "p-above", "raised"),
+        (0, "p-low-above", "raised"),
+        (1, "p-above", "cleared"),
+        (1, "p-low-above", "cleared"),
+        (1, "p-below", "raised"),
+        (3, "p-above", "raised"),
+        (3, "p-low-above", "raised"),
+        (3, "p-below", "cleared"),
+    ]
+    assert not (eng.states["p-above"].active and eng.states["p-below"].active)
+
+
+def test_an_opposite_limit_short_of_the_clearing_level_holds():
+    eng = AlarmEngine(rules(GAUGE_RULES))
+    assert run(eng, [gauge_obs(0, 500.0), gauge_obs(1, None, "below", 95.0)]) == [
+        (0, "p-above", "raised"),
+        (0, "p-low-above", "raised"),
+    ]  # below 95 is not surely below 90 (100 - hysteresis), nor below 1e-3

@@ -45,11 +45,29 @@ def recv(sock: socket.socket, timeout: float = 2.0) -> bytes:
     return sock.recv(4096)
 
 
-def socs_send_and_recv(sock: socket.socket, message: bytes) -> str:
-    """socs drivers.py:97-101: _send_mnemonic (59-66: send, recv, last line must be ACK), ENQ, recv, decode."""
+def socs_connect(address) -> socket.socket:
+    """socs drivers.py:34-43: connect, then one ENQ "which stops transmission" and one recv."""
+    sock = socket.create_connection(address, timeout=2)
+    sock.sendall(b"\x05")
+    recv(sock)  # socs prints it and goes on: the power-up readings, the error word, or both
+    return sock
+
+
+def socs_send_mnemonic(sock: socket.socket, message: bytes, depth: int = 0) -> bytes:
+    """socs drivers.py:45-70: send, recv, the last line must be ACK; otherwise drain once (a recv)
+    and resend (socs recurses without bound; bounded here)."""
     sock.sendall(message)
     resp = recv(sock)
-    assert resp.splitlines()[-1].strip() == b"\x06", resp  # drivers.py:64-66
+    if resp.splitlines()[-1].strip() != b"\x06":
+        assert depth < 3, resp
+        recv(sock)
+        return socs_send_mnemonic(sock, message, depth + 1)
+    return resp
+
+
+def socs_send_and_recv(sock: socket.socket, message: bytes) -> str:
+    """socs drivers.py:97-101: _send_mnemonic, ENQ, recv, decode."""
+    socs_send_mnemonic(sock, message)
     sock.sendall(b"\x05")  # drivers.py:73-74 (ENQ = '\x05', line 8)
     return recv(sock).decode()
 
@@ -63,7 +81,7 @@ def test_socs_read_pressure_all(emu):
     """socs drivers.py:151-162: 'PRX\\r\\n'; states = fields[::2] as int, pressures = fields[1::2] as
     float, a pressure set to 0. wherever the state is not 0."""
     emu.control("sensor off 3")
-    with socket.create_connection(emu.tcp.address, timeout=2) as s:
+    with socs_connect(emu.tcp.address) as s:
         read_str = socs_send_and_recv(s, b"PRX\r\n")
     assert PRX_SHAPE.fullmatch(read_str.encode()), read_str
     pressure_str = read_str.split("\r")[0]
@@ -79,7 +97,7 @@ def test_socs_read_pressure_all(emu):
 
 def test_socs_read_pressure_and_channel_power(emu):
     """socs drivers.py:135-139 ('PR%d\\r\\n', the number after the last comma) and 113-116 ('SEN\\r\\n')."""
-    with socket.create_connection(emu.tcp.address, timeout=2) as s:
+    with socs_connect(emu.tcp.address) as s:
         for ch in range(1, 7):
             read_str = socs_send_and_recv(s, b"PR%d\r\n" % ch)
             assert float(read_str.split(",")[-1].split("\r")[0]) == wire(emu, ch)[1]
@@ -87,21 +105,48 @@ def test_socs_read_pressure_and_channel_power(emu):
     assert power == [2, 2, 2, 2, 2, 2]
 
 
-def test_socs_startup_enquiry_and_repeated_enq(emu):
-    """socs drivers.py:39-41 sends a lone ENQ on connect and reads one answer. With no mnemonic
-    acknowledged, what the firmware sends is UNVERIFIED (socs' comment: a booted TPG 366 streams
-    values, which the ENQ stops); the emulator sends nothing, so socs' first recv waits its timeout
-    and the exchange after it is unaffected. A second ENQ repeats the last mnemonic's measurement
-    (the TPG 300 manual's example: PA2, ACK, ENQ, answer, ENQ, answer)."""
+def read_line(sock: socket.socket, buf: bytearray) -> bytes:
+    """One CR LF line from ``sock`` (bounded by the socket's timeout)."""
+    while b"\r\n" not in buf:
+        chunk = recv(sock)
+        assert chunk, "connection closed"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\r\n")
+    buf[:] = rest
+    return line
+
+
+def test_power_up_readings_then_enq_without_a_request_answers_the_error_word(emu):
+    """TPG 261 manual p.65: after power-up the controller sends a reading every second until a
+    character arrives (socs drivers.py:37-38: a booted TPG 366 is in "continuous transmission").
+    p.67: "If <ENQ> is received without a valid request, the ERROR word is transmitted": after
+    nothing, after a NAK (the syntax error's word), after ETX. A second ENQ after an acknowledged
+    mnemonic repeats its measurement (the TPG 300 manual's example: PA2, ACK, ENQ, answer, ENQ, answer)."""
+    buf = bytearray()
     with socket.create_connection(emu.tcp.address, timeout=2) as s:
+        assert PRX_SHAPE.fullmatch(read_line(s, buf) + b"\r\n")  # unasked, before we sent a byte
         s.sendall(b"\x05")
-        with pytest.raises(TimeoutError):
-            recv(s, 0.2)
-        first = socs_send_and_recv(s, b"PR1\r\n")
-        s.sendall(b"\x05")
-        assert recv(s).decode() == first
+        assert read_line(s, buf) == b"0000"  # no request: the (empty) error word
         s.sendall(b"XYZ\r\n")
-        assert recv(s) == b"\x15\r\n"  # NAK <CR><LF> for an unknown mnemonic
+        assert read_line(s, buf) == b"\x15"  # NAK <CR><LF> for an unknown mnemonic
+        s.sendall(b"\x05")
+        assert read_line(s, buf) == b"0001"  # the syntax error's word
+        s.sendall(b"PR1\r\n")
+        assert read_line(s, buf) == b"\x06"
+        s.sendall(b"\x05")
+        first = read_line(s, buf)
+        s.sendall(b"\x05")
+        assert read_line(s, buf) == first
+        s.sendall(b"\x03\x05")  # ETX resets the interface: the ENQ has no request
+        assert re.fullmatch(rb"\d{4}", read_line(s, buf))
+    assert emu.device.announcement() is None  # a character came: no more unasked readings
+
+
+def test_socs_startup_enquiry_swallows_the_power_up_readings(emu):
+    """socs' own startup (one ENQ, one recv) and mnemonic discipline read the pressures after power-up."""
+    with socs_connect(emu.tcp.address) as s:
+        read_str = socs_send_and_recv(s, b"PR1\r\n")
+    assert float(read_str.split(",")[-1].split("\r")[0]) == wire(emu, 1)[1]
 
 
 def test_our_driver_reads_socs_recorded_answers():
