@@ -41,7 +41,8 @@ run: $(STAMP) $(STATIC)
 # tests/conftest.py; tests/test_tiers.py checks the split. Exit 5 (nothing selected, e.g. with -k) is no failure.
 # Both tiers run in parallel processes (pytest-xdist): the fast tier on one per core, the rest on more,
 # since its tests mostly wait on servers, browsers and emulated time rather than compute. Every test
-# keeps its own ports (port 0), folders (tmp_path) and servers, so order and neighbours do not matter.
+# keeps its own ports (port 0), folders (tmp_path) and servers; the rest tier keeps each file on one
+# worker (--dist loadfile), as some files share one service across their tests, in order.
 # PYTEST_ARGS="-n 0" runs them in one process.
 OUTSIDE := slow or crossbar or influxd or prometheus or victoria or chromium or image
 CHECK_WORKERS ?= 2
@@ -53,7 +54,7 @@ check: $(STAMP) $(STATIC)
 
 test: $(STAMP) $(STATIC) $(CROSSBAR) ci-deps
 	$(MAKE) --no-print-directory check
-	$(BIN)/python -m pytest -q --durations=15 -n $(REST_WORKERS) -m "$(OUTSIDE)" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q --durations=15 -n $(REST_WORKERS) --dist loadfile -m "$(OUTSIDE)" $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
 
 # ruff check (pyflakes, pycodestyle's errors, bugbear, simplify, pyupgrade, isort) and ruff format --check
 # (`ruff format .` fixes it) over the tree; mypy (pydantic plugin) on drivers/, appliance/, firmware_host/,
