@@ -186,7 +186,8 @@ def main() -> int:
             str(var / "bluefors.ctl"),
         )
         deadline = time.monotonic() + 15
-        while not ((var / "ls240").exists() and (var / "maxigauge").exists()) and time.monotonic() < deadline:
+        links = (var / "ls240", var / "maxigauge", BLUEFORS_DIR)
+        while not all(p.exists() for p in links) and time.monotonic() < deadline:
             time.sleep(0.1)
         app = spawn("run", "--config", str(demo.config))
         time.sleep(1.5)
