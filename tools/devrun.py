@@ -186,8 +186,11 @@ def main() -> int:
             str(var / "bluefors.ctl"),
         )
         deadline = time.monotonic() + 15
-        links = (var / "ls240", var / "maxigauge", BLUEFORS_DIR)
-        while not all(p.exists() for p in links) and time.monotonic() < deadline:
+
+        def ready() -> bool:  # the ptys, and the log writer's first day folder (its first line: <= 10 s)
+            return all(p.exists() for p in (var / "ls240", var / "maxigauge")) and any(BLUEFORS_DIR.glob("??-??-??"))
+
+        while not ready() and time.monotonic() < deadline:
             time.sleep(0.1)
         app = spawn("run", "--config", str(demo.config))
         time.sleep(1.5)
