@@ -184,6 +184,9 @@ def test_kiosk_800x480_holds_every_demo_card_with_an_alarm_and_an_instrument_dow
         assert min(sizes) >= 28, sizes
         # the plant beside the thermometry: the compressor's state, the gas handling's flow, pumps and
         # open valves as the emulated Bluefors Channels log has them (v1 and v4 open, the pulse tube on)
+        # the channel first on a narrow card: a cut title loses the instrument, not which stage it is
+        assert page.locator('[data-channel="LSA23JD::cold_plate"] .name').inner_text() == "cold_plate · LSA23JD"
+        assert page.locator('[data-channel="ptc1"] .name').inner_text() == "compressor · ptc1"
         assert page.locator('[data-channel="ptc1"] .kelvin').inner_text() == "running"
         gas = page.locator('[data-channel="bluefors"]')
         assert re.fullmatch(r"0\.6\d+ mmol/s", gas.locator(".kelvin").inner_text()), gas.inner_text()

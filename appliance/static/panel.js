@@ -160,6 +160,11 @@ function showValue(el, text) {
   u.textContent = " " + m[2];
   el.replaceChildren(m[1], u);
 }
+// A card's title: "node · channel"; on the kiosk's narrow cards "channel · node", so that what is cut
+// off (after the age beside it) is the instrument every card of a row shares, not the channel.
+function cardName(node, what) {
+  return document.body.classList.contains("kiosk") ? what + " · " + node : node + " · " + what;
+}
 // One card for a whole plant instrument (panelInfo.plant[node], declared by its driver class): a
 // compressor (its state, values, warning and alarm bits) or a gas handling system (its flow, the
 // pumps and pulse tube on or off, the open valves), drawn by the card's kind.
@@ -171,7 +176,7 @@ function plantCard(box, node, spec, byField) {
     card.dataset.channel = node;
     card.innerHTML = '<div class="name"></div><div class="kelvin"></div><div class="sensor"></div>' +
                      '<div class="status"></div><div class="age"></div>';
-    card.querySelector(".name").textContent = node + " · " + spec.title;
+    card.querySelector(".name").textContent = cardName(node, spec.title);
     box.appendChild(card);
   }
   card.style.order = 998;
@@ -251,7 +256,8 @@ async function refreshLatest() {
       card.dataset.channel = g.key;
       card.innerHTML = '<div class="name"></div><div class="kelvin"></div><div class="sensor"></div>' +
                        '<div class="status"></div><div class="age"></div>';
-      card.querySelector(".name").textContent = g.key.replace("::", " · ");
+      const [node, ...rest] = g.key.split("::");
+      card.querySelector(".name").textContent = cardName(node, rest.join("::"));
       box.appendChild(card);
     }
     // the fridge from top to bottom: cards in config order (instruments, then their channels)
