@@ -30,7 +30,7 @@ from tools.devrun import Receiver as WebhookReceiver
 
 from .conftest import SERVER_SECRET, start_appliance, wait_for
 from .support.receivers import VictoriaMetrics, differences, expected
-from .support.reconcile import forwarding_gaps, reconcile, stored, windows
+from .support.reconcile import forwarded, forwarding_gaps, reconcile, stored, windows
 from .support.routers import CROSSBAR, FeedListener
 from .test_bluefors_appliance import LIGHT, TZ, diff, produced
 from .test_bluefors_appliance import stored as bluefors_stored
@@ -284,6 +284,8 @@ def test_whole_plant_trip_reconciled_on_every_uplink(tmp_path, router, hub, cons
         while (gaps := forwarding_gaps(app.store, feeds, influx)) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not gaps, f"(stored, OCS wrong, InfluxDB wrong) per series: {gaps}"
+        pushed = forwarded(app.store, feeds, influx)
+        assert {name.split("::")[0] for name, (n, _, _) in pushed.items() if n} == {"ptc1", "TPG366A", "bluefors"}
         end = time.time() + 1
         want_rw = expected(app.store, t_start, end)
         deadline = time.monotonic() + 30
