@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test lint bench bench-retention bench-web bench-alarms soak ci-deps clean venv assets image image-test image-repro config-doc docs
+.PHONY: run test lint bench bench-retention bench-web bench-alarms bench-share soak ci-deps clean venv assets image image-test image-repro config-doc docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -104,6 +104,14 @@ bench-web: $(STAMP)
 #   bench-alarms: p50_s=A p99_s=B p99_store_full_s=C flapping_notices_per_hour=F
 bench-alarms: $(STAMP)
 	$(BIN)/python -m tools.bench_alarms $(BENCH_ALARMS_ARGS)
+
+# The share (issue 26, ~45 s): a client's query round trip through [instrument.share] against the same
+# query straight to the emulated 372, and the poller's cycle time with 0, 1 and 4 active clients (each
+# its own process), same run. Aims: round trip <= 1.5 x direct + one poller exchange; cycle time with
+# 4 clients <= 1.2 x without. BENCH_SHARE_ARGS="--seconds 10 --rounds 3 --rate 50". Last line:
+#   bench-share: direct_ms=D share_ms=S share_ratio=R cycle_ratio_4=C lost=L
+bench-share: $(STAMP)
+	$(BIN)/python -m tools.bench_share $(BENCH_SHARE_ARGS)
 
 # The whole stack for a simulated week with random faults (~9 min); last line:
 #   soak: produced=N stored=N served=N lost=N      e.g. make soak SOAK_ARGS="--days 30 --minutes 20"

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from drivers.base import Instrument
 from drivers.ls240 import SENSOR_UNITS, Model240
+from drivers.ls370 import Model370
 from drivers.ls372 import MEASUREMENT_CHANNELS, InputSetup, Model372
 from drivers.pfeiffer import CHANNELS as GAUGES
 from drivers.pfeiffer import TPG256A, TPG366, PfeifferGauge
@@ -116,17 +117,22 @@ class Ls372Acquisition:
     once the pause since the switch has passed: inside it the 372 repeats the old value.
     """
 
+    driver: type[Model372] | type[Model370] = Model372
+    heater_ocs = "sample_heater"  # the OCS field name of the sample heater series
+
     def __init__(self, cfg: InstrumentConfig, health: InstrumentHealth) -> None:
         self.cfg, self.health = cfg, health
         expected = cfg.expect_serial or cfg.serial_number
+        driver = self.driver
+        self.instrument: Model372 | Model370
         if cfg.transport == "tcp":
-            self.instrument = Model372(
+            self.instrument = driver(
                 TcpTransport(required(cfg, "host"), cfg.port), timeout=cfg.timeout, expected_serial=expected
             )
         elif cfg.transport == "serial":
-            self.instrument = Model372.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
+            self.instrument = driver.serial(cfg.serial_device(), timeout=cfg.timeout, expected_serial=expected)
         else:
-            self.instrument = Model372.visa(required(cfg, "resource"), timeout=cfg.timeout, expected_serial=expected)
+            self.instrument = driver.visa(required(cfg, "resource"), timeout=cfg.timeout, expected_serial=expected)
         self.pauses: dict[str, int] = {}  # channel -> change pause (s): readings inside it are skipped
         self.rotation: list[list] = []  # [channel, pause, dwell] of each enabled input, in scan order
         self.heater_key: SeriesKey | None = None
@@ -138,7 +144,7 @@ class Ls372Acquisition:
         configured = configured_channels(cfg)
         found: dict[str, Input] = {}
         candidates = list(MEASUREMENT_CHANNELS)
-        if cfg.read_control_input:
+        if cfg.read_control_input and self.driver.has_control_input:
             candidates = ["A"] + candidates
         setups: dict[str, InputSetup] = {}
         for ch in candidates:
@@ -162,7 +168,7 @@ class Ls372Acquisition:
                 self.rotation.append([ch, setup.pause, setup.dwell])
         if cfg.read_heater:
             self.heater_key = SeriesKey(
-                cfg.name, "sample_heater", "%", "sample_heater", "sample heater output", ocs="sample_heater"
+                cfg.name, "sample_heater", "%", "sample_heater", "sample heater output", ocs=self.heater_ocs
             )
         return found
 
@@ -221,6 +227,15 @@ class Ls372Acquisition:
         if self.heater_key is not None:
             v = inst.sample_heater_output()
             out.append(Sample(self.heater_key, time.time(), v, flags))
+
+
+class Ls370Acquisition(Ls372Acquisition):
+    """Lake Shore 370: the 372's scanned acquisition (its ancestor scans the same way: a channel
+    repeats its old reading through the change pause, socs' 370 agent skips it too), without an
+    input A, over RS-232 or GPIB."""
+
+    driver = Model370
+    heater_ocs = "sample_heater_out"  # socs' LS370_Agent: '{heater}_heater_out' (agent.py l.636-637)
 
 
 class Ls240Acquisition:

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
@@ -42,6 +43,7 @@ MIN_TICK = 0.2  # the shortest: new readings wake the loop, but not more often t
 ID_BLOCK = 1_000_000
 IDS_STATE = "#notice-ids"
 FLAP_EVENT_EVERY = 300.0
+REMOVED_DETAIL = "cleared (rule removed from the configuration)"
 FLAP_SAVE_EVERY = 60.0
 
 
@@ -64,6 +66,7 @@ class AlarmService:
         uplink_health: Callable[[], list] = lambda: [],
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
+        boot: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -71,6 +74,9 @@ class AlarmService:
         self.queue = queue
         self.uplink_health = uplink_health
         self.wall, self.mono = wall, mono
+        # which monotonic line ``mono`` is on: a restart within the same boot carries the gates'
+        # times exactly; an injected clock has none unless the caller names one
+        self.boot = boot if boot is not None else (system_boot_id() if mono is time.monotonic else None)
         self.latest = latest if latest is not None else LatestReadings(mono)
         try:  # what the store held from before this run: a no_data rule knows how old it is
             self.latest.seed(store.latest())
@@ -96,7 +102,7 @@ class AlarmService:
             g = NoticeGate(r.repeat)
             saved = states.get(r.name) or {}
             if isinstance(saved.get("gate"), dict):  # what a person was told and what is owed survive a restart
-                g.restore(saved["gate"], m, now)
+                g.restore(saved["gate"], m, self.boot, wall=now)
             else:  # a state saved before the gate was
                 if saved.get("last_notice"):  # stored as wall time: carried over onto this run's monotonic line
                     g.last_notice = m - max(0.0, now - float(saved["last_notice"]))
@@ -133,6 +139,7 @@ class AlarmService:
         self._connected_at: dict[str, tuple[int, float]] = {}
         self._reported: set[tuple[str, int]] = set()
         self.unmatched: dict[str, dict] = {}
+        self._removed_rules(states, now)
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -314,10 +321,37 @@ class AlarmService:
         g = self.gates[st.name]
         # stored as wall time (a restart has a new monotonic line)
         d["last_notice"] = 0.0 if g.last_notice is None else t - max(0.0, self.mono() - g.last_notice)
-        d["gate"] = g.dump(self.mono(), t)
+        d["gate"] = g.dump(self.mono(), self.boot)
         self.store.alarm_record("state", st.name, json.dumps(d), t)
         self._dirty.discard(st.name)
         self._saved_at[st.name] = self.mono()
+
+    def _removed_rules(self, states: dict[str, dict], t: float) -> None:
+        """An alarm active when the last run saved it, of a rule no longer configured (renamed or
+        removed): no evaluation will ever clear it, so it is told "cleared (rule removed from the
+        configuration)" now, once (an event and a notice to every target), and saved cleared so
+        the next restart does not tell it again."""
+        for name, saved in sorted(states.items()):
+            if name in self.rules or name.startswith("#") or not saved.get("active"):
+                continue
+            detail = REMOVED_DETAIL
+            severity = str(saved.get("severity", ""))
+            log.warning("alarm %s cleared: %s", name, detail)
+            self.store.event("alarm_cleared", None, f"{name} ({severity}): {detail}", t=t)
+            body = {
+                "alarm": name,
+                "event": "cleared",
+                "severity": severity,
+                "value": saved.get("value"),
+                "detail": detail,
+                "since": saved.get("since"),
+                "t": t,
+                "time": iso_time(t),
+            }
+            self._record_notice(name, "cleared", body, [x.name for x in self.config.notify], t)
+            st = {**saved, "active": False, "acked": False, "detail": detail, "cleared_at": t}
+            st.pop("gate", None)
+            self.store.alarm_record("state", name, json.dumps(st), t)
 
     def _notice(self, rule, st: AlarmState, event: str, t: float) -> None:
         where = target_of(rule)
@@ -344,6 +378,10 @@ class AlarmService:
         if event == "acknowledged":
             body["by"] = st.acked_by
         targets = list(rule.notify) if rule.notify is not None else [x.name for x in self.config.notify]
+        self._record_notice(rule.name, event, body, targets, t)
+
+    def _record_notice(self, alarm: str, event: str, body: dict, targets: list[str], t: float) -> None:
+        """Record one notice and hand it to its targets' lanes."""
         # Durable first: the lanes send it once the writer has journaled it (two commits on, up to
         # 2 s), except what wakes a person: a "raised" (or "flapping") notice goes at once (the
         # measured 1.9 s of waiting was most of the time from a crossing to the receiver), and so
@@ -356,10 +394,10 @@ class AlarmService:
         durable_at = None if failing or urgent else self.store.commits + 2
         if not failing and self.store.commits < self._ids_durable_at:  # this run's ids not durable yet
             durable_at = max(durable_at or 0, self._ids_durable_at)
-        notice = {
+        notice: dict[str, Any] = {
             "id": self._next_id,
             "t": t,
-            "alarm": rule.name,
+            "alarm": alarm,
             "kind": event,
             "body": body,
             "targets": targets,
@@ -369,7 +407,7 @@ class AlarmService:
         }
         self._next_id += 1
         self.notices += 1
-        self.store.alarm_record("notice", notice["id"], t, rule.name, event, json.dumps(body), json.dumps(targets))
+        self.store.alarm_record("notice", notice["id"], t, alarm, event, json.dumps(body), json.dumps(targets))
         for target in targets:
             if target in self.lanes:
                 self.lanes[target].put(notice)
@@ -420,6 +458,15 @@ class AlarmService:
             "targets": [lane.as_dict() for lane in self.lanes.values()]
             + [{"name": n, "error": e} for n, e in self.target_errors.items()],
         }
+
+
+def system_boot_id() -> str | None:
+    """This boot's id (Linux): the monotonic clock's line, the same for every process until a reboot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def _node(rule) -> str | None:

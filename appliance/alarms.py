@@ -51,6 +51,9 @@ KEEP_FOR_RAISE = 2
 FLAP_RAISES = 3  # raised this many times within the last hour: the rule is flapping
 FLAP_QUIET = 120.0  # seconds without a transition before a flapping (or capped) rule counts as settled
 HOUR = 3600.0
+# a flapping rule that raises again after this long without a transition is told at once from the
+# whole cap even when a person's last notice (its "cleared" held by the cap) still said "raised"
+RAISE_QUIET = 600.0
 
 
 @dataclass
@@ -395,9 +398,15 @@ class NoticeGate:
     * At most ``cap`` notices in any hour (``NOTICES_PER_HOUR``), every kind counted, none exempt.
       The budget has three tiers (``limit``): reminders ("repeat") and flapping summaries may use
       the first ``cap - KEEP_FOR_STATE - KEEP_FOR_RAISE``; the plain state ("cleared", the settled
-      state, "acknowledged") up to ``cap - KEEP_FOR_RAISE``; a raise of a rule that is not flapping
-      the whole ``cap``. Such a raise is one of at most ``FLAP_RAISES - 1`` in the hour (the next
-      makes the rule flapping), so it always finds room and is never delayed.
+      state, "acknowledged") up to ``cap - KEEP_FOR_RAISE``; a raise of a rule that is not
+      flapping (a plain "raised", or the "flapping" notice of the raise that starts a spell: the
+      third in an hour, or the first after the rule settled) the whole ``cap`` when a person was
+      last told the alarm is clear (or nothing) or the rule had been quiet ``RAISE_QUIET`` s. So
+      a raise is never delayed by the cap: a person last told "cleared" was told so by a notice
+      of a lower tier, which leaves ``KEEP_FOR_RAISE`` free, and only a raise uses them (more
+      than ``cap - KEEP_FOR_RAISE`` in the hour implies the last notice said "raised"); a raise
+      that finds no room is one the last notice a person has already announces ("raised", the
+      "cleared" in between held back), so there is nothing new to tell.
     * A rule raised ``FLAP_RAISES`` times within the last hour is *flapping*: the raise that makes
       it so goes at once as "flapping: raised N times in the last hour" (a raise after quiet
       wakes a person), then its raised/cleared notices are coalesced into one such notice per
@@ -462,6 +471,7 @@ class NoticeGate:
     def transition(self, kind: str, mono: float) -> str | None:
         """A transition happened: the notice kind to send now ("raised", "cleared", "flapping"), or None."""
         self._prune(mono)
+        quiet = self.last_transition is None or mono - self.last_transition >= RAISE_QUIET
         self.last_transition = mono
         was_flapping = self.flapping
         if kind == "raised":
@@ -472,8 +482,12 @@ class NoticeGate:
             if kind == "raised" and (
                 not was_flapping or self.last_flap_notice is None or mono - self.last_flap_notice >= self.interval
             ):
-                # the raise that starts a flapping spell uses the plain-state tier, later summaries theirs
-                if self._allow(mono, "summary" if was_flapping else "state"):
+                # the raise that starts a flapping spell (the third in an hour, or the first after the
+                # rule settled) is news, and draws on the whole cap, when a person was last told the
+                # alarm is clear or the rule was quiet for RAISE_QUIET; one that a person's last notice
+                # already announces ("raised", its "cleared" held) is the plain state; summaries theirs
+                tier = "summary" if was_flapping else ("raise" if self.told_active is not True or quiet else "state")
+                if self._allow(mono, tier):
                     self.last_flap_notice, self.told_active = mono, True
                     return "flapping"
                 return None
@@ -523,32 +537,52 @@ class NoticeGate:
             return "repeat"
         return None
 
-    def dump(self, mono: float, wall: float) -> dict:
+    def dump(self, mono: float, boot: str | None = None) -> dict:
         """What a restart must keep (what a person was told, what is owed, the flapping history and
-        the cap's count), its times as wall clock: a restart has a new monotonic line."""
+        the cap's count). Its times are ages at the moment of saving, on the monotonic clock, with
+        that moment and the boot it belongs to: never the wall clock, which a Pi without a clock
+        chip may have wrong at either end (``restore``)."""
 
-        def w(x: float | None) -> float | None:
-            return None if x is None else wall - max(0.0, mono - x)
+        def age(x: float | None) -> float | None:
+            return None if x is None else max(0.0, mono - x)
 
         self._prune(mono)
         return {
-            "raises": [w(x) for x in self.raises],
-            "sent": [w(x) for x in self.sent],
+            "clock": "age",
+            "saved_mono": mono,
+            "boot": boot,
+            "raises": [age(x) for x in self.raises],
+            "sent": [age(x) for x in self.sent],
             "flapping": self.flapping,
-            "last_flap_notice": w(self.last_flap_notice),
-            "last_transition": w(self.last_transition),
-            "last_notice": w(self.last_notice),
+            "last_flap_notice": age(self.last_flap_notice),
+            "last_transition": age(self.last_transition),
+            "last_notice": age(self.last_notice),
             "told_active": self.told_active,
             "owe_state": self.owe_state,
             "suppressed": self.suppressed,
         }
 
-    def restore(self, d: dict, mono: float, wall: float) -> None:
-        """The state ``dump`` saved, carried onto this run's monotonic line (a time in the future of
-        this run's wall clock, which booted behind, counts as now)."""
+    def restore(self, d: dict, mono: float, boot: str | None = None, wall: float | None = None) -> None:
+        """The state ``dump`` saved, carried onto this run's monotonic line. Within the same boot
+        (same ``boot`` id, the monotonic clock has gone on) every time is exact; after a reboot the
+        time spent down is unknown (the wall clock cannot be trusted to tell it) and counts as
+        zero: each saved age counts from now, so the hour's count is never under-counted (the cap
+        holds), at the price of a held notice waiting up to the downtime longer. A state saved by
+        an older version (wall-clock times) is read with ``wall`` as before."""
+        if d.get("clock") == "age":
+            saved = d.get("saved_mono")
+            base = mono
+            if boot is not None and d.get("boot") == boot and isinstance(saved, (int, float)) and saved <= mono:
+                base = float(saved)
 
-        def m(x) -> float | None:
-            return None if x is None else mono - max(0.0, wall - float(x))
+            def m(x) -> float | None:
+                return None if x is None else base - max(0.0, float(x))
+
+        else:
+            now = mono if wall is None else wall
+
+            def m(x) -> float | None:
+                return None if x is None else mono - max(0.0, now - float(x))
 
         self.raises = deque(sorted(t for t in (m(x) for x in d.get("raises", [])) if t is not None))
         self.sent = deque(sorted(t for t in (m(x) for x in d.get("sent", [])) if t is not None))

@@ -97,7 +97,7 @@ def _pack(a: np.ndarray) -> bytes:
     return standalone.simple_compress(np.ascontiguousarray(a), _CONFIG) if len(a) else b""
 
 
-def _unpack(b: bytes, dtype) -> np.ndarray:
+def _unpack(b: bytes, dtype: np.dtype | type) -> np.ndarray:
     if not b:
         return np.zeros(0, dtype)
     out = standalone.simple_decompress(b)

@@ -107,6 +107,64 @@ class ChannelConfig(Strict):
         return v
 
 
+class ShareConfig(Strict):
+    """[instrument.share]: the instrument's own line protocol served on a TCP port of the Pi, so existing
+    drivers (Lake Shore's ``lakeshore``, QCoDeS, socs) use it through the appliance while the log goes on.
+    Every client's command is carried out by the instrument's poller, between its own exchanges."""
+
+    enabled: bool = Field(False, description="serve the instrument's protocol on port (off unless set)")
+    bind: str = Field("0.0.0.0", description="the address to listen on (0.0.0.0: the lab network)")
+    port: int = Field(7777, ge=0, le=65535, description="the TCP port clients connect to (0: any free port)")
+    policy: Literal["read", "allow", "full"] = Field(
+        "read",
+        description='"read": queries only (a setting gets silence and the command-error bit, as an unknown '
+        'command does); "allow": settings named in allow_commands from addresses in allow_clients; "full": '
+        "every setting. Every setting that passes is audited and forces a configuration snapshot",
+    )
+    allow_commands: list[str] = Field(
+        [], description='"allow": the setting mnemonics clients may send, e.g. ["SCAN", "SETP"]'
+    )
+    allow_clients: list[str] = Field(
+        [],
+        description='"allow": the client addresses or networks allowed to change settings, e.g. ["10.0.0.5", "10.0.1.0/24"]',
+    )
+    max_clients: int = Field(4, ge=1, le=32, description="clients at once; the next is refused and logged")
+    idle_timeout: float = Field(
+        3600.0, gt=0, le=86400, description="seconds a silent client keeps its connection (and its place)"
+    )
+    max_queued: int = Field(
+        16, ge=1, le=1000, description="lines a client may have waiting; further lines are dropped and counted"
+    )
+
+    @field_validator("allow_commands")
+    @classmethod
+    def _mnemonics(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not re.fullmatch(r"\*?[A-Za-z][A-Za-z0-9]{0,15}", m):
+                raise ValueError(f"allow_commands: {m!r} is not a setting mnemonic such as SCAN or *CLS (no '?')")
+        return [m.upper() for m in v]
+
+    @field_validator("allow_clients")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for a in v:
+            try:
+                ipaddress.ip_network(a, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"allow_clients: {a!r} is not an IP address or network (10.0.0.5, 10.0.1.0/24)"
+                ) from None
+        return v
+
+    @model_validator(mode="after")
+    def _allow_lists(self) -> ShareConfig:
+        if self.enabled and self.policy == "allow" and not (self.allow_commands and self.allow_clients):
+            raise ValueError('policy "allow" needs allow_commands and allow_clients (both non-empty)')
+        return self
+
+
 if TYPE_CHECKING:
     ModelName = str
 else:  # the choices are the model registry's (appliance.models.REGISTRY): a new model is one line there
@@ -165,9 +223,9 @@ class InstrumentConfig(Strict):
         description="bluefors-logs: the folder holding the YY-MM-DD day folders (where the share is mounted)",
         examples=["/mnt/bluefors"],
     )
-    share: str | None = Field(
+    cifs_share: str | None = Field(
         None,
-        description="bluefors-logs: the Bluefors PC's share, //HOST/NAME (for the mount: docs/operations.md)",
+        description="bluefors-logs: the Bluefors PC's Windows share, //HOST/NAME (for the mount: docs/operations.md)",
         examples=["//bluefors-pc/logs"],
     )
     credentials_file: ConfigPath | None = Field(
@@ -183,6 +241,9 @@ class InstrumentConfig(Strict):
     enabled: bool = Field(True, description="false keeps the section but does not poll the instrument")
     channel: list[ChannelConfig] = Field(
         [], description="the inputs to read ([[instrument.channel]]); none listed: every enabled input"
+    )
+    share: ShareConfig = Field(
+        ShareConfig(), description="[instrument.share]: the instrument's protocol served to other clients (off)"
     )
 
     @field_validator("name")
@@ -796,10 +857,34 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
     if not isinstance(instruments, list):
         return problems
     names: dict[str, int] = {}
+    share_ports: dict[int, int] = {}
+    web = data.get("web")
+    web_port = web.get("port", 8080) if isinstance(web, dict) else 8080
     for i, inst in enumerate(instruments):
         if not isinstance(inst, dict):
             continue
         loc = ("instrument", i)
+        share = inst.get("share")
+        if isinstance(share, dict) and share.get("enabled") is True:
+            from .share.dialect import DIALECTS  # here: the share's package imports this module
+
+            if isinstance(inst.get("model"), str) and inst["model"] not in DIALECTS:
+                problems.append(
+                    (
+                        loc + ("share", "enabled"),
+                        f"model {inst['model']!r} has no share: [instrument.share] serves the protocol of "
+                        f"{', '.join(DIALECTS)} (appliance/share/dialect.py)",
+                    )
+                )
+            port = share.get("port", 7777)
+            if isinstance(port, int) and not isinstance(port, bool) and port:
+                if port in share_ports:
+                    problems.append(
+                        (loc + ("share", "port"), f"port {port} already shared by instrument[{share_ports[port]}]")
+                    )
+                elif port == web_port:
+                    problems.append((loc + ("share", "port"), f"port {port} is the web server's (web.port)"))
+                share_ports.setdefault(port, i)
         model, transport = inst.get("model"), inst.get("transport")
         if not isinstance(transport, str):
             transport = None  # a wrong type is the schema's to report
@@ -907,7 +992,7 @@ def configured_fields(inst: dict) -> set[str] | None:
             return None
         listed = [c.get("number") for c in channels if c.get("enabled", True) is not False]
         return {spec.channel_field.format(n=n) for n in (listed if channels else spec.channels)}
-    if model not in ("372", "240") or not isinstance(channels, list) or not channels:
+    if model not in ("372", "240", "370") or not isinstance(channels, list) or not channels:
         return None
     reads_a = model == "372" and inst.get("read_control_input", True) is not False
     fields: set[str] = set()
@@ -927,7 +1012,7 @@ def configured_fields(inst: dict) -> set[str] | None:
         fields.update(f"{stem}_{s}" for k, s in (("kelvin", "t"), ("sensor", "r")) if k in keep)
     if reads_a and not listed_a:
         return None
-    if model == "372" and inst.get("read_heater") is True:
+    if model in ("372", "370") and inst.get("read_heater") is True:
         fields.add("sample_heater")
     return fields
 

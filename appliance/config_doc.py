@@ -136,9 +136,16 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
         "description": "Bluefors control software's logs (pressures, flow, valves, compressor)",
         "transport": "folder",
         "log_dir": "/mnt/bluefors",
-        "share": "//bluefors-pc/logs",
+        "cifs_share": "//bluefors-pc/logs",
         "credentials_file": "/data/secrets/bluefors-share",
         "timezone": "Europe/Helsinki",
+    },
+    {
+        "model": "370",
+        "name": "LS370A",
+        "description": "fridge 2, 370 bridge on RS-232",
+        "transport": "serial",
+        "device": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0",
     },
 ]
 

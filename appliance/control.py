@@ -193,14 +193,23 @@ class Control:
         The 372 takes SETP in the control input's units: ``max_setpoint_kelvin`` bounds a kelvin
         value only, so while that input reads in ohms the appliance refuses the setpoint outright.
         """
-        ch = inst.output_mode(output).input
-        if inst.input_type(ch).units != 1:
-            raise ControlRefused(
-                400,
-                f"{node} output {output} controls from input {ch}, which reads in ohms: the appliance bounds "
-                "setpoints in kelvin only (control.max_setpoint_kelvin), so it does not set one in ohms; "
-                f"set input {ch}'s units to kelvin (input_type units=1) first",
-            )
+        if hasattr(inst, "setpoint_units"):  # a 370: CSET says the setpoint's units, not an input's type
+            if inst.setpoint_units(output) != 1:
+                raise ControlRefused(
+                    400,
+                    f"{node} output {output} controls in ohms: the appliance bounds setpoints in kelvin only "
+                    "(control.max_setpoint_kelvin), so it does not set one in ohms; set the control setup's "
+                    "units to kelvin (control_setup units=1) first",
+                )
+        else:
+            ch = inst.output_mode(output).input
+            if inst.input_type(ch).units != 1:
+                raise ControlRefused(
+                    400,
+                    f"{node} output {output} controls from input {ch}, which reads in ohms: the appliance bounds "
+                    "setpoints in kelvin only (control.max_setpoint_kelvin), so it does not set one in ohms; "
+                    f"set input {ch}'s units to kelvin (input_type units=1) first",
+                )
         if value > self.cfg.max_setpoint_kelvin:
             raise ControlRefused(
                 400,
@@ -262,8 +271,9 @@ def refusal(poller, exc: BaseException) -> ControlRefused:
         return ControlRefused(exc.status, f"{name}: {exc}; {exc.state}")
     if isinstance(exc, InstrumentError):
         return ControlRefused(409, f"{name}: {exc}")
-    if isinstance(exc, DriverError):
-        return ControlRefused(503, f"{name}: {exc}")
+    if isinstance(exc, DriverError):  # a lost link after a write says what was done (``state``)
+        state = getattr(exc, "state", None)
+        return ControlRefused(503, f"{name}: {exc}" + (f"; {state}" if state else ""))
     if isinstance(exc, (ValueError, CurveError)):
         return ControlRefused(400, f"{name}: {exc}")
     raise exc

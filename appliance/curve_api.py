@@ -89,8 +89,9 @@ def inputs_using(inst, number: int) -> list[str]:
     The 372 assigns curves with INSET's curve field; a 240's curve N belongs to its input N (it
     has no INCRV, 240 manual p.42), which uses it while enabled.
     """
-    if hasattr(inst, "input_setup"):
-        return [ch for ch in CHANNELS_372 if inst.input_setup(ch).curve == number]
+    if hasattr(inst, "input_setup"):  # a 372, or a 370 (no input A)
+        chans = [ch for ch in CHANNELS_372 if ch != "A" or getattr(inst, "has_control_input", True)]
+        return [ch for ch in chans if inst.input_setup(ch).curve == number]
     return [str(number)] if inst.input_type(number).enabled else []
 
 
@@ -209,6 +210,19 @@ class CurveService:
                     c["name"], c["serial"], c["format"], c["limit"], c["coefficient"], [tuple(p) for p in c["points"]]
                 )
         return None
+
+    def _before_incomplete(self, poller, number: int) -> tuple[bool, Curve | None]:
+        """Whether slot ``number`` is marked incomplete, and if so the curve it held before the upload
+        that cut it short (the copy kept by the mark's hash; None when the slot was empty then, or
+        no copy is kept): what a failed upload puts back, never the partial copy in the slot now."""
+        slot = str(number)
+        if slot not in poller.health.incomplete_curves:
+            return False, None
+        node = poller.cfg.name
+        with self.control.curve_marks_lock:
+            marks = self.control.curve_marks.get(node)
+        mark = (marks if marks is not None else self._marks(node)).get(slot) or {}
+        return True, self._kept(node, number, mark.get("hash"))
 
     def reconcile(self) -> None:
         """At start: every slot still marked incomplete is marked again and its restore scheduled."""
@@ -348,10 +362,13 @@ class CurveService:
             )
 
         def upload(inst) -> Curve:
-            old = stored_curve(inst, n)
-            self._in_use(node, n, old, inputs_using(inst, n) if old else [], force, "replacing")
-            if old is not None:
-                self._keep(node, n, old)
+            current = stored_curve(inst, n)
+            self._in_use(node, n, current, inputs_using(inst, n) if current else [], force, "replacing")
+            marked, old = self._before_incomplete(poller, n)
+            if not marked:  # a slot marked incomplete holds a cut-short copy: never taken as "the old curve"
+                old = current
+                if old is not None:
+                    self._keep(node, n, old)
             try:
                 inst.upload_curve(n, curve, verify=False)
                 got = inst.download_curve(n)  # every point read back
@@ -403,6 +420,9 @@ class CurveService:
                 self._keep(node, n, old)
             inst.delete_curve(n)
             poller.snapshot_due = True
+            # a deliberate delete settles a slot marked incomplete: its pending restore (which checks
+            # the mark on this same poller before it writes) must not fill the slot again
+            self._complete(poller, n, f"deleted by {who}")
             return old
 
         self.control.audited(

@@ -8,7 +8,12 @@ the simple rule: stale after ``web.stale_after``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .poller import Poller
 
 
 @dataclass
@@ -48,7 +53,7 @@ def next_in(scan: dict, channel: str, now: float) -> float:
     return wait + setup[channel][0]
 
 
-def schedule(pollers, now: float) -> dict[str, Due]:
+def schedule(pollers: Sequence[Poller], now: float) -> dict[str, Due]:
     """Per series name (node::field): when its readings are due."""
     out: dict[str, Due] = {}
     for p in pollers:
@@ -57,7 +62,7 @@ def schedule(pollers, now: float) -> dict[str, Due]:
             gap = scan_gap(scan, plan.number, p.cfg.interval)
             scanned = scan is not None and plan.number != "A" and gap > p.cfg.interval
             due = Due(gap, scanned)
-            if scanned:
+            if scan is not None and scanned:
                 due.next_in = next_in(scan, plan.number, now)
                 due.active = scan["channel"] == plan.number
             for key in (plan.kelvin, plan.sensor):

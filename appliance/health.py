@@ -168,6 +168,7 @@ class InstrumentHealth:
     scan: dict | None = None
     # curve slots an upload left part written (slot -> why), until a verify or upload succeeds (curve_api)
     incomplete_curves: dict = field(default_factory=dict)
+    share: ShareHealth | None = None  # set when [instrument.share] is on (appliance.share)
 
     def as_dict(self) -> dict:
         d = {
@@ -193,7 +194,83 @@ class InstrumentHealth:
             )
         }
         d["errors"] = dict(self.errors)
+        d["share"] = None if self.share is None else self.share.as_dict()
         d["age"] = None if self.last_good is None else max(0.0, time.time() - self.last_good)
+        return d
+
+
+@dataclass
+class ShareHealth:
+    """One instrument's share ([instrument.share], ``appliance.share``): its clients and what they cost."""
+
+    name: str  # the instrument's (data node) name
+    port: int = 0
+    policy: str = "read"
+    clients: int = stat("kelvinpi_share_clients", "Clients connected to the share", labels=_NODE, default=0)
+    accepted: int = stat("kelvinpi_share_accepted", "Clients accepted", counter=True, labels=_NODE, default=0)
+    refused: int = stat(
+        "kelvinpi_share_refused", "Clients refused: max_clients reached", counter=True, labels=_NODE, default=0
+    )
+    commands: int = stat(
+        "kelvinpi_share_commands", "Client lines carried out by the poller", counter=True, labels=_NODE, default=0
+    )
+    cached: int = stat(
+        "kelvinpi_share_cached",
+        "Client lines answered from the poller's reading of this cycle",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
+    settings: int = stat(
+        "kelvinpi_share_settings", "Client settings carried out (audited)", counter=True, labels=_NODE, default=0
+    )
+    settings_refused: int = stat(
+        "kelvinpi_share_settings_refused",
+        "Client settings refused by the policy",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
+    dropped: int = stat(
+        "kelvinpi_share_dropped_lines",
+        "Client lines dropped: max_queued waiting",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
+    garbage: int = stat(
+        "kelvinpi_share_garbage_lines",
+        "Client lines that were not printable ASCII or too long",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
+    cut_off: int = stat(
+        "kelvinpi_share_cut_off",
+        "Clients cut off: idle, or not reading their answers",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
+    displaced: int = stat(
+        "kelvinpi_share_displaced_readings",
+        "Scanned readings the acquisition could not take because a client moved the scanner",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
+    busy_seconds: float = stat(
+        "kelvinpi_share_busy_seconds", "Link time spent on clients' lines", counter=True, labels=_NODE, default=0.0
+    )
+    # one entry per connected client: address, since, commands, rate (lines/s), wait_ms, queued, ...
+    client_list: list = field(default_factory=list)
+    # the share's own account of its clients now (read when the health is: a poll interval may be an hour)
+    clients_now: Any = stat(health=False, default=None)
+
+    def as_dict(self) -> dict:
+        d = health_dict(self)
+        if self.clients_now is not None:
+            d["client_list"] = self.clients_now()
         return d
 
 

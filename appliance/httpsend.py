@@ -25,6 +25,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from email.message import Message
+from typing import Any
 
 BODY_LIMIT = 65536  # bytes of an answer's body kept (an error page, InfluxDB's JSON about the points)
 
@@ -143,7 +144,7 @@ class _Response(http.client.HTTPResponse):
     """Keeps the final status line on its connection as soon as it is read, so a 2xx stands even
     when the headers after it fail (more than 100, a line too long, the deadline mid-way)."""
 
-    def __init__(self, sock, *args, connection: _Connection, **kw) -> None:
+    def __init__(self, sock: socket.socket, *args: Any, connection: _Connection, **kw: Any) -> None:
         super().__init__(sock, *args, **kw)
         self._connection = connection
 

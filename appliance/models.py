@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from drivers.cpa import FIELDS, CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls336 import Model336, Model350
+from drivers.ls370 import Model370
 from drivers.ls372 import Model372
 from drivers.pfeiffer import TPG256A, TPG366
 
@@ -97,6 +98,15 @@ REGISTRY: dict[str, ModelSpec] = {
         "appliance.ls336_acquisition:Ls336Acquisition",
         "Lake Shore 350 temperature controller",
         channels=_INPUTS_336,
+    ),
+    "370": ModelSpec(
+        Model370,
+        _ACQ + "Ls370Acquisition",
+        "Lake Shore 370 AC resistance bridge (the 372's predecessor)",
+        transports=("serial", "visa"),
+        transport_hint="the Model 370 has no Ethernet port (RS-232 or GPIB)",
+        channels=tuple(str(n) for n in range(1, 17)),
+        channel_noun="channels",
     ),
     "cpa": ModelSpec(
         CryomechCPA,

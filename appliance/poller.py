@@ -56,6 +56,7 @@ class LinkRequest:
     what: str
     future: Future
     deadline: float = 0.0  # monotonic time the caller stops waiting
+    long: bool = True  # may run long (a curve upload): the watchdog is kicked while it runs
 
 
 class Poller(threading.Thread):
@@ -89,6 +90,8 @@ class Poller(threading.Thread):
         self.snapshot_due = False  # set by a request that changed configuration (a curve upload)
         self.interval = cfg.interval  # effective: shortened below the 372's shortest scanner pause
         self._renames_recorded: set[tuple[str, str]] = set()
+        self.share = None  # appliance.share's Exchanger when [instrument.share] is on: its clients' lines run here
+        self.serve_until = 0.0  # monotonic time the next cycle is due (what a share turn may use)
 
     # -- the link owner's job queue ------------------------------------------------
     def call(self, fn: Callable[[Any], Any], what: str, timeout: float = 30.0) -> Any:
@@ -111,12 +114,28 @@ class Poller(threading.Thread):
             req.future.cancel()
             raise LinkUnavailable(f"{self.cfg.name}: {what} did not finish within {timeout:g} s") from None
 
+    def nudge(self, fn: Callable[[Any], Any], what: str) -> Future | None:
+        """Queue ``fn(instrument)`` on the poller without waiting for it (a share's turn); None when full.
+
+        The future ends when ``fn`` has run, or with ``LinkUnavailable`` when the link went down first."""
+        req = LinkRequest(fn, what, Future(), time.monotonic() + 30.0, long=False)
+        try:
+            # a share's turn ends before the next cycle is due: no watchdog kicker thread for it
+            self._requests.put_nowait(req)
+        except _queue.Full:
+            return None
+        return req.future
+
+    def requests_waiting(self) -> bool:
+        return not self._requests.empty()
+
     def _serve_requests(self, until: float) -> None:
         """Until the monotonic time ``until`` (the next cycle), run queued requests as they come.
 
         A timeout or lost link in a request is re-raised after its caller has been told, so the
         poller's ordinary failure path closes the link and reconnects before the next exchange.
         """
+        self.serve_until = until
         while not self.stop_event.is_set():
             remaining = until - time.monotonic()
             try:
@@ -129,7 +148,7 @@ class Poller(threading.Thread):
             if not req.future.set_running_or_notify_cancel():
                 continue
             done = threading.Event()
-            if self.watchdog_pinger is not None:
+            if self.watchdog_pinger is not None and req.long:
                 threading.Thread(
                     target=self._kick_while, args=(done, req.deadline), daemon=True, name=f"kick-{self.cfg.name}"
                 ).start()
@@ -295,9 +314,13 @@ class Poller(threading.Thread):
         while not self.stop_event.is_set():
             started = time.monotonic()
             samples: list[Sample] = []
+            if self.share is not None:
+                self.share.cycle_started()
             try:
                 self.cycle(samples)
             finally:
+                if self.share is not None:
+                    self.share.cycle_ended(samples)
                 # Readings taken before a failure later in the same cycle are real: keep them.
                 if samples:
                     self.queue.put_many(samples)

@@ -1,6 +1,7 @@
 """``kelvinpi probe``: a read-only check of a real instrument, printed as a report for a bug report.
 
 Only queries are sent (``*IDN?``, ``SCAN?``, ``INSET?``, ``INTYPE?``, ``INNAME?``, ``FILTER?``,
+on a 370 ``RDGRNG?``, ``CMODE?``, ``CSET?``, ``HTRRNG?``,
 ``CRVHDR?``, readings): no setting is changed, and ``*ESR?`` is not sent either, since reading
 the 372's event register clears it. Run it with the appliance stopped (or on another of the 372's
 two TCP slots): a serial port has room for one program only.
@@ -18,6 +19,7 @@ from drivers import DriverError
 from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
 from drivers.ls336 import Model336
+from drivers.ls370 import Model370
 from drivers.ls372 import MEASUREMENT_CHANNELS, Model372
 from drivers.pfeiffer import STATUS_NAMES, TPG256A, TPG366, PfeifferGauge
 from drivers.transport import TcpTransport
@@ -50,6 +52,14 @@ def open_instrument(
     timeout: float = 2.0,
 ):
     """The driver object for the given link (not yet connected)."""
+    if model == "370":
+        if device:
+            return Model370.serial(device, timeout=timeout)
+        if resource:
+            return Model370.visa(resource, timeout=timeout)
+        raise ValueError(
+            "a Model 370 is reached through --device (RS-232) or --resource (GPIB): it has no Ethernet port"
+        )
     if model in ("336", "350"):
         return open_ls336(model, host, port, device, resource, timeout)
     if model == "cpa":
@@ -117,7 +127,9 @@ def probe(inst) -> Report:
             f"round trip (*IDN?, 5 times): min {min(times) * 1e3:.1f} ms, median "
             f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms; connect {connect_s:.2f} s"
         )
-        if isinstance(inst, Model336):
+        if isinstance(inst, Model370):
+            _probe_370(inst, r)
+        elif isinstance(inst, Model336):
             probe_ls336(inst, r)
         elif isinstance(inst, Model372):
             _probe_372(inst, r)
@@ -174,7 +186,12 @@ def _probe_372(inst: Model372, r: Report) -> None:
                 f"coefficient {h.coefficient}" + ("  (in use)" if n in curves else "")
             )
     r.add("")
-    r.add("one reading per enabled input (a channel the scanner is not on repeats its last value):")
+    _scanned_readings(inst, r, enabled, scan, "input")
+
+
+def _scanned_readings(inst: Model372 | Model370, r: Report, enabled: list[str], scan, noun: str) -> None:
+    """One reading per enabled input of a scanning bridge (372 or 370), the scanner's channel marked."""
+    r.add(f"one reading per enabled {noun} (a channel the scanner is not on repeats its last value):")
     for ch in enabled:
         rd = _try(r, f"reading {ch}", lambda: inst.read(ch))
         if rd is not None:
@@ -183,6 +200,41 @@ def _probe_372(inst: Model372, r: Report) -> None:
                 f"  {ch:>2} {rd.raw_kelvin!r} K  {rd.raw_sensor!r} ohm  status {rd.status:03d} "
                 f"{','.join(rd.status_bits) or 'ok'}{active}"
             )
+
+
+def _probe_370(inst: Model370, r: Report) -> None:
+    """As the 372's, with RDGRNG? for the excitation and range, curves 1-20, and the heater's CMODE/CSET."""
+    scan = _try(r, "SCAN?", inst.scan)
+    if scan is not None:
+        r.add(f"scanner: channel {scan.channel}, autoscan {'on' if scan.autoscan else 'off'}")
+    r.add("")
+    r.add("channels (INSET? enabled/dwell/pause/curve/tempco; RDGRNG? mode/excitation/range/autorange/cs off):")
+    curves: set[int] = set()
+    enabled: list[str] = []
+    for ch in MEASUREMENT_CHANNELS:
+        s = _try(r, f"INSET? {ch}", lambda: inst.input_setup(ch))
+        g = _try(r, f"RDGRNG? {ch}", lambda: inst.reading_range(ch))
+        if s is not None and s.curve:
+            curves.add(s.curve)
+        if s is not None and s.enabled:
+            enabled.append(ch)
+        r.add(f"  {ch:>2} inset {_fields(s)}  rdgrng {_fields(g)}")
+    r.add("")
+    r.add("curve headers (CRVHDR? name/serial/format/limit/coefficient):")
+    for n in inst.curve_slots:
+        h = _try(r, f"CRVHDR? {n}", lambda: inst.curve_header(n))
+        if h is not None and (h.data_format or n in curves):
+            r.add(
+                f"  {n:2d} {h.name!r} {h.serial!r} format {h.data_format} limit {h.limit:g} K"
+                + ("  (in use)" if n in curves else "")
+            )
+    r.add("")
+    mode = _try(r, "CMODE?", inst.control_mode)
+    cset = _try(r, "CSET?", inst.control_setup)
+    rng = _try(r, "HTRRNG?", inst.heater_range_index)
+    r.add(f"sample heater: CMODE {mode!r}  CSET {_fields(cset)}  HTRRNG {rng}")
+    r.add("")
+    _scanned_readings(inst, r, enabled, scan, "channel")
 
 
 def _probe_cpa(inst: CryomechCPA, r: Report, connect_s: float) -> None:
@@ -237,8 +289,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=MODEL_NAMES, required=True)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="372, 336 or 350 over Ethernet (TCP port --port)")
-    where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0")
-    where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR")
+    where.add_argument("--device", help="USB serial device, e.g. /dev/ttyUSB0 (a 370's RS-232 adapter too)")
+    where.add_argument("--resource", help="a VISA resource, e.g. ASRL/dev/ttyUSB0::INSTR or GPIB0::12::INSTR")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: the model's own, 7777 for a Lake Shore)")
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=run)

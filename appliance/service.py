@@ -95,6 +95,10 @@ class Appliance:
         except PermissionError as exc:  # fail closed: no control, polling goes on, the reason is shown
             self.control_error = str(exc)
             log.error("instrument control disabled: %s", exc)
+        from .share import build_shares
+
+        # [instrument.share]: the instrument's protocol on a port of the Pi, its clients' lines run on the poller
+        self.shares = build_shares(self.pollers, self.store, self.control.audit if self.control else None)
         from .alarm_service import AlarmService
 
         self.alarms = AlarmService(
@@ -193,6 +197,8 @@ class Appliance:
         self.store.start(self.queue)
         for p in self.pollers:
             p.start()
+        for sh in self.shares:
+            sh.start()
         try:
             for u in self.uplinks:
                 u.start()
@@ -251,6 +257,8 @@ class Appliance:
         self.alarms.stop()  # before the store stops: its last records are committed with the rest
         for u in self.uplinks:
             u.stop()
+        for sh in self.shares:
+            sh.stop()
         for p in self.pollers:
             p.join(timeout=max(5.0, p.cfg.timeout * 3))
         self.store.stop()

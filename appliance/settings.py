@@ -27,9 +27,11 @@ from typing import Any
 
 from drivers import InstrumentError
 from drivers.base import quote_name, text_problem
+from drivers.errors import ConnectionLost, DriverError, InstrumentTimeout
+from drivers.ls370 import ControlMode, ControlSetup, ReadingRange
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
 
-from .control import Control, ControlRefused
+from .control import Control, ControlRefused, PartFailed
 
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 # settings that change which inputs are read, how long their pause is or their units: the poller
@@ -507,6 +509,177 @@ SETTINGS_240 = (
     ),
 )
 
+
+# -- the 370 ----------------------------------------------------------------------------------
+def _channels_370(inst) -> list[str]:
+    return [str(i) for i in range(1, 17)]
+
+
+def _rdgrng_read(inst, ch: str) -> dict:
+    return vars(inst.reading_range(ch))
+
+
+def _rdgrng_write(inst, ch: str, v: dict) -> None:
+    inst.set_reading_range(ch, ReadingRange(v["mode"], v["excitation"], v["range"], v["autorange"], v["cs_off"]))
+
+
+def _cset_read(inst, _: str) -> dict:
+    c = inst.control_setup()
+    return {**vars(c), "channel": int(c.channel)}  # an integer, as PUT takes it
+
+
+def _cset_write(inst, _: str, v: dict) -> None:
+    inst.set_control_setup(
+        ControlSetup(
+            str(v["channel"]), v["filtered"], v["units"], v["delay"], v["display"], v["limit"], v["resistance"]
+        )
+    )
+
+
+M370 = "Model 370 manual"
+M370_NOT_AT_HAND = (
+    M370 + " §6.3 (the command page not at hand: the field order socs' Lakeshore370.py sends; FIDELITY.md, Model 370)"
+)
+
+SETTINGS_370 = (
+    Setting(
+        "input",
+        "370",
+        "INSET",
+        M370
+        + " p.6-29 (as socs cites it; page not at hand): INSET <ch 1-16>,<enable>,<dwell 1-200 s>,<pause 3-200 s>,<curve 0-20>,<tempco 1|2>",
+        "a channel's scanner setup and curve",
+        "input",
+        _channels_370,
+        (
+            Arg("enabled", "bool", doc="1 scanned, 0 skipped"),
+            Arg("dwell", "int", 1, 200, "seconds"),
+            Arg("pause", "int", 3, 200, "seconds"),
+            Arg("curve", "int", 0, 20, "0 none"),
+            Arg("tempco", "int", 1, 2, "1 negative, 2 positive"),
+        ),
+        _inset_read,
+        _inset_write,
+    ),
+    Setting(
+        "input_range",
+        "370",
+        "RDGRNG",
+        M370
+        + " p.6-34 (the query; the command page not at hand): RDGRNG <ch>,<mode>,<excitation>,<range>,<autorange>,<cs off>",
+        "a channel's excitation and resistance range",
+        "input",
+        _channels_370,
+        (
+            Arg("mode", "int", 0, 1, "0 voltage, 1 current excitation"),
+            Arg("excitation", "int", 1, 22, "index: voltage 1-12, current 1-22"),
+            Arg("range", "int", 1, 22, "resistance range index, 2 mOhm-63.2 MOhm"),
+            Arg("autorange", "bool", doc="1 on"),
+            Arg("cs_off", "bool", doc="1 current source shunted (excitation off)"),
+        ),
+        _rdgrng_read,
+        _rdgrng_write,
+        lambda v: {"range"} if v.get("autorange") else set(),
+    ),
+    Setting(
+        "scanner",
+        "370",
+        "SCAN",
+        M370_NOT_AT_HAND + ": SCAN <ch 1-16>,<autoscan 0|1>",
+        "the scanner's channel and autoscan",
+        "",
+        _none,
+        (Arg("channel", "int", 1, 16, "channel"), Arg("autoscan", "bool", doc="1 on")),
+        _scan_read,
+        lambda inst, _, v: inst.set_scan(v["channel"], bool(v["autoscan"])),
+    ),
+    Setting(
+        "control_mode",
+        "370",
+        "CMODE",
+        M370 + " p.6-24 (as socs cites it; page not at hand): CMODE <mode> (1 closed loop, 2 zone, 3 open loop, 4 off)",
+        "the sample heater's control mode",
+        "",
+        _none,
+        (Arg("mode", "int", 1, 4, "1 closed loop, 2 zone, 3 open loop, 4 off"),),
+        lambda inst, _: {"mode": int(inst.control_mode())},
+        lambda inst, _, v: inst.set_control_mode(ControlMode(v["mode"])),
+    ),
+    Setting(
+        "control_setup",
+        "370",
+        "CSET",
+        M370_NOT_AT_HAND + ": CSET <ch>,<filter>,<units>,<delay>,<display>,<heater limit>,<heater resistance>",
+        "the control channel, setpoint units, heater limit and load",
+        "",
+        _none,
+        (
+            Arg("channel", "int", 1, 16, "the control channel"),
+            Arg("filtered", "bool", doc="1 controls on filtered readings"),
+            Arg("units", "int", 1, 2, "1 kelvin, 2 ohms"),
+            Arg("delay", "int", 1, 255, "setpoint change pause, seconds"),
+            Arg("display", "int", 1, 2, "1 current, 2 power"),
+            Arg("limit", "int", 0, 8, "highest heater range"),
+            Arg("resistance", "float", 1, 100000, "heater load, ohms (bounds UNVERIFIED)"),
+        ),
+        _cset_read,
+        _cset_write,
+    ),
+    Setting(
+        "heater_range",
+        "370",
+        "HTRRNG",
+        M370_NOT_AT_HAND + ": HTRRNG <range> (0 off, 1-8 31.6 uA-100 mA)",
+        "the sample heater's range (0 off)",
+        "output",
+        _outputs(0),
+        (Arg("range", "int", 0, 8, "0 off"),),
+        lambda inst, out: {"range": inst.heater_range(int(out))},
+        lambda inst, out, v: inst.set_heater_range(int(out), v["range"]),
+    ),
+    Setting(
+        "setpoint",
+        "370",
+        "SETP",
+        M370_NOT_AT_HAND + ": SETP <value> in CSET's units; bounded by control.max_setpoint_kelvin (kelvin only)",
+        "the sample heater's setpoint",
+        "output",
+        _outputs(0),
+        (Arg("value", "float", 0, 400, "kelvin"),),
+        lambda inst, out: {"value": inst.setpoint(int(out))},
+        lambda inst, out, v: inst.set_setpoint(int(out), v["value"]),
+    ),
+    Setting(
+        "pid",
+        "370",
+        "PID",
+        M370_NOT_AT_HAND + ": PID <P 0-1000>,<I 0-10000>,<D 0-2500> (socs' bounds)",
+        "the sample heater's control loop",
+        "output",
+        _outputs(0),
+        (
+            Arg("p", "float", 0, 1000, "gain", resolution=0.1),
+            Arg("i", "float", 0, 10000, "seconds", resolution=0.1),
+            Arg("d", "float", 0, 2500, "s", resolution=0.1),
+        ),
+        lambda inst, out: vars(inst.pid(int(out))),
+        _pid_write,
+    ),
+    Setting(
+        "manual_output",
+        "370",
+        "MOUT",
+        M370_NOT_AT_HAND + ": MOUT <value> (percent)",
+        "the sample heater's manual (open loop) output",
+        "output",
+        _outputs(0),
+        (Arg("value", "float", 0, 100, "percent", resolution=0.001),),
+        lambda inst, out: {"value": inst.manual_output(int(out))},
+        lambda inst, out, v: inst.set_manual_output(int(out), v["value"]),
+    ),
+)
+
+
 # -- the Cryomech CPA ------------------------------------------------------------------------
 SETTINGS_CPA = (
     Setting(
@@ -530,6 +703,7 @@ SETTINGS_CPA = (
 SETTINGS: dict[str, dict[str, Setting]] = {
     "372": {s.name: s for s in SETTINGS_372},
     "240": {s.name: s for s in SETTINGS_240},
+    "370": {s.name: s for s in SETTINGS_370},
     "cpa": {s.name: s for s in SETTINGS_CPA},
 }
 
@@ -550,6 +724,29 @@ class DidNotTake(ControlRefused):
     """Written, but the read-back differs beyond the instrument's resolution: audited as such, not "refused"."""
 
     outcome = "did not take"
+
+
+def written_not_read_back(
+    control: Control, poller, key: tuple[str, str, str], written: dict | None, exc: DriverError
+) -> DriverError:
+    """A setting sent whose acknowledgement (``written`` None) or read-back did not come: audited
+    "failed part way", not "failed", since the instrument may well hold it. What was written and
+    acknowledged becomes the last read (the next request's "was"); one never acknowledged is
+    forgotten, so the "was" comes from the next snapshot, which reads what the instrument holds.
+    A lost link or a timeout stays one (the poller reconnects on it), carrying the outcome; an
+    error answer becomes a ``PartFailed``."""
+    if written is None:
+        control.last_read.pop(key, None)
+        state = f"sent, not acknowledged ({exc}): the instrument may hold it; the next snapshot reads what it holds"
+    else:
+        control.last_read[key] = dict(written)
+        state = f"written, not read back ({exc}); the next snapshot reads what the instrument holds"
+    poller.snapshot_due = True
+    if isinstance(exc, (ConnectionLost, InstrumentTimeout)):
+        exc.outcome = PartFailed.outcome  # type: ignore[union-attr]
+        exc.state = state  # type: ignore[union-attr]
+        return exc
+    return PartFailed(str(exc), state, 409)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -678,7 +875,12 @@ class SettingService:
                 s.write(inst, t, full)
             except InstrumentError as exc:
                 raise ControlRefused(409, f"{node} {s.name} {where}refused {', '.join(want)}: {exc}") from None
-            after = s.read(inst, t)
+            except (ConnectionLost, InstrumentTimeout) as exc:  # sent, but its acknowledgement never came
+                raise written_not_read_back(self.control, poller, (node, s.name, t), None, exc) from None
+            try:
+                after = s.read(inst, t)
+            except DriverError as exc:
+                raise written_not_read_back(self.control, poller, (node, s.name, t), full, exc) from None
             # the write happened: whatever it reads now is the last read, and the snapshot names it
             self.control.last_read[(node, s.name, t)] = after
             poller.snapshot_due = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import BadReply, ConnectionLost, DriverError, InstrumentTimeout, WrongInstrument
@@ -71,6 +72,9 @@ class Instrument:
         self._last_start = 0.0
         self._stale = False  # a timed-out exchange may still be answered: reset before the next one
         self.connected = False
+        # told of every completed query (message, reply), on the exchanging thread: the share keeps
+        # the poller's readings of a cycle to answer its clients' same questions (appliance.share)
+        self.observer: Callable[[str, bytes], None] | None = None
 
     # -- connection ---------------------------------------------------------
     def connect(self) -> Identity:
@@ -161,6 +165,8 @@ class Instrument:
             finally:
                 self._quiet_until = time.monotonic() + self.pacing.after_query
             log.debug("%s %r -> %r", self.transport.description, message, reply)
+            if self.observer is not None:
+                self.observer(message, reply)
             return reply
 
     def query(self, message: str) -> str:

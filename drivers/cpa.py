@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pymodbus.client import ModbusTcpClient
 
@@ -257,7 +257,7 @@ class CryomechCPA:
         self._lock = threading.RLock()
 
     @classmethod
-    def tcp(cls, host: str, port: int = 502, timeout: float = 2.0, **kw) -> CryomechCPA:
+    def tcp(cls, host: str, port: int = 502, timeout: float = 2.0, **kw: Any) -> CryomechCPA:
         return cls(ModbusTcpLink(host, port, timeout=timeout), **kw)
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .base import Identity, Instrument, Pacing, quote_name
 from .commands import Query, fields, record, text
@@ -87,11 +87,11 @@ class Model240(CurveCommands, Instrument):
         self.channel_count = 8
 
     @classmethod
-    def serial(cls, device: str, **kw) -> Model240:
+    def serial(cls, device: str, **kw: Any) -> Model240:
         return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
 
     @classmethod
-    def visa(cls, resource: str, **kw) -> Model240:
+    def visa(cls, resource: str, **kw: Any) -> Model240:
         """Any VISA resource; an ``ASRL`` one is opened 115200 8N1 like the USB port it is."""
         return cls(VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING)), **kw)
 

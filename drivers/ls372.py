@@ -11,8 +11,9 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from .base import Instrument, Pacing, check_channel, quote_name
+from .base import Pacing, check_channel, quote_name
 from .commands import Query, fields, flag, record, text
 from .curve_commands import CurveCommands
 from .curve_commands import CurveHeader as CurveHeader  # part of this module's API
@@ -21,6 +22,8 @@ from .esr import ESR_ERRORS as ESR_ERRORS  # part of this module's API (now decl
 from .esr import EsrCommands
 from .parse import parse_float, parse_int, split_fields
 from .readings import LS372_STATUS_BITS, Reading, decode_status
+from .scanner import InputSetup as InputSetup  # part of this module's API (INSET)
+from .scanner import ScannedInputs
 from .transport import SerialFraming, SerialTransport, TcpTransport, Transport, VisaTransport, visa_serial_settings
 
 SERIAL_FRAMING = SerialFraming(baudrate=57600, bytesize=7, parity="O", stopbits=1)  # USB: 57600 7O1, no handshake
@@ -48,17 +51,6 @@ class OutputMode(enum.IntEnum):
 class ScanState:
     channel: str
     autoscan: bool
-
-
-@dataclass(frozen=True)
-class InputSetup:
-    """INSET: enable, dwell 1-200 s, pause 3-200 s, curve 0-59, tempco 1 neg / 2 pos."""
-
-    enabled: bool
-    dwell: int
-    pause: int
-    curve: int
-    tempco: int
 
 
 @dataclass(frozen=True)
@@ -117,7 +109,7 @@ def _input_channel(field: str, query: str) -> str:
     return inp if inp == "A" else str(parse_int(inp, query))
 
 
-class Model372(EsrCommands, CurveCommands, Instrument):
+class Model372(EsrCommands, CurveCommands, ScannedInputs):
     model_label = "372"
     expected_model_prefix = "MODEL372"
     curve_point_shape = "expected units,temperature[,curvature]"
@@ -126,6 +118,8 @@ class Model372(EsrCommands, CurveCommands, Instrument):
     curve_slots = range(1, 60)  # 1-20 standard, read-only
     user_curve_slots = range(21, 60)
     heater_outputs = (0, 1)  # sample and warm-up heater: what control may set
+    has_control_input = True  # input A, read apart from the scanner
+    max_curve = 59  # INSET's curve field: 0 none, 1-59
 
     def __init__(
         self,
@@ -139,15 +133,15 @@ class Model372(EsrCommands, CurveCommands, Instrument):
         super().__init__(transport, timeout, pacing, expected_serial)
 
     @classmethod
-    def tcp(cls, host: str, port: int = 7777, **kw) -> Model372:
+    def tcp(cls, host: str, port: int = 7777, **kw: Any) -> Model372:
         return cls(TcpTransport(host, port), **kw)
 
     @classmethod
-    def serial(cls, device: str, **kw) -> Model372:
+    def serial(cls, device: str, **kw: Any) -> Model372:
         return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
 
     @classmethod
-    def visa(cls, resource: str, **kw) -> Model372:
+    def visa(cls, resource: str, **kw: Any) -> Model372:
         """Any VISA resource; an ``ASRL`` one is opened 57600 7O1 like the USB port it is."""
         transport = VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING))
         if resource.upper().startswith("ASRL"):
@@ -212,18 +206,6 @@ class Model372(EsrCommands, CurveCommands, Instrument):
     def set_scan(self, channel: str | int, autoscan: bool) -> None:
         ch = check_channel(channel, set(MEASUREMENT_CHANNELS))
         self.command(f"SCAN {ch},{int(autoscan)}")
-
-    input_setup = Query(
-        "INSET? {}",
-        record(InputSetup, flag, parse_int, parse_int, parse_int, parse_int),
-        "Get a channel's INSET: enabled, dwell, pause, curve, tempco.",
-        _ch,
-    )
-
-    def set_input_setup(self, channel: str | int, s: InputSetup) -> None:
-        if not (1 <= s.dwell <= 200 and 3 <= s.pause <= 200 and 0 <= s.curve <= 59 and s.tempco in (1, 2)):
-            raise ValueError(f"INSET values out of range: {s}")
-        self.command(f"INSET {self._ch(channel)},{int(s.enabled)},{s.dwell},{s.pause},{s.curve},{s.tempco}")
 
     input_type = Query(
         "INTYPE? {}",

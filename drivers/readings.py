@@ -16,6 +16,9 @@ LS372_STATUS_BITS: dict[int, str] = {
     128: "T_UNDER",
 }
 
+# Model 370 RDGST? bits: the same eight, named alike (370 manual p.6-34, RDGST?).
+LS370_STATUS_BITS: dict[int, str] = LS372_STATUS_BITS
+
 # Model 240 RDGST? bits (240 manual p.49; the official driver swaps 64/128, the manual wins).
 LS240_STATUS_BITS: dict[int, str] = {
     1: "INVALID",

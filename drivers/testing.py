@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .errors import InstrumentTimeout
 
@@ -60,7 +61,7 @@ def _b(x: str | bytes) -> bytes:
 
 
 @contextmanager
-def expected_protocol(cls, pairs, **kwargs) -> Iterator:
+def expected_protocol(cls: Any, pairs: list, **kwargs: Any) -> Iterator:
     """Build ``cls`` on a transcript, run the body, then check nothing is left over."""
     transport = TranscriptTransport(pairs)
     kwargs.setdefault("pacing", None)

@@ -8,6 +8,7 @@ its fault words (``stall``, ``rotate``, ``replace``, ``half``, ``set``, ``advanc
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -98,7 +99,7 @@ class LiveWriter:
                     os.unlink(self._path)
 
 
-def run_live(args) -> int:
+def run_live(args: argparse.Namespace) -> int:
     """``kelvinpi emulate bluefors-logs``: write until SIGTERM/SIGINT."""
     import signal
     import sys

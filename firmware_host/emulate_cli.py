@@ -1,4 +1,4 @@
-"""``kelvinpi emulate ls372|ls336|ls350|ls240|cpa|tpg366|maxigauge|bluefors-logs|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
+"""``kelvinpi emulate ls372|ls336|ls350|ls370|ls240|cpa|tpg366|maxigauge|bluefors-logs|ctl``: run an emulated instrument until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .emulator import Emulator, send_control
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emulate", help="run an emulated Lake Shore 372, 336, 350 or 240 (no hardware needed)")
+    p = sub.add_parser("emulate", help="run an emulated Lake Shore 372, 336, 350, 370 or 240 (no hardware needed)")
     esub = p.add_subparsers(dest="model", required=True)
     a = esub.add_parser("ls372", help="Model 372 on TCP (and optionally a serial pty)")
     a.add_argument("--listen", default="127.0.0.1:7777", help="HOST:PORT for the TCP interface (default %(default)s)")
@@ -24,6 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--serial-link", required=True, help="path of the symlink to the pty")
     b.add_argument("--channels", type=int, choices=(2, 8), default=2)
     b.add_argument("--serial-number", default="LSA24AZ")
+    m = esub.add_parser("ls370", help="Model 370 on a serial pty (RS-232, 9600 7O1), and optionally TCP")
+    m.add_argument("--serial-link", required=True, help="path of the symlink to the pty")
+    m.add_argument("--listen", help="HOST:PORT: also answer on TCP (a test convenience; a real 370 has no Ethernet)")
+    m.add_argument("--serial-number", default="370A1B")
     for q in m336:
         q.add_argument(
             "--listen", default="127.0.0.1:7777", help="HOST:PORT for the TCP interface (default %(default)s)"
@@ -31,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--serial-link", help="also expose the USB serial interface as a pty symlinked here")
         q.add_argument("--serial-number", default="LSA336A")
         q.add_argument("--scanner", action="store_true", help="with the 3062 scanner option (inputs D2-D5)")
-    for q in (a, b, *m336):
+    for q in (a, b, m, *m336):
         q.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
         q.add_argument("--seed", type=int, default=None, help="noise seed for reproducible readings")
         q.add_argument("--warm", action="store_true", help="start at room temperature (a cooldown)")
@@ -64,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
         from .bluefors_emulate import run_live
 
         return run_live(args)
-    if args.model in ("ls372", "ls336", "ls350"):
-        if args.model == "ls372":
-            emu = Emulator.ls372(args.serial_number, args.time_scale, args.seed, args.warm)
+    if args.model in ("ls372", "ls336", "ls350") or (args.model == "ls370" and args.listen):
+        if args.model in ("ls372", "ls370"):
+            make = Emulator.ls372 if args.model == "ls372" else Emulator.ls370
+            emu = make(args.serial_number, args.time_scale, args.seed, args.warm)
         else:
             model, scanner = args.model[2:], args.scanner
             emu = Emulator.ls336(
@@ -79,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"kelvinpi emulate {args.model}: cannot listen on {args.listen}: {exc}", file=sys.stderr)
             return 2
         where = [f"tcp {addr[0]}:{addr[1]}"]
+    elif args.model == "ls370":
+        emu = Emulator.ls370(args.serial_number, args.time_scale, args.seed, args.warm)
+        where = []
     else:
         emu = Emulator.ls240(args.channels, args.serial_number, args.time_scale, args.seed, args.warm)
         where = []

@@ -5,7 +5,7 @@ to its action)::
 
     mute on|off        stop answering (input is read and ignored)
     slow SECONDS [MNEMONIC]  delay every reply (or only replies to lines naming MNEMONIC) by SECONDS (0 clears)
-    garbage N          replace the next N replies with garbage bytes
+    garbage N [MNEMONIC]  replace the next N replies (or only replies to lines naming MNEMONIC) with garbage
     partial N          send only the first half of the next N replies, no terminator
     drop               close every TCP connection now
     unplug SECONDS     the serial pty vanishes for SECONDS, then comes back (new pty, same link)
@@ -35,6 +35,8 @@ from collections.abc import Callable
 from .ledger import Ledger
 from .ls240_device import LS240Device
 from .ls336_device import LS336Device
+from .ls370_device import LS370Device
+from .ls370_ledger import ReadingLedger
 from .ls372_device import LS372Device
 from .physics import BASE, STAGES, Fridge
 from .sim_clock import SimClock
@@ -62,6 +64,16 @@ class Emulator:
         clock = SimClock(time_scale)
         fridge = Fridge.warm() if warm else Fridge()
         return cls(LS372Device(clock, fridge, serial=serial, seed=seed), clock, fridge)
+
+    @classmethod
+    def ls370(
+        cls, serial: str = "370A1B", time_scale: float = 1.0, seed: int | None = None, warm: bool = False
+    ) -> Emulator:
+        clock = SimClock(time_scale)
+        fridge = Fridge.warm() if warm else Fridge()
+        emu = cls(LS370Device(clock, fridge, serial=serial, seed=seed), clock, fridge)
+        emu.ledger = ReadingLedger()  # a 370 reading is three replies (ls370_ledger)
+        return emu
 
     @classmethod
     def ls240(
@@ -136,7 +148,9 @@ class Emulator:
             self.faults.delay_only = args[1].upper() if len(args) > 1 else None
 
     def _garbage(self, args: list[str]) -> None:
-        self.faults.garbage = int(args[0]) if args else 1
+        with self.faults.lock:
+            self.faults.garbage = int(args[0]) if args else 1
+            self.faults.garbage_only = args[1].upper() if len(args) > 1 else None
 
     def _partial(self, args: list[str]) -> None:
         self.faults.partial = int(args[0]) if args else 1

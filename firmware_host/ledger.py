@@ -30,12 +30,15 @@ class Ledger:
         self.late: dict[tuple[str, str], int] = {}
         self.faulted = 0  # reading replies that never left whole (mute, garbage, partial)
         self.heard: deque[str] = deque(maxlen=20000)  # every line received, for "what did it send" tests
+        # every answered line and its whole reply: which answer each question got (tests of the share)
+        self.exchanges: deque[tuple[str, str]] = deque(maxlen=50000)
 
     def hear(self, line: str) -> None:
         self.heard.append(line)
 
     def note(self, line: str, reply: str, delivered: bool, late: bool) -> None:
         """Record the reading queries of one answered line; ``reply`` is the full reply text."""
+        self.exchanges.append((line, reply))
         try:
             parts = [parse_message(p) for p in line.split(";")]
         except ExecutionError:  # a malformed part: the firmware refused it, the reply cannot be lined up

@@ -35,6 +35,7 @@ class Faults:
     delay: float = 0.0  # seconds before each reply
     delay_only: str | None = None  # delay only replies to lines naming this mnemonic (e.g. "SETP?")
     garbage: int = 0  # the next N replies are replaced with garbage bytes
+    garbage_only: str | None = None  # only replies to lines naming this mnemonic (e.g. "RDGR?")
     partial: int = 0  # the next N replies are cut in half with no terminator
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -42,7 +43,7 @@ class Faults:
     def clear(self) -> None:
         with self.lock:
             self.mute, self.delay, self.garbage, self.partial = False, 0.0, 0, 0
-            self.delay_only = None
+            self.delay_only = self.garbage_only = None
 
     def delay_for(self, line: str) -> float:
         """Seconds to hold the reply to ``line``."""
@@ -51,12 +52,12 @@ class Faults:
                 return 0.0
             return self.delay
 
-    def shape(self, reply: bytes) -> bytes | None:
-        """Apply the active faults to one outgoing reply (terminator included)."""
+    def shape(self, reply: bytes, line: str = "") -> bytes | None:
+        """Apply the active faults to one outgoing reply (terminator included) to ``line``."""
         with self.lock:
             if self.mute:
                 return None
-            if self.garbage:
+            if self.garbage and (self.garbage_only is None or self.garbage_only in line.upper()):
                 self.garbage -= 1
                 n = self.rng.randint(3, 12)
                 junk = bytes(self.rng.choice(b"\x00\xff#@!?~\x1b\x7f%&") for _ in range(n))
@@ -93,6 +94,9 @@ class LineSession:
         self.buf = bytearray()
 
     def feed(self, data: bytes) -> None:
+        arrived = getattr(self.dispatcher, "arrived", None)
+        if arrived is not None:  # a dispatcher that paces by when a message came (the 370's)
+            arrived(time.monotonic())
         self.buf.extend(data)
         while True:
             idx = self.buf.find(b"\n")
@@ -110,7 +114,7 @@ class LineSession:
             if reply is None:
                 continue
             whole = reply.encode("ascii", errors="replace") + b"\r\n"
-            out = self.faults.shape(whole)
+            out = self.faults.shape(whole, text)
             if out is None:
                 if self.ledger is not None:
                     self.ledger.note(text, reply, delivered=False, late=False)

@@ -24,8 +24,8 @@ def toml(log_dir, **extra) -> str:
 
 
 def test_config_takes_a_folder_and_refuses_what_is_wrong(tmp_path):
-    cfg = config.parse(toml(tmp_path, share="//bluefors-pc/logs"))
-    assert cfg.instrument[0].timezone == "Europe/Helsinki" and cfg.instrument[0].share == "//bluefors-pc/logs"
+    cfg = config.parse(toml(tmp_path, cifs_share="//bluefors-pc/logs"))
+    assert cfg.instrument[0].timezone == "Europe/Helsinki" and cfg.instrument[0].cifs_share == "//bluefors-pc/logs"
     with pytest.raises(config.ConfigError, match="unknown time zone 'Mars/Olympus'"):
         config.parse(toml(tmp_path, timezone="Mars/Olympus"))
     with pytest.raises(config.ConfigError, match="needs timezone"):

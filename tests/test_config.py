@@ -52,7 +52,7 @@ def test_sample_and_demo_configs_validate(tmp_path):
     ).stdout
     assert "[[instrument]]" in out
     cfg = config.parse(out, "sample")
-    assert [i.model for i in cfg.instrument] == ["372", "240", "336", "cpa", "bluefors-logs"]
+    assert [i.model for i in cfg.instrument] == ["372", "240", "336", "cpa", "bluefors-logs", "370"]
     assert cfg.instrument[3].port == 502  # the CPA's Modbus port when none is given
     demo = config.load(ROOT / "appliance" / "demo.toml")
     assert demo.web.bind == "127.0.0.1"

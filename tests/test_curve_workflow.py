@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import lakeshore
 import pytest
@@ -465,3 +466,77 @@ def test_a_failed_restore_is_tried_again_until_the_old_curve_is_back(app, emu372
     poller = app.pollers[0]
     wait_for(lambda: "29" not in poller.health.incomplete_curves, 30, what="the old curve put back at last")
     assert fired.count("refused") == 2 and slot(emu372, 29) == ("KP-OLD12", 12)
+
+
+def _drop_at(app, emu372, monkeypatch, number: int, plan: list[int]) -> list[int]:
+    """Drop the link after point ``plan[0]`` of the next write to slot ``number``, then ``plan[1]`` ..."""
+    fast(app, monkeypatch)
+    mem = emu372.device.curves
+    orig_point = mem.set_point
+
+    def point(n, i, u, t):
+        orig_point(n, i, u, t)
+        if n == number and plan and i == plan[0]:
+            plan.pop(0)
+            emu372.control("drop")
+
+    monkeypatch.setattr(mem, "set_point", point)
+    return plan
+
+
+def test_two_drops_in_a_row_put_back_the_old_curve_never_the_cut_short_copy(app, emu372, monkeypatch):
+    """Red team 2122, fault 2: an upload dropped at point 5, the automatic restore dropped at point 3,
+    the person's retry dropped at point 4. On main the retry took the 3-point copy in the slot for
+    "the old curve", the next restore wrote it back and cleared the mark: slot 23 held ('KP-OLD12', 3),
+    unmarked, and the event said the old curve was put back."""
+    assert put_curve(app, 23, small(RX, 12, "KP-OLD12"))[0] == 200
+    plan = _drop_at(app, emu372, monkeypatch, 23, [5, 3, 4])
+    assert put_curve(app, 23, small(RX, 30, "KP-NEW30"))[0] == 503
+    poller = app.pollers[0]
+    wait_for(lambda: len(plan) == 1, 20, what="the restore's first try dropped")
+    wait_for(lambda: poller.health.connected, 20, what="reconnected")
+    assert slot(emu372, 23) == ("KP-OLD12", 3)  # cut short by the second drop
+    answers: list = []
+
+    def retry() -> bool:  # the person retries at once (again if the link was not back yet: nothing sent)
+        answers.append(put_curve(app, 23, small(RX, 20, "KP-RETRY20")))
+        return "is not connected" not in answers[-1][1]["error"]["message"]
+
+    wait_for(retry, 20, what="the retry reached the instrument")
+    status, body = answers[-1]
+    assert status == 503 and not plan, body
+    assert "KP-OLD12" in body["error"]["message"], body
+    wait_for(lambda: "23" not in poller.health.incomplete_curves, 30, what="the old curve put back")
+    assert slot(emu372, 23) == ("KP-OLD12", 12)
+    assert emu372.device.curves.curve(23).points == small(RX, 12, "KP-OLD12").points
+
+
+def test_deleting_a_slot_marked_incomplete_ends_its_pending_restore(app, emu372, monkeypatch):
+    """Red team 2122, fault 3: a slot marked incomplete, its restore backing off after a failed try;
+    a person deletes the slot (200). On main the mark stayed and seconds later the restore filled
+    the slot again, undoing the delete."""
+    assert put_curve(app, 24, small(RX, 12, "KP-OLD12"))[0] == 200
+    plan = _drop_at(app, emu372, monkeypatch, 24, [5, 3])
+    assert put_curve(app, 24, small(RX, 30, "KP-NEW30"))[0] == 503
+    poller = app.pollers[0]
+    wait_for(lambda: not plan, 20, what="the restore's first try dropped")
+    wait_for(lambda: poller.health.connected, 20, what="reconnected")
+    assert "24" in poller.health.incomplete_curves
+    answers: list = []
+
+    def delete() -> bool:  # again if the link was not back yet (nothing sent)
+        answers.append(call(f"{app.base_url}/api/v1/control/LSA23JD/curves/24", "DELETE", None, AUTH))
+        return "is not connected" not in answers[-1][2]
+
+    wait_for(delete, 20, what="the delete reached the instrument")
+    status, _, text = answers[-1]
+    assert status == 200, text
+    assert "24" not in poller.health.incomplete_curves
+    wait_for(  # the restore's thread ends by itself (after its backoff) without writing
+        lambda: not any(t.name == "restore-24" and t.is_alive() for t in threading.enumerate()),
+        30,
+        what="the pending restore ended",
+    )
+    assert slot(emu372, 24) is None
+    events = [e["detail"] for e in app.store.events(limit=200) if e["kind"] == "curve"]
+    assert any("curve 24 no longer incomplete: deleted by" in d for d in events), events

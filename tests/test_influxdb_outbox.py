@@ -85,7 +85,7 @@ def runners(stores):
 
     def start(store: Store, url: str, batch: int = 500) -> InfluxUplinkRunner:
         cfg = InfluxUplink(kind="influxdb", url=url, database="ocs_feeds", batch=batch)
-        r = InfluxUplinkRunner(cfg, 0, store, [SimpleNamespace(name=NODE)])
+        r = InfluxUplinkRunner(cfg, 0, store, [SimpleNamespace(name=NODE, model="372")])
         r.start()
         made.append(r)
         return r

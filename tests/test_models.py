@@ -12,6 +12,7 @@ from appliance.web.common import status_names
 from drivers import errors
 from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
+from drivers.ls370 import Model370
 from drivers.ls372 import Model372
 from drivers.pfeiffer import TPG256A, TPG366
 
@@ -22,6 +23,7 @@ def test_the_models_table_finds_the_driver_classes_and_their_facts():
         "240": Model240,
         "tpg366": TPG366,
         "maxigauge": TPG256A,
+        "370": Model370,
     }.items() <= models.MODELS.items()  # others add their own
     assert models.MODELS["bluefors-logs"] is BlueforsLogs
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)

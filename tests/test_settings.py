@@ -436,3 +436,48 @@ def test_the_warm_up_heater_and_the_ramp_take_what_the_manual_states(app, emu372
     assert emu372.device.ramps[0] == before
     events = pair(app, "ramp (RAMP) output 0")
     assert len(events) == 2 and "refused" in events[1], events
+
+
+@pytest.mark.parametrize("when", ["after the write", "before its acknowledgement"])
+def test_a_setting_that_reached_the_instrument_is_audited_failed_part_way(app, emu372, monkeypatch, when):
+    """Red team 2122, fault 5: the link went right after the INSET write (or before its *ESR? answer).
+    On main the audit said "failed" though the instrument then read dwell 35, and the next request's
+    "was" stayed the old value. Now "failed part way", and the "was" is what the instrument holds."""
+    if when == "after the write":  # the write and its *ESR? answer went through; the read-back never comes
+        inst = app.pollers[0].instrument
+        orig = inst.set_input_setup
+
+        def set_input_setup(ch, setup):
+            orig(ch, setup)
+            emu372.control("drop")
+
+        monkeypatch.setattr(inst, "set_input_setup", set_input_setup)
+        said = "written, not read back"
+    else:  # the emulator applies INSET and drops the link before answering the *ESR? of the same line
+        device = emu372.device
+        orig = device.configure_input
+
+        def configure_input(*v):
+            orig(*v)
+            emu372.control("drop")
+
+        monkeypatch.setattr(device, "configure_input", configure_input)
+        said = "sent, not acknowledged"
+    status, body = put(app, "LSA23JD", "input", "5", {"dwell": 35})
+    assert status == 503 and said in message(body), body
+    monkeypatch.undo()
+    ended = [e for e in control_events(app) if "{'dwell': 35}" in e and "requested by" not in e]
+    assert ended and "failed part way" in ended[-1] and said in ended[-1], ended
+    poller = app.pollers[0]
+    wait_for(lambda: poller.health.connected, 20, what="reconnected")
+    assert emu372.device.channels["5"].dwell == 35  # it did reach the instrument
+
+    def snapshotted() -> object:
+        snaps = app.store.snapshots("LSA23JD")
+        return snaps and (snaps[-1][1].get("channels", {}).get("5", {}).get("inset") or {}).get("dwell") == 35
+
+    wait_for(snapshotted, 20, what="the snapshot after the change")
+    status, body = put(app, "LSA23JD", "input", "5", {"dwell": 36})
+    assert status == 200, body
+    requested = [e for e in control_events(app) if "{'dwell': 36}" in e and "requested by" in e]
+    assert requested and "'dwell': 35" in requested[-1], requested  # the "was": what the instrument held

@@ -59,7 +59,7 @@ class LogFolder:
 
     def __init__(self, cfg: InstrumentConfig, follower: Follower, on_close: Callable[[], None]) -> None:
         self.cfg, self.follower, self.on_close = cfg, follower, on_close
-        self.transport = FolderTransport(follower.root, cfg.share)
+        self.transport = FolderTransport(follower.root, cfg.cifs_share)
 
     def connect(self) -> FolderIdentity:
         days = self.follower.days()  # FolderGone (a ConnectionLost) when the share is not there
@@ -116,7 +116,7 @@ class BlueforsAcquisition:
     def configuration(self, channels: list[str]) -> dict:
         return {
             "log_dir": str(self.follower.root),
-            "share": self.cfg.share,
+            "cifs_share": self.cfg.cifs_share,
             "timezone": self.cfg.timezone,
             "files": sorted(self.follower.positions),
         }

@@ -326,7 +326,8 @@ function unchanged(box, what) {
   return false;
 }
 function fillCards(box, items, key, describe, extra) {
-  const shown = (it) => [it.name, it.connected, describe(it), it.last_error, extra ? it.incomplete_curves : null];
+  const shown = (it) => [it.name, it.connected, describe(it), it.last_error,
+                         extra ? [it.incomplete_curves, shareLines(it)] : null];
   if (unchanged(box, items.map(shown))) return;
   box.innerHTML = "";
   for (const it of items) {
@@ -356,6 +357,33 @@ function instrumentExtras(i, card) {
     w.textContent = `curve ${slot} INCOMPLETE: ${why} (upload or verify it again)`;
     card.appendChild(w);
   }
+  showShare(i, card);
+}
+
+// [instrument.share]: the port other clients use, and each client's address, command rate and wait.
+function shareLines(i) {
+  const sh = i.share;
+  if (!sh) return [];
+  const head = `shared on port ${sh.port} (policy ${sh.policy}) · ${sh.clients} client(s)` +
+      ` · ${sh.commands} lines, ${sh.cached} from this cycle's readings` +
+      (sh.settings ? ` · ${sh.settings} settings (audited)` : "") +
+      (sh.settings_refused ? ` · ${sh.settings_refused} settings refused` : "") +
+      (sh.displaced ? ` · ${sh.displaced} readings DISPLACED by clients' scanner moves` : "") +
+      (sh.refused ? ` · ${sh.refused} clients refused` : "") +
+      (sh.dropped ? ` · ${sh.dropped} lines dropped` : "") +
+      (sh.cut_off ? ` · ${sh.cut_off} cut off` : "");
+  return [head].concat((sh.client_list || []).map((c) =>
+      `client ${c.address} · ${c.rate.toFixed(1)} lines/s · wait ${c.wait_ms.toFixed(1)} ms` +
+      ` (max ${c.wait_ms_max.toFixed(0)}) · ${c.commands} lines` + (c.queued ? ` · ${c.queued} waiting` : "")));
+}
+function showShare(i, card) {
+  const lines = shareLines(i);
+  lines.forEach((text, n) => {
+    const d = document.createElement("div");
+    d.className = n ? "share-client" : "share";
+    d.textContent = text;
+    card.appendChild(d);
+  });
 }
 
 async function refreshHealth() {

@@ -301,10 +301,17 @@ class Store(Writer, Maintenance):
         return self.stored.snapshots(node)
 
     # -- the writer's own answers, from memory too ------------------------------------------
-    def events(self, since: float = 0, limit: int = 100) -> list[dict]:
-        """Stored events and those still on their way to SQLite (queued or journaled), newest first."""
-        pending = [r for r in self._pending(Event) if r.t >= since]
-        out = {(e["t"], e["node"], e["kind"], e["detail"]): e for e in self.stored.events(since, limit)}
+    def events(
+        self, since: float = 0, limit: int = 100, node: str | None = None, kinds: tuple[str, ...] = ()
+    ) -> list[dict]:
+        """Stored events and those still on their way to SQLite (queued or journaled), newest first;
+        only ``node``'s and only of ``kinds`` when given."""
+        pending = [
+            r
+            for r in self._pending(Event)
+            if r.t >= since and (node is None or r.node == node) and (not kinds or r.kind in kinds)
+        ]
+        out = {(e["t"], e["node"], e["kind"], e["detail"]): e for e in self.stored.events(since, limit, node, kinds)}
         for r in pending:
             out.setdefault((r.t, r.node, r.kind, r.detail), r.as_dict())
         return sorted(out.values(), key=lambda e: e["t"], reverse=True)[:limit]

@@ -494,11 +494,22 @@ class StoreReader:
         rows = self.reader().execute("SELECT t, config FROM snapshot WHERE node=? ORDER BY t", (node,)).fetchall()
         return [(t, json.loads(c)) for t, c in rows]
 
-    def events(self, since: float = 0, limit: int = 100) -> list[dict]:
-        """Events in SQLite, newest first."""
+    def events(
+        self, since: float = 0, limit: int = 100, node: str | None = None, kinds: tuple[str, ...] = ()
+    ) -> list[dict]:
+        """Events in SQLite, newest first; only ``node``'s and only of ``kinds`` when given (the
+        filter is in the query, so the newest ``limit`` of those are found however many others came after)."""
+        where = "t>=?"
+        args: list[object] = [since]
+        if node is not None:
+            where += " AND node=?"
+            args.append(node)
+        if kinds:
+            where += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args.extend(kinds)
         rows = (
             self.reader()
-            .execute("SELECT t, node, kind, detail FROM event WHERE t>=? ORDER BY t DESC LIMIT ?", (since, limit))
+            .execute(f"SELECT t, node, kind, detail FROM event WHERE {where} ORDER BY t DESC LIMIT ?", (*args, limit))
             .fetchall()
         )
         return [dict(t=r[0], node=r[1], kind=r[2], detail=r[3]) for r in rows]

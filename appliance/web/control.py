@@ -108,11 +108,11 @@ def settings_view(store, poller) -> dict:
         if "inset" in e:  # the 372 names the curve by number in INSET; its header is in "curves"
             e["curve"] = curves.get(str(e["inset"].get("curve")))
         inputs[ch] = e
+    # asked of the store directly: the newest of this node's changes, however many other events came since
     changes = [
         {"t": e["t"], "kind": e["kind"], "detail": e["detail"]}
-        for e in store.events(limit=5000)
-        if e["node"] == node and e["kind"] in ("control", "curve")
-    ][:CHANGES_SHOWN]
+        for e in store.events(limit=CHANGES_SHOWN, node=node, kinds=("control", "curve"))
+    ]
     return {
         "node": node,
         "model": poller.cfg.model,

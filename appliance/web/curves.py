@@ -6,6 +6,8 @@ the instrument's poller; a refusal is the one error shape with the ``ControlRefu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bottle import Bottle, HTTPError, request
 
 from ..control import ControlRefused
@@ -41,7 +43,7 @@ def install(app: Bottle, *, access: ControlAccess) -> None:
     )
 
 
-def openapi_paths(ok, errors) -> dict:
+def openapi_paths(ok: Callable[..., dict], errors: Callable[..., dict]) -> dict:
     """The curve routes for /api/v1/openapi.json (``ok``/``errors`` are openapi.py's helpers)."""
     node = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
     number = {"name": "number", "in": "path", "required": True, "schema": {"type": "integer"}}

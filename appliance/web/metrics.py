@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from ..health import AlarmStats, InstrumentHealth, StoreStats, TargetStats, UplinkHealth, metric_fields
+from ..health import AlarmStats, InstrumentHealth, ShareHealth, StoreStats, TargetStats, UplinkHealth, metric_fields
 from ..naming import OTHER_UNITS_METRIC, UNITS_METRICS
 from .cache import Snapshot
 from .common import SNAPSHOT_MAX_AGE
@@ -66,6 +66,9 @@ class ApplianceCollector:
         yield from (*by_units.values(), other, status, age)
 
         yield from stats_families(InstrumentHealth, [p.health for p in self.pollers])
+        shares = [p.health.share for p in self.pollers if p.health.share is not None]
+        if shares:  # only where [instrument.share] is on: /metrics of an appliance without one is unchanged
+            yield from stats_families(ShareHealth, shares)
         yield from stats_families(StoreStats, [StoreStats.read(store, self.queue, used_bytes=True)])
         synced = self.clock_synced()
         yield GaugeMetricFamily(

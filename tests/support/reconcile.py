@@ -10,6 +10,7 @@ foreign:  stored numbers the instrument never sent (garbled bytes taken as value
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from appliance.store import MAX_TIME, Store, StoreReader
+from firmware_host.ledger import QUANTITY
 
 DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
 GAUGE = re.compile(r"p\d")
@@ -235,3 +237,40 @@ def forwarded(store, listener=None, influx=None, root: str = "observatory") -> d
 def forwarding_gaps(store, listener=None, influx=None) -> dict[str, tuple[int, int, int]]:
     """The series of ``forwarded`` whose OCS feed or InfluxDB is not exactly what is stored."""
     return {k: v for k, v in forwarded(store, listener, influx).items() if v[1] or v[2]}
+
+
+class ShareClientsLeftOut:
+    """An emulator as ``reconcile`` sees it, without the readings the appliance's share clients were given
+    (issue 26): the share sends each client line with ``;*ESR?`` at its end, which the poller's own reading
+    lines never have. Pass ``{node: ShareClientsLeftOut(emu.ledger)}`` in place of the emulator."""
+
+    def __init__(self, ledger) -> None:
+        self.ledger = _Filtered(ledger)
+
+
+class _Filtered:
+    def __init__(self, ledger) -> None:
+        self._lock, self.late = ledger._lock, ledger.late
+        self._ledger = ledger
+
+    def snapshot(self):
+        snap = self._ledger.snapshot()
+        for line, reply in list(self._ledger.exchanges):
+            if not line.upper().endswith(";*ESR?"):
+                continue
+            parts, answers = _parts(line), reply.split(";")
+            if len(parts) != len(answers):
+                continue
+            for p, a in zip(parts, answers, strict=True):
+                q = QUANTITY.get(p.mnemonic)
+                if q and p.args:
+                    values = snap.get((p.args[0].upper().lstrip("0") or "0", q), [])
+                    with contextlib.suppress(ValueError):
+                        values.remove(float(a))
+        return snap
+
+
+def _parts(line: str):
+    from appliance.share.lines import parse_line
+
+    return parse_line(line)
