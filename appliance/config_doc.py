@@ -149,22 +149,43 @@ SAMPLE_INSTRUMENTS: list[dict[str, Any]] = [
     },
 ]
 
-# The classic plant trips, on the Bluefors log folder's fields (appended to the sample, commented).
+# The classic plant trips (appended to the sample, commented): the ones the Bluefors alarm bots labs
+# write alarm on. The compressor's own fields (the CPA ``ptc1`` above, in its panel's units, degrees F
+# and psi) hear a trip first; the Bluefors log folder's fields (``bluefors`` above) the rest.
+# tests/test_config.py uncomments them and checks each names a field its instrument has.
 SAMPLE_PLANT_ALARMS = """
-## Plant alarms on the Bluefors logs (fields named as the Bluefors software and socs name them:
-## p1..p6 in mbar, flow in mmol/s, Channels' valves/pumps/compressor/pulsetube 1 on, 0 off):
+## The classic plant trips. Uncomment the ones your fridge has. The CPA's fields: cparun 1 running,
+## 0 stopped; cpatempwo the cooling water out (the panel's units, here degrees F). The Bluefors logs'
+## fields, named as the Bluefors software and socs name them: p1..p6 in mbar, flow in mmol/s, the
+## Channels log's valves, pumps, compressor and pulsetube 1 on, 0 off (without the CPA on the network,
+## compressor-stopped can watch "bluefors::compressor" instead).
+# [[alarm]]
+# kind = "below"
+# name = "compressor-stopped"
+# severity = "critical"
+# field = "ptc1::cparun"
+# threshold = 0.5
+# [[alarm]]
+# kind = "above"
+# name = "cooling-water-hot"
+# severity = "critical"
+# field = "ptc1::cpatempwo"
+# threshold = 110.0
+# hysteresis = 2.0
+# [[alarm]]
+# kind = "above"
+# name = "p1-rising"
+# severity = "critical"
+# field = "bluefors::p1"
+# threshold = 1e-4
+# hysteresis = 2e-5
+# hold = 10.0
 # [[alarm]]
 # kind = "below"
 # name = "flow-below-floor"
 # field = "bluefors::flow"
 # threshold = 0.1
 # hold = 60.0
-# [[alarm]]
-# kind = "below"
-# name = "compressor-off"
-# severity = "critical"
-# field = "bluefors::compressor"
-# threshold = 0.5
 # [[alarm]]
 # kind = "below"
 # name = "pulse-tube-off"

@@ -1,4 +1,8 @@
-"""`make run`: both emulators, a notification receiver and the appliance; Ctrl-C stops everything.
+"""`make run`: a whole fridge emulated, a notification receiver and the appliance; Ctrl-C stops everything.
+
+The fridge: the thermometry (a 372 bridge and a 240 module), the pulse tube's compressor (a CPA over
+Modbus TCP), the MaxiGauge and the Bluefors control software's log folder (flow, valves, pumps),
+each an emulator in its own process, all in real time (time scale 1: one clock for the plant).
 
 The whole alarm story with nothing to edit: ``appliance/demo.toml`` (tracked) is copied to
 ``var/devrun/kelvinpi.toml`` with what a demo needs and a repository must not hold: control on,
@@ -23,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "appliance" / "demo.toml"
+BLUEFORS_DIR = ROOT / "var" / "devrun" / "bluefors"  # demo.toml's log_dir (relative to the repository)
 
 
 @dataclass(frozen=True)
@@ -169,8 +174,23 @@ def main() -> int:
         )
         spawn("emulate", "maxigauge", "--serial-link", str(var / "maxigauge"), "--control", str(var / "maxigauge.ctl"))
         spawn("emulate", "cpa", "--listen", "127.0.0.1:15020", "--control", str(var / "cpa.ctl"))
+        # the Bluefors PC's log folder, written live (demo.toml's bluefors-logs instrument reads it)
+        spawn(
+            "emulate",
+            "bluefors-logs",
+            "--dir",
+            str(BLUEFORS_DIR.relative_to(ROOT)),
+            "--zone",
+            "Europe/Helsinki",
+            "--control",
+            str(var / "bluefors.ctl"),
+        )
         deadline = time.monotonic() + 15
-        while not ((var / "ls240").exists() and (var / "maxigauge").exists()) and time.monotonic() < deadline:
+
+        def ready() -> bool:  # the ptys, and the log writer's first day folder (its first line: <= 10 s)
+            return all(p.exists() for p in (var / "ls240", var / "maxigauge")) and any(BLUEFORS_DIR.glob("??-??-??"))
+
+        while not ready() and time.monotonic() < deadline:
             time.sleep(0.1)
         app = spawn("run", "--config", str(demo.config))
         time.sleep(1.5)
@@ -182,6 +202,7 @@ def main() -> int:
             f'  control token: {rel} (curl -H "Authorization: Bearer $(cat {rel})" ...)\n'
             f"  notifications are printed here (receiver {receiver.url})\n"
             f"  fault injection: .venv/bin/kelvinpi emulate ctl {var.relative_to(ROOT) / 'ls372.ctl'} status\n"
+            f"  trip the compressor: .venv/bin/kelvinpi emulate ctl {var.relative_to(ROOT) / 'cpa.ctl'} trip water\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )

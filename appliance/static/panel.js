@@ -150,7 +150,24 @@ function bitNames(value, table) {
   for (let n = 0; n < 32; n++) { const b = 2 ** n; if (Math.floor(bits / b) % 2) out.push(table[String(b)] || "BIT" + b); }
   return out;
 }
-// One card for a whole plant instrument (panelInfo.plant[node], declared by its driver class).
+// A card's value with its unit in a span of its own (the kiosk draws the unit smaller, so that a
+// pressure's "1.51e-6 mbar" holds one line of a quarter of 800 pixels in large digits).
+function showValue(el, text) {
+  const m = /^([-+0-9.e]+) (\S+)$/.exec(text);
+  if (!m) { el.textContent = text; return; }
+  const u = document.createElement("span");
+  u.className = "u";
+  u.textContent = " " + m[2];
+  el.replaceChildren(m[1], u);
+}
+// A card's title: "node · channel"; on the kiosk's narrow cards "channel · node", so that what is cut
+// off (after the age beside it) is the instrument every card of a row shares, not the channel.
+function cardName(node, what) {
+  return document.body.classList.contains("kiosk") ? what + " · " + node : node + " · " + what;
+}
+// One card for a whole plant instrument (panelInfo.plant[node], declared by its driver class): a
+// compressor (its state, values, warning and alarm bits) or a gas handling system (its flow, the
+// pumps and pulse tube on or off, the open valves), drawn by the card's kind.
 function plantCard(box, node, spec, byField) {
   let card = box.querySelector(`[data-channel="${CSS.escape(node)}"]`);
   if (!card) {
@@ -159,12 +176,20 @@ function plantCard(box, node, spec, byField) {
     card.dataset.channel = node;
     card.innerHTML = '<div class="name"></div><div class="kelvin"></div><div class="sensor"></div>' +
                      '<div class="status"></div><div class="age"></div>';
-    card.querySelector(".name").textContent = node + " · " + spec.title;
+    card.querySelector(".name").textContent = cardName(node, spec.title);
     box.appendChild(card);
   }
   card.style.order = 998;
   const its = Object.values(byField);
   const get = (f) => byField[node + "::" + f];
+  const flagged = (spec.kind === "gas" ? gasCard : compressorCard)(card, spec, get, byField, node);
+  card.kp = {age: Math.min(...its.map((x) => x.age)), stale: its.every((x) => x.stale), scan: null,
+             at: performance.now()};
+  showAge(card);
+  card.classList.toggle("flagged", flagged);
+  card.classList.toggle("alarm", its.some((x) => alarmedFields.has(x.field)));
+}
+function compressorCard(card, spec, get) {
   const state = get(spec.state), run = get(spec.running);
   card.querySelector(".kelvin").textContent = state && state.value !== null ?
       (spec.states[String(state.value)] || "state " + state.value) : "";
@@ -177,12 +202,31 @@ function plantCard(box, node, spec, byField) {
                  ...(warn ? bitNames(warn.value, spec.bits).map((n) => "warning " + n) : [])];
   const stopped = run && run.value === 0;
   card.querySelector(".status").textContent = names.length ? names.join(" ") : (stopped ? "STOPPED" : "ok");
-  card.kp = {age: Math.min(...its.map((x) => x.age)), stale: its.every((x) => x.stale), scan: null,
-             at: performance.now()};
-  showAge(card);
-  card.classList.toggle("flagged", names.length > 0 || stopped);
-  card.classList.toggle("alarm", its.some((x) => alarmedFields.has(x.field)));
   card.dataset.value = state && state.value !== null ? String(state.value) : "";
+  return names.length > 0 || stopped;
+}
+// The gas handling system as the Bluefors logs tell it: the flow in large digits, the pumps and the
+// pulse tube on or off (one that must run and is off flags the card), the open valves by name.
+function gasCard(card, spec, get, byField, node) {
+  const flow = get(spec.flow);
+  showValue(card.querySelector(".kelvin"), flow && flow.value !== null ?
+      flow.value.toPrecision(3) + " " + (flow.units || spec.flow_units) : "");
+  const off = [];
+  card.querySelector(".sensor").textContent = spec.pumps.map(([label, f]) => {
+    const it = get(f);
+    if (!it || it.value === null) return null;
+    if (it.value === 0 && spec.must_run.includes(f)) off.push(label);
+    return `${label} ${it.value ? "on" : "off"}`;
+  }).filter(Boolean).join(" · ");
+  const valve = new RegExp(spec.valves);
+  const open = Object.values(byField).map((it) => it.field.slice(node.length + 2))
+      .filter((f) => valve.test(f) && get(f).value)
+      .sort((a, b) => parseInt(a.slice(1), 10) - parseInt(b.slice(1), 10));
+  card.querySelector(".status").textContent = (off.length ? off.join(" ") + " OFF · " : "") +
+      (open.length ? "open " + open.join(" ") : "valves closed");
+  card.dataset.value = flow && flow.value !== null ? String(flow.value) : "";
+  card.dataset.open = open.join(" ");
+  return off.length > 0;
 }
 
 async function refreshLatest() {
@@ -212,7 +256,8 @@ async function refreshLatest() {
       card.dataset.channel = g.key;
       card.innerHTML = '<div class="name"></div><div class="kelvin"></div><div class="sensor"></div>' +
                        '<div class="status"></div><div class="age"></div>';
-      card.querySelector(".name").textContent = g.key.replace("::", " · ");
+      const [node, ...rest] = g.key.split("::");
+      card.querySelector(".name").textContent = cardName(node, rest.join("::"));
       box.appendChild(card);
     }
     // the fridge from top to bottom: cards in config order (instruments, then their channels)
@@ -229,8 +274,8 @@ async function refreshLatest() {
     const allBits = [...new Set([g.t, g.r, g.other].filter(Boolean).flatMap((x) => x.status_bits))];
     // An unsynchronised clock is shown once in the header; it does not make a reading suspect.
     const bits = allBits.filter((b) => b !== "CLOCK_UNSYNCED");
-    card.querySelector(".kelvin").textContent = g.t ? fmtKelvin(g.t.value) :
-        (g.other ? fmtSensor(g.other.value, g.other.units) : "");
+    showValue(card.querySelector(".kelvin"), g.t ? fmtKelvin(g.t.value) :
+        (g.other ? fmtSensor(g.other.value, g.other.units) : ""));
     card.querySelector(".sensor").textContent = g.r ? fmtSensor(g.r.value, g.r.units) : "";
     card.querySelector(".status").textContent = bits.length ? bits.join(" ") :
         (allBits.length && !document.body.classList.contains("kiosk") ? "ok (clock unsynced)" : "ok");
