@@ -213,9 +213,10 @@ class BlueforsAcquisition:
         self._queued.clear()
         saved = self.store.load_file_cursors(self.cfg.name)
         positions = {p: Position(p, i, o, t) for p, (i, o, t) in saved.items()}
+        until = {p: pos.last_t for p, pos in self.follower.positions.items() if pos.last_t is not None}
         self.follower.positions = {}
         self.follower.recheck = {}
-        self.follower.restore(positions, self._stored)
+        self.follower.restore(positions, self._stored, until)
 
     def _record_problems(self) -> None:
         """Bad lines as events, the first few of a cycle each and the rest counted in one: a file in a

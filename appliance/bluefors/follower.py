@@ -97,6 +97,7 @@ class Follower:
         # file replaced or cut under its name (its lines up to the old position's time were taken)
         self.recheck: dict[str, float | None] = dict.fromkeys(self.positions)
         self.started = False  # the first poll: a file without a position may have been read before
+        self.ask_until: dict[str, float] = {}  # per file: ask ``seen`` of every line up to this time
         self.changed: dict[str, Position] = {}  # positions moved since the caller last took them
         self.problems: list[str] = []  # bad lines, each named with its file and offset
         self.last_t: float | None = max((p.last_t for p in self.positions.values() if p.last_t), default=None)
@@ -107,14 +108,19 @@ class Follower:
         self.values_per_poll = VALUES_PER_POLL
         self._left = 0  # values this poll may still take
 
-    def restore(self, positions: dict[str, Position], seen: Seen | None = None) -> None:
+    def restore(
+        self, positions: dict[str, Position], seen: Seen | None = None, ask_until: dict[str, float] | None = None
+    ) -> None:
         """Where a previous run got to (the store's positions, and ``seen``: is a field's value at a
-        time stored): every file is read on from its position, its lines asked about until one is not."""
+        time stored): every file is read on from its position, its lines asked about until one is
+        not, or (``ask_until``, a file's time) every line up to that time: after samples were dropped
+        on their way to the store, the stored ones are not a prefix."""
         self.positions.update(positions)
         if seen is not None:
             self.seen = seen
         for rel in positions:
             self.recheck[rel] = None
+        self.ask_until = dict(ask_until or {})
         self.started = False
         self.last_t = max([p.last_t for p in self.positions.values() if p.last_t] or [0.0]) or None
 
@@ -321,7 +327,9 @@ class Follower:
                     fresh = [] if t <= floor else values
                 if not fresh:
                     continue  # taken before (a restart, a replaced file): stored already
-                del self.recheck[rel]  # past what was taken: the rest of the file is new
+                if t >= self.ask_until.get(rel, float("-inf")):
+                    del self.recheck[rel]  # past what was taken: the rest of the file is new
+                    self.ask_until.pop(rel, None)
             emit(Line(rel, t, fresh))
             self._left -= len(fresh)
             taken += 1
