@@ -184,9 +184,40 @@ def test_short_or_impossible_blocks_are_bad_replies():
     with pytest.raises(BadReply, match="10 registers"):
         decode_block([0] * 10, 0.0)
     regs = [int.from_bytes(SOCS_FIXTURE[9 + 2 * i : 11 + 2 * i], "big") for i in range(53)]
-    regs[0] = 4  # no operating state 4
-    with pytest.raises(BadReply, match="operating state 4"):
+    regs[28] = 9  # pressure units 9 (register 29): no panel's
+    with pytest.raises(BadReply, match="units 9/"):
         decode_block(regs, 0.0)
+
+
+@pytest.mark.parametrize("state, run", [(1, 0), (4, 1), (3, 2)])
+def test_an_undocumented_state_is_kept_and_flagged_not_refused(state, run):
+    """Cryomech's SampleCode (CPA_2xxx_ModbusTCP.py:349-370) shows "Unknown State" and tests
+    0 < running: a reading in a state no document names is a reading, flagged UNKNOWN_STATE."""
+    regs = [int.from_bytes(SOCS_FIXTURE[9 + 2 * i : 11 + 2 * i], "big") for i in range(53)]
+    regs[0], regs[1] = state, run
+    r = decode_block(regs, 0.0)
+    from appliance.cpa_acquisition import UNKNOWN_STATE, status_of
+
+    assert r.unknown_state == (state not in (0, 2, 3, 5, 6, 7, 8, 9, 15))
+    assert r.running == (run > 0) and r.state_name.startswith("unknown state") == r.unknown_state
+    assert bool(status_of(r) & UNKNOWN_STATE) == r.unknown_state
+    assert CryomechCPA.STATUS_BITS[UNKNOWN_STATE] == "UNKNOWN_STATE"
+
+
+def test_the_compressor_setting_read_back_delivers_no_reading(cpa):
+    """GET and PUT of settings/compressor read register 2 alone: the emulator's ledger of delivered
+    block readings (what the store must hold) does not move, and the poller's last reading stays."""
+    from appliance.settings import SETTINGS
+
+    setting = SETTINGS["cpa"]["compressor"]
+    d = CryomechCPA.tcp(*cpa.address, timeout=1.0)
+    d.connect()
+    before, last = cpa.ledger.counts(), d.last
+    assert setting.read(d, "") == {"running": 1}
+    setting.write(d, "", {"running": 0})
+    assert setting.read(d, "") == {"running": 0}
+    assert cpa.ledger.counts() == before and d.last is last
+    d.close()
 
 
 @pytest.mark.parametrize(
