@@ -256,3 +256,25 @@ def test_positions_are_not_saved_past_samples_the_queue_dropped(tmp_path):
         p.cycle()
     assert stored(store) == produced(w), diff(produced(w), stored(store))
     store.close()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (section("logs/bf"), "log_dir 'logs/bf' must be an absolute path"),
+        (section("/mnt/bf") + 'host = "10.0.0.9"\n', "host is not for bluefors-logs"),
+        (section("/mnt/bf") + "port = 445\n", "port is not for bluefors-logs"),
+        (section("/mnt/bf", interval=0.01), "interval 0.01 s: bluefors-logs polls at most every 0.1 s"),
+        (
+            '[[instrument]]\nmodel = "cpa"\nname = "c"\ntransport = "tcp"\nhost = "127.0.0.1"\nlog_dir = "/tmp"\n',
+            "log_dir is a bluefors-logs key: model 'cpa' does not read a log folder",
+        ),
+        (
+            '[[instrument]]\nmodel = "cpa"\nname = "c"\ntransport = "tcp"\nhost = "127.0.0.1"\ntimezone = "UTC"\n',
+            "timezone is a bluefors-logs key",
+        ),
+    ],
+)
+def test_config_refuses_keys_that_do_nothing_where_written(text, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(text)
