@@ -300,3 +300,40 @@ def test_slow_answers_time_out_and_are_counted_late_not_delivered(cpa):
     d.connect()
     assert d.read().running
     d.close()
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        part = s.recv(n - len(buf))
+        if not part:
+            break
+        buf += part
+    return buf
+
+
+def test_pipelined_requests_in_one_segment_are_answered_in_order(cpa):
+    """Modbus Messaging on TCP/IP Implementation Guide 4.2: a client may send a request before the
+    answer to the one before; pymodbus' own server left the second in its buffer, unanswered."""
+    q1, q2 = b"\x00\x01" + SOCS_QUERY[2:], b"\x00\x02" + SOCS_QUERY[2:]
+    with socket.create_connection(cpa.address, timeout=2) as s:
+        s.sendall(q1 + q2)
+        raw = _recv_exactly(s, 2 * len(SOCS_FIXTURE))
+    assert [raw[0:2], raw[len(SOCS_FIXTURE) : len(SOCS_FIXTURE) + 2]] == [b"\x00\x01", b"\x00\x02"]
+    assert socs_parse(raw[: len(SOCS_FIXTURE)])[0] == socs_parse(raw[len(SOCS_FIXTURE) :])[0]
+
+
+@pytest.mark.parametrize("unit", [0, 2, 0xFF])
+def test_another_unit_id_is_answered_as_the_panel_echoing_the_id(cpa, unit, caplog):
+    """UNVERIFIED what a panel does (FIDELITY.md); the emulator answers as unit 1, no traceback."""
+    raw = exchange(cpa.address, SOCS_QUERY[:6] + bytes([unit]) + SOCS_QUERY[7:])
+    assert len(raw) == len(SOCS_FIXTURE) and raw[6] == unit and raw[7] == 4
+    assert socs_parse(raw)[0]["Operating_State"] == 3
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("count", [0, 126])
+def test_a_read_of_0_or_126_registers_is_exception_3(cpa, count):
+    """Modbus Application Protocol V1.1b3 6.4: quantity 1..125, else exception code 03."""
+    raw = exchange(cpa.address, SOCS_QUERY[:10] + count.to_bytes(2, "big"))
+    assert raw == SOCS_QUERY[:4] + b"\x00\x03\x01\x84\x03"
