@@ -398,3 +398,18 @@ def test_a_file_cut_shorter_is_recorded_and_read_again(tmp_path):
     run(w, f, taken, 600)
     assert_same(w, taken)
     assert any("cut to" in p and "maxigauge" in p for p in f.problems)
+
+
+def test_a_file_cut_and_regrown_past_the_position_while_off_is_read_again(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 3600)
+    path = tmp_path / "26-12-06" / "maxigauge 26-12-06.log"
+    with open(path, "r+b") as fh:
+        fh.truncate(0)  # cut (same inode) while the appliance is off ...
+    w.advance(2 * 3600)  # ... and regrown past where the appliance had got to
+    assert os.stat(path).st_size > f.positions["26-12-06/maxigauge 26-12-06.log"].offset
+    again = Follower(tmp_path, TZ, dict(f.positions), taken.seen)  # positions as the store keeps them
+    again.poll(taken)
+    assert_same(w, taken)
+    assert any("first bytes changed" in p for p in again.problems)

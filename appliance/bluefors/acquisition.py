@@ -103,7 +103,7 @@ class BlueforsAcquisition:
         """The poller's store: where the positions are kept, and the floor below which lines are stored."""
         self.store = store
         node = self.cfg.name
-        positions = {p: Position(p, i, o, t) for p, (i, o, t) in store.load_file_cursors(node).items()}
+        positions = {p: Position(p, i, o, t, h) for p, (i, o, t, h) in store.load_file_cursors(node).items()}
         self.follower.restore(positions, self._stored)
 
     def _stored(self, name: str, t: float) -> bool:
@@ -193,14 +193,14 @@ class BlueforsAcquisition:
             # every sample before it is stored too
             if last is not None and written.get(last[0], float("-inf")) < last[1]:
                 continue  # its samples are still on their way to the store
-            self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t)
+            self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t, p.head)
             del self._queued[path]
         if lost:
             self._reread()
             return
         if all(p.inode < 0 for p, _, _ in self._queued.values()):
             for path, (p, _, _) in list(self._queued.items()):
-                self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t)
+                self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t, p.head)
                 del self._queued[path]
                 self._last.pop(path, None)
 
@@ -212,7 +212,7 @@ class BlueforsAcquisition:
             return
         self._queued.clear()
         saved = self.store.load_file_cursors(self.cfg.name)
-        positions = {p: Position(p, i, o, t) for p, (i, o, t) in saved.items()}
+        positions = {p: Position(p, i, o, t, h) for p, (i, o, t, h) in saved.items()}
         until = {p: pos.last_t for p, pos in self.follower.positions.items() if pos.last_t is not None}
         self.follower.positions = {}
         self.follower.recheck = {}

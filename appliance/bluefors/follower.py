@@ -43,6 +43,7 @@ from drivers.errors import ConnectionLost
 from .formats import BadLine, Field, LogFile, folder_date, identify, parse_line
 from .localtime import to_unix
 
+HEAD = 32  # bytes of a file's start kept with its position
 READ_MAX = 4 << 20  # bytes read from one file per poll: a day-long backlog comes in steps
 # values taken per poll: a day's backlog (a first start, a long outage) is some 300 000 of them, more
 # than the queue to the store holds (store.queue_size); taken in steps, none is dropped on the way
@@ -61,6 +62,7 @@ class Position:
     inode: int
     offset: int
     last_t: float | None  # UNIX time of the last line before ``offset`` (None: at the start)
+    head: str = ""  # hex of the file's first bytes (up to HEAD, its first line's): tells a file cut and regrown
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,14 @@ class Follower:
                 if pos is None:  # new to us (read from its start; perhaps read before a restart)
                     pos = Position(rel, st.st_ino, 0, None)
                     self.files_seen += 1
+                elif pos.inode == st.st_ino and st.st_size >= pos.offset and not self._same_head(pos, f):
+                    # cut and written again past the position (while nobody watched): its start differs
+                    self.problems.append(
+                        f"{rel}: its first bytes changed (cut and rewritten): read again from its start"
+                    )
+                    floor = self.recheck.get(rel)
+                    self.recheck[rel] = max(x for x in (pos.last_t, floor, float("-inf")) if x is not None)
+                    return self._read_from(Position(rel, st.st_ino, 0, None), f, st.st_size, log, emit)
                 elif pos.inode != st.st_ino or st.st_size < pos.offset:
                     # rotated aside (its inode under its own name and a suffix: its tail first),
                     # replaced under its name, or cut: from the start; the lines up to the old
@@ -236,6 +246,15 @@ class Follower:
             return 0  # gone between the listing and the open: seen again next poll, or never
         except OSError as exc:
             raise FolderGone(f"log file {path} cannot be read: {exc}") from None
+
+    @staticmethod
+    def _same_head(pos: Position, f: BinaryIO) -> bool:
+        """Does the file still begin as it did when the position was taken (no head kept: yes)?"""
+        if not pos.head or pos.offset == 0:
+            return True
+        want = bytes.fromhex(pos.head)
+        f.seek(0)
+        return f.read(len(want)) == want
 
     def _read_rotated(self, pos: Position, path: Path, log: LogFile, emit: Emit) -> int:
         """The rest of a file moved aside in its folder: found by its inode AND its name (the
@@ -334,7 +353,10 @@ class Follower:
             self._left -= len(fresh)
             taken += 1
         if keep:
-            self._move(Position(rel, pos.inode, offset, last_t))
+            head = pos.head
+            if not head and pos.offset == 0 and offset > 0:
+                head = data[: min(HEAD, offset)].hex()  # the first line's bytes, at most HEAD
+            self._move(Position(rel, pos.inode, offset, last_t, head))
             if offset == size:
                 self._caught_up[rel] = self.last_t or 0.0
         return taken
