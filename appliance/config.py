@@ -16,7 +16,7 @@ import re
 import stat
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -910,6 +910,7 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             )
         if spec and spec.transports == ("folder",) and not inst.get("timezone"):
             problems.append((loc + ("timezone",), f"model {model!r} needs timezone (the Bluefors PC's)"))
+        problems.extend(_folder_keys(inst, loc, model, spec))
         seen: set = set()
         channels = inst.get("channel", [])
         for j, ch in enumerate(channels if isinstance(channels, list) else []):
@@ -928,6 +929,38 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
                     )
                 )
     return problems
+
+
+FOLDER_KEYS = ("log_dir", "cifs_share", "credentials_file", "timezone")  # bluefors-logs' own keys
+FOLDER_MIN_INTERVAL = 0.1  # seconds: each poll lists the share's folders; faster only loads the Bluefors PC
+
+
+def _folder_keys(inst: dict, loc: tuple, model: str | None, spec: Any) -> list[tuple[tuple, str]]:
+    """A log folder's keys only on a log folder, and a log folder without a network address: a key
+    that does nothing where it is written is a mistake the user must hear about, not a silence.
+    ``log_dir`` absolute: a relative one would resolve against whatever directory the service
+    was started in."""
+    out: list[tuple[tuple, str]] = []
+    if spec is None:
+        return out
+    folder = spec.transports == ("folder",)
+    if not folder:
+        for k in FOLDER_KEYS:
+            if inst.get(k) is not None:
+                out.append((loc + (k,), f"{k} is a bluefors-logs key: model {model!r} does not read a log folder"))
+        return out
+    for k in ("host", "port", "device", "resource"):
+        if inst.get(k) is not None:
+            out.append((loc + (k,), f"{k} is not for bluefors-logs: it reads a folder (log_dir), not a device"))
+    log_dir = inst.get("log_dir")
+    if isinstance(log_dir, str) and log_dir and not PurePosixPath(log_dir).is_absolute():
+        out.append((loc + ("log_dir",), f"log_dir {log_dir!r} must be an absolute path (where the share is mounted)"))
+    interval = inst.get("interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval < FOLDER_MIN_INTERVAL:
+        out.append(
+            (loc + ("interval",), f"interval {interval:g} s: bluefors-logs polls at most every {FOLDER_MIN_INTERVAL:g} s")
+        )
+    return out
 
 
 def _span(numbers: tuple[str, ...]) -> str:

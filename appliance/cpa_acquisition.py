@@ -3,7 +3,7 @@
 The CPA has no Lake Shore inputs to discover: its series are fixed, named as the Bluefors Status
 log names them (``cpatempwi`` ...) with socs' agent keys as their OCS names (``Coolant_In_Temp``
 ...), both from ``drivers.cpa.QUANTITIES``. Each sample carries the compressor's state as status
-bits (``CryomechCPA.STATUS_BITS``: WARNING, ALARM, STOPPED), so the panel and the API say why a
+bits (``CryomechCPA.STATUS_BITS``: WARNING, ALARM, STOPPED, UNKNOWN_STATE), so the panel and the API say why a
 value is what it is; the warning and alarm words themselves are series (``cpawarn``, ``cpaerr``)
 whose named bits the driver decodes.
 """
@@ -22,12 +22,17 @@ from .samples import Sample
 if TYPE_CHECKING:
     from .acquisition import ChannelPlan, Input
 
-WARNING, ALARM, STOPPED = 1, 2, 4  # CryomechCPA.STATUS_BITS
+WARNING, ALARM, STOPPED, UNKNOWN_STATE = 1, 2, 4, 8  # CryomechCPA.STATUS_BITS
 
 
 def status_of(r: CpaReading) -> int:
     """The sample status bits of one reading."""
-    return (WARNING if r.warning_bits else 0) | (ALARM if r.alarm_bits else 0) | (0 if r.running else STOPPED)
+    return (
+        (WARNING if r.warning_bits else 0)
+        | (ALARM if r.alarm_bits else 0)
+        | (0 if r.running else STOPPED)
+        | (UNKNOWN_STATE if r.unknown_state else 0)
+    )
 
 
 class CpaAcquisition:

@@ -693,7 +693,8 @@ SETTINGS_CPA = (
         "",
         _none,
         (Arg("running", "bool", doc="1 start, 0 stop"),),
-        lambda inst, _: {"running": int(inst.read().running)},
+        # input register 2 alone: a block read here would be a reading delivered and never stored
+        lambda inst, _: {"running": int(inst.running())},
         lambda inst, _, v: inst.power(bool(v["running"])),
         # a compressor takes seconds to start or stop (UNVERIFIED how many): the read-back may lag
         lambda v: {"running"},

@@ -27,6 +27,7 @@ from .modbus import ModbusTcpLink
 FIRST_REGISTER = 1  # socs drivers.py:68 reads from register 1 ...
 REGISTER_COUNT = 53  # ... 0x35 registers (drivers.py:69)
 ENABLE_REGISTER = 1  # holding register 1 (socs drivers.py:86)
+RUNNING_REGISTER = 2  # input register 2, "Compressor_State" (socs drivers.py keyloc), 1 when running
 START, STOP = 0x0001, 0x00FF  # socs drivers.py:89/91
 
 OPERATING_STATES: dict[int, str] = {
@@ -179,7 +180,13 @@ class CpaReading:
 
     @property
     def state_name(self) -> str:
-        return OPERATING_STATES[self.operating_state]
+        return OPERATING_STATES.get(self.operating_state, f"unknown state {self.operating_state}")
+
+    @property
+    def unknown_state(self) -> bool:
+        """An operating state no document names (1, 4, ...): the reading is kept, flagged, as
+        Cryomech's SampleCode shows such a state ("Unknown State") rather than refusing it."""
+        return self.operating_state not in OPERATING_STATES
 
 
 def decode_block(regs: list[int], t: float) -> CpaReading:
@@ -197,11 +204,15 @@ def decode_block(regs: list[int], t: float) -> CpaReading:
             if not math.isfinite(v):
                 raise BadReply(f"{q.description} is {v!r}", _raw(regs), "read input registers")
             values[q.field] = v
+    # An operating state or running value the documents do not name is kept (the reading carries
+    # UNKNOWN_STATE; running is any value above 0), as Cryomech's SampleCode CPA_2xxx_ModbusTCP.py
+    # (lines 349-370) prints "Unknown State" and tests 0 < running. Units it cannot name leave every
+    # temperature and pressure unreadable: refused.
     state, run = int(values["cpastate"]), int(values["cparun"])
     pu, tu = int(values["cpapscale"]), int(values["cpatscale"])
-    if state not in OPERATING_STATES or run not in (0, 1) or pu not in PRESSURE_UNITS or tu not in TEMPERATURE_UNITS:
+    if pu not in PRESSURE_UNITS or tu not in TEMPERATURE_UNITS:
         raise BadReply(
-            f"operating state {state}, running {run}, units {pu}/{tu}: not values a CPA panel sends",
+            f"units {pu}/{tu}: not units a CPA panel sends",
             _raw(regs),
             "read input registers",
         )
@@ -209,7 +220,7 @@ def decode_block(regs: list[int], t: float) -> CpaReading:
         t=t,
         values=values,
         operating_state=state,
-        running=run == 1,
+        running=run > 0,
         warning_bits=int(-values["cpawarn"]),
         alarm_bits=int(-values["cpaerr"]),
         pressure_unit=PRESSURE_UNITS[pu],
@@ -230,7 +241,7 @@ class CryomechCPA:
 
     # What the appliance reads off a model (appliance/models.py): the sample status bits a CPA
     # reading carries, the OCS agent class and feed socs' agent registers (agent.py:45, :204).
-    STATUS_BITS: ClassVar[dict[int, str]] = {1: "WARNING", 2: "ALARM", 4: "STOPPED"}
+    STATUS_BITS: ClassVar[dict[int, str]] = {1: "WARNING", 2: "ALARM", 4: "STOPPED", 8: "UNKNOWN_STATE"}
     OCS_AGENT_CLASS: ClassVar[str] = "CryomechCPAAgent"
     OCS_FEED: ClassVar[str] = "ptc_status"
     # The front panel's one card for the whole compressor (appliance/web/panel.py ships it, panel.js
@@ -311,6 +322,13 @@ class CryomechCPA:
                 self.transport.close()  # what else it sent on this connection is suspect too
                 raise
             return self.last
+
+    def running(self) -> bool:
+        """Is the compressor running: input register 2 alone (a settings read-back). Not the block
+        read: a block the panel delivers is a reading, and one read here would never be stored."""
+        with self._lock:
+            (run,) = self.transport.read_input_registers(RUNNING_REGISTER, 1)
+            return run > 0
 
     def take_connect_reading(self) -> CpaReading | None:
         """The reading ``connect`` took (a real reading: it is stored, not thrown away), once."""

@@ -34,13 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.cpa import FIRST_REGISTER, REGISTER_COUNT, START, decode_block
 from drivers.errors import BadReply
 
 from .cpa_device import HIGH_PRESSURE_HIGH, INPUT_REGISTERS, CpaDevice
+from .cpa_modbus import PanelServer
 from .sim_clock import SimClock
 
 log = logging.getLogger("firmware_host.cpa")
@@ -101,7 +101,7 @@ class CpaEmulator:
         self.faults = CpaFaults()
         self.ledger = CpaLedger()
         self.address: tuple[str, int] | None = None
-        self._server: ModbusTcpServer | None = None
+        self._server: PanelServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pending: tuple[list[int], bool] | None = None  # the block just read, for trace_packet
@@ -172,7 +172,9 @@ class CpaEmulator:
 
         async def serve() -> None:
             try:
-                self._server = ModbusTcpServer(self._simdevice(), address=(host, port), trace_packet=self._trace_packet)
+                self._server = PanelServer(
+                    self._simdevice(), address=(host, port), trace_packet=self._trace_packet, unit=UNIT_ID
+                )
                 await self._server.serve_forever(background=True)
                 sock = self._server.transport.sockets[0]  # type: ignore[attr-defined]  # an asyncio Server
                 self.address = sock.getsockname()[:2]

@@ -8,6 +8,7 @@ with the writer's ledger, as multisets: a lost line is missing, a doubled one co
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections import Counter
 from zoneinfo import ZoneInfo
 
@@ -41,11 +42,17 @@ class Taken:
     def __init__(self) -> None:
         self.values: Counter = Counter()
         self.lines: list[Line] = []
+        self.keys: set[tuple[str, float]] = set()
 
     def __call__(self, line: Line) -> None:
         self.lines.append(line)
         for f, v in line.values:
             self.values[(f.ocs, line.t, v)] += 1
+            self.keys.add((f.name, line.t))
+
+    def seen(self, name: str, t: float) -> bool:
+        """What the store answers a restarted follower: is this field's value at this time stored."""
+        return (name, t) in self.keys
 
 
 def run(w: BlueforsWriter, f: Follower, taken: Taken, seconds: float, step: float = 37.0) -> None:
@@ -93,7 +100,7 @@ def test_restart_inside_the_repeated_hour_keeps_the_fold(tmp_path):
     w = writer(tmp_path, at(2026, 10, 25, 2, 50))
     f, taken = Follower(tmp_path, TZ), Taken()
     run(w, f, taken, at(2026, 10, 25, 3, 20, fold=1) - w.now, step=120)  # into the second pass
-    again = Follower(tmp_path, TZ, dict(f.positions), dict(f.floor))  # what the store gives back
+    again = Follower(tmp_path, TZ, dict(f.positions), taken.seen)  # what the store gives back
     run(w, again, taken, 3600, step=120)
     assert_same(w, taken)
 
@@ -174,7 +181,7 @@ def test_restart_from_positions_behind_the_floor_doubles_nothing(tmp_path):
     run(w, f, taken, 1800)
     old = dict(f.positions)  # positions saved a while ago (the store is written behind the samples)
     run(w, f, taken, 1200)
-    again = Follower(tmp_path, TZ, old, dict(f.floor))  # the floor: the newest stored time of each field
+    again = Follower(tmp_path, TZ, old, taken.seen)  # the floor: the newest stored time of each field
     run(w, again, taken, 1800)
     assert_same(w, taken)
 
@@ -266,6 +273,143 @@ def test_restart_before_any_position_was_saved_doubles_nothing(tmp_path):
     w = writer(tmp_path, at(2026, 12, 6, 10, 0))
     f, taken = Follower(tmp_path, TZ), Taken()
     run(w, f, taken, 1200)
-    again = Follower(tmp_path, TZ, {}, dict(f.floor))  # no position in the store yet, the samples are
+    again = Follower(tmp_path, TZ, {}, taken.seen)  # no position in the store yet, the samples are
     run(w, again, taken, 600)
     assert_same(w, taken)
+
+
+# -- red-team faults (#25 plant review): each lost lines on main ----------------------------------
+
+
+def test_a_future_dated_day_folder_does_not_stop_today(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 600)
+    (tmp_path / "27-12-06").mkdir()  # the PC clock a year ahead for a moment: one stray day folder
+    (tmp_path / "27-12-06" / "CH6 T 27-12-06.log").write_bytes(b" 06-12-27,10:00:00,1.0e-02\r\n")
+    run(w, f, taken, 3600)
+    want, got = ledger(w), taken.values
+    assert not (want - got), f"lost {sum((want - got).values())}"
+    assert any(p.startswith("26-12-06/") for p in f.positions)  # today still followed
+
+
+def test_a_line_stamped_in_the_future_silences_no_field(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 22, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 600)
+    with open(tmp_path / "26-12-06" / "CH6 T 26-12-06.log", "ab") as fh:  # a day ahead: a PC clock glitch
+        fh.write(b" 07-12-26,22:10:00,1.000000e-02\r\n")
+    run(w, f, taken, 6 * 3600)  # on through midnight
+    lost = [k for k in (ledger(w) - taken.values) if k[0] == "lakeshore_ch6_t"]
+    assert not lost, f"{len(lost)} ch6_t values lost after midnight"
+    again = Follower(tmp_path, TZ, dict(f.positions), taken.seen)  # and a restart
+    n = len(taken.lines)
+    run(w, again, taken, 3600)
+    assert sum(1 for ln in taken.lines[n:] if ln.values[0][0].name == "ch6_t") == 3600 / LIGHT["CH"]
+    want, got = ledger(w), taken.values
+    assert not (want - got)
+
+
+def test_a_week_offline_reads_every_day_in_order(tmp_path):
+    w = BlueforsWriter(tmp_path, TZ, at(2026, 12, 1, 10, 0), periods={k: 1200.0 for k in LIGHT})
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 600)
+    w.advance(4 * 86400)  # the appliance off for days (a week in the review), the PC writing on
+    again = Follower(tmp_path, TZ, dict(f.positions), taken.seen)
+    again.values_per_poll = 20_000
+    n = len(taken.lines)
+    for _ in range(200):
+        if again.poll(taken) == 0:
+            break
+    assert_same(w, taken)
+    days = [ln.path[:8] for ln in taken.lines[n:]]
+    assert days == sorted(days) and len(set(days)) == 5
+    assert all(p.startswith("26-12-05/") for p in again.positions)  # the days read are not followed on
+
+
+def test_a_sparse_file_in_the_repeated_hour_takes_its_pass_from_the_other_logs(tmp_path):
+    # a log written only now and then (a channel not scanned): 03:20 in the first pass, then 03:40
+    # in the second; the file alone cannot tell, the other logs read with it can
+    w = writer(tmp_path, at(2026, 10, 25, 3, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    path = tmp_path / "26-10-25" / "CH9 T 26-10-25.log"
+    run(w, f, taken, at(2026, 10, 25, 3, 20) - w.now)
+    with open(path, "ab") as fh:
+        fh.write(b" 25-10-26,03:20:30,1.0e-02\r\n")
+    run(w, f, taken, at(2026, 10, 25, 3, 40, fold=1) - w.now, step=120)
+    with open(path, "ab") as fh:
+        fh.write(b" 25-10-26,03:40:30,2.0e-02\r\n")
+    run(w, f, taken, 120)
+    ch9 = [ln.t for ln in taken.lines if ln.values[0][0].name == "ch9_t"]
+    assert ch9 == [at(2026, 10, 25, 3, 20) + 30, at(2026, 10, 25, 3, 40, fold=1) + 30]
+
+
+def test_a_remount_giving_an_old_inode_to_another_file_mixes_no_fields(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 1200)
+    day = tmp_path / "26-12-06"
+    ch6, ch1 = day / "CH6 T 26-12-06.log", day / "CH1 T 26-12-06.log"
+    w.advance(600)  # the share away for 10 minutes, the PC writing on
+    d6, d1 = ch6.read_bytes(), ch1.read_bytes()
+    os.replace(ch6, ch1)  # a remount (noserverino): CH6 T's old inode number is now CH1 T's
+    ch1.write_bytes(d1)
+    ch6.write_bytes(d6)
+    f.poll(taken)
+    want, got = ledger(w), taken.values
+    assert not (got - want), f"foreign values {list(got - want)[:3]}"
+    assert not (want - got)
+
+
+def test_a_half_line_then_a_writer_restart_loses_the_whole_line(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 600)
+    path = tmp_path / "26-12-06" / "CH6 T 26-12-06.log"
+    with open(path, "ab") as fh:
+        fh.write(b" 06-12-26,10:1")  # the writer dies mid-line
+    f.poll(taken)
+    with open(path, "ab") as fh:
+        fh.write(b" 06-12-26,10:20:00,1.000000e-02\r\n")  # the restarted software appends a whole line
+    n = len(taken.lines)
+    f.poll(taken)
+    assert [(ln.t, ln.values[0][1]) for ln in taken.lines[n:] if ln.path.endswith(path.name)] == [
+        (at(2026, 12, 6, 10, 20), 1e-2)
+    ]
+    assert any("half line" in p for p in f.problems)
+
+
+def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(tmp_path):
+    p = tmp_path / "26-12-06"
+    p.mkdir(parents=True)
+    (p / "CH6 T 26-12-06.log").write_bytes(b"\xef\xbb\xbf 06-12-26,09:59:00,1.000000e-02\r\n")
+    f, taken = Follower(tmp_path, TZ), Taken()
+    f.poll(taken)
+    assert [(ln.t, ln.values[0][1]) for ln in taken.lines] == [(at(2026, 12, 6, 9, 59), 1e-2)] and not f.problems
+
+
+def test_a_file_cut_shorter_is_recorded_and_read_again(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 1200)
+    path = tmp_path / "26-12-06" / "maxigauge 26-12-06.log"
+    with open(path, "r+b") as fh:
+        fh.truncate(0)  # cut under the same inode; the writer goes on appending
+    run(w, f, taken, 600)
+    assert_same(w, taken)
+    assert any("cut to" in p and "maxigauge" in p for p in f.problems)
+
+
+def test_a_file_cut_and_regrown_past_the_position_while_off_is_read_again(tmp_path):
+    w = writer(tmp_path, at(2026, 12, 6, 10, 0))
+    f, taken = Follower(tmp_path, TZ), Taken()
+    run(w, f, taken, 3600)
+    path = tmp_path / "26-12-06" / "maxigauge 26-12-06.log"
+    with open(path, "r+b") as fh:
+        fh.truncate(0)  # cut (same inode) while the appliance is off ...
+    w.advance(2 * 3600)  # ... and regrown past where the appliance had got to
+    assert os.stat(path).st_size > f.positions["26-12-06/maxigauge 26-12-06.log"].offset
+    again = Follower(tmp_path, TZ, dict(f.positions), taken.seen)  # positions as the store keeps them
+    again.poll(taken)
+    assert_same(w, taken)
+    assert any("first bytes changed" in p for p in again.problems)

@@ -20,7 +20,8 @@ import pytest
 from appliance import config
 from appliance.bluefors.acquisition import BlueforsAcquisition
 from appliance.health import InstrumentHealth
-from appliance.samples import SampleQueue
+from appliance.naming import SeriesKey
+from appliance.samples import Sample, SampleQueue
 from appliance.store import MAX_TIME, Store
 from firmware_host.bluefors_writer import BlueforsWriter
 from tests.support.reconcile import windows
@@ -67,6 +68,7 @@ class Poll:
 
     def cycle(self, commit: bool = True) -> None:
         out: list = []
+        self.store.queue = self.queue  # what Store.start gives the writer thread (the poller's queue)
         self.acq.cycle({}, 0, out)
         self.queue.put_many(out)
         if commit:
@@ -103,9 +105,8 @@ def test_crashes_between_every_step_lose_and_double_nothing(tmp_path):
     p.cycle()
     assert crashes >= 8
     repeated = (logs / "26-10-25" / "maxigauge 26-10-25.log").read_text().count("25-10-26,03:10:")
-    assert (
-        repeated == 2
-    )  # the writer went through the repeated hour twice    assert stored(store) == produced(w), diff(produced(w), stored(store))
+    assert repeated == 2  # the writer went through the repeated hour twice
+    assert stored(store) == produced(w), diff(produced(w), stored(store))
     store.close()
     assert stored(Store(db)) == produced(w)  # and after a clean stop, from SQLite alone
 
@@ -210,3 +211,70 @@ def test_bad_lines_become_few_events_and_the_good_lines_are_stored(tmp_path):
         assert stored(store) == produced(w)
     finally:
         store.close()
+
+
+def test_a_store_stall_loses_no_line_the_follower_waits(tmp_path):
+    """The store stalls (an SD card busy) while a half-day backlog is read: the follower stops
+    reading while the queue is backed up, so the queue drops nothing and every line is stored."""
+    logs, db = tmp_path / "logs", tmp_path / "k.db"
+    logs.mkdir()
+    cfg = config.parse(section(logs) + f'[store]\npath = "{db}"\n').instrument[0]
+    w = BlueforsWriter(logs, TZ, dt.datetime(2026, 12, 6, 0, 5, tzinfo=TZ).timestamp(), periods=LIGHT)
+    store = Store(db)
+    p = Poll(store, cfg)
+    p.queue = SampleQueue(3000)  # stands for store.queue_size (200 000) at 1/66 scale
+    p.acq.follower.values_per_poll = 1000  # stands for VALUES_PER_POLL (20 000)
+    w.advance(6 * 3600)  # hours of backlog (a restart after an outage)
+    for _ in range(6):  # the store commits nothing for six poll intervals
+        p.cycle(commit=False)
+    assert p.queue.dropped == 0
+    for _ in range(20):
+        p.cycle()
+    assert stored(store) == produced(w), diff(produced(w), stored(store))
+    store.close()
+
+
+def test_positions_are_not_saved_past_samples_the_queue_dropped(tmp_path):
+    """Samples dropped on their way to the store (the shared queue overflowing with another
+    instrument's): no position is saved past them, the lines are read again and stored once."""
+    logs, db = tmp_path / "logs", tmp_path / "k.db"
+    logs.mkdir()
+    cfg = config.parse(section(logs) + f'[store]\npath = "{db}"\n').instrument[0]
+    w = BlueforsWriter(logs, TZ, dt.datetime(2026, 12, 6, 0, 5, tzinfo=TZ).timestamp(), periods=LIGHT)
+    store = Store(db)
+    p = Poll(store, cfg)
+    p.queue = SampleQueue(3000)
+    p.acq.follower.values_per_poll = 1000
+    w.advance(2 * 3600)
+    p.cycle(commit=False)
+    p.cycle()  # a position saved, samples stored
+    p.cycle(commit=False)
+    other = SeriesKey("other", "t", "K", "t", "another instrument")
+    p.queue.put_many([Sample(other, 1.8e9 + i, 1.0, 0) for i in range(2900)])  # floods the queue
+    assert p.queue.dropped > 0  # the follower's oldest queued samples among them
+    for _ in range(15):
+        p.cycle()
+    assert stored(store) == produced(w), diff(produced(w), stored(store))
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (section("logs/bf"), "log_dir 'logs/bf' must be an absolute path"),
+        (section("/mnt/bf") + 'host = "10.0.0.9"\n', "host is not for bluefors-logs"),
+        (section("/mnt/bf") + "port = 445\n", "port is not for bluefors-logs"),
+        (section("/mnt/bf", interval=0.01), "interval 0.01 s: bluefors-logs polls at most every 0.1 s"),
+        (
+            '[[instrument]]\nmodel = "cpa"\nname = "c"\ntransport = "tcp"\nhost = "127.0.0.1"\nlog_dir = "/tmp"\n',
+            "log_dir is a bluefors-logs key: model 'cpa' does not read a log folder",
+        ),
+        (
+            '[[instrument]]\nmodel = "cpa"\nname = "c"\ntransport = "tcp"\nhost = "127.0.0.1"\ntimezone = "UTC"\n',
+            "timezone is a bluefors-logs key",
+        ),
+    ],
+)
+def test_config_refuses_keys_that_do_nothing_where_written(text, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(text)

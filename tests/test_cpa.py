@@ -184,9 +184,40 @@ def test_short_or_impossible_blocks_are_bad_replies():
     with pytest.raises(BadReply, match="10 registers"):
         decode_block([0] * 10, 0.0)
     regs = [int.from_bytes(SOCS_FIXTURE[9 + 2 * i : 11 + 2 * i], "big") for i in range(53)]
-    regs[0] = 4  # no operating state 4
-    with pytest.raises(BadReply, match="operating state 4"):
+    regs[28] = 9  # pressure units 9 (register 29): no panel's
+    with pytest.raises(BadReply, match="units 9/"):
         decode_block(regs, 0.0)
+
+
+@pytest.mark.parametrize("state, run", [(1, 0), (4, 1), (3, 2)])
+def test_an_undocumented_state_is_kept_and_flagged_not_refused(state, run):
+    """Cryomech's SampleCode (CPA_2xxx_ModbusTCP.py:349-370) shows "Unknown State" and tests
+    0 < running: a reading in a state no document names is a reading, flagged UNKNOWN_STATE."""
+    regs = [int.from_bytes(SOCS_FIXTURE[9 + 2 * i : 11 + 2 * i], "big") for i in range(53)]
+    regs[0], regs[1] = state, run
+    r = decode_block(regs, 0.0)
+    from appliance.cpa_acquisition import UNKNOWN_STATE, status_of
+
+    assert r.unknown_state == (state not in (0, 2, 3, 5, 6, 7, 8, 9, 15))
+    assert r.running == (run > 0) and r.state_name.startswith("unknown state") == r.unknown_state
+    assert bool(status_of(r) & UNKNOWN_STATE) == r.unknown_state
+    assert CryomechCPA.STATUS_BITS[UNKNOWN_STATE] == "UNKNOWN_STATE"
+
+
+def test_the_compressor_setting_read_back_delivers_no_reading(cpa):
+    """GET and PUT of settings/compressor read register 2 alone: the emulator's ledger of delivered
+    block readings (what the store must hold) does not move, and the poller's last reading stays."""
+    from appliance.settings import SETTINGS
+
+    setting = SETTINGS["cpa"]["compressor"]
+    d = CryomechCPA.tcp(*cpa.address, timeout=1.0)
+    d.connect()
+    before, last = cpa.ledger.counts(), d.last
+    assert setting.read(d, "") == {"running": 1}
+    setting.write(d, "", {"running": 0})
+    assert setting.read(d, "") == {"running": 0}
+    assert cpa.ledger.counts() == before and d.last is last
+    d.close()
 
 
 @pytest.mark.parametrize(
@@ -269,3 +300,40 @@ def test_slow_answers_time_out_and_are_counted_late_not_delivered(cpa):
     d.connect()
     assert d.read().running
     d.close()
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        part = s.recv(n - len(buf))
+        if not part:
+            break
+        buf += part
+    return buf
+
+
+def test_pipelined_requests_in_one_segment_are_answered_in_order(cpa):
+    """Modbus Messaging on TCP/IP Implementation Guide 4.2: a client may send a request before the
+    answer to the one before; pymodbus' own server left the second in its buffer, unanswered."""
+    q1, q2 = b"\x00\x01" + SOCS_QUERY[2:], b"\x00\x02" + SOCS_QUERY[2:]
+    with socket.create_connection(cpa.address, timeout=2) as s:
+        s.sendall(q1 + q2)
+        raw = _recv_exactly(s, 2 * len(SOCS_FIXTURE))
+    assert [raw[0:2], raw[len(SOCS_FIXTURE) : len(SOCS_FIXTURE) + 2]] == [b"\x00\x01", b"\x00\x02"]
+    assert socs_parse(raw[: len(SOCS_FIXTURE)])[0] == socs_parse(raw[len(SOCS_FIXTURE) :])[0]
+
+
+@pytest.mark.parametrize("unit", [0, 2, 0xFF])
+def test_another_unit_id_is_answered_as_the_panel_echoing_the_id(cpa, unit, caplog):
+    """UNVERIFIED what a panel does (FIDELITY.md); the emulator answers as unit 1, no traceback."""
+    raw = exchange(cpa.address, SOCS_QUERY[:6] + bytes([unit]) + SOCS_QUERY[7:])
+    assert len(raw) == len(SOCS_FIXTURE) and raw[6] == unit and raw[7] == 4
+    assert socs_parse(raw)[0]["Operating_State"] == 3
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("count", [0, 126])
+def test_a_read_of_0_or_126_registers_is_exception_3(cpa, count):
+    """Modbus Application Protocol V1.1b3 6.4: quantity 1..125, else exception code 03."""
+    raw = exchange(cpa.address, SOCS_QUERY[:10] + count.to_bytes(2, "big"))
+    assert raw == SOCS_QUERY[:4] + b"\x00\x03\x01\x84\x03"

@@ -91,7 +91,8 @@ class BlueforsAcquisition:
         self.instrument = cast(Instrument, self.folder)
         self.store = None
         # positions to save, each with the (field, time) of the last sample its file gave before it
-        self._queued: dict[str, tuple[Position, tuple[str, float] | None]] = {}
+        # and the queue's drop count when they were queued (a drop since: perhaps ours, not saved)
+        self._queued: dict[str, tuple[Position, tuple[str, float] | None, int]] = {}
         self._last: dict[str, tuple[str, float]] = {}  # file -> (field, time) of its last sample
         self._saved = 0.0
         self.save_every = SAVE_EVERY
@@ -102,9 +103,29 @@ class BlueforsAcquisition:
         """The poller's store: where the positions are kept, and the floor below which lines are stored."""
         self.store = store
         node = self.cfg.name
-        positions = {p: Position(p, i, o, t) for p, (i, o, t) in store.load_file_cursors(node).items()}
-        floor = {d["name"]: d["t"] for d in store.latest() if d["node"] == node}
-        self.follower.restore(positions, floor)
+        positions = {p: Position(p, i, o, t, h) for p, (i, o, t, h) in store.load_file_cursors(node).items()}
+        self.follower.restore(positions, self._stored)
+
+    def _stored(self, name: str, t: float) -> bool:
+        """Is this field's value of this line time in the store (journaled included)? Asked only
+        of lines after a saved position at a start: a line stamped in the future (a PC clock
+        glitch) makes no later line look stored, as a "newest stored time" floor would."""
+        if self.store is None:
+            return False
+        return any(True for _ in self.store.iter_raw([f"{self.cfg.name}::{name}"], t, t + 0.002))
+
+    def _room(self) -> int | None:
+        """Values this cycle may take: the queue to the store is shared and drops its oldest when
+        full, so a follower (which can wait: its lines stay on the share) reads nothing while
+        the queue is more than half full, and never fills it past half."""
+        queue = getattr(self.store, "queue", None) if self.store is not None else None
+        if queue is None:
+            return None
+        return max(0, queue.maxlen // 2 - len(queue))
+
+    def _dropped(self) -> int:
+        queue = getattr(self.store, "queue", None) if self.store is not None else None
+        return queue.dropped if queue is not None else 0
 
     # -- the Acquisition protocol ---------------------------------------------------
     def discover_inputs(self) -> dict:
@@ -133,12 +154,16 @@ class BlueforsAcquisition:
                 out.append(Sample(self._key(node, fld), line.t, v, flags))
             self._last[line.path] = (line.values[-1][0].name, line.t)
 
+        room = self._room()
+        if room == 0:
+            return  # the store is behind: the lines wait on the share, not in a queue that drops
         try:
-            self.follower.poll(emit)
+            self.follower.poll(emit, room)
         finally:
             self._record_problems()
+            dropped = self._dropped()
             for p in self.follower.take_changed():  # saved once their samples are written
-                self._queued[p.path] = (p, self._last.get(p.path))
+                self._queued[p.path] = (p, self._last.get(p.path), dropped)
 
     def _key(self, node: str, fld: Field) -> SeriesKey:
         key = self._keys.get(fld.name)
@@ -156,13 +181,42 @@ class BlueforsAcquisition:
             return
         self._saved = now
         written = {d["name"]: d["t"] for d in self.store.latest() if d["node"] == self.cfg.name}
-        for path, (p, last) in list(self._queued.items()):
+        dropped = self._dropped()
+        lost = False
+        for path, (p, last, drops) in list(self._queued.items()):
+            if p.inode < 0:
+                continue  # forgetting a day waits for the later days' positions (below)
+            if drops != dropped:
+                lost = True  # the queue dropped samples since: perhaps this file's
+                continue
+            # the queue is FIFO and dropped nothing since: the file's last sample stored means
+            # every sample before it is stored too
             if last is not None and written.get(last[0], float("-inf")) < last[1]:
                 continue  # its samples are still on their way to the store
-            self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t)
+            self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t, p.head)
             del self._queued[path]
-            if p.inode < 0:
+        if lost:
+            self._reread()
+            return
+        if all(p.inode < 0 for p, _, _ in self._queued.values()):
+            for path, (p, _, _) in list(self._queued.items()):
+                self.store.save_file_cursor(self.cfg.name, p.path, p.inode, p.offset, p.last_t, p.head)
+                del self._queued[path]
                 self._last.pop(path, None)
+
+    def _reread(self) -> None:
+        """Samples were dropped on their way to the store: read again from the saved positions
+        once the queue is empty, the lines stored already recognised by ``_stored``."""
+        queue = getattr(self.store, "queue", None)
+        if self.store is None or (queue is not None and len(queue)):
+            return
+        self._queued.clear()
+        saved = self.store.load_file_cursors(self.cfg.name)
+        positions = {p: Position(p, i, o, t, h) for p, (i, o, t, h) in saved.items()}
+        until = {p: pos.last_t for p, pos in self.follower.positions.items() if pos.last_t is not None}
+        self.follower.positions = {}
+        self.follower.recheck = {}
+        self.follower.restore(positions, self._stored, until)
 
     def _record_problems(self) -> None:
         """Bad lines as events, the first few of a cycle each and the rest counted in one: a file in a

@@ -159,6 +159,8 @@ class FileCursor:
     """How far a log follower (``appliance.bluefors``) has read one file: its ``path`` under the
     followed folder, the ``inode`` it had and the byte ``offset`` of the first line not taken yet;
     ``last_t`` is the UNIX time of the line before it (the repeated hour's fold is decided from it).
+    ``head`` is the hex of the file's first bytes (up to 32, its first line's): a file cut and
+    regrown past ``offset`` while nobody watched is told by them.
     ``inode`` -1 forgets the file (its folder is past following). Written only after the samples
     of the lines before ``offset`` were handed to the writer, so it is never ahead of them."""
 
@@ -169,20 +171,21 @@ class FileCursor:
     offset: int
     last_t: float | None
     updated: float
+    head: str = ""
 
     def write(self, conn: sqlite3.Connection) -> None:
         if self.inode < 0:
             conn.execute("DELETE FROM file_cursor WHERE follower=? AND path=?", (self.follower, self.path))
             return
         conn.execute(
-            "INSERT INTO file_cursor(follower, path, inode, offset, last_t, updated) VALUES (?,?,?,?,?,?)"
+            "INSERT INTO file_cursor(follower, path, inode, offset, last_t, updated, head) VALUES (?,?,?,?,?,?,?)"
             " ON CONFLICT(follower, path) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,"
-            " last_t=excluded.last_t, updated=excluded.updated",
-            (self.follower, self.path, self.inode, self.offset, self.last_t, self.updated),
+            " last_t=excluded.last_t, updated=excluded.updated, head=excluded.head",
+            (self.follower, self.path, self.inode, self.offset, self.last_t, self.updated, self.head),
         )
 
     def journal(self) -> list:
-        return ["file_cursor", self.follower, self.path, self.inode, self.offset, self.last_t, self.updated]
+        return ["file_cursor", self.follower, self.path, self.inode, self.offset, self.last_t, self.updated, self.head]
 
     flushes_now: ClassVar[bool] = False
 

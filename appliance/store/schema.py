@@ -108,7 +108,7 @@ CREATE TABLE IF NOT EXISTS notice_sent (
 FILE_CURSOR_TABLE = """
 CREATE TABLE IF NOT EXISTS file_cursor (
     follower TEXT NOT NULL, path TEXT NOT NULL, inode INTEGER NOT NULL, offset INTEGER NOT NULL,
-    last_t REAL, updated REAL NOT NULL, PRIMARY KEY (follower, path)
+    last_t REAL, updated REAL NOT NULL, head TEXT NOT NULL DEFAULT '', PRIMARY KEY (follower, path)
 ) WITHOUT ROWID;
 """
 

@@ -416,24 +416,26 @@ class Writer:
     def save_cursor(self, name: str, position: int, acked: list[list[int]]) -> None:
         self._record(Cursor(name, position, json.dumps(acked), time.time()))
 
-    def save_file_cursor(self, follower: str, path: str, inode: int, offset: int, last_t: float | None) -> None:
+    def save_file_cursor(
+        self, follower: str, path: str, inode: int, offset: int, last_t: float | None, head: str = ""
+    ) -> None:
         """Queue a log follower's position in one file (inode -1 forgets the file)."""
-        self._record(FileCursor(follower, path, inode, offset, last_t, time.time()))
+        self._record(FileCursor(follower, path, inode, offset, last_t, time.time(), head))
 
-    def load_file_cursors(self, follower: str) -> dict[str, tuple[int, int, float | None]]:
-        """A follower's positions, ``path -> (inode, offset, last_t)``: SQLite's, then the moves on their way."""
+    def load_file_cursors(self, follower: str) -> dict[str, tuple[int, int, float | None, str]]:
+        """A follower's positions, ``path -> (inode, offset, last_t, head)``: SQLite's, then the moves on their way."""
         rows = (
             self.reader()
-            .execute("SELECT path, inode, offset, last_t FROM file_cursor WHERE follower=?", (follower,))
+            .execute("SELECT path, inode, offset, last_t, head FROM file_cursor WHERE follower=?", (follower,))
             .fetchall()
         )
-        out = {p: (i, o, t) for p, i, o, t in rows}
+        out = {p: (i, o, t, h) for p, i, o, t, h in rows}
         for rec in self._pending(FileCursor):
             if rec.follower == follower:
                 if rec.inode < 0:
                     out.pop(rec.path, None)
                 else:
-                    out[rec.path] = (rec.inode, rec.offset, rec.last_t)
+                    out[rec.path] = (rec.inode, rec.offset, rec.last_t, rec.head)
         return out
 
     def alarm_record(self, op: str, *args: Any) -> None:
