@@ -958,7 +958,10 @@ def _folder_keys(inst: dict, loc: tuple, model: str | None, spec: Any) -> list[t
     interval = inst.get("interval")
     if isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval < FOLDER_MIN_INTERVAL:
         out.append(
-            (loc + ("interval",), f"interval {interval:g} s: bluefors-logs polls at most every {FOLDER_MIN_INTERVAL:g} s")
+            (
+                loc + ("interval",),
+                f"interval {interval:g} s: bluefors-logs polls at most every {FOLDER_MIN_INTERVAL:g} s",
+            )
         )
     return out
 

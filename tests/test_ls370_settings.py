@@ -47,7 +47,9 @@ def emu():
 
 
 def raw(emu, line: str) -> str:
-    """A second client, as socs' ``msg`` (l.230-235): the line with CR LF, one reply line."""
+    """A second client, as socs' ``msg`` (l.230-235): the line with CR LF, one reply line. The emulator
+    takes two clients, as the real TCP side would: wait until the last call's connection is let go."""
+    wait_for(lambda: len(emu.tcp.clients) < emu.tcp.max_clients, 5, 0.01, what="a free client slot")
     with socket.create_connection(emu.tcp.address, timeout=2) as s:
         f = s.makefile("rwb")
         f.write(line.encode() + b"\r\n")
