@@ -16,13 +16,13 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-from pymodbus.client import ModbusTcpClient
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import Identity
 from .errors import BadReply, WrongInstrument
-from .modbus import ModbusTcpLink
+
+if TYPE_CHECKING:  # pymodbus is imported when a compressor is reached, not when the config names its fields
+    from .modbus import ModbusTcpLink
 
 FIRST_REGISTER = 1  # socs drivers.py:68 reads from register 1 ...
 REGISTER_COUNT = 53  # ... 0x35 registers (drivers.py:69)
@@ -149,6 +149,8 @@ def _raw(regs: list[int]) -> bytes:
 
 def f32(regs: list[int], register: int) -> float:
     """The float at ``register`` (low word first, as socs drivers.py:118 reads bytes [n+1, n])."""
+    from pymodbus.client import ModbusTcpClient
+
     i = register - FIRST_REGISTER
     value = ModbusTcpClient.convert_from_registers(
         regs[i : i + 2], ModbusTcpClient.DATATYPE.FLOAT32, word_order="little"
@@ -269,6 +271,8 @@ class CryomechCPA:
 
     @classmethod
     def tcp(cls, host: str, port: int = 502, timeout: float = 2.0, **kw: Any) -> CryomechCPA:
+        from .modbus import ModbusTcpLink
+
         return cls(ModbusTcpLink(host, port, timeout=timeout), **kw)
 
     @staticmethod
