@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .config import BacklogAlarm, DisconnectedAlarm, NoDataAlarm, RateAlarm, StoreAlarm, ThresholdAlarm
 
@@ -135,7 +135,7 @@ class _Rule:
     """Per-rule working state beyond the durable one: when the condition began, and the rule's
     kind-specific condition (which keeps whatever history its kind needs, such as a rate's)."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: Any) -> None:  # its kind's own config model (a ThresholdAlarm, ...)
         self.cfg = cfg
         self.pending_since: float | None = None  # monotonic
         self.condition = condition_for(cfg)
@@ -221,7 +221,7 @@ class RuleCondition:
 
     model: ClassVar[type]
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: Any) -> None:  # its kind's own config model (a ThresholdAlarm, ...)
         self.cfg = cfg
 
     def evaluate(self, obs: Observation) -> Condition:
@@ -285,7 +285,7 @@ class RateCondition(RuleCondition):
 
     model = RateAlarm
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: Any) -> None:  # its kind's own config model (a ThresholdAlarm, ...)
         super().__init__(cfg)
         self.history: deque[tuple[float, float]] = deque()
 
@@ -392,7 +392,7 @@ CONDITIONS: dict[type, type[RuleCondition]] = {
 }
 
 
-def condition_for(cfg) -> RuleCondition:
+def condition_for(cfg: Any) -> RuleCondition:
     """The condition evaluating one configured rule."""
     cls = CONDITIONS.get(type(cfg))
     if cls is None:
@@ -416,7 +416,7 @@ def _units(text: str) -> str:
     return " ".join(text.split()).replace(" :", ":")
 
 
-def target_of(rule) -> str | None:
+def target_of(rule: object) -> str | None:
     """What a rule watches: a series name (node::field, the rule's ``field`` key) or an instrument;
     None for the store and backlog rules."""
     return getattr(rule, "field", None) or getattr(rule, "instrument", None)
@@ -605,13 +605,13 @@ class NoticeGate:
             if boot is not None and d.get("boot") == boot and isinstance(saved, (int, float)) and saved <= mono:
                 base = float(saved)
 
-            def m(x) -> float | None:
+            def m(x: Any) -> float | None:
                 return None if x is None else base - max(0.0, float(x))
 
         else:
             now = mono if wall is None else wall
 
-            def m(x) -> float | None:
+            def m(x: Any) -> float | None:
                 return None if x is None else mono - max(0.0, now - float(x))
 
         self.raises = deque(sorted(t for t in (m(x) for x in d.get("raises", [])) if t is not None))

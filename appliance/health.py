@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -352,7 +353,7 @@ class SystemdWatchdogPinger:
     off) does not starve systemd's watchdog, but a poller hung inside I/O does.
     """
 
-    def __init__(self, notify, names: list[str]) -> None:
+    def __init__(self, notify: Callable[[str], object], names: list[str]) -> None:
         self.notify = notify
         self._pending = set(names)
         self._all = set(names)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers import DriverError
 from drivers.errors import ConnectionLost, InstrumentTimeout
@@ -38,6 +38,11 @@ from .health import InstrumentHealth
 from .models import acquisition_for
 from .naming import SeriesKey, ocs_names, slug, unique_names
 from .samples import FLAG_CLOCK_UNSYNCED, Sample, SampleQueue
+
+if TYPE_CHECKING:
+    from .config import ChannelConfig
+    from .health import SystemdWatchdogPinger
+    from .store import Store
 
 log = logging.getLogger("kelvinpi.poller")
 
@@ -67,9 +72,9 @@ class Poller(threading.Thread):
         cfg: InstrumentConfig,
         polling: PollingConfig,
         queue: SampleQueue,
-        store,
+        store: Store,
         stop: threading.Event,
-        watchdog_pinger=None,
+        watchdog_pinger: SystemdWatchdogPinger | None = None,
     ) -> None:
         super().__init__(name=f"poll-{cfg.name}", daemon=True)
         self.cfg, self.polling, self.queue, self.store, self.stop_event = cfg, polling, queue, store, stop
@@ -279,7 +284,7 @@ class Poller(threading.Thread):
         self.acquisition.connected()  # the scanner position is seen afresh: its pause counts from now
         self.store.event("replanned", self.cfg.name, why)
 
-    def _plan_for(self, ch: str, name: str, sensor_units: str, c) -> ChannelPlan:
+    def _plan_for(self, ch: str, name: str, sensor_units: str, c: ChannelConfig | None) -> ChannelPlan:
         own = getattr(self.acquisition, "plan_for", None)  # a model naming its own series (gauges: p1-p6)
         if own is not None:
             return own(ch, name, sensor_units)

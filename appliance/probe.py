@@ -13,7 +13,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from drivers import DriverError
 from drivers.cpa import CryomechCPA
@@ -92,7 +94,7 @@ def open_instrument(
     raise ValueError("a Model 240 is reached through --device or --resource (it has no Ethernet port)")
 
 
-def _timed(fn, n: int = 5) -> tuple[list[float], object]:
+def _timed(fn: Callable[[], object], n: int = 5) -> tuple[list[float], object]:
     times, result = [], None
     for _ in range(n):
         t0 = time.perf_counter()
@@ -101,7 +103,7 @@ def _timed(fn, n: int = 5) -> tuple[list[float], object]:
     return times, result
 
 
-def _try(report: Report, what: str, fn):
+def _try(report: Report, what: str, fn: Callable[..., Any]) -> Any:
     try:
         return fn()
     except DriverError as exc:
@@ -109,7 +111,7 @@ def _try(report: Report, what: str, fn):
         return None
 
 
-def probe(inst) -> Report:
+def probe(inst: Any) -> Report:  # any model's driver object
     """Connect, query everything a bug report needs, close. Raises DriverError if even ``*IDN?`` fails."""
     r = Report()
     t0 = time.perf_counter()
@@ -280,7 +282,7 @@ def _probe_240(inst: Model240, r: Report) -> None:
             )
 
 
-def _fields(x) -> str:
+def _fields(x: Any) -> str:
     if x is None:
         return "?"
     return ",".join(str(v) for v in asdict(x).values())

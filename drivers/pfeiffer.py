@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .base import Identity, Instrument, Pacing
 from .errors import BadReply, ConnectionLost, DriverError, InstrumentError, InstrumentTimeout, WrongInstrument
@@ -189,11 +190,11 @@ class PfeifferGauge(Instrument):
         self.units = "mbar"  # the controller's pressure unit (UNI), read at each connect
 
     @classmethod
-    def serial(cls, device: str, **kw) -> PfeifferGauge:
+    def serial(cls, device: str, **kw: Any) -> PfeifferGauge:
         return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
 
     @classmethod
-    def visa(cls, resource: str, **kw) -> PfeifferGauge:
+    def visa(cls, resource: str, **kw: Any) -> PfeifferGauge:
         """Any VISA resource; an ``ASRL`` one is opened 9600 8N1 like the controller's RS-232 port."""
         return cls(VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING)), **kw)
 

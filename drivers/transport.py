@@ -367,7 +367,7 @@ class VisaTransport:
             self.close()
             raise ConnectionLost(f"{self.description}: cannot open: {exc}") from None
 
-    def _apply_serial_settings(self, res) -> None:
+    def _apply_serial_settings(self, res: Any) -> None:  # a pyvisa SerialInstrument
         """Set the framing one attribute at a time, then check pyvisa reports each as asked.
 
         A pseudo-terminal (the emulators' serial ports) always stays CS8 without PARENB and
@@ -383,7 +383,7 @@ class VisaTransport:
             if getattr(res, name) != want:
                 raise ConnectionLost(f"{self.description}: {name} is {getattr(res, name)!r}, asked {want!r}")
 
-    def _set(self, res, name: str, value) -> None:
+    def _set(self, res: Any, name: str, value: object) -> None:
         """Set one resource attribute; on a pty, pass over the EINVAL explained above.
 
         pyserial stores the new value before it reconfigures the port, so the setting (a

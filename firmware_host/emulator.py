@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from .ledger import Ledger
 from .ls240_device import LS240Device
@@ -46,7 +47,7 @@ log = logging.getLogger("firmware_host")
 
 
 class Emulator:
-    def __init__(self, device, clock: SimClock, fridge: Fridge) -> None:
+    def __init__(self, device: Any, clock: SimClock, fridge: Fridge) -> None:  # any model's device
         self.device, self.clock, self.fridge = device, clock, fridge
         self.faults = Faults()
         self.ledger = Ledger()
@@ -90,7 +91,7 @@ class Emulator:
 
     @classmethod
     def ls336(
-        cls, serial: str = "LSA336A", time_scale: float = 1.0, seed: int | None = None, warm: bool = False, **kw
+        cls, serial: str = "LSA336A", time_scale: float = 1.0, seed: int | None = None, warm: bool = False, **kw: Any
     ) -> Emulator:
         """A Model 336 (``model="350"``: a 350; ``scanner=True``: with the 3062's inputs D2-D5)."""
         clock = SimClock(time_scale)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from drivers.base import Instrument
 from drivers.errors import ConnectionLost
@@ -32,6 +32,9 @@ from ..samples import Sample
 from .follower import Follower, Line, Position
 from .formats import Field
 from .localtime import zone
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 PROBLEMS_SHOWN = 3  # bad lines recorded one by one per cycle; the rest in one event
 SAVE_EVERY = 10.0  # seconds between position saves (a restart re-reads at most this much, below the floor)
@@ -89,7 +92,7 @@ class BlueforsAcquisition:
         # this node fail as they should: a log folder has no settings).
         self.folder = LogFolder(cfg, self.follower, lambda: self._save_queued(force=True))
         self.instrument = cast(Instrument, self.folder)
-        self.store = None
+        self.store: Store | None = None
         # positions to save, each with the (field, time) of the last sample its file gave before it
         # and the queue's drop count when they were queued (a drop since: perhaps ours, not saved)
         self._queued: dict[str, tuple[Position, tuple[str, float] | None, int]] = {}
@@ -99,7 +102,7 @@ class BlueforsAcquisition:
         self._keys: dict[str, SeriesKey] = {}
         self.problems_recorded = 0
 
-    def attach_store(self, store) -> None:
+    def attach_store(self, store: Store) -> None:
         """The poller's store: where the positions are kept, and the floor below which lines are stored."""
         self.store = store
         node = self.cfg.name

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from autobahn.wamp.types import PublishOptions
 
@@ -22,6 +23,9 @@ from ..models import MODELS, ocs_feed
 from ..store import FieldInfo, Store
 from .outbox import Batch, Outbox
 from .wamp import WampRuntime, make_component
+
+if TYPE_CHECKING:
+    from autobahn.wamp.protocol import ApplicationSession
 
 log = logging.getLogger("kelvinpi.ocs")
 AGG_PARAMS = {"frame_length": 60, "fresh_time": 300, "exclude_aggregator": False, "exclude_influx": False}
@@ -117,7 +121,7 @@ class OcsUplinkRunner:
 
         self.runtime.add(comp)
 
-    async def _run(self, session) -> None:
+    async def _run(self, session: ApplicationSession) -> None:
         loop = asyncio.get_running_loop()
         # After a router restart every subscriber (InfluxDB publisher, aggregator) reconnects too:
         # give them a moment, or the first backfill messages reach nobody.
@@ -138,7 +142,7 @@ class OcsUplinkRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
-    async def _step(self, session, loop, root: str) -> None:
+    async def _step(self, session: ApplicationSession, loop: asyncio.AbstractEventLoop, root: str) -> None:
         now = time.time()
         if now - self._last_heartbeat >= 1.0:
             self._last_heartbeat = now

@@ -18,12 +18,17 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 
 from .common import MAX_BODY, MAX_HEAD
+
+if TYPE_CHECKING:
+    from ..config import WebConfig
 
 log = logging.getLogger("kelvinpi.web")
 
@@ -79,7 +84,7 @@ class Server(TcpWSGIServer):
 
     channel_class = Channel
 
-    def __init__(self, app, cfg) -> None:
+    def __init__(self, app: Callable[..., Any], cfg: WebConfig) -> None:
         self.request_timeout = cfg.request_timeout
         self.per_client = cfg.max_connections_per_client
         self.refused = 0  # connections over the per-client limit
@@ -163,7 +168,7 @@ class Server(TcpWSGIServer):
         """Close every connection and the listening socket from inside the I/O loop, then end it."""
         done = threading.Event()
 
-        def close_all(_=None) -> None:
+        def close_all(_: object = None) -> None:
             for ch in list(self.active_channels.values()):
                 with contextlib.suppress(OSError):
                     ch.handle_close()
