@@ -365,8 +365,13 @@ class Model336(EsrCommands, CurveCommands, Instrument):
     @staticmethod
     def ocs_names(channel: str, name: str) -> tuple[str, str]:
         """The field names socs's LS336_Agent writes: the input's name with spaces as '_', plus _T / _V
-        (socs/agents/lakeshore336/agent.py: ``channel.input_name.replace(' ', '_') + '_T'``)."""
+        (socs/agents/lakeshore336/agent.py: ``channel.input_name.replace(' ', '_') + '_T'``), made valid
+        for OCS: a name that does not begin with a letter gets ``Input_`` before it."""
         stem = re.sub(r"[^A-Za-z0-9_]", "", name.strip().replace(" ", "_")) or f"Input_{channel}"
+        # OCS (Feed.verify_data_field_string) wants a letter first, or underscores then a letter:
+        # "50K Plate" would give 50K_Plate_T, which OCS refuses. Same guard as the 372's Channel_ prefix.
+        if not stem.lstrip("_")[:1].isalpha():
+            stem = "Input_" + stem
         return f"{stem}_T", f"{stem}_V"
 
     @staticmethod

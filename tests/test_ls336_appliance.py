@@ -89,7 +89,11 @@ def test_appliance_polls_336_and_reconciles_through_faults(tmp_path):
         # the OCS names of the series, as socs' LS336_Agent writes its fields
         poller = app.pollers[0]
         assert poller.acquisition.heater_keys[1].ocs == "Heater_1_Percent"
-        assert {p.kelvin.ocs for p in poller.plans.values() if p.kelvin} >= {"Still_T", "4K_Plate_T", "50K_Plate_T"}
+        assert {p.kelvin.ocs for p in poller.plans.values() if p.kelvin} >= {
+            "Still_T",
+            "Input_4K_Plate_T",
+            "Input_50K_Plate_T",
+        }
     finally:
         app.stop()
         emu.stop()
