@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from appliance.naming import ocs_names
+from firmware_host.emulator import Emulator
 
 # ocs Feed.verify_data_field_string: letters, digits and _ only; a letter first, or underscores then a letter.
 OCS_FIELD = re.compile(r"^_*[A-Za-z][A-Za-z0-9_]{0,254}$")
@@ -17,3 +20,29 @@ def test_ocs_names_of_digit_led_input_names_are_valid_for_ocs():
             assert OCS_FIELD.match(t) and OCS_FIELD.match(v), (model, ch, name, t, v)
     assert ocs_names("336", "A", "50K Plate") == ("Input_50K_Plate_T", "Input_50K_Plate_V")
     assert ocs_names("336", "C", "Still Plate") == ("Still_Plate_T", "Still_Plate_V")  # socs' name, kept
+
+
+# -- 2: empty fields and unquoted text between commas (split_args, shared with the 372) ----------
+@pytest.mark.parametrize("model", ["336", "350", "372"])
+def test_empty_fields_and_unquoted_spaces_are_kept(model):
+    emu = Emulator.ls372(seed=7) if model == "372" else Emulator.ls336(seed=7, model=model)
+    disp = emu.device.dispatcher()
+    assert disp.handle_line("*ESR?") == "128"
+    # socs' Curve._set_header sends the name unquoted and the serial empty (Lakeshore336.py, _set_header)
+    assert disp.handle_line("CRVHDR 21,USER CURVE,,3,+375.000,1;CRVHDR? 21") == "USER CURVE,,3,+375.000,1"
+    assert disp.handle_line("*ESR?") == "0"
+    # an empty field is a field: SETP 1,,5 is three arguments, refused, the setpoint unchanged
+    before = disp.handle_line("SETP? 1")
+    assert disp.handle_line("SETP 1,,5;*ESR?") == "16"
+    assert disp.handle_line("SETP? 1") == before
+    # socs' space-separated arguments still work where there is no comma
+    assert disp.handle_line('CRVHDR 24,"My Curve","",3,300,1;CRVHDR? 24') == "My Curve,,3,+300.000,1"
+
+
+def test_the_336s_own_blank_header_can_be_written_back():
+    disp = Emulator.ls336(seed=7).device.dispatcher()
+    disp.handle_line("*ESR?")
+    header = disp.handle_line("CRVHDR? 22")
+    assert header is not None and ",," in header  # the blank serial
+    assert disp.handle_line(f"CRVHDR 23,{header};*ESR?") == "0"
+    assert disp.handle_line("CRVHDR? 23") == header
