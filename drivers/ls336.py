@@ -151,6 +151,8 @@ class Model336(EsrCommands, CurveCommands, Instrument):
     curve_slots = range(1, 60)  # 1-20 standard, read-only
     user_curve_slots = range(21, 60)
     heater_outputs = (1, 2, 3, 4)  # what control may set
+    heater_output_names = {1: "heater 1", 2: "heater 2", 3: "analog 3", 4: "analog 4"}
+    units_words = {1: "kelvin", 2: "Celsius", 3: "sensor units"}  # INTYPE's units field (socs units_key)
     heater_ranges = {1: range(0, 4), 2: range(0, 4), 3: range(0, 2), 4: range(0, 2)}  # off, low, medium, high
 
     def __init__(
