@@ -152,6 +152,7 @@ class Model336(EsrCommands, CurveCommands, Instrument):
     user_curve_slots = range(21, 60)
     heater_outputs = (1, 2, 3, 4)  # what control may set
     heater_output_names = {1: "heater 1", 2: "heater 2", 3: "analog 3", 4: "analog 4"}
+    input_aliases = {"D1": "D"}  # 336 manual p.130 "A-D (D1-D5 for 3062 option)": D1 is D (socs agrees)
     units_words = {1: "kelvin", 2: "Celsius", 3: "sensor units"}  # INTYPE's units field (socs units_key)
     heater_ranges = {1: range(0, 4), 2: range(0, 4), 3: range(0, 2), 4: range(0, 2)}  # off, low, medium, high
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+import serial
 
+from appliance import config
 from appliance.naming import ocs_names
+from drivers import DriverError
+from drivers.ls336 import Model336
+from drivers.ls372 import Model372
 from firmware_host.emulator import Emulator
 
 # ocs Feed.verify_data_field_string: letters, digits and _ only; a letter first, or underscores then a letter.
@@ -46,3 +51,55 @@ def test_the_336s_own_blank_header_can_be_written_back():
     assert header is not None and ",," in header  # the blank serial
     assert disp.handle_line(f"CRVHDR 23,{header};*ESR?") == "0"
     assert disp.handle_line("CRVHDR? 23") == header
+
+
+# -- 4: the emulated USB port opens again after its client closed it --------------------------
+@pytest.mark.parametrize("model", ["336", "372"])
+def test_pty_reopens_after_the_client_closed_it(tmp_path, model):
+    emu = Emulator.ls372(seed=3) if model == "372" else Emulator.ls336(seed=3)
+    link = emu.listen_pty(str(tmp_path / "port"))
+    try:
+        for _ in range(3):  # open, ask, close: as a real USB serial device, again and again
+            with serial.Serial(link, 57600, bytesize=7, parity="O", stopbits=1, timeout=1) as port:
+                port.write(b"*IDN?\r\n")
+                assert port.readline().startswith(b"LSCI,MODEL" + model.encode())
+    finally:
+        emu.stop()
+
+
+@pytest.mark.parametrize("model", ["336", "372"])
+def test_two_garbled_replies_in_a_row_over_the_pty_then_polling_resumes(tmp_path, model):
+    """Red team 336 item 4: the second garbled reply fell on the reconnect's *IDN?; the reopen after it
+    failed with EINVAL for good. Now the driver's close-and-reopen works however often it is needed."""
+    emu = Emulator.ls372(seed=3) if model == "372" else Emulator.ls336(seed=3)
+    link = emu.listen_pty(str(tmp_path / "port"))
+    m = (Model372 if model == "372" else Model336).serial(link, timeout=0.5)
+    m.pacing = type(m.pacing)(0, 0, 0)
+    try:
+        m.connect()
+        emu.control("garbage 2")
+        with pytest.raises(DriverError):
+            m.identify()  # the first garbled reply
+        m.close()
+        with pytest.raises(DriverError):
+            m.connect()  # the second: the reconnect's *IDN?
+        m.close()
+        assert m.connect().model == "MODEL" + model  # the port opens a third time, and answers
+    finally:
+        m.close()
+        emu.stop()
+
+
+# -- 5: D1 is D everywhere --------------------------------------------------------------------
+def _config(model: str, *numbers: str) -> str:
+    chans = "".join(f'[[instrument.channel]]\nnumber = "{n}"\n' for n in numbers)
+    return f'[[instrument]]\nmodel = "{model}"\nname = "X"\ntransport = "tcp"\nhost = "h"\n{chans}'
+
+
+@pytest.mark.parametrize("model", ["336", "350"])
+def test_d1_is_d_in_the_config(model):
+    for spelling in ("D1", "d1"):
+        cfg = config.parse(_config(model, "A", spelling))
+        assert [c.number for c in cfg.instrument[0].channel] == ["A", "D"]
+    with pytest.raises(config.ConfigError, match=r"channel D1 listed twice \(D1 is D\)"):
+        config.parse(_config(model, "D", "D1"))

@@ -148,3 +148,10 @@ def test_setpoint_from_a_celsius_input_is_refused_naming_celsius(rig):
         assert emu.device.outputs[4].setp == before
     finally:
         assert put(app, "input_type", "B", {**units, "units": 1})[0] == 200
+
+
+def test_settings_target_d1_is_d(rig):
+    app, emu, vendor = rig
+    status, body = put(app, "name", "D1", {"name": "Pot via D1"})
+    assert status == 200, body
+    assert vendor.get_sensor_name("D") == "Pot via D1" and emu.device.ins["D"].name == "Pot via D1"
