@@ -8,7 +8,10 @@ import pytest
 import serial
 
 from appliance import config
+from appliance.health import InstrumentHealth
+from appliance.ls336_acquisition import Ls336Acquisition
 from appliance.naming import ocs_names
+from appliance.store import Store
 from drivers import DriverError
 from drivers.ls336 import Model336
 from drivers.ls372 import Model372
@@ -103,3 +106,32 @@ def test_d1_is_d_in_the_config(model):
         assert [c.number for c in cfg.instrument[0].channel] == ["A", "D"]
     with pytest.raises(config.ConfigError, match=r"channel D1 listed twice \(D1 is D\)"):
         config.parse(_config(model, "D", "D1"))
+
+
+# -- 7: configured D2-D5 on a 336 without the 3062 ---------------------------------------------
+def test_configured_inputs_the_336_lacks_are_named_in_an_event_and_the_health(tmp_path):
+    emu = Emulator.ls336(seed=9)  # no 3062: inputs A-D only
+    host, port = emu.listen_tcp("127.0.0.1", 0)
+    chans = "".join(f'[[instrument.channel]]\nnumber = "{n}"\n' for n in ("A", "D2", "D4"))
+    cfg = config.parse(
+        f'[[instrument]]\nmodel = "336"\nname = "LSA336A"\ntransport = "tcp"\nhost = "{host}"\nport = {port}\n'
+        f"timeout = 1.0\n{chans}"
+    ).instrument[0]
+    health = InstrumentHealth(cfg.name, cfg.model, cfg.transport)
+    acq = Ls336Acquisition(cfg, health)
+    store = Store(tmp_path / "k.db")
+    acq.attach_store(store)
+    try:
+        acq.instrument.pacing = type(acq.instrument.pacing)(0, 0, 0)
+        acq.instrument.connect()
+        for _ in range(2):  # a reconnect plans again: one event, not one per connect
+            found = acq.discover_inputs()
+        assert list(found) == ["A"]
+        (warning,) = health.warnings
+        assert "D2, D4" in warning and "3062" in warning and health.as_dict()["warnings"] == [warning]
+        events = store.events(kinds=("missing_inputs",))
+        assert [e["detail"] for e in events] == [warning] and events[0]["node"] == "LSA336A"
+    finally:
+        acq.instrument.close()
+        store.close()
+        emu.stop()
