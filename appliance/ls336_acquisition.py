@@ -9,7 +9,6 @@ scanner) the driver learns at connect from ``KRDG? 0``.
 from __future__ import annotations
 
 import logging
-import time
 
 from drivers.ls336 import SENSOR_UNITS, Model336, Model350, SensorType
 from drivers.transport import TcpTransport
@@ -103,5 +102,5 @@ class Ls336Acquisition:
         for plan in plans.values():
             out.extend(samples_of(plan, inst.read(plan.number, plan.sensor.units if plan.sensor else "V"), flags))
         for n, key in self.heater_keys.items():
-            v = inst.heater_output(n)
-            out.append(Sample(key, time.time(), v, flags))
+            v, t = inst.heater_output_at(n)  # stamped at the reply
+            out.append(Sample(key, t, v, flags))

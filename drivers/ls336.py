@@ -325,6 +325,15 @@ class Model336(EsrCommands, CurveCommands, Instrument):
         self.command(f"MOUT {self._output(output)},{value:g}")
 
     heater_output = Query("HTR? {}", parse_float, "Measure a heater's output in percent.", _heater)
+
+    def heater_output_at(self, output: int) -> tuple[float, float]:
+        """``HTR? <n>`` and the time its reply came, as ``read`` times an input's reading: a sample is
+        stamped when the controller answered, not when the cycle got round to storing it."""
+        q = f"HTR? {self._heater(output)}"
+        raw = self.query_raw(q)
+        t = time.time()
+        return parse_float(raw, q), t
+
     analog_output = Query("AOUT? {}", parse_float, "Measure a voltage output in percent.", _analog)
 
     def ramp(self, output: int) -> tuple[bool, float]:

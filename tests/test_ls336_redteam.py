@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import serial
@@ -16,6 +17,8 @@ from drivers import DriverError
 from drivers.ls336 import Model336
 from drivers.ls372 import Model372
 from firmware_host.emulator import Emulator
+
+from .conftest import wait_for
 
 # ocs Feed.verify_data_field_string: letters, digits and _ only; a letter first, or underscores then a letter.
 OCS_FIELD = re.compile(r"^_*[A-Za-z][A-Za-z0-9_]{0,254}$")
@@ -134,4 +137,26 @@ def test_configured_inputs_the_336_lacks_are_named_in_an_event_and_the_health(tm
     finally:
         acq.instrument.close()
         store.close()
+        emu.stop()
+
+
+# -- 8: the heater outputs in the ledger, as the inputs are ------------------------------------
+def test_htr_replies_are_in_the_ledger_and_stamped_at_the_reply():
+    emu = Emulator.ls336(seed=4)
+    host, port = emu.listen_tcp("127.0.0.1", 0)
+    m = Model336.tcp(host, port, timeout=1)
+    m.pacing = type(m.pacing)(0, 0, 0)
+    try:
+        m.connect()
+        before = time.time()
+        (v1, t1), (v2, t2) = m.heater_output_at(1), m.heater_output_at(2)
+        assert before <= t1 <= t2 <= time.time()
+        wait_for(lambda: len(emu.ledger.snapshot()) == 2, 2, what="the ledger's note of both replies")
+        led = emu.ledger.snapshot()
+        assert list(led[("1", "heater")]) == [v1] and list(led[("2", "heater")]) == [v2]
+        # the 372's bare HTR? (no output named) is not counted: no channel to file it under
+        emu.ledger.note("HTR?", "+00.0000E+00", True, False)
+        assert set(emu.ledger.snapshot()) == {("1", "heater"), ("2", "heater")}
+    finally:
+        m.close()
         emu.stop()
