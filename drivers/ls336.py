@@ -184,6 +184,9 @@ class Model336(EsrCommands, CurveCommands, Instrument):
     def check_identity(self, ident: Identity) -> None:
         super().check_identity(ident)
         self.find_scanner()
+        # Read (and so clear) the event register once: its power-on bit 128 would otherwise ride along
+        # in the first refusal's message ("ESR=144") as if it were part of what went wrong.
+        self.esr()
 
     def find_scanner(self) -> tuple[str, ...]:
         """Which inputs exist: ``KRDG? 0`` answers four readings, or eight with the 3062 (as socs tells them apart)."""

@@ -13,7 +13,7 @@ from appliance.health import InstrumentHealth
 from appliance.ls336_acquisition import Ls336Acquisition
 from appliance.naming import ocs_names
 from appliance.store import Store
-from drivers import DriverError
+from drivers import DriverError, InstrumentError
 from drivers.ls336 import Model336
 from drivers.ls372 import Model372
 from firmware_host.emulator import Emulator
@@ -157,6 +157,21 @@ def test_htr_replies_are_in_the_ledger_and_stamped_at_the_reply():
         # the 372's bare HTR? (no output named) is not counted: no channel to file it under
         emu.ledger.note("HTR?", "+00.0000E+00", True, False)
         assert set(emu.ledger.snapshot()) == {("1", "heater"), ("2", "heater")}
+    finally:
+        m.close()
+        emu.stop()
+
+
+# -- minors ----------------------------------------------------------------------------------
+def test_connect_clears_the_power_on_bit_so_a_refusal_reports_only_its_own():
+    emu = Emulator.ls336(seed=4)
+    host, port = emu.listen_tcp("127.0.0.1", 0)
+    m = Model336.tcp(host, port, timeout=1)
+    m.pacing = type(m.pacing)(0, 0, 0)
+    try:
+        m.connect()
+        with pytest.raises(InstrumentError, match=r"execution error \(ESR=16\)"):
+            m.command("SETP 9,1")  # no output 9
     finally:
         m.close()
         emu.stop()
