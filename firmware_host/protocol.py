@@ -252,6 +252,8 @@ class Dispatcher:
     def __init__(self, table: dict[str, Handler], on_error: Callable[[Exception], None]) -> None:
         self.table = table
         self.on_error = on_error
+        # True: a CR alone ends a message as LF does (the 336's); the line framing reads it (wire.LineSession)
+        self.cr_ends_line = False
 
     def handle_line(self, line: str) -> str | None:
         if not line.strip():

@@ -98,8 +98,12 @@ class LineSession:
         if arrived is not None:  # a dispatcher that paces by when a message came (the 370's)
             arrived(time.monotonic())
         self.buf.extend(data)
+        cr_ends = getattr(self.dispatcher, "cr_ends_line", False)
         while True:
             idx = self.buf.find(b"\n")
+            if cr_ends:  # CR, LF or CR LF: the CR of a CR LF ends the line, the LF is then an empty one
+                cr = self.buf.find(b"\r")
+                idx = cr if cr >= 0 and (idx < 0 or cr < idx) else idx
             if idx < 0:
                 if len(self.buf) > 4096:
                     self.buf.clear()  # the real input buffer is finite; drop the junk

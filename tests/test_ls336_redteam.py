@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -174,4 +175,20 @@ def test_connect_clears_the_power_on_bit_so_a_refusal_reports_only_its_own():
             m.command("SETP 9,1")  # no output 9
     finally:
         m.close()
+        emu.stop()
+
+
+def test_a_cr_alone_ends_a_message_and_leaves_nothing_for_the_next():
+    emu = Emulator.ls336(seed=4)
+    host, port = emu.listen_tcp("127.0.0.1", 0)
+    try:
+        with socket.create_connection((host, port), timeout=2) as s, s.makefile("rb") as f:
+            s.sendall(b"KRDG? A\r")
+            first = f.readline()
+            s.sendall(b"KRDG? A;SRDG? A;RDGST? A\r\n")  # before the fix: "+1.08581;000", fields lost
+            fields = f.readline().rstrip(b"\r\n").split(b";")
+            s.sendall(b"*ESR?\n")
+            assert f.readline() == b"128\r\n"  # nothing refused: the power-on bit only
+        assert float(first) > 0 and len(fields) == 3 and float(fields[0]) > 0 and fields[2].isdigit()
+    finally:
         emu.stop()
