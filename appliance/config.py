@@ -918,8 +918,11 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
                 continue
             number = ch.get("number")
             key = str(number).upper()
+            if key == "D1" and spec and "D" in spec.channels:
+                key = "D"  # a 336/350's D1 is its D (336 manual p.130; the channel validator says so too)
             if key in seen:
-                problems.append((loc + ("channel", j, "number"), f"channel {number} listed twice"))
+                also = " (D1 is D)" if key == "D" else ""
+                problems.append((loc + ("channel", j, "number"), f"channel {number} listed twice{also}"))
             seen.add(key)
             if spec and spec.channels and key not in spec.channels and isinstance(number, (int, str)):
                 problems.append(

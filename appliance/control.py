@@ -203,12 +203,16 @@ class Control:
                 )
         else:
             ch = inst.output_mode(output).input
-            if inst.input_type(ch).units != 1:
+            # an output with no control input (a 336's factory OUTMODE 0,0,0) takes SETP as a plain
+            # kelvin value: there is no input whose units could make it anything else
+            units = inst.input_type(ch).units if ch else 1
+            if units != 1:
+                unit = getattr(inst, "units_words", _UNIT_WORDS).get(units, f"units code {units}")
                 raise ControlRefused(
                     400,
-                    f"{node} output {output} controls from input {ch}, which reads in ohms: the appliance bounds "
-                    "setpoints in kelvin only (control.max_setpoint_kelvin), so it does not set one in ohms; "
-                    f"set input {ch}'s units to kelvin (input_type units=1) first",
+                    f"{node} output {output} controls from input {ch}, which reads in {unit}: the appliance bounds "
+                    "setpoints in kelvin only (control.max_setpoint_kelvin), so it does not set one in "
+                    f"{unit}; set input {ch}'s units to kelvin (input_type units=1) first",
                 )
         if value > self.cfg.max_setpoint_kelvin:
             raise ControlRefused(
@@ -222,9 +226,15 @@ class Control:
         outputs = getattr(inst, "heater_outputs", ())  # declared by the driver (the 240 has none)
         if not outputs:
             raise ControlRefused(400, f"{node} is a Model {poller.cfg.model}: only a 372 has heaters to set")
-        output, kelvin = body.get("output", 0), body.get("kelvin")
+        # the outputs are the model's own (372: 0 sample, 1 warm-up; 336/350: 1-4; 370: 0), the first the default
+        output, kelvin = body.get("output", outputs[0]), body.get("kelvin")
         if isinstance(output, bool) or output not in outputs:
-            raise ControlRefused(400, "output must be 0 (sample heater) or 1 (warm-up heater)")
+            names = getattr(inst, "heater_output_names", {})
+            each = [f"{o} ({names[o]})" if o in names else str(o) for o in outputs]
+            listed = each[0] if len(each) == 1 else ", ".join(each[:-1]) + " or " + each[-1]
+            raise ControlRefused(
+                400, f"output must be {listed} (the Model {poller.cfg.model}'s outputs), got {output!r}"
+            )
         if isinstance(kelvin, bool) or not isinstance(kelvin, (int, float)) or not _finite(kelvin) or not kelvin >= 0:
             raise ControlRefused(
                 400,
@@ -244,12 +254,16 @@ class Control:
             poller,
             who,
             f"setpoint output {output} to {float(kelvin):g} K",
-            "not read yet" if old is None else f"{old['kelvin']:g} K",
+            "not read yet" if old is None else f"{old['value']:g} K",
             change,
             applied=lambda r: f"setpoint output {output}: {r[0]:g} K -> {r[1]:g} K",
         )
-        self.last_read[key] = {"kelvin": after}
+        self.last_read[key] = {"value": after}  # the settings API's shape: both write and read this key
         return {"node": node, "output": output, "before": before, "setpoint": after}
+
+
+# INTYPE's units field where the driver does not name its own (``units_words``): the 372's 1 kelvin, 2 ohms
+_UNIT_WORDS = {1: "kelvin", 2: "ohms"}
 
 
 def _finite(value: int | float) -> bool:

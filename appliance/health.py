@@ -170,6 +170,8 @@ class InstrumentHealth:
     # curve slots an upload left part written (slot -> why), until a verify or upload succeeds (curve_api)
     incomplete_curves: dict = field(default_factory=dict)
     share: ShareHealth | None = None  # set when [instrument.share] is on (appliance.share)
+    # what the configuration asks and the instrument cannot do, in words (a 336's D2-D5 without its 3062)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         d = {
@@ -192,6 +194,7 @@ class InstrumentHealth:
                 "overruns",
                 "scan",
                 "incomplete_curves",
+                "warnings",
             )
         }
         d["errors"] = dict(self.errors)

@@ -8,7 +8,7 @@ scanner) the driver learns at connect from ``KRDG? 0``.
 
 from __future__ import annotations
 
-import time
+import logging
 
 from drivers.ls336 import SENSOR_UNITS, Model336, Model350, SensorType
 from drivers.transport import TcpTransport
@@ -18,6 +18,8 @@ from .config import InstrumentConfig
 from .health import InstrumentHealth
 from .naming import SeriesKey
 from .samples import Sample
+
+log = logging.getLogger(__name__)
 
 DRIVERS: dict[str, type[Model336]] = {"336": Model336, "350": Model350}
 HEATERS = (1, 2)
@@ -39,11 +41,35 @@ class Ls336Acquisition:
         else:
             self.instrument = cls.visa(required(cfg, "resource"), timeout=cfg.timeout, expected_serial=expected)
         self.heater_keys: dict[int, SeriesKey] = {}
+        self.store = None  # the appliance's store, for the missing-inputs event (attach_store)
+        self._missing_recorded: tuple[str, ...] = ()
+
+    def attach_store(self, store) -> None:
+        self.store = store
+
+    def _note_missing(self, configured: dict) -> None:
+        """Inputs the configuration lists that this instrument lacks (D2-D5 without the 3062): never read,
+        so say so, in the health (while it lasts) and once as an event, naming them."""
+        inst = self.instrument
+        missing = tuple(ch for ch, c in configured.items() if c.enabled and ch not in inst.inputs)
+        word = "input" if len(missing) == 1 else "inputs"
+        detail = (
+            f"configured {word} {', '.join(missing)} not on this Model {self.cfg.model} (it has "
+            f"{', '.join(inst.inputs)}; D2-D5 need the 3062 scanner option): not read"
+        )
+        self.health.warnings = [w for w in self.health.warnings if not w.startswith("configured input")]
+        if missing:
+            self.health.warnings.append(detail)
+            log.warning("%s: %s", self.cfg.name, detail)
+            if missing != self._missing_recorded and self.store is not None:
+                self.store.event("missing_inputs", self.cfg.name, detail)
+        self._missing_recorded = missing
 
     def discover_inputs(self) -> dict[str, Input]:
         inst, cfg = self.instrument, self.cfg
         configured = configured_channels(cfg)
         found: dict[str, Input] = {}
+        self._note_missing(configured)
         for ch in inst.inputs:
             c = configured.get(ch)
             if (c is not None and not c.enabled) or (configured and c is None):
@@ -76,5 +102,5 @@ class Ls336Acquisition:
         for plan in plans.values():
             out.extend(samples_of(plan, inst.read(plan.number, plan.sensor.units if plan.sensor else "V"), flags))
         for n, key in self.heater_keys.items():
-            v = inst.heater_output(n)
-            out.append(Sample(key, time.time(), v, flags))
+            v, t = inst.heater_output_at(n)  # stamped at the reply
+            out.append(Sample(key, t, v, flags))

@@ -781,6 +781,7 @@ class SettingService:
             t = "?"
         else:
             t = str(target).strip().upper().lstrip("0") or "0"
+            t = getattr(poller.instrument, "input_aliases", {}).get(t, t)  # a 336's D1 is its D
         if t not in targets:
             raise ControlRefused(400, f"{s.name} needs a target, the {s.target}: one of {', '.join(targets)}")
         return t

@@ -151,6 +151,9 @@ class Model336(EsrCommands, CurveCommands, Instrument):
     curve_slots = range(1, 60)  # 1-20 standard, read-only
     user_curve_slots = range(21, 60)
     heater_outputs = (1, 2, 3, 4)  # what control may set
+    heater_output_names = {1: "heater 1", 2: "heater 2", 3: "analog 3", 4: "analog 4"}
+    input_aliases = {"D1": "D"}  # 336 manual p.130 "A-D (D1-D5 for 3062 option)": D1 is D (socs agrees)
+    units_words = {1: "kelvin", 2: "Celsius", 3: "sensor units"}  # INTYPE's units field (socs units_key)
     heater_ranges = {1: range(0, 4), 2: range(0, 4), 3: range(0, 2), 4: range(0, 2)}  # off, low, medium, high
 
     def __init__(
@@ -181,6 +184,9 @@ class Model336(EsrCommands, CurveCommands, Instrument):
     def check_identity(self, ident: Identity) -> None:
         super().check_identity(ident)
         self.find_scanner()
+        # Read (and so clear) the event register once: its power-on bit 128 would otherwise ride along
+        # in the first refusal's message ("ESR=144") as if it were part of what went wrong.
+        self.esr()
 
     def find_scanner(self) -> tuple[str, ...]:
         """Which inputs exist: ``KRDG? 0`` answers four readings, or eight with the 3062 (as socs tells them apart)."""
@@ -322,6 +328,15 @@ class Model336(EsrCommands, CurveCommands, Instrument):
         self.command(f"MOUT {self._output(output)},{value:g}")
 
     heater_output = Query("HTR? {}", parse_float, "Measure a heater's output in percent.", _heater)
+
+    def heater_output_at(self, output: int) -> tuple[float, float]:
+        """``HTR? <n>`` and the time its reply came, as ``read`` times an input's reading: a sample is
+        stamped when the controller answered, not when the cycle got round to storing it."""
+        q = f"HTR? {self._heater(output)}"
+        raw = self.query_raw(q)
+        t = time.time()
+        return parse_float(raw, q), t
+
     analog_output = Query("AOUT? {}", parse_float, "Measure a voltage output in percent.", _analog)
 
     def ramp(self, output: int) -> tuple[bool, float]:
@@ -365,8 +380,13 @@ class Model336(EsrCommands, CurveCommands, Instrument):
     @staticmethod
     def ocs_names(channel: str, name: str) -> tuple[str, str]:
         """The field names socs's LS336_Agent writes: the input's name with spaces as '_', plus _T / _V
-        (socs/agents/lakeshore336/agent.py: ``channel.input_name.replace(' ', '_') + '_T'``)."""
+        (socs/agents/lakeshore336/agent.py: ``channel.input_name.replace(' ', '_') + '_T'``), made valid
+        for OCS: a name that does not begin with a letter gets ``Input_`` before it."""
         stem = re.sub(r"[^A-Za-z0-9_]", "", name.strip().replace(" ", "_")) or f"Input_{channel}"
+        # OCS (Feed.verify_data_field_string) wants a letter first, or underscores then a letter:
+        # "50K Plate" would give 50K_Plate_T, which OCS refuses. Same guard as the 372's Channel_ prefix.
+        if not stem.lstrip("_")[:1].isalpha():
+            stem = "Input_" + stem
         return f"{stem}_T", f"{stem}_V"
 
     @staticmethod

@@ -14,7 +14,8 @@ from collections import deque
 
 from .protocol import ExecutionError, parse_message
 
-QUANTITY = {"KRDG?": "kelvin", "RDGK?": "kelvin", "RDGR?": "sensor", "SRDG?": "sensor"}
+# a reading query -> its quantity; a query without an argument (the 372's bare HTR?) is not counted
+QUANTITY = {"KRDG?": "kelvin", "RDGK?": "kelvin", "RDGR?": "sensor", "SRDG?": "sensor", "HTR?": "heater"}
 
 
 def _channel(arg: str) -> str:

@@ -261,4 +261,6 @@ COMMANDS: tuple[Command, ...] = (
 
 def dispatcher(device: LS336Device) -> Dispatcher:
     """A dispatcher for one connection: the command table bound to ``device``, errors into its ESR."""
-    return Dispatcher(bind_table(COMMANDS, device), device.error)
+    d = Dispatcher(bind_table(COMMANDS, device), device.error)
+    d.cr_ends_line = True  # a CR alone ends a message too (FIDELITY 336-28)
+    return d

@@ -2,7 +2,8 @@
 
 LF or CR LF ends a message; blank lines are ignored; several commands joined
 with ``;`` (later ones may start with ``:``) are answered joined with ``;``;
-arguments are separated by commas or spaces; strings may be quoted. What the
+arguments are separated by commas (empty fields kept) or, where there is no comma, by
+spaces; strings may be quoted. What the
 instrument does with each command lives in its command table (``ls372_commands.py``,
 ``ls240_commands.py``), declared with the argument specs and ``Command`` below.
 """
@@ -31,30 +32,59 @@ class QueryError(Exception):
 
 
 def split_args(text: str) -> list[str]:
-    """Split ``1,"my name",3`` or ``0 4`` into arguments, keeping quoted strings whole."""
-    args: list[str] = []
+    """Split a command's argument text into its fields, as the Lake Shore firmware reads them.
+
+    Where the text has a comma (outside quotes), commas alone separate: ``a,,b`` is three fields, the
+    middle one empty, and ``User Curve`` between commas is one field (socs' ``Curve._set_header`` sends
+    ``CRVHDR 21,USER CURVE,,3,375.0,1``, unquoted and with an empty serial, to real 336s and 372s), with
+    the blanks around each field dropped (QCoDeS writes ``OUTMODE 0, 2, A``). Without a comma, blanks
+    separate (socs sends ``RANGE 0 4`` and ``MOUT 0 5``). A quoted string is one field, kept as written.
+    """
+    fields: list[str] = []
     cur: list[str] = []
     quoted = False
-    had_any = False
+    # a field's text is kept with its inner blanks; was_quoted keeps "" distinct from a missing field
+    by_comma = _has_unquoted_comma(text)
+    was_quoted = False
+
+    def end_field() -> None:
+        nonlocal cur, was_quoted
+        fields.append("".join(cur) if was_quoted else "".join(cur).strip(" \t"))
+        cur, was_quoted = [], False
+
     for c in text:
         if c == '"':
             quoted = not quoted
-            had_any = True
+            if quoted and not was_quoted:
+                cur = []  # blanks before the opening quote are not part of the string
+            was_quoted = True
             continue
-        if not quoted and (c == "," or c in " \t"):
-            if cur or had_any:
-                args.append("".join(cur))
-            cur, had_any = [], False
-            if c == ",":
-                had_any = False
-            continue
-        cur.append(c)
-        had_any = True
+        if quoted:
+            cur.append(c)
+        elif by_comma and c == ",":
+            end_field()
+        elif not by_comma and c in " \t":
+            if cur or was_quoted:
+                end_field()
+        elif was_quoted and c in " \t":
+            continue  # blanks after the closing quote
+        else:
+            cur.append(c)
     if quoted:
         raise ExecutionError("unterminated string")
-    if cur or had_any:
-        args.append("".join(cur))
-    return args
+    if by_comma or cur or was_quoted:
+        end_field()
+    return fields
+
+
+def _has_unquoted_comma(text: str) -> bool:
+    quoted = False
+    for c in text:
+        if c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            return True
+    return False
 
 
 def parse_message(part: str) -> tuple[str, list[str]]:
@@ -186,7 +216,9 @@ class Command:
     ``run(device, *values)`` gets one parsed value per argument present (a trailing optional
     argument left out is left to ``run``'s default) and returns the reply or None.
     ``counts`` are the argument counts accepted (default: exactly one per spec); arguments
-    beyond the specs are accepted and ignored.
+    beyond the specs are accepted and ignored. Empty trailing fields are dropped where the shorter
+    count is accepted; an empty field elsewhere is parsed by its spec (a ``Text`` takes it, a number
+    refuses it).
     """
 
     mnemonic: str
@@ -198,6 +230,10 @@ class Command:
         accepted = (len(self.args),) if self.counts is None else self.counts
 
         def handler(raw: list[str]) -> str | None:
+            # ``DISPLAY 0,,`` leaves its last fields empty: where the command also takes the shorter
+            # form, empty trailing fields are fields left out (they keep their values)
+            while raw and raw[-1] == "" and len(raw) - 1 in accepted:
+                raw = raw[:-1]
             if len(raw) not in accepted:
                 raise ExecutionError(f"{self.mnemonic}: {len(raw)} arguments")
             return self.run(device, *(spec.parse(s) for spec, s in zip(self.args, raw, strict=False)))
@@ -216,6 +252,8 @@ class Dispatcher:
     def __init__(self, table: dict[str, Handler], on_error: Callable[[Exception], None]) -> None:
         self.table = table
         self.on_error = on_error
+        # True: a CR alone ends a message as LF does (the 336's); the line framing reads it (wire.LineSession)
+        self.cr_ends_line = False
 
     def handle_line(self, line: str) -> str | None:
         if not line.strip():

@@ -98,8 +98,12 @@ class LineSession:
         if arrived is not None:  # a dispatcher that paces by when a message came (the 370's)
             arrived(time.monotonic())
         self.buf.extend(data)
+        cr_ends = getattr(self.dispatcher, "cr_ends_line", False)
         while True:
             idx = self.buf.find(b"\n")
+            if cr_ends:  # CR, LF or CR LF: the CR of a CR LF ends the line, the LF is then an empty one
+                cr = self.buf.find(b"\r")
+                idx = cr if cr >= 0 and (idx < 0 or cr < idx) else idx
             if idx < 0:
                 if len(self.buf) > 4096:
                     self.buf.clear()  # the real input buffer is finite; drop the junk
@@ -249,17 +253,25 @@ class PtyInterface:
         self.make_dispatcher, self.lock, self.faults, self.framing = make_dispatcher, lock, faults, framing
         self._stop = threading.Event()
         self._plugged = threading.Event()
-        self.master = self.slave = -1
+        self.master = -1
+        self._base_attrs: list = []
+        self._client_gone = True  # no client has the port open
         self.thread = threading.Thread(target=self._loop, name=f"pty-{os.path.basename(link)}", daemon=True)
         self._plug()
 
     def _plug(self) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        attrs = termios.tcgetattr(self.slave)
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
         attrs[3] &= ~(termios.ECHO | termios.ICANON)
-        termios.tcsetattr(self.slave, termios.TCSANOW, attrs)
-        name = os.ttyname(self.slave)
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        name = os.ttyname(slave)
+        # The emulator does not hold the slave open: a client's close must be seen (the master then
+        # reads EIO), so that the port can be given back its power-on settings for the next open. A
+        # Linux pty keeps a closed client's termios (CS8 forced, PARODD kept), and pyserial's next
+        # 7O1 open of it then fails with EINVAL: a real USB serial device opens again and again.
+        os.close(slave)
+        self.master, self._base_attrs, self._client_gone = master, attrs, True
         tmp = f"{self.link}.tmp{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -268,6 +280,29 @@ class PtyInterface:
         self._session = self.session_class(self.make_dispatcher(), self.lock, self.faults, self._send, self.ledger)
         self._plugged.set()
 
+    def _keep_reopenable(self) -> None:
+        """Give the port back its output flags while a client has it open, so its close leaves it openable.
+
+        A Linux pty left with pyserial's 7O1 settings (oflag 0 with CS8|PARODD, lflag 0, 57600) refuses
+        the next open's tcsetattr with EINVAL; with the power-on oflag (ONLCR without OPOST: no output
+        processing either way, so the client sees no difference) the next open works. This is done as
+        soon as the client writes, because a client may reopen faster than the close is seen.
+        """
+        with contextlib.suppress(OSError, termios.error):
+            attrs = termios.tcgetattr(self.master)
+            if attrs[1] != self._base_attrs[1]:
+                attrs[1] = self._base_attrs[1]
+                termios.tcsetattr(self.master, termios.TCSANOW, attrs)
+
+    def _client_closed(self) -> None:
+        """No client has the port open: put back its power-on settings (once per close)."""
+        if self._client_gone:
+            return
+        self._client_gone = True
+        # termios calls on a Linux pty master act on its slave (tty_mode_ioctl's real_tty)
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(self.master, termios.TCSANOW, self._base_attrs)
+
     def _unplug(self) -> None:
         self._plugged.clear()
         try:
@@ -275,11 +310,10 @@ class PtyInterface:
                 os.unlink(self.link)
         except OSError:
             pass
-        for fd in (self.master, self.slave):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.master = self.slave = -1
+        if self.master >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.master)
+        self.master = -1
 
     def start(self) -> None:
         self.thread.start()
@@ -288,7 +322,7 @@ class PtyInterface:
         if self.framing != "7O1":
             return True
         try:
-            cflag = termios.tcgetattr(self.slave)[2]
+            cflag = termios.tcgetattr(self.master)[2]  # the slave's termios, read through the master
         except termios.error:
             return True
         # Linux ptys force CS8 and clear PARENB whatever the client asks, but keep PARODD:
@@ -317,15 +351,24 @@ class PtyInterface:
             try:
                 r, _, _ = select.select([fd], [], [], 0.2)
                 if not r:
+                    self._client_gone = False  # a master without a client reads EIO at once: one is there
                     continue
                 data = os.read(fd, 4096)
             except OSError as exc:
-                if exc.errno in (errno.EIO, errno.EBADF):
+                if exc.errno == errno.EIO:  # no client has the port open (never yet, or it closed)
+                    with self.lock:
+                        if fd == self.master:
+                            self._client_closed()
+                    time.sleep(0.02)
+                    continue
+                if exc.errno == errno.EBADF:
                     time.sleep(0.05)
                     continue
                 raise
             except ValueError:
                 continue
+            self._client_gone = False
+            self._keep_reopenable()
             if self.framing == "7O1":
                 data = bytes(b & 0x7F for b in data)
             self._session.feed(data)

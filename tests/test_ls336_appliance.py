@@ -85,11 +85,17 @@ def test_appliance_polls_336_and_reconciles_through_faults(tmp_path):
         print("336 over TCP:", tally.line())
         assert tally.produced >= 32 and tally.lost == 0 and tally.foreign == 0, tally.per_series
         assert tally.produced == tally.stored == tally.served_http
+        # the heater outputs are counted too: HTR? <n> in the ledger, heater_<n> in the store (red team 336 item 8)
+        assert {"LSA336A::heater_1", "LSA336A::heater_2"} <= set(tally.per_series), tally.per_series
         assert {"LSA336A::still_t", "LSA336A::still_r", "LSA336A::heater_1"} <= set(json.dumps(latest).split('"'))
         # the OCS names of the series, as socs' LS336_Agent writes its fields
         poller = app.pollers[0]
         assert poller.acquisition.heater_keys[1].ocs == "Heater_1_Percent"
-        assert {p.kelvin.ocs for p in poller.plans.values() if p.kelvin} >= {"Still_T", "4K_Plate_T", "50K_Plate_T"}
+        assert {p.kelvin.ocs for p in poller.plans.values() if p.kelvin} >= {
+            "Still_T",
+            "Input_4K_Plate_T",
+            "Input_50K_Plate_T",
+        }
     finally:
         app.stop()
         emu.stop()

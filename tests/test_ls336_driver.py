@@ -14,14 +14,15 @@ IDN = ("*IDN?", "LSCI,MODEL336,LSA336A/#######,2.9")
 
 
 def test_connect_checks_identity_and_counts_inputs():
-    with expected_protocol(Model336, [IDN, ("KRDG? 0", "+41.9838,+3.05450,+0.81993,+0.09500")]) as m:
+    # connect reads *ESR? last: the power-on bit is cleared, not reported with the first refusal
+    with expected_protocol(Model336, [IDN, ("KRDG? 0", "+41.9838,+3.05450,+0.81993,+0.09500"), ("*ESR?", "128")]) as m:
         ident = m.connect()
     assert (ident.model, ident.serial) == ("MODEL336", "LSA336A") and m.inputs == ("A", "B", "C", "D")
 
 
 def test_connect_finds_the_3062_scanner():
     eight = ",".join(["+1.00000"] * 8)
-    with expected_protocol(Model336, [IDN, ("KRDG? 0", eight)]) as m:
+    with expected_protocol(Model336, [IDN, ("KRDG? 0", eight), ("*ESR?", "0")]) as m:
         m.connect()
         assert m.inputs[-4:] == ("D2", "D3", "D4", "D5")
 

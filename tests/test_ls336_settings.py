@@ -104,3 +104,54 @@ def test_bad_values_are_refused_naming_the_limit(rig, name, target, values, mess
     status, body = put(app, name, target, values)
     assert status == 400 and message in body["error"]["message"], body
     assert (emu.device.outputs[1].range, emu.device.outputs[2].p, emu.device.ins["A"].name) == before
+
+
+def post_setpoint(app, body):
+    status, _, text = call(f"{app.base_url}/api/v1/control/LSA336A/setpoint", "POST", body, AUTH)
+    return status, json.loads(text)
+
+
+def test_setpoint_on_an_output_with_no_control_input(rig):
+    """Red team 336 item 3: the factory OUTMODE 0,0,0 leaves an output without an input; SETP still works
+    there (the emulator, like the instrument, takes it), so the appliance must not refuse it as input ''."""
+    app, emu, vendor = rig
+    assert emu.device.outputs[3].input == 0 and emu.device.outputs[2].input == 0  # factory state
+    status, body = put(app, "setpoint", "3", {"value": 1.5})
+    assert status == 200, body
+    assert vendor.get_control_setpoint(3) == pytest.approx(1.5)
+    status, body = post_setpoint(app, {"output": 2, "kelvin": 2.5})
+    assert status == 200 and body["setpoint"] == pytest.approx(2.5), body
+    assert vendor.get_control_setpoint(2) == pytest.approx(2.5)
+
+
+def test_post_setpoint_uses_the_336s_own_outputs(rig):
+    app, emu, _ = rig
+    status, body = post_setpoint(app, {"output": 0, "kelvin": 1.0})  # the 372's sample heater: not a 336 output
+    message = body["error"]["message"]
+    assert status == 400 and "output must be 1 (heater 1), 2 (heater 2), 3 (analog 3) or 4 (analog 4)" in message
+    assert "got 0" in message and "sample heater" not in message
+    status, body = post_setpoint(app, {"kelvin": 1.75})  # the default is the model's first output
+    assert status == 200 and body["output"] == 1, body
+    assert emu.device.outputs[1].setp == pytest.approx(1.75)
+
+
+def test_setpoint_from_a_celsius_input_is_refused_naming_celsius(rig):
+    app, emu, _ = rig
+    assert put(app, "output_mode", "4", {"mode": 1, "input": 2, "powerup": 0})[0] == 200  # output 4 from B
+    units = {"sensor_type": 1, "autorange": 0, "range": 0, "compensation": 0}
+    assert put(app, "input_type", "B", {**units, "units": 2})[0] == 200
+    try:
+        before = emu.device.outputs[4].setp
+        status, body = put(app, "setpoint", "4", {"value": 1.0})
+        message = body["error"]["message"]
+        assert status == 400 and "reads in Celsius" in message and "ohms" not in message, body
+        assert emu.device.outputs[4].setp == before
+    finally:
+        assert put(app, "input_type", "B", {**units, "units": 1})[0] == 200
+
+
+def test_settings_target_d1_is_d(rig):
+    app, emu, vendor = rig
+    status, body = put(app, "name", "D1", {"name": "Pot via D1"})
+    assert status == 200, body
+    assert vendor.get_sensor_name("D") == "Pot via D1" and emu.device.ins["D"].name == "Pot via D1"

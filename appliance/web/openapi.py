@@ -246,7 +246,8 @@ def spec() -> dict:
             **_grafana_extras(),
             "/api/v1/control/{node}/setpoint": {
                 "post": {
-                    "summary": "set a 372 heater setpoint (off unless control.enabled; needs the control token)",
+                    "summary": "set a heater setpoint on a 372, 370, 336 or 350 (off unless control.enabled; "
+                    "needs the control token)",
                     "security": [{"controlToken": []}],
                     "parameters": [{"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "requestBody": {
@@ -257,7 +258,12 @@ def spec() -> dict:
                                     "type": "object",
                                     "required": ["kelvin"],
                                     "properties": {
-                                        "output": {"enum": [0, 1]},
+                                        "output": {
+                                            "type": "integer",
+                                            "description": "the model's output, its first by default: 372 0 sample, "
+                                            "1 warm-up; 370 0; 336/350 1, 2 heaters, 3, 4 analog",
+                                            "enum": [0, 1, 2, 3, 4],
+                                        },
                                         "kelvin": {"type": "number", "minimum": 0},
                                     },
                                 }

@@ -24,6 +24,7 @@ from firmware_host.ledger import QUANTITY
 
 DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
 GAUGE = re.compile(r"p\d")
+HEATER = re.compile(r"heater_(\d)")  # the 336's and 350's heater outputs (HTR? <n> in the ledger)
 
 
 @dataclass
@@ -70,6 +71,10 @@ def series_for(db: sqlite3.Connection) -> dict[tuple[str, str, str], tuple[int, 
         m = DESC.match(desc)
         if m:
             add(node, m["ch"], name)
+    for _sid, name, node, fld in db.execute("SELECT id, name, node, field FROM series"):
+        m = HEATER.fullmatch(fld)
+        if m:  # a 336/350's heater_<n>: the ledger counts its HTR? <n> as (n, "heater")
+            out[(node, m[1], "heater")] = (ids[name][0], name, fld)
     for node, config in db.execute("SELECT node, config FROM snapshot ORDER BY t"):
         for ch, names in (json.loads(config).get("fields") or {}).items():
             for name in names:
