@@ -21,16 +21,19 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers import DriverError, InstrumentError
 from drivers.curves import CurveError
 from drivers.ls372 import Model372
 
 from .config import ControlConfig, read_secret
-from .poller import LinkUnavailable
+from .poller import LinkUnavailable, Poller
+
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logging.getLogger("kelvinpi.control")
 
@@ -80,7 +83,7 @@ class Audit:
 
     _ids = itertools.count(1)
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         # a random prefix per run: ids stay distinct across restarts (a time modulo repeated every 27.8 h)
         self._prefix = uuid.uuid4().hex[:12]
@@ -100,7 +103,7 @@ class Audit:
 
 
 class Control:
-    def __init__(self, cfg: ControlConfig, pollers, store) -> None:
+    def __init__(self, cfg: ControlConfig, pollers: Sequence[Poller], store: Store) -> None:
         self.cfg, self.store = cfg, store
         self.pollers = {p.cfg.name: p for p in pollers}
         # the config refuses control.enabled without token_file
@@ -126,14 +129,14 @@ class Control:
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise ControlRefused(401, "wrong control token")
 
-    def poller(self, node: str):
+    def poller(self, node: str) -> Poller:
         poller = self.pollers.get(node)
         if poller is None:
             raise ControlRefused(404, f"no instrument named {node!r}")
         return poller
 
     @staticmethod
-    def on_link(poller, fn, what: str, timeout: float = 30.0):
+    def on_link(poller: Poller, fn: Callable[[Any], Any], what: str, timeout: float = 30.0) -> Any:
         """Run ``fn(instrument)`` through the instrument's poller, the one owner of its link (reads)."""
         try:
             return poller.call(fn, what, timeout)
@@ -142,7 +145,7 @@ class Control:
 
     def audited(
         self,
-        poller,
+        poller: Poller,
         who: str,
         what: str,
         old: str,
@@ -187,7 +190,7 @@ class Control:
         except BaseException as exc:
             raise refusal(poller, exc) from None
 
-    def check_setpoint(self, node: str, inst, output: int, value: float) -> None:
+    def check_setpoint(self, node: str, inst: Any, output: int, value: float) -> None:
         """Refuse a setpoint the kelvin cap cannot judge, or one above it (run on the poller, before SETP).
 
         The 372 takes SETP in the control input's units: ``max_setpoint_kelvin`` bounds a kelvin
@@ -274,7 +277,7 @@ def _finite(value: int | float) -> bool:
         return False
 
 
-def refusal(poller, exc: BaseException) -> ControlRefused:
+def refusal(poller: Poller, exc: BaseException) -> ControlRefused:
     """The HTTP answer for an error of a request run on ``poller``."""
     name = poller.cfg.name
     if isinstance(exc, ControlRefused):

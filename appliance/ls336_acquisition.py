@@ -9,6 +9,7 @@ scanner) the driver learns at connect from ``KRDG? 0``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from drivers.ls336 import SENSOR_UNITS, Model336, Model350, SensorType
 from drivers.transport import TcpTransport
@@ -18,6 +19,9 @@ from .config import InstrumentConfig
 from .health import InstrumentHealth
 from .naming import SeriesKey
 from .samples import Sample
+
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +45,10 @@ class Ls336Acquisition:
         else:
             self.instrument = cls.visa(required(cfg, "resource"), timeout=cfg.timeout, expected_serial=expected)
         self.heater_keys: dict[int, SeriesKey] = {}
-        self.store = None  # the appliance's store, for the missing-inputs event (attach_store)
+        self.store: Store | None = None  # the appliance's store, for the missing-inputs event (attach_store)
         self._missing_recorded: tuple[str, ...] = ()
 
-    def attach_store(self, store) -> None:
+    def attach_store(self, store: Store) -> None:
         self.store = store
 
     def _note_missing(self, configured: dict) -> None:

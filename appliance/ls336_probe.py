@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from drivers.ls336 import SENSOR_UNITS, Model336, Model350, SensorType
 from drivers.transport import TcpTransport
 
+if TYPE_CHECKING:
+    from .probe import Report
 
-def open_ls336(model: str, host: str | None, port: int, device: str | None, resource: str | None, timeout: float):
+
+def open_ls336(
+    model: str, host: str | None, port: int, device: str | None, resource: str | None, timeout: float
+) -> Model336:
     """The driver for a 336 or 350 on the given link (not yet connected)."""
     cls = Model350 if model == "350" else Model336
     if host:
@@ -16,7 +23,7 @@ def open_ls336(model: str, host: str | None, port: int, device: str | None, reso
     return cls.visa(resource or "", timeout=timeout)
 
 
-def probe_ls336(inst: Model336, r) -> None:
+def probe_ls336(inst: Model336, r: Report) -> None:
     """Inputs (type, curve, name), the curves in use, one reading per enabled input, the four outputs: queries only."""
     from .probe import _fields, _try
 

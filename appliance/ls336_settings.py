@@ -7,6 +7,7 @@ manual p.154. Each is read back by the ``lakeshore`` package in tests/test_ls336
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drivers.ls336 import INPUT_NUMBER, PID, HeaterSetup, InputType, OutputMode, OutputSetup, input_name_of
@@ -23,7 +24,7 @@ def _inputs(inst: Any) -> list[str]:
     return list(inst.inputs)
 
 
-def _outputs(*outs: int):
+def _outputs(*outs: int) -> Callable[[object], list[str]]:
     return lambda inst: [str(o) for o in outs]
 
 

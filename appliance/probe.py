@@ -193,7 +193,7 @@ def _probe_372(inst: Model372, r: Report) -> None:
     _scanned_readings(inst, r, enabled, scan, "input")
 
 
-def _scanned_readings(inst: Model372 | Model370, r: Report, enabled: list[str], scan, noun: str) -> None:
+def _scanned_readings(inst: Model372 | Model370, r: Report, enabled: list[str], scan: Any, noun: str) -> None:
     """One reading per enabled input of a scanning bridge (372 or 370), the scanner's channel marked."""
     r.add(f"one reading per enabled {noun} (a channel the scanner is not on repeats its last value):")
     for ch in enabled:

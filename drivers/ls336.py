@@ -14,6 +14,7 @@ import enum
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .base import Identity, Instrument, Pacing, quote_name
 from .commands import Query, flag, record, text
@@ -169,15 +170,15 @@ class Model336(EsrCommands, CurveCommands, Instrument):
         self.inputs: tuple[str, ...] = INPUTS  # D2-D5 join once KRDG? 0 shows the 3062 (``find_scanner``)
 
     @classmethod
-    def tcp(cls, host: str, port: int = TCP_PORT, **kw) -> Model336:
+    def tcp(cls, host: str, port: int = TCP_PORT, **kw: Any) -> Model336:
         return cls(TcpTransport(host, port), **kw)
 
     @classmethod
-    def serial(cls, device: str, **kw) -> Model336:
+    def serial(cls, device: str, **kw: Any) -> Model336:
         return cls(SerialTransport(device, **SERIAL_FRAMING), **kw)
 
     @classmethod
-    def visa(cls, resource: str, **kw) -> Model336:
+    def visa(cls, resource: str, **kw: Any) -> Model336:
         """Any VISA resource; an ``ASRL`` one is opened 57600 7O1 like the USB port it is."""
         return cls(VisaTransport(resource, serial_settings=visa_serial_settings(**SERIAL_FRAMING)), **kw)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,8 @@ from .common import API, client_address, read_json
 
 if TYPE_CHECKING:
     from ..control import Control
+    from ..poller import Poller
+    from ..store import Store
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def token_problem(error: str | None) -> str:
     return f"control.token_file {why} (the appliance's log says which)"
 
 
-def install(app: Bottle, *, access: ControlAccess, store=None, pollers: Sequence = ()) -> None:
+def install(app: Bottle, *, access: ControlAccess, store: Store | None = None, pollers: Sequence[Poller] = ()) -> None:
     install_settings(app, access=access)
     if store is not None:
         install_view(app, store=store, pollers=pollers)
@@ -95,7 +97,7 @@ def install_settings(app: Bottle, *, access: ControlAccess) -> None:
 CHANGES_SHOWN = 50  # the last control and curve events an instrument's settings view lists
 
 
-def settings_view(store, poller) -> dict:
+def settings_view(store: Store, poller: Poller) -> dict:
     """What an instrument is set to (its latest configuration snapshot) and the last changes, with
     who and when: read-only, from the store, so it needs no token and never touches the link."""
     node = poller.cfg.name
@@ -167,11 +169,11 @@ def settings_page(view: dict) -> str:
     )
 
 
-def install_view(app: Bottle, *, store, pollers: Sequence) -> None:
+def install_view(app: Bottle, *, store: Store | None, pollers: Sequence[Poller]) -> None:
     """The read-only settings view of each instrument: JSON, and the same as a page."""
     by_name = {p.cfg.name: p for p in pollers}
 
-    def find(node: str):
+    def find(node: str) -> Poller:
         poller = by_name.get(node)
         if poller is None:
             raise HTTPError(404, f"no instrument named {node!r}")
@@ -188,7 +190,7 @@ def install_view(app: Bottle, *, store, pollers: Sequence) -> None:
         return settings_page(view)
 
 
-def openapi_view_paths(ok, errors) -> dict:
+def openapi_view_paths(ok: Callable[..., dict], errors: Callable[..., dict]) -> dict:
     node = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         f"{API}/instruments/{{node}}/settings": {
