@@ -90,6 +90,18 @@ def _named(curve: Curve) -> str:
     return f"{curve.name} {curve.serial}, {len(curve.points)} points"
 
 
+def snapshots_with_pending(store, key: str) -> list[tuple[float, dict]]:
+    """The snapshot records under ``key``, oldest first: SQLite's, then those still on their way
+    (queued or journaled). ``Store.snapshots`` reads SQLite only, and a record waits there up to a
+    commit interval, or for as long as the store cannot write (a full disk): a kept curve, a mark
+    or the newest configuration must be found all that time."""
+    out = list(store.snapshots(key))
+    pending = getattr(store, "_pending", None)  # a Store's records not in SQLite yet
+    if pending is not None:
+        out += [(r.t, json.loads(r.config)) for r in pending(Snapshot) if r.node == key]
+    return out
+
+
 def curve_hash(curve: Curve) -> str:
     """The content hash a kept curve is stored under (its .340 text)."""
     return hashlib.sha256(write_340(curve).encode()).hexdigest()[:16]
@@ -179,16 +191,7 @@ class CurveService:
         return h
 
     def _snapshots(self, key: str) -> list[tuple[float, dict]]:
-        """The snapshot records under ``key``, oldest first: SQLite's, then those still on their way
-        (queued or journaled). ``Store.snapshots`` reads SQLite only, and a record waits there up to a
-        commit interval, or for as long as the store cannot write (a full disk): a kept curve or a
-        mark must be found all that time."""
-        store = self.control.store
-        out = list(store.snapshots(key))
-        pending = getattr(store, "_pending", None)  # a Store's records not in SQLite yet
-        if pending is not None:
-            out += [(r.t, json.loads(r.config)) for r in pending(Snapshot) if r.node == key]
-        return out
+        return snapshots_with_pending(self.control.store, key)
 
     def _incomplete(self, poller, number: int, why: str, old: Curve | None = None, new: Curve | None = None) -> None:
         """Mark slot ``number`` incomplete. The mark carries the curve the slot held before (what a
