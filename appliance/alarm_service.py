@@ -139,7 +139,7 @@ class AlarmService:
         self._connected_at: dict[str, tuple[int, float]] = {}
         self._reported: set[tuple[str, int]] = set()
         self.unmatched: dict[str, dict] = {}
-        self._removed_rules(states, now)
+        self._removed_rules(states, notices, now)
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -324,19 +324,29 @@ class AlarmService:
         # stored as wall time (a restart has a new monotonic line)
         d["last_notice"] = 0.0 if g.last_notice is None else t - max(0.0, self.mono() - g.last_notice)
         d["gate"] = g.dump(self.mono(), self.boot)
+        # whom it notifies (None: every target), for the "cleared" a restart without the rule owes
+        rule = self.rules.get(st.name)
+        d["notify"] = None if rule is None or rule.notify is None else list(rule.notify)
         self.store.alarm_record("state", st.name, json.dumps(d), t)
         self._dirty.discard(st.name)
         self._saved_at[st.name] = self.mono()
 
-    def _removed_rules(self, states: dict[str, dict], t: float) -> None:
-        """An alarm active when the last run saved it, of a rule no longer configured (renamed or
-        removed): no evaluation will ever clear it, so it is told "cleared (rule removed from the
-        configuration)" now, once (an event and a notice to every target), and saved cleared so
-        the next restart does not tell it again."""
+    def _removed_rules(self, states: dict[str, dict], notices: list[dict], t: float) -> None:
+        """An alarm of a rule no longer configured (renamed or removed) whose person last heard
+        "raised" (saved active, or saved cleared while that "cleared" was still held by the hourly
+        cap: the gate's ``told_active``): no evaluation will ever tell it again, so it is told
+        "cleared (rule removed from the configuration)" now, once (an event, and a notice to the
+        rule's own targets that are still configured, see ``_removed_targets``), and saved cleared
+        without its gate so the next restart does not tell it again."""
         for name, saved in sorted(states.items()):
-            if name in self.rules or name.startswith("#") or not saved.get("active"):
+            if name in self.rules or name.startswith("#"):
                 continue
-            detail = REMOVED_DETAIL
+            gate = saved.get("gate")
+            told_raised = isinstance(gate, dict) and gate.get("told_active") is True
+            if not saved.get("active") and not told_raised:
+                continue
+            targets, note = self._removed_targets(name, saved, notices)
+            detail = REMOVED_DETAIL if not note else f"{REMOVED_DETAIL[:-1]}; {note})"
             severity = str(saved.get("severity", ""))
             log.warning("alarm %s cleared: %s", name, detail)
             self.store.event("alarm_cleared", None, f"{name} ({severity}): {detail}", t=t)
@@ -350,10 +360,29 @@ class AlarmService:
                 "t": t,
                 "time": iso_time(t),
             }
-            self._record_notice(name, "cleared", body, [x.name for x in self.config.notify], t)
+            self._record_notice(name, "cleared", body, targets, t)
             st = {**saved, "active": False, "acked": False, "detail": detail, "cleared_at": t}
             st.pop("gate", None)
             self.store.alarm_record("state", name, json.dumps(st), t)
+
+    def _removed_targets(self, name: str, saved: dict, notices: list[dict]) -> tuple[list[str], str]:
+        """Where a removed rule's "cleared" goes, and what to say about it: the rule's own targets
+        (its ``notify`` as last saved; for a state saved before that was, the targets of its stored
+        notices) that are still configured; when none of them is, every configured target, and
+        the notice says so (a "cleared" nobody receives would leave the "raised" standing)."""
+        everyone = [x.name for x in self.config.notify]
+        if "notify" in saved:
+            own = saved["notify"]
+        else:
+            told = [n for n in notices if n.get("alarm") == name]
+            own = list(dict.fromkeys(x for n in told for x in n.get("targets", []))) if told else None
+        if own is None:  # the rule notified every target: the ones configured now
+            return everyone, ""
+        kept = [x for x in own if x in everyone]
+        if kept or not own or not everyone:  # notify = [] told nobody the raise: nobody is owed this
+            return kept, ""
+        gone = f"its target{'s' if len(own) > 1 else ''} {', '.join(own)} no longer configured"
+        return everyone, f"{gone}: sent to every target"
 
     def _notice(self, rule, st: AlarmState, event: str, t: float) -> None:
         where = target_of(rule)

@@ -20,13 +20,15 @@ curve is read and kept in the store (a snapshot record under ``<node>/curve <n>`
 curve's content hash); replacing or deleting a curve an input uses needs ``force`` and the
 refusal names the inputs. An upload that fails part way puts the old curve back when the link
 still answers; when it does not, the slot is marked incomplete (health ``incomplete_curves`` and
-the event log) until a verify or upload of that slot succeeds. Every change is audited
+the event log) until a verify or upload of that slot succeeds. The mark itself carries the old curve
+(in memory and in its stored record), so the restore finds it however far behind the store is. Every change is audited
 (``Control.audited``): the request before, the outcome after, even after the HTTP answer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from dataclasses import asdict
@@ -38,6 +40,7 @@ from drivers.curves import Curve, CurveError, parse_340, write_340
 from drivers.errors import ConnectionLost, InstrumentTimeout
 
 from .control import ControlRefused, PartFailed
+from .store.records import Snapshot
 
 log = logging.getLogger("kelvinpi.curves")
 
@@ -46,6 +49,7 @@ RESTORE_FIRST_RETRY, RESTORE_MAX_RETRY = 1.0, 60.0  # the backoff between tries 
 
 NAME_CHARS, SERIAL_CHARS = 15, 10  # what CRVHDR holds (both manuals): longer is refused, never cut
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
+AFTER_RESTART = " (still incomplete after a restart)"
 
 
 def same_point(inst: CurveCommands, wrote: tuple[float, float], got: tuple[float, float]) -> bool:
@@ -76,6 +80,26 @@ def _curve_dict(curve: Curve) -> dict:
         "coefficient": curve.coefficient,
         "points": [list(p) for p in curve.points],
     }
+
+
+def _curve_of(c: dict) -> Curve:
+    return Curve(c["name"], c["serial"], c["format"], c["limit"], c["coefficient"], [tuple(p) for p in c["points"]])
+
+
+def _named(curve: Curve) -> str:
+    return f"{curve.name} {curve.serial}, {len(curve.points)} points"
+
+
+def snapshots_with_pending(store, key: str) -> list[tuple[float, dict]]:
+    """The snapshot records under ``key``, oldest first: SQLite's, then those still on their way
+    (queued or journaled). ``Store.snapshots`` reads SQLite only, and a record waits there up to a
+    commit interval, or for as long as the store cannot write (a full disk): a kept curve, a mark
+    or the newest configuration must be found all that time."""
+    out = list(store.snapshots(key))
+    pending = getattr(store, "_pending", None)  # a Store's records not in SQLite yet
+    if pending is not None:
+        out += [(r.t, json.loads(r.config)) for r in pending(Snapshot) if r.node == key]
+    return out
 
 
 def curve_hash(curve: Curve) -> str:
@@ -163,15 +187,37 @@ class CurveService:
         self.control.store.snapshot(
             f"{node}/curve {number}", {"node": node, "slot": number, "hash": h, "curve": _curve_dict(curve)}
         )
-        self.control.last_read[(node, "curve", str(number))] = (
-            f"{curve.name} {curve.serial}, {len(curve.points)} points"
-        )
+        self.control.last_read[(node, "curve", str(number))] = _named(curve)
         return h
 
-    def _incomplete(self, poller, number: int, why: str, old: Curve | None = None) -> None:
+    def _snapshots(self, key: str) -> list[tuple[float, dict]]:
+        return snapshots_with_pending(self.control.store, key)
+
+    def _incomplete(self, poller, number: int, why: str, old: Curve | None = None, new: Curve | None = None) -> None:
+        """Mark slot ``number`` incomplete. The mark carries the curve the slot held before (what a
+        restore puts back), not only its hash: it is found however far the store is behind."""
         poller.health.incomplete_curves[str(number)] = why
-        self._persist(poller, number, {"why": why, "hash": curve_hash(old) if old is not None else None})
+        cut = f"an upload of {new.name} {new.serial}" if new is not None else None
+        mark: dict = {"why": why, "hash": None, "curve": None, "cut": cut}
+        if old is not None:
+            mark.update(hash=curve_hash(old), curve=_curve_dict(old))
+        self._persist(poller, number, mark)
+        self.control.last_read[(poller.cfg.name, "curve", str(number))] = self._mark_text(mark)
         self.control.store.event("curve", poller.cfg.name, f"curve {number} marked incomplete: {why}")
+
+    @staticmethod
+    def _mark_text(mark: dict, cut: str | None = None) -> str:
+        """What a slot marked incomplete holds, for the next request's "was" (the audit): the part
+        of the curve whose writing was cut short (``cut``, else the mark's), and what was there before."""
+        cut = cut or mark.get("cut") or "an upload"
+        c = mark.get("curve")
+        if c:
+            before = f"{c['name']} {c['serial']}, {len(c['points'])} points, kept as {mark.get('hash')}"
+        elif mark.get("hash"):
+            before = f"kept as {mark['hash']}"
+        else:
+            before = "empty"
+        return f"incomplete: {cut} stopped part way (the curve before it: {before})"
 
     def _complete(self, poller, number: int, how: str) -> None:
         if poller.health.incomplete_curves.pop(str(number), None) is not None:
@@ -185,7 +231,7 @@ class CurveService:
 
     def _marks(self, node: str) -> dict:
         """The slots marked incomplete as last stored: {slot: {"why": ..., "hash": the old curve's or None}}."""
-        kept = self.control.store.snapshots(self._marks_key(node))
+        kept = self._snapshots(self._marks_key(node))
         return dict(kept[-1][1].get("incomplete", {})) if kept else {}
 
     def _persist(self, poller, number: int, mark: dict | None) -> None:
@@ -201,14 +247,15 @@ class CurveService:
                 marks[str(number)] = mark
             self.control.store.snapshot(self._marks_key(node), {"node": node, "incomplete": dict(marks)})
 
-    def _kept(self, node: str, number: int, h: str | None) -> Curve | None:
-        """The kept copy of slot ``number``'s curve with content hash ``h``."""
-        for _, rec in reversed(self.control.store.snapshots(f"{node}/curve {number}")):
+    def _kept(self, node: str, number: int, mark: dict) -> Curve | None:
+        """The curve slot ``number`` held before the upload that left it marked: the copy in the mark,
+        else (a mark stored before marks carried it) the kept copy with the mark's content hash."""
+        if mark.get("curve"):
+            return _curve_of(mark["curve"])
+        h = mark.get("hash")
+        for _, rec in reversed(self._snapshots(f"{node}/curve {number}")):
             if h and rec.get("hash") == h:
-                c = rec["curve"]
-                return Curve(
-                    c["name"], c["serial"], c["format"], c["limit"], c["coefficient"], [tuple(p) for p in c["points"]]
-                )
+                return _curve_of(rec["curve"])
         return None
 
     def _before_incomplete(self, poller, number: int) -> tuple[bool, Curve | None]:
@@ -222,18 +269,21 @@ class CurveService:
         with self.control.curve_marks_lock:
             marks = self.control.curve_marks.get(node)
         mark = (marks if marks is not None else self._marks(node)).get(slot) or {}
-        return True, self._kept(node, number, mark.get("hash"))
+        return True, self._kept(node, number, mark)
 
     def reconcile(self) -> None:
         """At start: every slot still marked incomplete is marked again and its restore scheduled."""
         for poller in self.control.pollers.values():
             node = poller.cfg.name
             for slot, mark in sorted(self._marks(node).items()):
-                number, why = int(slot), f"{mark.get('why')} (still incomplete after a restart)"
+                number, why = int(slot), str(mark.get("why"))
+                if not why.endswith(AFTER_RESTART):  # said once, however many restarts
+                    why += AFTER_RESTART
                 poller.health.incomplete_curves[slot] = why
                 self._persist(poller, number, {**mark, "why": why})
+                self.control.last_read[(node, "curve", slot)] = self._mark_text(mark)
                 self.control.store.event("curve", node, f"curve {number} still marked incomplete at start: {why}")
-                old = self._kept(node, number, mark.get("hash"))
+                old = self._kept(node, number, mark)
                 if old is not None:
                     self._schedule_restore(poller, number, old, why)
 
@@ -243,11 +293,12 @@ class CurveService:
         ).start()
 
     def _was(self, node: str, number: int) -> str:
-        """The slot as last read: by this service, else the latest kept copy or configuration snapshot."""
+        """The slot as last read: by this service (for a slot marked incomplete, the cut-short copy it
+        holds), else the latest kept copy or configuration snapshot."""
         known = self.control.last_read.get((node, "curve", str(number)))
         if known:
             return known
-        kept = self.control.store.snapshots(f"{node}/curve {number}")
+        kept = self._snapshots(f"{node}/curve {number}")
         if kept:
             c = kept[-1][1]
             return f"{c['curve']['name']} {c['curve']['serial']}, {len(c['curve']['points'])} points ({c['hash']})"
@@ -264,22 +315,25 @@ class CurveService:
                 f"{', '.join(users)}: {doing} it needs force (kelvinpi curve ... --force, or force=true)",
             )
 
-    def _recover(self, poller, inst, number: int, old: Curve | None, exc: Exception) -> str:
-        """After a failed upload: put the old curve back if the link still answers, else mark the slot."""
+    def _recover(self, poller, inst, number: int, old: Curve | None, exc: Exception, new: Curve | None = None) -> str:
+        """After a failed upload of ``new``: put the old curve back if the link still answers, else mark the slot."""
         kept = f"the old curve {old.name} {old.serial} is kept as {curve_hash(old)}" if old else "the slot was empty"
         if not isinstance(exc, (ConnectionLost, InstrumentTimeout)):
             try:
                 if old is None:
                     inst.delete_curve(number)
+                    self.control.last_read[(poller.cfg.name, "curve", str(number))] = "empty"
                 else:
                     inst.upload_curve(number, old, verify=True)
+                    self.control.last_read[(poller.cfg.name, "curve", str(number))] = _named(old)
                 return f"curve {number}: the old curve was put back" if old else f"curve {number} emptied again"
             except Exception as again:  # noqa: BLE001 - any failure leaves the slot marked below
                 exc = again
         why = f"an upload stopped part way ({exc}); {kept}"
-        self._incomplete(poller, number, why, old)
-        if old is not None:
-            self._schedule_restore(poller, number, old, why)
+        self._incomplete(poller, number, why, old, new)
+        if old is None:
+            return f"curve {number} marked incomplete: the slot was empty before; upload the curve again or delete the slot"
+        self._schedule_restore(poller, number, old, why)
         return f"curve {number} marked incomplete: {kept}; it is put back once the link is up again"
 
     def _restore_later(self, poller, number: int, old: Curve, why: str) -> None:
@@ -296,7 +350,15 @@ class CurveService:
         def restore(inst) -> str:
             if not still_needed():
                 return "not needed: the slot was uploaded or verified since"
-            inst.upload_curve(number, old, verify=True)
+            key = (poller.cfg.name, "curve", str(number))
+            try:
+                inst.upload_curve(number, old, verify=True)
+            except Exception:
+                # the slot now holds part of the old curve: the next request's "was" says so
+                mark = {"hash": curve_hash(old), "curve": _curve_dict(old)}
+                self.control.last_read[key] = self._mark_text(mark, f"the restore of {old.name} {old.serial}")
+                raise
+            self.control.last_read[key] = _named(old)
             poller.snapshot_due = True
             self._complete(poller, number, f"the old curve {old.name} {old.serial} was put back")
             return f"{old.name} {old.serial} put back and read back"
@@ -376,7 +438,7 @@ class CurveService:
                 if diff:
                     raise InstrumentError(f"curve {n} read back wrong, {diff}")
             except Exception as exc:  # whatever stopped it, the slot is put back or marked incomplete
-                state = self._recover(poller, inst, n, old, exc)
+                state = self._recover(poller, inst, n, old, exc, curve)
                 status = 409 if isinstance(exc, (InstrumentError, ValueError)) else 503
                 raise PartFailed(f"curve {n} upload failed: {exc}", state, status) from None
             finally:
@@ -406,6 +468,7 @@ class CurveService:
         got = self._run(poller, lambda inst: inst.download_curve(n), f"curve {n} verify", 60.0)
         diff = first_difference(poller.instrument, curve, got)
         if diff is None:
+            self.control.last_read[(node, "curve", str(n))] = _named(got)
             self._complete(poller, n, "verified against a file")
         return {"node": node, "number": n, "same": diff is None, "difference": diff, "points": len(got.points)}
 

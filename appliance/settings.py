@@ -21,9 +21,11 @@ and 2); where the manual page was not reached, the field order of Lake Shore's o
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from drivers import InstrumentError
 from drivers.base import quote_name, text_problem
@@ -32,6 +34,7 @@ from drivers.ls370 import ControlMode, ControlSetup, ReadingRange
 from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
 
 from .control import Control, ControlRefused, PartFailed
+from .curve_api import snapshots_with_pending
 
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 # settings that change which inputs are read, how long their pause is or their units: the poller
@@ -727,20 +730,37 @@ class DidNotTake(ControlRefused):
     outcome = "did not take"
 
 
+# When each setting's last read (``Control.last_read``) was taken, wall time, per Control: the
+# "was" of the next request is the newer of it and the latest configuration snapshot.
+_READ_AT: WeakKeyDictionary[Control, dict[tuple[str, str, str], float]] = WeakKeyDictionary()
+
+
+def remember(control: Control, key: tuple[str, str, str], values: Any) -> None:
+    """``values`` as read from the instrument just now: the next request's "was"."""
+    control.last_read[key] = values
+    _READ_AT.setdefault(control, {})[key] = time.time()
+
+
+def forget(control: Control, key: tuple[str, str, str]) -> None:
+    """What the instrument holds is not known: the next snapshot says."""
+    control.last_read.pop(key, None)
+    _READ_AT.get(control, {}).pop(key, None)
+
+
 def written_not_read_back(
     control: Control, poller, key: tuple[str, str, str], written: dict | None, exc: DriverError
 ) -> DriverError:
     """A setting sent whose acknowledgement (``written`` None) or read-back did not come: audited
-    "failed part way", not "failed", since the instrument may well hold it. What was written and
-    acknowledged becomes the last read (the next request's "was"); one never acknowledged is
-    forgotten, so the "was" comes from the next snapshot, which reads what the instrument holds.
+    "failed part way", not "failed", since the instrument may well hold it. Either way what it
+    holds is not known (a command has no reply of its own: bytes written to a link that then died
+    may never have arrived), so the last read is forgotten and the next request's "was" comes
+    from the snapshot taken once the link is back, which reads what the instrument holds.
     A lost link or a timeout stays one (the poller reconnects on it), carrying the outcome; an
     error answer becomes a ``PartFailed``."""
+    forget(control, key)
     if written is None:
-        control.last_read.pop(key, None)
         state = f"sent, not acknowledged ({exc}): the instrument may hold it; the next snapshot reads what it holds"
     else:
-        control.last_read[key] = dict(written)
         state = f"written, not read back ({exc}); the next snapshot reads what the instrument holds"
     poller.snapshot_due = True
     if isinstance(exc, (ConnectionLost, InstrumentTimeout)):
@@ -786,12 +806,23 @@ class SettingService:
             raise ControlRefused(400, f"{s.name} needs a target, the {s.target}: one of {', '.join(targets)}")
         return t
 
-    def _snapshotted(self, node: str, s: Setting, t: str) -> dict | None:
-        """The setting as the latest configuration snapshot read it (the "was" when nothing read it since)."""
-        snaps = self.control.store.snapshots(node)
-        if not snaps:
-            return None
-        snap = snaps[-1][1]
+    def _was(self, node: str, s: Setting, t: str) -> Any:
+        """The setting as last read: by a request, or by a configuration snapshot taken since
+        (the newer wins: a snapshot after a reconnect or a change at the front panel corrects it)."""
+        key = (node, s.name, t)
+        known = self.control.last_read.get(key)
+        snaps = snapshots_with_pending(self.control.store, node)
+        snap = self._snapshotted(snaps[-1][1], s, t) if snaps else None
+        if known is None:
+            return snap
+        at = _READ_AT.get(self.control, {}).get(key)
+        if snap is not None and at is not None and snaps[-1][0] > at:
+            return snap
+        return known
+
+    @staticmethod
+    def _snapshotted(snap: dict, s: Setting, t: str) -> dict | None:
+        """The setting as a configuration snapshot read it."""
         key = {"input": "inset", "input_type": "intype", "name": "name"}.get(s.name)
         if key and t in snap.get("channels", {}):
             value = snap["channels"][t].get(key)
@@ -830,14 +861,15 @@ class SettingService:
         values = self.control.on_link(poller, read_all, "settings read", 60.0)
         for name, per in values.items():
             for t, v in per.items():
-                self.control.last_read[(node, name, t)] = v
+                if "error" not in v:  # an error answer says nothing of what the instrument holds
+                    remember(self.control, (node, name, t), v)
         return {"node": node, "model": poller.cfg.model, "settings": values}
 
     def get(self, node: str, name: str, target: Any) -> dict:
         poller, s = self._find(node, name)
         t = self._target(poller, s, target)
         values = self.control.on_link(poller, lambda inst: s.read(inst, t), f"{s.name} read")
-        self.control.last_read[(node, s.name, t)] = values
+        remember(self.control, (node, s.name, t), values)
         return {"node": node, "setting": s.name, "target": t, "values": values}
 
     def set(self, node: str, name: str, body: dict, who: str) -> dict:
@@ -866,7 +898,7 @@ class SettingService:
                 ) from None
         where = f"{s.target} {t} " if s.target else ""
         what = f"{s.name} ({s.command}) {where}set {want}"
-        old = self.control.last_read.get((node, s.name, t)) or self._snapshotted(node, s, t)
+        old = self._was(node, s, t)
 
         def change(inst) -> tuple[dict, dict]:
             if s.name == "setpoint":
@@ -884,7 +916,7 @@ class SettingService:
             except DriverError as exc:
                 raise written_not_read_back(self.control, poller, (node, s.name, t), full, exc) from None
             # the write happened: whatever it reads now is the last read, and the snapshot names it
-            self.control.last_read[(node, s.name, t)] = after
+            remember(self.control, (node, s.name, t), after)
             poller.snapshot_due = True
             for key in want:
                 if key not in s.unchecked(full) and not s.arg(key).same(want[key], after[key]):
@@ -900,7 +932,7 @@ class SettingService:
         before, after = self.control.audited(
             poller, who, what, "not read yet" if old is None else str(old), change, applied=lambda r: f"now {r[1]}"
         )
-        self.control.last_read[(node, s.name, t)] = after
+        remember(self.control, (node, s.name, t), after)
         poller.snapshot_due = True
         return {"node": node, "setting": s.name, "target": t, "before": before, "values": after}
 

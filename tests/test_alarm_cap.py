@@ -11,6 +11,7 @@ injected clocks (a tick every 5 s of simulated time), never sleeping."""
 
 from __future__ import annotations
 
+import json
 import random
 from bisect import bisect_left
 
@@ -356,3 +357,98 @@ def test_an_active_alarm_of_a_removed_rule_is_told_cleared_once_after_the_restar
     assert told[0]["body"]["detail"] == "cleared (rule removed from the configuration)"
     assert not states["mxc-warm"]["active"]
     assert sum(1 for e in events if e["kind"] == "alarm_cleared" and "mxc-warm" in e["detail"]) == 1
+
+
+def _targets(tmp_path, names: list[str]) -> str:
+    """``[[notify]]`` webhook targets (never started in these tests: nothing is delivered)."""
+    out = ""
+    for n in names:
+        url = tmp_path / f"{n}.url"
+        url.write_text("http://127.0.0.1:9/hook\n")
+        url.chmod(0o600)
+        out += f'\n[[notify]]\nkind = "webhook"\nname = "{n}"\nurl_file = "{url}"\n'
+    return out
+
+
+def _rule(name: str, extra: str = "") -> str:
+    return "[[alarm]]" + RULE.split("[[alarm]]")[1].replace('name = "mxc-warm"', f'name = "{name}"') + extra
+
+
+def test_a_removed_rule_whose_cleared_was_held_by_the_cap_is_told_cleared_once(tmp_path):
+    """Red team 2122b #2: the rule flapped until its "cleared" was held by the hourly cap (saved
+    inactive, but the last word a person had was "... now raised"), then a restart without the rule.
+    On main nothing was told, ever (only a saved active state counted). Now the saved gate's
+    ``told_active`` counts too: one "cleared (rule removed ...)", and not again at the next start."""
+    clock = SteppedClock()
+    store, latest, svc = _start(clock, tmp_path / "k.db")
+    _run(clock, svc, store, latest, 1800, _settling_flap)
+    g, st = svc.gates["mxc-warm"], svc.engine.states["mxc-warm"]
+    for _ in range(200):  # cold until the clear is owed but held
+        if g.told_active is True and not st.active and not g.flapping:
+            break
+        _run(clock, svc, store, latest, STEP, lambda s: 0.04)
+    assert g.told_active is True and not st.active and g.owe_state, (g.told_active, st.active, g.owe_state)
+    store.write([])
+    _s, before = store.alarm_load()
+    store.close()
+    assert "now raised" in before[-1]["body"]["detail"], before[-1]  # what a person last heard
+    other = RULE.replace('name = "mxc-warm"', 'name = "other"')
+    for _ in range(2):
+        store, latest, svc = _start(clock, tmp_path / "k.db", other)
+        store.write([])
+        _s, notices = store.alarm_load()
+        store.close()
+    told = [n for n in notices[len(before) :] if n["alarm"] == "mxc-warm"]
+    assert [(n["kind"], n["body"]["detail"]) for n in told] == [
+        ("cleared", "cleared (rule removed from the configuration)")
+    ], told
+
+
+def test_a_removed_rules_cleared_goes_to_its_own_targets_still_configured_else_to_all_saying_so(tmp_path):
+    """Red team 2122b #4: the "cleared (rule removed ...)" went to every current target, so a
+    target that never heard the raise got the clear. Now: to the rule's own targets that are still
+    configured; when none is left, to every target, and the notice says so."""
+    clock = SteppedClock()
+    three = _targets(tmp_path, ["pager", "chat", "mail"])
+    cfg = RULE.split("[[alarm]]")[0] + three
+    cfg += _rule("a", 'notify = ["pager", "mail"]\n') + _rule("b", 'notify = ["pager"]\n') + _rule("c")
+    store, latest, svc = _start(clock, tmp_path / "k.db", cfg)
+    _run(clock, svc, store, latest, 30, lambda s: 0.06)
+    assert all(svc.engine.states[n].active for n in "abc")
+    store.write([])
+    _s, before = store.alarm_load()
+    store.close()
+    # a, b and c removed; pager removed too
+    cfg2 = RULE.split("[[alarm]]")[0] + _targets(tmp_path, ["chat", "mail"]) + _rule("d")
+    store, latest, svc = _start(clock, tmp_path / "k.db", cfg2)
+    store.write([])
+    _s, notices = store.alarm_load()
+    store.close()
+    told = {n["alarm"]: (n["targets"], n["body"]["detail"]) for n in notices[len(before) :] if n["kind"] == "cleared"}
+    assert told["a"] == (["mail"], "cleared (rule removed from the configuration)"), told
+    assert told["b"] == (
+        ["chat", "mail"],
+        "cleared (rule removed from the configuration; its target pager no longer configured: sent to every target)",
+    ), told
+    assert told["c"] == (["chat", "mail"], "cleared (rule removed from the configuration)"), told
+
+
+def test_a_removed_rules_targets_come_from_its_notices_for_a_state_saved_before_notify_was(tmp_path):
+    """A state saved by an older version has no ``notify``: the targets its stored notices went to."""
+    clock = SteppedClock()
+    cfg = RULE.split("[[alarm]]")[0] + _targets(tmp_path, ["pager", "chat"]) + _rule("a", 'notify = ["pager"]\n')
+    store, latest, svc = _start(clock, tmp_path / "k.db", cfg)
+    _run(clock, svc, store, latest, 30, lambda s: 0.06)
+    st = svc.engine.states["a"].as_dict()  # saved as before: no "notify", no gate
+    store.alarm_record("state", "a", json.dumps(st), clock.wall())
+    store.write([])
+    _s, before = store.alarm_load()
+    store.close()
+    store, latest, svc = _start(
+        clock, tmp_path / "k.db", RULE.split("[[alarm]]")[0] + _targets(tmp_path, ["pager", "chat"]) + _rule("d")
+    )
+    store.write([])
+    _s, notices = store.alarm_load()
+    store.close()
+    told = [n["targets"] for n in notices[len(before) :] if n["alarm"] == "a"]
+    assert told == [["pager"]], told

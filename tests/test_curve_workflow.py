@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -484,11 +485,22 @@ def _drop_at(app, emu372, monkeypatch, number: int, plan: list[int]) -> list[int
     return plan
 
 
-def test_two_drops_in_a_row_put_back_the_old_curve_never_the_cut_short_copy(app, emu372, monkeypatch):
+@pytest.mark.parametrize("store", ["writing", "full"])
+def test_two_drops_in_a_row_put_back_the_old_curve_never_the_cut_short_copy(app, emu372, monkeypatch, store):
     """Red team 2122, fault 2: an upload dropped at point 5, the automatic restore dropped at point 3,
     the person's retry dropped at point 4. On main the retry took the 3-point copy in the slot for
     "the old curve", the next restore wrote it back and cleared the mark: slot 23 held ('KP-OLD12', 3),
-    unmarked, and the event said the old curve was put back."""
+    unmarked, and the event said the old curve was put back.
+
+    Red team 2122b, fault 1: the same with a store that cannot write (a full disk): the kept copy
+    waited in memory, the lookup read SQLite only, the retry said "the slot was empty", its restore
+    was never scheduled and slot 23 kept ('KP-RETRY20', 4)."""
+    if store == "full":
+
+        def full(samples):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(app.store, "write", full)
     assert put_curve(app, 23, small(RX, 12, "KP-OLD12"))[0] == 200
     plan = _drop_at(app, emu372, monkeypatch, 23, [5, 3, 4])
     assert put_curve(app, 23, small(RX, 30, "KP-NEW30"))[0] == 503

@@ -117,3 +117,62 @@ def test_a_file_newer_than_this_release_is_refused_and_left_alone(tmp_path):
     with pytest.raises(RuntimeError, match="newer than this kelvinpi"):
         Store(path)
     assert version(path) == SCHEMA_VERSION + 1
+
+
+def _rows_visited(conn: sqlite3.Connection, query) -> tuple[object, int]:
+    """``query()``'s answer and how many thousand SQLite virtual-machine steps it took."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 1000)
+    try:
+        return query(), steps[0]
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def test_one_nodes_events_are_found_without_walking_every_newer_event(tmp_path):
+    """Red team 2122b #5: the settings view's "last changes" (one node's control and curve events)
+    walked ``event_t`` backwards through every newer event of every node: with a million events
+    and the node's changes oldest, 0.57 s per view (a Pi is several times slower). The index on
+    event(node, t) (schema v6) finds them directly. Counted in SQLite's steps, not seconds."""
+    path = tmp_path / "k.db"
+    store = Store(path)
+    store.close()
+    conn = connect(path)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO event(t, node, kind, detail) VALUES (?,?,?,?)",
+        [(float(i), "N", "control", f"change {i}") for i in range(20)]
+        + [(float(i), "B", "alarm_raised", "x" * 60) for i in range(20, 60_020)],
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    store = Store(path)
+    try:
+        found, steps = _rows_visited(
+            store.reader(), lambda: store.stored.events(node="N", kinds=("control", "curve"), limit=20)
+        )
+        assert [e["detail"] for e in found] == [f"change {i}" for i in range(19, -1, -1)]
+        assert steps < 20, f"{steps} thousand steps for 20 events: the query walks the other nodes' events"
+    finally:
+        store.close()
+
+
+def test_a_v5_file_gets_the_event_index_on_open(tmp_path):
+    path = tmp_path / "k.db"
+    Store(path).close()
+    conn = connect(path)
+    conn.execute("DROP INDEX event_node_t")
+    conn.execute("UPDATE meta SET value='5' WHERE key='schema_version'")
+    conn.close()
+    Store(path).close()
+    conn = connect(path)
+    try:
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name='event_node_t'").fetchone()
+        assert schema_version(conn) == SCHEMA_VERSION == 6
+    finally:
+        conn.close()

@@ -498,7 +498,8 @@ class StoreReader:
         self, since: float = 0, limit: int = 100, node: str | None = None, kinds: tuple[str, ...] = ()
     ) -> list[dict]:
         """Events in SQLite, newest first; only ``node``'s and only of ``kinds`` when given (the
-        filter is in the query, so the newest ``limit`` of those are found however many others came after)."""
+        filter is in the query, so the newest ``limit`` of those are found however many others came after;
+        with a node, through the ``event_node_t`` index, so without walking the other nodes' newer events)."""
         where = "t>=?"
         args: list[object] = [since]
         if node is not None:

@@ -111,6 +111,9 @@ CREATE TABLE IF NOT EXISTS file_cursor (
     last_t REAL, updated REAL NOT NULL, head TEXT NOT NULL DEFAULT '', PRIMARY KEY (follower, path)
 ) WITHOUT ROWID;
 """
+# One node's events newest first (v6): the settings view's "last changes" and ``events(node=...)``
+# walk only that node's rows, not back through every newer event of the others (``event_t``).
+EVENT_NODE_INDEX = "CREATE INDEX IF NOT EXISTS event_node_t ON event(node, t)"
 
 
 def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
@@ -203,6 +206,11 @@ def _add_file_cursors(conn: sqlite3.Connection, progress: Progress | None) -> No
     script(conn, FILE_CURSOR_TABLE)
 
 
+def _index_event_node(conn: sqlite3.Connection, progress: Progress | None) -> None:
+    """v5 -> v6: events by node and time (a file with a million events is indexed in seconds)."""
+    conn.execute(EVENT_NODE_INDEX)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema change: ``apply`` runs inside the transaction that also sets ``version``."""
@@ -221,6 +229,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, _add_packs),
     Migration(4, _add_alarms, deferrable=True),
     Migration(5, _add_file_cursors),
+    # deferrable: an index nothing needs at open; building it on a full card must not stop the appliance
+    Migration(6, _index_event_node, deferrable=True),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
