@@ -306,6 +306,9 @@ class Store(Writer, Maintenance):
     ) -> list[dict]:
         """Stored events and those still on their way to SQLite (queued or journaled), newest first;
         only ``node``'s and only of ``kinds`` when given."""
+        kinds = (
+            (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        )  # one kind given bare is that kind, not its letters
         pending = [
             r
             for r in self._pending(Event)
