@@ -1,3 +1,3 @@
 """The Kelvinpi service: config, pollers, store, web, uplinks, CLI."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
