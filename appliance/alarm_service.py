@@ -20,13 +20,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .alarms import AlarmEngine, AlarmState, NoticeGate, Observation, target_of
 from .freshness import schedule
 from .latest import LatestReadings
 from .models import limit_bits
 from .notify import Lane, iso_time, sender_for
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .poller import Poller
+    from .samples import SampleQueue
+    from .store import Store
 
 log = logging.getLogger("kelvinpi.alarms")
 
@@ -57,12 +63,12 @@ class AlarmService:
 
     def __init__(
         self,
-        config,
-        store,
+        config: Config,
+        store: Store,
         *,
         latest: LatestReadings | None = None,
-        pollers: Iterable = (),
-        queue=None,
+        pollers: Iterable[Poller] = (),
+        queue: SampleQueue | None = None,
         uplink_health: Callable[[], list] = lambda: [],
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
@@ -269,7 +275,7 @@ class AlarmService:
                 elif st.name in self._dirty and m - self._saved_at.get(st.name, m) >= FLAP_SAVE_EVERY:
                     self._save(st, obs.now)
 
-    def _transition(self, kind: str, rule, st: AlarmState, t: float, mono: float) -> None:
+    def _transition(self, kind: str, rule: Any, st: AlarmState, t: float, mono: float) -> None:
         """Every transition is logged and an event; the gate says whether it is also a notice.
         While a rule flaps, transitions that are no notice are coalesced (``_summarise``)."""
         gate = self.gates[rule.name]
@@ -304,7 +310,7 @@ class AlarmService:
         self.store.alarm_record("state", IDS_STATE, json.dumps({"next": self._id_limit}), t)
         self._ids_durable_at = getattr(self.store, "commits", 0) + 2
 
-    def _summarise(self, rule, st: AlarmState, t: float) -> None:
+    def _summarise(self, rule: Any, st: AlarmState, t: float) -> None:
         """One event for a flapping rule's coalesced transitions: how many of each, and the state now."""
         held = self._held.pop(rule.name, None)
         self._summary_at[rule.name] = self.mono()
@@ -384,7 +390,7 @@ class AlarmService:
         gone = f"its target{'s' if len(own) > 1 else ''} {', '.join(own)} no longer configured"
         return everyone, f"{gone}: sent to every target"
 
-    def _notice(self, rule, st: AlarmState, event: str, t: float) -> None:
+    def _notice(self, rule: Any, st: AlarmState, event: str, t: float) -> None:
         where = target_of(rule)
         detail = st.detail
         if event == "flapping":
@@ -500,6 +506,6 @@ def system_boot_id() -> str | None:
         return None
 
 
-def _node(rule) -> str | None:
+def _node(rule: object) -> str | None:
     """The instrument a rule's events belong to (None for the store and backlog rules)."""
     return (target_of(rule) or "").partition("::")[0] or None

@@ -539,6 +539,9 @@ Severity = Literal["info", "warning", "critical"]
 
 
 class _AlarmBase(Strict):
+    if TYPE_CHECKING:
+        kind: str  # every alarm model narrows it to its own Literal (a pydantic field there, not here)
+
     name: str = Field(description="the alarm's name, shown on the panel, in notifications and metrics labels")
     severity: Severity = Field("warning", description="info, warning or critical")
     hold: float = Field(0.0, ge=0, le=86400, description="seconds the condition must hold before the alarm is raised")

@@ -31,7 +31,9 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from drivers import InstrumentError
 from drivers.base import text_problem
@@ -41,6 +43,11 @@ from drivers.errors import ConnectionLost, InstrumentTimeout
 
 from .control import ControlRefused, PartFailed
 from .store.records import Snapshot
+
+if TYPE_CHECKING:
+    from .control import Control
+    from .poller import Poller
+    from .store import Store
 
 log = logging.getLogger("kelvinpi.curves")
 
@@ -57,7 +64,7 @@ def same_point(inst: CurveCommands, wrote: tuple[float, float], got: tuple[float
     return all(inst.same_curve_value(a, b) for a, b in zip(wrote, got, strict=False))
 
 
-def first_difference(inst, want: Curve, got: Curve) -> str | None:
+def first_difference(inst: Any, want: Curve, got: Curve) -> str | None:
     """What differs between a file's curve and the instrument's, first header then points; None if equal."""
     wanted = (want.name, want.serial, want.data_format, round(want.limit, 3))
     have = (got.name, got.serial, got.data_format, round(got.limit, 3))
@@ -90,7 +97,7 @@ def _named(curve: Curve) -> str:
     return f"{curve.name} {curve.serial}, {len(curve.points)} points"
 
 
-def snapshots_with_pending(store, key: str) -> list[tuple[float, dict]]:
+def snapshots_with_pending(store: Store, key: str) -> list[tuple[float, dict]]:
     """The snapshot records under ``key``, oldest first: SQLite's, then those still on their way
     (queued or journaled). ``Store.snapshots`` reads SQLite only, and a record waits there up to a
     commit interval, or for as long as the store cannot write (a full disk): a kept curve, a mark
@@ -107,7 +114,7 @@ def curve_hash(curve: Curve) -> str:
     return hashlib.sha256(write_340(curve).encode()).hexdigest()[:16]
 
 
-def inputs_using(inst, number: int) -> list[str]:
+def inputs_using(inst: Any, number: int) -> list[str]:
     """The inputs whose readings depend on curve ``number``.
 
     The 372 assigns curves with INSET's curve field; a 240's curve N belongs to its input N (it
@@ -119,13 +126,13 @@ def inputs_using(inst, number: int) -> list[str]:
     return [str(number)] if inst.input_type(number).enabled else []
 
 
-def slot_is_empty(inst, number: int) -> bool:
+def slot_is_empty(inst: Any, number: int) -> bool:
     """An empty slot: format 0 (240), or a header over no breakpoints (a 372 keeps "User Curve",
     format 4 in an empty slot; firmware_host/FIDELITY.md, 372 row 13): its first point is 0, 0."""
     return not inst.curve_header(number).data_format or inst.curve_point(number, 1) == (0.0, 0.0)
 
 
-def stored_curve(inst, number: int) -> Curve | None:
+def stored_curve(inst: Any, number: int) -> Curve | None:
     """The curve in slot ``number`` (header and every point), or None for an empty slot."""
     if slot_is_empty(inst, number):
         return None
@@ -135,21 +142,21 @@ def stored_curve(inst, number: int) -> Curve | None:
 class CurveService:
     """The curve operations; each runs ``fn(instrument)`` on the instrument's poller thread."""
 
-    def __init__(self, control) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
 
-    def _poller(self, node: str):
+    def _poller(self, node: str) -> Poller:
         return self.control.poller(node)
 
-    def _number(self, poller, number: int, write: bool) -> int:
-        inst = poller.instrument
+    def _number(self, poller: Poller, number: int, write: bool) -> int:
+        inst: Any = poller.instrument  # a model with curve commands (CurveCommands): slots, label
         allowed = inst.user_curve_slots if write else inst.curve_slots
         if number not in allowed:
             what = inst.user_curves_label if write else "curves"
             raise ControlRefused(400, f"{poller.cfg.name}: {what} are {allowed.start}-{allowed.stop - 1}, not {number}")
         return number
 
-    def _run(self, poller, fn, what: str, timeout: float = 30.0):
+    def _run(self, poller: Poller, fn: Callable[[Any], Any], what: str, timeout: float = 30.0) -> Any:
         return self.control.on_link(poller, fn, what, timeout)
 
     @staticmethod
@@ -193,7 +200,9 @@ class CurveService:
     def _snapshots(self, key: str) -> list[tuple[float, dict]]:
         return snapshots_with_pending(self.control.store, key)
 
-    def _incomplete(self, poller, number: int, why: str, old: Curve | None = None, new: Curve | None = None) -> None:
+    def _incomplete(
+        self, poller: Poller, number: int, why: str, old: Curve | None = None, new: Curve | None = None
+    ) -> None:
         """Mark slot ``number`` incomplete. The mark carries the curve the slot held before (what a
         restore puts back), not only its hash: it is found however far the store is behind."""
         poller.health.incomplete_curves[str(number)] = why
@@ -219,7 +228,7 @@ class CurveService:
             before = "empty"
         return f"incomplete: {cut} stopped part way (the curve before it: {before})"
 
-    def _complete(self, poller, number: int, how: str) -> None:
+    def _complete(self, poller: Poller, number: int, how: str) -> None:
         if poller.health.incomplete_curves.pop(str(number), None) is not None:
             self._persist(poller, number, None)
             self.control.store.event("curve", poller.cfg.name, f"curve {number} no longer incomplete: {how}")
@@ -234,7 +243,7 @@ class CurveService:
         kept = self._snapshots(self._marks_key(node))
         return dict(kept[-1][1].get("incomplete", {})) if kept else {}
 
-    def _persist(self, poller, number: int, mark: dict | None) -> None:
+    def _persist(self, poller: Poller, number: int, mark: dict | None) -> None:
         """Store the set of incomplete slots (a snapshot record the appliance reloads at start)."""
         node = poller.cfg.name
         with self.control.curve_marks_lock:
@@ -258,7 +267,7 @@ class CurveService:
                 return _curve_of(rec["curve"])
         return None
 
-    def _before_incomplete(self, poller, number: int) -> tuple[bool, Curve | None]:
+    def _before_incomplete(self, poller: Poller, number: int) -> tuple[bool, Curve | None]:
         """Whether slot ``number`` is marked incomplete, and if so the curve it held before the upload
         that cut it short (the copy kept by the mark's hash; None when the slot was empty then, or
         no copy is kept): what a failed upload puts back, never the partial copy in the slot now."""
@@ -287,7 +296,7 @@ class CurveService:
                 if old is not None:
                     self._schedule_restore(poller, number, old, why)
 
-    def _schedule_restore(self, poller, number: int, old: Curve, why: str) -> None:
+    def _schedule_restore(self, poller: Poller, number: int, old: Curve, why: str) -> None:
         threading.Thread(
             target=self._restore_later, args=(poller, number, old, why), daemon=True, name=f"restore-{number}"
         ).start()
@@ -315,7 +324,9 @@ class CurveService:
                 f"{', '.join(users)}: {doing} it needs force (kelvinpi curve ... --force, or force=true)",
             )
 
-    def _recover(self, poller, inst, number: int, old: Curve | None, exc: Exception, new: Curve | None = None) -> str:
+    def _recover(
+        self, poller: Poller, inst: Any, number: int, old: Curve | None, exc: Exception, new: Curve | None = None
+    ) -> str:
         """After a failed upload of ``new``: put the old curve back if the link still answers, else mark the slot."""
         kept = f"the old curve {old.name} {old.serial} is kept as {curve_hash(old)}" if old else "the slot was empty"
         if not isinstance(exc, (ConnectionLost, InstrumentTimeout)):
@@ -336,7 +347,7 @@ class CurveService:
         self._schedule_restore(poller, number, old, why)
         return f"curve {number} marked incomplete: {kept}; it is put back once the link is up again"
 
-    def _restore_later(self, poller, number: int, old: Curve, why: str) -> None:
+    def _restore_later(self, poller: Poller, number: int, old: Curve, why: str) -> None:
         """Put the old curve back once the link answers, retrying with backoff, unless the slot was settled since.
 
         A user upload or verify of the slot clears its mark (``_complete``), which ends the retries;
@@ -347,7 +358,7 @@ class CurveService:
         def still_needed() -> bool:
             return poller.health.incomplete_curves.get(str(number)) == why
 
-        def restore(inst) -> str:
+        def restore(inst: Any) -> str:
             if not still_needed():
                 return "not needed: the slot was uploaded or verified since"
             key = (poller.cfg.name, "curve", str(number))
@@ -388,7 +399,7 @@ class CurveService:
     def list(self, node: str) -> dict:
         poller = self._poller(node)
 
-        def headers(inst) -> list[dict]:
+        def headers(inst: Any) -> list[dict]:
             out = []
             for n in inst.curve_slots:
                 if not slot_is_empty(inst, n):
@@ -414,7 +425,7 @@ class CurveService:
         n = self._number(poller, number, write=True)
         curve = self._parse(body, n)
         force = body.get("force") is True
-        inst = poller.instrument
+        inst: Any = poller.instrument  # a model with curve commands (CurveCommands)
         allowed = inst.curve_formats
         if curve.data_format not in allowed:
             raise ControlRefused(
@@ -423,7 +434,7 @@ class CurveService:
                 f"{poller.cfg.model} (formats {', '.join(map(str, allowed))})",
             )
 
-        def upload(inst) -> Curve:
+        def upload(inst: Any) -> Curve:
             current = stored_curve(inst, n)
             self._in_use(node, n, current, inputs_using(inst, n) if current else [], force, "replacing")
             marked, old = self._before_incomplete(poller, n)
@@ -476,7 +487,7 @@ class CurveService:
         poller = self._poller(node)
         n = self._number(poller, number, write=True)
 
-        def delete(inst) -> Curve | None:
+        def delete(inst: Any) -> Curve | None:
             old = stored_curve(inst, n)
             self._in_use(node, n, old, inputs_using(inst, n) if old else [], force, "deleting")
             if old is not None:

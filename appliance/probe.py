@@ -52,8 +52,8 @@ def open_instrument(
     device: str | None = None,
     resource: str | None = None,
     timeout: float = 2.0,
-):
-    """The driver object for the given link (not yet connected)."""
+) -> Any:
+    """The driver object for the given link (not yet connected): any model's driver class."""
     if model == "370":
         if device:
             return Model370.serial(device, timeout=timeout)

@@ -24,17 +24,21 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from drivers import InstrumentError
 from drivers.base import quote_name, text_problem
 from drivers.errors import ConnectionLost, DriverError, InstrumentTimeout
-from drivers.ls370 import ControlMode, ControlSetup, ReadingRange
-from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
+from drivers.ls240 import Model240
+from drivers.ls370 import ControlMode, ControlSetup, Model370, ReadingRange
+from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, Model372, OutputMode, OutputSetup
 
 from .control import Control, ControlRefused, PartFailed
 from .curve_api import snapshots_with_pending
+
+if TYPE_CHECKING:
+    from .poller import Poller
 
 CHANNELS_372 = [str(i) for i in range(1, 17)] + ["A"]
 # settings that change which inputs are read, how long their pause is or their units: the poller
@@ -146,16 +150,16 @@ class Setting:
 
 
 # -- the 372 --------------------------------------------------------------------------------
-def _inset_read(inst, ch: str) -> dict:
+def _inset_read(inst: Model372, ch: str) -> dict:
     s = inst.input_setup(ch)
     return {"enabled": int(s.enabled), "dwell": s.dwell, "pause": s.pause, "curve": s.curve, "tempco": s.tempco}
 
 
-def _inset_write(inst, ch: str, v: dict) -> None:
+def _inset_write(inst: Model372, ch: str, v: dict) -> None:
     inst.set_input_setup(ch, InputSetup(bool(v["enabled"]), v["dwell"], v["pause"], v["curve"], v["tempco"]))
 
 
-def _intype_read(inst, ch: str) -> dict:
+def _intype_read(inst: Model372, ch: str) -> dict:
     t = inst.input_type(ch)
     return {
         "mode": t.mode,
@@ -167,13 +171,13 @@ def _intype_read(inst, ch: str) -> dict:
     }
 
 
-def _intype_write(inst, ch: str, v: dict) -> None:
+def _intype_write(inst: Model372, ch: str, v: dict) -> None:
     inst.set_input_type(
         ch, InputType(v["mode"], v["excitation"], v["autorange"], v["range"], v["cs_shunt"], v["units"])
     )
 
 
-def _outmode_read(inst, out: str) -> dict:
+def _outmode_read(inst: Model372, out: str) -> dict:
     s = inst.output_mode(int(out))
     return {
         "mode": int(s.mode),
@@ -185,14 +189,14 @@ def _outmode_read(inst, out: str) -> dict:
     }
 
 
-def _outmode_write(inst, out: str, v: dict) -> None:
+def _outmode_write(inst: Model372, out: str, v: dict) -> None:
     inst.set_output_mode(
         int(out),
         OutputSetup(OutputMode(v["mode"]), v["input"], v["powerup"], v["polarity"], v["filter"], v["delay"]),
     )
 
 
-def _htrset_read(inst, out: str) -> dict:
+def _htrset_read(inst: Model372, out: str) -> dict:
     s = inst.heater_setup(int(out))
     return {
         "resistance": s.resistance,
@@ -202,30 +206,30 @@ def _htrset_read(inst, out: str) -> dict:
     }
 
 
-def _htrset_write(inst, out: str, v: dict) -> None:
+def _htrset_write(inst: Model372, out: str, v: dict) -> None:
     inst.set_heater_setup(int(out), HeaterSetup(v["resistance"], v["max_current"], v["max_user_current"], v["display"]))
 
 
-def _pid_write(inst, out: str, v: dict) -> None:
+def _pid_write(inst: Model372, out: str, v: dict) -> None:
     inst.set_pid(int(out), PID(v["p"], v["i"], v["d"]))
 
 
-def _ramp_read(inst, out: str) -> dict:
+def _ramp_read(inst: Model372, out: str) -> dict:
     on, rate = inst.ramp(int(out))
     return {"enabled": int(on), "rate": rate}
 
 
-def _ramp_write(inst, out: str, v: dict) -> None:
+def _ramp_write(inst: Model372, out: str, v: dict) -> None:
     inst.set_ramp(int(out), bool(v["enabled"]), v["rate"])
 
 
-def _scan_read(inst, _: str) -> dict:
+def _scan_read(inst: Model372, _: str) -> dict:
     s = inst.scan()
     # an integer, as PUT takes it (SCAN reaches channels 1-16 only): GET's values PUT back unchanged
     return {"channel": int(s.channel), "autoscan": int(s.autoscan)}
 
 
-def _channels(inst) -> list[str]:
+def _channels(inst: Model372) -> list[str]:
     return list(CHANNELS_372)
 
 
@@ -233,7 +237,7 @@ def _outputs(*outs: int) -> Callable[[Any], list[str]]:
     return lambda inst: [str(o) for o in outs]
 
 
-def _none(inst) -> list[str]:
+def _none(inst: object) -> list[str]:
     return [""]
 
 
@@ -447,11 +451,11 @@ SETTINGS_372 = (
 
 
 # -- the 240 --------------------------------------------------------------------------------
-def _inputs_240(inst) -> list[str]:
+def _inputs_240(inst: Model240) -> list[str]:
     return [str(n) for n in range(1, inst.channel_count + 1)]
 
 
-def _intype240_read(inst, ch: str) -> dict:
+def _intype240_read(inst: Model240, ch: str) -> dict:
     t = inst.input_type(int(ch))
     return {
         "sensor": t.sensor,
@@ -463,7 +467,7 @@ def _intype240_read(inst, ch: str) -> dict:
     }
 
 
-def _intype240_write(inst, ch: str, v: dict) -> None:
+def _intype240_write(inst: Model240, ch: str, v: dict) -> None:
     # the 240 is silent when it ignores a command: the read-back below is the check
     inst.write(
         f"INTYPE {int(ch)},{v['sensor']},{v['autorange']},{v['range']},{v['current_reversal']},"
@@ -471,7 +475,7 @@ def _intype240_write(inst, ch: str, v: dict) -> None:
     )
 
 
-def _name240_write(inst, ch: str, v: dict) -> None:
+def _name240_write(inst: Model240, ch: str, v: dict) -> None:
     inst.write(f"INNAME {int(ch)},{quote_name(v['name'], 15)}")
 
 
@@ -514,24 +518,24 @@ SETTINGS_240 = (
 
 
 # -- the 370 ----------------------------------------------------------------------------------
-def _channels_370(inst) -> list[str]:
+def _channels_370(inst: Model370) -> list[str]:
     return [str(i) for i in range(1, 17)]
 
 
-def _rdgrng_read(inst, ch: str) -> dict:
+def _rdgrng_read(inst: Model370, ch: str) -> dict:
     return vars(inst.reading_range(ch))
 
 
-def _rdgrng_write(inst, ch: str, v: dict) -> None:
+def _rdgrng_write(inst: Model370, ch: str, v: dict) -> None:
     inst.set_reading_range(ch, ReadingRange(v["mode"], v["excitation"], v["range"], v["autorange"], v["cs_off"]))
 
 
-def _cset_read(inst, _: str) -> dict:
+def _cset_read(inst: Model370, _: str) -> dict:
     c = inst.control_setup()
     return {**vars(c), "channel": int(c.channel)}  # an integer, as PUT takes it
 
 
-def _cset_write(inst, _: str, v: dict) -> None:
+def _cset_write(inst: Model370, _: str, v: dict) -> None:
     inst.set_control_setup(
         ControlSetup(
             str(v["channel"]), v["filtered"], v["units"], v["delay"], v["display"], v["limit"], v["resistance"]
@@ -748,7 +752,7 @@ def forget(control: Control, key: tuple[str, str, str]) -> None:
 
 
 def written_not_read_back(
-    control: Control, poller, key: tuple[str, str, str], written: dict | None, exc: DriverError
+    control: Control, poller: Poller, key: tuple[str, str, str], written: dict | None, exc: DriverError
 ) -> DriverError:
     """A setting sent whose acknowledgement (``written`` None) or read-back did not come: audited
     "failed part way", not "failed", since the instrument may well hold it. Either way what it
@@ -793,7 +797,7 @@ class SettingService:
         return poller, declared[name]
 
     @staticmethod
-    def _target(poller, s: Setting, target: Any) -> str:
+    def _target(poller: Poller, s: Setting, target: Any) -> str:
         targets = s.targets(poller.instrument)
         if not s.target:
             t = ""
@@ -847,7 +851,7 @@ class SettingService:
         poller = self.control.poller(node)
         declared = list(SETTINGS.get(poller.cfg.model, {}).values())
 
-        def read_all(inst) -> dict:
+        def read_all(inst: Any) -> dict:
             out: dict = {}
             for s in declared:
                 out[s.name] = {}
@@ -900,7 +904,7 @@ class SettingService:
         what = f"{s.name} ({s.command}) {where}set {want}"
         old = self._was(node, s, t)
 
-        def change(inst) -> tuple[dict, dict]:
+        def change(inst: Any) -> tuple[dict, dict]:
             if s.name == "setpoint":
                 self.control.check_setpoint(node, inst, int(t), want["value"])
             before = s.read(inst, t)
@@ -937,7 +941,7 @@ class SettingService:
         return {"node": node, "setting": s.name, "target": t, "before": before, "values": after}
 
 
-def openapi_paths(ok, errors, api: str) -> dict:
+def openapi_paths(ok: Callable[..., dict], errors: Callable[..., dict], api: str) -> dict:
     """The settings routes, one GET and PUT per declared setting, described from the declarations."""
     sec: list[dict[str, list[str]]] = [{"controlToken": []}]
     node = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
