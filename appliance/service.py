@@ -98,7 +98,10 @@ class Appliance:
         from .share import build_shares
 
         # [instrument.share]: the instrument's protocol on a port of the Pi, its clients' lines run on the poller
-        self.shares = build_shares(self.pollers, self.store, self.control.audit if self.control else None)
+        self.share_errors: dict[str, str] = {}  # node -> why its share is not listening
+        self.shares = build_shares(
+            self.pollers, self.store, self.control.audit if self.control else None, self.share_errors
+        )
         from .alarm_service import AlarmService
 
         self.alarms = AlarmService(
@@ -176,6 +179,7 @@ class Appliance:
                 "enabled": self.control is not None and self.config.control.enabled,
                 "error": self.control_error,
             },
+            "share_errors": self.share_errors,
             "clock_synchronised": self.clock_synced(),
             "clock_steps": self.clock_steps,
             "instruments": instruments,

@@ -39,9 +39,10 @@ class Share:
         cfg = poller.cfg.share
         self.poller, self.cfg, self.store = poller, cfg, store
         self.name = poller.cfg.name
+        # the port first: a share that cannot listen must leave the poller as it was (no observer on its link)
+        self.listener = Listener(cfg.bind, cfg.port, self.name, self._admit)
         self.exchanger = Exchanger(poller, cfg, dialect_for(poller.cfg.model), audit or Audit(store), store)
         self.health = self.exchanger.health
-        self.listener = Listener(cfg.bind, cfg.port, self.name, self._admit)
         self.address = self.listener.address
         self.health.port = self.address[1]
         self._refusal_logged = -1e9
@@ -102,6 +103,24 @@ class Share:
         self.poller.instrument.observer = None
 
 
-def build_shares(pollers: list, store: Any, audit: Audit | None = None) -> list[Share]:
-    """A share for every poller whose instrument has ``[instrument.share] enabled = true``."""
-    return [Share(p, store, audit) for p in pollers if p.cfg.share.enabled]
+def build_shares(
+    pollers: list, store: Any, audit: Audit | None = None, errors: dict[str, str] | None = None
+) -> list[Share]:
+    """A share for every poller whose instrument has ``[instrument.share] enabled = true``.
+
+    A share that cannot listen (its port taken, an address the Pi does not have) is left out, logged,
+    put on record and named in ``errors``: the instrument is still polled and logged, since a
+    reader's endpoint must never cost the log."""
+    shares = []
+    for p in pollers:
+        if not p.cfg.share.enabled:
+            continue
+        try:
+            shares.append(Share(p, store, audit))
+        except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, a name that does not resolve (gaierror)
+            what = f"share on {p.cfg.share.bind}:{p.cfg.share.port} not started: {exc}"
+            log.error("%s: %s (the instrument is polled as usual)", p.cfg.name, what)
+            store.event("share_failed", p.cfg.name, what)
+            if errors is not None:
+                errors[p.cfg.name] = what
+    return shares
