@@ -46,7 +46,7 @@ run: $(STAMP) $(STATIC)
 # PYTEST_ARGS="-n 0" runs them in one process.
 OUTSIDE := slow or crossbar or influxd or prometheus or victoria or chromium or image
 CHECK_WORKERS ?= 2
-REST_WORKERS ?= 4
+REST_WORKERS ?= 3
 PYTEST_ARGS ?=
 .PHONY: check
 check: $(STAMP) $(STATIC)

@@ -197,6 +197,10 @@ def test_gauges_on_the_uplinks_as_socs_names_them(tmp_path, emulators, router, h
     app = start_appliance(gauge_config(tmp_path, tpg, mg) + uplink_config(router, tmp_path))
     try:
         wait_for(lambda: {"TPG366A", "maxigauge"} <= node_names(consumer), 30, what="gauge data nodes")
+        # a node is announced when its instrument connects; its fields once their first readings are stored
+        wait_for(
+            lambda: {f"p{n}" for n in range(1, 7)} <= set(consumer.get_fields("TPG366A", 1, 0)[0]), 30, what="fields"
+        )
         fields, timelines = consumer.get_fields("TPG366A", 1, 0)
         assert {f"p{n}" for n in range(1, 7)} <= set(fields) and "p1" in timelines
         wait_for(lambda: listener.samples().get("observatory.TPG366A.pressure_ch2"), 30, what="OCS pressures")
