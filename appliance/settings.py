@@ -31,7 +31,7 @@ from drivers import InstrumentError
 from drivers.base import quote_name, text_problem
 from drivers.errors import ConnectionLost, DriverError, InstrumentTimeout
 from drivers.ls370 import ControlMode, ControlSetup, ReadingRange
-from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, OutputMode, OutputSetup
+from drivers.ls372 import PID, HeaterSetup, InputSetup, InputType, Model372, OutputMode, OutputSetup
 
 from .control import Control, ControlRefused, PartFailed
 from .curve_api import snapshots_with_pending
@@ -758,8 +758,8 @@ def _loops(inst, name: str, target: str, full: dict | None) -> list[Loop]:
         units = full["units"] if full and name == "control_setup" else inst.control_setup().units
         mode = full["mode"] if full and name == "control_mode" else int(inst.control_mode())
         return [Loop(0, units, mode in ACTIVE_370, inst.setpoint(0))]
-    if name not in ("input_type", "output_mode"):
-        return []
+    if name not in ("input_type", "output_mode") or not isinstance(inst, Model372):
+        return []  # the 336/350 (other mode numbers, celsius too) keep check_setpoint's refusal only
     loops = []
     for out in getattr(inst, "heater_outputs", ()):
         om = inst.output_mode(out)

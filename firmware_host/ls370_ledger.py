@@ -6,7 +6,8 @@ A kelvin or resistance reply whose ``RDGST?`` never arrived (a garbled reply, a 
 between) is not a reading the instrument delivered: it is held here until its channel's
 ``RDGST?`` leaves whole, and dropped (counted as faulted) when anything spoils the group. A
 group is the appliance's reading, in its order: ``RDGK?`` begins it, ``RDGR?`` adds to it. The
-372 sends the three in one message, so its ledger (``ledger.Ledger``) needs no grouping.
+372 sends the three in one message, so its ledger (``ledger.Ledger``) needs no grouping. A group
+holding a reply the ``slow`` fault held back is counted *late* once it completes, as the 372's are.
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ def test_control_api_sets_a_370_over_its_pty(tmp_path):
         assert put("input", "5", {"dwell": 15})[0] == 200
         status, body = put("heater_range", "0", {"range": 9})
         assert status == 400 and "range is an integer from 0 to 8" in body["error"]["message"]
+        status, body = put("input_range", "5", {"mode": 0, "excitation": 15})  # was a 409 from the instrument
+        assert status == 400 and "1 to 12 under voltage excitation" in body["error"]["message"], body
         status, body = put("setpoint", "0", {"value": 5})
         assert status == 400 and "max_setpoint_kelvin" in body["error"]["message"]
         # 0.015 K would become 0.015 ohm: the kelvin cap cannot follow it there (red team fault 1)
