@@ -136,6 +136,3 @@ def test_read_control_input_on_a_370_is_refused_naming_the_key():
         parse(base + "read_control_input = true\n")
     parse(base + "read_heater = true\n")  # the 370 has a sample heater
     parse(base + "read_control_input = false\n")
-    two40 = '[[instrument]]\nmodel = "240"\nname = "Y"\ntransport = "serial"\ndevice = "/dev/ttyUSB1"\n'
-    with pytest.raises(ConfigError, match=r"read_heater: a Lake Shore 240 .* no heater output"):
-        parse(two40 + "read_heater = true\n")
