@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import Strict as StrictMode
 
-from .models import MODEL_NAMES, REGISTRY, TRANSPORTS
+from .models import MODEL_NAMES, REGISTRY, TRANSPORTS, ModelSpec
 
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the whole name (re.fullmatch: "$" let a final newline in)
 
@@ -911,6 +911,7 @@ def cross_check(data: dict) -> list[tuple[tuple, str]]:
             problems.append(
                 (loc + ("channel",), f"a {spec.title} has no inputs to list: its fields are fixed ({fixed}, ...)")
             )
+        problems.extend(_reads_refused(inst, loc, spec))
         if spec and spec.transports == ("folder",) and not inst.get("timezone"):
             problems.append((loc + ("timezone",), f"model {model!r} needs timezone (the Bluefors PC's)"))
         problems.extend(_folder_keys(inst, loc, model, spec))
@@ -1007,6 +1008,27 @@ def channel_name_collisions(data: dict, lines: dict[tuple, int]) -> list[tuple[i
                 )
             else:
                 first[stem] = (j, name)
+    return problems
+
+
+def _reads_refused(inst: dict, loc: tuple, spec: ModelSpec | None) -> list[tuple[tuple, str]]:
+    """``read_control_input = true`` on a model with no control input to read apart from its inputs.
+
+    The driver in the registry says what it has (``has_control_input``: the 372's input A): a 370
+    has no input A, and the key would be silently ignored. (``read_heater`` on a 240 is still taken
+    and ignored: the sample configs set it; left as it was.)
+    """
+    if spec is None:
+        return []
+    problems = []
+    if inst.get("read_control_input") is True and not getattr(spec.driver, "has_control_input", False):
+        problems.append(
+            (
+                loc + ("read_control_input",),
+                f"a {spec.title} has no control input to read apart from its {spec.channel_noun}: "
+                "remove read_control_input",
+            )
+        )
     return problems
 
 

@@ -138,6 +138,8 @@ class Setting:
     write: Callable[[Any, str, dict], None]
     # the fields whose read-back may lawfully differ from what was written, given the values written
     unchecked: Callable[[dict], set[str]] = lambda values: set()
+    # a limit across fields (the 370's voltage excitation 1-12 beside current 1-22): the problem in words, or ""
+    across: Callable[[dict], str] = lambda values: ""
 
     def arg(self, name: str) -> Arg:
         for a in self.args:
@@ -530,6 +532,13 @@ def _rdgrng_write(inst: Model370, ch: str, v: dict) -> None:
     inst.set_reading_range(ch, ReadingRange(v["mode"], v["excitation"], v["range"], v["autorange"], v["cs_off"]))
 
 
+def _excitation_370(v: dict) -> str:
+    """RDGRNG's excitation index is 1-12 under voltage excitation, 1-22 under current (socs' tables)."""
+    if v["mode"] == 0 and v["excitation"] > 12:
+        return f"excitation is an integer from 1 to 12 under voltage excitation (mode 0), not {v['excitation']!r}"
+    return ""
+
+
 def _cset_read(inst: Model370, _: str) -> dict:
     c = inst.control_setup()
     return {**vars(c), "channel": int(c.channel)}  # an integer, as PUT takes it
@@ -587,6 +596,7 @@ SETTINGS_370 = (
         _rdgrng_read,
         _rdgrng_write,
         lambda v: {"range"} if v.get("autorange") else set(),
+        _excitation_370,
     ),
     Setting(
         "scanner",
@@ -718,6 +728,88 @@ SETTINGS: dict[str, dict[str, Setting]] = {
 from .ls336_settings import settings_for  # noqa: E402 (it builds on Setting and Arg above)
 
 SETTINGS.update({m: {s.name: s for s in settings_for(m)} for m in ("336", "350")})
+
+
+# -- the setpoint cap across a units change -------------------------------------------------------
+# ``control.max_setpoint_kelvin`` bounds SETP only while it is a kelvin value. A setting that changes
+# the setpoint's units (the 370's CSET, the 372's INTYPE of a control input or OUTMODE's control
+# input) or starts the loop would reinterpret the SETP the instrument already holds: 1.5 K becomes
+# 1.5 ohm (on an NTC sensor the loop heats as hard as the range allows), a front-panel 20000 ohm
+# becomes 20000 K. So such a change is judged on the loop it leaves behind.
+ACTIVE_370 = (ControlMode.CLOSED_LOOP, ControlMode.ZONE)
+ACTIVE_372 = (OutputMode.ZONE, OutputMode.CLOSED_LOOP, OutputMode.WARM_UP)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What the cap judges of one heater output: its setpoint's units, whether it regulates, its SETP."""
+
+    output: int
+    units: int  # 1 kelvin; anything else a unit the kelvin cap cannot bound
+    active: bool  # the setpoint drives the heater (closed loop, zone, warm up)
+    setp: float
+
+
+def _units_372(inst: Model372, ch: str) -> int:
+    return inst.input_type(ch).units if ch and ch != "0" else 1  # no control input: SETP is plain kelvin
+
+
+def _loops(inst: Any, name: str, target: str, full: dict | None) -> list[Loop]:  # a 372 or a 370
+    """The loops a setting can change, as they are (``full`` None) or as ``full`` would leave them."""
+    if hasattr(inst, "setpoint_units"):  # a 370: CSET holds the units, CMODE the loop
+        if name not in ("control_setup", "control_mode"):
+            return []
+        units = full["units"] if full and name == "control_setup" else inst.control_setup().units
+        mode = full["mode"] if full and name == "control_mode" else int(inst.control_mode())
+        return [Loop(0, units, mode in ACTIVE_370, inst.setpoint(0))]
+    if name not in ("input_type", "output_mode") or not isinstance(inst, Model372):
+        return []  # the 336/350 (other mode numbers, celsius too) keep check_setpoint's refusal only
+    loops = []
+    for out in getattr(inst, "heater_outputs", ()):
+        om = inst.output_mode(out)
+        ch, mode = om.input, int(om.mode)
+        if name == "output_mode":
+            if str(out) != target:
+                continue
+            if full:
+                ch, mode = full["input"], full["mode"]
+        elif ch != target:  # input_type of an input this output does not control from
+            continue
+        units = full["units"] if full and name == "input_type" and ch == target else _units_372(inst, ch)
+        loops.append(Loop(out, units, mode in ACTIVE_372, inst.setpoint(out)))
+    return loops
+
+
+def _unbounded(loop: Loop, cap: float) -> str:
+    """Why the kelvin cap does not hold for ``loop`` ("" when it does)."""
+    if loop.units == 1:
+        return f"SETP {loop.setp:g} a kelvin setpoint above it" if loop.setp > cap else ""
+    if loop.active or loop.setp != 0:
+        return f"SETP {loop.setp:g} a setpoint in ohms, which it cannot bound" + (
+            " while the loop regulates" if loop.active else ""
+        )
+    return ""
+
+
+def check_setpoint_cap(control: Control, node: str, inst: Any, name: str, target: str, full: dict) -> None:
+    """Refuse (400, naming the cap) a change that would leave a held setpoint outside the kelvin cap.
+
+    Run on the poller before the write. Only a change of units or of regulation is judged: a loop
+    already outside the cap (set on the front panel) does not block an unrelated field.
+    """
+    cap = control.cfg.max_setpoint_kelvin
+    before = {lp.output: lp for lp in _loops(inst, name, target, None)}
+    for lp in _loops(inst, name, target, full):
+        was = before.get(lp.output)
+        if was is not None and (was.units, was.active) == (lp.units, lp.active):
+            continue
+        why = _unbounded(lp, cap)
+        if why:
+            raise ControlRefused(
+                400,
+                f"{node} {name} would make output {lp.output}'s {why}: control.max_setpoint_kelvin is "
+                f"{cap:g} K; change the setpoint (or turn the loop off) first",
+            )
 
 
 def finite(value: int | float) -> bool:
@@ -909,6 +1001,10 @@ class SettingService:
                 self.control.check_setpoint(node, inst, int(t), want["value"])
             before = s.read(inst, t)
             full = {**before, **want}
+            problem = s.across(full)
+            if problem:
+                raise ControlRefused(400, f"{node} {s.name} {where}{problem} ({s.manual})")
+            check_setpoint_cap(self.control, node, inst, s.name, t, full)
             try:
                 s.write(inst, t, full)
             except InstrumentError as exc:

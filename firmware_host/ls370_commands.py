@@ -30,6 +30,7 @@ from .protocol import (
     Text,
     bind_table,
     fmt_372,
+    parse_message,
 )
 
 if TYPE_CHECKING:
@@ -195,11 +196,19 @@ class Dispatcher370(Dispatcher):
         if self.device.strict_pacing and now < self._quiet_until:
             self.device.paced_drops += 1  # the 370 was not ready: the message is lost, nothing is flagged
             return None
-        reply = super().handle_line(line)
+        # each part on its own, so the answer is the last *query's* (FIDELITY 370 row 3): a last
+        # query that fails (``RDGK? 5;FOO?``) answers nothing, not an earlier query's reply
+        answer: str | None = None
+        for part in line.split(";"):
+            try:
+                name = parse_message(part)[0]
+            except ExecutionError:
+                name = "?"  # a malformed part may have been the last query: it is refused, unanswered
+            reply = super().handle_line(part)
+            if name.endswith("?"):
+                answer = reply
         self._quiet_until = time.monotonic() + QUIET_S
-        if reply is None:
-            return None
-        return reply.split(";")[-1]  # only the last query of a message is answered
+        return answer
 
 
 def dispatcher(device: LS370Device) -> Dispatcher:

@@ -115,11 +115,18 @@ def test_control_api_sets_a_370_over_its_pty(tmp_path):
         assert put("input", "5", {"dwell": 15})[0] == 200
         status, body = put("heater_range", "0", {"range": 9})
         assert status == 400 and "range is an integer from 0 to 8" in body["error"]["message"]
+        status, body = put("input_range", "5", {"mode": 0, "excitation": 15})  # was a 409 from the instrument
+        assert status == 400 and "1 to 12 under voltage excitation" in body["error"]["message"], body
         status, body = put("setpoint", "0", {"value": 5})
         assert status == 400 and "max_setpoint_kelvin" in body["error"]["message"]
-        assert put("control_setup", "", {"units": 2})[0] == 200
+        # 0.015 K would become 0.015 ohm: the kelvin cap cannot follow it there (red team fault 1)
+        status, body = put("control_setup", "", {"units": 2})
+        assert status == 400 and "max_setpoint_kelvin is 2 K" in body["error"]["message"], body
+        assert raw(e, "CSET?").split(",")[2] == "1"
+        e.device.control.units = 2  # the front panel: ohms
         status, body = put("setpoint", "0", {"value": 0.01})
         assert status == 400 and "controls in ohms" in body["error"]["message"]
+        assert put("control_setup", "", {"units": 1})[0] == 200  # back to kelvin: 0.015 K is under the cap
         assert raw(e, "SETP?") == "+015.000E-03" and raw(e, "HTRRNG?") == "3"
         assert raw(e, "PID?") == "+00030.0,+00090.0,+0000.0" and raw(e, "INSET? 5").split(",")[1] == "015"
         audited = [ev["detail"] for ev in app.store.events(limit=200) if ev["kind"] == "control"]
