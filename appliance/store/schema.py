@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from ..blocks import Row
 from .records import merge_ranges
 from .rollup import insert_rows
@@ -278,7 +276,10 @@ def open_db(path: Path | str, progress: Progress | None = None) -> sqlite3.Conne
     if new:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # must precede the first table
         conn.execute("PRAGMA page_size=4096")
-    sqlite_utils.Database(conn).enable_wal()
+    # What sqlite_utils' Database.enable_wal() does, without importing sqlite_utils: its db module imports
+    # pandas whenever pandas is installed (QCoDeS brings it), ~90 MB of the service's RSS for one PRAGMA.
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=wal")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA journal_size_limit=8388608")  # a WAL grown by a big retention pass shrinks back
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")

@@ -40,6 +40,10 @@ class Outbox:
         """``live=False``: a backlog goes strictly oldest first, no newest rows beside it (for a receiver
         that refuses a sample older than one it already has, e.g. Prometheus without an out-of-order window)."""
         self.store, self.name, self.nodes, self.limit, self.live = store, name, nodes, limit, live
+        # The newest sample when the uplink was configured. The service builds its uplinks before it
+        # starts the pollers and starts them after: readings stored in between (a CPA's connect
+        # reading, stored within milliseconds on a loaded box) belong to this run and must be sent.
+        self._configured_after = store.next_seq() - 1
         self._lock = threading.Lock()
         self.position = 0
         self.acked: list[list[int]] = []
@@ -56,7 +60,9 @@ class Outbox:
             self._loaded = True
 
     def start_from_now(self) -> None:
-        """A newly configured uplink starts after the newest stored sample, not at the dawn of the store.
+        """A newly configured uplink starts after the newest sample stored when it was built (before the
+        pollers started), not at the dawn of the store, nor at its own start: a reading stored between
+        the two was never sent (the CPA's first reading missing from the OCS feed, InfluxDB had it).
 
         The cursor is saved at once: a restart before the first acknowledgement (the server
         unreachable from the start) resumes here, and everything stored since is sent.
@@ -64,7 +70,7 @@ class Outbox:
         with self._lock:
             saved = self.store.load_cursor(self.name)
             if saved is None:
-                self.position, self.acked = self.store.next_seq() - 1, []
+                self.position, self.acked = self._configured_after, []
                 self.store.save_cursor(self.name, self.position, [])
             else:
                 self.position, self.acked = saved
