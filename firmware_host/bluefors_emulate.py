@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import threading
 import time
-from contextlib import suppress
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from .bluefors_writer import BlueforsWriter
+from .control_socket import ControlSocket
 from .sim_clock import SimClock
 
 
@@ -31,8 +29,7 @@ class LiveWriter:
         self.writer = BlueforsWriter(Path(root), ZoneInfo(zone), start, seed=seed)
         self.lock = threading.Lock()
         self._stop = threading.Event()
-        self._sock: socket.socket | None = None
-        self._path: str | None = None
+        self._control: ControlSocket | None = None
         self._thread = threading.Thread(target=self._run, name="bluefors-writer", daemon=True)
 
     def start(self) -> None:
@@ -66,37 +63,15 @@ class LiveWriter:
             return self.writer.control(words)
 
     def listen_control(self, path: str) -> str:
-        with suppress(FileNotFoundError):
-            os.unlink(path)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(path)
-        s.listen(4)
-        self._sock, self._path = s, path
-        threading.Thread(target=self._serve, name="bluefors-control", daemon=True).start()
+        self._control = ControlSocket(path, self.control, name="bluefors-control")
         return path
-
-    def _serve(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                f = conn.makefile("rwb")
-                for raw in f:
-                    f.write(self.control(raw.decode("utf-8", "replace")).encode() + b"\n")
-                    f.flush()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-            if self._path:
-                with suppress(OSError):
-                    os.unlink(self._path)
+        if self._control is not None:
+            self._control.close()
 
 
 def run_live(args: argparse.Namespace) -> int:

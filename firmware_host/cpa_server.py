@@ -25,8 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from array import array
@@ -39,6 +37,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from drivers.cpa import FIRST_REGISTER, REGISTER_COUNT, START, decode_block
 from drivers.errors import BadReply
 
+from .control_socket import ControlSocket, dispatch
 from .cpa_device import HIGH_PRESSURE_HIGH, INPUT_REGISTERS, CpaDevice
 from .cpa_modbus import PanelServer
 from .sim_clock import SimClock
@@ -106,8 +105,7 @@ class CpaEmulator:
         self._thread: threading.Thread | None = None
         self._pending: tuple[list[int], bool] | None = None  # the block just read, for trace_packet
         self._trips_seen = 0
-        self._control_sock: socket.socket | None = None
-        self._control_path: str | None = None
+        self._control: ControlSocket | None = None
 
     # -- the wire --------------------------------------------------------------------
     def _simdevice(self) -> SimDevice:
@@ -219,21 +217,7 @@ class CpaEmulator:
 
     # -- fault control ---------------------------------------------------------------
     def control(self, line: str) -> str:
-        words = line.strip().split()
-        if not words:
-            return "error: empty command"
-        cmd, args = words[0].lower(), words[1:]
-        action = CPA_CONTROLS.get(cmd)
-        if action is None:
-            return f"error: unknown command {cmd!r} (one of {', '.join(sorted(CPA_CONTROLS))})"
-        try:
-            reply = action(self, args)
-        except (IndexError, ValueError) as exc:
-            return f"error: {cmd}: {exc}"
-        if reply is not None:
-            return reply
-        log.info("fault control: %s", line.strip())
-        return "ok"
+        return dispatch(CPA_CONTROLS, self, line, logger=log, list_words=True)
 
     def _mute(self, args: list[str]) -> None:
         word = (args or ["on"])[0]
@@ -318,27 +302,8 @@ class CpaEmulator:
         )
 
     def listen_control(self, path: str) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(path)
-        s.listen(4)
-        self._control_sock, self._control_path = s, path
-        threading.Thread(target=self._control_loop, name="cpa-control", daemon=True).start()
+        self._control = ControlSocket(path, self.control, name="cpa-control")
         return path
-
-    def _control_loop(self) -> None:
-        assert self._control_sock is not None
-        while True:
-            try:
-                conn, _ = self._control_sock.accept()
-            except OSError:
-                return
-            with conn:
-                f = conn.makefile("rwb")
-                for raw in f:
-                    f.write(self.control(raw.decode("utf-8", "replace")).encode() + b"\n")
-                    f.flush()
 
     def stop(self) -> None:
         loop = self._loop
@@ -350,11 +315,8 @@ class CpaEmulator:
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
-        if self._control_sock:
-            self._control_sock.close()
-            if self._control_path:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._control_path)
+        if self._control:
+            self._control.close()
 
 
 CPA_CONTROLS: dict[str, Callable[[CpaEmulator, list[str]], str | None]] = {

@@ -24,15 +24,14 @@ to its action)::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from .control_socket import ControlSocket, dispatch
 from .ledger import Ledger
 from .ls240_device import LS240Device
 from .ls336_device import LS336Device
@@ -53,8 +52,7 @@ class Emulator:
         self.ledger = Ledger()
         self.tcp: TcpInterface | None = None
         self.pty: PtyInterface | None = None
-        self._control_sock: socket.socket | None = None
-        self._control_path: str | None = None
+        self._control: ControlSocket | None = None
         self._stop = threading.Event()
 
     # -- construction -----------------------------------------------------------
@@ -112,33 +110,13 @@ class Emulator:
         return self.pty.link
 
     def listen_control(self, path: str) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(path)
-        s.listen(4)
-        self._control_sock, self._control_path = s, path
-        threading.Thread(target=self._control_loop, name="control", daemon=True).start()
+        self._control = ControlSocket(path, self.control)
         return path
 
     # -- faults -------------------------------------------------------------------
     def control(self, line: str) -> str:
         """Run one fault-control command; returns ``ok`` / ``error: ...`` / a JSON status line."""
-        words = line.strip().split()
-        if not words:
-            return "error: empty command"
-        cmd, args = words[0].lower(), words[1:]
-        action = CONTROLS.get(cmd)
-        if action is None:
-            return f"error: unknown command {cmd!r}"
-        try:
-            reply = action(self, args)
-        except (IndexError, ValueError) as exc:
-            return f"error: {cmd}: {exc}"
-        if reply is not None:  # a report (status, ledger) or a refusal: not a change to log
-            return reply
-        log.info("fault control: %s", line.strip())
-        return "ok"
+        return dispatch(CONTROLS, self, line, logger=log)
 
     def _mute(self, args: list[str]) -> None:
         self.faults.mute = (args or ["on"])[0] == "on"
@@ -221,30 +199,14 @@ class Emulator:
             {"delivered": self.ledger.counts(), "late": self.ledger.late_total(), "faulted": self.ledger.faulted}
         )
 
-    def _control_loop(self) -> None:
-        assert self._control_sock is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._control_sock.accept()
-            except OSError:
-                return
-            with conn:
-                f = conn.makefile("rwb")
-                for raw in f:
-                    f.write(self.control(raw.decode("utf-8", "replace")).encode() + b"\n")
-                    f.flush()
-
     def stop(self) -> None:
         self._stop.set()
         if self.tcp:
             self.tcp.stop()
         if self.pty:
             self.pty.stop()
-        if self._control_sock:
-            self._control_sock.close()
-            if self._control_path:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._control_path)
+        if self._control:
+            self._control.close()
 
 
 # The fault-control words (the module docstring says what each does). An action returns None for

@@ -283,19 +283,20 @@ def slot(emu372, n: int):
     return None if c is None else (c.name, len(c.points))
 
 
-@pytest.mark.parametrize("step", ["before the delete", "after the header", "after point 5"])
-def test_a_link_drop_during_an_upload_leaves_new_old_or_incomplete_and_two_events(app, emu372, monkeypatch, step):
-    fast(app, monkeypatch)
-    old = small(RX, 12, "KP-OLD12")
-    assert put_curve(app, 23, old)[0] == 200
-    mem = emu372.device.curves
-    fired = []
+def drop_the_link_during(emu, monkeypatch, step: str) -> list[str]:
+    """Make ``emu`` drop its links once, at ``step`` of the next upload to slot 23; returns the steps fired.
+
+    The drop tests here and in tests/test_settings_visa.py cut the link at the same three points of
+    an upload (before the delete, after the header, after point 5), whatever the transport.
+    """
+    mem = emu.device.curves
+    fired: list[str] = []
 
     def once() -> bool:
         if fired:
             return False
         fired.append(step)
-        emu372.control("drop")
+        emu.control("drop")
         return True
 
     if step == "before the delete":
@@ -309,45 +310,71 @@ def test_a_link_drop_during_an_upload_leaves_new_old_or_incomplete_and_two_event
         monkeypatch.setattr(
             mem, "set_point", lambda n, i, u, t: (orig_point(n, i, u, t), n == 23 and i == 5 and once())
         )
+    return fired
+
+
+def settled_after_the_drop(app, emu, what: str):
+    """Wait until slot 23 holds KP-OLD12 or KP-NEW30 and is not marked incomplete; returns (name, points).
+
+    Also asserts the old curve was kept in the store, by slot and content hash, before the slot was
+    touched.
+    """
+    poller = app.pollers[0]
+
+    def settled():
+        got = slot(emu, 23)
+        if got in (("KP-OLD12", 12), ("KP-NEW30", 30)) and "23" not in poller.health.incomplete_curves:
+            return got
+        return None
+
+    got = wait_for(settled, 30, what=what)
+    assert got in (("KP-OLD12", 12), ("KP-NEW30", 30))
+    kept = [c for _, c in app.store.snapshots("LSA23JD/curve 23")]
+    assert any(k["curve"]["name"] == "KP-OLD12" and len(k["curve"]["points"]) == 12 for k in kept), kept
+    return got
+
+
+@pytest.mark.parametrize("step", ["before the delete", "after the header", "after point 5"])
+def test_a_link_drop_during_an_upload_leaves_new_old_or_incomplete_and_two_events(app, emu372, monkeypatch, step):
+    fast(app, monkeypatch)
+    old = small(RX, 12, "KP-OLD12")
+    assert put_curve(app, 23, old)[0] == 200
+    fired = drop_the_link_during(emu372, monkeypatch, step)
     new = small(RX, 30, "KP-NEW30")
     status, body = put_curve(app, 23, new)
     assert status == 503 and fired, body
     assert "curve 23" in body["error"]["message"]
     events = request_events(app, "curve 23 upload: KP-NEW30")
     assert len(events) == 2 and "failed part way" in events[1], events
-    poller = app.pollers[0]
-
-    def settled():
-        got = slot(emu372, 23)
-        if got in (("KP-OLD12", 12), ("KP-NEW30", 30)) and "23" not in poller.health.incomplete_curves:
-            return got
-        return None
-
     # the link comes back; the old curve is put back (or the slot is still marked incomplete)
-    got = wait_for(settled, 30, what="the slot settled")
-    assert got in (("KP-OLD12", 12), ("KP-NEW30", 30))
-    # the old curve was kept in the store, by slot and content hash, before the slot was touched
-    kept = [c for _, c in app.store.snapshots("LSA23JD/curve 23")]
-    assert any(k["curve"]["name"] == "KP-OLD12" and len(k["curve"]["points"]) == 12 for k in kept), kept
+    got = settled_after_the_drop(app, emu372, "the slot settled")
     curve_events = [e["detail"] for e in app.store.events(limit=2000) if e["kind"] == "curve"]
     if step != "before the delete" or got != ("KP-OLD12", 12):
         assert any("curve 23 marked incomplete" in d for d in curve_events), curve_events
 
 
-def test_a_slow_upload_that_outlives_its_answer_still_records_its_outcome(app, emu372, monkeypatch):
+def slow_upload_outlives_its_answer(app, emu, monkeypatch, name: str, points: int) -> None:
+    """Upload ``points`` points to slot 24 slowly enough that the answer (503) comes before the
+    upload ends, and check its outcome is still recorded and the curve lands; here and over VISA."""
     fast(app, monkeypatch)
     monkeypatch.setattr("appliance.curve_api.UPLOAD_TIMEOUT", 1.0)
-    emu372.control("slow 0.08 CRVPT")
-    status, body = put_curve(app, 24, small(RX, 25, "KP-SLOW25"))
-    assert status == 503 and "did not finish within 1 s" in body["error"]["message"], body
-    events = wait_for(
-        lambda: (lambda ev: ev if len(ev) == 2 else None)(request_events(app, "curve 24 upload: KP-SLOW25")),
-        60,
-        what="the outcome of the slow upload",
-    )
-    assert "applied after its answer" in events[1], events
-    emu372.control("clear")
-    assert slot(emu372, 24) == ("KP-SLOW25", 25)
+    emu.control("slow 0.08 CRVPT")
+    try:
+        status, body = put_curve(app, 24, small(RX, points, name))
+        assert status == 503 and "did not finish within 1 s" in body["error"]["message"], body
+        events = wait_for(
+            lambda: (lambda ev: ev if len(ev) == 2 else None)(request_events(app, f"curve 24 upload: {name}")),
+            60,
+            what="the outcome of the slow upload",
+        )
+        assert "applied after its answer" in events[1], events
+    finally:
+        emu.control("clear")
+    assert slot(emu, 24) == (name, points)
+
+
+def test_a_slow_upload_that_outlives_its_answer_still_records_its_outcome(app, emu372, monkeypatch):
+    slow_upload_outlives_its_answer(app, emu372, monkeypatch, "KP-SLOW25", 25)
 
 
 def test_deleting_a_curve_in_use_needs_force_and_names_the_inputs(app, emu372):

@@ -26,7 +26,17 @@ from drivers.curves import write_340
 from firmware_host.emulator import Emulator
 from tests.conftest import run_with_timeout as within
 from tests.conftest import wait_for
-from tests.test_curve_workflow import DT, RX, fast, put_curve, request_events, slot, small
+from tests.test_curve_workflow import (
+    DT,
+    RX,
+    drop_the_link_during,
+    fast,
+    put_curve,
+    request_events,
+    settled_after_the_drop,
+    slow_upload_outlives_its_answer,
+    small,
+)
 from tests.test_security import TOKEN, call, secret_file
 from tests.test_settings import AUTH, CASES_372, pair, put
 
@@ -124,43 +134,13 @@ def test_a_link_drop_during_an_upload_over_visa_leaves_new_old_or_incomplete_and
     app, emu = rig.app, rig.emu
     fast(app, monkeypatch)
     assert put_curve(app, 23, small(RX, 12, "KP-OLD12"))[0] == 200
-    mem = emu.device.curves
-    fired: list[str] = []
-
-    def once() -> bool:
-        if fired:
-            return False
-        fired.append(step)
-        emu.control("drop")
-        return True
-
-    if step == "before the delete":
-        orig_delete = mem.delete
-        monkeypatch.setattr(mem, "delete", lambda n: None if n == 23 and once() else orig_delete(n))
-    elif step == "after the header":
-        orig_header = mem.set_header
-        monkeypatch.setattr(mem, "set_header", lambda n, *a: (orig_header(n, *a), n == 23 and once()))
-    else:
-        orig_point = mem.set_point
-        monkeypatch.setattr(
-            mem, "set_point", lambda n, i, u, t: (orig_point(n, i, u, t), n == 23 and i == 5 and once())
-        )
+    fired = drop_the_link_during(emu, monkeypatch, step)
     status, body = put_curve(app, 23, small(RX, 30, "KP-NEW30"))
     assert status == 503 and fired, body
     assert "curve 23" in body["error"]["message"], body
     events = request_events(app, "curve 23 upload: KP-NEW30")
     assert len(events) == 2 and "failed part way" in events[1], events
-    poller = app.pollers[0]
-
-    def settled():
-        got = slot(emu, 23)
-        ok = got in (("KP-OLD12", 12), ("KP-NEW30", 30)) and "23" not in poller.health.incomplete_curves
-        return got if ok else None
-
-    got = wait_for(settled, 30, what="the slot settled after the VISA link came back")
-    assert got in (("KP-OLD12", 12), ("KP-NEW30", 30))
-    kept = [c for _, c in app.store.snapshots("LSA23JD/curve 23")]
-    assert any(k["curve"]["name"] == "KP-OLD12" and len(k["curve"]["points"]) == 12 for k in kept), kept
+    settled_after_the_drop(app, emu, "the slot settled after the VISA link came back")
     wait_for(lambda: app.pollers[0].health.connected, 20, what="reconnected over VISA")
 
 
@@ -218,19 +198,4 @@ def test_240_settings_and_curve_round_trip_over_visa_and_lake_shores_driver_read
 @pytest.mark.parametrize("rig", ["TCPIP"], indirect=True)
 def test_a_slow_upload_over_visa_that_outlives_its_answer_still_records_its_outcome(rig, monkeypatch):
     """As tests/test_curve_workflow.py's slow upload, the appliance's link a VISA TCPIP SOCKET resource."""
-    app, emu = rig.app, rig.emu
-    fast(app, monkeypatch)
-    monkeypatch.setattr("appliance.curve_api.UPLOAD_TIMEOUT", 1.0)
-    emu.control("slow 0.08 CRVPT")
-    try:
-        status, body = put_curve(app, 24, small(RX, 15, "KP-SLOW15"))
-        assert status == 503 and "did not finish within 1 s" in body["error"]["message"], body
-        events = wait_for(
-            lambda: (lambda ev: ev if len(ev) == 2 else None)(request_events(app, "curve 24 upload: KP-SLOW15")),
-            60,
-            what="the outcome of the slow upload",
-        )
-        assert "applied after its answer" in events[1], events
-    finally:
-        emu.control("clear")
-    assert slot(emu, 24) == ("KP-SLOW15", 15)
+    slow_upload_outlives_its_answer(rig.app, rig.emu, monkeypatch, "KP-SLOW15", 15)
