@@ -303,7 +303,10 @@ def test_builder_order_and_one_wamp_loop(tmp_path):
         '\n[[uplink]]\nkind = "influxdb"\nurl = "http://127.0.0.1:9"\ndatabase = "d"\n'
     )
     active = [{"name": "mxc warm"}]
-    built = build_uplinks(cfg.uplink, None, cfg.instrument, alarm_source=lambda: active)  # nothing here reads the store
+    from appliance.store import Store
+
+    store = Store(tmp_path / "k.db")  # the outboxes note the store's newest sample when built
+    built = build_uplinks(cfg.uplink, store, cfg.instrument, alarm_source=lambda: active)
     try:
         assert [type(u) for u in built] == [
             FailedUplink,
@@ -317,6 +320,7 @@ def test_builder_order_and_one_wamp_loop(tmp_path):
         assert built[2].alarm_source() == active
     finally:
         built[-1].loop.close()
+        store.close()
 
 
 def test_wrong_secret_is_refused_with_backoff(tmp_path, emu372, emu240, router, hub, consumer, caplog):
