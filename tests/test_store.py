@@ -342,6 +342,7 @@ def test_schema_version_and_reopen(tmp_path):
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    conn.execute("UPDATE meta SET value='99' WHERE key='compat'")  # a newer schema this release cannot write
     conn.commit()
     with pytest.raises(RuntimeError, match="newer"):
         Store(tmp_path / "k.db")

@@ -81,7 +81,7 @@ def test_a_migration_failing_midway_leaves_the_version_before_it_and_its_schema(
     conn = connect(path)
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     with pytest.raises(RuntimeError, match="power cut"):
-        migrate(conn, MIGRATIONS[:2] + (Migration(3, half_done),))
+        migrate(conn, MIGRATIONS[:2] + (Migration(3, half_done, compat=3),))
     assert schema_version(conn) == 2  # v1 -> v2 committed with its own bump
     assert conn.execute("SELECT value FROM meta WHERE key='half'").fetchone() is None
     conn.close()
@@ -101,17 +101,20 @@ def test_a_deferrable_migration_a_full_card_refuses_waits_for_the_next_start(tmp
         conn.execute("CREATE TABLE later (x INTEGER)")
         raise sqlite3.OperationalError("database or disk is full")
 
-    assert migrate(conn, MIGRATIONS[:1] + (Migration(2, disk_full, deferrable=True),)) == 1
+    assert migrate(conn, MIGRATIONS[:1] + (Migration(2, disk_full, compat=1, deferrable=True),)) == 1
     assert schema_version(conn) == 1
     assert conn.execute("SELECT 1 FROM sqlite_master WHERE name='later'").fetchone() is None
     conn.close()
 
 
 def test_a_file_newer_than_this_release_is_refused_and_left_alone(tmp_path):
+    """A newer file whose compat is above this release's schema (tests/test_store_compat.py has the
+    newer file this release may open)."""
     path = tmp_path / "k.db"
     Store(path).close()
     conn = sqlite3.connect(path)
     conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.execute("UPDATE meta SET value=? WHERE key='compat'", (str(SCHEMA_VERSION + 1),))
     conn.commit()
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this kelvinpi"):

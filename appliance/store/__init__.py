@@ -90,7 +90,19 @@ from .maintenance import (
 from .reader import DEFAULT_MAX_POINTS, FieldInfo, SeriesData, StoreReader, latest_dicts, resolve_time
 from .records import AlarmRecord, Cursor, Event, Record, Snapshot, merge_ranges, snapshot_digest, unapplied
 from .rollup import BLOCK_MS, PACK_DT, STORED_TIERS, TIERS
-from .schema import DAY, MAX_TIME, MIGRATIONS, SCHEMA_VERSION, Migration, connect, open_db, transaction
+from .schema import (
+    DAY,
+    MAX_TIME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    StoreTooNew,
+    connect,
+    open_db,
+    schema_compat,
+    schema_version,
+    transaction,
+)
 from .stats import StoreStats
 from .writer import (
     BULK_MIN,
@@ -145,6 +157,7 @@ __all__ = [
     "StoreBusy",
     "StoreReader",
     "StoreStats",
+    "StoreTooNew",
     "connect",
     "merge_ranges",
     "open_db",
@@ -253,6 +266,13 @@ class Store(Writer, Maintenance):
         self._vacuum_pages = 256  # pages given back per vacuum step (adapted to the disk, see _shrink)
         self._delete_batch = 50  # blocks deleted per age-retention step (adapted likewise)
         self._last_seal = 0.0
+        version = schema_version(w)
+        if version > SCHEMA_VERSION:  # opened by its compat (schema.migrate): a rollback after an update
+            self.event(
+                "store_newer_schema",
+                None,
+                f"schema {version} (compat {schema_compat(w)}) opened by this release of schema {SCHEMA_VERSION}",
+            )
 
     # -- the reader's queries, over SQLite and the writer's journaled readings -------------------
     def reader(self) -> sqlite3.Connection:

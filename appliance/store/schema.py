@@ -5,6 +5,15 @@ migration above that version, oldest first, each in its own transaction together
 to its version: a power cut (or any error) in one leaves the file at the version before it, whole,
 and the next start carries on from there. A new schema change is one more ``Migration`` at the end
 of ``MIGRATIONS``; nothing else creates or alters tables.
+
+**Both ways (an update rolled back).** Each migration declares ``compat``: the oldest schema whose
+release can still read and write a file it produced. An additive step (a new table, an index the
+older code never asks for) keeps the compat of the step before; a step that changes what older code
+reads (v1 -> v2 turned rows into blocks) raises it to its own version. The file records the compat
+of its version in ``meta`` (``compat``, written with every version bump, and on open where a file
+of an earlier release lacks it). A release opens a file newer than its own schema when that
+compat is at most its own schema (logged, and the event ``store_newer_schema``), and refuses it
+otherwise, naming both numbers. A file with no compat row is read as compat = its version.
 """
 
 from __future__ import annotations
@@ -211,31 +220,45 @@ def _index_event_node(conn: sqlite3.Connection, progress: Progress | None) -> No
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema change: ``apply`` runs inside the transaction that also sets ``version``."""
+    """One schema change: ``apply`` runs inside the transaction that also sets ``version`` (and
+    ``compat``: the oldest schema that still reads and writes the file it produces)."""
 
     version: int
     apply: Callable[[sqlite3.Connection, Progress | None], None]
+    compat: int
     # A full card may put it off: the store opens at the version before and the next start retries.
     # Only for additive, idempotent steps nothing else depends on at open (the alarm tables).
     deferrable: bool = False
 
 
 # Ordered by version, one step apart: test_store_schema checks it.
+# compat: v2 replaced the raw table with blocks and v3 folds rollups into packs (older code would
+# misread both); v4..v6 only add tables and an index that older code never asks for.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, _create_v1),
-    Migration(2, _migrate_v1),
-    Migration(3, _add_packs),
-    Migration(4, _add_alarms, deferrable=True),
-    Migration(5, _add_file_cursors),
+    Migration(1, _create_v1, compat=1),
+    Migration(2, _migrate_v1, compat=2),
+    Migration(3, _add_packs, compat=3),
+    Migration(4, _add_alarms, compat=3, deferrable=True),
+    Migration(5, _add_file_cursors, compat=3),
     # deferrable: an index nothing needs at open; building it on a full card must not stop the appliance
-    Migration(6, _index_event_node, deferrable=True),
+    Migration(6, _index_event_node, compat=3, deferrable=True),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+class StoreTooNew(RuntimeError):
+    """A file whose schema this release cannot read and write (both numbers in the message)."""
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     return int(row[0]) if row else 0
+
+
+def schema_compat(conn: sqlite3.Connection) -> int:
+    """The oldest schema that reads and writes this file (its version where the file does not say)."""
+    row = conn.execute("SELECT value FROM meta WHERE key='compat'").fetchone()
+    return int(row[0]) if row else schema_version(conn)
 
 
 def migrate(
@@ -244,11 +267,27 @@ def migrate(
     progress: Progress | None = None,
     name: object = "store",
 ) -> int:
-    """Run every migration above the file's version, each in one transaction with its version bump."""
+    """Run every migration above the file's version, each in one transaction with its version bump.
+
+    A file newer than ``migrations`` is left as it is when its compat allows this release
+    (``StoreTooNew`` otherwise)."""
     version = schema_version(conn)
     top = migrations[-1].version
     if version > top:
-        raise RuntimeError(f"{name} has schema version {version}, newer than this kelvinpi ({top})")
+        compat = schema_compat(conn)
+        if compat > top:
+            raise StoreTooNew(
+                f"{name} has schema version {version}, newer than this kelvinpi ({top}): "
+                f"it needs a release of schema {compat} or newer"
+            )
+        log.warning(
+            "%s has schema version %d, newer than this kelvinpi (%d); its compat %d allows it: opened as it is",
+            name,
+            version,
+            top,
+            compat,
+        )
+        return version
     for m in migrations:
         if m.version <= version:
             continue
@@ -258,13 +297,23 @@ def migrate(
             with transaction(conn):
                 m.apply(conn, progress)
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(m.version),))
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('compat', ?)", (str(m.compat),))
         except sqlite3.Error as exc:
             if not m.deferrable:
                 raise
             log.error("%s: schema version %d deferred to the next start: %s", name, m.version, exc)
             break
         version = m.version
+    _record_compat(conn, migrations, version)
     return version
+
+
+def _record_compat(conn: sqlite3.Connection, migrations: tuple[Migration, ...], version: int) -> None:
+    """A file an earlier release wrote has no compat row: give it its version's (one small write)."""
+    known = {m.version: m.compat for m in migrations}
+    if version in known and conn.execute("SELECT 1 FROM meta WHERE key='compat'").fetchone() is None:
+        with transaction(conn):
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('compat', ?)", (str(known[version]),))
 
 
 def open_db(path: Path | str, progress: Progress | None = None) -> sqlite3.Connection:
