@@ -152,6 +152,9 @@ def build_parser(emulator: bool = True) -> argparse.ArgumentParser:
     curve_client.add_parser(sub)
     settings_client.add_parser(sub)
     probe.add_parser(sub)
+    from .update import cli as update_cli
+
+    update_cli.add_parser(sub)
     if emulator:
         from firmware_host import emulate_cli
 

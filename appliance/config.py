@@ -398,6 +398,40 @@ class ControlConfig(Strict):
         return self
 
 
+class UpdateConfig(Strict):
+    """In-place updates (docs/update.md): a signed RAUC bundle into the other slot, one try boot, and the
+    health gate that commits it or rolls it back. Every outside command is an argv list."""
+
+    rauc: list[str] = Field(["rauc"], min_length=1, description="the RAUC command (argv): info, install, status")
+    keyring: ConfigPath = Field(
+        Path("/etc/rauc/keyring.pem"), description="the CA certificate(s) a bundle's signature must chain to"
+    )
+    compatible: str = Field(
+        "kelvinpi-rpi-arm64",
+        min_length=1,
+        description="the RAUC compatible a bundle must name (board and architecture)",
+    )
+    reboot_try: list[str] = Field(
+        ["systemctl", "reboot", "0 tryboot"], min_length=1, description="reboot once into the new slot (argv)"
+    )
+    reboot: list[str] = Field(["systemctl", "reboot"], min_length=1, description="an ordinary reboot (argv)")
+    commit_deadline_s: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description="seconds a try boot has to become healthy before it is marked bad and the old slot boots",
+    )
+    device_tree: ConfigPath = Field(
+        Path("/proc/device-tree"), description="where the firmware says which slot booted and whether it is a try"
+    )
+    state_dir: ConfigPath = Field(
+        Path("/data/kelvinpi/update"), description="the pending-update marker and uploaded bundles (data partition)"
+    )
+    max_upload_mb: float = Field(
+        1024.0, gt=0, le=16384, description="largest bundle POST /api/v1/update accepts (MiB; larger: 413)"
+    )
+
+
 class UplinkModel(Strict):
     """What every [[uplink]] model has: its ``kind`` (each narrows it to its own Literal)."""
 
@@ -707,6 +741,7 @@ class Config(Strict):
     store: StoreConfig = Field(StoreConfig(), description="the SQLite store")
     web: WebConfig = Field(WebConfig(), description="the HTTP server")
     control: ControlConfig = Field(ControlConfig(), description="instrument control over HTTP")
+    update: UpdateConfig = Field(UpdateConfig(), description="in-place updates (RAUC bundles, try boot, commit)")
     uplink: list[Uplink] = Field(
         [],
         description="zero or more [[uplink]] sections to the control room,"

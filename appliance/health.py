@@ -347,6 +347,37 @@ class AlarmStats:
         return health_dict(self)
 
 
+@dataclass
+class UpdateGateStats:
+    """The update health gate (``appliance.update.gate``): on a try boot, what it still waits for.
+
+    ``state``: none (no A/B boot information), idle (not a try), waiting, committing, committed or
+    failed."""
+
+    state: str
+    slot: str
+    tryboot: bool = stat("kelvinpi_update_try_boot", "1 while this boot is an update's try boot")
+    missing: list = stat(default_factory=list)
+    missing_count: int = stat(
+        "kelvinpi_update_gate_missing", "Conditions the try boot's health gate still waits for", default=0
+    )
+    seconds: float | None = stat(
+        "kelvinpi_update_gate_seconds", "Seconds the try boot has waited for its health gate (or took)", default=None
+    )
+    deadline_s: float = stat("kelvinpi_update_gate_deadline_seconds", "The try boot's deadline", default=0.0)
+    verdict: str | None = None
+    info: int = stat(
+        "kelvinpi_update_gate_info",
+        "The update health gate's state (label state) and the booted slot (label slot)",
+        labels=(("state", "state"), ("slot", "slot")),
+        health=False,
+        default=1,
+    )
+
+    def as_dict(self) -> dict:
+        return health_dict(self)
+
+
 class SystemdWatchdogPinger:
     """Sends systemd its watchdog ping (``WATCHDOG=1``), but only once every poller has made progress.
 

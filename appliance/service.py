@@ -17,6 +17,8 @@ from .latest import DeliveredQueue, LatestReadings
 from .poller import Poller
 from .samples import SampleQueue
 from .store import Store, StoreBusy
+from .update import Conditions, HealthGate, UpdateCommands, boot_info
+from .update.devicetree import DeviceTreeError
 from .uplinks import UplinkRunner, build_uplinks
 from .web import Server, make_app
 from .web.metrics import make_registry
@@ -112,6 +114,8 @@ class Appliance:
             queue=self.queue,
             uplink_health=self.uplink_health,
         )
+        self.ready_event = threading.Event()  # set once READY=1 has gone to systemd (run())
+        self.update_gate = self._update_gate()
         self.metrics_registry = make_registry(
             store=self.store,
             pollers=self.pollers,
@@ -119,11 +123,35 @@ class Appliance:
             clock_synced=self.clock_synced,
             uplink_health=self.uplink_health,
             alarms=self.alarms,
+            update_gate=self.update_gate.stats,
         )
         self.server: Server | None = None
         self._web_thread: threading.Thread | None = None
         self._clock: tuple[bool | None, float] = (None, 0.0)
         self.clock_steps = 0
+
+    def _update_gate(self) -> HealthGate:
+        """The try boot's health gate (appliance/update/gate.py): what it waits for, read from this service."""
+        uc = self.config.update
+        try:
+            boot = boot_info(uc.device_tree)
+        except (DeviceTreeError, OSError) as exc:
+            log.error("cannot tell which slot booted: %s", exc)
+            boot = None
+        conditions = Conditions(
+            ready=self.ready_event.is_set,
+            instruments=lambda: {p.cfg.name: p.health.samples > 0 for p in self.pollers},
+            store_committed=lambda: self.store.commits > 0,
+            uplinks=lambda: {h.name: h.connected for h in self.uplink_health()},
+        )
+        return HealthGate(
+            UpdateCommands.of(uc),
+            boot,
+            conditions,
+            lambda kind, detail: self.store.event(kind, None, detail),
+            uc.commit_deadline_s,
+            self.stop_event,
+        )
 
     def clock_synced(self) -> bool | None:
         value, checked = self._clock
@@ -193,6 +221,7 @@ class Appliance:
                 "timed_out": self.server.timed_out,
             },
             "store": stats.as_dict(),
+            "update": self.update_gate.stats().as_dict(),
         }
 
     # -- life cycle ------------------------------------------------------------------
@@ -225,11 +254,19 @@ class Appliance:
             control=self.control,
             control_error=self.control_error,
         )
-        self.server = Server(app, self.config.web)
+        from .update.web import large_body
+
+        # POST /api/v1/update may carry a bundle past MAX_BODY: the token is checked before its body is kept
+        self.server = Server(app, self.config.web, large_body(self.control, self.control_error, self.config.update))
         self.web_address = self.server.bind_addr
         self._web_thread = threading.Thread(target=self.server.serve, name="web", daemon=True)
         self._web_thread.start()
         log.info("front panel on http://%s:%d/", *self.web_address[:2])
+        # an update the marker says is pending: settled as an event (rolled back, committed), or tried now
+        from .update import reconcile
+
+        reconcile(self.config.update.state_dir, self.update_gate.boot, self.update_gate.record)
+        self.update_gate.start()
 
     def wait_ready(self, timeout: float) -> bool:
         """READY once every instrument has been tried once (connected or failed)."""
@@ -289,6 +326,7 @@ def run(config: Config, config_path: str | None = None) -> int:
     app.start()
     connected = app.wait_ready(timeout=max(i.timeout for i in config.instrument) * 3 + 2)
     sdnotify.notify("READY=1\nSTATUS=" + ("polling all instruments" if connected else "polling; some instruments down"))
+    app.ready_event.set()  # the update gate's first condition (a try boot commits only after READY)
     log.info("ready: %d instrument(s), %d uplink(s)", len(app.pollers), len(app.uplink_health()))
     try:
         app.watch_clock()

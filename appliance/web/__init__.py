@@ -8,6 +8,7 @@
 ``grafana``      the Grafana JSON datasource (/grafana/...) and Infinity's /api/v1/timeseries
 ``panel``        the front panel: /, /static/..., /api/v1/panel
 ``metrics``      /metrics (the Prometheus collector)
+(update)         POST /api/v1/update: an update bundle (appliance/update/web.py)
 ``common``       ceilings, the one error shape, parameter parsers, who is asking
 ``cache``        answers built once per commit and shared; repeated queries kept a few seconds
 ``server``       waitress with a whole-request deadline and per-client limits
@@ -114,4 +115,9 @@ def make_app(
         ack={"pin": ack_pin.pin is not None, "token": control is not None},
     )
     metrics.install(app, registry=metrics_registry, changed=changed)
+    from ..update import web as update_routes
+
+    update_routes.install(
+        app, access=access, cfg=config.update, record=lambda kind, detail: store.event(kind, None, detail)
+    )
     return app

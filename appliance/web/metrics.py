@@ -16,7 +16,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from ..health import AlarmStats, InstrumentHealth, ShareHealth, StoreStats, TargetStats, UplinkHealth, metric_fields
+from ..health import (
+    AlarmStats,
+    InstrumentHealth,
+    ShareHealth,
+    StoreStats,
+    TargetStats,
+    UpdateGateStats,
+    UplinkHealth,
+    metric_fields,
+)
 from ..naming import OTHER_UNITS_METRIC, UNITS_METRICS
 from .cache import Snapshot
 from .common import SNAPSHOT_MAX_AGE
@@ -42,6 +51,7 @@ class ApplianceCollector:
     uplink_health: Callable[[], Sequence[UplinkHealth]]
     alarms: AlarmService | None = None
     now: Callable[[], float] = time.time  # the wall clock readings' ages are measured on (fixed in the golden test)
+    update_gate: Callable[[], UpdateGateStats] | None = None  # the try boot's health gate (appliance/update)
 
     def collect(self) -> Iterator[Metric]:
         store = self.store
@@ -82,6 +92,8 @@ class ApplianceCollector:
         if alarms is not None:
             yield from stats_families(AlarmStats, [AlarmStats.of(a) for a in alarms.alarms()])
             yield from stats_families(TargetStats, [lane.stats() for lane in alarms.lanes.values()])
+        if self.update_gate is not None:
+            yield from stats_families(UpdateGateStats, [self.update_gate()])
 
 
 def stats_families(cls: type, records: Sequence[object]) -> Iterator[Metric]:
@@ -113,10 +125,11 @@ def make_registry(
     uplink_health: Callable[[], Sequence[UplinkHealth]],
     alarms: AlarmService | None = None,
     now: Callable[[], float] = time.time,
+    update_gate: Callable[[], UpdateGateStats] | None = None,
 ) -> CollectorRegistry:
     """A registry holding only the appliance's collector (no process or platform collectors)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(ApplianceCollector(store, pollers, queue, clock_synced, uplink_health, alarms, now))
+    reg.register(ApplianceCollector(store, pollers, queue, clock_synced, uplink_health, alarms, now, update_gate))
     return reg
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import __version__, settings
+from ..update import web as update_routes
 from . import common, control, curves
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -274,6 +275,7 @@ def spec() -> dict:
                 }
             },
             **curves.openapi_paths(_ok, _errors),
+            **update_routes.openapi_paths(_ok, _errors),
             **settings.openapi_paths(_ok, _errors, "/api/v1/control"),
             **control.openapi_view_paths(_ok, _errors),
             "/api/v1/panel": {

@@ -1,0 +1,128 @@
+"""``kelvinpi update FILE`` with real RAUC bundles (issue 28): refused bundles change nothing and say why in
+one line; a good one is installed, marked and rebooted into once.
+
+``rauc info`` is the real RAUC on real bundles signed by a CA made here. ``rauc install`` is not run
+here (it needs RAUC's service and a real A/B slot layout: the image's qemu scenarios run it); the
+``rauc`` argv points at a small script that runs the real ``rauc info`` and records the install.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from appliance.update.devicetree import write_boot_info
+
+from .conftest import ROOT
+from .support.bundles import fake_rauc, make_bundle, make_ca, need_rauc, recorder, truncated, unsigned
+
+pytestmark = pytest.mark.slow  # rauc bundle and openssl, subprocesses
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    need_rauc()
+    d = tmp_path_factory.mktemp("bundles")
+    key, cert = make_ca(d, "lab")
+    other_key, other_cert = make_ca(d, "other")
+    good = make_bundle(d, "good", key, cert, version="0.4.0")
+    return {
+        "keyring": cert,
+        "good": good,
+        "other CA": make_bundle(d, "other", other_key, other_cert),
+        "truncated": truncated(good, d / "truncated.raucb"),
+        "unsigned": unsigned(d, "unsigned"),
+        "wrong compatible": make_bundle(d, "x86", key, cert, compatible="kelvinpi-pc-amd64"),
+        "plain format": make_bundle(d, "plain", key, cert, fmt="plain"),
+        "missing": d / "no-such-bundle.raucb",
+    }
+
+
+class Box:
+    """A config whose [update] commands are real scripts recording what they were asked."""
+
+    def __init__(self, tmp_path, keyring, install_rc: int = 0) -> None:
+        self.log = tmp_path / "commands.log"
+        self.log.write_text("")
+        rauc = fake_rauc(tmp_path / "rauc", self.log, install_rc)
+        reboot = recorder(tmp_path / "reboot", self.log)
+        self.dt, self.state = tmp_path / "dt", tmp_path / "state"
+        write_boot_info(self.dt, partition=2, tryboot=False)  # slot A booted, normally
+        self.config = tmp_path / "kelvinpi.toml"
+        self.config.write_text(
+            '[[instrument]]\nmodel = "372"\nname = "LSA23JD"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = 7777\n'
+            f'[update]\nrauc = ["{rauc}"]\nkeyring = "{keyring}"\nreboot_try = ["{reboot}", "try"]\n'
+            f'reboot = ["{reboot}", "normal"]\ndevice_tree = "{self.dt}"\nstate_dir = "{self.state}"\n'
+        )
+
+    def update(self, bundle) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "update", str(bundle), "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+def test_a_signed_bundle_is_installed_marked_and_rebooted_into_once(tmp_path, bundles):
+    box = Box(tmp_path, bundles["keyring"])
+    done = box.update(bundles["good"])
+    assert done.returncode == 0, done.stderr
+    assert "version 0.4.0 for kelvinpi-rpi-arm64, signed by CN = kelvinpi test lab" in done.stdout
+    assert "40% Copying image to rootfs.1" in done.stdout  # RAUC's progress, printed as it comes
+    assert "installed into slot B" in done.stdout
+    calls = box.calls()
+    assert calls[0].startswith(f"info --keyring={bundles['keyring']} ")
+    assert calls[1:] == [f"install {bundles['good']}", "try"]  # install, then the try reboot, nothing else
+    pending = json.loads((box.state / "pending.json").read_text())
+    assert pending["bundle"] == "good.raucb" and pending["bundle_version"] == "0.4.0"
+    assert (pending["from_slot"], pending["to_slot"]) == ("A", "B")
+    assert pending["recorded"] is False and pending["failure"] is None  # the try boot records update_installed
+    assert not list(box.state.glob(".*tmp"))  # written atomically: no temporary file left
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("unsigned", "Signature size is 0 (a truncated or unsigned file)"),
+        ("other CA", "signature verification failed"),
+        ("truncated", "exceeds bundle size (a truncated or unsigned file)"),
+        ("wrong compatible", "it is for 'kelvinpi-pc-amd64', this appliance is 'kelvinpi-rpi-arm64'"),
+        ("plain format", "bundle format 'plain': only 'verity' bundles are installed"),
+        ("missing", "no such file"),
+    ],
+)
+def test_a_bad_bundle_is_refused_in_one_line_and_nothing_changes(tmp_path, bundles, kind, reason):
+    box = Box(tmp_path, bundles["keyring"])
+    done = box.update(bundles[kind])
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"kelvinpi update: refused update bundle {bundles[kind]}: ")
+    assert reason in lines[0]
+    assert all(c.startswith("info ") for c in box.calls())  # no install, no reboot
+    assert not box.state.exists()
+
+
+def test_a_failed_install_writes_no_marker_and_does_not_reboot(tmp_path, bundles):
+    box = Box(tmp_path, bundles["keyring"], install_rc=1)
+    done = box.update(bundles["good"])
+    assert done.returncode == 1
+    assert "rauc install failed (exit 1): LastError: Installation error: failed to write slot" in done.stderr
+    assert "slot A still boots" in done.stderr
+    assert [c.split()[0] for c in box.calls()] == ["info", "install"]
+    assert not (box.state / "pending.json").exists()
+
+
+def test_a_missing_keyring_is_named(tmp_path, bundles):
+    box = Box(tmp_path, tmp_path / "no-keyring.pem")
+    done = box.update(bundles["good"])
+    assert done.returncode == 2 and "the keyring" in done.stderr and "no-keyring.pem is missing" in done.stderr
+    assert box.calls() == []
