@@ -110,7 +110,8 @@ class Parser(HTTPRequestParser):
 
     def received(self, data: bytes) -> int:
         n = super().received(data)
-        if self._refusal is not None and self.error is None:  # type: ignore[has-type]  # answered before one byte of the body is kept
+        # refused on the head (over waitress's own 413 too): answered before one byte of the body is kept
+        if self._refusal is not None and self.error is not self._refusal:  # type: ignore[has-type]
             self.error, self.completed, self.connection_close = self._refusal, True, True
         return n
 

@@ -35,11 +35,18 @@ def make_ca(d: Path, name: str) -> tuple[Path, Path]:
 
 
 def make_bundle(
-    d: Path, name: str, key: Path, cert: Path, compatible: str = COMPATIBLE, version: str = "9.9.9", fmt: str = "verity"
+    d: Path,
+    name: str,
+    key: Path,
+    cert: Path,
+    compatible: str = COMPATIBLE,
+    version: str = "9.9.9",
+    fmt: str = "verity",
+    size: int = 64 * 1024,
 ) -> Path:
     content = d / f"{name}.content"
     content.mkdir(parents=True)
-    (content / "rootfs.img").write_bytes(os.urandom(64 * 1024))  # a tiny stand-in for the root file system image
+    (content / "rootfs.img").write_bytes(os.urandom(size))  # a tiny stand-in for the root file system image
     (content / "manifest.raucm").write_text(
         f"[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat={fmt}\n\n"
         "[image.rootfs]\nfilename=rootfs.img\n"
