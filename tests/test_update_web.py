@@ -149,3 +149,14 @@ def test_a_good_upload_is_installed_recorded_and_rebooted_into_once(tmp_path, em
         assert not list(app.state.glob("*.raucb"))
     finally:
         app.stop()
+
+
+def test_the_update_page_posts_the_file_with_the_token(tmp_path, emu372, bundles):
+    app = start(tmp_path, emu372, bundles)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{app.port}/static/update.html", timeout=10) as r:
+            page = r.read().decode()
+        assert 'fetch("/api/v1/update", {method: "POST", body: file' in page
+        assert '"Authorization": "Bearer " + f.token.value.trim()' in page
+    finally:
+        app.stop()
