@@ -134,3 +134,26 @@ def test_a_failed_commit_is_a_failed_try(tmp_path):
     g._run()
     assert g.state == "failed" and events[0][0] == "update_failed"
     assert "the commit failed: rauc status mark-good booted failed (exit 1)" in events[0][1]
+
+
+def test_a_service_restarted_on_the_try_keeps_the_first_starts_deadline(tmp_path):
+    """A crash or the watchdog's restart on the try boot does not restart the clock: a service that keeps
+    failing still meets the deadline, and is marked bad."""
+    import time
+
+    state = {"ready": False, "instruments": {"a": False}, "store": True, "uplinks": {}}
+    first, _ = gate(tmp_path, state, deadline=50)
+    marker.write(tmp_path / "s", pending())
+    first.start()  # the first start on this boot notes when the try began
+    first.stop_event.set()
+    first.join(5)
+    noted = marker.read(tmp_path / "s")
+    assert noted.try_boot_id == marker.boot_id() and noted.try_started is not None
+    marker.update(tmp_path / "s", try_started=noted.try_started - 100)  # that start was 100 s ago
+    again, events = gate(tmp_path, state, deadline=50)
+    t0 = time.monotonic()
+    again.start()
+    again.join(10)
+    assert time.monotonic() - t0 < 5  # no new 50 s: the deadline had already passed
+    assert events[0][0] == "update_failed" and events[0][1].startswith("not healthy within 50 s: ")
+    assert (tmp_path / "log").read_text().splitlines() == ["status mark-bad booted"]

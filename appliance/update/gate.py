@@ -63,7 +63,7 @@ class HealthGate:
         self.state = "none" if boot is None else ("waiting" if boot.tryboot else "idle")
         self.met: set[str] = set()
         self.missing: list[str] = []
-        self.started = time.monotonic()
+        self.started = _boottime()  # the try's start: see start() (a restarted service keeps the first)
         self.finished: float | None = None
         self.verdict: str | None = None
         self._thread: threading.Thread | None = None
@@ -99,6 +99,7 @@ class HealthGate:
     def start(self) -> None:
         if self.state != "waiting":
             return
+        self.started = self._try_started()
         log.warning(
             "try boot of slot %s: committing once healthy (deadline %.0f s)",
             self.boot.slot if self.boot else "?",
@@ -106,6 +107,23 @@ class HealthGate:
         )
         self._thread = threading.Thread(target=self._run, name="update-gate", daemon=True)
         self._thread.start()
+
+    def _try_started(self) -> float:
+        """When this try began, on the clock that counts from boot: the first start of the service on this
+        boot notes it in the marker, and a start after a crash or the watchdog's restart on the same boot
+        carries on from there, so a service that keeps failing still meets the deadline and rolls back."""
+        now = _boottime()
+        try:
+            pending = marker.read(self.c.state_dir)
+        except marker.MarkerError:
+            return now
+        if pending is None:
+            return now
+        this_boot = marker.boot_id()
+        if pending.try_boot_id == this_boot and pending.try_started is not None:
+            return pending.try_started
+        marker.update(self.c.state_dir, try_boot_id=this_boot, try_started=now)
+        return now
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -117,14 +135,14 @@ class HealthGate:
             if not missing:
                 self._commit()
                 return
-            if time.monotonic() - self.started >= self.deadline_s:
+            if _boottime() - self.started >= self.deadline_s:
                 self._fail(f"not healthy within {self.deadline_s:.0f} s: " + "; ".join(missing))
                 return
             if self.stop_event.wait(self.check_every):
                 return  # the service is stopping: the next start (or the old slot) decides
 
     def _commit(self) -> None:
-        took = time.monotonic() - self.started
+        took = _boottime() - self.started
         slot = self.boot.slot if self.boot else "?"
         self.state = "committing"
         try:
@@ -140,7 +158,7 @@ class HealthGate:
         log.warning("update committed: slot %s after %.1f s", slot, took)
 
     def _fail(self, reason: str) -> None:
-        self.state, self.finished, self.verdict = "failed", time.monotonic() - self.started, reason
+        self.state, self.finished, self.verdict = "failed", _boottime() - self.started, reason
         log.error("update failed: %s; marking slot bad and rebooting into the old slot", reason)
         marker.update(self.c.state_dir, failure=reason)
         self.record("update_failed", reason)
@@ -154,7 +172,7 @@ class HealthGate:
                 log.error("%s", exc)
 
     def stats(self) -> UpdateGateStats:
-        waited = self.finished if self.finished is not None else time.monotonic() - self.started
+        waited = self.finished if self.finished is not None else _boottime() - self.started
         on_try = self.state in ("waiting", "committing", "committed", "failed")
         return UpdateGateStats(
             state=self.state,
@@ -166,6 +184,11 @@ class HealthGate:
             deadline_s=self.deadline_s,
             verdict=self.verdict,
         )
+
+
+def _boottime() -> float:
+    """Seconds since boot, suspend included, never stepped by NTP (the Pi has no clock of its own)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _uptime() -> str:

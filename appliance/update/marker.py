@@ -37,6 +37,8 @@ class PendingUpdate:
     boot_id: str  # /proc/sys/kernel/random/boot_id of the boot that installed it
     recorded: bool = False
     failure: str | None = None
+    try_boot_id: str | None = None  # the try boot, once its service has started
+    try_started: float | None = None  # seconds since that boot when its service first started (the deadline's 0)
 
     def describe(self) -> str:
         return f"{self.bundle} (version {self.bundle_version}) from slot {self.from_slot} to slot {self.to_slot}"
