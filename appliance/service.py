@@ -265,8 +265,11 @@ class Appliance:
         # an update the marker says is pending: settled as an event (rolled back, committed), or tried now
         from .update import reconcile
 
-        reconcile(self.config.update.state_dir, self.update_gate.boot, self.update_gate.record)
-        self.update_gate.start()
+        try:
+            reconcile(self.config.update.state_dir, self.update_gate.boot, self.update_gate.record)
+            self.update_gate.start()
+        except OSError as exc:  # the data partition read-only or full: the appliance still runs and says so
+            log.error("update state in %s: %s", self.config.update.state_dir, exc)
 
     def wait_ready(self, timeout: float) -> bool:
         """READY once every instrument has been tried once (connected or failed)."""

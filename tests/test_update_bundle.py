@@ -126,3 +126,13 @@ def test_a_missing_keyring_is_named(tmp_path, bundles):
     done = box.update(bundles["good"])
     assert done.returncode == 2 and "the keyring" in done.stderr and "no-keyring.pem is missing" in done.stderr
     assert box.calls() == []
+
+
+def test_no_update_is_installed_on_a_try_boot(tmp_path, bundles):
+    """Installing while the new slot is on trial would overwrite the slot the appliance falls back to."""
+    box = Box(tmp_path, bundles["keyring"])
+    write_boot_info(box.dt, partition=3, tryboot=True)
+    done = box.update(bundles["good"])
+    assert done.returncode == 2
+    assert "this boot is the try of slot B, not committed yet: installing now would overwrite slot A" in done.stderr
+    assert box.calls() == [] and not box.state.exists()

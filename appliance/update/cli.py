@@ -52,6 +52,11 @@ def cmd_update(args: argparse.Namespace) -> int:
         return 2
     installer = Installer(UpdateCommands.of(cfg))
     try:
+        installer.refuse_on_a_try()
+    except InstallFailed as exc:
+        print(f"kelvinpi update: {exc}", file=sys.stderr)
+        return 2
+    try:
         info = installer.check(args.file)
     except BundleRefused as exc:
         print(f"kelvinpi update: {exc}", file=sys.stderr)

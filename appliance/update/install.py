@@ -59,6 +59,10 @@ class UpdateCommands:
         return done.stdout
 
 
+class UpdateBusy(InstallFailed):
+    """This boot is an update's try, not committed yet: the other slot is the only known-good one."""
+
+
 Progress = Callable[[str], None]
 
 
@@ -73,8 +77,18 @@ class Installer:
     def check(self, path: Path | str) -> BundleInfo:
         return check(self.c.rauc, self.c.keyring, self.c.compatible, path)
 
+    def refuse_on_a_try(self) -> None:
+        """No install while this boot is a try: it would overwrite the slot the appliance falls back to."""
+        boot = boot_info(self.c.device_tree)
+        if boot is not None and boot.tryboot:
+            raise UpdateBusy(
+                f"this boot is the try of slot {boot.slot}, not committed yet: installing now would overwrite "
+                f"slot {boot.other}, the one to fall back to; wait until it commits or rolls back"
+            )
+
     def install(self, info: BundleInfo, progress: Progress = lambda line: None) -> marker.PendingUpdate:
         """``rauc install`` with its progress lines handed to ``progress``; then the marker."""
+        self.refuse_on_a_try()
         boot = boot_info(self.c.device_tree)
         from_slot = boot.slot if boot else "?"
         to_slot = boot.other if boot else "?"

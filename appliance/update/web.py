@@ -25,7 +25,7 @@ from ..control import ControlRefused
 from ..web.common import API
 from ..web.server import LargeBody
 from .bundle import BundleRefused
-from .install import Installer, InstallFailed, UpdateCommands
+from .install import Installer, InstallFailed, UpdateBusy, UpdateCommands
 
 if TYPE_CHECKING:
     from ..config import UpdateConfig
@@ -81,12 +81,16 @@ def install(app: Bottle, *, access: ControlAccess, cfg: UpdateConfig, record: Ca
             req = ctl.audit.begin("update", access.who(), f"install an update bundle of {length} bytes", "no update")
             bundle = state_dir / f"upload-{int(time.time())}-{os.getpid()}.raucb"
             try:
+                installer.refuse_on_a_try()
                 _receive(request.environ["wsgi.input"], bundle, length, cap)
                 info = installer.check(bundle)
                 pending = installer.install(info)
             except BundleRefused as exc:
                 ctl.audit.end(req, "refused", exc.reason)
                 raise HTTPError(400, f"refused the uploaded bundle: {exc.reason}") from None
+            except UpdateBusy as exc:
+                ctl.audit.end(req, "refused", str(exc))
+                raise HTTPError(409, str(exc)) from None
             except (InstallFailed, OSError) as exc:
                 ctl.audit.end(req, "failed", str(exc))
                 raise HTTPError(503, f"the update was not installed: {exc}") from None
