@@ -267,9 +267,9 @@ class Appliance:
 
         try:
             reconcile(self.config.update.state_dir, self.update_gate.boot, self.update_gate.record)
-            self.update_gate.start()
         except OSError as exc:  # the data partition read-only or full: the appliance still runs and says so
             log.error("update state in %s: %s", self.config.update.state_dir, exc)
+        self.update_gate.start()  # a try is judged whatever became of the marker
 
     def wait_ready(self, timeout: float) -> bool:
         """READY once every instrument has been tried once (connected or failed)."""

@@ -115,14 +115,14 @@ class HealthGate:
         now = _boottime()
         try:
             pending = marker.read(self.c.state_dir)
-        except marker.MarkerError:
-            return now
-        if pending is None:
-            return now
-        this_boot = marker.boot_id()
-        if pending.try_boot_id == this_boot and pending.try_started is not None:
-            return pending.try_started
-        marker.update(self.c.state_dir, try_boot_id=this_boot, try_started=now)
+            if pending is None:
+                return now
+            this_boot = marker.boot_id()
+            if pending.try_boot_id == this_boot and pending.try_started is not None:
+                return pending.try_started
+            marker.update(self.c.state_dir, try_boot_id=this_boot, try_started=now)
+        except (marker.MarkerError, OSError) as exc:  # judged from this start, then
+            log.error("the try's start could not be kept: %s", exc)
         return now
 
     def join(self, timeout: float | None = None) -> None:
