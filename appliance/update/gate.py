@@ -150,17 +150,26 @@ class HealthGate:
         except InstallFailed as exc:
             self._fail(f"healthy after {took:.1f} s, but the commit failed: {exc}")
             return
-        pending = marker.read(self.c.state_dir)
+        try:
+            pending = marker.read(self.c.state_dir)
+        except (marker.MarkerError, OSError):
+            pending = None
         what = pending.describe() if pending else f"slot {slot}"
         self.record("update_committed", f"committed {what} after {took:.1f} s ({_uptime()})")
-        marker.remove(self.c.state_dir)
+        try:
+            marker.remove(self.c.state_dir)
+        except OSError as exc:  # the next boot finds it on the committed slot and says so (rollback.py)
+            log.error("the update marker could not be removed: %s", exc)
         self.state, self.finished, self.verdict = "committed", took, f"committed after {took:.1f} s"
         log.warning("update committed: slot %s after %.1f s", slot, took)
 
     def _fail(self, reason: str) -> None:
         self.state, self.finished, self.verdict = "failed", _boottime() - self.started, reason
         log.error("update failed: %s; marking slot bad and rebooting into the old slot", reason)
-        marker.update(self.c.state_dir, failure=reason)
+        try:
+            marker.update(self.c.state_dir, failure=reason)
+        except (marker.MarkerError, OSError) as exc:  # the old slot then gives the generic reason
+            log.error("the reason could not be kept in the marker: %s", exc)
         self.record("update_failed", reason)
         for argv, what in (
             ([*self.c.rauc, "status", "mark-bad", "booted"], "rauc status mark-bad booted"),
