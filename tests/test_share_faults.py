@@ -56,6 +56,28 @@ def test_a_question_asked_around_an_outage_is_never_answered_after_it(tmp_path, 
         c.close()
 
 
+def test_a_line_that_could_not_begin_within_max_wait_is_dropped_not_answered_late(tmp_path, emu372):
+    """B's question waits behind A's slow one longer than max_wait: B has given up by then, so it gets
+    nothing (an answer now would be read as the answer to its next question); its next is its own."""
+    emu372.device.channels["2"].name = "b's own"
+    with sharing(tmp_path, emu372, share="max_wait = 0.3") as app:
+        port, h = port_of(app), app.pollers[0].health
+        a, b = LineClient(port), LineClient(port)
+        emu372.control("slow 0.8 INNAME? 1")  # within the link's timeout (1 s): slow, not lost
+        a.sock.sendall(b"INNAME? 1\r\n")
+        wait_for(lambda: any("INNAME? 1" in x for x in emu372.ledger.heard), 5, 0.005, "A's question sent")
+        heard = len(emu372.ledger.heard)
+        b.sock.sendall(b"INNAME? 3\r\n")  # waits behind it for 0.8 s
+        b.sock.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            b.sock.recv(100)
+        emu372.control("clear")
+        assert b.msg("INNAME? 2") == "b's own"
+        assert a.sock.recv(100).endswith(b"\r\n")  # A's slow answer came, to A
+        assert h.share.dropped == 1 and not any("INNAME? 3" in x for x in list(emu372.ledger.heard)[heard:])
+        a.close(), b.close()
+
+
 def test_a_long_line_of_refused_settings_does_not_starve_the_others(tmp_path, emu372):
     """Under ``read`` each refused setting is read back (one exchange each); a line of 40 of them, each
     read-back 30 ms, is served a step at a time between the other client's lines, and afterwards the
@@ -63,15 +85,20 @@ def test_a_long_line_of_refused_settings_does_not_starve_the_others(tmp_path, em
     with sharing(tmp_path, emu372, share="max_wait = 10") as app:
         port, h = port_of(app), app.pollers[0].health
         a, b = LineClient(port), LineClient(port)
-        emu372.control("slow 0.03 INNAME?")  # only the share's read-backs name it
+        emu372.control("slow 0.03 INNAME?")  # only the share's read-backs name it (the poller's at connect)
+        since = len(emu372.ledger.heard)
+
+        def share_readback(x: str) -> bool:
+            return "INNAME? 1" in x and x.endswith(";*ESR?")
+
         a.sock.sendall(";".join(f'INNAME 1,"x{i}"' for i in range(40)).encode() + b"\r\n")
-        wait_for(lambda: any("INNAME? 1" in x for x in emu372.ledger.heard), 5, 0.01, "the long line begun")
+        wait_for(lambda: any(map(share_readback, list(emu372.ledger.heard)[since:])), 5, 0.01, "the long line begun")
         assert b.msg("*IDN?").startswith("LSCI,MODEL372")
-        heard = list(emu372.ledger.heard)
-        first_a = next(i for i, x in enumerate(heard) if "INNAME? 1" in x)
-        b_at = next(i for i, x in enumerate(heard) if i > first_a and "*IDN?" in x)
-        assert any("INNAME? 1" in x for x in heard[b_at:]), "the other client waited for the whole long line"
         wait_for(lambda: h.share.settings_refused == 40, 20, 0.05, "the long line carried out")
+        heard = list(emu372.ledger.heard)[since:]
+        first_a = next(i for i, x in enumerate(heard) if share_readback(x))
+        b_at = next(i for i, x in enumerate(heard) if i > first_a and "*IDN?" in x)
+        assert any(map(share_readback, heard[b_at:])), "the other client waited for the whole long line"
         emu372.control("clear")
         for _ in range(5):  # both served again, each at once
             assert b.msg("SCAN?") and a.msg("INNAME? 2")
