@@ -130,7 +130,20 @@ class ShareConfig(Strict):
     )
     max_clients: int = Field(4, ge=1, le=32, description="clients at once; the next is refused and logged")
     idle_timeout: float = Field(
-        3600.0, gt=0, le=86400, description="seconds a silent client keeps its connection (and its place)"
+        300.0,
+        gt=0,
+        le=86400,
+        description="seconds a silent client keeps its connection and its place (of max_clients); then it is "
+        "cut off, as a client that went away without closing must not hold a place for long",
+    )
+    max_wait: float = Field(
+        1.5,
+        gt=0,
+        le=60,
+        description="seconds a client's line may wait for its answer (behind other clients, the poller's "
+        "cycle, a control request); a line not answered by then is dropped unanswered: its client has "
+        "given up (pyvisa's and Lake Shore's drivers wait 2 s), and a late answer would be read as the "
+        "answer to its next question",
     )
     max_queued: int = Field(
         16, ge=1, le=1000, description="lines a client may have waiting; further lines are dropped and counted"

@@ -237,7 +237,7 @@ class ShareHealth:
     )
     dropped: int = stat(
         "kelvinpi_share_dropped_lines",
-        "Client lines dropped: max_queued waiting",
+        "Client lines dropped unanswered: max_queued waiting, asked before an outage, or waited past max_wait",
         counter=True,
         labels=_NODE,
         default=0,
@@ -245,6 +245,13 @@ class ShareHealth:
     garbage: int = stat(
         "kelvinpi_share_garbage_lines",
         "Client lines that were not printable ASCII or too long",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
+    timeouts: int = stat(
+        "kelvinpi_share_timeouts",
+        "Client exchanges the instrument did not answer in time (the link reset; polling went on)",
         counter=True,
         labels=_NODE,
         default=0,

@@ -92,6 +92,7 @@ class LineSession:
         self.dispatcher, self.lock, self.faults, self.send = dispatcher, lock, faults, send
         self.ledger = ledger
         self.buf = bytearray()
+        self._overflowed = False  # inside a line longer than the input buffer: dropped up to its end
 
     def feed(self, data: bytes) -> None:
         arrived = getattr(self.dispatcher, "arrived", None)
@@ -105,11 +106,17 @@ class LineSession:
                 cr = self.buf.find(b"\r")
                 idx = cr if cr >= 0 and (idx < 0 or cr < idx) else idx
             if idx < 0:
-                if len(self.buf) > 4096:
-                    self.buf.clear()  # the real input buffer is finite; drop the junk
+                if len(self.buf) > 4096 or self._overflowed:
+                    # the real input buffer is finite: the junk is dropped, and so is the rest of that
+                    # line as it comes, up to its end (its tail is not a message of its own)
+                    self.buf.clear()
+                    self._overflowed = True
                 return
             line = bytes(self.buf[:idx]).rstrip(b"\r")
             del self.buf[: idx + 1]
+            if self._overflowed or len(line) > 4096:
+                self._overflowed = False  # the overlong line's end (or one that came whole): dropped
+                continue
             text = line.decode("ascii", errors="replace")
             if self.ledger is not None and text.strip():
                 self.ledger.hear(text)

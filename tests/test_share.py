@@ -420,10 +420,12 @@ def test_the_240_through_the_share_vendor_and_socs(tmp_path, emu240_8p):
 def test_a_late_answer_reaches_neither_another_client_nor_the_poller(tmp_path, emu372):
     """A client's question the instrument answers after the link's timeout: that client gets silence, the
     link is reset (a new connection), the late reply lands on the closed one; the next client's answer
-    is its own and the poller's readings stay right."""
+    is its own and the poller's readings stay right. The instrument answers everything else, so it is
+    the client's timeout, not the instrument's: the poller does not reconnect."""
     emu372.device.channels["4"].name = "quick one"
     with sharing(tmp_path, emu372) as app:
         port, h = port_of(app), app.pollers[0].health
+        connects = h.reconnects
         late, other = LineClient(port, timeout=3), LineClient(port)
         emu372.control("slow 1.5 QRDG?")  # a query the poller never sends
         late.sock.sendall(b"QRDG? 3\r\n")
@@ -434,7 +436,10 @@ def test_a_late_answer_reaches_neither_another_client_nor_the_poller(tmp_path, e
         late.sock.settimeout(1.0)
         with pytest.raises(TimeoutError):
             late.sock.recv(100)  # silence, as from the instrument: never another's answer
-        assert h.errors["timeout"] == 1 and h.connected
+        # the client's question timed out, not the instrument: the link was reset and polling went on, with
+        # no disconnection, no reconnect and no timeout counted against the instrument (issue 26, item 4)
+        assert h.errors["timeout"] == 0 and h.connected and h.reconnects == connects, (h.errors, h.reconnects)
+        assert h.share.timeouts == 1
         cycles = h.cycles
         wait_for(lambda: h.cycles > cycles + 3, 5, 0.05, "the poller cycles on")
         assert not h.errors.get("bad_reply"), h.errors

@@ -22,6 +22,10 @@ def test_share_is_off_by_default_and_reads_only():
     cfg = config.parse(BASE.replace("enabled = true", "").format(share=""))
     share = cfg.instrument[0].share
     assert (share.enabled, share.policy, share.max_clients, share.max_queued) == (False, "read", 4, 16)
+    # a place of a 4-client share is not held for an hour by a client that went away without closing
+    assert (share.idle_timeout, share.max_wait) == (300.0, 1.5)
+    cfg = config.parse(BASE.format(share="idle_timeout = 30\nmax_wait = 4"))
+    assert (cfg.instrument[0].share.idle_timeout, cfg.instrument[0].share.max_wait) == (30.0, 4.0)
 
 
 @pytest.mark.parametrize(
@@ -33,6 +37,8 @@ def test_share_is_off_by_default_and_reads_only():
         ('policy = "write"', "'read', 'allow' or 'full' (got 'write')"),
         ("port = 8080", "web server's"),
         ("max_clients = 0", "max_clients"),
+        ("idle_timeout = 0", "idle_timeout"),
+        ("max_wait = 100", "max_wait"),
     ],
 )
 def test_bad_share_settings_are_named(share, words):

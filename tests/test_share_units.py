@@ -7,7 +7,8 @@ import pytest
 from appliance.config import ShareConfig
 from appliance.share.dialect import LS240, LS372, dialect_for
 from appliance.share.exchanger import Policy
-from appliance.share.lines import parse_line, printable, same_value
+from appliance.share.job import steps_of
+from appliance.share.lines import MAX_LINE, Framer, parse_line, printable, same_value
 
 
 def test_a_line_splits_as_the_instrument_reads_it():
@@ -51,44 +52,42 @@ def test_each_model_reads_its_settings_back():
     assert LS372.has_esr and not LS240.has_esr and dialect_for("372") is LS372 and "SCAN" in LS372.replan
 
 
-class _Link:
-    """The instrument end of the poller's link, as the exchanger uses it: every line it was sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.observer = None
-
-    def query_raw(self, message: str) -> bytes:
-        self.sent.append(message)
-        return b"LSCI,MODEL372,LSA23JD,1.3;0"
+def test_an_overlong_line_is_dropped_to_its_end_and_its_tail_is_no_line():
+    f = Framer()
+    assert f.feed(b"X" * (MAX_LINE + 10)) == [None]  # garbage, once
+    assert f.feed(b"Y" * 100) == []  # still that line
+    assert f.feed(b";SCAN 5,0\r\n*IDN?\r\n") == [b"*IDN?"]  # its tail is not executed; the next line is
+    # an overlong line that comes whole is one piece of garbage too
+    assert Framer().feed(b"Z" * (MAX_LINE + 1) + b"\nKRDG? A\n") == [None, b"KRDG? A"]
 
 
-def test_a_line_that_waited_through_an_outage_is_dropped_not_answered_late():
-    import socket
-    import threading
-    import time
-    from types import SimpleNamespace
+@pytest.mark.parametrize(
+    "cr_ends, data, lines",
+    [
+        (False, b"KRDG? 1\nKRDG? 2\r\n", [b"KRDG? 1", b"KRDG? 2"]),
+        (False, b"KRDG? 1\rKRDG? 2\n", [b"KRDG? 1\rKRDG? 2"]),  # the 372 ends a line at LF only
+        (True, b"KRDG? A\rKRDG? B\r\nKRDG? C\n", [b"KRDG? A", b"KRDG? B", b"KRDG? C"]),  # the 336: CR, CR LF, LF
+    ],
+)
+def test_a_line_ends_where_the_instrument_ends_it(cr_ends, data, lines):
+    assert Framer(cr_ends).feed(data) == lines
+    assert dialect_for("336").cr_ends_line and dialect_for("350").cr_ends_line and not LS372.cr_ends_line
 
-    from appliance.share.exchanger import Exchanger
-    from appliance.share.session import ClientSession
 
-    link = _Link()
-    poller = SimpleNamespace(
-        cfg=SimpleNamespace(name="LSA23JD", timeout=1.0),
-        instrument=link,
-        stop_event=threading.Event(),
-        requests_waiting=lambda: False,
-        serve_until=time.monotonic() + 60,
+def test_an_ipv4_mapped_client_matches_an_ipv4_entry():
+    p = Policy(
+        ShareConfig(enabled=True, policy="allow", allow_commands=["SCAN"], allow_clients=["10.0.0.5", "fd00::/8"])
     )
-    ex = Exchanger(poller, ShareConfig(enabled=True), LS372, audit=None, store=None)
-    ours, theirs = socket.socketpair()
-    s = ClientSession(ours, ("127.0.0.1", 5), 16, 60, lambda: None, lambda *a: None, ex.health)
-    ex.add(s)
-    s.lines.append(("*IDN?", time.monotonic() - 11))  # queued 11 s ago: the link was down since
-    s.lines.append(("*IDN?", time.monotonic()))
-    ex._turn(link)
-    assert link.sent == ["*IDN?;*ESR?"]  # only the fresh one went to the instrument
-    assert s.stats.dropped == 1 and ex.health.dropped == 1
-    theirs.settimeout(1)
-    assert theirs.recv(100) == b"LSCI,MODEL372,LSA23JD,1.3\r\n"
-    ours.close(), theirs.close()
+    assert p.allows("SCAN", "::ffff:10.0.0.5") and p.allows("SCAN", "10.0.0.5") and p.allows("SCAN", "fd00::1")
+    assert not p.allows("SCAN", "::ffff:10.0.0.6") and not p.allows("SCAN", "::1")
+
+
+def test_a_line_is_cut_into_steps_in_order():
+    kinds = [(st.kind, [p.text for p in st.parts]) for st in steps_of("KRDG? 1;SRDG? 1;SCAN 5,0;*ESR?;RDGR? 2", True)]
+    assert kinds == [
+        ("query", ["KRDG? 1", "SRDG? 1"]),
+        ("setting", ["SCAN 5,0"]),
+        ("esr", ["*ESR?"]),
+        ("query", ["RDGR? 2"]),
+    ]
+    assert [st.kind for st in steps_of(";".join(["SCAN 5,0"] * 200), True)] == ["setting"] * 200

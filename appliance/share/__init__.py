@@ -74,7 +74,18 @@ class Share:
                 )
                 self._refusal_logged = now
             return False
-        s = ClientSession(conn, peer, self.cfg.max_queued, self.cfg.idle_timeout, ex.wake, self._closed, self.health)
+        s = ClientSession(
+            conn,
+            peer,
+            self.cfg.max_queued,
+            self.cfg.idle_timeout,
+            ex.wake,
+            self._closed,
+            self.health,
+            cr_ends=ex.dialect.cr_ends_line,
+            terminator=ex.dialect.terminator,
+            link_epoch=ex.link_epoch,
+        )
         ex.add(s)
         self.health.accepted += 1
         log.info("%s: share client %s connected", self.name, s.address)

@@ -31,6 +31,11 @@ class Dialect:
     replan: frozenset[str] = frozenset()
     # settings that move the scanner: the readings inside the new channel's pause are displaced
     scanner: frozenset[str] = frozenset()
+    # a CR alone ends a message as LF does (the 336's and 350's: FIDELITY 336-28); else LF ends it
+    # (CR LF too: the CR before the LF is dropped)
+    cr_ends_line: bool = False
+    # what ends the instrument's answers (every Lake Shore model: CR LF)
+    terminator: bytes = b"\r\n"
 
     def esr_reply(self, value: int) -> str:
         """``*ESR?``'s answer as the instrument prints it (the 372: a plain integer, ``32``)."""
@@ -114,8 +119,16 @@ LS336 = Dialect(
     readings=frozenset({"KRDG?", "SRDG?", "CRDG?", "RDGST?", "HTR?", "AOUT?"}),
     readback=_LS336_READBACK,
     replan=frozenset({"INTYPE", "*RST"}),
+    cr_ends_line=True,
 )
-LS350 = Dialect("350", LS336.has_esr, readings=LS336.readings, readback=_LS336_READBACK, replan=LS336.replan)
+LS350 = Dialect(
+    "350",
+    LS336.has_esr,
+    readings=LS336.readings,
+    readback=_LS336_READBACK,
+    replan=LS336.replan,
+    cr_ends_line=LS336.cr_ends_line,
+)
 
 DIALECTS: dict[str, Dialect] = {"372": LS372, "240": LS240, "336": LS336, "350": LS350}
 

@@ -2,11 +2,14 @@
 
 The poller runs its cycle, then serves control requests and share clients until the next cycle
 is due (``Poller._serve_requests``). The exchanger joins that queue with a single *turn*
-request whenever a client has a line waiting, and in its turn takes one line from each client
-in rotation (in order per client, fairly between clients) while the time left before the next
-cycle holds another line; a turn that finds no time left serves one line when none was served
-since the last cycle, so clients always progress and the cycle is late by one line at most.
-A control request waiting ends the turn: the API is not starved by clients.
+request whenever a client has a line waiting, and in its turn takes one *step* of a line
+(``job.py``: a run of queries, or one setting) from each client in rotation (in order per client,
+fairly between clients) while the time left before the next cycle holds another exchange (its
+link time is measured per exchange, not per line, so one long line cannot inflate it). A turn
+that finds no time left still serves one step when none was served since the last cycle and
+that cycle overran, or when no step was served for two intervals: clients always progress and
+a cycle is late by one step at most. A control request waiting ends the turn: the API is not
+starved by clients.
 
 Each line goes through the instrument driver's exchange discipline (``Instrument.query_raw``:
 one exchange at a time, the instrument's pacing, a timed-out exchange resets the link before the
@@ -15,9 +18,18 @@ is handed to the session whose line it was.
 
 What the share does itself, never the instrument:
 
-- the status register per client: every forwarded line carries ``;*ESR?`` at its end (models with
-  one), its bits go to that client's own register, and a client's ``*ESR?`` / ``*CLS`` is answered
-  from it; a model without one gets a sentinel query, so a line always has a reply;
+- the status register per client: every forwarded exchange carries ``;*ESR?`` at its end (models
+  with one), and ``*ESR?;`` at its start too unless the share's own last exchange was the last on
+  the link (the poller, the API, a reconnect or the power-on bit may have set bits since): the bits
+  read before are nobody's and are dropped, the bits read after go to that client's own register,
+  and a client's ``*ESR?`` / ``*CLS`` is answered from it; a model without one gets a sentinel
+  query, so an exchange always has a reply;
+- a client's exchange the instrument does not answer within its timeout: silence for that client,
+  the link reset (the driver's discipline) and the instrument asked what it always answers; only
+  when that fails too is it the instrument's timeout (the poller reconnects);
+- a line from before an outage (its epoch is not the link's) or that waited longer than
+  ``max_wait`` before it could begin is dropped unanswered: its client has given up, and a late answer would be read as
+  the answer to its next question;
 - a reading query the poller asked in this cycle (``Dialect.readings``) is answered from the
   poller's own reply while that cycle is the newest; nothing older;
 - the policy: a setting the policy refuses is not sent and sets the client's command-error bit,
@@ -42,12 +54,25 @@ from drivers.errors import ConnectionLost, InstrumentTimeout
 from ..config import ShareConfig
 from ..health import ShareHealth
 from .dialect import Dialect
+from .job import LineJob, Step, steps_of
 from .lines import Part, parse_line, same_value
 from .session import ESR_COMMAND_ERROR, ClientSession
 
 log = logging.getLogger("kelvinpi.share")
 
 ESR_ERRORS = 4 | 16 | 32  # query, execution, command error
+
+
+def client_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as the policy compares it: an IPv4-mapped IPv6 one (``::ffff:10.0.0.5``, what a
+    dual-stack socket reports for an IPv4 client) is the IPv4 address it carries."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
 
 
 class Policy:
@@ -63,11 +88,10 @@ class Policy:
             return True
         if self.kind == "read":
             return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+        addr = client_ip(ip)
+        if addr is None:
             return False
-        return mnemonic in self.commands and any(addr in n for n in self.networks)
+        return mnemonic in self.commands and any(addr.version == n.version and addr in n for n in self.networks)
 
 
 class Exchanger:
@@ -86,17 +110,28 @@ class Exchanger:
         self._cache: dict[str, str] = {}  # part key -> the poller's answer in the newest cycle
         self._recording = False
         self._in_turn = False  # the exchanges now are the share's own
-        self._served = 0  # lines served since the last cycle ended
+        self._served = 0  # steps served since the last cycle ended
+        self._last_step = time.monotonic()  # when a step was last served (the starvation guard)
         self._cycle_start = 0.0
         self._overran = False  # the last cycle ran into the next one's time
-        self.line_seconds = 0.002  # a line's link time (moving average): does one more fit before the cycle?
-        # a line that waited longer than this (the link was down) is dropped, not answered late
-        self.stale_after = max(10.0, 4 * poller.cfg.timeout)
+        # one exchange's link time (moving average): does one more fit before the cycle? Measured per
+        # exchange, so a line of many parts cannot make it so large that no client is served again
+        self.exchange_seconds = 0.001
+        # the instrument's status register holds only bits the share has read: its last exchange
+        # ended with *ESR? and nothing has been on the link since (else the next one reads it first)
+        self._esr_clean = False
+        self.max_wait = cfg.max_wait
         self._displacing: tuple[float, str, str] | None = None  # (until, who, what) after a scanner move
         self._displaced_now = 0
         poller.instrument.observer = self.observe
 
     # -- sessions ------------------------------------------------------------------------
+    def link_epoch(self) -> int | None:
+        """The link's epoch (its count of connections), None while it is down: a line is carried out
+        only in the epoch it arrived in (any thread)."""
+        h = self.poller.health
+        return h.reconnects if h.connected else None
+
     def add(self, session: ClientSession) -> None:
         with self.lock:
             self.sessions.append(session)
@@ -115,11 +150,13 @@ class Exchanger:
     # -- the poller's cycle ------------------------------------------------------------
     def observe(self, message: str, reply: bytes) -> None:
         """Every exchange of the driver (``Instrument.observer``): the cycle's readings are kept."""
+        if self._in_turn:
+            return  # the share's own: it keeps its register and cache itself
+        self._esr_clean = False  # the poller's or the API's exchange may have set status bits
         if not self._recording:
-            if not self._in_turn:
-                # a control request between cycles (the API's settings read back after writing): what
-                # this cycle read may have changed, so it answers nobody any more
-                self._cache.clear()
+            # a control request between cycles (the API's settings read back after writing): what
+            # this cycle read may have changed, so it answers nobody any more
+            self._cache.clear()
             return
         parts = parse_line(message)
         answers = reply.decode("ascii", "replace").split(";")
@@ -132,12 +169,13 @@ class Exchanger:
     def cycle_started(self) -> None:
         self._cache.clear()  # "this cycle": the last one's readings are no answer any more
         self._recording = True
+        self._esr_clean = False
         self._cycle_start = time.monotonic()
 
     def cycle_ended(self, samples: list) -> None:
         self._recording = False
         self._served = 0
-        # the cycle left no time before the next one: clients still get one line, so they progress
+        # the cycle left no time before the next one: clients still get one step, so they progress
         self._overran = time.monotonic() - self._cycle_start >= self.poller.interval
         self._count_displaced(samples)
         self.health.client_list = self.client_list()
@@ -182,119 +220,189 @@ class Exchanger:
             turn.add_done_callback(self._turn_ended)
 
     def _turn_ended(self, turn: Any) -> None:
-        """A turn refused before it ran (the link went down): the next one may be queued."""
+        """A turn refused before it ran (the link went down): the next one may be queued, and what
+        waits is from before the outage, so it is dropped now (never answered after it)."""
         if turn.cancelled() or turn.exception() is not None:
             with self.lock:
                 self._token = False
+            self._drop_stale(self.link_epoch())
 
-    def _pick(self) -> ClientSession | None:
-        with self.lock:
-            n = len(self.sessions)
-            for i in range(n):
-                s = self.sessions[(self._next + i) % n]
-                if s.pending():
-                    self._next = (self._next + i + 1) % n
-                    return s
-        return None
+    def _drop_stale(self, epoch: int | None) -> None:
+        """Drop every line (and a line under way) that arrived in another epoch of the link."""
+        for s in list(self.sessions):
+            with s.lock:
+                stale = [item for item in s.lines if item[2] != epoch]
+                for item in stale:
+                    s.lines.remove(item)
+            job = s.job
+            if job is not None and job.epoch != epoch:
+                s.job = None
+                stale.append(job)
+            if stale:
+                s.drop(len(stale))
 
     def _turn(self, inst: Any) -> None:
         with self.lock:
             self._token = False
         self._in_turn = True
         try:
-            self._serve_lines(inst)
+            self._serve(inst)
         finally:
             self._in_turn = False
 
-    def _serve_lines(self, inst: Any) -> None:
-        until = getattr(self.poller, "serve_until", 0.0)
+    def _may_serve(self, now: float, until: float) -> bool:
+        if now + self.exchange_seconds <= until:
+            return True
+        # no time left before the cycle: one step still, after an overrun or when none went for two intervals
+        return self._served == 0 and (self._overran or now - self._last_step >= 2 * self.poller.interval)
+
+    def _serve(self, inst: Any) -> None:
+        until = self.poller.serve_until
+        epoch = self.link_epoch()
         while not self.poller.stop_event.is_set():
             if self.poller.requests_waiting():
                 self.wake()  # behind the control request, in the queue's order
                 return
-            if time.monotonic() + self.line_seconds > until and (self._served or not self._overran):
-                return  # no time left before the cycle: the cycle's end wakes us again
-            s = self._pick()
-            if s is None:
+            now = time.monotonic()
+            if not self._may_serve(now, until):
+                return  # the cycle's end wakes us again
+            job = self._next_job(now, epoch)
+            if job is None:
                 return
+            self._step(inst, job)
+
+    def _next_job(self, now: float, epoch: int | None) -> LineJob | None:
+        """The next client in rotation with a line under way or waiting, and that line."""
+        with self.lock:
+            sessions = list(self.sessions)
+        n = len(sessions)
+        for i in range(n):
+            k = (self._next + i) % n
+            job = self._job_of(sessions[k], now, epoch)
+            if job is not None:
+                self._next = (k + 1) % n
+                return job
+        return None
+
+    def _job_of(self, s: ClientSession, now: float, epoch: int | None) -> LineJob | None:
+        """The session's line under way, else its next line that is still worth answering."""
+        job = s.job
+        if job is not None:
+            if job.epoch == epoch:
+                return job  # begun in time: it runs to its end, as the instrument carries out a whole line
+            s.job = None  # the link went down since: no answer from another connection's instrument
+            s.drop()
+        while True:
             item = s.next_line()
             if item is None:
+                return None
+            line, received, line_epoch = item
+            if line_epoch != epoch or now - received > self.max_wait:
+                # asked before an outage, or waited past max_wait: its client has given up, and an
+                # answer now would be read as the answer to its next question
+                s.drop()
                 continue
-            line, received = item
-            started = time.monotonic()
-            if started - received > self.stale_after:
-                # waited through an outage: its client gave up long ago, and an answer now would be read
-                # as the answer to a later question (a real instrument loses its input when it goes away)
-                s.stats.dropped += 1
-                self.health.dropped += 1
+            job = LineJob(s, line, received, line_epoch, steps_of(line, self.dialect.has_esr))
+            if not job.steps:
+                s.answer(None, received)
                 continue
-            touched = [False]
-            try:
-                text = self.run_line(inst, s, line, touched)
-            except (InstrumentTimeout, ConnectionLost):
-                s.answer(None, received)  # silence, as from the instrument; the poller resets the link
-                raise
-            except Exception:
-                log.exception("%s: share client %s: line %r", self.node, s.address, line)
-                text = None
-            self._served += 1
-            took = time.monotonic() - started
-            self.health.commands += 1
-            self.health.busy_seconds += took
-            if touched[0]:
-                self.line_seconds = 0.8 * self.line_seconds + 0.2 * took
-            s.answer(text, received)
+            s.job = job
+            return job
 
-    # -- one line ------------------------------------------------------------------------
-    def run_line(self, inst: Any, s: ClientSession, line: str, touched: list) -> str | None:
-        """Carry out one client line; its answer as the instrument would give it, or None (silence)."""
-        d = self.dialect
-        answers: list[str] = []
-        batch: list[Part] = []
-        for p in parse_line(line):
-            if d.has_esr and p.mnemonic == "*ESR?":
-                self._flush(inst, s, batch, answers, touched)
-                answers.append(d.esr_reply(s.read_esr()))
-            elif d.has_esr and p.mnemonic == "*CLS":
-                self._flush(inst, s, batch, answers, touched)
-                s.read_esr()
-            elif not p.is_query:
-                self._flush(inst, s, batch, answers, touched)
-                touched[0] = True
-                self._setting(inst, s, p)
-            else:
-                batch.append(p)
-        self._flush(inst, s, batch, answers, touched)
-        return ";".join(answers) if answers else None
-
-    def _exchange(self, inst: Any, text: str) -> tuple[list[str], int]:
-        """Send ``text`` with the status query (or sentinel) at its end: its answers, and the ESR bits."""
-        tail = "*ESR?" if self.dialect.has_esr else self.dialect.sentinel
-        raw = inst.query_raw(f"{text};{tail}")
-        got = raw.decode("ascii", "replace").split(";")
-        last = got.pop()
-        esr = 0
-        if self.dialect.has_esr:
-            try:
-                esr = int(last.strip())
-            except ValueError:
-                esr = 0
-        return got, esr
-
-    def _flush(self, inst: Any, s: ClientSession, batch: list[Part], answers: list[str], touched: list) -> None:
-        if not batch:
+    def _step(self, inst: Any, job: LineJob) -> None:
+        """One step of a client's line on the link; the answer when it was the line's last."""
+        step = job.steps.popleft()
+        started = time.monotonic()
+        try:
+            exchanges = self._run_step(inst, job, step)
+        except InstrumentTimeout:
+            self._finish(job, silent=True)
+            self._client_timeout(inst, job, step)
             return
-        keys = [p.key() for p in batch]
-        if all(p.mnemonic in self.dialect.readings and k in self._cache for p, k in zip(batch, keys, strict=True)):
-            answers.extend(self._cache[k] for k in keys)
+        except ConnectionLost:
+            self._finish(job, silent=True)  # silence, as from the instrument; the poller reconnects
+            raise
+        except Exception:
+            log.exception("%s: share client %s: line %r", self.node, job.session.address, job.line)
+            self._finish(job, silent=True)
+            return
+        took = time.monotonic() - started
+        if exchanges:
+            self._served += 1
+            self._last_step = started + took
+            self.health.busy_seconds += took
+            self.exchange_seconds = 0.8 * self.exchange_seconds + 0.2 * (took / exchanges)
+        if not job.steps:
+            self._finish(job)
+
+    def _finish(self, job: LineJob, silent: bool = False) -> None:
+        s = job.session
+        if s.job is job:
+            s.job = None
+        self.health.commands += 1
+        s.answer(None if silent or not job.answers else ";".join(job.answers), job.received)
+
+    def _client_timeout(self, inst: Any, job: LineJob, step: Step) -> None:
+        """A client's exchange the instrument did not answer in time: its client's affair, unless the
+        instrument does not answer the share's sentinel query either (then the poller reconnects)."""
+        self.health.timeouts += 1
+        self._esr_clean = False
+        what = ";".join(p.text for p in step.parts)
+        # the driver has dropped the link's late input (a new TCP connection, or a quiet serial line)
+        # before this exchange: the late answer can reach nobody
+        inst.query_raw(self.dialect.sentinel)
+        log.warning(
+            "%s: share client %s: %r got no answer within %g s; the link was reset and the instrument "
+            "answers, so polling goes on",
+            self.node,
+            job.session.address,
+            what,
+            inst.timeout,
+        )
+
+    # -- one step ------------------------------------------------------------------------
+    def _run_step(self, inst: Any, job: LineJob, step: Step) -> int:
+        """Carry out one step; the link exchanges it took."""
+        s = job.session
+        if step.kind == "esr":
+            job.answers.append(self.dialect.esr_reply(s.read_esr()))
+            return 0
+        if step.kind == "cls":
+            s.read_esr()
+            return 0
+        if step.kind == "setting":
+            return self._setting(inst, s, step.parts[0])
+        keys = [p.key() for p in step.parts]
+        cache, readings = self._cache, self.dialect.readings
+        if all(p.mnemonic in readings and k in cache for p, k in zip(step.parts, keys, strict=True)):
+            job.answers.extend(cache[k] for k in keys)
             s.stats.cached += 1
             self.health.cached += 1
-        else:
-            touched[0] = True
-            got, esr = self._exchange(inst, ";".join(p.text for p in batch))
-            s.raise_esr(esr)
-            answers.extend(got)
-        batch.clear()
+            return 0
+        got, esr = self._exchange(inst, ";".join(p.text for p in step.parts))
+        s.raise_esr(esr)
+        job.answers.extend(got)
+        return 1
+
+    def _exchange(self, inst: Any, text: str) -> tuple[list[str], int]:
+        """Send ``text`` with the status query (or sentinel) at its end: its answers, and the ESR bits it
+        caused. Bits set before it (by the poller, the API, the power-on) are read first and dropped."""
+        if not self.dialect.has_esr:
+            got = inst.query_raw(f"{text};{self.dialect.sentinel}").decode("ascii", "replace").split(";")
+            got.pop()
+            return got, 0
+        clean = self._esr_clean
+        self._esr_clean = False  # until this exchange has been answered
+        raw = inst.query_raw(f"{text};*ESR?" if clean else f"*ESR?;{text};*ESR?")
+        got = raw.decode("ascii", "replace").split(";")
+        last = got.pop()
+        if not clean and got:
+            got.pop(0)  # the bits from before this exchange: nobody's
+        self._esr_clean = True
+        try:
+            return got, int(last.strip())
+        except ValueError:
+            return got, 0
 
     def _read_back(self, inst: Any, query: str | None) -> str | None:
         if query is None:
@@ -302,7 +410,7 @@ class Exchanger:
         got, esr = self._exchange(inst, query)
         return ";".join(got) if got and not esr & ESR_ERRORS else None
 
-    def _setting(self, inst: Any, s: ClientSession, p: Part) -> None:
+    def _setting(self, inst: Any, s: ClientSession, p: Part) -> int:
         d = self.dialect
         query = d.readback_query(p.mnemonic, list(p.args))
         if not self.policy.allows(p.mnemonic, s.ip):
@@ -310,14 +418,14 @@ class Exchanger:
             old = self._read_back(inst, query)
             n = d.readback.get(p.mnemonic, 0)
             if old is not None and same_value(old, p.args[n:]):
-                return
+                return 1
             s.raise_esr(ESR_COMMAND_ERROR)
             s.stats.refused += 1
             self.health.settings_refused += 1
             log.info(
                 "%s: share client %s: setting %r refused (policy %s)", self.node, s.address, p.text, self.policy.kind
             )
-            return
+            return 1 if query else 0
         who = f"share client {s.address}"
         what = f"{p.text} (share port {self.health.port})"
         old = self._read_back(inst, query)
@@ -339,7 +447,7 @@ class Exchanger:
         self.poller.snapshot_due = True
         if esr & ESR_ERRORS:
             self.audit.end(req, "refused", f"the instrument set ESR={esr}")
-            return
+            return 3 if query else 1
         s.stats.settings += 1
         self.health.settings += 1
         self.audit.end(req, "applied", f"was {old}, now {new}" if query else "no read-back declared")
@@ -348,9 +456,11 @@ class Exchanger:
             self.store.event(
                 "share", self.node, f"{who} changed {p.text} (was {old}, now {new}): acquisition replanned"
             )
+            self._esr_clean = False  # the replan's exchanges were the poller's
         if p.mnemonic in d.scanner:
             ch = p.args[0].strip().lstrip("0") if p.args else ""
             pauses = getattr(self.poller.acquisition, "pauses", {})
             pause = pauses.get(ch, max(pauses.values(), default=3))
             self._displacement_ends()
             self._displacing = (time.monotonic() + pause + self.poller.interval, who, p.text)
+        return 3 if query else 1

@@ -1,7 +1,7 @@
 """A client's line, as the instrument reads it: parts joined by ``;``, each a mnemonic and arguments.
 
 Lake Shore's dialect (the 372 and 240 manuals; ``firmware_host/protocol.py`` emulates it): a line
-ends at LF (CR LF too); parts are joined by ``;`` and a later part may start with ``:``; a
+ends at LF (CR LF too; on the 336 and 350 a CR alone too: ``Dialect.cr_ends_line``); parts are joined by ``;`` and a later part may start with ``:``; a
 mnemonic ending in ``?`` is a query, any other a setting; arguments are separated by commas or
 spaces and a string may be quoted. The share parses only as far as it must: the part's text is
 forwarded as the client wrote it.
@@ -74,11 +74,62 @@ def parse_line(line: str) -> list[Part]:
     return [p for p in (parse_part(t) for t in line.split(";")) if p is not None]
 
 
+_PRINTABLE = bytes([0x09, *range(0x20, 0x7F)])
+
+
 def printable(raw: bytes) -> str | None:
     """The line as text when every byte is printable ASCII (tab allowed), else None (garbage)."""
-    if all(0x20 <= b <= 0x7E or b == 0x09 for b in raw):
-        return raw.decode("ascii")
-    return None
+    if raw.translate(None, _PRINTABLE):  # what is left once the printable bytes are deleted
+        return None
+    return raw.decode("ascii")
+
+
+class Framer:
+    """Bytes from a client -> its lines, as the instrument frames them.
+
+    A line ends at LF (a CR before it is dropped); with ``cr_ends`` (the 336's) a CR alone ends one
+    too, and the LF of a CR LF is then an empty line, ignored. A line longer than ``MAX_LINE``
+    overflows the instrument's input buffer: it is one piece of garbage, and everything up to and
+    including its line end is dropped with it, so its tail is never taken as a line of its own.
+    """
+
+    def __init__(self, cr_ends: bool = False) -> None:
+        self.cr_ends = cr_ends
+        self._buf = bytearray()
+        self._overflowed = False  # inside an overlong line: dropping up to its end
+
+    def _end(self) -> int:
+        lf = self._buf.find(b"\n")
+        if not self.cr_ends:
+            return lf
+        cr = self._buf.find(b"\r")
+        return cr if cr >= 0 and (lf < 0 or cr < lf) else lf
+
+    def feed(self, data: bytes) -> list[bytes | None]:
+        """The complete lines in ``data`` (with what came before), in order; None for an overlong one."""
+        self._buf += data
+        out: list[bytes | None] = []
+        while True:
+            idx = self._end()
+            if idx < 0:
+                if self._overflowed:
+                    self._buf.clear()  # still the overlong line: dropped as it comes
+                elif len(self._buf) > MAX_LINE:
+                    self._buf.clear()
+                    self._overflowed = True
+                    out.append(None)
+                return out
+            raw = bytes(self._buf[:idx])
+            del self._buf[: idx + 1]
+            if self._overflowed:
+                self._overflowed = False  # the overlong line's end: what follows is a new line
+                continue
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if len(raw) > MAX_LINE:
+                out.append(None)
+            elif raw.strip():
+                out.append(raw)
 
 
 def same_value(reply: str, args: tuple[str, ...]) -> bool:

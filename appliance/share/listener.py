@@ -15,12 +15,16 @@ log = logging.getLogger("kelvinpi.share")
 
 
 class Listener:
-    """Accepts connections on (bind, port); ``admit(sock, peer)`` returns False to refuse one."""
+    """Accepts connections on (bind, port), an IPv4 or IPv6 address; ``admit(sock, peer)`` returns False to refuse one."""
 
     def __init__(self, bind: str, port: int, name: str, admit: Callable[[socket.socket, tuple], bool]) -> None:
         self.name, self.admit = name, admit
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # "::" takes IPv4 clients too; they show as ::ffff:a.b.c.d (the policy reads them as a.b.c.d)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.sock.bind((bind, port))
         self.sock.listen(16)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]

@@ -1,11 +1,17 @@
 """One client of a share: its socket, its waiting lines, its answers, its own status register.
 
-The session's thread reads the socket, frames lines and queues them (at most ``max_queued``);
-the poller's thread carries them out and hands the answer back with ``answer``, which never
-blocks: what the socket does not take at once waits in the session's outbox, which the
-session's thread sends. A client that does not read its answers (an outbox past
-``OUTBOX_CAP``), stays silent past the idle timeout, or sends a line longer than ``MAX_LINE``
-without an end costs the poller nothing: it is cut off or its input dropped, and counted.
+The session's thread reads the socket, frames lines as the instrument does (``lines.Framer``)
+and queues them (at most ``max_queued``); the poller's thread carries them out and hands the
+answer back with ``answer``, which never blocks: what the socket does not take at once waits in
+the session's outbox, which the session's thread sends. A client that does not read its answers
+(an outbox past ``OUTBOX_CAP``), stays silent past the idle timeout, or sends a line longer than
+``MAX_LINE`` costs the poller nothing: it is cut off or its input dropped, and counted.
+
+Each line is tagged with the link's epoch when it arrives (``link_epoch``: the poller's count of
+connections, None while the link is down). A line that arrives while the link is down is dropped
+at once, and the exchanger drops a line whose epoch is not the link's any more: a question asked
+before an outage is never answered after it, where its client would read the answer as the one
+to its next question.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lines import MAX_LINE, printable
+from .lines import Framer, printable
 
 log = logging.getLogger("kelvinpi.share")
 
@@ -41,7 +47,7 @@ class ClientStats:
     cached: int = 0  # answered from the poller's reading of this cycle, without the link
     settings: int = 0  # settings carried out (audited)
     refused: int = 0  # settings refused by the policy
-    dropped: int = 0  # lines dropped: more than max_queued waiting
+    dropped: int = 0  # lines dropped unanswered: max_queued waiting, from before an outage, past max_wait
     garbage: int = 0  # lines that were not printable ASCII, or too long
     wait_ms: float = 0.0  # from a line's arrival to its answer: the last one
     wait_ms_max: float = 0.0
@@ -82,6 +88,10 @@ class ClientSession:
         wake: Callable[[], None],
         closed: Callable[[ClientSession, str], None],
         health: Any = None,
+        *,
+        cr_ends: bool = False,
+        terminator: bytes = b"\r\n",
+        link_epoch: Callable[[], int | None] = lambda: 0,
     ) -> None:
         self.sock, self.peer = sock, peer
         # a fixed send buffer: a client that does not read reaches OUTBOX_CAP soon, not after megabytes
@@ -93,10 +103,13 @@ class ClientSession:
         self.stats = ClientStats(self.address)
         self.health = health  # the share's ShareHealth: its dropped and garbage counters include this client's
         self.esr = 0  # this client's own event status register (the share answers its *ESR?)
-        self.lines: deque[tuple[str, float]] = deque()
+        self.lines: deque[tuple[str, float, int]] = deque()  # (line, arrival, the link's epoch then)
+        self.job: Any = None  # the line the exchanger is carrying out (exchanger.LineJob), step by step
         self.lock = threading.Lock()
         self._outbox = bytearray()
-        self._inbuf = bytearray()
+        self._framer = Framer(cr_ends)
+        self._terminator = terminator
+        self._link_epoch = link_epoch
         self._last_heard = time.monotonic()
         self.open = True
         self.why: str | None = None
@@ -106,7 +119,7 @@ class ClientSession:
         self.thread.start()
 
     # -- the poller's side ------------------------------------------------------------
-    def next_line(self) -> tuple[str, float] | None:
+    def next_line(self) -> tuple[str, float, int] | None:
         with self.lock:
             return self.lines.popleft() if self.lines and self.open else None
 
@@ -122,8 +135,8 @@ class ClientSession:
         return value
 
     def pending(self) -> int:
-        with self.lock:
-            return len(self.lines) if self.open else 0
+        """Lines waiting, the one being carried out included (0 once the client has left)."""
+        return (len(self.lines) + (self.job is not None)) if self.open else 0
 
     def answer(self, text: str | None, received: float) -> None:
         """The answer to the line received at ``received`` (None: the instrument is silent to it)."""
@@ -135,17 +148,21 @@ class ClientSession:
         st.wait_ms_max = max(st.wait_ms_max, st.wait_ms)
         if text is None:
             return
+        data = text.encode("ascii", "replace") + self._terminator
         with self.lock:
             if not self.open:
                 return  # the client left mid-answer: the answer goes nowhere
-            self._outbox += text.encode("ascii", "replace") + b"\r\n"
-            try:
-                sent = self.sock.send(bytes(self._outbox), socket.MSG_DONTWAIT)
-                del self._outbox[:sent]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                self._outbox.clear()
+            if not self._outbox:  # the usual case: straight to the socket, no copy
+                try:
+                    sent = self.sock.send(data, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    return
+                data = data[sent:]
+                if not data:
+                    return
+            self._outbox += data
             if len(self._outbox) > OUTBOX_CAP:
                 self._outbox.clear()
                 self._shut("it does not read its answers")
@@ -217,31 +234,32 @@ class ClientSession:
         if self.health is not None:
             self.health.garbage += 1
 
+    def drop(self, n: int = 1) -> None:
+        """``n`` lines dropped unanswered (too many waiting, the link down, waited too long): counted."""
+        self.stats.dropped += n
+        if self.health is not None:
+            self.health.dropped += n
+
     def _feed(self, data: bytes) -> None:
-        self._inbuf += data
         woke = False
-        while True:
-            idx = self._inbuf.find(b"\n")
-            if idx < 0:
-                if len(self._inbuf) > MAX_LINE:  # as the instrument's finite input buffer: dropped
-                    self._inbuf.clear()
-                    self._garbage()
-                break
-            raw = bytes(self._inbuf[:idx]).rstrip(b"\r")
-            del self._inbuf[: idx + 1]
-            if not raw.strip():
-                continue
-            line = printable(raw) if len(raw) <= MAX_LINE else None
+        for raw in self._framer.feed(data):
+            line = printable(raw) if raw is not None else None
             if line is None:
                 self._garbage()
                 continue
+            epoch = self._link_epoch()
+            if epoch is None:  # the link is down: the question is lost, as with the instrument unreachable
+                self.drop()
+                continue
             with self.lock:
                 if len(self.lines) >= self.max_queued:
-                    self.stats.dropped += 1
-                    if self.health is not None:
-                        self.health.dropped += 1
-                    continue
-                self.lines.append((line, time.monotonic()))
+                    full = True
+                else:
+                    full = False
+                    self.lines.append((line, time.monotonic(), epoch))
+            if full:
+                self.drop()
+                continue
             woke = True
         if woke:
             self._wake()
