@@ -101,7 +101,8 @@ def install(app: Bottle, *, access: ControlAccess, cfg: UpdateConfig, record: Ca
                 raise HTTPError(409, str(exc)) from None
             except (InstallFailed, OSError) as exc:
                 ctl.audit.end(req, "failed", str(exc))
-                raise HTTPError(503, f"the update was not installed: {exc}") from None
+                # its words say what RAUC left: nothing written, or the slot written and no try pending
+                raise HTTPError(503, f"the update did not go through: {exc}") from None
             finally:
                 with contextlib.suppress(OSError):
                     bundle.unlink()
