@@ -265,11 +265,19 @@ class Appliance:
         # an update the marker says is pending: settled as an event (rolled back, committed), or tried now
         from .update import reconcile
 
+        state_dir = self.config.update.state_dir
+        # nothing in the update's state stops the appliance (a read-only or full data partition, a marker
+        # of another shape, a bug): it runs, logs it and records an event saying so
         try:
-            reconcile(self.config.update.state_dir, self.update_gate.boot, self.update_gate.record)
-        except OSError as exc:  # the data partition read-only or full: the appliance still runs and says so
-            log.error("update state in %s: %s", self.config.update.state_dir, exc)
-        self.update_gate.start()  # a try is judged whatever became of the marker
+            reconcile(state_dir, self.update_gate.boot, self.update_gate.record)
+        except Exception as exc:
+            log.exception("update state in %s could not be settled", state_dir)
+            self.store.event("update_unknown", None, f"the update state in {state_dir} could not be settled: {exc!r}")
+        try:
+            self.update_gate.start()  # a try still on trial is judged whatever became of the marker
+        except Exception as exc:
+            log.exception("the update gate could not start")
+            self.store.event("update_unknown", None, f"the try boot's health gate could not start: {exc!r}")
 
     def wait_ready(self, timeout: float) -> bool:
         """READY once every instrument has been tried once (connected or failed)."""

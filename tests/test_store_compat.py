@@ -140,3 +140,74 @@ def test_a_newer_store_without_a_compat_row_is_refused(tmp_path):
     conn.close()
     with pytest.raises(StoreTooNew, match=f"schema version {SCHEMA_VERSION + 1}"):
         Store(path)
+
+
+def _set_meta(path: Path, **rows: str) -> None:
+    conn = sqlite3.connect(path)
+    for key, value in rows.items():
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "rows, bad",
+    [
+        ({"compat": "abc"}, ("compat", "abc")),
+        ({"compat": ""}, ("compat", "")),
+        ({"compat": "7.0"}, ("compat", "7.0")),
+        ({"compat": "-1"}, ("compat", "-1")),  # would have opened any newer file
+        ({"compat": "0"}, ("compat", "0")),
+        ({"schema_version": "seven"}, ("schema_version", "seven")),
+    ],
+)
+def test_a_meta_row_that_is_not_a_schema_number_is_refused_by_name_and_left_alone(tmp_path, rows, bad):
+    path = tmp_path / "k.db"
+    write_readings(path, T0, 2)
+    _set_meta(path, schema_version=str(SCHEMA_VERSION + 1))  # a newer file: its compat decides
+    _set_meta(path, **rows)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreTooNew) as err:  # StoreMetaInvalid: refused as a too-new file is
+        Store(path)
+    key, value = bad
+    assert str(err.value).startswith(f"{path}: its meta row {key!r} is {value!r}, not a schema number")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+READINGS = "(SELECT coalesce(sum(n), 0) FROM fresh) + (SELECT coalesce(sum(n), 0) FROM block)"
+
+
+def _add_series_count(conn: sqlite3.Connection, progress) -> None:
+    """A newer release's step that is additive on disk but kept in step with rows by its writer."""
+    conn.execute("CREATE TABLE series_count (n INTEGER NOT NULL)")
+    _recount(conn)
+
+
+def _recount(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM series_count")
+    conn.execute(f"INSERT INTO series_count SELECT {READINGS}")
+
+
+def test_an_older_writer_is_recorded_and_the_newer_release_resyncs_after_it(tmp_path):
+    path = tmp_path / "k.db"
+    write_readings(path, T0, 10)
+    newer = MIGRATIONS + (Migration(SCHEMA_VERSION + 1, _add_series_count, compat=SCHEMA_VERSION, resync=_recount),)
+    conn = connect(path)
+    assert migrate(conn, newer, name=path) == SCHEMA_VERSION + 1
+    conn.close()
+    assert "older_writer" not in meta(path)
+    Store(path).close()  # rolled back: this release opens the newer file ...
+    assert meta(path)["older_writer"] == str(SCHEMA_VERSION)
+    _set_meta(path, older_writer=str(SCHEMA_VERSION - 1))  # an even older one wrote it before
+    write_readings(path, T0 + 100, 10)  # ... and writes: the lowest writer is kept
+    assert meta(path)["older_writer"] == str(SCHEMA_VERSION - 1)
+    conn = sqlite3.connect(path)
+    stale = conn.execute("SELECT n FROM series_count").fetchone()[0]
+    blocks = conn.execute(f"SELECT {READINGS}").fetchone()[0]
+    conn.close()
+    assert (stale, blocks) == (10, 20)  # the older writer knew nothing of series_count
+    conn = connect(path)  # updated again: the newer release re-syncs and the row goes
+    assert migrate(conn, newer, name=path) == SCHEMA_VERSION + 1
+    assert conn.execute("SELECT n FROM series_count").fetchone()[0] == blocks
+    conn.close()
+    assert "older_writer" not in meta(path)

@@ -8,12 +8,15 @@ here (it needs RAUC's service and a real A/B slot layout: the image's qemu scena
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from appliance.update import marker
 from appliance.update.devicetree import write_boot_info
 
 from .conftest import ROOT
@@ -38,6 +41,7 @@ def bundles(tmp_path_factory):
         "wrong compatible": make_bundle(d, "x86", key, cert, compatible="kelvinpi-pc-amd64"),
         "plain format": make_bundle(d, "plain", key, cert, fmt="plain"),
         "missing": d / "no-such-bundle.raucb",
+        "directory": d / "good.content",
     }
 
 
@@ -79,8 +83,11 @@ def test_a_signed_bundle_is_installed_marked_and_rebooted_into_once(tmp_path, bu
     assert "40% Copying image to rootfs.1" in done.stdout  # RAUC's progress, printed as it comes
     assert "installed into slot B" in done.stdout
     calls = box.calls()
-    assert calls[0].startswith(f"info --keyring={bundles['keyring']} ")
-    assert calls[1:] == [f"install {bundles['good']}", "try"]  # install, then the try reboot, nothing else
+    (copy,) = {c.split()[-1] for c in calls[:2]}  # checked and installed: the same copy, in state_dir
+    assert copy.startswith(f"{box.state}/incoming-") and copy.endswith(".raucb")
+    assert calls[0] == f"info --keyring={bundles['keyring']} {copy}"
+    assert calls[1:] == [f"install {copy}", "try"]  # install, then the try reboot, nothing else
+    assert [p.name for p in box.state.iterdir()] == ["pending.json"]  # the copy is gone
     pending = json.loads((box.state / "pending.json").read_text())
     assert pending["bundle"] == "good.raucb" and pending["bundle_version"] == "0.4.0"
     assert (pending["from_slot"], pending["to_slot"]) == ("A", "B")
@@ -97,6 +104,7 @@ def test_a_signed_bundle_is_installed_marked_and_rebooted_into_once(tmp_path, bu
         ("wrong compatible", "it is for 'kelvinpi-pc-amd64', this appliance is 'kelvinpi-rpi-arm64'"),
         ("plain format", "bundle format 'plain': only 'verity' bundles are installed"),
         ("missing", "no such file"),
+        ("directory", "a directory, not a bundle file"),
     ],
 )
 def test_a_bad_bundle_is_refused_in_one_line_and_nothing_changes(tmp_path, bundles, kind, reason):
@@ -108,7 +116,7 @@ def test_a_bad_bundle_is_refused_in_one_line_and_nothing_changes(tmp_path, bundl
     assert lines[0].startswith(f"kelvinpi update: refused update bundle {bundles[kind]}: ")
     assert reason in lines[0]
     assert all(c.startswith("info ") for c in box.calls())  # no install, no reboot
-    assert not box.state.exists()
+    assert not box.state.exists() or not list(box.state.iterdir())  # no marker, no copy left
 
 
 def test_a_failed_install_writes_no_marker_and_does_not_reboot(tmp_path, bundles):
@@ -136,3 +144,45 @@ def test_no_update_is_installed_on_a_try_boot(tmp_path, bundles):
     assert done.returncode == 2
     assert "this boot is the try of slot B, not committed yet: installing now would overwrite slot A" in done.stderr
     assert box.calls() == [] and not box.state.exists()
+
+
+def test_no_second_update_is_installed_while_the_first_waits_for_its_try_reboot(tmp_path, bundles):
+    """A marker written on this boot: its update is installed and the try reboot has not happened."""
+    box = Box(tmp_path, bundles["keyring"])
+    first = marker.PendingUpdate("good.raucb", "0.4.0", "A", "B", 1.8e9, marker.boot_id())
+    marker.write(box.state, first)
+    done = box.update(bundles["good"])
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert (
+        "good.raucb (version 0.4.0) from slot A to slot B was installed on this boot and waits for its try reboot"
+        in (done.stderr)
+    )
+    assert box.calls() == [] and marker.read(box.state) == first
+
+
+def test_the_file_checked_is_the_file_installed(tmp_path, bundles):
+    """The file given is replaced right after RAUC checked it (a race won): the install still gets what was
+    checked, because both ran on the appliance's own copy."""
+    d = tmp_path / "race"
+    d.mkdir()
+    key, cert = make_ca(d, "lab")
+    good = make_bundle(d, "good", key, cert, version="0.4.0")
+    evil = make_bundle(d, "evil", key, cert, compatible="kelvinpi-x86-64", version="6.6.6", fmt="plain")
+    given = tmp_path / "incoming.raucb"
+    shutil.copy(good, given)
+    box = Box(tmp_path, cert)
+    real = shutil.which("rauc")
+    recorder(
+        tmp_path / "rauc",
+        box.log,
+        f'case "$1" in\n  info) {real} "$@"; rc=$?; cp {evil} {given}; exit $rc;;\n'
+        f'  install) sha256sum "$2" >> "{box.log}";;\nesac\nexit 0',
+    )
+    done = box.update(given)
+    assert done.returncode == 0, done.stderr
+    installed_sha = box.calls()[2].split()[0]
+    assert (
+        installed_sha == hashlib.sha256(good.read_bytes()).hexdigest() != hashlib.sha256(given.read_bytes()).hexdigest()
+    )
+    pending = marker.read(box.state)
+    assert (pending.bundle, pending.bundle_version) == ("incoming.raucb", "0.4.0")

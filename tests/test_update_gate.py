@@ -26,7 +26,7 @@ from appliance.update.devicetree import write_boot_info
 from firmware_host.emulator import Emulator
 
 from .conftest import ROOT, free_port, wait_for
-from .support.bundles import recorder
+from .support.bundles import recorder, status_rauc
 
 pytestmark = pytest.mark.slow  # a whole service in a subprocess, waited on for seconds
 
@@ -34,13 +34,18 @@ pytestmark = pytest.mark.slow  # a whole service in a subprocess, waited on for 
 class TryBoot:
     """One boot of the appliance: a config, the firmware's device tree, the recorded commands, the service."""
 
-    def __init__(self, tmp_path, deadline: float = 600, uplink: str = "") -> None:
+    def __init__(self, tmp_path, deadline: float = 600, uplink: str = "", status: bool = False) -> None:
         self.tmp = tmp_path
         self.log = tmp_path / "commands.log"
         self.log.touch()
-        rauc = recorder(tmp_path / "rauc", self.log)
-        reboot = recorder(tmp_path / "reboot", self.log)
         self.dt, self.state, self.db = tmp_path / "dt", tmp_path / "state", tmp_path / "kelvinpi.db"
+        self.primary = tmp_path / "primary"  # with status: autoboot.txt's [all] as RAUC's backend reports it
+        if status:
+            self.primary.write_text("A\n")
+            rauc = status_rauc(tmp_path / "rauc", self.log, self.dt, self.primary)
+        else:
+            rauc = recorder(tmp_path / "rauc", self.log)
+        reboot = recorder(tmp_path / "reboot", self.log)
         self.ls_port, self.web_port = free_port(), free_port()
         self.config = tmp_path / "kelvinpi.toml"
         self.config.write_text(
@@ -98,7 +103,8 @@ class TryBoot:
         return h["update"] if h else {}
 
     def calls(self) -> list[str]:
-        return self.log.read_text().splitlines()
+        """The commands that change something (RAUC's status questions left out)."""
+        return [c for c in self.log.read_text().splitlines() if c != "status --output-format=json"]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -187,5 +193,55 @@ def test_past_the_deadline_the_try_is_marked_bad_and_the_old_slot_records_why(tm
         assert rolled == f"back on slot A: k.raucb (version 0.4.0) from slot A to slot B was rolled back: {failed}"
         assert not marker.marker_path(b.state).exists()
         assert b.calls() == ["status mark-bad booted", "normal"]  # the old slot ran no update command
+    finally:
+        b.stop()
+
+
+@pytest.mark.parametrize("instrument_back", [True, False], ids=["healthy", "unhealthy"])
+def test_a_service_restarted_after_the_commit_leaves_the_committed_slot_alone(tmp_path, instrument_back):
+    """The tryboot flag stays 1 until the next reboot. A restart on the committed try boot (a new config, a
+    crash, the watchdog), healthy or not, must neither mark the slot bad (the backend would then point
+    autoboot.txt's [all] at the old slot, and the reboot would go back to the old release) nor record
+    update_committed again. RAUC's primary (its JSON status) says the try is committed."""
+    b = TryBoot(tmp_path, deadline=3, status=True)
+    emu = Emulator.ls372(seed=1, time_scale=1.0)
+    try:
+        b.pending("B")
+        emu.listen_tcp("127.0.0.1", b.ls_port)
+        b.boot(partition=3, tryboot=True)
+        wait_for(lambda: b.gate().get("state") == "committed", timeout=40, what="the commit")
+        b.stop()
+        assert b.calls() == ["status mark-good booted"] and b.primary.read_text() == "B\n"
+        if not instrument_back:
+            emu.stop()  # unplugged while the service restarts: it would never be healthy again
+        for _ in range(2):
+            b.boot(partition=3, tryboot=True)  # the same boot: the device tree has not changed
+            gate = wait_for(lambda: (g := b.gate()) and g, timeout=30, what="the panel")
+            time.sleep(4)  # past the 3 s deadline
+            gate = b.gate()
+            assert gate["state"] == "idle" and gate["tryboot"] is True and "not judged again" in gate["verdict"]
+            b.stop()
+        assert b.calls() == ["status mark-good booted"] and b.primary.read_text() == "B\n"
+        assert len(b.events("update_committed")) == 1 and b.events("update_failed") == []
+    finally:
+        b.stop()
+        emu.stop()
+
+
+@pytest.mark.parametrize("text", ["null", '{"bundle": "k", "started_at": "soon"}', ""])
+def test_the_service_starts_whatever_the_marker_holds_and_says_so(tmp_path, text):
+    """A marker that is JSON of another shape (or empty) stopped `kelvinpi run` on the old slot."""
+    b = TryBoot(tmp_path)
+    try:
+        b.state.mkdir(parents=True)
+        marker.marker_path(b.state).write_text(text)
+        b.boot(partition=2, tryboot=False)
+        health = wait_for(lambda: b.get("/api/v1/health"), timeout=30, what="the service up")
+        assert b.proc.poll() is None and health["update"]["state"] == "idle"
+        b.stop()
+        (unknown,) = b.events("update_unknown")
+        assert "not a pending-update marker" in unknown and "booted slot A normally" in unknown
+        (aside,) = b.state.glob("pending.json.unreadable-*")
+        assert aside.read_text() == text and not marker.marker_path(b.state).exists()
     finally:
         b.stop()

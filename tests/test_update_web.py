@@ -160,3 +160,26 @@ def test_the_update_page_posts_the_file_with_the_token(tmp_path, emu372, bundles
         assert '"Authorization": "Bearer " + f.token.value.trim()' in page
     finally:
         app.stop()
+
+
+def test_no_second_upload_is_taken_between_the_answer_and_the_try_reboot(tmp_path, emu372, bundles):
+    """The first upload's 202 comes a second before its try reboot: a second upload then would write the
+    same slot under the first one's marker. It is a 409, audited like every upload."""
+    app = start(tmp_path, emu372, bundles)
+    try:
+        body = bundles["good"].read_bytes()
+        assert post(app, body)[0] == 202
+        status, answer = post(app, body)  # at once: the reboot timer has not fired
+        assert (status, answer["error"]["message"]) == (
+            409,
+            "an update is installed and the appliance is rebooting into it",
+        )
+        wait_for(lambda: "try" in app.log.read_text().splitlines(), timeout=10, what="the try reboot")
+        status, answer = post(app, body)  # the reboot was asked for and this boot goes on: still refused
+        assert status == 409
+        assert [c.split()[0] for c in app.log.read_text().splitlines()] == ["info", "install", "try"]
+        assert len(app.store.events(kinds=("update_installed",))) == 1
+        refused = [a for a in audit(app) if "] refused: install an update bundle" in a]
+        assert len(refused) == 2 and all("rebooting into it" in a for a in refused)
+    finally:
+        app.stop()

@@ -13,13 +13,23 @@ reads (v1 -> v2 turned rows into blocks) raises it to its own version. The file 
 of its version in ``meta`` (``compat``, written with every version bump, and on open where a file
 of an earlier release lacks it). A release opens a file newer than its own schema when that
 compat is at most its own schema (logged, and the event ``store_newer_schema``), and refuses it
-otherwise, naming both numbers. A file with no compat row is read as compat = its version.
+otherwise, naming both numbers. A file with no compat row is read as compat = its version. A
+``schema_version`` or ``compat`` row that is not a whole number of at least 1 ('abc', '', '7.0', '-1')
+is refused the same way (``StoreMetaInvalid``, naming the file, the row and its value).
+
+**An older writer is recorded.** Opening a newer file writes the meta row ``older_writer`` (this
+release's schema; the lowest such release where several did). "Additive" means only tables and
+indexes that nothing keeps in step with existing rows; a newer release whose migration added
+something that must be kept in step (a count, a summary, a copy) gives that migration a ``resync``:
+a later open by a release at least as new runs it when ``older_writer`` is below its version, in the
+transaction that deletes the row.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -229,6 +239,9 @@ class Migration:
     # A full card may put it off: the store opens at the version before and the next start retries.
     # Only for additive, idempotent steps nothing else depends on at open (the alarm tables).
     deferrable: bool = False
+    # Re-sync what this step added after an older release (which knows nothing of it) wrote the file:
+    # run at open when the meta row older_writer is below ``version`` (see the module's docstring).
+    resync: Callable[[sqlite3.Connection], None] | None = None
 
 
 # Ordered by version, one step apart: test_store_schema checks it.
@@ -250,15 +263,41 @@ class StoreTooNew(RuntimeError):
     """A file whose schema this release cannot read and write (both numbers in the message)."""
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    return int(row[0]) if row else 0
+class StoreMetaInvalid(StoreTooNew):
+    """A file whose ``meta`` says its schema in a way no release writes (the file, the row and its value
+    in the message): refused as a too-new file is, nothing written."""
 
 
-def schema_compat(conn: sqlite3.Connection) -> int:
+_WHOLE = re.compile(r"[0-9]+")
+
+
+def _meta_number(conn: sqlite3.Connection, key: str, name: object) -> int | None:
+    """The meta row ``key`` as a schema number (at least 1), None where there is no row."""
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    if row is None:
+        return None
+    value = row[0]
+    if not (isinstance(value, str) and _WHOLE.fullmatch(value) and int(value) >= 1):
+        raise StoreMetaInvalid(
+            f"{name}: its meta row {key!r} is {value!r}, not a schema number (a whole number from 1): "
+            "not written by any kelvinpi release; refused, nothing changed"
+        )
+    return int(value)
+
+
+def schema_version(conn: sqlite3.Connection, name: object = "store") -> int:
+    return _meta_number(conn, "schema_version", name) or 0
+
+
+def schema_compat(conn: sqlite3.Connection, name: object = "store") -> int:
     """The oldest schema that reads and writes this file (its version where the file does not say)."""
-    row = conn.execute("SELECT value FROM meta WHERE key='compat'").fetchone()
-    return int(row[0]) if row else schema_version(conn)
+    compat = _meta_number(conn, "compat", name)
+    return compat if compat is not None else schema_version(conn, name)
+
+
+def older_writer(conn: sqlite3.Connection, name: object = "store") -> int | None:
+    """The lowest schema of a release that wrote this file while it was newer than that release, or None."""
+    return _meta_number(conn, "older_writer", name)
 
 
 def migrate(
@@ -271,10 +310,10 @@ def migrate(
 
     A file newer than ``migrations`` is left as it is when its compat allows this release
     (``StoreTooNew`` otherwise)."""
-    version = schema_version(conn)
+    version = schema_version(conn, name)
     top = migrations[-1].version
     if version > top:
-        compat = schema_compat(conn)
+        compat = schema_compat(conn, name)
         if compat > top:
             raise StoreTooNew(
                 f"{name} has schema version {version}, newer than this kelvinpi ({top}): "
@@ -287,6 +326,10 @@ def migrate(
             top,
             compat,
         )
+        writer = older_writer(conn, name)
+        if writer is None or writer > top:  # a newer release's resync needs to know (the docstring)
+            with transaction(conn):
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('older_writer', ?)", (str(top),))
         return version
     for m in migrations:
         if m.version <= version:
@@ -305,7 +348,27 @@ def migrate(
             break
         version = m.version
     _record_compat(conn, migrations, version)
+    _resync(conn, migrations, version, name)
     return version
+
+
+def _resync(conn: sqlite3.Connection, migrations: tuple[Migration, ...], version: int, name: object) -> None:
+    """After an older release wrote the file: each step above that release's schema re-syncs what it keeps
+    in step, and the ``older_writer`` row goes with them (one transaction)."""
+    writer = older_writer(conn, name)
+    if writer is None:
+        return
+    with transaction(conn):
+        for m in migrations:
+            if writer < m.version <= version and m.resync is not None:
+                log.warning(
+                    "%s: re-syncing schema %d's additions after a release of schema %d wrote it",
+                    name,
+                    m.version,
+                    writer,
+                )
+                m.resync(conn)
+        conn.execute("DELETE FROM meta WHERE key='older_writer'")
 
 
 def _record_compat(conn: sqlite3.Connection, migrations: tuple[Migration, ...], version: int) -> None:

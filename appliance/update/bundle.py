@@ -10,7 +10,11 @@ RAUC's own words (its last line on stderr), so a lab sees the real reason, and n
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +34,12 @@ class BundleRefused(Exception):
 class BundleInfo:
     """What a verified bundle's manifest says."""
 
-    path: str
+    path: str  # the file RAUC checked (and installs): the copy in state_dir
     compatible: str
     version: str
     format: str
     signer: str
+    name: str = ""  # the bundle's file name as the person gave it (the marker and the events say it)
 
 
 _FIELD = re.compile(r"^(Compatible|Version|Bundle Format):\s*'?([^'\n]*)'?\s*$", re.M)
@@ -50,11 +55,87 @@ def rauc_reason(stderr: str) -> str:
     return reason
 
 
-def check(rauc: list[str], keyring: Path, compatible: str, path: Path | str) -> BundleInfo:
-    """Verify ``path`` as RAUC would before installing it; ``BundleRefused`` says why not."""
+def what_is(path: Path) -> str:
+    """What is at ``path`` when it is not a bundle file, in words ("no such file", "a directory", ...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    return _kind(mode)
+
+
+def _kind(mode: int) -> str:
+    for test, words in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return f"{words}, not a bundle file"
+    return "not a regular file"
+
+
+def stage(src: Path | str, state_dir: Path) -> Path:
+    """Copy the bundle into ``state_dir`` (0700, the appliance's own) and return the copy, 0600: what is
+    checked is then what is installed (the file given could be replaced between ``rauc info`` and
+    ``rauc install``, which open it by name). The source is opened once and must be a regular file
+    (opened without blocking: a FIFO is named, not waited on). ``BundleRefused`` if it is not one;
+    ``OSError`` if the copy cannot be written (a full data partition)."""
+    src = Path(src)
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise BundleRefused(src, "no such file") from None
+    except OSError as exc:
+        raise BundleRefused(src, f"cannot be read: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BundleRefused(src, _kind(mode))
+    os.set_blocking(fd, True)
+    with open(fd, "rb") as f:
+        d = Path(state_dir)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for old in d.glob("incoming-*.raucb"):  # copies a run killed (or rebooted) before its cleanup left
+            pid = old.name[len("incoming-") : -len(".raucb")]
+            if not pid.isdigit() or int(pid) == os.getpid() or not Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        copy = d / f"incoming-{os.getpid()}.raucb"
+        try:
+            with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                shutil.copyfileobj(f, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                copy.unlink()
+            raise
+    return copy
+
+
+def check(
+    rauc: list[str], keyring: Path, compatible: str, path: Path | str, shown: Path | str | None = None
+) -> BundleInfo:
+    """Verify ``path`` as RAUC would before installing it; ``BundleRefused`` (naming ``shown``, the file
+    as the person gave it, where ``path`` is its copy) says why not."""
     path = Path(path)
+    shown = path if shown is None else Path(shown)
+    try:
+        return _check(rauc, keyring, compatible, path, shown)
+    except BundleRefused as exc:
+        if exc.path == str(shown):
+            raise
+        raise BundleRefused(shown, exc.reason) from None
+
+
+def _check(rauc: list[str], keyring: Path, compatible: str, path: Path, shown: Path) -> BundleInfo:
     if not path.is_file():
-        raise BundleRefused(path, "no such file")
+        raise BundleRefused(path, what_is(path))
     if not Path(keyring).is_file():
         raise BundleRefused(path, f"the keyring {keyring} is missing ([update] keyring)")
     try:
@@ -80,6 +161,7 @@ def check(rauc: list[str], keyring: Path, compatible: str, path: Path | str) -> 
         found.get("Version", ""),
         found.get("Bundle Format", "").strip(),
         signer.group(1) if signer else "",
+        shown.name,
     )
     if info.compatible != compatible:
         raise BundleRefused(

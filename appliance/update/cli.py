@@ -3,18 +3,21 @@
 A refused bundle (unsigned, signed by a key the keyring does not hold, truncated, for another
 board or architecture, a plain bundle) is one line naming the file and the reason, exit 2, and
 nothing has changed. The service's health gate commits the new slot after the reboot, or the old
-slot comes back (docs/update.md). Run as root (RAUC writes a partition; the reboot).
+slot comes back (docs/update.md). Run as root (RAUC writes a partition; the reboot). The file is
+copied into ``[update] state_dir`` first, and that copy is checked, installed and removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..config import UpdateConfig
+    from .install import Installer
 
 DEFAULT_CONFIG = Path("/data/kelvinpi.toml")  # the accepted configuration on the Pi's data partition
 
@@ -52,16 +55,35 @@ def cmd_update(args: argparse.Namespace) -> int:
         return 2
     installer = Installer(UpdateCommands.of(cfg))
     try:
-        installer.refuse_on_a_try()
+        installer.refuse_if_busy()
     except InstallFailed as exc:
         print(f"kelvinpi update: {exc}", file=sys.stderr)
         return 2
-    try:
-        info = installer.check(args.file)
+    try:  # checked and installed from a copy of our own: the file given may change under its name
+        copy = installer.stage(args.file)
     except BundleRefused as exc:
         print(f"kelvinpi update: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.file}: version {info.version} for {info.compatible}, signed by {info.signer or '?'}", flush=True)
+    except OSError as exc:
+        print(f"kelvinpi update: {args.file} could not be copied into {cfg.state_dir}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _install(installer, copy, args.file)
+    finally:
+        with contextlib.suppress(OSError):
+            copy.unlink()
+
+
+def _install(installer: Installer, copy: Path, given: str) -> int:
+    from .bundle import BundleRefused
+    from .install import InstallFailed
+
+    try:
+        info = installer.check(copy, shown=given)
+    except BundleRefused as exc:
+        print(f"kelvinpi update: {exc}", file=sys.stderr)
+        return 2
+    print(f"{given}: version {info.version} for {info.compatible}, signed by {info.signer or '?'}", flush=True)
     try:
         pending = installer.install(info, progress=lambda line: print(f"  {line}", flush=True))
         print(f"installed into slot {pending.to_slot}; rebooting into it once (the try boot)", flush=True)

@@ -15,6 +15,10 @@ the event ``update_committed`` with the seconds it took, and the marker goes. If
 naming exactly what was missing, the reason kept in the marker for the old slot's
 ``update_rolled_back``, ``rauc status mark-bad booted``, and a normal reboot, which the firmware
 boots from the old slot (``autoboot.txt``'s ``[all]`` section was never changed).
+
+The gate judges only a try still on trial (``_closed``): the tryboot flag stays 1 until the next
+reboot, so a service restarted after the commit sees a try still, and RAUC's primary (``primary.py``)
+is what says it was committed. A committed try is never marked bad and never committed twice.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from ..health import UpdateGateStats
 from . import marker
 from .devicetree import BootInfo
 from .install import InstallFailed, UpdateCommands
+from .primary import rauc_primary
+from .rollback import settle_committed
 
 log = logging.getLogger("kelvinpi.update")
 
@@ -99,6 +105,11 @@ class HealthGate:
     def start(self) -> None:
         if self.state != "waiting":
             return
+        closed = self._closed()
+        if closed is not None:
+            self.state, self.verdict = closed
+            log.warning("try boot of slot %s: not judged: %s", self.boot.slot if self.boot else "?", self.verdict)
+            return
         self.started = self._try_started()
         log.warning(
             "try boot of slot %s: committing once healthy (deadline %.0f s)",
@@ -107,6 +118,34 @@ class HealthGate:
         )
         self._thread = threading.Thread(target=self._run, name="update-gate", daemon=True)
         self._thread.start()
+
+    def _closed(self) -> tuple[str, str] | None:
+        """Why this try is not to be judged (the state and the verdict), or None: judge it.
+
+        The firmware's tryboot flag stays 1 until the next reboot, so a service restarted on a try boot
+        that has already committed sees a try still; judging it again would mark a committed slot bad
+        (the backend then points ``[all]`` at the other slot) and reboot into the old release. The gate
+        is open only while the try is uncommitted: RAUC's primary (``autoboot.txt [all]``) is not the
+        booted slot; where RAUC cannot say, while an update marker for this slot is there and not
+        committed. A marker for another slot: reconcile has recorded that this try is not the update's."""
+        assert self.boot is not None
+        slot = self.boot.slot
+        try:
+            pending = marker.read(self.c.state_dir)
+        except (marker.MarkerError, OSError):
+            pending = None
+        if pending is not None and pending.to_slot != slot:
+            return "idle", f"a try of slot {slot}, but the update is for slot {pending.to_slot}: not committed"
+        primary = rauc_primary(self.c)
+        if pending is not None and (primary == slot or (primary is None and pending.committed)):
+            # mark-good went through; the event, or the marker's removal, did not
+            settle_committed(self.c.state_dir, pending, self.record, "found on a restart of the try boot")
+            return "committed", f"committed earlier on this boot (slot {slot} is the primary)"
+        if primary == slot:
+            return "idle", f"slot {slot} is the primary already: nothing on trial (a committed try is not judged again)"
+        if primary is None and pending is None:
+            return "idle", "RAUC cannot say whether this try is committed and no update is pending: not judged"
+        return None
 
     def _try_started(self) -> float:
         """When this try began, on the clock that counts from boot: the first start of the service on this
@@ -156,10 +195,11 @@ class HealthGate:
             pending = None
         what = pending.describe() if pending else f"slot {slot}"
         self.record("update_committed", f"committed {what} after {took:.1f} s ({_uptime()})")
-        try:
+        try:  # noted first: a marker that then cannot be removed never makes a second update_committed
+            marker.update(self.c.state_dir, committed=True)
             marker.remove(self.c.state_dir)
-        except OSError as exc:  # the next boot finds it on the committed slot and says so (rollback.py)
-            log.error("the update marker could not be removed: %s", exc)
+        except (marker.MarkerError, OSError) as exc:  # the next start or boot settles it (rollback.py)
+            log.error("the update marker could not be settled: %s", exc)
         self.state, self.finished, self.verdict = "committed", took, f"committed after {took:.1f} s"
         log.warning("update committed: slot %s after %.1f s", slot, took)
 
@@ -182,7 +222,8 @@ class HealthGate:
 
     def stats(self) -> UpdateGateStats:
         waited = self.finished if self.finished is not None else _boottime() - self.started
-        on_try = self.state in ("waiting", "committing", "committed", "failed")
+        # a try judged by this start (committed earlier on this boot: no seconds of this start's)
+        on_try = self.state in ("waiting", "committing", "failed") or self.finished is not None
         return UpdateGateStats(
             state=self.state,
             slot=self.boot.slot if self.boot else "",

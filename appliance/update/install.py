@@ -5,7 +5,11 @@ and switches nothing the firmware reads by default (the image's backend puts the
 ``autoboot.txt``'s ``[tryboot]`` section only); the marker is written after the install returned;
 the reboot asks the firmware for one try. A cut before the reboot boots the old slot again, which
 finds the marker and records ``update_rolled_back`` with the reason; a cut during the try does
-the same. One flow for the command line and the web upload (``Installer``).
+the same. ``update_installed`` is recorded only once the marker is written: if the marker cannot be
+written, nothing claims the update installed, and the answer says what RAUC left (the other slot
+written and named for a try, the try reboot not done). One flow for the command line and the web
+upload (``Installer``); both install a copy in ``state_dir`` (``bundle.stage``), never the file by
+its name again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import marker
-from .bundle import BundleInfo, check
+from .bundle import BundleInfo, check, stage
 from .devicetree import boot_info
 
 log = logging.getLogger("kelvinpi.update")
@@ -74,21 +78,37 @@ class Installer:
         self.c = commands
         self.record = record
 
-    def check(self, path: Path | str) -> BundleInfo:
-        return check(self.c.rauc, self.c.keyring, self.c.compatible, path)
+    def check(self, path: Path | str, shown: Path | str | None = None) -> BundleInfo:
+        return check(self.c.rauc, self.c.keyring, self.c.compatible, path, shown)
 
-    def refuse_on_a_try(self) -> None:
-        """No install while this boot is a try: it would overwrite the slot the appliance falls back to."""
+    def stage(self, path: Path | str) -> Path:
+        """The bundle copied into state_dir: what is checked is what is installed (``bundle.stage``)."""
+        return stage(path, self.c.state_dir)
+
+    def refuse_if_busy(self) -> None:
+        """No install while this boot is a try (it would overwrite the slot the appliance falls back to),
+        nor while an update installed on this boot waits for its try reboot (a second one would write
+        the same slot under the first one's marker)."""
         boot = boot_info(self.c.device_tree)
         if boot is not None and boot.tryboot:
             raise UpdateBusy(
                 f"this boot is the try of slot {boot.slot}, not committed yet: installing now would overwrite "
                 f"slot {boot.other}, the one to fall back to; wait until it commits or rolls back"
             )
+        try:
+            pending = marker.read(self.c.state_dir)
+        except (marker.MarkerError, OSError):
+            pending = None  # not this release's, or no state dir to read: the install replaces or says it
+        if pending is not None and pending.boot_id and pending.boot_id == marker.boot_id():
+            raise UpdateBusy(
+                f"{pending.describe()} was installed on this boot and waits for its try reboot"
+                + (f" ({pending.failure})" if pending.failure else "")
+                + ': reboot into it (systemctl reboot "0 tryboot"), or reboot normally to drop it'
+            )
 
     def install(self, info: BundleInfo, progress: Progress = lambda line: None) -> marker.PendingUpdate:
         """``rauc install`` with its progress lines handed to ``progress``; then the marker."""
-        self.refuse_on_a_try()
+        self.refuse_if_busy()
         boot = boot_info(self.c.device_tree)
         from_slot = boot.slot if boot else "?"
         to_slot = boot.other if boot else "?"
@@ -116,17 +136,24 @@ class Installer:
         if rc != 0:
             raise InstallFailed(f"rauc install failed (exit {rc}): {last or 'no output'}; slot {from_slot} still boots")
         pending = marker.PendingUpdate(
-            bundle=Path(info.path).name,
+            bundle=info.name or Path(info.path).name,
             bundle_version=info.version,
             from_slot=from_slot,
             to_slot=to_slot,
             started_at=started,
             boot_id=marker.boot_id(),
+            recorded=self.record is not None,  # recorded just below, once the marker is safe
         )
+        try:
+            marker.write(self.c.state_dir, pending)
+        except OSError as exc:
+            raise InstallFailed(
+                f"slot {to_slot} was written, but the update marker could not be ({exc}): not rebooting into it, "
+                f"so nothing is pending and slot {from_slot} still boots (RAUC names slot {to_slot} for a try "
+                "boot only; the next update writes it again)"
+            ) from None
         if self.record is not None:
             self.record("update_installed", installed_detail(pending))
-            pending = marker.PendingUpdate(**{**pending.__dict__, "recorded": True})
-        marker.write(self.c.state_dir, pending)
         return pending
 
     def reboot_into_try(self) -> None:

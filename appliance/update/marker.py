@@ -11,11 +11,14 @@ directory), so a power cut leaves the old marker or the new one, never half of o
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 MARKER_NAME = "pending.json"
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: a started_at past it is not a time this release wrote
 
 
 class MarkerError(Exception):
@@ -39,6 +42,7 @@ class PendingUpdate:
     failure: str | None = None
     try_boot_id: str | None = None  # the try boot, once its service has started
     try_started: float | None = None  # seconds since that boot when its service first started (the deadline's 0)
+    committed: bool = False  # mark-good succeeded and update_committed is recorded: only the removal is left
 
     def describe(self) -> str:
         return f"{self.bundle} (version {self.bundle_version}) from slot {self.from_slot} to slot {self.to_slot}"
@@ -73,10 +77,45 @@ def read(state_dir: Path) -> PendingUpdate | None:
         return None
     try:
         data = json.loads(text)
-        known = {f.name for f in fields(PendingUpdate)}
-        return PendingUpdate(**{k: v for k, v in data.items() if k in known})
-    except (ValueError, TypeError) as exc:
-        raise MarkerError(f"{path}: not a pending-update marker ({exc})") from None
+    except ValueError as exc:
+        raise MarkerError(f"{path}: not a pending-update marker ({'empty' if not text.strip() else exc})") from None
+    problem = _shape_problem(data)
+    if problem:
+        raise MarkerError(f"{path}: not a pending-update marker ({problem})")
+    known = {f.name for f in fields(PendingUpdate)}
+    return PendingUpdate(**{k: v for k, v in data.items() if k in known})
+
+
+_TEXT = ("bundle", "bundle_version", "from_slot", "to_slot", "boot_id")
+_FLAGS = ("recorded", "committed")
+
+
+def _shape_problem(data: object) -> str | None:
+    """What makes ``data`` not a marker this release wrote (valid JSON of another shape: ``null``, a
+    list, a string, a time that is text or 1e300), or None. Checked here so nothing after ``read``
+    trips over it: the boot that finds it records what it knows and sets it aside."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__ if data is not None else 'null'}, not an object"
+    for k in _TEXT:
+        if k not in data:
+            return f"no {k!r}"
+        if not isinstance(data[k], str):
+            return f"{k!r} is {data[k]!r}, not text"
+    for k in _FLAGS:
+        if k in data and not isinstance(data[k], bool):
+            return f"{k!r} is {data[k]!r}, not true or false"
+    for k in ("failure", "try_boot_id"):
+        if data.get(k) is not None and not isinstance(data[k], str):
+            return f"{k!r} is {data[k]!r}, not text"
+    if not _seconds(data.get("started_at"), MAX_TIME):
+        return f"'started_at' is {data.get('started_at')!r}, not UNIX seconds"
+    if data.get("try_started") is not None and not _seconds(data["try_started"], MAX_TIME):
+        return f"'try_started' is {data['try_started']!r}, not seconds since boot"
+    return None
+
+
+def _seconds(v: object, limit: float) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= limit
 
 
 def update(state_dir: Path, **changes: object) -> PendingUpdate | None:
@@ -87,6 +126,19 @@ def update(state_dir: Path, **changes: object) -> PendingUpdate | None:
     pending = replace(pending, **changes)  # type: ignore[arg-type]
     write(state_dir, pending)
     return pending
+
+
+def set_aside(state_dir: Path) -> Path | None:
+    """Move a marker that cannot be read out of the way (kept beside it for a person to look at, named
+    by the time), so it neither blocks nor repeats; None if there was none."""
+    path = marker_path(state_dir)
+    aside = path.with_name(f"{MARKER_NAME}.unreadable-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    _sync_dir(path.parent)
+    return aside
 
 
 def remove(state_dir: Path) -> bool:

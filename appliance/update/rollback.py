@@ -2,13 +2,20 @@
 
 The marker (``marker.py``) outlives every reboot until a boot settles it:
 
-* on the try boot itself: ``update_installed`` is recorded if the installer could not (the command
-  line runs beside the service, which owns the store); the health gate decides the rest;
+* on the boot that installed it (the service restarted before the try reboot): nothing yet, the
+  try has not happened;
+* on the try boot of the update's slot: ``update_installed`` is recorded if the installer could not
+  (the command line runs beside the service, which owns the store); the health gate decides the rest;
+* on a try boot of another slot than the update's (the firmware's ``[tryboot]`` no longer named it):
+  the update was never tried, so ``update_rolled_back`` saying so, and the marker goes;
 * not on a try, booted from another slot than the update's: the try did not commit (its gate
   failed: the marker says why; or power was cut, the watchdog fired, the service crashed), so
   ``update_rolled_back`` with the reason, and the marker goes;
 * not on a try, booted from the update's slot: it was committed, and a power cut came before the
-  marker went: ``update_committed`` (late), and the marker goes.
+  marker went: ``update_committed`` (late, once: not if the marker says the try recorded it), and
+  the marker goes;
+* a marker that cannot be read (empty, cut short, another shape): ``update_unknown`` with what the
+  boot knows, and the file is set aside beside it (``pending.json.unreadable-<time>``).
 """
 
 from __future__ import annotations
@@ -24,33 +31,72 @@ from .install import installed_detail
 log = logging.getLogger("kelvinpi.update")
 
 NO_COMMIT = "the try did not commit: power cut, watchdog or crash"
+Record = Callable[[str, str], None]
 
 
-def reconcile(state_dir: Path, boot: BootInfo | None, record: Callable[[str, str], None]) -> str | None:
-    """Settle the marker for this boot; the event kind recorded last, or None if nothing was pending."""
+def reconcile(state_dir: Path, boot: BootInfo | None, record: Record) -> str | None:
+    """Settle the marker for this boot; the event kind recorded last, or None if nothing was settled."""
     try:
         pending = marker.read(state_dir)
     except marker.MarkerError as exc:
-        log.error("%s: left in place", exc)
-        return None
+        return _unreadable(state_dir, boot, record, exc)
     if pending is None:
         return None
     if boot is None:
         log.warning("an update is pending (%s) but this boot has no A/B slot information", pending.describe())
         return None
+    if not boot.tryboot and pending.boot_id and pending.boot_id == marker.boot_id():
+        log.warning(
+            "%s is installed and waits for its try reboot (this is the boot that installed it)", pending.describe()
+        )
+        return None
     if not pending.recorded:
         record("update_installed", installed_detail(pending))
-        if boot.tryboot:
+        if boot.tryboot and boot.slot == pending.to_slot:
             marker.update(state_dir, recorded=True)
-    if boot.tryboot:
+    if boot.tryboot and boot.slot == pending.to_slot:
         return "update_installed" if not pending.recorded else None
-    if boot.slot != pending.to_slot:
+    if boot.tryboot:
+        reason = f"the try boot started slot {boot.slot}, not slot {pending.to_slot}: the update was never tried"
+        record("update_rolled_back", f"on slot {boot.slot}: {pending.describe()} was rolled back: {reason}")
+        kind = "update_rolled_back"
+    elif boot.slot != pending.to_slot:
         reason = pending.failure or NO_COMMIT
         record("update_rolled_back", f"back on slot {boot.slot}: {pending.describe()} was rolled back: {reason}")
         kind = "update_rolled_back"
     else:
-        record("update_committed", f"{pending.describe()} was committed (found on the next boot)")
-        kind = "update_committed"
+        settle_committed(state_dir, pending, record, "found on the next boot")
+        return "update_committed"
     marker.remove(state_dir)
     log.warning("%s: %s", kind, pending.describe())
     return kind
+
+
+def settle_committed(state_dir: Path, pending: marker.PendingUpdate, record: Record, found: str) -> None:
+    """A committed update's marker: ``update_committed`` unless the commit recorded it already (the
+    ``committed`` field), then the marker goes. Idempotent: a removal that fails is tried again at the
+    next start, and no second event."""
+    if not pending.committed:
+        record("update_committed", f"{pending.describe()} was committed ({found})")
+        try:
+            marker.update(state_dir, committed=True)
+        except (marker.MarkerError, OSError) as exc:
+            log.error("the update marker could not note the commit: %s", exc)
+    marker.remove(state_dir)
+    log.warning("update_committed: %s", pending.describe())
+
+
+def _unreadable(state_dir: Path, boot: BootInfo | None, record: Record, exc: marker.MarkerError) -> str:
+    """Tell what is known of an update whose marker cannot be read, and set the marker aside."""
+    if boot is None:
+        where = "this boot has no A/B slot information"
+    elif boot.tryboot:
+        where = f"this boot is a try of slot {boot.slot}: it commits only if RAUC shows it is on trial"
+    else:
+        where = f"booted slot {boot.slot} normally: whichever update it was is not on trial"
+    aside = marker.set_aside(state_dir)
+    record(
+        "update_unknown", f"an update was pending but its marker is unreadable ({exc}); {where}; set aside as {aside}"
+    )
+    log.error("%s; %s; set aside as %s", exc, where, aside)
+    return "update_unknown"

@@ -7,6 +7,10 @@ body only after the same token check (``large_body``: a client without it never 
 spools it on the data partition and stops it at ``[update] max_upload_mb`` (413). The bundle is
 then copied into ``state_dir`` (streamed), checked (a refusal is 400 with RAUC's reason, and
 nothing changed), installed, and the appliance reboots into its try a second after answering 202.
+From the 202 on, another upload is 409 (audited): the appliance is rebooting into the first, and
+while a marker written on this boot waits for its try, ``Installer.refuse_if_busy`` refuses too.
+The data partition holds the bundle twice while it is checked and installed (the server's spool,
+which has no name to hand RAUC, and the copy): ``[update] max_upload_mb`` bounds both.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from bottle import Bottle, HTTPError, request, response
 
@@ -63,6 +67,7 @@ def install(app: Bottle, *, access: ControlAccess, cfg: UpdateConfig, record: Ca
     installer = Installer(UpdateCommands.of(cfg), record)
     state_dir, cap = Path(cfg.state_dir), limit_bytes(cfg)
     busy = threading.Lock()  # one update at a time
+    rebooting = threading.Event()  # set from the 202 until the try reboot: no second upload in between
 
     @app.post(PATH)
     def upload():
@@ -75,13 +80,16 @@ def install(app: Bottle, *, access: ControlAccess, cfg: UpdateConfig, record: Ca
             raise HTTPError(400, "send the bundle as the request body (Content-Length > 0)")
         if length > cap:
             raise HTTPError(413, f"request body of {length} bytes is over the limit of {cap} bytes")
+        what = f"install an update bundle of {length} bytes"
         if not busy.acquire(blocking=False):
-            raise HTTPError(409, "another update is being installed")
+            _refused(ctl, access, what, "another update is being installed")
         try:
-            req = ctl.audit.begin("update", access.who(), f"install an update bundle of {length} bytes", "no update")
+            if rebooting.is_set():
+                _refused(ctl, access, what, "an update is installed and the appliance is rebooting into it")
+            req = ctl.audit.begin("update", access.who(), what, "no update")
             bundle = state_dir / f"upload-{int(time.time())}-{os.getpid()}.raucb"
             try:
-                installer.refuse_on_a_try()
+                installer.refuse_if_busy()
                 _receive(request.environ["wsgi.input"], bundle, length, cap)
                 info = installer.check(bundle)
                 pending = installer.install(info)
@@ -93,19 +101,28 @@ def install(app: Bottle, *, access: ControlAccess, cfg: UpdateConfig, record: Ca
                 raise HTTPError(409, str(exc)) from None
             except (InstallFailed, OSError) as exc:
                 ctl.audit.end(req, "failed", str(exc))
-                raise HTTPError(503, f"the update was not installed: {exc}") from None
+                # its words say what RAUC left: nothing written, or the slot written and no try pending
+                raise HTTPError(503, f"the update did not go through: {exc}") from None
             finally:
                 with contextlib.suppress(OSError):
                     bundle.unlink()
             ctl.audit.end(req, "applied", f"version {info.version} into slot {pending.to_slot}; rebooting into it once")
+            rebooting.set()  # before busy goes: the next upload finds it
         finally:
             busy.release()
-        threading.Timer(REBOOT_AFTER, _reboot, (installer,)).start()
+        threading.Timer(REBOOT_AFTER, _reboot, (installer, rebooting)).start()
         response.status = 202
         return {
             "installed": {"version": info.version, "from_slot": pending.from_slot, "to_slot": pending.to_slot},
             "rebooting": f"into slot {pending.to_slot} once; it commits when healthy (GET {API}/health: update)",
         }
+
+
+def _refused(ctl: Control, access: ControlAccess, what: str, why: str) -> NoReturn:
+    """A 409 for an upload that came while another is installed or rebooted into: audited too."""
+    req = ctl.audit.begin("update", access.who(), what, "no update")
+    ctl.audit.end(req, "refused", why)
+    raise HTTPError(409, why)
 
 
 def _receive(stream, path: Path, length: int, cap: int) -> None:  # type: ignore[no-untyped-def]
@@ -127,13 +144,16 @@ def _receive(stream, path: Path, length: int, cap: int) -> None:  # type: ignore
         raise HTTPError(400, f"the body ended after {got} of {length} bytes")
 
 
-def _reboot(installer: Installer) -> None:
+def _reboot(installer: Installer, rebooting: threading.Event) -> None:
+    """The try reboot. If it cannot be asked for, uploads are taken again (the marker from this boot
+    still refuses them until the appliance reboots: ``Installer.refuse_if_busy`` says how)."""
     import logging
 
     try:
         installer.reboot_into_try()
     except InstallFailed as exc:
         logging.getLogger("kelvinpi.update").error("%s", exc)
+        rebooting.clear()
 
 
 def openapi_paths(ok: Callable[..., dict], errors: Callable[..., dict]) -> dict:

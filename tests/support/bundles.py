@@ -91,3 +91,39 @@ def fake_rauc(path: Path, log: Path, install_rc: int = 0) -> Path:
         f'    [ {install_rc} = 0 ] || echo "LastError: Installation error: failed to write slot" >&2; exit {install_rc};;\n'
         "esac\nexit 0",
     )
+
+
+# RAUC 1.8's `rauc status --output-format=json`, as `rauc service` printed it for a two-slot system with a
+# custom backend (the slots' devices and the booted slot filled in; boot_primary null: the backend failed)
+STATUS_JSON = (
+    '{"compatible":"kelvinpi-rpi-arm64","variant":"","booted":"%s","boot_primary":%s,"slots":['
+    '{"rootfs.0":{"class":"rootfs","device":"/dev/mmcblk0p5","type":"raw","bootname":"A","state":"%s",'
+    '"parent":null,"mountpoint":null,"boot_status":"good"}},'
+    '{"rootfs.1":{"class":"rootfs","device":"/dev/mmcblk0p6","type":"raw","bootname":"B","state":"%s",'
+    '"parent":null,"mountpoint":null,"boot_status":"good"}}]}'
+)
+
+
+def status_rauc(path: Path, log: Path, device_tree: Path, primary: Path) -> Path:
+    """RAUC for the gate's tests, with the image backend's bookkeeping: ``primary`` holds the slot every
+    normal boot starts (autoboot.txt's [all]: A or B; absent: RAUC cannot say). ``status
+    --output-format=json`` answers as RAUC 1.8 does; ``mark-good booted`` on a try makes the booted slot
+    primary (the commit); ``mark-bad booted`` of the primary makes the other one primary, as the backend
+    does. The booted slot is read from the device tree, as the backend reads it."""
+    booted = f'p=$(od -An -tu4 --endian=big -N4 "{device_tree}/chosen/bootloader/partition" | tr -d " ")'
+    letter = 'if [ "$p" = 3 ]; then b=B; o=A; else b=A; o=B; fi'
+    json_a = STATUS_JSON.replace('"', '\\"')
+    return recorder(
+        path,
+        log,
+        f"{booted}\n{letter}\n"
+        f'pri=$(cat "{primary}" 2>/dev/null || true)\n'
+        'case "$1 $2" in\n'
+        '  "status --output-format=json")\n'
+        '    case "$pri" in A) jp=\'"rootfs.0"\';; B) jp=\'"rootfs.1"\';; *) jp=null;; esac\n'
+        '    if [ "$b" = A ]; then sa=booted; sb=inactive; else sa=inactive; sb=booted; fi\n'
+        f'    printf "{json_a}\\n" "$b" "$jp" "$sa" "$sb";;\n'
+        f'  "status mark-good") echo "$b" > "{primary}";;\n'
+        f'  "status mark-bad") [ "$pri" = "$b" ] && echo "$o" > "{primary}";;\n'
+        "esac\nexit 0",
+    )
