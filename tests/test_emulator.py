@@ -95,7 +95,9 @@ def test_cooldown_fast_forward():
     emu = Emulator.ls372(seed=1, warm=True)
     emu.listen_tcp("127.0.0.1", 0)
     try:
-        m = Model372(TcpTransport(*emu.tcp.address), timeout=1)
+        # the physics catches up lazily on the next query: four simulated days of it can take
+        # over a second on a loaded 2-core machine, so the reply gets a generous timeout
+        m = Model372(TcpTransport(*emu.tcp.address), timeout=15)
         m.connect()
         assert m.read("A").kelvin is None  # 295 K is off a RuOx curve: flagged, not a number
         emu.clock.advance(4 * 86400)
