@@ -348,7 +348,8 @@ class Poller(threading.Thread):
     def replan(self, why: str) -> None:
         """Plan again after a setting changed the inputs (enable, pause, units, the scanner).
 
-        Runs on the poller's thread (inside the request that changed them): the acquisition
+        Runs holding the poller's link (inside the request or the share's turn that changed them;
+        a share's turn may run on a client's thread while the poller is idle): the acquisition
         learns the inputs only here and on connect, and with an old plan a newly enabled input was
         never read and a longer pause let the 372's held value through as fresh readings.
         """

@@ -99,7 +99,8 @@ class Policy:
 
 
 class Exchanger:
-    """The share's half that runs on the poller's thread (``poller.share``)."""
+    """The share's half that uses the link (``poller.share``): on whichever thread holds the poller's
+    link, the poller's own or, while the poller is idle, a client's session thread (``arrived``)."""
 
     def __init__(self, poller: Any, cfg: ShareConfig, dialect: Dialect, audit: Any, store: Any) -> None:
         self.poller, self.cfg, self.dialect, self.audit, self.store = poller, cfg, dialect, audit, store
