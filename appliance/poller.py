@@ -11,6 +11,14 @@ The poller is the one owner of its link: a control request (a setpoint, a curve 
 is queued with ``Poller.call`` and carried out by the poller's own thread between poll
 cycles, so no two threads ever interleave exchanges on one link, and a timeout on a
 control request resets the link (through a reconnect) like a timeout in a cycle does.
+
+Owning the link is holding ``Poller.link``: the poller's thread holds it always (connecting, its
+cycle, each queued request, the backoff) except while it waits idle for a request between cycles.
+Only then may a share client's thread take it (``Poller.try_link``, never blocking) and carry out a
+client's line itself with the share's own code, saving the hand-over to the poller's thread; the
+poller takes the link back (waiting at most for that one step) when a request arrives or the next
+cycle is due, and a link error met there is handed to the poller (``Poller.link_failed``), whose
+own failure path resets the link and reconnects, once.
 """
 
 from __future__ import annotations
@@ -97,6 +105,11 @@ class Poller(threading.Thread):
         self._renames_recorded: set[tuple[str, str]] = set()
         self.share = None  # appliance.share's Exchanger when [instrument.share] is on: its clients' lines run here
         self.serve_until = 0.0  # monotonic time the next cycle is due (what a share turn may use)
+        # the link's owner holds this: the poller's thread, except while it waits idle between cycles
+        self.link = threading.Lock()
+        self._idle = False  # the poller waits for a request with the link released: another may take it
+        self._wanted = False  # the poller waits to take the link back: whoever holds it ends its step
+        self._fault: BaseException | None = None  # a link error met by another holder: the poller's to handle
 
     # -- the link owner's job queue ------------------------------------------------
     def call(self, fn: Callable[[Any], Any], what: str, timeout: float = 30.0) -> Any:
@@ -132,7 +145,63 @@ class Poller(threading.Thread):
         return req.future
 
     def requests_waiting(self) -> bool:
-        return not self._requests.empty()
+        """A request is queued, or the poller waits for the link: its holder ends its turn now."""
+        return self._wanted or not self._requests.empty()
+
+    # -- the link taken by another thread while the poller is idle ---------------------------
+    def try_link(self) -> bool:
+        """Take the link (never waiting) when the poller is idle between cycles with nothing queued
+        and no link error pending; the caller then holds ``self.link`` and must release it."""
+        if not self.link.acquire(blocking=False):
+            return False
+        if self._idle and not self._wanted and self._fault is None and self._requests.empty():
+            return True
+        self.link.release()
+        return False
+
+    def link_failed(self, exc: BaseException) -> None:
+        """A link error (timeout, connection lost) met by a thread holding the link in the poller's
+        place: the poller raises it as its own once it takes the link back, so its ordinary failure
+        path resets the link and reconnects, exactly once. Called with the link held."""
+        if self._fault is None:
+            self._fault = exc
+        # wake the idle poller now rather than at its next poll of the queue; a full queue wakes it anyway
+        with contextlib.suppress(_queue.Full):
+            self._requests.put_nowait(LinkRequest(lambda _inst: None, "link error", Future(), long=False))
+
+    def _next_request(self, until: float) -> LinkRequest | None:
+        """The next queued request; waiting for it until the monotonic time ``until`` (or the stop) with
+        the link released (idle: a share client's thread may use it meanwhile), and held again on return."""
+        if until <= time.monotonic():
+            try:
+                return self._requests.get_nowait()
+            except _queue.Empty:
+                return None
+        req: LinkRequest | None = None
+        self._idle = True
+        self.link.release()
+        try:
+            while not self.stop_event.is_set():
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    req = self._requests.get(timeout=min(remaining, 0.2))  # the stop is seen within 0.2 s
+                    break
+                except _queue.Empty:
+                    continue
+        finally:
+            self._idle = False
+            self._wanted = True  # the holder (if any) ends its turn after the step under way
+            self.link.acquire()
+            self._wanted = False
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            # the link is broken: the request just taken is refused like those still queued will be
+            if req is not None and req.future.set_running_or_notify_cancel():
+                req.future.set_exception(LinkUnavailable(f"{self.cfg.name}: link lost: {fault}"))
+            raise fault
+        return req
 
     def _serve_requests(self, until: float) -> None:
         """Until the monotonic time ``until`` (the next cycle), run queued requests as they come.
@@ -142,12 +211,11 @@ class Poller(threading.Thread):
         """
         self.serve_until = until
         while not self.stop_event.is_set():
-            remaining = until - time.monotonic()
-            try:
-                # Past the deadline (an overrunning cycle) still serve what is waiting, once.
-                req = self._requests.get(timeout=min(remaining, 0.2)) if remaining > 0 else self._requests.get_nowait()
-            except _queue.Empty:
-                if remaining <= 0:
+            # Past the deadline (an overrunning cycle) still serve what is waiting, once.
+            late = until <= time.monotonic()
+            req = self._next_request(until)
+            if req is None:
+                if late:
                     return
                 continue
             if not req.future.set_running_or_notify_cancel():
@@ -186,6 +254,10 @@ class Poller(threading.Thread):
 
     # -- life cycle --------------------------------------------------------------
     def run(self) -> None:
+        with self.link:  # released only while idle between cycles (``_next_request``)
+            self._run()
+
+    def _run(self) -> None:
         backoff = self.polling.backoff_initial
         while not self.stop_event.is_set():
             try:
@@ -276,7 +348,8 @@ class Poller(threading.Thread):
     def replan(self, why: str) -> None:
         """Plan again after a setting changed the inputs (enable, pause, units, the scanner).
 
-        Runs on the poller's thread (inside the request that changed them): the acquisition
+        Runs holding the poller's link (inside the request or the share's turn that changed them;
+        a share's turn may run on a client's thread while the poller is idle): the acquisition
         learns the inputs only here and on connect, and with an old plan a newly enabled input was
         never read and a longer pause let the 372's held value through as fresh readings.
         """

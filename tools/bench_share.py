@@ -3,7 +3,8 @@
 One run against the emulated 372 (real time, loopback):
 
 1. a client's query round trip straight to the emulator (its second TCP connection, as a second
-   client of a real 372) and through the share (the appliance's poller carries it out); the query
+   client of a real 372) and through the share (the link's owner carries it out: the client's session
+   thread holding the poller's link while the poller is idle, else the poller's thread); the query
    is ``INNAME? 1``, which the poller never asks, so every one goes over the link (a reading of the
    poller's cycle would be answered from its own reply and cost nothing: shown apart as cached);
    also the poller's own reading line straight to the emulator: one exchange of the poller. The

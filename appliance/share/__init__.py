@@ -79,7 +79,7 @@ class Share:
             peer,
             self.cfg.max_queued,
             self.cfg.idle_timeout,
-            ex.wake,
+            ex.arrived,
             self._closed,
             self.health,
             cr_ends=ex.dialect.cr_ends_line,

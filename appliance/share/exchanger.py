@@ -1,8 +1,12 @@
 """Clients' lines carried out on the instrument's poller, the one owner of its link.
 
 The poller runs its cycle, then serves control requests and share clients until the next cycle
-is due (``Poller._serve_requests``). The exchanger joins that queue with a single *turn*
-request whenever a client has a line waiting, and in its turn takes one *step* of a line
+is due (``Poller._serve_requests``). When a client's line arrives while the poller waits idle
+with nothing queued, the client's session thread takes the poller's link itself
+(``Poller.try_link``) and runs the turn there (``Exchanger.arrived``): the owner of the link is
+whoever holds ``Poller.link``, never two at once, and this saves waking a second thread per line.
+Otherwise the exchanger joins the poller's queue with a single *turn*
+request whenever a client has a line waiting, and in its turn (either way) takes one *step* of a line
 (``job.py``: a run of queries, or one setting) from each client in rotation (in order per client,
 fairly between clients) while the time left before the next cycle holds another exchange (its
 link time is measured per exchange, not per line, so one long line cannot inflate it). A turn
@@ -95,7 +99,8 @@ class Policy:
 
 
 class Exchanger:
-    """The share's half that runs on the poller's thread (``poller.share``)."""
+    """The share's half that uses the link (``poller.share``): on whichever thread holds the poller's
+    link, the poller's own or, while the poller is idle, a client's session thread (``arrived``)."""
 
     def __init__(self, poller: Any, cfg: ShareConfig, dialect: Dialect, audit: Any, store: Any) -> None:
         self.poller, self.cfg, self.dialect, self.audit, self.store = poller, cfg, dialect, audit, store
@@ -123,6 +128,7 @@ class Exchanger:
         self.max_wait = cfg.max_wait
         self._displacing: tuple[float, str, str] | None = None  # (until, who, what) after a scanner move
         self._displaced_now = 0
+        self.inline_turns = 0  # turns run on a client's session thread holding the link (``_inline``)
         poller.instrument.observer = self.observe
 
     # -- sessions ------------------------------------------------------------------------
@@ -206,6 +212,36 @@ class Exchanger:
         self._displacing, self._displaced_now = None, 0
 
     # -- turns -------------------------------------------------------------------------
+    def arrived(self) -> None:
+        """A client's line waits (its session's thread): carried out right here when the poller is
+        idle between cycles with nothing queued (this thread then holds the link as its owner, and a
+        second thread's wake-up is saved), else queued as a turn on the poller."""
+        if not self._inline():
+            self.wake()
+
+    def _inline(self) -> bool:
+        """A turn on the calling thread, holding the poller's link (``Poller.try_link``): the same
+        rotation, budget, status-register and timeout handling as a queued turn. It ends at the step
+        under way when the poller wants the link back or a request is queued (``_serve``), so the next
+        cycle waits for one step at most; a link error goes to the poller, which reconnects once."""
+        p = self.poller
+        if not p.try_link():
+            return False
+        try:
+            self.inline_turns += 1
+            self._in_turn = True
+            try:
+                self._serve(p.instrument)
+            except (InstrumentTimeout, ConnectionLost) as exc:
+                p.link_failed(exc)  # the poller's own failure path: the link reset, one reconnect
+            except Exception:
+                log.exception("%s: share clients' turn", self.node)  # as a queued turn's error: polling goes on
+            finally:
+                self._in_turn = False
+        finally:
+            p.link.release()
+        return True
+
     def wake(self) -> None:
         """A line waits: queue a turn on the poller unless one is queued (any thread)."""
         with self.lock:
