@@ -235,6 +235,13 @@ class ShareHealth:
         labels=_NODE,
         default=0,
     )
+    settings_failed: int = stat(
+        "kelvinpi_share_settings_failed",
+        "Client settings the policy let through and the instrument refused (its ESR error bits; audited)",
+        counter=True,
+        labels=_NODE,
+        default=0,
+    )
     dropped: int = stat(
         "kelvinpi_share_dropped_lines",
         "Client lines dropped unanswered: max_queued waiting, asked before an outage, or waited past max_wait",

@@ -211,7 +211,9 @@ class Poller(threading.Thread):
         """
         self.serve_until = until
         while not self.stop_event.is_set():
-            # Past the deadline (an overrunning cycle) still serve what is waiting, once.
+            # Past the deadline (an overrunning cycle) still serve one request that is waiting, and
+            # only one: a stream of requests (share turns queued as fast as they end) must not hold
+            # the next cycle back
             late = until <= time.monotonic()
             req = self._next_request(until)
             if req is None:
@@ -219,6 +221,8 @@ class Poller(threading.Thread):
                     return
                 continue
             if not req.future.set_running_or_notify_cancel():
+                if late:
+                    return
                 continue
             done = threading.Event()
             if self.watchdog_pinger is not None and req.long:
@@ -236,6 +240,8 @@ class Poller(threading.Thread):
                 req.future.set_result(result)
             finally:
                 done.set()
+            if late:
+                return
 
     def _kick_while(self, done: threading.Event, deadline: float) -> None:
         """Feed the watchdog while a long request (a 200-point curve upload takes about 30 s on a
@@ -315,8 +321,10 @@ class Poller(threading.Thread):
         h.identity = f"{ident.model} {ident.serial} fw {ident.firmware}"
         self._plan()
         self._take_snapshot()
-        h.connected = True
+        # the new connection's count first: a share client's line tagged in between (its epoch, the
+        # count while connected) must carry this connection's, never the last one's (issue 26, F5)
         h.reconnects += 1
+        h.connected = True
         gap = f" after {time.time() - self._down_since:.1f} s down" if self._down_since else ""
         log.info("%s: connected to %s via %s%s", self.cfg.name, h.identity, self.instrument.transport.description, gap)
         self.store.event("connected", self.cfg.name, f"{h.identity}{gap}")

@@ -212,3 +212,54 @@ def test_one_clients_lines_stay_in_order_across_inline_and_queued_turns(tmp_path
         assert ex.inline_turns > inline, "some turns ran on a session thread"
         assert check_against_ledger(emu372.ledger, other.got) > 0
         c.close(), other.close()
+
+
+def test_a_flood_of_local_answers_on_session_threads_gives_the_link_back_after_one_step(tmp_path, emu372):
+    """Four clients flood ``*ESR?`` (answered by the share itself) while the poller cycles: whenever the
+    poller wants its link back from a session thread (a cycle due, a request), that thread takes one
+    more step at most, local or not, before it lets go. Each step on a session thread is noted with
+    the poller's count of takings-back and whether it was waiting then."""
+    from tests.test_share_redteam2 import flood
+
+    with sharing(tmp_path, emu372, interval=0.1) as app:
+        poller = app.pollers[0]
+        ex = poller.share
+        taken = [0]
+        late_steps: dict[int, int] = {}
+        step, acquire = ex._step, poller.link.acquire
+
+        class Link:  # the poller's lock, counting each time the poller takes it back (delegating)
+            def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+                got = acquire(blocking, timeout)
+                if threading.current_thread() is poller and blocking:
+                    taken[0] += 1
+                return got
+
+            def release(self) -> None:
+                real.release()
+
+            def __enter__(self):
+                self.acquire()
+                return self
+
+            def __exit__(self, *exc) -> None:
+                self.release()
+
+        def step_(inst, job) -> None:
+            if threading.current_thread() is not poller and poller._wanted:
+                late_steps[taken[0]] = late_steps.get(taken[0], 0) + 1
+            step(inst, job)
+
+        real = poller.link
+        poller.link = Link()
+        ex._step = step_
+        inline = ex.inline_turns
+        answers: list[int] = []
+        clients = [threading.Thread(target=flood, args=(port_of(app), b"*ESR?\r\n", 2.0, answers)) for _ in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(15)
+        assert sum(answers) > 0 and ex.inline_turns > inline, "lines were answered on session threads"
+        assert taken[0] > 10
+        assert max(late_steps.values(), default=0) <= 1, late_steps

@@ -91,3 +91,44 @@ def test_a_line_is_cut_into_steps_in_order():
         ("query", ["RDGR? 2"]),
     ]
     assert [st.kind for st in steps_of(";".join(["SCAN 5,0"] * 200), True)] == ["setting"] * 200
+
+
+@pytest.mark.parametrize(
+    "segments, lines",
+    [
+        ([b"INNAME? 1\r\r\n"], [b"INNAME? 1"]),  # a stray CR before the end: whitespace
+        ([b"INNAME? 1\r", b"\r\n"], [b"INNAME? 1"]),
+        ([b"INNAME? 1\n\r*ESR?\r\n"], [b"INNAME? 1", b"*ESR?"]),  # LF CR endings: the CR is at the next line's start
+        ([b"\r\rKRDG? A\r\n"], [b"KRDG? A"]),
+    ],
+)
+def test_a_cr_that_does_not_end_a_372_line_is_whitespace(segments, lines):
+    """Issue 26 (F4): the emulated 372 (firmware_host/wire.py) answers these; the share took them for garbage."""
+    f = Framer()
+    got = [line for seg in segments for line in f.feed(seg)]
+    assert got == lines
+    assert all(printable(x) is not None for x in got if x is not None)
+
+
+def test_a_line_of_max_length_whose_cr_comes_alone_is_still_a_line():
+    """Issue 26 (F4): the CR in a segment of its own does not count toward the line's length."""
+    line = b"INNAME? 1;" + b" " * (MAX_LINE - 10)
+    f = Framer()
+    assert f.feed(line) == [] and f.feed(b"\r") == [] and f.feed(b"\n") == [line]
+    assert Framer().feed(line + b"\r\n") == [line]  # as when it comes whole
+    assert Framer().feed(line + b"X\r") == [None]  # one byte more is overlong, CR or not
+    assert Framer().feed(b"\r" * (2 * MAX_LINE + 1)) == [None]  # CRs without end still fill the buffer
+
+
+def test_an_ipv4_mapped_network_entry_matches_ipv4_clients():
+    """Issue 26 (F6): ``::ffff:10.0.0.0/104`` is 10.0.0.0/8 written as IPv6: clients in it match."""
+    p = Policy(
+        ShareConfig(
+            enabled=True,
+            policy="allow",
+            allow_commands=["SCAN"],
+            allow_clients=["::ffff:10.0.0.0/104", "::ffff:192.0.2.7"],
+        )
+    )
+    assert p.allows("SCAN", "10.1.2.3") and p.allows("SCAN", "::ffff:10.1.2.3") and p.allows("SCAN", "192.0.2.7")
+    assert not p.allows("SCAN", "11.0.0.1") and not p.allows("SCAN", "192.0.2.8") and not p.allows("SCAN", "::1")

@@ -61,7 +61,9 @@ class Share:
 
     def _admit(self, conn: socket.socket, peer: tuple) -> bool:
         ex = self.exchanger
-        if len(ex.sessions) >= self.cfg.max_clients:
+        # a client that left with a line under way is still in the rotation until that line ends
+        # (max_wait at most): it holds no place
+        if sum(1 for s in list(ex.sessions) if s.open) >= self.cfg.max_clients:
             self.health.refused += 1
             now = time.monotonic()
             if now - self._refusal_logged >= 10.0:  # a storm of connections is one line in 10 s, with its count

@@ -79,13 +79,24 @@ def client_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return addr
 
 
+def policy_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An ``allow_clients`` entry as the policy compares it: an IPv4-mapped IPv6 network
+    (``::ffff:10.0.0.0/104``) is the IPv4 network it carries, as a client's address is (``client_ip``)."""
+    net = ipaddress.ip_network(entry, strict=False)
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
+        mapped = net.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network(f"{mapped}/{net.prefixlen - 96}", strict=False)
+    return net
+
+
 class Policy:
     """Which settings a client may make: none ("read"), listed ones from listed addresses ("allow"), all."""
 
     def __init__(self, cfg: ShareConfig) -> None:
         self.kind = cfg.policy
         self.commands = set(cfg.allow_commands)
-        self.networks = [ipaddress.ip_network(a, strict=False) for a in cfg.allow_clients]
+        self.networks = [policy_network(a) for a in cfg.allow_clients]
 
     def allows(self, mnemonic: str, ip: str) -> bool:
         if self.kind == "full":
@@ -144,14 +155,19 @@ class Exchanger:
             self.health.clients = len(self.sessions)
 
     def remove(self, session: ClientSession) -> None:
+        """A client left. A line it had begun still runs to its end, as the instrument carries out a
+        whole line it received (issue 26, F3): its session stays in the rotation until then (its
+        answer goes nowhere), so every part is carried out and audited, never half a line unrecorded."""
         with self.lock:
-            if session in self.sessions:
+            if session in self.sessions and session.job is None:
                 self.sessions.remove(session)
-            self.health.clients = len(self.sessions)
+            self.health.clients = sum(1 for s in self.sessions if s.open)
+        if session.job is not None:
+            self.wake()
 
     def client_list(self) -> list[dict]:
         with self.lock:
-            return [s.stats.as_dict(s.pending()) for s in self.sessions]
+            return [s.stats.as_dict(s.pending()) for s in self.sessions if s.open]
 
     # -- the poller's cycle ------------------------------------------------------------
     def observe(self, message: str, reply: bytes) -> None:
@@ -185,7 +201,7 @@ class Exchanger:
         self._overran = time.monotonic() - self._cycle_start >= self.poller.interval
         self._count_displaced(samples)
         self.health.client_list = self.client_list()
-        if any(s.pending() for s in list(self.sessions)):
+        if any(s.pending() or s.job is not None for s in list(self.sessions)):
             self.wake()
 
     def _count_displaced(self, samples: list) -> None:
@@ -274,6 +290,7 @@ class Exchanger:
             if job is not None and job.epoch != epoch:
                 s.job = None
                 stale.append(job)
+                self._stopped(job, "the link went down")
             if stale:
                 s.drop(len(stale))
 
@@ -324,10 +341,20 @@ class Exchanger:
         """The session's line under way, else its next line that is still worth answering."""
         job = s.job
         if job is not None:
-            if job.epoch == epoch:
-                return job  # begun in time: it runs to its end, as the instrument carries out a whole line
-            s.job = None  # the link went down since: no answer from another connection's instrument
-            s.drop()
+            if job.epoch != epoch:
+                s.job = None  # the link went down since: no answer from another connection's instrument
+                s.drop()
+                self._stopped(job, "the link went down")
+            elif now - job.received > self.max_wait:
+                # its client has given up (issue 26, F2): an answer now would be read as the answer
+                # to its next question. What is applied stays applied (each setting is audited).
+                s.job = None
+                s.drop()
+                self._stopped(job, f"it waited past max_wait ({self.max_wait:g} s)")
+            else:
+                # begun in time: it runs to its end, as the instrument carries out a whole line,
+                # its client gone or not (``remove`` keeps it in the rotation until then)
+                return job
         while True:
             item = s.next_line()
             if item is None:
@@ -363,18 +390,41 @@ class Exchanger:
             self._finish(job, silent=True)
             return
         took = time.monotonic() - started
+        # every step counts, one answered without the link too: past the cycle's due time one step
+        # goes, whatever it was, so a flood of local answers cannot hold the cycle back (issue 26, F1)
+        self._served += 1
+        self._last_step = started + took
         if exchanges:
-            self._served += 1
-            self._last_step = started + took
             self.health.busy_seconds += took
             self.exchange_seconds = 0.8 * self.exchange_seconds + 0.2 * (took / exchanges)
         if not job.steps:
             self._finish(job)
 
+    def _stopped(self, job: LineJob, why: str) -> None:
+        """A line begun and then stopped unanswered: on record when it had applied a setting, since
+        the instrument holds part of a line its client never saw answered."""
+        self._release(job.session)
+        if not job.applied:
+            return
+        detail = (
+            f"share client {job.session.address}'s line {job.line!r} stopped after {len(job.applied)} "
+            f"setting(s) applied ({'; '.join(job.applied)}) and {len(job.steps)} step(s) not carried out: {why}"
+        )
+        log.warning("%s: %s", self.node, detail)
+        self.store.event("share", self.node, detail)
+
+    def _release(self, s: ClientSession) -> None:
+        """A client that left with a line under way stays in the rotation until the line has ended."""
+        if not s.open and s.job is None:
+            with self.lock:
+                if s in self.sessions:
+                    self.sessions.remove(s)
+
     def _finish(self, job: LineJob, silent: bool = False) -> None:
         s = job.session
         if s.job is job:
             s.job = None
+        self._release(s)
         self.health.commands += 1
         s.answer(None if silent or not job.answers else ";".join(job.answers), job.received)
 
@@ -407,7 +457,7 @@ class Exchanger:
             s.read_esr()
             return 0
         if step.kind == "setting":
-            return self._setting(inst, s, step.parts[0])
+            return self._setting(inst, job, step.parts[0])
         keys = [p.key() for p in step.parts]
         cache, readings = self._cache, self.dialect.readings
         if all(p.mnemonic in readings and k in cache for p, k in zip(step.parts, keys, strict=True)):
@@ -446,8 +496,8 @@ class Exchanger:
         got, esr = self._exchange(inst, query)
         return ";".join(got) if got and not esr & ESR_ERRORS else None
 
-    def _setting(self, inst: Any, s: ClientSession, p: Part) -> int:
-        d = self.dialect
+    def _setting(self, inst: Any, job: LineJob, p: Part) -> int:
+        d, s = self.dialect, job.session
         query = d.readback_query(p.mnemonic, list(p.args))
         if not self.policy.allows(p.mnemonic, s.ip):
             # a setting that changes nothing is no change: it passes silently (vendor drivers send EMUL 0)
@@ -482,10 +532,13 @@ class Exchanger:
         self._cache.clear()  # a reading of before the change is no answer after it
         self.poller.snapshot_due = True
         if esr & ESR_ERRORS:
+            s.stats.failed += 1
+            self.health.settings_failed += 1
             self.audit.end(req, "refused", f"the instrument set ESR={esr}")
             return 3 if query else 1
         s.stats.settings += 1
         self.health.settings += 1
+        job.applied.append(p.text)
         self.audit.end(req, "applied", f"was {old}, now {new}" if query else "no read-back declared")
         if p.mnemonic in d.replan and hasattr(self.poller, "replan"):
             self.poller.replan(f"{who}: {p.text} (was {old}, now {new}): the acquisition follows")

@@ -41,6 +41,7 @@ class LineJob:
     epoch: int  # the link's epoch when it arrived: a line from before an outage is not carried out after it
     steps: deque[Step] = field(default_factory=deque)
     answers: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # its settings carried out so far (each audited)
 
 
 def steps_of(line: str, has_esr: bool) -> deque[Step]:

@@ -87,7 +87,7 @@ def printable(raw: bytes) -> str | None:
 class Framer:
     """Bytes from a client -> its lines, as the instrument frames them.
 
-    A line ends at LF (a CR before it is dropped); with ``cr_ends`` (the 336's) a CR alone ends one
+    A line ends at LF (CRs at its ends are dropped, as whitespace); with ``cr_ends`` (the 336's) a CR alone ends one
     too, and the LF of a CR LF is then an empty line, ignored. A line longer than ``MAX_LINE``
     overflows the instrument's input buffer: it is one piece of garbage, and everything up to and
     including its line end is dropped with it, so its tail is never taken as a line of its own.
@@ -105,6 +105,15 @@ class Framer:
         cr = self._buf.find(b"\r")
         return cr if cr >= 0 and (lf < 0 or cr < lf) else lf
 
+    def _too_long(self) -> bool:
+        """The line so far is past ``MAX_LINE`` without its trailing CRs (the line end may follow in
+        the next segment: a line of exactly ``MAX_LINE`` whose CR came alone is still a line), or
+        the buffer is past twice that whatever it holds."""
+        n = len(self._buf)
+        if n <= MAX_LINE:
+            return False
+        return n > 2 * MAX_LINE or len(self._buf.rstrip(b"\r")) > MAX_LINE
+
     def feed(self, data: bytes) -> list[bytes | None]:
         """The complete lines in ``data`` (with what came before), in order; None for an overlong one."""
         self._buf += data
@@ -114,7 +123,7 @@ class Framer:
             if idx < 0:
                 if self._overflowed:
                     self._buf.clear()  # still the overlong line: dropped as it comes
-                elif len(self._buf) > MAX_LINE:
+                elif self._too_long():
                     self._buf.clear()
                     self._overflowed = True
                     out.append(None)
@@ -124,8 +133,9 @@ class Framer:
             if self._overflowed:
                 self._overflowed = False  # the overlong line's end: what follows is a new line
                 continue
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
+            # a CR that does not end the line is whitespace at its ends, as the instrument reads it
+            # (``INNAME? 1\r\r\n``; LF CR endings leave the CR at the next line's start)
+            raw = raw.strip(b"\r")
             if len(raw) > MAX_LINE:
                 out.append(None)
             elif raw.strip():

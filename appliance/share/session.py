@@ -47,6 +47,7 @@ class ClientStats:
     cached: int = 0  # answered from the poller's reading of this cycle, without the link
     settings: int = 0  # settings carried out (audited)
     refused: int = 0  # settings refused by the policy
+    failed: int = 0  # settings the policy let through and the instrument refused (its ESR error bits)
     dropped: int = 0  # lines dropped unanswered: max_queued waiting, from before an outage, past max_wait
     garbage: int = 0  # lines that were not printable ASCII, or too long
     wait_ms: float = 0.0  # from a line's arrival to its answer: the last one
@@ -71,6 +72,7 @@ class ClientStats:
             "cached": self.cached,
             "settings": self.settings,
             "refused": self.refused,
+            "failed": self.failed,
             "dropped": self.dropped,
             "garbage": self.garbage,
         }
