@@ -150,6 +150,10 @@ def test_a_client_leaving_midline_leaves_its_line_whole_and_audited(tmp_path, em
         c.sock.close()
         wait_for(lambda: h.share.clients == 0, 5, 0.01, "the client gone")
         assert emu372.device.channels["6"].name != "set by client 6", "the line was done before the client left"
+        # a client arriving while the left one's line runs counts once (red team 3, R1: the left session counted)
+        other = LineClient(port_of(app), timeout=3)
+        wait_for(lambda: len(app.pollers[0].share.client_list()) == 1, 5, 0.01, "the second client listed")
+        assert h.share.clients == 1
         wait_for(lambda: h.share.settings == 6, 15, 0.02, "the rest of the line")
         emu372.control("clear")
         assert [emu372.device.channels[str(i)].name for i in range(1, 7)] == [f"set by client {i}" for i in range(1, 7)]
@@ -157,7 +161,10 @@ def test_a_client_leaving_midline_leaves_its_line_whole_and_audited(tmp_path, em
         audit = [e["detail"] for e in events if e["kind"] == "control" and "share client" in e["detail"]]
         for i in range(1, 7):
             assert any(f'applied: INNAME {i},"set by client {i}"' in d for d in audit), audit
-        wait_for(lambda: not app.pollers[0].share.sessions, 5, 0.02, "the session out of the rotation")
+        wait_for(lambda: len(app.pollers[0].share.sessions) == 1, 5, 0.02, "the left session out of the rotation")
+        assert h.share.clients == 1 == len(app.pollers[0].share.client_list())  # R1: not left at 2
+        other.close()
+        wait_for(lambda: h.share.clients == 0, 5, 0.01, "the second client gone")
 
 
 def test_the_link_is_marked_connected_only_once_its_new_epoch_is_counted(tmp_path, emu372):

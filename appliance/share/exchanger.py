@@ -152,7 +152,11 @@ class Exchanger:
     def add(self, session: ClientSession) -> None:
         with self.lock:
             self.sessions.append(session)
-            self.health.clients = len(self.sessions)
+            self.health.clients = self._open_count()
+
+    def _open_count(self) -> int:
+        """Clients connected now (a left client's line may still run: it is not one); under ``lock``."""
+        return sum(1 for s in self.sessions if s.open)
 
     def remove(self, session: ClientSession) -> None:
         """A client left. A line it had begun still runs to its end, as the instrument carries out a
@@ -161,7 +165,7 @@ class Exchanger:
         with self.lock:
             if session in self.sessions and session.job is None:
                 self.sessions.remove(session)
-            self.health.clients = sum(1 for s in self.sessions if s.open)
+            self.health.clients = self._open_count()
         if session.job is not None:
             self.wake()
 
@@ -356,20 +360,26 @@ class Exchanger:
                 # its client gone or not (``remove`` keeps it in the rotation until then)
                 return job
         while True:
-            item = s.next_line()
-            if item is None:
-                return None
-            line, received, line_epoch = item
-            if line_epoch != epoch or now - received > self.max_wait:
+            # the line is taken and marked under way under the exchanger's lock, which ``remove`` holds
+            # too: a client leaving in between cannot take its session out of the rotation with a line
+            # taken but not yet under way (that line's later steps would never run, unrecorded)
+            with self.lock:
+                item = s.next_line()
+                if item is None:
+                    return None
+                line, received, line_epoch = item
+                stale = line_epoch != epoch or now - received > self.max_wait
+                job = None if stale else LineJob(s, line, received, line_epoch, steps_of(line, self.dialect.has_esr))
+                if job is not None and job.steps:
+                    s.job = job
+            if job is None:
                 # asked before an outage, or waited past max_wait: its client has given up, and an
                 # answer now would be read as the answer to its next question
                 s.drop()
                 continue
-            job = LineJob(s, line, received, line_epoch, steps_of(line, self.dialect.has_esr))
             if not job.steps:
                 s.answer(None, received)
                 continue
-            s.job = job
             return job
 
     def _step(self, inst: Any, job: LineJob) -> None:
@@ -419,6 +429,7 @@ class Exchanger:
             with self.lock:
                 if s in self.sessions:
                     self.sessions.remove(s)
+                self.health.clients = self._open_count()
 
     def _finish(self, job: LineJob, silent: bool = False) -> None:
         s = job.session
