@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from appliance.store import MAX_TIME, Store, StoreReader
+from appliance.uplinks.sisock import MAX_POINTS as SISOCK_MAX_POINTS
+from appliance.web.common import points_per_series
 from firmware_host.ledger import QUANTITY
 
 DESC = re.compile(r"^(?P<model>\d+) input (?P<ch>\S+) ")
@@ -131,13 +133,16 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
             tally.served_wamp = 0
             for node in emulators:
                 fields = [fld for (n, _, _), (_, _, fld) in smap.items() if n == node]
-                for a, b in windows(start, end, 3000):
+                # windows of sisock's MAX_POINTS ms: a stride under 2 ms, so rows 1 ms apart both come back
+                for a, b in windows(start, end, SISOCK_MAX_POINTS / 1000):
                     got = consumer.get_data(node, fields, a, b)
                     tally.served_wamp += sum(len(v) for v in got["data"].values())
         if http_base is not None:
             tally.served_http = 0
             names = [name for (n, _, _), (_, name, _) in smap.items() if n in emulators]
-            for a, b in windows(start, end, 90):
+            # windows of the per-series point budget in ms: a stride under 2 ms, so every row comes back raw
+            # (two cycles back to back on a loaded machine read an input 1 ms apart; a wider window thins one)
+            for a, b in windows(start, end, points_per_series(len(names)) / 1000):
                 body = json.dumps(
                     {
                         "range": {"from": repr(a), "to": repr(b)},
