@@ -89,6 +89,13 @@ def _reader(store) -> StoreReader:
     return store.stored if isinstance(store, Store) else store if isinstance(store, StoreReader) else StoreReader(store)
 
 
+def narrow(start: float, end: float, unthinned: float, widest: float) -> float:
+    """A query window's width: ``unthinned`` (a stride under 2 ms: every row back raw) for a test's
+    usual minutes of data, widening to at most ``widest`` (the old width) over long spans, so a
+    simulated day is still a few thousand requests, not tens of thousands."""
+    return min(widest, max(unthinned, (end - start) / 200))
+
+
 def reconcile(store, emulators: dict, consumer=None, http_base: str | None = None, since: float = 0.0) -> Tally:
     """``store``: the running appliance's Store, or a store file (then only what the writer has
     moved into SQLite counts: stop the service first). ``emulators`` maps node name -> Emulator
@@ -134,7 +141,7 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
             for node in emulators:
                 fields = [fld for (n, _, _), (_, _, fld) in smap.items() if n == node]
                 # windows of sisock's MAX_POINTS ms: a stride under 2 ms, so rows 1 ms apart both come back
-                for a, b in windows(start, end, SISOCK_MAX_POINTS / 1000):
+                for a, b in windows(start, end, narrow(start, end, SISOCK_MAX_POINTS / 1000, 3000)):
                     got = consumer.get_data(node, fields, a, b)
                     tally.served_wamp += sum(len(v) for v in got["data"].values())
         if http_base is not None:
@@ -142,7 +149,7 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
             names = [name for (n, _, _), (_, name, _) in smap.items() if n in emulators]
             # windows of the per-series point budget in ms: a stride under 2 ms, so every row comes back raw
             # (two cycles back to back on a loaded machine read an input 1 ms apart; a wider window thins one)
-            for a, b in windows(start, end, points_per_series(len(names)) / 1000):
+            for a, b in windows(start, end, narrow(start, end, points_per_series(len(names)) / 1000, 90)):
                 body = json.dumps(
                     {
                         "range": {"from": repr(a), "to": repr(b)},
