@@ -112,5 +112,11 @@ chroot "$R" dpkg-query -W -f='${Package}\t${Version}\n' > "$R/../packages.txt" 2
 chroot "$R" apt-get clean
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/var/cache/debconf/*-old
 find "$R/opt/kelvinpi" -name __pycache__ -type d -prune -exec rm -rf {} +
+# pip only installed the appliance: the Pi never runs it (12 MB)
+rm -rf "$R"/opt/kelvinpi/venv/lib/python3*/site-packages/pip "$R"/opt/kelvinpi/venv/lib/python3*/site-packages/pip-* \
+  "$R"/opt/kelvinpi/venv/bin/pip "$R"/opt/kelvinpi/venv/bin/pip3*
+# /usr is "updated" as built: without these stamps the first boot of every slot rebuilt the linker cache
+# and the journal catalog (ConditionNeedsUpdate): minutes of the first boot under emulation
+printf 'TIMESTAMP_NSEC=%s000000000\n' "$SOURCE_DATE_EPOCH" | tee "$R/etc/.updated" > "$R/var/.updated"
 # libraries' own test suites are not needed on the Pi (autobahn's carries a test private key)
 find "$R/opt/kelvinpi/venv/lib" -type d -path '*/site-packages/autobahn/*' -name test -prune -exec rm -rf {} +

@@ -158,7 +158,7 @@ class Firmware:
         self.work = work
         self.base_dtb = work / "virt.dtb"
         if not self.base_dtb.exists():
-            run(["qemu-system-aarch64", *QEMU_MACHINE[:1], f"virt,dumpdtb={self.base_dtb}", *QEMU_MACHINE[2:],
+            run(["qemu-system-aarch64", *QEMU_MACHINE[:1], f"virt,dumpdtb={self.base_dtb}", *QEMU_MACHINE[2:], "-nic", "none",
                  "-display", "none"], check=True)  # fmt: skip
 
     def choose(self, card: Card, tryboot: bool, into: Path) -> Choice:
@@ -192,10 +192,11 @@ class Firmware:
 
     def dtb(self, choice: Choice, into: Path) -> Path:
         dts = run(["dtc", "-q", "-I", "dtb", "-O", "dts", str(self.base_dtb)], check=True).stdout
-        node = f"\tchosen {{\n\t\tbootloader {{\n\t\t\tpartition = <{choice.partition}>;\n\t\t\ttryboot = <{int(choice.tryboot)}>;\n\t\t}};\n"
-        dts, n = re.subn(r"\tchosen \{\n", node, dts, count=1)
-        if n != 1:
-            raise RuntimeError("qemu's device tree has no /chosen node")
+        # a second definition of / merges into the first (dtc's own rule): the firmware's node under /chosen
+        dts += (
+            f"\n/ {{\n\tchosen {{\n\t\tbootloader {{\n\t\t\tpartition = <{choice.partition}>;\n"
+            f"\t\t\ttryboot = <{int(choice.tryboot)}>;\n\t\t}};\n\t}};\n}};\n"
+        )
         out = into / "boot.dtb"
         run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(out)], input=dts, check=True)
         return out
@@ -281,12 +282,14 @@ class Machine:
         self.current = None
         self.tryflag = False  # the flag does not survive losing power
 
-    def ssh(self, command: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+    def ssh(
+        self, command: str, timeout: float = 120, check: bool = False, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
         proc = run(
             ["ssh", "-i", str(self.key), "-p", str(self.pssh), "-o", "StrictHostKeyChecking=no",
              "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
              "-o", "LogLevel=ERROR", "kelvinpi@127.0.0.1", command],
-            timeout=timeout,
+            timeout=timeout, input=stdin,
         )  # fmt: skip
         if check and proc.returncode != 0:
             raise RuntimeError(f"ssh {command!r} exited {proc.returncode}: {proc.stderr.strip()[-400:]}")
@@ -364,7 +367,7 @@ print(json.dumps(out, default=str))
 
 
 def keep_state(m: Machine) -> dict:
-    proc = m.ssh(f"python3 -c '{STATE_PY}'", check=True)
+    proc = m.ssh("python3 -", check=True, stdin=STATE_PY)
     state = json.loads(proc.stdout)
     keys = run(["ssh-keyscan", "-p", str(m.pssh), "-t", "ed25519", "127.0.0.1"], timeout=60).stdout
     state["hostkey"] = keys.split()[-1] if keys.strip() else None
@@ -394,13 +397,62 @@ def kept(before: dict, after: dict) -> list[str]:
 
 
 # -- bundles ------------------------------------------------------------------------------------------
-@dataclass
 class Bundles:
-    good: Path
-    never_ready: Path
-    newer_schema: Path
-    other_key: Path
-    truncated: Path
+    """The scenarios' bundles, each built the first time one asks for it."""
+
+    def __init__(self, rootfs: Path, work: Path, version: str) -> None:
+        self.rootfs, self.work, self.version = rootfs, work, version
+
+    @property
+    def good(self) -> Path:
+        return variant(self.rootfs, self.work, "good", lambda r: None, f"{self.version}+good")
+
+    @property
+    def never_ready(self) -> Path:
+        def change(r: Path) -> None:
+            unit = r / "etc/systemd/system/kelvinpi.service"
+            unit.write_text(re.sub(r"^ExecStart=.*$", "ExecStart=/bin/sleep infinity", unit.read_text(), flags=re.M))
+
+        return variant(self.rootfs, self.work, "never-ready", change, f"{self.version}+never-ready")
+
+    @property
+    def newer_schema(self) -> Path:
+        def change(r: Path) -> None:
+            schema = next((r / "opt/kelvinpi/venv/lib").glob("python3*/site-packages/appliance/store/schema.py"))
+            text = schema.read_text()
+            anchor = "SCHEMA_VERSION = MIGRATIONS[-1].version\n"
+            assert anchor in text, "appliance/store/schema.py changed: the test's extra migration has no anchor"
+            schema.write_text(text.replace(anchor, anchor + NEWER_SCHEMA_PATCH, 1))
+
+        return variant(self.rootfs, self.work, "newer-schema", change, f"{self.version}+newer-schema")
+
+    @property
+    def other_key(self) -> Path:
+        """Signed by a key the image does not trust (a small bundle: the signature is checked first)."""
+        other = self.work / "other-key.raucb"
+        if not other.exists():
+            tiny = self.work / "tiny-root"
+            (tiny / "boot/firmware").mkdir(parents=True, exist_ok=True)
+            (tiny / "usr/bin").mkdir(parents=True, exist_ok=True)
+            (tiny / "boot/firmware/cmdline.txt").write_text("root=PARTUUID=4b9e1c27-05 rw\n")
+            key, cert = self.work / "other.key", self.work / "other.cert"
+            run(["openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-keyout", str(key), "-out", str(cert),
+                 "-days", "2", "-subj", "/CN=not the lab's key"], check=True)  # fmt: skip
+            env = dict(os.environ, VERSION=f"{self.version}+other-key", SOURCE_DATE_EPOCH=str(int(time.time())),
+                       SIGNING_KEY=str(key), SIGNING_CERT=str(cert), KEYRING=str(cert),
+                       BOOT_MIB_OVERRIDE="40")  # fmt: skip
+            run(["bash", str(SD / "make-bundle.sh"), str(tiny), str(other)], env=env, check=True)
+        return other
+
+    @property
+    def truncated(self) -> Path:
+        """The good bundle cut to a third, as an interrupted download leaves it."""
+        out = self.work / "truncated.raucb"
+        if not out.exists():
+            good = self.good
+            with open(good, "rb") as f, open(out, "wb") as g:
+                g.write(f.read(good.stat().st_size // 3))
+        return out
 
 
 NEWER_SCHEMA_PATCH = """
@@ -438,41 +490,6 @@ def variant(rootfs: Path, work: Path, name: str, change: Callable[[Path], None],
     finally:
         run(["umount", str(merged)])
     return out
-
-
-def make_bundles(rootfs: Path, work: Path, version: str) -> Bundles:
-    def never_ready(r: Path) -> None:
-        unit = r / "etc/systemd/system/kelvinpi.service"
-        text = re.sub(r"^ExecStart=.*$", "ExecStart=/bin/sleep infinity", unit.read_text(), flags=re.M)
-        unit.write_text(text)
-
-    def newer_schema(r: Path) -> None:
-        schema = next((r / "opt/kelvinpi/venv/lib").glob("python3*/site-packages/appliance/store/schema.py"))
-        text = schema.read_text()
-        anchor = "SCHEMA_VERSION = MIGRATIONS[-1].version\n"
-        assert anchor in text, "appliance/store/schema.py changed: the test's extra migration has no anchor"
-        schema.write_text(text.replace(anchor, anchor + NEWER_SCHEMA_PATCH, 1))
-
-    good = variant(rootfs, work, "good", lambda r: None, f"{version}+good")
-    nr = variant(rootfs, work, "never-ready", never_ready, f"{version}+never-ready")
-    ns = variant(rootfs, work, "newer-schema", newer_schema, f"{version}+newer-schema")
-    # refused ones: signed by a key the image does not trust; the good one cut in half
-    other = work / "other-key.raucb"
-    if not other.exists():
-        tiny = work / "tiny-root"
-        (tiny / "boot/firmware").mkdir(parents=True, exist_ok=True)
-        (tiny / "usr/bin").mkdir(parents=True, exist_ok=True)
-        (tiny / "boot/firmware/cmdline.txt").write_text("root=PARTUUID=4b9e1c27-05 rw\n")
-        run(["openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-keyout", str(work / "other.key"),
-             "-out", str(work / "other.cert"), "-days", "2", "-subj", "/CN=not the lab's key"], check=True)  # fmt: skip
-        env = dict(os.environ, VERSION=f"{version}+other-key", SOURCE_DATE_EPOCH=str(int(time.time())),
-                   SIGNING_KEY=str(work / "other.key"), SIGNING_CERT=str(work / "other.cert"),
-                   BOOT_MIB_OVERRIDE="40")  # fmt: skip
-        run(["bash", str(SD / "make-bundle.sh"), str(tiny), str(other)], env=env, check=True)
-    truncated = work / "truncated.raucb"
-    with open(good, "rb") as f, open(truncated, "wb") as g:
-        g.write(f.read(good.stat().st_size // 3))
-    return Bundles(good, nr, ns, other, truncated)
 
 
 # -- one scenario ---------------------------------------------------------------------------------------
@@ -838,9 +855,7 @@ def main() -> int:
         f"image {args.image}; appliance {'has' if args.has_update_cli else 'lacks'} `kelvinpi update`; work {args.work}"
     )
     version = run(["git", "describe", "--always", "--dirty"], cwd=ROOT).stdout.strip() or "dev"
-    t = time.monotonic()
-    bundles = make_bundles(args.rootfs.resolve(), args.work, version)
-    log(f"bundles ready in {time.monotonic() - t:.0f} s")
+    bundles = Bundles(args.rootfs.resolve(), args.work, version)
     firmware = Firmware(args.work)
     results: list[Result] = []
     panel: list[float] = []
