@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATIC := appliance/static/vendor/uPlot.iife.min.js
 CROSSBAR := .venv-crossbar/bin/crossbar
 
-.PHONY: run test lint bench bench-retention bench-web bench-alarms bench-share soak ci-deps clean venv assets image image-test image-repro config-doc docs
+.PHONY: run test lint bench bench-retention bench-web bench-alarms bench-share soak ci-deps clean venv assets image image-test image-repro config-doc docs bundle image-update-test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -142,10 +142,16 @@ ci-deps:
 # The SD image (needs root; 27 min on a shared 2-core box, most of it mmdebstrap under qemu-user):
 # images/out/kelvinpi-<version>-arm64.img(.zst).
 # Its wheels are exactly pyproject's dependencies (aarch64 builds); qemu-user's binfmt entry is enabled first.
-IMAGE_HOST_DEBS := mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs zstd qemu-system-arm
+IMAGE_HOST_DEBS := mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs zstd qemu-system-arm \
+  rauc squashfs-tools device-tree-compiler openssl
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # KERNEL=backports: the <suite>-backports kernel with the Raspberry Pi 5's RP1 drivers (untested on a Pi 5)
 KERNEL ?= stable
+# The update bundles' trust: the image's RAUC keyring and the key bundles are signed with. The defaults are
+# the development pair in images/keys (named DO-NOT-SHIP: tests only); a lab or a release passes its own.
+KEYRING ?= images/keys/dev-DO-NOT-SHIP.cert.pem
+SIGNING_KEY ?= images/keys/dev-DO-NOT-SHIP.key.pem
+SIGNING_CERT ?= images/keys/dev-DO-NOT-SHIP.cert.pem
 IMG := images/out/kelvinpi-$(VERSION)-arm64$(if $(filter backports,$(KERNEL)),-pi5,)
 image: $(STAMP) $(STATIC)
 	@[ "$$(id -u)" = 0 ] || { echo "make image needs root (mmdebstrap --mode=root)"; exit 2; }
@@ -159,13 +165,24 @@ image: $(STAMP) $(STATIC)
 	  --platform manylinux_2_28_aarch64 --python-version 3.13 --implementation cp -d images/out/wheels \
 	  -r images/out/requirements.txt
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) WHEELS=$(CURDIR)/images/out/wheels KERNEL=$(KERNEL) \
-	  bash images/sd/build-rootfs.sh images/out/rootfs
+	  KEYRING=$(abspath $(KEYRING)) bash images/sd/build-rootfs.sh images/out/rootfs
 	bash images/sd/check-rootfs.sh images/out/rootfs
 	python3 images/sd/manifest.py images/out/rootfs > $(IMG).manifest
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) bash images/sd/assemble-image.sh images/out/rootfs $(IMG).img
 	zstd -q -10 -T2 -f $(IMG).img
 	cp images/out/packages.txt $(IMG).packages.txt
 	cd images/out && sha256sum $(notdir $(IMG)).img $(notdir $(IMG)).img.zst > $(notdir $(IMG)).sha256
+
+# A signed RAUC update bundle (verity) of the built rootfs (make image first): root + boot slot images.
+# images/out/kelvinpi-<version>-arm64.raucb; install on a Pi with `kelvinpi update FILE` (docs/update.md).
+bundle:
+	@[ -d images/out/rootfs/usr ] || { echo "bundle: no images/out/rootfs: run make image first"; exit 2; }
+	@command -v rauc >/dev/null && command -v mksquashfs >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rauc squashfs-tools >/dev/null; } || \
+	  { echo "bundle: needs rauc and squashfs-tools (apt-get install rauc squashfs-tools)"; exit 2; }
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) VERSION=$(VERSION) SIGNING_KEY=$(abspath $(SIGNING_KEY)) \
+	  SIGNING_CERT=$(abspath $(SIGNING_CERT)) KEYRING=$(abspath $(KEYRING)) \
+	  bash images/sd/make-bundle.sh images/out/rootfs $(IMG).raucb
 
 # Reproducibility: build twice from the same commit and compare the root manifests (~30 min, root).
 image-repro:
@@ -185,6 +202,17 @@ image-test: $(STAMP)
 	@img=$${IMAGE:-$$(ls -t images/out/kelvinpi-*-arm64.img 2>/dev/null | head -1)}; \
 	  [ -n "$$img" ] || { echo "image-test: no images/out/kelvinpi-*-arm64.img: run make image first (or set IMAGE=)"; exit 2; }; \
 	  echo "image-test: $$img"; bash images/sd/boot-test.sh "$$img"
+
+# A/B updates under qemu (~40 min here, root): the harness stands in for the Pi firmware's slot choice
+# (autoboot.txt + the one-shot tryboot flag) and runs each scenario on a fresh copy of the newest image:
+# good update commits, never-READY rolls back, power cuts while writing / during the try / after commit,
+# bad signature and truncated bundles refused, newer store schema then rollback. Needs make image (the
+# rootfs and .img); builds its bundles itself. Last line:
+#   image-update: scenarios=N passed=P lost=L panel_s=S image_mib=M    (SCENARIOS="a f" runs some)
+image-update-test: $(STAMP)
+	@img=$${IMAGE:-$$(ls -t images/out/kelvinpi-*-arm64.img 2>/dev/null | head -1)}; \
+	  [ -n "$$img" ] || { echo "image-update-test: no images/out/kelvinpi-*-arm64.img: run make image first (or set IMAGE=)"; exit 2; }; \
+	  $(BIN)/python images/sd/update-test.py --image "$$img" --rootfs images/out/rootfs $(if $(SCENARIOS),--scenarios $(SCENARIOS),)
 
 clean:
 	rm -rf $(VENV) .venv-crossbar node_modules build *.egg-info var

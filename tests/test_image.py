@@ -19,7 +19,7 @@ missing = [t for t in TOOLS if not shutil.which(t)]
 def fake_rootfs(root: Path) -> None:
     (root / "boot/firmware/overlays").mkdir(parents=True)
     (root / "boot/firmware/config.txt").write_text("arm_64bit=1\nenable_uart=1\n")
-    (root / "boot/firmware/cmdline.txt").write_text("console=tty0 root=LABEL=rootfs ro rootwait\n")
+    (root / "boot/firmware/cmdline.txt").write_text("console=tty0 root=PARTUUID=4b9e1c27-05 ro rootwait\n")
     (root / "boot/firmware/overlays/disable-bt.dtbo").write_bytes(b"\xd0\x0d\xfe\xed" * 8)
     (root / "etc").mkdir()
     (root / "etc/hostname").write_text("kelvinpi\n")
@@ -36,12 +36,12 @@ def fake_rootfs(root: Path) -> None:
 def test_assemble_layout_and_reproducibility(tmp_path):
     root = tmp_path / "rootfs"
     fake_rootfs(root)
-    env = dict(os.environ, SOURCE_DATE_EPOCH="1760000000")
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1760000000", BOOT_MIB_OVERRIDE="40", ROOT_MIB_OVERRIDE="80")
     digests = []
     for run in range(2):
         out = tmp_path / f"run{run}.img"
         subprocess.run(
-            ["bash", str(SD / "assemble-image.sh"), str(root), str(out), "64", "16"],
+            ["bash", str(SD / "assemble-image.sh"), str(root), str(out)],
             env=env,
             check=True,
             capture_output=True,
@@ -54,8 +54,9 @@ def test_assemble_layout_and_reproducibility(tmp_path):
     layout = json.loads(subprocess.run(["sfdisk", "-J", str(img)], capture_output=True, text=True, check=True).stdout)
     parts = layout["partitiontable"]["partitions"]
     assert layout["partitiontable"]["label"] == "dos"
-    assert [p["type"] for p in parts] == ["c", "83", "83"] and parts[0].get("bootable") and parts[0]["start"] == 8192
-    off = parts[0]["start"] * 512
+    # p1 config FAT, p2/p3 boot A/B, p4 extended: p5/p6 root A/B, p7 data (tests/test_image_update.py)
+    assert [p["type"] for p in parts] == ["c", "c", "c", "f", "83", "83", "83"] and parts[0]["start"] == 8192
+    off = parts[1]["start"] * 512
     listing = subprocess.run(
         ["mdir", "-b", "-i", f"{img}@@{off}", "::/"],
         capture_output=True,
@@ -64,8 +65,8 @@ def test_assemble_layout_and_reproducibility(tmp_path):
         check=True,
     ).stdout
     assert "config.txt" in listing and "cmdline.txt" in listing and "overlays" in listing
-    # extract p2 and p3 and list them with debugfs
-    for i, expect in ((1, ["etc", "usr", "boot", "data"]), (2, ["lost+found"])):
+    # extract root A and data and list them with debugfs
+    for i, expect in ((4, ["etc", "usr", "boot", "data"]), (6, ["lost+found"])):
         part = tmp_path / f"p{i}.ext4"
         with open(img, "rb") as f, open(part, "wb") as g:
             f.seek(parts[i]["start"] * 512)
@@ -75,11 +76,11 @@ def test_assemble_layout_and_reproducibility(tmp_path):
             assert re.search(rf"\s{re.escape(name)}\s*$", ls, re.M), (name, ls)
     # boot files went to the FAT only, not into the root filesystem
     ls = subprocess.run(
-        ["debugfs", "-R", "ls /boot/firmware", str(tmp_path / "p1.ext4")], capture_output=True, text=True
+        ["debugfs", "-R", "ls /boot/firmware", str(tmp_path / "p4.ext4")], capture_output=True, text=True
     ).stdout
     assert "config.txt" not in ls
     labels = subprocess.run(
-        ["debugfs", "-R", "stats", str(tmp_path / "p2.ext4")], capture_output=True, text=True
+        ["debugfs", "-R", "stats", str(tmp_path / "p6.ext4")], capture_output=True, text=True
     ).stdout
     assert "Filesystem volume name:   data" in labels
 

@@ -22,7 +22,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || { echo "build-rootfs: needs root (mmdebstrap --mode=root)" >&2; exit 2; }
 arch-test arm64 >/dev/null 2>&1 || { echo "build-rootfs: this host cannot run arm64 binaries: apt-get install qemu-user-static binfmt-support; update-binfmts --enable qemu-aarch64" >&2; exit 2; }
 rm -rf "$OUT"
-export WHEELS HERE KERNEL
+export WHEELS HERE KERNEL KEYRING
 mmdebstrap --mode=root --arch=arm64 --variant=minbase \
   --components=main,non-free-firmware \
   --aptopt='Apt::Install-Recommends "false"' --aptopt='Acquire::Languages "none"' \
@@ -32,7 +32,7 @@ mmdebstrap --mode=root --arch=arm64 --variant=minbase \
   --dpkgopt='path-exclude=/usr/share/info/*' \
   --include=systemd-sysv,udev,dbus,kmod,iproute2,netbase,libpam-systemd,systemd-timesyncd,systemd-resolved,\
 $KERNEL_PKG,initramfs-tools,zstd,raspi-firmware,firmware-brcm80211,wireless-regdb,wpasupplicant,\
-openssh-server,ca-certificates,e2fsprogs,dosfstools,fdisk,cloud-guest-utils,util-linux,python3,python3-venv,\
+openssh-server,ca-certificates,rauc,rauc-service,e2fsprogs,dosfstools,fdisk,cloud-guest-utils,util-linux,python3,python3-venv,\
 cifs-utils \
   --setup-hook='mkdir -p "$1/boot/firmware"' --setup-hook="$BACKPORTS_HOOK" \
   --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -s /bin/true "$1/usr/sbin/update-initramfs"' \

@@ -3,6 +3,9 @@
 set -euo pipefail
 R=${1:?rootfs}
 HERE=${HERE:-$(cd "$(dirname "$0")" && pwd)}
+# shellcheck source=layout.env
+. "$HERE/layout.env"
+KEYRING=${KEYRING:-$HERE/../keys/dev-DO-NOT-SHIP.cert.pem}
 echo kelvinpi > "$R/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tkelvinpi\n::1\tlocalhost ip6-localhost\n' > "$R/etc/hosts"
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$R/etc/resolv.conf"
@@ -20,16 +23,19 @@ AuthorizedKeysFile /data/identity/authorized_keys/%u
 SSH
 mkdir -p "$R/etc/wpa_supplicant"
 ln -sf /data/identity/wpa_supplicant-wlan0.conf "$R/etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
-cat > "$R/etc/fstab" <<'FSTAB'
-LABEL=rootfs  /               ext4   rw,noatime,commit=60,errors=remount-ro  0 1
-LABEL=bootfs  /boot/firmware  vfat   rw,noatime,umask=0077         0 2
-LABEL=data    /data           ext4   rw,noatime,commit=5           0 2
-tmpfs         /tmp            tmpfs  rw,nosuid,nodev,size=64M      0 0
-tmpfs         /var/tmp        tmpfs  rw,nosuid,nodev,size=16M      0 0
+# the root is whichever slot the firmware booted (root=PARTUUID=<disk>-05|06 on its cmdline.txt); the
+# config FAT (p1) holds autoboot.txt, which RAUC's backend rewrites, and the lab's kelvinpi.toml and
+# secrets; the slots' own boot FATs are not mounted (an update writes them whole, nothing else does)
+cat > "$R/etc/fstab" <<FSTAB
+/dev/root                 /               ext4   rw,noatime,commit=60,errors=remount-ro  0 0
+PARTUUID=$DISK_ID-0$CONFIG_PART  /boot/config    vfat   rw,noatime,flush,umask=0077    0 2
+LABEL=data                /data           ext4   rw,noatime,commit=5           0 2
+tmpfs                     /tmp            tmpfs  rw,nosuid,nodev,size=64M      0 0
+tmpfs                     /var/tmp        tmpfs  rw,nosuid,nodev,size=16M      0 0
 FSTAB
-mkdir -p "$R/data"
-cat > "$R/etc/default/raspi-firmware" <<'RF'
-ROOTPART=LABEL=rootfs
+mkdir -p "$R/data" "$R/boot/config"
+cat > "$R/etc/default/raspi-firmware" <<RF
+ROOTPART=PARTUUID=$DISK_ID-0$ROOT_A_PART
 CONSOLES="tty0 ttyS1,115200"
 CMA=0
 RF
@@ -44,8 +50,50 @@ chroot "$R" python3 -m venv /opt/kelvinpi/venv
 chroot "$R" env -u PIP_FIND_LINKS -u PIP_CONSTRAINT /opt/kelvinpi/venv/bin/pip install --quiet --no-index --find-links /opt/kelvinpi/wheels kelvinpi
 rm -rf "$R/opt/kelvinpi/wheels"
 cp -a "$HERE/overlay/." "$R/"
+sed -i "s/@DISK_ID@/$DISK_ID/" "$R/usr/lib/kelvinpi/rauc-tryboot"
+# RAUC: A/B root slots, each with its boot FAT as a child; the slot states live on the data partition
+mkdir -p "$R/etc/rauc"
+cat > "$R/etc/rauc/system.conf" <<RAUC
+[system]
+compatible=kelvinpi-rpi-arm64
+bootloader=custom
+data-directory=/data/rauc
+bundle-formats=-plain
+
+[keyring]
+path=/etc/rauc/keyring.pem
+
+[handlers]
+bootloader-custom-backend=/usr/lib/kelvinpi/rauc-tryboot
+
+[slot.rootfs.0]
+device=/dev/disk/by-partuuid/$DISK_ID-0$ROOT_A_PART
+type=ext4
+bootname=A
+resize=true
+
+[slot.bootfs.0]
+device=/dev/disk/by-partuuid/$DISK_ID-0$BOOT_A_PART
+type=vfat
+parent=rootfs.0
+
+[slot.rootfs.1]
+device=/dev/disk/by-partuuid/$DISK_ID-0$ROOT_B_PART
+type=ext4
+bootname=B
+resize=true
+
+[slot.bootfs.1]
+device=/dev/disk/by-partuuid/$DISK_ID-0$BOOT_B_PART
+type=vfat
+parent=rootfs.1
+RAUC
+# the keyring: certificates only (check-rootfs.sh refuses any private key in the image)
+if grep -q 'PRIVATE KEY' "$KEYRING"; then echo "customize: KEYRING=$KEYRING holds a private key: give the certificate" >&2; exit 2; fi
+grep -q 'BEGIN CERTIFICATE' "$KEYRING" || { echo "customize: KEYRING=$KEYRING holds no certificate" >&2; exit 2; }
+install -m 0644 "$KEYRING" "$R/etc/rauc/keyring.pem"
 chroot "$R" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd ssh \
-  kelvinpi-identity kelvinpi-grow-data kelvinpi-firstboot kelvinpi >/dev/null 2>&1
+  kelvinpi-identity kelvinpi-grow-data kelvinpi-firstboot kelvinpi kelvinpi-reboot.path kelvinpi-try-deadline >/dev/null 2>&1
 # the clock never starts before the image was built (no RTC on the Pi)
 touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock" 2>/dev/null || { mkdir -p "$R/var/lib/systemd/timesync"; touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock"; }
 # initramfs once (it is the slow step under emulation), then the raspi-firmware kernel hook
@@ -64,5 +112,11 @@ chroot "$R" dpkg-query -W -f='${Package}\t${Version}\n' > "$R/../packages.txt" 2
 chroot "$R" apt-get clean
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/var/cache/debconf/*-old
 find "$R/opt/kelvinpi" -name __pycache__ -type d -prune -exec rm -rf {} +
+# pip only installed the appliance: the Pi never runs it (12 MB)
+rm -rf "$R"/opt/kelvinpi/venv/lib/python3*/site-packages/pip "$R"/opt/kelvinpi/venv/lib/python3*/site-packages/pip-* \
+  "$R"/opt/kelvinpi/venv/bin/pip "$R"/opt/kelvinpi/venv/bin/pip3*
+# /usr is "updated" as built: without these stamps the first boot of every slot rebuilt the linker cache
+# and the journal catalog (ConditionNeedsUpdate): minutes of the first boot under emulation
+printf 'TIMESTAMP_NSEC=%s000000000\n' "$SOURCE_DATE_EPOCH" | tee "$R/etc/.updated" > "$R/var/.updated"
 # libraries' own test suites are not needed on the Pi (autobahn's carries a test private key)
 find "$R/opt/kelvinpi/venv/lib" -type d -path '*/site-packages/autobahn/*' -name test -prune -exec rm -rf {} +

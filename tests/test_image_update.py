@@ -1,0 +1,230 @@
+"""The A/B update pieces of the SD image that can be checked in seconds: RAUC's custom bootloader
+backend (images/sd/overlay/usr/lib/kelvinpi/rauc-tryboot) against a device tree and autoboot.txt as
+the Pi firmware leaves them, the bundle hook, the card layout and a signed bundle refused when
+tampered with. (The qemu scenarios are `make image-update-test`.)"""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SD = Path(__file__).resolve().parent.parent / "images" / "sd"
+KEYS = SD.parent / "keys"
+BACKEND = SD / "overlay/usr/lib/kelvinpi/rauc-tryboot"
+AUTOBOOT = "[all]\ntryboot_a_b=1\nboot_partition={}\n[tryboot]\nboot_partition={}\n"
+
+
+class Board:
+    """What the firmware hands the kernel (/chosen/bootloader) and the config FAT's autoboot.txt."""
+
+    def __init__(self, root: Path, all_: int = 2, try_: int = 2) -> None:
+        self.root = root
+        self.dt = root / "dt"
+        (self.dt / "chosen/bootloader").mkdir(parents=True)
+        self.autoboot = root / "autoboot.txt"
+        self.autoboot.write_text(AUTOBOOT.format(all_, try_))
+        self.boot(2, tryboot=False)
+
+    def boot(self, partition: int, tryboot: bool) -> None:
+        (self.dt / "chosen/bootloader/partition").write_bytes(struct.pack(">I", partition))
+        (self.dt / "chosen/bootloader/tryboot").write_bytes(struct.pack(">I", int(tryboot)))
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        env = dict(
+            os.environ,
+            KELVINPI_DEVICE_TREE=str(self.dt),
+            KELVINPI_AUTOBOOT=str(self.autoboot),
+            KELVINPI_DISK_BY_PARTUUID=str(self.root / "by-partuuid"),
+        )
+        return subprocess.run(["sh", str(BACKEND), *args], capture_output=True, text=True, env=env, timeout=30)
+
+    def out(self, *args: str) -> str:
+        proc = self.run(*args)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    def sections(self) -> tuple[str, str]:
+        text = self.autoboot.read_text()
+        assert "tryboot_a_b=1" in text, text
+        all_, try_ = text.split("[tryboot]")
+        return all_.rsplit("boot_partition=", 1)[1].strip(), try_.split("boot_partition=", 1)[1].strip()
+
+
+def test_install_try_commit(tmp_path):
+    """RAUC's install marks the target bad, writes it, makes it primary; the gate's mark-good on the try commits."""
+    b = Board(tmp_path)
+    assert b.out("get-primary") == "A" and b.out("get-current") == "A"
+    assert (b.out("get-state", "A"), b.out("get-state", "B")) == ("good", "bad")
+    b.out("set-state", "B", "bad")
+    assert b.sections() == ("2", "2")
+    b.out("set-primary", "B")
+    assert b.sections() == ("2", "3")  # only a try boots B; every normal boot is still A
+    assert b.out("get-primary") == "A" and b.out("get-state", "B") == "good"
+    b.boot(3, tryboot=True)  # reboot "0 tryboot": the firmware took [tryboot]
+    assert b.out("get-current") == "B"
+    b.out("set-state", "B", "good")  # rauc status mark-good booted
+    assert b.sections() == ("3", "3") and b.out("get-primary") == "B"
+    assert not (tmp_path / "autoboot.txt.new").exists()
+
+
+def test_try_marked_bad_goes_back(tmp_path):
+    b = Board(tmp_path, 2, 3)
+    b.boot(3, tryboot=True)
+    b.out("set-state", "B", "bad")  # the gate's deadline passed: mark-bad booted
+    assert b.sections() == ("2", "2")
+    assert b.out("get-state", "B") == "bad" and b.out("get-primary") == "A"
+
+
+def test_power_cut_during_the_try_leaves_the_old_slot_primary(tmp_path):
+    """No commit happened: the next boot without the flag is [all]'s slot, and nothing was rewritten."""
+    b = Board(tmp_path, 2, 3)
+    before = b.autoboot.read_bytes()
+    b.boot(2, tryboot=False)  # the flag is one-shot: after the cut the firmware boots [all]
+    assert b.out("get-current") == "A" and b.out("get-primary") == "A"
+    assert b.autoboot.read_bytes() == before
+
+
+def test_mark_good_without_a_try_does_not_commit(tmp_path):
+    b = Board(tmp_path, 2, 3)
+    b.out("set-state", "B", "good")  # B not booted: nothing to commit
+    assert b.sections() == ("2", "3")
+    b.boot(3, tryboot=False)  # booted B but not on a try ([all] says A): refuse loudly
+    proc = b.run("set-state", "B", "good")
+    assert proc.returncode == 1 and "neither primary nor on a try" in proc.stderr
+    assert b.sections() == ("2", "3")
+
+
+def test_marking_the_primary_bad_switches_only_to_a_slot_that_holds_a_system(tmp_path):
+    b = Board(tmp_path)
+    parts = tmp_path / "by-partuuid"
+    parts.mkdir()
+    disk = [l for l in BACKEND.read_text().splitlines() if l.startswith("DISK_ID=")][0].split("=")[1]
+    (parts / f"{disk}-03").write_bytes(bytes(512))  # slot B as flashed: zeros
+    proc = b.run("set-state", "A", "bad")
+    assert proc.returncode == 1 and "holds no system" in proc.stderr
+    assert b.sections() == ("2", "2")
+    (parts / f"{disk}-03").write_bytes(bytes(510) + b"\x55\xaa")  # a FAT boot sector
+    b.out("set-state", "A", "bad")
+    assert b.sections() == ("3", "3")
+
+
+def test_firmware_file_forms_and_bad_input(tmp_path):
+    b = Board(tmp_path)
+    b.autoboot.write_text("tryboot_a_b=1\r\nboot_partition=3\r\n")  # no [all] header, CRLF, no [tryboot]
+    assert b.out("get-primary") == "B" and b.out("get-state", "A") == "bad"
+    b.autoboot.write_text("[all]\nboot_partition=9\n")
+    proc = b.run("get-primary")
+    assert proc.returncode == 1 and "no [all] boot_partition of slot A (2) or B (3)" in proc.stderr
+    b.autoboot.write_text(AUTOBOOT.format(2, 2))
+    for args, words in (
+        (("set-primary", "C"), "unknown slot 'C'"),
+        (("set-state", "A", "maybe"), "set-state needs good or bad"),
+        (("frobnicate",), "unknown command 'frobnicate'"),
+    ):
+        proc = b.run(*args)
+        assert proc.returncode == 1 and words in proc.stderr, (args, proc.stderr)
+    shutil.rmtree(b.dt / "chosen")
+    proc = b.run("get-current")
+    assert proc.returncode == 1 and "did not come through the Raspberry Pi firmware" in proc.stderr
+
+
+def test_bundle_hook_points_the_boot_slot_at_its_root(tmp_path):
+    conf = tmp_path / "system.conf"
+    conf.write_text(
+        "[slot.rootfs.0]\ndevice=/dev/disk/by-partuuid/4b9e1c27-05\nbootname=A\n"
+        "[slot.rootfs.1]\ndevice=/dev/disk/by-partuuid/4b9e1c27-06\nbootname=B\n"
+    )
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (mnt / "cmdline.txt").write_text("console=tty0 root=PARTUUID=4b9e1c27-05 rw rootwait\n")
+    env = dict(
+        os.environ,
+        RAUC_SYSTEM_CONFIG=str(conf),
+        RAUC_SLOT_CLASS="bootfs",
+        RAUC_SLOT_NAME="bootfs.1",
+        RAUC_SLOT_PARENT="rootfs.1",
+        RAUC_SLOT_MOUNT_POINT=str(mnt),
+    )
+    hook = ["sh", str(SD / "bundle-hook.sh"), "slot-post-install"]
+    subprocess.run(hook, env=env, check=True, capture_output=True)
+    assert (mnt / "cmdline.txt").read_text() == "console=tty0 root=PARTUUID=4b9e1c27-06 rw rootwait\n"
+    (mnt / "cmdline.txt").write_text("console=tty0 rw\n")
+    proc = subprocess.run(hook, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "no root=" in proc.stderr
+    assert (mnt / "cmdline.txt").read_text() == "console=tty0 rw\n"
+
+
+TOOLS = ["mkfs.vfat", "mcopy", "mdir", "mkfs.ext4", "debugfs", "sfdisk"]
+
+
+@pytest.mark.skipif(any(not shutil.which(t) for t in TOOLS), reason=f"image tools missing: {TOOLS}")
+@pytest.mark.image
+def test_ab_layout(tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "boot/firmware").mkdir(parents=True)
+    (root / "boot/firmware/cmdline.txt").write_text("console=tty0 root=PARTUUID=4b9e1c27-05 rw\n")
+    (root / "boot/firmware/bootcode.bin").write_bytes(b"\x00" * 64)
+    (root / "etc").mkdir()
+    (root / "etc/hostname").write_text("kelvinpi\n")
+    img = tmp_path / "card.img"
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1760000000", BOOT_MIB_OVERRIDE="40", ROOT_MIB_OVERRIDE="80")
+    subprocess.run(
+        ["bash", str(SD / "assemble-image.sh"), str(root), str(img)], env=env, check=True, capture_output=True
+    )
+    table = json.loads(subprocess.run(["sfdisk", "-J", str(img)], capture_output=True, text=True).stdout)
+    table = table["partitiontable"]
+    parts = table["partitions"]
+    assert table["id"] == "0x4b9e1c27"
+    assert [p["type"] for p in parts] == ["c", "c", "c", "f", "83", "83", "83"]
+    assert parts[0].get("bootable") and parts[0]["start"] == 8192
+    ext = parts[3]
+    assert all(ext["start"] < p["start"] and p["start"] + p["size"] <= ext["start"] + ext["size"] for p in parts[4:])
+    assert parts[6]["start"] + parts[6]["size"] == ext["start"] + ext["size"]  # data is last: it can grow
+    mt = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    off = parts[0]["start"] * 512
+    auto = subprocess.run(["mtype", "-i", f"{img}@@{off}", "::/autoboot.txt"], capture_output=True, text=True, env=mt)
+    assert auto.stdout == AUTOBOOT.format(2, 2)
+    ls = subprocess.run(["mdir", "-b", "-i", f"{img}@@{off}", "::/"], capture_output=True, text=True, env=mt).stdout
+    assert "bootcode.bin" in ls
+    off = parts[1]["start"] * 512
+    cmd = subprocess.run(["mtype", "-i", f"{img}@@{off}", "::/cmdline.txt"], capture_output=True, text=True, env=mt)
+    assert "root=PARTUUID=4b9e1c27-05" in cmd.stdout
+    with open(img, "rb") as f:  # slot B is empty: zeros only
+        for p in (parts[2], parts[5]):
+            f.seek(p["start"] * 512)
+            assert f.read(1 << 20).count(0) == 1 << 20
+
+
+@pytest.mark.skipif(not shutil.which("rauc") or not shutil.which("mksquashfs"), reason="rauc/squashfs-tools missing")
+@pytest.mark.slow
+def test_bundle_signed_and_refused_when_tampered(tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "boot/firmware").mkdir(parents=True)
+    (root / "boot/firmware/cmdline.txt").write_text("console=tty0 root=PARTUUID=4b9e1c27-05 rw\n")
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/tool").write_text("#!/bin/sh\n")
+    out = tmp_path / "k.raucb"
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1760000000", VERSION="9.9-test", BOOT_MIB_OVERRIDE="40")
+    subprocess.run(["bash", str(SD / "make-bundle.sh"), str(root), str(out)], env=env, check=True, capture_output=True)
+    keyring = KEYS / "dev-DO-NOT-SHIP.cert.pem"
+    info = subprocess.run(
+        ["rauc", "info", f"--keyring={keyring}", "--output-format=json", str(out)], capture_output=True, text=True
+    )
+    assert info.returncode == 0, info.stderr
+    meta = json.loads(info.stdout)
+    assert meta["compatible"] == "kelvinpi-rpi-arm64" and meta["version"] == "9.9-test"
+    bad = tmp_path / "cut.raucb"
+    bad.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    other = tmp_path / "other.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "o.key"), "-out",
+         str(other), "-days", "2", "-subj", "/CN=someone else"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    for bundle, ring in ((bad, keyring), (out, other)):
+        proc = subprocess.run(["rauc", "info", f"--keyring={ring}", str(bundle)], capture_output=True, text=True)
+        assert proc.returncode != 0, (bundle, ring)
