@@ -424,10 +424,16 @@ class UpdateConfig(Strict):
         min_length=1,
         description="the RAUC compatible a bundle must name (board and architecture)",
     )
+    # the image's request-reboot: the service's user may not reboot (no polkit); a root unit it asks does,
+    # passing the firmware's one-shot "0 tryboot" through /run/systemd/reboot-param
     reboot_try: list[str] = Field(
-        ["systemctl", "reboot", "0 tryboot"], min_length=1, description="reboot once into the new slot (argv)"
+        ["/usr/lib/kelvinpi/request-reboot", "try"],
+        min_length=1,
+        description="reboot once into the new slot (argv; the image's helper passes the firmware's 0 tryboot)",
     )
-    reboot: list[str] = Field(["systemctl", "reboot"], min_length=1, description="an ordinary reboot (argv)")
+    reboot: list[str] = Field(
+        ["/usr/lib/kelvinpi/request-reboot", "normal"], min_length=1, description="an ordinary reboot (argv)"
+    )
     commit_deadline_s: float = Field(
         600.0,
         gt=0,
