@@ -1,8 +1,8 @@
 """Issue 26: the instrument's own protocol served on a port of the Pi, every exchange through the poller.
 
 Clients are code we did not write (Lake Shore's ``lakeshore``, QCoDeS over pyvisa-py) and socs'
-exact byte exchanges, written out here with the socs file and line they come from (socs' code
-is not used; simonsobs/socs at 24a4adeb). Every answer a client gets is checked against the
+exact byte exchanges, written out here with the socs file and line they come from (simonsobs/socs
+at 24a4adeb); socs' own LS372 and LS240 code runs through the share in tests/test_share_socs.py. Every answer a client gets is checked against the
 emulator's ledger: the reply the emulator gave to that question. The appliance logs all along.
 Real time, real sockets on 127.0.0.1: these tests wait seconds, so they are in the slow tier.
 """
