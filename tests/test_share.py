@@ -75,6 +75,29 @@ def sharing(tmp_path, emu372=None, emu240=None, share: str = "", interval: float
         app.stop()
 
 
+@contextlib.contextmanager
+def sharing_336(tmp_path, seed: int):
+    """An emulated 336 on TCP (LS336A) behind a started appliance sharing it in `read`; yields (app, emu)."""
+    from firmware_host.emulator import Emulator
+
+    emu = Emulator.ls336(seed=seed)
+    emu.listen_tcp("127.0.0.1", 0)
+    host, eport = emu.tcp.address
+    text = share_config(tmp_path).replace(
+        "[polling]",
+        f'[[instrument]]\nmodel = "336"\nname = "LS336A"\ntransport = "tcp"\nhost = "{host}"\nport = {eport}\n'
+        'timeout = 1.0\ninterval = 0.2\n[instrument.share]\nenabled = true\nbind = "127.0.0.1"\nport = 0\n\n[polling]',
+    )
+    app = Appliance(config.parse(text))
+    app.start()
+    try:
+        assert app.pollers[0].connected_event.wait(10), app.pollers[0].health.last_error
+        yield app, emu
+    finally:
+        app.stop()
+        emu.stop()
+
+
 def port_of(app, node: str = NODE) -> int:
     return next(s.address[1] for s in app.shares if s.name == node)
 
@@ -491,20 +514,7 @@ def test_the_336_through_the_share_vendor_package_and_line_client(tmp_path):
     each the emulator delivered for that input; a setting refused in read as the 336 refuses an unknown one."""
     import lakeshore
 
-    from firmware_host.emulator import Emulator
-
-    emu = Emulator.ls336(seed=5)
-    emu.listen_tcp("127.0.0.1", 0)
-    host, eport = emu.tcp.address
-    text = share_config(tmp_path).replace(
-        "[polling]",
-        f'[[instrument]]\nmodel = "336"\nname = "LS336A"\ntransport = "tcp"\nhost = "{host}"\nport = {eport}\n'
-        'timeout = 1.0\ninterval = 0.2\n[instrument.share]\nenabled = true\nbind = "127.0.0.1"\nport = 0\n\n[polling]',
-    )
-    app = Appliance(config.parse(text))
-    app.start()
-    try:
-        assert app.pollers[0].connected_event.wait(10), app.pollers[0].health.last_error
+    with sharing_336(tmp_path, seed=5) as (app, emu):
         port = port_of(app, "LS336A")
         ls = run_with_timeout(lambda: lakeshore.Model336(ip_address="127.0.0.1", tcp_port=port, timeout=5))
         got = [(ch, run_with_timeout(lambda ch=ch: ls.get_kelvin_reading(ch))) for ch in "ABCD" for _ in range(3)]
@@ -516,6 +526,3 @@ def test_the_336_through_the_share_vendor_package_and_line_client(tmp_path):
         assert c.msg("SETP 1,123.4;*ESR?") == "32" and c.msg("SETP? 1") == setp
         assert check_against_ledger(emu.ledger, c.got) >= 2
         c.close()
-    finally:
-        app.stop()
-        emu.stop()

@@ -15,9 +15,8 @@ import pytest
 
 from appliance import config
 from appliance.service import Appliance
-from firmware_host.emulator import Emulator
 from tests.conftest import wait_for
-from tests.test_share import LineClient, check_against_ledger, port_of, share_config, sharing
+from tests.test_share import LineClient, check_against_ledger, port_of, share_config, sharing, sharing_336
 
 pytestmark = pytest.mark.slow
 
@@ -140,18 +139,7 @@ def test_a_clients_esr_holds_only_the_bits_its_own_commands_caused(tmp_path, emu
 
 
 def test_the_336_share_ends_a_line_at_cr_lf_or_cr_lf_and_answers_cr_lf(tmp_path):
-    emu = Emulator.ls336(seed=6)
-    emu.listen_tcp("127.0.0.1", 0)
-    host, eport = emu.tcp.address
-    text = share_config(tmp_path).replace(
-        "[polling]",
-        f'[[instrument]]\nmodel = "336"\nname = "LS336A"\ntransport = "tcp"\nhost = "{host}"\nport = {eport}\n'
-        'timeout = 1.0\ninterval = 0.2\n[instrument.share]\nenabled = true\nbind = "127.0.0.1"\nport = 0\n\n[polling]',
-    )
-    app = Appliance(config.parse(text))
-    app.start()
-    try:
-        assert app.pollers[0].connected_event.wait(10), app.pollers[0].health.last_error
+    with sharing_336(tmp_path, seed=6) as (app, emu):
         with socket.create_connection(("127.0.0.1", port_of(app, "LS336A")), timeout=3) as c:
             f = c.makefile("rb")
             c.sendall(b"INNAME? A\rINNAME? B\r\nINNAME? C\n")  # CR alone, CR LF, LF: three lines
@@ -160,9 +148,6 @@ def test_the_336_share_ends_a_line_at_cr_lf_or_cr_lf_and_answers_cr_lf(tmp_path)
             assert got == [n + b"\r\n" for n in names], got
             c.sendall(b"*IDN?\r")
             assert f.readline().startswith(b"LSCI,MODEL336")  # nothing else came before it
-    finally:
-        app.stop()
-        emu.stop()
 
 
 def test_an_ipv4_client_of_a_dual_stack_share_is_matched_by_its_ipv4_entry(tmp_path, emu372):
