@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from firmware_host.emulator import Emulator  # noqa: E402
-from tests.support.reconcile import reconcile  # noqa: E402
+from tests.support.reconcile import forwarded, reconcile  # noqa: E402
+from tests.support.routers import Influx  # noqa: E402
 
 SD = ROOT / "images" / "sd"
 KEYS = ROOT / "images" / "keys"
@@ -312,6 +313,10 @@ class Machine:
         nodes = {i["field"].split("::")[0] for i in items if i["value"] is not None and i["age"] < 15}
         return set(NODES) <= nodes
 
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.pweb}/api/v1/health", timeout=10) as r:
+            return json.loads(r.read())
+
     def wait_panel(self, timeout: float = 600) -> float:
         """Seconds from this power-on until the panel shows live readings from both instruments."""
         assert self.current
@@ -422,6 +427,8 @@ class Bundles:
             anchor = "SCHEMA_VERSION = MIGRATIONS[-1].version\n"
             assert anchor in text, "appliance/store/schema.py changed: the test's extra migration has no anchor"
             schema.write_text(text.replace(anchor, anchor + NEWER_SCHEMA_PATCH, 1))
+            for pyc in (schema.parent / "__pycache__").glob("schema.*.pyc"):  # compiled in the image: stale now
+                pyc.unlink()
 
         return variant(self.rootfs, self.work, "newer-schema", change, f"{self.version}+newer-schema")
 
@@ -519,6 +526,10 @@ class Scenario:
         _, p372 = self.e372.listen_tcp("127.0.0.1", 0)
         link = str(self.work / "ls240")
         self.e240.listen_pty(link)
+        # the control room's InfluxDB (Debian's influxd) on the host: the guest reaches it as 10.0.2.2
+        self.influx = Influx(self.work)
+        self.influx.start()
+        self.influx.create_db()
         key = self.work / "key"
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         self.deadline_s = args.commit_deadline
@@ -540,7 +551,8 @@ class Scenario:
             '[[instrument]]\nmodel = "240"\nname = "LSA24AZ"\ntransport = "serial"\ndevice = "/dev/ttyS0"\n\n'
             '[store]\npath = "/data/kelvinpi/kelvinpi.db"\n\n[web]\nbind = "0.0.0.0"\nport = 8080\n\n'
             '[[alarm]]\nkind = "above"\nname = "update-test-always"\nseverity = "warning"\n'
-            'field = "LSA23JD::mxc_t"\nthreshold = 0.0\nhysteresis = 0.0\nhold = 0\nrepeat = 0\n'
+            'field = "LSA23JD::mxc_t"\nthreshold = 0.0\nhysteresis = 0.0\nhold = 0\nrepeat = 0\n\n'
+            f'[[uplink]]\nkind = "influxdb"\nurl = "http://10.0.2.2:{self.influx.http_port}"\ndatabase = "ocs_feeds"\n'
         )
         if self.has_update_cli:
             text += (
@@ -640,6 +652,7 @@ class Scenario:
         if self.m.running():
             for e in (self.e372, self.e240):
                 e.control("mute on")
+            self.drain_uplinks()
             time.sleep(10)
             self.m.cut()
         data = self.work / "data.ext4"
@@ -662,12 +675,35 @@ class Scenario:
         log(f"{self.name}: ledgers vs store: {tally.line()}")
         if tally.produced == 0:
             raise AssertionError("the instruments delivered nothing")
+        # the uplink: InfluxDB holds exactly what the store holds (a reading stored before a cut and not
+        # yet forwarded is sent from the kept cursor after the next boot; finish() drained the last one)
+        per_series = forwarded(db, influx=self.influx)
+        gaps = {k: v for k, v in per_series.items() if v[2]}
+        stored = sum(n for n, _, _ in per_series.values())
+        self.result.notes.append(
+            f"InfluxDB vs store: {stored} readings, {sum(g[2] for g in gaps.values())} missing or extra"
+        )
+        if gaps:
+            raise AssertionError(f"InfluxDB differs from the store: {dict(list(gaps.items())[:5])}")
         return tally.lost
+
+    def drain_uplinks(self, timeout: float = 120) -> None:
+        """With the instruments muted, wait until every uplink has nothing left to send."""
+        deadline = time.monotonic() + timeout
+        last: list = []
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                last = [(u["name"], u["connected"], u["backlog"]) for u in self.m.health().get("uplinks", [])]
+                if last and all(c and b == 0 for _, c, b in last):
+                    return
+            time.sleep(2)
+        raise AssertionError(f"the uplinks did not drain within {timeout:.0f} s: {last}")
 
     def close(self) -> None:
         self.m.cut()
         for e in (self.e372, self.e240):
             e.stop()
+        self.influx.stop()
 
 
 # -- the scenarios ------------------------------------------------------------------------------------------
