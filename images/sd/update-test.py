@@ -707,6 +707,16 @@ class Scenario:
 
 
 # -- the scenarios ------------------------------------------------------------------------------------------
+def expect_event(s: Scenario, kind: str) -> None:
+    """The appliance's store tells what became of the update (appliance/update/rollback.py)."""
+    if not s.has_update_cli:
+        return  # an image without the appliance's update code records none
+    events = keep_state(s.m)["events"]
+    if kind not in events:
+        raise AssertionError(f"no {kind} event; the newest events: {events[:12]}")
+    s.result.notes.append(f"event {kind}")
+
+
 def sc_a(s: Scenario, b: Bundles, panel: list[float]) -> None:
     """A good update commits; store, config, cursors, alarms, host key and machine id are kept."""
     panel.append(s.first_boot())
@@ -726,6 +736,7 @@ def sc_a(s: Scenario, b: Bundles, panel: list[float]) -> None:
         f"cursors {len(after['cursors'])}, config, host key, machine id kept: {not problems}"
     )
     assert not problems, problems
+    expect_event(s, "update_committed")
     s.reboot()  # committed: a normal boot stays on B
     s.boot_until_panel("B", 0)
 
@@ -740,6 +751,7 @@ def sc_b(s: Scenario, b: Bundles, panel: list[float]) -> None:
     assert why == "reboot", f"the try ended with {why}"
     s.boot_until_panel("A", 0)
     assert s.m.autoboot() == (2, 2), f"autoboot after the rollback: {s.m.autoboot()}"
+    expect_event(s, "update_rolled_back")
 
 
 def cut_while_writing(s: Scenario, b: Bundles, panel: list[float]) -> None:
@@ -779,6 +791,7 @@ def cut_during_try(s: Scenario, b: Bundles, panel: list[float]) -> None:
         e.control("mute off")
     s.boot_until_panel("A", 0)
     assert s.m.autoboot()[0] == 2
+    expect_event(s, "update_rolled_back")
 
 
 def cut_after_commit(s: Scenario, b: Bundles, panel: list[float]) -> None:
@@ -797,6 +810,7 @@ def cut_after_commit(s: Scenario, b: Bundles, panel: list[float]) -> None:
     for e in (s.e372, s.e240):
         e.control("mute off")
     s.boot_until_panel("B", 0)
+    expect_event(s, "update_committed")
 
 
 def refused(s: Scenario, bundle: Path, words: str) -> None:
