@@ -361,7 +361,10 @@ tables = [r[0] for r in q("SELECT name FROM sqlite_master WHERE type='table'")]
 out = {
   "schema": q("SELECT value FROM meta WHERE key='schema_version'")[0][0],
   "rows": {t: q(f"SELECT count(*) FROM [{t}]")[0][0] for t in tables},
-  "cursors": sorted(map(list, q("SELECT * FROM cursor"))) if "cursor" in tables else [],
+  # the uplinks' cursors: outbox (schema 2 on), per-series cursor before it
+  "cursors": sorted([r[0], r[1]] for r in q("SELECT name, position FROM outbox")) if "outbox" in tables else
+             sorted(map(list, q("SELECT name, series, position FROM cursor"))) if "cursor" in tables else [],
+  "samples": sum(q(f"SELECT coalesce(sum(n), 0) FROM [{t}]")[0][0] for t in ("fresh", "block") if t in tables),
   "alarms": sorted([r[0], r[1]] for r in q("SELECT name, state FROM alarm_state")) if "alarm_state" in tables else [],
   "config": hashlib.sha256(open("/data/kelvinpi.toml", "rb").read()).hexdigest(),
   "events": [r[0] for r in q("SELECT kind FROM event ORDER BY id DESC LIMIT 40")],
@@ -388,11 +391,15 @@ def kept(before: dict, after: dict) -> list[str]:
     for t in ("series", "event"):  # append-only (blocks are merged as they fill: their count may drop)
         if after["rows"].get(t, 0) < before["rows"].get(t, 0):
             problems.append(f"table {t} went down: {before['rows'].get(t)} -> {after['rows'].get(t)}")
-    cur_after = {tuple(r[:-1]) if len(r) > 1 else tuple(r): r for r in after["cursors"]}
+    if after["samples"] < before["samples"]:
+        problems.append(f"stored samples went down: {before['samples']} -> {after['samples']}")
+    cur_after = {tuple(r[:-1]): r[-1] for r in after["cursors"]}
     for r in before["cursors"]:
-        key = tuple(r[:-1]) if len(r) > 1 else tuple(r)
+        key = tuple(r[:-1])
         if key not in cur_after:
             problems.append(f"cursor {r} gone")
+        elif cur_after[key] < r[-1]:
+            problems.append(f"cursor {key} went back: {r[-1]} -> {cur_after[key]}")
     names_after = {a[0] for a in after["alarms"]}
     for a in before["alarms"]:
         if a[0] not in names_after:
@@ -730,10 +737,12 @@ def sc_a(s: Scenario, b: Bundles, panel: list[float]) -> None:
     assert s.m.ssh("cat /etc/kelvinpi-update-test").stdout.strip() == "good"
     after = keep_state(s.m)
     problems = kept(before, after)
+    if not before["cursors"]:
+        problems.append("no uplink cursor before the update (the InfluxDB uplink sent nothing?)")
     s.result.notes.append(
-        f"kept: blocks {before['rows'].get('block')}->{after['rows'].get('block')}, events "
-        f"{before['rows'].get('event')}->{after['rows'].get('event')}, alarms {after['alarms']}, "
-        f"cursors {len(after['cursors'])}, config, host key, machine id kept: {not problems}"
+        f"kept: samples {before['samples']}->{after['samples']}, events "
+        f"{before['rows'].get('event')}->{after['rows'].get('event')}, alarms {[a[0] for a in after['alarms']]}, "
+        f"cursors {before['cursors']}->{after['cursors']}, config, host key, machine id kept: {not problems}"
     )
     assert not problems, problems
     expect_event(s, "update_committed")
