@@ -103,7 +103,7 @@ chroot "$R" systemctl disable e2scrub_reap.service e2scrub_all.timer apt-daily.t
 # the clock never starts before the image was built (no RTC on the Pi)
 touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock" 2>/dev/null || { mkdir -p "$R/var/lib/systemd/timesync"; touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock"; }
 # the kernel modules no Pi uses go before the initramfs is made (MODULES=most copies whole subsystems)
-"$HERE/prune-modules.sh" "$R"
+bash "$HERE/prune-modules.sh" "$R"
 # initramfs once (it is the slow step under emulation), then the raspi-firmware kernel hook
 rm -f "$R/usr/sbin/update-initramfs"
 chroot "$R" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
