@@ -247,3 +247,182 @@ def test_check_rootfs_refuses_credentials(tmp_path):
         "authorized_keys",
     ):
         assert words in bad.stderr, (words, bad.stderr)
+
+
+# -- kernel modules: images/sd/prune-modules.sh and its drop list ----------------------------------------
+PRUNE_REQUIRED = re.search(r'REQUIRED="([^"]*)"', (SD / "prune-modules.sh").read_text(), re.S)[1].split()
+
+
+def fake_modules(root: Path, deps: dict[str, list[str]]) -> Path:
+    """A kernel module tree with the given modules.dep (paths under kernel/); the modules the image
+    relies on are listed as built in, so only what a test names is a file that can be dropped."""
+    mods = root / "usr/lib/modules/6.0.0-test"
+    mods.mkdir(parents=True)
+    (root / "lib").symlink_to("usr/lib")
+    for mod in deps:
+        (mods / mod).parent.mkdir(parents=True, exist_ok=True)
+        (mods / mod).write_bytes(b"not an ELF: depmod lists it without symbols")
+    (mods / "modules.dep").write_text("".join(f"{m}: {' '.join(d)}\n".replace(": \n", ":\n") for m, d in deps.items()))
+    (mods / "modules.builtin").write_text("".join(f"kernel/builtin/{n}.ko\n" for n in PRUNE_REQUIRED))
+    return mods
+
+
+def prune(root: Path, listing: str) -> subprocess.CompletedProcess:
+    lst = root.parent / "drop.list"
+    lst.write_text(listing)
+    return subprocess.run(
+        ["bash", str(SD / "prune-modules.sh"), str(root), str(lst)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.skipif(not shutil.which("depmod"), reason="depmod missing (apt-get install kmod)")
+@pytest.mark.image
+def test_prune_modules_drops_the_listed_and_rewrites_the_indexes(tmp_path):
+    root = tmp_path / "root"
+    mods = fake_modules(
+        root,
+        {
+            "kernel/drivers/media/usb/uvc/uvcvideo.ko.xz": ["kernel/drivers/media/v4l2-core/videodev.ko.xz"],
+            "kernel/drivers/media/v4l2-core/videodev.ko.xz": [],
+            "kernel/drivers/gpu/drm/vc4/vc4.ko.xz": ["kernel/drivers/media/cec/core/cec.ko.xz"],
+            "kernel/drivers/media/cec/core/cec.ko.xz": [],
+            "kernel/drivers/scsi/qla2xxx/qla2xxx.ko.xz": [],
+        },
+    )
+    proc = prune(
+        root, "# why: cameras\ndrivers/media/usb\ndrivers/media/v4l2-core  # why\ndrivers/scsi/qla*\nfs/nothere\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "5 -> 2 modules (3 list entries applied, 1 not in this kernel)" in proc.stdout
+    left = sorted(str(p.relative_to(mods)) for p in mods.rglob("*.ko*"))
+    assert left == ["kernel/drivers/gpu/drm/vc4/vc4.ko.xz", "kernel/drivers/media/cec/core/cec.ko.xz"]
+    dep = (mods / "modules.dep").read_text()  # depmod's own, written anew
+    assert "uvcvideo" not in dep and "qla2xxx" not in dep and "kernel/drivers/gpu/drm/vc4/vc4.ko.xz:" in dep
+    assert not (mods / "kernel/drivers/media/usb").exists()  # emptied directories go too
+
+
+@pytest.mark.skipif(not shutil.which("depmod"), reason="depmod missing (apt-get install kmod)")
+@pytest.mark.image
+def test_prune_modules_refuses_to_strand_a_module_that_stays(tmp_path):
+    root = tmp_path / "root"
+    fake_modules(
+        root,
+        {
+            "kernel/drivers/gpu/drm/vc4/vc4.ko.xz": ["kernel/drivers/media/cec/core/cec.ko.xz"],
+            "kernel/drivers/media/cec/core/cec.ko.xz": [],
+            "kernel/sound/usb/snd-usb-audio.ko.xz": ["kernel/drivers/media/mc/mc.ko.xz"],
+            "kernel/drivers/media/mc/mc.ko.xz": [],
+        },
+    )
+    proc = prune(root, "drivers/media\n")
+    assert proc.returncode == 1
+    assert "vc4 needs cec" in proc.stderr and "snd-usb-audio needs mc" in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not shutil.which("depmod"), reason="depmod missing (apt-get install kmod)")
+@pytest.mark.image
+def test_prune_modules_refuses_a_list_that_reaches_a_module_the_image_needs(tmp_path):
+    root = tmp_path / "root"
+    mods = fake_modules(root, {"kernel/drivers/net/wireless/broadcom/brcmfmac.ko.xz": []})
+    builtin = mods / "modules.builtin"
+    builtin.write_text(builtin.read_text().replace("kernel/builtin/brcmfmac.ko\n", ""))
+    proc = prune(root, "drivers/net/wireless\n")
+    assert proc.returncode == 1 and "dropped modules the image needs: brcmfmac" in proc.stderr, proc.stderr
+
+
+# What the brief for the drop list keeps (vc4 HDMI audio is ALSA SoC; cec and rc-core are vc4's HDMI)
+KEPT = [
+    "drivers/gpu/drm/vc4/vc4.ko", "drivers/gpu/drm/v3d/v3d.ko", "drivers/gpu/drm/drm.ko", "sound/soc/snd-soc-core.ko",
+    "sound/core/snd.ko", "sound/usb/snd-usb-audio.ko", "drivers/media/cec/core/cec.ko", "drivers/media/rc/rc-core.ko",
+    "drivers/media/mc/mc.ko", "drivers/net/wireless/broadcom/brcm80211/brcmfmac/brcmfmac.ko",
+    "drivers/net/ethernet/broadcom/genet/genet.ko", "drivers/net/ethernet/cadence/macb.ko",
+    "drivers/net/usb/lan78xx.ko", "drivers/net/usb/smsc95xx.ko", "drivers/usb/serial/ftdi_sio.ko",
+    "drivers/usb/class/cdc-acm.ko", "drivers/usb/serial/cp210x.ko", "drivers/usb/serial/pl2303.ko",
+    "drivers/mmc/host/sdhci-iproc.ko", "drivers/nvme/host/nvme.ko", "drivers/block/virtio_blk.ko",
+    "drivers/net/virtio_net.ko", "drivers/net/wireless/virtual/mac80211_hwsim.ko", "drivers/watchdog/i6300esb.ko",
+    "drivers/watchdog/bcm2835_wdt.ko", "fs/ext4/ext4.ko", "fs/fat/vfat.ko", "fs/nls/nls_cp437.ko",
+    "fs/squashfs/squashfs.ko", "drivers/md/dm-verity.ko", "fs/smb/client/cifs.ko", "drivers/scsi/sd_mod.ko",
+    "drivers/usb/storage/uas.ko", "net/mac80211/mac80211.ko",
+]  # fmt: skip
+
+
+def test_drop_list_spares_what_a_pi_uses_and_says_why():
+    import fnmatch
+
+    lines = (SD / "modules-drop.list").read_text().splitlines()
+    entries = [(i, l.split("#", 1)[0].strip()) for i, l in enumerate(lines) if l.split("#", 1)[0].strip()]
+    assert len(entries) > 100
+    for i, entry in entries:
+        for kept in KEPT:
+            hit = fnmatch.fnmatch(kept + ".xz", entry) or kept.startswith(entry.rstrip("/") + "/")
+            assert not hit, f"modules-drop.list line {i + 1}: {entry!r} drops {kept}"
+        # every entry sits under a comment that says why (its group's, or its own)
+        j = i
+        while j >= 0 and lines[j].split("#", 1)[0].strip() and "#" not in lines[j]:
+            j -= 1
+        assert j >= 0 and "#" in lines[j], f"modules-drop.list line {i + 1}: {entry!r} has no reason above it"
+
+
+def test_customize_prunes_before_the_initramfs_and_compiles_bytecode():
+    text = (SD / "customize.sh").read_text()
+    steps = [
+        text.index(s) for s in ('"$HERE/prune-modules.sh" "$R"', "update-initramfs -c -k all", "z50-raspi-firmware")
+    ]
+    assert steps == sorted(steps)
+    # bytecode after the __pycache__ sweep, in hash mode (reproducible: mtimes are clamped after it)
+    assert text.index("-name __pycache__") < text.index("-m compileall") and "--invalidation-mode checked-hash" in text
+
+
+# -- boot-test.sh stands in for the Pi firmware's slot choice --------------------------------------------
+BOOT_TOOLS = ["qemu-system-aarch64", "dtc", *TOOLS]
+
+
+def bootable_rootfs(root: Path, cmdline: str) -> None:
+    fake_rootfs(root)
+    fw = root / "boot/firmware"
+    (fw / "config.txt").write_text("arm_64bit=1\nkernel=vmlinuz-6.0-test\ninitramfs initrd.img-6.0-test followkernel\n")
+    (fw / "cmdline.txt").write_text(cmdline)
+    (fw / "vmlinuz-6.0-test").write_bytes(b"K" * 4321)
+    (fw / "initrd.img-6.0-test").write_bytes(b"I" * 1234)
+
+
+def plan(tmp_path: Path, cmdline: str) -> subprocess.CompletedProcess:
+    root = tmp_path / "rootfs"
+    bootable_rootfs(root, cmdline)
+    img = tmp_path / "card.img"
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1760000000", BOOT_MIB_OVERRIDE="40", ROOT_MIB_OVERRIDE="80")
+    subprocess.run(["bash", str(SD / "assemble-image.sh"), str(root), str(img)], env=env, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(SD / "boot-test.sh"), str(img)],
+        env=dict(os.environ, BOOT_TEST_PLAN_ONLY="1"), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(
+    any(not shutil.which(t) for t in BOOT_TOOLS), reason=f"boot-test tools missing (one of {BOOT_TOOLS})"
+)
+@pytest.mark.image
+def test_boot_test_boots_slot_a_and_writes_the_config_fat(tmp_path):
+    proc = plan(tmp_path, " console=tty0 root=PARTUUID=4b9e1c27-05 rw rootwait \n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert (
+        "plan: boot partition 2, kernel vmlinuz-6.0-test (4321 bytes), initramfs initrd.img-6.0-test (1234 bytes)"
+        in out
+    )
+    assert "plan: cmdline  console=tty0 root=PARTUUID=4b9e1c27-05 rw rootwait" in out
+    fat = re.search(r"^plan: config FAT p1 holds (.*)$", out, re.M)[1].split()
+    assert {"autoboot.txt", "kelvinpi.toml", "wamp-secret", "user-data", "network-config", "meta-data"} <= set(fat)
+    layout = json.loads(subprocess.run(["sfdisk", "-J", str(tmp_path / "card.img")], capture_output=True, text=True,
+                                       check=True).stdout)["partitiontable"]["partitions"]  # fmt: skip
+    assert f"plan: data p7 at {layout[6]['start'] * 512} {layout[6]['size'] * 512}" in out
+
+
+@pytest.mark.skipif(
+    any(not shutil.which(t) for t in BOOT_TOOLS), reason=f"boot-test tools missing (one of {BOOT_TOOLS})"
+)
+@pytest.mark.image
+def test_boot_test_refuses_a_slot_that_roots_elsewhere(tmp_path):
+    proc = plan(tmp_path, "console=tty0 root=LABEL=rootfs rw rootwait\n")
+    assert proc.returncode == 1 and "does not root at PARTUUID=4b9e1c27-05" in proc.stdout, proc.stdout + proc.stderr

@@ -3,7 +3,11 @@
 #   boot-test.sh IMAGE.img
 # Host side: the 372 emulator on 127.0.0.1 (the guest reaches it as 10.0.2.2 through qemu's user
 # network) and the 240 emulator's pty attached to the guest as a PCI 16550 UART (/dev/ttyS0).
-# The FAT gets what a user writes: kelvinpi.toml and a secret, and Raspberry Pi Imager's own
+# The card is the A/B image (images/sd/layout.env): this script stands in for the Pi firmware's slot
+# choice only, as update-test.py does: it reads autoboot.txt on the config FAT (p1), takes the kernel,
+# initramfs and cmdline.txt from the boot slot it names (p2, slot A: root=PARTUUID=<disk>-05), and puts
+# the firmware's /chosen/bootloader node into qemu virt's device tree.
+# The config FAT gets what a user writes: kelvinpi.toml and a secret, and Raspberry Pi Imager's own
 # cloud-init files (user-data with hostname, timezone and the SSH key; network-config with Wi-Fi,
 # its password as the derived key, as Imager writes it). A mac80211_hwsim radio gives the guest a
 # wlan0, so the Wi-Fi settings are checked where they act: wpa_supplicant@wlan0 runs on them.
@@ -11,8 +15,14 @@
 set -euo pipefail
 IMG=$(readlink -f "${1:?image}")
 [ -f "$IMG" ] || { echo "boot-test: no image at $1" >&2; exit 2; }
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 PY="$ROOT/.venv/bin/python"
+# shellcheck source=layout.env
+. "$HERE/layout.env"
+for tool in qemu-system-aarch64 dtc mcopy mdir sfdisk debugfs e2fsck curl ssh ssh-keygen; do
+  command -v "$tool" >/dev/null || { echo "boot-test: missing $tool" >&2; exit 2; }
+done
 W=$(mktemp -d /tmp/kelvinpi-boot.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -20,10 +30,39 @@ trap cleanup EXIT
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P372=$(free_port); PWEB=$(free_port); PSSH=$(free_port)
 export MTOOLS_SKIP_CHECK=1
-off=$(( $(sfdisk -J "$IMG" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])') * 512 ))
-kver=$(mdir -b -i "$IMG@@$off" ::/ | sed -n 's|^::/vmlinuz-||p' | head -1)
-mcopy -o -i "$IMG@@$off" "::/vmlinuz-$kver" "$W/vmlinuz"; mcopy -o -i "$IMG@@$off" "::/initrd.img-$kver" "$W/initrd"
-cp --sparse=always "$IMG" "$W/disk.img"; truncate -s 4G "$W/disk.img"   # a bigger card: the data partition grows
+# "START SIZE" (bytes) of partition N, by its number (p4 is the extended one: p5-p7 live inside it)
+part() { sfdisk -J "$1" | "$PY" -c '
+import json, re, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for p in json.load(sys.stdin)["partitiontable"]["partitions"]:
+    if int(re.search(r"(\d+)$", p["node"][len(path):])[1]) == n:
+        print(p["start"] * 512, p["size"] * 512)
+        break
+else:
+    sys.exit(f"boot-test: {path} has no partition {n}")' "$1" "$2"; }
+early_fail() { echo "FAIL: $*"; rm -rf "$W"; exit 1; }   # before the guest runs: nothing to keep
+cp --sparse=always "$IMG" "$W/disk.img"; truncate -s 6G "$W/disk.img"   # a bigger card: the data partition (p7, ~3.1 GiB in) grows to ~2.9 GiB
+read -r off _ < <(part "$W/disk.img" "$CONFIG_PART")
+# The firmware's part: autoboot.txt's boot_partition ([all]; no tryboot on this power-on), then that
+# slot's config.txt (kernel=, initramfs) and cmdline.txt
+mcopy -o -i "$W/disk.img@@$off" ::/autoboot.txt "$W/autoboot.txt" ||
+  early_fail "no autoboot.txt on the config FAT (p$CONFIG_PART)"
+bpart=$(awk -F= 'BEGIN {s="[all]"} /^\[/ {s=tolower($0)} s=="[all]" && $1=="boot_partition" {print $2}' "$W/autoboot.txt" | tr -d ' \r' | tail -1)
+[ "$bpart" = "$BOOT_A_PART" ] || early_fail "autoboot.txt boots partition '${bpart}', not slot A's p$BOOT_A_PART: $(cat "$W/autoboot.txt")"
+read -r boff _ < <(part "$W/disk.img" "$bpart")
+mcopy -o -i "$W/disk.img@@$boff" ::/config.txt "$W/config.txt"; mcopy -o -i "$W/disk.img@@$boff" ::/cmdline.txt "$W/cmdline.txt"
+kname=$(sed -n 's/^kernel=\(.*\)/\1/p' "$W/config.txt" | tr -d ' \r' | tail -1)
+iname=$(sed -n 's/^initramfs[[:space:]]\+\([^[:space:]]*\).*/\1/p' "$W/config.txt" | tail -1)
+mcopy -o -i "$W/disk.img@@$boff" "::/${kname:-kernel8.img}" "$W/vmlinuz" && mcopy -o -i "$W/disk.img@@$boff" "::/$iname" "$W/initrd" ||
+  early_fail "boot slot p$bpart lacks the kernel '$kname' or initramfs '$iname' its config.txt names"
+cmdline=$(tr -d '\r\n' < "$W/cmdline.txt")
+[[ "$cmdline" == *"root=PARTUUID=$DISK_ID-0$ROOT_A_PART "* ]] ||
+  early_fail "slot A's cmdline.txt does not root at PARTUUID=$DISK_ID-0$ROOT_A_PART: $cmdline"
+# qemu virt's own device tree plus the node the Pi firmware adds (rauc-tryboot reads it)
+qemu-system-aarch64 -M "virt,dumpdtb=$W/virt.dtb" -cpu cortex-a72 -smp 2 -m 1024 -nic none -display none > /dev/null 2>&1
+{ dtc -q -I dtb -O dts "$W/virt.dtb"
+  printf '\n/ {\n\tchosen {\n\t\tbootloader {\n\t\t\tpartition = <%s>;\n\t\t\ttryboot = <0>;\n\t\t};\n\t};\n};\n' "$bpart"
+} | dtc -q -I dts -O dtb -o "$W/boot.dtb"
 ssh-keygen -q -t ed25519 -N '' -f "$W/key"
 cat > "$W/kelvinpi.toml" <<TOML
 [[instrument]]
@@ -88,6 +127,13 @@ network:
 YAML
 printf 'instance_id: rpi-imager-%s\n' "$RANDOM" > "$W/meta-data"
 for f in kelvinpi.toml wamp-secret user-data network-config meta-data; do mcopy -o -i "$W/disk.img@@$off" "$W/$f" "::/$f"; done
+if [ -n "${BOOT_TEST_PLAN_ONLY:-}" ]; then   # the firmware's choice and the card as written, without booting (tests)
+  echo "plan: boot partition $bpart, kernel $kname ($(stat -c %s "$W/vmlinuz") bytes), initramfs $iname ($(stat -c %s "$W/initrd") bytes)"
+  echo "plan: cmdline $cmdline"
+  echo "plan: config FAT p$CONFIG_PART holds $(mdir -b -i "$W/disk.img@@$off" ::/ | sed 's|^::/||' | sort | tr '\n' ' ')"
+  echo "plan: data p$DATA_PART at $(part "$W/disk.img" "$DATA_PART")"
+  rm -rf "$W"; exit 0
+fi
 
 "$PY" -m appliance.cli emulate ls372 --listen "127.0.0.1:$P372" > "$W/ls372.log" 2>&1 & pids+=($!)
 "$PY" -m appliance.cli emulate ls240 --serial-link "$W/ls240" > "$W/ls240.log" 2>&1 & pids+=($!)
@@ -109,8 +155,8 @@ start=$(date +%s.%N)
 # and fires into qemu's log (-action watchdog=debug) instead of resetting: a fire fails the test by name.
 TEST_WATCHDOG_SEC=${TEST_WATCHDOG_SEC:-60}
 timeout 900 qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -accel tcg,thread=multi \
-  -kernel "$W/vmlinuz" -initrd "$W/initrd" \
-  -append "root=LABEL=rootfs rw rootwait console=ttyAMA0 systemd.show_status=1 modules-load=mac80211_hwsim systemd.default_device_timeout_sec=300 systemd.watchdog_sec=$TEST_WATCHDOG_SEC" \
+  -kernel "$W/vmlinuz" -initrd "$W/initrd" -dtb "$W/boot.dtb" \
+  -append "$cmdline console=ttyAMA0 systemd.show_status=1 modules-load=mac80211_hwsim systemd.default_device_timeout_sec=300 systemd.watchdog_sec=$TEST_WATCHDOG_SEC" \
   -drive if=none,file="$W/disk.img",format=raw,id=hd0 -device virtio-blk-pci,drive=hd0 \
   -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$PWEB-:8080,hostfwd=tcp:127.0.0.1:$PSSH-:22 -device virtio-net-pci,netdev=n0,romfile= \
   -chardev serial,id=ls240,path="$(readlink -f "$W/ls240")" -device pci-serial,chardev=ls240 \
@@ -151,6 +197,10 @@ $SSH kelvinpi@127.0.0.1 'echo "USER $(id -un)"; echo "HOST $(uname -n)"
   echo "SLOWEST $(systemd-analyze blame --no-pager | head -4 | tr -s " " | tr "\n" ";")"' > "$W/ssh.out" 2> "$W/ssh.err" ||
   fail "SSH as kelvinpi with the key from user-data's users[].ssh_authorized_keys did not log in: $(tail -3 "$W/ssh.err")"
 cat "$W/ssh.out"
+# What the boot waited on, for the README's "Size and boot time" (printed, not checked)
+$SSH kelvinpi@127.0.0.1 'systemd-analyze critical-chain --no-pager kelvinpi.service; systemd-analyze blame --no-pager | head -15' \
+  > "$W/chain.txt" 2>&1 || true
+echo "--- systemd-analyze critical-chain kelvinpi.service, blame:"; cat "$W/chain.txt"
 field() { sed -n "s/^$1 //p" "$W/ssh.out"; }
 [ "$(field HOST)" = "$HOST" ] || fail "hostname is '$(field HOST)', not '$HOST' from user-data"
 [ "$(field LOCALTIME)" = "/usr/share/zoneinfo/$TZ_NAME" ] || fail "/etc/localtime is $(field LOCALTIME), not $TZ_NAME from user-data"
@@ -165,17 +215,17 @@ field() { sed -n "s/^$1 //p" "$W/ssh.out"; }
 [[ "$(field KELVINPI)" =~ ^active ]] || fail "kelvinpi not active (no READY): $(field KELVINPI)"
 if grep -q "timer fired" "$W/qemu.log"; then fail "the hardware watchdog fired: PID 1 did not ping it for ${TEST_WATCHDOG_SEC} s (a hang, or a host too loaded for emulation)"; fi
 data_mb=$(field DATA)
-[ "${data_mb:-0}" -gt 1000 ] || fail "data partition did not grow ($data_mb MB)"
+[ "${data_mb:-0}" -gt 2000 ] || fail "data partition did not grow to the 6 GiB card's end ($data_mb MB)"
 if ssh -p "$PSSH" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
      -o PreferredAuthentications=password,keyboard-interactive -o PubkeyAuthentication=no kelvinpi@127.0.0.1 true 2>/dev/null; then
   fail "password login accepted"; fi
 kill "$qemu"; wait "$qemu" 2>/dev/null || true
-if mdir -b -i "$W/disk.img@@$off" ::/ | grep -q wamp-secret; then fail "the secret is still on the FAT"; fi
+if mdir -b -i "$W/disk.img@@$off" ::/ | grep -q wamp-secret; then fail "the secret is still on the config FAT"; fi
 # What firstboot wrote on the data partition, read from the card itself (the guest keeps it root-only).
 # qemu was killed, as a Pi is unplugged: replay the journal first, as the next boot would (debugfs
 # does not, and refuses the half-checkpointed bitmaps).
-read -r dstart dsize < <(sfdisk -J "$W/disk.img" | "$PY" -c 'import json,sys; p=json.load(sys.stdin)["partitiontable"]["partitions"][2]; print(p["start"], p["size"])')
-dd if="$W/disk.img" of="$W/data.ext4" bs=4M iflag=skip_bytes,count_bytes skip=$((dstart * 512)) count=$((dsize * 512)) conv=sparse status=none
+read -r dstart dsize < <(part "$W/disk.img" "$DATA_PART")
+dd if="$W/disk.img" of="$W/data.ext4" bs=4M iflag=skip_bytes,count_bytes skip="$dstart" count="$dsize" conv=sparse status=none
 rc=0; e2fsck -fy "$W/data.ext4" > "$W/e2fsck.log" 2>&1 || rc=$?
 [ "$rc" -lt 4 ] || fail "the data partition does not check clean after the power cut (e2fsck $rc): $(tail -5 "$W/e2fsck.log")"
 dcat() { debugfs -R "cat $1" "$W/data.ext4" 2>/dev/null; }

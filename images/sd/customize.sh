@@ -94,14 +94,27 @@ grep -q 'BEGIN CERTIFICATE' "$KEYRING" || { echo "customize: KEYRING=$KEYRING ho
 install -m 0644 "$KEYRING" "$R/etc/rauc/keyring.pem"
 chroot "$R" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd ssh \
   kelvinpi-identity kelvinpi-grow-data kelvinpi-firstboot kelvinpi kelvinpi-reboot.path kelvinpi-try-deadline >/dev/null 2>&1
+# What a first boot ran for nothing: sshd-keygen made RSA, ECDSA and Ed25519 host keys in /etc/ssh
+# (RSA alone takes seconds under emulation) that sshd never reads: its one HostKey is on the data
+# partition (kelvinpi-identity). e2scrub_reap looks for LVM snapshots (there is no LVM); apt's daily
+# timers fire soon after a first boot (Persistent=) on a system that is updated by slots, not apt.
+chroot "$R" systemctl mask sshd-keygen.service >/dev/null 2>&1
+chroot "$R" systemctl disable e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
 # the clock never starts before the image was built (no RTC on the Pi)
 touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock" 2>/dev/null || { mkdir -p "$R/var/lib/systemd/timesync"; touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock"; }
+# the kernel modules no Pi uses go before the initramfs is made (MODULES=most copies whole subsystems)
+bash "$HERE/prune-modules.sh" "$R"
 # initramfs once (it is the slow step under emulation), then the raspi-firmware kernel hook
 rm -f "$R/usr/sbin/update-initramfs"
 chroot "$R" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
 chroot "$R" update-initramfs -c -k all >/dev/null
 KVER=$(ls "$R/lib/modules" | head -1)
 chroot "$R" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$KVER" || true
+# The firmware loads the initramfs from the boot slot's FAT (the hook copied it to /boot/firmware);
+# the root's own copy was never read and is incompressible (zstd): 35 MB per slot. An update writes
+# a slot whole, nothing runs update-initramfs on the Pi.
+ls "$R/boot/firmware/initrd.img-$KVER" >/dev/null
+rm -f "$R/boot/initrd.img-$KVER" "$R/initrd.img" "$R/initrd.img.old"
 if [ "${KERNEL:-stable}" = backports ]; then
   # the backports kernel keeps its DTBs under /usr/lib/modules/<ver>/dtb, where raspi-firmware's hook
   # does not look: copy the Broadcom ones (bcm2837 Pi 3 / Zero 2 W, bcm2711 Pi 4, bcm2712 Pi 5) ourselves
@@ -120,3 +133,10 @@ rm -rf "$R"/opt/kelvinpi/venv/lib/python3*/site-packages/pip "$R"/opt/kelvinpi/v
 printf 'TIMESTAMP_NSEC=%s000000000\n' "$SOURCE_DATE_EPOCH" | tee "$R/etc/.updated" > "$R/var/.updated"
 # libraries' own test suites are not needed on the Pi (autobahn's carries a test private key)
 find "$R/opt/kelvinpi/venv/lib" -type d -path '*/site-packages/autobahn/*' -name test -prune -exec rm -rf {} +
+# Bytecode, compiled here: the service runs as kelvinpi under ProtectSystem=strict and cannot write
+# __pycache__ below /opt, so without it every start compiled the appliance and its libraries anew.
+# checked-hash pycs hold the source's hash, not its mtime (the image clamps mtimes to
+# SOURCE_DATE_EPOCH later): reproducible, and a changed source is still noticed. With the image's
+# own python3.13 (the host's may be another version).
+chroot "$R" env SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" PYTHONHASHSEED=0 /opt/kelvinpi/venv/bin/python -m compileall -q -j 2 \
+  --invalidation-mode checked-hash /opt/kelvinpi/venv/lib >/dev/null
