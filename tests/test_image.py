@@ -342,7 +342,10 @@ KEPT = [
     "drivers/net/virtio_net.ko", "drivers/net/wireless/virtual/mac80211_hwsim.ko", "drivers/watchdog/i6300esb.ko",
     "drivers/watchdog/bcm2835_wdt.ko", "fs/ext4/ext4.ko", "fs/fat/vfat.ko", "fs/nls/nls_cp437.ko",
     "fs/squashfs/squashfs.ko", "drivers/md/dm-verity.ko", "fs/smb/client/cifs.ko", "drivers/scsi/sd_mod.ko",
-    "drivers/usb/storage/uas.ko", "net/mac80211/mac80211.ko",
+    "drivers/usb/storage/uas.ko", "net/mac80211/mac80211.ko", "drivers/mmc/host/bcm2835.ko", "drivers/usb/dwc2/dwc2.ko",
+    "drivers/usb/host/xhci-pci.ko", "drivers/bluetooth/hci_uart.ko", "drivers/bluetooth/btbcm.ko",
+    "drivers/i2c/busses/i2c-bcm2835.ko", "drivers/spi/spi-bcm2835.ko", "drivers/char/hw_random/bcm2835-rng.ko",
+    "drivers/char/hw_random/iproc-rng200.ko", "drivers/md/dm-mod.ko", "drivers/block/loop.ko",
 ]  # fmt: skip
 
 
@@ -374,7 +377,7 @@ def test_customize_prunes_before_the_initramfs_and_compiles_bytecode():
 
 
 # -- boot-test.sh stands in for the Pi firmware's slot choice --------------------------------------------
-BOOT_TOOLS = ["qemu-system-aarch64", "dtc", *TOOLS]
+BOOT_TOOLS = ["qemu-system-aarch64", "dtc", "curl", "ssh", "ssh-keygen", *TOOLS]
 
 
 def bootable_rootfs(root: Path, cmdline: str) -> None:

@@ -25,7 +25,8 @@ for tool in qemu-system-aarch64 dtc mcopy mdir sfdisk debugfs e2fsck curl ssh ss
 done
 W=$(mktemp -d /tmp/kelvinpi-boot.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+KEEP_W=""   # set by fail(): the console and qemu logs are the evidence
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "$KEEP_W" ] || rm -rf "$W"; }
 trap cleanup EXIT
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P372=$(free_port); PWEB=$(free_port); PSSH=$(free_port)
@@ -146,7 +147,7 @@ diagnose() {
   echo "--- last console lines:"; tail -25 "$W/console.log"
   echo "--- qemu ($W/qemu.log):"; cat "$W/qemu.log"
 }
-fail() { echo "FAIL: $*"; diagnose; exit 1; }
+fail() { echo "FAIL: $*"; KEEP_W=1; diagnose; exit 1; }
 elapsed() { "$PY" -c "print(round($(date +%s.%N) - $start, 1))"; }
 start=$(date +%s.%N)
 # Test VM only: under TCG on a loaded 2-core host PID 1 can stall longer than the image's 15 s

@@ -94,12 +94,16 @@ grep -q 'BEGIN CERTIFICATE' "$KEYRING" || { echo "customize: KEYRING=$KEYRING ho
 install -m 0644 "$KEYRING" "$R/etc/rauc/keyring.pem"
 chroot "$R" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd ssh \
   kelvinpi-identity kelvinpi-grow-data kelvinpi-firstboot kelvinpi kelvinpi-reboot.path kelvinpi-try-deadline >/dev/null 2>&1
-# What a first boot ran for nothing: sshd-keygen made RSA, ECDSA and Ed25519 host keys in /etc/ssh
-# (RSA alone takes seconds under emulation) that sshd never reads: its one HostKey is on the data
-# partition (kelvinpi-identity). e2scrub_reap looks for LVM snapshots (there is no LVM); apt's daily
-# timers fire soon after a first boot (Persistent=) on a system that is updated by slots, not apt.
-chroot "$R" systemctl mask sshd-keygen.service >/dev/null 2>&1
-chroot "$R" systemctl disable e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
+# Units a Kelvinpi has no use for. sshd-keygen would make host keys in /etc/ssh that sshd never reads
+# (its one HostKey is on the data partition, kelvinpi-identity); it is ConditionFirstBoot and the image's
+# empty /etc/machine-id is not a "first boot" to systemd, so the mask only keeps it so. e2scrub_reap
+# looks for LVM snapshots (there is no LVM); apt's daily timers fire soon after a boot (Persistent=) on
+# a system that is updated by slots, not apt. Masked, not disabled: a preset-all cannot bring them back.
+quiet_units="e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer"
+# shellcheck disable=SC2086
+chroot "$R" systemctl disable $quiet_units >/dev/null 2>&1
+# shellcheck disable=SC2086
+chroot "$R" systemctl mask sshd-keygen.service $quiet_units >/dev/null 2>&1
 # the clock never starts before the image was built (no RTC on the Pi)
 touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock" 2>/dev/null || { mkdir -p "$R/var/lib/systemd/timesync"; touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock"; }
 # the kernel modules no Pi uses go before the initramfs is made (MODULES=most copies whole subsystems)
@@ -139,4 +143,4 @@ find "$R/opt/kelvinpi/venv/lib" -type d -path '*/site-packages/autobahn/*' -name
 # SOURCE_DATE_EPOCH later): reproducible, and a changed source is still noticed. With the image's
 # own python3.13 (the host's may be another version).
 chroot "$R" env SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" PYTHONHASHSEED=0 /opt/kelvinpi/venv/bin/python -m compileall -q -j 2 \
-  --invalidation-mode checked-hash /opt/kelvinpi/venv/lib >/dev/null
+  --invalidation-mode checked-hash /opt/kelvinpi/venv/lib  # -q: only a file that fails to compile is named

@@ -12,7 +12,8 @@ LIST=${2:-$(cd "$(dirname "$0")" && pwd)/modules-drop.list}
 # module file or built into the kernel (modules.builtin).
 REQUIRED="vc4 v3d snd-soc-hdmi-codec cec brcmfmac genet macb lan78xx smsc95xx ftdi_sio cdc-acm cp210x pl2303
   sdhci-iproc mmc_block virtio_blk virtio_net virtio-rng mac80211_hwsim i6300esb bcm2835_wdt ext4 vfat nls_cp437
-  nls_ascii squashfs dm-verity usb-storage uas sd_mod cifs"
+  nls_ascii squashfs dm-verity usb-storage uas sd_mod cifs bcm2835 dwc2 xhci-pci reset-raspberrypi hci_uart btbcm
+  i2c-bcm2835 spi-bcm2835 bcm2835-rng iproc-rng200 dm-mod loop"
 [ -f "$LIST" ] || { echo "prune-modules: no list $LIST" >&2; exit 2; }
 kvers=$(ls "$R/usr/lib/modules")
 [ -n "$kvers" ] || { echo "prune-modules: no kernel modules under $R/usr/lib/modules" >&2; exit 2; }
