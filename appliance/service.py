@@ -264,12 +264,22 @@ class Appliance:
         log.info("front panel on http://%s:%d/", *self.web_address[:2])
         # an update the marker says is pending: settled as an event (rolled back, committed), or tried now
         from .update import reconcile
+        from .update.primary import rauc_primary
 
         state_dir = self.config.update.state_dir
+        commands = self.update_gate.c
         # nothing in the update's state stops the appliance (a read-only or full data partition, a marker
         # of another shape, a bug): it runs, logs it and records an event saying so
         try:
-            reconcile(state_dir, self.update_gate.boot, self.update_gate.record)
+            reconcile(
+                state_dir,
+                self.update_gate.boot,
+                self.update_gate.record,
+                primary=lambda: rauc_primary(commands),
+                forget_other=lambda: commands.run(
+                    [*commands.rauc, "status", "mark-bad", "other"], "rauc mark-bad other"
+                ),
+            )
         except Exception as exc:
             log.exception("update state in %s could not be settled", state_dir)
             self.store.event("update_unknown", None, f"the update state in {state_dir} could not be settled: {exc!r}")

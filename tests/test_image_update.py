@@ -228,3 +228,63 @@ def test_bundle_signed_and_refused_when_tampered(tmp_path):
     for bundle, ring in ((bad, keyring), (out, other)):
         proc = subprocess.run(["rauc", "info", f"--keyring={ring}", str(bundle)], capture_output=True, text=True)
         assert proc.returncode != 0, (bundle, ring)
+
+
+def test_a_recorded_rollback_disarms_the_try_of_the_rolled_back_slot(tmp_path):
+    """Power was cut during the try of B (the flag does not survive it): A boots normally, the rollback is
+    recorded, and ``rauc status mark-bad other`` (RAUC calls the backend's ``set-state B bad``) points
+    ``[tryboot]`` back at A, so that no later try reboot starts the rolled-back release unjudged."""
+    from appliance.update import marker
+    from appliance.update.devicetree import BootInfo
+    from appliance.update.rollback import reconcile
+
+    b = Board(tmp_path, all_=2, try_=3)  # the install armed the try of B; the try never committed
+    state = tmp_path / "state"
+    marker.write(state, marker.PendingUpdate("k.raucb", "0.4.0", "A", "B", 1.8e9, "an earlier boot", recorded=True))
+    events: list[tuple[str, str]] = []
+    got = reconcile(
+        state,
+        BootInfo(2, False),
+        lambda k, d: events.append((k, d)),
+        primary=lambda: b.out("get-primary"),
+        forget_other=lambda: b.out("set-state", "B", "bad"),
+    )
+    assert got == "update_rolled_back" and [k for k, _ in events] == ["update_rolled_back"]
+    assert b.sections() == ("2", "2") and b.out("get-state", "B") == "bad"
+    assert marker.read(state) is None
+
+
+def test_a_normal_boot_of_the_updates_slot_that_is_not_primary_is_not_called_committed(tmp_path):
+    """A firmware that started [tryboot] without the flag (an old bootloader) or a hand-made ``reboot 3``
+    boots B unjudged: RAUC's primary is still A, so the event says so and claims no commit."""
+    from appliance.update import marker
+    from appliance.update.devicetree import BootInfo
+    from appliance.update.rollback import reconcile
+
+    b = Board(tmp_path, all_=2, try_=3)
+    b.boot(3, tryboot=False)
+    state = tmp_path / "state"
+    marker.write(state, marker.PendingUpdate("k.raucb", "0.4.0", "A", "B", 1.8e9, "an earlier boot", recorded=True))
+    events: list[tuple[str, str]] = []
+    got = reconcile(state, BootInfo(3, False), lambda k, d: events.append((k, d)), primary=lambda: b.out("get-primary"))
+    assert got == "update_unknown" and [k for k, _ in events] == ["update_unknown"], events
+    assert "RAUC's primary is slot A" in events[0][1] and "never judged" in events[0][1]
+    assert marker.read(state) is None and b.sections() == ("2", "3")
+
+
+def test_a_rollback_whose_disarm_fails_is_still_recorded(tmp_path):
+    from appliance.update import marker
+    from appliance.update.devicetree import BootInfo
+    from appliance.update.rollback import reconcile
+
+    state = tmp_path / "state"
+    marker.write(state, marker.PendingUpdate("k.raucb", "0.4.0", "A", "B", 1.8e9, "an earlier boot", recorded=True))
+    events: list[str] = []
+
+    def broken() -> None:
+        raise OSError("rauc is not running")
+
+    assert (
+        reconcile(state, BootInfo(2, False), lambda k, d: events.append(k), forget_other=broken) == "update_rolled_back"
+    )
+    assert events == ["update_rolled_back"] and marker.read(state) is None

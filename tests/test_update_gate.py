@@ -192,7 +192,8 @@ def test_past_the_deadline_the_try_is_marked_bad_and_the_old_slot_records_why(tm
         (rolled,) = b.events("update_rolled_back")
         assert rolled == f"back on slot A: k.raucb (version 0.4.0) from slot A to slot B was rolled back: {failed}"
         assert not marker.marker_path(b.state).exists()
-        assert b.calls() == ["status mark-bad booted", "normal"]  # the old slot ran no update command
+        # the old slot's only update command: disarm the rolled-back slot's try (autoboot.txt [tryboot])
+        assert b.calls() == ["status mark-bad booted", "normal", "status mark-bad other"]
     finally:
         b.stop()
 

@@ -103,7 +103,7 @@ class Installer:
             raise UpdateBusy(
                 f"{pending.describe()} was installed on this boot and waits for its try reboot"
                 + (f" ({pending.failure})" if pending.failure else "")
-                + ": reboot into it (sudo /usr/lib/kelvinpi/request-reboot try), or reboot normally to drop it"
+                + ": reboot into it (/usr/lib/kelvinpi/request-reboot try), or reboot normally to drop it"
             )
 
     def install(self, info: BundleInfo, progress: Progress = lambda line: None) -> marker.PendingUpdate:

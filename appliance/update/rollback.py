@@ -34,8 +34,22 @@ NO_COMMIT = "the try did not commit: power cut, watchdog or crash"
 Record = Callable[[str, str], None]
 
 
-def reconcile(state_dir: Path, boot: BootInfo | None, record: Record) -> str | None:
-    """Settle the marker for this boot; the event kind recorded last, or None if nothing was settled."""
+def reconcile(
+    state_dir: Path,
+    boot: BootInfo | None,
+    record: Record,
+    primary: Callable[[], str | None] | None = None,
+    forget_other: Callable[[], object] | None = None,
+) -> str | None:
+    """Settle the marker for this boot; the event kind recorded last, or None if nothing was settled.
+
+    ``primary``: RAUC's primary slot letter (None: cannot say). A normal boot of the update's slot is
+    its commit only if RAUC names that slot primary too: a firmware that started ``[tryboot]`` without
+    the flag, or a hand-made ``reboot 3``, boots it unjudged (where RAUC cannot say, it is taken as the
+    commit, as before RAUC was asked). ``forget_other``: ``rauc status mark-bad
+    other``, run once a rollback is recorded: it points ``autoboot.txt``'s ``[tryboot]`` back at the
+    running slot, so that no later try reboot (a stale reboot request, a hand-made one) starts the
+    rolled-back release again, where the gate, finding no marker, would judge and commit it."""
     try:
         pending = marker.read(state_dir)
     except marker.MarkerError as exc:
@@ -65,8 +79,24 @@ def reconcile(state_dir: Path, boot: BootInfo | None, record: Record) -> str | N
         record("update_rolled_back", f"back on slot {boot.slot}: {pending.describe()} was rolled back: {reason}")
         kind = "update_rolled_back"
     else:
+        first = primary() if primary is not None else boot.slot
+        if first is not None and first != boot.slot:
+            record(
+                "update_unknown",
+                f"booted slot {boot.slot} normally, but RAUC's primary is slot {first}: {pending.describe()} "
+                "was never judged (a boot of it without the firmware's tryboot flag); the next normal boot "
+                f"starts slot {first}",
+            )
+            marker.remove(state_dir)
+            log.error("update_unknown: slot %s booted normally but not primary (%s)", boot.slot, first)
+            return "update_unknown"
         settle_committed(state_dir, pending, record, "found on the next boot")
         return "update_committed"
+    if forget_other is not None:
+        try:
+            forget_other()
+        except Exception as exc:  # the event is recorded; a stale [tryboot] is only a risk, logged
+            log.error("after the rollback, slot %s could not be marked bad (rauc): %s", pending.to_slot, exc)
     marker.remove(state_dir)
     log.warning("%s: %s", kind, pending.describe())
     return kind

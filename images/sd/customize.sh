@@ -49,6 +49,7 @@ cp "$WHEELS"/*.whl "$R/opt/kelvinpi/wheels/"
 chroot "$R" python3 -m venv /opt/kelvinpi/venv
 chroot "$R" env -u PIP_FIND_LINKS -u PIP_CONSTRAINT /opt/kelvinpi/venv/bin/pip install --quiet --no-index --find-links /opt/kelvinpi/wheels kelvinpi
 rm -rf "$R/opt/kelvinpi/wheels"
+ln -sf /opt/kelvinpi/venv/bin/kelvinpi "$R/usr/local/bin/kelvinpi"   # on PATH for SSH sessions (kelvinpi update, export)
 cp -a "$HERE/overlay/." "$R/"
 sed -i "s/@DISK_ID@/$DISK_ID/" "$R/usr/lib/kelvinpi/rauc-tryboot"
 # RAUC: A/B root slots, each with its boot FAT as a child; the slot states live on the data partition
