@@ -39,6 +39,10 @@ ROOTPART=PARTUUID=$DISK_ID-0$ROOT_A_PART
 CONSOLES="tty0 ttyS1,115200"
 CMA=0
 RF
+# a kernel panic, or an initramfs that cannot find its root (initramfs-tools panics instead of opening a
+# shell when panic= is set), reboots after 10 s instead of hanging: on a try boot the firmware's
+# one-shot tryboot flag is gone by then, so the old slot starts (raspi-firmware appends this file)
+echo "panic=10" > "$R/etc/default/raspi-extra-cmdline"
 echo FSTYPE=ext4 > "$R/etc/initramfs-tools/conf.d/fstype"
 mkdir -p "$R/etc/systemd/network"
 printf '[Match]\nName=e* usb*\n[Network]\nDHCP=yes\n' > "$R/etc/systemd/network/20-wired.network"
