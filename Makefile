@@ -135,6 +135,7 @@ ci-deps:
 	  command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	  command -v rauc >/dev/null 2>&1 || missing="$$missing rauc"; \
 	  command -v mksquashfs >/dev/null 2>&1 || missing="$$missing squashfs-tools"; \
+	  command -v dbus-test-tool >/dev/null 2>&1 || missing="$$missing dbus-tests"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; fi

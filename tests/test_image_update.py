@@ -288,3 +288,82 @@ def test_a_rollback_whose_disarm_fails_is_still_recorded(tmp_path):
         reconcile(state, BootInfo(2, False), lambda k, d: events.append(k), forget_other=broken) == "update_rolled_back"
     )
     assert events == ["update_rolled_back"] and marker.read(state) is None
+
+
+DBUS_TOOLS = ["dbus-daemon", "dbus-send", "dbus-test-tool", "setpriv"]
+
+
+@pytest.mark.skipif(any(not shutil.which(t) for t in DBUS_TOOLS), reason=f"missing one of {DBUS_TOOLS}")
+@pytest.mark.skipif(os.geteuid() != 0, reason="asks the bus as other users (setpriv): needs root")
+@pytest.mark.slow
+def test_only_root_and_the_service_user_may_ask_rauc_over_dbus():
+    """A real dbus-daemon with the system bus's default policy, Debian's rauc-service policy (anyone may
+    ask RAUC; tests/data/dbus, as the image ships it) and then the image's own: root and the service's
+    user reach RAUC's name, any other local user is refused by the bus. (The service's user stands in
+    as uid 65534: a policy names a user that exists on the machine.)"""
+    import pwd
+    import tempfile
+
+    service_user = pwd.getpwuid(65534).pw_name
+    ours = (SD / "overlay/etc/dbus-1/system.d/kelvinpi-rauc.conf").read_text()
+    assert 'user="kelvinpi"' in ours
+    d = Path(tempfile.mkdtemp(prefix="kelvinpi-dbus-", dir="/tmp"))
+    d.chmod(0o755)
+    sock = d / "bus"
+    (d / "50-rauc.conf").write_text((Path(__file__).parent / "data/dbus/de.pengutronix.rauc.conf").read_text())
+    (d / "60-kelvinpi.conf").write_text(ours.replace('user="kelvinpi"', f'user="{service_user}"'))
+    (d / "bus.conf").write_text(f"""<busconfig>
+  <type>system</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  </policy>
+  <include>{d / "50-rauc.conf"}</include>
+  <include>{d / "60-kelvinpi.conf"}</include>
+</busconfig>
+""")
+    env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=f"unix:path={sock}")
+    bus = subprocess.Popen(["dbus-daemon", "--nofork", f"--config-file={d / 'bus.conf'}"], env=env)
+    rauc = None
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        sock.chmod(0o777)
+        # RAUC's name, owned by root as rauc-service owns it; it answers every call
+        rauc = subprocess.Popen(["dbus-test-tool", "echo", "--session", "--name=de.pengutronix.rauc"], env=env)
+
+        def ask(uid: int) -> subprocess.CompletedProcess:
+            who = [] if uid == 0 else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+            return subprocess.run(
+                [*who, "dbus-send", "--session", "--print-reply", "--reply-timeout=5000",
+                 "--dest=de.pengutronix.rauc", "/", "de.pengutronix.rauc.Installer.InstallBundle", "string:/x.raucb"],
+                env=env, capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+
+        for _ in range(100):  # until the name is owned
+            if ask(0).returncode == 0:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert ask(0).returncode == 0, ask(0).stderr
+        assert ask(65534).returncode == 0, ask(65534).stderr  # the service's user
+        other = ask(pwd.getpwnam("daemon").pw_uid)  # another local user (the bus admits only named users)
+        assert other.returncode != 0 and "AccessDenied" in other.stderr, (other.returncode, other.stderr)
+    finally:
+        for p in (rauc, bus):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
+        shutil.rmtree(d, ignore_errors=True)
