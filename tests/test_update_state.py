@@ -380,3 +380,23 @@ def test_a_bundle_is_staged_as_a_copy_and_what_is_not_a_file_is_named(tmp_path):
             stage(path, state)
         assert str(err.value) == f"refused update bundle {path}: {what}"
         assert what_is(path) == what
+
+
+@pytest.mark.parametrize("primary", ["A", "B", None], ids=["on trial", "committed", "rauc cannot say"])
+def test_a_try_boot_refuses_an_install_only_until_it_has_committed(tmp_path, primary):
+    """The tryboot flag stays 1 for the whole try boot; once the gate has committed (RAUC's primary is the
+    booted slot) the next update may write the other slot on the same boot (the qemu scenario (h) met it)."""
+    log = tmp_path / "log"
+    write_boot_info(tmp_path / "dt", 3, True)
+    rauc = status_rauc(tmp_path / "rauc", log, tmp_path / "dt", tmp_path / "primary")
+    if primary:
+        (tmp_path / "primary").write_text(primary + "\n")
+    inst = Installer(
+        UpdateCommands([str(rauc)], tmp_path / "k", "c", ["true"], ["true"], tmp_path / "dt", tmp_path / "s")
+    )
+    if primary == "B":
+        inst.refuse_if_busy()
+    else:
+        with pytest.raises(UpdateBusy, match="this boot is the try of slot B, not committed yet"):
+            inst.refuse_if_busy()
+    assert log.read_text().split("\n")[:1] == ["status --output-format=json"]

@@ -90,7 +90,9 @@ class Installer:
         nor while an update installed on this boot waits for its try reboot (a second one would write
         the same slot under the first one's marker)."""
         boot = boot_info(self.c.device_tree)
-        if boot is not None and boot.tryboot:
+        if boot is not None and boot.tryboot and self._primary() != boot.slot:
+            # the tryboot flag stays 1 until the next reboot: a try that has committed (RAUC's primary is
+            # the booted slot) is a good slot like any other, and the other one may be written
             raise UpdateBusy(
                 f"this boot is the try of slot {boot.slot}, not committed yet: installing now would overwrite "
                 f"slot {boot.other}, the one to fall back to; wait until it commits or rolls back"
@@ -105,6 +107,11 @@ class Installer:
                 + (f" ({pending.failure})" if pending.failure else "")
                 + ": reboot into it (/usr/lib/kelvinpi/request-reboot try), or reboot normally to drop it"
             )
+
+    def _primary(self) -> str | None:
+        from .primary import rauc_primary  # primary imports this module
+
+        return rauc_primary(self.c)
 
     def install(self, info: BundleInfo, progress: Progress = lambda line: None) -> marker.PendingUpdate:
         """``rauc install`` with its progress lines handed to ``progress``; then the marker."""
