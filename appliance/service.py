@@ -277,7 +277,7 @@ class Appliance:
                 self.update_gate.record,
                 primary=lambda: rauc_primary(commands),
                 forget_other=lambda: commands.run(
-                    [*commands.rauc, "status", "mark-bad", "other"], "rauc mark-bad other"
+                    [*commands.rauc, "status", "mark-bad", "other"], "rauc mark-bad other", timeout=30.0
                 ),
             )
         except Exception as exc:

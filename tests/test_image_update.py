@@ -367,3 +367,50 @@ def test_only_root_and_the_service_user_may_ask_rauc_over_dbus():
                 p.terminate()
                 p.wait(10)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_an_update_installed_on_a_committed_try_boot_survives_a_restart_before_its_reboot(tmp_path):
+    """B's try committed; on the same boot (the tryboot flag still 1) the next update, B -> A, is installed;
+    the service restarts before the try reboot: nothing is settled, the marker and the armed try stay."""
+    from appliance.update import marker
+    from appliance.update.devicetree import BootInfo
+    from appliance.update.rollback import reconcile
+
+    b = Board(tmp_path, all_=3, try_=2)  # B committed, then the install armed the try of A
+    b.boot(3, tryboot=True)
+    state = tmp_path / "state"
+    this_boot = marker.boot_id()
+    marker.write(state, marker.PendingUpdate("k.raucb", "0.4.0", "B", "A", 1.8e9, this_boot))
+    events: list[str] = []
+    got = reconcile(
+        state,
+        BootInfo(3, True),
+        lambda k, d: events.append(k),
+        primary=lambda: b.out("get-primary"),
+        forget_other=lambda: b.out("set-state", "A", "bad"),
+    )
+    assert got is None and events == [] and b.sections() == ("3", "2")
+    assert marker.read(state) is not None and marker.read(state).to_slot == "A"
+
+
+@pytest.mark.parametrize("rauc_says", ["B", None], ids=["B is primary", "rauc cannot say"])
+def test_a_rollback_seen_from_a_slot_that_is_not_primary_leaves_the_slots_alone(tmp_path, rauc_says):
+    """B was committed (power cut before the marker went), then a hand-made boot of A: the event is
+    recorded, but marking "other" (B, the primary) bad would make A primary again: not done."""
+    from appliance.update import marker
+    from appliance.update.devicetree import BootInfo
+    from appliance.update.rollback import reconcile
+
+    b = Board(tmp_path, all_=3, try_=3)
+    state = tmp_path / "state"
+    marker.write(state, marker.PendingUpdate("k.raucb", "0.4.0", "A", "B", 1.8e9, "an earlier boot", recorded=True))
+    calls: list[str] = []
+    got = reconcile(
+        state,
+        BootInfo(2, False),
+        lambda k, d: None,
+        primary=lambda: rauc_says,
+        forget_other=lambda: calls.append(b.out("set-state", "B", "bad")),
+    )
+    assert got == "update_rolled_back" and calls == [] and b.sections() == ("3", "3")
+    assert marker.read(state) is None

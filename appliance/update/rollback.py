@@ -59,7 +59,9 @@ def reconcile(
     if boot is None:
         log.warning("an update is pending (%s) but this boot has no A/B slot information", pending.describe())
         return None
-    if not boot.tryboot and pending.boot_id and pending.boot_id == marker.boot_id():
+    # installed on this boot, whatever this boot is (a try that committed may install the next update):
+    # its try reboot has not happened yet
+    if pending.boot_id and pending.boot_id == marker.boot_id():
         log.warning(
             "%s is installed and waits for its try reboot (this is the boot that installed it)", pending.describe()
         )
@@ -92,13 +94,22 @@ def reconcile(
             return "update_unknown"
         settle_committed(state_dir, pending, record, "found on the next boot")
         return "update_committed"
-    if forget_other is not None:
-        try:
-            forget_other()
-        except Exception as exc:  # the event is recorded; a stale [tryboot] is only a risk, logged
-            log.error("after the rollback, slot %s could not be marked bad (rauc): %s", pending.to_slot, exc)
-    marker.remove(state_dir)
+    marker.remove(state_dir)  # first: a restart while RAUC is slow must not record the rollback twice
     log.warning("%s: %s", kind, pending.describe())
+    if forget_other is not None:
+        # "other" is the slot not running; marking it bad resets [tryboot], and [all] too if it is the
+        # primary: so only when the running slot is the primary (a hand-made boot of the old slot
+        # after a commit must not undo the commit)
+        running_is_primary = (primary() if primary is not None else boot.slot) == boot.slot
+        if not running_is_primary:
+            log.error(
+                "not disarming slot %s's try: the running slot %s is not RAUC's primary", pending.to_slot, boot.slot
+            )
+        else:
+            try:
+                forget_other()
+            except Exception as exc:  # the event is recorded; a stale [tryboot] is only a risk, logged
+                log.error("after the rollback, slot %s could not be marked bad (rauc): %s", pending.to_slot, exc)
     return kind
 
 

@@ -108,8 +108,8 @@ def status_rauc(path: Path, log: Path, device_tree: Path, primary: Path) -> Path
     """RAUC for the gate's tests, with the image backend's bookkeeping: ``primary`` holds the slot every
     normal boot starts (autoboot.txt's [all]: A or B; absent: RAUC cannot say). ``status
     --output-format=json`` answers as RAUC 1.8 does; ``mark-good booted`` on a try makes the booted slot
-    primary (the commit); ``mark-bad booted`` of the primary makes the other one primary, as the backend
-    does. The booted slot is read from the device tree, as the backend reads it."""
+    primary (the commit); ``mark-bad booted|other`` of the primary makes the other one primary, as the backend
+    does (a slot that is not primary: no change here). The booted slot is read from the device tree, as the backend reads it."""
     booted = f'p=$(od -An -tu4 --endian=big -N4 "{device_tree}/chosen/bootloader/partition" | tr -d " ")'
     letter = 'if [ "$p" = 3 ]; then b=B; o=A; else b=A; o=B; fi'
     json_a = STATUS_JSON.replace('"', '\\"')
@@ -124,6 +124,7 @@ def status_rauc(path: Path, log: Path, device_tree: Path, primary: Path) -> Path
         '    if [ "$b" = A ]; then sa=booted; sb=inactive; else sa=inactive; sb=booted; fi\n'
         f'    printf "{json_a}\\n" "$b" "$jp" "$sa" "$sb";;\n'
         f'  "status mark-good") echo "$b" > "{primary}";;\n'
-        f'  "status mark-bad") [ "$pri" = "$b" ] && echo "$o" > "{primary}";;\n'
+        f'  "status mark-bad") if [ "$3" = other ]; then t=$o; u=$b; else t=$b; u=$o; fi\n'
+        f'    [ "$pri" = "$t" ] && echo "$u" > "{primary}";;\n'
         "esac\nexit 0",
     )
