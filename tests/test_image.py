@@ -188,6 +188,17 @@ def test_manifest_is_content_only_and_sorted(tmp_path):
     assert manifest(b) != ma
 
 
+def fake_tryboot_module(root: Path) -> Path:
+    """What build-tryboot-module.sh leaves in a rootfs: the module, its modules.dep line, the load file."""
+    mods = root / "usr/lib/modules/6.0.0-test"
+    (mods / "updates").mkdir(parents=True)
+    (mods / "updates/kelvinpi_tryboot.ko").write_bytes(b"not an ELF")
+    (mods / "modules.dep").write_text("kernel/drivers/x.ko.xz:\nupdates/kelvinpi_tryboot.ko:\n")
+    (root / "etc/modules-load.d").mkdir(parents=True)
+    (root / "etc/modules-load.d/kelvinpi-tryboot.conf").write_text("# why\nkelvinpi_tryboot\n")
+    return mods
+
+
 def test_a_mount_left_inside_the_rootfs_stops_the_build_and_is_not_walked(tmp_path):
     """A /proc that mmdebstrap could not unmount (something held it) made manifest.py block for good
     reading /proc/kmsg, and assemble-image.sh would have copied whatever was mounted into the image."""
@@ -197,6 +208,7 @@ def test_a_mount_left_inside_the_rootfs_stops_the_build_and_is_not_walked(tmp_pa
         pytest.skip("mounting needs root (CI runs as root)")
     root = tmp_path / "root"
     fake_rootfs(root)
+    fake_tryboot_module(root)
     (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\n")
     proc = root / "proc"
     proc.mkdir(exist_ok=True)
@@ -221,6 +233,7 @@ def test_check_rootfs_refuses_credentials(tmp_path):
     """`make image` runs images/sd/check-rootfs.sh on the root filesystem before assembling it."""
     root = tmp_path / "root"
     fake_rootfs(root)
+    fake_tryboot_module(root)
     (root / "etc/ssh").mkdir()
     (root / "data").mkdir()
     (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\nkelvinpi:!*:19000::::::\nsshd:*:19000::::::\n")
@@ -247,6 +260,62 @@ def test_check_rootfs_refuses_credentials(tmp_path):
         "authorized_keys",
     ):
         assert words in bad.stderr, (words, bad.stderr)
+
+
+TRYBOOT = SD / "tryboot"
+
+
+def test_tryboot_module_sets_the_firmware_flag_and_the_image_cannot_lack_it(tmp_path):
+    """Debian's kernel never passed a '0 tryboot' restart to the Pi firmware (only Raspberry Pi's own
+    kernel does), so every A/B update was "rolled back" on a Pi. The module does what downstream does; the
+    update test's harness sets the flag on the module's qemu line, so that line must be the module's own."""
+    src = (TRYBOOT / "kelvinpi_tryboot.c").read_text()
+    assert re.search(r"#define KELVINPI_SET_REBOOT_FLAGS 0x00038064\b", src)  # RPI_FIRMWARE_SET_REBOOT_FLAGS
+    assert 'strstr(cmd, " tryboot")' in src and "action != SYS_RESTART" in src  # downstream's match
+    assert "rpi_firmware_property(fw, KELVINPI_SET_REBOOT_FLAGS, &flags, sizeof(flags))" in src
+    assert "register_reboot_notifier(&kelvinpi_tryboot_nb)" in src and 'MODULE_LICENSE("GPL")' in src
+    assert '"raspberrypi,bcm2835-firmware"' in src
+    harness = (SD / "update-test.py").read_text()
+    line = re.search(r'^TRY_MESSAGE = "([^"]+)"', harness, re.M)[1]
+    assert line.startswith("kelvinpi_tryboot: ") and f'pr_emerg("{line}\\n")' in src
+    assert "obj-m := kelvinpi_tryboot.o" in (TRYBOOT / "Kbuild").read_text()
+    build = (SD / "build-tryboot-module.sh").read_text()
+    for step in (
+        '"linux-headers-$KVER" gcc make',
+        'M="$SRC" modules',
+        '"$R/usr/lib/modules/$KVER/updates/$MOD.ko"',
+        "apt-get purge",
+        'depmod -a "$KVER"',
+        '"$R/etc/modules-load.d/kelvinpi-tryboot.conf"',
+    ):
+        assert step in build, step
+    # built before the initramfs and before the package list is written (the purged packages are not in it)
+    customize = (SD / "customize.sh").read_text()
+    steps = [
+        customize.index(s) for s in ('"$HERE/build-tryboot-module.sh" "$R"', "update-initramfs -c", "dpkg-query -W")
+    ]
+    assert steps == sorted(steps)
+
+    def check(root: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+
+    root = tmp_path / "root"
+    fake_rootfs(root)
+    (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\n")
+    mods = fake_tryboot_module(root)
+    ok = check(root)
+    assert ok.returncode == 0, ok.stderr
+    (mods / "build").symlink_to("/usr/src/linux-headers-6.0.0-test")
+    (root / "etc/modules-load.d/kelvinpi-tryboot.conf").write_text("# kelvinpi_tryboot\n")
+    bad = check(root)
+    assert bad.returncode == 1
+    assert "kernel headers left in the image: /usr/lib/modules/6.0.0-test/build" in bad.stderr, bad.stderr
+    assert "kelvinpi-tryboot.conf does not load kelvinpi_tryboot" in bad.stderr, bad.stderr
+    (mods / "build").unlink()
+    (root / "etc/modules-load.d/kelvinpi-tryboot.conf").write_text("kelvinpi_tryboot\n")
+    (mods / "modules.dep").write_text("kernel/drivers/x.ko.xz:\n")  # depmod never saw it
+    bad = check(root)
+    assert bad.returncode == 1 and "no kelvinpi_tryboot module for kernel 6.0.0-test" in bad.stderr, bad.stderr
 
 
 # -- kernel modules: images/sd/prune-modules.sh and its drop list ----------------------------------------

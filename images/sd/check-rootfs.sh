@@ -4,6 +4,8 @@
 #  - SSH host keys (generated per device on first boot) or authorized_keys
 #  - a PEM private key anywhere outside Python packages' own code and test data
 #  - anything under /data (the per-device partition starts empty)
+# and one without the kelvinpi_tryboot module (built by build-tryboot-module.sh, indexed by depmod, named
+# in modules-load.d: without it no update is ever tried on a Pi), or with the headers it was built with,
 # and one that still has a file system mounted inside it (a build step's /proc left behind, e.g. when
 # something held it busy at unmount): its files would be copied into the image, and the manifest
 # would block reading /proc/kmsg.
@@ -29,5 +31,12 @@ keys=$(grep -rlI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclud
   -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' "$R" 2>/dev/null || true)
 [ -z "$keys" ] || { echo "check-rootfs: private key(s) in the image: $keys" >&2; bad=1; }
 if [ -d "$R/data" ] && [ -n "$(ls -A "$R/data")" ]; then echo "check-rootfs: /data is not empty" >&2; bad=1; fi
+for m in "$R"/usr/lib/modules/*/; do
+  grep -q '^updates/kelvinpi_tryboot\.ko:' "$m/modules.dep" 2>/dev/null && [ -f "$m/updates/kelvinpi_tryboot.ko" ] ||
+    { echo "check-rootfs: no kelvinpi_tryboot module for kernel $(basename "$m") (build-tryboot-module.sh)" >&2; bad=1; }
+  [ ! -e "$m/build" ] && [ ! -L "$m/build" ] || { echo "check-rootfs: kernel headers left in the image: ${m#"$R"}build" >&2; bad=1; }
+done
+grep -qx kelvinpi_tryboot "$R/etc/modules-load.d/kelvinpi-tryboot.conf" 2>/dev/null ||
+  { echo "check-rootfs: /etc/modules-load.d/kelvinpi-tryboot.conf does not load kelvinpi_tryboot" >&2; bad=1; }
 [ $bad = 0 ] && echo "check-rootfs: no credentials in $R"
 exit $bad

@@ -113,6 +113,9 @@ chroot "$R" systemctl mask sshd-keygen.service $quiet_units >/dev/null 2>&1
 touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock" 2>/dev/null || { mkdir -p "$R/var/lib/systemd/timesync"; touch -d "@$SOURCE_DATE_EPOCH" "$R/var/lib/systemd/timesync/clock"; }
 # the kernel modules no Pi uses go before the initramfs is made (MODULES=most copies whole subsystems)
 bash "$HERE/prune-modules.sh" "$R"
+# Debian's kernel does not pass a "0 tryboot" restart to the Pi firmware: a module of ours does (built
+# here with the kernel's headers and a compiler, which are purged again)
+bash "$HERE/build-tryboot-module.sh" "$R"
 # initramfs once (it is the slow step under emulation), then the raspi-firmware kernel hook
 rm -f "$R/usr/sbin/update-initramfs"
 chroot "$R" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """`make image-update-test`: A/B updates of the built SD image under qemu, scenario by scenario.
 
-The harness stands in for the Raspberry Pi firmware's slot choice only (``Firmware``): it reads
+The harness stands in for the Raspberry Pi firmware's slot choice (``Firmware``): it reads
 ``autoboot.txt`` from the config FAT as the firmware documents it ([all] always applies, [tryboot]
 only when the one-shot tryboot flag is set, ``tryboot_a_b=1`` switches partitions), takes the chosen
 boot FAT's ``config.txt`` (kernel=, initramfs), kernel, initramfs and ``cmdline.txt``, and hands the
 kernel what the firmware hands it: /chosen/bootloader/partition and /chosen/bootloader/tryboot in the
-device tree (qemu virt's own DTB, dumped, with the node added by dtc). The flag for the next boot is
-set iff the guest's console printed the kernel's ``reboot: Restarting system with command '0 tryboot'``
-(then used once). Everything else is the real image: RAUC, the backend, the appliance, its gate.
+device tree (qemu virt's own DTB, dumped, with the node added by dtc). It stands in for the firmware's
+mailbox too: on a Pi the image's kelvinpi_tryboot module sets the firmware's reboot flag when the restart
+command has " tryboot"; qemu has no firmware, so the module prints ``TRY_MESSAGE`` instead, and the flag
+for the next boot is set iff the guest's console printed that line (then used once). The kernel's own
+"Restarting system with command '0 tryboot'" is not enough: every kernel prints it, and Debian's alone
+never told the firmware. Everything else is the real image: RAUC, the backend, the appliance, its gate.
 
 Each scenario starts from a fresh copy of the image (a bigger card: the data partition grows), with
 a kelvinpi.toml, Imager's user-data (the SSH key) and a secret on the config FAT, both instrument
@@ -48,7 +51,7 @@ from tests.support.routers import Influx  # noqa: E402
 
 SD = ROOT / "images" / "sd"
 KEYS = ROOT / "images" / "keys"
-TRY_MESSAGE = "reboot: Restarting system with command '0 tryboot'"
+TRY_MESSAGE = "kelvinpi_tryboot: tryboot requested; no firmware here"  # images/sd/tryboot/kelvinpi_tryboot.c
 QEMU_MACHINE = ["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"]
 MT = dict(os.environ, MTOOLS_SKIP_CHECK="1")
 NODES = ("LSA23JD", "LSA24AZ")
