@@ -221,7 +221,7 @@ def test_a_flood_of_local_answers_on_session_threads_gives_the_link_back_after_o
     poller wants its link back from a session thread (a cycle due, a request), that thread takes one
     more step at most, local or not, before it lets go. Each step on a session thread is noted with
     the poller's count of takings-back and whether it was waiting then."""
-    from tests.test_share_redteam2 import flood
+    from tests.test_share_redteam2 import flood_from
 
     with sharing(tmp_path, emu372, interval=0.1) as app:
         poller = app.pollers[0]
@@ -256,12 +256,7 @@ def test_a_flood_of_local_answers_on_session_threads_gives_the_link_back_after_o
         poller.link = Link()
         ex._step = step_
         inline = ex.inline_turns
-        answers: list[int] = []
-        clients = [threading.Thread(target=flood, args=(port_of(app), b"*ESR?\r\n", 2.0, answers)) for _ in range(4)]
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join(15)
+        answers = flood_from(port_of(app))
         assert sum(answers) > 0 and ex.inline_turns > inline, "lines were answered on session threads"
         assert taken[0] > 10
         assert max(late_steps.values(), default=0) <= 1, late_steps

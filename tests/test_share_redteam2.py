@@ -60,6 +60,17 @@ class Timeline:
         return counts
 
 
+def flood_from(port: int, clients: int = 4, seconds: float = 2.0, line: bytes = b"*ESR?\r\n") -> list[int]:
+    """``clients`` flooding clients at once (``flood``), each client's answer count once all are done."""
+    answers: list[int] = []
+    threads = [threading.Thread(target=flood, args=(port, line, seconds, answers)) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    return answers
+
+
 def flood(port: int, line: bytes, seconds: float, answers: list[int]) -> None:
     """One client pipelining ``line``: a dozen in flight, one more for each answer."""
     s = socket.create_connection(("127.0.0.1", port), timeout=0.5)
@@ -95,12 +106,7 @@ def test_a_flood_of_local_answers_holds_an_overrunning_cycle_back_by_one_step(tm
         n = h.cycles
         wait_for(lambda: h.cycles > n + 2, 10, 0.01, "overrunning cycles")
         line = Timeline(poller)
-        answers: list[int] = []
-        clients = [threading.Thread(target=flood, args=(port_of(app), b"*ESR?\r\n", 2.0, answers)) for _ in range(4)]
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join(15)
+        answers = flood_from(port_of(app))
         emu372.control("clear")
         counts = line.steps_between_cycles()
         assert len(counts) >= 4, line.marks
