@@ -58,7 +58,13 @@ cp -a "$HERE/overlay/." "$R/"
 sed -i "s/@DISK_ID@/$DISK_ID/" "$R/usr/lib/kelvinpi/rauc-tryboot"
 # RAUC: A/B root slots, each with its boot FAT as a child; the slot states live on the data partition
 mkdir -p "$R/etc/rauc"
-cat > "$R/etc/rauc/system.conf" <<RAUC
+# one slot pair: a root slot and its boot FAT as a child (index, bootname, root and boot partitions)
+rauc_slot() {
+  printf '\n[slot.rootfs.%s]\ndevice=/dev/disk/by-partuuid/%s-0%s\ntype=ext4\nbootname=%s\nresize=true\n' "$1" "$DISK_ID" "$3" "$2"
+  printf '\n[slot.bootfs.%s]\ndevice=/dev/disk/by-partuuid/%s-0%s\ntype=vfat\nparent=rootfs.%s\n' "$1" "$DISK_ID" "$4" "$1"
+}
+{
+  cat <<RAUC
 [system]
 compatible=kelvinpi-rpi-arm64
 bootloader=custom
@@ -70,29 +76,10 @@ path=/etc/rauc/keyring.pem
 
 [handlers]
 bootloader-custom-backend=/usr/lib/kelvinpi/rauc-tryboot
-
-[slot.rootfs.0]
-device=/dev/disk/by-partuuid/$DISK_ID-0$ROOT_A_PART
-type=ext4
-bootname=A
-resize=true
-
-[slot.bootfs.0]
-device=/dev/disk/by-partuuid/$DISK_ID-0$BOOT_A_PART
-type=vfat
-parent=rootfs.0
-
-[slot.rootfs.1]
-device=/dev/disk/by-partuuid/$DISK_ID-0$ROOT_B_PART
-type=ext4
-bootname=B
-resize=true
-
-[slot.bootfs.1]
-device=/dev/disk/by-partuuid/$DISK_ID-0$BOOT_B_PART
-type=vfat
-parent=rootfs.1
 RAUC
+  rauc_slot 0 A "$ROOT_A_PART" "$BOOT_A_PART"
+  rauc_slot 1 B "$ROOT_B_PART" "$BOOT_B_PART"
+} > "$R/etc/rauc/system.conf"
 # the keyring: certificates only (check-rootfs.sh refuses any private key in the image)
 if grep -q 'PRIVATE KEY' "$KEYRING"; then echo "customize: KEYRING=$KEYRING holds a private key: give the certificate" >&2; exit 2; fi
 grep -q 'BEGIN CERTIFICATE' "$KEYRING" || { echo "customize: KEYRING=$KEYRING holds no certificate" >&2; exit 2; }
