@@ -29,20 +29,13 @@ from firmware_host.pfeiffer_emulator import PfeifferEmulator
 from tools.devrun import Receiver as WebhookReceiver
 
 from .conftest import SERVER_SECRET, start_appliance, wait_for
-from .support.receivers import VictoriaMetrics, differences, expected
+from .support.receivers import VictoriaMetrics, differences, every_uplink_marks, expected
 from .support.reconcile import forwarded, forwarding_gaps, reconcile, stored, windows
-from .support.routers import CROSSBAR, FeedListener
+from .support.routers import FeedListener
 from .test_bluefors_appliance import LIGHT, TZ, diff, produced
 from .test_bluefors_appliance import stored as bluefors_stored
 
-pytestmark = [
-    pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`"),
-    pytest.mark.skipif(not VictoriaMetrics.available(), reason="Debian's victoria-metrics is not installed"),
-    pytest.mark.crossbar,
-    pytest.mark.influxd,
-    pytest.mark.victoria,
-    pytest.mark.slow,
-]
+pytestmark = every_uplink_marks()
 
 INTERVAL = 0.25  # the CPA's and the gauges' poll interval
 FEEDS = ("ptc_status", "pressures", "bluefors")  # socs: cryomech_cpa agent.py:45, pfeiffer_tpg366 :28, bluefors

@@ -21,20 +21,13 @@ from firmware_host.emulator import Emulator
 from firmware_host.protocol import parse_message
 
 from .conftest import start_appliance, wait_for
-from .support.receivers import VictoriaMetrics, differences, expected
+from .support.receivers import VictoriaMetrics, differences, every_uplink_marks, expected
 from .support.reconcile import forwarded, forwarding_gaps, reconcile, stored
-from .support.routers import CROSSBAR, FeedListener
+from .support.routers import FeedListener
 from .test_campaign import quiesce
 from .test_uplinks import uplink_config
 
-pytestmark = [
-    pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`"),
-    pytest.mark.skipif(not VictoriaMetrics.available(), reason="Debian's victoria-metrics is not installed"),
-    pytest.mark.crossbar,
-    pytest.mark.influxd,
-    pytest.mark.victoria,
-    pytest.mark.slow,
-]
+pytestmark = every_uplink_marks()
 
 
 def rack_config(tmp_path, port: int, link: str, router, influx, vm) -> str:

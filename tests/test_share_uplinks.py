@@ -21,21 +21,14 @@ import pytest
 from appliance.uplinks.remote_write import STATUS_METRIC
 
 from .conftest import start_appliance, wait_for
-from .support.receivers import VictoriaMetrics, differences, expected
+from .support.receivers import VictoriaMetrics, differences, every_uplink_marks, expected
 from .support.reconcile import ShareClientsLeftOut, forwarded, forwarding_gaps, reconcile
-from .support.routers import CROSSBAR, FeedListener
+from .support.routers import FeedListener
 from .test_campaign import quiesce
 from .test_share import NODE, LineClient, port_of, readings_delivered, share_config
 from .test_uplinks import uplink_config
 
-pytestmark = [
-    pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`"),
-    pytest.mark.skipif(not VictoriaMetrics.available(), reason="Debian's victoria-metrics is not installed"),
-    pytest.mark.crossbar,
-    pytest.mark.influxd,
-    pytest.mark.victoria,
-    pytest.mark.slow,
-]
+pytestmark = every_uplink_marks()
 
 # where the mover puts the scanner, and how long it stays (s): every move changes the channel, every
 # ~1.5-3 s, about 15 s in all (the scanned inputs' pause is 1 s here, so most holds also give readings)

@@ -360,3 +360,20 @@ class RawSMTP(_RawServer):
                 return
             else:
                 conn.sendall(b"502 not implemented\r\n")
+
+
+def every_uplink_marks() -> list:
+    """``pytestmark`` of a test that reconciles every uplink at once: crossbar (sisock, OCS), influxd and
+    VictoriaMetrics started, skipped by name where one is missing; slow."""
+    import pytest
+
+    from .routers import CROSSBAR
+
+    return [
+        pytest.mark.skipif(not CROSSBAR.exists(), reason="crossbar venv missing: run `make test`"),
+        pytest.mark.skipif(not VictoriaMetrics.available(), reason="Debian's victoria-metrics is not installed"),
+        pytest.mark.crossbar,
+        pytest.mark.influxd,
+        pytest.mark.victoria,
+        pytest.mark.slow,
+    ]
