@@ -341,13 +341,16 @@ class PtyInterface:
         intact = True
         if self.framing == "7O1" and not self._client_framing_ok():
             data, intact = odd_parity_8n1_view(data), False
-        fd = self.master
-        if fd < 0:
-            return False
-        try:
-            os.write(fd, data)
-        except OSError:
-            return False
+        # Under the lock: an unplug closes the master under it, and a closed descriptor's number is
+        # soon another socket's, which must never receive this reply.
+        with self.lock:
+            fd = self.master
+            if fd < 0:
+                return False
+            try:
+                os.write(fd, data)
+            except OSError:
+                return False
         return intact
 
     def _loop(self) -> None:
@@ -360,7 +363,13 @@ class PtyInterface:
                 if not r:
                     self._client_gone = False  # a master without a client reads EIO at once: one is there
                     continue
-                data = os.read(fd, 4096)
+                # An unplug may have closed this master since it was read, and its number may now be
+                # another socket's (reading that gave ENOTCONN and killed this thread, in CI): read only
+                # the master still plugged, under the lock its close takes. Readable, so it won't block.
+                with self.lock:
+                    if fd != self.master:
+                        continue
+                    data = os.read(fd, 4096)
             except OSError as exc:
                 if exc.errno == errno.EIO:  # no client has the port open (never yet, or it closed)
                     with self.lock:
