@@ -186,3 +186,27 @@ def test_the_file_checked_is_the_file_installed(tmp_path, bundles):
     )
     pending = marker.read(box.state)
     assert (pending.bundle, pending.bundle_version) == ("incoming.raucb", "0.4.0")
+
+
+@pytest.mark.parametrize(
+    "caps, refused",
+    [(0x03, "TRYBOOT_A_B and tryboot"), (0x0B, "TRYBOOT_A_B"), (0x0F, None)],
+    ids=["neither", "no A/B", "both"],
+)
+def test_a_pi4_bootloader_that_cannot_try_refuses_the_install_and_names_its_version(tmp_path, bundles, caps, refused):
+    """A Pi 4/5 EEPROM without TRYBOOT_A_B (bit 2) or tryboot (bit 3) would start slot A again after the try
+    reboot: the update would look rolled back for no reason. The install is refused before RAUC writes."""
+    box = Box(tmp_path, bundles["keyring"])
+    write_boot_info(box.dt, partition=2, tryboot=False)
+    base = box.dt / "chosen" / "bootloader"
+    (base / "capabilities").write_bytes(caps.to_bytes(4, "big"))
+    (base / "version").write_bytes(b"a5e1b95f 2021-04-29\0")
+    done = box.update(bundles["good"])
+    if refused is None:
+        assert done.returncode == 0, done.stderr
+        assert "install" in [c.split()[0] for c in box.calls()]
+        return
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"version a5e1b95f 2021-04-29, capabilities 0x{caps:x}) lacks {refused}:" in done.stderr
+    assert "update the bootloader first" in done.stderr
+    assert "install" not in [c.split()[0] for c in box.calls()] and not box.state.exists()

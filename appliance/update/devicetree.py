@@ -56,6 +56,36 @@ def boot_info(device_tree: Path) -> BootInfo | None:
     return BootInfo(read_u32(part), try_file.exists() and read_u32(try_file) == 1)
 
 
+# /chosen/bootloader/capabilities of the Pi 4/5 EEPROM bootloader (Raspberry Pi's configuration
+# documentation, "BCM2711 and BCM2712 specific bootloader properties"): bit 2 is TRYBOOT_A_B mode,
+# bit 3 is tryboot. A Pi 3 has no EEPROM and no such file: there the firmware on the card decides.
+CAP_TRYBOOT_A_B = 1 << 2
+CAP_TRYBOOT = 1 << 3
+
+
+def bootloader_cannot_try(device_tree: Path) -> str | None:
+    """Why this Pi's bootloader would never try an update (an EEPROM too old for ``tryboot_a_b``), or None.
+
+    Without the capability an install would write slot B and reboot with the try flag, and the
+    bootloader would start slot A again as if nothing happened: the update would look rolled back for
+    no reason. Refusing first, naming the bootloader's version, tells the lab what to update."""
+    base = Path(device_tree) / "chosen" / "bootloader"
+    caps_file = base / "capabilities"
+    if not caps_file.exists():
+        return None
+    caps = read_u32(caps_file)
+    missing = [name for bit, name in ((CAP_TRYBOOT_A_B, "TRYBOOT_A_B"), (CAP_TRYBOOT, "tryboot")) if not caps & bit]
+    if not missing:
+        return None
+    version = base / "version"
+    named = version.read_bytes().rstrip(b"\0").decode("ascii", "replace").strip() if version.exists() else "unknown"
+    return (
+        f"this Pi's bootloader EEPROM (version {named}, capabilities 0x{caps:x}) lacks {' and '.join(missing)}: "
+        "an update would never be tried; update the bootloader first (rpi-eeprom-update on Raspberry Pi OS, "
+        "or the Raspberry Pi Imager's bootloader image), then install again"
+    )
+
+
 def write_boot_info(device_tree: Path, partition: int, tryboot: bool) -> None:
     """Lay out what the firmware would (for a test's directory, or a harness standing in for it)."""
     base = Path(device_tree) / "chosen" / "bootloader"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import marker
 from .bundle import BundleInfo, check, stage
-from .devicetree import boot_info
+from .devicetree import boot_info, bootloader_cannot_try
 
 log = logging.getLogger("kelvinpi.update")
 
@@ -64,7 +64,8 @@ class UpdateCommands:
 
 
 class UpdateBusy(InstallFailed):
-    """This boot is an update's try, not committed yet: the other slot is the only known-good one."""
+    """No install now: this boot is an uncommitted try (the other slot is the only known-good one), an
+    update installed on this boot waits for its reboot, or the bootloader could never try one."""
 
 
 Progress = Callable[[str], None]
@@ -89,6 +90,9 @@ class Installer:
         """No install while this boot is a try (it would overwrite the slot the appliance falls back to),
         nor while an update installed on this boot waits for its try reboot (a second one would write
         the same slot under the first one's marker)."""
+        cannot = bootloader_cannot_try(self.c.device_tree)
+        if cannot:
+            raise UpdateBusy(cannot)
         boot = boot_info(self.c.device_tree)
         if boot is not None and boot.tryboot and self._primary() != boot.slot:
             # the tryboot flag stays 1 until the next reboot: a try that has committed (RAUC's primary is
