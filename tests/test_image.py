@@ -196,6 +196,14 @@ def fake_tryboot_module(root: Path) -> Path:
     (mods / "modules.dep").write_text("kernel/drivers/x.ko.xz:\nupdates/kelvinpi_tryboot.ko:\n")
     (root / "etc/modules-load.d").mkdir(parents=True)
     (root / "etc/modules-load.d/kelvinpi-tryboot.conf").write_text("# why\nkelvinpi_tryboot\n")
+    # and the overlay's own try-abandon with its emergency/rescue drop-ins, as customize.sh copies them
+    for rel in (
+        "usr/lib/kelvinpi/try-abandon",
+        "etc/systemd/system/emergency.service.d/kelvinpi-try.conf",
+        "etc/systemd/system/rescue.service.d/kelvinpi-try.conf",
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SD / "overlay" / rel, root / rel)
     return mods
 
 
@@ -316,6 +324,12 @@ def test_tryboot_module_sets_the_firmware_flag_and_the_image_cannot_lack_it(tmp_
     (mods / "modules.dep").write_text("kernel/drivers/x.ko.xz:\n")  # depmod never saw it
     bad = check(root)
     assert bad.returncode == 1 and "no kelvinpi_tryboot module for kernel 6.0.0-test" in bad.stderr, bad.stderr
+    (mods / "modules.dep").write_text("updates/kelvinpi_tryboot.ko:\n")
+    (root / "etc/systemd/system/rescue.service.d/kelvinpi-try.conf").unlink()
+    bad = check(root)
+    assert bad.returncode == 1 and bad.stderr.splitlines() == [
+        "check-rootfs: rescue.service does not run try-abandon (a failed try would stay in rescue mode)"
+    ], bad.stderr
 
 
 # -- kernel modules: images/sd/prune-modules.sh and its drop list ----------------------------------------

@@ -413,3 +413,30 @@ def test_a_rollback_seen_from_a_slot_that_is_not_primary_leaves_the_slots_alone(
     )
     assert got == "update_rolled_back" and calls == [] and b.sections() == ("3", "3")
     assert marker.read(state) is None
+
+
+TRY_ABANDON = SD / "overlay/usr/lib/kelvinpi/try-abandon"
+
+
+@pytest.mark.parametrize(
+    "tryboot, reboots", [(1, True), (0, False), (None, False)], ids=["try", "normal boot", "not the Pi firmware"]
+)
+def test_emergency_mode_on_a_try_reboots_into_the_old_slot_and_elsewhere_gives_the_shell(tmp_path, tryboot, reboots):
+    """A try that falls into emergency mode would stay there (PID 1 feeds the watchdog; try-deadline needs
+    the mounts): try-abandon, run before the shell, reboots; the reboot clears the one-shot try flag."""
+    dt = tmp_path / "dt/chosen/bootloader"
+    dt.mkdir(parents=True)
+    if tryboot is not None:
+        (dt / "tryboot").write_bytes(struct.pack(">I", tryboot))
+    marker = tmp_path / "rebooted"
+    env = dict(os.environ, KELVINPI_DEVICE_TREE=str(tmp_path / "dt"), KELVINPI_REBOOT=f"touch {marker}")
+    done = subprocess.run(["sh", str(TRY_ABANDON), "emergency"], capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert marker.exists() == reboots
+    if reboots:
+        assert "this try boot of an update reached emergency mode: rebooting into the slot that worked" in done.stderr
+    else:
+        assert done.stderr == ""
+    for unit in ("emergency", "rescue"):  # both modes run it before their shell; a failure never blocks the shell
+        conf = (SD / f"overlay/etc/systemd/system/{unit}.service.d/kelvinpi-try.conf").read_text()
+        assert f"ExecStartPre=-/usr/lib/kelvinpi/try-abandon {unit}" in conf

@@ -6,6 +6,7 @@
 #  - anything under /data (the per-device partition starts empty)
 # and one without the kelvinpi_tryboot module (built by build-tryboot-module.sh, indexed by depmod, named
 # in modules-load.d: without it no update is ever tried on a Pi), or with the headers it was built with,
+# and one whose emergency/rescue modes do not run try-abandon (a failed try would stay there),
 # and one that still has a file system mounted inside it (a build step's /proc left behind, e.g. when
 # something held it busy at unmount): its files would be copied into the image, and the manifest
 # would block reading /proc/kmsg.
@@ -38,5 +39,11 @@ for m in "$R"/usr/lib/modules/*/; do
 done
 grep -qx kelvinpi_tryboot "$R/etc/modules-load.d/kelvinpi-tryboot.conf" 2>/dev/null ||
   { echo "check-rootfs: /etc/modules-load.d/kelvinpi-tryboot.conf does not load kelvinpi_tryboot" >&2; bad=1; }
+# a try boot that falls into emergency or rescue mode must reboot into the old slot (try-abandon)
+for u in emergency rescue; do
+  grep -q '^ExecStartPre=-/usr/lib/kelvinpi/try-abandon' "$R/etc/systemd/system/$u.service.d/kelvinpi-try.conf" 2>/dev/null &&
+    [ -x "$R/usr/lib/kelvinpi/try-abandon" ] ||
+    { echo "check-rootfs: $u.service does not run try-abandon (a failed try would stay in $u mode)" >&2; bad=1; }
+done
 [ $bad = 0 ] && echo "check-rootfs: no credentials in $R"
 exit $bad

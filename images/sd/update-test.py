@@ -430,6 +430,19 @@ class Bundles:
         return variant(self.rootfs, self.work, "never-ready", change, f"{self.version}+never-ready")
 
     @property
+    def emergency(self) -> Path:
+        """A release whose boot falls into emergency mode: a required mount whose device never comes."""
+
+        def change(r: Path) -> None:
+            fstab = r / "etc/fstab"
+            missing = (
+                "PARTUUID=00000000-09  /mnt/update-test-missing  ext4  defaults,x-systemd.device-timeout=5s  0 2\n"
+            )
+            fstab.write_text(fstab.read_text() + missing)
+
+        return variant(self.rootfs, self.work, "emergency", change, f"{self.version}+emergency")
+
+    @property
     def newer_schema(self) -> Path:
         def change(r: Path) -> None:
             schema = next((r / "opt/kelvinpi/venv/lib").glob("python3*/site-packages/appliance/store/schema.py"))
@@ -766,6 +779,23 @@ def sc_b(s: Scenario, b: Bundles, panel: list[float]) -> None:
     expect_event(s, "update_rolled_back")
 
 
+def sc_i(s: Scenario, b: Bundles, panel: list[float]) -> None:
+    """A release whose try falls into emergency mode reboots at once into the slot that worked."""
+    s.first_boot()
+    dest = s.upload(b.emergency)
+    s.update_and_reboot(dest)
+    s.m.power_on()  # the try of B: local-fs fails, emergency.service's try-abandon reboots
+    assert s.m.current
+    console = s.m.current.console
+    why = s.m.wait_exit(600)
+    assert why == "reboot", f"the try ended with {why}"
+    text = console.read_text(errors="replace")
+    assert "this try boot of an update reached emergency mode" in text, "try-abandon did not say why it rebooted"
+    s.boot_until_panel("A", 0)
+    assert s.m.autoboot() == (2, 2), f"autoboot after the rollback: {s.m.autoboot()}"
+    expect_event(s, "update_rolled_back")
+
+
 def cut_while_writing(s: Scenario, b: Bundles, panel: list[float]) -> None:
     """(c) power cut while RAUC writes slot B: A boots, B is never tried."""
     s.first_boot()
@@ -893,6 +923,7 @@ SCENARIOS: dict[str, Callable[[Scenario, Bundles, list[float]], None]] = {
     "f": sc_f,
     "g": sc_g,
     "h": sc_h,
+    "i": sc_i,
 }
 
 
