@@ -268,6 +268,9 @@ class PtyInterface:
 
     def _plug(self) -> None:
         master, slave = os.openpty()
+        # non-blocking: a reply is written under the device's lock, and a client that never reads must
+        # cost that one reply (as a UART overrun does), never a lock every interface of the device shares
+        os.set_blocking(master, False)
         tty.setraw(slave)
         attrs = termios.tcgetattr(slave)
         attrs[3] &= ~(termios.ECHO | termios.ICANON)
@@ -348,8 +351,9 @@ class PtyInterface:
             if fd < 0:
                 return False
             try:
-                os.write(fd, data)
-            except OSError:
+                if os.write(fd, data) < len(data):
+                    return False  # the client's buffer is full: the rest of the reply is lost
+            except OSError:  # BlockingIOError included: nothing of it fitted
                 return False
         return intact
 
@@ -365,11 +369,13 @@ class PtyInterface:
                     continue
                 # An unplug may have closed this master since it was read, and its number may now be
                 # another socket's (reading that gave ENOTCONN and killed this thread, in CI): read only
-                # the master still plugged, under the lock its close takes. Readable, so it won't block.
+                # the master still plugged, under the lock its close takes (non-blocking: never waits).
                 with self.lock:
                     if fd != self.master:
                         continue
                     data = os.read(fd, 4096)
+            except BlockingIOError:  # readable, then nothing to read (a replug reused the number)
+                continue
             except OSError as exc:
                 if exc.errno == errno.EIO:  # no client has the port open (never yet, or it closed)
                     with self.lock:
