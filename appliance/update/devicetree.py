@@ -73,7 +73,10 @@ def bootloader_cannot_try(device_tree: Path) -> str | None:
     caps_file = base / "capabilities"
     if not caps_file.exists():
         return None
-    caps = read_u32(caps_file)
+    try:
+        caps = read_u32(caps_file)
+    except (DeviceTreeError, OSError) as exc:
+        return f"cannot tell whether this Pi's bootloader can try an update: {exc}"
     missing = [name for bit, name in ((CAP_TRYBOOT_A_B, "TRYBOOT_A_B"), (CAP_TRYBOOT, "tryboot")) if not caps & bit]
     if not missing:
         return None
