@@ -52,7 +52,13 @@ def node_names(consumer):
 
 def test_data_node_serves_the_store(appliance, consumer):
     wait_for(lambda: {"LSA23JD", "LSA24AZ"} <= node_names(consumer), what="both data nodes registered")
-    fields, timelines = consumer.get_fields("LSA23JD", 1, 0)
+    # a node registers at start; a field is listed once the store holds a reading of it (on a loaded CI
+    # machine the mixing chamber's first reading can come after the registration: it failed there)
+    fields, timelines = wait_for(
+        lambda: (ft := consumer.get_fields("LSA23JD", 1, 0)) and "mxc_control_t" in ft[0] and ft,
+        30,
+        what="the mixing chamber listed by get_fields",
+    )
     assert fields["mxc_control_t"] == {
         "description": fields["mxc_control_t"]["description"],
         "timeline": "mxc_control",
@@ -147,7 +153,7 @@ def test_duplicate_node_name_waits_for_the_stale_session(
 
         wamp_loop.run(leave())
         wait_for(lambda: "LSA23JD" in node_names(consumer), timeout=20, what="takeover after the stale session left")
-        assert consumer.get_fields("LSA23JD")[0]
+        wait_for(lambda: consumer.get_fields("LSA23JD")[0], 20, what="the taken-over node lists its fields")
     finally:
         app.stop()
 
