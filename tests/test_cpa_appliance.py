@@ -130,7 +130,9 @@ def test_produced_stored_served_through_drop_and_garble_and_the_trip_alarm(plant
     (trip,) = emu.ledger.trips
     until(lambda: alarm(base, "compressor-stopped")["active"], what="compressor-stopped raised")
     raised = alarm(base, "compressor-stopped")
-    assert raised["since"] - trip["t"] <= INTERVAL + MIN_TICK + 0.1, (raised, trip)
+    # within a poll and a tick, plus 1 s for a loaded machine (0.1 s left it nothing;
+    # it is scheduling); the raise is stamped when the alarm tick ran, not when the reading was taken
+    assert raised["since"] - trip["t"] <= INTERVAL + MIN_TICK + 1.0, (raised, trip)
     assert not alarm(base, "cooling-water-hot")["active"]  # the water is fine: a pressure trip
 
     # stop delivering (a muted answer is faulted, not produced), then reconcile every field

@@ -35,7 +35,13 @@ def test_ocs_feed_and_sisock_fields_as_socs_names_them(tmp_path, router, hub, co
         blocks, feed = listener.messages[-1]
         assert feed["feed_name"] == "ptc_status" and feed["agent_class"] == "CryomechCPAAgent"
         assert feed["address"] == "observatory.ptc1.feeds.ptc_status"
-        fields, _timelines = consumer.get_fields("ptc1", 1, 0)
+        # the sisock node is another session than the OCS feed's: wait for it and for its fields
+        wait_for(lambda: "ptc1" in {n["name"] for n in consumer.nodes()}, 30, what="the ptc1 data node")
+        fields, _timelines = wait_for(
+            lambda: (ft := consumer.get_fields("ptc1", 1, 0)) and set(FIELDS) <= set(ft[0]) and ft,
+            30,
+            what="every CPA field listed",
+        )
         assert set(FIELDS) <= set(fields) and fields["cpatempwi"]["units"] == "F"
         emu.control("mute on")  # nothing new from here: every delivered reading must reach both readers
         produced = sum(map(len, emu.ledger.snapshot().values()))

@@ -229,7 +229,9 @@ def test_whole_plant_trip_reconciled_on_every_uplink(tmp_path, router, hub, cons
         writer.advance(60)
         wait_for(lambda: alarm(base, "compressor-stopped")["active"], 10, 0.02, what="compressor-stopped raised")
         raised = alarm(base, "compressor-stopped")
-        assert raised["since"] - trip["t"] <= INTERVAL + MIN_TICK + 0.1, (raised, trip)
+        # within a poll and a tick, plus 1 s for a loaded machine (0.1 s left it nothing;
+        # it is scheduling); the raise is stamped when the alarm tick ran, not when the reading was taken
+        assert raised["since"] - trip["t"] <= INTERVAL + MIN_TICK + 1.0, (raised, trip)
         assert not alarm(base, "p1-rising")["active"] and not alarm(base, "flow-below-floor")["active"]
         wait_for(
             lambda: any(b.get("alarm") == "compressor-stopped" and b.get("event") == "raised" for b in hook.got),

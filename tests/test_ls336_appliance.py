@@ -15,8 +15,7 @@ from appliance.naming import ocs_names
 from firmware_host.emulator import Emulator
 
 from .conftest import start_appliance, wait_for
-from .support.reconcile import reconcile
-from .test_campaign import quiesce
+from .support.reconcile import quiesce, reconcile
 
 
 def instrument_toml(model: str = "336", extra: str = "", **keys: object) -> str:
@@ -78,7 +77,7 @@ def test_appliance_polls_336_and_reconciles_through_faults(tmp_path):
         emu.control("drop")
         n = led.total()
         wait_for(lambda: led.total() >= n + 16, 20, what="readings after the drop")
-        quiesce(emu, settle=1.5)
+        quiesce(emu, settle=1.5, app=app)
         with urllib.request.urlopen(f"{app.base_url}/api/v1/latest", timeout=10) as r:
             latest = json.load(r)
         tally = reconcile(app.store, {"LSA336A": emu}, http_base=app.base_url)

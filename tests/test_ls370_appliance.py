@@ -8,14 +8,13 @@ series, OCS names and status names the model registry gives a 370.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
 
 from firmware_host.emulator import Emulator
 from tests.conftest import start_appliance, wait_for
-from tests.support.reconcile import reconcile
+from tests.support.reconcile import quiesce, reconcile
 
 pytestmark = pytest.mark.slow  # a whole appliance on a 9600-baud-paced link: about 15 s
 
@@ -54,8 +53,7 @@ def test_appliance_reconciles_a_370_through_a_garbled_reply_and_an_unplug(tmp_pa
             assert emu.control(fault) == "ok"
             wait_for(lambda: not emu.faults.garbage, 10, what=f"{fault} consumed")
             wait_for(lambda b=before: readings() > b + 3, 30, what=f"reading again after {fault}")
-        emu.control("mute on")
-        time.sleep(2.5)  # past a timeout and a backoff: nothing is in flight
+        quiesce(emu, app=app)  # nothing in flight, and every reading handed on written
         tally = reconcile(app.store, {"LS370X": emu}, http_base=app.base_url)
         fields = {f["field"]: f for f in get(app.base_url, "/api/v1/fields")["fields"]}
         ocs = {f.name: f.ocs for f in app.store.fields()}

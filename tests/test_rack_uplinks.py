@@ -22,9 +22,8 @@ from firmware_host.protocol import parse_message
 
 from .conftest import start_appliance, wait_for
 from .support.receivers import VictoriaMetrics, differences, every_uplink_marks, expected
-from .support.reconcile import forwarded, forwarding_gaps, reconcile, stored
+from .support.reconcile import forwarded, forwarding_gaps, quiesce, reconcile, stored
 from .support.routers import FeedListener
-from .test_campaign import quiesce
 from .test_uplinks import uplink_config
 
 pytestmark = every_uplink_marks()

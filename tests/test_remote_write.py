@@ -30,7 +30,7 @@ from appliance.uplinks.remote_write import RemoteWriteUplinkRunner, Sender, poin
 
 from .conftest import appliance_config, start_appliance, wait_for
 from .support.receivers import Prometheus, VictoriaMetrics, differences, expected
-from .support.reconcile import reconcile
+from .support.reconcile import quiesce, reconcile
 from .test_influxdb_outbox import Gate
 
 NODE = "LSA23JD"
@@ -740,9 +740,7 @@ def test_whole_appliance_reconciled_with_the_ledgers(tmp_path, emu372, emu240):
         for g in gates:
             g.open()
         time.sleep(2)  # and readings taken after it, while the backlog goes out
-        emu372.control("mute on")
-        emu240.control("mute on")
-        time.sleep(2.5)  # past a timeout and a backoff: nothing in flight when the store is reconciled
+        quiesce(emu372, emu240, app=app)  # nothing in flight, every reading written, when reconciled
         tally = reconcile(app.store, {"LSA23JD": emu372, "LSA24AZ": emu240})
         end = time.time() + 1
         for rcv in (prom, vm):

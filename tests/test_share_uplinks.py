@@ -22,9 +22,8 @@ from appliance.uplinks.remote_write import STATUS_METRIC
 
 from .conftest import start_appliance, wait_for
 from .support.receivers import VictoriaMetrics, differences, every_uplink_marks, expected
-from .support.reconcile import ShareClientsLeftOut, forwarded, forwarding_gaps, reconcile
+from .support.reconcile import ShareClientsLeftOut, forwarded, forwarding_gaps, quiesce, reconcile
 from .support.routers import FeedListener
-from .test_campaign import quiesce
 from .test_share import NODE, LineClient, port_of, readings_delivered, share_config
 from .test_uplinks import uplink_config
 

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sqlite3
+import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -291,3 +292,20 @@ def _parts(line: str):
     from appliance.share.lines import parse_line
 
     return parse_line(line)
+
+
+def quiesce(*emus, settle: float = 2.5, app=None) -> None:
+    """Stop the instruments answering, so nothing is in flight when the appliance stops; with ``app``,
+    also wait until every reading the pollers handed on is written (a loaded machine's writer lags)."""
+    for e in emus:
+        e.control("mute on")
+    time.sleep(settle)  # past a timeout (1 s) and a backoff: every exchange has been answered or given up
+    if app is not None:
+        deadline = time.monotonic() + 30
+        last = -1
+        while time.monotonic() < deadline:  # the queue empty and the writer's count still for 0.5 s
+            if len(app.queue) == 0 and app.store.written == last:
+                return
+            last = app.store.written
+            time.sleep(0.5)
+        raise AssertionError("the store kept writing for 30 s after the instruments went quiet")
