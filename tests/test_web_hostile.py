@@ -162,11 +162,16 @@ def grafana_body(targets: list[str], max_points=100000, days: float = 30) -> dic
     }
 
 
+# An answer "at once": what these attacks used to cost was 24 s or a refused panel; 3 s tells those
+# apart on a CI host loaded by an image build as well as 1 s does on a quiet one (latency aims: make bench-web)
+QUICK_S = 3.0
+
+
 # -- bounded cost --------------------------------------------------------------------------------
 def test_the_32_copies_grafana_request_is_one_bounded_series(service):
     """The issue's request (32 copies of one target, 100,000 points, 30 days) took 24 s and 99 MB."""
     status, out, dt = service.json("POST", "/grafana/query", grafana_body(["LSA23JD::mxc_control_t"] * 32))
-    assert status == 200 and dt < 1.0, (status, dt)
+    assert status == 200 and dt < QUICK_S, (status, dt)
     assert [o["target"] for o in out] == ["LSA23JD::mxc_control_t"]  # repeats collapsed
     assert 0 < len(out[0]["datapoints"]) <= 5000  # maxDataPoints clamped to MAX_POINTS
 
@@ -205,7 +210,7 @@ def test_grafana_variants_over_a_limit_are_refused_fast(service, variant, status
         s.close()
     dt = time.monotonic() - t0
     head, _, data = reply.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 %d" % status) and dt < 1.0, (variant, head, dt, data[:200])
+    assert head.startswith(b"HTTP/1.1 %d" % status) and dt < QUICK_S, (variant, head, dt, data[:200])
     assert words in error_message(json.loads(data))
 
 
@@ -224,7 +229,7 @@ def test_thirty_two_distinct_series_share_the_point_budget(service):
 def test_repeated_fields_collapse_and_long_lists_are_refused(service):
     one = "field=LSA23JD::mxc_control_t"
     status, out, dt = service.json("GET", "/api/v1/data?" + "&".join([one] * 60) + "&start=-30")
-    assert status == 200 and list(out["fields"]) == ["LSA23JD::mxc_control_t"] and dt < 1.0
+    assert status == 200 and list(out["fields"]) == ["LSA23JD::mxc_control_t"] and dt < QUICK_S
     status, out, _ = service.json("GET", "/api/v1/data?" + "&".join([one] * 101))
     assert status == 400 and "limit of 100" in error_message(out)
     status, out, _ = service.json("GET", "/api/v1/data?" + "&".join([one] * 300))  # ~8.7 KB of query
@@ -407,7 +412,7 @@ def test_fifty_slowloris_connections_do_not_block_the_panel(service):
             assert status == 200 and json.loads(data), status
             times.append(dt)
             time.sleep(0.1)
-        assert len(times) >= 20 and max(times) < 1.0, (len(times), max(times))
+        assert len(times) >= 20 and max(times) < QUICK_S, (len(times), max(times))
         for a in attackers:
             a.join(15)
         # the request deadline (2 s here) closed every one of them, none answered
@@ -425,11 +430,16 @@ def test_one_client_gets_at_most_its_share_of_connections(service):
     assert hog.ready.wait(10)
     try:
         status, _h, _d, dt = service.request("GET", "/api/v1/latest")
-        assert status == 200 and dt < 1.0
+        assert status == 200 and dt < QUICK_S
         hog.join(15)
         assert hog.refused == 40 - 32, hog.refused  # web.max_connections_per_client
-        _s, h, _ = service.json("GET", "/api/v1/health")
-        assert h["web"]["refused"] >= 8 and h["web"]["timed_out"] >= 50  # the slowloris test's, and these
+        # its 32 admitted connections end at the request deadline (counted whatever ran before on this service)
+        h = wait_for(
+            lambda: (h := service.json("GET", "/api/v1/health")[1])["web"]["timed_out"] >= 32 and h,
+            10,
+            what="the hog's connections timed out",
+        )
+        assert h["web"]["refused"] >= 8
     finally:
         hog.close()
 
