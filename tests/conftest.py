@@ -171,8 +171,10 @@ def running_appliance(tmp_path, emu372, emu240):
     app.start()
     app.base_url = f"http://127.0.0.1:{app.web_address[1]}"
     deadline = _time.monotonic() + 15
-    while _time.monotonic() < deadline and app.store.written < 8:
+    # readings written, and from every instrument (a page drawn before the 240's first reading lacked it)
+    while _time.monotonic() < deadline and (app.store.written < 8 or not all(p.health.samples for p in app.pollers)):
         _time.sleep(0.1)
+    _time.sleep(0.5)  # the last of those committed (the writer commits every 0.2 s)
     yield app
     app.stop()
 

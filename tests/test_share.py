@@ -451,8 +451,12 @@ def test_a_late_answer_reaches_neither_another_client_nor_the_poller(tmp_path, e
         connects = h.reconnects
         late, other = LineClient(port, timeout=3), LineClient(port)
         emu372.control("slow 1.5 QRDG?")  # a query the poller never sends
+        before = len(emu372.ledger.heard)
         late.sock.sendall(b"QRDG? 3\r\n")
-        time.sleep(0.2)
+        # the late question is at the instrument (wrapped in *ESR? by the share) before the other client asks
+        wait_for(
+            lambda: any("QRDG? 3" in x for x in list(emu372.ledger.heard)[before:]), 5, 0.005, "the late question sent"
+        )
         assert other.msg("INNAME? 4") == "quick one"  # waited behind the late one, then its own answer
         emu372.control("clear")
         assert other.msg("INNAME? 4;INNAME? 4") == "quick one;quick one"

@@ -43,8 +43,10 @@ def test_a_question_asked_around_an_outage_is_never_answered_after_it(tmp_path, 
         # 2. sent while the link is down
         emu372.control("mute on")
         wait_for(lambda: not h.connected, 5, 0.02, "the link is down")
+        dropped = h.share.dropped
         c.sock.sendall(b"INNAME? 3\r\n")
-        time.sleep(0.3)
+        # dropped while the link is down (a fixed 0.3 s let a slow machine's share read it after the replug)
+        wait_for(lambda: h.share.dropped == dropped + 1, 5, 0.01, "the line sent while down dropped")
         emu372.control("clear")
         wait_for(lambda: h.connected, 10, 0.02, "the link is back")
         assert c.msg("INNAME? 2") == "asked after"
