@@ -107,6 +107,7 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
     try:
         smap = series_for(db)
         t_lo = t_hi = None
+        row_times: set[int] = set()
         for node, emu in emulators.items():
             led = emu.ledger
             on_time = led.snapshot()
@@ -134,15 +135,19 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
                 if rows:
                     t_lo = rows[0][0] if t_lo is None else min(t_lo, rows[0][0])
                     t_hi = rows[-1][0] if t_hi is None else max(t_hi, rows[-1][0])
+                    row_times.update(t for t, _ in rows)
         if t_lo is None:
             return tally
-        start, end = t_lo / 1000 - 1, t_hi / 1000 + 1
+        times = sorted(t / 1000 for t in row_times)
+        # the width from the seconds the rows cover, not their span: a clock step a day ahead left a day
+        # empty, widened the windows to 90 s and thinned two readings 1 ms apart out of the HTTP answer
+        start, end = 0.0, occupied(times)
         if consumer is not None:
             tally.served_wamp = 0
             for node in emulators:
                 fields = [fld for (n, _, _), (_, _, fld) in smap.items() if n == node]
                 # windows of sisock's MAX_POINTS ms: a stride under 2 ms, so rows 1 ms apart both come back
-                for a, b in windows(start, end, narrow(start, end, SISOCK_MAX_POINTS / 1000, 3000)):
+                for a, b in covering(times, narrow(start, end, SISOCK_MAX_POINTS / 1000, 3000)):
                     got = consumer.get_data(node, fields, a, b)
                     tally.served_wamp += sum(len(v) for v in got["data"].values())
         if http_base is not None:
@@ -150,7 +155,7 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
             names = [name for (n, _, _), (_, name, _) in smap.items() if n in emulators]
             # windows of the per-series point budget in ms: a stride under 2 ms, so every row comes back raw
             # (two cycles back to back on a loaded machine read an input 1 ms apart; a wider window thins one)
-            for a, b in windows(start, end, narrow(start, end, points_per_series(len(names)) / 1000, 90)):
+            for a, b in covering(times, narrow(start, end, points_per_series(len(names)) / 1000, 90)):
                 body = json.dumps(
                     {
                         "range": {"from": repr(a), "to": repr(b)},
@@ -167,6 +172,23 @@ def reconcile(store, emulators: dict, consumer=None, http_base: str | None = Non
     finally:
         db.close()
     return tally
+
+
+def occupied(times: list[float], gap: float = 60.0) -> float:
+    """Seconds the (sorted) row times cover, each gap counted up to ``gap``: a clock step's empty day is not."""
+    return sum(min(b - a, gap) for a, b in zip(times, times[1:], strict=False))
+
+
+def covering(times: list[float], width: float):
+    """[a, b) windows ``width`` wide that cover every one of the (sorted, ms-rounded) ``times``, none
+    over empty stretches and none overlapping: a row is counted in exactly one window."""
+    i, b = 0, float("-inf")
+    while i < len(times):
+        a = max(times[i] - 0.0005, b)
+        b = a + width
+        yield a, b
+        while i < len(times) and times[i] + 0.0005 < b:  # times are rounded to the ms: the next window
+            i += 1  # (contiguous then) takes a row that may lie just past b
 
 
 def windows(start: float, end: float, width: float):
