@@ -121,8 +121,7 @@ def build_shares(
 ) -> list[Share]:
     """A share for every poller whose instrument has ``[instrument.share] enabled = true``.
 
-    A share that cannot listen (its port taken, a name that does not resolve; an address the Pi does not
-    have yet is listened on early, appliance/netbind.py) is left out, logged,
+    A share that cannot listen (its port taken, an address the Pi does not have) is left out, logged,
     put on record and named in ``errors``: the instrument is still polled and logged, since a
     reader's endpoint must never cost the log."""
     shares = []

@@ -11,8 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..netbind import bind_early
-
 log = logging.getLogger("kelvinpi.share")
 
 
@@ -27,7 +25,6 @@ class Listener:
         if family == socket.AF_INET6:
             # "::" takes IPv4 clients too; they show as ::ffff:a.b.c.d (the policy reads them as a.b.c.d)
             self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        bind_early(self.sock, bind, f"the share of {name}")  # the service does not wait for the network
         self.sock.bind((bind, port))
         self.sock.listen(16)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]

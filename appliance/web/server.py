@@ -39,7 +39,6 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 from waitress.utilities import Error
 
-from ..netbind import bind_early
 from .common import MAX_BODY, MAX_HEAD
 
 if TYPE_CHECKING:
@@ -186,7 +185,6 @@ class Server(TcpWSGIServer):
         # per request (CPU, and wear on the SD card) saying what a 50-client panel load is
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self.timed_out = 0  # connections closed at the request deadline
-        self._bind_host = cfg.bind
         super().__init__(
             app,
             host=cfg.bind,
@@ -205,11 +203,6 @@ class Server(TcpWSGIServer):
             log_socket_errors=False,
         )
         self.bind_addr = self.socket.getsockname()[:2]  # (host, port as int): waitress keeps strings
-
-    def bind_server_socket(self) -> None:
-        """The configured address may not be the Pi's yet (the service does not wait for the network)."""
-        bind_early(self.socket, self._bind_host, "the web server")
-        super().bind_server_socket()
 
     def handle_accept(self) -> None:
         try:
