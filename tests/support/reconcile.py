@@ -180,15 +180,18 @@ def occupied(times: list[float], gap: float = 60.0) -> float:
 
 
 def covering(times: list[float], width: float):
-    """[a, b) windows ``width`` wide that cover every one of the (sorted, ms-rounded) ``times``, none
-    over empty stretches and none overlapping: a row is counted in exactly one window."""
-    i, b = 0, float("-inf")
-    while i < len(times):
-        a = max(times[i] - 0.0005, b)
-        b = a + width
-        yield a, b
-        while i < len(times) and times[i] + 0.0005 < b:  # times are rounded to the ms: the next window
-            i += 1  # (contiguous then) takes a row that may lie just past b
+    """[a, b) windows about ``width`` wide that cover every one of the (sorted, ms-rounded) ``times``,
+    none over empty stretches, none overlapping: a row is counted in exactly one window. In whole ms,
+    as the store's reader rounds a window's ends (a window ending on a half ms dropped a row there)."""
+    ms = [round(t * 1000) for t in times]
+    w = max(1, round(width * 1000))
+    i, hi = 0, None
+    while i < len(ms):
+        lo = ms[i] if hi is None else max(ms[i], hi)
+        hi = lo + w
+        yield lo / 1000, hi / 1000
+        while i < len(ms) and ms[i] < hi:
+            i += 1
 
 
 def windows(start: float, end: float, width: float):
