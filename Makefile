@@ -210,7 +210,7 @@ image-test: $(STAMP)
 # bad signature and truncated bundles refused, newer store schema then rollback. Needs make image (the
 # rootfs and .img); builds its bundles itself. Last line:
 #   image-update: scenarios=N passed=P lost=L panel_s=S image_mib=M    (SCENARIOS="a f" runs some)
-image-update-test: $(STAMP)
+image-update-test: $(STAMP) ci-deps
 	@img=$${IMAGE:-$$(ls -t images/out/kelvinpi-*-arm64.img 2>/dev/null | head -1)}; \
 	  [ -n "$$img" ] || { echo "image-update-test: no images/out/kelvinpi-*-arm64.img: run make image first (or set IMAGE=)"; exit 2; }; \
 	  $(BIN)/python images/sd/update-test.py --image "$$img" --rootfs images/out/rootfs $(if $(SCENARIOS),--scenarios $(SCENARIOS),)

@@ -1,6 +1,7 @@
 """The SD image pieces that can be checked in seconds: the assembler on a tiny fake rootfs,
 the systemd units, the udev rules. (The full build and qemu boot are `make image image-test`.)"""
 
+import configparser
 import hashlib
 import json
 import os
@@ -204,7 +205,50 @@ def fake_tryboot_module(root: Path) -> Path:
     ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(SD / "overlay" / rel, root / rel)
+    # and the boot's units enabled, as customize.sh's systemctl enable leaves them
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in BOOT_UNITS:
+        (wants / unit).symlink_to(f"/etc/systemd/system/{unit}")
     return mods
+
+
+BOOT_UNITS = ("kelvinpi-firstboot.service", "kelvinpi-config.service", "kelvinpi.service")
+
+
+def test_the_config_is_checked_beside_the_network_and_before_the_service(tmp_path):
+    """Checking kelvinpi.toml was most of firstboot's 11 s under emulation, and networkd waited for it:
+    it is its own unit now, after firstboot (the secrets it names are moved by then), before the
+    service, and not before the network; an image without it enabled is refused."""
+    units = SD / "overlay/etc/systemd/system"
+    first, config, service = (configparser_of(units / u) for u in BOOT_UNITS)
+    assert "--without-config" in first["Service"]["ExecStart"]
+    assert "kelvinpi-config.service" in first["Unit"]["Before"].split()
+    assert "systemd-networkd.service" in first["Unit"]["Before"].split()
+    assert "--config-only" in config["Service"]["ExecStart"]
+    assert "kelvinpi-firstboot.service" in config["Unit"]["After"].split()
+    assert config["Unit"]["Before"].split() == ["kelvinpi.service"]  # not networkd, not ssh
+    assert {"kelvinpi-config.service", "kelvinpi-firstboot.service"} <= set(service["Unit"]["After"].split())
+    assert "kelvinpi-config" in (SD / "customize.sh").read_text().split()
+    root = tmp_path / "root"
+    fake_rootfs(root)
+    (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\n")
+    fake_tryboot_module(root)
+    ok = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (root / "etc/systemd/system/multi-user.target.wants/kelvinpi-config.service").unlink()
+    bad = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.splitlines() == [
+        "check-rootfs: kelvinpi-config.service is not enabled (multi-user.target.wants)"
+    ], bad.stderr
+
+
+def configparser_of(path: Path) -> configparser.ConfigParser:
+    """A unit file's sections (systemd's syntax is close enough for the keys read here)."""
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read_string(path.read_text())
+    return cp
 
 
 def test_a_mount_left_inside_the_rootfs_stops_the_build_and_is_not_walked(tmp_path):

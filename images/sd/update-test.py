@@ -329,7 +329,7 @@ class Machine:
                 return time.monotonic() - self.current.started
             if not self.running():
                 raise RuntimeError(f"qemu exited before the panel was live (boot #{self.current.number})")
-            time.sleep(1)
+            time.sleep(0.25)  # the panel's moment to a quarter second (each look is one small HTTP GET)
         raise RuntimeError(f"the panel was not live {timeout:.0f} s after power-on #{self.current.number}")
 
     def wait_ssh(self, timeout: float = 300) -> None:
@@ -939,9 +939,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("image-update-test: needs root (overlay mounts for the variant bundles)")
         return 2
-    for tool in ("qemu-system-aarch64", "dtc", "rauc", "mksquashfs", "mtype", "sfdisk", "debugfs", "e2fsck"):
+    for tool in ("qemu-system-aarch64", "dtc", "rauc", "mksquashfs", "mtype", "sfdisk", "debugfs", "e2fsck", "influxd"):
         if not shutil.which(tool):
-            print(f"image-update-test: missing {tool} (make image installs the host tools)")
+            print(
+                f"image-update-test: missing {tool} (make image installs the host tools; make ci-deps installs influxd)"
+            )
             return 2
     args.work = (args.work or Path(tempfile.mkdtemp(prefix="kelvinpi-update-", dir="/var/tmp"))).resolve()
     args.work.mkdir(parents=True, exist_ok=True)
