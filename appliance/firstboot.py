@@ -387,12 +387,7 @@ def _each(name: str, step: Callable[[], None], result: Result) -> None:
 
 
 def apply(  # type: ignore[no-untyped-def]
-    boot: Path,
-    data: Path,
-    validate=None,
-    result: Result | None = None,
-    identity: Path | None = None,
-    config: bool = True,
+    boot: Path, data: Path, validate=None, result: Result | None = None, identity: Path | None = None
 ) -> Result:
     """Read ``boot`` (the FAT mount), write what is valid under ``data``; return a report.
 
@@ -403,8 +398,7 @@ def apply(  # type: ignore[no-untyped-def]
     on its own (``_each``); plain files win over Imager's cloud-init files. With ``identity``, the
     keys of ``authorized_keys`` are installed there, and a first report written, before anything
     else is read: validating a large kelvinpi.toml takes a while, and a power cut or a stop during
-    it must not leave the card without its key. With ``config=False`` kelvinpi.toml is left for
-    ``accept_config`` (on the Pi a second unit, so the network comes up while the config is checked).
+    it must not leave the card without its key.
     """
     result = result if result is not None else Result()
     data.mkdir(parents=True, exist_ok=True)
@@ -440,8 +434,7 @@ def apply(  # type: ignore[no-untyped-def]
         _each("authorized_keys (installing)", lambda: write_keys(result, identity), result)
         _each("firstboot-report.json", lambda: write_report(data, result), result)
     _each("secrets", lambda: _secrets(boot, secrets, result), result)  # then off the FAT, whatever else happens
-    if config:
-        _each("kelvinpi.toml", lambda: _config(boot, data, validate, result), result)
+    _each("kelvinpi.toml", lambda: _config(boot, data, validate, result), result)
     _each("hostname", plain("hostname", lambda t: _hostname(t, "hostname", result)), result)
     _each("timezone", plain("timezone", lambda t: _timezone(t, "timezone", result)), result)
     _each("wifi.conf", plain("wifi.conf", lambda t: _wifi_conf(t, result)), result)
@@ -470,50 +463,10 @@ def _durable(path: Path, text: str, mode: int) -> None:
         os.close(dfd)
 
 
-def write_report(data: Path, result: Result, merge: bool = False) -> None:
-    """``<data>/firstboot-report.json``: what was applied and what was refused, and why.
-
-    ``merge``: add to the report this boot's first step wrote (``accept_config`` runs after it), in
-    place of whatever that report said of kelvinpi.toml; an unreadable report is replaced whole.
-    """
-    applied, refused = list(result.applied), list(result.refused)
-    if merge:
-        try:
-            old = json.loads((data / "firstboot-report.json").read_text(encoding="utf-8"))
-            if isinstance(old, dict):
-                applied = _other_lines(old.get("applied")) + applied
-                refused = _other_lines(old.get("refused")) + refused
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass  # no report of this boot's first step to add to
-    report = {"applied": applied, "refused": refused}
+def write_report(data: Path, result: Result) -> None:
+    """``<data>/firstboot-report.json``: what was applied and what was refused, and why."""
+    report = {"applied": result.applied, "refused": result.refused}
     _durable(data / "firstboot-report.json", json.dumps(report, indent=1), 0o644)
-
-
-CONFIG_NAME = "kelvinpi.toml"
-
-
-def _other_lines(lines: object) -> list[str]:
-    """A report's lines that do not speak of kelvinpi.toml (``accept_config`` says the rest)."""
-    if not isinstance(lines, list):
-        return []
-    return [x for x in lines if isinstance(x, str) and x != CONFIG_NAME and not x.startswith(CONFIG_NAME + ":")]
-
-
-def accept_config(boot: Path, data: Path, validate=None) -> Result:  # type: ignore[no-untyped-def]
-    """The kelvinpi.toml step alone (``--config-only``), after ``apply(..., config=False)`` ran.
-
-    Validating a config imports the appliance's whole config schema: under emulation that is most
-    of the first boot's wait for the panel, and nothing but the service needs its outcome, so on the
-    Pi it runs in its own unit while the network comes up (the SSH keys, secrets, hostname and
-    Wi-Fi go first, in ``kelvinpi-firstboot``). Its lines join this boot's report.
-    """
-    result = Result()
-    _each(CONFIG_NAME, lambda: _config(boot, data, validate, result), result)
-    try:
-        write_report(data, result, merge=True)
-    except Exception as exc:  # noqa: BLE001 - the journal still gets every line
-        result.refused.append(f"firstboot-report.json: not written: {_why(exc)}")
-    return result
 
 
 def write_keys(result: Result, identity: Path, user: str = "kelvinpi") -> None:
@@ -567,21 +520,10 @@ def main() -> int:
     """
     import sys
 
-    args = sys.argv[1:]
-    mode = args.pop(0) if args and args[0] in ("--without-config", "--config-only") else ""
-    if len(args) != 2 or any(a.startswith("--") for a in args):
-        print("usage: python -m appliance.firstboot [--without-config | --config-only] BOOT DATA", file=sys.stderr)
-        return 2
-    boot, data = Path(args[0]), Path(args[1])
-    if mode == "--config-only":
-        result = accept_config(boot, data, validate=_validate)
-        _log(result)
-        return 0
+    boot, data = Path(sys.argv[1]), Path(sys.argv[2])
     result = Result()
     try:
-        apply(
-            boot, data, validate=_validate, result=result, identity=data / "identity", config=mode != "--without-config"
-        )
+        apply(boot, data, validate=_validate, result=result, identity=data / "identity")
     except Exception as exc:  # noqa: BLE001 - e.g. the data partition cannot be written
         result.refused.append(f"first boot stopped early: {_why(exc)}")
     try:
@@ -592,17 +534,12 @@ def main() -> int:
         write_report(data, result)
     except Exception as exc:  # noqa: BLE001 - the journal still gets every line below
         result.refused.append(f"firstboot-report.json: not written: {_why(exc)}")
-    _log(result)
-    shutil.disk_usage(data)  # the data partition is mounted (fails loudly otherwise)
-    return 0
-
-
-def _log(result: Result) -> None:
-    """The report's lines on stdout: the journal, with their priorities."""
     for line in result.applied:
         print(f"<6>firstboot: applied {line}")
     for line in result.refused:
         print(f"<4>firstboot: refused {line}")
+    shutil.disk_usage(data)  # the data partition is mounted (fails loudly otherwise)
+    return 0
 
 
 if __name__ == "__main__":

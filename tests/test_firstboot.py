@@ -2,8 +2,6 @@
 
 import json
 import stat
-import subprocess
-import sys
 
 import pytest
 
@@ -458,56 +456,3 @@ def test_an_unreadable_config_is_reported_with_its_line(fat, tmp_path, value, sa
     r = apply(fat, data, validate)
     assert r.config_ok is False
     assert (data / "config-error.txt").read_text().startswith(said)
-
-
-def run_firstboot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.firstboot", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_the_config_is_accepted_by_its_own_step_and_joins_the_report(fat, tmp_path):
-    """On the Pi two units run this: kelvinpi-firstboot (--without-config: keys, secrets, hostname,
-    Wi-Fi; the network waits for it) and kelvinpi-config (--config-only; the service waits for it).
-    Together they do what one run did: same files, one report naming everything."""
-    (fat / "kelvinpi.toml").write_text(GOOD_TOML)
-    (fat / "authorized_keys").write_text(KEY + "\n")
-    (fat / "hostname").write_text("Fridge-1\n")
-    (fat / "wamp-secret").write_text("s3cret\n")
-    data = tmp_path / "data"
-    first = run_firstboot("--without-config", str(fat), str(data))
-    assert first.returncode == 0, first.stderr
-    assert not (data / "kelvinpi.toml").exists() and "kelvinpi.toml" not in first.stdout  # not even read
-    assert (data / "identity/authorized_keys/kelvinpi").read_text() == KEY + "\n"
-    assert (data / "secrets/wamp-secret").exists() and (data / "identity/hostname").read_text() == "fridge-1\n"
-    report = json.loads((data / "firstboot-report.json").read_text())
-    assert "kelvinpi.toml" not in report["applied"] and "hostname fridge-1" in " ".join(report["applied"])
-    second = run_firstboot("--config-only", str(fat), str(data))
-    assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines() == ["<6>firstboot: applied kelvinpi.toml"]
-    assert (data / "kelvinpi.toml").read_text() == GOOD_TOML
-    merged = json.loads((data / "firstboot-report.json").read_text())
-    assert merged["applied"] == [*report["applied"], "kelvinpi.toml"] and merged["refused"] == report["refused"]
-    # a config made invalid: the last good one stays, the report says so once (no line of the last run kept)
-    (fat / "kelvinpi.toml").write_text(GOOD_TOML.replace('"372"', '"340"'))
-    third = run_firstboot("--config-only", str(fat), str(data))
-    assert third.returncode == 0 and "<4>firstboot: refused kelvinpi.toml: invalid" in third.stdout
-    assert (data / "kelvinpi.toml").read_text() == GOOD_TOML
-    assert "instrument[0].model" in (data / "config-error.txt").read_text()
-    again = json.loads((data / "firstboot-report.json").read_text())
-    assert again["applied"] == report["applied"]
-    assert again["refused"] == [*report["refused"], "kelvinpi.toml: invalid, keeping the last good config"]
-    # a report that is not this tool's JSON is replaced, not a reason to lose the config's outcome
-    (data / "firstboot-report.json").write_text("[1, 2")
-    (fat / "kelvinpi.toml").write_text(GOOD_TOML)
-    assert run_firstboot("--config-only", str(fat), str(data)).returncode == 0
-    assert json.loads((data / "firstboot-report.json").read_text()) == {"applied": ["kelvinpi.toml"], "refused": []}
-    assert not (data / "config-error.txt").exists()
-
-
-def test_firstboot_names_its_usage(tmp_path):
-    for args in (["--config", str(tmp_path / "a"), str(tmp_path / "b")], [str(tmp_path / "a")]):
-        bad = run_firstboot(*args)
-        assert bad.returncode == 2, args
-        assert "usage: python -m appliance.firstboot [--without-config | --config-only] BOOT DATA" in bad.stderr
-    assert not list(tmp_path.iterdir())  # nothing made of a mistyped flag

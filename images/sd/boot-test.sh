@@ -240,7 +240,7 @@ import json, sys
 report, host, ssid, tz = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
 applied = report["applied"]
 want = [f"hostname {host} (from user-data)", "1 SSH key(s) (from user-data)", f"timezone {tz} (from user-data)",
-        f"Wi-Fi {ssid!r} (from network-config)", "kelvinpi.toml"]  # the last from kelvinpi-config.service
+        f"Wi-Fi {ssid!r} (from network-config)", "kelvinpi.toml"]
 missing = [w for w in want if w not in applied]
 print("firstboot applied:", "; ".join(applied), "| refused:", "; ".join(report["refused"]) or "nothing")
 if missing:

@@ -45,8 +45,8 @@ for u in emergency rescue; do
     [ -x "$R/usr/lib/kelvinpi/try-abandon" ] ||
     { echo "check-rootfs: $u.service does not run try-abandon (a failed try would stay in $u mode)" >&2; bad=1; }
 done
-# the boot's units: the card's settings, then its config (its own unit, beside the network), then the service
-for u in kelvinpi-firstboot kelvinpi-config kelvinpi; do
+# the boot's units: the card's settings and config, then the service
+for u in kelvinpi-firstboot kelvinpi; do
   [ -L "$R/etc/systemd/system/multi-user.target.wants/$u.service" ] ||
     { echo "check-rootfs: $u.service is not enabled (multi-user.target.wants)" >&2; bad=1; }
 done

@@ -85,7 +85,7 @@ if grep -q 'PRIVATE KEY' "$KEYRING"; then echo "customize: KEYRING=$KEYRING hold
 grep -q 'BEGIN CERTIFICATE' "$KEYRING" || { echo "customize: KEYRING=$KEYRING holds no certificate" >&2; exit 2; }
 install -m 0644 "$KEYRING" "$R/etc/rauc/keyring.pem"
 chroot "$R" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd ssh \
-  kelvinpi-identity kelvinpi-grow-data kelvinpi-firstboot kelvinpi-config kelvinpi kelvinpi-reboot.path kelvinpi-try-deadline >/dev/null 2>&1
+  kelvinpi-identity kelvinpi-grow-data kelvinpi-firstboot kelvinpi kelvinpi-reboot.path kelvinpi-try-deadline >/dev/null 2>&1
 # Units a Kelvinpi has no use for. sshd-keygen would make host keys in /etc/ssh that sshd never reads
 # (its one HostKey is on the data partition, kelvinpi-identity); it is ConditionFirstBoot and the image's
 # empty /etc/machine-id is not a "first boot" to systemd, so the mask only keeps it so. e2scrub_reap
