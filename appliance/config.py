@@ -1075,7 +1075,7 @@ def _reads_refused(inst: dict, loc: tuple, spec: ModelSpec | None) -> list[tuple
     if spec is None:
         return []
     problems = []
-    if inst.get("read_control_input") is True and not getattr(spec.driver, "has_control_input", False):
+    if inst.get("read_control_input") is True and not getattr(spec.driver_class(), "has_control_input", False):
         problems.append(
             (
                 loc + ("read_control_input",),

@@ -7,23 +7,21 @@ acquisition strategy) lives in its spec. The config's ``model`` choices and thei
 the poller's strategy, ``kelvinpi probe --model``, the web's status names, the alarms' limit bits,
 the OCS feeds and the series names all read these, so a new model is a driver module, an
 acquisition class and one line here.
+
+A spec names its driver class and its acquisition class as "module:Class" text, imported when first
+needed (``ModelSpec.driver_class()``, ``MODELS[name]``), not when this module is: the config check at
+every boot and the service then import only the drivers of the instruments configured (importing
+every driver was ~3 s of an 11 s ``import appliance.config`` under emulation, a Pi's first boot).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drivers.cpa import FIELDS, CryomechCPA
-from drivers.ls240 import Model240
-from drivers.ls336 import Model336, Model350
-from drivers.ls370 import Model370
-from drivers.ls372 import Model372
-from drivers.pfeiffer import TPG256A, TPG366
-
-from .bluefors.facts import BlueforsLogs
+from drivers.cpa_registers import FIELDS
 
 if TYPE_CHECKING:
     from .acquisition import Acquisition
@@ -48,7 +46,7 @@ TRANSPORTS = ("tcp", "serial", "visa", "folder")
 class ModelSpec:
     """One instrument model, as the appliance reaches and polls it."""
 
-    driver: Any  # the driver class (a ``ModelFacts``): status bits, OCS names, feed
+    driver: str  # "module:Class" of its driver class (a ``ModelFacts``: status bits, OCS names, feed)
     acquisition: str  # "module:Class" of its acquisition strategy, imported when an instrument is polled
     title: str  # what the config's documentation calls it
     vendor: str = "Lake Shore"  # the default description: "<vendor> <model> <name>"
@@ -60,9 +58,12 @@ class ModelSpec:
     channel_field: str | None = None  # a fixed field per channel ("p{n}"), else the channel's name decides
     fields: tuple[str, ...] = ()  # fields fixed by the model (a compressor's): no [[instrument.channel]] to list
 
+    def driver_class(self) -> Any:
+        """The driver class (a ``ModelFacts``), its module imported now if it was not yet."""
+        return _resolve(self.driver)
+
     def acquisition_class(self) -> Callable[[InstrumentConfig, InstrumentHealth], Acquisition]:
-        module, _, name = self.acquisition.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.acquisition)
 
     def refuses(self, transport: str) -> str | None:
         """Why this model cannot be reached over ``transport``; None when it can."""
@@ -72,15 +73,23 @@ class ModelSpec:
         return f"{self.transport_hint or f'a {self.title} has no {transport!r} link'}: use transport {other}"
 
 
+def _resolve(target: str) -> Any:
+    """The object a "module:Class" names (importlib keeps each module once imported)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 _ACQ = "appliance.acquisition:"
 _INPUTS_372 = ("A", *(str(n) for n in range(1, 17)))
 _INPUTS_336 = ("A", "B", "C", "D", "D2", "D3", "D4", "D5")  # D2-D5: the 3062 scanner option
 
 # The registry: one line per model.
 REGISTRY: dict[str, ModelSpec] = {
-    "372": ModelSpec(Model372, _ACQ + "Ls372Acquisition", "Lake Shore 372 AC resistance bridge", channels=_INPUTS_372),
+    "372": ModelSpec(
+        "drivers.ls372:Model372", _ACQ + "Ls372Acquisition", "Lake Shore 372 AC resistance bridge", channels=_INPUTS_372
+    ),
     "240": ModelSpec(
-        Model240,
+        "drivers.ls240:Model240",
         _ACQ + "Ls240Acquisition",
         "Lake Shore 240 input module",
         transports=("serial", "visa"),
@@ -88,19 +97,19 @@ REGISTRY: dict[str, ModelSpec] = {
         channels=tuple(str(n) for n in range(1, 9)),
     ),
     "336": ModelSpec(
-        Model336,
+        "drivers.ls336:Model336",
         "appliance.ls336_acquisition:Ls336Acquisition",
         "Lake Shore 336 temperature controller",
         channels=_INPUTS_336,
     ),
     "350": ModelSpec(
-        Model350,
+        "drivers.ls336:Model350",
         "appliance.ls336_acquisition:Ls336Acquisition",
         "Lake Shore 350 temperature controller",
         channels=_INPUTS_336,
     ),
     "370": ModelSpec(
-        Model370,
+        "drivers.ls370:Model370",
         _ACQ + "Ls370Acquisition",
         "Lake Shore 370 AC resistance bridge (the 372's predecessor)",
         transports=("serial", "visa"),
@@ -109,7 +118,7 @@ REGISTRY: dict[str, ModelSpec] = {
         channel_noun="channels",
     ),
     "cpa": ModelSpec(
-        CryomechCPA,
+        "drivers.cpa:CryomechCPA",
         "appliance.cpa_acquisition:CpaAcquisition",
         "Cryomech CPA compressor (Modbus TCP)",
         vendor="Cryomech",
@@ -119,7 +128,7 @@ REGISTRY: dict[str, ModelSpec] = {
         fields=FIELDS,
     ),
     "bluefors-logs": ModelSpec(
-        BlueforsLogs,
+        "appliance.bluefors.facts:BlueforsLogs",
         "appliance.bluefors.acquisition:BlueforsAcquisition",
         "Bluefors control software's log folder (a mount of its PC's share)",
         vendor="Bluefors",
@@ -127,19 +136,19 @@ REGISTRY: dict[str, ModelSpec] = {
         transport_hint="a Bluefors log folder is read from a folder (needs log_dir and timezone)",
     ),
     "tpg366": ModelSpec(
-        TPG366,
+        "drivers.pfeiffer:TPG366",
         _ACQ + "PfeifferAcquisition",
         "Pfeiffer TPG 366 gauge controller (Ethernet)",
         vendor="Pfeiffer",
         transports=("tcp", "visa"),
         transport_hint="the TPG 366 is read over Ethernet",
-        port=TPG366.DEFAULT_PORT,
+        port=8000,  # drivers.pfeiffer.TPG366.DEFAULT_PORT (tests/test_models.py checks they agree)
         channels=tuple(str(n) for n in range(1, 7)),
         channel_noun="gauges",
         channel_field="p{n}",
     ),
     "maxigauge": ModelSpec(
-        TPG256A,
+        "drivers.pfeiffer:TPG256A",
         _ACQ + "PfeifferAcquisition",
         "Pfeiffer MaxiGauge TPG 256 A (RS-232)",
         vendor="Pfeiffer",
@@ -151,7 +160,22 @@ REGISTRY: dict[str, ModelSpec] = {
     ),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
-MODELS: dict[str, ModelFacts] = {name: spec.driver for name, spec in REGISTRY.items()}  # model -> driver class
+
+
+class _Drivers(Mapping[str, "ModelFacts"]):
+    """Model name -> driver class, read-only; a driver's module is imported when its model is first looked up."""
+
+    def __getitem__(self, name: str) -> ModelFacts:
+        return REGISTRY[name].driver_class()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+MODELS: Mapping[str, ModelFacts] = _Drivers()  # model -> driver class
 DEFAULT_MODEL = "372"  # what an unknown model's readings are decoded as (as before: the 372's bits)
 
 

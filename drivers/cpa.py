@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import Identity
+from .cpa_registers import FIELDS as FIELDS  # the register block's data: its own module, no sockets
+from .cpa_registers import QUANTITIES as QUANTITIES
+from .cpa_registers import Quantity as Quantity
 from .errors import BadReply, WrongInstrument
 
 if TYPE_CHECKING:  # pymodbus is imported when a compressor is reached, not when the config names its fields
@@ -89,46 +92,8 @@ MODEL_MINOR = {
     24: "14",
 }  # fmt: skip
 
-
-@dataclass(frozen=True)
-class Quantity:
-    """One value of the register block: where it is, how it is coded, and its names.
-
-    ``field`` is the Bluefors Status-log name (socs bluefors agent.py:190-193), the appliance's
-    field; ``ocs`` is the key socs' CPA agent publishes it under (socs drivers.py:114-133), so an
-    OCS/InfluxDB dashboard built for socs reads ours. ``units``: "T"/"P" follow the panel's unit
-    registers.
-    """
-
-    register: int
-    kind: str  # "u16" | "f32" | "word" (a warning/alarm word: a float holding minus a bit sum)
-    field: str
-    ocs: str
-    units: str
-    description: str
-
-
-QUANTITIES: tuple[Quantity, ...] = (
-    Quantity(1, "u16", "cpastate", "Operating_State", "", "operating state"),
-    Quantity(2, "u16", "cparun", "Compressor_State", "", "compressor running (energized)"),
-    Quantity(3, "word", "cpawarn", "Warning_State", "", "warning state word"),
-    Quantity(5, "word", "cpaerr", "Alarm_State", "", "alarm state word"),
-    Quantity(7, "f32", "cpatempwi", "Coolant_In_Temp", "T", "coolant in temperature"),
-    Quantity(9, "f32", "cpatempwo", "Coolant_Out_Temp", "T", "coolant out temperature"),
-    Quantity(11, "f32", "cpatempo", "Oil_Temp", "T", "oil temperature"),
-    Quantity(13, "f32", "cpatemph", "Helium_Temp", "T", "helium temperature"),
-    Quantity(15, "f32", "cpalp", "Low_Pressure", "P", "low pressure"),
-    Quantity(17, "f32", "cpalpa", "Low_Pressure_Average", "P", "low pressure average"),
-    Quantity(19, "f32", "cpahp", "High_Pressure", "P", "high pressure"),
-    Quantity(21, "f32", "cpahpa", "High_Pressure_Average", "P", "high pressure average"),
-    Quantity(23, "f32", "cpadp", "Delta_Pressure_Average", "P", "delta pressure average"),
-    Quantity(25, "f32", "cpacurrent", "Motor_Current", "A", "motor current"),
-    Quantity(27, "f32", "cpahours", "Hours_of_Operation", "h", "hours of operation"),
-    Quantity(29, "u16", "cpapscale", "Pressure_Unit", "", "pressure unit (0 psi, 1 bar, 2 kPa)"),
-    Quantity(30, "u16", "cpatscale", "Temperature_Unit", "", "temperature unit (0 F, 1 C, 2 K)"),
-)
+# registers 1-30 (the values polled): QUANTITIES, in drivers.cpa_registers; then the panel's identity
 SERIAL_REGISTER, MODEL_REGISTER, SOFTWARE_REGISTER = 31, 32, 33
-FIELDS: tuple[str, ...] = tuple(q.field for q in QUANTITIES)
 
 
 def word_bits(value: float, what: str, raw: list[int]) -> int:

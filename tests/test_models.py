@@ -63,3 +63,40 @@ def test_units_metrics_and_error_kinds_are_one_table_each():
     assert OTHER_UNITS_METRIC.name == remote_write.OTHER_METRIC
     kinds = {c.kind for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.DriverError)}
     assert set(ERROR_KINDS) == (kinds - {"error"}) | {"internal"}
+
+
+def test_tpg366_default_port_is_the_drivers():
+    """The registry writes the TPG 366's port as a literal (so models.py imports no driver): the driver's."""
+    assert models.REGISTRY["tpg366"].port == TPG366.DEFAULT_PORT
+
+
+def test_the_config_check_imports_only_the_configured_models_drivers():
+    """Parsing a config with a 372 and a 240 imports neither the compressor's, the gauges', the 336's nor
+    the 370's driver (start-up time: the config check at every boot); ``MODELS`` imports one when asked."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import appliance.config
+appliance.config.parse('''
+[[instrument]]
+model = "372"
+name = "LSA23JD"
+transport = "tcp"
+host = "10.0.2.2"
+[[instrument]]
+model = "240"
+name = "LSA24AZ"
+transport = "serial"
+device = "/dev/ttyS0"
+''', "test")
+unwanted = ("drivers.cpa", "drivers.pfeiffer", "drivers.ls336", "drivers.ls370")
+print(sorted(m for m in unwanted if m in sys.modules))
+from appliance import models
+assert models.MODELS["cpa"].OCS_AGENT_CLASS == "CryomechCPAAgent"
+print("drivers.cpa" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]
