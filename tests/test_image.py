@@ -209,6 +209,7 @@ def fake_tryboot_module(root: Path) -> Path:
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     for unit in BOOT_UNITS:
+        shutil.copy2(SD / "overlay/etc/systemd/system" / unit, root / "etc/systemd/system" / unit)
         (wants / unit).symlink_to(f"/etc/systemd/system/{unit}")
     return mods
 
@@ -229,9 +230,16 @@ def test_an_image_with_a_boot_unit_left_disabled_is_refused(tmp_path):
         (root / "etc/systemd/system/multi-user.target.wants" / unit).unlink()
         bad = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
         assert bad.returncode == 1 and bad.stderr.splitlines() == [
-            f"check-rootfs: {unit} is not enabled (multi-user.target.wants)"
+            f"check-rootfs: {unit} is not enabled (multi-user.target.wants), or masked, or missing"
         ], bad.stderr
         (root / "etc/systemd/system/multi-user.target.wants" / unit).symlink_to(f"/etc/systemd/system/{unit}")
+        masked = root / "etc/systemd/system" / unit  # systemctl mask: a link to /dev/null in its place
+        masked.rename(masked.with_suffix(".real"))
+        masked.symlink_to("/dev/null")
+        bad = subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+        assert bad.returncode == 1 and f"check-rootfs: {unit} is not enabled" in bad.stderr, bad.stderr
+        masked.unlink()
+        masked.with_suffix(".real").rename(masked)
     units = SD / "overlay/etc/systemd/system"
     for unit in BOOT_UNITS:  # a plugin scan reads every installed package's metadata at each start
         assert configparser_of(units / unit)["Service"]["Environment"] == "PYDANTIC_DISABLE_PLUGINS=__all__"

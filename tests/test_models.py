@@ -12,6 +12,7 @@ from appliance.web.common import status_names
 from drivers import errors
 from drivers.cpa import CryomechCPA
 from drivers.ls240 import Model240
+from drivers.ls336 import Model336, Model350
 from drivers.ls370 import Model370
 from drivers.ls372 import Model372
 from drivers.pfeiffer import TPG256A, TPG366
@@ -24,8 +25,14 @@ def test_the_models_table_finds_the_driver_classes_and_their_facts():
         "tpg366": TPG366,
         "maxigauge": TPG256A,
         "370": Model370,
+        "336": Model336,
+        "350": Model350,
+        "cpa": CryomechCPA,
     }.items() <= models.MODELS.items()  # others add their own
     assert models.MODELS["bluefors-logs"] is BlueforsLogs
+    # every "module:Class" the registry names resolves (a typo would otherwise show only when polled)
+    for name, spec in models.REGISTRY.items():
+        assert spec.driver_class() is models.MODELS[name] and callable(spec.acquisition_class()), name
     # the manuals' bits, read from each model's one status table (372 p.174, 240 p.49)
     assert models.limit_bits("372") == models.LimitBits(over=64, under=128)
     assert models.limit_bits("240") == models.LimitBits(over=32, under=16)

@@ -47,8 +47,9 @@ for u in emergency rescue; do
 done
 # the boot's units: the card's settings and config, then the service
 for u in kelvinpi-firstboot kelvinpi; do
-  [ -L "$R/etc/systemd/system/multi-user.target.wants/$u.service" ] ||
-    { echo "check-rootfs: $u.service is not enabled (multi-user.target.wants)" >&2; bad=1; }
+  [ -L "$R/etc/systemd/system/multi-user.target.wants/$u.service" ] && [ -f "$R/etc/systemd/system/$u.service" ] &&
+    [ ! -L "$R/etc/systemd/system/$u.service" ] ||
+    { echo "check-rootfs: $u.service is not enabled (multi-user.target.wants), or masked, or missing" >&2; bad=1; }
 done
 [ $bad = 0 ] && echo "check-rootfs: no credentials in $R"
 exit $bad
