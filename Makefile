@@ -204,7 +204,7 @@ image-test: $(STAMP)
 	  [ -n "$$img" ] || { echo "image-test: no images/out/kelvinpi-*-arm64.img: run make image first (or set IMAGE=)"; exit 2; }; \
 	  echo "image-test: $$img"; bash images/sd/boot-test.sh "$$img"
 
-# A/B updates under qemu (~40 min here, root): the harness stands in for the Pi firmware's slot choice
+# A/B updates under qemu (~45 min here, root): the harness stands in for the Pi firmware's slot choice
 # (autoboot.txt + the one-shot tryboot flag) and runs each scenario on a fresh copy of the newest image:
 # good update commits, never-READY rolls back, power cuts while writing / during the try / after commit,
 # bad signature and truncated bundles refused, newer store schema then rollback. Needs make image (the
