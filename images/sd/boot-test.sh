@@ -165,7 +165,7 @@ timeout 900 qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -accel tc
   > "$W/qemu.log" 2>&1 &
 qemu=$!; pids+=($qemu)
 ok=""
-for _ in $(seq 600); do
+for _ in $(seq 2400); do   # 600 s at a quarter second a look (a loaded host took 189-205 s)
   if curl -sf "http://127.0.0.1:$PWEB/api/v1/latest" -o "$W/latest.json" && "$PY" - "$W/latest.json" <<'PYEOF'
 import json, sys
 items = json.load(open(sys.argv[1]))
