@@ -286,11 +286,13 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
 def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
     """50 concurrent clients poll /api/v1/latest and run Grafana queries over 30 days of history
     while both instruments are polled once a second: every answer is right, no poll cycle
-    overruns, no gap in the stored readings; latency percentiles are printed (targets: make bench)."""
-    import http.client
+    overruns, no gap in the stored readings; latency percentiles are printed (targets: make bench).
+    The clients are a process of their own (tests/support/http_load.py), as browsers are."""
     import json
     import statistics
-    import threading
+    import subprocess
+    import sys
+    from pathlib import Path
 
     from appliance.naming import SeriesKey
     from appliance.samples import Sample
@@ -319,57 +321,21 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
     app = Appliance(_config.parse(text))
     app.start()
     port = app.web_address[1]
-    targets = [{"target": k.name} for k in keys]
-    latencies: dict[str, list[float]] = {"latest": [], "grafana": []}
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def client(n: int, deadline: float) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        i = 0
-        while time.monotonic() < deadline:
-            i += 1
-            kind = "grafana" if i % 4 == 0 else "latest"
-            t = time.perf_counter()
-            try:
-                if kind == "latest":
-                    conn.request("GET", "/api/v1/latest")
-                else:
-                    body = json.dumps(
-                        {
-                            "range": {"from": repr(time.time() - 30 * 86400), "to": repr(time.time())},
-                            "maxDataPoints": 1000,
-                            "targets": targets,
-                        }
-                    )
-                    conn.request("POST", "/grafana/query", body, {"Content-Type": "application/json"})
-                r = conn.getresponse()
-                data = json.loads(r.read())
-                ok = r.status == 200 and (
-                    len(data) >= 4 if kind == "latest" else all(len(s["datapoints"]) >= 500 for s in data)
-                )
-            except Exception as exc:  # counted, then the connection is replaced
-                ok, r = False, None
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                data = repr(exc)
-            dt = time.perf_counter() - t
-            with lock:
-                latencies[kind].append(dt)
-                if not ok:
-                    failures.append(f"{kind}: {getattr(r, 'status', None)} {str(data)[:120]}")
-        conn.close()
-
     try:
         wait_for(lambda: all(p.health.connected for p in app.pollers) and app.store.written > 20, 20, what="polling")
         over0 = [p.health.overruns for p in app.pollers]
         t_load = time.time()
-        deadline = time.monotonic() + 20
-        threads = [threading.Thread(target=client, args=(n, deadline)) for n in range(50)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        load = subprocess.run(
+            [sys.executable, "-m", "tests.support.http_load", str(port), "20", "50", *(k.name for k in keys)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert load.returncode == 0, load.stderr[-2000:]
+        result = json.loads(load.stdout)
+        latencies, failures = result["latencies"], result["failures"]
+        assert result["unfinished"] == 0, result["unfinished"]
         t_done = time.time()
         overruns = [p.health.overruns - o for p, o in zip(app.pollers, over0, strict=False)]
         quiesce(emu372, emu240, app=app)
