@@ -286,6 +286,23 @@ class Machine:
         self.current = None
         self.tryflag = False  # the flag does not survive losing power
 
+    def wait_watchdog(self, timeout: float) -> float:
+        """Until the guest's hardware watchdog fires (qemu logs it: ``-action watchdog=debug``), then the
+        reset a Pi's watchdog does: the machine restarts, and the tryboot flag, used by this boot, is gone.
+        Seconds from power-on to the fire."""
+        assert self.current
+        qlog = self.current.console.parent / "qemu.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if WATCHDOG_FIRED in qlog.read_text(errors="replace"):
+                fired = time.monotonic() - self.current.started
+                self.cut()
+                return fired
+            if not self.running():
+                raise RuntimeError(f"qemu exited before the watchdog fired (boot #{self.current.number})")
+            time.sleep(1)
+        raise RuntimeError(f"the watchdog did not fire within {timeout:.0f} s of power-on #{self.current.number}")
+
     def ssh(
         self, command: str, timeout: float = 120, check: bool = False, stdin: str | None = None
     ) -> subprocess.CompletedProcess:
@@ -443,6 +460,22 @@ class Bundles:
         return variant(self.rootfs, self.work, "emergency", change, f"{self.version}+emergency")
 
     @property
+    def hung(self) -> Path:
+        """A release whose try hangs PID 1 once the service is READY: only the hardware watchdog ends it."""
+
+        def change(r: Path) -> None:
+            script = r / "usr/lib/kelvinpi/update-test-hang"
+            script.write_text(HANG_PY)
+            script.chmod(0o755)
+            unit = r / "etc/systemd/system/kelvinpi-update-test-hang.service"
+            unit.write_text(HANG_UNIT)
+            wants = r / "etc/systemd/system/multi-user.target.wants"
+            wants.mkdir(exist_ok=True)
+            (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
+
+        return variant(self.rootfs, self.work, "hung", change, f"{self.version}+hung")
+
+    @property
     def newer_schema(self) -> Path:
         def change(r: Path) -> None:
             schema = next((r / "opt/kelvinpi/venv/lib").glob("python3*/site-packages/appliance/store/schema.py"))
@@ -482,6 +515,37 @@ class Bundles:
             with open(good, "rb") as f, open(out, "wb") as g:
                 g.write(f.read(good.stat().st_size // 3))
         return out
+
+
+# PID 1 stopped (ptrace: init ignores SIGSTOP) and kept stopped by a tracer that never lets go: the
+# kernel runs on, nothing pings the watchdog (RuntimeWatchdogSec), as when PID 1 itself hangs.
+HANG_PY = """#!/usr/bin/python3
+import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+for request in (0x4206, 0x4207):  # PTRACE_SEIZE, PTRACE_INTERRUPT
+    if libc.ptrace(request, 1, None, None) != 0:
+        raise OSError(ctypes.get_errno(), f"ptrace {request:#x} of PID 1")
+with open("/dev/console", "w") as console:
+    console.write("update-test: PID 1 stopped; only the hardware watchdog can end this boot\\n")
+while True:
+    time.sleep(3600)
+"""
+HANG_UNIT = """[Unit]
+Description=image-update-test: PID 1 hangs on this try, once the appliance is READY
+After=kelvinpi.service
+Requires=kelvinpi.service
+
+[Service]
+Type=simple
+ExecStartPre=/bin/sleep 5
+ExecStart=/usr/lib/kelvinpi/update-test-hang
+
+[Install]
+WantedBy=multi-user.target
+"""
+HANG_MESSAGE = "update-test: PID 1 stopped; only the hardware watchdog can end this boot"
+WATCHDOG_FIRED = "watchdog: timer fired"  # qemu's line for -action watchdog=debug
 
 
 NEWER_SCHEMA_PATCH = """
@@ -855,6 +919,31 @@ def cut_after_commit(s: Scenario, b: Bundles, panel: list[float]) -> None:
     expect_event(s, "update_committed")
 
 
+def watchdog_during_try(s: Scenario, b: Bundles, panel: list[float]) -> None:
+    """(j) PID 1 hangs on the try boot: the hardware watchdog resets the Pi, and the next boot is A."""
+    s.first_boot()
+    dest = s.upload(b.hung)
+    for e in (s.e372, s.e240):
+        e.control("mute on")  # the try cannot commit before the hang; nothing in flight at the reset
+    time.sleep(8)
+    s.update_and_reboot(dest)
+    s.m.power_on()
+    assert s.m.current
+    console = s.m.current.console
+    fired = s.m.wait_watchdog(600)
+    text = console.read_text(errors="replace")
+    assert HANG_MESSAGE in text, "the try's PID 1 was never stopped (no line from update-test-hang)"
+    hung = text.index(HANG_MESSAGE)
+    assert "reboot: Restarting system" not in text[hung:], "the try rebooted by itself: not the watchdog's doing"
+    log(f"{s.name}: PID 1 stopped on the try; the watchdog fired {fired:.0f} s after power-on")
+    s.result.notes.append(f"the watchdog fired {fired:.0f} s after the try's power-on")
+    for e in (s.e372, s.e240):
+        e.control("mute off")
+    s.boot_until_panel("A", 0)
+    assert s.m.autoboot()[0] == 2, f"autoboot after the watchdog reset: {s.m.autoboot()}"
+    expect_event(s, "update_rolled_back")
+
+
 def refused(s: Scenario, bundle: Path, words: str) -> None:
     s.first_boot()
     before = keep_state(s.m)
@@ -924,6 +1013,7 @@ SCENARIOS: dict[str, Callable[[Scenario, Bundles, list[float]], None]] = {
     "g": sc_g,
     "h": sc_h,
     "i": sc_i,
+    "j": watchdog_during_try,
 }
 
 
