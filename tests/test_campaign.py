@@ -285,10 +285,12 @@ def test_clock_steps_back_an_hour_and_forward_a_day(tmp_path, emu372, emu240, mo
 
 def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
     """50 concurrent clients poll /api/v1/latest and run Grafana queries over 30 days of history
-    while both instruments are polled once a second: every answer is right, no poll cycle
-    overruns, no gap in the stored readings; latency percentiles are printed (targets: make bench).
-    The clients are a process of their own (tests/support/http_load.py), as browsers are."""
+    while both instruments are polled once a second: every answer is whole, at most 3 poll cycles
+    overrun, no gap in the stored readings, nothing lost; latency percentiles are printed (targets:
+    make bench-web). The clients are a process of their own, 5 requests a second each
+    (tests/support/http_load.py), as browsers are."""
     import json
+    import os
     import statistics
     import subprocess
     import sys
@@ -325,15 +327,21 @@ def test_fifty_http_clients_while_polling(tmp_path, emu372, emu240):
         wait_for(lambda: all(p.health.connected for p in app.pollers) and app.store.written > 20, 20, what="polling")
         over0 = [p.health.overruns for p in app.pollers]
         t_load = time.time()
+        root = Path(__file__).resolve().parent.parent
         load = subprocess.run(
             [sys.executable, "-m", "tests.support.http_load", str(port), "20", "50", *(k.name for k in keys)],
             capture_output=True,
             text=True,
-            timeout=120,
-            cwd=Path(__file__).resolve().parent.parent,
+            timeout=75,  # 20 s of load, a request's 30 s timeout, slack; pytest's own is 120 s
+            cwd=root,
+            env=dict(os.environ, PYTHONPATH=str(root)),
         )
-        assert load.returncode == 0, load.stderr[-2000:]
-        result = json.loads(load.stdout)
+        try:
+            result = json.loads(load.stdout)
+        except ValueError:
+            raise AssertionError(
+                f"http_load exited {load.returncode}: {load.stdout[-1000:]!r} {load.stderr[-2000:]}"
+            ) from None
         latencies, failures = result["latencies"], result["failures"]
         assert result["unfinished"] == 0, result["unfinished"]
         t_done = time.time()

@@ -205,6 +205,9 @@ def fake_tryboot_module(root: Path) -> Path:
     ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(SD / "overlay" / rel, root / rel)
+    # and PID 1 driving the hardware watchdog, as the overlay sets it
+    (root / "etc/systemd/system.conf.d").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(SD / "overlay/etc/systemd/system.conf.d/watchdog.conf", root / "etc/systemd/system.conf.d")
     # and the boot's units enabled, as customize.sh's systemctl enable leaves them
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
@@ -215,6 +218,32 @@ def fake_tryboot_module(root: Path) -> Path:
 
 
 BOOT_UNITS = ("kelvinpi-firstboot.service", "kelvinpi.service")
+
+
+def test_an_image_whose_pid_1_does_not_drive_the_watchdog_is_refused(tmp_path):
+    """Without RuntimeWatchdogSec a hung PID 1 or kernel never resets the Pi, and a try that hangs so
+    never goes back to the old slot (image-update-test's scenario j hangs one)."""
+    root = tmp_path / "root"
+    fake_rootfs(root)
+    (root / "etc/shadow").write_text("root:!:19000:0:99999:7:::\n")
+    fake_tryboot_module(root)
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(SD / "check-rootfs.sh"), str(root)], capture_output=True, text=True)
+
+    assert check().returncode == 0, check().stderr
+    conf = root / "etc/systemd/system.conf.d/watchdog.conf"
+    text = conf.read_text()
+    assert re.search(r"^RuntimeWatchdogSec=15$", text, re.M)  # bcm2835_wdt's maximum is ~15 s
+    for bad_text, shown in (("", ""), (text.replace("=15", "=off"), "off"), (text.replace("=15", "=0"), "0")):
+        conf.write_text(bad_text)
+        bad = check()
+        assert bad.returncode == 1 and bad.stderr.splitlines() == [
+            f"check-rootfs: systemd does not drive the hardware watchdog (RuntimeWatchdogSec='{shown}')"
+        ], bad.stderr
+    conf.write_text(text)
+    (root / "etc/systemd/system.conf.d/zz-later.conf").write_text("[Manager]\nRuntimeWatchdogSec=0\n")
+    assert check().returncode == 1  # a later drop-in wins
 
 
 def test_an_image_with_a_boot_unit_left_disabled_is_refused(tmp_path):

@@ -7,6 +7,7 @@
 # and one without the kelvinpi_tryboot module (built by build-tryboot-module.sh, indexed by depmod, named
 # in modules-load.d: without it no update is ever tried on a Pi), or with the headers it was built with,
 # and one whose emergency/rescue modes do not run try-abandon (a failed try would stay there),
+# and one whose PID 1 does not drive the hardware watchdog (a hung try would never reset),
 # and one that still has a file system mounted inside it (a build step's /proc left behind, e.g. when
 # something held it busy at unmount): its files would be copied into the image, and the manifest
 # would block reading /proc/kmsg.
@@ -51,5 +52,10 @@ for u in kelvinpi-firstboot kelvinpi; do
     [ ! -L "$R/etc/systemd/system/$u.service" ] ||
     { echo "check-rootfs: $u.service is not enabled (multi-user.target.wants), or masked, or missing" >&2; bad=1; }
 done
+# the hardware watchdog, driven by PID 1: a hung kernel or PID 1 resets the Pi (on a try: into the old slot);
+# systemd reads system.conf, then its drop-ins in name order, the last setting winning
+wd=$( { cat "$R/etc/systemd/system.conf" "$R"/etc/systemd/system.conf.d/*.conf 2>/dev/null || true; } |
+  sed -n 's/^[[:space:]]*RuntimeWatchdogSec=[[:space:]]*//p' | tail -1)
+case "$wd" in ''|0|off|0s|0ms) echo "check-rootfs: systemd does not drive the hardware watchdog (RuntimeWatchdogSec='$wd')" >&2; bad=1 ;; esac
 [ $bad = 0 ] && echo "check-rootfs: no credentials in $R"
 exit $bad

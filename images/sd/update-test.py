@@ -518,16 +518,28 @@ class Bundles:
 
 
 # PID 1 stopped (ptrace: init ignores SIGSTOP) and kept stopped by a tracer that never lets go: the
-# kernel runs on, nothing pings the watchdog (RuntimeWatchdogSec), as when PID 1 itself hangs.
-HANG_PY = """#!/usr/bin/python3
-import ctypes, time
+# kernel runs on, nothing pings the watchdog (RuntimeWatchdogSec), as when PID 1 itself hangs. First
+# the try's watchdog device as systemd left it, so the harness can tell it was armed.
+HANG_MESSAGE = "update-test: PID 1 stopped; only the hardware watchdog can end this boot"
+WATCHDOG_LINE = re.compile(r"update-test: watchdog0 state=(\S+) timeout=(\d+) identity=(.*)")
+WATCHDOG_FIRED = "watchdog: timer fired"  # qemu's line for -action watchdog=debug
+HANG_PY = f"""#!/usr/bin/python3
+import ctypes, os, time
+def console(line):
+    with open("/dev/console", "w") as c:
+        c.write(line + "\\n")
+wd = "/sys/class/watchdog/watchdog0/"
+state, timeout, identity = (open(wd + name).read().strip() for name in ("state", "timeout", "identity"))
+console(f"update-test: watchdog0 state={{state}} timeout={{timeout}} identity={{identity}}")
 libc = ctypes.CDLL(None, use_errno=True)
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 for request in (0x4206, 0x4207):  # PTRACE_SEIZE, PTRACE_INTERRUPT
     if libc.ptrace(request, 1, None, None) != 0:
-        raise OSError(ctypes.get_errno(), f"ptrace {request:#x} of PID 1")
-with open("/dev/console", "w") as console:
-    console.write("update-test: PID 1 stopped; only the hardware watchdog can end this boot\\n")
+        raise OSError(ctypes.get_errno(), f"ptrace {{request:#x}} of PID 1")
+_, status = os.waitpid(1, 0x40000000)  # __WALL: the stop has happened, not only been asked for
+if not os.WIFSTOPPED(status):
+    raise OSError(f"PID 1 did not stop: wait status {{status:#x}}")
+console({HANG_MESSAGE!r})
 while True:
     time.sleep(3600)
 """
@@ -540,12 +552,12 @@ Requires=kelvinpi.service
 Type=simple
 ExecStartPre=/bin/sleep 5
 ExecStart=/usr/lib/kelvinpi/update-test-hang
+# the tracer's end would let PID 1 go on
+OOMScoreAdjust=-1000
 
 [Install]
 WantedBy=multi-user.target
 """
-HANG_MESSAGE = "update-test: PID 1 stopped; only the hardware watchdog can end this boot"
-WATCHDOG_FIRED = "watchdog: timer fired"  # qemu's line for -action watchdog=debug
 
 
 NEWER_SCHEMA_PATCH = """
@@ -920,7 +932,9 @@ def cut_after_commit(s: Scenario, b: Bundles, panel: list[float]) -> None:
 
 
 def watchdog_during_try(s: Scenario, b: Bundles, panel: list[float]) -> None:
-    """(j) PID 1 hangs on the try boot: the hardware watchdog resets the Pi, and the next boot is A."""
+    """(j) PID 1 hangs on the try boot, after the new release's appliance is READY: the try's systemd had
+    armed the hardware watchdog and stops feeding it, the watchdog fires, and the next boot is A. (The
+    reset itself is the harness's, as the power-on is: qemu logs the fire, the harness restarts it.)"""
     s.first_boot()
     dest = s.upload(b.hung)
     for e in (s.e372, s.e240):
@@ -929,14 +943,24 @@ def watchdog_during_try(s: Scenario, b: Bundles, panel: list[float]) -> None:
     s.update_and_reboot(dest)
     s.m.power_on()
     assert s.m.current
-    console = s.m.current.console
+    console, qlog = s.m.current.console, s.m.current.console.parent / "qemu.log"
+    deadline = time.monotonic() + 600
+    while HANG_MESSAGE not in console.read_text(errors="replace"):
+        assert s.m.running(), "the try ended before its PID 1 was stopped"
+        assert time.monotonic() < deadline, "the try's PID 1 was never stopped (no line from update-test-hang)"
+        time.sleep(0.5)
+    t_hang = time.monotonic() - s.m.current.started
+    assert WATCHDOG_FIRED not in qlog.read_text(errors="replace"), "the watchdog fired before PID 1 hung"
+    armed = WATCHDOG_LINE.search(console.read_text(errors="replace"))
+    assert armed and armed[1] == "active", f"the try's watchdog was not armed: {armed and armed[0]}"
+    timeout = int(armed[2])
     fired = s.m.wait_watchdog(600)
+    assert fired - t_hang <= timeout + 15, f"the watchdog fired {fired - t_hang:.0f} s after the hang ({timeout} s)"
     text = console.read_text(errors="replace")
-    assert HANG_MESSAGE in text, "the try's PID 1 was never stopped (no line from update-test-hang)"
-    hung = text.index(HANG_MESSAGE)
-    assert "reboot: Restarting system" not in text[hung:], "the try rebooted by itself: not the watchdog's doing"
-    log(f"{s.name}: PID 1 stopped on the try; the watchdog fired {fired:.0f} s after power-on")
-    s.result.notes.append(f"the watchdog fired {fired:.0f} s after the try's power-on")
+    assert "reboot: Restarting system" not in text, "the try rebooted by itself: not the watchdog's doing"
+    log(f"{s.name}: PID 1 stopped {t_hang:.0f} s after the try's power-on; the watchdog ({armed[3]}, {timeout} s) "
+        f"fired {fired - t_hang:.0f} s later")  # fmt: skip
+    s.result.notes.append(f"watchdog {timeout} s, fired {fired - t_hang:.0f} s after PID 1 stopped")
     for e in (s.e372, s.e240):
         e.control("mute off")
     s.boot_until_panel("A", 0)
