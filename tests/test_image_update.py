@@ -273,6 +273,43 @@ def test_a_normal_boot_of_the_updates_slot_that_is_not_primary_is_not_called_com
     assert marker.read(state) is None and b.sections() == ("2", "3")
 
 
+def test_an_unreadable_marker_on_a_normal_boot_disarms_the_other_slots_try(tmp_path):
+    """A marker that cannot be read left ``[tryboot]`` naming the other slot: a later try reboot (a stale
+    request, a hand-made one) would start that release with no record of it. On a normal boot of the
+    primary it is disarmed as after a rollback; on a boot of a slot that is not the primary it is not
+    (that would undo a commit), and a try keeps its slot for the gate."""
+    from appliance.update import marker
+    from appliance.update.devicetree import BootInfo
+    from appliance.update.rollback import reconcile
+
+    for boot, primary_slot, disarmed in ((BootInfo(2, False), "A", True), (BootInfo(3, False), "A", False)):
+        b = Board(tmp_path / f"p{boot.partition}", all_=2, try_=3)
+        state = tmp_path / f"state{boot.partition}"
+        state.mkdir()
+        marker.marker_path(state).write_text('{"bundle": "k.raucb", "cut sh')
+        events: list[tuple[str, str]] = []
+        got = reconcile(
+            state,
+            boot,
+            lambda k, d: events.append((k, d)),
+            primary=lambda p=primary_slot: p,
+            forget_other=lambda b=b, boot=boot: b.out("set-state", boot.other, "bad"),
+        )
+        assert got == "update_unknown" and [k for k, _ in events] == ["update_unknown"], events
+        assert ("try disarmed" in events[0][1]) is disarmed, events
+        assert b.sections() == (("2", "2") if disarmed else ("2", "3"))
+        assert len(list(state.glob("pending.json.unreadable-*"))) == 1
+    b = Board(tmp_path / "try", all_=2, try_=3)
+    state = tmp_path / "state-try"
+    state.mkdir()
+    marker.marker_path(state).write_text("")
+    calls: list[str] = []
+    got = reconcile(
+        state, BootInfo(3, True), lambda k, d: None, primary=lambda: "A", forget_other=lambda: calls.append("x")
+    )
+    assert got == "update_unknown" and calls == [] and b.sections() == ("2", "3")
+
+
 def test_a_rollback_whose_disarm_fails_is_still_recorded(tmp_path):
     from appliance.update import marker
     from appliance.update.devicetree import BootInfo

@@ -53,7 +53,7 @@ def reconcile(
     try:
         pending = marker.read(state_dir)
     except marker.MarkerError as exc:
-        return _unreadable(state_dir, boot, record, exc)
+        return _unreadable(state_dir, boot, record, exc, primary, forget_other)
     if pending is None:
         return None
     if boot is None:
@@ -96,20 +96,7 @@ def reconcile(
         return "update_committed"
     marker.remove(state_dir)  # first: a restart while RAUC is slow must not record the rollback twice
     log.warning("%s: %s", kind, pending.describe())
-    if forget_other is not None:
-        # "other" is the slot not running; marking it bad resets [tryboot], and [all] too if it is the
-        # primary: so only when the running slot is the primary (a hand-made boot of the old slot
-        # after a commit must not undo the commit)
-        running_is_primary = (primary() if primary is not None else boot.slot) == boot.slot
-        if not running_is_primary:
-            log.error(
-                "not disarming slot %s's try: the running slot %s is not RAUC's primary", pending.to_slot, boot.slot
-            )
-        else:
-            try:
-                forget_other()
-            except Exception as exc:  # the event is recorded; a stale [tryboot] is only a risk, logged
-                log.error("after the rollback, slot %s could not be marked bad (rauc): %s", pending.to_slot, exc)
+    _disarm_other(boot, pending.to_slot, primary, forget_other)
     return kind
 
 
@@ -127,14 +114,46 @@ def settle_committed(state_dir: Path, pending: marker.PendingUpdate, record: Rec
     log.warning("update_committed: %s", pending.describe())
 
 
-def _unreadable(state_dir: Path, boot: BootInfo | None, record: Record, exc: marker.MarkerError) -> str:
-    """Tell what is known of an update whose marker cannot be read, and set the marker aside."""
+def _disarm_other(
+    boot: BootInfo, other: str, primary: Callable[[], str | None] | None, forget_other: Callable[[], object] | None
+) -> bool:
+    """``rauc status mark-bad other``: ``[tryboot]`` back at the running slot, so no later try reboot
+    starts the other slot unjudged. "Other" is the slot not running; marking it bad resets ``[all]``
+    too if it is the primary: so only when the running slot is the primary (a hand-made boot of the
+    old slot after a commit must not undo the commit). True if it was disarmed."""
+    if forget_other is None:
+        return False
+    running_is_primary = (primary() if primary is not None else boot.slot) == boot.slot
+    if not running_is_primary:
+        log.error("not disarming slot %s's try: the running slot %s is not RAUC's primary", other, boot.slot)
+        return False
+    try:
+        forget_other()
+    except Exception as exc:  # the event is recorded; a stale [tryboot] is only a risk, logged
+        log.error("slot %s could not be marked bad (rauc): %s", other, exc)
+        return False
+    return True
+
+
+def _unreadable(
+    state_dir: Path,
+    boot: BootInfo | None,
+    record: Record,
+    exc: marker.MarkerError,
+    primary: Callable[[], str | None] | None = None,
+    forget_other: Callable[[], object] | None = None,
+) -> str:
+    """Tell what is known of an update whose marker cannot be read, and set the marker aside. On a
+    normal boot the other slot's try is disarmed as after a rollback: an update whose record is lost
+    is not started unjudged by a later try reboot (installed again, it is tried and judged as usual)."""
     if boot is None:
         where = "this boot has no A/B slot information"
     elif boot.tryboot:
         where = f"this boot is a try of slot {boot.slot}: it commits only if RAUC shows it is on trial"
     else:
         where = f"booted slot {boot.slot} normally: whichever update it was is not on trial"
+        if _disarm_other(boot, boot.other, primary, forget_other):
+            where += f"; slot {boot.other}'s try disarmed (install the bundle again to update)"
     aside = marker.set_aside(state_dir)
     record(
         "update_unknown", f"an update was pending but its marker is unreadable ({exc}); {where}; set aside as {aside}"
