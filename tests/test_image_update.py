@@ -276,38 +276,57 @@ def test_a_normal_boot_of_the_updates_slot_that_is_not_primary_is_not_called_com
 def test_an_unreadable_marker_on_a_normal_boot_disarms_the_other_slots_try(tmp_path):
     """A marker that cannot be read left ``[tryboot]`` naming the other slot: a later try reboot (a stale
     request, a hand-made one) would start that release with no record of it. On a normal boot of the
-    primary it is disarmed as after a rollback; on a boot of a slot that is not the primary it is not
-    (that would undo a commit), and a try keeps its slot for the gate."""
+    primary it is disarmed as after a rollback, and the event says so; not on a boot of a slot that is
+    not the primary (that would undo a commit), nor on the boot that wrote the marker (its try reboot is
+    on the way), nor on a try (the gate judges it). The marker is set aside whatever RAUC does."""
     from appliance.update import marker
     from appliance.update.devicetree import BootInfo
     from appliance.update.rollback import reconcile
 
-    for boot, primary_slot, disarmed in ((BootInfo(2, False), "A", True), (BootInfo(3, False), "A", False)):
-        b = Board(tmp_path / f"p{boot.partition}", all_=2, try_=3)
-        state = tmp_path / f"state{boot.partition}"
+    def broken() -> None:
+        raise OSError("rauc is not running")
+
+    cases = [  # (boot, RAUC's primary, marker text, forget_other raises, [tryboot] after, the event says)
+        (
+            "normal A",
+            BootInfo(2, False),
+            "A",
+            '{"boot_id": "an earlier boot", "cut sh',
+            False,
+            "2",
+            "slot B marked bad",
+        ),
+        (
+            "normal B",
+            BootInfo(3, False),
+            "A",
+            '{"cut sh',
+            False,
+            "3",
+            "slot A NOT marked bad: RAUC's primary is slot A",
+        ),
+        ("no primary", BootInfo(2, False), None, "", False, "3", "NOT marked bad: RAUC cannot say which"),
+        ("rauc down", BootInfo(2, False), "A", "[]", True, "3", "slot B NOT marked bad: rauc is not running"),
+        ("this boot", BootInfo(2, False), "A", f'{{"boot_id": "{marker.boot_id()}", "cut', False, "3", "goes ahead"),
+        ("try", BootInfo(3, True), "A", "", False, "3", "it commits only if RAUC shows it is on trial"),
+    ]
+    for name, boot, primary_slot, text, fails, tryboot_after, says in cases:
+        b = Board(tmp_path / name, all_=2, try_=3)
+        state = tmp_path / name / "state"
         state.mkdir()
-        marker.marker_path(state).write_text('{"bundle": "k.raucb", "cut sh')
+        marker.marker_path(state).write_text(text)
         events: list[tuple[str, str]] = []
         got = reconcile(
             state,
             boot,
-            lambda k, d: events.append((k, d)),
+            lambda k, d, events=events: events.append((k, d)),
             primary=lambda p=primary_slot: p,
-            forget_other=lambda b=b, boot=boot: b.out("set-state", boot.other, "bad"),
+            forget_other=broken if fails else lambda b=b, boot=boot: b.out("set-state", boot.other, "bad"),
         )
-        assert got == "update_unknown" and [k for k, _ in events] == ["update_unknown"], events
-        assert ("try disarmed" in events[0][1]) is disarmed, events
-        assert b.sections() == (("2", "2") if disarmed else ("2", "3"))
-        assert len(list(state.glob("pending.json.unreadable-*"))) == 1
-    b = Board(tmp_path / "try", all_=2, try_=3)
-    state = tmp_path / "state-try"
-    state.mkdir()
-    marker.marker_path(state).write_text("")
-    calls: list[str] = []
-    got = reconcile(
-        state, BootInfo(3, True), lambda k, d: None, primary=lambda: "A", forget_other=lambda: calls.append("x")
-    )
-    assert got == "update_unknown" and calls == [] and b.sections() == ("2", "3")
+        assert got == "update_unknown" and [k for k, _ in events] == ["update_unknown"], (name, events)
+        assert says in events[0][1], (name, events)
+        assert b.sections() == ("2", tryboot_after), name
+        assert not marker.marker_path(state).exists() and len(list(state.glob("pending.json.unreadable-*"))) == 1
 
 
 def test_a_rollback_whose_disarm_fails_is_still_recorded(tmp_path):

@@ -235,8 +235,9 @@ def test_a_service_restarted_after_the_commit_leaves_the_committed_slot_alone(tm
 
 @pytest.mark.parametrize("text", ["null", '{"bundle": "k", "started_at": "soon"}', ""])
 def test_the_service_starts_whatever_the_marker_holds_and_says_so(tmp_path, text):
-    """A marker that is JSON of another shape (or empty) stopped `kelvinpi run` on the old slot."""
-    b = TryBoot(tmp_path)
+    """A marker that is JSON of another shape (or empty) stopped `kelvinpi run` on the old slot. (RAUC
+    answers its status: primary A, the running slot, so the other slot's try is disarmed.)"""
+    b = TryBoot(tmp_path, status=True)
     try:
         b.state.mkdir(parents=True)
         marker.marker_path(b.state).write_text(text)
@@ -246,6 +247,7 @@ def test_the_service_starts_whatever_the_marker_holds_and_says_so(tmp_path, text
         b.stop()
         (unknown,) = b.events("update_unknown")
         assert "not a pending-update marker" in unknown and "booted slot A normally" in unknown
+        assert "status mark-bad other" in b.calls() and "slot B marked bad" in unknown  # no stale try of B
         (aside,) = b.state.glob("pending.json.unreadable-*")
         assert aside.read_text() == text and not marker.marker_path(b.state).exists()
     finally:

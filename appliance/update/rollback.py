@@ -15,7 +15,8 @@ The marker (``marker.py``) outlives every reboot until a boot settles it:
   marker went: ``update_committed`` (late, once: not if the marker says the try recorded it), and
   the marker goes;
 * a marker that cannot be read (empty, cut short, another shape): ``update_unknown`` with what the
-  boot knows, and the file is set aside beside it (``pending.json.unreadable-<time>``).
+  boot knows, and the file is set aside beside it (``pending.json.unreadable-<time>``); on a normal
+  boot (not the one that wrote it) the other slot's try is disarmed, as after a rollback.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def reconcile(
     its commit only if RAUC names that slot primary too: a firmware that started ``[tryboot]`` without
     the flag, or a hand-made ``reboot 3``, boots it unjudged (where RAUC cannot say, it is taken as the
     commit, as before RAUC was asked). ``forget_other``: ``rauc status mark-bad
-    other``, run once a rollback is recorded: it points ``autoboot.txt``'s ``[tryboot]`` back at the
+    other``, run once a rollback is recorded (or an unreadable marker on a normal boot): it points ``autoboot.txt``'s ``[tryboot]`` back at the
     running slot, so that no later try reboot (a stale reboot request, a hand-made one) starts the
     rolled-back release again, where the gate, finding no marker, would judge and commit it."""
     try:
@@ -116,23 +117,24 @@ def settle_committed(state_dir: Path, pending: marker.PendingUpdate, record: Rec
 
 def _disarm_other(
     boot: BootInfo, other: str, primary: Callable[[], str | None] | None, forget_other: Callable[[], object] | None
-) -> bool:
+) -> str:
     """``rauc status mark-bad other``: ``[tryboot]`` back at the running slot, so no later try reboot
     starts the other slot unjudged. "Other" is the slot not running; marking it bad resets ``[all]``
     too if it is the primary: so only when the running slot is the primary (a hand-made boot of the
-    old slot after a commit must not undo the commit). True if it was disarmed."""
+    old slot after a commit must not undo the commit). Returns what was done, for the event."""
     if forget_other is None:
-        return False
-    running_is_primary = (primary() if primary is not None else boot.slot) == boot.slot
-    if not running_is_primary:
-        log.error("not disarming slot %s's try: the running slot %s is not RAUC's primary", other, boot.slot)
-        return False
+        return f"slot {other} left as it was (no updater here)"
+    first = primary() if primary is not None else boot.slot
+    if first != boot.slot:
+        why = "RAUC cannot say which slot is primary" if first is None else f"RAUC's primary is slot {first}"
+        log.error("not disarming slot %s's try: %s, not the running slot %s", other, why, boot.slot)
+        return f"slot {other} NOT marked bad: {why}"
     try:
         forget_other()
     except Exception as exc:  # the event is recorded; a stale [tryboot] is only a risk, logged
         log.error("slot %s could not be marked bad (rauc): %s", other, exc)
-        return False
-    return True
+        return f"slot {other} NOT marked bad: {exc}"
+    return f"slot {other} marked bad (no try of it stays armed)"
 
 
 def _unreadable(
@@ -144,17 +146,24 @@ def _unreadable(
     forget_other: Callable[[], object] | None = None,
 ) -> str:
     """Tell what is known of an update whose marker cannot be read, and set the marker aside. On a
-    normal boot the other slot's try is disarmed as after a rollback: an update whose record is lost
-    is not started unjudged by a later try reboot (installed again, it is tried and judged as usual)."""
+    normal boot the other slot's try is disarmed as after a rollback, so an update with no record is
+    not started unjudged by a later try reboot; not on the boot that wrote the marker (this boot's id
+    is in what is left of it: its try reboot is on the way), whose try goes ahead and is judged."""
+    try:
+        raw = marker.marker_path(state_dir).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        raw = ""
+    this_boot = marker.boot_id()
+    aside = marker.set_aside(state_dir)  # first: whatever RAUC does next, the next start is not blocked
     if boot is None:
         where = "this boot has no A/B slot information"
     elif boot.tryboot:
         where = f"this boot is a try of slot {boot.slot}: it commits only if RAUC shows it is on trial"
+    elif this_boot and this_boot in raw:
+        where = f"booted slot {boot.slot} normally and this boot wrote it: the try reboot it asked for goes ahead"
     else:
         where = f"booted slot {boot.slot} normally: whichever update it was is not on trial"
-        if _disarm_other(boot, boot.other, primary, forget_other):
-            where += f"; slot {boot.other}'s try disarmed (install the bundle again to update)"
-    aside = marker.set_aside(state_dir)
+        where += "; " + _disarm_other(boot, boot.other, primary, forget_other)
     record(
         "update_unknown", f"an update was pending but its marker is unreadable ({exc}); {where}; set aside as {aside}"
     )

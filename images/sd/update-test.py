@@ -57,6 +57,14 @@ MT = dict(os.environ, MTOOLS_SKIP_CHECK="1")
 NODES = ("LSA23JD", "LSA24AZ")
 
 
+def read_text(path: Path) -> str:
+    """A log qemu writes: "" until it exists."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -294,7 +302,7 @@ class Machine:
         qlog = self.current.console.parent / "qemu.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if WATCHDOG_FIRED in qlog.read_text(errors="replace"):
+            if WATCHDOG_FIRED in read_text(qlog):
                 fired = time.monotonic() - self.current.started
                 self.cut()
                 return fired
@@ -945,13 +953,13 @@ def watchdog_during_try(s: Scenario, b: Bundles, panel: list[float]) -> None:
     assert s.m.current
     console, qlog = s.m.current.console, s.m.current.console.parent / "qemu.log"
     deadline = time.monotonic() + 600
-    while HANG_MESSAGE not in console.read_text(errors="replace"):
+    while HANG_MESSAGE not in read_text(console):  # (qemu makes the file a moment after it starts)
         assert s.m.running(), "the try ended before its PID 1 was stopped"
         assert time.monotonic() < deadline, "the try's PID 1 was never stopped (no line from update-test-hang)"
         time.sleep(0.5)
     t_hang = time.monotonic() - s.m.current.started
-    assert WATCHDOG_FIRED not in qlog.read_text(errors="replace"), "the watchdog fired before PID 1 hung"
-    armed = WATCHDOG_LINE.search(console.read_text(errors="replace"))
+    assert WATCHDOG_FIRED not in read_text(qlog), "the watchdog fired before PID 1 hung"
+    armed = WATCHDOG_LINE.search(read_text(console))
     assert armed and armed[1] == "active", f"the try's watchdog was not armed: {armed and armed[0]}"
     timeout = int(armed[2])
     fired = s.m.wait_watchdog(600)
