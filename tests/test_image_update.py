@@ -273,7 +273,7 @@ def test_a_normal_boot_of_the_updates_slot_that_is_not_primary_is_not_called_com
     assert marker.read(state) is None and b.sections() == ("2", "3")
 
 
-def test_an_unreadable_marker_on_a_normal_boot_disarms_the_other_slots_try(tmp_path):
+def test_an_unreadable_marker_on_a_normal_boot_disarms_the_other_slots_try(tmp_path, monkeypatch):
     """A marker that cannot be read left ``[tryboot]`` naming the other slot: a later try reboot (a stale
     request, a hand-made one) would start that release with no record of it. On a normal boot of the
     primary it is disarmed as after a rollback, and the event says so; not on a boot of a slot that is
@@ -286,6 +286,10 @@ def test_an_unreadable_marker_on_a_normal_boot_disarms_the_other_slots_try(tmp_p
     def broken() -> None:
         raise OSError("rauc is not running")
 
+    def unparsable() -> str:
+        raise TypeError("'int' object is not iterable")
+
+    monkeypatch.setattr(marker, "boot_id", lambda: "this-boot-1234")
     cases = [  # (boot, RAUC's primary, marker text, forget_other raises, [tryboot] after, the event says)
         (
             "normal A",
@@ -307,7 +311,8 @@ def test_an_unreadable_marker_on_a_normal_boot_disarms_the_other_slots_try(tmp_p
         ),
         ("no primary", BootInfo(2, False), None, "", False, "3", "NOT marked bad: RAUC cannot say which"),
         ("rauc down", BootInfo(2, False), "A", "[]", True, "3", "slot B NOT marked bad: rauc is not running"),
-        ("this boot", BootInfo(2, False), "A", f'{{"boot_id": "{marker.boot_id()}", "cut', False, "3", "goes ahead"),
+        ("rauc garbled", BootInfo(2, False), unparsable, "[]", False, "3", "NOT marked bad: RAUC cannot say which"),
+        ("this boot", BootInfo(2, False), "A", '{"boot_id": "this-boot-1234", "cut', False, "3", "goes ahead"),
         ("try", BootInfo(3, True), "A", "", False, "3", "it commits only if RAUC shows it is on trial"),
     ]
     for name, boot, primary_slot, text, fails, tryboot_after, says in cases:
@@ -316,12 +321,17 @@ def test_an_unreadable_marker_on_a_normal_boot_disarms_the_other_slots_try(tmp_p
         state.mkdir()
         marker.marker_path(state).write_text(text)
         events: list[tuple[str, str]] = []
+
+        def disarm(b=b, boot=boot, state=state) -> str:
+            assert not marker.marker_path(state).exists(), "RAUC asked before the marker was set aside"
+            return b.out("set-state", boot.other, "bad")
+
         got = reconcile(
             state,
             boot,
             lambda k, d, events=events: events.append((k, d)),
-            primary=lambda p=primary_slot: p,
-            forget_other=broken if fails else lambda b=b, boot=boot: b.out("set-state", boot.other, "bad"),
+            primary=primary_slot if callable(primary_slot) else lambda p=primary_slot: p,
+            forget_other=broken if fails else disarm,
         )
         assert got == "update_unknown" and [k for k, _ in events] == ["update_unknown"], (name, events)
         assert says in events[0][1], (name, events)
@@ -496,3 +506,30 @@ def test_emergency_mode_on_a_try_reboots_into_the_old_slot_and_elsewhere_gives_t
     for unit in ("emergency", "rescue"):  # both modes run it before their shell; a failure never blocks the shell
         conf = (SD / f"overlay/etc/systemd/system/{unit}.service.d/kelvinpi-try.conf").read_text()
         assert f"ExecStartPre=-/usr/lib/kelvinpi/try-abandon {unit}" in conf
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"boot_primary": null, "slots": []}',
+        '{"boot_primary": "rootfs.0", "slots": 1}',
+        '{"boot_primary": "rootfs.0", "slots": [1, {"rootfs.1": {"bootname": "B"}}]}',
+        '{"boot_primary": "rootfs.0", "slots": [{"rootfs.0": {"bootname": 3}}]}',
+    ],
+)
+def test_rauc_status_of_another_shape_names_no_primary(out):
+    """Any answer but a slot list naming the primary's bootname is "cannot say" (a TypeError from
+    ``"slots": 1`` escaped into the start-up's update check: red team)."""
+    from appliance.update.primary import parse_primary
+
+    assert parse_primary(out) is None
+
+
+def test_rauc_status_names_the_primary():
+    from appliance.update.primary import parse_primary
+
+    out = '{"boot_primary": "rootfs.1", "slots": [{"rootfs.0": {"bootname": "A"}}, {"rootfs.1": {"bootname": "B"}}]}'
+    assert parse_primary(out) == "B"

@@ -45,7 +45,8 @@ def parse_primary(out: str) -> str | None:
         log.warning("RAUC's primary slot unknown: rauc status names none")
         return None
     primary = status["boot_primary"]
-    for entry in status.get("slots") or []:
+    slots = status.get("slots")
+    for entry in slots if isinstance(slots, list) else []:
         slot = entry.get(primary) if isinstance(entry, dict) else None
         if isinstance(slot, dict) and isinstance(slot.get("bootname"), str):
             return slot["bootname"]

@@ -16,7 +16,8 @@ The marker (``marker.py``) outlives every reboot until a boot settles it:
   the marker goes;
 * a marker that cannot be read (empty, cut short, another shape): ``update_unknown`` with what the
   boot knows, and the file is set aside beside it (``pending.json.unreadable-<time>``); on a normal
-  boot (not the one that wrote it) the other slot's try is disarmed, as after a rollback.
+  boot of the primary slot (not the one that wrote it) the other slot's try is disarmed, as after a
+  rollback, and then the event is recorded, saying whether it was.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def reconcile(
     ``primary``: RAUC's primary slot letter (None: cannot say). A normal boot of the update's slot is
     its commit only if RAUC names that slot primary too: a firmware that started ``[tryboot]`` without
     the flag, or a hand-made ``reboot 3``, boots it unjudged (where RAUC cannot say, it is taken as the
-    commit, as before RAUC was asked). ``forget_other``: ``rauc status mark-bad
-    other``, run once a rollback is recorded (or an unreadable marker on a normal boot): it points ``autoboot.txt``'s ``[tryboot]`` back at the
-    running slot, so that no later try reboot (a stale reboot request, a hand-made one) starts the
-    rolled-back release again, where the gate, finding no marker, would judge and commit it."""
+    commit, as before RAUC was asked). ``forget_other``: ``rauc status mark-bad other``, run once a
+    rollback is recorded (or an unreadable marker is set aside on a normal boot of the primary): it
+    points ``autoboot.txt``'s ``[tryboot]`` back at the running slot, so that no later try reboot (a
+    stale reboot request, a hand-made one) starts the rolled-back release again, where the gate,
+    finding no marker, would judge and commit it."""
     try:
         pending = marker.read(state_dir)
     except marker.MarkerError as exc:
@@ -124,7 +126,11 @@ def _disarm_other(
     old slot after a commit must not undo the commit). Returns what was done, for the event."""
     if forget_other is None:
         return f"slot {other} left as it was (no updater here)"
-    first = primary() if primary is not None else boot.slot
+    try:
+        first = primary() if primary is not None else boot.slot
+    except Exception as exc:  # RAUC's answer could not be read: as "cannot say", and the event still recorded
+        log.error("RAUC's primary slot unknown: %s", exc)
+        first = None
     if first != boot.slot:
         why = "RAUC cannot say which slot is primary" if first is None else f"RAUC's primary is slot {first}"
         log.error("not disarming slot %s's try: %s, not the running slot %s", other, why, boot.slot)
